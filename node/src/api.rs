@@ -1,0 +1,571 @@
+//! The gRPC surface: thin implementations of the generated Federation,
+//! Client and Admin traits. Converts protobuf to domain calls and domain
+//! errors to `Status` in one place, and enforces who may call what from the
+//! connection's verified identity (never from a request field). No routing
+//! or crypto decisions are made here beyond calling the modules that own them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bluewire_proto::v1 as pb;
+use pb::admin_server::{Admin, AdminServer};
+use pb::client_server::{Client, ClientServer};
+use pb::federation_server::{Federation, FederationServer};
+use prost::Message;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::delivery::now_ms;
+use crate::envelope::{self, Rejected};
+use crate::pki::{OrgProfile, PeerIdentity, UserRole};
+use crate::server::NodeState;
+use crate::store::{InsertOutcome, NewMessage, Rejection, StoredMessage};
+use crate::tls::ConnInfo;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Build the tonic router with every service, health and reflection.
+pub fn router(state: Arc<NodeState>) -> tonic::transport::server::Router {
+    let limits = &state.config.limits;
+    let max = limits.max_request_bytes;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let api = Api {
+        state: state.clone(),
+    };
+    let fed = FederationServer::new(api.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let client = ClientServer::new(api.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = AdminServer::new(api)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    tokio::spawn(async move {
+        health_reporter.set_serving::<FederationServer<Api>>().await;
+        health_reporter.set_serving::<ClientServer<Api>>().await;
+    });
+    let mut b = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
+    let r = b
+        .add_service(health)
+        .add_service(fed)
+        .add_service(client)
+        .add_service(admin);
+    match reflection {
+        Some(refl) => r.add_service(refl),
+        None => r,
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    state: Arc<NodeState>,
+}
+
+fn conn<T>(req: &Request<T>) -> Result<&ConnInfo, Status> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .ok_or_else(|| Status::unauthenticated("no verified TLS identity on this connection"))
+}
+
+impl Api {
+    fn check_revoked(&self, c: &ConnInfo) -> Result<(), Status> {
+        if self.state.tls.revocations.identity_revoked(&c.identity) {
+            return Err(Status::permission_denied(
+                "your certificate has been revoked by the federation CA",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The calling node's CA-asserted profile.
+    fn require_node<T>(&self, req: &Request<T>) -> Result<OrgProfile, Status> {
+        let c = conn(req)?;
+        self.check_revoked(c)?;
+        match &*c.identity {
+            PeerIdentity::Node { profile, .. } => Ok(profile.clone()),
+            PeerIdentity::User { .. } => Err(Status::permission_denied(
+                "the federation service is for nodes; a user certificate cannot call it",
+            )),
+        }
+    }
+
+    /// A user of this node's organisation; `operator` demands that role.
+    fn require_user<T>(
+        &self,
+        req: &Request<T>,
+        operator: bool,
+    ) -> Result<(String, UserRole), Status> {
+        let c = conn(req)?;
+        self.check_revoked(c)?;
+        match &*c.identity {
+            PeerIdentity::User {
+                org, name, role, ..
+            } => {
+                if org != self.state.org() {
+                    return Err(Status::permission_denied(format!(
+                        "this node serves users of {}; your certificate is from {org}",
+                        self.state.org()
+                    )));
+                }
+                if operator && *role != UserRole::Operator {
+                    return Err(Status::permission_denied(format!(
+                        "admin commands need a certificate with the operator role; yours is {role}"
+                    )));
+                }
+                Ok((name.clone(), *role))
+            }
+            PeerIdentity::Node { profile, .. } => Err(Status::permission_denied(format!(
+                "node {} cannot use the client or admin service: use a user certificate",
+                profile.org
+            ))),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn feed_item(m: StoredMessage, me: &str) -> Result<pb::FeedItem, Status> {
+    let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
+    let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
+    let signer_org = if m.received_from.is_empty() {
+        me.to_string()
+    } else {
+        content.origin_org.clone()
+    };
+    Ok(pb::FeedItem {
+        seq: m.seq,
+        envelope: Some(env),
+        content: Some(content),
+        verified: true,
+        signer_org,
+        received_from: m.received_from,
+        received_at_ms: m.received_at_ms,
+    })
+}
+
+#[tonic::async_trait]
+impl Federation for Api {
+    async fn deliver(
+        &self,
+        req: Request<pb::DeliverRequest>,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let peer = self.require_node(&req)?;
+        let st = &self.state;
+        let span = tracing::debug_span!("deliver", peer.org = %peer.org);
+        async move {
+            st.learn_keys(&peer).await;
+            let envelopes = req.into_inner().envelopes;
+            if envelopes.len() > st.config.limits.max_batch {
+                return Err(Status::invalid_argument(format!(
+                    "{} envelopes in one Deliver call; the limit is {}",
+                    envelopes.len(),
+                    st.config.limits.max_batch
+                )));
+            }
+            let now = now_ms();
+            let mut results: Vec<pb::DeliveryResult> = Vec::with_capacity(envelopes.len());
+            let mut accepted = Vec::new();
+            let mut slots = Vec::new();
+            for env in envelopes {
+                let opened = envelope::open(&env, |k| st.lookup_key(k), now).and_then(|o| {
+                    if o.content.origin_org != peer.org {
+                        return Err(Rejected::NotFromOrigin {
+                            peer: peer.org.clone(),
+                            origin: o.content.origin_org.clone(),
+                        });
+                    }
+                    let d = st.router.ingress(&o.content, st.org());
+                    if !d.allowed {
+                        return Err(Rejected::Policy(format!("{}: {}", d.rule, d.reason)));
+                    }
+                    Ok(o)
+                });
+                match opened {
+                    Ok(o) => {
+                        debug!(msg.id = %o.content.id, "accepted for storage");
+                        slots.push(results.len());
+                        results.push(pb::DeliveryResult {
+                            outcome: pb::DeliveryOutcome::Accepted as i32,
+                            reason: String::new(),
+                            id: o.content.id.clone(),
+                        });
+                        accepted.push(NewMessage {
+                            id: o.content.id,
+                            envelope: env.encode_to_vec(),
+                            origin: o.content.origin_org,
+                            kind: o.content.kind,
+                            level: o.content.level,
+                            received_from: peer.org.clone(),
+                            received_at_ms: now,
+                            outbox: Vec::new(),
+                        });
+                    }
+                    Err(why) => {
+                        let id = pb::Content::decode(env.content.as_slice())
+                            .map(|c| c.id)
+                            .unwrap_or_default();
+                        warn!(msg.id = %id, reason = %why, "envelope rejected");
+                        st.store
+                            .record_rejection(Rejection {
+                                at_ms: now,
+                                from_peer: peer.org.clone(),
+                                id: id.clone(),
+                                reason: why.to_string(),
+                            })
+                            .await
+                            .map_err(internal)?;
+                        results.push(pb::DeliveryResult {
+                            outcome: pb::DeliveryOutcome::Rejected as i32,
+                            reason: why.to_string(),
+                            id,
+                        });
+                    }
+                }
+            }
+            if !accepted.is_empty() {
+                let outcomes = st.store.insert_many(accepted).await.map_err(|e| {
+                    Status::unavailable(format!("store write failed, retry later: {e}"))
+                })?;
+                for (slot, outcome) in slots.into_iter().zip(outcomes) {
+                    if let InsertOutcome::Duplicate(_) = outcome {
+                        results[slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
+                    }
+                }
+            }
+            Ok(Response::new(pb::DeliverResponse { results }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn backfill(
+        &self,
+        req: Request<pb::BackfillRequest>,
+    ) -> Result<Response<pb::BackfillResponse>, Status> {
+        let peer = self.require_node(&req)?;
+        let r = req.into_inner();
+        let limit = (r.limit as usize).clamp(1, 1024);
+        let st = &self.state;
+        let mut entries = Vec::new();
+        let mut cursor = r.after_seq;
+        let mut more = false;
+        // Scan a bounded window so one call never walks the whole store.
+        for _ in 0..16 {
+            let page = st.store.read_after(cursor, 1024).map_err(internal)?;
+            if page.is_empty() {
+                break;
+            }
+            for m in page {
+                cursor = m.seq;
+                if m.origin != st.org() {
+                    continue;
+                }
+                let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
+                let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
+                if st.router.egress(&content, std::slice::from_ref(&peer.org))[0].allowed {
+                    entries.push(pb::BackfillEntry {
+                        seq: m.seq,
+                        envelope: Some(env),
+                    });
+                    if entries.len() >= limit {
+                        more = true;
+                        break;
+                    }
+                }
+            }
+            if more {
+                break;
+            }
+        }
+        Ok(Response::new(pb::BackfillResponse { entries, more }))
+    }
+
+    async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        let c = conn(&req)?;
+        self.check_revoked(c)?;
+        let caller_org = match &*c.identity {
+            PeerIdentity::Node { profile, .. } => profile.org.clone(),
+            PeerIdentity::User { org, .. } => org.clone(),
+        };
+        Ok(Response::new(pb::HelloResponse {
+            org: self.state.org().to_string(),
+            version: VERSION.to_string(),
+            caller_org,
+            kx_group: c.kx_group.clone(),
+        }))
+    }
+}
+
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedItem, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Client for Api {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let (user, _role) = self.require_user(&req, false)?;
+        let st = &self.state;
+        let r = req.into_inner();
+        let body = r.body.map(|b| match b {
+            pb::publish_request::Body::FreeText(t) => pb::content::Body::FreeText(t),
+            pb::publish_request::Body::Incident(i) => pb::content::Body::Incident(i),
+        });
+        let content = pb::Content {
+            id: envelope::new_id(),
+            origin_org: st.org().to_string(),
+            author: format!("{}/{}", st.org(), user),
+            created_at_ms: now_ms(),
+            expires_at_ms: r.expires_at_ms,
+            kind: r.kind,
+            level: r.level,
+            marking: r.marking,
+            recipients: r.recipients,
+            cluster: r.cluster,
+            body,
+        };
+        envelope::validate(&content).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let span = tracing::info_span!("publish", msg.id = %content.id, author = %content.author);
+        async move {
+            let candidates: Vec<String> = st.peers.iter().map(|p| p.key().clone()).collect();
+            let decisions = st.router.egress(&content, &candidates);
+            let (allowed, refused): (Vec<_>, Vec<_>) =
+                decisions.into_iter().partition(|d| d.allowed);
+            let queued_for: Vec<String> = allowed.into_iter().map(|d| d.org).collect();
+            let env = envelope::seal(&st.signer, &content);
+            let outcome = st
+                .store
+                .insert(NewMessage {
+                    id: content.id.clone(),
+                    envelope: env.encode_to_vec(),
+                    origin: content.origin_org.clone(),
+                    kind: content.kind,
+                    level: content.level,
+                    received_from: String::new(),
+                    received_at_ms: now_ms(),
+                    outbox: queued_for.clone(),
+                })
+                .await
+                .map_err(|e| Status::unavailable(format!("not stored, publish again: {e}")))?;
+            let seq = match outcome {
+                InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
+            };
+            st.notify_peers(&queued_for);
+            info!(msg.seq = seq, queued = queued_for.len(), "published");
+            Ok(Response::new(pb::PublishResponse {
+                id: content.id.clone(),
+                seq,
+                queued_for,
+                refused: refused
+                    .into_iter()
+                    .map(|d| pb::RoutingDecision {
+                        org: d.org,
+                        allowed: false,
+                        rule: d.rule.to_string(),
+                        reason: d.reason,
+                    })
+                    .collect(),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    type SubscribeStream = FeedStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (user, _) = self.require_user(&req, false)?;
+        let r = req.into_inner();
+        let st = self.state.clone();
+        let mut cursor = r.after_seq;
+        if cursor == 0 && !r.durable_name.is_empty() {
+            cursor = st
+                .store
+                .get_cursor(&r.durable_name)
+                .map_err(internal)?
+                .unwrap_or(0);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut head = st.store.subscribe_head();
+        let me = st.org().to_string();
+        let span = tracing::info_span!("subscribe", subscriber = %user, cursor);
+        tokio::spawn(
+            async move {
+                loop {
+                    let page = match st.store.read_after(cursor, 256) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(internal(e))).await;
+                            return;
+                        }
+                    };
+                    if page.is_empty() {
+                        if r.no_follow {
+                            return;
+                        }
+                        tokio::select! {
+                            changed = head.changed() => if changed.is_err() { return },
+                            _ = tx.closed() => return,
+                        }
+                        continue;
+                    }
+                    for m in page {
+                        cursor = m.seq;
+                        if !r.kinds.is_empty() && !r.kinds.contains(&m.kind) {
+                            continue;
+                        }
+                        if !r.levels.is_empty() && !r.levels.contains(&m.level) {
+                            continue;
+                        }
+                        if !r.origins.is_empty() && !r.origins.contains(&m.origin) {
+                            continue;
+                        }
+                        let item = feed_item(m, &me);
+                        if tx.send(item).await.is_err() {
+                            debug!("subscriber went away");
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::FeedItem>, Status> {
+        self.require_user(&req, false)?;
+        let id = req.into_inner().id;
+        let m = self
+            .state
+            .store
+            .get_by_id(&id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no message with id {id} on this node")))?;
+        Ok(Response::new(feed_item(m, self.state.org())?))
+    }
+
+    async fn commit_cursor(
+        &self,
+        req: Request<pb::CommitCursorRequest>,
+    ) -> Result<Response<pb::CommitCursorResponse>, Status> {
+        self.require_user(&req, false)?;
+        let r = req.into_inner();
+        if r.durable_name.is_empty() {
+            return Err(Status::invalid_argument("durable_name is empty"));
+        }
+        self.state
+            .store
+            .set_cursor(&r.durable_name, r.seq)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::CommitCursorResponse {}))
+    }
+}
+
+impl Api {
+    fn peer_statuses(&self) -> Result<Vec<pb::PeerStatus>, Status> {
+        let mut out = Vec::new();
+        for p in self.state.peers.iter() {
+            let s = p.stats();
+            out.push(pb::PeerStatus {
+                org: p.org.clone(),
+                endpoint: p.endpoint.clone(),
+                connected: s.connected,
+                outbox_depth: self.state.store.outbox_depth(&p.org).map_err(internal)?,
+                delivered: self.state.store.delivered_count(&p.org).map_err(internal)?,
+                consecutive_failures: s.consecutive_failures,
+                last_error: s.last_error,
+                last_success_ms: s.last_success_ms,
+                kx_group: p.kx_group(),
+            });
+        }
+        out.sort_by(|a, b| a.org.cmp(&b.org));
+        Ok(out)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Api {
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.require_user(&req, true)?;
+        let st = &self.state;
+        Ok(Response::new(pb::StatusResponse {
+            org: st.org().to_string(),
+            version: VERSION.to_string(),
+            listen: st.listen.to_string(),
+            messages: st.store.message_count().map_err(internal)?,
+            last_seq: st.store.head_seq(),
+            rejected: st.store.rejection_count().map_err(internal)?,
+            started_at_ms: st.started_at_ms,
+            peers: self.peer_statuses()?,
+        }))
+    }
+
+    async fn peers(
+        &self,
+        req: Request<pb::PeersRequest>,
+    ) -> Result<Response<pb::PeersResponse>, Status> {
+        self.require_user(&req, true)?;
+        Ok(Response::new(pb::PeersResponse {
+            peers: self.peer_statuses()?,
+        }))
+    }
+
+    async fn reload_revocations(
+        &self,
+        req: Request<pb::ReloadRevocationsRequest>,
+    ) -> Result<Response<pb::ReloadRevocationsResponse>, Status> {
+        self.require_user(&req, true)?;
+        self.state
+            .tls
+            .reload_crl()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::ReloadRevocationsResponse {
+            revoked_serials: self.state.tls.revocations.len() as u32,
+        }))
+    }
+
+    async fn rejections(
+        &self,
+        req: Request<pb::RejectionsRequest>,
+    ) -> Result<Response<pb::RejectionsResponse>, Status> {
+        self.require_user(&req, true)?;
+        let limit = req.into_inner().limit.clamp(1, 10_000) as usize;
+        let rs = self.state.store.rejections(limit).map_err(internal)?;
+        Ok(Response::new(pb::RejectionsResponse {
+            rejections: rs
+                .into_iter()
+                .map(|r| pb::Rejection {
+                    at_ms: r.at_ms,
+                    from_peer: r.from_peer,
+                    id: r.id,
+                    reason: r.reason,
+                })
+                .collect(),
+        }))
+    }
+}

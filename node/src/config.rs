@@ -1,0 +1,351 @@
+//! Node configuration: the TOML file, parsed into a validated typed struct.
+//! Relative paths are resolved against the config file's directory. This is
+//! the one reference for every field (`bluewire-node init` writes it out with
+//! comments). Never reads or mutates environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    org: String,
+    listen: String,
+    data_dir: PathBuf,
+    tls: RawTls,
+    #[serde(default)]
+    delivery: DeliveryConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    signing_key: PathBuf,
+    crl: Option<PathBuf>,
+    #[serde(default = "default_crl_poll_secs")]
+    crl_poll_secs: u64,
+}
+
+fn default_crl_poll_secs() -> u64 {
+    5
+}
+
+/// Outbox delivery tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Most envelopes handed to a peer in one Deliver call.
+    pub batch_size: usize,
+    /// First retry delay after a failed delivery; doubles up to `retry_max_ms`, with jitter.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// Per-call timeout for a Deliver call.
+    pub timeout_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 256,
+            retry_min_ms: 100,
+            retry_max_ms: 30_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Limits that protect the node from misbehaving peers and clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest gRPC request the node decodes (bytes). An envelope's content
+    /// is additionally capped at 1 MiB.
+    pub max_request_bytes: usize,
+    /// Most envelopes in one Deliver call.
+    pub max_batch: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Concurrent connections (peers + clients).
+    pub max_connections: usize,
+    /// TLS handshake timeout (ms).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 4 * 1024 * 1024,
+            max_batch: 1024,
+            max_concurrent_streams: 128,
+            max_connections: 1024,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A peer node this node delivers to (until clusters provide discovery).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub org: String,
+    /// `https://HOST:PORT` of the peer's node.
+    pub endpoint: String,
+}
+
+/// TLS and signing material, resolved to absolute paths.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub signing_key: PathBuf,
+    pub crl: Option<PathBuf>,
+    pub crl_poll_secs: u64,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub org: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
+    pub peers: Vec<PeerConfig>,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, path)
+    }
+
+    /// Parse `text`; relative paths resolve against `base`. `origin` names the
+    /// file in error messages.
+    pub fn parse(text: &str, base: &Path, origin: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        };
+        check_org(&raw.org).map_err(|m| invalid(format!("org: {m}")))?;
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            invalid(format!(
+                "listen = {:?} is not an address like \"127.0.0.1:7443\"",
+                raw.listen
+            ))
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        for p in &raw.peers {
+            check_org(&p.org).map_err(|m| invalid(format!("peer org: {m}")))?;
+            if p.org == raw.org {
+                return Err(invalid(format!("peer {:?} is this node itself", p.org)));
+            }
+            if !seen.insert(p.org.clone()) {
+                return Err(invalid(format!("peer {:?} is listed twice", p.org)));
+            }
+            parse_endpoint(&p.endpoint).map_err(|m| invalid(format!("peer {:?}: {m}", p.org)))?;
+        }
+        if raw.delivery.batch_size == 0 || raw.delivery.retry_min_ms == 0 {
+            return Err(invalid(
+                "delivery.batch_size and delivery.retry_min_ms must be > 0".into(),
+            ));
+        }
+        if raw.delivery.retry_max_ms < raw.delivery.retry_min_ms {
+            return Err(invalid(
+                "delivery.retry_max_ms must be >= delivery.retry_min_ms".into(),
+            ));
+        }
+        if raw.limits.max_batch == 0 || raw.limits.max_request_bytes < 64 * 1024 {
+            return Err(invalid(
+                "limits.max_batch must be > 0 and limits.max_request_bytes >= 65536".into(),
+            ));
+        }
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        Ok(Self {
+            org: raw.org,
+            listen,
+            data_dir: abs(&raw.data_dir),
+            tls: TlsConfig {
+                ca: abs(&raw.tls.ca),
+                cert: abs(&raw.tls.cert),
+                key: abs(&raw.tls.key),
+                signing_key: abs(&raw.tls.signing_key),
+                crl: raw.tls.crl.as_deref().map(abs),
+                crl_poll_secs: raw.tls.crl_poll_secs.max(1),
+            },
+            delivery: raw.delivery,
+            limits: raw.limits,
+            peers: raw.peers,
+        })
+    }
+}
+
+/// Organisation ids: lowercase letters, digits and '-', 2 to 64 characters.
+pub fn check_org(org: &str) -> Result<(), String> {
+    let ok = (2..=64).contains(&org.len())
+        && org
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{org:?} is not an organisation id (2-64 characters of a-z, 0-9 and '-')"
+        ))
+    }
+}
+
+/// `https://HOST:PORT` → (host, port).
+pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let rest = endpoint.strip_prefix("https://").ok_or_else(|| {
+        format!("endpoint {endpoint:?} must start with https:// (there is no plaintext port)")
+    })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("endpoint {endpoint:?} has no :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("endpoint {endpoint:?} has an invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("endpoint {endpoint:?} has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A commented configuration, as written by `bluewire-node init`.
+pub fn template(org: &str, listen: &str, peers: &[PeerConfig]) -> String {
+    let mut s = format!(
+        r#"# Bluewire node configuration. Relative paths are relative to this file.
+
+# This organisation's id. Must equal the org the federation CA asserted in
+# tls.cert; the node refuses to start otherwise.
+org = "{org}"
+
+# Address of the single mutual-TLS 1.3 gRPC port (federation, client and admin
+# services). There is no plaintext port.
+listen = "{listen}"
+
+# The embedded store (messages, outboxes, cursors, keys, rejections).
+data_dir = "data"
+
+[tls]
+# Federation root CA certificate: the only trust anchor.
+ca = "ca.crt"
+# This node's certificate and key, issued by `bluewire pki issue`.
+cert = "node.crt"
+key = "node.key"
+# Ed25519 message-signing key certified in node.crt.
+signing_key = "signing.key"
+# Optional CA-signed revocation list (`bluewire pki revoke`); re-read when it
+# changes, checked every crl_poll_secs seconds. No restart needed.
+# crl = "crl.pem"
+crl_poll_secs = 5
+
+[delivery]
+batch_size = 256        # envelopes per Deliver call
+retry_min_ms = 100      # first retry delay; doubles with jitter ...
+retry_max_ms = 30000    # ... up to this
+timeout_ms = 10000      # per Deliver call
+
+[limits]
+max_request_bytes = 4194304   # largest gRPC request decoded; content is capped at 1 MiB
+max_batch = 1024              # envelopes per incoming Deliver call
+max_concurrent_streams = 128  # HTTP/2 streams per connection
+max_connections = 1024
+handshake_timeout_ms = 10000
+"#
+    );
+    if peers.is_empty() {
+        s.push_str(
+            "\n# Peers to deliver to:\n# [[peers]]\n# org = \"cert-eu\"\n# endpoint = \"https://127.0.0.1:7444\"\n",
+        );
+    }
+    for p in peers {
+        s.push_str(&format!(
+            "\n[[peers]]\norg = \"{}\"\nendpoint = \"{}\"\n",
+            p.org, p.endpoint
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses() {
+        let t = template(
+            "csirt-be",
+            "127.0.0.1:7443",
+            &[PeerConfig {
+                org: "cert-eu".into(),
+                endpoint: "https://127.0.0.1:7444".into(),
+            }],
+        );
+        let c = NodeConfig::parse(&t, Path::new("/etc/bw"), Path::new("node.toml")).unwrap();
+        assert_eq!(c.org, "csirt-be");
+        assert_eq!(c.tls.cert, PathBuf::from("/etc/bw/node.crt"));
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_say_what_is_wrong() {
+        let t = template("csirt-be", "nowhere", &[]);
+        let e = NodeConfig::parse(&t, Path::new("."), Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let t = template(
+            "csirt-be",
+            "127.0.0.1:1",
+            &[PeerConfig {
+                org: "x".into(),
+                endpoint: "http://a:1".into(),
+            }],
+        );
+        let e = NodeConfig::parse(&t, Path::new("."), Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("organisation id"), "{e}");
+        let e = NodeConfig::parse("org = 1", Path::new("."), Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("not valid"), "{e}");
+        assert!(parse_endpoint("http://a:1").unwrap_err().contains("https"));
+    }
+}

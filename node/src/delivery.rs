@@ -1,0 +1,257 @@
+//! Delivery: one worker per peer drains that peer's durable outbox in order,
+//! hands batches to the peer's Federation.Deliver, removes what the peer
+//! acknowledged (accepted, duplicate or permanently rejected) and retries the
+//! rest with exponential backoff and jitter. The outbox lives in the store,
+//! so nothing queued is lost across a crash; delivery is at-least-once on the
+//! wire and receivers deduplicate by id. Never decides who receives what:
+//! that is `routing`'s job, done before a message is queued.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bluewire_proto::v1::federation_client::FederationClient;
+use bluewire_proto::v1::{DeliverRequest, DeliveryOutcome, Envelope};
+use prost::Message;
+use rand::Rng;
+use tokio::sync::{Notify, watch};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::{DeliveryConfig, PeerConfig};
+use crate::store::{Rejection, Store};
+use crate::tls::{LinkInfo, TlsIdentity};
+
+/// Live state of one peer link, shown by `bluewire status` / `peers`.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    pub connected: bool,
+    pub consecutive_failures: u32,
+    pub last_error: String,
+    pub last_success_ms: i64,
+}
+
+/// Handle to a peer's delivery worker.
+#[derive(Debug)]
+pub struct PeerLink {
+    pub org: String,
+    pub endpoint: String,
+    pub notify: Notify,
+    pub stats: Mutex<PeerStats>,
+    pub link: Arc<Mutex<LinkInfo>>,
+}
+
+impl PeerLink {
+    pub fn new(peer: &PeerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            org: peer.org.clone(),
+            endpoint: peer.endpoint.clone(),
+            notify: Notify::new(),
+            stats: Mutex::new(PeerStats::default()),
+            link: Arc::new(Mutex::new(LinkInfo::default())),
+        })
+    }
+
+    pub fn stats(&self) -> PeerStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn kx_group(&self) -> String {
+        self.link
+            .lock()
+            .map(|l| l.kx_group.clone())
+            .unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PeerStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// Spawn the worker for `peer`; it runs until `shutdown` changes.
+pub fn spawn_worker(
+    peer: Arc<PeerLink>,
+    store: Store,
+    tls: TlsIdentity,
+    client_config: Arc<rustls::ClientConfig>,
+    cfg: DeliveryConfig,
+    max_request_bytes: usize,
+    shutdown: watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("delivery", peer.org = %peer.org);
+    tokio::spawn(
+        run_worker(
+            peer,
+            store,
+            tls,
+            client_config,
+            cfg,
+            max_request_bytes,
+            shutdown,
+        )
+        .instrument(span),
+    );
+}
+
+async fn run_worker(
+    peer: Arc<PeerLink>,
+    store: Store,
+    tls: TlsIdentity,
+    client_config: Arc<rustls::ClientConfig>,
+    cfg: DeliveryConfig,
+    max_request_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let channel = match crate::tls::channel(
+        &peer.endpoint,
+        client_config,
+        tls.root_der.clone(),
+        Some(peer.org.clone()),
+        peer.link.clone(),
+        Duration::from_millis(cfg.timeout_ms),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "peer endpoint unusable; not delivering to it");
+            peer.update(|s| s.last_error = e);
+            return;
+        }
+    };
+    let mut client = FederationClient::new(channel)
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(max_request_bytes);
+    let min = Duration::from_millis(cfg.retry_min_ms);
+    let max = Duration::from_millis(cfg.retry_max_ms);
+    let mut backoff = min;
+    info!(peer.endpoint = %peer.endpoint, "delivery worker started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let batch = match store.outbox_batch(&peer.org, cfg.batch_size) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "reading outbox failed");
+                if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = peer.notify.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            continue;
+        }
+        let mut envelopes = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut size = 0usize;
+        let mut undecodable = Vec::new();
+        for (seq, bytes) in batch {
+            if size + bytes.len() + 16 > max_request_bytes && !envelopes.is_empty() {
+                break;
+            }
+            match Envelope::decode(bytes.as_slice()) {
+                Ok(env) => {
+                    size += bytes.len() + 16;
+                    envelopes.push(env);
+                    seqs.push(seq);
+                }
+                Err(e) => {
+                    warn!(msg.seq = seq, error = %e, "stored envelope undecodable; dropping from outbox");
+                    undecodable.push(seq);
+                }
+            }
+        }
+        if !undecodable.is_empty() {
+            let _ = store.ack_outbox(&peer.org, undecodable).await;
+        }
+        if envelopes.is_empty() {
+            continue;
+        }
+        let n = envelopes.len();
+        let call = client.deliver(DeliverRequest { envelopes });
+        let result = tokio::select! {
+            r = tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), call) => r,
+            _ = shutdown.changed() => break,
+        };
+        let failure = match result {
+            Ok(Ok(resp)) => {
+                let results = resp.into_inner().results;
+                if results.len() != n {
+                    Some(format!(
+                        "peer answered {} results for {n} envelopes",
+                        results.len()
+                    ))
+                } else {
+                    for r in &results {
+                        if r.outcome == DeliveryOutcome::Rejected as i32 {
+                            warn!(msg.id = %r.id, reason = %r.reason, "peer rejected a message");
+                            let _ = store
+                                .record_rejection(Rejection {
+                                    at_ms: now_ms(),
+                                    from_peer: format!("egress->{}", peer.org),
+                                    id: r.id.clone(),
+                                    reason: format!("rejected by {}: {}", peer.org, r.reason),
+                                })
+                                .await;
+                        }
+                    }
+                    match store.ack_outbox(&peer.org, seqs).await {
+                        Ok(()) => {
+                            debug!(count = n, "delivered");
+                            backoff = min;
+                            peer.update(|s| {
+                                s.connected = true;
+                                s.consecutive_failures = 0;
+                                s.last_error.clear();
+                                s.last_success_ms = now_ms();
+                            });
+                            None
+                        }
+                        Err(e) => Some(format!("acknowledging outbox: {e}")),
+                    }
+                }
+            }
+            Ok(Err(status)) => Some(format!("{}: {}", status.code(), status.message())),
+            Err(_) => Some(format!("Deliver timed out after {} ms", cfg.timeout_ms)),
+        };
+        if let Some(err) = failure {
+            peer.update(|s| {
+                s.connected = false;
+                s.consecutive_failures += 1;
+                s.last_error = err.clone();
+            });
+            let failures = peer.stats().consecutive_failures;
+            if failures == 1 || failures.is_power_of_two() {
+                warn!(error = %err, failures, "delivery failed; will retry");
+            }
+            let jittered = jitter(backoff);
+            if sleep_or_shutdown(jittered, &mut shutdown).await {
+                break;
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+    info!("delivery worker stopped");
+}
+
+/// Full jitter between half and all of `d`.
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+/// Sleep, returning true if shutdown was signalled meanwhile.
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}

@@ -1,0 +1,217 @@
+//! Signed envelopes: sealing content at the origin and opening envelopes at a
+//! receiver. Owns the rule "verify before decoding anything else": `open`
+//! checks size, key and signature over the exact content bytes first, and only
+//! then decodes and validates the content. Never re-encodes content bytes.
+
+use bluewire_proto::v1::{Content, Envelope, Kind, Level, Tlp, content::Body};
+use prost::Message;
+use thiserror::Error;
+
+use crate::signing::{self, MESSAGE_CONTEXT, SigningKey};
+
+/// Largest accepted encoded `Content` (documented in README "Limits").
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+/// How far in the future a `created_at` may be (clock skew between nodes).
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Why an envelope was refused. The text is what operators read in the
+/// rejection log and what the sender gets back.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    #[error("envelope content is {0} bytes, over the {MAX_CONTENT_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("envelope has no signature or key id")]
+    Unsigned,
+    #[error("unknown signing key id {0:?}: not certified in any certificate this node has seen")]
+    UnknownKey(String),
+    #[error(
+        "signature does not verify with key {0:?}: the content was altered or signed by another key"
+    )]
+    BadSignature(String),
+    #[error("content is not a valid bluewire.v1.Content message: {0}")]
+    Malformed(String),
+    #[error("content claims origin {claimed:?} but is signed by a key of {signer:?}")]
+    OriginMismatch { claimed: String, signer: String },
+    #[error("invalid content: {0}")]
+    Invalid(String),
+    #[error("message expired at {0} (unix ms)")]
+    Expired(i64),
+    #[error("message created {0} ms in the future: check the origin's clock")]
+    FromTheFuture(i64),
+    #[error("routing refused it: {0}")]
+    Policy(String),
+    #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
+    NotFromOrigin { peer: String, origin: String },
+}
+
+/// An envelope whose signature verified and whose content is well formed.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub content: Content,
+    pub signer_org: String,
+    pub key_id: String,
+}
+
+/// Sign `content` with the node's key.
+pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
+    let bytes = content.encode_to_vec();
+    let signature = key.sign(MESSAGE_CONTEXT, &bytes);
+    Envelope {
+        content: bytes,
+        signature,
+        key_id: key.key_id().to_string(),
+    }
+}
+
+/// Verify, then decode and validate. `lookup` maps a key id to the
+/// (organisation, raw Ed25519 public key) the federation CA certified.
+pub fn open(
+    env: &Envelope,
+    lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
+    now_ms: i64,
+) -> Result<Opened, Rejected> {
+    if env.content.len() > MAX_CONTENT_BYTES {
+        return Err(Rejected::TooLarge(env.content.len()));
+    }
+    if env.signature.is_empty() || env.key_id.is_empty() {
+        return Err(Rejected::Unsigned);
+    }
+    let (signer_org, public_key) =
+        lookup(&env.key_id).ok_or_else(|| Rejected::UnknownKey(env.key_id.clone()))?;
+    if !signing::verify(&public_key, MESSAGE_CONTEXT, &env.content, &env.signature) {
+        return Err(Rejected::BadSignature(env.key_id.clone()));
+    }
+    let content =
+        Content::decode(env.content.as_slice()).map_err(|e| Rejected::Malformed(e.to_string()))?;
+    if content.origin_org != signer_org {
+        return Err(Rejected::OriginMismatch {
+            claimed: content.origin_org,
+            signer: signer_org,
+        });
+    }
+    validate(&content)?;
+    if content.expires_at_ms != 0 && content.expires_at_ms < now_ms {
+        return Err(Rejected::Expired(content.expires_at_ms));
+    }
+    if content.created_at_ms > now_ms + MAX_CLOCK_SKEW_MS {
+        return Err(Rejected::FromTheFuture(content.created_at_ms - now_ms));
+    }
+    Ok(Opened {
+        content,
+        signer_org,
+        key_id: env.key_id.clone(),
+    })
+}
+
+/// Structural checks shared by publish (before signing) and open.
+pub fn validate(c: &Content) -> Result<(), Rejected> {
+    let bad = |s: String| Err(Rejected::Invalid(s));
+    match uuid::Uuid::parse_str(&c.id) {
+        Ok(u) if u.get_version_num() == 7 => {}
+        _ => return bad(format!("id {:?} is not a UUIDv7", c.id)),
+    }
+    if c.origin_org.is_empty() {
+        return bad("origin_org is empty".into());
+    }
+    let kind = Kind::try_from(c.kind).unwrap_or(Kind::Unspecified);
+    let level = Level::try_from(c.level).unwrap_or(Level::Unspecified);
+    if level == Level::Unspecified {
+        return bad(format!(
+            "level {} is not technical, operational or political",
+            c.level
+        ));
+    }
+    let tlp = c
+        .marking
+        .as_ref()
+        .and_then(|m| Tlp::try_from(m.tlp).ok())
+        .unwrap_or(Tlp::Unspecified);
+    if tlp == Tlp::Unspecified {
+        return bad("marking has no TLP: every message carries TLP 2.0".into());
+    }
+    match (kind, &c.body) {
+        (Kind::FreeText, Some(Body::FreeText(t))) if !t.title.is_empty() || !t.body.is_empty() => {}
+        (Kind::FreeText, _) => return bad("kind free-text needs a free_text body".into()),
+        (Kind::IncidentReport, Some(Body::Incident(i))) if !i.title.is_empty() => {}
+        (Kind::IncidentReport, _) => {
+            return bad("kind incident needs an incident body with a title".into());
+        }
+        (Kind::Unspecified, _) => return bad(format!("unknown kind {}", c.kind)),
+    }
+    Ok(())
+}
+
+/// New UUIDv7 message id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluewire_proto::v1::{FreeText, Marking};
+
+    fn content(org: &str) -> Content {
+        Content {
+            id: new_id(),
+            origin_org: org.into(),
+            author: format!("{org}/alice"),
+            created_at_ms: 1_000,
+            kind: Kind::FreeText as i32,
+            level: Level::Technical as i32,
+            marking: Some(Marking {
+                tlp: Tlp::Amber as i32,
+                ..Default::default()
+            }),
+            body: Some(Body::FreeText(FreeText {
+                title: "t".into(),
+                body: "b".into(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn seal_open_roundtrip_and_tamper() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let pk = k.public_key();
+        let env = seal(&k, &content("csirt-be"));
+        let lookup = |_: &str| Some(("csirt-be".to_string(), pk.clone()));
+        let o = open(&env, lookup, 2_000).unwrap();
+        assert_eq!(o.content.origin_org, "csirt-be");
+        for i in 0..env.content.len() {
+            let mut bad = env.clone();
+            bad.content[i] ^= 0x01;
+            let r = open(&bad, |_| Some(("csirt-be".to_string(), pk.clone())), 2_000);
+            assert!(
+                matches!(r, Err(Rejected::BadSignature(_))),
+                "byte {i}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn origin_must_match_signer() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let pk = k.public_key();
+        let env = seal(&k, &content("cert-eu"));
+        let r = open(&env, |_| Some(("csirt-be".to_string(), pk)), 2_000);
+        assert!(matches!(r, Err(Rejected::OriginMismatch { .. })));
+    }
+
+    #[test]
+    fn unknown_key_and_expiry() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let env = seal(&k, &content("csirt-be"));
+        assert!(matches!(
+            open(&env, |_| None, 0),
+            Err(Rejected::UnknownKey(_))
+        ));
+        let mut c = content("csirt-be");
+        c.expires_at_ms = 1_500;
+        let env = seal(&k, &c);
+        let pk = k.public_key();
+        let r = open(&env, |_| Some(("csirt-be".to_string(), pk)), 2_000);
+        assert!(matches!(r, Err(Rejected::Expired(1_500))));
+    }
+}

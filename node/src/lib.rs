@@ -1,0 +1,20 @@
+//! Bluewire node library: domain (envelope, routing), crypto (signing, PKI),
+//! storage, delivery and the gRPC surface. Domain modules know nothing of
+//! tonic or sockets; `api` converts protobuf to domain types in one place.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod envelope;
+pub mod pki;
+pub mod routing;
+pub mod server;
+pub mod signing;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+
+pub use server::{Node, NodeError, NodeState};

@@ -1,0 +1,280 @@
+//! Wiring: builds a node from its validated config (store, keys, TLS,
+//! delivery workers, gRPC services) and serves it on a listener until the
+//! shutdown signal, then drains. `Node::start` binds first and returns a
+//! handle, so tests bind `127.0.0.1:0` without sleeps. No domain logic here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{Instrument, info, warn};
+
+use crate::config::NodeConfig;
+use crate::delivery::{self, PeerLink};
+use crate::pki::{OrgProfile, PeerIdentity};
+use crate::routing::Router;
+use crate::signing::SigningKey;
+use crate::store::Store;
+use crate::tls::{self, TlsIdentity};
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("signing key {path}: {message}")]
+    SigningKey { path: String, message: String },
+    #[error("node certificate: {0}")]
+    Identity(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// Shared state of a running node; the API layer and workers hold an `Arc`.
+pub struct NodeState {
+    pub config: NodeConfig,
+    pub profile: OrgProfile,
+    pub store: Store,
+    pub signer: SigningKey,
+    pub router: Router,
+    pub tls: TlsIdentity,
+    pub peers: DashMap<String, Arc<PeerLink>>,
+    pub keys: DashMap<String, (String, Vec<u8>)>,
+    pub started_at_ms: i64,
+    pub listen: SocketAddr,
+}
+
+impl NodeState {
+    pub fn org(&self) -> &str {
+        &self.profile.org
+    }
+
+    /// Remember the signing keys a verified certificate certifies.
+    pub async fn learn_keys(&self, profile: &OrgProfile) {
+        for k in &profile.signing_keys {
+            if self.keys.contains_key(&k.key_id) {
+                continue;
+            }
+            let Ok(pk) = hex::decode(&k.public_key_hex) else {
+                warn!(peer.org = %profile.org, key.id = %k.key_id, "certificate carries an undecodable signing key");
+                continue;
+            };
+            if let Err(e) = self.store.put_key(&k.key_id, &profile.org, &pk).await {
+                warn!(error = %e, "could not persist a peer signing key");
+            }
+            self.keys
+                .insert(k.key_id.clone(), (profile.org.clone(), pk));
+        }
+    }
+
+    /// A CA-certified signing key by id.
+    pub fn lookup_key(&self, key_id: &str) -> Option<(String, Vec<u8>)> {
+        if let Some(k) = self.keys.get(key_id) {
+            return Some(k.clone());
+        }
+        let k = self.store.get_key(key_id).ok().flatten()?;
+        self.keys.insert(key_id.to_string(), k.clone());
+        Some(k)
+    }
+
+    /// Wake the delivery workers of these peers.
+    pub fn notify_peers<'a>(&self, orgs: impl IntoIterator<Item = &'a String>) {
+        for org in orgs {
+            if let Some(p) = self.peers.get(org) {
+                p.notify.notify_one();
+            }
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub state: Arc<NodeState>,
+    shutdown: watch::Sender<bool>,
+    served: tokio::task::JoinHandle<Result<(), NodeError>>,
+}
+
+impl Node {
+    /// Bind `config.listen` and start serving.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Self::start_on(config, listener).await
+    }
+
+    /// Start serving on an already bound listener.
+    pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        tls::install_default_provider();
+        let listen = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let tls = TlsIdentity::load(
+            &config.tls.ca,
+            &config.tls.cert,
+            &config.tls.key,
+            config.tls.crl.as_deref(),
+        )?;
+        let profile = match tls.own_identity() {
+            Ok(PeerIdentity::Node { profile, .. }) => profile,
+            Ok(other) => {
+                return Err(NodeError::Identity(format!(
+                    "{} is not a node certificate ({other:?}): issue one with `bluewire pki issue`",
+                    config.tls.cert.display()
+                )));
+            }
+            Err(e) => {
+                return Err(NodeError::Identity(format!(
+                    "{}: {e}",
+                    config.tls.cert.display()
+                )));
+            }
+        };
+        if profile.org != config.org {
+            return Err(NodeError::Identity(format!(
+                "config says org = {:?} but {} was issued to {:?}",
+                config.org,
+                config.tls.cert.display(),
+                profile.org
+            )));
+        }
+        let key_err = |message: String| NodeError::SigningKey {
+            path: config.tls.signing_key.display().to_string(),
+            message,
+        };
+        let pem =
+            std::fs::read_to_string(&config.tls.signing_key).map_err(|e| key_err(e.to_string()))?;
+        let signer =
+            SigningKey::from_pkcs8_pem(&profile.org, &pem).map_err(|e| key_err(e.to_string()))?;
+        if !profile.signing_keys.iter().any(|k| {
+            k.key_id == signer.key_id() && k.public_key_hex == hex::encode(signer.public_key())
+        }) {
+            return Err(key_err(format!(
+                "key {} is not certified in {}: use the signing.key issued with this certificate",
+                signer.key_id(),
+                config.tls.cert.display()
+            )));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::open(&config.data_dir)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server_config = tls.server_config()?;
+        let client_config = tls.client_config()?;
+        tls.spawn_crl_watcher(
+            Duration::from_secs(config.tls.crl_poll_secs),
+            shutdown_rx.clone(),
+        );
+
+        let state = Arc::new(NodeState {
+            profile: profile.clone(),
+            store: store.clone(),
+            signer,
+            router: Router::new(),
+            tls: tls.clone(),
+            peers: DashMap::new(),
+            keys: DashMap::new(),
+            started_at_ms: delivery::now_ms(),
+            listen,
+            config: config.clone(),
+        });
+        state.learn_keys(&profile).await;
+        for p in &config.peers {
+            let link = PeerLink::new(p);
+            state.peers.insert(p.org.clone(), link.clone());
+            delivery::spawn_worker(
+                link,
+                store.clone(),
+                tls.clone(),
+                client_config.clone(),
+                config.delivery.clone(),
+                config.limits.max_request_bytes,
+                shutdown_rx.clone(),
+            );
+        }
+
+        let incoming = tls::incoming(
+            listener,
+            tls.clone(),
+            server_config,
+            Duration::from_millis(config.limits.handshake_timeout_ms),
+            config.limits.max_connections,
+        );
+        let router = crate::api::router(state.clone());
+        let mut rx = shutdown_rx.clone();
+        let span = tracing::info_span!("node", node.org = %profile.org, node.listen = %listen);
+        let served = tokio::spawn(
+            async move {
+                info!(peers = config.peers.len(), "node serving");
+                let r = router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = rx.changed().await;
+                    })
+                    .await
+                    .map_err(|e| NodeError::Serve(e.to_string()));
+                store.close().await;
+                info!("node stopped");
+                r
+            }
+            .instrument(span),
+        );
+        Ok(Node {
+            state,
+            shutdown,
+            served,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.listen
+    }
+
+    /// Stop accepting, stop workers, drain, close the store.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        match tokio::time::timeout(Duration::from_secs(10), self.served).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(NodeError::Serve(e.to_string())),
+            Err(_) => Err(NodeError::Serve("drain timed out after 10 s".into())),
+        }
+    }
+
+    /// Serve until `signal` completes, then shut down.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
+        signal.await;
+        self.shutdown().await
+    }
+}
+
+/// Convenience for the identity of a connection's peer in logs.
+pub fn describe(id: &PeerIdentity) -> String {
+    match id {
+        PeerIdentity::Node { profile, .. } => format!("node {}", profile.org),
+        PeerIdentity::User {
+            org, name, role, ..
+        } => format!("user {org}/{name} ({role})"),
+    }
+}

@@ -1,0 +1,1385 @@
+//! Bluewire's embedded durable store: one redb 2.x file, `DATA_DIR/bluewire.redb`.
+//!
+//! Owns: messages (keyed by a local, strictly increasing `seq`, with an id index for dedup),
+//! the per-peer outbox with its depth/delivered counters, durable named subscriber cursors,
+//! known signing keys and rejection records.
+//!
+//! Every write goes through ONE writer thread that group-commits: it takes the first queued op,
+//! drains whatever else is queued (up to [`MAX_GROUP`] ops), applies them all in one write
+//! transaction with `Durability::Immediate`, commits (one fsync) and only then answers each op.
+//! So an `Ok` from any async write means "on disk", and throughput is not capped at the disk's
+//! fsync rate. After a commit that added messages the new head seq is published on a watch.
+//!
+//! It must never: acknowledge a write before its commit; re-encode envelope bytes (they are
+//! stored and returned exactly as given); panic on a corrupted or undecodable record (that is
+//! [`StoreError::Corrupt`]); let two processes open the same data_dir (redb's file lock turns
+//! that into [`StoreError::Locked`]). It knows nothing of signatures, policy or the network.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use prost::Message as _;
+use redb::{
+    Database, DatabaseError, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// File name of the database inside the node's data_dir.
+pub const FILE_NAME: &str = "bluewire.redb";
+/// Most ops applied in one write transaction (one fsync).
+pub const MAX_GROUP: usize = 1024;
+/// Bounded queue in front of the writer; senders wait (backpressure) when it is full.
+const QUEUE_DEPTH: usize = 4096;
+/// Rejection records kept on disk; older ones are pruned (the total is still counted).
+pub const MAX_REJECTIONS_KEPT: u64 = 10_000;
+
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Next message seq to assign (seqs start at 1; head = next - 1).
+const META_NEXT_SEQ: &str = "next_seq";
+/// Next rejection number (starts at 1; total recorded = next - 1).
+const META_NEXT_REJECTION: &str = "next_rejection";
+
+fn depth_key(peer: &str) -> String {
+    format!("outbox_depth/{peer}")
+}
+
+fn delivered_key(peer: &str) -> String {
+    format!("delivered/{peer}")
+}
+
+/// Everything that can go wrong in the store. Cheap to clone (one commit failure is reported
+/// to every op of its group).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "store at {} is locked by another process: is a node already running with this data_dir?",
+        .path.display()
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "cannot create store directory {}: {source}; check the data_dir setting and its permissions",
+        .path.display()
+    )]
+    CreateDir {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    #[error(
+        "store at {} uses old on-disk format version {version}; upgrade it with a matching redb \
+         release or restore data_dir from a backup",
+        .path.display()
+    )]
+    UpgradeRequired { path: PathBuf, version: u8 },
+    #[error(
+        "cannot open store at {}: {source}; check the file's permissions and free disk space, \
+         or restore data_dir from a backup",
+        .path.display()
+    )]
+    Open {
+        path: PathBuf,
+        source: Arc<redb::Error>,
+    },
+    #[error(
+        "store {op} failed: {source}; check free disk space and the health of the disk holding data_dir"
+    )]
+    Db {
+        op: &'static str,
+        source: Arc<redb::Error>,
+    },
+    #[error(
+        "corrupted {what} record at {key} in the store: {detail}; the database file is damaged, \
+         restore data_dir from a backup"
+    )]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+    #[error("store is closed: the node is shutting down; retry against a running node")]
+    Closed,
+    #[error(
+        "cannot start the store writer thread: {0}; the system may be out of threads or memory"
+    )]
+    Spawn(Arc<std::io::Error>),
+    #[error("internal store error: {0}; this is a bug, please report it")]
+    Internal(&'static str),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn db_err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Db {
+        op,
+        source: Arc::new(e.into()),
+    }
+}
+
+fn decode<M: prost::Message + Default>(
+    what: &'static str,
+    key: impl Display,
+    bytes: &[u8],
+) -> Result<M> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        key: key.to_string(),
+        detail: format!("cannot decode: {e}"),
+    })
+}
+
+// ---- public types -------------------------------------------------------------------------
+
+/// A message to persist. `envelope` is the exact encoded Envelope bytes (never re-encoded).
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// Message id (UUIDv7 string): the dedup key.
+    pub id: String,
+    pub envelope: Vec<u8>,
+    /// Origin org.
+    pub origin: String,
+    pub kind: i32,
+    pub level: i32,
+    /// Peer it came from; "" when published locally.
+    pub received_from: String,
+    pub received_at_ms: i64,
+    /// Peers (org ids) to queue it for, atomically with the insert.
+    pub outbox: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub id: String,
+    pub envelope: Vec<u8>,
+    pub origin: String,
+    pub kind: i32,
+    pub level: i32,
+    pub received_from: String,
+    pub received_at_ms: i64,
+}
+
+/// Result of an insert: the seq of the stored copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted(u64),
+    Duplicate(u64),
+}
+
+impl InsertOutcome {
+    pub fn seq(self) -> u64 {
+        match self {
+            InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub at_ms: i64,
+    pub from_peer: String,
+    pub id: String,
+    pub reason: String,
+}
+
+// ---- on-disk records (prost) ---------------------------------------------------------------
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MessageRecord {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(bytes = "vec", tag = "2")]
+    envelope: Vec<u8>,
+    #[prost(string, tag = "3")]
+    origin: String,
+    #[prost(int32, tag = "4")]
+    kind: i32,
+    #[prost(int32, tag = "5")]
+    level: i32,
+    #[prost(string, tag = "6")]
+    received_from: String,
+    #[prost(int64, tag = "7")]
+    received_at_ms: i64,
+}
+
+impl MessageRecord {
+    fn into_stored(self, seq: u64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            id: self.id,
+            envelope: self.envelope,
+            origin: self.origin,
+            kind: self.kind,
+            level: self.level,
+            received_from: self.received_from,
+            received_at_ms: self.received_at_ms,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyRecord {
+    #[prost(string, tag = "1")]
+    org: String,
+    #[prost(bytes = "vec", tag = "2")]
+    public_key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RejectionRecord {
+    #[prost(int64, tag = "1")]
+    at_ms: i64,
+    #[prost(string, tag = "2")]
+    from_peer: String,
+    #[prost(string, tag = "3")]
+    id: String,
+    #[prost(string, tag = "4")]
+    reason: String,
+}
+
+// ---- writer ops ----------------------------------------------------------------------------
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Op {
+    Insert {
+        msgs: Vec<NewMessage>,
+        reply: Reply<Vec<InsertOutcome>>,
+    },
+    Ack {
+        peer: String,
+        seqs: Vec<u64>,
+        reply: Reply<()>,
+    },
+    DropOutbox {
+        peer: String,
+        reply: Reply<u64>,
+    },
+    Reject {
+        rejection: Rejection,
+        reply: Reply<()>,
+    },
+    PutKey {
+        key_id: String,
+        org: String,
+        public_key: Vec<u8>,
+        reply: Reply<()>,
+    },
+    SetCursor {
+        name: String,
+        seq: u64,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What an applied op produced, held until its group commits.
+enum Applied {
+    Outcomes(Vec<InsertOutcome>),
+    Unit,
+    Count(u64),
+}
+
+impl Op {
+    /// Answers the caller. Send failures mean the caller stopped waiting; the write stands.
+    fn answer(self, res: Result<Applied>) {
+        match (self, res) {
+            (op, Err(e)) => op.fail(e),
+            (Op::Insert { reply, .. }, Ok(Applied::Outcomes(v))) => {
+                let _ = reply.send(Ok(v));
+            }
+            (Op::DropOutbox { reply, .. }, Ok(Applied::Count(n))) => {
+                let _ = reply.send(Ok(n));
+            }
+            (
+                Op::Ack { reply, .. }
+                | Op::Reject { reply, .. }
+                | Op::PutKey { reply, .. }
+                | Op::SetCursor { reply, .. },
+                Ok(Applied::Unit),
+            ) => {
+                let _ = reply.send(Ok(()));
+            }
+            (op, Ok(_)) => op.fail(StoreError::Internal("writer op/result mismatch")),
+        }
+    }
+
+    fn fail(self, e: StoreError) {
+        match self {
+            Op::Insert { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::DropOutbox { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::Ack { reply, .. }
+            | Op::Reject { reply, .. }
+            | Op::PutKey { reply, .. }
+            | Op::SetCursor { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::Close { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+/// All tables open in one write transaction, plus the seq allocator for the group.
+struct Tables<'t> {
+    messages: Table<'t, u64, &'static [u8]>,
+    ids: Table<'t, &'static str, u64>,
+    outbox: Table<'t, (&'static str, u64), ()>,
+    counters: Table<'t, &'static str, u64>,
+    keys: Table<'t, &'static str, &'static [u8]>,
+    cursors: Table<'t, &'static str, u64>,
+    rejections: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    next_seq: u64,
+}
+
+fn get_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<Option<u64>> {
+    Ok(table.get(key).map_err(db_err("read"))?.map(|g| g.value()))
+}
+
+fn add_counter(t: &mut Table<'_, &'static str, u64>, key: &str, delta: u64) -> Result<()> {
+    let v = get_u64(t, key)?.unwrap_or(0).saturating_add(delta);
+    t.insert(key, v).map_err(db_err("update counter"))?;
+    Ok(())
+}
+
+fn sub_counter(t: &mut Table<'_, &'static str, u64>, key: &str, delta: u64) -> Result<()> {
+    let v = get_u64(t, key)?.unwrap_or(0).saturating_sub(delta);
+    if v == 0 {
+        t.remove(key).map_err(db_err("update counter"))?;
+    } else {
+        t.insert(key, v).map_err(db_err("update counter"))?;
+    }
+    Ok(())
+}
+
+impl Tables<'_> {
+    fn apply(&mut self, op: &Op) -> Result<Applied> {
+        match op {
+            Op::Insert { msgs, .. } => self.insert(msgs).map(Applied::Outcomes),
+            Op::Ack { peer, seqs, .. } => self.ack(peer, seqs).map(|()| Applied::Unit),
+            Op::DropOutbox { peer, .. } => self.drop_outbox(peer).map(Applied::Count),
+            Op::Reject { rejection, .. } => self.reject(rejection).map(|()| Applied::Unit),
+            Op::PutKey {
+                key_id,
+                org,
+                public_key,
+                ..
+            } => {
+                let rec = KeyRecord {
+                    org: org.clone(),
+                    public_key: public_key.clone(),
+                }
+                .encode_to_vec();
+                self.keys
+                    .insert(key_id.as_str(), rec.as_slice())
+                    .map_err(db_err("put key"))?;
+                Ok(Applied::Unit)
+            }
+            Op::SetCursor { name, seq, .. } => {
+                self.cursors
+                    .insert(name.as_str(), *seq)
+                    .map_err(db_err("set cursor"))?;
+                Ok(Applied::Unit)
+            }
+            Op::Close { .. } => Ok(Applied::Unit),
+        }
+    }
+
+    fn insert(&mut self, msgs: &[NewMessage]) -> Result<Vec<InsertOutcome>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            if m.id.is_empty() {
+                return Err(StoreError::Invalid(
+                    "message id is empty; every message needs its UUIDv7 id".into(),
+                ));
+            }
+            if let Some(seq) = self
+                .ids
+                .get(m.id.as_str())
+                .map_err(db_err("read id index"))?
+                .map(|g| g.value())
+            {
+                out.push(InsertOutcome::Duplicate(seq));
+                continue;
+            }
+            let seq = self.next_seq;
+            self.next_seq = seq
+                .checked_add(1)
+                .ok_or(StoreError::Internal("message seq space exhausted"))?;
+            let rec = MessageRecord {
+                id: m.id.clone(),
+                envelope: m.envelope.clone(),
+                origin: m.origin.clone(),
+                kind: m.kind,
+                level: m.level,
+                received_from: m.received_from.clone(),
+                received_at_ms: m.received_at_ms,
+            }
+            .encode_to_vec();
+            self.messages
+                .insert(seq, rec.as_slice())
+                .map_err(db_err("insert message"))?;
+            self.ids
+                .insert(m.id.as_str(), seq)
+                .map_err(db_err("insert id index"))?;
+            for peer in &m.outbox {
+                let fresh = self
+                    .outbox
+                    .insert((peer.as_str(), seq), ())
+                    .map_err(db_err("queue outbox entry"))?
+                    .is_none();
+                if fresh {
+                    add_counter(&mut self.counters, &depth_key(peer), 1)?;
+                }
+            }
+            out.push(InsertOutcome::Inserted(seq));
+        }
+        Ok(out)
+    }
+
+    fn ack(&mut self, peer: &str, seqs: &[u64]) -> Result<()> {
+        let mut removed = 0u64;
+        for &seq in seqs {
+            if self
+                .outbox
+                .remove((peer, seq))
+                .map_err(db_err("remove outbox entry"))?
+                .is_some()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sub_counter(&mut self.counters, &depth_key(peer), removed)?;
+            add_counter(&mut self.counters, &delivered_key(peer), removed)?;
+        }
+        Ok(())
+    }
+
+    fn drop_outbox(&mut self, peer: &str) -> Result<u64> {
+        let mut dropped = 0u64;
+        self.outbox
+            .retain_in((peer, 0u64)..=(peer, u64::MAX), |_, _| {
+                dropped += 1;
+                false
+            })
+            .map_err(db_err("drop outbox"))?;
+        self.counters
+            .remove(depth_key(peer).as_str())
+            .map_err(db_err("update counter"))?;
+        Ok(dropped)
+    }
+
+    fn reject(&mut self, r: &Rejection) -> Result<()> {
+        let n = get_u64(&self.meta, META_NEXT_REJECTION)?.unwrap_or(1);
+        let rec = RejectionRecord {
+            at_ms: r.at_ms,
+            from_peer: r.from_peer.clone(),
+            id: r.id.clone(),
+            reason: r.reason.clone(),
+        }
+        .encode_to_vec();
+        self.rejections
+            .insert(n, rec.as_slice())
+            .map_err(db_err("record rejection"))?;
+        self.meta
+            .insert(META_NEXT_REJECTION, n.saturating_add(1))
+            .map_err(db_err("record rejection"))?;
+        // Keep the newest MAX_REJECTIONS_KEPT: pruning one per insert keeps the table bounded.
+        if n > MAX_REJECTIONS_KEPT {
+            self.rejections
+                .remove(n - MAX_REJECTIONS_KEPT)
+                .map_err(db_err("prune rejections"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why applying a group did not reach commit.
+enum GroupFailure {
+    /// Op `index` failed: it gets the error, the rest of the group is retried without it.
+    Op(usize, StoreError),
+    /// The transaction itself failed: every op gets the error.
+    Txn(StoreError),
+}
+
+struct Writer {
+    db: Arc<Database>,
+    head: Arc<watch::Sender<u64>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::Receiver<Op>) {
+        let mut closing = None;
+        'outer: while let Some(first) = rx.blocking_recv() {
+            let mut group = Vec::with_capacity(64);
+            match first {
+                Op::Close { reply } => {
+                    closing = Some(reply);
+                    break 'outer;
+                }
+                op => group.push(op),
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Op::Close { reply }) => {
+                        closing = Some(reply);
+                        break;
+                    }
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+            if closing.is_some() {
+                break;
+            }
+        }
+        // Ops queued after Close are dropped here; their callers see StoreError::Closed.
+        drop(rx);
+        drop(self);
+        if let Some(reply) = closing {
+            let _ = reply.send(());
+        }
+    }
+
+    fn commit_group(&self, mut group: Vec<Op>) {
+        loop {
+            if group.is_empty() {
+                return;
+            }
+            match self.try_group(&group) {
+                Ok((applied, new_head)) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    if let Some(h) = new_head {
+                        self.head.send_replace(h);
+                    }
+                    for (op, a) in group.into_iter().zip(applied) {
+                        op.answer(Ok(a));
+                    }
+                    return;
+                }
+                Err(GroupFailure::Op(i, e)) => {
+                    tracing::warn!(error = %e, "store op failed; retrying the rest of its group");
+                    group.remove(i).fail(e);
+                }
+                Err(GroupFailure::Txn(e)) => {
+                    tracing::error!(error = %e, ops = group.len(), "store group commit failed");
+                    for op in group {
+                        op.fail(e.clone());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies the group in one write transaction and commits it. Returns each op's result
+    /// and the new head seq if messages were added.
+    fn try_group(&self, group: &[Op]) -> Result<(Vec<Applied>, Option<u64>), GroupFailure> {
+        let txn = |e| GroupFailure::Txn(e);
+        let mut wtx = self
+            .db
+            .begin_write()
+            .map_err(db_err("begin write"))
+            .map_err(txn)?;
+        wtx.set_durability(Durability::Immediate);
+        let mut applied = Vec::with_capacity(group.len());
+        let (start, end) = {
+            let mut t = open_tables(&wtx).map_err(txn)?;
+            let start = t.next_seq;
+            for (i, op) in group.iter().enumerate() {
+                match t.apply(op) {
+                    Ok(a) => applied.push(a),
+                    Err(e) => {
+                        drop(t);
+                        if let Err(abort) = wtx.abort() {
+                            tracing::warn!(error = %abort, "store: aborting a write failed");
+                        }
+                        return Err(GroupFailure::Op(i, e));
+                    }
+                }
+            }
+            if t.next_seq != start {
+                t.meta
+                    .insert(META_NEXT_SEQ, t.next_seq)
+                    .map_err(db_err("advance seq"))
+                    .map_err(txn)?;
+            }
+            (start, t.next_seq)
+        };
+        wtx.commit().map_err(db_err("commit")).map_err(txn)?;
+        Ok((applied, (end != start).then(|| end - 1)))
+    }
+}
+
+fn open_tables<'t>(wtx: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
+    let e = db_err::<redb::TableError>;
+    let meta = wtx.open_table(META).map_err(e("open meta table"))?;
+    let next_seq = get_u64(&meta, META_NEXT_SEQ)?.unwrap_or(1);
+    Ok(Tables {
+        messages: wtx.open_table(MESSAGES).map_err(e("open messages table"))?,
+        ids: wtx.open_table(IDS).map_err(e("open ids table"))?,
+        outbox: wtx.open_table(OUTBOX).map_err(e("open outbox table"))?,
+        counters: wtx.open_table(COUNTERS).map_err(e("open counters table"))?,
+        keys: wtx.open_table(KEYS).map_err(e("open keys table"))?,
+        cursors: wtx.open_table(CURSORS).map_err(e("open cursors table"))?,
+        rejections: wtx
+            .open_table(REJECTIONS)
+            .map_err(e("open rejections table"))?,
+        meta,
+        next_seq,
+    })
+}
+
+/// Joins the writer thread when the last `Store` clone goes away (after the sender is dropped,
+/// see field order in [`Inner`]), so the file lock is released when `Store` is dropped.
+struct WriterThread(Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("store writer thread panicked");
+        }
+    }
+}
+
+// Field order matters: `tx` is dropped first (the writer sees the channel close and exits),
+// then `_writer` joins it, then `db` drops the last handle to the file.
+struct Inner {
+    tx: mpsc::Sender<Op>,
+    _writer: WriterThread,
+    db: Arc<Database>,
+    head: Arc<watch::Sender<u64>>,
+    commits: Arc<AtomicU64>,
+    closed: AtomicBool,
+    path: PathBuf,
+}
+
+/// Handle to the node's store. Cheap to clone; all clones share one database and one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("head_seq", &self.head_seq())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens/creates `dir/bluewire.redb` and starts the writer thread. Works inside or outside a
+    /// tokio runtime (the writer is a dedicated std thread).
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source: Arc::new(e),
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+            DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
+                path: path.clone(),
+                version,
+            },
+            other => StoreError::Open {
+                path: path.clone(),
+                source: Arc::new(other.into()),
+            },
+        })?;
+        let head = init(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let head_tx = Arc::new(watch::Sender::new(head));
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            db: db.clone(),
+            head: head_tx.clone(),
+            commits: commits.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("bluewire-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Spawn(Arc::new(e)))?;
+        tracing::info!(path = %path.display(), head_seq = head, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tx,
+                _writer: WriterThread(Some(handle)),
+                db,
+                head: head_tx,
+                commits,
+                closed: AtomicBool::new(false),
+                path,
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read(&self) -> Result<ReadTransaction> {
+        self.inner.db.begin_read().map_err(db_err("begin read"))
+    }
+
+    /// Group-committed; dedup by id (a duplicate adds nothing, not even outbox entries). seq is
+    /// a local, strictly increasing u64 starting at 1, assigned in commit order: the
+    /// subscribers' cursor. If the caller stops waiting, the insert may still commit.
+    pub async fn insert(&self, msg: NewMessage) -> Result<InsertOutcome> {
+        self.insert_many(vec![msg])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::Internal("insert returned no outcome"))
+    }
+
+    /// Many at once, atomically, through the same writer. Results in order.
+    pub async fn insert_many(&self, msgs: Vec<NewMessage>) -> Result<Vec<InsertOutcome>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|reply| Op::Insert { msgs, reply }).await
+    }
+
+    /// Oldest first: up to `limit` (seq, envelope bytes) queued for `peer`.
+    pub fn outbox_batch(&self, peer: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let outbox = rtx.open_table(OUTBOX).map_err(db_err("open outbox"))?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        let range = outbox
+            .range((peer, 0u64)..=(peer, u64::MAX))
+            .map_err(db_err("scan outbox"))?;
+        for entry in range.take(limit) {
+            let (key, _) = entry.map_err(db_err("scan outbox"))?;
+            let (_, seq) = key.value();
+            let Some(bytes) = messages.get(seq).map_err(db_err("read message"))? else {
+                return Err(StoreError::Corrupt {
+                    what: "outbox",
+                    key: format!("{peer}/{seq}"),
+                    detail: "queued entry points at a message that does not exist".into(),
+                });
+            };
+            let rec: MessageRecord = decode("message", seq, bytes.value())?;
+            out.push((seq, rec.envelope));
+        }
+        Ok(out)
+    }
+
+    /// Remove delivered entries (group-committed) and count them in the peer's delivered
+    /// counter. Seqs that are not queued are ignored (acks are idempotent).
+    pub async fn ack_outbox(&self, peer: &str, seqs: Vec<u64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let peer = peer.to_owned();
+        self.call(|reply| Op::Ack { peer, seqs, reply }).await
+    }
+
+    /// Remove every queued entry for peer (returns how many were dropped).
+    pub async fn drop_outbox(&self, peer: &str) -> Result<u64> {
+        let peer = peer.to_owned();
+        self.call(|reply| Op::DropOutbox { peer, reply }).await
+    }
+
+    fn counter(&self, key: &str) -> Result<u64> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(COUNTERS).map_err(db_err("open counters"))?;
+        Ok(t.get(key)
+            .map_err(db_err("read counter"))?
+            .map(|g| g.value())
+            .unwrap_or(0))
+    }
+
+    /// Entries queued for `peer` (a counter, O(1)).
+    pub fn outbox_depth(&self, peer: &str) -> Result<u64> {
+        self.counter(&depth_key(peer))
+    }
+
+    /// Entries ever acknowledged by `peer`.
+    pub fn delivered_count(&self, peer: &str) -> Result<u64> {
+        self.counter(&delivered_key(peer))
+    }
+
+    /// Up to `limit` messages with seq > `after_seq`, oldest first.
+    pub fn read_after(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredMessage>> {
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        for entry in messages
+            .range(from..)
+            .map_err(db_err("scan messages"))?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan messages"))?;
+            let seq = k.value();
+            let rec: MessageRecord = decode("message", seq, v.value())?;
+            out.push(rec.into_stored(seq));
+        }
+        Ok(out)
+    }
+
+    pub fn get_by_id(&self, id: &str) -> Result<Option<StoredMessage>> {
+        let rtx = self.read()?;
+        let ids = rtx.open_table(IDS).map_err(db_err("open ids"))?;
+        let Some(seq) = ids
+            .get(id)
+            .map_err(db_err("read id index"))?
+            .map(|g| g.value())
+        else {
+            return Ok(None);
+        };
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        match messages.get(seq).map_err(db_err("read message"))? {
+            Some(v) => Ok(Some(
+                decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq),
+            )),
+            None => Err(StoreError::Corrupt {
+                what: "id index",
+                key: id.to_owned(),
+                detail: format!("points at seq {seq}, which does not exist"),
+            }),
+        }
+    }
+
+    pub fn get_by_seq(&self, seq: u64) -> Result<Option<StoredMessage>> {
+        let rtx = self.read()?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        match messages.get(seq).map_err(db_err("read message"))? {
+            Some(v) => Ok(Some(
+                decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Highest committed seq (0 when empty).
+    pub fn head_seq(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    pub fn message_count(&self) -> Result<u64> {
+        let rtx = self.read()?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        messages.len().map_err(db_err("count messages"))
+    }
+
+    /// Watch of the head seq, updated after each commit that added messages. The current value
+    /// is marked seen: read from your cursor first, then await `changed()`.
+    pub fn subscribe_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Number of write transactions committed since open (metrics; group-commit tests).
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Records why a message from a peer was refused. Only the newest
+    /// [`MAX_REJECTIONS_KEPT`] are kept.
+    pub async fn record_rejection(&self, r: Rejection) -> Result<()> {
+        self.call(|reply| Op::Reject {
+            rejection: r,
+            reply,
+        })
+        .await
+    }
+
+    /// Newest first, up to `limit`.
+    pub fn rejections(&self, limit: usize) -> Result<Vec<Rejection>> {
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(REJECTIONS)
+            .map_err(db_err("open rejections"))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range::<u64>(..)
+            .map_err(db_err("scan rejections"))?
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan rejections"))?;
+            let r: RejectionRecord = decode("rejection", k.value(), v.value())?;
+            out.push(Rejection {
+                at_ms: r.at_ms,
+                from_peer: r.from_peer,
+                id: r.id,
+                reason: r.reason,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rejections ever recorded (including pruned ones).
+    pub fn rejection_count(&self) -> Result<u64> {
+        let rtx = self.read()?;
+        let meta = rtx.open_table(META).map_err(db_err("open meta"))?;
+        let next = meta
+            .get(META_NEXT_REJECTION)
+            .map_err(db_err("read meta"))?
+            .map(|g| g.value())
+            .unwrap_or(1);
+        Ok(next.saturating_sub(1))
+    }
+
+    /// Known signing keys: key_id -> (org, raw public key bytes). Overwrites.
+    pub async fn put_key(&self, key_id: &str, org: &str, public_key: &[u8]) -> Result<()> {
+        let (key_id, org, public_key) = (key_id.to_owned(), org.to_owned(), public_key.to_vec());
+        self.call(|reply| Op::PutKey {
+            key_id,
+            org,
+            public_key,
+            reply,
+        })
+        .await
+    }
+
+    pub fn get_key(&self, key_id: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(KEYS).map_err(db_err("open keys"))?;
+        match t.get(key_id).map_err(db_err("read key"))? {
+            Some(v) => {
+                let r: KeyRecord = decode("signing key", key_id, v.value())?;
+                Ok(Some((r.org, r.public_key)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Durable named subscriber cursor.
+    pub async fn set_cursor(&self, name: &str, seq: u64) -> Result<()> {
+        let name = name.to_owned();
+        self.call(|reply| Op::SetCursor { name, seq, reply }).await
+    }
+
+    pub fn get_cursor(&self, name: &str) -> Result<Option<u64>> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(CURSORS).map_err(db_err("open cursors"))?;
+        Ok(t.get(name)
+            .map_err(db_err("read cursor"))?
+            .map(|g| g.value()))
+    }
+
+    /// Stops the writer after committing the ops queued before this call; later writes return
+    /// [`StoreError::Closed`]. Reads keep working. The file lock is released when the last
+    /// `Store` clone is dropped. A second call returns immediately.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (reply, done) = oneshot::channel();
+        if self.inner.tx.send(Op::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Creates every table, checks the seq allocator against the data, returns the head seq.
+fn init(db: &Database) -> Result<u64> {
+    let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
+    wtx.set_durability(Durability::Immediate);
+    let head = {
+        let mut t = open_tables(&wtx)?;
+        let last = t
+            .messages
+            .last()
+            .map_err(db_err("read messages"))?
+            .map(|(k, _)| k.value());
+        if let Some(last) = last
+            && last >= t.next_seq
+        {
+            return Err(StoreError::Corrupt {
+                what: "meta",
+                key: META_NEXT_SEQ.into(),
+                detail: format!(
+                    "next seq {} is not above the last stored message seq {last}",
+                    t.next_seq
+                ),
+            });
+        }
+        if get_u64(&t.meta, META_NEXT_SEQ)?.is_none() {
+            t.meta
+                .insert(META_NEXT_SEQ, t.next_seq)
+                .map_err(db_err("init meta"))?;
+        }
+        t.next_seq - 1
+    };
+    wtx.commit().map_err(db_err("commit"))?;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, outbox: &[&str]) -> NewMessage {
+        NewMessage {
+            id: id.to_owned(),
+            envelope: format!("env-{id}").into_bytes(),
+            origin: "org-a".into(),
+            kind: 1,
+            level: 2,
+            received_from: String::new(),
+            received_at_ms: 42,
+            outbox: outbox.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head_seq(), 0);
+        let a = store.insert(msg("a", &["p1"])).await.unwrap();
+        assert_eq!(a, InsertOutcome::Inserted(1));
+        let dup = store.insert(msg("a", &["p1", "p2"])).await.unwrap();
+        assert_eq!(dup, InsertOutcome::Duplicate(1));
+        assert_eq!(store.outbox_depth("p1").unwrap(), 1);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+        assert_eq!(store.message_count().unwrap(), 1);
+        let many = store
+            .insert_many(vec![
+                msg("b", &[]),
+                msg("a", &[]),
+                msg("b", &[]),
+                msg("c", &[]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            many,
+            vec![
+                InsertOutcome::Inserted(2),
+                InsertOutcome::Duplicate(1),
+                InsertOutcome::Duplicate(2),
+                InsertOutcome::Inserted(3)
+            ]
+        );
+        assert_eq!(store.head_seq(), 3);
+        let got = store.get_by_id("b").unwrap().unwrap();
+        assert_eq!(got.seq, 2);
+        assert_eq!(got.envelope, b"env-b");
+        assert_eq!(got.kind, 1);
+        assert_eq!(got.level, 2);
+        assert_eq!(got.received_at_ms, 42);
+        assert_eq!(store.get_by_seq(3).unwrap().unwrap().id, "c");
+        assert!(store.get_by_id("zz").unwrap().is_none());
+        assert!(store.get_by_seq(99).unwrap().is_none());
+        assert!(matches!(
+            store.insert(msg("", &[])).await,
+            Err(StoreError::Invalid(_))
+        ));
+        // A failed op in a group does not poison the store.
+        assert_eq!(
+            store.insert(msg("d", &[])).await.unwrap(),
+            InsertOutcome::Inserted(4)
+        );
+    }
+
+    #[tokio::test]
+    async fn seq_monotonic_across_reopen_and_data_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.insert(msg("a", &["p"])).await.unwrap();
+            store.insert(msg("b", &["p"])).await.unwrap();
+            store.set_cursor("sub", 1).await.unwrap();
+            // dropped without close: releases the lock
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head_seq(), 2);
+        assert_eq!(store.message_count().unwrap(), 2);
+        assert_eq!(store.get_by_seq(1).unwrap().unwrap().envelope, b"env-a");
+        assert_eq!(store.outbox_depth("p").unwrap(), 2);
+        assert_eq!(store.get_cursor("sub").unwrap(), Some(1));
+        assert_eq!(
+            store.insert(msg("a", &[])).await.unwrap(),
+            InsertOutcome::Duplicate(1)
+        );
+        assert_eq!(
+            store.insert(msg("c", &[])).await.unwrap(),
+            InsertOutcome::Inserted(3)
+        );
+        store.close().await;
+        assert!(matches!(
+            store.insert(msg("d", &[])).await,
+            Err(StoreError::Closed)
+        ));
+        assert_eq!(store.read_after(0, 10).unwrap().len(), 3);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head_seq(), 3);
+    }
+
+    #[tokio::test]
+    async fn outbox_order_ack_depth_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store
+                .insert(msg(&format!("m{i}"), &["p1", "p2"]))
+                .await
+                .unwrap();
+        }
+        store.insert(msg("only-p2", &["p2"])).await.unwrap();
+        // A peer whose name is a prefix of another must not see its entries.
+        store.insert(msg("x", &["p"])).await.unwrap();
+        let batch = store.outbox_batch("p1", 3).unwrap();
+        assert_eq!(
+            batch.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(batch[0].1, b"env-m0");
+        assert_eq!(store.outbox_depth("p1").unwrap(), 5);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 6);
+        assert_eq!(store.outbox_depth("p").unwrap(), 1);
+        assert_eq!(store.outbox_batch("p", 10).unwrap().len(), 1);
+
+        store.ack_outbox("p1", vec![1, 2, 99]).await.unwrap();
+        store.ack_outbox("p1", vec![1]).await.unwrap(); // idempotent
+        assert_eq!(store.outbox_depth("p1").unwrap(), 3);
+        assert_eq!(store.delivered_count("p1").unwrap(), 2);
+        let next = store.outbox_batch("p1", 10).unwrap();
+        assert_eq!(
+            next.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+
+        assert_eq!(store.drop_outbox("p2").await.unwrap(), 6);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+        assert!(store.outbox_batch("p2", 10).unwrap().is_empty());
+        assert_eq!(store.outbox_depth("p1").unwrap(), 3);
+        assert_eq!(store.drop_outbox("nobody").await.unwrap(), 0);
+        assert!(store.outbox_batch("p1", 0).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn read_after_pagination_and_head_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut head = store.subscribe_head();
+        let msgs: Vec<_> = (0..25).map(|i| msg(&format!("m{i:02}"), &[])).collect();
+        store.insert_many(msgs).await.unwrap();
+        assert!(head.has_changed().unwrap());
+        assert_eq!(*head.borrow_and_update(), 25);
+        let mut cursor = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.read_after(cursor, 10).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 10);
+            cursor = page.last().unwrap().seq;
+            seen.extend(page.into_iter().map(|m| m.seq));
+        }
+        assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+        assert!(store.read_after(u64::MAX, 10).unwrap().is_empty());
+        assert!(store.read_after(0, 0).unwrap().is_empty());
+        // Writes that add no message do not move the head.
+        store.set_cursor("c", 3).await.unwrap();
+        assert!(!head.has_changed().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_inserts_are_group_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.commit_count();
+        let ops = 1000usize;
+        let mut tasks = Vec::new();
+        for t in 0..50 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut inner = Vec::new();
+                for i in 0..ops / 50 {
+                    let store = store.clone();
+                    inner.push(tokio::spawn(async move {
+                        store.insert(msg(&format!("t{t}-{i}"), &["p"])).await
+                    }));
+                }
+                let mut seqs = Vec::new();
+                for h in inner {
+                    seqs.push(h.await.unwrap().unwrap());
+                }
+                seqs
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            for o in t.await.unwrap() {
+                match o {
+                    InsertOutcome::Inserted(s) => seqs.push(s),
+                    InsertOutcome::Duplicate(_) => panic!("unexpected duplicate"),
+                }
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=ops as u64).collect::<Vec<_>>());
+        assert_eq!(store.message_count().unwrap(), ops as u64);
+        assert_eq!(store.outbox_depth("p").unwrap(), ops as u64);
+        assert_eq!(store.head_seq(), ops as u64);
+        let commits = store.commit_count() - before;
+        println!("{commits} commits for {ops} ops");
+        assert!(
+            commits < (ops / 4) as u64,
+            "{commits} commits for {ops} ops"
+        );
+    }
+
+    #[tokio::test]
+    async fn second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("locked by another process"), "{text}");
+        assert!(text.contains("data_dir"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn cursors_and_keys_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get_cursor("s").unwrap(), None);
+        store.set_cursor("s", 7).await.unwrap();
+        store.set_cursor("s", 9).await.unwrap();
+        assert_eq!(store.get_cursor("s").unwrap(), Some(9));
+        assert_eq!(store.get_key("k1").unwrap(), None);
+        store.put_key("k1", "org-a", &[1, 2, 3]).await.unwrap();
+        assert_eq!(
+            store.get_key("k1").unwrap(),
+            Some(("org-a".to_owned(), vec![1, 2, 3]))
+        );
+    }
+
+    #[tokio::test]
+    async fn rejections_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store
+                .record_rejection(Rejection {
+                    at_ms: i,
+                    from_peer: "p".into(),
+                    id: format!("m{i}"),
+                    reason: "bad signature".into(),
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.rejection_count().unwrap(), 5);
+        let r = store.rejections(3).unwrap();
+        assert_eq!(r.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![4, 3, 2]);
+        assert_eq!(r[0].id, "m4");
+        assert_eq!(r[0].reason, "bad signature");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rejections_are_pruned_to_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let total = MAX_REJECTIONS_KEPT + 5;
+        let handles: Vec<_> = (0..total)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .record_rejection(Rejection {
+                            at_ms: i as i64,
+                            from_peer: "p".into(),
+                            id: format!("m{i}"),
+                            reason: "r".into(),
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        assert_eq!(store.rejection_count().unwrap(), total);
+        let kept = store.rejections(usize::MAX).unwrap();
+        assert_eq!(kept.len() as u64, MAX_REJECTIONS_KEPT);
+    }
+
+    #[tokio::test]
+    async fn corrupted_record_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.insert(msg("a", &["p"])).await.unwrap();
+        {
+            // Overwrite the record with garbage through the same database handle.
+            let wtx = store.inner.db.begin_write().unwrap();
+            {
+                let mut t = wtx.open_table(MESSAGES).unwrap();
+                t.insert(1u64, [0xffu8, 0xff, 0xff].as_slice()).unwrap();
+            }
+            wtx.commit().unwrap();
+        }
+        assert!(matches!(
+            store.get_by_seq(1),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.read_after(0, 10),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.outbox_batch("p", 10),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}
