@@ -1,1 +1,111 @@
-fn main() {}
+//! `bluewire`: the operator and member command line. PKI, publish,
+//! subscribe, get, status, peers, the local demo federation and the fan-out
+//! benchmark. Thin: every capability lives in the node library; this crate
+//! parses flags, talks gRPC and prints for people (tables) or scripts (JSON).
+#![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+mod local;
+mod member;
+mod output;
+mod pki_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bluewire",
+    version,
+    about = "Bluewire: federated, signed, mutually authenticated incident sharing"
+)]
+pub struct Cli {
+    /// Output format: tables for people, JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(flatten)]
+    pub conn: member::ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Federation PKI: root CA, organisation and user certificates, revocation.
+    #[command(subcommand)]
+    Pki(pki_cmd::PkiCommand),
+    /// Publish a signed message through your node.
+    Publish(member::PublishArgs),
+    /// Follow your node's feed (resumable with --after or --durable).
+    Subscribe(member::SubscribeArgs),
+    /// Show one message by id.
+    Get { id: String },
+    /// Node status: messages, rejections, peers and their outbox depth.
+    Status,
+    /// Peer links: connectivity, outbox depth, negotiated key exchange.
+    Peers,
+    /// Envelopes this node refused, newest first, with the reason.
+    Rejections {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Run or configure a node (same as the bluewire-node binary).
+    #[command(subcommand)]
+    Node(bluewire_node::daemon::NodeCommand),
+    /// Start a local demo federation of four organisations on loopback.
+    Demo(demo::DemoArgs),
+    /// Benchmarks (not tests): see BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Node(cmd) = cli.command {
+        return bluewire_node::daemon::execute(cmd);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = cli.output;
+    let r = rt.block_on(async move {
+        match cli.command {
+            Command::Pki(cmd) => pki_cmd::run(cmd, out),
+            Command::Publish(a) => member::publish(&cli.conn, a, out).await,
+            Command::Subscribe(a) => member::subscribe(&cli.conn, a, out).await,
+            Command::Get { id } => member::get(&cli.conn, &id, out).await,
+            Command::Status => member::status(&cli.conn, out).await,
+            Command::Peers => member::peers(&cli.conn, out).await,
+            Command::Rejections { limit } => member::rejections(&cli.conn, limit, out).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Bench(b) => bench::run(b, out).await,
+            Command::Node(_) => unreachable_node(),
+        }
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn unreachable_node() -> anyhow::Result<()> {
+    anyhow::bail!("node commands are handled before the runtime starts")
+}

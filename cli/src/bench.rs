@@ -1,0 +1,302 @@
+//! `bluewire bench fanout`: publish → delivered-at-every-subscriber
+//! throughput and latency for one publisher and four receiving nodes, all
+//! real processes on loopback, plus the machine's raw Ed25519 sign/verify
+//! rates measured in the same run, so results read as a fraction of the
+//! signature bound (one signature + four verifications per message).
+//! A benchmark, not a test: it asserts nothing and is bounded in count and time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use bluewire_node::pki::Level;
+use bluewire_node::signing::{self, MESSAGE_CONTEXT, SigningKey};
+use bluewire_proto::v1 as pb;
+use clap::{Args, Subcommand};
+use tokio::sync::Semaphore;
+
+use crate::Output;
+use crate::local::{LocalFederation, OrgSpec};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// 1 publisher -> 4 nodes, 1 KiB messages.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// Messages in the throughput phase.
+    #[arg(long, default_value_t = 5000)]
+    pub messages: usize,
+    /// Publishes in flight in the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Paced rate of the latency phase (msg/s).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Length of the latency phase (s).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Where to build the federation (default: a temporary directory, removed after).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Fanout(a) => fanout(a, out).await,
+    }
+}
+
+/// Raw single-core Ed25519 rates over `size`-byte messages, for `dur` each.
+fn ed25519_rates(size: usize, dur: Duration) -> anyhow::Result<(f64, f64)> {
+    let key = SigningKey::generate("bench").map_err(|e| anyhow::anyhow!(e))?;
+    let msg = vec![0x5au8; size];
+    let t = Instant::now();
+    let mut n = 0u64;
+    let mut sig = Vec::new();
+    while t.elapsed() < dur {
+        sig = key.sign(MESSAGE_CONTEXT, &msg);
+        n += 1;
+    }
+    let sign = n as f64 / t.elapsed().as_secs_f64();
+    let pk = key.public_key();
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < dur {
+        if !signing::verify(&pk, MESSAGE_CONTEXT, &msg, &sig) {
+            bail!("benchmark signature failed to verify");
+        }
+        n += 1;
+    }
+    Ok((sign, n as f64 / t.elapsed().as_secs_f64()))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+type Arrivals = Arc<Mutex<HashMap<String, (u32, Option<Instant>)>>>;
+
+async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
+    let specs: Vec<OrgSpec> = ["pub-a", "recv-b", "recv-c", "recv-d", "recv-e"]
+        .into_iter()
+        .map(|org| OrgSpec {
+            org,
+            country: "EU",
+            org_type: "csirt",
+            levels: vec![Level::Technical],
+            what: "bench",
+        })
+        .collect();
+    let tmp = a.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
+    });
+    let cleanup = a.dir.is_none();
+    // The publisher delivers to the four receivers only.
+    let mut fed = LocalFederation::create(&tmp, &specs, "")?;
+    for o in fed.orgs.iter().skip(1) {
+        let p = o.config_path();
+        let text = std::fs::read_to_string(&p)?;
+        let cut = text.find("\n[[peers]]").unwrap_or(text.len());
+        std::fs::write(&p, &text[..cut])?;
+    }
+    eprintln!("measuring raw Ed25519 rates…");
+    let (sign_rate, verify_rate) = ed25519_rates(a.size, Duration::from_secs(2))?;
+    let bound = 1.0 / (1.0 / sign_rate + 4.0 / verify_rate);
+    fed.start_all()?;
+    fed.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = fed.rss_kib();
+
+    let arrivals: Arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let mut subs = Vec::new();
+    for o in fed.orgs.iter().skip(1) {
+        let conn = fed.connect(o.spec.org, "analyst")?;
+        let mut stream = conn
+            .client()
+            .subscribe(pb::SubscribeRequest::default())
+            .await?
+            .into_inner();
+        let arrivals = arrivals.clone();
+        subs.push(tokio::spawn(async move {
+            while let Ok(Some(item)) = stream.message().await {
+                let id = item.content.map(|c| c.id).unwrap_or_default();
+                if let Ok(mut m) = arrivals.lock() {
+                    let e = m.entry(id).or_insert((0, None));
+                    e.0 += 1;
+                    if e.0 == 4 {
+                        e.1 = Some(Instant::now());
+                    }
+                }
+            }
+        }));
+    }
+    let publisher = fed.connect("pub-a", "analyst")?;
+    let body = "x".repeat(a.size);
+    let request = move || pb::PublishRequest {
+        kind: pb::Kind::FreeText as i32,
+        level: pb::Level::Technical as i32,
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Green as i32,
+            ..Default::default()
+        }),
+        body: Some(pb::publish_request::Body::FreeText(pb::FreeText {
+            title: "bench".into(),
+            body: body.clone(),
+        })),
+        ..Default::default()
+    };
+
+    // Phase 1: throughput, bounded in count and time.
+    eprintln!(
+        "throughput phase: {} messages, {} in flight…",
+        a.messages, a.concurrency
+    );
+    let sem = Arc::new(Semaphore::new(a.concurrency));
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(a.messages);
+    let mut tasks = Vec::with_capacity(a.messages);
+    for _ in 0..a.messages {
+        let permit = sem.clone().acquire_owned().await?;
+        let mut c = publisher.client();
+        let req = request();
+        tasks.push(tokio::spawn(async move {
+            let r = c.publish(req).await;
+            drop(permit);
+            r.map(|r| r.into_inner().id)
+        }));
+    }
+    for t in tasks {
+        ids.push(t.await??);
+    }
+    let published = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let all_done = |arr: &Arrivals, ids: &[String]| {
+        let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
+        ids.iter()
+            .filter(|id| m.get(*id).is_some_and(|e| e.0 >= 4))
+            .count()
+    };
+    let mut done = 0;
+    while Instant::now() < deadline {
+        done = all_done(&arrivals, &ids);
+        if done == ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    let throughput = done as f64 / elapsed.as_secs_f64();
+
+    // Phase 2: latency at a paced rate.
+    let n = (a.rate * a.seconds) as usize;
+    eprintln!("latency phase: {} msg/s for {} s…", a.rate, a.seconds);
+    let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
+    let start2 = Instant::now();
+    let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
+    let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start2 + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let t0 = Instant::now();
+        sent.push((i, t0));
+        let mut c = publisher.client();
+        let req = request();
+        let ids2 = ids2.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Ok(r) = c.publish(req).await
+                && let Ok(mut v) = ids2.lock()
+            {
+                v[i] = r.into_inner().id;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
+    while Instant::now() < deadline && all_done(&arrivals, &ids2) < ids2.len() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(i, t0)| {
+            m.get(&ids2[*i])
+                .and_then(|e| e.1)
+                .map(|t| (t - *t0).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let achieved_rate = n as f64 / start2.elapsed().as_secs_f64();
+    for s in subs {
+        s.abort();
+    }
+    fed.stop_all();
+    drop(fed);
+    if cleanup {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    let result = serde_json::json!({
+        "workload": {"publishers": 1, "receiving_nodes": 4, "subscribers": 4, "payload_bytes": a.size,
+                      "messages": a.messages, "concurrency": a.concurrency, "paced_rate": a.rate, "paced_seconds": a.seconds},
+        "ed25519": {"sign_per_s": sign_rate.round(), "verify_per_s": verify_rate.round(),
+                    "bound_msg_per_s": bound.round()},
+        "throughput": {"delivered_everywhere": done, "elapsed_s": elapsed.as_secs_f64(),
+                       "publish_acked_s": published.as_secs_f64(), "msg_per_s": throughput.round(),
+                       "fraction_of_bound": throughput / bound},
+        "latency_ms": {"samples": lat.len(), "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99),
+                       "max": lat.last().copied().unwrap_or(f64::NAN), "achieved_rate": achieved_rate.round()},
+        "idle_rss_kib": idle_rss.iter().map(|(o, k)| serde_json::json!({"org": o, "kib": k})).collect::<Vec<_>>(),
+    });
+    match out {
+        Output::Json => println!("{result}"),
+        Output::Table => {
+            println!(
+                "Ed25519 (1 core, {} B): sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s (1 sign + 4 verify)",
+                a.size, sign_rate, verify_rate, bound
+            );
+            println!(
+                "throughput: {done}/{} delivered at all 4 subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s)",
+                a.messages,
+                elapsed.as_secs_f64(),
+                throughput,
+                throughput / bound,
+                published.as_secs_f64()
+            );
+            println!(
+                "latency at {:.0} msg/s paced: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+                achieved_rate,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat.last().copied().unwrap_or(f64::NAN),
+                lat.len()
+            );
+            let rss: Vec<String> = idle_rss
+                .iter()
+                .map(|(o, k)| format!("{o} {:.1} MiB", *k as f64 / 1024.0))
+                .collect();
+            println!("idle RSS: {}", rss.join(", "));
+        }
+    }
+    if done < a.messages {
+        bail!(
+            "only {done} of {} messages reached every subscriber within the time bound",
+            a.messages
+        );
+    }
+    Ok(())
+}

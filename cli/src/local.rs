@@ -1,0 +1,256 @@
+//! A federation of real node processes on loopback, for `bluewire demo` and
+//! `bluewire bench`: one root CA, one bundle per organisation, an operator
+//! and an analyst per organisation, a config per node, and the processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bluewire_node::client::Connection;
+use bluewire_node::config::{self, PeerConfig};
+use bluewire_node::pki::{self, FederationCa, Level, OrgProfile, OrgRequest, UserRole};
+use bluewire_proto::v1 as pb;
+
+#[derive(Debug, Clone)]
+pub struct OrgSpec {
+    pub org: &'static str,
+    pub country: &'static str,
+    pub org_type: &'static str,
+    pub levels: Vec<Level>,
+    pub what: &'static str,
+}
+
+pub struct LocalOrg {
+    pub spec: OrgSpec,
+    pub endpoint: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalOrg {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("node.toml")
+    }
+    pub fn user_dir(&self, user: &str) -> PathBuf {
+        self.dir.join("users").join(user)
+    }
+}
+
+pub struct LocalFederation {
+    pub orgs: Vec<LocalOrg>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl LocalFederation {
+    /// Generate every key, certificate and config under `dir`.
+    pub fn create(dir: &Path, specs: &[OrgSpec], tune: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let ca_dir = dir.join("federation-ca");
+        if ca_dir.join("ca.key").exists() {
+            bail!(
+                "{} already holds a federation; pick another --dir or remove it",
+                dir.display()
+            );
+        }
+        let ca = FederationCa::generate("Bluewire demo federation root CA")?;
+        ca.save(&ca_dir)?;
+        let mut orgs = Vec::new();
+        for s in specs {
+            let port = free_port()?;
+            let endpoint = format!("https://127.0.0.1:{port}");
+            let odir = dir.join(s.org);
+            let bundle = ca.issue_org(&OrgRequest {
+                profile: OrgProfile {
+                    org: s.org.to_string(),
+                    country: s.country.to_string(),
+                    org_type: s.org_type.to_string(),
+                    levels: s.levels.clone(),
+                    sectors: vec![],
+                    accreditations: vec![],
+                    endpoint: endpoint.clone(),
+                    signing_keys: vec![],
+                },
+                validity_days: 30,
+            })?;
+            bundle.save(&odir)?;
+            for (user, role) in [
+                ("operator", UserRole::Operator),
+                ("analyst", UserRole::Analyst),
+            ] {
+                let u = pki::issue_user(
+                    &bundle.org_ca_cert_pem,
+                    &bundle.org_ca_key_pem,
+                    user,
+                    role,
+                    30,
+                )?;
+                let udir = odir.join("users").join(user);
+                u.save(&udir, ca.cert_pem())?;
+                std::fs::write(
+                    udir.join("client.toml"),
+                    format!(
+                        "node = \"{endpoint}\"\nca = \"ca.crt\"\ncert = \"user.crt\"\nkey = \"user.key\"\n"
+                    ),
+                )?;
+            }
+            orgs.push(LocalOrg {
+                spec: s.clone(),
+                endpoint,
+                dir: odir,
+                child: None,
+            });
+        }
+        ca.save(&ca_dir)?;
+        for o in &orgs {
+            let peers: Vec<PeerConfig> = orgs
+                .iter()
+                .filter(|p| p.spec.org != o.spec.org)
+                .map(|p| PeerConfig {
+                    org: p.spec.org.to_string(),
+                    endpoint: p.endpoint.clone(),
+                })
+                .collect();
+            let listen = o.endpoint.trim_start_matches("https://").to_string();
+            let mut text = config::template(o.spec.org, &listen, &peers);
+            text = text.replace(
+                "# crl = \"crl.pem\"",
+                &format!("crl = \"{}\"", ca_dir.join("crl.pem").display()),
+            );
+            text = text.replace("retry_max_ms = 30000", "retry_max_ms = 2000");
+            text.push_str(tune);
+            config::NodeConfig::parse(&text, &o.dir, &o.config_path())?;
+            std::fs::write(o.config_path(), text)?;
+        }
+        Ok(Self { orgs })
+    }
+
+    /// Start every node as a child process of this binary (`bluewire node run`).
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("locating the bluewire binary")?;
+        for o in &mut self.orgs {
+            let log = std::fs::File::create(o.dir.join("node.log"))?;
+            let child = Command::new(&exe)
+                .args(["node", "run", "--config"])
+                .arg(o.config_path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting the node of {}", o.spec.org))?;
+            std::fs::write(o.dir.join("node.pid"), child.id().to_string())?;
+            o.child = Some(child);
+        }
+        Ok(())
+    }
+
+    pub fn org(&self, org: &str) -> &LocalOrg {
+        self.orgs
+            .iter()
+            .find(|o| o.spec.org == org)
+            .expect("org is part of the local federation")
+    }
+
+    pub fn connect(&self, org: &str, user: &str) -> anyhow::Result<Connection> {
+        let o = self.org(org);
+        let u = o.user_dir(user);
+        Connection::open(
+            &o.endpoint,
+            &u.join("ca.crt"),
+            &u.join("user.crt"),
+            &u.join("user.key"),
+        )
+        .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Wait until every node answers Status (bounded).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.orgs.len() {
+            let org = self.orgs[i].spec.org;
+            let conn = self.connect(org, "operator")?;
+            loop {
+                if let Some(child) = self.orgs[i].child.as_mut()
+                    && let Ok(Some(st)) = child.try_wait()
+                {
+                    let log = std::fs::read_to_string(self.orgs[i].dir.join("node.log"))
+                        .unwrap_or_default();
+                    bail!("node of {org} exited ({st}) during start-up:\n{log}");
+                }
+                match conn.admin().status(pb::StatusRequest {}).await {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        bail!("node of {org} not ready after {timeout:?}: {}", e.message())
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM every node, wait for it to exit (SIGKILL after 10 s).
+    pub fn stop_all(&mut self) {
+        for o in &mut self.orgs {
+            if let Some(mut c) = o.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match c.try_wait() {
+                        Ok(Some(_)) => break,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        _ => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            break;
+                        }
+                    }
+                }
+                let _ = std::fs::remove_file(o.dir.join("node.pid"));
+            }
+        }
+    }
+
+    /// Leave the processes running when this handle goes away.
+    pub fn detach(&mut self) {
+        for o in &mut self.orgs {
+            o.child.take();
+        }
+    }
+
+    /// Resident set size of each node process (KiB), from /proc.
+    pub fn rss_kib(&self) -> Vec<(String, u64)> {
+        self.orgs
+            .iter()
+            .filter_map(|o| {
+                let pid = o.pid()?;
+                let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let kb = s
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((o.spec.org.to_string(), kb))
+            })
+            .collect()
+    }
+}
+
+impl Drop for LocalFederation {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

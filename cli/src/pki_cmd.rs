@@ -1,0 +1,275 @@
+//! `bluewire pki …`: the federation root CA, organisation bundles, user
+//! certificates and the revocation list, as files in directories.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bluewire_node::pki::{self, FederationCa, Level, OrgProfile, OrgRequest, UserRole};
+use clap::Subcommand;
+
+use crate::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the federation root CA (ca.crt, ca.key, issued.json, crl.pem) in --out.
+    InitFederation {
+        #[arg(long)]
+        out: PathBuf,
+        /// Common name of the root.
+        #[arg(long, default_value = "Bluewire federation root CA")]
+        name: String,
+    },
+    /// Issue an organisation's node certificate, signing key and organisation CA.
+    Issue {
+        /// Directory of the federation root CA.
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        org: String,
+        /// Member state (two letters) or EU for an EU body.
+        #[arg(long)]
+        country: String,
+        /// csirt, liaison, eu-body, ministry, military, sectoral…
+        #[arg(long = "type")]
+        org_type: String,
+        /// Comma-separated: technical, operational, political.
+        #[arg(long, value_delimiter = ',', required = true)]
+        levels: Vec<Level>,
+        #[arg(long, value_delimiter = ',')]
+        sectors: Vec<String>,
+        /// e.g. "EU RESTRICTED" (repeatable).
+        #[arg(long)]
+        accreditation: Vec<String>,
+        /// The node's endpoint, https://HOST:PORT.
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a member's client certificate with the organisation CA.
+    IssueUser {
+        /// The organisation directory written by `pki issue` (org-ca.crt, org-ca.key, node.crt, ca.crt).
+        #[arg(long)]
+        org_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role, default_value = "analyst")]
+        role: UserRole,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke an organisation (node and organisation CA) or a serial; rewrites crl.pem.
+    Revoke {
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        org: Vec<String>,
+        #[arg(long)]
+        serial: Vec<String>,
+    },
+    /// List what the CA issued, with revocation state.
+    List {
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Show the CA-asserted profile in a certificate file.
+    Show { cert: PathBuf },
+}
+
+fn parse_role(s: &str) -> Result<UserRole, String> {
+    s.parse::<UserRole>().map_err(|e| e.to_string())
+}
+
+fn load_ca(dir: &Path) -> anyhow::Result<FederationCa> {
+    FederationCa::load(dir).with_context(|| {
+        format!(
+            "cannot load the federation CA from {} (create one with `bluewire pki init-federation --out DIR`)",
+            dir.display()
+        )
+    })
+}
+
+pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
+    match cmd {
+        PkiCommand::InitFederation { out: dir, name } => {
+            if dir.join("ca.key").exists() {
+                bail!(
+                    "{} already holds a CA key; refusing to overwrite it",
+                    dir.display()
+                );
+            }
+            let ca = FederationCa::generate(&name)?;
+            ca.save(&dir)?;
+            report(
+                out,
+                &format!("federation root CA written to {}", dir.display()),
+                serde_json::json!({"dir": dir}),
+            );
+        }
+        PkiCommand::Issue {
+            ca,
+            org,
+            country,
+            org_type,
+            levels,
+            sectors,
+            accreditation,
+            endpoint,
+            out: dir,
+            days,
+        } => {
+            let fed = load_ca(&ca)?;
+            let bundle = fed.issue_org(&OrgRequest {
+                profile: OrgProfile {
+                    org: org.clone(),
+                    country,
+                    org_type,
+                    levels,
+                    sectors,
+                    accreditations: accreditation,
+                    endpoint,
+                    signing_keys: vec![],
+                },
+                validity_days: days,
+            })?;
+            bundle.save(&dir)?;
+            fed.save(&ca)?;
+            report(
+                out,
+                &format!(
+                    "issued {org}: node.crt, node.key, signing.key ({}), org-ca.crt, org-ca.key, ca.crt in {}",
+                    bundle.signing_key.key_id,
+                    dir.display()
+                ),
+                serde_json::json!({"org": org, "dir": dir, "signing_key_id": bundle.signing_key.key_id}),
+            );
+        }
+        PkiCommand::IssueUser {
+            org_dir,
+            name,
+            role,
+            out: dir,
+            days,
+        } => {
+            let read = |f: &str| {
+                std::fs::read_to_string(org_dir.join(f))
+                    .with_context(|| format!("cannot read {}", org_dir.join(f).display()))
+            };
+            let bundle = pki::issue_user(
+                &read("org-ca.crt")?,
+                &read("org-ca.key")?,
+                &name,
+                role,
+                days,
+            )?;
+            let ca_pem = read("ca.crt")?;
+            bundle.save(&dir, &ca_pem)?;
+            // A client config pointing at the organisation's node.
+            let endpoint = pki::load_certs_pem(&read("node.crt")?)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| pki::cert_profile(&c).ok().flatten())
+                .and_then(|p| match p {
+                    pki::CertProfile::Node(p) => Some(p.endpoint),
+                    _ => None,
+                });
+            if let Some(ep) = &endpoint {
+                std::fs::write(
+                    dir.join("client.toml"),
+                    format!(
+                        "# bluewire client config\nnode = \"{ep}\"\nca = \"ca.crt\"\ncert = \"user.crt\"\nkey = \"user.key\"\n"
+                    ),
+                )?;
+            }
+            report(
+                out,
+                &format!(
+                    "issued user {name} ({role}): user.crt, user.key, ca.crt{} in {}",
+                    if endpoint.is_some() {
+                        ", client.toml"
+                    } else {
+                        ""
+                    },
+                    dir.display()
+                ),
+                serde_json::json!({"user": name, "role": role.as_str(), "dir": dir}),
+            );
+        }
+        PkiCommand::Revoke { ca, org, serial } => {
+            if org.is_empty() && serial.is_empty() {
+                bail!("name what to revoke: --org ORG or --serial HEX (repeatable)");
+            }
+            let mut fed = load_ca(&ca)?;
+            let mut serials = serial;
+            for o in &org {
+                let s = fed.serials_of_org(o);
+                if s.is_empty() {
+                    bail!("the CA in {} never issued anything to {o:?}", ca.display());
+                }
+                serials.extend(s);
+            }
+            let crl = fed.revoke(&serials)?;
+            fed.save(&ca)?;
+            std::fs::write(ca.join("crl.pem"), crl)?;
+            report(
+                out,
+                &format!(
+                    "revoked {} certificate(s); {} rewritten — nodes pick it up within crl_poll_secs",
+                    serials.len(),
+                    ca.join("crl.pem").display()
+                ),
+                serde_json::json!({"revoked": serials, "crl": ca.join("crl.pem")}),
+            );
+        }
+        PkiCommand::List { ca } => {
+            let fed = load_ca(&ca)?;
+            let issued = fed.issued();
+            if out == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&issued)?);
+            } else {
+                let rows = issued
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.serial.clone(),
+                            i.org.clone(),
+                            format!("{:?}", i.kind),
+                            i.not_after.to_string(),
+                            i.revoked_at
+                                .clone()
+                                .map(|r| r.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                crate::output::table(&["SERIAL", "ORG", "KIND", "NOT AFTER", "REVOKED"], &rows);
+            }
+        }
+        PkiCommand::Show { cert } => {
+            let pem = std::fs::read_to_string(&cert)
+                .with_context(|| format!("cannot read {}", cert.display()))?;
+            let certs = pki::load_certs_pem(&pem)?;
+            let first = certs.first().context("no certificate in file")?;
+            let profile = pki::cert_profile(first)?;
+            let serial = pki::serial_hex(first)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"serial": serial, "profile": profile})
+                )?
+            );
+        }
+    }
+    Ok(())
+}
+
+fn report(out: Output, text: &str, json: serde_json::Value) {
+    match out {
+        Output::Table => println!("{text}"),
+        Output::Json => println!("{json}"),
+    }
+}

@@ -1,0 +1,209 @@
+//! A peer (or someone holding a peer's node certificate) hands csirt-fr
+//! altered, unsigned-by-a-known-key, malformed, oversized and garbage input:
+//! each is refused with a reason an operator can read, nothing is stored, and
+//! the node keeps serving.
+
+use bluewire_node::envelope::{MAX_CONTENT_BYTES, seal};
+use bluewire_node::signing::{MESSAGE_CONTEXT, SigningKey};
+use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, content, item_id, pb};
+use bytes::{Buf, BufMut};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// A codec that sends and receives raw message bytes.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut v = vec![0u8; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+async fn deliver_one(fed: &TestFederation, env: pb::Envelope) -> pb::DeliveryResult {
+    let mut results = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver(pb::DeliverRequest {
+            envelopes: vec![env],
+        })
+        .await
+        .expect("Deliver answers with per-envelope results")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 1);
+    results.remove(0)
+}
+
+fn assert_rejected(r: &pb::DeliveryResult, needle: &str, case: &str) {
+    assert_eq!(
+        r.outcome,
+        pb::DeliveryOutcome::Rejected as i32,
+        "{case}: expected REJECTED, got {r:?}"
+    );
+    assert!(
+        r.reason.contains(needle),
+        "{case}: reason {:?} should mention {needle:?}",
+        r.reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_serving() {
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE"),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    let be_key = fed.signing_key("csirt-be");
+    let fr = fed.client("csirt-fr", "analyst");
+
+    // (a) One flipped content byte.
+    let c = content("csirt-be", "tampered");
+    let tampered_id = c.id.clone();
+    let mut env = seal(&be_key, &c);
+    let last = env.content.len() - 1;
+    env.content[last] ^= 0x01;
+    let r = deliver_one(&fed, env).await;
+    assert_rejected(&r, "signature", "flipped byte");
+    let got = fr
+        .client()
+        .get(pb::GetRequest {
+            id: tampered_id.clone(),
+        })
+        .await;
+    assert_eq!(
+        got.expect_err("tampered message must not be stored").code(),
+        tonic::Code::NotFound
+    );
+
+    // (b) A key id no certificate ever certified.
+    let stranger = SigningKey::generate("csirt-be").unwrap();
+    let r = deliver_one(&fed, seal(&stranger, &content("csirt-be", "unknown key"))).await;
+    assert_rejected(&r, "unknown signing key", "unknown key id");
+
+    // (c) Properly signed, but the content is not a Content message.
+    let garbage = b"\xff\xff\xff\xff not protobuf at all".to_vec();
+    let r = deliver_one(
+        &fed,
+        pb::Envelope {
+            signature: be_key.sign(MESSAGE_CONTEXT, &garbage),
+            content: garbage,
+            key_id: be_key.key_id().to_string(),
+        },
+    )
+    .await;
+    assert_rejected(&r, "not a valid", "signed garbage content");
+
+    // (d) Content over 1 MiB (within the request limit).
+    let mut big = content("csirt-be", "big");
+    if let Some(pb::content::Body::FreeText(t)) = &mut big.body {
+        t.body = "x".repeat(MAX_CONTENT_BYTES + 1);
+    }
+    let r = deliver_one(&fed, seal(&be_key, &big)).await;
+    assert_rejected(&r, "limit", "content over 1 MiB");
+
+    // (e) A request over max_request_bytes (4 MiB): a gRPC error, not a crash.
+    let chunk = |i: usize| pb::Envelope {
+        content: vec![i as u8; 1024 * 1024],
+        signature: vec![0; 64],
+        key_id: be_key.key_id().to_string(),
+    };
+    let huge = pb::DeliverRequest {
+        envelopes: (0..5).map(chunk).collect(),
+    };
+    let err = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver(huge)
+        .await
+        .expect_err("a 5 MiB request must be refused");
+    assert_ne!(err.code(), tonic::Code::Ok);
+
+    // (f) A Deliver request whose bytes are not protobuf.
+    let conn = fed.node_conn("csirt-be", "csirt-fr");
+    let mut grpc = tonic::client::Grpc::new(conn.channel.clone());
+    grpc.ready().await.expect("channel ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/bluewire.v1.Federation/Deliver");
+    let err = grpc
+        .unary(
+            tonic::Request::new(b"\xff\xff\xff\xff\x0f\x0f garbage frame".to_vec()),
+            path,
+            RawCodec,
+        )
+        .await
+        .expect_err("undecodable request must be refused");
+    assert_ne!(err.code(), tonic::Code::Ok);
+
+    // The node still serves: a well-formed envelope is accepted, then deduplicated.
+    let good = content("csirt-be", "good after abuse");
+    let good_id = good.id.clone();
+    let env = seal(&be_key, &good);
+    let r = deliver_one(&fed, env.clone()).await;
+    assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
+    assert_eq!(r.id, good_id);
+    let r = deliver_one(&fed, env).await;
+    assert_eq!(r.outcome, pb::DeliveryOutcome::Duplicate as i32, "{r:?}");
+
+    // ... and a normal publish at csirt-be still reaches it.
+    let published = fed.publish("csirt-be", "normal traffic").await;
+    assert_eventually!(
+        fr.client()
+            .get(pb::GetRequest {
+                id: published.id.clone()
+            })
+            .await
+            .is_ok(),
+        "published message never reached csirt-fr"
+    );
+
+    // Nothing refused is in the feed; the good ones are, once each.
+    let feed = backlog(&fr, None).await;
+    let ids: Vec<String> = feed.iter().map(item_id).collect();
+    assert!(
+        !ids.contains(&tampered_id),
+        "tampered message is in the feed"
+    );
+    assert_eq!(ids.len(), 2, "feed: {ids:?}");
+    assert!(ids.contains(&good_id) && ids.contains(&published.id));
+
+    // The operator sees every refused envelope with its reason.
+    let rej = fed.rejections("csirt-fr").await;
+    for needle in ["signature", "unknown signing key", "not a valid", "limit"] {
+        assert!(
+            rej.iter()
+                .any(|r| r.from_peer == "csirt-be" && r.reason.contains(needle)),
+            "no rejection mentioning {needle:?} in {rej:?}"
+        );
+    }
+    assert!(
+        rej.iter().any(|r| r.id == tampered_id),
+        "the tampered message's id is not in the rejection log: {rej:?}"
+    );
+}
