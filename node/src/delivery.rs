@@ -106,14 +106,22 @@ async fn run_worker(
     max_request_bytes: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let channel = match crate::tls::channel(
-        &peer.endpoint,
-        client_config,
-        tls.root_der.clone(),
-        Some(peer.org.clone()),
-        peer.link.clone(),
-        Duration::from_millis(cfg.timeout_ms),
-    ) {
+    let connect = || {
+        crate::tls::channel(
+            &peer.endpoint,
+            client_config.clone(),
+            tls.root_der.clone(),
+            Some(peer.org.clone()),
+            peer.link.clone(),
+            Duration::from_millis(cfg.timeout_ms),
+        )
+        .map(|channel| {
+            FederationClient::new(channel)
+                .max_decoding_message_size(max_request_bytes)
+                .max_encoding_message_size(max_request_bytes)
+        })
+    };
+    let mut client = match connect() {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "peer endpoint unusable; not delivering to it");
@@ -121,9 +129,6 @@ async fn run_worker(
             return;
         }
     };
-    let mut client = FederationClient::new(channel)
-        .max_decoding_message_size(max_request_bytes)
-        .max_encoding_message_size(max_request_bytes);
     let min = Duration::from_millis(cfg.retry_min_ms);
     let max = Duration::from_millis(cfg.retry_max_ms);
     let mut backoff = min;
@@ -173,6 +178,36 @@ async fn run_worker(
             let _ = store.ack_outbox(&peer.org, undecodable).await;
         }
         if envelopes.is_empty() {
+            continue;
+        }
+        // A revocation loaded after the link was set up must stop delivery
+        // over the existing connection too: hold the outbox and reconnect
+        // (the new handshake fails while the certificate stays revoked).
+        let revoked = peer
+            .link
+            .lock()
+            .ok()
+            .and_then(|l| l.peer.clone())
+            .is_some_and(|p| tls.revocations.identity_revoked(&p));
+        if revoked {
+            peer.update(|s| {
+                s.connected = false;
+                s.consecutive_failures += 1;
+                s.last_error =
+                    "peer certificate revoked by the federation CA; holding its outbox".into();
+            });
+            warn!("peer certificate revoked; holding its outbox");
+            // Forget the revoked identity: the next attempt handshakes anew
+            // and succeeds only with a certificate that is not revoked.
+            if let Ok(mut l) = peer.link.lock() {
+                *l = LinkInfo::default();
+            }
+            if let Ok(c) = connect() {
+                client = c;
+            }
+            if sleep_or_shutdown(jitter(max), &mut shutdown).await {
+                break;
+            }
             continue;
         }
         let n = envelopes.len();

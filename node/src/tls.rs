@@ -248,6 +248,10 @@ impl TlsIdentity {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         cfg.alpn_protocols = vec![b"h2".to_vec()];
+        // No resumption: a resumed session skips certificate verification,
+        // which would let a certificate revoked since the first handshake in.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(Arc::new(cfg))
     }
 
@@ -270,6 +274,8 @@ impl TlsIdentity {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         cfg.alpn_protocols = vec![b"h2".to_vec()];
+        // See server_config: every connection verifies the peer afresh.
+        cfg.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(cfg))
     }
 

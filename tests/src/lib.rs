@@ -158,10 +158,7 @@ pub async fn bind_port(port: u16) -> TcpListener {
     loop {
         match TcpListener::bind(("127.0.0.1", port)).await {
             Ok(l) => return l,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(POLL).await;
-            }
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
             Err(e) => panic!("cannot re-bind 127.0.0.1:{port}: {e}"),
         }
     }
