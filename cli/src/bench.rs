@@ -142,6 +142,15 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         }));
     }
     let publisher = fed.connect("pub-a", "analyst")?;
+    // Baseline: one mutual-TLS gRPC round trip on this machine, same run.
+    let mut rtt = Vec::with_capacity(2000);
+    let mut hello = publisher.federation();
+    for _ in 0..2000 {
+        let t0 = Instant::now();
+        hello.hello(pb::HelloRequest {}).await?;
+        rtt.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    rtt.sort_by(|a, b| a.total_cmp(b));
     let body = "x".repeat(a.size);
     let request = move || pb::PublishRequest {
         kind: pb::Kind::FreeText as i32,
@@ -205,6 +214,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let start2 = Instant::now();
     let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
     let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
+    let acks = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let due = start2 + interval * i as u32;
@@ -214,11 +224,16 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         let mut c = publisher.client();
         let req = request();
         let ids2 = ids2.clone();
+        let acks = acks.clone();
         tasks.push(tokio::spawn(async move {
-            if let Ok(r) = c.publish(req).await
-                && let Ok(mut v) = ids2.lock()
-            {
-                v[i] = r.into_inner().id;
+            if let Ok(r) = c.publish(req).await {
+                let acked = t0.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(mut a) = acks.lock() {
+                    a.push(acked);
+                }
+                if let Ok(mut v) = ids2.lock() {
+                    v[i] = r.into_inner().id;
+                }
             }
         }));
     }
@@ -240,6 +255,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         })
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
+    let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
+    ack_lat.sort_by(|a, b| a.total_cmp(b));
     let achieved_rate = n as f64 / start2.elapsed().as_secs_f64();
     for s in subs {
         s.abort();
@@ -259,7 +276,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                        "publish_acked_s": published.as_secs_f64(), "msg_per_s": throughput.round(),
                        "fraction_of_bound": throughput / bound},
         "latency_ms": {"samples": lat.len(), "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99),
-                       "max": lat.last().copied().unwrap_or(f64::NAN), "achieved_rate": achieved_rate.round()},
+                       "max": lat.last().copied().unwrap_or(f64::NAN), "achieved_rate": achieved_rate.round(),
+                       "publish_ack_p50": percentile(&ack_lat, 0.50), "publish_ack_p99": percentile(&ack_lat, 0.99)},
+        "grpc_rtt_ms": {"p50": percentile(&rtt, 0.5), "p99": percentile(&rtt, 0.99)},
         "idle_rss_kib": idle_rss.iter().map(|(o, k)| serde_json::json!({"org": o, "kib": k})).collect::<Vec<_>>(),
     });
     match out {
@@ -284,6 +303,16 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 percentile(&lat, 0.99),
                 lat.last().copied().unwrap_or(f64::NAN),
                 lat.len()
+            );
+            println!(
+                "baseline mTLS gRPC round trip (Hello, idle federation): p50 {:.3} ms, p99 {:.3} ms",
+                percentile(&rtt, 0.5),
+                percentile(&rtt, 0.99)
+            );
+            println!(
+                "publish acknowledged (stored at the origin): p50 {:.2} ms, p99 {:.2} ms",
+                percentile(&ack_lat, 0.5),
+                percentile(&ack_lat, 0.99)
             );
             let rss: Vec<String> = idle_rss
                 .iter()

@@ -239,7 +239,8 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                             i.org.clone(),
                             format!("{:?}", i.kind),
                             i.not_after.to_string(),
-                            i.revoked_at.map(|r| r.to_string())
+                            i.revoked_at
+                                .map(|r| r.to_string())
                                 .unwrap_or_else(|| "-".into()),
                         ]
                     })

@@ -6,6 +6,7 @@
 //! wire and receivers deduplicate by id. Never decides who receives what:
 //! that is `routing`'s job, done before a message is queued.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub struct PeerStats {
 #[derive(Debug)]
 pub struct PeerLink {
     pub org: String,
+    /// Set when entries older than what the worker already sent were queued
+    /// (e.g. history for a new member): the worker rescans from the start.
+    pub rescan: AtomicBool,
     pub endpoint: String,
     pub notify: Notify,
     pub stats: Mutex<PeerStats>,
@@ -43,6 +47,7 @@ impl PeerLink {
     pub fn new(peer: &PeerConfig) -> Arc<Self> {
         Arc::new(Self {
             org: peer.org.clone(),
+            rescan: AtomicBool::new(false),
             endpoint: peer.endpoint.clone(),
             notify: Notify::new(),
             stats: Mutex::new(PeerStats::default()),
@@ -132,12 +137,20 @@ async fn run_worker(
     let min = Duration::from_millis(cfg.retry_min_ms);
     let max = Duration::from_millis(cfg.retry_max_ms);
     let mut backoff = min;
+    // Highest seq handed to the peer and acknowledged by it. Acks are
+    // committed in the background, so reads start after this, not at the
+    // outbox head; a restart begins at 0 and may resend what was acked but
+    // not yet durable (receivers deduplicate).
+    let mut sent_upto = 0u64;
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let batch = match store.outbox_batch(&peer.org, cfg.batch_size) {
+        if peer.rescan.swap(false, Ordering::AcqRel) {
+            sent_upto = 0;
+        }
+        let batch = match store.outbox_batch_after(&peer.org, sent_upto, cfg.batch_size) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "reading outbox failed");
@@ -238,20 +251,25 @@ async fn run_worker(
                                 .await;
                         }
                     }
-                    match store.ack_outbox(&peer.org, seqs).await {
-                        Ok(()) => {
-                            debug!(count = n, "delivered");
-                            backoff = min;
-                            peer.update(|s| {
-                                s.connected = true;
-                                s.consecutive_failures = 0;
-                                s.last_error.clear();
-                                s.last_success_ms = now_ms();
-                            });
-                            None
+                    debug!(count = n, "delivered");
+                    sent_upto = seqs.last().copied().unwrap_or(sent_upto);
+                    let (store, org) = (store.clone(), peer.org.clone());
+                    tokio::spawn(
+                        async move {
+                            if let Err(e) = store.ack_outbox(&org, seqs).await {
+                                warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
+                            }
                         }
-                        Err(e) => Some(format!("acknowledging outbox: {e}")),
-                    }
+                        .in_current_span(),
+                    );
+                    backoff = min;
+                    peer.update(|s| {
+                        s.connected = true;
+                        s.consecutive_failures = 0;
+                        s.last_error.clear();
+                        s.last_success_ms = now_ms();
+                    });
+                    None
                 }
             }
             Ok(Err(status)) => Some(format!("{}: {}", status.code(), status.message())),

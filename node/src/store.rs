@@ -287,6 +287,15 @@ enum Op {
     },
 }
 
+impl Op {
+    /// Whether the caller needs this op on disk before it is answered.
+    /// Outbox acks do not: losing one in a crash only means the envelope is
+    /// delivered again, and receivers deduplicate by id.
+    fn durable(&self) -> bool {
+        !matches!(self, Op::Ack { .. })
+    }
+}
+
 /// What an applied op produced, held until its group commits.
 enum Applied {
     Outcomes(Vec<InsertOutcome>),
@@ -604,7 +613,12 @@ impl Writer {
             .begin_write()
             .map_err(db_err("begin write"))
             .map_err(txn)?;
-        wtx.set_durability(Durability::Immediate);
+        let durability = if group.iter().any(Op::durable) {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        wtx.set_durability(durability);
         let mut applied = Vec::with_capacity(group.len());
         let (start, end) = {
             let mut t = open_tables(&wtx).map_err(txn)?;
@@ -785,6 +799,17 @@ impl Store {
 
     /// Oldest first: up to `limit` (seq, envelope bytes) queued for `peer`.
     pub fn outbox_batch(&self, peer: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.outbox_batch_after(peer, 0, limit)
+    }
+
+    /// Like [`Store::outbox_batch`], but only entries with a seq above `after_seq`
+    /// (lets a sender pipeline batches while earlier acks are still committing).
+    pub fn outbox_batch_after(
+        &self,
+        peer: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -793,7 +818,7 @@ impl Store {
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
         let mut out = Vec::new();
         let range = outbox
-            .range((peer, 0u64)..=(peer, u64::MAX))
+            .range((peer, after_seq.saturating_add(1))..=(peer, u64::MAX))
             .map_err(db_err("scan outbox"))?;
         for entry in range.take(limit) {
             let (key, _) = entry.map_err(db_err("scan outbox"))?;
@@ -812,7 +837,9 @@ impl Store {
     }
 
     /// Remove delivered entries (group-committed) and count them in the peer's delivered
-    /// counter. Seqs that are not queued are ignored (acks are idempotent).
+    /// counter. Seqs that are not queued are ignored (acks are idempotent). Not fsynced on
+    /// its own: it becomes durable with the next durable commit; a crash before that only
+    /// causes a redelivery, which receivers deduplicate.
     pub async fn ack_outbox(&self, peer: &str, seqs: Vec<u64>) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
