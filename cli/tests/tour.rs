@@ -447,13 +447,11 @@ fn five_minute_tour() {
         "--no-follow",
     ]);
     assert!(!unreachable.ok(), "{unreachable:#?}");
-    // explain_status (node/src/client.rs) means to say "cannot reach the node
-    // at URL", but matches "connect" case-sensitively, so today's "Connection
-    // refused" falls through to "The service is currently unavailable: ...".
-    // Accept either until that is fixed; both tell the user the cause.
-    let err = unreachable.stderr.to_lowercase();
+    // The user is told which node could not be reached and what to check.
     assert!(
-        err.contains("cannot reach") || err.contains("connection refused"),
+        unreachable
+            .stderr
+            .contains(&format!("cannot reach the node at {dead}")),
         "{unreachable:#?}"
     );
 

@@ -76,17 +76,17 @@ impl Connection {
 pub fn explain_status(endpoint: &str, s: &tonic::Status) -> String {
     use tonic::Code;
     let msg = s.message();
+    let lower = msg.to_ascii_lowercase();
+    let tls_problem = ["certificate", "handshake", "tls", "peer closed", "unknownca", "revoked"]
+        .iter()
+        .any(|w| lower.contains(w));
     match s.code() {
-        Code::Unavailable if msg.contains("connect") || msg.contains("transport") => format!(
+        Code::Unavailable | Code::Unknown if tls_problem => format!(
+            "TLS with {endpoint} failed ({msg}): check --ca is the federation root and --cert/--key are your (unrevoked) user certificate"
+        ),
+        Code::Unavailable => format!(
             "cannot reach the node at {endpoint} ({msg}): is it running, and is the endpoint right?"
         ),
-        Code::Unavailable | Code::Unknown
-            if msg.contains("certificate") || msg.contains("handshake") || msg.contains("tls") =>
-        {
-            format!(
-                "TLS with {endpoint} failed ({msg}): check --ca is the federation root and --cert/--key are your user certificate"
-            )
-        }
         Code::PermissionDenied => format!("refused by the node: {msg}"),
         Code::InvalidArgument => format!("the node rejected the request: {msg}"),
         Code::NotFound => msg.to_string(),
