@@ -4,6 +4,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "bluewire/v1/message.proto",
+        "bluewire/v1/cluster.proto",
         "bluewire/v1/federation.proto",
         "bluewire/v1/client.proto",
         "bluewire/v1/admin.proto",

@@ -380,6 +380,7 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         levels: a.level.iter().map(|l| pb::Level::from(*l) as i32).collect(),
         origins: a.origin.clone(),
         no_follow: a.no_follow,
+        clusters: vec![],
     };
     let mut client = conn.client();
     let mut stream = client

@@ -292,6 +292,30 @@ impl Federation for Api {
         Ok(Response::new(pb::BackfillResponse { entries, more }))
     }
 
+    async fn propose_cluster_op(
+        &self,
+        req: Request<pb::ProposeClusterOpRequest>,
+    ) -> Result<Response<pb::ClusterLogResponse>, Status> {
+        self.require_node(&req)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_log(
+        &self,
+        req: Request<pb::ClusterLogRequest>,
+    ) -> Result<Response<pb::ClusterLogResponse>, Status> {
+        self.require_node(&req)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_notify(
+        &self,
+        req: Request<pb::ClusterNotifyRequest>,
+    ) -> Result<Response<pb::ClusterNotifyResponse>, Status> {
+        self.require_node(&req)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
     async fn hello(
         &self,
         req: Request<pb::HelloRequest>,
@@ -337,6 +361,7 @@ impl Client for Api {
             marking: r.marking,
             recipients: r.recipients,
             cluster: r.cluster,
+            cluster_index: 0,
             body,
         };
         envelope::validate(&content).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -547,6 +572,94 @@ impl Admin for Api {
         Ok(Response::new(pb::ReloadRevocationsResponse {
             revoked_serials: self.state.tls.revocations.len() as u32,
         }))
+    }
+
+    async fn cluster_create(
+        &self,
+        req: Request<pb::ClusterCreateRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_invite(
+        &self,
+        req: Request<pb::ClusterInviteRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_accept(
+        &self,
+        req: Request<pb::ClusterRef>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_decline(
+        &self,
+        req: Request<pb::ClusterRef>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_leave(
+        &self,
+        req: Request<pb::ClusterRef>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_remove(
+        &self,
+        req: Request<pb::ClusterMemberRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_set_role(
+        &self,
+        req: Request<pb::ClusterSetRoleRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_transfer_convener(
+        &self,
+        req: Request<pb::ClusterMemberRequest>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_list(
+        &self,
+        req: Request<pb::ClusterListRequest>,
+    ) -> Result<Response<pb::ClusterListResponse>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_show(
+        &self,
+        req: Request<pb::ClusterRef>,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
+    }
+
+    async fn cluster_log_entries(
+        &self,
+        req: Request<pb::ClusterRef>,
+    ) -> Result<Response<pb::ClusterLogEntriesResponse>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("clusters are not wired yet"))
     }
 
     async fn rejections(

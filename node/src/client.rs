@@ -77,9 +77,16 @@ pub fn explain_status(endpoint: &str, s: &tonic::Status) -> String {
     use tonic::Code;
     let msg = s.message();
     let lower = msg.to_ascii_lowercase();
-    let tls_problem = ["certificate", "handshake", "tls", "peer closed", "unknownca", "revoked"]
-        .iter()
-        .any(|w| lower.contains(w));
+    let tls_problem = [
+        "certificate",
+        "handshake",
+        "tls",
+        "peer closed",
+        "unknownca",
+        "revoked",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
     match s.code() {
         Code::Unavailable | Code::Unknown if tls_problem => format!(
             "TLS with {endpoint} failed ({msg}): check --ca is the federation root and --cert/--key are your (unrevoked) user certificate"
