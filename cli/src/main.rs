@@ -1,10 +1,11 @@
 //! `bluewire`: the operator and member command line. PKI, publish,
-//! subscribe, get, status, peers, the local demo federation and the fan-out
-//! benchmark. Thin: every capability lives in the node library; this crate
+//! subscribe, get, status, peers, clusters, the local demo federation and the
+//! fan-out benchmark. Thin: every capability lives in the node library; this crate
 //! parses flags, talks gRPC and prints for people (tables) or scripts (JSON).
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cluster_cmd;
 mod demo;
 mod local;
 mod member;
@@ -43,7 +44,7 @@ pub enum Command {
     #[command(subcommand)]
     Pki(pki_cmd::PkiCommand),
     /// Publish a signed message through your node.
-    Publish(member::PublishArgs),
+    Publish(member::PublishCmd),
     /// Follow your node's feed (resumable with --after or --durable).
     Subscribe(member::SubscribeArgs),
     /// Show one message by id.
@@ -57,6 +58,9 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Need-to-know clusters: create, invite, accept, leave, roles, log.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// Run or configure a node (same as the bluewire-node binary).
     #[command(subcommand)]
     Node(bluewire_node::daemon::NodeCommand),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Status => member::status(&cli.conn, out).await,
             Command::Peers => member::peers(&cli.conn, out).await,
             Command::Rejections { limit } => member::rejections(&cli.conn, limit, out).await,
+            Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(b) => bench::run(b, out).await,
             Command::Node(_) => unreachable_node(),

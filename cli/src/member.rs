@@ -1,5 +1,5 @@
-//! Member and operator commands against one node: publish, subscribe, get,
-//! status, peers, rejections. Which node and which certificate come from
+//! Member and operator commands against one node: publish (directly or to a
+//! cluster), subscribe, get, status, peers, rejections. Which node and which certificate come from
 //! flags or a small client config file.
 
 use std::path::{Path, PathBuf};
@@ -188,6 +188,24 @@ pub struct PublishArgs {
     pub expires_in: i64,
 }
 
+/// `bluewire publish`: the message flags plus where it goes. Kept apart from
+/// [`PublishArgs`] so code that builds messages (the demo) is unaffected.
+#[derive(Debug, Args)]
+pub struct PublishCmd {
+    #[command(flatten)]
+    pub args: PublishArgs,
+    /// Publish to this cluster (id "<org>/<name>", or name when unambiguous):
+    /// only its members receive it.
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+impl PublishCmd {
+    pub fn request(&self) -> pb::PublishRequest {
+        build_publish_in(&self.args, self.cluster.as_deref().unwrap_or(""))
+    }
+}
+
 pub fn tlp_name(t: i32) -> &'static str {
     match pb::Tlp::try_from(t).unwrap_or(pb::Tlp::Unspecified) {
         pb::Tlp::Clear => "TLP:CLEAR",
@@ -217,6 +235,11 @@ pub fn kind_name(k: i32) -> &'static str {
 }
 
 pub fn build_publish(a: &PublishArgs) -> pb::PublishRequest {
+    build_publish_in(a, "")
+}
+
+/// The request for `a`, published to `cluster` ("" for a direct message).
+pub fn build_publish_in(a: &PublishArgs, cluster: &str) -> pb::PublishRequest {
     let body = match a.kind {
         KindArg::Text => pb::publish_request::Body::FreeText(pb::FreeText {
             title: a.title.clone(),
@@ -247,7 +270,7 @@ pub fn build_publish(a: &PublishArgs) -> pb::PublishRequest {
             exercise: a.exercise,
         }),
         recipients: a.to.clone(),
-        cluster: String::new(),
+        cluster: cluster.to_string(),
         expires_at_ms,
         body: Some(body),
     }
@@ -257,11 +280,11 @@ fn status_err(conn: &Connection, s: tonic::Status) -> anyhow::Error {
     anyhow!(explain_status(&conn.endpoint, &s))
 }
 
-pub async fn publish(c: &ConnArgs, a: PublishArgs, out: Output) -> anyhow::Result<()> {
+pub async fn publish(c: &ConnArgs, a: PublishCmd, out: Output) -> anyhow::Result<()> {
     let conn = c.connect()?;
     let r = conn
         .client()
-        .publish(build_publish(&a))
+        .publish(a.request())
         .await
         .map_err(|s| status_err(&conn, s))?
         .into_inner();
@@ -269,12 +292,16 @@ pub async fn publish(c: &ConnArgs, a: PublishArgs, out: Output) -> anyhow::Resul
         Output::Json => println!(
             "{}",
             serde_json::json!({
-                "id": r.id, "seq": r.seq, "queued_for": r.queued_for,
+                "id": r.id, "seq": r.seq, "cluster": a.cluster.as_deref().unwrap_or(""),
+                "queued_for": r.queued_for,
                 "refused": r.refused.iter().map(|d| serde_json::json!({"org": d.org, "rule": d.rule, "reason": d.reason})).collect::<Vec<_>>(),
             })
         ),
         Output::Table => {
-            println!("published {} (seq {})", r.id, r.seq);
+            match &a.cluster {
+                Some(cl) => println!("published {} (seq {}) in cluster {cl}", r.id, r.seq),
+                None => println!("published {} (seq {})", r.id, r.seq),
+            }
             println!(
                 "queued for: {}",
                 if r.queued_for.is_empty() {
@@ -305,6 +332,9 @@ pub struct SubscribeArgs {
     pub level: Vec<LevelArg>,
     #[arg(long, value_delimiter = ',')]
     pub origin: Vec<String>,
+    /// Only messages published to these clusters (comma-separated ids or names).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Vec<String>,
     /// Print the backlog and exit instead of following.
     #[arg(long)]
     pub no_follow: bool,
@@ -334,13 +364,18 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
         "NOT VERIFIED".to_string()
     };
     format!(
-        "#{:<5} {}  from {:<11} {:<16} {:<11} {:<8} {}{}{}  [{}]",
+        "#{:<5} {}  from {:<11} {:<16} {:<11} {:<8} {}{}{}{}  [{}]",
         item.seq,
         ts(c.created_at_ms),
         c.origin_org,
         tlp_name(m.tlp),
         level_name(c.level),
         kind_name(c.kind),
+        if c.cluster.is_empty() {
+            String::new()
+        } else {
+            format!("[cluster {}] ", c.cluster)
+        },
         if m.exercise { "[EXERCISE] " } else { "" },
         if m.classification.is_empty() {
             String::new()
@@ -364,7 +399,8 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
         "seq": item.seq, "id": c.id, "origin": c.origin_org, "author": c.author,
         "created_at_ms": c.created_at_ms, "kind": kind_name(c.kind), "level": level_name(c.level),
         "tlp": tlp_name(m.tlp), "classification": m.classification, "exercise": m.exercise,
-        "recipients": c.recipients, "title": title, "body": body,
+        "recipients": c.recipients, "cluster": c.cluster, "cluster_index": c.cluster_index,
+        "title": title, "body": body,
         "verified": item.verified, "signer_org": item.signer_org,
         "key_id": item.envelope.as_ref().map(|e| e.key_id.clone()).unwrap_or_default(),
         "received_from": item.received_from, "received_at_ms": item.received_at_ms,
@@ -380,7 +416,7 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         levels: a.level.iter().map(|l| pb::Level::from(*l) as i32).collect(),
         origins: a.origin.clone(),
         no_follow: a.no_follow,
-        clusters: vec![],
+        clusters: a.cluster.clone(),
     };
     let mut client = conn.client();
     let mut stream = client

@@ -16,9 +16,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info, warn};
 
+use crate::cluster::{self, ClusterState};
 use crate::delivery::now_ms;
 use crate::envelope::{self, Rejected};
 use crate::pki::{OrgProfile, PeerIdentity, UserRole};
+use crate::replication::ReplicationError;
 use crate::server::NodeState;
 use crate::store::{InsertOutcome, NewMessage, Rejection, StoredMessage};
 use crate::tls::ConnInfo;
@@ -89,10 +91,15 @@ impl Api {
 
     /// The calling node's CA-asserted profile.
     fn require_node<T>(&self, req: &Request<T>) -> Result<OrgProfile, Status> {
+        self.require_node_cert(req).map(|(p, _)| p)
+    }
+
+    /// The calling node's profile and verified certificate.
+    fn require_node_cert<T>(&self, req: &Request<T>) -> Result<(OrgProfile, Arc<Vec<u8>>), Status> {
         let c = conn(req)?;
         self.check_revoked(c)?;
         match &*c.identity {
-            PeerIdentity::Node { profile, .. } => Ok(profile.clone()),
+            PeerIdentity::Node { profile, .. } => Ok((profile.clone(), c.cert_der.clone())),
             PeerIdentity::User { .. } => Err(Status::permission_denied(
                 "the federation service is for nodes; a user certificate cannot call it",
             )),
@@ -161,11 +168,12 @@ impl Federation for Api {
         &self,
         req: Request<pb::DeliverRequest>,
     ) -> Result<Response<pb::DeliverResponse>, Status> {
-        let peer = self.require_node(&req)?;
+        let (peer, peer_cert) = self.require_node_cert(&req)?;
         let st = &self.state;
         let span = tracing::debug_span!("deliver", peer.org = %peer.org);
         async move {
-            st.learn_keys(&peer).await;
+            st.learn_org(&peer, &peer_cert).await;
+            let mut behind: Option<String> = None;
             let envelopes = req.into_inner().envelopes;
             if envelopes.len() > st.config.limits.max_batch {
                 return Err(Status::invalid_argument(format!(
@@ -186,13 +194,31 @@ impl Federation for Api {
                             origin: o.content.origin_org.clone(),
                         });
                     }
-                    let d = st.router.ingress(&o.content, st.org());
+                    let cluster = st.cluster(&o.content.cluster);
+                    let d = st.router.ingress(&o.content, st.org(), cluster.as_deref());
+                    if d.retry {
+                        return Err(Rejected::Later(d.reason));
+                    }
                     if !d.allowed {
                         return Err(Rejected::Policy(format!("{}: {}", d.rule, d.reason)));
                     }
                     Ok(o)
                 });
                 match opened {
+                    Err(Rejected::Later(why)) => {
+                        let id = pb::Content::decode(env.content.as_slice())
+                            .map(|c| {
+                                behind = Some(c.cluster.clone());
+                                c.id
+                            })
+                            .unwrap_or_default();
+                        debug!(msg.id = %id, reason = %why, "asking the sender to retry later");
+                        results.push(pb::DeliveryResult {
+                            outcome: pb::DeliveryOutcome::RetryLater as i32,
+                            reason: why,
+                            id,
+                        });
+                    }
                     Ok(o) => {
                         debug!(msg.id = %o.content.id, "accepted for storage");
                         slots.push(results.len());
@@ -244,6 +270,19 @@ impl Federation for Api {
                     }
                 }
             }
+            if let Some(cluster) = behind {
+                // Catch up from the sender, which is ahead of us.
+                let st = self.state.clone();
+                let from = peer.org.clone();
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = st.pull_from(&from, &cluster).await {
+                            debug!(error = %e, "catch-up pull failed");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
             Ok(Response::new(pb::DeliverResponse { results }))
         }
         .instrument(span)
@@ -274,7 +313,14 @@ impl Federation for Api {
                 }
                 let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
                 let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
-                if st.router.egress(&content, std::slice::from_ref(&peer.org))[0].allowed {
+                let cluster = st.cluster(&content.cluster);
+                if st.router.egress(
+                    &content,
+                    std::slice::from_ref(&peer.org),
+                    cluster.as_deref(),
+                )[0]
+                .allowed
+                {
                     entries.push(pb::BackfillEntry {
                         seq: m.seq,
                         envelope: Some(env),
@@ -296,24 +342,83 @@ impl Federation for Api {
         &self,
         req: Request<pb::ProposeClusterOpRequest>,
     ) -> Result<Response<pb::ClusterLogResponse>, Status> {
-        self.require_node(&req)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let peer = self.require_node(&req)?;
+        let signed = req
+            .into_inner()
+            .op
+            .ok_or_else(|| Status::invalid_argument("no operation"))?;
+        let op = pb::ClusterOp::decode(signed.op.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("operation is not a ClusterOp: {e}")))?;
+        if op.actor_org != peer.org {
+            return Err(Status::permission_denied(format!(
+                "{} may only propose its own operations, not {}'s",
+                peer.org, op.actor_org
+            )));
+        }
+        if matches!(op.op, Some(pb::cluster_op::Op::Create(_))) {
+            return Err(Status::invalid_argument(
+                "a cluster is created at its convener's own node",
+            ));
+        }
+        let (_, entry) = self
+            .state
+            .sequence_local(signed)
+            .await
+            .map_err(replication_status)?;
+        Ok(Response::new(pb::ClusterLogResponse {
+            entries: vec![entry],
+        }))
     }
 
     async fn cluster_log(
         &self,
         req: Request<pb::ClusterLogRequest>,
     ) -> Result<Response<pb::ClusterLogResponse>, Status> {
-        self.require_node(&req)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let peer = self.require_node(&req)?;
+        let r = req.into_inner();
+        let c = self
+            .state
+            .cluster(&r.cluster_id)
+            .ok_or_else(|| Status::not_found(format!("no cluster {} here", r.cluster_id)))?;
+        if c.standing(&peer.org).is_none() {
+            return Err(Status::permission_denied(format!(
+                "{} does not appear in {}",
+                peer.org, c.id
+            )));
+        }
+        let limit = (r.limit as usize).clamp(1, 1000);
+        let entries = self
+            .state
+            .store
+            .cluster_entries(&c.id, r.from_index, limit)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(_, b)| pb::ClusterEntry::decode(b.as_slice()).map_err(internal))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ClusterLogResponse { entries }))
     }
 
     async fn cluster_notify(
         &self,
         req: Request<pb::ClusterNotifyRequest>,
     ) -> Result<Response<pb::ClusterNotifyResponse>, Status> {
-        self.require_node(&req)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let (peer, cert) = self.require_node_cert(&req)?;
+        let r = req.into_inner();
+        let known_head = self.state.cluster(&r.cluster_id).map(|c| c.head_index);
+        if known_head.is_none_or(|h| h < r.head_index) {
+            self.state.learn_org(&peer, &cert).await;
+            let st = self.state.clone();
+            let span = tracing::debug_span!("cluster-pull", cluster.id = %r.cluster_id, peer.org = %peer.org);
+            tokio::spawn(
+                async move {
+                    if let Err(e) = st.pull_from(&peer.org, &r.cluster_id).await {
+                        debug!(error = %e, "pull after notify failed; periodic sync will retry");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        Ok(Response::new(pb::ClusterNotifyResponse {}))
     }
 
     async fn hello(
@@ -335,6 +440,88 @@ impl Federation for Api {
     }
 }
 
+/// Refuse a publication the cluster's own rules forbid, before signing it.
+fn check_publish_to_cluster(
+    c: &ClusterState,
+    me: &str,
+    content: &pb::Content,
+) -> Result<(), Status> {
+    match c.role_of(me) {
+        None => {
+            return Err(Status::permission_denied(format!(
+                "{me} is not a member of {}: accept an invitation first",
+                c.id
+            )));
+        }
+        Some(pb::ClusterRole::Observer) => {
+            return Err(Status::permission_denied(format!(
+                "{me} is an observer of {}: observers receive but do not publish",
+                c.id
+            )));
+        }
+        Some(_) => {}
+    }
+    if !c.levels.contains(&content.level) {
+        return Err(Status::invalid_argument(format!(
+            "{} works at {}; this message is {}",
+            c.id,
+            c.levels
+                .iter()
+                .map(|l| level_name(*l))
+                .collect::<Vec<_>>()
+                .join(", "),
+            level_name(content.level)
+        )));
+    }
+    let tlp = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
+    if tlp > c.max_tlp {
+        return Err(Status::invalid_argument(format!(
+            "{} allows at most {}; this message is {}: lower the marking or use another cluster",
+            c.id,
+            tlp_name(c.max_tlp),
+            tlp_name(tlp)
+        )));
+    }
+    Ok(())
+}
+
+pub fn level_name(l: i32) -> &'static str {
+    match pb::Level::try_from(l).unwrap_or(pb::Level::Unspecified) {
+        pb::Level::Technical => "technical",
+        pb::Level::Operational => "operational",
+        pb::Level::Political => "political",
+        pb::Level::Unspecified => "unspecified",
+    }
+}
+
+pub fn tlp_name(t: i32) -> &'static str {
+    match pb::Tlp::try_from(t).unwrap_or(pb::Tlp::Unspecified) {
+        pb::Tlp::Clear => "TLP:CLEAR",
+        pb::Tlp::Green => "TLP:GREEN",
+        pb::Tlp::Amber => "TLP:AMBER",
+        pb::Tlp::AmberStrict => "TLP:AMBER+STRICT",
+        pb::Tlp::Red => "TLP:RED",
+        pb::Tlp::Unspecified => "TLP:unspecified",
+    }
+}
+
+/// Cluster errors as gRPC statuses, with the reason intact.
+pub fn replication_status(e: ReplicationError) -> Status {
+    use crate::cluster::ClusterError as C;
+    let msg = e.to_string();
+    match e {
+        ReplicationError::UnknownCluster(_) => Status::not_found(msg),
+        ReplicationError::Ambiguous(..) => Status::invalid_argument(msg),
+        ReplicationError::Convener { .. } => Status::unavailable(msg),
+        ReplicationError::Refused(_) => Status::failed_precondition(msg),
+        ReplicationError::Cluster(C::Authority(_)) => Status::permission_denied(msg),
+        ReplicationError::Cluster(C::Conflict { .. }) => Status::aborted(msg),
+        ReplicationError::Cluster(C::State(_) | C::Replay(_)) => Status::failed_precondition(msg),
+        ReplicationError::Cluster(_) => Status::invalid_argument(msg),
+        ReplicationError::Store(_) | ReplicationError::Other(_) => Status::internal(msg),
+    }
+}
+
 type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedItem, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -350,7 +537,12 @@ impl Client for Api {
             pb::publish_request::Body::FreeText(t) => pb::content::Body::FreeText(t),
             pb::publish_request::Body::Incident(i) => pb::content::Body::Incident(i),
         });
-        let content = pb::Content {
+        let cluster = if r.cluster.is_empty() {
+            None
+        } else {
+            Some(st.resolve_cluster(&r.cluster).map_err(replication_status)?)
+        };
+        let mut content = pb::Content {
             id: envelope::new_id(),
             origin_org: st.org().to_string(),
             author: format!("{}/{}", st.org(), user),
@@ -360,15 +552,27 @@ impl Client for Api {
             level: r.level,
             marking: r.marking,
             recipients: r.recipients,
-            cluster: r.cluster,
+            cluster: String::new(),
             cluster_index: 0,
             body,
         };
         envelope::validate(&content).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(c) = &cluster {
+            check_publish_to_cluster(c, st.org(), &content)?;
+            content.cluster = c.id.clone();
+            content.cluster_index = c.head_index;
+        }
         let span = tracing::info_span!("publish", msg.id = %content.id, author = %content.author);
         async move {
-            let candidates: Vec<String> = st.peers.iter().map(|p| p.key().clone()).collect();
-            let decisions = st.router.egress(&content, &candidates);
+            let candidates: Vec<String> = match &cluster {
+                Some(c) => c
+                    .current_members()
+                    .into_iter()
+                    .filter(|m| m != st.org())
+                    .collect(),
+                None => st.config.peers.iter().map(|p| p.org.clone()).collect(),
+            };
+            let decisions = st.router.egress(&content, &candidates, cluster.as_deref());
             let (allowed, refused): (Vec<_>, Vec<_>) =
                 decisions.into_iter().partition(|d| d.allowed);
             let queued_for: Vec<String> = allowed.into_iter().map(|d| d.org).collect();
@@ -464,6 +668,16 @@ impl Client for Api {
                             continue;
                         }
                         let item = feed_item(m, &me);
+                        if !r.clusters.is_empty()
+                            && let Ok(i) = &item
+                            && !i.content.as_ref().is_some_and(|c| {
+                                r.clusters.iter().any(|f| {
+                                    *f == c.cluster || c.cluster.ends_with(&format!("/{f}"))
+                                })
+                            })
+                        {
+                            continue;
+                        }
                         if tx.send(item).await.is_err() {
                             debug!("subscriber went away");
                             return;
@@ -530,6 +744,102 @@ impl Api {
     }
 }
 
+impl Api {
+    fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {
+        self.state
+            .resolve_cluster(&req.into_inner().cluster)
+            .map_err(replication_status)
+    }
+
+    /// Carry out an operation on `c` as this organisation.
+    async fn act(
+        &self,
+        c: &ClusterState,
+        op: pb::cluster_op::Op,
+    ) -> Result<Response<pb::ClusterInfo>, Status> {
+        let state = self
+            .state
+            .act(&c.id, c.head_hash.clone(), op)
+            .await
+            .map_err(replication_status)?;
+        Ok(Response::new(cluster_info(&state, self.state.org())))
+    }
+
+    /// The invitee's verified node certificate: from the directory, or by
+    /// connecting to `endpoint` and reading the certificate it presents.
+    async fn invitee_cert(&self, org: &str, endpoint: &str) -> Result<Vec<u8>, Status> {
+        if endpoint.is_empty() {
+            return self
+                .state
+                .directory
+                .get(org)
+                .map(|d| d.0.clone())
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "this node has never seen {org}'s certificate: pass --endpoint https://HOST:PORT of its node"
+                    ))
+                });
+        }
+        let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
+        let channel = crate::tls::channel(
+            endpoint,
+            self.state.client_config.clone(),
+            self.state.tls.root_der.clone(),
+            Some(org.to_string()),
+            link.clone(),
+            std::time::Duration::from_secs(5),
+        )
+        .map_err(Status::invalid_argument)?;
+        pb::federation_client::FederationClient::new(channel)
+            .hello(pb::HelloRequest {})
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "could not verify {org} at {endpoint}: {}",
+                    e.message()
+                ))
+            })?;
+        let (der, peer) = {
+            let l = link.lock().map_err(|_| Status::internal("lock poisoned"))?;
+            (l.cert_der.clone(), l.peer.clone())
+        };
+        if let Some(PeerIdentity::Node { profile, .. }) = peer {
+            self.state.learn_org(&profile, &der).await;
+        }
+        Ok(der)
+    }
+}
+
+/// What `cluster show` prints.
+pub fn cluster_info(c: &ClusterState, me: &str) -> pb::ClusterInfo {
+    pb::ClusterInfo {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        purpose: c.purpose.clone(),
+        levels: c.levels.clone(),
+        max_tlp: c.max_tlp,
+        history: c.history as i32,
+        convener: c.convener.clone(),
+        members: c
+            .members
+            .values()
+            .map(|m| pb::ClusterMember {
+                org: m.org.clone(),
+                role: m.role as i32,
+                state: m.standing.as_str().to_string(),
+                endpoint: m.profile.endpoint.clone(),
+                since_index: m.since_index,
+            })
+            .collect(),
+        head_index: c.head_index,
+        head_hash: c.head_hash.clone(),
+        my_state: c
+            .standing(me)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "none".into()),
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for Api {
     async fn status(
@@ -579,7 +889,27 @@ impl Admin for Api {
         req: Request<pb::ClusterCreateRequest>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let r = req.into_inner();
+        cluster::check_name(&r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let st = &self.state;
+        let id = cluster::cluster_id(st.org(), &r.name);
+        let node_cert = st.tls.chain.first().map(|c| c.to_vec()).unwrap_or_default();
+        let state = st
+            .act(
+                &id,
+                String::new(),
+                pb::cluster_op::Op::Create(pb::CreateCluster {
+                    name: r.name,
+                    purpose: r.purpose,
+                    levels: r.levels,
+                    max_tlp: r.max_tlp,
+                    history: r.history,
+                    node_cert,
+                }),
+            )
+            .await
+            .map_err(replication_status)?;
+        Ok(Response::new(cluster_info(&state, st.org())))
     }
 
     async fn cluster_invite(
@@ -587,7 +917,24 @@ impl Admin for Api {
         req: Request<pb::ClusterInviteRequest>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let r = req.into_inner();
+        let st = &self.state;
+        let c = st.resolve_cluster(&r.cluster).map_err(replication_status)?;
+        let node_cert = self.invitee_cert(&r.org, &r.endpoint).await?;
+        let role = if r.role == 0 {
+            pb::ClusterRole::Member as i32
+        } else {
+            r.role
+        };
+        self.act(
+            &c,
+            pb::cluster_op::Op::Invite(pb::InviteMember {
+                org: r.org,
+                role,
+                node_cert,
+            }),
+        )
+        .await
     }
 
     async fn cluster_accept(
@@ -595,7 +942,19 @@ impl Admin for Api {
         req: Request<pb::ClusterRef>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let c = self.cluster_ref(req)?;
+        let node_cert = self
+            .state
+            .tls
+            .chain
+            .first()
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        self.act(
+            &c,
+            pb::cluster_op::Op::Accept(pb::AcceptInvitation { node_cert }),
+        )
+        .await
     }
 
     async fn cluster_decline(
@@ -603,7 +962,9 @@ impl Admin for Api {
         req: Request<pb::ClusterRef>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let c = self.cluster_ref(req)?;
+        self.act(&c, pb::cluster_op::Op::Decline(pb::DeclineInvitation {}))
+            .await
     }
 
     async fn cluster_leave(
@@ -611,7 +972,9 @@ impl Admin for Api {
         req: Request<pb::ClusterRef>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let c = self.cluster_ref(req)?;
+        self.act(&c, pb::cluster_op::Op::Leave(pb::LeaveCluster {}))
+            .await
     }
 
     async fn cluster_remove(
@@ -619,7 +982,19 @@ impl Admin for Api {
         req: Request<pb::ClusterMemberRequest>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let r = req.into_inner();
+        let c = self
+            .state
+            .resolve_cluster(&r.cluster)
+            .map_err(replication_status)?;
+        self.act(
+            &c,
+            pb::cluster_op::Op::Remove(pb::RemoveMember {
+                org: r.org,
+                reason: r.reason,
+            }),
+        )
+        .await
     }
 
     async fn cluster_set_role(
@@ -627,7 +1002,19 @@ impl Admin for Api {
         req: Request<pb::ClusterSetRoleRequest>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let r = req.into_inner();
+        let c = self
+            .state
+            .resolve_cluster(&r.cluster)
+            .map_err(replication_status)?;
+        self.act(
+            &c,
+            pb::cluster_op::Op::SetRole(pb::SetMemberRole {
+                org: r.org,
+                role: r.role,
+            }),
+        )
+        .await
     }
 
     async fn cluster_transfer_convener(
@@ -635,7 +1022,16 @@ impl Admin for Api {
         req: Request<pb::ClusterMemberRequest>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let r = req.into_inner();
+        let c = self
+            .state
+            .resolve_cluster(&r.cluster)
+            .map_err(replication_status)?;
+        self.act(
+            &c,
+            pb::cluster_op::Op::Transfer(pb::TransferConvener { to: r.org }),
+        )
+        .await
     }
 
     async fn cluster_list(
@@ -643,7 +1039,14 @@ impl Admin for Api {
         req: Request<pb::ClusterListRequest>,
     ) -> Result<Response<pb::ClusterListResponse>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let mut clusters: Vec<pb::ClusterInfo> = self
+            .state
+            .clusters
+            .iter()
+            .map(|c| cluster_info(&c, self.state.org()))
+            .collect();
+        clusters.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Response::new(pb::ClusterListResponse { clusters }))
     }
 
     async fn cluster_show(
@@ -651,7 +1054,8 @@ impl Admin for Api {
         req: Request<pb::ClusterRef>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let c = self.cluster_ref(req)?;
+        Ok(Response::new(cluster_info(&c, self.state.org())))
     }
 
     async fn cluster_log_entries(
@@ -659,7 +1063,31 @@ impl Admin for Api {
         req: Request<pb::ClusterRef>,
     ) -> Result<Response<pb::ClusterLogEntriesResponse>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("clusters are not wired yet"))
+        let c = self.cluster_ref(req)?;
+        let raw: Vec<Vec<u8>> = self
+            .state
+            .store
+            .cluster_entries(&c.id, 0, usize::MAX)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        let (_, applied) = cluster::replay(&raw, &self.state.tls.root_der).map_err(|e| {
+            Status::data_loss(format!("stored log of {} does not verify: {e}", c.id))
+        })?;
+        Ok(Response::new(pb::ClusterLogEntriesResponse {
+            entries: applied
+                .into_iter()
+                .map(|a| pb::ClusterLogLine {
+                    index: a.index,
+                    hash: a.hash,
+                    actor: a.op.actor_org.clone(),
+                    op: cluster::describe(&a.op),
+                    at_ms: a.sequenced_at_ms,
+                    sequenced_by: a.sequenced_by,
+                })
+                .collect(),
+        }))
     }
 
     async fn rejections(

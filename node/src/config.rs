@@ -34,7 +34,27 @@ struct RawConfig {
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default)]
+    clusters: ClustersConfig,
+    #[serde(default)]
     peers: Vec<PeerConfig>,
+}
+
+/// Cluster log replication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClustersConfig {
+    /// How often a member pulls each cluster's log from its convener (ms).
+    /// Conveners also push a notification on every change, so this bounds
+    /// catch-up after an outage rather than normal propagation.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for ClustersConfig {
+    fn default() -> Self {
+        Self {
+            sync_interval_ms: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +155,7 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
+    pub clusters: ClustersConfig,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -213,6 +234,9 @@ impl NodeConfig {
             },
             delivery: raw.delivery,
             limits: raw.limits,
+            clusters: ClustersConfig {
+                sync_interval_ms: raw.clusters.sync_interval_ms.max(100),
+            },
             peers: raw.peers,
         })
     }
@@ -293,11 +317,14 @@ max_batch = 1024              # envelopes per incoming Deliver call
 max_concurrent_streams = 128  # HTTP/2 streams per connection
 max_connections = 1024
 handshake_timeout_ms = 10000
+
+[clusters]
+sync_interval_ms = 2000       # members pull cluster logs this often (conveners also push)
 "#
     );
     if peers.is_empty() {
         s.push_str(
-            "\n# Peers to deliver to:\n# [[peers]]\n# org = \"cert-eu\"\n# endpoint = \"https://127.0.0.1:7444\"\n",
+            "\n# Static peers for messages sent without a cluster (cluster members are\n# discovered from the cluster logs):\n# [[peers]]\n# org = \"cert-eu\"\n# endpoint = \"https://127.0.0.1:7444\"\n",
         );
     }
     for p in peers {

@@ -11,15 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bluewire_proto::v1::federation_client::FederationClient;
-use bluewire_proto::v1::{DeliverRequest, DeliveryOutcome, Envelope};
+use bluewire_proto::v1::{Content, DeliverRequest, DeliveryOutcome, Envelope};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::{DeliveryConfig, PeerConfig};
-use crate::store::{Rejection, Store};
-use crate::tls::{LinkInfo, TlsIdentity};
+use crate::server::NodeState;
+use crate::store::Rejection;
+use crate::tls::LinkInfo;
 
 /// Live state of one peer link, shown by `bluewire status` / `peers`.
 #[derive(Debug, Clone, Default)]
@@ -77,40 +78,41 @@ pub(crate) fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
-/// Spawn the worker for `peer`; it runs until `shutdown` changes.
-pub fn spawn_worker(
-    peer: Arc<PeerLink>,
-    store: Store,
-    tls: TlsIdentity,
-    client_config: Arc<rustls::ClientConfig>,
-    cfg: DeliveryConfig,
-    max_request_bytes: usize,
-    shutdown: watch::Receiver<bool>,
-) {
+/// Spawn the worker for `peer`; it runs until the node shuts down.
+pub fn spawn_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     let span = tracing::info_span!("delivery", peer.org = %peer.org);
-    tokio::spawn(
-        run_worker(
-            peer,
-            store,
-            tls,
-            client_config,
-            cfg,
-            max_request_bytes,
-            shutdown,
-        )
-        .instrument(span),
-    );
+    tokio::spawn(run_worker(peer, state).instrument(span));
 }
 
-async fn run_worker(
-    peer: Arc<PeerLink>,
-    store: Store,
-    tls: TlsIdentity,
-    client_config: Arc<rustls::ClientConfig>,
-    cfg: DeliveryConfig,
-    max_request_bytes: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Re-check routing for one queued envelope at send time: membership may
+/// have changed since it was queued. Returns why it must not be sent.
+fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), String> {
+    let content = match Content::decode(env.content.as_slice()) {
+        Ok(c) => c,
+        Err(e) => return Err(format!("stored content undecodable: {e}")),
+    };
+    if content.cluster.is_empty() || content.origin_org != state.org() {
+        return Ok(());
+    }
+    let cluster = state.cluster(&content.cluster);
+    let d = state
+        .router
+        .egress(&content, &[peer.to_string()], cluster.as_deref())
+        .remove(0);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", d.rule, d.reason))
+    }
+}
+
+async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
+    let store = state.store.clone();
+    let tls = state.tls.clone();
+    let client_config = state.client_config.clone();
+    let cfg: DeliveryConfig = state.config.delivery.clone();
+    let max_request_bytes = state.config.limits.max_request_bytes;
+    let mut shutdown = state.shutdown_rx.clone();
     let connect = || {
         crate::tls::channel(
             &peer.endpoint,
@@ -170,6 +172,7 @@ async fn run_worker(
         let mut envelopes = Vec::with_capacity(batch.len());
         let mut seqs = Vec::with_capacity(batch.len());
         let mut size = 0usize;
+        // Entries to remove without sending (undecodable, or no longer routable).
         let mut undecodable = Vec::new();
         for (seq, bytes) in batch {
             if size + bytes.len() + 16 > max_request_bytes && !envelopes.is_empty() {
@@ -177,6 +180,19 @@ async fn run_worker(
             }
             match Envelope::decode(bytes.as_slice()) {
                 Ok(env) => {
+                    if let Err(why) = still_allowed(&state, &peer.org, &env) {
+                        info!(msg.seq = seq, reason = %why, "queued message no longer routable to this peer; dropped");
+                        let _ = store
+                            .record_rejection(Rejection {
+                                at_ms: now_ms(),
+                                from_peer: format!("egress->{}", peer.org),
+                                id: String::new(),
+                                reason: format!("dropped before sending (seq {seq}): {why}"),
+                            })
+                            .await;
+                        undecodable.push(seq);
+                        continue;
+                    }
                     size += bytes.len() + 16;
                     envelopes.push(env);
                     seqs.push(seq);
@@ -236,6 +252,21 @@ async fn run_worker(
                     Some(format!(
                         "peer answered {} results for {n} envelopes",
                         results.len()
+                    ))
+                } else if let Some(first_retry) = results
+                    .iter()
+                    .position(|r| r.outcome == DeliveryOutcome::RetryLater as i32)
+                {
+                    // The peer cannot decide yet (its cluster log is behind);
+                    // everything from the first such envelope on is resent.
+                    let done: Vec<u64> = seqs[..first_retry].to_vec();
+                    if let Some(last) = done.last() {
+                        sent_upto = *last;
+                    }
+                    let _ = store.ack_outbox(&peer.org, done).await;
+                    Some(format!(
+                        "peer asked to retry later: {}",
+                        results[first_retry].reason
                     ))
                 } else {
                     for r in &results {

@@ -40,6 +40,8 @@ pub enum Rejected {
     FromTheFuture(i64),
     #[error("routing refused it: {0}")]
     Policy(String),
+    #[error("not decidable yet, retry later: {0}")]
+    Later(String),
     #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
     NotFromOrigin { peer: String, origin: String },
 }

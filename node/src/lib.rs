@@ -5,11 +5,13 @@
 
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod envelope;
 pub mod pki;
+pub mod replication;
 pub mod routing;
 pub mod server;
 pub mod signing;

@@ -6,14 +6,19 @@
 
 use bluewire_proto::v1::Content;
 
+use crate::cluster::ClusterState;
+
 /// One decision, explainable to an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub org: String,
     pub allowed: bool,
-    /// Short rule name, e.g. "recipients".
+    /// Short rule name, e.g. "cluster-membership".
     pub rule: &'static str,
     pub reason: String,
+    /// Not decidable yet (the receiver's view of the cluster log is behind
+    /// the origin's): the sender should keep the message and retry.
+    pub retry: bool,
 }
 
 impl Decision {
@@ -23,6 +28,7 @@ impl Decision {
             allowed: true,
             rule,
             reason: reason.into(),
+            retry: false,
         }
     }
     fn deny(org: &str, rule: &'static str, reason: impl Into<String>) -> Self {
@@ -31,12 +37,18 @@ impl Decision {
             allowed: false,
             rule,
             reason: reason.into(),
+            retry: false,
+        }
+    }
+    fn later(org: &str, rule: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            retry: true,
+            ..Self::deny(org, rule, reason)
         }
     }
 }
 
-/// The routing engine. Today the candidate set is the node's configured
-/// peers; the clusters issue replaces it with cluster membership.
+/// The routing engine.
 #[derive(Debug, Clone, Default)]
 pub struct Router {}
 
@@ -45,23 +57,45 @@ impl Router {
         Self {}
     }
 
-    /// Decide, for each candidate, whether `content` may be sent to it.
-    pub fn egress(&self, content: &Content, candidates: &[String]) -> Vec<Decision> {
+    /// Decide, for each candidate, whether `content` may be sent to it now.
+    /// `cluster` is the sender's current view of `content.cluster` (None for
+    /// a message without a cluster, or a cluster this node does not know).
+    pub fn egress(
+        &self,
+        content: &Content,
+        candidates: &[String],
+        cluster: Option<&ClusterState>,
+    ) -> Vec<Decision> {
         candidates
             .iter()
-            .map(|org| self.decide(content, org))
+            .map(|org| self.egress_one(content, org, cluster))
             .collect()
     }
 
-    /// Decide whether this node (`me`) may accept `content`.
-    pub fn ingress(&self, content: &Content, me: &str) -> Decision {
-        self.decide(content, me)
-    }
-
-    fn decide(&self, content: &Content, org: &str) -> Decision {
+    fn egress_one(&self, content: &Content, org: &str, cluster: Option<&ClusterState>) -> Decision {
         if org == content.origin_org {
             return Decision::deny(org, "origin", "the origin does not send to itself");
         }
+        if !content.cluster.is_empty() {
+            let Some(c) = cluster else {
+                return Decision::deny(
+                    org,
+                    "cluster-membership",
+                    format!("cluster {} is unknown here", content.cluster),
+                );
+            };
+            if !c.is_member(org) {
+                return Decision::deny(
+                    org,
+                    "cluster-membership",
+                    format!("{org} is not a current member of {}", c.id),
+                );
+            }
+        }
+        self.recipients_rule(content, org, !content.cluster.is_empty())
+    }
+
+    fn recipients_rule(&self, content: &Content, org: &str, in_cluster: bool) -> Decision {
         if !content.recipients.is_empty() {
             return if content.recipients.iter().any(|r| r == org) {
                 Decision::allow(org, "recipients", "named as an explicit recipient")
@@ -76,11 +110,74 @@ impl Router {
                 )
             };
         }
-        Decision::allow(
-            org,
-            "federation",
-            "a federation peer (no explicit recipients)",
-        )
+        if in_cluster {
+            Decision::allow(
+                org,
+                "cluster-membership",
+                format!("a current member of {}", content.cluster),
+            )
+        } else {
+            Decision::allow(org, "federation", "a configured federation peer")
+        }
+    }
+
+    /// Decide whether this node (`me`) may accept `content`, given its own
+    /// view of the cluster. Checks the origin was a member at the log index
+    /// it claims, and did not send after its membership ended.
+    pub fn ingress(&self, content: &Content, me: &str, cluster: Option<&ClusterState>) -> Decision {
+        if me == content.origin_org {
+            return Decision::deny(me, "origin", "a node does not receive its own messages");
+        }
+        if !content.cluster.is_empty() {
+            let Some(c) = cluster else {
+                return Decision::deny(
+                    me,
+                    "cluster-membership",
+                    format!("cluster {} is unknown to {me}", content.cluster),
+                );
+            };
+            if c.head_index < content.cluster_index {
+                return Decision::later(
+                    me,
+                    "cluster-membership",
+                    format!(
+                        "{me} has applied {}'s log up to {}, the origin up to {}: catching up",
+                        c.id, c.head_index, content.cluster_index
+                    ),
+                );
+            }
+            match c.member_at(&content.origin_org, content.cluster_index) {
+                None => {
+                    return Decision::deny(
+                        me,
+                        "cluster-membership",
+                        format!(
+                            "{} was not a member of {} at log index {}",
+                            content.origin_org, c.id, content.cluster_index
+                        ),
+                    );
+                }
+                Some(Some(ended_ms)) if content.created_at_ms > ended_ms => {
+                    return Decision::deny(
+                        me,
+                        "cluster-membership",
+                        format!(
+                            "{} sent it after its membership of {} ended",
+                            content.origin_org, c.id
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+            if !c.is_member(me) {
+                return Decision::deny(
+                    me,
+                    "cluster-membership",
+                    format!("{me} is not a current member of {}", c.id),
+                );
+            }
+        }
+        self.recipients_rule(content, me, !content.cluster.is_empty())
     }
 }
 
@@ -100,12 +197,23 @@ mod tests {
     fn explicit_recipients_narrow_delivery() {
         let r = Router::new();
         let peers = vec!["cert-eu".to_string(), "csirt-fr".to_string()];
-        let d = r.egress(&msg(&["cert-eu"]), &peers);
+        let d = r.egress(&msg(&["cert-eu"]), &peers, None);
         assert!(d[0].allowed);
         assert!(!d[1].allowed);
         assert_eq!(d[1].rule, "recipients");
-        assert!(r.egress(&msg(&[]), &peers).iter().all(|d| d.allowed));
-        assert!(!r.ingress(&msg(&["cert-eu"]), "csirt-fr").allowed);
-        assert!(!r.ingress(&msg(&[]), "csirt-be").allowed);
+        assert!(r.egress(&msg(&[]), &peers, None).iter().all(|d| d.allowed));
+        assert!(!r.ingress(&msg(&["cert-eu"]), "csirt-fr", None).allowed);
+        assert!(!r.ingress(&msg(&[]), "csirt-be", None).allowed);
+    }
+
+    #[test]
+    fn unknown_cluster_is_refused_both_ways() {
+        let r = Router::new();
+        let mut m = msg(&[]);
+        m.cluster = "csirt-be/x".into();
+        assert!(!r.egress(&m, &["cert-eu".to_string()], None)[0].allowed);
+        let d = r.ingress(&m, "cert-eu", None);
+        assert!(!d.allowed && !d.retry);
+        assert!(d.reason.contains("unknown"));
     }
 }

@@ -14,6 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{Instrument, info, warn};
 
+use bluewire_proto::v1::federation_client::FederationClient;
+use tonic::transport::Channel;
+
+use crate::cluster::ClusterState;
 use crate::config::NodeConfig;
 use crate::delivery::{self, PeerLink};
 use crate::pki::{OrgProfile, PeerIdentity};
@@ -42,6 +46,8 @@ pub enum NodeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cluster logs in the store: {0}")]
+    Clusters(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
 }
@@ -58,6 +64,15 @@ pub struct NodeState {
     pub keys: DashMap<String, (String, Vec<u8>)>,
     pub started_at_ms: i64,
     pub listen: SocketAddr,
+    /// Verified state of every cluster this node takes part in.
+    pub clusters: DashMap<String, Arc<ClusterState>>,
+    /// Serialises cluster log changes (apply, sequence).
+    pub cluster_lock: tokio::sync::Mutex<()>,
+    /// Organisations whose node certificate this node has verified: (DER, profile).
+    pub directory: DashMap<String, (Vec<u8>, OrgProfile)>,
+    pub fed_clients: DashMap<String, FederationClient<Channel>>,
+    pub client_config: Arc<rustls::ClientConfig>,
+    pub shutdown_rx: watch::Receiver<bool>,
 }
 
 impl NodeState {
@@ -200,21 +215,27 @@ impl Node {
             started_at_ms: delivery::now_ms(),
             listen,
             config: config.clone(),
+            clusters: DashMap::new(),
+            cluster_lock: tokio::sync::Mutex::new(()),
+            directory: DashMap::new(),
+            fed_clients: DashMap::new(),
+            client_config: client_config.clone(),
+            shutdown_rx: shutdown_rx.clone(),
         });
         state.learn_keys(&profile).await;
         for p in &config.peers {
             let link = PeerLink::new(p);
             state.peers.insert(p.org.clone(), link.clone());
-            delivery::spawn_worker(
-                link,
-                store.clone(),
-                tls.clone(),
-                client_config.clone(),
-                config.delivery.clone(),
-                config.limits.max_request_bytes,
-                shutdown_rx.clone(),
-            );
+            delivery::spawn_worker(link, state.clone());
         }
+        if let Err(e) = crate::replication::load(&state).await {
+            return Err(NodeError::Clusters(e.to_string()));
+        }
+        crate::replication::spawn_sync(
+            state.clone(),
+            Duration::from_millis(config.clusters.sync_interval_ms),
+            shutdown_rx.clone(),
+        );
 
         let incoming = tls::incoming(
             listener,

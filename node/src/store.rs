@@ -2,7 +2,8 @@
 //!
 //! Owns: messages (keyed by a local, strictly increasing `seq`, with an id index for dedup),
 //! the per-peer outbox with its depth/delivered counters, durable named subscriber cursors,
-//! known signing keys and rejection records.
+//! known signing keys, rejection records, the per-cluster replicated logs (exact encoded entry
+//! bytes by index) and the organisation directory (node certificates by org).
 //!
 //! Every write goes through ONE writer thread that group-commits: it takes the first queued op,
 //! drains whatever else is queued (up to [`MAX_GROUP`] ops), applies them all in one write
@@ -45,6 +46,8 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CLUSTER_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cluster_log");
+const DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("directory");
 
 /// Next message seq to assign (seqs start at 1; head = next - 1).
 const META_NEXT_SEQ: &str = "next_seq";
@@ -267,6 +270,11 @@ enum Op {
         peer: String,
         reply: Reply<u64>,
     },
+    Enqueue {
+        peer: String,
+        seqs: Vec<u64>,
+        reply: Reply<u64>,
+    },
     Reject {
         rejection: Rejection,
         reply: Reply<()>,
@@ -280,6 +288,16 @@ enum Op {
     SetCursor {
         name: String,
         seq: u64,
+        reply: Reply<()>,
+    },
+    AppendCluster {
+        cluster_id: String,
+        entries: Vec<(u64, Vec<u8>)>,
+        reply: Reply<()>,
+    },
+    PutDirectory {
+        org: String,
+        cert_der: Vec<u8>,
         reply: Reply<()>,
     },
     Close {
@@ -311,14 +329,16 @@ impl Op {
             (Op::Insert { reply, .. }, Ok(Applied::Outcomes(v))) => {
                 let _ = reply.send(Ok(v));
             }
-            (Op::DropOutbox { reply, .. }, Ok(Applied::Count(n))) => {
+            (Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. }, Ok(Applied::Count(n))) => {
                 let _ = reply.send(Ok(n));
             }
             (
                 Op::Ack { reply, .. }
                 | Op::Reject { reply, .. }
                 | Op::PutKey { reply, .. }
-                | Op::SetCursor { reply, .. },
+                | Op::SetCursor { reply, .. }
+                | Op::AppendCluster { reply, .. }
+                | Op::PutDirectory { reply, .. },
                 Ok(Applied::Unit),
             ) => {
                 let _ = reply.send(Ok(()));
@@ -332,13 +352,15 @@ impl Op {
             Op::Insert { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
-            Op::DropOutbox { reply, .. } => {
+            Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Op::Ack { reply, .. }
             | Op::Reject { reply, .. }
             | Op::PutKey { reply, .. }
-            | Op::SetCursor { reply, .. } => {
+            | Op::SetCursor { reply, .. }
+            | Op::AppendCluster { reply, .. }
+            | Op::PutDirectory { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Op::Close { reply } => {
@@ -358,6 +380,8 @@ struct Tables<'t> {
     cursors: Table<'t, &'static str, u64>,
     rejections: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+    cluster_log: Table<'t, (&'static str, u64), &'static [u8]>,
+    directory: Table<'t, &'static str, &'static [u8]>,
     next_seq: u64,
 }
 
@@ -387,6 +411,7 @@ impl Tables<'_> {
             Op::Insert { msgs, .. } => self.insert(msgs).map(Applied::Outcomes),
             Op::Ack { peer, seqs, .. } => self.ack(peer, seqs).map(|()| Applied::Unit),
             Op::DropOutbox { peer, .. } => self.drop_outbox(peer).map(Applied::Count),
+            Op::Enqueue { peer, seqs, .. } => self.enqueue(peer, seqs).map(Applied::Count),
             Op::Reject { rejection, .. } => self.reject(rejection).map(|()| Applied::Unit),
             Op::PutKey {
                 key_id,
@@ -408,6 +433,19 @@ impl Tables<'_> {
                 self.cursors
                     .insert(name.as_str(), *seq)
                     .map_err(db_err("set cursor"))?;
+                Ok(Applied::Unit)
+            }
+            Op::AppendCluster {
+                cluster_id,
+                entries,
+                ..
+            } => self
+                .append_cluster(cluster_id, entries)
+                .map(|()| Applied::Unit),
+            Op::PutDirectory { org, cert_der, .. } => {
+                self.directory
+                    .insert(org.as_str(), cert_der.as_slice())
+                    .map_err(db_err("put directory entry"))?;
                 Ok(Applied::Unit)
             }
             Op::Close { .. } => Ok(Applied::Unit),
@@ -497,6 +535,92 @@ impl Tables<'_> {
             .remove(depth_key(peer).as_str())
             .map_err(db_err("update counter"))?;
         Ok(dropped)
+    }
+
+    fn enqueue(&mut self, peer: &str, seqs: &[u64]) -> Result<u64> {
+        let mut queued = 0u64;
+        for &seq in seqs {
+            if self
+                .messages
+                .get(seq)
+                .map_err(db_err("read message"))?
+                .is_none()
+            {
+                return Err(StoreError::Invalid(format!(
+                    "cannot queue seq {seq} for {peer}: no stored message has that seq"
+                )));
+            }
+            if self
+                .outbox
+                .insert((peer, seq), ())
+                .map_err(db_err("queue outbox entry"))?
+                .is_none()
+            {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            add_counter(&mut self.counters, &depth_key(peer), queued)?;
+        }
+        Ok(queued)
+    }
+
+    /// Appends consecutive entries to a cluster's log. An entry whose index is already stored
+    /// must carry the same bytes (then it is skipped); the first new index must be exactly one
+    /// above the cluster's last stored index (0 for a new cluster). The op is all-or-nothing:
+    /// an error aborts its transaction.
+    fn append_cluster(&mut self, cluster_id: &str, entries: &[(u64, Vec<u8>)]) -> Result<()> {
+        let mut next = self
+            .cluster_log
+            .range((cluster_id, 0u64)..=(cluster_id, u64::MAX))
+            .map_err(db_err("scan cluster log"))?
+            .next_back()
+            .transpose()
+            .map_err(db_err("scan cluster log"))?
+            .map(|(k, _)| k.value().1.checked_add(1))
+            .unwrap_or(Some(0));
+        let mut prev: Option<u64> = None;
+        for (index, bytes) in entries {
+            let index = *index;
+            if let Some(p) = prev
+                && p.checked_add(1) != Some(index)
+            {
+                return Err(StoreError::Invalid(format!(
+                    "cluster {cluster_id} log entries are not consecutive: index {index} follows {p}"
+                )));
+            }
+            prev = Some(index);
+            let existing = self
+                .cluster_log
+                .get((cluster_id, index))
+                .map_err(db_err("read cluster log"))?
+                .map(|g| g.value() == bytes.as_slice());
+            match existing {
+                Some(true) => continue,
+                Some(false) => {
+                    return Err(StoreError::Invalid(format!(
+                        "cluster {cluster_id} log already holds a different entry at index {index}; \
+                         committed entries cannot be rewritten"
+                    )));
+                }
+                None => {}
+            }
+            if next != Some(index) {
+                let expected = match next {
+                    Some(n) => n.to_string(),
+                    None => "none (index space exhausted)".into(),
+                };
+                return Err(StoreError::Invalid(format!(
+                    "cluster {cluster_id} log append at index {index} leaves a gap: \
+                     the next index must be {expected}"
+                )));
+            }
+            self.cluster_log
+                .insert((cluster_id, index), bytes.as_slice())
+                .map_err(db_err("append cluster log"))?;
+            next = index.checked_add(1);
+        }
+        Ok(())
     }
 
     fn reject(&mut self, r: &Rejection) -> Result<()> {
@@ -662,6 +786,12 @@ fn open_tables<'t>(wtx: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
         rejections: wtx
             .open_table(REJECTIONS)
             .map_err(e("open rejections table"))?,
+        cluster_log: wtx
+            .open_table(CLUSTER_LOG)
+            .map_err(e("open cluster log table"))?,
+        directory: wtx
+            .open_table(DIRECTORY)
+            .map_err(e("open directory table"))?,
         meta,
         next_seq,
     })
@@ -854,6 +984,22 @@ impl Store {
         self.call(|reply| Op::DropOutbox { peer, reply }).await
     }
 
+    /// Queues already-stored messages (by seq) for `peer`, oldest first like any outbox entry,
+    /// and returns how many were newly queued (seqs already queued are skipped). Refuses the
+    /// whole request with [`StoreError::Invalid`] if a seq has no stored message.
+    pub async fn enqueue(&self, peer: &str, seqs: Vec<u64>) -> Result<u64> {
+        if peer.is_empty() {
+            return Err(StoreError::Invalid(
+                "outbox peer is empty; name the org to queue messages for".into(),
+            ));
+        }
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let peer = peer.to_owned();
+        self.call(|reply| Op::Enqueue { peer, seqs, reply }).await
+    }
+
     fn counter(&self, key: &str) -> Result<u64> {
         let rtx = self.read()?;
         let t = rtx.open_table(COUNTERS).map_err(db_err("open counters"))?;
@@ -1036,6 +1182,119 @@ impl Store {
         Ok(t.get(name)
             .map_err(db_err("read cursor"))?
             .map(|g| g.value()))
+    }
+
+    /// Appends `(index, exact encoded entry bytes)` to `cluster_id`'s log, atomically and
+    /// durably. Indexes must be consecutive and the first new one must be exactly one above the
+    /// cluster's last stored index (0 for a new cluster). Re-appending an index that is already
+    /// stored with identical bytes is a no-op; different bytes are refused. Any refusal is
+    /// [`StoreError::Invalid`] and writes nothing.
+    pub async fn append_cluster_entries(
+        &self,
+        cluster_id: &str,
+        entries: Vec<(u64, Vec<u8>)>,
+    ) -> Result<()> {
+        if cluster_id.is_empty() {
+            return Err(StoreError::Invalid(
+                "cluster id is empty; every cluster log needs its id".into(),
+            ));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cluster_id = cluster_id.to_owned();
+        self.call(|reply| Op::AppendCluster {
+            cluster_id,
+            entries,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `limit` `(index, entry bytes)` of `cluster_id`'s log with index >= `from_index`,
+    /// in index order.
+    pub fn cluster_entries(
+        &self,
+        cluster_id: &str,
+        from_index: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(CLUSTER_LOG)
+            .map_err(db_err("open cluster log"))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range((cluster_id, from_index)..=(cluster_id, u64::MAX))
+            .map_err(db_err("scan cluster log"))?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan cluster log"))?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Ids of every cluster with a stored log, sorted.
+    pub fn cluster_ids(&self) -> Result<Vec<String>> {
+        use std::ops::Bound;
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(CLUSTER_LOG)
+            .map_err(db_err("open cluster log"))?;
+        let mut out: Vec<String> = Vec::new();
+        // Skip-scan: one seek per cluster, past the last possible index of the previous one.
+        loop {
+            let first = match out.last() {
+                None => t.first().map_err(db_err("scan cluster log"))?,
+                Some(prev) => t
+                    .range::<(&str, u64)>((
+                        Bound::Excluded((prev.as_str(), u64::MAX)),
+                        Bound::Unbounded,
+                    ))
+                    .map_err(db_err("scan cluster log"))?
+                    .next()
+                    .transpose()
+                    .map_err(db_err("scan cluster log"))?,
+            };
+            match first {
+                Some((k, _)) => out.push(k.value().0.to_owned()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Records `org`'s node certificate (DER) in the organisation directory. Overwrites.
+    pub async fn put_directory(&self, org: &str, cert_der: &[u8]) -> Result<()> {
+        if org.is_empty() {
+            return Err(StoreError::Invalid(
+                "directory org is empty; every directory entry needs its org id".into(),
+            ));
+        }
+        let (org, cert_der) = (org.to_owned(), cert_der.to_vec());
+        self.call(|reply| Op::PutDirectory {
+            org,
+            cert_der,
+            reply,
+        })
+        .await
+    }
+
+    /// The organisation directory: every `(org, node certificate DER)`, sorted by org.
+    pub fn directory(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(DIRECTORY)
+            .map_err(db_err("open directory"))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err("scan directory"))? {
+            let (k, v) = entry.map_err(db_err("scan directory"))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Stops the writer after committing the ops queued before this call; later writes return
@@ -1380,6 +1639,247 @@ mod tests {
         assert_eq!(store.rejection_count().unwrap(), total);
         let kept = store.rejections(usize::MAX).unwrap();
         assert_eq!(kept.len() as u64, MAX_REJECTIONS_KEPT);
+    }
+
+    fn entries(range: std::ops::Range<u64>, tag: &str) -> Vec<(u64, Vec<u8>)> {
+        range
+            .map(|i| (i, format!("{tag}-{i}").into_bytes()))
+            .collect()
+    }
+
+    fn invalid_text<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(e @ StoreError::Invalid(_)) => e.to_string(),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cluster_log_append_read_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.cluster_ids().unwrap().is_empty());
+            assert!(store.cluster_entries("c1", 0, 10).unwrap().is_empty());
+            store
+                .append_cluster_entries("c1", entries(0..3, "a"))
+                .await
+                .unwrap();
+            store
+                .append_cluster_entries("c1", entries(3..5, "a"))
+                .await
+                .unwrap();
+            // Ids that are prefixes of each other stay separate.
+            store
+                .append_cluster_entries("c", entries(0..2, "b"))
+                .await
+                .unwrap();
+            store
+                .append_cluster_entries("c2", entries(0..1, "c"))
+                .await
+                .unwrap();
+            store.append_cluster_entries("c1", vec![]).await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_ids().unwrap(), vec!["c", "c1", "c2"]);
+        assert_eq!(
+            store.cluster_entries("c1", 0, 100).unwrap(),
+            entries(0..5, "a")
+        );
+        assert_eq!(
+            store.cluster_entries("c1", 2, 2).unwrap(),
+            entries(2..4, "a")
+        );
+        assert_eq!(
+            store.cluster_entries("c1", 4, 10).unwrap(),
+            entries(4..5, "a")
+        );
+        assert!(store.cluster_entries("c1", 5, 10).unwrap().is_empty());
+        assert!(store.cluster_entries("c1", 0, 0).unwrap().is_empty());
+        assert_eq!(
+            store.cluster_entries("c", 0, 10).unwrap(),
+            entries(0..2, "b")
+        );
+        assert!(store.cluster_entries("nope", 0, 10).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn cluster_log_refusals_and_idempotency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A new cluster starts at 0.
+        let t = invalid_text(store.append_cluster_entries("c", entries(1..3, "a")).await);
+        assert!(t.contains("gap") && t.contains("must be 0"), "{t}");
+        assert!(store.cluster_ids().unwrap().is_empty());
+        store
+            .append_cluster_entries("c", entries(0..4, "a"))
+            .await
+            .unwrap();
+        // Identical re-append (whole, partial, overlapping the tail) is a no-op / extends.
+        store
+            .append_cluster_entries("c", entries(0..4, "a"))
+            .await
+            .unwrap();
+        store
+            .append_cluster_entries("c", entries(2..3, "a"))
+            .await
+            .unwrap();
+        store
+            .append_cluster_entries("c", entries(2..6, "a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.cluster_entries("c", 0, 100).unwrap(),
+            entries(0..6, "a")
+        );
+        // Different bytes at an existing index.
+        let t = invalid_text(store.append_cluster_entries("c", entries(3..4, "x")).await);
+        assert!(t.contains("different entry at index 3"), "{t}");
+        // Identical prefix, then a conflicting entry: nothing of the request is written.
+        let mut mixed = entries(4..6, "a");
+        mixed.extend(entries(6..7, "a"));
+        mixed[1].1 = b"other".to_vec();
+        invalid_text(store.append_cluster_entries("c", mixed).await);
+        assert_eq!(
+            store.cluster_entries("c", 0, 100).unwrap(),
+            entries(0..6, "a")
+        );
+        // Gap after the end.
+        let t = invalid_text(store.append_cluster_entries("c", entries(7..8, "a")).await);
+        assert!(t.contains("must be 6"), "{t}");
+        // Not consecutive (duplicate, gap, descending).
+        for bad in [
+            vec![(6, b"a".to_vec()), (6, b"a".to_vec())],
+            vec![(6, b"a".to_vec()), (8, b"a".to_vec())],
+            vec![(6, b"a".to_vec()), (5, b"a-5".to_vec())],
+        ] {
+            let t = invalid_text(store.append_cluster_entries("c", bad).await);
+            assert!(t.contains("not consecutive"), "{t}");
+        }
+        invalid_text(store.append_cluster_entries("", entries(0..1, "a")).await);
+        assert_eq!(
+            store.cluster_entries("c", 0, 100).unwrap(),
+            entries(0..6, "a")
+        );
+        assert_eq!(store.cluster_ids().unwrap(), vec!["c"]);
+        // A refused op in a group does not poison the store.
+        store
+            .append_cluster_entries("c", entries(6..7, "a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.cluster_entries("c", 6, 1).unwrap(),
+            entries(6..7, "a")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_log_queued_appends_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Queued back to back (likely one group): each must see the previous one's entries.
+        let (a, b, c) = tokio::join!(
+            store.append_cluster_entries("q", entries(0..2, "q")),
+            store.append_cluster_entries("q", entries(2..3, "q")),
+            store.append_cluster_entries("q", entries(1..4, "q")),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        assert_eq!(
+            store.cluster_entries("q", 0, 10).unwrap(),
+            entries(0..4, "q")
+        );
+        let handles: Vec<_> = (0..20u64)
+            .map(|c| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let id = format!("c{c:02}");
+                    for i in 0..5u64 {
+                        store
+                            .append_cluster_entries(&id, entries(i..i + 1, &id))
+                            .await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let ids = store.cluster_ids().unwrap();
+        assert_eq!(ids.len(), 21);
+        assert_eq!(ids[20], "q");
+        for id in ids.into_iter().filter(|id| id != "q") {
+            assert_eq!(
+                store.cluster_entries(&id, 0, 10).unwrap(),
+                entries(0..5, &id)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn directory_round_trip_and_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.directory().unwrap().is_empty());
+            store.put_directory("org-b", &[2, 2]).await.unwrap();
+            store.put_directory("org-a", &[1]).await.unwrap();
+            store.put_directory("org-b", &[3, 3, 3]).await.unwrap();
+            invalid_text(store.put_directory("", &[1]).await);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.directory().unwrap(),
+            vec![
+                ("org-a".to_owned(), vec![1]),
+                ("org-b".to_owned(), vec![3, 3, 3])
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn enqueue_existing_messages_and_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..4 {
+            store.insert(msg(&format!("m{i}"), &["p1"])).await.unwrap();
+        }
+        assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+        assert_eq!(store.enqueue("p2", vec![3, 1]).await.unwrap(), 2);
+        // Already queued and repeated seqs are not counted twice.
+        assert_eq!(store.enqueue("p2", vec![1, 2, 2, 3]).await.unwrap(), 1);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 3);
+        assert_eq!(store.enqueue("p1", vec![1, 2, 3, 4]).await.unwrap(), 0);
+        assert_eq!(store.outbox_depth("p1").unwrap(), 4);
+        assert_eq!(store.enqueue("p2", vec![]).await.unwrap(), 0);
+        let batch = store.outbox_batch("p2", 10).unwrap();
+        assert_eq!(
+            batch,
+            vec![
+                (1, b"env-m0".to_vec()),
+                (2, b"env-m1".to_vec()),
+                (3, b"env-m2".to_vec())
+            ]
+        );
+        // A missing seq refuses the whole request.
+        let t = invalid_text(store.enqueue("p2", vec![4, 99]).await);
+        assert!(t.contains("99"), "{t}");
+        invalid_text(store.enqueue("p2", vec![0]).await);
+        invalid_text(store.enqueue("", vec![1]).await);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 3);
+        assert_eq!(store.outbox_batch("p2", 10).unwrap().len(), 3);
+        // Depth stays consistent with acks and drops.
+        store.ack_outbox("p2", vec![1, 2]).await.unwrap();
+        assert_eq!(store.outbox_depth("p2").unwrap(), 1);
+        assert_eq!(store.delivered_count("p2").unwrap(), 2);
+        assert_eq!(store.enqueue("p2", vec![1, 4]).await.unwrap(), 2);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 3);
+        assert_eq!(store.drop_outbox("p2").await.unwrap(), 3);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+        assert_eq!(store.enqueue("p2", vec![2]).await.unwrap(), 1);
+        assert_eq!(store.outbox_depth("p2").unwrap(), 1);
     }
 
     #[tokio::test]

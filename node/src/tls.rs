@@ -407,6 +407,8 @@ pub struct ConnInfo {
     pub identity: Arc<PeerIdentity>,
     /// Negotiated key-exchange group, e.g. "X25519MLKEM768".
     pub kx_group: String,
+    /// The peer's leaf certificate (DER), already verified.
+    pub cert_der: Arc<Vec<u8>>,
 }
 
 /// A server-side TLS connection with its identity, for tonic.
@@ -528,12 +530,14 @@ pub fn incoming(
                             }
                         };
                         debug!(peer = ?peer, tls.kx = %kx_group, "connection accepted");
+                        let cert_der = Arc::new(chain.first().map(|c| c.to_vec()).unwrap_or_default());
                         let conn = TlsConn {
                             inner: tls,
                             info: ConnInfo {
                                 remote,
                                 identity: Arc::new(peer),
                                 kx_group,
+                                cert_der,
                             },
                             _permit: permit,
                         };
@@ -553,6 +557,8 @@ pub fn incoming(
 pub struct LinkInfo {
     pub kx_group: String,
     pub peer: Option<PeerIdentity>,
+    /// The peer's verified leaf certificate (DER).
+    pub cert_der: Vec<u8>,
 }
 
 /// A lazily connecting gRPC channel to `endpoint` (`https://HOST:PORT`) over
@@ -617,6 +623,7 @@ pub fn channel(
                 *l = LinkInfo {
                     kx_group,
                     peer: Some(peer),
+                    cert_der: chain.first().map(|c| c.to_vec()).unwrap_or_default(),
                 };
             }
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))

@@ -1,0 +1,471 @@
+//! The node's side of clusters: keeps each cluster's verified state, persists
+//! its log, sequences operations when this node is the convener, proposes
+//! them to the convener otherwise, replicates logs (push a notification, the
+//! member pulls and verifies every entry) and turns membership changes into
+//! delivery effects (new peers, history for new members). Every entry goes
+//! through `cluster::ClusterState` verification before it is stored or used.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bluewire_proto::v1::{
+    self as pb, ClusterEntry, ClusterOp, HistoryRule, SignedClusterOp, cluster_op::Op,
+    federation_client::FederationClient,
+};
+use prost::Message;
+use tonic::transport::Channel;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::cluster::{self, Applied, ClusterError, ClusterState};
+use crate::delivery::now_ms;
+use crate::pki::{OrgProfile, PeerIdentity};
+use crate::server::NodeState;
+
+/// Why a cluster operation could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("no cluster {0:?} is known here (cluster list shows what this node knows)")]
+    UnknownCluster(String),
+    #[error("{0:?} matches several clusters ({1}); use the full id")]
+    Ambiguous(String, String),
+    #[error("the convener {org} could not be reached: {message}")]
+    Convener { org: String, message: String },
+    #[error("the convener refused: {0}")]
+    Refused(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NodeState {
+    /// A cluster by full id, or by name when exactly one known cluster has it.
+    pub fn resolve_cluster(&self, name: &str) -> Result<Arc<ClusterState>, ReplicationError> {
+        if let Some(c) = self.clusters.get(name) {
+            return Ok(c.clone());
+        }
+        let matches: Vec<Arc<ClusterState>> = self
+            .clusters
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.clone())
+            .collect();
+        match matches.len() {
+            0 => Err(ReplicationError::UnknownCluster(name.to_string())),
+            1 => Ok(matches[0].clone()),
+            _ => Err(ReplicationError::Ambiguous(
+                name.to_string(),
+                matches
+                    .iter()
+                    .map(|c| c.id.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
+    }
+
+    pub fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {
+        self.clusters.get(id).map(|c| c.clone())
+    }
+
+    /// Remember an organisation's verified node certificate.
+    pub async fn learn_org(&self, profile: &OrgProfile, cert_der: &[u8]) {
+        if profile.org == self.org() {
+            return;
+        }
+        self.learn_keys(profile).await;
+        let known = self
+            .directory
+            .get(&profile.org)
+            .is_some_and(|d| d.0 == cert_der);
+        if !known {
+            if let Err(e) = self.store.put_directory(&profile.org, cert_der).await {
+                warn!(error = %e, "could not persist a directory entry");
+            }
+            self.directory
+                .insert(profile.org.clone(), (cert_der.to_vec(), profile.clone()));
+        }
+    }
+
+    /// The endpoint of an organisation this node knows.
+    pub fn endpoint_of(&self, org: &str) -> Option<String> {
+        if let Some(p) = self.peers.get(org) {
+            return Some(p.endpoint.clone());
+        }
+        self.directory.get(org).map(|d| d.1.endpoint.clone())
+    }
+
+    /// A federation client for `org` (lazy connection, cached).
+    pub fn fed_client(&self, org: &str) -> Result<FederationClient<Channel>, ReplicationError> {
+        if let Some(c) = self.fed_clients.get(org) {
+            return Ok(c.clone());
+        }
+        let endpoint = self
+            .endpoint_of(org)
+            .ok_or_else(|| ReplicationError::Other(format!("no endpoint known for {org}")))?;
+        let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
+        let channel = crate::tls::channel(
+            &endpoint,
+            self.client_config.clone(),
+            self.tls.root_der.clone(),
+            Some(org.to_string()),
+            link,
+            Duration::from_secs(5),
+        )
+        .map_err(ReplicationError::Other)?;
+        let c = FederationClient::new(channel)
+            .max_decoding_message_size(self.config.limits.max_request_bytes)
+            .max_encoding_message_size(self.config.limits.max_request_bytes);
+        self.fed_clients.insert(org.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Verify and apply `entries` to cluster `id` (creating it from a
+    /// genesis entry), persist them, update delivery. Entries already applied
+    /// are skipped. When `only_if_involved`, a cluster that does not mention
+    /// this organisation is not kept.
+    pub async fn apply_entries(
+        self: &Arc<Self>,
+        id: &str,
+        entries: Vec<ClusterEntry>,
+        only_if_involved: bool,
+    ) -> Result<Arc<ClusterState>, ReplicationError> {
+        let _guard = self.cluster_lock.lock().await;
+        self.apply_entries_locked(id, entries, only_if_involved)
+            .await
+    }
+
+    async fn apply_entries_locked(
+        self: &Arc<Self>,
+        id: &str,
+        entries: Vec<ClusterEntry>,
+        only_if_involved: bool,
+    ) -> Result<Arc<ClusterState>, ReplicationError> {
+        let root = self.tls.root_der.clone();
+        let mut state: Option<ClusterState> = self.cluster(id).map(|s| (*s).clone());
+        let mut applied: Vec<Applied> = Vec::new();
+        let mut to_store = Vec::new();
+        for e in entries {
+            let index = cluster::entry_index(&e)?;
+            if let Some(s) = &state
+                && index <= s.head_index
+            {
+                continue;
+            }
+            let a = match state.as_mut() {
+                None => {
+                    let (s, a) = ClusterState::genesis(&e, &root)?;
+                    if s.id != id {
+                        return Err(ClusterError::Malformed(format!(
+                            "log of {} offered as {id}",
+                            s.id
+                        ))
+                        .into());
+                    }
+                    state = Some(s);
+                    a
+                }
+                Some(s) => s.apply(&e, &root)?,
+            };
+            to_store.push((a.index, e.encode_to_vec()));
+            applied.push(a);
+        }
+        let Some(state) = state else {
+            return Err(ReplicationError::UnknownCluster(id.to_string()));
+        };
+        if only_if_involved && state.standing(self.org()).is_none() {
+            return Err(ReplicationError::Other(format!(
+                "{id} does not involve {}; not kept",
+                self.org()
+            )));
+        }
+        if !to_store.is_empty() {
+            self.store.append_cluster_entries(id, to_store).await?;
+        }
+        let state = Arc::new(state);
+        self.clusters.insert(id.to_string(), state.clone());
+        self.after_apply(&state, &applied).await;
+        Ok(state)
+    }
+
+    /// Effects of applied entries on delivery and discovery.
+    async fn after_apply(self: &Arc<Self>, state: &ClusterState, applied: &[Applied]) {
+        for m in state.members.values() {
+            self.learn_org(&m.profile, &m.cert_der).await;
+            if m.org != self.org() && m.standing == crate::cluster::Standing::Member {
+                self.ensure_peer(&m.org, &m.profile.endpoint);
+            }
+        }
+        for a in applied {
+            info!(cluster.id = %state.id, cluster.index = a.index, actor = %a.op.actor_org, op = %cluster::describe(&a.op), "membership entry applied");
+            if let Some(Op::Accept(_)) = &a.op.op
+                && state.history == HistoryRule::Full
+                && a.op.actor_org != self.org()
+                && state.is_member(self.org())
+            {
+                self.share_history(&state.id, &a.op.actor_org).await;
+            }
+        }
+    }
+
+    /// Queue every message this node originated in `cluster` for `org`.
+    async fn share_history(&self, cluster_id: &str, org: &str) {
+        let mut after = 0;
+        let mut seqs = Vec::new();
+        loop {
+            let page = match self.store.read_after(after, 1024) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "reading history for a new member failed");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for m in page {
+                if m.origin != self.org() {
+                    continue;
+                }
+                let in_cluster = pb::Envelope::decode(m.envelope.as_slice())
+                    .ok()
+                    .and_then(|e| pb::Content::decode(e.content.as_slice()).ok())
+                    .is_some_and(|c| c.cluster == cluster_id);
+                if in_cluster {
+                    seqs.push(m.seq);
+                }
+            }
+        }
+        if seqs.is_empty() {
+            return;
+        }
+        match self.store.enqueue(org, seqs).await {
+            Ok(n) => {
+                info!(cluster.id = %cluster_id, peer.org = %org, queued = n, "history queued for a new member");
+                if let Some(p) = self.peers.get(org) {
+                    p.rescan.store(true, std::sync::atomic::Ordering::Release);
+                    p.notify.notify_one();
+                }
+            }
+            Err(e) => warn!(error = %e, "queueing history for a new member failed"),
+        }
+    }
+
+    /// Sequence a signed op as the convener, apply and persist it, notify.
+    pub async fn sequence_local(
+        self: &Arc<Self>,
+        signed: SignedClusterOp,
+    ) -> Result<(Arc<ClusterState>, ClusterEntry), ReplicationError> {
+        let guard = self.cluster_lock.lock().await;
+        let peek = ClusterOp::decode(signed.op.as_slice())
+            .map_err(|e| ClusterError::Malformed(e.to_string()))?;
+        let current = self.cluster(&peek.cluster_id);
+        let entry = match (&current, &peek.op) {
+            (None, Some(Op::Create(_))) => cluster::sequence(None, signed, &self.signer, now_ms()),
+            (Some(_), Some(Op::Create(_))) => {
+                return Err(ClusterError::State(format!(
+                    "cluster {} already exists",
+                    peek.cluster_id
+                ))
+                .into());
+            }
+            (None, _) => return Err(ReplicationError::UnknownCluster(peek.cluster_id)),
+            (Some(s), _) => {
+                if s.convener != self.org() {
+                    return Err(ReplicationError::Other(format!(
+                        "{} is not the convener of {} ({} is)",
+                        self.org(),
+                        s.id,
+                        s.convener
+                    )));
+                }
+                s.verify_op(&signed, &self.tls.root_der)?;
+                cluster::sequence(Some(s), signed, &self.signer, now_ms())
+            }
+        };
+        let state = self
+            .apply_entries_locked(&peek.cluster_id, vec![entry.clone()], false)
+            .await?;
+        drop(guard);
+        self.notify_cluster(&state);
+        Ok((state, entry))
+    }
+
+    /// Tell every organisation the log mentions that it grew.
+    pub fn notify_cluster(self: &Arc<Self>, state: &ClusterState) {
+        for org in state.known_orgs() {
+            if org == self.org() {
+                continue;
+            }
+            let Ok(mut client) = self.fed_client(&org) else {
+                continue;
+            };
+            let req = pb::ClusterNotifyRequest {
+                cluster_id: state.id.clone(),
+                head_index: state.head_index,
+            };
+            tokio::spawn(
+                async move {
+                    if let Err(e) = client.cluster_notify(req).await {
+                        debug!(error = %e, "cluster notify failed; the member will pull later");
+                    }
+                }
+                .instrument(tracing::debug_span!("cluster-notify", peer.org = %org)),
+            );
+        }
+    }
+
+    /// Build, sign and carry out an operation as this organisation.
+    pub async fn act(
+        self: &Arc<Self>,
+        cluster_id: &str,
+        base_hash: String,
+        op: Op,
+    ) -> Result<Arc<ClusterState>, ReplicationError> {
+        let op = ClusterOp {
+            cluster_id: cluster_id.to_string(),
+            base_hash,
+            op_id: crate::envelope::new_id(),
+            actor_org: self.org().to_string(),
+            at_ms: now_ms(),
+            op: Some(op),
+        };
+        let signed = cluster::sign_op(&self.signer, &op);
+        let convener = match self.cluster(cluster_id) {
+            Some(s) => s.convener.clone(),
+            None => self.org().to_string(),
+        };
+        if convener == self.org() {
+            return Ok(self.sequence_local(signed).await?.0);
+        }
+        let mut client = self.fed_client(&convener)?;
+        let resp = client
+            .propose_cluster_op(pb::ProposeClusterOpRequest { op: Some(signed) })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                    ReplicationError::Convener {
+                        org: convener.clone(),
+                        message: s.message().to_string(),
+                    }
+                }
+                _ => ReplicationError::Refused(s.message().to_string()),
+            })?
+            .into_inner();
+        self.apply_entries(cluster_id, resp.entries, false).await
+    }
+
+    /// Pull `id`'s log from `org` (the convener or any member) and apply it.
+    pub async fn pull_from(self: &Arc<Self>, org: &str, id: &str) -> Result<(), ReplicationError> {
+        let mut client = self.fed_client(org)?;
+        let known = self.cluster(id).is_some();
+        loop {
+            let from = self.cluster(id).map(|s| s.head_index + 1).unwrap_or(0);
+            let resp = client
+                .cluster_log(pb::ClusterLogRequest {
+                    cluster_id: id.to_string(),
+                    from_index: from,
+                    limit: 256,
+                })
+                .await
+                .map_err(|s| ReplicationError::Other(format!("{org}: {}", s.message())))?
+                .into_inner();
+            if resp.entries.is_empty() {
+                return Ok(());
+            }
+            let n = resp.entries.len();
+            self.apply_entries(id, resp.entries, !known).await?;
+            if n < 256 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Start a peer delivery worker for a member learned from a cluster log.
+    pub fn ensure_peer(self: &Arc<Self>, org: &str, endpoint: &str) {
+        if self.peers.contains_key(org) || org == self.org() {
+            return;
+        }
+        let link = crate::delivery::PeerLink::new(&crate::config::PeerConfig {
+            org: org.to_string(),
+            endpoint: endpoint.to_string(),
+        });
+        self.peers.insert(org.to_string(), link.clone());
+        crate::delivery::spawn_worker(link, self.clone());
+    }
+}
+
+/// Periodically pull every cluster's log from its convener (or, failing
+/// that, from other members), so a node that was offline catches up.
+pub fn spawn_sync(
+    state: Arc<NodeState>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => break,
+                }
+                let clusters: Vec<Arc<ClusterState>> =
+                    state.clusters.iter().map(|c| c.clone()).collect();
+                for c in clusters {
+                    if c.convener == state.org() {
+                        continue;
+                    }
+                    let mut sources = vec![c.convener.clone()];
+                    sources.extend(
+                        c.current_members()
+                            .into_iter()
+                            .filter(|m| m != state.org() && *m != c.convener),
+                    );
+                    for src in sources {
+                        match state.pull_from(&src, &c.id).await {
+                            Ok(()) => break,
+                            Err(e) => debug!(cluster.id = %c.id, source = %src, error = %e, "cluster pull failed; trying another member"),
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(tracing::info_span!("cluster-sync")),
+    );
+}
+
+/// Load every stored cluster log (verifying it again) and the directory.
+pub async fn load(state: &Arc<NodeState>) -> Result<(), ReplicationError> {
+    for (org, der) in state.store.directory()? {
+        let chain = [rustls::pki_types::CertificateDer::from(der.clone())];
+        if let Ok(PeerIdentity::Node { profile, .. }) =
+            crate::pki::identity_from_chain(&chain, &state.tls.root_der)
+            && profile.org == org
+        {
+            state.learn_keys(&profile).await;
+            state.directory.insert(org, (der, profile));
+        }
+    }
+    for id in state.store.cluster_ids()? {
+        let entries: Vec<Vec<u8>> = state
+            .store
+            .cluster_entries(&id, 0, usize::MAX)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        match cluster::replay(&entries, &state.tls.root_der) {
+            Ok((s, _)) => {
+                let s = Arc::new(s);
+                state.clusters.insert(id.clone(), s.clone());
+                state.after_apply(&s, &[]).await;
+            }
+            Err(e) => {
+                warn!(cluster.id = %id, error = %e, "stored cluster log does not verify; ignoring it")
+            }
+        }
+    }
+    Ok(())
+}
