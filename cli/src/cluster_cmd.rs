@@ -191,7 +191,7 @@ fn member_rows(members: &[pb::ClusterMember]) -> Vec<Vec<String>> {
 }
 
 /// The cluster summary for people: identity, rules, log head, members.
-fn print_info(c: &pb::ClusterInfo) {
+pub fn print_info(c: &pb::ClusterInfo) {
     println!("cluster {}  ({})", c.id, dash(&c.purpose));
     println!(
         "convener {}   levels {}   max {}   history {}   you: {}",
@@ -408,7 +408,7 @@ fn print_list(clusters: &[pb::ClusterInfo], out: Output) {
     }
 }
 
-fn print_log(entries: &[pb::ClusterLogLine], out: Output) {
+pub fn print_log(entries: &[pb::ClusterLogLine], out: Output) {
     match out {
         Output::Json => println!(
             "{}",

@@ -15,7 +15,7 @@ use clap::Args;
 
 use crate::local::{LocalFederation, OrgSpec};
 use crate::member::{
-    KindArg, LevelArg, PublishArgs, SeverityArg, TlpArg, build_publish, feed_line,
+    KindArg, LevelArg, PublishArgs, SeverityArg, TlpArg, build_publish, build_publish_in, feed_line,
 };
 use crate::output::table;
 
@@ -144,87 +144,137 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }));
     }
 
+    // Need-to-know cluster: csirt-be convenes, csirt-fr and cyclone-fr join.
     println!(
-        "\n3. Publishing (each message is signed by the origin node and stored before it is acknowledged)"
+        "\n3. Need-to-know cluster \"ransomware-healthcare\" (membership is a signed, hash-linked log sequenced by the convener)"
     );
-    let msgs = [
-        (
-            "csirt-be",
-            PublishArgs {
-                kind: KindArg::Incident,
-                level: LevelArg::Technical,
-                tlp: TlpArg::Amber,
-                title: "Ransomware in two hospitals (LockBit variant)".into(),
-                body: "Initial access via exposed VPN appliance; IOCs to follow.".into(),
-                to: vec![],
-                classification: String::new(),
-                exercise: false,
-                severity: Some(SeverityArg::High),
-                sector: vec!["health".into()],
-                expires_in: 0,
-            },
-        ),
-        (
-            "cert-eu",
-            PublishArgs {
-                kind: KindArg::Text,
-                level: LevelArg::Operational,
-                tlp: TlpArg::Green,
-                title: "EU institutions: no impact observed".into(),
-                body: "Monitoring continues; next update 18:00 CET.".into(),
-                to: vec![],
-                classification: String::new(),
-                exercise: false,
-                severity: None,
-                sector: vec![],
-                expires_in: 0,
-            },
-        ),
-        (
-            "csirt-fr",
-            PublishArgs {
-                kind: KindArg::Text,
-                level: LevelArg::Technical,
-                tlp: TlpArg::Red,
-                title: "Named-recipient note to CERT-EU".into(),
-                body: "Only cert-eu is named: routing sends it nowhere else.".into(),
-                to: vec!["cert-eu".into()],
-                classification: String::new(),
-                exercise: false,
-                severity: None,
-                sector: vec![],
-                expires_in: 0,
-            },
-        ),
-    ];
-    // expected[id] = set of orgs whose subscriber must see it.
-    let mut expected: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
-    for (org, args) in &msgs {
-        let conn = fed.connect(org, "analyst")?;
-        let r = conn
-            .client()
-            .publish(build_publish(args))
-            .await
-            .map_err(|s| {
-                anyhow::anyhow!(bluewire_node::client::explain_status(&conn.endpoint, &s))
-            })?
-            .into_inner();
-        println!(
-            "   {org} published {} \"{}\" -> queued for {}",
-            r.id,
-            args.title,
-            r.queued_for.join(", ")
-        );
-        for d in &r.refused {
-            println!(
-                "      not sent to {}: {} (rule {})",
-                d.org, d.reason, d.rule
-            );
-        }
-        let mut want: BTreeSet<String> = r.queued_for.into_iter().collect();
-        want.insert(org.to_string());
-        expected.insert(r.id, (args.title.clone(), want));
+    let be_op = fed.connect("csirt-be", "operator")?;
+    let info = be_op
+        .admin()
+        .cluster_create(pb::ClusterCreateRequest {
+            name: "ransomware-healthcare".into(),
+            purpose: "Ransomware campaign against hospitals".into(),
+            levels: vec![pb::Level::Technical as i32, pb::Level::Operational as i32],
+            max_tlp: pb::Tlp::Amber as i32,
+            history: pb::HistoryRule::SinceJoin as i32,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cluster create: {}", s.message()))?
+        .into_inner();
+    let cid = info.id.clone();
+    println!("   csirt-be created {cid}");
+    for org in ["csirt-fr", "cyclone-fr"] {
+        invite_and_accept(&fed, &cid, org).await?;
     }
+
+    let mut sent: Vec<Sent> = Vec::new();
+    println!(
+        "\n4. Publishing (each message is signed by the origin node and stored before it is acknowledged)"
+    );
+    let incident = |title: &str, body: &str, level, sev| PublishArgs {
+        kind: KindArg::Incident,
+        level,
+        tlp: TlpArg::Amber,
+        title: title.into(),
+        body: body.into(),
+        to: vec![],
+        classification: String::new(),
+        exercise: false,
+        severity: Some(sev),
+        sector: vec!["health".into()],
+        expires_in: 0,
+    };
+    sent.push(
+        publish(
+            &fed,
+            "csirt-be",
+            Some(&cid),
+            incident(
+                "Ransomware in two hospitals (LockBit variant)",
+                "Initial access via exposed VPN appliance; IOCs to follow.",
+                LevelArg::Technical,
+                SeverityArg::High,
+            ),
+        )
+        .await?,
+    );
+    let text = |title: &str, body: &str, tlp, to: Vec<String>| PublishArgs {
+        kind: KindArg::Text,
+        level: LevelArg::Technical,
+        tlp,
+        title: title.into(),
+        body: body.into(),
+        to,
+        classification: String::new(),
+        exercise: false,
+        severity: None,
+        sector: vec![],
+        expires_in: 0,
+    };
+    sent.push(
+        publish(
+            &fed,
+            "cert-eu",
+            None,
+            text(
+                "EU institutions: no impact observed",
+                "Federation-wide note (no cluster): every peer receives it.",
+                TlpArg::Green,
+                vec![],
+            ),
+        )
+        .await?,
+    );
+    sent.push(
+        publish(
+            &fed,
+            "csirt-fr",
+            None,
+            text(
+                "Named-recipient note to CERT-EU",
+                "Only cert-eu is named: routing sends it nowhere else.",
+                TlpArg::Red,
+                vec!["cert-eu".into()],
+            ),
+        )
+        .await?,
+    );
+
+    println!("\n5. Membership changes: cert-eu joins the cluster, cyclone-fr leaves it");
+    invite_and_accept(&fed, &cid, "cert-eu").await?;
+    fed.connect("cyclone-fr", "operator")?
+        .admin()
+        .cluster_leave(pb::ClusterRef {
+            cluster: cid.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cluster leave: {}", s.message()))?;
+    println!("   cyclone-fr left {cid}");
+    wait_converged(&fed, &cid, |c| {
+        c.members
+            .iter()
+            .any(|m| m.org == "cyclone-fr" && m.state == "left")
+    })
+    .await?;
+    sent.push(
+        publish(
+            &fed,
+            "csirt-fr",
+            Some(&cid),
+            incident(
+                "Second hospital group hit; same affiliate",
+                "Cluster members only: cyclone-fr has left and must not see this.",
+                LevelArg::Operational,
+                SeverityArg::Critical,
+            ),
+        )
+        .await?,
+    );
+    // expected[id] = the organisations whose subscriber must see it.
+    let expected: BTreeMap<String, (String, BTreeSet<String>)> = sent
+        .into_iter()
+        .map(|s| (s.id, (s.title, s.want)))
+        .collect();
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let complete = |seen: &Seen| {
@@ -239,7 +289,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    println!("\n4. Arrivals (✔ verified signature, · not routed there, ✘ missing)");
+    println!("\n6. Arrivals (✔ verified signature, · not routed there, ✘ missing)");
     let s = seen.lock().map(|s| s.clone()).unwrap_or_default();
     let orgs: Vec<String> = fed.orgs.iter().map(|o| o.spec.org.to_string()).collect();
     let mut headers = vec!["MESSAGE"];
@@ -270,7 +320,25 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .collect();
     table(&headers, &rows);
 
-    println!("\n5. Peers of csirt-be (operator view: `bluewire status`)");
+    println!("\n7. The cluster as its members see it (`bluewire cluster show` / `cluster log`)");
+    let show = be_op
+        .admin()
+        .cluster_show(pb::ClusterRef {
+            cluster: cid.clone(),
+        })
+        .await?
+        .into_inner();
+    crate::cluster_cmd::print_info(&show);
+    let log = be_op
+        .admin()
+        .cluster_log_entries(pb::ClusterRef {
+            cluster: cid.clone(),
+        })
+        .await?
+        .into_inner();
+    crate::cluster_cmd::print_log(&log.entries, crate::Output::Table);
+
+    println!("\n8. Peers of csirt-be (operator view: `bluewire status`)");
     let st = fed
         .connect("csirt-be", "operator")?
         .admin()
@@ -345,5 +413,139 @@ impl Drop for TempDirGuard {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+struct Sent {
+    id: String,
+    title: String,
+    want: BTreeSet<String>,
+}
+
+async fn publish(
+    fed: &LocalFederation,
+    org: &str,
+    cluster: Option<&str>,
+    args: PublishArgs,
+) -> anyhow::Result<Sent> {
+    let conn = fed.connect(org, "analyst")?;
+    let req = match cluster {
+        Some(c) => build_publish_in(&args, c),
+        None => build_publish(&args),
+    };
+    let r = conn
+        .client()
+        .publish(req)
+        .await
+        .map_err(|s| anyhow::anyhow!(bluewire_node::client::explain_status(&conn.endpoint, &s)))?
+        .into_inner();
+    println!(
+        "   {org} published \"{}\"{} -> queued for {}",
+        args.title,
+        cluster.map(|c| format!(" to {c}")).unwrap_or_default(),
+        r.queued_for.join(", ")
+    );
+    for d in &r.refused {
+        println!(
+            "      not sent to {}: {} (rule {})",
+            d.org, d.reason, d.rule
+        );
+    }
+    let mut want: BTreeSet<String> = r.queued_for.into_iter().collect();
+    want.insert(org.to_string());
+    Ok(Sent {
+        id: r.id,
+        title: args.title,
+        want,
+    })
+}
+
+/// The convener invites `org`; once the invitation has replicated, `org`'s operator accepts.
+async fn invite_and_accept(fed: &LocalFederation, cid: &str, org: &str) -> anyhow::Result<()> {
+    let convener = fed.connect("csirt-be", "operator")?;
+    convener
+        .admin()
+        .cluster_invite(pb::ClusterInviteRequest {
+            cluster: cid.to_string(),
+            org: org.to_string(),
+            role: pb::ClusterRole::Member as i32,
+            endpoint: String::new(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cluster invite {org}: {}", s.message()))?;
+    let invitee = fed.connect(org, "operator")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = invitee
+            .admin()
+            .cluster_list(pb::ClusterListRequest {})
+            .await?
+            .into_inner();
+        if list
+            .clusters
+            .iter()
+            .any(|c| c.id == cid && c.my_state == "invited")
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{org} never received the invitation to {cid}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = invitee
+        .admin()
+        .cluster_accept(pb::ClusterRef {
+            cluster: cid.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("cluster accept by {org}: {}", s.message()))?
+        .into_inner();
+    println!(
+        "   csirt-be invited {org}; {org} accepted (log head #{} {})",
+        info.head_index,
+        &info.head_hash[..12.min(info.head_hash.len())]
+    );
+    wait_converged(fed, cid, |c| {
+        c.members
+            .iter()
+            .any(|m| m.org == org && m.state == "member")
+    })
+    .await
+}
+
+/// Wait until every member node shows the same log head and `ok` holds there.
+async fn wait_converged(
+    fed: &LocalFederation,
+    cid: &str,
+    ok: impl Fn(&pb::ClusterInfo) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut heads = BTreeSet::new();
+        let mut all_ok = true;
+        for o in &fed.orgs {
+            let conn = fed.connect(o.spec.org, "operator")?;
+            let shown = conn
+                .admin()
+                .cluster_show(pb::ClusterRef {
+                    cluster: cid.to_string(),
+                })
+                .await;
+            if let Ok(r) = shown {
+                let c = r.into_inner();
+                if c.my_state == "member" {
+                    heads.insert(c.head_hash.clone());
+                    all_ok &= ok(&c);
+                }
+            }
+        }
+        if heads.len() == 1 && all_ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("cluster {cid} did not converge on every member within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

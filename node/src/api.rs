@@ -768,6 +768,20 @@ impl Api {
     /// The invitee's verified node certificate: from the directory, or by
     /// connecting to `endpoint` and reading the certificate it presents.
     async fn invitee_cert(&self, org: &str, endpoint: &str) -> Result<Vec<u8>, Status> {
+        let configured = self
+            .state
+            .config
+            .peers
+            .iter()
+            .find(|p| p.org == org)
+            .map(|p| p.endpoint.clone());
+        let known = self.state.directory.get(org).map(|d| d.0.clone());
+        let endpoint = match (endpoint.is_empty(), known, configured) {
+            (true, Some(der), _) => return Ok(der),
+            (true, None, Some(configured)) => configured,
+            _ => endpoint.to_string(),
+        };
+        let endpoint = endpoint.as_str();
         if endpoint.is_empty() {
             return self
                 .state

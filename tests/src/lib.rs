@@ -129,10 +129,63 @@ impl Drop for TestFederation {
     }
 }
 
+/// How [`TestFederation::with_options`] builds a federation.
+#[derive(Clone, Debug)]
+pub struct FedOptions {
+    /// Write every other organisation as a static `[[peers]]` entry
+    /// (default). Without static peers, nodes only know each other from
+    /// what they learn at run time (e.g. certificates in cluster logs).
+    pub static_peers: bool,
+    /// `[clusters] sync_interval_ms` for every node; `None` keeps the
+    /// template's value.
+    pub cluster_sync_interval_ms: Option<u64>,
+}
+
+impl Default for FedOptions {
+    fn default() -> Self {
+        Self {
+            static_peers: true,
+            cluster_sync_interval_ms: None,
+        }
+    }
+}
+
+impl FedOptions {
+    /// Static peers as usual, cluster logs pulled every 200 ms.
+    pub fn fast_cluster_sync() -> Self {
+        Self {
+            cluster_sync_interval_ms: Some(200),
+            ..Self::default()
+        }
+    }
+}
+
 /// The node config the harness writes: the template with the CRL enabled
-/// and delivery retries tuned so tests converge fast.
-fn node_toml(org: &str, port: u16, peers: &[PeerConfig], crl: &Path) -> String {
+/// and delivery retries tuned so tests converge fast, optionally with
+/// another `[clusters] sync_interval_ms`.
+fn node_toml_with(
+    org: &str,
+    port: u16,
+    peers: &[PeerConfig],
+    crl: &Path,
+    cluster_sync_interval_ms: Option<u64>,
+) -> String {
     let t = config::template(org, &format!("127.0.0.1:{port}"), peers);
+    let t = match cluster_sync_interval_ms {
+        None => t,
+        Some(ms) if t.contains("sync_interval_ms = 2000") => t.replacen(
+            "sync_interval_ms = 2000",
+            &format!("sync_interval_ms = {ms}"),
+            1,
+        ),
+        Some(ms) => {
+            assert!(
+                !t.contains("[clusters]"),
+                "config template has a [clusters] section without sync_interval_ms = 2000"
+            );
+            format!("{t}\n[clusters]\nsync_interval_ms = {ms}\n")
+        }
+    };
     let replace = |t: String, from: &str, to: &str| {
         assert!(
             t.contains(from),
@@ -167,6 +220,25 @@ pub async fn bind_port(port: u16) -> TcpListener {
 impl TestFederation {
     /// Create and start a federation of `orgs` (every org peers with every other).
     pub async fn new(orgs: &[OrgSpec]) -> TestFederation {
+        Self::with_options(orgs, FedOptions::default()).await
+    }
+
+    /// A federation whose nodes have no static peers at all (they must
+    /// discover each other, e.g. from cluster logs), with cluster logs
+    /// pulled every 200 ms.
+    pub async fn new_without_peers(orgs: &[OrgSpec]) -> TestFederation {
+        Self::with_options(
+            orgs,
+            FedOptions {
+                static_peers: false,
+                cluster_sync_interval_ms: Some(200),
+            },
+        )
+        .await
+    }
+
+    /// Create and start a federation of `orgs` built as `opts` says.
+    pub async fn with_options(orgs: &[OrgSpec], opts: FedOptions) -> TestFederation {
         bluewire_node::tls::install_default_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let fed_dir = dir.path().join("fed");
@@ -220,6 +292,7 @@ impl TestFederation {
             }
             let peers: Vec<PeerConfig> = ports
                 .iter()
+                .filter(|_| opts.static_peers)
                 .filter(|(o, _)| **o != spec.org)
                 .map(|(o, p)| PeerConfig {
                     org: o.clone(),
@@ -229,7 +302,13 @@ impl TestFederation {
             let config_path = odir.join("node.toml");
             std::fs::write(
                 &config_path,
-                node_toml(&spec.org, port, &peers, &fed_dir.join("crl.pem")),
+                node_toml_with(
+                    &spec.org,
+                    port,
+                    &peers,
+                    &fed_dir.join("crl.pem"),
+                    opts.cluster_sync_interval_ms,
+                ),
             )
             .expect("write node.toml");
             infos.insert(
@@ -544,4 +623,100 @@ pub fn item_content(item: &pb::FeedItem) -> pb::Content {
 /// Message id of a feed item.
 pub fn item_id(item: &pb::FeedItem) -> String {
     item_content(item).id
+}
+
+// ---------------------------------------------------------------------------
+// Clusters.
+
+impl TestFederation {
+    /// The Admin service at `org`, as its operator.
+    pub fn admin(&self, org: &str) -> pb::admin_client::AdminClient<tonic::transport::Channel> {
+        self.client(org, "operator").admin()
+    }
+
+    /// What `org`'s node knows of cluster `id` (Admin.ClusterList), or None.
+    pub async fn cluster(&self, org: &str, id: &str) -> Option<pb::ClusterInfo> {
+        self.admin(org)
+            .cluster_list(pb::ClusterListRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("Admin.ClusterList at {org}: {e}"))
+            .into_inner()
+            .clusters
+            .into_iter()
+            .find(|c| c.id == id)
+    }
+
+    /// Admin.ClusterLogEntries at `org`; panics on error.
+    pub async fn cluster_log(&self, org: &str, id: &str) -> Vec<pb::ClusterLogLine> {
+        self.admin(org)
+            .cluster_log_entries(pb::ClusterRef { cluster: id.into() })
+            .await
+            .unwrap_or_else(|e| panic!("Admin.ClusterLogEntries {id} at {org}: {e}"))
+            .into_inner()
+            .entries
+    }
+
+    /// Wait until every org in `orgs` holds cluster `id` at the same head
+    /// as `reference` (re-read on every poll); returns `reference`'s view.
+    pub async fn await_cluster_head(
+        &self,
+        id: &str,
+        reference: &str,
+        orgs: &[&str],
+    ) -> pb::ClusterInfo {
+        let deadline = Instant::now() + EVENTUALLY;
+        loop {
+            let r = self
+                .cluster(reference, id)
+                .await
+                .unwrap_or_else(|| panic!("{reference} does not know cluster {id}"));
+            let mut behind = Vec::new();
+            for org in orgs {
+                let h = self
+                    .cluster(org, id)
+                    .await
+                    .map(|c| (c.head_index, c.head_hash));
+                if h.as_ref().map(|h| &h.1) != Some(&r.head_hash) {
+                    behind.push(format!("{org} at {h:?}"));
+                }
+            }
+            if behind.is_empty() {
+                return r;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "cluster {id}: not at {reference}'s head ({}, {}) within {EVENTUALLY:?}: {}",
+                    r.head_index,
+                    r.head_hash,
+                    behind.join("; ")
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Publish `text` to cluster `cluster` at `org` as its analyst.
+    pub async fn publish_to_cluster(
+        &self,
+        org: &str,
+        cluster: &str,
+        text: &str,
+    ) -> Result<pb::PublishResponse, tonic::Status> {
+        let mut req = free_text(text);
+        req.cluster = cluster.into();
+        self.client(org, "analyst")
+            .client()
+            .publish(req)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Is message `id` stored at `org`'s node?
+    pub async fn has_message(&self, org: &str, id: &str) -> bool {
+        self.client(org, "analyst")
+            .client()
+            .get(pb::GetRequest { id: id.into() })
+            .await
+            .is_ok()
+    }
 }
