@@ -354,12 +354,6 @@ impl ClusterState {
                 bytes.len()
             )));
         }
-        // The sequencer is the convener as of before this entry.
-        let seq_profile = self
-            .profile(&self.convener)
-            .ok_or_else(|| ClusterError::State("convener unknown".into()))?
-            .clone();
-        verify_entry_sig(entry, &seq_profile)?;
         let body = ClusterEntryBody::decode(entry.body.as_slice())
             .map_err(|e| ClusterError::Malformed(e.to_string()))?;
         if body.cluster_id != self.id {
@@ -381,6 +375,14 @@ impl ClusterState {
                 got: body.prev_hash,
             });
         }
+        // The sequencer is the convener as of before this entry. Position is
+        // checked first so a replica that is behind (e.g. has not applied a
+        // transfer yet) learns it is behind rather than seeing a forgery.
+        let seq_profile = self
+            .profile(&self.convener)
+            .ok_or_else(|| ClusterError::State("convener unknown".into()))?
+            .clone();
+        verify_entry_sig(entry, &seq_profile)?;
         let signed = body
             .op
             .clone()
