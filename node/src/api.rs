@@ -1104,6 +1104,49 @@ impl Admin for Api {
         }))
     }
 
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn reload_policy(
+        &self,
+        req: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn audit_verify(
+        &self,
+        req: Request<pb::AuditVerifyRequest>,
+    ) -> Result<Response<pb::AuditVerifyResponse>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<pb::MetricsRequest>,
+    ) -> Result<Response<pb::MetricsResponse>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("not yet"))
+    }
+
+    type AuditExportStream =
+        Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send + 'static>>;
+
+    async fn audit_export(
+        &self,
+        req: Request<pb::AuditExportRequest>,
+    ) -> Result<Response<Self::AuditExportStream>, Status> {
+        self.require_user(&req, true)?;
+        Err(Status::unimplemented("not yet"))
+    }
+
     async fn rejections(
         &self,
         req: Request<pb::RejectionsRequest>,
