@@ -380,13 +380,25 @@ impl Federation for Api {
             .state
             .cluster(&r.cluster_id)
             .ok_or_else(|| Status::not_found(format!("no cluster {} here", r.cluster_id)))?;
-        if c.standing(&peer.org).is_none() {
+        let Some(m) = c.members.get(&peer.org) else {
             return Err(Status::permission_denied(format!(
                 "{} does not appear in {}",
                 peer.org, c.id
             )));
+        };
+        let mut limit = (r.limit as usize).clamp(1, 1000);
+        // Former members and decliners may read up to the entry that ended
+        // their involvement, not what the cluster did afterwards.
+        if !matches!(
+            m.standing,
+            crate::cluster::Standing::Member | crate::cluster::Standing::Invited
+        ) {
+            let last = m.since_index;
+            if r.from_index > last {
+                return Ok(Response::new(pb::ClusterLogResponse { entries: vec![] }));
+            }
+            limit = limit.min((last - r.from_index + 1) as usize);
         }
-        let limit = (r.limit as usize).clamp(1, 1000);
         let entries = self
             .state
             .store
@@ -513,7 +525,7 @@ pub fn replication_status(e: ReplicationError) -> Status {
         ReplicationError::UnknownCluster(_) => Status::not_found(msg),
         ReplicationError::Ambiguous(..) => Status::invalid_argument(msg),
         ReplicationError::Convener { .. } => Status::unavailable(msg),
-        ReplicationError::Refused(_) => Status::failed_precondition(msg),
+        ReplicationError::Refused { code, message } => Status::new(code, message),
         ReplicationError::Cluster(C::Authority(_)) => Status::permission_denied(msg),
         ReplicationError::Cluster(C::Conflict { .. }) => Status::aborted(msg),
         ReplicationError::Cluster(C::State(_) | C::Replay(_)) => Status::failed_precondition(msg),

@@ -16,7 +16,7 @@ use prost::Message;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::cluster::{self, Applied, ClusterError, ClusterState};
+use crate::cluster::{self, Applied, ClusterError, ClusterState, Standing};
 use crate::delivery::now_ms;
 use crate::pki::{OrgProfile, PeerIdentity};
 use crate::server::NodeState;
@@ -32,8 +32,8 @@ pub enum ReplicationError {
     Ambiguous(String, String),
     #[error("the convener {org} could not be reached: {message}")]
     Convener { org: String, message: String },
-    #[error("the convener refused: {0}")]
-    Refused(String),
+    #[error("the convener refused: {message}")]
+    Refused { code: tonic::Code, message: String },
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -298,6 +298,15 @@ impl NodeState {
             if org == self.org() {
                 continue;
             }
+            // Former members and decliners hear of the entry that ended
+            // their involvement, and of nothing after it.
+            let involved = state.members.get(&org).is_some_and(|m| {
+                matches!(m.standing, Standing::Member | Standing::Invited)
+                    || m.since_index == state.head_index
+            });
+            if !involved {
+                continue;
+            }
             let Ok(mut client) = self.fed_client(&org) else {
                 continue;
             };
@@ -350,7 +359,10 @@ impl NodeState {
                         message: s.message().to_string(),
                     }
                 }
-                _ => ReplicationError::Refused(s.message().to_string()),
+                code => ReplicationError::Refused {
+                    code,
+                    message: s.message().to_string(),
+                },
             })?
             .into_inner();
         self.apply_entries(cluster_id, resp.entries, false).await

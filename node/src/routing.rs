@@ -170,6 +170,14 @@ impl Router {
                 Some(_) => {}
             }
             if !c.is_member(me) {
+                if c.standing(me) == Some(crate::cluster::Standing::Invited) {
+                    // The origin may already have applied our acceptance.
+                    return Decision::later(
+                        me,
+                        "cluster-membership",
+                        format!("{me} has not applied its own acceptance into {} yet", c.id),
+                    );
+                }
                 return Decision::deny(
                     me,
                     "cluster-membership",

@@ -203,7 +203,17 @@ async fn join(
     fed.await_cluster_head(id, convener, &[org]).await;
     let info = ok(accept(fed, org, id).await, &format!("{org} accepts {id}"));
     assert_eq!(info.my_state, "member");
-    fed.await_cluster_head(id, convener, all).await;
+    // Former members and decliners no longer replicate the log.
+    let involved: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|o| {
+            info.members
+                .iter()
+                .any(|m| m.org == *o && (m.state == "member" || m.state == "invited"))
+        })
+        .collect();
+    fed.await_cluster_head(id, convener, &involved).await;
 }
 
 /// `orgs` join `id` (convened by csirt-be) as members, one after the other.
@@ -401,8 +411,21 @@ async fn lifecycle_invite_accept_decline_roles_remove_transfer_leave_converges_e
     assert_eq!(l.my_state, "left");
     assert_eq!(l.head_index, 11);
 
-    let head = fed.await_cluster_head(&id, FR, &all).await;
+    // Organisations still involved (and the one whose leave is the head)
+    // converge on the full log; a decliner and a removed member replicate
+    // up to the entry that ended their involvement and nothing after it.
+    let head = fed.await_cluster_head(&id, FR, &[BE, FR]).await;
     assert_eq!(head.head_index, 11);
+    for (org, last) in [(CY, 4), (EU, 9)] {
+        let s = fed
+            .cluster(org, &id)
+            .await
+            .expect("former member keeps its log");
+        assert_eq!(
+            s.head_index, last,
+            "{org} stops at the entry that ended its involvement"
+        );
+    }
     for org in all {
         let s = fed
             .admin(org)
@@ -410,6 +433,10 @@ async fn lifecycle_invite_accept_decline_roles_remove_transfer_leave_converges_e
             .await
             .unwrap_or_else(|e| panic!("ClusterShow at {org}: {e}"))
             .into_inner();
+        if org == CY || org == EU {
+            assert_eq!(s.my_state, if org == CY { "declined" } else { "removed" });
+            continue;
+        }
         assert_eq!(s.head_hash, head.head_hash, "head at {org}");
         assert_eq!(s.convener, FR, "at {org}");
         assert_eq!(standing(&s, FR), st("member", Role::Convener), "at {org}");
@@ -452,11 +479,13 @@ async fn lifecycle_invite_accept_decline_roles_remove_transfer_leave_converges_e
     assert!(log.iter().enumerate().all(|(i, l)| l.index == i as u64));
     assert_eq!(log.last().unwrap().hash, head.head_hash);
     assert!(log.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
-    for org in [BE, CY, EU] {
+    // Every replica holds a prefix of the convener's log: the whole of it
+    // for csirt-be, up to their last entry for the decliner and removed member.
+    for (org, len) in [(BE, log.len()), (CY, 5), (EU, 10)] {
         let other = fed.cluster_log(org, &id).await;
         assert_eq!(
             other.iter().map(|l| &l.hash).collect::<Vec<_>>(),
-            log.iter().map(|l| &l.hash).collect::<Vec<_>>(),
+            log.iter().take(len).map(|l| &l.hash).collect::<Vec<_>>(),
             "log at {org} differs from the convener's"
         );
     }
