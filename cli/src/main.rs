@@ -4,6 +4,7 @@
 //! parses flags, talks gRPC and prints for people (tables) or scripts (JSON).
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod bench;
 mod cluster_cmd;
 mod demo;
@@ -11,6 +12,7 @@ mod local;
 mod member;
 mod output;
 mod pki_cmd;
+mod policy_cmd;
 
 use std::process::ExitCode;
 
@@ -61,6 +63,12 @@ pub enum Command {
     /// Need-to-know clusters: create, invite, accept, leave, roles, log.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// Routing policy: check and test a local policy file, explain decisions.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// The node's tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Run or configure a node (same as the bluewire-node binary).
     #[command(subcommand)]
     Node(bluewire_node::daemon::NodeCommand),
@@ -97,6 +105,8 @@ fn main() -> ExitCode {
             Command::Peers => member::peers(&cli.conn, out).await,
             Command::Rejections { limit } => member::rejections(&cli.conn, limit, out).await,
             Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
+            Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
+            Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(b) => bench::run(b, out).await,
             Command::Node(_) => unreachable_node(),

@@ -4,13 +4,16 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod envelope;
+pub mod metrics;
 pub mod pki;
+pub mod policy;
 pub mod replication;
 pub mod routing;
 pub mod server;

@@ -1,0 +1,1 @@
+//! Operator local routing policy (Cedar). Placeholder.
