@@ -77,6 +77,9 @@ pub struct CreateArgs {
     /// What new members receive: only what is published after they join, or everything.
     #[arg(long, value_enum, default_value_t = HistoryArg::SinceJoin)]
     pub history: HistoryArg,
+    /// An exercise cluster: the only place exercise-flagged messages may go.
+    #[arg(long)]
+    pub exercise: bool,
 }
 
 /// Roles that can be granted by invitation or set-role; the convener role only
@@ -242,6 +245,7 @@ pub fn create_request(a: &CreateArgs) -> pb::ClusterCreateRequest {
             .collect(),
         max_tlp: pb::Tlp::from(a.max_tlp) as i32,
         history: pb::HistoryRule::from(a.history) as i32,
+        exercise: a.exercise,
     }
 }
 

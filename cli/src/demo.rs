@@ -157,6 +157,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             levels: vec![pb::Level::Technical as i32, pb::Level::Operational as i32],
             max_tlp: pb::Tlp::Amber as i32,
             history: pb::HistoryRule::SinceJoin as i32,
+            exercise: false,
         })
         .await
         .map_err(|s| anyhow::anyhow!("cluster create: {}", s.message()))?
@@ -195,6 +196,27 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                 LevelArg::Technical,
                 SeverityArg::High,
             ),
+        )
+        .await?,
+    );
+    sent.push(
+        publish(
+            &fed,
+            "csirt-be",
+            Some(&cid),
+            PublishArgs {
+                kind: KindArg::SituationReport,
+                level: LevelArg::Operational,
+                tlp: TlpArg::Amber,
+                title: "Situation report #1: two hospitals, services degraded".into(),
+                body: "Operational summary for crisis liaison; no technical detail.".into(),
+                to: vec![],
+                classification: String::new(),
+                exercise: false,
+                severity: None,
+                sector: vec![],
+                expires_in: 0,
+            },
         )
         .await?,
     );

@@ -63,6 +63,8 @@ pub enum Command {
     /// Need-to-know clusters: create, invite, accept, leave, roles, log.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// The node's counters in Prometheus text format (operators).
+    Metrics,
     /// Routing policy: check and test a local policy file, explain decisions.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
             Command::Peers => member::peers(&cli.conn, out).await,
             Command::Rejections { limit } => member::rejections(&cli.conn, limit, out).await,
             Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
+            Command::Metrics => member::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
             Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,
             Command::Demo(a) => demo::run(a).await,

@@ -81,6 +81,10 @@ impl ConnArgs {
 pub enum KindArg {
     Text,
     Incident,
+    SituationReport,
+    CrisisStatus,
+    Assessment,
+    PublicCommunication,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +126,10 @@ impl From<KindArg> for pb::Kind {
         match k {
             KindArg::Text => pb::Kind::FreeText,
             KindArg::Incident => pb::Kind::IncidentReport,
+            KindArg::SituationReport => pb::Kind::SituationReport,
+            KindArg::CrisisStatus => pb::Kind::CrisisStatus,
+            KindArg::Assessment => pb::Kind::Assessment,
+            KindArg::PublicCommunication => pb::Kind::PublicCommunication,
         }
     }
 }
@@ -198,11 +206,24 @@ pub struct PublishCmd {
     /// only its members receive it.
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Only organisations certified for one of these sectors receive it.
+    #[arg(long, value_delimiter = ',')]
+    pub scope_sector: Vec<String>,
+    /// Only organisations of these member states (or EU) receive it.
+    #[arg(long, value_delimiter = ',')]
+    pub scope_country: Vec<String>,
+    /// Forbid re-sharing into other clusters or feeds.
+    #[arg(long)]
+    pub no_reshare: bool,
 }
 
 impl PublishCmd {
     pub fn request(&self) -> pb::PublishRequest {
-        build_publish_in(&self.args, self.cluster.as_deref().unwrap_or(""))
+        let mut r = build_publish_in(&self.args, self.cluster.as_deref().unwrap_or(""));
+        r.scope_sectors = self.scope_sector.clone();
+        r.scope_countries = self.scope_country.clone();
+        r.no_reshare = self.no_reshare;
+        r
     }
 }
 
@@ -230,6 +251,12 @@ pub fn kind_name(k: i32) -> &'static str {
     match pb::Kind::try_from(k).unwrap_or(pb::Kind::Unspecified) {
         pb::Kind::FreeText => "text",
         pb::Kind::IncidentReport => "incident",
+        pb::Kind::SituationReport => "situation-report",
+        pb::Kind::CrisisStatus => "crisis-status",
+        pb::Kind::Assessment => "assessment",
+        pb::Kind::PublicCommunication => "public-communication",
+        pb::Kind::MarkingChange => "marking-change",
+        pb::Kind::Retraction => "retraction",
         pb::Kind::Unspecified => "?",
     }
 }
@@ -241,7 +268,11 @@ pub fn build_publish(a: &PublishArgs) -> pb::PublishRequest {
 /// The request for `a`, published to `cluster` ("" for a direct message).
 pub fn build_publish_in(a: &PublishArgs, cluster: &str) -> pb::PublishRequest {
     let body = match a.kind {
-        KindArg::Text => pb::publish_request::Body::FreeText(pb::FreeText {
+        KindArg::Text
+        | KindArg::SituationReport
+        | KindArg::CrisisStatus
+        | KindArg::Assessment
+        | KindArg::PublicCommunication => pb::publish_request::Body::FreeText(pb::FreeText {
             title: a.title.clone(),
             body: a.body.clone(),
         }),
@@ -273,6 +304,7 @@ pub fn build_publish_in(a: &PublishArgs, cluster: &str) -> pb::PublishRequest {
         cluster: cluster.to_string(),
         expires_at_ms,
         body: Some(body),
+        ..Default::default()
     }
 }
 
@@ -350,6 +382,8 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
     let title = match &c.body {
         Some(pb::content::Body::FreeText(t)) => t.title.clone(),
         Some(pb::content::Body::Incident(i)) => i.title.clone(),
+        Some(pb::content::Body::MarkingChange(m)) => format!("marking change for {}", m.target_id),
+        Some(pb::content::Body::Retraction(r)) => format!("retraction of {}", r.target_id),
         None => String::new(),
     };
     let verified = if item.verified {
@@ -393,6 +427,13 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
     let (title, body) = match &c.body {
         Some(pb::content::Body::FreeText(t)) => (t.title.clone(), t.body.clone()),
         Some(pb::content::Body::Incident(i)) => (i.title.clone(), i.description.clone()),
+        Some(pb::content::Body::MarkingChange(m)) => (
+            format!("marking change for {}", m.target_id),
+            m.reason.clone(),
+        ),
+        Some(pb::content::Body::Retraction(r)) => {
+            (format!("retraction of {}", r.target_id), r.reason.clone())
+        }
         None => (String::new(), String::new()),
     };
     serde_json::json!({
@@ -597,5 +638,17 @@ pub async fn rejections(c: &ConnArgs, limit: u32, out: Output) -> anyhow::Result
                 .collect::<Vec<_>>(),
         ),
     }
+    Ok(())
+}
+
+pub async fn metrics(c: &ConnArgs) -> anyhow::Result<()> {
+    let conn = c.connect()?;
+    let m = conn
+        .admin()
+        .metrics(pb::MetricsRequest {})
+        .await
+        .map_err(|s| status_err(&conn, s))?
+        .into_inner();
+    print!("{}", m.text);
     Ok(())
 }

@@ -16,10 +16,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info, warn};
 
+use crate::audit::AuditEvent;
 use crate::cluster::{self, ClusterState};
 use crate::delivery::now_ms;
 use crate::envelope::{self, Rejected};
 use crate::pki::{OrgProfile, PeerIdentity, UserRole};
+use crate::policy::Direction;
 use crate::replication::ReplicationError;
 use crate::server::NodeState;
 use crate::store::{InsertOutcome, NewMessage, Rejection, StoredMessage};
@@ -194,8 +196,7 @@ impl Federation for Api {
                             origin: o.content.origin_org.clone(),
                         });
                     }
-                    let cluster = st.cluster(&o.content.cluster);
-                    let d = st.router.ingress(&o.content, st.org(), cluster.as_deref());
+                    let d = st.decide(&o.content, st.org(), Direction::Ingress);
                     if d.retry {
                         return Err(Rejected::Later(d.reason));
                     }
@@ -270,6 +271,23 @@ impl Federation for Api {
                     }
                 }
             }
+            let mut events = Vec::new();
+            for r in &results {
+                match pb::DeliveryOutcome::try_from(r.outcome) {
+                    Ok(pb::DeliveryOutcome::Accepted) => {
+                        st.metrics
+                            .inc(crate::metrics::MESSAGES_RECEIVED, &[("peer", &peer.org)]);
+                        events.push(AuditEvent::received(&r.id, &peer.org));
+                    }
+                    Ok(pb::DeliveryOutcome::Rejected) => {
+                        st.metrics
+                            .inc(crate::metrics::ENVELOPES_REJECTED, &[("peer", &peer.org)]);
+                        events.push(AuditEvent::rejected(&r.id, &peer.org, "ingress", &r.reason));
+                    }
+                    _ => {}
+                }
+            }
+            st.audit(events).await;
             if let Some(cluster) = behind {
                 // Catch up from the sender, which is ahead of us.
                 let st = self.state.clone();
@@ -544,35 +562,10 @@ impl Client for Api {
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let (user, _role) = self.require_user(&req, false)?;
         let st = &self.state;
-        let r = req.into_inner();
-        let body = r.body.map(|b| match b {
-            pb::publish_request::Body::FreeText(t) => pb::content::Body::FreeText(t),
-            pb::publish_request::Body::Incident(i) => pb::content::Body::Incident(i),
-        });
-        let cluster = if r.cluster.is_empty() {
-            None
-        } else {
-            Some(st.resolve_cluster(&r.cluster).map_err(replication_status)?)
-        };
-        let mut content = pb::Content {
-            id: envelope::new_id(),
-            origin_org: st.org().to_string(),
-            author: format!("{}/{}", st.org(), user),
-            created_at_ms: now_ms(),
-            expires_at_ms: r.expires_at_ms,
-            kind: r.kind,
-            level: r.level,
-            marking: r.marking,
-            recipients: r.recipients,
-            cluster: String::new(),
-            cluster_index: 0,
-            body,
-        };
-        envelope::validate(&content).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let content = self.draft_content(&user, req.into_inner())?;
+        let cluster = st.cluster(&content.cluster);
         if let Some(c) = &cluster {
             check_publish_to_cluster(c, st.org(), &content)?;
-            content.cluster = c.id.clone();
-            content.cluster_index = c.head_index;
         }
         let span = tracing::info_span!("publish", msg.id = %content.id, author = %content.author);
         async move {
@@ -584,7 +577,10 @@ impl Client for Api {
                     .collect(),
                 None => st.config.peers.iter().map(|p| p.org.clone()).collect(),
             };
-            let decisions = st.router.egress(&content, &candidates, cluster.as_deref());
+            let decisions: Vec<_> = candidates
+                .iter()
+                .map(|org| st.decide(&content, org, Direction::Egress))
+                .collect();
             let (allowed, refused): (Vec<_>, Vec<_>) =
                 decisions.into_iter().partition(|d| d.allowed);
             let queued_for: Vec<String> = allowed.into_iter().map(|d| d.org).collect();
@@ -608,6 +604,34 @@ impl Client for Api {
             };
             st.notify_peers(&queued_for);
             info!(msg.seq = seq, queued = queued_for.len(), "published");
+            st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
+            let mut events = vec![AuditEvent::published(
+                &content.id,
+                format!(
+                    "{} by {} in {} at {} {}; queued for [{}]",
+                    pb::Kind::try_from(content.kind)
+                        .map(|k| k.as_str_name())
+                        .unwrap_or("?"),
+                    content.author,
+                    if content.cluster.is_empty() {
+                        "no cluster"
+                    } else {
+                        &content.cluster
+                    },
+                    level_name(content.level),
+                    tlp_name(content.marking.as_ref().map(|m| m.tlp).unwrap_or(0)),
+                    queued_for.join(", ")
+                ),
+            )];
+            for d in &refused {
+                events.push(AuditEvent::rejected(
+                    &content.id,
+                    &d.org,
+                    d.rule,
+                    format!("egress: {}", d.reason),
+                ));
+            }
+            st.audit(events).await;
             Ok(Response::new(pb::PublishResponse {
                 id: content.id.clone(),
                 seq,
@@ -757,6 +781,41 @@ impl Api {
 }
 
 impl Api {
+    /// The content a publish request would produce (not signed, not stored).
+    fn draft_content(&self, user: &str, r: pb::PublishRequest) -> Result<pb::Content, Status> {
+        let st = &self.state;
+        let body = r.body.map(|b| match b {
+            pb::publish_request::Body::FreeText(t) => pb::content::Body::FreeText(t),
+            pb::publish_request::Body::Incident(i) => pb::content::Body::Incident(i),
+            pb::publish_request::Body::MarkingChange(m) => pb::content::Body::MarkingChange(m),
+            pb::publish_request::Body::Retraction(r) => pb::content::Body::Retraction(r),
+        });
+        let cluster = if r.cluster.is_empty() {
+            None
+        } else {
+            Some(st.resolve_cluster(&r.cluster).map_err(replication_status)?)
+        };
+        let content = pb::Content {
+            id: envelope::new_id(),
+            origin_org: st.org().to_string(),
+            author: format!("{}/{}", st.org(), user),
+            created_at_ms: now_ms(),
+            expires_at_ms: r.expires_at_ms,
+            kind: r.kind,
+            level: r.level,
+            marking: r.marking,
+            recipients: r.recipients,
+            cluster: cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            cluster_index: cluster.as_ref().map(|c| c.head_index).unwrap_or(0),
+            scope_sectors: r.scope_sectors,
+            scope_countries: r.scope_countries,
+            no_reshare: r.no_reshare,
+            body,
+        };
+        envelope::validate(&content).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(content)
+    }
+
     fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {
         self.state
             .resolve_cluster(&req.into_inner().cluster)
@@ -863,6 +922,7 @@ pub fn cluster_info(c: &ClusterState, me: &str) -> pb::ClusterInfo {
             .standing(me)
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|| "none".into()),
+        exercise: c.exercise,
     }
 }
 
@@ -931,6 +991,7 @@ impl Admin for Api {
                     max_tlp: r.max_tlp,
                     history: r.history,
                     node_cert,
+                    exercise: r.exercise,
                 }),
             )
             .await
@@ -1120,8 +1181,63 @@ impl Admin for Api {
         &self,
         req: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
-        self.require_user(&req, true)?;
-        Err(Status::unimplemented("not yet"))
+        let (user, _) = self.require_user(&req, true)?;
+        let r = req.into_inner();
+        let st = &self.state;
+        let content = if !r.message_id.is_empty() {
+            let m = st
+                .store
+                .get_by_id(&r.message_id)
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    Status::not_found(format!("no message {} on this node", r.message_id))
+                })?;
+            let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
+            pb::Content::decode(env.content.as_slice()).map_err(internal)?
+        } else if let Some(d) = r.draft {
+            self.draft_content(&user, d)?
+        } else {
+            return Err(Status::invalid_argument("give a message id or a draft"));
+        };
+        let direction = if content.origin_org == st.org() {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let targets: Vec<String> = if !r.to.is_empty() {
+            vec![r.to]
+        } else if direction == Direction::Ingress {
+            vec![st.org().to_string()]
+        } else if let Some(c) = st.cluster(&content.cluster) {
+            c.known_orgs()
+                .into_iter()
+                .filter(|o| o != st.org())
+                .collect()
+        } else {
+            st.config.peers.iter().map(|p| p.org.clone()).collect()
+        };
+        let recipients = targets
+            .iter()
+            .map(|org| {
+                let d = st.decide(&content, org, direction);
+                pb::RecipientExplanation {
+                    org: d.org,
+                    allowed: d.allowed,
+                    rule: d.rule.to_string(),
+                    reason: d.reason,
+                    steps: d
+                        .steps
+                        .into_iter()
+                        .map(|s| pb::RuleResult {
+                            rule: s.rule.to_string(),
+                            allowed: s.allowed,
+                            reason: s.reason,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ExplainResponse { recipients }))
     }
 
     async fn reload_policy(
@@ -1137,7 +1253,8 @@ impl Admin for Api {
         req: Request<pb::AuditVerifyRequest>,
     ) -> Result<Response<pb::AuditVerifyResponse>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("not yet"))
+        let r = crate::audit::verify(&self.state.store).map_err(internal)?;
+        Ok(Response::new(r))
     }
 
     async fn metrics(
@@ -1145,7 +1262,9 @@ impl Admin for Api {
         req: Request<pb::MetricsRequest>,
     ) -> Result<Response<pb::MetricsResponse>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("not yet"))
+        Ok(Response::new(pb::MetricsResponse {
+            text: self.state.render_metrics(),
+        }))
     }
 
     type AuditExportStream =
@@ -1156,7 +1275,12 @@ impl Admin for Api {
         req: Request<pb::AuditExportRequest>,
     ) -> Result<Response<Self::AuditExportStream>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("not yet"))
+        let r = req.into_inner();
+        let records =
+            crate::audit::export(&self.state.store, r.since_ms, r.until_ms).map_err(internal)?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            records.into_iter().map(Ok),
+        ))))
     }
 
     async fn rejections(

@@ -104,6 +104,8 @@ pub struct ClusterState {
     pub max_tlp: i32,
     pub history: HistoryRule,
     pub convener: String,
+    /// An exercise cluster: the only place exercise-flagged messages go.
+    pub exercise: bool,
     pub members: BTreeMap<String, MemberRecord>,
     pub head_index: u64,
     pub head_hash: String,
@@ -623,6 +625,7 @@ impl ClusterState {
             max_tlp: c.max_tlp,
             history,
             convener: op.actor_org.clone(),
+            exercise: c.exercise,
             members,
             head_index: 0,
             head_hash: hash.clone(),

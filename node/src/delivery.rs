@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::{DeliveryConfig, PeerConfig};
+use crate::policy::Direction;
 use crate::server::NodeState;
 use crate::store::Rejection;
 use crate::tls::LinkInfo;
@@ -84,21 +85,18 @@ pub fn spawn_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     tokio::spawn(run_worker(peer, state).instrument(span));
 }
 
-/// Re-check routing for one queued envelope at send time: membership may
-/// have changed since it was queued. Returns why it must not be sent.
+/// Re-check routing for one queued envelope at send time: membership,
+/// profiles and policy may have changed since it was queued. Returns why it
+/// must not be sent.
 fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), String> {
     let content = match Content::decode(env.content.as_slice()) {
         Ok(c) => c,
         Err(e) => return Err(format!("stored content undecodable: {e}")),
     };
-    if content.cluster.is_empty() || content.origin_org != state.org() {
+    if content.origin_org != state.org() {
         return Ok(());
     }
-    let cluster = state.cluster(&content.cluster);
-    let d = state
-        .router
-        .egress(&content, &[peer.to_string()], cluster.as_deref())
-        .remove(0);
+    let d = state.decide(&content, peer, Direction::Egress);
     if d.allowed {
         Ok(())
     } else {
@@ -149,6 +147,41 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         if *shutdown.borrow() {
             break;
         }
+        // Routing needs the peer's CA-asserted profile: learn it from a
+        // handshake first (eagerly, so publishes can decide at once).
+        if !state.directory.contains_key(&peer.org) {
+            let hello = tokio::time::timeout(
+                Duration::from_millis(cfg.timeout_ms),
+                client.hello(bluewire_proto::v1::HelloRequest {}),
+            )
+            .await;
+            let learned = peer.link.lock().ok().and_then(|l| match &l.peer {
+                Some(crate::pki::PeerIdentity::Node { profile, .. }) => {
+                    Some((profile.clone(), l.cert_der.clone()))
+                }
+                _ => None,
+            });
+            match (hello, learned) {
+                (Ok(Ok(_)), Some((profile, der))) => state.learn_org(&profile, &der).await,
+                (r, _) => {
+                    let err = match r {
+                        Ok(Err(s)) => format!("{}: {}", s.code(), s.message()),
+                        Err(_) => "Hello timed out".to_string(),
+                        Ok(Ok(_)) => "peer identity unknown after handshake".to_string(),
+                    };
+                    peer.update(|s| {
+                        s.connected = false;
+                        s.consecutive_failures += 1;
+                        s.last_error = err.clone();
+                    });
+                    if sleep_or_shutdown(jitter(backoff), &mut shutdown).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(max);
+                    continue;
+                }
+            }
+        }
         if peer.rescan.swap(false, Ordering::AcqRel) {
             sent_upto = 0;
         }
@@ -182,6 +215,12 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 Ok(env) => {
                     if let Err(why) = still_allowed(&state, &peer.org, &env) {
                         info!(msg.seq = seq, reason = %why, "queued message no longer routable to this peer; dropped");
+                        state
+                            .audit(vec![crate::audit::AuditEvent::dropped(
+                                &peer.org,
+                                format!("seq {seq}: {why}"),
+                            )])
+                            .await;
                         let _ = store
                             .record_rejection(Rejection {
                                 at_ms: now_ms(),
@@ -283,6 +322,22 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         }
                     }
                     debug!(count = n, "delivered");
+                    let events = results
+                        .iter()
+                        .map(|r| {
+                            if r.outcome == DeliveryOutcome::Rejected as i32 {
+                                crate::audit::AuditEvent::rejected(
+                                    &r.id, &peer.org, "peer", &r.reason,
+                                )
+                            } else {
+                                crate::audit::AuditEvent::delivered(&r.id, &peer.org)
+                            }
+                        })
+                        .collect();
+                    state.audit(events).await;
+                    state
+                        .metrics
+                        .add(crate::metrics::DELIVERIES, &[("peer", &peer.org)], n as u64);
                     sent_upto = seqs.last().copied().unwrap_or(sent_upto);
                     let (store, org) = (store.clone(), peer.org.clone());
                     tokio::spawn(

@@ -138,9 +138,57 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         (Kind::IncidentReport, _) => {
             return bad("kind incident needs an incident body with a title".into());
         }
+        (
+            Kind::SituationReport
+            | Kind::CrisisStatus
+            | Kind::Assessment
+            | Kind::PublicCommunication,
+            Some(Body::FreeText(t)),
+        ) if !t.title.is_empty() => {}
+        (
+            Kind::SituationReport
+            | Kind::CrisisStatus
+            | Kind::Assessment
+            | Kind::PublicCommunication,
+            _,
+        ) => {
+            return bad(format!(
+                "kind {} needs a free_text body with a title",
+                kind.as_str_name()
+            ));
+        }
+        (Kind::MarkingChange, Some(Body::MarkingChange(m)))
+            if !m.target_id.is_empty() && m.marking.as_ref().is_some_and(|m| m.tlp != 0) => {}
+        (Kind::MarkingChange, _) => {
+            return bad("a marking change names the target message and its new marking".into());
+        }
+        (Kind::Retraction, Some(Body::Retraction(r))) if !r.target_id.is_empty() => {}
+        (Kind::Retraction, _) => return bad("a retraction names the target message".into()),
         (Kind::Unspecified, _) => return bad(format!("unknown kind {}", c.kind)),
     }
+    if level == Level::Political && !is_political_kind(kind) && !is_control_kind(kind) {
+        return bad(format!(
+            "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}: escalate with a summary instead of raw technical content",
+            kind.as_str_name()
+        ));
+    }
+    if tlp == Tlp::Red && c.recipients.is_empty() {
+        return bad("TLP:RED goes only to explicitly named recipients: name them".into());
+    }
     Ok(())
+}
+
+/// Kinds meant for the political level.
+pub fn is_political_kind(k: Kind) -> bool {
+    matches!(
+        k,
+        Kind::SituationReport | Kind::CrisisStatus | Kind::Assessment | Kind::PublicCommunication
+    )
+}
+
+/// Origin-signed messages about an earlier message.
+pub fn is_control_kind(k: Kind) -> bool {
+    matches!(k, Kind::MarkingChange | Kind::Retraction)
 }
 
 /// New UUIDv7 message id.

@@ -1,1 +1,493 @@
-//! Prometheus metrics. Placeholder.
+//! The node's counters and gauges, rendered in the Prometheus text exposition format 0.0.4
+//! (served by `Admin.Metrics` and `bluewire metrics`).
+//!
+//! Owns: named counters and gauges with label sets, created on first use. Cheap on the hot
+//! path (a concurrent map lookup and an atomic add) and safe to share (`Arc<Metrics>`).
+//!
+//! Counters in use (others may be added freely; a name is either a counter or a gauge):
+//! - `bluewire_routing_decisions_total{direction,rule,outcome}`: allow/deny per rule.
+//! - `bluewire_messages_published_total`, `bluewire_messages_received_total`.
+//! - `bluewire_envelopes_rejected_total{reason}`, `bluewire_deliveries_total{peer}`.
+//!
+//! It must never: panic on odd names or label values (invalid name characters become `_`,
+//! label values are escaped), or render two families with the same name.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+/// Routing decisions: `direction` "egress"|"ingress", `rule`, `outcome` "allow"|"deny".
+pub const ROUTING_DECISIONS: &str = "bluewire_routing_decisions_total";
+pub const MESSAGES_PUBLISHED: &str = "bluewire_messages_published_total";
+pub const MESSAGES_RECEIVED: &str = "bluewire_messages_received_total";
+/// Label `reason`.
+pub const ENVELOPES_REJECTED: &str = "bluewire_envelopes_rejected_total";
+/// Label `peer`.
+pub const DELIVERIES: &str = "bluewire_deliveries_total";
+
+/// HELP text of the known families; others get a generic one.
+const HELP: &[(&str, &str)] = &[
+    (
+        ROUTING_DECISIONS,
+        "Routing decisions by direction (egress, ingress), deciding rule and outcome (allow, deny).",
+    ),
+    (
+        MESSAGES_PUBLISHED,
+        "Messages published by local members through this node.",
+    ),
+    (MESSAGES_RECEIVED, "Messages accepted from peer nodes."),
+    (
+        ENVELOPES_REJECTED,
+        "Envelopes refused by this node, by reason.",
+    ),
+    (DELIVERIES, "Messages acknowledged by each peer node."),
+    (
+        "bluewire_outbox_depth",
+        "Messages queued for each peer node.",
+    ),
+    (
+        "bluewire_audit_records",
+        "Records in this node's audit log.",
+    ),
+];
+
+/// A rendered family: its type and its (labels, value) samples.
+type Family = (&'static str, Vec<(Vec<(String, String)>, String)>);
+
+/// A sample's identity: family name and its labels, sorted by label name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+impl Key {
+    fn new(name: &str, labels: &[(&str, &str)]) -> Key {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        labels.sort();
+        Key {
+            name: name.to_owned(),
+            labels,
+        }
+    }
+}
+
+/// The node's metrics. `Default` starts empty; share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: DashMap<Key, AtomicU64>,
+    /// f64 bit patterns.
+    gauges: DashMap<Key, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Counts one routing decision:
+    /// `bluewire_routing_decisions_total{direction,rule,outcome="allow"|"deny"}`.
+    pub fn decision(&self, direction: &str, rule: &str, allowed: bool) {
+        let outcome = if allowed { "allow" } else { "deny" };
+        self.inc(
+            ROUTING_DECISIONS,
+            &[
+                ("direction", direction),
+                ("rule", rule),
+                ("outcome", outcome),
+            ],
+        );
+    }
+
+    /// Adds 1 to counter `name{labels}`.
+    pub fn inc(&self, name: &'static str, labels: &[(&str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    /// Adds `n` to counter `name{labels}`.
+    pub fn add(&self, name: &'static str, labels: &[(&str, &str)], n: u64) {
+        let key = Key::new(name, labels);
+        if let Some(c) = self.counters.get(&key) {
+            c.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        self.counters
+            .entry(key)
+            .or_default()
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets gauge `name{labels}` to `value`.
+    pub fn gauge(&self, name: &'static str, labels: &[(&str, &str)], value: f64) {
+        let key = Key::new(name, labels);
+        let bits = value.to_bits();
+        if let Some(g) = self.gauges.get(&key) {
+            g.store(bits, Ordering::Relaxed);
+            return;
+        }
+        self.gauges
+            .entry(key)
+            .or_default()
+            .store(bits, Ordering::Relaxed);
+    }
+
+    /// Current value of counter `name{labels}` (0 if never counted). Label order is irrelevant.
+    pub fn counter_value(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.counters
+            .get(&Key::new(name, labels))
+            .map(|c| c.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Current value of gauge `name{labels}`, if set.
+    pub fn gauge_value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.gauges
+            .get(&Key::new(name, labels))
+            .map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
+    }
+
+    /// Current count of routing decisions for `direction`/`rule`/`allowed`.
+    pub fn decision_count(&self, direction: &str, rule: &str, allowed: bool) -> u64 {
+        let outcome = if allowed { "allow" } else { "deny" };
+        self.counter_value(
+            ROUTING_DECISIONS,
+            &[
+                ("direction", direction),
+                ("rule", rule),
+                ("outcome", outcome),
+            ],
+        )
+    }
+
+    /// Everything, in the Prometheus text exposition format 0.0.4: families sorted by name,
+    /// each with `# HELP` and `# TYPE` lines, samples sorted by labels, label values escaped.
+    pub fn render(&self) -> String {
+        // name -> (type, samples). Snapshot first so no map shard is held while formatting.
+        let mut families: BTreeMap<String, Family> = BTreeMap::new();
+        for e in self.counters.iter() {
+            let k = e.key();
+            let v = e.value().load(Ordering::Relaxed).to_string();
+            families
+                .entry(metric_name(&k.name))
+                .or_insert(("counter", Vec::new()))
+                .1
+                .push((k.labels.clone(), v));
+        }
+        for e in self.gauges.iter() {
+            let k = e.key();
+            let v = format_f64(f64::from_bits(e.value().load(Ordering::Relaxed)));
+            let fam = families
+                .entry(metric_name(&k.name))
+                .or_insert(("gauge", Vec::new()));
+            if fam.0 != "gauge" {
+                tracing::warn!(name = %k.name, "metric name used as both counter and gauge; gauge not rendered");
+                continue;
+            }
+            fam.1.push((k.labels.clone(), v));
+        }
+        let mut out = String::new();
+        for (name, (kind, mut samples)) in families {
+            samples.sort();
+            let help = HELP
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, h)| (*h).to_owned())
+                .unwrap_or_else(|| format!("Bluewire {kind} {name}."));
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(&help));
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                out.push_str(&name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{}=\"{}\"", label_name(k), escape_label(v));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {value}");
+            }
+        }
+        out
+    }
+}
+
+/// Metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`; anything else becomes `_`.
+fn metric_name(s: &str) -> String {
+    sanitize(s, true)
+}
+
+/// Label names: `[a-zA-Z_][a-zA-Z0-9_]*`; anything else becomes `_`.
+fn label_name(s: &str) -> String {
+    sanitize(s, false)
+}
+
+fn sanitize(s: &str, colon: bool) -> String {
+    let mut out: String = s
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let ok = c.is_ascii_alphabetic()
+                || c == '_'
+                || (colon && c == ':')
+                || (i > 0 && c.is_ascii_digit());
+            if ok { c } else { '_' }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Label values: `\` -> `\\`, `"` -> `\"`, newline -> `\n`.
+fn escape_label(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HELP text: `\` -> `\\`, newline -> `\n`.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn format_f64(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A sample line parsed back: name, labels (unescaped), value.
+    type Sample = (String, Vec<(String, String)>, String);
+
+    /// A small strict parser for the text format: every line must be a HELP, a TYPE or a
+    /// well-formed sample of the family declared just before it.
+    fn parse(text: &str) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let mut family: Option<String> = None;
+        let mut lines = text.lines().peekable();
+        assert!(text.is_empty() || text.ends_with('\n'));
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                let ty = lines.next().expect("TYPE after HELP");
+                let t = ty
+                    .strip_prefix(&format!("# TYPE {name} "))
+                    .unwrap_or_else(|| panic!("bad TYPE line {ty:?}"));
+                assert!(t == "counter" || t == "gauge", "{t}");
+                family = Some(name.to_owned());
+                continue;
+            }
+            let fam = family.as_deref().expect("sample before HELP/TYPE");
+            let (name, rest) = match line.find(['{', ' ']) {
+                Some(i) => line.split_at(i),
+                None => panic!("no value in {line:?}"),
+            };
+            assert_eq!(name, fam, "sample of another family: {line}");
+            let mut labels = Vec::new();
+            let value = if let Some(mut r) = rest.strip_prefix('{') {
+                loop {
+                    let eq = r.find("=\"").expect("label =\"");
+                    let lname = &r[..eq];
+                    assert!(!lname.is_empty());
+                    assert!(lname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    r = &r[eq + 2..];
+                    let mut val = String::new();
+                    let mut chars = r.char_indices();
+                    let end = loop {
+                        let (i, c) = chars.next().expect("unterminated label value");
+                        match c {
+                            '\\' => match chars.next().expect("escape").1 {
+                                '\\' => val.push('\\'),
+                                '"' => val.push('"'),
+                                'n' => val.push('\n'),
+                                o => panic!("bad escape \\{o}"),
+                            },
+                            '"' => break i,
+                            '\n' => panic!("raw newline"),
+                            c => val.push(c),
+                        }
+                    };
+                    labels.push((lname.to_owned(), val));
+                    r = &r[end + 1..];
+                    if let Some(x) = r.strip_prefix(',') {
+                        r = x;
+                    } else {
+                        break r.strip_prefix("} ").expect("} then value").to_owned();
+                    }
+                }
+            } else {
+                rest.strip_prefix(' ').unwrap().to_owned()
+            };
+            assert!(
+                value.parse::<f64>().is_ok() || ["NaN", "+Inf", "-Inf"].contains(&value.as_str()),
+                "{value}"
+            );
+            out.push((name.to_owned(), labels, value));
+        }
+        out
+    }
+
+    #[test]
+    fn empty_renders_nothing() {
+        assert_eq!(Metrics::new().render(), "");
+    }
+
+    #[test]
+    fn render_format_is_parseable_and_sorted() {
+        let m = Metrics::new();
+        m.decision("egress", "tlp", false);
+        m.decision("egress", "tlp", false);
+        m.decision("egress", "tlp", true);
+        m.decision("ingress", "signature", true);
+        m.inc(MESSAGES_PUBLISHED, &[]);
+        m.inc(DELIVERIES, &[("peer", "org-b")]);
+        m.add(DELIVERIES, &[("peer", "org-a")], 5);
+        m.gauge("bluewire_outbox_depth", &[("peer", "org-b")], 3.0);
+        m.gauge("bluewire_custom_ratio", &[], 0.5);
+        let text = m.render();
+        let samples = parse(&text);
+        assert_eq!(samples.len(), 8, "{text}");
+        assert!(text.contains(
+            "bluewire_routing_decisions_total{direction=\"egress\",outcome=\"deny\",rule=\"tlp\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "bluewire_routing_decisions_total{direction=\"egress\",outcome=\"allow\",rule=\"tlp\"} 1\n"
+        ), "{text}");
+        assert!(text.contains("# TYPE bluewire_routing_decisions_total counter\n"));
+        assert!(text.contains("# TYPE bluewire_outbox_depth gauge\n"));
+        assert!(text.contains("bluewire_messages_published_total 1\n"));
+        assert!(text.contains("bluewire_outbox_depth{peer=\"org-b\"} 3\n"));
+        assert!(text.contains("bluewire_custom_ratio 0.5\n"));
+        assert!(
+            text.contains("# HELP bluewire_custom_ratio Bluewire gauge bluewire_custom_ratio.\n")
+        );
+        // Families sorted by name, samples by labels.
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let peers: Vec<&str> = samples
+            .iter()
+            .filter(|s| s.0 == DELIVERIES)
+            .map(|s| s.1[0].1.as_str())
+            .collect();
+        assert_eq!(peers, ["org-a", "org-b"]);
+        // Label order at the call site does not matter.
+        assert_eq!(m.decision_count("egress", "tlp", false), 2);
+        assert_eq!(
+            m.counter_value(
+                ROUTING_DECISIONS,
+                &[
+                    ("rule", "tlp"),
+                    ("outcome", "allow"),
+                    ("direction", "egress")
+                ]
+            ),
+            1
+        );
+        assert_eq!(m.counter_value(MESSAGES_RECEIVED, &[]), 0);
+        assert_eq!(
+            m.gauge_value("bluewire_outbox_depth", &[("peer", "org-b")]),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_names_sanitized() {
+        let m = Metrics::new();
+        let nasty = "a\"b\\c\nd}e,f=g é";
+        m.inc(ENVELOPES_REJECTED, &[("reason", nasty)]);
+        m.inc("bluewire-weird name_total", &[("9bad-label", "x")]);
+        m.gauge("bluewire_g", &[], f64::INFINITY);
+        m.gauge("bluewire_h", &[], f64::NAN);
+        let text = m.render();
+        assert!(
+            text.contains(r#"bluewire_envelopes_rejected_total{reason="a\"b\\c\nd}e,f=g é"} 1"#),
+            "{text}"
+        );
+        let samples = parse(&text);
+        let rejected = samples.iter().find(|s| s.0 == ENVELOPES_REJECTED).unwrap();
+        assert_eq!(rejected.1, vec![("reason".to_owned(), nasty.to_owned())]);
+        assert!(
+            text.contains("bluewire_weird_name_total{_bad_label=\"x\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("bluewire_g +Inf\n"));
+        assert!(text.contains("bluewire_h NaN\n"));
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 4);
+    }
+
+    #[test]
+    fn counter_and_gauge_with_one_name_render_one_family() {
+        let m = Metrics::new();
+        m.inc("bluewire_x", &[]);
+        m.gauge("bluewire_x", &[("a", "b")], 2.0);
+        let text = m.render();
+        assert_eq!(text.matches("# TYPE bluewire_x").count(), 1, "{text}");
+        parse(&text);
+    }
+
+    #[test]
+    fn concurrent_counting_loses_nothing() {
+        let m = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let rule = if t % 2 == 0 { "tlp" } else { "level" };
+                    for i in 0..5_000 {
+                        m.decision("egress", rule, i % 3 != 0);
+                        m.inc(MESSAGES_RECEIVED, &[]);
+                        if i % 100 == 0 {
+                            let _ = m.render();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(m.counter_value(MESSAGES_RECEIVED, &[]), 40_000);
+        let total: u64 = ["tlp", "level"]
+            .iter()
+            .flat_map(|r| [true, false].map(|a| m.decision_count("egress", r, a)))
+            .sum();
+        assert_eq!(total, 40_000);
+        // 4 threads per rule x 5000, a third denied.
+        assert_eq!(m.decision_count("egress", "tlp", false), 4 * 1667);
+        let samples = parse(&m.render());
+        assert_eq!(samples.len(), 5);
+    }
+}

@@ -198,6 +198,22 @@ impl NodeState {
                 self.ensure_peer(&m.org, &m.profile.endpoint);
             }
         }
+        let events = applied
+            .iter()
+            .map(|a| {
+                crate::audit::AuditEvent::membership(
+                    &state.id,
+                    &a.op.actor_org,
+                    format!(
+                        "#{} {} (sequenced by {})",
+                        a.index,
+                        cluster::describe(&a.op),
+                        a.sequenced_by
+                    ),
+                )
+            })
+            .collect();
+        self.audit(events).await;
         for a in applied {
             info!(cluster.id = %state.id, cluster.index = a.index, actor = %a.op.actor_org, op = %cluster::describe(&a.op), "membership entry applied");
             if let Some(Op::Accept(_)) = &a.op.op

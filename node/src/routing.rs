@@ -1,191 +1,474 @@
 //! Routing: for every (message, candidate recipient) an allow/deny decision
-//! with the rule and a reason, at the origin (egress) and again at the
-//! receiver (ingress). This is the single place where clusters and the
-//! operator's policy plug in; it performs no I/O and knows nothing of the
-//! network, so it is testable on its own.
+//! with the deciding rule and a reason, at the origin (egress) and again at
+//! the receiver (ingress). The built-in rules run in a fixed order; the
+//! operator's local policy runs last and can only narrow. This is the single
+//! place where clusters and policy meet messages; it performs no I/O and knows
+//! nothing of the network, so it is testable on its own.
+//!
+//! Built-in rules, in order:
+//! 1. `cluster-membership` — the recipient is a current member of the
+//!    message's cluster (and, at ingress, the origin was a member at the log
+//!    index it claims and did not send after its membership ended);
+//! 2. `recipients` — with explicit recipients, only those;
+//! 3. `levels` — the message's level is one the recipient is certified for
+//!    (intersected with the cluster's levels); the political level takes only
+//!    situation reports, crisis status, assessments and public-communication
+//!    lines;
+//! 4. `tlp` — RED only to explicitly named recipients; the cluster's maximum;
+//! 5. `classification` — only to organisations accredited for it;
+//! 6. `scope` — sector and member-state scoping, when the message is scoped;
+//! 7. `exercise` — exercise traffic only inside exercise clusters;
+//! 8. `local-policy` — the operator's Cedar policy (forbid rules only).
 
-use bluewire_proto::v1::Content;
+use std::sync::Arc;
 
-use crate::cluster::ClusterState;
+use bluewire_proto::v1::{Content, Kind, Level, Tlp};
+
+use crate::cluster::{ClusterState, Standing};
+use crate::envelope::{is_control_kind, is_political_kind};
+use crate::pki::{self, OrgProfile};
+use crate::policy::{Direction, PolicyHandle, PolicyInput};
+
+/// One rule's verdict, for `policy explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub rule: &'static str,
+    pub allowed: bool,
+    pub reason: String,
+}
 
 /// One decision, explainable to an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub org: String,
     pub allowed: bool,
-    /// Short rule name, e.g. "cluster-membership".
+    /// The deciding rule, e.g. "cluster-membership", "tlp".
     pub rule: &'static str,
     pub reason: String,
     /// Not decidable yet (the receiver's view of the cluster log is behind
     /// the origin's): the sender should keep the message and retry.
     pub retry: bool,
+    /// Every rule evaluated, in order, up to the deciding one.
+    pub steps: Vec<Step>,
 }
 
-impl Decision {
-    fn allow(org: &str, rule: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            org: org.to_string(),
-            allowed: true,
-            rule,
-            reason: reason.into(),
-            retry: false,
-        }
-    }
-    fn deny(org: &str, rule: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            org: org.to_string(),
-            allowed: false,
-            rule,
-            reason: reason.into(),
-            retry: false,
-        }
-    }
-    fn later(org: &str, rule: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            retry: true,
-            ..Self::deny(org, rule, reason)
-        }
-    }
+/// Everything a decision may look at besides the message itself.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub direction: Direction,
+    /// The receiving organisation.
+    pub recipient: &'a str,
+    /// Its CA-asserted profile, when known (rules that need it defer
+    /// to send time when it is not).
+    pub recipient_profile: Option<&'a OrgProfile>,
+    pub origin_profile: Option<&'a OrgProfile>,
+    /// This node's view of the message's cluster.
+    pub cluster: Option<&'a ClusterState>,
 }
 
 /// The routing engine.
-#[derive(Debug, Clone, Default)]
-pub struct Router {}
+#[derive(Clone, Default)]
+pub struct Router {
+    policy: Option<Arc<PolicyHandle>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("local_policy", &self.policy.is_some())
+            .finish()
+    }
+}
+
+enum Outcome {
+    Pass(String),
+    Deny(String),
+    Later(String),
+}
 
 impl Router {
     pub fn new() -> Self {
-        Self {}
+        Self { policy: None }
+    }
+
+    /// A router that applies the operator's local policy after the built-ins.
+    pub fn with_policy(policy: Arc<PolicyHandle>) -> Self {
+        Self {
+            policy: Some(policy),
+        }
+    }
+
+    pub fn policy(&self) -> Option<&Arc<PolicyHandle>> {
+        self.policy.as_ref()
     }
 
     /// Decide, for each candidate, whether `content` may be sent to it now.
-    /// `cluster` is the sender's current view of `content.cluster` (None for
-    /// a message without a cluster, or a cluster this node does not know).
+    /// Profiles come from the cluster's log (CA-certified certificates).
     pub fn egress(
         &self,
         content: &Content,
         candidates: &[String],
         cluster: Option<&ClusterState>,
     ) -> Vec<Decision> {
+        let profile = |org: &str| cluster.and_then(|c| c.members.get(org)).map(|m| &m.profile);
         candidates
             .iter()
-            .map(|org| self.egress_one(content, org, cluster))
+            .map(|org| {
+                self.decide(
+                    content,
+                    Context {
+                        direction: Direction::Egress,
+                        recipient: org,
+                        recipient_profile: profile(org),
+                        origin_profile: profile(&content.origin_org),
+                        cluster,
+                    },
+                )
+            })
             .collect()
     }
 
-    fn egress_one(&self, content: &Content, org: &str, cluster: Option<&ClusterState>) -> Decision {
-        if org == content.origin_org {
-            return Decision::deny(org, "origin", "the origin does not send to itself");
-        }
-        if !content.cluster.is_empty() {
-            let Some(c) = cluster else {
-                return Decision::deny(
-                    org,
-                    "cluster-membership",
-                    format!("cluster {} is unknown here", content.cluster),
-                );
-            };
-            if !c.is_member(org) {
-                return Decision::deny(
-                    org,
-                    "cluster-membership",
-                    format!("{org} is not a current member of {}", c.id),
-                );
-            }
-        }
-        self.recipients_rule(content, org, !content.cluster.is_empty())
-    }
-
-    fn recipients_rule(&self, content: &Content, org: &str, in_cluster: bool) -> Decision {
-        if !content.recipients.is_empty() {
-            return if content.recipients.iter().any(|r| r == org) {
-                Decision::allow(org, "recipients", "named as an explicit recipient")
-            } else {
-                Decision::deny(
-                    org,
-                    "recipients",
-                    format!(
-                        "not among the explicit recipients ({})",
-                        content.recipients.join(", ")
-                    ),
-                )
-            };
-        }
-        if in_cluster {
-            Decision::allow(
-                org,
-                "cluster-membership",
-                format!("a current member of {}", content.cluster),
-            )
-        } else {
-            Decision::allow(org, "federation", "a configured federation peer")
-        }
-    }
-
-    /// Decide whether this node (`me`) may accept `content`, given its own
-    /// view of the cluster. Checks the origin was a member at the log index
-    /// it claims, and did not send after its membership ended.
+    /// Decide whether this node (`me`) may accept `content`.
     pub fn ingress(&self, content: &Content, me: &str, cluster: Option<&ClusterState>) -> Decision {
-        if me == content.origin_org {
-            return Decision::deny(me, "origin", "a node does not receive its own messages");
+        let profile = |org: &str| cluster.and_then(|c| c.members.get(org)).map(|m| &m.profile);
+        self.decide(
+            content,
+            Context {
+                direction: Direction::Ingress,
+                recipient: me,
+                recipient_profile: profile(me),
+                origin_profile: profile(&content.origin_org),
+                cluster,
+            },
+        )
+    }
+
+    /// The full rule chain for one (message, recipient).
+    pub fn decide(&self, content: &Content, ctx: Context<'_>) -> Decision {
+        let mut steps = Vec::new();
+        let rules: [(&'static str, &dyn Fn() -> Outcome); 8] = [
+            ("cluster-membership", &|| membership(content, &ctx)),
+            ("recipients", &|| recipients(content, &ctx)),
+            ("levels", &|| levels(content, &ctx)),
+            ("tlp", &|| tlp(content, &ctx)),
+            ("classification", &|| classification(content, &ctx)),
+            ("scope", &|| scope(content, &ctx)),
+            ("exercise", &|| exercise(content, &ctx)),
+            ("local-policy", &|| self.local_policy(content, &ctx)),
+        ];
+        for (rule, check) in rules {
+            match check() {
+                Outcome::Pass(reason) => steps.push(Step {
+                    rule,
+                    allowed: true,
+                    reason,
+                }),
+                Outcome::Deny(reason) => {
+                    steps.push(Step {
+                        rule,
+                        allowed: false,
+                        reason: reason.clone(),
+                    });
+                    return Decision {
+                        org: ctx.recipient.to_string(),
+                        allowed: false,
+                        rule,
+                        reason,
+                        retry: false,
+                        steps,
+                    };
+                }
+                Outcome::Later(reason) => {
+                    steps.push(Step {
+                        rule,
+                        allowed: false,
+                        reason: reason.clone(),
+                    });
+                    return Decision {
+                        org: ctx.recipient.to_string(),
+                        allowed: false,
+                        rule,
+                        reason,
+                        retry: true,
+                        steps,
+                    };
+                }
+            }
         }
-        if !content.cluster.is_empty() {
-            let Some(c) = cluster else {
-                return Decision::deny(
-                    me,
-                    "cluster-membership",
-                    format!("cluster {} is unknown to {me}", content.cluster),
-                );
-            };
-            if c.head_index < content.cluster_index {
-                return Decision::later(
-                    me,
-                    "cluster-membership",
-                    format!(
-                        "{me} has applied {}'s log up to {}, the origin up to {}: catching up",
-                        c.id, c.head_index, content.cluster_index
-                    ),
-                );
-            }
-            match c.member_at(&content.origin_org, content.cluster_index) {
-                None => {
-                    return Decision::deny(
-                        me,
-                        "cluster-membership",
-                        format!(
-                            "{} was not a member of {} at log index {}",
-                            content.origin_org, c.id, content.cluster_index
-                        ),
-                    );
-                }
-                Some(Some(ended_ms)) if content.created_at_ms > ended_ms => {
-                    return Decision::deny(
-                        me,
-                        "cluster-membership",
-                        format!(
-                            "{} sent it after its membership of {} ended",
-                            content.origin_org, c.id
-                        ),
-                    );
-                }
-                Some(_) => {}
-            }
-            if !c.is_member(me) {
-                if c.standing(me) == Some(crate::cluster::Standing::Invited) {
-                    // The origin may already have applied our acceptance.
-                    return Decision::later(
-                        me,
-                        "cluster-membership",
-                        format!("{me} has not applied its own acceptance into {} yet", c.id),
-                    );
-                }
-                return Decision::deny(
-                    me,
-                    "cluster-membership",
-                    format!("{me} is not a current member of {}", c.id),
-                );
-            }
+        let reason = steps
+            .iter()
+            .find(|s| s.rule == "cluster-membership" || s.rule == "recipients")
+            .map(|s| s.reason.clone())
+            .unwrap_or_default();
+        Decision {
+            org: ctx.recipient.to_string(),
+            allowed: true,
+            rule: "allowed",
+            reason,
+            retry: false,
+            steps,
         }
-        self.recipients_rule(content, me, !content.cluster.is_empty())
+    }
+
+    fn local_policy(&self, content: &Content, ctx: &Context<'_>) -> Outcome {
+        let Some(policy) = &self.policy else {
+            return Outcome::Pass("no local policy loaded".into());
+        };
+        let (Some(origin), Some(recipient)) = (ctx.origin_profile, ctx.recipient_profile) else {
+            return Outcome::Pass("profiles not known yet; decided at send time".into());
+        };
+        let v = policy.evaluate(&PolicyInput {
+            direction: ctx.direction,
+            content,
+            origin,
+            recipient,
+        });
+        if v.allowed {
+            Outcome::Pass(v.reason)
+        } else {
+            Outcome::Deny(v.reason)
+        }
+    }
+}
+
+fn membership(content: &Content, ctx: &Context<'_>) -> Outcome {
+    let org = ctx.recipient;
+    if org == content.origin_org {
+        return Outcome::Deny("the origin does not send to itself".into());
+    }
+    if content.cluster.is_empty() {
+        return Outcome::Pass("no cluster: a direct federation message".into());
+    }
+    let Some(c) = ctx.cluster else {
+        return Outcome::Deny(format!(
+            "cluster {} is unknown to this node",
+            content.cluster
+        ));
+    };
+    if ctx.direction == Direction::Ingress {
+        if c.head_index < content.cluster_index {
+            return Outcome::Later(format!(
+                "{org} has applied {}'s log up to {}, the origin up to {}: catching up",
+                c.id, c.head_index, content.cluster_index
+            ));
+        }
+        match c.member_at(&content.origin_org, content.cluster_index) {
+            None => {
+                return Outcome::Deny(format!(
+                    "{} was not a member of {} at log index {}",
+                    content.origin_org, c.id, content.cluster_index
+                ));
+            }
+            Some(Some(ended_ms)) if content.created_at_ms > ended_ms => {
+                return Outcome::Deny(format!(
+                    "{} sent it after its membership of {} ended",
+                    content.origin_org, c.id
+                ));
+            }
+            Some(_) => {}
+        }
+        if !c.is_member(org) && c.standing(org) == Some(Standing::Invited) {
+            return Outcome::Later(format!(
+                "{org} has not applied its own acceptance into {} yet",
+                c.id
+            ));
+        }
+    }
+    if !c.is_member(org) {
+        return Outcome::Deny(format!("{org} is not a current member of {}", c.id));
+    }
+    Outcome::Pass(format!("{org} is a current member of {}", c.id))
+}
+
+fn recipients(content: &Content, ctx: &Context<'_>) -> Outcome {
+    if content.recipients.is_empty() {
+        return Outcome::Pass("no explicit recipients".into());
+    }
+    if content.recipients.iter().any(|r| r == ctx.recipient) {
+        Outcome::Pass("named as an explicit recipient".into())
+    } else {
+        Outcome::Deny(format!(
+            "not among the explicit recipients ({})",
+            content.recipients.join(", ")
+        ))
+    }
+}
+
+fn level_str(l: i32) -> &'static str {
+    match Level::try_from(l).unwrap_or(Level::Unspecified) {
+        Level::Technical => "technical",
+        Level::Operational => "operational",
+        Level::Political => "political",
+        Level::Unspecified => "unspecified",
+    }
+}
+
+fn pki_level(l: i32) -> Option<pki::Level> {
+    match Level::try_from(l).ok()? {
+        Level::Technical => Some(pki::Level::Technical),
+        Level::Operational => Some(pki::Level::Operational),
+        Level::Political => Some(pki::Level::Political),
+        Level::Unspecified => None,
+    }
+}
+
+fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
+    let level = level_str(content.level);
+    if let Some(c) = ctx.cluster
+        && !content.cluster.is_empty()
+        && !c.levels.contains(&content.level)
+    {
+        return Outcome::Deny(format!("{} does not work at the {level} level", c.id));
+    }
+    let kind = Kind::try_from(content.kind).unwrap_or(Kind::Unspecified);
+    if content.level == Level::Political as i32
+        && !is_political_kind(kind)
+        && !is_control_kind(kind)
+    {
+        return Outcome::Deny(format!(
+            "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}",
+            kind.as_str_name()
+        ));
+    }
+    let Some(p) = ctx.recipient_profile else {
+        return Outcome::Pass(
+            "recipient's certified levels not known yet; checked at send time".into(),
+        );
+    };
+    match pki_level(content.level) {
+        Some(l) if p.levels.contains(&l) => {
+            Outcome::Pass(format!("{} is certified for the {level} level", p.org))
+        }
+        _ => Outcome::Deny(format!(
+            "{} is certified for {} only, not the {level} level",
+            p.org,
+            p.levels
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+pub fn tlp_str(t: i32) -> &'static str {
+    match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
+        Tlp::Clear => "TLP:CLEAR",
+        Tlp::Green => "TLP:GREEN",
+        Tlp::Amber => "TLP:AMBER",
+        Tlp::AmberStrict => "TLP:AMBER+STRICT",
+        Tlp::Red => "TLP:RED",
+        Tlp::Unspecified => "no TLP",
+    }
+}
+
+fn tlp(content: &Content, ctx: &Context<'_>) -> Outcome {
+    let t = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
+    if let Some(c) = ctx.cluster
+        && !content.cluster.is_empty()
+        && t > c.max_tlp
+    {
+        return Outcome::Deny(format!(
+            "{} is {} but {} allows at most {}",
+            content.id,
+            tlp_str(t),
+            c.id,
+            tlp_str(c.max_tlp)
+        ));
+    }
+    match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
+        Tlp::Red if !content.recipients.iter().any(|r| r == ctx.recipient) => {
+            Outcome::Deny(format!(
+                "TLP:RED goes only to explicitly named recipients; {} is not named",
+                ctx.recipient
+            ))
+        }
+        Tlp::Red => Outcome::Pass("TLP:RED to a named recipient".into()),
+        Tlp::AmberStrict => {
+            Outcome::Pass("TLP:AMBER+STRICT: for the recipient organisation only".into())
+        }
+        Tlp::Amber => {
+            Outcome::Pass("TLP:AMBER: the recipient and its need-to-know constituents".into())
+        }
+        Tlp::Green => Outcome::Pass("TLP:GREEN: within the community".into()),
+        Tlp::Clear => Outcome::Pass("TLP:CLEAR: no restriction".into()),
+        Tlp::Unspecified => Outcome::Deny("the message has no TLP marking".into()),
+    }
+}
+
+fn classification(content: &Content, ctx: &Context<'_>) -> Outcome {
+    let class = content
+        .marking
+        .as_ref()
+        .map(|m| m.classification.as_str())
+        .unwrap_or("");
+    if class.is_empty() {
+        return Outcome::Pass("unclassified".into());
+    }
+    let Some(p) = ctx.recipient_profile else {
+        return Outcome::Deny(format!(
+            "classified {class}: the recipient's accreditation is not known"
+        ));
+    };
+    if p.accreditations
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(class))
+    {
+        Outcome::Pass(format!("{} is accredited for {class}", p.org))
+    } else {
+        Outcome::Deny(format!("{} is not accredited for {class}", p.org))
+    }
+}
+
+fn scope(content: &Content, ctx: &Context<'_>) -> Outcome {
+    if content.scope_sectors.is_empty() && content.scope_countries.is_empty() {
+        return Outcome::Pass("not scoped".into());
+    }
+    let Some(p) = ctx.recipient_profile else {
+        return Outcome::Deny(
+            "scoped message: the recipient's certified sectors and country are not known".into(),
+        );
+    };
+    if !content.scope_countries.is_empty()
+        && !content
+            .scope_countries
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&p.country))
+    {
+        return Outcome::Deny(format!(
+            "scoped to {}; {} is in {}",
+            content.scope_countries.join(", "),
+            p.org,
+            p.country
+        ));
+    }
+    if !content.scope_sectors.is_empty()
+        && !content
+            .scope_sectors
+            .iter()
+            .any(|s| p.sectors.iter().any(|x| x.eq_ignore_ascii_case(s)))
+    {
+        return Outcome::Deny(format!(
+            "scoped to sectors {}; {} is certified for {}",
+            content.scope_sectors.join(", "),
+            p.org,
+            if p.sectors.is_empty() {
+                "none".to_string()
+            } else {
+                p.sectors.join(", ")
+            }
+        ));
+    }
+    Outcome::Pass("within the message's scope".into())
+}
+
+fn exercise(content: &Content, ctx: &Context<'_>) -> Outcome {
+    let flagged = content.marking.as_ref().is_some_and(|m| m.exercise);
+    let exercise_cluster = ctx.cluster.is_some_and(|c| c.exercise) && !content.cluster.is_empty();
+    match (flagged, exercise_cluster) {
+        (true, true) => Outcome::Pass("exercise traffic inside an exercise cluster".into()),
+        (true, false) => Outcome::Deny("exercise traffic goes only into exercise clusters".into()),
+        (false, _) => Outcome::Pass("not exercise traffic".into()),
     }
 }
 
@@ -197,6 +480,11 @@ mod tests {
         Content {
             origin_org: "csirt-be".into(),
             recipients: recipients.iter().map(|s| s.to_string()).collect(),
+            level: Level::Technical as i32,
+            marking: Some(bluewire_proto::v1::Marking {
+                tlp: Tlp::Amber as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

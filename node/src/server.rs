@@ -21,10 +21,12 @@ use crate::cluster::ClusterState;
 use crate::config::NodeConfig;
 use crate::delivery::{self, PeerLink};
 use crate::pki::{OrgProfile, PeerIdentity};
-use crate::routing::Router;
+use crate::policy::Direction;
+use crate::routing::{Context as RouteContext, Decision, Router};
 use crate::signing::SigningKey;
 use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
+use bluewire_proto::v1::Content;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -73,6 +75,7 @@ pub struct NodeState {
     pub fed_clients: DashMap<String, FederationClient<Channel>>,
     pub client_config: Arc<rustls::ClientConfig>,
     pub shutdown_rx: watch::Receiver<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeState {
@@ -106,6 +109,70 @@ impl NodeState {
         let k = self.store.get_key(key_id).ok().flatten()?;
         self.keys.insert(key_id.to_string(), k.clone());
         Some(k)
+    }
+
+    /// A CA-asserted profile: our own, a cluster member's, or one from a
+    /// certificate this node has verified.
+    pub fn profile_of(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
+        if org == self.org() {
+            return Some(self.profile.clone());
+        }
+        if let Some(m) = cluster.and_then(|c| c.members.get(org)) {
+            return Some(m.profile.clone());
+        }
+        self.directory.get(org).map(|d| d.1.clone())
+    }
+
+    /// The routing decision for one (message, recipient), with this node's
+    /// view of the cluster and the CA-asserted profiles it knows.
+    pub fn decide(&self, content: &Content, recipient: &str, direction: Direction) -> Decision {
+        let cluster = if content.cluster.is_empty() {
+            None
+        } else {
+            self.cluster(&content.cluster)
+        };
+        let rp = self.profile_of(recipient, cluster.as_deref());
+        let op = self.profile_of(&content.origin_org, cluster.as_deref());
+        let d = self.router.decide(
+            content,
+            RouteContext {
+                direction,
+                recipient,
+                recipient_profile: rp.as_ref(),
+                origin_profile: op.as_ref(),
+                cluster: cluster.as_deref(),
+            },
+        );
+        let dir = match direction {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        };
+        self.metrics.decision(dir, d.rule, d.allowed);
+        d
+    }
+
+    /// Prometheus text: counters plus per-peer outbox gauges.
+    pub fn render_metrics(&self) -> String {
+        for p in self.peers.iter() {
+            if let Ok(d) = self.store.outbox_depth(&p.org) {
+                self.metrics
+                    .gauge("bluewire_outbox_depth", &[("peer", &p.org)], d as f64);
+            }
+        }
+        self.metrics
+            .gauge("bluewire_store_head_seq", &[], self.store.head_seq() as f64);
+        self.metrics.render()
+    }
+
+    /// Append to the audit trail; a failure is logged, never fatal to the
+    /// operation being audited.
+    pub async fn audit(&self, events: Vec<crate::audit::AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append_audit(events).await {
+            warn!(error = %e, "audit append failed");
+        }
     }
 
     /// Wake the delivery workers of these peers.
@@ -221,6 +288,7 @@ impl Node {
             fed_clients: DashMap::new(),
             client_config: client_config.clone(),
             shutdown_rx: shutdown_rx.clone(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         });
         state.learn_keys(&profile).await;
         for p in &config.peers {

@@ -3,13 +3,19 @@
 //! Owns: messages (keyed by a local, strictly increasing `seq`, with an id index for dedup),
 //! the per-peer outbox with its depth/delivered counters, durable named subscriber cursors,
 //! known signing keys, rejection records, the per-cluster replicated logs (exact encoded entry
-//! bytes by index) and the organisation directory (node certificates by org).
+//! bytes by index), the organisation directory (node certificates by org) and the hash-chained
+//! audit log (see [`crate::audit`]).
 //!
 //! Every write goes through ONE writer thread that group-commits: it takes the first queued op,
 //! drains whatever else is queued (up to [`MAX_GROUP`] ops), applies them all in one write
 //! transaction with `Durability::Immediate`, commits (one fsync) and only then answers each op.
 //! So an `Ok` from any async write means "on disk", and throughput is not capped at the disk's
 //! fsync rate. After a commit that added messages the new head seq is published on a watch.
+//! Exceptions that ride along without forcing an fsync of their own (a group made only of them
+//! commits with `Durability::None` and becomes durable with the next durable commit): outbox
+//! acks and audit appends. The audit log's seq and chain hash are assigned by the writer, in
+//! commit order, in the same transaction as the head they advance, so a crash can lose the
+//! newest audit records but never break the chain.
 //!
 //! It must never: acknowledge a write before its commit; re-encode envelope bytes (they are
 //! stored and returned exactly as given); panic on a corrupted or undecodable record (that is
@@ -18,8 +24,8 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use prost::Message as _;
@@ -28,6 +34,8 @@ use redb::{
     Table, TableDefinition,
 };
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::audit::AuditEvent;
 
 /// File name of the database inside the node's data_dir.
 pub const FILE_NAME: &str = "bluewire.redb";
@@ -48,6 +56,12 @@ const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CLUSTER_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cluster_log");
 const DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("directory");
+/// Audit records by seq (1, 2, …): encoded [`AuditDisk`].
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
+/// table holds only u64 values, so the head's hash lives here.)
+const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
+const AUDIT_HEAD_KEY: &str = "head";
 
 /// Next message seq to assign (seqs start at 1; head = next - 1).
 const META_NEXT_SEQ: &str = "next_seq";
@@ -197,6 +211,75 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// One stored audit record, as read back (see [`crate::audit`] for the chain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecordRow {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub event: String,
+    pub msg_id: String,
+    pub peer: String,
+    pub cluster: String,
+    pub rule: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecordRow {
+    /// The chain hash this record's content and `prev_hash` call for.
+    pub fn compute_hash(&self) -> String {
+        crate::audit::chain_hash(
+            &self.prev_hash,
+            self.seq,
+            self.at_ms,
+            [
+                &self.event,
+                &self.msg_id,
+                &self.peer,
+                &self.cluster,
+                &self.rule,
+                &self.detail,
+            ],
+        )
+    }
+
+    /// The on-disk bytes (the seq is the table key, not part of them). Public for tests that
+    /// tamper with the log through [`Store::tamper_audit_for_tests`].
+    #[doc(hidden)]
+    pub fn encode(&self) -> Vec<u8> {
+        AuditDisk {
+            at_ms: self.at_ms,
+            event: self.event.clone(),
+            msg_id: self.msg_id.clone(),
+            peer: self.peer.clone(),
+            cluster: self.cluster.clone(),
+            rule: self.rule.clone(),
+            detail: self.detail.clone(),
+            prev_hash: self.prev_hash.clone(),
+            hash: self.hash.clone(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Decodes the on-disk bytes stored under `seq`.
+    pub fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecordRow, prost::DecodeError> {
+        let d = AuditDisk::decode(bytes)?;
+        Ok(AuditRecordRow {
+            seq,
+            at_ms: d.at_ms,
+            event: d.event,
+            msg_id: d.msg_id,
+            peer: d.peer,
+            cluster: d.cluster,
+            rule: d.rule,
+            detail: d.detail,
+            prev_hash: d.prev_hash,
+            hash: d.hash,
+        })
+    }
+}
+
 // ---- on-disk records (prost) ---------------------------------------------------------------
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -252,6 +335,43 @@ struct RejectionRecord {
     reason: String,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+struct AuditDisk {
+    #[prost(int64, tag = "1")]
+    at_ms: i64,
+    #[prost(string, tag = "2")]
+    event: String,
+    #[prost(string, tag = "3")]
+    msg_id: String,
+    #[prost(string, tag = "4")]
+    peer: String,
+    #[prost(string, tag = "5")]
+    cluster: String,
+    #[prost(string, tag = "6")]
+    rule: String,
+    #[prost(string, tag = "7")]
+    detail: String,
+    #[prost(string, tag = "8")]
+    prev_hash: String,
+    #[prost(string, tag = "9")]
+    hash: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AuditHeadRecord {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(string, tag = "2")]
+    hash: String,
+}
+
+/// The audit chain's head: last seq (0 when empty) and its hash (genesis when empty).
+type AuditHead = (u64, String);
+
+fn genesis_head() -> AuditHead {
+    (0, crate::audit::GENESIS_HASH.to_owned())
+}
+
 // ---- writer ops ----------------------------------------------------------------------------
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -300,6 +420,10 @@ enum Op {
         cert_der: Vec<u8>,
         reply: Reply<()>,
     },
+    AppendAudit {
+        events: Vec<AuditEvent>,
+        reply: Reply<()>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -308,9 +432,11 @@ enum Op {
 impl Op {
     /// Whether the caller needs this op on disk before it is answered.
     /// Outbox acks do not: losing one in a crash only means the envelope is
-    /// delivered again, and receivers deduplicate by id.
+    /// delivered again, and receivers deduplicate by id. Audit appends do not either: they
+    /// are frequent (several per message), and a crash can only lose the newest records
+    /// together with the head that covers them, never break the chain.
     fn durable(&self) -> bool {
-        !matches!(self, Op::Ack { .. })
+        !matches!(self, Op::Ack { .. } | Op::AppendAudit { .. })
     }
 }
 
@@ -338,7 +464,8 @@ impl Op {
                 | Op::PutKey { reply, .. }
                 | Op::SetCursor { reply, .. }
                 | Op::AppendCluster { reply, .. }
-                | Op::PutDirectory { reply, .. },
+                | Op::PutDirectory { reply, .. }
+                | Op::AppendAudit { reply, .. },
                 Ok(Applied::Unit),
             ) => {
                 let _ = reply.send(Ok(()));
@@ -360,7 +487,8 @@ impl Op {
             | Op::PutKey { reply, .. }
             | Op::SetCursor { reply, .. }
             | Op::AppendCluster { reply, .. }
-            | Op::PutDirectory { reply, .. } => {
+            | Op::PutDirectory { reply, .. }
+            | Op::AppendAudit { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Op::Close { reply } => {
@@ -382,7 +510,11 @@ struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     cluster_log: Table<'t, (&'static str, u64), &'static [u8]>,
     directory: Table<'t, &'static str, &'static [u8]>,
+    audit: Table<'t, u64, &'static [u8]>,
+    audit_meta: Table<'t, &'static str, &'static [u8]>,
     next_seq: u64,
+    /// The audit head as of this transaction's last applied op.
+    audit_head: AuditHead,
 }
 
 fn get_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<Option<u64>> {
@@ -448,8 +580,37 @@ impl Tables<'_> {
                     .map_err(db_err("put directory entry"))?;
                 Ok(Applied::Unit)
             }
+            Op::AppendAudit { events, .. } => self.append_audit(events).map(|()| Applied::Unit),
             Op::Close { .. } => Ok(Applied::Unit),
         }
+    }
+
+    /// Chains `events` after the current head, in order.
+    fn append_audit(&mut self, events: &[AuditEvent]) -> Result<()> {
+        for ev in events {
+            let (last, prev_hash) = &self.audit_head;
+            let seq = last
+                .checked_add(1)
+                .ok_or(StoreError::Internal("audit seq space exhausted"))?;
+            let mut row = AuditRecordRow {
+                seq,
+                at_ms: ev.at_ms,
+                event: ev.event.as_str().to_owned(),
+                msg_id: ev.msg_id.clone(),
+                peer: ev.peer.clone(),
+                cluster: ev.cluster.clone(),
+                rule: ev.rule.clone(),
+                detail: ev.detail.clone(),
+                prev_hash: prev_hash.clone(),
+                hash: String::new(),
+            };
+            row.hash = row.compute_hash();
+            self.audit
+                .insert(seq, row.encode().as_slice())
+                .map_err(db_err("append audit record"))?;
+            self.audit_head = (seq, row.hash);
+        }
+        Ok(())
     }
 
     fn insert(&mut self, msgs: &[NewMessage]) -> Result<Vec<InsertOutcome>> {
@@ -660,6 +821,8 @@ struct Writer {
     db: Arc<Database>,
     head: Arc<watch::Sender<u64>>,
     commits: Arc<AtomicU64>,
+    /// The committed audit head. Only the writer changes it (after each commit).
+    audit_head: Arc<Mutex<AuditHead>>,
 }
 
 impl Writer {
@@ -731,6 +894,7 @@ impl Writer {
     /// Applies the group in one write transaction and commits it. Returns each op's result
     /// and the new head seq if messages were added.
     fn try_group(&self, group: &[Op]) -> Result<(Vec<Applied>, Option<u64>), GroupFailure> {
+        let audit_before = lock(&self.audit_head).clone();
         let txn = |e| GroupFailure::Txn(e);
         let mut wtx = self
             .db
@@ -744,8 +908,9 @@ impl Writer {
         };
         wtx.set_durability(durability);
         let mut applied = Vec::with_capacity(group.len());
+        let mut audit_after = None;
         let (start, end) = {
-            let mut t = open_tables(&wtx).map_err(txn)?;
+            let mut t = open_tables(&wtx, audit_before.clone()).map_err(txn)?;
             let start = t.next_seq;
             for (i, op) in group.iter().enumerate() {
                 match t.apply(op) {
@@ -765,14 +930,52 @@ impl Writer {
                     .map_err(db_err("advance seq"))
                     .map_err(txn)?;
             }
+            if t.audit_head != audit_before {
+                t.put_audit_head().map_err(txn)?;
+                audit_after = Some(t.audit_head.clone());
+            }
             (start, t.next_seq)
         };
         wtx.commit().map_err(db_err("commit")).map_err(txn)?;
+        if let Some(h) = audit_after {
+            *lock(&self.audit_head) = h;
+        }
         Ok((applied, (end != start).then(|| end - 1)))
     }
 }
 
-fn open_tables<'t>(wtx: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values are replaced whole, so a poisoned lock still holds a consistent one.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Tables<'_> {
+    fn put_audit_head(&mut self) -> Result<()> {
+        let (seq, hash) = &self.audit_head;
+        let rec = AuditHeadRecord {
+            seq: *seq,
+            hash: hash.clone(),
+        }
+        .encode_to_vec();
+        self.audit_meta
+            .insert(AUDIT_HEAD_KEY, rec.as_slice())
+            .map_err(db_err("advance audit head"))?;
+        Ok(())
+    }
+}
+
+/// Reads the stored audit head (genesis when there is none).
+fn read_audit_head<T: ReadableTable<&'static str, &'static [u8]>>(t: &T) -> Result<AuditHead> {
+    match t.get(AUDIT_HEAD_KEY).map_err(db_err("read audit head"))? {
+        Some(v) => {
+            let h: AuditHeadRecord = decode("audit head", AUDIT_HEAD_KEY, v.value())?;
+            Ok((h.seq, h.hash))
+        }
+        None => Ok(genesis_head()),
+    }
+}
+
+fn open_tables<'t>(wtx: &'t redb::WriteTransaction, audit_head: AuditHead) -> Result<Tables<'t>> {
     let e = db_err::<redb::TableError>;
     let meta = wtx.open_table(META).map_err(e("open meta table"))?;
     let next_seq = get_u64(&meta, META_NEXT_SEQ)?.unwrap_or(1);
@@ -792,8 +995,13 @@ fn open_tables<'t>(wtx: &'t redb::WriteTransaction) -> Result<Tables<'t>> {
         directory: wtx
             .open_table(DIRECTORY)
             .map_err(e("open directory table"))?,
+        audit: wtx.open_table(AUDIT).map_err(e("open audit table"))?,
+        audit_meta: wtx
+            .open_table(AUDIT_META)
+            .map_err(e("open audit meta table"))?,
         meta,
         next_seq,
+        audit_head,
     })
 }
 
@@ -819,6 +1027,7 @@ struct Inner {
     db: Arc<Database>,
     head: Arc<watch::Sender<u64>>,
     commits: Arc<AtomicU64>,
+    audit_head: Arc<Mutex<AuditHead>>,
     closed: AtomicBool,
     path: PathBuf,
 }
@@ -858,7 +1067,8 @@ impl Store {
                 source: Arc::new(other.into()),
             },
         })?;
-        let head = init(&db)?;
+        let (head, audit_head) = init(&db)?;
+        let audit_head = Arc::new(Mutex::new(audit_head));
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head_tx = Arc::new(watch::Sender::new(head));
@@ -867,6 +1077,7 @@ impl Store {
             db: db.clone(),
             head: head_tx.clone(),
             commits: commits.clone(),
+            audit_head: audit_head.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("bluewire-store-writer".into())
@@ -880,6 +1091,7 @@ impl Store {
                 db,
                 head: head_tx,
                 commits,
+                audit_head,
                 closed: AtomicBool::new(false),
                 path,
             }),
@@ -1297,6 +1509,101 @@ impl Store {
         Ok(out)
     }
 
+    /// Appends `events` to the hash-chained audit log, in order and atomically. The writer
+    /// assigns each its seq and chain hash in commit order (see [`crate::audit`]); fields
+    /// longer than [`crate::audit::MAX_FIELD_LEN`] are cut. Group-committed without forcing an
+    /// fsync of its own: the records become durable with the next durable commit (any insert,
+    /// rejection, …), so a crash can lose the newest records (with the head that covers them)
+    /// but never leaves a broken chain.
+    pub async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::AppendAudit { events, reply }).await
+    }
+
+    /// Up to `limit` audit records with seq > `after_seq`, in seq order. An undecodable record
+    /// is [`StoreError::Corrupt`]; use [`crate::audit::verify`] to check the chain.
+    pub fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecordRow>> {
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
+        let mut out = Vec::new();
+        for entry in t.range(from..).map_err(db_err("scan audit"))?.take(limit) {
+            let (k, v) = entry.map_err(db_err("scan audit"))?;
+            let seq = k.value();
+            let row = AuditRecordRow::decode(seq, v.value()).map_err(|e| StoreError::Corrupt {
+                what: "audit",
+                key: seq.to_string(),
+                detail: format!("cannot decode: {e}"),
+            })?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// The committed audit head: (last seq, its hash); `(0, GENESIS_HASH)` when empty.
+    pub fn audit_head(&self) -> (u64, String) {
+        lock(&self.inner.audit_head).clone()
+    }
+
+    /// Visits every stored audit record `(seq, raw bytes)` in seq order and returns the stored
+    /// head, all from one consistent snapshot. `visit` returns false to stop early.
+    pub(crate) fn audit_scan(
+        &self,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<AuditHead> {
+        let rtx = self.read()?;
+        let head = {
+            let meta = rtx
+                .open_table(AUDIT_META)
+                .map_err(db_err("open audit meta"))?;
+            read_audit_head(&meta)?
+        };
+        let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
+        for entry in t.iter().map_err(db_err("scan audit"))? {
+            let (k, v) = entry.map_err(db_err("scan audit"))?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(head)
+    }
+
+    /// Overwrites (`Some`) or deletes (`None`) the stored audit record at `seq` directly in
+    /// the database, bypassing the chain: simulates tampering with the on-disk log in tests.
+    #[doc(hidden)]
+    pub async fn tamper_audit_for_tests(&self, seq: u64, new_bytes: Option<Vec<u8>>) -> Result<()> {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
+            wtx.set_durability(Durability::Immediate);
+            {
+                let mut t = wtx
+                    .open_table(AUDIT)
+                    .map_err(db_err::<redb::TableError>("open audit table"))?;
+                match &new_bytes {
+                    Some(b) => {
+                        t.insert(seq, b.as_slice())
+                            .map_err(db_err("tamper audit"))?;
+                    }
+                    None => {
+                        t.remove(seq).map_err(db_err("tamper audit"))?;
+                    }
+                }
+            }
+            wtx.commit().map_err(db_err("commit"))
+        })
+        .await
+        .map_err(|_| StoreError::Internal("audit tamper task failed"))?
+    }
+
     /// Stops the writer after committing the ops queued before this call; later writes return
     /// [`StoreError::Closed`]. Reads keep working. The file lock is released when the last
     /// `Store` clone is dropped. A second call returns immediately.
@@ -1311,12 +1618,19 @@ impl Store {
     }
 }
 
-/// Creates every table, checks the seq allocator against the data, returns the head seq.
-fn init(db: &Database) -> Result<u64> {
+/// Creates every table, checks the seq allocator against the data, returns the head seq and
+/// the audit head.
+fn init(db: &Database) -> Result<(u64, AuditHead)> {
     let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
     wtx.set_durability(Durability::Immediate);
+    let audit_head = {
+        let t = wtx
+            .open_table(AUDIT_META)
+            .map_err(db_err::<redb::TableError>("open audit meta table"))?;
+        read_audit_head(&t)?
+    };
     let head = {
-        let mut t = open_tables(&wtx)?;
+        let mut t = open_tables(&wtx, audit_head.clone())?;
         let last = t
             .messages
             .last()
@@ -1342,7 +1656,7 @@ fn init(db: &Database) -> Result<u64> {
         t.next_seq - 1
     };
     wtx.commit().map_err(db_err("commit"))?;
-    Ok(head)
+    Ok((head, audit_head))
 }
 
 #[cfg(test)]
@@ -1880,6 +2194,57 @@ mod tests {
         assert_eq!(store.outbox_depth("p2").unwrap(), 0);
         assert_eq!(store.enqueue("p2", vec![2]).await.unwrap(), 1);
         assert_eq!(store.outbox_depth("p2").unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
+        use crate::audit::{self, AuditEvent};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.audit_head(), (0, audit::GENESIS_HASH.to_owned()));
+            // Audit appends queued with inserts and with refused ops (which make the writer
+            // retry the rest of the group): the chain stays contiguous and verifiable.
+            let handles: Vec<_> = (0..40u64)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let bad = i % 5 == 0;
+                        let id = if bad { String::new() } else { format!("m{i}") };
+                        let ins = store.insert(msg(&id, &[])).await;
+                        assert_eq!(ins.is_err(), bad);
+                        store
+                            .append_audit(vec![
+                                AuditEvent::published(id.clone(), "u"),
+                                AuditEvent::sent(id, "org-b", "tlp"),
+                            ])
+                            .await
+                            .unwrap();
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+            let (seq, hash) = store.audit_head();
+            assert_eq!(seq, 80);
+            let rows = store.audit_records(0, usize::MAX).unwrap();
+            assert_eq!(rows.len(), 80);
+            assert!(rows.iter().zip(1..).all(|(r, s)| r.seq == s));
+            assert_eq!(rows[79].hash, hash);
+            assert_eq!(store.audit_records(78, 10).unwrap().len(), 2);
+            assert!(store.audit_records(80, 10).unwrap().is_empty());
+            assert!(store.audit_records(u64::MAX, 10).unwrap().is_empty());
+            // A later durable op makes the (non-durable) audit appends durable.
+            store.insert(msg("last", &[])).await.unwrap();
+            store.close().await;
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head().0, 80);
+        let v = audit::verify(&store).unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.records, 80);
+        assert_eq!(v.head_hash, store.audit_head().1);
     }
 
     #[tokio::test]

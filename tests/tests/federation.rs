@@ -10,7 +10,12 @@ async fn published_message_reaches_every_org_verified_and_byte_identical() {
     let fed = TestFederation::new(&[
         OrgSpec::csirt("csirt-be", "BE"),
         OrgSpec::csirt("csirt-fr", "FR"),
-        OrgSpec::new("cyclone-fr", "FR", "liaison", &[Level::Operational]),
+        OrgSpec::new(
+            "cyclone-fr",
+            "FR",
+            "liaison",
+            &[Level::Technical, Level::Operational],
+        ),
         OrgSpec::new("cert-eu", "EU", "eu-body", &[Level::Technical]),
     ])
     .await;

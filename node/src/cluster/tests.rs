@@ -143,6 +143,7 @@ fn create_body(creator: usize, name: &str) -> Op {
         max_tlp: pb::Tlp::Amber as i32,
         history: HistoryRule::SinceJoin as i32,
         node_cert: cert(creator),
+        exercise: false,
     })
 }
 
@@ -973,6 +974,11 @@ fn publication(origin: usize, st: &ClusterState, created_at_ms: i64) -> Content 
         created_at_ms,
         cluster: st.id.clone(),
         cluster_index: st.head_index,
+        level: pb::Level::Technical as i32,
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Green as i32,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
