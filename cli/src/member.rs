@@ -2,6 +2,7 @@
 //! cluster), subscribe, get, status, peers, rejections. Which node and which certificate come from
 //! flags or a small client config file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
@@ -467,9 +468,13 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         .into_inner();
     let mut n = 0u64;
     while let Some(item) = stream.message().await.map_err(|s| status_err(&conn, s))? {
-        match out {
-            Output::Json => println!("{}", feed_json(&item)),
-            Output::Table => println!("{}", feed_line(&item)),
+        let line = match out {
+            Output::Json => feed_json(&item).to_string(),
+            Output::Table => feed_line(&item),
+        };
+        // A closed pipe (`subscribe | head`) ends the subscription quietly.
+        if writeln!(std::io::stdout(), "{line}").is_err() {
+            return Ok(());
         }
         if let Some(name) = &a.durable {
             client

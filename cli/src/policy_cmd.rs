@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use bluewire_node::policy::{self, LocalPolicy};
+use bluewire_proto::v1 as pb;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -30,13 +31,125 @@ pub enum PolicyCommand {
         /// The cases file.
         cases: PathBuf,
     },
+    /// Why a stored message was (or would be) delivered to an organisation.
+    Explain {
+        /// Message id (as printed by publish/subscribe).
+        #[arg(long)]
+        message: String,
+        /// Recipient organisation (default: every candidate).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Explain a draft before publishing it: takes the same flags as `publish`.
+    ExplainDraft {
+        /// Recipient organisation to explain (default: every candidate).
+        #[arg(long = "for", value_name = "ORG")]
+        for_org: Option<String>,
+        #[command(flatten)]
+        draft: crate::member::PublishCmd,
+    },
+    /// Make the node re-read its local policy file now.
+    Reload,
 }
 
-pub async fn run(_c: &ConnArgs, cmd: PolicyCommand, out: Output) -> anyhow::Result<()> {
+pub async fn run(c: &ConnArgs, cmd: PolicyCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Check { file } => check(&file, out),
         PolicyCommand::Test { policy, cases } => test(&policy, &cases, out),
+        PolicyCommand::Explain { message, to } => {
+            explain(
+                c,
+                pb::ExplainRequest {
+                    message_id: message,
+                    draft: None,
+                    to: to.unwrap_or_default(),
+                },
+                out,
+            )
+            .await
+        }
+        PolicyCommand::ExplainDraft { for_org, draft } => {
+            explain(
+                c,
+                pb::ExplainRequest {
+                    message_id: String::new(),
+                    draft: Some(draft.request()),
+                    to: for_org.unwrap_or_default(),
+                },
+                out,
+            )
+            .await
+        }
+        PolicyCommand::Reload => {
+            let conn = c.connect()?;
+            let r = conn
+                .admin()
+                .reload_policy(pb::ReloadPolicyRequest {})
+                .await
+                .map_err(|s| {
+                    anyhow::anyhow!(bluewire_node::client::explain_status(&conn.endpoint, &s))
+                })?
+                .into_inner();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"loaded": r.loaded, "hash": r.policy_hash, "policies": r.policies})
+                ),
+                Output::Table if r.loaded => {
+                    println!(
+                        "local policy in force: {} policies, sha256 {}",
+                        r.policies, r.policy_hash
+                    )
+                }
+                Output::Table => println!("no local policy configured: built-in rules only"),
+            }
+            Ok(())
+        }
     }
+}
+
+async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::Result<()> {
+    let conn = c.connect()?;
+    let r = conn
+        .admin()
+        .explain(req)
+        .await
+        .map_err(|s| anyhow::anyhow!(bluewire_node::client::explain_status(&conn.endpoint, &s)))?
+        .into_inner();
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(
+                r.recipients
+                    .iter()
+                    .map(|x| json!({
+                        "org": x.org, "allowed": x.allowed, "rule": x.rule, "reason": x.reason,
+                        "steps": x.steps.iter().map(|s| json!({"rule": s.rule, "allowed": s.allowed, "reason": s.reason})).collect::<Vec<_>>(),
+                    }))
+                    .collect()
+            )
+        ),
+        Output::Table => {
+            for x in &r.recipients {
+                println!(
+                    "{} {}: {} (rule {})",
+                    if x.allowed { "ALLOW" } else { "DENY " },
+                    x.org,
+                    x.reason,
+                    x.rule
+                );
+                for s in &x.steps {
+                    println!(
+                        "    {} {:<18} {}",
+                        if s.allowed { "✔" } else { "✘" },
+                        s.rule,
+                        s.reason
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load(file: &Path) -> anyhow::Result<LocalPolicy> {

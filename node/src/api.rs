@@ -1245,7 +1245,20 @@ impl Admin for Api {
         req: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         self.require_user(&req, true)?;
-        Err(Status::unimplemented("not yet"))
+        let Some(handle) = self.state.router.policy() else {
+            return Err(Status::failed_precondition(
+                "this node has no policy handle",
+            ));
+        };
+        handle.reload().map_err(|e| {
+            Status::failed_precondition(format!("policy not reloaded, previous one kept: {e}"))
+        })?;
+        let current = handle.current();
+        Ok(Response::new(pb::ReloadPolicyResponse {
+            loaded: current.is_some(),
+            policy_hash: current.as_ref().map(|p| p.hash()).unwrap_or_default(),
+            policies: current.as_ref().map(|p| p.len() as u32).unwrap_or(0),
+        }))
     }
 
     async fn audit_verify(

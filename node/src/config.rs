@@ -36,7 +36,26 @@ struct RawConfig {
     #[serde(default)]
     clusters: ClustersConfig,
     #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
     peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    file: Option<PathBuf>,
+    reload_secs: Option<u64>,
+}
+
+/// The operator's local routing policy.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// A Cedar file of forbid rules (see deploy/policy/example.cedar); None:
+    /// only the built-in rules apply.
+    pub file: Option<PathBuf>,
+    /// How often the file is checked for changes (s).
+    pub reload_secs: u64,
 }
 
 /// Cluster log replication.
@@ -156,6 +175,7 @@ pub struct NodeConfig {
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
     pub clusters: ClustersConfig,
+    pub policy: PolicyConfig,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -236,6 +256,10 @@ impl NodeConfig {
             limits: raw.limits,
             clusters: ClustersConfig {
                 sync_interval_ms: raw.clusters.sync_interval_ms.max(100),
+            },
+            policy: PolicyConfig {
+                file: raw.policy.file.as_deref().map(abs),
+                reload_secs: raw.policy.reload_secs.unwrap_or(5).max(1),
             },
             peers: raw.peers,
         })
@@ -320,6 +344,13 @@ handshake_timeout_ms = 10000
 
 [clusters]
 sync_interval_ms = 2000       # members pull cluster logs this often (conveners also push)
+
+[policy]
+# Optional Cedar file of forbid rules that narrow what the built-in routing
+# rules allow (never widen). Checked every reload_secs; `bluewire policy check`
+# validates it. See deploy/policy/example.cedar.
+# file = "policy.cedar"
+reload_secs = 5
 "#
     );
     if peers.is_empty() {

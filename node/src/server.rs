@@ -48,6 +48,8 @@ pub enum NodeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("local policy: {0}")]
+    Policy(String),
     #[error("cluster logs in the store: {0}")]
     Clusters(String),
     #[error("gRPC server failed: {0}")]
@@ -271,11 +273,19 @@ impl Node {
             shutdown_rx.clone(),
         );
 
+        let policy = Arc::new(
+            crate::policy::PolicyHandle::new(config.policy.file.clone())
+                .map_err(|e| NodeError::Policy(e.to_string()))?,
+        );
+        policy.spawn_watcher(
+            Duration::from_secs(config.policy.reload_secs),
+            shutdown_rx.clone(),
+        );
         let state = Arc::new(NodeState {
             profile: profile.clone(),
             store: store.clone(),
             signer,
-            router: Router::new(),
+            router: Router::with_policy(policy.clone()),
             tls: tls.clone(),
             peers: DashMap::new(),
             keys: DashMap::new(),
@@ -298,6 +308,32 @@ impl Node {
         }
         if let Err(e) = crate::replication::load(&state).await {
             return Err(NodeError::Clusters(e.to_string()));
+        }
+        // Every policy change that takes effect is audited.
+        {
+            let st = state.clone();
+            let mut changes = policy.subscribe();
+            let mut shutdown = shutdown_rx.clone();
+            let initial = changes.borrow_and_update().clone();
+            st.audit(vec![crate::audit::AuditEvent::policy(match &initial {
+                Some(h) => format!("local policy in force at start: sha256 {h}"),
+                None => "no local policy at start: built-in rules only".to_string(),
+            })])
+            .await;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { break },
+                        _ = shutdown.changed() => break,
+                    }
+                    let h = changes.borrow_and_update().clone();
+                    st.audit(vec![crate::audit::AuditEvent::policy(match h {
+                        Some(h) => format!("local policy reloaded: sha256 {h}"),
+                        None => "local policy removed".to_string(),
+                    })])
+                    .await;
+                }
+            });
         }
         crate::replication::spawn_sync(
             state.clone(),
