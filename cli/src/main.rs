@@ -49,6 +49,22 @@ pub enum Command {
     Publish(member::PublishCmd),
     /// Follow your node's feed (resumable with --after or --durable).
     Subscribe(member::SubscribeArgs),
+    /// Retract a message you published: it leaves every receiver's feeds and queries.
+    Retract {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Change a message's marking: raise it (anyone), or lower it (origin only).
+    Mark {
+        id: String,
+        #[arg(long, value_enum)]
+        tlp: member::TlpArg,
+        #[arg(long, default_value = "")]
+        classification: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Show one message by id.
     Get { id: String },
     /// Node status: messages, rejections, peers and their outbox depth.
@@ -103,6 +119,13 @@ fn main() -> ExitCode {
             Command::Publish(a) => member::publish(&cli.conn, a, out).await,
             Command::Subscribe(a) => member::subscribe(&cli.conn, a, out).await,
             Command::Get { id } => member::get(&cli.conn, &id, out).await,
+            Command::Retract { id, reason } => member::retract(&cli.conn, id, reason, out).await,
+            Command::Mark {
+                id,
+                tlp,
+                classification,
+                reason,
+            } => member::mark(&cli.conn, id, tlp, classification, reason, out).await,
             Command::Status => member::status(&cli.conn, out).await,
             Command::Peers => member::peers(&cli.conn, out).await,
             Command::Rejections { limit } => member::rejections(&cli.conn, limit, out).await,

@@ -379,7 +379,11 @@ pub struct SubscribeArgs {
 /// One feed line for people.
 pub fn feed_line(item: &pb::FeedItem) -> String {
     let c = item.content.clone().unwrap_or_default();
-    let m = c.marking.clone().unwrap_or_default();
+    let m = item
+        .effective_marking
+        .clone()
+        .or(c.marking.clone())
+        .unwrap_or_default();
     let title = match &c.body {
         Some(pb::content::Body::FreeText(t)) => t.title.clone(),
         Some(pb::content::Body::Incident(i)) => i.title.clone(),
@@ -424,7 +428,11 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
 
 pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
     let c = item.content.clone().unwrap_or_default();
-    let m = c.marking.clone().unwrap_or_default();
+    let m = item
+        .effective_marking
+        .clone()
+        .or(c.marking.clone())
+        .unwrap_or_default();
     let (title, body) = match &c.body {
         Some(pb::content::Body::FreeText(t)) => (t.title.clone(), t.body.clone()),
         Some(pb::content::Body::Incident(i)) => (i.title.clone(), i.description.clone()),
@@ -656,4 +664,83 @@ pub async fn metrics(c: &ConnArgs) -> anyhow::Result<()> {
         .into_inner();
     print!("{}", m.text);
     Ok(())
+}
+
+async fn publish_control(
+    c: &ConnArgs,
+    kind: pb::Kind,
+    body: pb::publish_request::Body,
+    out: Output,
+) -> anyhow::Result<()> {
+    let conn = c.connect()?;
+    let r = conn
+        .client()
+        .publish(pb::PublishRequest {
+            kind: kind as i32,
+            // The node aims it at the target's audience and level.
+            level: pb::Level::Technical as i32,
+            marking: Some(pb::Marking {
+                tlp: pb::Tlp::Clear as i32,
+                ..Default::default()
+            }),
+            body: Some(body),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| status_err(&conn, s))?
+        .into_inner();
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"id": r.id, "seq": r.seq, "queued_for": r.queued_for})
+        ),
+        Output::Table => println!(
+            "signed and sent as {} to {}",
+            r.id,
+            if r.queued_for.is_empty() {
+                "nobody else".to_string()
+            } else {
+                r.queued_for.join(", ")
+            }
+        ),
+    }
+    Ok(())
+}
+
+pub async fn retract(c: &ConnArgs, id: String, reason: String, out: Output) -> anyhow::Result<()> {
+    publish_control(
+        c,
+        pb::Kind::Retraction,
+        pb::publish_request::Body::Retraction(pb::Retraction {
+            target_id: id,
+            reason,
+        }),
+        out,
+    )
+    .await
+}
+
+pub async fn mark(
+    c: &ConnArgs,
+    id: String,
+    tlp: TlpArg,
+    classification: String,
+    reason: String,
+    out: Output,
+) -> anyhow::Result<()> {
+    publish_control(
+        c,
+        pb::Kind::MarkingChange,
+        pb::publish_request::Body::MarkingChange(pb::MarkingChange {
+            target_id: id,
+            marking: Some(pb::Marking {
+                tlp: pb::Tlp::from(tlp) as i32,
+                classification,
+                exercise: false,
+            }),
+            reason,
+        }),
+        out,
+    )
+    .await
 }

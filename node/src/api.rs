@@ -145,6 +145,17 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+fn feed_item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, Status> {
+    let mut item = feed_item(m, st.org())?;
+    if let Some(c) = &item.content {
+        if crate::markings::retraction(st, c).is_some() {
+            return Ok(None);
+        }
+        item.effective_marking = crate::markings::effective_marking(st, c);
+    }
+    Ok(Some(item))
+}
+
 fn feed_item(m: StoredMessage, me: &str) -> Result<pb::FeedItem, Status> {
     let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
     let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
@@ -161,6 +172,7 @@ fn feed_item(m: StoredMessage, me: &str) -> Result<pb::FeedItem, Status> {
         signer_org,
         received_from: m.received_from,
         received_at_ms: m.received_at_ms,
+        effective_marking: None,
     })
 }
 
@@ -176,6 +188,7 @@ impl Federation for Api {
         async move {
             st.learn_org(&peer, &peer_cert).await;
             let mut behind: Option<String> = None;
+            let mut controls = Vec::new();
             let envelopes = req.into_inner().envelopes;
             if envelopes.len() > st.config.limits.max_batch {
                 return Err(Status::invalid_argument(format!(
@@ -222,6 +235,11 @@ impl Federation for Api {
                     }
                     Ok(o) => {
                         debug!(msg.id = %o.content.id, "accepted for storage");
+                        if crate::envelope::is_control_kind(
+                            pb::Kind::try_from(o.content.kind).unwrap_or(pb::Kind::Unspecified),
+                        ) {
+                            controls.push(o.content.clone());
+                        }
                         slots.push(results.len());
                         results.push(pb::DeliveryResult {
                             outcome: pb::DeliveryOutcome::Accepted as i32,
@@ -270,6 +288,9 @@ impl Federation for Api {
                         results[slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
                     }
                 }
+            }
+            for c in &controls {
+                crate::markings::apply(st, c).await;
             }
             let mut events = Vec::new();
             for r in &results {
@@ -562,7 +583,8 @@ impl Client for Api {
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let (user, _role) = self.require_user(&req, false)?;
         let st = &self.state;
-        let content = self.draft_content(&user, req.into_inner())?;
+        let mut content = self.draft_content(&user, req.into_inner())?;
+        crate::markings::prepare(st, &mut content).map_err(Status::failed_precondition)?;
         let cluster = st.cluster(&content.cluster);
         if let Some(c) = &cluster {
             check_publish_to_cluster(c, st.org(), &content)?;
@@ -603,6 +625,7 @@ impl Client for Api {
                 InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
             };
             st.notify_peers(&queued_for);
+            crate::markings::apply(st, &content).await;
             info!(msg.seq = seq, queued = queued_for.len(), "published");
             st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
             let mut events = vec![AuditEvent::published(
@@ -670,7 +693,6 @@ impl Client for Api {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut head = st.store.subscribe_head();
-        let me = st.org().to_string();
         let span = tracing::info_span!("subscribe", subscriber = %user, cursor);
         tokio::spawn(
             async move {
@@ -703,7 +725,12 @@ impl Client for Api {
                         if !r.origins.is_empty() && !r.origins.contains(&m.origin) {
                             continue;
                         }
-                        let item = feed_item(m, &me);
+                        let item = match feed_item_for(&st, m) {
+                            Ok(Some(i)) => Ok(i),
+                            // Retracted by its origin: it leaves the feed.
+                            Ok(None) => continue,
+                            Err(e) => Err(e),
+                        };
                         if !r.clusters.is_empty()
                             && let Ok(i) = &item
                             && !i.content.as_ref().is_some_and(|c| {
@@ -737,7 +764,12 @@ impl Client for Api {
             .get_by_id(&id)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no message with id {id} on this node")))?;
-        Ok(Response::new(feed_item(m, self.state.org())?))
+        match feed_item_for(&self.state, m)? {
+            Some(item) => Ok(Response::new(item)),
+            None => Err(Status::not_found(format!(
+                "message {id} was retracted by its origin"
+            ))),
+        }
     }
 
     async fn commit_cursor(

@@ -96,6 +96,12 @@ fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), St
     if content.origin_org != state.org() {
         return Ok(());
     }
+    let mut content = content;
+    if let Some(why) = crate::markings::retraction(state, &content) {
+        return Err(format!("retracted by its origin: {why}"));
+    }
+    // A marking raised since queuing applies to what is still queued.
+    content.marking = crate::markings::effective_marking(state, &content);
     let d = state.decide(&content, peer, Direction::Egress);
     if d.allowed {
         Ok(())

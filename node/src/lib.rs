@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod envelope;
+pub mod markings;
 pub mod metrics;
 pub mod pki;
 pub mod policy;

@@ -513,3 +513,6 @@ mod tests {
         assert!(d.reason.contains("unknown"));
     }
 }
+
+#[cfg(test)]
+mod matrix;

@@ -56,6 +56,9 @@ const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CLUSTER_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("cluster_log");
 const DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("directory");
+/// Per-message annotations from origin-signed control messages:
+/// (message id, "retracted" | "marking") -> value.
+const ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("annotations");
 /// Audit records by seq (1, 2, …): encoded [`AuditDisk`].
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
@@ -420,6 +423,12 @@ enum Op {
         cert_der: Vec<u8>,
         reply: Reply<()>,
     },
+    Annotate {
+        id: String,
+        kind: &'static str,
+        value: Vec<u8>,
+        reply: Reply<()>,
+    },
     AppendAudit {
         events: Vec<AuditEvent>,
         reply: Reply<()>,
@@ -465,6 +474,7 @@ impl Op {
                 | Op::SetCursor { reply, .. }
                 | Op::AppendCluster { reply, .. }
                 | Op::PutDirectory { reply, .. }
+                | Op::Annotate { reply, .. }
                 | Op::AppendAudit { reply, .. },
                 Ok(Applied::Unit),
             ) => {
@@ -488,6 +498,7 @@ impl Op {
             | Op::SetCursor { reply, .. }
             | Op::AppendCluster { reply, .. }
             | Op::PutDirectory { reply, .. }
+            | Op::Annotate { reply, .. }
             | Op::AppendAudit { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
@@ -510,6 +521,7 @@ struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     cluster_log: Table<'t, (&'static str, u64), &'static [u8]>,
     directory: Table<'t, &'static str, &'static [u8]>,
+    annotations: Table<'t, (&'static str, &'static str), &'static [u8]>,
     audit: Table<'t, u64, &'static [u8]>,
     audit_meta: Table<'t, &'static str, &'static [u8]>,
     next_seq: u64,
@@ -578,6 +590,14 @@ impl Tables<'_> {
                 self.directory
                     .insert(org.as_str(), cert_der.as_slice())
                     .map_err(db_err("put directory entry"))?;
+                Ok(Applied::Unit)
+            }
+            Op::Annotate {
+                id, kind, value, ..
+            } => {
+                self.annotations
+                    .insert((id.as_str(), *kind), value.as_slice())
+                    .map_err(db_err("put annotation"))?;
                 Ok(Applied::Unit)
             }
             Op::AppendAudit { events, .. } => self.append_audit(events).map(|()| Applied::Unit),
@@ -995,6 +1015,9 @@ fn open_tables<'t>(wtx: &'t redb::WriteTransaction, audit_head: AuditHead) -> Re
         directory: wtx
             .open_table(DIRECTORY)
             .map_err(e("open directory table"))?,
+        annotations: wtx
+            .open_table(ANNOTATIONS)
+            .map_err(e("open annotations table"))?,
         audit: wtx.open_table(AUDIT).map_err(e("open audit table"))?,
         audit_meta: wtx
             .open_table(AUDIT_META)
@@ -1493,6 +1516,29 @@ impl Store {
             reply,
         })
         .await
+    }
+
+    /// Record an annotation on a message id (`"retracted"` with the reason,
+    /// `"marking"` with an encoded `Marking`). Overwrites; durable.
+    pub async fn annotate(&self, id: &str, kind: &'static str, value: Vec<u8>) -> Result<()> {
+        let id = id.to_owned();
+        self.call(|reply| Op::Annotate {
+            id,
+            kind,
+            value,
+            reply,
+        })
+        .await
+    }
+
+    pub fn annotation(&self, id: &str, kind: &str) -> Result<Option<Vec<u8>>> {
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(ANNOTATIONS)
+            .map_err(db_err("open annotations"))?;
+        Ok(t.get((id, kind))
+            .map_err(db_err("read annotation"))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// The organisation directory: every `(org, node certificate DER)`, sorted by org.
