@@ -49,6 +49,13 @@ pub enum Command {
     Publish(member::PublishCmd),
     /// Follow your node's feed (resumable with --after or --durable).
     Subscribe(member::SubscribeArgs),
+    /// Re-share a received message into another cluster (keeps the origin's signature,
+    /// adds your node's signed forwarding attestation; refused when markings forbid it).
+    Reshare {
+        id: String,
+        #[arg(long)]
+        to: String,
+    },
     /// Retract a message you published: it leaves every receiver's feeds and queries.
     Retract {
         id: String,
@@ -119,6 +126,7 @@ fn main() -> ExitCode {
             Command::Publish(a) => member::publish(&cli.conn, a, out).await,
             Command::Subscribe(a) => member::subscribe(&cli.conn, a, out).await,
             Command::Get { id } => member::get(&cli.conn, &id, out).await,
+            Command::Reshare { id, to } => member::reshare(&cli.conn, id, to, out).await,
             Command::Retract { id, reason } => member::retract(&cli.conn, id, reason, out).await,
             Command::Mark {
                 id,

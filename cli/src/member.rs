@@ -744,3 +744,38 @@ pub async fn mark(
     )
     .await
 }
+
+pub async fn reshare(c: &ConnArgs, id: String, to: String, out: Output) -> anyhow::Result<()> {
+    let conn = c.connect()?;
+    let r = conn
+        .client()
+        .reshare(pb::ReshareRequest {
+            message_id: id,
+            to_cluster: to,
+        })
+        .await
+        .map_err(|s| status_err(&conn, s))?
+        .into_inner();
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"id": r.id, "queued_for": r.queued_for,
+                "refused": r.refused.iter().map(|d| serde_json::json!({"org": d.org, "rule": d.rule, "reason": d.reason})).collect::<Vec<_>>()})
+        ),
+        Output::Table => {
+            println!(
+                "re-shared {} -> queued for {}",
+                r.id,
+                if r.queued_for.is_empty() {
+                    "nobody".into()
+                } else {
+                    r.queued_for.join(", ")
+                }
+            );
+            for d in &r.refused {
+                println!("not sent to {}: {} ({})", d.org, d.reason, d.rule);
+            }
+        }
+    }
+    Ok(())
+}

@@ -29,6 +29,9 @@ use crate::tls::ConnInfo;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Local record ids of this node's re-share copies (outbox only, not feeds).
+pub const RESHARE_PREFIX: &str = "fwd:";
+
 /// Build the tonic router with every service, health and reflection.
 pub fn router(state: Arc<NodeState>) -> tonic::transport::server::Router {
     let limits = &state.config.limits;
@@ -166,13 +169,17 @@ fn feed_item(m: StoredMessage, me: &str) -> Result<pb::FeedItem, Status> {
     };
     Ok(pb::FeedItem {
         seq: m.seq,
-        envelope: Some(env),
         content: Some(content),
         verified: true,
         signer_org,
         received_from: m.received_from,
         received_at_ms: m.received_at_ms,
         effective_marking: None,
+        forwarded: env
+            .forwarding
+            .as_ref()
+            .and_then(|f| pb::ForwardAttestation::decode(f.attestation.as_slice()).ok()),
+        envelope: Some(env),
     })
 }
 
@@ -202,14 +209,45 @@ impl Federation for Api {
             let mut accepted = Vec::new();
             let mut slots = Vec::new();
             for env in envelopes {
-                let opened = envelope::open(&env, |k| st.lookup_key(k), now).and_then(|o| {
-                    if o.content.origin_org != peer.org {
-                        return Err(Rejected::NotFromOrigin {
-                            peer: peer.org.clone(),
-                            origin: o.content.origin_org.clone(),
-                        });
+                // A re-share carries the origin's certificate: learn its keys
+                // (after verifying it against the federation root) first.
+                if let Some(f) = &env.forwarding
+                    && !f.origin_cert.is_empty()
+                {
+                    let chain = [rustls::pki_types::CertificateDer::from(
+                        f.origin_cert.clone(),
+                    )];
+                    if let Ok(PeerIdentity::Node { profile, .. }) =
+                        crate::pki::identity_from_chain(&chain, &st.tls.root_der)
+                    {
+                        st.learn_org(&profile, &f.origin_cert).await;
                     }
-                    let d = st.decide(&o.content, st.org(), Direction::Ingress);
+                }
+                let opened = envelope::open(&env, |k| st.lookup_key(k), now).and_then(|o| {
+                    let view = match &env.forwarding {
+                        None if o.content.origin_org != peer.org => {
+                            return Err(Rejected::NotFromOrigin {
+                                peer: peer.org.clone(),
+                                origin: o.content.origin_org.clone(),
+                            });
+                        }
+                        None => std::borrow::Cow::Borrowed(&o.content),
+                        Some(_) => {
+                            let a =
+                                envelope::open_forwarding(&env, &o.content, |k| st.lookup_key(k))?;
+                            if a.forwarder_org != peer.org {
+                                return Err(Rejected::NotFromOrigin {
+                                    peer: peer.org.clone(),
+                                    origin: a.forwarder_org,
+                                });
+                            }
+                            let marking = o.content.marking.clone().unwrap_or_default();
+                            envelope::reshare_allowed(&o.content, &marking)
+                                .map_err(|why| Rejected::Policy(format!("reshare: {why}")))?;
+                            std::borrow::Cow::Owned(envelope::forwarded_view(&o.content, &a))
+                        }
+                    };
+                    let d = st.decide(&view, st.org(), Direction::Ingress);
                     if d.retry {
                         return Err(Rejected::Later(d.reason));
                     }
@@ -716,6 +754,10 @@ impl Client for Api {
                     }
                     for m in page {
                         cursor = m.seq;
+                        // This node's own re-share copies are outbox records.
+                        if m.id.starts_with(RESHARE_PREFIX) {
+                            continue;
+                        }
                         if !r.kinds.is_empty() && !r.kinds.contains(&m.kind) {
                             continue;
                         }
@@ -770,6 +812,126 @@ impl Client for Api {
                 "message {id} was retracted by its origin"
             ))),
         }
+    }
+
+    async fn reshare(
+        &self,
+        req: Request<pb::ReshareRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let (user, _) = self.require_user(&req, false)?;
+        let r = req.into_inner();
+        let st = &self.state;
+        let m = st
+            .store
+            .get_by_id(&r.message_id)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no message {} on this node", r.message_id))
+            })?;
+        let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
+        let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
+        if let Some(why) = crate::markings::retraction(st, &content) {
+            return Err(Status::failed_precondition(format!(
+                "retracted by its origin: {why}"
+            )));
+        }
+        let marking = crate::markings::effective_marking(st, &content).unwrap_or_default();
+        envelope::reshare_allowed(&content, &marking)
+            .map_err(|why| Status::permission_denied(format!("cannot re-share: {why}")))?;
+        let c = st
+            .resolve_cluster(&r.to_cluster)
+            .map_err(replication_status)?;
+        if c.id == content.cluster {
+            return Err(Status::invalid_argument(format!(
+                "{} is already in {}",
+                content.id, c.id
+            )));
+        }
+        match c.role_of(st.org()) {
+            Some(pb::ClusterRole::Observer) | None => {
+                return Err(Status::permission_denied(format!(
+                    "{} is not a publishing member of {}",
+                    st.org(),
+                    c.id
+                )));
+            }
+            Some(_) => {}
+        }
+        let origin_cert = st
+            .directory
+            .get(&content.origin_org)
+            .map(|d| d.0.clone())
+            .or_else(|| (content.origin_org == st.org()).then(|| st.tls.chain[0].to_vec()))
+            .unwrap_or_default();
+        let a = pb::ForwardAttestation {
+            message_id: content.id.clone(),
+            forwarder_org: st.org().to_string(),
+            to_cluster: c.id.clone(),
+            cluster_index: c.head_index,
+            at_ms: now_ms(),
+            content_hash: envelope::content_hash(&env.content),
+        };
+        let fwd = envelope::attest(
+            &st.signer,
+            &pb::Envelope {
+                forwarding: None,
+                ..env
+            },
+            &a,
+            origin_cert,
+        );
+        let view = envelope::forwarded_view(&content, &a);
+        let (allowed, refused): (Vec<_>, Vec<_>) = c
+            .current_members()
+            .into_iter()
+            .filter(|o| o != st.org())
+            .map(|o| st.decide(&view, &o, Direction::Egress))
+            .partition(|d| d.allowed);
+        let queued_for: Vec<String> = allowed.into_iter().map(|d| d.org).collect();
+        let outcome = st
+            .store
+            .insert(NewMessage {
+                id: format!("{RESHARE_PREFIX}{}:{}", content.id, c.id),
+                envelope: fwd.encode_to_vec(),
+                origin: content.origin_org.clone(),
+                kind: content.kind,
+                level: content.level,
+                received_from: String::new(),
+                received_at_ms: now_ms(),
+                outbox: queued_for.clone(),
+            })
+            .await
+            .map_err(|e| Status::unavailable(format!("not stored, re-share again: {e}")))?;
+        st.notify_peers(&queued_for);
+        st.audit(vec![
+            AuditEvent::new(crate::audit::AuditKind::Sent)
+                .msg(&content.id)
+                .cluster(&c.id)
+                .rule("reshare")
+                .detail(format!(
+                    "re-shared by {user} into {} for [{}]",
+                    c.id,
+                    queued_for.join(", ")
+                )),
+        ])
+        .await;
+        let seq = match outcome {
+            InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
+        };
+        Ok(Response::new(pb::PublishResponse {
+            id: content.id,
+            seq,
+            queued_for,
+            refused: refused
+                .into_iter()
+                .map(|d| pb::RoutingDecision {
+                    org: d.org,
+                    allowed: false,
+                    rule: d.rule.to_string(),
+                    reason: d.reason,
+                })
+                .collect(),
+        }))
     }
 
     async fn commit_cursor(

@@ -93,6 +93,21 @@ fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), St
         Ok(c) => c,
         Err(e) => return Err(format!("stored content undecodable: {e}")),
     };
+    if let Some(f) = &env.forwarding {
+        // This node's re-share: decide as the forwarder into the target cluster.
+        let a = bluewire_proto::v1::ForwardAttestation::decode(f.attestation.as_slice())
+            .map_err(|e| format!("stored attestation undecodable: {e}"))?;
+        if crate::markings::retraction(state, &content).is_some() {
+            return Err("retracted by its origin".into());
+        }
+        let view = crate::envelope::forwarded_view(&content, &a);
+        let d = state.decide(&view, peer, Direction::Egress);
+        return if d.allowed {
+            Ok(())
+        } else {
+            Err(format!("{}: {}", d.rule, d.reason))
+        };
+    }
     if content.origin_org != state.org() {
         return Ok(());
     }

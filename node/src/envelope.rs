@@ -62,6 +62,7 @@ pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
         content: bytes,
         signature,
         key_id: key.key_id().to_string(),
+        forwarding: None,
     }
 }
 
@@ -176,6 +177,93 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         return bad("TLP:RED goes only to explicitly named recipients: name them".into());
     }
     Ok(())
+}
+
+/// Signature context of a forwarding attestation.
+pub const FORWARD_CONTEXT: &[u8] = b"bluewire/v1/forward\0";
+
+/// Hex SHA-256 of content bytes.
+pub fn content_hash(content: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, content).as_ref())
+}
+
+/// May a message with this (effective) marking be re-shared at all?
+pub fn reshare_allowed(
+    content: &Content,
+    marking: &bluewire_proto::v1::Marking,
+) -> Result<(), String> {
+    if content.no_reshare {
+        return Err(format!(
+            "{} forbade re-sharing this message",
+            content.origin_org
+        ));
+    }
+    match Tlp::try_from(marking.tlp).unwrap_or(Tlp::Unspecified) {
+        Tlp::Red => Err("TLP:RED is for the named recipients only and is never re-shared".into()),
+        Tlp::AmberStrict => Err("TLP:AMBER+STRICT stays within the recipient organisation and is never re-shared".into()),
+        Tlp::Amber => Err("TLP:AMBER goes to the recipient organisation and its own need-to-know constituents, not into another cluster".into()),
+        Tlp::Green | Tlp::Clear => Ok(()),
+        Tlp::Unspecified => Err("the message has no TLP marking".into()),
+    }
+}
+
+/// Add this node's signed forwarding attestation to `env` (left untouched otherwise).
+pub fn attest(
+    key: &SigningKey,
+    env: &Envelope,
+    attestation: &bluewire_proto::v1::ForwardAttestation,
+    origin_cert: Vec<u8>,
+) -> Envelope {
+    let bytes = attestation.encode_to_vec();
+    let mut out = env.clone();
+    out.forwarding = Some(bluewire_proto::v1::Forwarding {
+        signature: key.sign(FORWARD_CONTEXT, &bytes),
+        key_id: key.key_id().to_string(),
+        attestation: bytes,
+        origin_cert,
+    });
+    out
+}
+
+/// Verify a forwarding attestation on an envelope whose content verified:
+/// the forwarder's signature, and that it binds exactly these bytes.
+pub fn open_forwarding(
+    env: &Envelope,
+    content: &Content,
+    lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
+) -> Result<bluewire_proto::v1::ForwardAttestation, Rejected> {
+    let Some(f) = &env.forwarding else {
+        return Err(Rejected::Invalid("no forwarding attestation".into()));
+    };
+    let (org, pk) = lookup(&f.key_id).ok_or_else(|| Rejected::UnknownKey(f.key_id.clone()))?;
+    if !signing::verify(&pk, FORWARD_CONTEXT, &f.attestation, &f.signature) {
+        return Err(Rejected::BadSignature(f.key_id.clone()));
+    }
+    let a = bluewire_proto::v1::ForwardAttestation::decode(f.attestation.as_slice())
+        .map_err(|e| Rejected::Malformed(format!("forwarding attestation: {e}")))?;
+    if a.forwarder_org != org {
+        return Err(Rejected::OriginMismatch {
+            claimed: a.forwarder_org,
+            signer: org,
+        });
+    }
+    if a.message_id != content.id || a.content_hash != content_hash(&env.content) {
+        return Err(Rejected::Invalid(
+            "the forwarding attestation is for other content".into(),
+        ));
+    }
+    Ok(a)
+}
+
+/// How routing sees a re-shared message: sent by the forwarder into the
+/// target cluster, with the origin's markings and scope.
+pub fn forwarded_view(content: &Content, a: &bluewire_proto::v1::ForwardAttestation) -> Content {
+    let mut v = content.clone();
+    v.origin_org = a.forwarder_org.clone();
+    v.cluster = a.to_cluster.clone();
+    v.cluster_index = a.cluster_index;
+    v.created_at_ms = a.at_ms;
+    v
 }
 
 /// Kinds meant for the political level.

@@ -688,6 +688,14 @@ when { context.direction == "ingress" && context.tlp == "AMBER+STRICT" };
         ),
     )
     .unwrap();
+    // Let csirt-fr's delivery worker finish its first handshake: stopping a
+    // node while a worker is mid-handshake leaves the store locked for a while
+    // after `Node::shutdown` returns, and the restart then fails.
+    let warm = fed.publish(FR, "warm-up").await;
+    assert_eventually!(
+        fed.has_message(BE, &warm.id).await,
+        "warm-up never reached csirt-be"
+    );
     fed.stop(FR).await;
     fed.restart(FR).await;
 

@@ -115,6 +115,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
             signature: be_key.sign(MESSAGE_CONTEXT, &garbage),
             content: garbage,
             key_id: be_key.key_id().to_string(),
+            forwarding: None,
         },
     )
     .await;
@@ -133,6 +134,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         content: vec![i as u8; 1024 * 1024],
         signature: vec![0; 64],
         key_id: be_key.key_id().to_string(),
+        forwarding: None,
     };
     let huge = pb::DeliverRequest {
         envelopes: (0..5).map(chunk).collect(),
