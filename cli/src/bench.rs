@@ -45,6 +45,9 @@ pub struct FanoutArgs {
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Load this Cedar local policy on every node (to measure its cost).
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
 }
 
 pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
@@ -103,7 +106,22 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     });
     let cleanup = a.dir.is_none();
     // The publisher delivers to the four receivers only.
+    let policy_line = match &a.policy {
+        Some(p) => {
+            let p = std::fs::canonicalize(p)?;
+            bluewire_node::policy::LocalPolicy::load(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(format!("file = \"{}\"", p.display()))
+        }
+        None => None,
+    };
     let mut fed = LocalFederation::create(&tmp, &specs, "")?;
+    if let Some(line) = &policy_line {
+        for o in &fed.orgs {
+            let p = o.config_path();
+            let text = std::fs::read_to_string(&p)?.replace("# file = \"policy.cedar\"", line);
+            std::fs::write(&p, text)?;
+        }
+    }
     for o in fed.orgs.iter().skip(1) {
         let p = o.config_path();
         let text = std::fs::read_to_string(&p)?;
@@ -268,6 +286,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     }
 
     let result = serde_json::json!({
+        "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": 4, "subscribers": 4, "payload_bytes": a.size,
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rate": a.rate, "paced_seconds": a.seconds},
         "ed25519": {"sign_per_s": sign_rate.round(), "verify_per_s": verify_rate.round(),

@@ -321,20 +321,27 @@ pub async fn publish(c: &ConnArgs, a: PublishCmd, out: Output) -> anyhow::Result
         .await
         .map_err(|s| status_err(&conn, s))?
         .into_inner();
+    let headline = match &a.cluster {
+        Some(cl) => format!("published {} (seq {}) in cluster {cl}", r.id, r.seq),
+        None => format!("published {} (seq {})", r.id, r.seq),
+    };
+    report_routing(&r, &headline, a.cluster.as_deref().unwrap_or(""), out);
+    Ok(())
+}
+
+/// Print where a publish or re-share went and where routing refused it.
+fn report_routing(r: &pb::PublishResponse, headline: &str, cluster: &str, out: Output) {
     match out {
         Output::Json => println!(
             "{}",
             serde_json::json!({
-                "id": r.id, "seq": r.seq, "cluster": a.cluster.as_deref().unwrap_or(""),
+                "id": r.id, "seq": r.seq, "cluster": cluster,
                 "queued_for": r.queued_for,
                 "refused": r.refused.iter().map(|d| serde_json::json!({"org": d.org, "rule": d.rule, "reason": d.reason})).collect::<Vec<_>>(),
             })
         ),
         Output::Table => {
-            match &a.cluster {
-                Some(cl) => println!("published {} (seq {}) in cluster {cl}", r.id, r.seq),
-                None => println!("published {} (seq {})", r.id, r.seq),
-            }
+            println!("{headline}");
             println!(
                 "queued for: {}",
                 if r.queued_for.is_empty() {
@@ -348,7 +355,6 @@ pub async fn publish(c: &ConnArgs, a: PublishCmd, out: Output) -> anyhow::Result
             }
         }
     }
-    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -751,31 +757,12 @@ pub async fn reshare(c: &ConnArgs, id: String, to: String, out: Output) -> anyho
         .client()
         .reshare(pb::ReshareRequest {
             message_id: id,
-            to_cluster: to,
+            to_cluster: to.clone(),
         })
         .await
         .map_err(|s| status_err(&conn, s))?
         .into_inner();
-    match out {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({"id": r.id, "queued_for": r.queued_for,
-                "refused": r.refused.iter().map(|d| serde_json::json!({"org": d.org, "rule": d.rule, "reason": d.reason})).collect::<Vec<_>>()})
-        ),
-        Output::Table => {
-            println!(
-                "re-shared {} -> queued for {}",
-                r.id,
-                if r.queued_for.is_empty() {
-                    "nobody".into()
-                } else {
-                    r.queued_for.join(", ")
-                }
-            );
-            for d in &r.refused {
-                println!("not sent to {}: {} ({})", d.org, d.reason, d.rule);
-            }
-        }
-    }
+    let headline = format!("re-shared {} into {to}", r.id);
+    report_routing(&r, &headline, &to, out);
     Ok(())
 }

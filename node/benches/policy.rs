@@ -181,30 +181,62 @@ fn cedar_parts(c: &mut Criterion) {
         .unwrap()
     };
     let action = EntityUid::from_str(r#"Action::"deliver""#).unwrap();
-    let entities_schema =
-        Entities::from_entities([entity("pub-a", "csirt"), entity("recv-1", "csirt")], Some(&schema)).unwrap();
-    let request = Request::new(uid("pub-a"), action.clone(), uid("recv-1"), context(), Some(&schema)).unwrap();
+    let entities_schema = Entities::from_entities(
+        [entity("pub-a", "csirt"), entity("recv-1", "csirt")],
+        Some(&schema),
+    )
+    .unwrap();
+    let request = Request::new(
+        uid("pub-a"),
+        action.clone(),
+        uid("recv-1"),
+        context(),
+        Some(&schema),
+    )
+    .unwrap();
 
     let mut g = c.benchmark_group("cedar-parts");
     g.bench_function("parse-action-uid", |b| {
         b.iter(|| EntityUid::from_str(black_box(r#"Action::"deliver""#)).unwrap())
     });
-    g.bench_function("parse-type-name", |b| b.iter(|| EntityTypeName::from_str(black_box("Org")).unwrap()));
-    g.bench_function("two-entities", |b| b.iter(|| [entity("pub-a", "csirt"), entity("recv-1", "csirt")]));
+    g.bench_function("parse-type-name", |b| {
+        b.iter(|| EntityTypeName::from_str(black_box("Org")).unwrap())
+    });
+    g.bench_function("two-entities", |b| {
+        b.iter(|| [entity("pub-a", "csirt"), entity("recv-1", "csirt")])
+    });
     g.bench_function("context", |b| b.iter(context));
     g.bench_function("entities-with-schema", |b| {
         b.iter(|| {
-            Entities::from_entities([entity("pub-a", "csirt"), entity("recv-1", "csirt")], Some(&schema)).unwrap()
+            Entities::from_entities(
+                [entity("pub-a", "csirt"), entity("recv-1", "csirt")],
+                Some(&schema),
+            )
+            .unwrap()
         })
     });
     g.bench_function("entities-without-schema", |b| {
-        b.iter(|| Entities::from_entities([entity("pub-a", "csirt"), entity("recv-1", "csirt")], None).unwrap())
+        b.iter(|| {
+            Entities::from_entities([entity("pub-a", "csirt"), entity("recv-1", "csirt")], None)
+                .unwrap()
+        })
     });
     g.bench_function("request-with-schema", |b| {
-        b.iter(|| Request::new(uid("pub-a"), action.clone(), uid("recv-1"), context(), Some(&schema)).unwrap())
+        b.iter(|| {
+            Request::new(
+                uid("pub-a"),
+                action.clone(),
+                uid("recv-1"),
+                context(),
+                Some(&schema),
+            )
+            .unwrap()
+        })
     });
     g.bench_function("request-without-schema", |b| {
-        b.iter(|| Request::new(uid("pub-a"), action.clone(), uid("recv-1"), context(), None).unwrap())
+        b.iter(|| {
+            Request::new(uid("pub-a"), action.clone(), uid("recv-1"), context(), None).unwrap()
+        })
     });
     g.bench_function("is-authorized", |b| {
         b.iter(|| Authorizer::new().is_authorized(black_box(&request), &set, &entities_schema))
