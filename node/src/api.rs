@@ -196,6 +196,7 @@ impl Federation for Api {
             st.learn_org(&peer, &peer_cert).await;
             let mut behind: Option<String> = None;
             let mut controls = Vec::new();
+            let mut rejected_rules: Vec<(usize, &'static str)> = Vec::new();
             let envelopes = req.into_inner().envelopes;
             if envelopes.len() > st.config.limits.max_batch {
                 return Err(Status::invalid_argument(format!(
@@ -242,8 +243,12 @@ impl Federation for Api {
                                 });
                             }
                             let marking = o.content.marking.clone().unwrap_or_default();
-                            envelope::reshare_allowed(&o.content, &marking)
-                                .map_err(|why| Rejected::Policy(format!("reshare: {why}")))?;
+                            envelope::reshare_allowed(&o.content, &marking).map_err(|why| {
+                                Rejected::Policy {
+                                    rule: "reshare",
+                                    reason: why,
+                                }
+                            })?;
                             std::borrow::Cow::Owned(envelope::forwarded_view(&o.content, &a))
                         }
                     };
@@ -252,7 +257,10 @@ impl Federation for Api {
                         return Err(Rejected::Later(d.reason));
                     }
                     if !d.allowed {
-                        return Err(Rejected::Policy(format!("{}: {}", d.rule, d.reason)));
+                        return Err(Rejected::Policy {
+                            rule: d.rule,
+                            reason: d.reason,
+                        });
                     }
                     Ok(o)
                 });
@@ -309,6 +317,7 @@ impl Federation for Api {
                             })
                             .await
                             .map_err(internal)?;
+                        rejected_rules.push((results.len(), why.rule()));
                         results.push(pb::DeliveryResult {
                             outcome: pb::DeliveryOutcome::Rejected as i32,
                             reason: why.to_string(),
@@ -331,7 +340,7 @@ impl Federation for Api {
                 crate::markings::apply(st, c).await;
             }
             let mut events = Vec::new();
-            for r in &results {
+            for (i, r) in results.iter().enumerate() {
                 match pb::DeliveryOutcome::try_from(r.outcome) {
                     Ok(pb::DeliveryOutcome::Accepted) => {
                         st.metrics
@@ -339,9 +348,16 @@ impl Federation for Api {
                         events.push(AuditEvent::received(&r.id, &peer.org));
                     }
                     Ok(pb::DeliveryOutcome::Rejected) => {
-                        st.metrics
-                            .inc(crate::metrics::ENVELOPES_REJECTED, &[("peer", &peer.org)]);
-                        events.push(AuditEvent::rejected(&r.id, &peer.org, "ingress", &r.reason));
+                        let rule = rejected_rules
+                            .iter()
+                            .find(|(at, _)| *at == i)
+                            .map(|(_, rule)| *rule)
+                            .unwrap_or("ingress");
+                        st.metrics.inc(
+                            crate::metrics::ENVELOPES_REJECTED,
+                            &[("peer", &peer.org), ("rule", rule)],
+                        );
+                        events.push(AuditEvent::rejected(&r.id, &peer.org, rule, &r.reason));
                     }
                     _ => {}
                 }
@@ -390,14 +406,8 @@ impl Federation for Api {
                 }
                 let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
                 let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
-                let cluster = st.cluster(&content.cluster);
-                if st.router.egress(
-                    &content,
-                    std::slice::from_ref(&peer.org),
-                    cluster.as_deref(),
-                )[0]
-                .allowed
-                {
+                let retracted = crate::markings::retraction(st, &content).is_some();
+                if !retracted && st.decide(&content, &peer.org, Direction::Egress).allowed {
                     entries.push(pb::BackfillEntry {
                         seq: m.seq,
                         envelope: Some(env),

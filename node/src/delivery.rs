@@ -171,11 +171,13 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // Routing needs the peer's CA-asserted profile: learn it from a
         // handshake first (eagerly, so publishes can decide at once).
         if !state.directory.contains_key(&peer.org) {
-            let hello = tokio::time::timeout(
-                Duration::from_millis(cfg.timeout_ms),
-                client.hello(bluewire_proto::v1::HelloRequest {}),
-            )
-            .await;
+            let hello = tokio::select! {
+                r = tokio::time::timeout(
+                    Duration::from_millis(cfg.timeout_ms),
+                    client.hello(bluewire_proto::v1::HelloRequest {}),
+                ) => r,
+                _ = shutdown.changed() => break,
+            };
             let learned = peer.link.lock().ok().and_then(|l| match &l.peer {
                 Some(crate::pki::PeerIdentity::Node { profile, .. }) => {
                     Some((profile.clone(), l.cert_der.clone()))

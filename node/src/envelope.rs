@@ -38,12 +38,27 @@ pub enum Rejected {
     Expired(i64),
     #[error("message created {0} ms in the future: check the origin's clock")]
     FromTheFuture(i64),
-    #[error("routing refused it: {0}")]
-    Policy(String),
+    #[error("routing refused it ({rule}): {reason}")]
+    Policy { rule: &'static str, reason: String },
     #[error("not decidable yet, retry later: {0}")]
     Later(String),
     #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
     NotFromOrigin { peer: String, origin: String },
+}
+
+impl Rejected {
+    /// The routing rule (or check) that refused it, for audit and metrics.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Rejected::Policy { rule, .. } => rule,
+            Rejected::TooLarge(_) => "size",
+            Rejected::Unsigned | Rejected::UnknownKey(_) | Rejected::BadSignature(_) => "signature",
+            Rejected::OriginMismatch { .. } | Rejected::NotFromOrigin { .. } => "origin",
+            Rejected::Expired(_) | Rejected::FromTheFuture(_) => "freshness",
+            Rejected::Malformed(_) | Rejected::Invalid(_) => "content",
+            Rejected::Later(_) => "retry",
+        }
+    }
 }
 
 /// An envelope whose signature verified and whose content is well formed.

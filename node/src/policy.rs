@@ -272,6 +272,39 @@ pub struct LocalPolicy {
     set: PolicySet,
     rules: Vec<Rule>,
     warnings: Vec<String>,
+    /// Verdicts by everything the policy can see (the request is a pure
+    /// function of it), so a decision repeated for every message of a
+    /// stream costs a lookup, not a Cedar evaluation. Belongs to this
+    /// loaded policy: a reload starts empty.
+    memo: dashmap::DashMap<String, Verdict>,
+}
+
+/// Upper bound on memoised verdicts per loaded policy (then it starts over).
+const MEMO_LIMIT: usize = 16_384;
+
+/// Everything `build_request` reads, as one key.
+fn memo_key(input: &PolicyInput) -> String {
+    let c = input.content;
+    let m = c.marking.clone().unwrap_or_default();
+    let p = |o: &crate::pki::OrgProfile| {
+        format!(
+            "{}|{}|{}|{:?}|{:?}|{:?}",
+            o.org, o.country, o.org_type, o.levels, o.sectors, o.accreditations
+        )
+    };
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}",
+        input.direction.as_str(),
+        c.kind,
+        c.level,
+        m.tlp,
+        m.classification,
+        m.exercise,
+        c.cluster,
+        c.recipients,
+        p(input.origin),
+        p(input.recipient)
+    )
 }
 
 impl LocalPolicy {
@@ -369,6 +402,7 @@ impl LocalPolicy {
             set,
             rules,
             warnings,
+            memo: dashmap::DashMap::new(),
         })
     }
 
@@ -384,6 +418,19 @@ impl LocalPolicy {
     /// Decide one (message, recipient) delivery. `allowed` unless a `forbid` rule matches
     /// (or a `forbid` rule cannot be evaluated: fail closed).
     pub fn evaluate(&self, input: &PolicyInput) -> Verdict {
+        let key = memo_key(input);
+        if let Some(v) = self.memo.get(&key) {
+            return v.clone();
+        }
+        let v = self.evaluate_uncached(input);
+        if self.memo.len() >= MEMO_LIMIT {
+            self.memo.clear();
+        }
+        self.memo.insert(key, v.clone());
+        v
+    }
+
+    fn evaluate_uncached(&self, input: &PolicyInput) -> Verdict {
         let (request, entities) = match build_request(input) {
             Ok(r) => r,
             Err(e) => {

@@ -287,7 +287,7 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
         );
         if let Some(rule) = rule {
             assert!(
-                r.reason.contains(&format!("routing refused it: {rule}:")),
+                r.reason.contains(&format!("routing refused it ({rule}):")),
                 "{title}: reason {:?} should name the {rule} rule",
                 r.reason
             );
