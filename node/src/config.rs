@@ -38,6 +38,8 @@ struct RawConfig {
     #[serde(default)]
     policy: RawPolicy,
     #[serde(default)]
+    metrics: MetricsConfig,
+    #[serde(default)]
     peers: Vec<PeerConfig>,
 }
 
@@ -46,6 +48,16 @@ struct RawConfig {
 struct RawPolicy {
     file: Option<PathBuf>,
     reload_secs: Option<u64>,
+}
+
+/// The Prometheus scrape endpoint.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Plain-HTTP `GET /metrics` listener, loopback only (e.g.
+    /// "127.0.0.1:9464"); absent: metrics only through `bluewire metrics`
+    /// (the mutual-TLS admin API).
+    pub listen: Option<SocketAddr>,
 }
 
 /// The operator's local routing policy.
@@ -176,6 +188,7 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub clusters: ClustersConfig,
     pub policy: PolicyConfig,
+    pub metrics: MetricsConfig,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -233,6 +246,13 @@ impl NodeConfig {
                 "limits.max_batch must be > 0 and limits.max_request_bytes >= 65536".into(),
             ));
         }
+        if let Some(m) = raw.metrics.listen
+            && !m.ip().is_loopback()
+        {
+            return Err(invalid(format!(
+                "metrics.listen = {m} is not a loopback address: the metrics endpoint is plain HTTP, so it only listens on 127.0.0.0/8 or ::1 (scrape through a local agent, or use `bluewire metrics` over mutual TLS)"
+            )));
+        }
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -261,6 +281,7 @@ impl NodeConfig {
                 file: raw.policy.file.as_deref().map(abs),
                 reload_secs: raw.policy.reload_secs.unwrap_or(5).max(1),
             },
+            metrics: raw.metrics,
             peers: raw.peers,
         })
     }
@@ -344,6 +365,10 @@ handshake_timeout_ms = 10000
 
 [clusters]
 sync_interval_ms = 2000       # members pull cluster logs this often (conveners also push)
+
+[metrics]
+# Prometheus scrape endpoint (plain HTTP GET /metrics, loopback addresses only).
+# listen = "127.0.0.1:9464"
 
 [policy]
 # Optional Cedar file of forbid rules that narrow what the built-in routing

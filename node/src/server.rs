@@ -335,6 +335,18 @@ impl Node {
                 }
             });
         }
+        if let Some(addr) = config.metrics.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            info!(metrics.listen = %addr, "Prometheus endpoint on http://{addr}/metrics");
+            let st = state.clone();
+            crate::metrics::serve_http(
+                listener,
+                Arc::new(move || st.render_metrics()),
+                shutdown_rx.clone(),
+            );
+        }
         crate::replication::spawn_sync(
             state.clone(),
             Duration::from_millis(config.clusters.sync_interval_ms),
