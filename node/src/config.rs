@@ -413,6 +413,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../deploy/examples/node.toml");
+        let c = NodeConfig::parse(text, Path::new("/etc/bluewire"), Path::new("node.toml"))
+            .expect("deploy/examples/node.toml must stay a valid config");
+        assert!(c.metrics.listen.is_some_and(|a| a.ip().is_loopback()));
+        assert!(c.policy.file.is_some());
+    }
+
+    #[test]
     fn bad_values_say_what_is_wrong() {
         let t = template("csirt-be", "nowhere", &[]);
         let e = NodeConfig::parse(&t, Path::new("."), Path::new("n.toml")).unwrap_err();
