@@ -405,13 +405,3 @@ impl Node {
         self.shutdown().await
     }
 }
-
-/// Convenience for the identity of a connection's peer in logs.
-pub fn describe(id: &PeerIdentity) -> String {
-    match id {
-        PeerIdentity::Node { profile, .. } => format!("node {}", profile.org),
-        PeerIdentity::User {
-            org, name, role, ..
-        } => format!("user {org}/{name} ({role})"),
-    }
-}
