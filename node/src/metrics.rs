@@ -278,6 +278,61 @@ fn format_f64(v: f64) -> String {
     }
 }
 
+/// Serve `GET /metrics` (Prometheus text format) on a loopback listener
+/// until `shutdown` changes. Deliberately minimal HTTP/1.1: one request per
+/// connection, bounded request size and time.
+pub fn serve_http(
+    listener: tokio::net::TcpListener,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(_) => continue,
+                },
+                _ = shutdown.changed() => break,
+            };
+            let render = render.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                let n = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let (status, body, ctype) = if req.starts_with("GET /metrics ") {
+                    (
+                        "200 OK",
+                        render(),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        "only GET /metrics is served here\n".to_string(),
+                        "text/plain",
+                    )
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,59 +545,4 @@ mod tests {
         let samples = parse(&m.render());
         assert_eq!(samples.len(), 5);
     }
-}
-
-/// Serve `GET /metrics` (Prometheus text format) on a loopback listener
-/// until `shutdown` changes. Deliberately minimal HTTP/1.1: one request per
-/// connection, bounded request size and time.
-pub fn serve_http(
-    listener: tokio::net::TcpListener,
-    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                },
-                _ = shutdown.changed() => break,
-            };
-            let render = render.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body, ctype) = if req.starts_with("GET /metrics ") {
-                    (
-                        "200 OK",
-                        render(),
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "only GET /metrics is served here\n".to_string(),
-                        "text/plain",
-                    )
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
 }
