@@ -145,7 +145,7 @@ impl LocalFederation {
                 .stderr(log)
                 .spawn()
                 .with_context(|| format!("starting the node of {}", o.spec.org))?;
-            std::fs::write(o.dir.join("node.pid"), child.id().to_string())?;
+            std::fs::write(o.dir.join("node.pid"), format!("{}\n", child.id()))?;
             o.child = Some(child);
         }
         Ok(())
