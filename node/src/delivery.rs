@@ -239,10 +239,17 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     if let Err(why) = still_allowed(&state, &peer.org, &env) {
                         info!(msg.seq = seq, reason = %why, "queued message no longer routable to this peer; dropped");
                         state
-                            .audit(vec![crate::audit::AuditEvent::dropped(
-                                &peer.org,
-                                format!("seq {seq}: {why}"),
-                            )])
+                            .audit(vec![
+                                crate::audit::AuditEvent::dropped(
+                                    &peer.org,
+                                    format!("seq {seq}: {why}"),
+                                )
+                                .msg(
+                                    Content::decode(env.content.as_slice())
+                                        .map(|c| c.id)
+                                        .unwrap_or_default(),
+                                ),
+                            ])
                             .await;
                         let _ = store
                             .record_rejection(Rejection {

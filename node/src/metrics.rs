@@ -22,7 +22,7 @@ use dashmap::DashMap;
 pub const ROUTING_DECISIONS: &str = "bluewire_routing_decisions_total";
 pub const MESSAGES_PUBLISHED: &str = "bluewire_messages_published_total";
 pub const MESSAGES_RECEIVED: &str = "bluewire_messages_received_total";
-/// Label `reason`.
+/// Labels `peer` and `rule` (the check that refused it).
 pub const ENVELOPES_REJECTED: &str = "bluewire_envelopes_rejected_total";
 /// Label `peer`.
 pub const DELIVERIES: &str = "bluewire_deliveries_total";
@@ -40,7 +40,7 @@ const HELP: &[(&str, &str)] = &[
     (MESSAGES_RECEIVED, "Messages accepted from peer nodes."),
     (
         ENVELOPES_REJECTED,
-        "Envelopes refused by this node, by reason.",
+        "Envelopes refused by this node, by sending peer and refusing rule.",
     ),
     (DELIVERIES, "Messages acknowledged by each peer node."),
     (
