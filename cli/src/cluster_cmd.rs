@@ -11,7 +11,7 @@ use bluewire_proto::v1 as pb;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::Output;
-use crate::member::{ConnArgs, LevelArg, TlpArg, level_name, tlp_name};
+use crate::member::{ConnArgs, LevelArg, TlpArg, level_label, tlp_label};
 use crate::output::{table, ts};
 
 #[derive(Debug, Subcommand)]
@@ -140,7 +140,7 @@ fn levels_text(levels: &[i32]) -> String {
     }
     levels
         .iter()
-        .map(|l| level_name(*l))
+        .map(|l| level_label(*l))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -163,8 +163,8 @@ pub fn member_json(m: &pb::ClusterMember) -> serde_json::Value {
 pub fn info_json(c: &pb::ClusterInfo) -> serde_json::Value {
     serde_json::json!({
         "id": c.id, "name": c.name, "purpose": c.purpose,
-        "levels": c.levels.iter().map(|l| level_name(*l)).collect::<Vec<_>>(),
-        "max_tlp": tlp_name(c.max_tlp), "history": history_name(c.history),
+        "levels": c.levels.iter().map(|l| level_label(*l)).collect::<Vec<_>>(),
+        "max_tlp": tlp_label(c.max_tlp), "history": history_name(c.history),
         "convener": c.convener, "head_index": c.head_index, "head_hash": c.head_hash,
         "my_state": c.my_state,
         "members": c.members.iter().map(member_json).collect::<Vec<_>>(),
@@ -200,7 +200,7 @@ pub fn print_info(c: &pb::ClusterInfo) {
         "convener {}   levels {}   max {}   history {}   you: {}",
         dash(&c.convener),
         levels_text(&c.levels),
-        tlp_name(c.max_tlp),
+        tlp_label(c.max_tlp),
         history_name(c.history),
         dash(&c.my_state),
     );
@@ -402,7 +402,7 @@ fn print_list(clusters: &[pb::ClusterInfo], out: Output) {
                             .count()
                             .to_string(),
                         levels_text(&c.levels),
-                        tlp_name(c.max_tlp).to_string(),
+                        tlp_label(c.max_tlp).to_string(),
                         history_name(c.history).to_string(),
                         format!("#{}", c.head_index),
                     ]

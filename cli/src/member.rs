@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use bluewire_node::client::{Connection, explain_status};
+pub use bluewire_node::envelope::{level_label, tlp_label};
 use bluewire_proto::v1 as pb;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -228,26 +229,6 @@ impl PublishCmd {
     }
 }
 
-pub fn tlp_name(t: i32) -> &'static str {
-    match pb::Tlp::try_from(t).unwrap_or(pb::Tlp::Unspecified) {
-        pb::Tlp::Clear => "TLP:CLEAR",
-        pb::Tlp::Green => "TLP:GREEN",
-        pb::Tlp::Amber => "TLP:AMBER",
-        pb::Tlp::AmberStrict => "TLP:AMBER+STRICT",
-        pb::Tlp::Red => "TLP:RED",
-        pb::Tlp::Unspecified => "TLP:?",
-    }
-}
-
-pub fn level_name(l: i32) -> &'static str {
-    match pb::Level::try_from(l).unwrap_or(pb::Level::Unspecified) {
-        pb::Level::Technical => "technical",
-        pb::Level::Operational => "operational",
-        pb::Level::Political => "political",
-        pb::Level::Unspecified => "?",
-    }
-}
-
 pub fn kind_name(k: i32) -> &'static str {
     match pb::Kind::try_from(k).unwrap_or(pb::Kind::Unspecified) {
         pb::Kind::FreeText => "text",
@@ -413,8 +394,8 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
         item.seq,
         ts(c.created_at_ms),
         c.origin_org,
-        tlp_name(m.tlp),
-        level_name(c.level),
+        tlp_label(m.tlp),
+        level_label(c.level),
         kind_name(c.kind),
         if c.cluster.is_empty() {
             String::new()
@@ -453,8 +434,8 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
     };
     serde_json::json!({
         "seq": item.seq, "id": c.id, "origin": c.origin_org, "author": c.author,
-        "created_at_ms": c.created_at_ms, "kind": kind_name(c.kind), "level": level_name(c.level),
-        "tlp": tlp_name(m.tlp), "classification": m.classification, "exercise": m.exercise,
+        "created_at_ms": c.created_at_ms, "kind": kind_name(c.kind), "level": level_label(c.level),
+        "tlp": tlp_label(m.tlp), "classification": m.classification, "exercise": m.exercise,
         "recipients": c.recipients, "cluster": c.cluster, "cluster_index": c.cluster_index,
         "title": title, "body": body,
         "verified": item.verified, "signer_org": item.signer_org,

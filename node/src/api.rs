@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::audit::AuditEvent;
 use crate::cluster::{self, ClusterState};
 use crate::delivery::now_ms;
-use crate::envelope::{self, Rejected};
+use crate::envelope::{self, Rejected, level_label, tlp_label};
 use crate::pki::{OrgProfile, PeerIdentity, UserRole};
 use crate::policy::Direction;
 use crate::replication::ReplicationError;
@@ -566,10 +566,10 @@ fn check_publish_to_cluster(
             c.id,
             c.levels
                 .iter()
-                .map(|l| level_name(*l))
+                .map(|l| level_label(*l))
                 .collect::<Vec<_>>()
                 .join(", "),
-            level_name(content.level)
+            level_label(content.level)
         )));
     }
     let tlp = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
@@ -577,31 +577,11 @@ fn check_publish_to_cluster(
         return Err(Status::invalid_argument(format!(
             "{} allows at most {}; this message is {}: lower the marking or use another cluster",
             c.id,
-            tlp_name(c.max_tlp),
-            tlp_name(tlp)
+            tlp_label(c.max_tlp),
+            tlp_label(tlp)
         )));
     }
     Ok(())
-}
-
-pub fn level_name(l: i32) -> &'static str {
-    match pb::Level::try_from(l).unwrap_or(pb::Level::Unspecified) {
-        pb::Level::Technical => "technical",
-        pb::Level::Operational => "operational",
-        pb::Level::Political => "political",
-        pb::Level::Unspecified => "unspecified",
-    }
-}
-
-pub fn tlp_name(t: i32) -> &'static str {
-    match pb::Tlp::try_from(t).unwrap_or(pb::Tlp::Unspecified) {
-        pb::Tlp::Clear => "TLP:CLEAR",
-        pb::Tlp::Green => "TLP:GREEN",
-        pb::Tlp::Amber => "TLP:AMBER",
-        pb::Tlp::AmberStrict => "TLP:AMBER+STRICT",
-        pb::Tlp::Red => "TLP:RED",
-        pb::Tlp::Unspecified => "TLP:unspecified",
-    }
 }
 
 /// Cluster errors as gRPC statuses, with the reason intact.
@@ -689,8 +669,8 @@ impl Client for Api {
                     } else {
                         &content.cluster
                     },
-                    level_name(content.level),
-                    tlp_name(content.marking.as_ref().map(|m| m.tlp).unwrap_or(0)),
+                    level_label(content.level),
+                    tlp_label(content.marking.as_ref().map(|m| m.tlp).unwrap_or(0)),
                     queued_for.join(", ")
                 ),
             )];

@@ -194,6 +194,28 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
     Ok(())
 }
 
+/// "TLP:AMBER" etc., as people and logs read it.
+pub fn tlp_label(t: i32) -> &'static str {
+    match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
+        Tlp::Clear => "TLP:CLEAR",
+        Tlp::Green => "TLP:GREEN",
+        Tlp::Amber => "TLP:AMBER",
+        Tlp::AmberStrict => "TLP:AMBER+STRICT",
+        Tlp::Red => "TLP:RED",
+        Tlp::Unspecified => "TLP:unspecified",
+    }
+}
+
+/// "technical", "operational", "political".
+pub fn level_label(l: i32) -> &'static str {
+    match Level::try_from(l).unwrap_or(Level::Unspecified) {
+        Level::Technical => "technical",
+        Level::Operational => "operational",
+        Level::Political => "political",
+        Level::Unspecified => "unspecified",
+    }
+}
+
 /// Signature context of a forwarding attestation.
 pub const FORWARD_CONTEXT: &[u8] = b"bluewire/v1/forward\0";
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bluewire_proto::v1::{Content, Kind, Level, Tlp};
 
 use crate::cluster::{ClusterState, Standing};
-use crate::envelope::{is_control_kind, is_political_kind};
+use crate::envelope::{is_control_kind, is_political_kind, level_label, tlp_label};
 use crate::pki::{self, OrgProfile};
 use crate::policy::{Direction, PolicyHandle, PolicyInput};
 
@@ -294,15 +294,6 @@ fn recipients(content: &Content, ctx: &Context<'_>) -> Outcome {
     }
 }
 
-fn level_str(l: i32) -> &'static str {
-    match Level::try_from(l).unwrap_or(Level::Unspecified) {
-        Level::Technical => "technical",
-        Level::Operational => "operational",
-        Level::Political => "political",
-        Level::Unspecified => "unspecified",
-    }
-}
-
 fn pki_level(l: i32) -> Option<pki::Level> {
     match Level::try_from(l).ok()? {
         Level::Technical => Some(pki::Level::Technical),
@@ -313,7 +304,7 @@ fn pki_level(l: i32) -> Option<pki::Level> {
 }
 
 fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
-    let level = level_str(content.level);
+    let level = level_label(content.level);
     if let Some(c) = ctx.cluster
         && !content.cluster.is_empty()
         && !c.levels.contains(&content.level)
@@ -351,17 +342,6 @@ fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
     }
 }
 
-pub fn tlp_str(t: i32) -> &'static str {
-    match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
-        Tlp::Clear => "TLP:CLEAR",
-        Tlp::Green => "TLP:GREEN",
-        Tlp::Amber => "TLP:AMBER",
-        Tlp::AmberStrict => "TLP:AMBER+STRICT",
-        Tlp::Red => "TLP:RED",
-        Tlp::Unspecified => "no TLP",
-    }
-}
-
 fn tlp(content: &Content, ctx: &Context<'_>) -> Outcome {
     let t = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
     if let Some(c) = ctx.cluster
@@ -371,9 +351,9 @@ fn tlp(content: &Content, ctx: &Context<'_>) -> Outcome {
         return Outcome::Deny(format!(
             "{} is {} but {} allows at most {}",
             content.id,
-            tlp_str(t),
+            tlp_label(t),
             c.id,
-            tlp_str(c.max_tlp)
+            tlp_label(c.max_tlp)
         ));
     }
     match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
