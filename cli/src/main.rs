@@ -104,7 +104,26 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// `bluewire … | head` closes our stdout early: end quietly instead of
+/// panicking in `println!` (Rust ignores SIGPIPE, and resetting it needs unsafe).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     if let Command::Node(cmd) = cli.command {
         return bluewire_node::daemon::execute(cmd);
