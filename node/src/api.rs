@@ -308,6 +308,9 @@ impl Federation for Api {
                             .map(|c| c.id)
                             .unwrap_or_default();
                         warn!(msg.id = %id, reason = %why, "envelope rejected");
+                        if let Rejected::Unroutable { rule, .. } = &why {
+                            st.metrics.decision("ingress", rule, false);
+                        }
                         st.store
                             .record_rejection(Rejection {
                                 at_ms: now,

@@ -40,6 +40,9 @@ pub enum Rejected {
     FromTheFuture(i64),
     #[error("routing refused it ({rule}): {reason}")]
     Policy { rule: &'static str, reason: String },
+    /// A routing rule no recipient could pass, caught while validating.
+    #[error("routing refused it ({rule}): {reason}")]
+    Unroutable { rule: &'static str, reason: String },
     #[error("not decidable yet, retry later: {0}")]
     Later(String),
     #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
@@ -50,7 +53,7 @@ impl Rejected {
     /// The routing rule (or check) that refused it, for audit and metrics.
     pub fn rule(&self) -> &'static str {
         match self {
-            Rejected::Policy { rule, .. } => rule,
+            Rejected::Policy { rule, .. } | Rejected::Unroutable { rule, .. } => rule,
             Rejected::TooLarge(_) => "size",
             Rejected::Unsigned | Rejected::UnknownKey(_) | Rejected::BadSignature(_) => "signature",
             Rejected::OriginMismatch { .. } | Rejected::NotFromOrigin { .. } => "origin",
@@ -182,14 +185,22 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         (Kind::Retraction, _) => return bad("a retraction names the target message".into()),
         (Kind::Unspecified, _) => return bad(format!("unknown kind {}", c.kind)),
     }
+    // These two are routing rules that no recipient could pass: refuse the
+    // message as a whole, under the rule's name.
     if level == Level::Political && !is_political_kind(kind) && !is_control_kind(kind) {
-        return bad(format!(
-            "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}: escalate with a summary instead of raw technical content",
-            kind.as_str_name()
-        ));
+        return Err(Rejected::Unroutable {
+            rule: "levels",
+            reason: format!(
+                "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}: escalate with a summary instead of raw technical content",
+                kind.as_str_name()
+            ),
+        });
     }
     if tlp == Tlp::Red && c.recipients.is_empty() {
-        return bad("TLP:RED goes only to explicitly named recipients: name them".into());
+        return Err(Rejected::Unroutable {
+            rule: "tlp",
+            reason: "TLP:RED goes only to explicitly named recipients: name them".into(),
+        });
     }
     Ok(())
 }

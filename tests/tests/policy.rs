@@ -175,7 +175,7 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
         FR,
         crafted(L::Technical, K::FreeText, T::Red, &[], "red, names nobody"),
         "TLP:RED",
-        None,
+        Some("tlp"),
     );
     push(
         &mut cases,
@@ -188,7 +188,7 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
             "political incident",
         ),
         "political level",
-        None,
+        Some("levels"),
     );
     push(
         &mut cases,
@@ -201,7 +201,7 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
             "political incident to ministry",
         ),
         "political level",
-        None,
+        Some("levels"),
     );
     push(
         &mut cases,
