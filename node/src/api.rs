@@ -831,9 +831,7 @@ impl Client for Api {
         let marking = crate::markings::effective_marking(st, &content).unwrap_or_default();
         envelope::reshare_allowed(&content, &marking)
             .map_err(|why| Status::permission_denied(format!("cannot re-share: {why}")))?;
-        let c = st
-            .resolve_cluster(&r.to_cluster)
-            .map_err(replication_status)?;
+        let c = self.resolve(&r.to_cluster)?;
         if c.id == content.cluster {
             return Err(Status::invalid_argument(format!(
                 "{} is already in {}",
@@ -980,7 +978,7 @@ impl Api {
         let cluster = if r.cluster.is_empty() {
             None
         } else {
-            Some(st.resolve_cluster(&r.cluster).map_err(replication_status)?)
+            Some(self.resolve(&r.cluster)?)
         };
         let content = pb::Content {
             id: envelope::new_id(),
@@ -1004,9 +1002,12 @@ impl Api {
     }
 
     fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {
-        self.state
-            .resolve_cluster(&req.into_inner().cluster)
-            .map_err(replication_status)
+        self.resolve(&req.into_inner().cluster)
+    }
+
+    /// A cluster by id or unambiguous name, as a gRPC error if there is none.
+    fn resolve(&self, name: &str) -> Result<Arc<ClusterState>, Status> {
+        self.state.resolve_cluster(name).map_err(replication_status)
     }
 
     /// Carry out an operation on `c` as this organisation.
@@ -1192,8 +1193,7 @@ impl Admin for Api {
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
         let r = req.into_inner();
-        let st = &self.state;
-        let c = st.resolve_cluster(&r.cluster).map_err(replication_status)?;
+        let c = self.resolve(&r.cluster)?;
         let node_cert = self.invitee_cert(&r.org, &r.endpoint).await?;
         let role = if r.role == 0 {
             pb::ClusterRole::Member as i32
@@ -1257,10 +1257,7 @@ impl Admin for Api {
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
         let r = req.into_inner();
-        let c = self
-            .state
-            .resolve_cluster(&r.cluster)
-            .map_err(replication_status)?;
+        let c = self.resolve(&r.cluster)?;
         self.act(
             &c,
             pb::cluster_op::Op::Remove(pb::RemoveMember {
@@ -1277,10 +1274,7 @@ impl Admin for Api {
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
         let r = req.into_inner();
-        let c = self
-            .state
-            .resolve_cluster(&r.cluster)
-            .map_err(replication_status)?;
+        let c = self.resolve(&r.cluster)?;
         self.act(
             &c,
             pb::cluster_op::Op::SetRole(pb::SetMemberRole {
@@ -1297,10 +1291,7 @@ impl Admin for Api {
     ) -> Result<Response<pb::ClusterInfo>, Status> {
         self.require_user(&req, true)?;
         let r = req.into_inner();
-        let c = self
-            .state
-            .resolve_cluster(&r.cluster)
-            .map_err(replication_status)?;
+        let c = self.resolve(&r.cluster)?;
         self.act(
             &c,
             pb::cluster_op::Op::Transfer(pb::TransferConvener { to: r.org }),
