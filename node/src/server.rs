@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use bluewire_proto::v1::federation_client::FederationClient;
 use tonic::transport::Channel;
@@ -390,13 +390,40 @@ impl Node {
     }
 
     /// Stop accepting, stop workers, drain, close the store.
+    ///
+    /// Returns once the store file is released, so the same data directory can be opened again
+    /// in this process: background tasks (delivery workers, cluster pulls, subscriptions,
+    /// acknowledgements) hold the node state and stop on the shutdown signal.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        const DRAIN: Duration = Duration::from_secs(10);
+        let started = std::time::Instant::now();
         let _ = self.shutdown.send(true);
-        match tokio::time::timeout(Duration::from_secs(10), self.served).await {
+        let served = match tokio::time::timeout(DRAIN, self.served).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(NodeError::Serve(e.to_string())),
             Err(_) => Err(NodeError::Serve("drain timed out after 10 s".into())),
+        };
+        let state = self.state;
+        loop {
+            let (tasks, handles) = (Arc::strong_count(&state) - 1, state.store.handles() - 1);
+            if tasks == 0 && handles == 0 {
+                break;
+            }
+            if started.elapsed() > DRAIN {
+                return Err(NodeError::Serve(format!(
+                    "{tasks} task(s) still hold the node state and {handles} the store {} s \
+                     after shutdown; the store file stays locked until they end",
+                    DRAIN.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        drop(state);
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "node state released"
+        );
+        served
     }
 
     /// Serve until `signal` completes, then shut down.

@@ -1121,6 +1121,12 @@ impl Store {
         })
     }
 
+    /// How many `Store` handles share this database. The file lock is released when the last
+    /// one is dropped.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
