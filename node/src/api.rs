@@ -292,6 +292,7 @@ impl Federation for Api {
                             reason: String::new(),
                             id: o.content.id.clone(),
                         });
+                        let audit = vec![AuditEvent::received(&o.content.id, &peer.org)];
                         accepted.push(NewMessage {
                             id: o.content.id,
                             envelope: env.encode_to_vec(),
@@ -301,6 +302,7 @@ impl Federation for Api {
                             received_from: peer.org.clone(),
                             received_at_ms: now,
                             outbox: Vec::new(),
+                            audit,
                         });
                     }
                     Err(why) => {
@@ -345,10 +347,10 @@ impl Federation for Api {
             let mut events = Vec::new();
             for (i, r) in results.iter().enumerate() {
                 match pb::DeliveryOutcome::try_from(r.outcome) {
+                    // Its "received" record was chained with the insert.
                     Ok(pb::DeliveryOutcome::Accepted) => {
                         st.metrics
                             .inc(crate::metrics::MESSAGES_RECEIVED, &[("peer", &peer.org)]);
-                        events.push(AuditEvent::received(&r.id, &peer.org));
                     }
                     Ok(pb::DeliveryOutcome::Rejected) => {
                         let rule = rejected_rules
@@ -638,27 +640,6 @@ impl Client for Api {
                 decisions.into_iter().partition(|d| d.allowed);
             let queued_for: Vec<String> = allowed.into_iter().map(|d| d.org).collect();
             let env = envelope::seal(&st.signer, &content);
-            let outcome = st
-                .store
-                .insert(NewMessage {
-                    id: content.id.clone(),
-                    envelope: env.encode_to_vec(),
-                    origin: content.origin_org.clone(),
-                    kind: content.kind,
-                    level: content.level,
-                    received_from: String::new(),
-                    received_at_ms: now_ms(),
-                    outbox: queued_for.clone(),
-                })
-                .await
-                .map_err(|e| Status::unavailable(format!("not stored, publish again: {e}")))?;
-            let seq = match outcome {
-                InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
-            };
-            st.notify_peers(&queued_for);
-            crate::markings::apply(st, &content).await;
-            info!(msg.seq = seq, queued = queued_for.len(), "published");
-            st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
             let mut events = vec![AuditEvent::published(
                 &content.id,
                 format!(
@@ -685,7 +666,29 @@ impl Client for Api {
                     format!("egress: {}", d.reason),
                 ));
             }
-            st.audit(events).await;
+            // The audit records commit with the message: one transaction, one fsync.
+            let outcome = st
+                .store
+                .insert(NewMessage {
+                    id: content.id.clone(),
+                    envelope: env.encode_to_vec(),
+                    origin: content.origin_org.clone(),
+                    kind: content.kind,
+                    level: content.level,
+                    received_from: String::new(),
+                    received_at_ms: now_ms(),
+                    outbox: queued_for.clone(),
+                    audit: events,
+                })
+                .await
+                .map_err(|e| Status::unavailable(format!("not stored, publish again: {e}")))?;
+            let seq = match outcome {
+                InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
+            };
+            st.notify_peers(&queued_for);
+            crate::markings::apply(st, &content).await;
+            info!(msg.seq = seq, queued = queued_for.len(), "published");
+            st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
             Ok(Response::new(pb::PublishResponse {
                 id: content.id.clone(),
                 seq,
@@ -890,22 +893,21 @@ impl Client for Api {
                 received_from: String::new(),
                 received_at_ms: now_ms(),
                 outbox: queued_for.clone(),
+                audit: vec![
+                    AuditEvent::new(crate::audit::AuditKind::Sent)
+                        .msg(&content.id)
+                        .cluster(&c.id)
+                        .rule("reshare")
+                        .detail(format!(
+                            "re-shared by {user} into {} for [{}]",
+                            c.id,
+                            queued_for.join(", ")
+                        )),
+                ],
             })
             .await
             .map_err(|e| Status::unavailable(format!("not stored, re-share again: {e}")))?;
         st.notify_peers(&queued_for);
-        st.audit(vec![
-            AuditEvent::new(crate::audit::AuditKind::Sent)
-                .msg(&content.id)
-                .cluster(&c.id)
-                .rule("reshare")
-                .detail(format!(
-                    "re-shared by {user} into {} for [{}]",
-                    c.id,
-                    queued_for.join(", ")
-                )),
-        ])
-        .await;
         let seq = match outcome {
             InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
         };

@@ -352,6 +352,10 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         }
                     }
                     debug!(count = n, "delivered");
+                    state
+                        .metrics
+                        .add(crate::metrics::DELIVERIES, &[("peer", &peer.org)], n as u64);
+                    sent_upto = seqs.last().copied().unwrap_or(sent_upto);
                     let events = results
                         .iter()
                         .map(|r| {
@@ -364,15 +368,13 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                             }
                         })
                         .collect();
-                    state.audit(events).await;
-                    state
-                        .metrics
-                        .add(crate::metrics::DELIVERIES, &[("peer", &peer.org)], n as u64);
-                    sent_upto = seqs.last().copied().unwrap_or(sent_upto);
+                    // The "delivered" records commit with the acknowledgement (not
+                    // fsynced on its own; after a crash the envelope is sent again and
+                    // recorded again).
                     let (store, org) = (store.clone(), peer.org.clone());
                     tokio::spawn(
                         async move {
-                            if let Err(e) = store.ack_outbox(&org, seqs).await {
+                            if let Err(e) = store.ack_outbox_audited(&org, seqs, events).await {
                                 warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
                             }
                         }

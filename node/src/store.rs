@@ -13,7 +13,9 @@
 //! fsync rate. After a commit that added messages the new head seq is published on a watch.
 //! Exceptions that ride along without forcing an fsync of their own (a group made only of them
 //! commits with `Durability::None` and becomes durable with the next durable commit): outbox
-//! acks and audit appends. The audit log's seq and chain hash are assigned by the writer, in
+//! acks and audit appends. Outbox acks are also *lazy*: the writer holds a group made only of
+//! them for up to [`LAZY_HOLD`] so they join the next commit instead of costing their own. The
+//! audit log's seq and chain hash are assigned by the writer, in
 //! commit order, in the same transaction as the head they advance, so a crash can lose the
 //! newest audit records but never break the chain.
 //!
@@ -41,6 +43,8 @@ use crate::audit::AuditEvent;
 pub const FILE_NAME: &str = "bluewire.redb";
 /// Most ops applied in one write transaction (one fsync).
 pub const MAX_GROUP: usize = 1024;
+/// Longest a lazy op (an outbox ack) waits for a commit to ride along with.
+const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 /// Bounded queue in front of the writer; senders wait (backpressure) when it is full.
 const QUEUE_DEPTH: usize = 4096;
 /// Rejection records kept on disk; older ones are pruned (the total is still counted).
@@ -177,6 +181,9 @@ pub struct NewMessage {
     pub received_at_ms: i64,
     /// Peers (org ids) to queue it for, atomically with the insert.
     pub outbox: Vec<String>,
+    /// Audit records chained in the same transaction if the message is new (a duplicate adds
+    /// none), so an acknowledged message never lacks its audit record.
+    pub audit: Vec<AuditEvent>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -387,6 +394,7 @@ enum Op {
     Ack {
         peer: String,
         seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
         reply: Reply<()>,
     },
     DropOutbox {
@@ -446,6 +454,14 @@ impl Op {
     /// together with the head that covers them, never break the chain.
     fn durable(&self) -> bool {
         !matches!(self, Op::Ack { .. } | Op::AppendAudit { .. })
+    }
+
+    /// Whether the writer may hold this op back (up to [`LAZY_HOLD`]) so it rides along with
+    /// the next commit instead of costing one of its own. Outbox acks: nobody waits on them
+    /// (the delivery worker keeps an in-memory "sent up to" cursor), and at a low message rate
+    /// each delivered batch to each peer would otherwise be a write transaction of its own.
+    fn lazy(&self) -> bool {
+        matches!(self, Op::Ack { .. })
     }
 }
 
@@ -553,7 +569,12 @@ impl Tables<'_> {
     fn apply(&mut self, op: &Op) -> Result<Applied> {
         match op {
             Op::Insert { msgs, .. } => self.insert(msgs).map(Applied::Outcomes),
-            Op::Ack { peer, seqs, .. } => self.ack(peer, seqs).map(|()| Applied::Unit),
+            Op::Ack {
+                peer, seqs, audit, ..
+            } => {
+                self.ack(peer, seqs)?;
+                self.append_audit(audit).map(|()| Applied::Unit)
+            }
             Op::DropOutbox { peer, .. } => self.drop_outbox(peer).map(Applied::Count),
             Op::Enqueue { peer, seqs, .. } => self.enqueue(peer, seqs).map(Applied::Count),
             Op::Reject { rejection, .. } => self.reject(rejection).map(|()| Applied::Unit),
@@ -680,6 +701,7 @@ impl Tables<'_> {
                     add_counter(&mut self.counters, &depth_key(peer), 1)?;
                 }
             }
+            self.append_audit(&m.audit)?;
             out.push(InsertOutcome::Inserted(seq));
         }
         Ok(out)
@@ -847,32 +869,65 @@ struct Writer {
 
 impl Writer {
     fn run(self, mut rx: mpsc::Receiver<Op>) {
+        // A clock for waiting on the queue with a deadline (lazy ops, below). If it cannot be
+        // built, lazy ops are simply committed at once.
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok();
         let mut closing = None;
-        'outer: while let Some(first) = rx.blocking_recv() {
+        // Lazy ops held back to ride along with the next commit.
+        let mut held: Vec<Op> = Vec::new();
+        let mut held_since = std::time::Instant::now();
+        loop {
+            let first = match (&clock, held.is_empty()) {
+                (Some(clock), false) => {
+                    let deadline = held_since + LAZY_HOLD;
+                    match clock.block_on(async {
+                        tokio::time::timeout_at(deadline.into(), rx.recv()).await
+                    }) {
+                        Ok(op) => op,
+                        Err(_elapsed) => {
+                            self.commit_group(std::mem::take(&mut held));
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.blocking_recv(),
+            };
+            let Some(first) = first else { break };
             let mut group = Vec::with_capacity(64);
             match first {
-                Op::Close { reply } => {
-                    closing = Some(reply);
-                    break 'outer;
-                }
+                Op::Close { reply } => closing = Some(reply),
                 op => group.push(op),
             }
-            while group.len() < MAX_GROUP {
+            while closing.is_none() && group.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(Op::Close { reply }) => {
-                        closing = Some(reply);
-                        break;
-                    }
+                    Ok(Op::Close { reply }) => closing = Some(reply),
                     Ok(op) => group.push(op),
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            if closing.is_none()
+                && clock.is_some()
+                && group.iter().all(Op::lazy)
+                && held.len() + group.len() < MAX_GROUP
+            {
+                if held.is_empty() {
+                    held_since = std::time::Instant::now();
+                }
+                held.append(&mut group);
+                continue;
+            }
+            held.append(&mut group);
+            self.commit_group(std::mem::take(&mut held));
             if closing.is_some() {
                 break;
             }
         }
-        // Ops queued after Close are dropped here; their callers see StoreError::Closed.
+        // Whatever is still held commits before the writer goes; ops queued after Close are
+        // dropped here and their callers see StoreError::Closed.
+        self.commit_group(held);
         drop(rx);
         drop(self);
         if let Some(reply) = closing {
@@ -1161,9 +1216,15 @@ impl Store {
     }
 
     /// Many at once, atomically, through the same writer. Results in order.
-    pub async fn insert_many(&self, msgs: Vec<NewMessage>) -> Result<Vec<InsertOutcome>> {
+    pub async fn insert_many(&self, mut msgs: Vec<NewMessage>) -> Result<Vec<InsertOutcome>> {
         if msgs.is_empty() {
             return Ok(Vec::new());
+        }
+        for m in &mut msgs {
+            m.audit = std::mem::take(&mut m.audit)
+                .into_iter()
+                .map(AuditEvent::clip)
+                .collect();
         }
         self.call(|reply| Op::Insert { msgs, reply }).await
     }
@@ -1212,11 +1273,29 @@ impl Store {
     /// its own: it becomes durable with the next durable commit; a crash before that only
     /// causes a redelivery, which receivers deduplicate.
     pub async fn ack_outbox(&self, peer: &str, seqs: Vec<u64>) -> Result<()> {
-        if seqs.is_empty() {
+        self.ack_outbox_audited(peer, seqs, Vec::new()).await
+    }
+
+    /// [`Store::ack_outbox`] plus audit records chained in the same transaction (what was
+    /// delivered is recorded exactly when its outbox entries go).
+    pub async fn ack_outbox_audited(
+        &self,
+        peer: &str,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        if seqs.is_empty() && audit.is_empty() {
             return Ok(());
         }
         let peer = peer.to_owned();
-        self.call(|reply| Op::Ack { peer, seqs, reply }).await
+        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::Ack {
+            peer,
+            seqs,
+            audit,
+            reply,
+        })
+        .await
     }
 
     /// Remove every queued entry for peer (returns how many were dropped).
@@ -1725,6 +1804,7 @@ mod tests {
             received_from: String::new(),
             received_at_ms: 42,
             outbox: outbox.iter().map(|s| (*s).to_owned()).collect(),
+            audit: Vec::new(),
         }
     }
 
@@ -2297,6 +2377,73 @@ mod tests {
         assert!(v.ok, "{v:?}");
         assert_eq!(v.records, 80);
         assert_eq!(v.head_hash, store.audit_head().1);
+    }
+
+    #[tokio::test]
+    async fn audit_records_commit_with_the_message_and_with_the_ack() {
+        use crate::audit::{self, AuditEvent};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let with_audit = |id: &str| NewMessage {
+                audit: vec![AuditEvent::received(id, "org-b")],
+                ..msg(id, &["p"])
+            };
+            let commits = store.commit_count();
+            store.insert(with_audit("a")).await.unwrap();
+            // One transaction: the record is there as soon as the insert returns.
+            assert_eq!(store.commit_count(), commits + 1);
+            let rows = store.audit_records(0, 10).unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(
+                (rows[0].msg_id.as_str(), rows[0].peer.as_str()),
+                ("a", "org-b")
+            );
+            // A duplicate adds neither a message nor an audit record.
+            assert!(matches!(
+                store.insert(with_audit("a")).await.unwrap(),
+                InsertOutcome::Duplicate(1)
+            ));
+            assert_eq!(store.audit_head().0, 1);
+            store
+                .ack_outbox_audited("p", vec![1], vec![AuditEvent::delivered("a", "p")])
+                .await
+                .unwrap();
+            assert_eq!(store.outbox_depth("p").unwrap(), 0);
+            assert_eq!(store.audit_head().0, 2);
+            store.close().await;
+        }
+        // Durable with the insert's fsync, verifiable after a reopen.
+        let store = Store::open(dir.path()).unwrap();
+        let v = audit::verify(&store).unwrap();
+        assert!(v.ok && v.records >= 1, "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn held_back_acks_commit_on_their_own_and_before_close() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.insert(msg("a", &["p"])).await.unwrap();
+            store.insert(msg("b", &["p"])).await.unwrap();
+            // Alone, an ack waits at most LAZY_HOLD for company, then commits anyway.
+            let t0 = std::time::Instant::now();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                store.ack_outbox("p", vec![1]),
+            )
+            .await
+            .expect("a lone ack is committed, not held forever")
+            .unwrap();
+            assert!(t0.elapsed() >= LAZY_HOLD / 2, "{:?}", t0.elapsed());
+            assert_eq!(store.outbox_depth("p").unwrap(), 1);
+            // Queued before Close: committed by it, not dropped.
+            let (acked, ()) = tokio::join!(store.ack_outbox("p", vec![2]), store.close());
+            acked.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.outbox_depth("p").unwrap(), 0);
+        assert_eq!(store.delivered_count("p").unwrap(), 2);
     }
 
     #[tokio::test]
