@@ -80,6 +80,27 @@ fn ed25519_rates(size: usize, dur: Duration) -> anyhow::Result<(f64, f64)> {
     Ok((sign, n as f64 / t.elapsed().as_secs_f64()))
 }
 
+/// Store write transactions committed so far by each node (from its metrics).
+async fn commits(fed: &LocalFederation) -> anyhow::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(fed.orgs.len());
+    for o in &fed.orgs {
+        let text = fed
+            .connect(o.spec.org, "operator")?
+            .admin()
+            .metrics(pb::MetricsRequest {})
+            .await?
+            .into_inner()
+            .text;
+        let n = text
+            .lines()
+            .find_map(|l| l.strip_prefix(bluewire_node::metrics::STORE_COMMITS))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{} reports no store commit count", o.spec.org))?;
+        out.push(n);
+    }
+    Ok(out)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -229,6 +250,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let n = (a.rate * a.seconds) as usize;
     eprintln!("latency phase: {} msg/s for {} s…", a.rate, a.seconds);
     let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
+    let commits_before = commits(&fed).await?;
     let start2 = Instant::now();
     let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
     let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
@@ -276,6 +298,15 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     let achieved_rate = n as f64 / start2.elapsed().as_secs_f64();
+    // Write transactions per message in the paced phase: origin, then the receivers' mean.
+    let commits_after = commits(&fed).await?;
+    let per_msg: Vec<f64> = commits_after
+        .iter()
+        .zip(&commits_before)
+        .map(|(a, b)| a.saturating_sub(*b) as f64 / n.max(1) as f64)
+        .collect();
+    let origin_commits = per_msg.first().copied().unwrap_or(f64::NAN);
+    let receiver_commits = per_msg.iter().skip(1).sum::<f64>() / 4.0;
     for s in subs {
         s.abort();
     }
@@ -296,7 +327,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                        "fraction_of_bound": throughput / bound},
         "latency_ms": {"samples": lat.len(), "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99),
                        "max": lat.last().copied().unwrap_or(f64::NAN), "achieved_rate": achieved_rate.round(),
-                       "publish_ack_p50": percentile(&ack_lat, 0.50), "publish_ack_p99": percentile(&ack_lat, 0.99)},
+                       "publish_ack_p50": percentile(&ack_lat, 0.50), "publish_ack_p99": percentile(&ack_lat, 0.99),
+                       "store_commits_per_msg_origin": origin_commits, "store_commits_per_msg_receiver": receiver_commits},
         "grpc_rtt_ms": {"p50": percentile(&rtt, 0.5), "p99": percentile(&rtt, 0.99)},
         "idle_rss_kib": idle_rss.iter().map(|(o, k)| serde_json::json!({"org": o, "kib": k})).collect::<Vec<_>>(),
     });
@@ -332,6 +364,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 "publish acknowledged (stored at the origin): p50 {:.2} ms, p99 {:.2} ms",
                 percentile(&ack_lat, 0.5),
                 percentile(&ack_lat, 0.99)
+            );
+            println!(
+                "store write transactions per message (paced phase): origin {origin_commits:.2}, receivers {receiver_commits:.2}"
             );
             let rss: Vec<String> = idle_rss
                 .iter()

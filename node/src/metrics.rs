@@ -26,6 +26,8 @@ pub const MESSAGES_RECEIVED: &str = "bluewire_messages_received_total";
 pub const ENVELOPES_REJECTED: &str = "bluewire_envelopes_rejected_total";
 /// Label `peer`.
 pub const DELIVERIES: &str = "bluewire_deliveries_total";
+/// Write transactions the store has committed (a group commit counts once).
+pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
 
 /// HELP text of the known families; others get a generic one.
 const HELP: &[(&str, &str)] = &[
@@ -38,6 +40,10 @@ const HELP: &[(&str, &str)] = &[
         "Messages published by local members through this node.",
     ),
     (MESSAGES_RECEIVED, "Messages accepted from peer nodes."),
+    (
+        STORE_COMMITS,
+        "Write transactions committed by the store (one per group commit, durable or not).",
+    ),
     (
         ENVELOPES_REJECTED,
         "Envelopes refused by this node, by sending peer and refusing rule.",
@@ -120,6 +126,14 @@ impl Metrics {
             .entry(key)
             .or_default()
             .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets counter `name{labels}` to `value`, for counts kept elsewhere (e.g. by the store).
+    pub fn set_counter(&self, name: &'static str, labels: &[(&str, &str)], value: u64) {
+        self.counters
+            .entry(Key::new(name, labels))
+            .or_default()
+            .store(value, Ordering::Relaxed);
     }
 
     /// Sets gauge `name{labels}` to `value`.

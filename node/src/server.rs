@@ -163,6 +163,11 @@ impl NodeState {
         }
         self.metrics
             .gauge("bluewire_store_head_seq", &[], self.store.head_seq() as f64);
+        self.metrics.set_counter(
+            crate::metrics::STORE_COMMITS,
+            &[],
+            self.store.commit_count(),
+        );
         self.metrics.render()
     }
 

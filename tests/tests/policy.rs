@@ -772,4 +772,12 @@ async fn prometheus_endpoint_serves_routing_counters_on_loopback() {
         "{body}"
     );
     assert!(body.contains("bluewire_messages_published_total"), "{body}");
+    // The store's write transactions since this start: at least the published message's.
+    let commits: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("bluewire_store_commits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no store commit counter in:\n{body}"));
+    assert!(commits >= 1, "{body}");
+    assert!(body.contains("# TYPE bluewire_store_commits_total counter"), "{body}");
 }
