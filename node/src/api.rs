@@ -727,10 +727,21 @@ impl Client for Api {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut head = st.store.subscribe_head();
+        let mut shutdown = st.shutdown_rx.clone();
         let span = tracing::info_span!("subscribe", subscriber = %user, cursor);
+        let going_away = || {
+            Status::unavailable(
+                "the node is shutting down; subscribe again with after_seq = the last seq you \
+                 received (or your durable name) to resume without a gap",
+            )
+        };
         tokio::spawn(
             async move {
                 loop {
+                    if *shutdown.borrow() {
+                        let _ = tx.try_send(Err(going_away()));
+                        return;
+                    }
                     let page = match st.store.read_after(cursor, 256) {
                         Ok(p) => p,
                         Err(e) => {
@@ -745,6 +756,7 @@ impl Client for Api {
                         tokio::select! {
                             changed = head.changed() => if changed.is_err() { return },
                             _ = tx.closed() => return,
+                            _ = shutdown.changed() => {}
                         }
                         continue;
                     }
@@ -779,9 +791,17 @@ impl Client for Api {
                         {
                             continue;
                         }
-                        if tx.send(item).await.is_err() {
-                            debug!("subscriber went away");
-                            return;
+                        // A subscriber that stops reading holds this task (backpressure),
+                        // but never past shutdown.
+                        tokio::select! {
+                            sent = tx.send(item) => if sent.is_err() {
+                                debug!("subscriber went away");
+                                return;
+                            },
+                            _ = shutdown.changed() => {
+                                let _ = tx.try_send(Err(going_away()));
+                                return;
+                            }
                         }
                     }
                 }

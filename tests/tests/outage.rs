@@ -86,3 +86,60 @@ async fn peer_down_during_1000_publishes_receives_all_exactly_once_after_restart
     assert_eq!(be[0].outbox_depth, 0);
     assert!(be[0].delivered >= 1000, "{be:?}");
 }
+
+/// Stopping a node with a subscriber attached ends the subscription and
+/// releases the store promptly; the subscriber resumes after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_with_an_open_subscription_is_prompt_and_the_feed_resumes() {
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE"),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    let first = fed.publish("csirt-be", "before the stop").await;
+    let mut feed = fed
+        .client("csirt-fr", "analyst")
+        .client()
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), feed.message())
+        .await
+        .expect("first item in time")
+        .expect("stream ok")
+        .expect("an item");
+    assert_eq!(item_id(&got), first.id);
+
+    let t0 = std::time::Instant::now();
+    fed.stop("csirt-fr").await;
+    let stopped_in = t0.elapsed();
+    assert!(
+        stopped_in < std::time::Duration::from_secs(5),
+        "stop took {stopped_in:?} with a subscriber attached"
+    );
+    // The subscriber sees its stream end (an error or end of stream), not a hang.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), feed.message())
+        .await
+        .expect("the stream ends when the node stops");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+
+    fed.restart("csirt-fr").await;
+    let second = fed.publish("csirt-be", "after the restart").await;
+    let mut feed = fed
+        .client("csirt-fr", "analyst")
+        .client()
+        .subscribe(pb::SubscribeRequest {
+            after_seq: got.seq,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe again")
+        .into_inner();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), feed.message())
+        .await
+        .expect("next item in time")
+        .expect("stream ok")
+        .expect("an item");
+    assert_eq!(item_id(&next), second.id);
+}

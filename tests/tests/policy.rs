@@ -779,5 +779,8 @@ async fn prometheus_endpoint_serves_routing_counters_on_loopback() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no store commit counter in:\n{body}"));
     assert!(commits >= 1, "{body}");
-    assert!(body.contains("# TYPE bluewire_store_commits_total counter"), "{body}");
+    assert!(
+        body.contains("# TYPE bluewire_store_commits_total counter"),
+        "{body}"
+    );
 }
