@@ -6,6 +6,7 @@
 //! A benchmark, not a test: it asserts nothing and is bounded in count and time.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,51 @@ fn ed25519_rates(size: usize, dur: Duration) -> anyhow::Result<(f64, f64)> {
     Ok((sign, n as f64 / t.elapsed().as_secs_f64()))
 }
 
+/// Latency (ms, sorted) of a 4 KiB write + `fdatasync` by `writers` threads at once (each on
+/// its own file, as each node has its own store), for `dur`, in a scratch directory beside
+/// the federation's: the disk baseline of the durable path.
+fn fsync_latencies(near: &Path, writers: usize, dur: Duration) -> anyhow::Result<Vec<f64>> {
+    let dir = near.with_extension("disk-baseline");
+    std::fs::create_dir_all(&dir)?;
+    let handles: Vec<_> = (0..writers)
+        .map(|i| {
+            let path = dir.join(format!("writer-{i}"));
+            std::thread::spawn(move || -> std::io::Result<Vec<f64>> {
+                use std::io::{Seek, SeekFrom, Write};
+                let mut f = std::fs::File::create(&path)?;
+                let page = [0x5au8; 4096];
+                let mut lat = Vec::new();
+                let t = Instant::now();
+                let mut n = 0u64;
+                while t.elapsed() < dur && n < 200_000 {
+                    let t0 = Instant::now();
+                    f.seek(SeekFrom::Start((n % 64) * 4096))?;
+                    f.write_all(&page)?;
+                    f.sync_data()?;
+                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    n += 1;
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut failed = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(lat)) => all.extend(lat),
+            Ok(Err(e)) => failed = Some(anyhow::anyhow!("disk baseline in {}: {e}", dir.display())),
+            Err(_) => failed = Some(anyhow::anyhow!("disk baseline thread panicked")),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok(all)
+}
+
 /// Store write transactions committed so far by each node (from its metrics).
 async fn commits(fed: &LocalFederation) -> anyhow::Result<Vec<u64>> {
     let mut out = Vec::with_capacity(fed.orgs.len());
@@ -135,6 +181,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         }
         None => None,
     };
+    eprintln!("measuring the disk: 4 KiB write + fdatasync, 1 and 5 writers…");
+    let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
+    let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
     let mut fed = LocalFederation::create(&tmp, &specs, "")?;
     if let Some(line) = &policy_line {
         for o in &fed.orgs {
@@ -330,6 +379,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                        "publish_ack_p50": percentile(&ack_lat, 0.50), "publish_ack_p99": percentile(&ack_lat, 0.99),
                        "store_commits_per_msg_origin": origin_commits, "store_commits_per_msg_receiver": receiver_commits},
         "grpc_rtt_ms": {"p50": percentile(&rtt, 0.5), "p99": percentile(&rtt, 0.99)},
+        "fsync_ms": {"one_writer": {"p50": percentile(&fsync_1, 0.5), "p99": percentile(&fsync_1, 0.99)},
+                     "five_writers": {"p50": percentile(&fsync_5, 0.5), "p99": percentile(&fsync_5, 0.99)}},
         "idle_rss_kib": idle_rss.iter().map(|(o, k)| serde_json::json!({"org": o, "kib": k})).collect::<Vec<_>>(),
     });
     match out {
@@ -359,6 +410,13 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 "baseline mTLS gRPC round trip (Hello, idle federation): p50 {:.3} ms, p99 {:.3} ms",
                 percentile(&rtt, 0.5),
                 percentile(&rtt, 0.99)
+            );
+            println!(
+                "baseline disk (4 KiB write + fdatasync): 1 writer p50 {:.2} ms, p99 {:.2} ms; 5 writers at once p50 {:.2} ms, p99 {:.2} ms",
+                percentile(&fsync_1, 0.5),
+                percentile(&fsync_1, 0.99),
+                percentile(&fsync_5, 0.5),
+                percentile(&fsync_5, 0.99)
             );
             println!(
                 "publish acknowledged (stored at the origin): p50 {:.2} ms, p99 {:.2} ms",

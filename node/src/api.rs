@@ -148,6 +148,13 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// Ends a feed with `status` as its last item, so the subscriber learns why it ended (a clean
+/// end of stream would look like "nothing more to come"). Gives up after a second if the
+/// subscriber is not reading.
+async fn say_goodbye(tx: &tokio::sync::mpsc::Sender<Result<pb::FeedItem, Status>>, status: Status) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.send(Err(status))).await;
+}
+
 fn feed_item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, Status> {
     let mut item = feed_item(m, st.org())?;
     if let Some(c) = &item.content {
@@ -372,7 +379,7 @@ impl Federation for Api {
                 // Catch up from the sender, which is ahead of us.
                 let st = self.state.clone();
                 let from = peer.org.clone();
-                tokio::spawn(
+                self.state.spawn_until_shutdown(
                     async move {
                         if let Err(e) = st.pull_from(&from, &cluster).await {
                             debug!(error = %e, "catch-up pull failed");
@@ -513,7 +520,7 @@ impl Federation for Api {
             self.state.learn_org(&peer, &cert).await;
             let st = self.state.clone();
             let span = tracing::debug_span!("cluster-pull", cluster.id = %r.cluster_id, peer.org = %peer.org);
-            tokio::spawn(
+            self.state.spawn_until_shutdown(
                 async move {
                     if let Err(e) = st.pull_from(&peer.org, &r.cluster_id).await {
                         debug!(error = %e, "pull after notify failed; periodic sync will retry");
@@ -739,7 +746,7 @@ impl Client for Api {
             async move {
                 loop {
                     if *shutdown.borrow() {
-                        let _ = tx.try_send(Err(going_away()));
+                        say_goodbye(&tx, going_away()).await;
                         return;
                     }
                     let page = match st.store.read_after(cursor, 256) {
@@ -756,7 +763,11 @@ impl Client for Api {
                         tokio::select! {
                             changed = head.changed() => if changed.is_err() { return },
                             _ = tx.closed() => return,
-                            _ = shutdown.changed() => {}
+                            // A dropped sender means the node is going away too.
+                            r = shutdown.changed() => if r.is_err() {
+                                say_goodbye(&tx, going_away()).await;
+                                return;
+                            },
                         }
                         continue;
                     }
@@ -799,7 +810,7 @@ impl Client for Api {
                                 return;
                             },
                             _ = shutdown.changed() => {
-                                let _ = tx.try_send(Err(going_away()));
+                                say_goodbye(&tx, going_away()).await;
                                 return;
                             }
                         }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, NodeConfig, PeerConfig};
-use crate::server::Node;
+use crate::server::{Node, NodeError};
 
 #[derive(Debug, Parser)]
 #[command(name = "bluewire-node", version, about = "Bluewire node daemon")]
@@ -162,6 +162,11 @@ pub fn execute(cmd: NodeCommand) -> ExitCode {
             });
             match r {
                 Ok(()) => ExitCode::SUCCESS,
+                // The process is exiting: whatever still held the store lets go with it.
+                Err(e @ NodeError::StillHeld(_)) => {
+                    tracing::warn!(error = %e, "stopped");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE

@@ -332,7 +332,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     if let Some(last) = done.last() {
                         sent_upto = *last;
                     }
-                    let _ = store.ack_outbox(&peer.org, done).await;
+                    let events = delivery_records(&results[..first_retry], &peer.org);
+                    let _ = store.ack_outbox_audited(&peer.org, done, events).await;
                     Some(format!(
                         "peer asked to retry later: {}",
                         results[first_retry].reason
@@ -356,25 +357,14 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         .metrics
                         .add(crate::metrics::DELIVERIES, &[("peer", &peer.org)], n as u64);
                     sent_upto = seqs.last().copied().unwrap_or(sent_upto);
-                    let events = results
-                        .iter()
-                        .map(|r| {
-                            if r.outcome == DeliveryOutcome::Rejected as i32 {
-                                crate::audit::AuditEvent::rejected(
-                                    &r.id, &peer.org, "peer", &r.reason,
-                                )
-                            } else {
-                                crate::audit::AuditEvent::delivered(&r.id, &peer.org)
-                            }
-                        })
-                        .collect();
+                    let events = delivery_records(&results, &peer.org);
                     // The "delivered" records commit with the acknowledgement (not
                     // fsynced on its own; after a crash the envelope is sent again and
                     // recorded again).
                     let (store, org) = (store.clone(), peer.org.clone());
                     tokio::spawn(
                         async move {
-                            if let Err(e) = store.ack_outbox_audited(&org, seqs, events).await {
+                            if let Err(e) = store.ack_outbox_later(&org, seqs, events).await {
                                 warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
                             }
                         }
@@ -417,6 +407,23 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
 fn jitter(d: Duration) -> Duration {
     let ms = d.as_millis().max(2) as u64;
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+/// The audit records of a delivered batch, one per envelope, as the peer answered.
+fn delivery_records(
+    results: &[bluewire_proto::v1::DeliveryResult],
+    peer: &str,
+) -> Vec<crate::audit::AuditEvent> {
+    results
+        .iter()
+        .map(|r| {
+            if r.outcome == DeliveryOutcome::Rejected as i32 {
+                crate::audit::AuditEvent::rejected(&r.id, peer, "peer", &r.reason)
+            } else {
+                crate::audit::AuditEvent::delivered(&r.id, peer)
+            }
+        })
+        .collect()
 }
 
 /// Sleep, returning true if shutdown was signalled meanwhile.

@@ -330,7 +330,7 @@ impl NodeState {
                 cluster_id: state.id.clone(),
                 head_index: state.head_index,
             };
-            tokio::spawn(
+            self.spawn_until_shutdown(
                 async move {
                     if let Err(e) = client.cluster_notify(req).await {
                         debug!(error = %e, "cluster notify failed; the member will pull later");
@@ -442,22 +442,29 @@ pub fn spawn_sync(
                 }
                 let clusters: Vec<Arc<ClusterState>> =
                     state.clusters.iter().map(|c| c.clone()).collect();
-                for c in clusters {
-                    if c.convener == state.org() {
-                        continue;
-                    }
-                    let mut sources = vec![c.convener.clone()];
-                    sources.extend(
-                        c.current_members()
-                            .into_iter()
-                            .filter(|m| m != state.org() && *m != c.convener),
-                    );
-                    for src in sources {
-                        match state.pull_from(&src, &c.id).await {
-                            Ok(()) => break,
-                            Err(e) => debug!(cluster.id = %c.id, source = %src, error = %e, "cluster pull failed; trying another member"),
+                let round = async {
+                    for c in clusters {
+                        if c.convener == state.org() {
+                            continue;
+                        }
+                        let mut sources = vec![c.convener.clone()];
+                        sources.extend(
+                            c.current_members()
+                                .into_iter()
+                                .filter(|m| m != state.org() && *m != c.convener),
+                        );
+                        for src in sources {
+                            match state.pull_from(&src, &c.id).await {
+                                Ok(()) => break,
+                                Err(e) => debug!(cluster.id = %c.id, source = %src, error = %e, "cluster pull failed; trying another member"),
+                            }
                         }
                     }
+                };
+                // Pulls from unreachable members can take a while: never past shutdown.
+                tokio::select! {
+                    () = round => {}
+                    _ = shutdown.changed() => break,
                 }
             }
         }

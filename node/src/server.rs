@@ -54,6 +54,10 @@ pub enum NodeError {
     Clusters(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// Stopped serving, but something still holds the store open (only matters to a process
+    /// that wants to open the same data_dir again; a daemon that exits releases it anyway).
+    #[error("{0}")]
+    StillHeld(String),
 }
 
 /// Shared state of a running node; the API layer and workers hold an `Arc`.
@@ -180,6 +184,21 @@ impl NodeState {
         if let Err(e) = self.store.append_audit(events).await {
             warn!(error = %e, "audit append failed");
         }
+    }
+
+    /// Runs `work` in the background until it finishes or the node shuts down, whichever
+    /// comes first, so no background job outlives [`Node::shutdown`].
+    pub fn spawn_until_shutdown(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let mut shutdown = self.shutdown_rx.clone();
+        tokio::spawn(async move {
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                () = work => {}
+                _ = shutdown.changed() => {}
+            }
+        });
     }
 
     /// Wake the delivery workers of these peers.
@@ -415,7 +434,7 @@ impl Node {
                 break;
             }
             if started.elapsed() > DRAIN {
-                return Err(NodeError::Serve(format!(
+                return Err(NodeError::StillHeld(format!(
                     "{tasks} task(s) still hold the node state and {handles} the store {} s \
                      after shutdown; the store file stays locked until they end",
                     DRAIN.as_secs()

@@ -395,6 +395,8 @@ enum Op {
         peer: String,
         seqs: Vec<u64>,
         audit: Vec<AuditEvent>,
+        /// May be held back to ride along with the next commit (see [`Op::lazy`]).
+        lazy: bool,
         reply: Reply<()>,
     },
     DropOutbox {
@@ -457,11 +459,12 @@ impl Op {
     }
 
     /// Whether the writer may hold this op back (up to [`LAZY_HOLD`]) so it rides along with
-    /// the next commit instead of costing one of its own. Outbox acks: nobody waits on them
-    /// (the delivery worker keeps an in-memory "sent up to" cursor), and at a low message rate
-    /// each delivered batch to each peer would otherwise be a write transaction of its own.
+    /// the next commit instead of costing one of its own: outbox acks sent with
+    /// [`Store::ack_outbox_later`], which the delivery worker does not wait for (it keeps an
+    /// in-memory "sent up to" cursor). At a low message rate each delivered batch to each peer
+    /// would otherwise be a write transaction of its own.
     fn lazy(&self) -> bool {
-        matches!(self, Op::Ack { .. })
+        matches!(self, Op::Ack { lazy: true, .. })
     }
 }
 
@@ -901,7 +904,7 @@ impl Writer {
                 Op::Close { reply } => closing = Some(reply),
                 op => group.push(op),
             }
-            while closing.is_none() && group.len() < MAX_GROUP {
+            while closing.is_none() && held.len() + group.len() < MAX_GROUP {
                 match rx.try_recv() {
                     Ok(Op::Close { reply }) => closing = Some(reply),
                     Ok(op) => group.push(op),
@@ -912,6 +915,7 @@ impl Writer {
                 && clock.is_some()
                 && group.iter().all(Op::lazy)
                 && held.len() + group.len() < MAX_GROUP
+                && (held.is_empty() || held_since.elapsed() < LAZY_HOLD)
             {
                 if held.is_empty() {
                     held_since = std::time::Instant::now();
@@ -1284,6 +1288,27 @@ impl Store {
         seqs: Vec<u64>,
         audit: Vec<AuditEvent>,
     ) -> Result<()> {
+        self.ack(peer, seqs, audit, false).await
+    }
+
+    /// [`Store::ack_outbox_audited`] for a caller that does not wait on it: the writer may hold
+    /// it up to [`LAZY_HOLD`] to commit it with the next write instead of on its own.
+    pub async fn ack_outbox_later(
+        &self,
+        peer: &str,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        self.ack(peer, seqs, audit, true).await
+    }
+
+    async fn ack(
+        &self,
+        peer: &str,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+        lazy: bool,
+    ) -> Result<()> {
         if seqs.is_empty() && audit.is_empty() {
             return Ok(());
         }
@@ -1293,6 +1318,7 @@ impl Store {
             peer,
             seqs,
             audit,
+            lazy,
             reply,
         })
         .await
@@ -2430,7 +2456,7 @@ mod tests {
             let t0 = std::time::Instant::now();
             tokio::time::timeout(
                 std::time::Duration::from_secs(5),
-                store.ack_outbox("p", vec![1]),
+                store.ack_outbox_later("p", vec![1], Vec::new()),
             )
             .await
             .expect("a lone ack is committed, not held forever")
@@ -2438,7 +2464,10 @@ mod tests {
             assert!(t0.elapsed() >= LAZY_HOLD / 2, "{:?}", t0.elapsed());
             assert_eq!(store.outbox_depth("p").unwrap(), 1);
             // Queued before Close: committed by it, not dropped.
-            let (acked, ()) = tokio::join!(store.ack_outbox("p", vec![2]), store.close());
+            let (acked, ()) = tokio::join!(
+                store.ack_outbox_later("p", vec![2], Vec::new()),
+                store.close()
+            );
             acked.unwrap();
         }
         let store = Store::open(dir.path()).unwrap();

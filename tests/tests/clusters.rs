@@ -1417,3 +1417,39 @@ async fn operation_right_after_a_convener_transfer() {
     println!("ops right after a transfer: {seen:#?}");
     fed.await_cluster_head(&id, from, &all).await;
 }
+
+/// A member whose convener stalls (accepts TCP, never answers TLS) is stuck
+/// pulling the cluster log; stopping that member must not wait for the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_a_node_does_not_wait_for_a_stalled_cluster_pull() {
+    let fed =
+        TestFederation::with_options(&specs(&[BE, FR]), FedOptions::fast_cluster_sync()).await;
+    let c = create(&fed, BE, "stall", HistoryRule::SinceJoin).await;
+    join(&fed, BE, BE, &c.id, FR, Role::Member, &[BE, FR]).await;
+    // The convener goes away and something that never speaks TLS takes its
+    // port: csirt-fr's periodic pull (every 200 ms) hangs on it.
+    fed.stop(BE).await;
+    let stall = tokio::net::TcpListener::bind(("127.0.0.1", fed.info(BE).port))
+        .await
+        .expect("rebind the convener's port");
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = stall.accept().await {
+            conns.push(s);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t0 = Instant::now();
+    fed.stop(FR).await;
+    let took = t0.elapsed();
+    held.abort();
+    assert!(
+        took < Duration::from_secs(3),
+        "stopping csirt-fr took {took:?} with a cluster pull stalled"
+    );
+    fed.restart(FR).await;
+    assert!(
+        fed.cluster(FR, &c.id).await.is_some(),
+        "cluster kept over the restart"
+    );
+}
