@@ -185,12 +185,20 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
     let mut fed = LocalFederation::create(&tmp, &specs, "")?;
-    if let Some(line) = &policy_line {
-        for o in &fed.orgs {
-            let p = o.config_path();
-            let text = std::fs::read_to_string(&p)?.replace("# file = \"policy.cedar\"", line);
-            std::fs::write(&p, text)?;
+    for o in &fed.orgs {
+        let p = o.config_path();
+        let mut text = std::fs::read_to_string(&p)?;
+        if let Some(line) = &policy_line {
+            text = text.replace("# file = \"policy.cedar\"", line);
         }
+        // The load generator is one analyst: lift the per-user rate limit out of its way.
+        text = text
+            .replace(
+                "client_rate_per_sec = 5000",
+                "client_rate_per_sec = 1000000",
+            )
+            .replace("client_burst = 10000", "client_burst = 1000000");
+        std::fs::write(&p, text)?;
     }
     for o in fed.orgs.iter().skip(1) {
         let p = o.config_path();

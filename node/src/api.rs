@@ -104,7 +104,21 @@ impl Api {
         let c = conn(req)?;
         self.check_revoked(c)?;
         match &*c.identity {
-            PeerIdentity::Node { profile, .. } => Ok((profile.clone(), c.cert_der.clone())),
+            PeerIdentity::Node { profile, .. } => {
+                if !self.state.peer_limits.try_take(&profile.org) {
+                    self.state.metrics.inc(
+                        crate::metrics::RATE_LIMITED,
+                        &[("kind", "peer"), ("who", &profile.org)],
+                    );
+                    return Err(Status::resource_exhausted(format!(
+                        "{} is over its rate limit on this node ({} calls and envelopes per \
+                         second, limits.peer_rate_per_sec); back off and retry",
+                        profile.org,
+                        self.state.peer_limits.rate()
+                    )));
+                }
+                Ok((profile.clone(), c.cert_der.clone()))
+            }
             PeerIdentity::User { .. } => Err(Status::permission_denied(
                 "the federation service is for nodes; a user certificate cannot call it",
             )),
@@ -132,6 +146,18 @@ impl Api {
                 if operator && *role != UserRole::Operator {
                     return Err(Status::permission_denied(format!(
                         "admin commands need a certificate with the operator role; yours is {role}"
+                    )));
+                }
+                // Client-service calls are limited per user; admin calls are not.
+                if !operator && !self.state.client_limits.try_take(name) {
+                    self.state.metrics.inc(
+                        crate::metrics::RATE_LIMITED,
+                        &[("kind", "client"), ("who", name)],
+                    );
+                    return Err(Status::resource_exhausted(format!(
+                        "{name} is over its rate limit on this node ({} requests per second, \
+                         limits.client_rate_per_sec); slow down and retry",
+                        self.state.client_limits.rate()
                     )));
                 }
                 Ok((name.clone(), *role))
@@ -216,7 +242,35 @@ impl Federation for Api {
             let mut results: Vec<pb::DeliveryResult> = Vec::with_capacity(envelopes.len());
             let mut accepted = Vec::new();
             let mut slots = Vec::new();
-            for env in envelopes {
+            // Envelopes over the peer's rate limit are not even opened: they are answered
+            // RETRY_LATER, and the sender backs off and sends them again.
+            let granted = st.peer_limits.take_up_to(&peer.org, envelopes.len() as u64) as usize;
+            if granted < envelopes.len() {
+                st.metrics.add(
+                    crate::metrics::RATE_LIMITED,
+                    &[("kind", "peer"), ("who", &peer.org)],
+                    (envelopes.len() - granted) as u64,
+                );
+                debug!(
+                    granted,
+                    sent = envelopes.len(),
+                    "peer over its envelope rate limit"
+                );
+            }
+            for (i, env) in envelopes.into_iter().enumerate() {
+                if i >= granted {
+                    results.push(pb::DeliveryResult {
+                        outcome: pb::DeliveryOutcome::RetryLater as i32,
+                        reason: format!(
+                            "{} is over its rate limit on this node ({} envelopes per second, \
+                             limits.peer_rate_per_sec)",
+                            peer.org,
+                            st.peer_limits.rate()
+                        ),
+                        id: String::new(),
+                    });
+                    continue;
+                }
                 // A re-share carries the origin's certificate: learn its keys
                 // (after verifying it against the federation root) first.
                 if let Some(f) = &env.forwarding

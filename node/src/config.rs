@@ -143,6 +143,17 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// TLS handshake timeout (ms).
     pub handshake_timeout_ms: u64,
+    /// Per peer organisation: federation calls plus delivered envelopes per second. Surplus
+    /// envelopes are answered RETRY_LATER (the sender backs off), surplus calls
+    /// RESOURCE_EXHAUSTED.
+    pub peer_rate_per_sec: u32,
+    /// How many of those a peer may save up for a burst.
+    pub peer_burst: u32,
+    /// Per user certificate: client-service calls (publish, get, subscribe, re-share) per
+    /// second. Admin calls are not limited.
+    pub client_rate_per_sec: u32,
+    /// How many of those a user may save up for a burst.
+    pub client_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -153,6 +164,10 @@ impl Default for LimitsConfig {
             max_concurrent_streams: 128,
             max_connections: 1024,
             handshake_timeout_ms: 10_000,
+            peer_rate_per_sec: 20_000,
+            peer_burst: 40_000,
+            client_rate_per_sec: 5_000,
+            client_burst: 10_000,
         }
     }
 }
@@ -239,6 +254,18 @@ impl NodeConfig {
         if raw.delivery.retry_max_ms < raw.delivery.retry_min_ms {
             return Err(invalid(
                 "delivery.retry_max_ms must be >= delivery.retry_min_ms".into(),
+            ));
+        }
+        let l = &raw.limits;
+        if l.peer_rate_per_sec == 0
+            || l.peer_burst == 0
+            || l.client_rate_per_sec == 0
+            || l.client_burst == 0
+        {
+            return Err(invalid(
+                "limits.peer_rate_per_sec, limits.peer_burst, limits.client_rate_per_sec and \
+                 limits.client_burst must be > 0"
+                    .into(),
             ));
         }
         if raw.limits.max_batch == 0 || raw.limits.max_request_bytes < 64 * 1024 {
@@ -362,6 +389,10 @@ max_batch = 1024              # envelopes per incoming Deliver call
 max_concurrent_streams = 128  # HTTP/2 streams per connection
 max_connections = 1024
 handshake_timeout_ms = 10000
+peer_rate_per_sec = 20000     # per peer org: calls + delivered envelopes; surplus envelopes are
+peer_burst = 40000            #   answered RETRY_LATER and the peer backs off
+client_rate_per_sec = 5000    # per user certificate: publish/get/subscribe/reshare calls
+client_burst = 10000          #   (admin calls are not limited)
 
 [clusters]
 sync_interval_ms = 2000       # members pull cluster logs this often (conveners also push)
@@ -439,5 +470,22 @@ mod tests {
         let e = NodeConfig::parse("org = 1", Path::new("."), Path::new("n.toml")).unwrap_err();
         assert!(e.to_string().contains("not valid"), "{e}");
         assert!(parse_endpoint("http://a:1").unwrap_err().contains("https"));
+        let t = template("csirt-be", "127.0.0.1:1", &[]).replacen(
+            "peer_burst = 40000",
+            "peer_burst = 0",
+            1,
+        );
+        let e = NodeConfig::parse(&t, Path::new("."), Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("limits.peer_burst"), "{e}");
+        let c = NodeConfig::parse(
+            &template("csirt-be", "127.0.0.1:1", &[]),
+            Path::new("."),
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.peer_rate_per_sec, c.limits.client_rate_per_sec),
+            (20_000, 5_000)
+        );
     }
 }

@@ -334,6 +334,11 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     }
                     let events = delivery_records(&results[..first_retry], &peer.org);
                     let _ = store.ack_outbox_audited(&peer.org, done, events).await;
+                    if first_retry > 0 {
+                        // Progress (e.g. a rate limit let part of the batch through): pace
+                        // at the shortest delay instead of backing off further.
+                        backoff = min;
+                    }
                     Some(format!(
                         "peer asked to retry later: {}",
                         results[first_retry].reason

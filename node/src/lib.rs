@@ -15,6 +15,7 @@ pub mod markings;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod ratelimit;
 pub mod replication;
 pub mod routing;
 pub mod server;

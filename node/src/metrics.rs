@@ -26,6 +26,8 @@ pub const MESSAGES_RECEIVED: &str = "bluewire_messages_received_total";
 pub const ENVELOPES_REJECTED: &str = "bluewire_envelopes_rejected_total";
 /// Label `peer`.
 pub const DELIVERIES: &str = "bluewire_deliveries_total";
+/// Calls or envelopes deferred by a rate limit. Labels `kind` ("peer"|"client") and `who`.
+pub const RATE_LIMITED: &str = "bluewire_rate_limited_total";
 /// Write transactions the store has committed (a group commit counts once).
 pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
 
@@ -40,6 +42,10 @@ const HELP: &[(&str, &str)] = &[
         "Messages published by local members through this node.",
     ),
     (MESSAGES_RECEIVED, "Messages accepted from peer nodes."),
+    (
+        RATE_LIMITED,
+        "Calls refused (RESOURCE_EXHAUSTED) or envelopes deferred (RETRY_LATER) by a rate limit, by kind (peer, client) and identity.",
+    ),
     (
         STORE_COMMITS,
         "Write transactions committed by the store (one per group commit, durable or not).",

@@ -82,6 +82,10 @@ pub struct NodeState {
     pub client_config: Arc<rustls::ClientConfig>,
     pub shutdown_rx: watch::Receiver<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Per peer organisation: federation calls and delivered envelopes.
+    pub peer_limits: crate::ratelimit::RateLimiter,
+    /// Per user certificate: client-service calls.
+    pub client_limits: crate::ratelimit::RateLimiter,
 }
 
 impl NodeState {
@@ -323,6 +327,14 @@ impl Node {
             client_config: client_config.clone(),
             shutdown_rx: shutdown_rx.clone(),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            peer_limits: crate::ratelimit::RateLimiter::new(
+                config.limits.peer_rate_per_sec,
+                config.limits.peer_burst,
+            ),
+            client_limits: crate::ratelimit::RateLimiter::new(
+                config.limits.client_rate_per_sec,
+                config.limits.client_burst,
+            ),
         });
         state.learn_keys(&profile).await;
         for p in &config.peers {
