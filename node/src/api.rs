@@ -184,10 +184,11 @@ async fn say_goodbye(tx: &tokio::sync::mpsc::Sender<Result<pb::FeedItem, Status>
 fn feed_item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, Status> {
     let mut item = feed_item(m, st.org())?;
     if let Some(c) = &item.content {
-        if crate::markings::retraction(st, c).is_some() {
+        let standing = crate::markings::standing(st, c);
+        if standing.retracted.is_some() {
             return Ok(None);
         }
-        item.effective_marking = crate::markings::effective_marking(st, c);
+        item.effective_marking = standing.marking;
     }
     Ok(Some(item))
 }
@@ -245,6 +246,7 @@ impl Federation for Api {
             // Envelopes over the peer's rate limit are not even opened: they are answered
             // RETRY_LATER, and the sender backs off and sends them again.
             let granted = st.peer_limits.take_up_to(&peer.org, envelopes.len() as u64) as usize;
+            let mut over_limit = String::new();
             if granted < envelopes.len() {
                 st.metrics.add(
                     crate::metrics::RATE_LIMITED,
@@ -256,17 +258,18 @@ impl Federation for Api {
                     sent = envelopes.len(),
                     "peer over its envelope rate limit"
                 );
+                over_limit = format!(
+                    "{} is over its rate limit on this node ({} envelopes per second, \
+                     limits.peer_rate_per_sec)",
+                    peer.org,
+                    st.peer_limits.rate()
+                );
             }
             for (i, env) in envelopes.into_iter().enumerate() {
                 if i >= granted {
                     results.push(pb::DeliveryResult {
                         outcome: pb::DeliveryOutcome::RetryLater as i32,
-                        reason: format!(
-                            "{} is over its rate limit on this node ({} envelopes per second, \
-                             limits.peer_rate_per_sec)",
-                            peer.org,
-                            st.peer_limits.rate()
-                        ),
+                        reason: over_limit.clone(),
                         id: String::new(),
                     });
                     continue;
@@ -911,12 +914,13 @@ impl Client for Api {
             })?;
         let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
         let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
-        if let Some(why) = crate::markings::retraction(st, &content) {
+        let standing = crate::markings::standing(st, &content);
+        if let Some(why) = standing.retracted {
             return Err(Status::failed_precondition(format!(
                 "retracted by its origin: {why}"
             )));
         }
-        let marking = crate::markings::effective_marking(st, &content).unwrap_or_default();
+        let marking = standing.marking.unwrap_or_default();
         envelope::reshare_allowed(&content, &marking)
             .map_err(|why| Status::permission_denied(format!("cannot re-share: {why}")))?;
         let c = self.resolve(&r.to_cluster)?;

@@ -112,11 +112,12 @@ fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), St
         return Ok(());
     }
     let mut content = content;
-    if let Some(why) = crate::markings::retraction(state, &content) {
+    let standing = crate::markings::standing(state, &content);
+    if let Some(why) = standing.retracted {
         return Err(format!("retracted by its origin: {why}"));
     }
     // A marking raised since queuing applies to what is still queued.
-    content.marking = crate::markings::effective_marking(state, &content);
+    content.marking = standing.marking;
     let d = state.decide(&content, peer, Direction::Egress);
     if d.allowed {
         Ok(())

@@ -27,6 +27,30 @@ fn stored_content(state: &NodeState, id: &str) -> Option<Content> {
     Content::decode(env.content.as_slice()).ok()
 }
 
+/// What the origin's control messages have made of a stored message, read in one go.
+#[derive(Debug, Default)]
+pub struct Standing {
+    /// Why its origin retracted it, if it did (only the origin's retraction counts).
+    pub retracted: Option<String>,
+    /// The marking in force (the signed one unless changed since).
+    pub marking: Option<Marking>,
+}
+
+/// The retraction and marking in force for a stored message, from one store read.
+pub fn standing(state: &NodeState, content: &Content) -> Standing {
+    let [retracted, marking] = state
+        .store
+        .annotations(&content.id, [RETRACTED, MARKING])
+        .unwrap_or_default();
+    Standing {
+        retracted: retracted.and_then(|v| retraction_by_origin(&v, content)),
+        marking: match marking {
+            Some(bytes) => Marking::decode(bytes.as_slice()).ok(),
+            None => content.marking.clone(),
+        },
+    }
+}
+
 /// The marking in force for a stored message.
 pub fn effective_marking(state: &NodeState, content: &Content) -> Option<Marking> {
     match state.store.annotation(&content.id, MARKING) {
@@ -43,8 +67,14 @@ pub fn retraction(state: &NodeState, content: &Content) -> Option<String> {
         .annotation(&content.id, RETRACTED)
         .ok()
         .flatten()?;
-    let text = String::from_utf8_lossy(&v).to_string();
-    let (origin, reason) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    retraction_by_origin(&v, content)
+}
+
+/// The reason in a stored retraction annotation ("ORIGIN\nREASON"), if ORIGIN is the
+/// message's origin.
+fn retraction_by_origin(annotation: &[u8], content: &Content) -> Option<String> {
+    let text = String::from_utf8_lossy(annotation);
+    let (origin, reason) = text.split_once('\n').unwrap_or((&text, ""));
     (origin == content.origin_org).then(|| reason.to_string())
 }
 

@@ -157,43 +157,31 @@ impl Router {
             ("local-policy", &|| self.local_policy(content, &ctx)),
         ];
         for (rule, check) in rules {
-            match check() {
-                Outcome::Pass(reason) => steps.push(Step {
-                    rule,
-                    allowed: true,
-                    reason,
-                }),
-                Outcome::Deny(reason) => {
+            let (reason, retry) = match check() {
+                Outcome::Pass(reason) => {
                     steps.push(Step {
                         rule,
-                        allowed: false,
-                        reason: reason.clone(),
-                    });
-                    return Decision {
-                        org: ctx.recipient.to_string(),
-                        allowed: false,
-                        rule,
+                        allowed: true,
                         reason,
-                        retry: false,
-                        steps,
-                    };
-                }
-                Outcome::Later(reason) => {
-                    steps.push(Step {
-                        rule,
-                        allowed: false,
-                        reason: reason.clone(),
                     });
-                    return Decision {
-                        org: ctx.recipient.to_string(),
-                        allowed: false,
-                        rule,
-                        reason,
-                        retry: true,
-                        steps,
-                    };
+                    continue;
                 }
-            }
+                Outcome::Deny(reason) => (reason, false),
+                Outcome::Later(reason) => (reason, true),
+            };
+            steps.push(Step {
+                rule,
+                allowed: false,
+                reason: reason.clone(),
+            });
+            return Decision {
+                org: ctx.recipient.to_string(),
+                allowed: false,
+                rule,
+                reason,
+                retry,
+                steps,
+            };
         }
         let reason = steps
             .iter()

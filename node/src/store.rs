@@ -1643,13 +1643,28 @@ impl Store {
     }
 
     pub fn annotation(&self, id: &str, kind: &str) -> Result<Option<Vec<u8>>> {
+        let [v] = self.annotations(id, [kind])?;
+        Ok(v)
+    }
+
+    /// Several annotations of one message, from one read transaction.
+    pub fn annotations<const N: usize>(
+        &self,
+        id: &str,
+        kinds: [&str; N],
+    ) -> Result<[Option<Vec<u8>>; N]> {
         let rtx = self.read()?;
         let t = rtx
             .open_table(ANNOTATIONS)
             .map_err(db_err("open annotations"))?;
-        Ok(t.get((id, kind))
-            .map_err(db_err("read annotation"))?
-            .map(|v| v.value().to_vec()))
+        let mut out = [const { None }; N];
+        for (slot, kind) in out.iter_mut().zip(kinds) {
+            *slot = t
+                .get((id, kind))
+                .map_err(db_err("read annotation"))?
+                .map(|v| v.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// The organisation directory: every `(org, node certificate DER)`, sorted by org.
