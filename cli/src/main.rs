@@ -62,8 +62,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Change a message's marking: raise it (anyone), or lower it (origin only).
+    /// Change a message's marking: raise it (anyone who received it), or lower it (origin only).
     Mark {
+        /// ID, or ORIGIN/ID when organisations reused an id.
         id: String,
         #[arg(long, value_enum)]
         tlp: member::TlpArg,
@@ -72,7 +73,7 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Show one message by id.
+    /// Show one message by id (ID, or ORIGIN/ID when organisations reused an id).
     Get { id: String },
     /// Node status: messages, rejections, peers and their outbox depth.
     Status,

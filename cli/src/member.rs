@@ -374,8 +374,12 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
     let title = match &c.body {
         Some(pb::content::Body::FreeText(t)) => t.title.clone(),
         Some(pb::content::Body::Incident(i)) => i.title.clone(),
-        Some(pb::content::Body::MarkingChange(m)) => format!("marking change for {}", m.target_id),
-        Some(pb::content::Body::Retraction(r)) => format!("retraction of {}", r.target_id),
+        Some(pb::content::Body::MarkingChange(m)) => {
+            format!("marking change for {}/{}", m.target_origin, m.target_id)
+        }
+        Some(pb::content::Body::Retraction(r)) => {
+            format!("retraction of {}/{}", r.target_origin, r.target_id)
+        }
         None => String::new(),
     };
     let verified = if item.verified {
@@ -424,12 +428,13 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
         Some(pb::content::Body::FreeText(t)) => (t.title.clone(), t.body.clone()),
         Some(pb::content::Body::Incident(i)) => (i.title.clone(), i.description.clone()),
         Some(pb::content::Body::MarkingChange(m)) => (
-            format!("marking change for {}", m.target_id),
+            format!("marking change for {}/{}", m.target_origin, m.target_id),
             m.reason.clone(),
         ),
-        Some(pb::content::Body::Retraction(r)) => {
-            (format!("retraction of {}", r.target_id), r.reason.clone())
-        }
+        Some(pb::content::Body::Retraction(r)) => (
+            format!("retraction of {}/{}", r.target_origin, r.target_id),
+            r.reason.clone(),
+        ),
         None => (String::new(), String::new()),
     };
     serde_json::json!({
@@ -698,9 +703,11 @@ pub async fn retract(c: &ConnArgs, id: String, reason: String, out: Output) -> a
     publish_control(
         c,
         pb::Kind::Retraction,
+        // ID or ORIGIN/ID; the node resolves the target's origin.
         pb::publish_request::Body::Retraction(pb::Retraction {
             target_id: id,
             reason,
+            target_origin: String::new(),
         }),
         out,
     )
@@ -726,6 +733,7 @@ pub async fn mark(
                 exercise: false,
             }),
             reason,
+            target_origin: String::new(),
         }),
         out,
     )

@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
         recipient_profile: Some(&recipient),
         origin_profile: Some(&origin),
         cluster: None,
+        now_ms: 0,
     };
     // Sanity: the cases decide what their names say.
     assert!(plain.decide(&allowed, ctx(Direction::Egress)).allowed);

@@ -184,7 +184,7 @@ async fn say_goodbye(tx: &tokio::sync::mpsc::Sender<Result<pb::FeedItem, Status>
 fn feed_item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, Status> {
     let mut item = feed_item(m, st.org())?;
     if let Some(c) = &item.content {
-        let standing = crate::markings::standing(st, c);
+        let standing = crate::markings::standing(&st.store, c);
         if standing.retracted.is_some() {
             return Ok(None);
         }
@@ -230,6 +230,8 @@ impl Federation for Api {
             st.learn_org(&peer, &peer_cert).await;
             let mut behind: Option<String> = None;
             let mut controls = Vec::new();
+            // Accepted messages other than control messages, by their slot.
+            let mut plain = Vec::new();
             let mut rejected_rules: Vec<(usize, &'static str)> = Vec::new();
             let envelopes = req.into_inner().envelopes;
             if envelopes.len() > st.config.limits.max_batch {
@@ -306,7 +308,10 @@ impl Federation for Api {
                                     origin: a.forwarder_org,
                                 });
                             }
-                            let marking = o.content.marking.clone().unwrap_or_default();
+                            // A marking raised since (if this node holds the original) counts.
+                            let marking = crate::markings::standing(&st.store, &o.content)
+                                .marking
+                                .unwrap_or_default();
                             envelope::reshare_allowed(&o.content, &marking).map_err(|why| {
                                 Rejected::Policy {
                                     rule: "reshare",
@@ -326,7 +331,8 @@ impl Federation for Api {
                             reason: d.reason,
                         });
                     }
-                    Ok(o)
+                    let effect = st.control_authority(&o.content)?;
+                    Ok((o, effect))
                 });
                 match opened {
                     Err(Rejected::Later(why)) => {
@@ -343,12 +349,14 @@ impl Federation for Api {
                             id,
                         });
                     }
-                    Ok(o) => {
+                    Ok((o, effect)) => {
                         debug!(msg.id = %o.content.id, "accepted for storage");
                         if crate::envelope::is_control_kind(
                             pb::Kind::try_from(o.content.kind).unwrap_or(pb::Kind::Unspecified),
                         ) {
-                            controls.push(o.content.clone());
+                            controls.push((o.content.clone(), effect));
+                        } else {
+                            plain.push((slots.len(), o.content.clone()));
                         }
                         slots.push(results.len());
                         results.push(pb::DeliveryResult {
@@ -399,14 +407,22 @@ impl Federation for Api {
                 let outcomes = st.store.insert_many(accepted).await.map_err(|e| {
                     Status::unavailable(format!("store write failed, retry later: {e}"))
                 })?;
-                for (slot, outcome) in slots.into_iter().zip(outcomes) {
-                    if let InsertOutcome::Duplicate(_) = outcome {
-                        results[slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
+                let mut fresh = vec![false; outcomes.len()];
+                for (k, (slot, outcome)) in slots.into_iter().zip(outcomes).enumerate() {
+                    match outcome {
+                        InsertOutcome::Duplicate(_) => {
+                            results[slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
+                        }
+                        InsertOutcome::Inserted(_) => fresh[k] = true,
                     }
                 }
+                // Raises of these messages by other organisations may have arrived first.
+                for (_, c) in plain.iter().filter(|(k, _)| fresh[*k]) {
+                    crate::markings::settle(&st.store, c, |t, org| st.may_receive(t, org)).await;
+                }
             }
-            for c in &controls {
-                crate::markings::apply(st, c).await;
+            for (c, effect) in &controls {
+                crate::markings::apply(&st.store, c, *effect).await;
             }
             let mut events = Vec::new();
             for (i, r) in results.iter().enumerate() {
@@ -475,7 +491,9 @@ impl Federation for Api {
                 }
                 let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
                 let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
-                let retracted = crate::markings::retraction(st, &content).is_some();
+                let retracted = crate::markings::standing(&st.store, &content)
+                    .retracted
+                    .is_some();
                 if !retracted && st.decide(&content, &peer.org, Direction::Egress).allowed {
                     entries.push(pb::BackfillEntry {
                         seq: m.seq,
@@ -608,51 +626,6 @@ impl Federation for Api {
     }
 }
 
-/// Refuse a publication the cluster's own rules forbid, before signing it.
-fn check_publish_to_cluster(
-    c: &ClusterState,
-    me: &str,
-    content: &pb::Content,
-) -> Result<(), Status> {
-    match c.role_of(me) {
-        None => {
-            return Err(Status::permission_denied(format!(
-                "{me} is not a member of {}: accept an invitation first",
-                c.id
-            )));
-        }
-        Some(pb::ClusterRole::Observer) => {
-            return Err(Status::permission_denied(format!(
-                "{me} is an observer of {}: observers receive but do not publish",
-                c.id
-            )));
-        }
-        Some(_) => {}
-    }
-    if !c.levels.contains(&content.level) {
-        return Err(Status::invalid_argument(format!(
-            "{} works at {}; this message is {}",
-            c.id,
-            c.levels
-                .iter()
-                .map(|l| level_label(*l))
-                .collect::<Vec<_>>()
-                .join(", "),
-            level_label(content.level)
-        )));
-    }
-    let tlp = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
-    if tlp > c.max_tlp {
-        return Err(Status::invalid_argument(format!(
-            "{} allows at most {}; this message is {}: lower the marking or use another cluster",
-            c.id,
-            tlp_label(c.max_tlp),
-            tlp_label(tlp)
-        )));
-    }
-    Ok(())
-}
-
 /// Cluster errors as gRPC statuses, with the reason intact.
 pub fn replication_status(e: ReplicationError) -> Status {
     use crate::cluster::ClusterError as C;
@@ -681,10 +654,16 @@ impl Client for Api {
         let (user, _role) = self.require_user(&req, false)?;
         let st = &self.state;
         let mut content = self.draft_content(&user, req.into_inner())?;
-        crate::markings::prepare(st, &mut content).map_err(Status::failed_precondition)?;
+        self.prepare_control(&mut content)?;
         let cluster = st.cluster(&content.cluster);
-        if let Some(c) = &cluster {
-            check_publish_to_cluster(c, st.org(), &content)?;
+        if let Some(c) = &cluster
+            && let Err((rule, why)) = st.router.check_origin(&content, c, now_ms())
+        {
+            let msg = format!("refused before signing ({rule}): {why}");
+            return Err(match rule {
+                "cluster-membership" | "cluster-role" => Status::permission_denied(msg),
+                _ => Status::invalid_argument(msg),
+            });
         }
         let span = tracing::info_span!("publish", msg.id = %content.id, author = %content.author);
         async move {
@@ -750,7 +729,7 @@ impl Client for Api {
                 InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
             };
             st.notify_peers(&queued_for);
-            crate::markings::apply(st, &content).await;
+            crate::markings::apply(&st.store, &content, crate::markings::Effect::Apply).await;
             info!(msg.seq = seq, queued = queued_for.len(), "published");
             st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
             Ok(Response::new(pb::PublishResponse {
@@ -884,12 +863,7 @@ impl Client for Api {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::FeedItem>, Status> {
         self.require_user(&req, false)?;
         let id = req.into_inner().id;
-        let m = self
-            .state
-            .store
-            .get_by_id(&id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no message with id {id} on this node")))?;
+        let m = self.find(&id)?;
         match feed_item_for(&self.state, m)? {
             Some(item) => Ok(Response::new(item)),
             None => Err(Status::not_found(format!(
@@ -905,16 +879,10 @@ impl Client for Api {
         let (user, _) = self.require_user(&req, false)?;
         let r = req.into_inner();
         let st = &self.state;
-        let m = st
-            .store
-            .get_by_id(&r.message_id)
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!("no message {} on this node", r.message_id))
-            })?;
+        let m = self.find(&r.message_id)?;
         let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
         let content = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
-        let standing = crate::markings::standing(st, &content);
+        let standing = crate::markings::standing(&st.store, &content);
         if let Some(why) = standing.retracted {
             return Err(Status::failed_precondition(format!(
                 "retracted by its origin: {why}"
@@ -1060,12 +1028,22 @@ impl Api {
     /// The content a publish request would produce (not signed, not stored).
     fn draft_content(&self, user: &str, r: pb::PublishRequest) -> Result<pb::Content, Status> {
         let st = &self.state;
-        let body = r.body.map(|b| match b {
-            pb::publish_request::Body::FreeText(t) => pb::content::Body::FreeText(t),
-            pb::publish_request::Body::Incident(i) => pb::content::Body::Incident(i),
-            pb::publish_request::Body::MarkingChange(m) => pb::content::Body::MarkingChange(m),
-            pb::publish_request::Body::Retraction(r) => pb::content::Body::Retraction(r),
-        });
+        let body = match r.body {
+            None => None,
+            Some(pb::publish_request::Body::FreeText(t)) => Some(pb::content::Body::FreeText(t)),
+            Some(pb::publish_request::Body::Incident(i)) => Some(pb::content::Body::Incident(i)),
+            // A control message names its target by (origin, id): resolve what the user gave.
+            Some(pb::publish_request::Body::MarkingChange(mut m)) => {
+                let t = self.find_target(&m.target_origin, &m.target_id)?;
+                (m.target_origin, m.target_id) = (t.origin, t.id);
+                Some(pb::content::Body::MarkingChange(m))
+            }
+            Some(pb::publish_request::Body::Retraction(mut x)) => {
+                let t = self.find_target(&x.target_origin, &x.target_id)?;
+                (x.target_origin, x.target_id) = (t.origin, t.id);
+                Some(pb::content::Body::Retraction(x))
+            }
+        };
         let cluster = if r.cluster.is_empty() {
             None
         } else {
@@ -1090,6 +1068,72 @@ impl Api {
         };
         envelope::validate(&content).map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(content)
+    }
+
+    /// A stored message by "ID" or "ORIGIN/ID", as a gRPC error if there is
+    /// none or the bare id is used by several organisations.
+    fn find(&self, reference: &str) -> Result<StoredMessage, Status> {
+        let (origin, id) = match reference.split_once('/') {
+            Some((o, i)) => (o, i),
+            None => ("", reference),
+        };
+        self.find_target(origin, id)
+    }
+
+    /// The message `origin` published as `id`; with no origin, the only
+    /// message with that id (`id` may also be written "ORIGIN/ID").
+    fn find_target(&self, origin: &str, id: &str) -> Result<StoredMessage, Status> {
+        let (origin, id) = match (origin.is_empty(), id.split_once('/')) {
+            (true, Some((o, i))) => (o, i),
+            _ => (origin, id),
+        };
+        let store = &self.state.store;
+        if !origin.is_empty() {
+            return store.get(origin, id).map_err(internal)?.ok_or_else(|| {
+                Status::not_found(format!("no message {origin}/{id} on this node"))
+            });
+        }
+        let mut found = store.find_by_id(id).map_err(internal)?;
+        match found.len() {
+            0 => Err(Status::not_found(format!(
+                "no message with id {id} on this node"
+            ))),
+            1 => Ok(found.remove(0)),
+            _ => Err(Status::invalid_argument(format!(
+                "id {id} is used by several organisations ({}): name the one you mean as ORIGIN/{id}",
+                found
+                    .iter()
+                    .map(|m| m.origin.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// For a control message: check this organisation's authority with the
+    /// same rule receivers apply, and aim it at the target's audience.
+    fn prepare_control(&self, content: &mut pb::Content) -> Result<(), Status> {
+        let Some((origin, id)) = crate::markings::target_of(content) else {
+            return Ok(());
+        };
+        let st = &self.state;
+        let m =
+            st.store.get(origin, id).map_err(internal)?.ok_or_else(|| {
+                Status::not_found(format!("no message {origin}/{id} on this node"))
+            })?;
+        let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
+        let target = pb::Content::decode(env.content.as_slice()).map_err(internal)?;
+        let standing = crate::markings::standing(&st.store, &target);
+        crate::markings::authority(content, Some((&target, &standing)), |t| {
+            st.may_receive(t, st.org())
+        })
+        .map_err(|e| Status::permission_denied(e.to_string()))?;
+        let index = st
+            .cluster(&target.cluster)
+            .map(|c| c.head_index)
+            .unwrap_or(0);
+        crate::markings::aim(content, &target, &standing, index);
+        Ok(())
     }
 
     fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {
@@ -1454,13 +1498,7 @@ impl Admin for Api {
         let r = req.into_inner();
         let st = &self.state;
         let content = if !r.message_id.is_empty() {
-            let m = st
-                .store
-                .get_by_id(&r.message_id)
-                .map_err(internal)?
-                .ok_or_else(|| {
-                    Status::not_found(format!("no message {} on this node", r.message_id))
-                })?;
+            let m = self.find(&r.message_id)?;
             let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(internal)?;
             pb::Content::decode(env.content.as_slice()).map_err(internal)?
         } else if let Some(d) = r.draft {

@@ -92,6 +92,51 @@ pub struct MemberRecord {
     pub since_index: u64,
     /// Membership periods: (joined at index, ended at index and time).
     pub periods: Vec<(u64, Option<(u64, i64)>)>,
+    /// Publishing periods: membership with a role that may publish (not
+    /// observer), as (from index, ended at index and time).
+    pub publishing: Vec<(u64, Option<(u64, i64)>)>,
+}
+
+/// Where `index` falls in `periods`: `None` outside every period, `Some(None)`
+/// in an open one, `Some(Some(ended_at_ms))` in one that ended later.
+fn period_at(periods: &[(u64, Option<(u64, i64)>)], index: u64) -> Option<Option<i64>> {
+    periods.iter().find_map(|(from, end)| match end {
+        _ if index < *from => None,
+        None => Some(None),
+        Some((to, at_ms)) if index < *to => Some(Some(*at_ms)),
+        Some(_) => None,
+    })
+}
+
+/// Open a period at `index` unless one is open.
+fn open_period(periods: &mut Vec<(u64, Option<(u64, i64)>)>, index: u64) {
+    if periods.last().is_none_or(|p| p.1.is_some()) {
+        periods.push((index, None));
+    }
+}
+
+/// Close the open period, if any, at `index` and `at_ms`.
+fn close_period(periods: &mut [(u64, Option<(u64, i64)>)], index: u64, at_ms: i64) {
+    if let Some(p) = periods.last_mut()
+        && p.1.is_none()
+    {
+        p.1 = Some((index, at_ms));
+    }
+}
+
+impl MemberRecord {
+    /// Change the role, opening or closing a publishing period while a member.
+    fn set_role(&mut self, role: ClusterRole, index: u64, at_ms: i64) {
+        self.role = role;
+        if self.standing != Standing::Member {
+            return;
+        }
+        if role == ClusterRole::Observer {
+            close_period(&mut self.publishing, index, at_ms);
+        } else {
+            open_period(&mut self.publishing, index);
+        }
+    }
 }
 
 /// The replicated state of one cluster, as of its log head.
@@ -245,13 +290,13 @@ impl ClusterState {
     /// Was `org` a member at log index `index`? If its membership ended
     /// later, returns the time it ended too.
     pub fn member_at(&self, org: &str, index: u64) -> Option<Option<i64>> {
-        let m = self.members.get(org)?;
-        m.periods.iter().find_map(|(from, end)| match end {
-            _ if index < *from => None,
-            None => Some(None),
-            Some((to, at_ms)) if index < *to => Some(Some(*at_ms)),
-            Some(_) => None,
-        })
+        period_at(&self.members.get(org)?.periods, index)
+    }
+
+    /// Could `org` publish (a member in a role other than observer) at log
+    /// index `index`? If that right ended later, returns when it ended.
+    pub fn publisher_at(&self, org: &str, index: u64) -> Option<Option<i64>> {
+        period_at(&self.members.get(org)?.publishing, index)
     }
 
     /// Key lookup for signatures in this cluster's log.
@@ -450,21 +495,18 @@ impl ClusterState {
         use ClusterRole as R;
         self.op_ids.insert(op.op_id.clone());
         let end = |m: &mut MemberRecord, standing: Standing| {
-            if let Some(p) = m.periods.last_mut()
-                && p.1.is_none()
-            {
-                p.1 = Some((index, at_ms));
-            }
+            close_period(&mut m.periods, index, at_ms);
+            close_period(&mut m.publishing, index, at_ms);
             m.standing = standing;
             m.since_index = index;
         };
         match &op.op {
             Some(Op::Invite(i)) => {
                 let profile = verify_cert(&i.node_cert, root_der, &i.org)?;
-                let periods = self
+                let (periods, publishing) = self
                     .members
                     .get(&i.org)
-                    .map(|m| m.periods.clone())
+                    .map(|m| (m.periods.clone(), m.publishing.clone()))
                     .unwrap_or_default();
                 self.members.insert(
                     i.org.clone(),
@@ -476,6 +518,7 @@ impl ClusterState {
                         cert_der: i.node_cert.clone(),
                         since_index: index,
                         periods,
+                        publishing,
                     },
                 );
             }
@@ -490,6 +533,9 @@ impl ClusterState {
                 m.cert_der = a.node_cert.clone();
                 m.since_index = index;
                 m.periods.push((index, None));
+                if m.role != R::Observer {
+                    open_period(&mut m.publishing, index);
+                }
             }
             Some(Op::Decline(_)) => {
                 if let Some(m) = self.members.get_mut(&op.actor_org) {
@@ -509,17 +555,17 @@ impl ClusterState {
             }
             Some(Op::SetRole(s)) => {
                 if let Some(m) = self.members.get_mut(&s.org) {
-                    m.role = R::try_from(s.role).unwrap_or(R::Member);
+                    m.set_role(R::try_from(s.role).unwrap_or(R::Member), index, at_ms);
                     m.since_index = index;
                 }
             }
             Some(Op::Transfer(t)) => {
                 let old = self.convener.clone();
                 if let Some(m) = self.members.get_mut(&old) {
-                    m.role = R::Admin;
+                    m.set_role(R::Admin, index, at_ms);
                 }
                 if let Some(m) = self.members.get_mut(&t.to) {
-                    m.role = R::Convener;
+                    m.set_role(R::Convener, index, at_ms);
                     m.since_index = index;
                 }
                 self.convener = t.to.clone();
@@ -615,6 +661,7 @@ impl ClusterState {
                 cert_der: c.node_cert.clone(),
                 since_index: 0,
                 periods: vec![(0, None)],
+                publishing: vec![(0, None)],
             },
         );
         let state = ClusterState {

@@ -78,12 +78,19 @@ pub struct ClustersConfig {
     /// Conveners also push a notification on every change, so this bounds
     /// catch-up after an outage rather than normal propagation.
     pub sync_interval_ms: u64,
+    /// How long after the log entry that ended an organisation's membership
+    /// (leave, removal, or a change to observer) this node still accepts
+    /// messages it created before that entry (s). Bounds how long a departed
+    /// member can backdate messages into the cluster; a legitimate message
+    /// held up longer than this in the sender's outbox is refused.
+    pub former_member_grace_secs: u64,
 }
 
 impl Default for ClustersConfig {
     fn default() -> Self {
         Self {
             sync_interval_ms: 2000,
+            former_member_grace_secs: 600,
         }
     }
 }
@@ -303,6 +310,7 @@ impl NodeConfig {
             limits: raw.limits,
             clusters: ClustersConfig {
                 sync_interval_ms: raw.clusters.sync_interval_ms.max(100),
+                former_member_grace_secs: raw.clusters.former_member_grace_secs,
             },
             policy: PolicyConfig {
                 file: raw.policy.file.as_deref().map(abs),
@@ -396,6 +404,7 @@ client_burst = 10000          #   (admin calls are not limited)
 
 [clusters]
 sync_interval_ms = 2000       # members pull cluster logs this often (conveners also push)
+former_member_grace_secs = 600  # a departed member's earlier messages are accepted this long
 
 [metrics]
 # Prometheus scrape endpoint (plain HTTP GET /metrics, loopback addresses only).

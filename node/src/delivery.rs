@@ -97,7 +97,10 @@ fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), St
         // This node's re-share: decide as the forwarder into the target cluster.
         let a = bluewire_proto::v1::ForwardAttestation::decode(f.attestation.as_slice())
             .map_err(|e| format!("stored attestation undecodable: {e}"))?;
-        if crate::markings::retraction(state, &content).is_some() {
+        if crate::markings::standing(&state.store, &content)
+            .retracted
+            .is_some()
+        {
             return Err("retracted by its origin".into());
         }
         let view = crate::envelope::forwarded_view(&content, &a);
@@ -112,7 +115,7 @@ fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), St
         return Ok(());
     }
     let mut content = content;
-    let standing = crate::markings::standing(state, &content);
+    let standing = crate::markings::standing(&state.store, &content);
     if let Some(why) = standing.retracted {
         return Err(format!("retracted by its origin: {why}"));
     }

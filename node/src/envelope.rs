@@ -47,6 +47,13 @@ pub enum Rejected {
     Later(String),
     #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
     NotFromOrigin { peer: String, origin: String },
+    #[error(
+        "author {author:?} is not a user of the origin {origin:?}: an author is written ORIGIN/USER, and an organisation speaks only for its own users"
+    )]
+    Author { author: String, origin: String },
+    /// A retraction or marking change its signer has no authority for.
+    #[error("control message refused (control-authority): {0}")]
+    Control(String),
 }
 
 impl Rejected {
@@ -60,6 +67,8 @@ impl Rejected {
             Rejected::Expired(_) | Rejected::FromTheFuture(_) => "freshness",
             Rejected::Malformed(_) | Rejected::Invalid(_) => "content",
             Rejected::Later(_) => "retry",
+            Rejected::Author { .. } => "author",
+            Rejected::Control(_) => "control-authority",
         }
     }
 }
@@ -134,6 +143,7 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
     if c.origin_org.is_empty() {
         return bad("origin_org is empty".into());
     }
+    check_author(c)?;
     let kind = Kind::try_from(c.kind).unwrap_or(Kind::Unspecified);
     let level = Level::try_from(c.level).unwrap_or(Level::Unspecified);
     if level == Level::Unspecified {
@@ -177,12 +187,22 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
             ));
         }
         (Kind::MarkingChange, Some(Body::MarkingChange(m)))
-            if !m.target_id.is_empty() && m.marking.as_ref().is_some_and(|m| m.tlp != 0) => {}
+            if !m.target_id.is_empty()
+                && !m.target_origin.is_empty()
+                && m.marking.as_ref().is_some_and(|m| m.tlp != 0) => {}
         (Kind::MarkingChange, _) => {
-            return bad("a marking change names the target message and its new marking".into());
+            return bad(
+                "a marking change names the target message (target_origin and target_id) and its new marking"
+                    .into(),
+            );
         }
-        (Kind::Retraction, Some(Body::Retraction(r))) if !r.target_id.is_empty() => {}
-        (Kind::Retraction, _) => return bad("a retraction names the target message".into()),
+        (Kind::Retraction, Some(Body::Retraction(r)))
+            if !r.target_id.is_empty() && !r.target_origin.is_empty() => {}
+        (Kind::Retraction, _) => {
+            return bad(
+                "a retraction names the target message (target_origin and target_id)".into(),
+            );
+        }
         (Kind::Unspecified, _) => return bad(format!("unknown kind {}", c.kind)),
     }
     // These two are routing rules that no recipient could pass: refuse the
@@ -203,6 +223,22 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         });
     }
     Ok(())
+}
+
+/// The author must be a user of the origin: "ORIGIN/USER", USER non-empty
+/// and printable. Checked at the origin and at every receiver.
+pub fn check_author(c: &Content) -> Result<(), Rejected> {
+    let ok = c.author.split_once('/').is_some_and(|(org, user)| {
+        org == c.origin_org && !user.is_empty() && !user.chars().any(char::is_control)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejected::Author {
+            author: c.author.clone(),
+            origin: c.origin_org.clone(),
+        })
+    }
 }
 
 /// "TLP:AMBER" etc., as people and logs read it.
@@ -383,6 +419,75 @@ mod tests {
         let env = seal(&k, &content("cert-eu"));
         let r = open(&env, |_| Some(("csirt-be".to_string(), pk)), 2_000);
         assert!(matches!(r, Err(Rejected::OriginMismatch { .. })));
+    }
+
+    #[test]
+    fn author_must_be_a_user_of_the_origin_at_origin_and_receiver() {
+        let k = SigningKey::generate("csirt-fr").unwrap();
+        let pk = k.public_key();
+        for (author, ok) in [
+            ("csirt-fr/alice", true),
+            ("cert-eu/head-of-cert", false),
+            ("csirt-fr/", false),
+            ("csirt-fr", false),
+            ("", false),
+            ("csirt-frx/alice", false),
+            ("csirt-fr/al\nice", false),
+        ] {
+            let mut c = content("csirt-fr");
+            c.author = author.into();
+            assert_eq!(validate(&c).is_ok(), ok, "validate {author:?}");
+            let r = open(
+                &seal(&k, &c),
+                |_| Some(("csirt-fr".into(), pk.clone())),
+                2_000,
+            );
+            match r {
+                Ok(_) => assert!(ok, "{author:?} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{author:?}: {e}");
+                    assert_eq!(e.rule(), "author");
+                    assert!(e.to_string().contains("ORIGIN/USER"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn control_messages_name_the_targets_origin() {
+        use bluewire_proto::v1::{MarkingChange, Retraction};
+        let mut c = content("csirt-be");
+        c.kind = Kind::Retraction as i32;
+        c.body = Some(Body::Retraction(Retraction {
+            target_id: new_id(),
+            target_origin: String::new(),
+            reason: String::new(),
+        }));
+        assert!(
+            matches!(validate(&c), Err(Rejected::Invalid(ref w)) if w.contains("target_origin"))
+        );
+        if let Some(Body::Retraction(r)) = &mut c.body {
+            r.target_origin = "csirt-be".into();
+        }
+        assert!(validate(&c).is_ok());
+        c.kind = Kind::MarkingChange as i32;
+        let change = |origin: &str, tlp: i32| {
+            Some(Body::MarkingChange(MarkingChange {
+                target_id: "x".into(),
+                target_origin: origin.into(),
+                marking: Some(Marking {
+                    tlp,
+                    ..Default::default()
+                }),
+                reason: String::new(),
+            }))
+        };
+        c.body = change("", 3);
+        assert!(validate(&c).is_err());
+        c.body = change("cert-eu", 0);
+        assert!(validate(&c).is_err(), "a marking change needs a TLP");
+        c.body = change("cert-eu", 3);
+        assert!(validate(&c).is_ok());
     }
 
     #[test]

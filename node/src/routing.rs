@@ -7,18 +7,27 @@
 //!
 //! Built-in rules, in order:
 //! 1. `cluster-membership` — the recipient is a current member of the
-//!    message's cluster (and, at ingress, the origin was a member at the log
-//!    index it claims and did not send after its membership ended);
-//! 2. `recipients` — with explicit recipients, only those;
-//! 3. `levels` — the message's level is one the recipient is certified for
+//!    message's cluster; the origin was a member at the log index it claims,
+//!    did not create the message after its right to publish there ended, and,
+//!    if that right has ended, the message arrives within the former-member
+//!    grace (`[clusters] former_member_grace_secs`) of the ending entry;
+//! 2. `cluster-role` — the origin held a publishing role (not observer) at
+//!    the log index it claims;
+//! 3. `recipients` — with explicit recipients, only those;
+//! 4. `levels` — the message's level is one the recipient is certified for
 //!    (intersected with the cluster's levels); the political level takes only
 //!    situation reports, crisis status, assessments and public-communication
 //!    lines;
-//! 4. `tlp` — RED only to explicitly named recipients; the cluster's maximum;
-//! 5. `classification` — only to organisations accredited for it;
-//! 6. `scope` — sector and member-state scoping, when the message is scoped;
-//! 7. `exercise` — exercise traffic only inside exercise clusters;
-//! 8. `local-policy` — the operator's Cedar policy (forbid rules only).
+//! 5. `tlp` — RED only to explicitly named recipients; the cluster's maximum;
+//! 6. `classification` — only to organisations accredited for it;
+//! 7. `scope` — sector and member-state scoping, when the message is scoped;
+//! 8. `exercise` — exercise traffic only inside exercise clusters;
+//! 9. `local-policy` — the operator's Cedar policy (forbid rules only).
+//!
+//! The rules about the origin (its membership and role at the claimed index,
+//! the cluster's levels and maximum TLP) are the same functions whether this
+//! node is the origin or a receiver: [`Router::check_origin`] runs them at
+//! publish, and every `decide` runs them again, in both directions.
 
 use std::sync::Arc;
 
@@ -64,12 +73,26 @@ pub struct Context<'a> {
     pub origin_profile: Option<&'a OrgProfile>,
     /// This node's view of the message's cluster.
     pub cluster: Option<&'a ClusterState>,
+    /// The deciding node's clock (unix ms), passed in so decisions are pure.
+    pub now_ms: i64,
 }
 
+/// Default for `[clusters] former_member_grace_secs`, in ms.
+pub const DEFAULT_FORMER_MEMBER_GRACE_MS: i64 = 600_000;
+
 /// The routing engine.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     policy: Option<Arc<PolicyHandle>>,
+    /// How long after the end of its right to publish a former member's
+    /// earlier messages are still accepted (ms).
+    grace_ms: i64,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for Router {
@@ -88,14 +111,52 @@ enum Outcome {
 
 impl Router {
     pub fn new() -> Self {
-        Self { policy: None }
+        Self {
+            policy: None,
+            grace_ms: DEFAULT_FORMER_MEMBER_GRACE_MS,
+        }
     }
 
     /// A router that applies the operator's local policy after the built-ins.
     pub fn with_policy(policy: Arc<PolicyHandle>) -> Self {
         Self {
             policy: Some(policy),
+            ..Self::new()
         }
+    }
+
+    /// The former-member grace (`[clusters] former_member_grace_secs`), in ms.
+    pub fn with_former_member_grace_ms(mut self, grace_ms: i64) -> Self {
+        self.grace_ms = grace_ms.max(0);
+        self
+    }
+
+    /// May this organisation (the origin) put `content` into cluster `c` at
+    /// all? The origin-side rules that refuse a message as a whole rather than
+    /// per recipient, checked before signing; every receiver runs the same
+    /// functions again inside [`Router::decide`]. Returns the rule and reason.
+    pub fn check_origin(
+        &self,
+        content: &Content,
+        c: &ClusterState,
+        now_ms: i64,
+    ) -> Result<(), (&'static str, String)> {
+        let checks: [(&'static str, Outcome); 4] = [
+            (
+                "cluster-membership",
+                origin_standing(content, c, now_ms, self.grace_ms),
+            ),
+            ("cluster-role", origin_role(content, c)),
+            ("levels", cluster_levels(content, c)),
+            ("tlp", cluster_tlp(content, c)),
+        ];
+        for (rule, outcome) in checks {
+            match outcome {
+                Outcome::Pass(_) => {}
+                Outcome::Deny(why) | Outcome::Later(why) => return Err((rule, why)),
+            }
+        }
+        Ok(())
     }
 
     pub fn policy(&self) -> Option<&Arc<PolicyHandle>> {
@@ -109,6 +170,7 @@ impl Router {
         content: &Content,
         candidates: &[String],
         cluster: Option<&ClusterState>,
+        now_ms: i64,
     ) -> Vec<Decision> {
         let profile = |org: &str| cluster.and_then(|c| c.members.get(org)).map(|m| &m.profile);
         candidates
@@ -122,6 +184,7 @@ impl Router {
                         recipient_profile: profile(org),
                         origin_profile: profile(&content.origin_org),
                         cluster,
+                        now_ms,
                     },
                 )
             })
@@ -129,7 +192,13 @@ impl Router {
     }
 
     /// Decide whether this node (`me`) may accept `content`.
-    pub fn ingress(&self, content: &Content, me: &str, cluster: Option<&ClusterState>) -> Decision {
+    pub fn ingress(
+        &self,
+        content: &Content,
+        me: &str,
+        cluster: Option<&ClusterState>,
+        now_ms: i64,
+    ) -> Decision {
         let profile = |org: &str| cluster.and_then(|c| c.members.get(org)).map(|m| &m.profile);
         self.decide(
             content,
@@ -139,6 +208,7 @@ impl Router {
                 recipient_profile: profile(me),
                 origin_profile: profile(&content.origin_org),
                 cluster,
+                now_ms,
             },
         )
     }
@@ -146,8 +216,11 @@ impl Router {
     /// The full rule chain for one (message, recipient).
     pub fn decide(&self, content: &Content, ctx: Context<'_>) -> Decision {
         let mut steps = Vec::new();
-        let rules: [(&'static str, &dyn Fn() -> Outcome); 8] = [
-            ("cluster-membership", &|| membership(content, &ctx)),
+        let rules: [(&'static str, &dyn Fn() -> Outcome); 9] = [
+            ("cluster-membership", &|| {
+                membership(content, &ctx, self.grace_ms)
+            }),
+            ("cluster-role", &|| cluster_role(content, &ctx)),
             ("recipients", &|| recipients(content, &ctx)),
             ("levels", &|| levels(content, &ctx)),
             ("tlp", &|| tlp(content, &ctx)),
@@ -219,7 +292,7 @@ impl Router {
     }
 }
 
-fn membership(content: &Content, ctx: &Context<'_>) -> Outcome {
+fn membership(content: &Content, ctx: &Context<'_>, grace_ms: i64) -> Outcome {
     let org = ctx.recipient;
     if org == content.origin_org {
         return Outcome::Deny("the origin does not send to itself".into());
@@ -233,39 +306,120 @@ fn membership(content: &Content, ctx: &Context<'_>) -> Outcome {
             content.cluster
         ));
     };
-    if ctx.direction == Direction::Ingress {
-        if c.head_index < content.cluster_index {
-            return Outcome::Later(format!(
-                "{org} has applied {}'s log up to {}, the origin up to {}: catching up",
-                c.id, c.head_index, content.cluster_index
-            ));
-        }
-        match c.member_at(&content.origin_org, content.cluster_index) {
-            None => {
-                return Outcome::Deny(format!(
-                    "{} was not a member of {} at log index {}",
-                    content.origin_org, c.id, content.cluster_index
-                ));
-            }
-            Some(Some(ended_ms)) if content.created_at_ms > ended_ms => {
-                return Outcome::Deny(format!(
-                    "{} sent it after its membership of {} ended",
-                    content.origin_org, c.id
-                ));
-            }
-            Some(_) => {}
-        }
-        if !c.is_member(org) && c.standing(org) == Some(Standing::Invited) {
-            return Outcome::Later(format!(
-                "{org} has not applied its own acceptance into {} yet",
-                c.id
-            ));
-        }
+    let ingress = ctx.direction == Direction::Ingress;
+    if ingress && c.head_index < content.cluster_index {
+        return Outcome::Later(format!(
+            "{org} has applied {}'s log up to {}, the origin up to {}: catching up",
+            c.id, c.head_index, content.cluster_index
+        ));
+    }
+    if let Outcome::Deny(why) = origin_standing(content, c, ctx.now_ms, grace_ms) {
+        return Outcome::Deny(why);
+    }
+    if ingress && !c.is_member(org) && c.standing(org) == Some(Standing::Invited) {
+        return Outcome::Later(format!(
+            "{org} has not applied its own acceptance into {} yet",
+            c.id
+        ));
     }
     if !c.is_member(org) {
         return Outcome::Deny(format!("{org} is not a current member of {}", c.id));
     }
     Outcome::Pass(format!("{org} is a current member of {}", c.id))
+}
+
+/// The origin's standing at the log index it claims: a member then, the
+/// message created before its right to publish ended, and, once that right
+/// has ended, no later than `grace_ms` after it by the deciding node's clock
+/// (so a departed member cannot keep backdating messages into the cluster).
+fn origin_standing(content: &Content, c: &ClusterState, now_ms: i64, grace_ms: i64) -> Outcome {
+    let (origin, index) = (&content.origin_org, content.cluster_index);
+    if c.member_at(origin, index).is_none() {
+        return Outcome::Deny(format!(
+            "{origin} was not a member of {} at log index {index}",
+            c.id
+        ));
+    }
+    match c.publisher_at(origin, index) {
+        Some(Some(ended_ms)) if content.created_at_ms > ended_ms => Outcome::Deny(format!(
+            "{origin} sent it after its membership of {} ended (or it became an observer) at {ended_ms}",
+            c.id
+        )),
+        Some(Some(ended_ms)) if now_ms > ended_ms.saturating_add(grace_ms) => {
+            Outcome::Deny(format!(
+                "{origin}'s membership of {} ended (or it became an observer) at {ended_ms}; \
+                 messages it created before then are accepted for {} s after that \
+                 (clusters.former_member_grace_secs), and it is now {} s later",
+                c.id,
+                grace_ms / 1000,
+                (now_ms - ended_ms) / 1000
+            ))
+        }
+        _ => Outcome::Pass(format!(
+            "{origin} was a member of {} at log index {index}",
+            c.id
+        )),
+    }
+}
+
+/// The origin held a role that may publish (not observer) at the claimed index.
+fn origin_role(content: &Content, c: &ClusterState) -> Outcome {
+    let (origin, index) = (&content.origin_org, content.cluster_index);
+    match c.publisher_at(origin, index) {
+        Some(_) => Outcome::Pass(format!(
+            "{origin} held a publishing role in {} at log index {index}",
+            c.id
+        )),
+        None => Outcome::Deny(format!(
+            "{origin} was an observer of {} at log index {index}: observers receive but do not publish",
+            c.id
+        )),
+    }
+}
+
+fn cluster_role(content: &Content, ctx: &Context<'_>) -> Outcome {
+    match ctx.cluster {
+        Some(c) if !content.cluster.is_empty() => origin_role(content, c),
+        _ => Outcome::Pass("no cluster".into()),
+    }
+}
+
+/// The cluster works at the message's level.
+fn cluster_levels(content: &Content, c: &ClusterState) -> Outcome {
+    let level = level_label(content.level);
+    if c.levels.contains(&content.level) {
+        Outcome::Pass(format!("{} works at the {level} level", c.id))
+    } else {
+        Outcome::Deny(format!(
+            "{} works at {}, not the {level} level",
+            c.id,
+            c.levels
+                .iter()
+                .map(|l| level_label(*l))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// The message's TLP is within the cluster's maximum.
+fn cluster_tlp(content: &Content, c: &ClusterState) -> Outcome {
+    let t = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
+    if t > c.max_tlp {
+        Outcome::Deny(format!(
+            "{} is {} but {} allows at most {}: lower the marking or use another cluster",
+            content.id,
+            tlp_label(t),
+            c.id,
+            tlp_label(c.max_tlp)
+        ))
+    } else {
+        Outcome::Pass(format!(
+            "within {}'s maximum {}",
+            c.id,
+            tlp_label(c.max_tlp)
+        ))
+    }
 }
 
 fn recipients(content: &Content, ctx: &Context<'_>) -> Outcome {
@@ -295,9 +449,9 @@ fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
     let level = level_label(content.level);
     if let Some(c) = ctx.cluster
         && !content.cluster.is_empty()
-        && !c.levels.contains(&content.level)
+        && let Outcome::Deny(why) = cluster_levels(content, c)
     {
-        return Outcome::Deny(format!("{} does not work at the {level} level", c.id));
+        return Outcome::Deny(why);
     }
     let kind = Kind::try_from(content.kind).unwrap_or(Kind::Unspecified);
     if content.level == Level::Political as i32
@@ -334,15 +488,9 @@ fn tlp(content: &Content, ctx: &Context<'_>) -> Outcome {
     let t = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
     if let Some(c) = ctx.cluster
         && !content.cluster.is_empty()
-        && t > c.max_tlp
+        && let Outcome::Deny(why) = cluster_tlp(content, c)
     {
-        return Outcome::Deny(format!(
-            "{} is {} but {} allows at most {}",
-            content.id,
-            tlp_label(t),
-            c.id,
-            tlp_label(c.max_tlp)
-        ));
+        return Outcome::Deny(why);
     }
     match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
         Tlp::Red if !content.recipients.iter().any(|r| r == ctx.recipient) => {
@@ -461,13 +609,17 @@ mod tests {
     fn explicit_recipients_narrow_delivery() {
         let r = Router::new();
         let peers = vec!["cert-eu".to_string(), "csirt-fr".to_string()];
-        let d = r.egress(&msg(&["cert-eu"]), &peers, None);
+        let d = r.egress(&msg(&["cert-eu"]), &peers, None, 0);
         assert!(d[0].allowed);
         assert!(!d[1].allowed);
         assert_eq!(d[1].rule, "recipients");
-        assert!(r.egress(&msg(&[]), &peers, None).iter().all(|d| d.allowed));
-        assert!(!r.ingress(&msg(&["cert-eu"]), "csirt-fr", None).allowed);
-        assert!(!r.ingress(&msg(&[]), "csirt-be", None).allowed);
+        assert!(
+            r.egress(&msg(&[]), &peers, None, 0)
+                .iter()
+                .all(|d| d.allowed)
+        );
+        assert!(!r.ingress(&msg(&["cert-eu"]), "csirt-fr", None, 0).allowed);
+        assert!(!r.ingress(&msg(&[]), "csirt-be", None, 0).allowed);
     }
 
     #[test]
@@ -475,8 +627,8 @@ mod tests {
         let r = Router::new();
         let mut m = msg(&[]);
         m.cluster = "csirt-be/x".into();
-        assert!(!r.egress(&m, &["cert-eu".to_string()], None)[0].allowed);
-        let d = r.ingress(&m, "cert-eu", None);
+        assert!(!r.egress(&m, &["cert-eu".to_string()], None, 0)[0].allowed);
+        let d = r.ingress(&m, "cert-eu", None, 0);
         assert!(!d.allowed && !d.retry);
         assert!(d.reason.contains("unknown"));
     }

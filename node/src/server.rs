@@ -27,6 +27,7 @@ use crate::signing::SigningKey;
 use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
 use bluewire_proto::v1::Content;
+use prost::Message as _;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -136,6 +137,17 @@ impl NodeState {
     /// The routing decision for one (message, recipient), with this node's
     /// view of the cluster and the CA-asserted profiles it knows.
     pub fn decide(&self, content: &Content, recipient: &str, direction: Direction) -> Decision {
+        let d = self.route(content, recipient, direction);
+        let dir = match direction {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        };
+        self.metrics.decision(dir, d.rule, d.allowed);
+        d
+    }
+
+    /// [`NodeState::decide`] without counting it in the metrics.
+    fn route(&self, content: &Content, recipient: &str, direction: Direction) -> Decision {
         let cluster = if content.cluster.is_empty() {
             None
         } else {
@@ -143,7 +155,7 @@ impl NodeState {
         };
         let rp = self.profile_of(recipient, cluster.as_deref());
         let op = self.profile_of(&content.origin_org, cluster.as_deref());
-        let d = self.router.decide(
+        self.router.decide(
             content,
             RouteContext {
                 direction,
@@ -151,14 +163,52 @@ impl NodeState {
                 recipient_profile: rp.as_ref(),
                 origin_profile: op.as_ref(),
                 cluster: cluster.as_deref(),
+                now_ms: delivery::now_ms(),
             },
-        );
-        let dir = match direction {
-            Direction::Egress => "egress",
-            Direction::Ingress => "ingress",
+        )
+    }
+
+    /// Would the routing rules let `org` receive `target` (sent by this node
+    /// now)? Why not, if not. Not counted in the routing metrics.
+    pub fn may_receive(&self, target: &Content, org: &str) -> Result<(), String> {
+        if target.origin_org == org {
+            return Ok(());
+        }
+        let d = self.route(target, org, Direction::Egress);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(format!("{}: {}", d.rule, d.reason))
+        }
+    }
+
+    /// The control-message authority rule (see [`crate::markings::authority`])
+    /// for a received retraction or marking change, with the target as this
+    /// node holds it.
+    pub fn control_authority(
+        &self,
+        control: &Content,
+    ) -> Result<crate::markings::Effect, crate::envelope::Rejected> {
+        let Some((origin, id)) = crate::markings::target_of(control) else {
+            return Ok(crate::markings::Effect::Apply);
         };
-        self.metrics.decision(dir, d.rule, d.allowed);
-        d
+        let target = match self.store.get(origin, id) {
+            Ok(Some(m)) => bluewire_proto::v1::Envelope::decode(m.envelope.as_slice())
+                .ok()
+                .and_then(|e| Content::decode(e.content.as_slice()).ok()),
+            Ok(None) => None,
+            Err(e) => {
+                return Err(crate::envelope::Rejected::Later(format!(
+                    "cannot read the target {origin}/{id}: {e}"
+                )));
+            }
+        };
+        let standing = target
+            .as_ref()
+            .map(|t| crate::markings::standing(&self.store, t));
+        crate::markings::authority(control, target.as_ref().zip(standing.as_ref()), |t| {
+            self.may_receive(t, &control.origin_org)
+        })
     }
 
     /// Prometheus text: counters plus per-peer outbox gauges.
@@ -313,7 +363,11 @@ impl Node {
             profile: profile.clone(),
             store: store.clone(),
             signer,
-            router: Router::with_policy(policy.clone()),
+            router: Router::with_policy(policy.clone()).with_former_member_grace_ms(
+                i64::try_from(config.clusters.former_member_grace_secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            ),
             tls: tls.clone(),
             peers: DashMap::new(),
             keys: DashMap::new(),

@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use prost::Message as _;
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata,
-    Table, TableDefinition,
+    Table, TableDefinition, TableHandle,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -51,7 +51,11 @@ const QUEUE_DEPTH: usize = 4096;
 pub const MAX_REJECTIONS_KEPT: u64 = 10_000;
 
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+/// (message id, origin) → seq: messages are identified by the pair, so no organisation can
+/// shadow another's message by reusing its id.
+const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
+/// Before (origin, id) keys: id → seq. Migrated into [`IDS`] and dropped on open.
+const OLD_IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -62,7 +66,11 @@ const CLUSTER_LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("c
 const DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("directory");
 /// Per-message annotations from origin-signed control messages:
 /// (message id, "retracted" | "marking") -> value.
-const ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("annotations");
+/// ("ORIGIN/ID" of the message, kind) → an encoded [`AnnotationRecord`].
+const ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("message_annotations");
+/// Before (origin, id) keys: (id, kind) → raw value. Migrated and dropped on open.
+const OLD_ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("annotations");
 /// Audit records by seq (1, 2, …): encoded [`AuditDisk`].
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
@@ -292,6 +300,40 @@ impl AuditRecordRow {
 
 // ---- on-disk records (prost) ---------------------------------------------------------------
 
+/// An annotation on a message (a retraction, a marking change), ordered by the control
+/// message that made it so every node keeps the same one whatever the arrival order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AnnotationRecord {
+    /// The control message's `created_at_ms`.
+    #[prost(int64, tag = "1")]
+    pub at_ms: i64,
+    /// The control message's id (breaks ties).
+    #[prost(string, tag = "2")]
+    pub by_id: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub value: Vec<u8>,
+}
+
+impl AnnotationRecord {
+    fn order(&self) -> (i64, &str) {
+        (self.at_ms, &self.by_id)
+    }
+}
+
+/// Which of two annotations of the same kind a message keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The one made by the latest control message (a marking in force).
+    Latest,
+    /// The first one (a retraction is final; its first reason stands).
+    Earliest,
+}
+
+/// The key of a message across tables that name it: "ORIGIN/ID".
+pub fn message_key(origin: &str, id: &str) -> String {
+    format!("{origin}/{id}")
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct MessageRecord {
     #[prost(string, tag = "1")]
@@ -434,10 +476,11 @@ enum Op {
         reply: Reply<()>,
     },
     Annotate {
-        id: String,
-        kind: &'static str,
-        value: Vec<u8>,
-        reply: Reply<()>,
+        key: String,
+        kind: String,
+        record: AnnotationRecord,
+        keep: Keep,
+        reply: Reply<bool>,
     },
     AppendAudit {
         events: Vec<AuditEvent>,
@@ -473,6 +516,7 @@ enum Applied {
     Outcomes(Vec<InsertOutcome>),
     Unit,
     Count(u64),
+    Flag(bool),
 }
 
 impl Op {
@@ -486,6 +530,9 @@ impl Op {
             (Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. }, Ok(Applied::Count(n))) => {
                 let _ = reply.send(Ok(n));
             }
+            (Op::Annotate { reply, .. }, Ok(Applied::Flag(b))) => {
+                let _ = reply.send(Ok(b));
+            }
             (
                 Op::Ack { reply, .. }
                 | Op::Reject { reply, .. }
@@ -493,7 +540,6 @@ impl Op {
                 | Op::SetCursor { reply, .. }
                 | Op::AppendCluster { reply, .. }
                 | Op::PutDirectory { reply, .. }
-                | Op::Annotate { reply, .. }
                 | Op::AppendAudit { reply, .. },
                 Ok(Applied::Unit),
             ) => {
@@ -511,13 +557,15 @@ impl Op {
             Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
+            Op::Annotate { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
             Op::Ack { reply, .. }
             | Op::Reject { reply, .. }
             | Op::PutKey { reply, .. }
             | Op::SetCursor { reply, .. }
             | Op::AppendCluster { reply, .. }
             | Op::PutDirectory { reply, .. }
-            | Op::Annotate { reply, .. }
             | Op::AppendAudit { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
@@ -531,7 +579,7 @@ impl Op {
 /// All tables open in one write transaction, plus the seq allocator for the group.
 struct Tables<'t> {
     messages: Table<'t, u64, &'static [u8]>,
-    ids: Table<'t, &'static str, u64>,
+    ids: Table<'t, (&'static str, &'static str), u64>,
     outbox: Table<'t, (&'static str, u64), ()>,
     counters: Table<'t, &'static str, u64>,
     keys: Table<'t, &'static str, &'static [u8]>,
@@ -617,12 +665,32 @@ impl Tables<'_> {
                 Ok(Applied::Unit)
             }
             Op::Annotate {
-                id, kind, value, ..
+                key,
+                kind,
+                record,
+                keep,
+                ..
             } => {
-                self.annotations
-                    .insert((id.as_str(), *kind), value.as_slice())
-                    .map_err(db_err("put annotation"))?;
-                Ok(Applied::Unit)
+                let current = self
+                    .annotations
+                    .get((key.as_str(), kind.as_str()))
+                    .map_err(db_err("read annotation"))?
+                    .map(|v| decode::<AnnotationRecord>("annotation", key, v.value()))
+                    .transpose()?;
+                let replace = match (current, keep) {
+                    (None, _) => true,
+                    (Some(old), Keep::Latest) => record.order() > old.order(),
+                    (Some(old), Keep::Earliest) => record.order() < old.order(),
+                };
+                if replace {
+                    self.annotations
+                        .insert(
+                            (key.as_str(), kind.as_str()),
+                            record.encode_to_vec().as_slice(),
+                        )
+                        .map_err(db_err("put annotation"))?;
+                }
+                Ok(Applied::Flag(replace))
             }
             Op::AppendAudit { events, .. } => self.append_audit(events).map(|()| Applied::Unit),
             Op::Close { .. } => Ok(Applied::Unit),
@@ -667,7 +735,7 @@ impl Tables<'_> {
             }
             if let Some(seq) = self
                 .ids
-                .get(m.id.as_str())
+                .get((m.id.as_str(), m.origin.as_str()))
                 .map_err(db_err("read id index"))?
                 .map(|g| g.value())
             {
@@ -692,7 +760,7 @@ impl Tables<'_> {
                 .insert(seq, rec.as_slice())
                 .map_err(db_err("insert message"))?;
             self.ids
-                .insert(m.id.as_str(), seq)
+                .insert((m.id.as_str(), m.origin.as_str()), seq)
                 .map_err(db_err("insert id index"))?;
             for peer in &m.outbox {
                 let fresh = self
@@ -1389,27 +1457,36 @@ impl Store {
         Ok(out)
     }
 
-    pub fn get_by_id(&self, id: &str) -> Result<Option<StoredMessage>> {
+    /// The message `origin` published under `id`.
+    pub fn get(&self, origin: &str, id: &str) -> Result<Option<StoredMessage>> {
         let rtx = self.read()?;
         let ids = rtx.open_table(IDS).map_err(db_err("open ids"))?;
         let Some(seq) = ids
-            .get(id)
+            .get((id, origin))
             .map_err(db_err("read id index"))?
             .map(|g| g.value())
         else {
             return Ok(None);
         };
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
-        match messages.get(seq).map_err(db_err("read message"))? {
-            Some(v) => Ok(Some(
-                decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq),
-            )),
-            None => Err(StoreError::Corrupt {
-                what: "id index",
-                key: id.to_owned(),
-                detail: format!("points at seq {seq}, which does not exist"),
-            }),
+        read_indexed(&messages, seq, id).map(Some)
+    }
+
+    /// Every stored message with this id, whatever its origin (usually one; several when
+    /// organisations reused an id), in origin order.
+    pub fn find_by_id(&self, id: &str) -> Result<Vec<StoredMessage>> {
+        let rtx = self.read()?;
+        let ids = rtx.open_table(IDS).map_err(db_err("open ids"))?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        for row in ids.range((id, "")..).map_err(db_err("read id index"))? {
+            let (k, v) = row.map_err(db_err("read id index"))?;
+            if k.value().0 != id {
+                break;
+            }
+            out.push(read_indexed(&messages, v.value(), id)?);
         }
+        Ok(out)
     }
 
     pub fn get_by_seq(&self, seq: u64) -> Result<Option<StoredMessage>> {
@@ -1629,40 +1706,49 @@ impl Store {
         .await
     }
 
-    /// Record an annotation on a message id (`"retracted"` with the reason,
-    /// `"marking"` with an encoded `Marking`). Overwrites; durable.
-    pub async fn annotate(&self, id: &str, kind: &'static str, value: Vec<u8>) -> Result<()> {
-        let id = id.to_owned();
+    /// Record an annotation of `kind` on the message `origin` published as `id`, unless one
+    /// of that kind that `keep` prefers is there already (so every node ends with the same one
+    /// whatever the order control messages arrived in). Durable. Returns whether it was kept.
+    pub async fn annotate(
+        &self,
+        origin: &str,
+        id: &str,
+        kind: String,
+        record: AnnotationRecord,
+        keep: Keep,
+    ) -> Result<bool> {
+        let key = message_key(origin, id);
         self.call(|reply| Op::Annotate {
-            id,
+            key,
             kind,
-            value,
+            record,
+            keep,
             reply,
         })
         .await
     }
 
-    pub fn annotation(&self, id: &str, kind: &str) -> Result<Option<Vec<u8>>> {
-        let [v] = self.annotations(id, [kind])?;
-        Ok(v)
-    }
-
-    /// Several annotations of one message, from one read transaction.
-    pub fn annotations<const N: usize>(
-        &self,
-        id: &str,
-        kinds: [&str; N],
-    ) -> Result<[Option<Vec<u8>>; N]> {
+    /// Every annotation of one message, by kind, from one read transaction.
+    pub fn annotations(&self, origin: &str, id: &str) -> Result<Vec<(String, AnnotationRecord)>> {
+        let key = message_key(origin, id);
         let rtx = self.read()?;
         let t = rtx
             .open_table(ANNOTATIONS)
             .map_err(db_err("open annotations"))?;
-        let mut out = [const { None }; N];
-        for (slot, kind) in out.iter_mut().zip(kinds) {
-            *slot = t
-                .get((id, kind))
-                .map_err(db_err("read annotation"))?
-                .map(|v| v.value().to_vec());
+        let mut out = Vec::new();
+        for row in t
+            .range((key.as_str(), "")..)
+            .map_err(db_err("read annotations"))?
+        {
+            let (k, v) = row.map_err(db_err("read annotation"))?;
+            let (k_key, kind) = k.value();
+            if k_key != key {
+                break;
+            }
+            out.push((
+                kind.to_string(),
+                decode::<AnnotationRecord>("annotation", &key, v.value())?,
+            ));
         }
         Ok(out)
     }
@@ -1792,6 +1878,95 @@ impl Store {
 
 /// Creates every table, checks the seq allocator against the data, returns the head seq and
 /// the audit head.
+/// The message an index entry points at; a dangling entry is corruption.
+fn read_indexed(
+    messages: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+    id: &str,
+) -> Result<StoredMessage> {
+    match messages.get(seq).map_err(db_err("read message"))? {
+        Some(v) => Ok(decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq)),
+        None => Err(StoreError::Corrupt {
+            what: "id index",
+            key: id.to_owned(),
+            detail: format!("points at seq {seq}, which does not exist"),
+        }),
+    }
+}
+
+/// Stores written before messages were keyed by (origin, id): rebuild the id index and move
+/// annotations under their message's key, then drop the old tables. Runs once, in the opening
+/// transaction, so a crash leaves either the old layout or the new one.
+fn migrate_to_origin_keys(wtx: &redb::WriteTransaction) -> Result<()> {
+    let e = db_err::<redb::TableError>;
+    let has = |name: &str| -> Result<bool> {
+        Ok(wtx
+            .list_tables()
+            .map_err(db_err("list tables"))?
+            .any(|t| t.name() == name))
+    };
+    if has(OLD_IDS.name())? {
+        let messages = wtx.open_table(MESSAGES).map_err(e("open messages table"))?;
+        let mut ids = wtx.open_table(IDS).map_err(e("open ids table"))?;
+        let mut by_id: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for row in messages.iter().map_err(db_err("read messages"))? {
+            let (k, v) = row.map_err(db_err("read message"))?;
+            let rec: MessageRecord = decode("message", k.value(), v.value())?;
+            ids.insert((rec.id.as_str(), rec.origin.as_str()), k.value())
+                .map_err(db_err("migrate id index"))?;
+            by_id.entry(rec.id).or_default().push(rec.origin);
+        }
+        if has(OLD_ANNOTATIONS.name())? {
+            let old = wtx
+                .open_table(OLD_ANNOTATIONS)
+                .map_err(e("open old annotations table"))?;
+            let mut new = wtx
+                .open_table(ANNOTATIONS)
+                .map_err(e("open annotations table"))?;
+            for row in old.iter().map_err(db_err("read old annotations"))? {
+                let (k, v) = row.map_err(db_err("read old annotation"))?;
+                let (id, kind) = k.value();
+                let value = v.value();
+                // Retractions were stored as "ORIGIN\nREASON"; markings had no author and
+                // are kept as their origin's.
+                let (kind, origins, value) = if kind == "retracted" {
+                    let text = String::from_utf8_lossy(value);
+                    let (origin, reason) = text.split_once('\n').unwrap_or((&text, ""));
+                    let ok = by_id.get(id).is_some_and(|o| o.iter().any(|x| x == origin));
+                    let origins = if ok { vec![origin.to_string()] } else { vec![] };
+                    ("retracted".to_string(), origins, reason.as_bytes().to_vec())
+                } else {
+                    let origins = by_id.get(id).cloned().unwrap_or_default();
+                    (kind.to_string(), origins, value.to_vec())
+                };
+                for origin in origins {
+                    let kind = if kind == "marking" {
+                        format!("marking/{origin}")
+                    } else {
+                        kind.clone()
+                    };
+                    let rec = AnnotationRecord {
+                        at_ms: 0,
+                        by_id: String::new(),
+                        value: value.clone(),
+                    };
+                    new.insert(
+                        (message_key(&origin, id).as_str(), kind.as_str()),
+                        rec.encode_to_vec().as_slice(),
+                    )
+                    .map_err(db_err("migrate annotation"))?;
+                }
+            }
+        }
+        wtx.delete_table(OLD_ANNOTATIONS)
+            .map_err(db_err("drop old annotations table"))?;
+        wtx.delete_table(OLD_IDS)
+            .map_err(db_err("drop old ids table"))?;
+        tracing::info!("store migrated to (origin, id) message keys");
+    }
+    Ok(())
+}
+
 fn init(db: &Database) -> Result<(u64, AuditHead)> {
     let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
     wtx.set_durability(Durability::Immediate);
@@ -1801,6 +1976,7 @@ fn init(db: &Database) -> Result<(u64, AuditHead)> {
             .map_err(db_err::<redb::TableError>("open audit meta table"))?;
         read_audit_head(&t)?
     };
+    migrate_to_origin_keys(&wtx)?;
     let head = {
         let mut t = open_tables(&wtx, audit_head.clone())?;
         let last = t
@@ -1850,6 +2026,153 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ids_belong_to_their_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut squat = msg("m", &["p"]);
+        squat.origin = "org-b".into();
+        squat.envelope = b"env-squat".to_vec();
+        // The squatter arrives first: the real message is still stored, not a duplicate.
+        assert_eq!(
+            store.insert(squat.clone()).await.unwrap(),
+            InsertOutcome::Inserted(1)
+        );
+        assert_eq!(
+            store.insert(msg("m", &["p"])).await.unwrap(),
+            InsertOutcome::Inserted(2)
+        );
+        assert_eq!(
+            store.insert(squat).await.unwrap(),
+            InsertOutcome::Duplicate(1)
+        );
+        assert_eq!(store.get("org-a", "m").unwrap().unwrap().envelope, b"env-m");
+        assert_eq!(
+            store.get("org-b", "m").unwrap().unwrap().envelope,
+            b"env-squat"
+        );
+        assert!(store.get("org-c", "m").unwrap().is_none());
+        let all: Vec<_> = store
+            .find_by_id("m")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.origin)
+            .collect();
+        assert_eq!(all, vec!["org-a", "org-b"]);
+        assert!(store.find_by_id("m2").unwrap().is_empty());
+        assert!(store.find_by_id("").unwrap().is_empty());
+        assert_eq!(store.outbox_depth("p").unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn annotations_keep_the_latest_or_earliest_whatever_the_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = |at_ms, id: &str, v: &str| AnnotationRecord {
+            at_ms,
+            by_id: id.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let put = |kind: &str, r, keep| store.annotate("org-a", "m", kind.to_string(), r, keep);
+        assert!(put("k", rec(2, "b", "two"), Keep::Latest).await.unwrap());
+        assert!(!put("k", rec(1, "z", "one"), Keep::Latest).await.unwrap());
+        assert!(
+            !put("k", rec(2, "a", "tie-lower"), Keep::Latest)
+                .await
+                .unwrap()
+        );
+        assert!(
+            put("k", rec(2, "c", "tie-higher"), Keep::Latest)
+                .await
+                .unwrap()
+        );
+        assert!(
+            put("r", rec(5, "x", "first"), Keep::Earliest)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !put("r", rec(6, "y", "second"), Keep::Earliest)
+                .await
+                .unwrap()
+        );
+        assert!(
+            put("r", rec(4, "w", "earlier"), Keep::Earliest)
+                .await
+                .unwrap()
+        );
+        let got = store.annotations("org-a", "m").unwrap();
+        let text: Vec<_> = got
+            .iter()
+            .map(|(k, r)| (k.as_str(), String::from_utf8_lossy(&r.value).into_owned()))
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                ("k", "tie-higher".to_string()),
+                ("r", "earlier".to_string())
+            ]
+        );
+        // Another origin's message with the same id has none of them.
+        assert!(store.annotations("org-b", "m").unwrap().is_empty());
+        assert!(store.annotations("org-a", "m2").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_with_id_only_keys_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            // The layout before (origin, id) keys.
+            let db = Database::create(&path).unwrap();
+            let wtx = db.begin_write().unwrap();
+            {
+                let mut messages = wtx.open_table(MESSAGES).unwrap();
+                let mut ids = wtx.open_table(OLD_IDS).unwrap();
+                let mut meta = wtx.open_table(META).unwrap();
+                let mut old = wtx.open_table(OLD_ANNOTATIONS).unwrap();
+                for (seq, id, origin) in [(1u64, "m1", "org-a"), (2, "m2", "org-b")] {
+                    let rec = MessageRecord {
+                        id: id.into(),
+                        envelope: b"env".to_vec(),
+                        origin: origin.into(),
+                        ..Default::default()
+                    };
+                    messages
+                        .insert(seq, rec.encode_to_vec().as_slice())
+                        .unwrap();
+                    ids.insert(id, seq).unwrap();
+                }
+                meta.insert(META_NEXT_SEQ, 3).unwrap();
+                old.insert(("m1", "retracted"), b"org-a\nwrong".as_slice())
+                    .unwrap();
+                old.insert(("m2", "retracted"), b"org-x\nnot the origin".as_slice())
+                    .unwrap();
+                old.insert(("m2", "marking"), b"\x08\x04".as_slice())
+                    .unwrap();
+            }
+            wtx.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get("org-a", "m1").unwrap().unwrap().seq, 1);
+        assert_eq!(store.get("org-b", "m2").unwrap().unwrap().seq, 2);
+        let a = store.annotations("org-a", "m1").unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].0.as_str(), a[0].1.value.as_slice()),
+            ("retracted", b"wrong".as_slice())
+        );
+        // A retraction by someone other than the origin is not carried over.
+        let b = store.annotations("org-b", "m2").unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0, "marking/org-b");
+        // Messages keep flowing with the same seq space, and re-opening is a no-op.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head_seq(), 2);
+        assert_eq!(store.find_by_id("m1").unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn insert_and_dedup() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1880,14 +2203,14 @@ mod tests {
             ]
         );
         assert_eq!(store.head_seq(), 3);
-        let got = store.get_by_id("b").unwrap().unwrap();
+        let got = store.get("org-a", "b").unwrap().unwrap();
         assert_eq!(got.seq, 2);
         assert_eq!(got.envelope, b"env-b");
         assert_eq!(got.kind, 1);
         assert_eq!(got.level, 2);
         assert_eq!(got.received_at_ms, 42);
         assert_eq!(store.get_by_seq(3).unwrap().unwrap().id, "c");
-        assert!(store.get_by_id("zz").unwrap().is_none());
+        assert!(store.get("org-a", "zz").unwrap().is_none());
         assert!(store.get_by_seq(99).unwrap().is_none());
         assert!(matches!(
             store.insert(msg("", &[])).await,

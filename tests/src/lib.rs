@@ -139,6 +139,10 @@ pub struct FedOptions {
     /// `[clusters] sync_interval_ms` for every node; `None` keeps the
     /// template's value.
     pub cluster_sync_interval_ms: Option<u64>,
+    /// `[clusters] former_member_grace_secs` for every node (how long after
+    /// the log entry that ended its membership a former member's earlier
+    /// messages are still accepted); `None` keeps the template's value.
+    pub former_member_grace_secs: Option<u64>,
 }
 
 impl Default for FedOptions {
@@ -146,6 +150,7 @@ impl Default for FedOptions {
         Self {
             static_peers: true,
             cluster_sync_interval_ms: None,
+            former_member_grace_secs: None,
         }
     }
 }
@@ -160,32 +165,51 @@ impl FedOptions {
     }
 }
 
+/// Set `key = value` in the `[clusters]` section of a node.toml: replaces
+/// the key's line when the section has one, adds it to the section
+/// otherwise, and appends the section when the config has none.
+fn set_clusters_key(t: &str, key: &str, value: u64) -> String {
+    let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
+    let Some(start) = lines.iter().position(|l| l.trim() == "[clusters]") else {
+        return format!("{t}\n[clusters]\n{key} = {value}\n");
+    };
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('['))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let line = format!("{key} = {value}");
+    let existing = (start + 1..end).find(|&i| {
+        lines[i]
+            .trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    match existing {
+        Some(i) => lines[i] = line,
+        None => lines.insert(start + 1, line),
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
 /// The node config the harness writes: the template with the CRL enabled
-/// and delivery retries tuned so tests converge fast, optionally with
-/// another `[clusters] sync_interval_ms`.
+/// and delivery retries tuned so tests converge fast, with the `[clusters]`
+/// settings `opts` asks for.
 fn node_toml_with(
     org: &str,
     port: u16,
     peers: &[PeerConfig],
     crl: &Path,
-    cluster_sync_interval_ms: Option<u64>,
+    opts: &FedOptions,
 ) -> String {
-    let t = config::template(org, &format!("127.0.0.1:{port}"), peers);
-    let t = match cluster_sync_interval_ms {
-        None => t,
-        Some(ms) if t.contains("sync_interval_ms = 2000") => t.replacen(
-            "sync_interval_ms = 2000",
-            &format!("sync_interval_ms = {ms}"),
-            1,
-        ),
-        Some(ms) => {
-            assert!(
-                !t.contains("[clusters]"),
-                "config template has a [clusters] section without sync_interval_ms = 2000"
-            );
-            format!("{t}\n[clusters]\nsync_interval_ms = {ms}\n")
-        }
-    };
+    let mut t = config::template(org, &format!("127.0.0.1:{port}"), peers);
+    if let Some(ms) = opts.cluster_sync_interval_ms {
+        t = set_clusters_key(&t, "sync_interval_ms", ms);
+    }
+    if let Some(secs) = opts.former_member_grace_secs {
+        t = set_clusters_key(&t, "former_member_grace_secs", secs);
+    }
     let replace = |t: String, from: &str, to: &str| {
         assert!(
             t.contains(from),
@@ -232,6 +256,7 @@ impl TestFederation {
             FedOptions {
                 static_peers: false,
                 cluster_sync_interval_ms: Some(200),
+                ..FedOptions::default()
             },
         )
         .await
@@ -302,13 +327,7 @@ impl TestFederation {
             let config_path = odir.join("node.toml");
             std::fs::write(
                 &config_path,
-                node_toml_with(
-                    &spec.org,
-                    port,
-                    &peers,
-                    &fed_dir.join("crl.pem"),
-                    opts.cluster_sync_interval_ms,
-                ),
+                node_toml_with(&spec.org, port, &peers, &fed_dir.join("crl.pem"), &opts),
             )
             .expect("write node.toml");
             infos.insert(
@@ -536,6 +555,48 @@ pub fn free_text(text: &str) -> pb::PublishRequest {
     }
 }
 
+/// A retraction as an analyst publishes it (the node fills target_origin).
+pub fn retraction_request(target: &str) -> pb::PublishRequest {
+    pb::PublishRequest {
+        kind: pb::Kind::Retraction as i32,
+        level: pb::Level::Technical as i32,
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Clear as i32,
+            ..Default::default()
+        }),
+        body: Some(pb::publish_request::Body::Retraction(pb::Retraction {
+            target_id: target.into(),
+            reason: "false positive".into(),
+            target_origin: String::new(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// A marking change as an analyst publishes it (the node fills target_origin).
+pub fn marking_request(target: &str, tlp: pb::Tlp) -> pb::PublishRequest {
+    pb::PublishRequest {
+        kind: pb::Kind::MarkingChange as i32,
+        level: pb::Level::Technical as i32,
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Clear as i32,
+            ..Default::default()
+        }),
+        body: Some(pb::publish_request::Body::MarkingChange(
+            pb::MarkingChange {
+                target_id: target.into(),
+                marking: Some(pb::Marking {
+                    tlp: tlp as i32,
+                    ..Default::default()
+                }),
+                reason: "sensitivity reassessed".into(),
+                target_origin: String::new(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
 /// Content for a free-text message originated by `org` (to seal by hand).
 pub fn content(org: &str, text: &str) -> pb::Content {
     pb::Content {
@@ -718,5 +779,293 @@ impl TestFederation {
             .get(pb::GetRequest { id: id.into() })
             .await
             .is_ok()
+    }
+}
+
+/// Cluster operations through the Admin and Federation APIs (what the CLI
+/// and a peer node call), shared by the cluster and rogue-member tests.
+pub mod clusters {
+    use bluewire_node::cluster::sign_op;
+    use bluewire_node::envelope::new_id;
+    use tonic::Code;
+
+    use crate::{TestFederation, now_ms, pb};
+    use pb::{ClusterRole as Role, HistoryRule};
+
+    pub type Res = Result<pb::ClusterInfo, tonic::Status>;
+
+    /// Create cluster `name` at `org`: technical level, at most TLP:AMBER.
+    pub async fn create(
+        fed: &TestFederation,
+        org: &str,
+        name: &str,
+        history: HistoryRule,
+    ) -> pb::ClusterInfo {
+        create_with(
+            fed,
+            org,
+            pb::ClusterCreateRequest {
+                name: name.into(),
+                purpose: format!("purpose of {name}"),
+                levels: vec![pb::Level::Technical as i32],
+                max_tlp: pb::Tlp::Amber as i32,
+                history: history as i32,
+                exercise: false,
+            },
+        )
+        .await
+    }
+
+    /// Admin.ClusterCreate at `org` with the request as given; panics on error.
+    pub async fn create_with(
+        fed: &TestFederation,
+        org: &str,
+        req: pb::ClusterCreateRequest,
+    ) -> pb::ClusterInfo {
+        let name = req.name.clone();
+        fed.admin(org)
+            .cluster_create(req)
+            .await
+            .unwrap_or_else(|e| panic!("ClusterCreate {name} at {org}: {e}"))
+            .into_inner()
+    }
+
+    /// `by` invites `org`, naming `org`'s endpoint (so it works whether or not
+    /// `by` has seen `org`'s certificate before).
+    pub async fn invite(fed: &TestFederation, by: &str, id: &str, org: &str, role: Role) -> Res {
+        fed.admin(by)
+            .cluster_invite(pb::ClusterInviteRequest {
+                cluster: id.into(),
+                org: org.into(),
+                role: role as i32,
+                endpoint: fed.info(org).endpoint.clone(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub fn cref(id: &str) -> pb::ClusterRef {
+        pb::ClusterRef { cluster: id.into() }
+    }
+
+    pub async fn accept(fed: &TestFederation, org: &str, id: &str) -> Res {
+        fed.admin(org)
+            .cluster_accept(cref(id))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn decline(fed: &TestFederation, org: &str, id: &str) -> Res {
+        fed.admin(org)
+            .cluster_decline(cref(id))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn leave(fed: &TestFederation, org: &str, id: &str) -> Res {
+        fed.admin(org)
+            .cluster_leave(cref(id))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn remove(fed: &TestFederation, by: &str, id: &str, org: &str, reason: &str) -> Res {
+        fed.admin(by)
+            .cluster_remove(pb::ClusterMemberRequest {
+                cluster: id.into(),
+                org: org.into(),
+                reason: reason.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn set_role(fed: &TestFederation, by: &str, id: &str, org: &str, role: Role) -> Res {
+        fed.admin(by)
+            .cluster_set_role(pb::ClusterSetRoleRequest {
+                cluster: id.into(),
+                org: org.into(),
+                role: role as i32,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn transfer(fed: &TestFederation, by: &str, id: &str, to: &str) -> Res {
+        fed.admin(by)
+            .cluster_transfer_convener(pb::ClusterMemberRequest {
+                cluster: id.into(),
+                org: to.into(),
+                reason: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The cluster an operation answered; panics with the refusal otherwise.
+    pub fn ok(r: Res, what: &str) -> pb::ClusterInfo {
+        r.unwrap_or_else(|e| panic!("{what}: {:?} {}", e.code(), e.message()))
+    }
+
+    /// The refusal of an operation, checked for its code and reason.
+    pub fn refused(r: Res, code: Code, needle: &str, what: &str) -> tonic::Status {
+        let e = match r {
+            Ok(i) => panic!(
+                "{what}: expected {code:?}, but it succeeded (head {})",
+                i.head_index
+            ),
+            Err(e) => e,
+        };
+        assert_eq!(
+            e.code(),
+            code,
+            "{what}: wrong code; message: {}",
+            e.message()
+        );
+        assert!(
+            e.message().contains(needle),
+            "{what}: message {:?} should mention {needle:?}",
+            e.message()
+        );
+        e
+    }
+
+    /// Wait until `org`'s own ClusterList shows `id` with `my_state`.
+    pub async fn await_my_state(fed: &TestFederation, org: &str, id: &str, my_state: &str) {
+        crate::assert_eventually!(
+            fed.cluster(org, id)
+                .await
+                .is_some_and(|c| c.my_state == my_state),
+            "{org} never saw itself as {my_state:?} in {id}: {:?}",
+            fed.cluster(org, id).await
+        );
+    }
+
+    /// Invite `org` (by `by`), let it see the invitation and accept, and wait
+    /// until every org in `all` has the convener's head.
+    pub async fn join(
+        fed: &TestFederation,
+        by: &str,
+        convener: &str,
+        id: &str,
+        org: &str,
+        role: Role,
+        all: &[&str],
+    ) {
+        ok(
+            invite(fed, by, id, org, role).await,
+            &format!("{by} invites {org}"),
+        );
+        await_my_state(fed, org, id, "invited").await;
+        // An op is based on the actor's own head: let it catch up first.
+        fed.await_cluster_head(id, convener, &[org]).await;
+        let info = ok(accept(fed, org, id).await, &format!("{org} accepts {id}"));
+        assert_eq!(info.my_state, "member");
+        // Former members and decliners no longer replicate the log.
+        let involved: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|o| {
+                info.members
+                    .iter()
+                    .any(|m| m.org == *o && (m.state == "member" || m.state == "invited"))
+            })
+            .collect();
+        fed.await_cluster_head(id, convener, &involved).await;
+    }
+
+    /// Deliver one envelope to `to` with `from`'s node certificate.
+    pub async fn deliver_as(
+        fed: &TestFederation,
+        from: &str,
+        to: &str,
+        env: pb::Envelope,
+    ) -> pb::DeliveryResult {
+        let mut r = fed
+            .node_conn(from, to)
+            .federation()
+            .deliver(pb::DeliverRequest {
+                envelopes: vec![env],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("Deliver {from} -> {to}: {e}"))
+            .into_inner()
+            .results;
+        assert_eq!(r.len(), 1);
+        r.remove(0)
+    }
+
+    /// A cluster op signed by `actor`'s key, based on `base`.
+    pub fn signed_op(
+        fed: &TestFederation,
+        id: &str,
+        base: &str,
+        actor: &str,
+        op: pb::cluster_op::Op,
+    ) -> pb::SignedClusterOp {
+        sign_op(
+            &fed.signing_key(actor),
+            &pb::ClusterOp {
+                cluster_id: id.into(),
+                base_hash: base.into(),
+                op_id: new_id(),
+                actor_org: actor.into(),
+                at_ms: now_ms(),
+                op: Some(op),
+            },
+        )
+    }
+
+    /// Federation.ProposeClusterOp from `from`'s node to `to`.
+    pub async fn propose(
+        fed: &TestFederation,
+        from: &str,
+        to: &str,
+        op: pb::SignedClusterOp,
+    ) -> Result<pb::ClusterLogResponse, tonic::Status> {
+        fed.node_conn(from, to)
+            .federation()
+            .propose_cluster_op(pb::ProposeClusterOpRequest { op: Some(op) })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+pub mod rogue;
+
+/// Admin.AuditExport at `org`.
+pub async fn audit_export(fed: &TestFederation, org: &str) -> Vec<pb::AuditRecord> {
+    let mut s = fed
+        .admin(org)
+        .audit_export(pb::AuditExportRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("Admin.AuditExport at {org}: {e}"))
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = s.next().await {
+        out.push(r.unwrap_or_else(|e| panic!("AuditExport stream at {org}: {e}")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_clusters_key;
+
+    #[test]
+    fn clusters_keys_are_replaced_added_or_appended() {
+        let t = "a = 1\n[clusters]\nsync_interval_ms = 2000  # comment\nx = 1\n[metrics]\n";
+        assert_eq!(
+            set_clusters_key(t, "sync_interval_ms", 200),
+            "a = 1\n[clusters]\nsync_interval_ms = 200\nx = 1\n[metrics]\n"
+        );
+        assert_eq!(
+            set_clusters_key(t, "former_member_grace_secs", 0),
+            "a = 1\n[clusters]\nformer_member_grace_secs = 0\nsync_interval_ms = 2000  # comment\nx = 1\n[metrics]\n"
+        );
+        assert_eq!(
+            set_clusters_key("a = 1\n", "former_member_grace_secs", 0),
+            "a = 1\n\n[clusters]\nformer_member_grace_secs = 0\n"
+        );
     }
 }

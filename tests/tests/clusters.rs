@@ -7,9 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use bluewire_node::cluster::sign_op;
-use bluewire_node::envelope::{new_id, seal};
+use bluewire_node::envelope::seal;
 use bluewire_node::pki::Level;
+use bluewire_tests::clusters::{
+    Res, accept, await_my_state, create, cref, decline, deliver_as, invite, join, leave, ok,
+    propose, refused, remove, set_role, signed_op, transfer,
+};
 use bluewire_tests::{
     FedOptions, OrgSpec, TestFederation, assert_eventually, content, item_content, now_ms, pb,
 };
@@ -39,126 +42,6 @@ async fn federation() -> TestFederation {
     TestFederation::with_options(&specs(&[BE, FR, CY, EU]), FedOptions::fast_cluster_sync()).await
 }
 
-async fn create(
-    fed: &TestFederation,
-    org: &str,
-    name: &str,
-    history: HistoryRule,
-) -> pb::ClusterInfo {
-    fed.admin(org)
-        .cluster_create(pb::ClusterCreateRequest {
-            name: name.into(),
-            purpose: format!("purpose of {name}"),
-            levels: vec![pb::Level::Technical as i32],
-            max_tlp: pb::Tlp::Amber as i32,
-            history: history as i32,
-            exercise: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ClusterCreate {name} at {org}: {e}"))
-        .into_inner()
-}
-
-type Res = Result<pb::ClusterInfo, tonic::Status>;
-
-/// `by` invites `org`, naming `org`'s endpoint (so it works whether or not
-/// `by` has seen `org`'s certificate before).
-async fn invite(fed: &TestFederation, by: &str, id: &str, org: &str, role: Role) -> Res {
-    fed.admin(by)
-        .cluster_invite(pb::ClusterInviteRequest {
-            cluster: id.into(),
-            org: org.into(),
-            role: role as i32,
-            endpoint: fed.info(org).endpoint.clone(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-fn cref(id: &str) -> pb::ClusterRef {
-    pb::ClusterRef { cluster: id.into() }
-}
-
-async fn accept(fed: &TestFederation, org: &str, id: &str) -> Res {
-    fed.admin(org)
-        .cluster_accept(cref(id))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn decline(fed: &TestFederation, org: &str, id: &str) -> Res {
-    fed.admin(org)
-        .cluster_decline(cref(id))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn leave(fed: &TestFederation, org: &str, id: &str) -> Res {
-    fed.admin(org)
-        .cluster_leave(cref(id))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn remove(fed: &TestFederation, by: &str, id: &str, org: &str, reason: &str) -> Res {
-    fed.admin(by)
-        .cluster_remove(pb::ClusterMemberRequest {
-            cluster: id.into(),
-            org: org.into(),
-            reason: reason.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn set_role(fed: &TestFederation, by: &str, id: &str, org: &str, role: Role) -> Res {
-    fed.admin(by)
-        .cluster_set_role(pb::ClusterSetRoleRequest {
-            cluster: id.into(),
-            org: org.into(),
-            role: role as i32,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn transfer(fed: &TestFederation, by: &str, id: &str, to: &str) -> Res {
-    fed.admin(by)
-        .cluster_transfer_convener(pb::ClusterMemberRequest {
-            cluster: id.into(),
-            org: to.into(),
-            reason: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-fn ok(r: Res, what: &str) -> pb::ClusterInfo {
-    r.unwrap_or_else(|e| panic!("{what}: {:?} {}", e.code(), e.message()))
-}
-
-fn refused(r: Res, code: Code, needle: &str, what: &str) -> tonic::Status {
-    let e = match r {
-        Ok(i) => panic!(
-            "{what}: expected {code:?}, but it succeeded (head {})",
-            i.head_index
-        ),
-        Err(e) => e,
-    };
-    assert_eq!(
-        e.code(),
-        code,
-        "{what}: wrong code; message: {}",
-        e.message()
-    );
-    assert!(
-        e.message().contains(needle),
-        "{what}: message {:?} should mention {needle:?}",
-        e.message()
-    );
-    e
-}
-
 /// (state, role) of `org` in `info`.
 fn standing(info: &pb::ClusterInfo, org: &str) -> Option<(String, Role)> {
     info.members.iter().find(|m| m.org == org).map(|m| {
@@ -173,75 +56,11 @@ fn st(state: &str, role: Role) -> Option<(String, Role)> {
     Some((state.to_string(), role))
 }
 
-/// Wait until `org`'s own ClusterList shows `id` with `my_state`.
-async fn await_my_state(fed: &TestFederation, org: &str, id: &str, my_state: &str) {
-    assert_eventually!(
-        fed.cluster(org, id)
-            .await
-            .is_some_and(|c| c.my_state == my_state),
-        "{org} never saw itself as {my_state:?} in {id}: {:?}",
-        fed.cluster(org, id).await
-    );
-}
-
-/// Invite `org` (by `by`), let it see the invitation and accept, and wait
-/// until every org in `all` has the convener's head.
-async fn join(
-    fed: &TestFederation,
-    by: &str,
-    convener: &str,
-    id: &str,
-    org: &str,
-    role: Role,
-    all: &[&str],
-) {
-    ok(
-        invite(fed, by, id, org, role).await,
-        &format!("{by} invites {org}"),
-    );
-    await_my_state(fed, org, id, "invited").await;
-    // An op is based on the actor's own head: let it catch up first.
-    fed.await_cluster_head(id, convener, &[org]).await;
-    let info = ok(accept(fed, org, id).await, &format!("{org} accepts {id}"));
-    assert_eq!(info.my_state, "member");
-    // Former members and decliners no longer replicate the log.
-    let involved: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|o| {
-            info.members
-                .iter()
-                .any(|m| m.org == *o && (m.state == "member" || m.state == "invited"))
-        })
-        .collect();
-    fed.await_cluster_head(id, convener, &involved).await;
-}
-
 /// `orgs` join `id` (convened by csirt-be) as members, one after the other.
 async fn join_all(fed: &TestFederation, id: &str, orgs: &[&str]) {
     for i in 0..orgs.len() {
         join(fed, BE, BE, id, orgs[i], Role::Member, &orgs[..=i]).await;
     }
-}
-
-async fn deliver_as(
-    fed: &TestFederation,
-    from: &str,
-    to: &str,
-    env: pb::Envelope,
-) -> pb::DeliveryResult {
-    let mut r = fed
-        .node_conn(from, to)
-        .federation()
-        .deliver(pb::DeliverRequest {
-            envelopes: vec![env],
-        })
-        .await
-        .unwrap_or_else(|e| panic!("Deliver {from} -> {to}: {e}"))
-        .into_inner()
-        .results;
-    assert_eq!(r.len(), 1);
-    r.remove(0)
 }
 
 fn assert_outcome(r: &pb::DeliveryResult, outcome: pb::DeliveryOutcome, needle: &str, case: &str) {
@@ -259,40 +78,6 @@ fn assert_outcome(r: &pb::DeliveryResult, outcome: pb::DeliveryOutcome, needle: 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
-}
-
-/// A cluster op signed by `actor`'s key, based on `base`.
-fn signed_op(
-    fed: &TestFederation,
-    id: &str,
-    base: &str,
-    actor: &str,
-    op: pb::cluster_op::Op,
-) -> pb::SignedClusterOp {
-    sign_op(
-        &fed.signing_key(actor),
-        &pb::ClusterOp {
-            cluster_id: id.into(),
-            base_hash: base.into(),
-            op_id: new_id(),
-            actor_org: actor.into(),
-            at_ms: now_ms(),
-            op: Some(op),
-        },
-    )
-}
-
-async fn propose(
-    fed: &TestFederation,
-    from: &str,
-    to: &str,
-    op: pb::SignedClusterOp,
-) -> Result<pb::ClusterLogResponse, tonic::Status> {
-    fed.node_conn(from, to)
-        .federation()
-        .propose_cluster_op(pb::ProposeClusterOpRequest { op: Some(op) })
-        .await
-        .map(|r| r.into_inner())
 }
 
 // ---------------------------------------------------------------------------

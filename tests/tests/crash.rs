@@ -85,11 +85,11 @@ async fn acknowledged_publishes_survive_sigkill_and_reach_the_peer_once() {
     assert_eventually!(
         acked
             .iter()
-            .all(|id| fr.store.get_by_id(id).unwrap().is_some()),
+            .all(|id| fr.store.find_by_id(id).unwrap().len() == 1),
         "{} of {} acknowledged messages reached csirt-fr",
         acked
             .iter()
-            .filter(|id| fr.store.get_by_id(id).unwrap().is_some())
+            .filter(|id| fr.store.find_by_id(id).unwrap().len() == 1)
             .count(),
         acked.len()
     );

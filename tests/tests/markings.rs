@@ -1,47 +1,13 @@
 //! Marking changes and retractions travel as origin-signed messages: a
 //! retracted message leaves every receiver's feeds and queries; a marking can
-//! be raised by a receiver but lowered only by the origin.
+//! be raised by a receiver but lowered only by the origin; a receiver's raise
+//! is kept per organisation, so the origin's lowering does not undo it.
 
-use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, item_id, pb};
+use bluewire_tests::{
+    OrgSpec, TestFederation, assert_eventually, backlog, item_id, marking_request, pb,
+    retraction_request,
+};
 use tonic::Code;
-
-fn retraction(target: &str) -> pb::PublishRequest {
-    pb::PublishRequest {
-        kind: pb::Kind::Retraction as i32,
-        level: pb::Level::Technical as i32,
-        marking: Some(pb::Marking {
-            tlp: pb::Tlp::Clear as i32,
-            ..Default::default()
-        }),
-        body: Some(pb::publish_request::Body::Retraction(pb::Retraction {
-            target_id: target.into(),
-            reason: "false positive".into(),
-        })),
-        ..Default::default()
-    }
-}
-
-fn marking_change(target: &str, tlp: pb::Tlp) -> pb::PublishRequest {
-    pb::PublishRequest {
-        kind: pb::Kind::MarkingChange as i32,
-        level: pb::Level::Technical as i32,
-        marking: Some(pb::Marking {
-            tlp: pb::Tlp::Clear as i32,
-            ..Default::default()
-        }),
-        body: Some(pb::publish_request::Body::MarkingChange(
-            pb::MarkingChange {
-                target_id: target.into(),
-                marking: Some(pb::Marking {
-                    tlp: tlp as i32,
-                    ..Default::default()
-                }),
-                reason: "sensitivity reassessed".into(),
-            },
-        )),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retraction_by_the_origin_removes_the_message_everywhere() {
@@ -63,16 +29,16 @@ async fn retraction_by_the_origin_removes_the_message_everywhere() {
     // Only the origin may retract.
     let e = fr
         .client()
-        .publish(retraction(&m.id))
+        .publish(retraction_request(&m.id))
         .await
         .expect_err("a receiver cannot retract another organisation's message");
-    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
     assert!(e.message().contains("only the origin"), "{}", e.message());
 
     let r = fed
         .client("csirt-be", "analyst")
         .client()
-        .publish(retraction(&m.id))
+        .publish(retraction_request(&m.id))
         .await
         .expect("the origin retracts")
         .into_inner();
@@ -116,7 +82,7 @@ async fn markings_are_raised_by_anyone_and_lowered_only_by_the_origin() {
     );
     // A receiver may raise it...
     fr.client()
-        .publish(marking_change(&m.id, pb::Tlp::Amber))
+        .publish(marking_request(&m.id, pb::Tlp::Amber))
         .await
         .expect("raising a marking is allowed");
     let effective = |items: Vec<pb::FeedItem>| {
@@ -131,21 +97,57 @@ async fn markings_are_raised_by_anyone_and_lowered_only_by_the_origin() {
         effective(backlog(&be, None).await) == Some(pb::Tlp::Amber as i32),
         "the origin did not apply the raise"
     );
-    // ...but not lower it.
+    // ...but not lower it below what the origin set.
     let e = fr
         .client()
-        .publish(marking_change(&m.id, pb::Tlp::Clear))
+        .publish(marking_request(&m.id, pb::Tlp::Clear))
         .await
         .expect_err("a receiver cannot lower a marking");
-    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
-    // The origin can.
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("only the origin"), "{}", e.message());
+    // The origin can lower its own marking, but a raise by another organisation is
+    // kept per organisation: csirt-fr's AMBER still stands everywhere...
     be.client()
-        .publish(marking_change(&m.id, pb::Tlp::Green))
+        .publish(marking_request(&m.id, pb::Tlp::Clear))
         .await
         .expect("the origin lowers its own marking");
+    let origin_lowered = |items: Vec<pb::FeedItem>| {
+        items
+            .into_iter()
+            .filter_map(|i| i.content)
+            .any(|c| match c.body {
+                Some(pb::content::Body::MarkingChange(x)) => {
+                    x.target_id == m.id
+                        && c.origin_org == "csirt-be"
+                        && x.marking.is_some_and(|k| k.tlp == pb::Tlp::Clear as i32)
+                }
+                _ => false,
+            })
+    };
     assert_eventually!(
-        effective(backlog(&fr, None).await) == Some(pb::Tlp::Green as i32),
-        "csirt-fr did not apply the origin's change"
+        origin_lowered(backlog(&fr, None).await),
+        "csirt-fr never received the origin's change"
+    );
+    assert_eq!(
+        effective(backlog(&fr, None).await),
+        Some(pb::Tlp::Amber as i32)
+    );
+    assert_eq!(
+        effective(backlog(&be, None).await),
+        Some(pb::Tlp::Amber as i32)
+    );
+    // ...until csirt-fr itself withdraws it (any marking at or above the origin's).
+    fr.client()
+        .publish(marking_request(&m.id, pb::Tlp::Clear))
+        .await
+        .expect("csirt-fr withdraws its raise down to the origin's marking");
+    assert_eventually!(
+        effective(backlog(&be, None).await) == Some(pb::Tlp::Clear as i32),
+        "csirt-be did not apply csirt-fr's withdrawal"
+    );
+    assert_eventually!(
+        effective(backlog(&fr, None).await) == Some(pb::Tlp::Clear as i32),
+        "csirt-fr's own view did not follow"
     );
     // The signed envelope never changes: the original marking is intact.
     let item = fr

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 
 use bluewire_node::envelope::seal;
 use bluewire_node::pki::Level;
-use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, content, item_id, pb};
-use tokio_stream::StreamExt;
+use bluewire_tests::{
+    OrgSpec, TestFederation, assert_eventually, audit_export, backlog, content, item_id, pb,
+};
 use tonic::Code;
 
 const BE: &str = "csirt-be";
@@ -88,20 +89,6 @@ fn crafted(
         }),
     });
     c
-}
-
-async fn audit_export(fed: &TestFederation, org: &str) -> Vec<pb::AuditRecord> {
-    let mut s = fed
-        .admin(org)
-        .audit_export(pb::AuditExportRequest::default())
-        .await
-        .unwrap_or_else(|e| panic!("Admin.AuditExport at {org}: {e}"))
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(r) = s.next().await {
-        out.push(r.unwrap_or_else(|e| panic!("AuditExport stream at {org}: {e}")));
-    }
-    out
 }
 
 async fn audit_verify(fed: &TestFederation, org: &str) -> pb::AuditVerifyResponse {

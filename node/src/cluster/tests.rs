@@ -967,6 +967,10 @@ fn tampered_entry_is_rejected() {
 // member_at, routing across membership changes, replay
 // ---------------------------------------------------------------------------
 
+/// The former-member grace the model-based tests run with (ms of the log's
+/// clock, which ticks 1 ms per operation), short enough to be crossed.
+const SIM_GRACE_MS: i64 = 25;
+
 fn publication(origin: usize, st: &ClusterState, created_at_ms: i64) -> Content {
     Content {
         id: format!("msg-{created_at_ms}"),
@@ -1019,9 +1023,9 @@ fn member_at_across_leave_and_rejoin() {
     let r = Router::new();
     let me = ORGS[A];
     let ok = publication(B, &snap_member, t_left - 1);
-    assert!(r.ingress(&ok, me, Some(&l.st)).allowed);
+    assert!(r.ingress(&ok, me, Some(&l.st), ok.created_at_ms).allowed);
     let late = publication(B, &snap_member, t_left + 1);
-    let d = r.ingress(&late, me, Some(&l.st));
+    let d = r.ingress(&late, me, Some(&l.st), late.created_at_ms);
     assert!(
         !d.allowed && !d.retry && d.reason.contains("after its membership"),
         "{d:?}"
@@ -1030,16 +1034,29 @@ fn member_at_across_leave_and_rejoin() {
         cluster_index: i_left,
         ..ok.clone()
     };
-    assert!(!r.ingress(&between, me, Some(&l.st)).allowed);
+    assert!(
+        !r.ingress(&between, me, Some(&l.st), between.created_at_ms)
+            .allowed
+    );
     // A receiver that is behind the origin is told to retry later.
-    let d = r.ingress(&ok, me, Some(&l.replica_at(i_join - 1)));
+    let d = r.ingress(&ok, me, Some(&l.replica_at(i_join - 1)), ok.created_at_ms);
     assert!(!d.allowed && d.retry, "{d:?}");
     // A non-member receiver refuses, and egress never picks it.
     assert!(
-        !r.ingress(&publication(A, &l.st, l.clock), ORGS[B], Some(&l.st))
-            .allowed
+        !r.ingress(
+            &publication(A, &l.st, l.clock),
+            ORGS[B],
+            Some(&l.st),
+            l.clock
+        )
+        .allowed
     );
-    let eg = r.egress(&publication(A, &l.st, l.clock), &all_orgs(), Some(&l.st));
+    let eg = r.egress(
+        &publication(A, &l.st, l.clock),
+        &all_orgs(),
+        Some(&l.st),
+        l.clock,
+    );
     let allowed: Vec<_> = eg
         .iter()
         .filter(|d| d.allowed)
@@ -1049,6 +1066,112 @@ fn member_at_across_leave_and_rejoin() {
         allowed.is_empty(),
         "org-b was removed and org-c is only invited: {allowed:?}"
     );
+}
+
+#[test]
+fn publishing_periods_follow_roles_and_the_origin_rules_hold_both_ways() {
+    let mut l = Log::new();
+    l.ok(A, invite(B, ClusterRole::Observer));
+    let i_obs = l.ok(B, accept(B)).index;
+    let as_observer = l.st.clone();
+    // An observer is a member but never a publisher.
+    assert_eq!(l.st.member_at(ORGS[B], i_obs), Some(None));
+    assert_eq!(l.st.publisher_at(ORGS[B], i_obs), None);
+    let promoted = l.ok(A, set_role(B, ClusterRole::Member));
+    let as_member = l.st.clone();
+    assert_eq!(l.st.publisher_at(ORGS[B], promoted.index), Some(None));
+    // Promoting again (admin) keeps the same open period.
+    l.ok(A, set_role(B, ClusterRole::Admin));
+    assert_eq!(
+        l.st.members[ORGS[B]].publishing,
+        vec![(promoted.index, None)]
+    );
+    let demoted = l.ok(A, set_role(B, ClusterRole::Observer));
+    let t_demoted = demoted.sequenced_at_ms;
+    assert_eq!(
+        l.st.publisher_at(ORGS[B], promoted.index),
+        Some(Some(t_demoted))
+    );
+    assert_eq!(l.st.publisher_at(ORGS[B], demoted.index), None);
+    assert_eq!(l.st.member_at(ORGS[B], demoted.index), Some(None));
+    // The convener publishes from genesis; a transfer keeps both publishing.
+    assert_eq!(l.st.publisher_at(ORGS[A], 0), Some(None));
+
+    let grace = 10;
+    let r = Router::new().with_former_member_grace_ms(grace);
+    let me = ORGS[A];
+    let rule = |d: &crate::routing::Decision| (d.allowed, d.rule);
+    // Published as an observer: refused by cluster-role, at ingress and egress alike.
+    let obs = publication(B, &as_observer, l.clock);
+    let d = r.ingress(&obs, me, Some(&l.st), l.clock);
+    assert_eq!(rule(&d), (false, "cluster-role"), "{d:?}");
+    assert!(d.reason.contains("observer"), "{d:?}");
+    let d = r
+        .egress(&obs, &[me.to_string()], Some(&l.st), l.clock)
+        .remove(0);
+    assert_eq!(rule(&d), (false, "cluster-role"), "{d:?}");
+    assert_eq!(
+        r.check_origin(&obs, &l.st, l.clock).map_err(|e| e.0),
+        Err("cluster-role")
+    );
+    // Published as a member before the demotion: accepted within the grace,
+    // refused after it, by the deciding node's clock.
+    let ok = publication(B, &as_member, t_demoted);
+    for now in [t_demoted, t_demoted + grace] {
+        assert!(r.ingress(&ok, me, Some(&l.st), now).allowed, "at {now}");
+        assert!(r.check_origin(&ok, &l.st, now).is_ok(), "at {now}");
+    }
+    let d = r.ingress(&ok, me, Some(&l.st), t_demoted + grace + 1);
+    assert_eq!(rule(&d), (false, "cluster-membership"), "{d:?}");
+    assert!(d.reason.contains("former_member_grace_secs"), "{d:?}");
+    let d = r.egress(&ok, &[me.to_string()], Some(&l.st), t_demoted + grace + 1);
+    assert_eq!(rule(&d[0]), (false, "cluster-membership"), "{d:?}");
+    // Backdating does not help: created after the demotion is refused at once.
+    let late = publication(B, &as_member, t_demoted + 1);
+    let d = r.ingress(&late, me, Some(&l.st), t_demoted + 1);
+    assert_eq!(rule(&d), (false, "cluster-membership"), "{d:?}");
+    assert!(d.reason.contains("after its membership"), "{d:?}");
+    // A current publisher is never limited by the grace.
+    let now = l.clock + 1_000_000;
+    let fresh = publication(A, &l.st, l.clock);
+    let d = r
+        .egress(&fresh, &[ORGS[B].to_string()], Some(&l.st), now)
+        .remove(0);
+    assert!(d.allowed, "{d:?}");
+    assert!(r.check_origin(&fresh, &l.st, now).is_ok());
+    // A non-member is refused under cluster-membership before anything else.
+    let outsider = publication(C, &l.st, l.clock);
+    assert_eq!(
+        r.check_origin(&outsider, &l.st, l.clock).map_err(|e| e.0),
+        Err("cluster-membership")
+    );
+}
+
+#[test]
+fn check_origin_applies_the_clusters_levels_and_maximum_tlp() {
+    let l = Log::new();
+    let r = Router::new();
+    let ok = publication(A, &l.st, l.clock);
+    assert!(r.check_origin(&ok, &l.st, l.clock).is_ok());
+    let mut political = ok.clone();
+    political.level = pb::Level::Political as i32;
+    let e = r.check_origin(&political, &l.st, l.clock).unwrap_err();
+    assert_eq!(e.0, "levels", "{e:?}");
+    let mut red = ok.clone();
+    red.marking = Some(pb::Marking {
+        tlp: pb::Tlp::Red as i32,
+        ..Default::default()
+    });
+    assert!(red.marking.as_ref().unwrap().tlp > l.st.max_tlp);
+    let e = r.check_origin(&red, &l.st, l.clock).unwrap_err();
+    assert_eq!(e.0, "tlp", "{e:?}");
+    // At the cluster's maximum exactly: allowed.
+    let mut max = ok.clone();
+    max.marking = Some(pb::Marking {
+        tlp: l.st.max_tlp,
+        ..Default::default()
+    });
+    assert!(r.check_origin(&max, &l.st, l.clock).is_ok());
 }
 
 impl Log {
@@ -1379,7 +1502,7 @@ impl Sim {
             replicas: vec![log.st.clone(); REPLICAS],
             inboxes: vec![Vec::new(); REPLICAS],
             published: Vec::new(),
-            router: Router::new(),
+            router: Router::new().with_former_member_grace_ms(SIM_GRACE_MS),
             stats: [0; 4],
             log,
             model,
@@ -1636,18 +1759,21 @@ impl Sim {
         }
         let wanted =
             |o: &str| content.recipients.is_empty() || content.recipients.iter().any(|x| x == o);
-        let egress = self.router.egress(&content, &all_orgs(), Some(&st));
+        let egress = self.router.egress(&content, &all_orgs(), Some(&st), now);
         assert_eq!(egress.len(), ORGS.len());
         self.catch_up(r);
         let rep = &self.replicas[r];
         for d in &egress {
-            let expected = st.is_member(&d.org) && d.org != ORGS[origin] && wanted(&d.org);
+            let expected = st.is_member(&d.org)
+                && d.org != ORGS[origin]
+                && wanted(&d.org)
+                && st.publisher_at(ORGS[origin], st.head_index).is_some();
             assert_eq!(d.allowed, expected, "egress {d:?} for {content:?}");
             if d.allowed {
                 assert!(st.is_member(&d.org), "delivered to non-member {}", d.org);
                 self.stats[2] += 1;
             }
-            let i = self.router.ingress(&content, &d.org, Some(rep));
+            let i = self.router.ingress(&content, &d.org, Some(rep), now);
             assert_eq!(i.allowed, expected, "ingress {i:?} for {content:?}");
             if !st.is_member(&d.org) {
                 assert!(!i.allowed);
@@ -1655,11 +1781,11 @@ impl Sim {
             // A receiver that is behind is told to retry, never to accept.
             if st.head_index > 0 && d.org != ORGS[origin] {
                 let behind = &self.snapshots[lag % st.head_index as usize];
-                let i = self.router.ingress(&content, &d.org, Some(behind));
+                let i = self.router.ingress(&content, &d.org, Some(behind), now);
                 assert!(!i.allowed && i.retry, "lagging ingress {i:?}");
             }
             // A receiver that does not know the cluster refuses.
-            assert!(!self.router.ingress(&content, &d.org, None).allowed);
+            assert!(!self.router.ingress(&content, &d.org, None, now).allowed);
         }
         self.published.push(content);
     }
@@ -1673,12 +1799,24 @@ impl Sim {
         let c = &self.published[pick % self.published.len()];
         let st = &self.log.st;
         let o = ORGS[org];
+        let now = self.log.clock;
+        // The origin could publish at the index it claims, created the message
+        // before that right ended, and it ended no more than the grace ago.
+        let origin_ok = match st.publisher_at(&c.origin_org, c.cluster_index) {
+            None => false,
+            Some(None) => true,
+            Some(Some(ended)) => c.created_at_ms <= ended && now <= ended + SIM_GRACE_MS,
+        };
         let expected = o != c.origin_org
             && st.is_member(o)
+            && origin_ok
             && (c.recipients.is_empty() || c.recipients.iter().any(|x| x == o));
-        let d = self.router.ingress(c, o, Some(st));
+        let d = self.router.ingress(c, o, Some(st), now);
         assert_eq!(d.allowed, expected, "late ingress {d:?} of {c:?}");
-        let d = self.router.egress(c, &[o.to_string()], Some(st)).remove(0);
+        let d = self
+            .router
+            .egress(c, &[o.to_string()], Some(st), now)
+            .remove(0);
         assert_eq!(d.allowed, expected, "late egress {d:?} of {c:?}");
     }
 
@@ -1698,7 +1836,7 @@ impl Sim {
         let now = self.log.tick();
         let content = publication(who, &view, now);
         for r in &all_orgs() {
-            let d = self.router.ingress(&content, r, Some(&self.log.st));
+            let d = self.router.ingress(&content, r, Some(&self.log.st), now);
             assert!(
                 !d.allowed,
                 "stale publication by former member {o} accepted at {r}: {d:?}"

@@ -29,8 +29,9 @@ use crate::pki::{self, OrgProfile};
 use crate::policy::{Direction, PolicyHandle};
 
 /// The built-in chain, in order, then the operator's policy.
-const CHAIN: [&str; 8] = [
+const CHAIN: [&str; 9] = [
     "cluster-membership",
+    "cluster-role",
     "recipients",
     "levels",
     "tlp",
@@ -282,6 +283,7 @@ fn decide(
             recipient_profile: rp,
             origin_profile: op,
             cluster: None,
+            now_ms: c.created_at_ms,
         },
     )
 }
@@ -759,8 +761,8 @@ fn unknown_profiles_defer_levels_but_refuse_classified_and_scoped() {
     check(&d, Ok(()), RECIPIENT, &|| {
         "unknown profile, unclassified".into()
     });
-    assert!(d.steps[2].reason.contains("not known yet"), "{d:?}");
-    assert!(d.steps[7].reason.contains("not known yet"), "{d:?}");
+    assert!(d.steps[3].reason.contains("not known yet"), "{d:?}");
+    assert!(d.steps[8].reason.contains("not known yet"), "{d:?}");
     // ... but the political-kind rule needs no profile.
     let c = message(
         Level::Political,
