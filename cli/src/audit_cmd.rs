@@ -14,7 +14,7 @@ use bluewire_proto::v1 as pb;
 use clap::Subcommand;
 
 use crate::Output;
-use crate::member::ConnArgs;
+use crate::connection::ConnArgs;
 use crate::output::ts;
 
 #[derive(Debug, Subcommand)]

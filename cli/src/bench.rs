@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bluewire_node::pki::Level;
+use bluewire_node::provision::ConfigEdit;
 use bluewire_node::signing::{self, MESSAGE_CONTEXT, SigningKey};
 use bluewire_proto::v1 as pb;
 use clap::{Args, Subcommand};
@@ -166,46 +167,34 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             org_type: "csirt",
             levels: vec![Level::Technical],
             what: "bench",
+            // The publisher delivers to the four receivers only.
+            static_peers: org == "pub-a",
         })
         .collect();
     let tmp = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
     });
     let cleanup = a.dir.is_none();
-    // The publisher delivers to the four receivers only.
-    let policy_line = match &a.policy {
-        Some(p) => {
-            let p = std::fs::canonicalize(p)?;
-            bluewire_node::policy::LocalPolicy::load(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(format!("file = \"{}\"", p.display()))
-        }
-        None => None,
-    };
+    // The load generator is one analyst: lift the per-user rate limit out of its way.
+    let mut edits = vec![
+        ConfigEdit::replace(
+            "client_rate_per_sec = 5000",
+            "client_rate_per_sec = 1000000",
+        ),
+        ConfigEdit::replace("client_burst = 10000", "client_burst = 1000000"),
+    ];
+    if let Some(p) = &a.policy {
+        let p = std::fs::canonicalize(p)?;
+        bluewire_node::policy::LocalPolicy::load(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        edits.push(ConfigEdit::replace(
+            "# file = \"policy.cedar\"",
+            format!("file = \"{}\"", p.display()),
+        ));
+    }
     eprintln!("measuring the disk: 4 KiB write + fdatasync, 1 and 5 writers…");
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
-    let mut fed = LocalFederation::create(&tmp, &specs, "")?;
-    for o in &fed.orgs {
-        let p = o.config_path();
-        let mut text = std::fs::read_to_string(&p)?;
-        if let Some(line) = &policy_line {
-            text = text.replace("# file = \"policy.cedar\"", line);
-        }
-        // The load generator is one analyst: lift the per-user rate limit out of its way.
-        text = text
-            .replace(
-                "client_rate_per_sec = 5000",
-                "client_rate_per_sec = 1000000",
-            )
-            .replace("client_burst = 10000", "client_burst = 1000000");
-        std::fs::write(&p, text)?;
-    }
-    for o in fed.orgs.iter().skip(1) {
-        let p = o.config_path();
-        let text = std::fs::read_to_string(&p)?;
-        let cut = text.find("\n[[peers]]").unwrap_or(text.len());
-        std::fs::write(&p, &text[..cut])?;
-    }
+    let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     eprintln!("measuring raw Ed25519 rates…");
     let (sign_rate, verify_rate) = ed25519_rates(a.size, Duration::from_secs(2))?;
     let bound = 1.0 / (1.0 / sign_rate + 4.0 / verify_rate);

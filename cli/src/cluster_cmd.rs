@@ -5,13 +5,13 @@
 //! members); refusals (authority, state, conflicting head) are the node's own
 //! words.
 
-use anyhow::anyhow;
-use bluewire_node::client::{Connection, explain_status};
+use bluewire_node::envelope::{level_label, tlp_label};
 use bluewire_proto::v1 as pb;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::Output;
-use crate::member::{ConnArgs, LevelArg, TlpArg, level_label, tlp_label};
+use crate::args::{LevelArg, TlpArg};
+use crate::connection::{ConnArgs, status_err};
 use crate::output::{table, ts};
 
 #[derive(Debug, Subcommand)]
@@ -222,10 +222,6 @@ fn emit_info(c: &pb::ClusterInfo, done: Option<String>, out: Output) -> anyhow::
         }
     }
     Ok(())
-}
-
-fn status_err(conn: &Connection, s: tonic::Status) -> anyhow::Error {
-    anyhow!(explain_status(&conn.endpoint, &s))
 }
 
 fn cref(cluster: &str) -> pb::ClusterRef {

@@ -13,10 +13,10 @@ use bluewire_node::pki::Level;
 use bluewire_proto::v1 as pb;
 use clap::Args;
 
+use crate::args::{KindArg, LevelArg, SeverityArg, TlpArg};
+use crate::feed::feed_line;
 use crate::local::{LocalFederation, OrgSpec};
-use crate::member::{
-    KindArg, LevelArg, PublishArgs, SeverityArg, TlpArg, build_publish, build_publish_in, feed_line,
-};
+use crate::message::{PublishArgs, build_publish, build_publish_in};
 use crate::output::table;
 
 #[derive(Debug, Args)]
@@ -37,6 +37,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             org_type: "csirt",
             levels: vec![Level::Technical, Level::Operational],
             what: "national CSIRT, Belgium",
+            static_peers: true,
         },
         OrgSpec {
             org: "csirt-fr",
@@ -44,6 +45,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             org_type: "csirt",
             levels: vec![Level::Technical],
             what: "national CSIRT, France",
+            static_peers: true,
         },
         OrgSpec {
             org: "cyclone-fr",
@@ -51,6 +53,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             org_type: "liaison",
             levels: vec![Level::Operational],
             what: "cyber-crisis liaison organisation, France",
+            static_peers: true,
         },
         OrgSpec {
             org: "cert-eu",
@@ -58,6 +61,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             org_type: "eu-body",
             levels: vec![Level::Technical, Level::Operational],
             what: "EU body",
+            static_peers: true,
         },
     ]
 }
@@ -80,7 +84,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     println!("== Bluewire demo federation in {}", dir.display());
     let specs = demo_orgs();
-    let mut fed = LocalFederation::create(&dir, &specs, "")?;
+    let mut fed = LocalFederation::create(&dir, &specs, &[])?;
     println!(
         "\n1. Federation PKI: root CA, one certificate + signing key per organisation (CA-asserted profile)"
     );

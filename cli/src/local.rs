@@ -1,6 +1,8 @@
 //! A federation of real node processes on loopback, for `bluewire demo` and
-//! `bluewire bench`: one root CA, one bundle per organisation, an operator
-//! and an analyst per organisation, a config per node, and the processes.
+//! `bluewire bench`: the files come from [`provision::federation`] (one root
+//! CA, one bundle per organisation, an operator and an analyst per
+//! organisation, a config per node); this module picks the ports and runs
+//! the processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bluewire_node::client::Connection;
-use bluewire_node::config::{self, PeerConfig};
-use bluewire_node::pki::{self, FederationCa, Level, OrgProfile, OrgRequest, UserRole};
+use bluewire_node::pki::Level;
+use bluewire_node::provision::{self, ConfigEdit, FederationOptions, OrgPlan, ProvisionError};
 use bluewire_proto::v1 as pb;
 
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct OrgSpec {
     pub org_type: &'static str,
     pub levels: Vec<Level>,
     pub what: &'static str,
+    /// List every other organisation as a static peer in its node.toml.
+    pub static_peers: bool,
 }
 
 pub struct LocalOrg {
@@ -44,91 +48,55 @@ pub struct LocalFederation {
     pub orgs: Vec<LocalOrg>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> anyhow::Result<std::net::SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(l.local_addr()?.port())
+    Ok(l.local_addr()?)
 }
 
 impl LocalFederation {
-    /// Generate every key, certificate and config under `dir`.
-    pub fn create(dir: &Path, specs: &[OrgSpec], tune: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let ca_dir = dir.join("federation-ca");
-        if ca_dir.join("ca.key").exists() {
-            bail!(
-                "{} already holds a federation; pick another --dir or remove it",
-                dir.display()
-            );
-        }
-        let ca = FederationCa::generate("Bluewire demo federation root CA")?;
-        ca.save(&ca_dir)?;
-        let mut orgs = Vec::new();
-        for s in specs {
-            let port = free_port()?;
-            let endpoint = format!("https://127.0.0.1:{port}");
-            let odir = dir.join(s.org);
-            let bundle = ca.issue_org(&OrgRequest {
-                profile: OrgProfile {
+    /// Generate every key, certificate and config under `dir`: the
+    /// federation in `dir/federation-ca`, each organisation in `dir/ORG`,
+    /// its node.toml with delivery retries capped at 2 s and then `edits`.
+    pub fn create(dir: &Path, specs: &[OrgSpec], edits: &[ConfigEdit]) -> anyhow::Result<Self> {
+        let plans = specs
+            .iter()
+            .map(|s| {
+                Ok(OrgPlan {
                     org: s.org.to_string(),
                     country: s.country.to_string(),
                     org_type: s.org_type.to_string(),
                     levels: s.levels.clone(),
-                    sectors: vec![],
-                    accreditations: vec![],
-                    endpoint: endpoint.clone(),
-                    signing_keys: vec![],
-                },
-                validity_days: 30,
-            })?;
-            bundle.save(&odir)?;
-            for (user, role) in [
-                ("operator", UserRole::Operator),
-                ("analyst", UserRole::Analyst),
-            ] {
-                let u = pki::issue_user(
-                    &bundle.org_ca_cert_pem,
-                    &bundle.org_ca_key_pem,
-                    user,
-                    role,
-                    30,
-                )?;
-                let udir = odir.join("users").join(user);
-                u.save(&udir, ca.cert_pem())?;
-                std::fs::write(
-                    udir.join("client.toml"),
-                    format!(
-                        "node = \"{endpoint}\"\nca = \"ca.crt\"\ncert = \"user.crt\"\nkey = \"user.key\"\n"
-                    ),
-                )?;
-            }
-            orgs.push(LocalOrg {
-                spec: s.clone(),
-                endpoint,
-                dir: odir,
-                child: None,
-            });
-        }
-        ca.save(&ca_dir)?;
-        for o in &orgs {
-            let peers: Vec<PeerConfig> = orgs
-                .iter()
-                .filter(|p| p.spec.org != o.spec.org)
-                .map(|p| PeerConfig {
-                    org: p.spec.org.to_string(),
-                    endpoint: p.endpoint.clone(),
+                    listen: free_port()?,
+                    static_peers: s.static_peers,
                 })
-                .collect();
-            let listen = o.endpoint.trim_start_matches("https://").to_string();
-            let mut text = config::template(o.spec.org, &listen, &peers);
-            text = text.replace(
-                "# crl = \"crl.pem\"",
-                &format!("crl = \"{}\"", ca_dir.join("crl.pem").display()),
-            );
-            text = text.replace("retry_max_ms = 30000", "retry_max_ms = 2000");
-            text.push_str(tune);
-            config::NodeConfig::parse(&text, &o.dir, &o.config_path())?;
-            std::fs::write(o.config_path(), text)?;
-        }
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut config_edits = vec![ConfigEdit::replace(
+            "retry_max_ms = 30000",
+            "retry_max_ms = 2000",
+        )];
+        config_edits.extend_from_slice(edits);
+        let options = FederationOptions {
+            ca_name: "Bluewire demo federation root CA".into(),
+            config_edits,
+        };
+        let provisioned = match provision::federation(dir, &plans, &options) {
+            Err(ProvisionError::Exists { dir, .. }) => bail!(
+                "{} already holds a federation; pick another --dir or remove it",
+                dir.display()
+            ),
+            r => r?,
+        };
+        let orgs = specs
+            .iter()
+            .zip(provisioned.orgs)
+            .map(|(spec, o)| LocalOrg {
+                spec: spec.clone(),
+                endpoint: o.endpoint,
+                dir: o.dir,
+                child: None,
+            })
+            .collect();
         Ok(Self { orgs })
     }
 

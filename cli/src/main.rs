@@ -4,12 +4,16 @@
 //! parses flags, talks gRPC and prints for people (tables) or scripts (JSON).
 #![forbid(unsafe_code)]
 
+mod args;
 mod audit_cmd;
 mod bench;
 mod cluster_cmd;
+mod connection;
 mod demo;
+mod feed;
 mod local;
-mod member;
+mod message;
+mod node_cmd;
 mod output;
 mod pki_cmd;
 mod policy_cmd;
@@ -29,7 +33,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     #[command(flatten)]
-    pub conn: member::ConnArgs,
+    pub conn: connection::ConnArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,9 +50,9 @@ pub enum Command {
     #[command(subcommand)]
     Pki(pki_cmd::PkiCommand),
     /// Publish a signed message through your node.
-    Publish(member::PublishCmd),
+    Publish(message::PublishCmd),
     /// Follow your node's feed (resumable with --after or --durable).
-    Subscribe(member::SubscribeArgs),
+    Subscribe(feed::SubscribeArgs),
     /// Re-share a received message into another cluster (keeps the origin's signature,
     /// adds your node's signed forwarding attestation; refused when markings forbid it).
     Reshare {
@@ -67,7 +71,7 @@ pub enum Command {
         /// ID, or ORIGIN/ID when organisations reused an id.
         id: String,
         #[arg(long, value_enum)]
-        tlp: member::TlpArg,
+        tlp: args::TlpArg,
         #[arg(long, default_value = "")]
         classification: String,
         #[arg(long, default_value = "")]
@@ -143,22 +147,22 @@ fn main() -> ExitCode {
     let r = rt.block_on(async move {
         match cli.command {
             Command::Pki(cmd) => pki_cmd::run(cmd, out),
-            Command::Publish(a) => member::publish(&cli.conn, a, out).await,
-            Command::Subscribe(a) => member::subscribe(&cli.conn, a, out).await,
-            Command::Get { id } => member::get(&cli.conn, &id, out).await,
-            Command::Reshare { id, to } => member::reshare(&cli.conn, id, to, out).await,
-            Command::Retract { id, reason } => member::retract(&cli.conn, id, reason, out).await,
+            Command::Publish(a) => message::publish(&cli.conn, a, out).await,
+            Command::Subscribe(a) => feed::subscribe(&cli.conn, a, out).await,
+            Command::Get { id } => message::get(&cli.conn, &id, out).await,
+            Command::Reshare { id, to } => message::reshare(&cli.conn, id, to, out).await,
+            Command::Retract { id, reason } => message::retract(&cli.conn, id, reason, out).await,
             Command::Mark {
                 id,
                 tlp,
                 classification,
                 reason,
-            } => member::mark(&cli.conn, id, tlp, classification, reason, out).await,
-            Command::Status => member::status(&cli.conn, out).await,
-            Command::Peers => member::peers(&cli.conn, out).await,
-            Command::Rejections { limit } => member::rejections(&cli.conn, limit, out).await,
+            } => message::mark(&cli.conn, id, tlp, classification, reason, out).await,
+            Command::Status => node_cmd::status(&cli.conn, out).await,
+            Command::Peers => node_cmd::peers(&cli.conn, out).await,
+            Command::Rejections { limit } => node_cmd::rejections(&cli.conn, limit, out).await,
             Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
-            Command::Metrics => member::metrics(&cli.conn).await,
+            Command::Metrics => node_cmd::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
             Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,
             Command::Demo(a) => demo::run(a).await,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bluewire_node::pki::{self, FederationCa, Level, OrgProfile, OrgRequest, UserRole};
+use bluewire_node::provision;
 use clap::Subcommand;
 
 use crate::Output;
@@ -178,12 +179,7 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                     _ => None,
                 });
             if let Some(ep) = &endpoint {
-                std::fs::write(
-                    dir.join("client.toml"),
-                    format!(
-                        "# bluewire client config\nnode = \"{ep}\"\nca = \"ca.crt\"\ncert = \"user.crt\"\nkey = \"user.key\"\n"
-                    ),
-                )?;
+                std::fs::write(dir.join("client.toml"), provision::client_toml(ep))?;
             }
             report(
                 out,

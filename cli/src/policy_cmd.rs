@@ -13,7 +13,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::Output;
-use crate::member::ConnArgs;
+use crate::connection::ConnArgs;
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -46,7 +46,7 @@ pub enum PolicyCommand {
         #[arg(long = "for", value_name = "ORG")]
         for_org: Option<String>,
         #[command(flatten)]
-        draft: crate::member::PublishCmd,
+        draft: crate::message::PublishCmd,
     },
     /// Make the node re-read its local policy file now.
     Reload,

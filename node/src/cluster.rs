@@ -178,16 +178,14 @@ pub fn cluster_id(creator: &str, name: &str) -> String {
     format!("{creator}/{name}")
 }
 
+/// Cluster names follow the federation's identifier rule, the one organisation ids follow
+/// ([`pki::is_valid_id`]).
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = (2..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if pki::is_valid_id(name) {
         Ok(())
     } else {
         Err(ClusterError::Malformed(format!(
-            "cluster name {name:?}: use 2-64 characters of a-z, 0-9 and '-'"
+            "cluster name {name:?}: use 2-64 characters of a-z, 0-9 and '-', not starting or ending with '-'"
         )))
     }
 }
@@ -786,5 +784,7 @@ pub fn replay(entries: &[Vec<u8>], root_der: &[u8]) -> Result<(ClusterState, Vec
     Ok((state, applied))
 }
 
+/// The cluster test fixture (a federation CA, five certified organisations,
+/// a convener's log) is shared with the other pure modules' unit tests.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

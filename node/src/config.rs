@@ -322,19 +322,12 @@ impl NodeConfig {
     }
 }
 
-/// Organisation ids: lowercase letters, digits and '-', 2 to 64 characters.
+/// Organisation ids, by the federation's one rule ([`crate::pki::check_org_id`]).
 pub fn check_org(org: &str) -> Result<(), String> {
-    let ok = (2..=64).contains(&org.len())
-        && org
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{org:?} is not an organisation id (2-64 characters of a-z, 0-9 and '-')"
-        ))
-    }
+    crate::pki::check_org_id(org).map_err(|e| match e {
+        crate::pki::PkiError::Invalid(why) => why,
+        other => other.to_string(),
+    })
 }
 
 /// `https://HOST:PORT` → (host, port).

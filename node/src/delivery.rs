@@ -6,127 +6,28 @@
 //! wire and receivers deduplicate by id. Never decides who receives what:
 //! that is `routing`'s job, done before a message is queued.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bluewire_proto::v1::federation_client::FederationClient;
 use bluewire_proto::v1::{Content, DeliverRequest, DeliveryOutcome, Envelope};
 use prost::Message;
 use rand::Rng;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::config::{DeliveryConfig, PeerConfig};
-use crate::policy::Direction;
-use crate::server::NodeState;
+use crate::config::DeliveryConfig;
+pub use crate::peers::{PeerLink, PeerStats};
+
+use crate::state::NodeState;
 use crate::store::Rejection;
 use crate::tls::LinkInfo;
-
-/// Live state of one peer link, shown by `bluewire status` / `peers`.
-#[derive(Debug, Clone, Default)]
-pub struct PeerStats {
-    pub connected: bool,
-    pub consecutive_failures: u32,
-    pub last_error: String,
-    pub last_success_ms: i64,
-}
-
-/// Handle to a peer's delivery worker.
-#[derive(Debug)]
-pub struct PeerLink {
-    pub org: String,
-    /// Set when entries older than what the worker already sent were queued
-    /// (e.g. history for a new member): the worker rescans from the start.
-    pub rescan: AtomicBool,
-    pub endpoint: String,
-    pub notify: Notify,
-    pub stats: Mutex<PeerStats>,
-    pub link: Arc<Mutex<LinkInfo>>,
-}
-
-impl PeerLink {
-    pub fn new(peer: &PeerConfig) -> Arc<Self> {
-        Arc::new(Self {
-            org: peer.org.clone(),
-            rescan: AtomicBool::new(false),
-            endpoint: peer.endpoint.clone(),
-            notify: Notify::new(),
-            stats: Mutex::new(PeerStats::default()),
-            link: Arc::new(Mutex::new(LinkInfo::default())),
-        })
-    }
-
-    pub fn stats(&self) -> PeerStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    pub fn kx_group(&self) -> String {
-        self.link
-            .lock()
-            .map(|l| l.kx_group.clone())
-            .unwrap_or_default()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut PeerStats)) {
-        if let Ok(mut s) = self.stats.lock() {
-            f(&mut s);
-        }
-    }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
-}
 
 /// Spawn the worker for `peer`; it runs until the node shuts down.
 pub fn spawn_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     let span = tracing::info_span!("delivery", peer.org = %peer.org);
     tokio::spawn(run_worker(peer, state).instrument(span));
-}
-
-/// Re-check routing for one queued envelope at send time: membership,
-/// profiles and policy may have changed since it was queued. Returns why it
-/// must not be sent.
-fn still_allowed(state: &NodeState, peer: &str, env: &Envelope) -> Result<(), String> {
-    let content = match Content::decode(env.content.as_slice()) {
-        Ok(c) => c,
-        Err(e) => return Err(format!("stored content undecodable: {e}")),
-    };
-    if let Some(f) = &env.forwarding {
-        // This node's re-share: decide as the forwarder into the target cluster.
-        let a = bluewire_proto::v1::ForwardAttestation::decode(f.attestation.as_slice())
-            .map_err(|e| format!("stored attestation undecodable: {e}"))?;
-        if crate::markings::standing(&state.store, &content)
-            .retracted
-            .is_some()
-        {
-            return Err("retracted by its origin".into());
-        }
-        let view = crate::envelope::forwarded_view(&content, &a);
-        let d = state.decide(&view, peer, Direction::Egress);
-        return if d.allowed {
-            Ok(())
-        } else {
-            Err(format!("{}: {}", d.rule, d.reason))
-        };
-    }
-    if content.origin_org != state.org() {
-        return Ok(());
-    }
-    let mut content = content;
-    let standing = crate::markings::standing(&state.store, &content);
-    if let Some(why) = standing.retracted {
-        return Err(format!("retracted by its origin: {why}"));
-    }
-    // A marking raised since queuing applies to what is still queued.
-    content.marking = standing.marking;
-    let d = state.decide(&content, peer, Direction::Egress);
-    if d.allowed {
-        Ok(())
-    } else {
-        Err(format!("{}: {}", d.rule, d.reason))
-    }
 }
 
 async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
@@ -174,7 +75,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         }
         // Routing needs the peer's CA-asserted profile: learn it from a
         // handshake first (eagerly, so publishes can decide at once).
-        if !state.directory.contains_key(&peer.org) {
+        if !state.directory.knows(&peer.org) {
             let hello = tokio::select! {
                 r = tokio::time::timeout(
                     Duration::from_millis(cfg.timeout_ms),
@@ -189,7 +90,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 _ => None,
             });
             match (hello, learned) {
-                (Ok(Ok(_)), Some((profile, der))) => state.learn_org(&profile, &der).await,
+                (Ok(Ok(_)), Some((profile, der))) => {
+                    state.directory.learn(&state.store, &profile, &der).await
+                }
                 (r, _) => {
                     let err = match r {
                         Ok(Err(s)) => format!("{}: {}", s.code(), s.message()),
@@ -240,7 +143,13 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             }
             match Envelope::decode(bytes.as_slice()) {
                 Ok(env) => {
-                    if let Err(why) = still_allowed(&state, &peer.org, &env) {
+                    if let Err(why) = crate::outbound::recheck(
+                        &env,
+                        &peer.org,
+                        state.as_ref(),
+                        &state.router,
+                        crate::clock::now_ms(),
+                    ) {
                         info!(msg.seq = seq, reason = %why, "queued message no longer routable to this peer; dropped");
                         state
                             .audit(vec![
@@ -257,7 +166,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                             .await;
                         let _ = store
                             .record_rejection(Rejection {
-                                at_ms: now_ms(),
+                                at_ms: crate::clock::now_ms(),
                                 from_peer: format!("egress->{}", peer.org),
                                 id: String::new(),
                                 reason: format!("dropped before sending (seq {seq}): {why}"),
@@ -353,7 +262,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                             warn!(msg.id = %r.id, reason = %r.reason, "peer rejected a message");
                             let _ = store
                                 .record_rejection(Rejection {
-                                    at_ms: now_ms(),
+                                    at_ms: crate::clock::now_ms(),
                                     from_peer: format!("egress->{}", peer.org),
                                     id: r.id.clone(),
                                     reason: format!("rejected by {}: {}", peer.org, r.reason),
@@ -384,7 +293,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         s.connected = true;
                         s.consecutive_failures = 0;
                         s.last_error.clear();
-                        s.last_success_ms = now_ms();
+                        s.last_success_ms = crate::clock::now_ms();
                     });
                     None
                 }

@@ -48,6 +48,10 @@ pub enum Rejected {
     #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
     NotFromOrigin { peer: String, origin: String },
     #[error(
+        "handed over by {peer:?} but the forwarding attestation is {forwarder:?}'s: a node forwards only under its own attestation"
+    )]
+    NotForwarder { peer: String, forwarder: String },
+    #[error(
         "author {author:?} is not a user of the origin {origin:?}: an author is written ORIGIN/USER, and an organisation speaks only for its own users"
     )]
     Author { author: String, origin: String },
@@ -63,7 +67,9 @@ impl Rejected {
             Rejected::Policy { rule, .. } | Rejected::Unroutable { rule, .. } => rule,
             Rejected::TooLarge(_) => "size",
             Rejected::Unsigned | Rejected::UnknownKey(_) | Rejected::BadSignature(_) => "signature",
-            Rejected::OriginMismatch { .. } | Rejected::NotFromOrigin { .. } => "origin",
+            Rejected::OriginMismatch { .. }
+            | Rejected::NotFromOrigin { .. }
+            | Rejected::NotForwarder { .. } => "origin",
             Rejected::Expired(_) | Rejected::FromTheFuture(_) => "freshness",
             Rejected::Malformed(_) | Rejected::Invalid(_) => "content",
             Rejected::Later(_) => "retry",
@@ -186,22 +192,24 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
                 kind.as_str_name()
             ));
         }
+        // An empty target_origin (signed before targets named their origin) means the
+        // signer's own message; see markings::target_of.
         (Kind::MarkingChange, Some(Body::MarkingChange(m)))
             if !m.target_id.is_empty()
-                && !m.target_origin.is_empty()
-                && m.marking.as_ref().is_some_and(|m| m.tlp != 0) => {}
+                && m.marking
+                    .as_ref()
+                    .is_some_and(|m| Tlp::try_from(m.tlp).is_ok_and(|t| t != Tlp::Unspecified)) => {
+        }
         (Kind::MarkingChange, _) => {
             return bad(
-                "a marking change names the target message (target_origin and target_id) and its new marking"
+                "a marking change names the target message (target_id, and target_origin) and \
+                 its new marking with a TLP 2.0 level"
                     .into(),
             );
         }
-        (Kind::Retraction, Some(Body::Retraction(r)))
-            if !r.target_id.is_empty() && !r.target_origin.is_empty() => {}
+        (Kind::Retraction, Some(Body::Retraction(r))) if !r.target_id.is_empty() => {}
         (Kind::Retraction, _) => {
-            return bad(
-                "a retraction names the target message (target_origin and target_id)".into(),
-            );
+            return bad("a retraction names the target message (target_id)".into());
         }
         (Kind::Unspecified, _) => return bad(format!("unknown kind {}", c.kind)),
     }
@@ -454,27 +462,29 @@ mod tests {
     }
 
     #[test]
-    fn control_messages_name_the_targets_origin() {
+    fn control_messages_name_their_target_and_a_real_tlp() {
         use bluewire_proto::v1::{MarkingChange, Retraction};
         let mut c = content("csirt-be");
         c.kind = Kind::Retraction as i32;
-        c.body = Some(Body::Retraction(Retraction {
-            target_id: new_id(),
-            target_origin: String::new(),
-            reason: String::new(),
-        }));
-        assert!(
-            matches!(validate(&c), Err(Rejected::Invalid(ref w)) if w.contains("target_origin"))
-        );
-        if let Some(Body::Retraction(r)) = &mut c.body {
-            r.target_origin = "csirt-be".into();
-        }
+        let retraction = |id: &str, origin: &str| {
+            Some(Body::Retraction(Retraction {
+                target_id: id.into(),
+                target_origin: origin.into(),
+                reason: String::new(),
+            }))
+        };
+        c.body = retraction("", "csirt-be");
+        assert!(matches!(validate(&c), Err(Rejected::Invalid(ref w)) if w.contains("target_id")));
+        // Without target_origin (signed before it existed): the signer's own message.
+        c.body = retraction("x", "");
+        assert!(validate(&c).is_ok());
+        c.body = retraction("x", "csirt-be");
         assert!(validate(&c).is_ok());
         c.kind = Kind::MarkingChange as i32;
-        let change = |origin: &str, tlp: i32| {
+        let change = |id: &str, tlp: i32| {
             Some(Body::MarkingChange(MarkingChange {
-                target_id: "x".into(),
-                target_origin: origin.into(),
+                target_id: id.into(),
+                target_origin: "cert-eu".into(),
                 marking: Some(Marking {
                     tlp,
                     ..Default::default()
@@ -483,10 +493,15 @@ mod tests {
             }))
         };
         c.body = change("", 3);
-        assert!(validate(&c).is_err());
-        c.body = change("cert-eu", 0);
+        assert!(validate(&c).is_err(), "no target");
+        c.body = change("x", 0);
         assert!(validate(&c).is_err(), "a marking change needs a TLP");
-        c.body = change("cert-eu", 3);
+        c.body = change("x", 42);
+        assert!(validate(&c).is_err(), "a TLP 2.0 level, not any number");
+        c.body = change("x", Tlp::Red as i32);
+        c.recipients = vec!["cert-eu".into()];
+        assert!(validate(&c).is_ok());
+        c.body = change("x", 3);
         assert!(validate(&c).is_ok());
     }
 

@@ -20,7 +20,7 @@ use prost::Message;
 use tracing::{info, warn};
 
 use crate::envelope::Rejected;
-use crate::store::{AnnotationRecord, Keep, Store};
+use crate::store::{AnnotationRecord, Keep, Store, StoreError};
 
 /// Annotation kind of the origin's retraction (value: the reason).
 pub const RETRACTED: &str = "retracted";
@@ -91,10 +91,17 @@ pub fn standing_from(content: &Content, annotations: &[(String, AnnotationRecord
         .find(|(k, _)| *k == own)
         .and_then(|(_, r)| decode(r))
         .or_else(|| content.marking.clone());
+    // Another organisation's marking counts only where it is stricter than the signed one;
+    // one at the signed marking withdraws its raise.
+    let signed = content.marking.clone().unwrap_or_default();
     let marking = annotations
         .iter()
         .filter(|(k, _)| k.starts_with("marking/") && *k != own)
         .filter_map(|(_, r)| decode(r))
+        .filter(|raise| {
+            raise.tlp > signed.tlp
+                || (signed.classification.is_empty() && !raise.classification.is_empty())
+        })
         .fold(origin_marking.clone(), |acc, raise| {
             Some(strictest(acc.unwrap_or_default(), &raise))
         });
@@ -117,55 +124,77 @@ pub fn standing(store: &Store, content: &Content) -> Standing {
     standing_from(content, &annotations)
 }
 
-/// The target a control message names: (origin, id).
+/// The target a control message names: (origin, id). A control message signed
+/// before targets named their origin (empty `target_origin`) is about the
+/// signer's own message.
 pub fn target_of(control: &Content) -> Option<(&str, &str)> {
-    match &control.body {
-        Some(Body::Retraction(r)) => Some((&r.target_origin, &r.target_id)),
-        Some(Body::MarkingChange(m)) => Some((&m.target_origin, &m.target_id)),
-        _ => None,
-    }
+    let (origin, id) = match &control.body {
+        Some(Body::Retraction(r)) => (&r.target_origin, &r.target_id),
+        Some(Body::MarkingChange(m)) => (&m.target_origin, &m.target_id),
+        _ => return None,
+    };
+    let origin = if origin.is_empty() {
+        &control.origin_org
+    } else {
+        origin
+    };
+    Some((origin.as_str(), id.as_str()))
 }
 
-/// May the signer of `control` say it? Pure; the same check at the publishing
-/// node and at every receiver. `target` is the target's content and standing
-/// when this node holds it; `may_see` answers whether the routing rules let
-/// the signer receive the target (why not, if not).
+/// May the signer of `control` say it? Pure, and decided only on what does
+/// not change with time or arrival order (the target's signed content, the
+/// organisations' certified profiles), so every node reaches the same verdict;
+/// the same check runs at the publishing node and at every receiver.
+/// `target` is the target's content when this node holds it; `may_see` says
+/// whether the signer is in the target's audience (why not, if not). The
+/// control message's own routing has already checked that its signer may
+/// publish in its cluster.
 pub fn authority(
     control: &Content,
-    target: Option<(&Content, &Standing)>,
+    target: Option<&Content>,
     may_see: impl FnOnce(&Content) -> Result<(), String>,
 ) -> Result<Effect, Rejected> {
     let signer = control.origin_org.as_str();
+    let Some((target_origin, target_id)) = target_of(control) else {
+        return Ok(Effect::Apply);
+    };
     let deny = |why: String| Err(Rejected::Control(why));
     match &control.body {
-        Some(Body::Retraction(r)) => {
-            if r.target_origin != signer {
-                return deny(format!(
-                    "only the origin ({}) can retract its message {}; {signer} speaks only for its own messages",
-                    r.target_origin, r.target_id
-                ));
-            }
-            Ok(Effect::Apply)
-        }
-        Some(Body::MarkingChange(m)) => {
-            if m.target_origin == signer {
-                return Ok(Effect::Apply);
-            }
-            let Some((target, standing)) = target else {
+        Some(Body::Retraction(_)) if target_origin != signer => deny(format!(
+            "only the origin ({target_origin}) can retract its message {target_id}; \
+             {signer} speaks only for its own messages"
+        )),
+        Some(Body::MarkingChange(m)) if target_origin != signer => {
+            let Some(target) = target else {
                 return Ok(Effect::Pending);
             };
-            if let Err(why) = may_see(target) {
+            if control.cluster != target.cluster {
                 return deny(format!(
-                    "{signer} may not receive {}/{} ({why}), so it cannot change its marking",
-                    m.target_origin, m.target_id
+                    "a marking change travels in its target's cluster ({}), not {}",
+                    if target.cluster.is_empty() {
+                        "none"
+                    } else {
+                        &target.cluster
+                    },
+                    if control.cluster.is_empty() {
+                        "none"
+                    } else {
+                        &control.cluster
+                    }
                 ));
             }
-            let base = standing.origin_marking.clone().unwrap_or_default();
-            let new = m.marking.clone().unwrap_or_default();
-            if !is_raise(&base, &new) {
+            if let Err(why) = may_see(target) {
                 return deny(format!(
-                    "only the origin ({}) can lower the marking of {}; {signer} can only raise it",
-                    m.target_origin, m.target_id
+                    "{signer} may not receive {target_origin}/{target_id} ({why}), so it \
+                     cannot change its marking"
+                ));
+            }
+            let signed = target.marking.clone().unwrap_or_default();
+            let new = m.marking.clone().unwrap_or_default();
+            if !is_raise(&signed, &new) {
+                return deny(format!(
+                    "only the origin ({target_origin}) can lower the marking of {target_id}; \
+                     {signer} can only raise it"
                 ));
             }
             Ok(Effect::Apply)
@@ -175,84 +204,97 @@ pub fn authority(
 }
 
 /// At the publishing node, for a control message whose target this node
-/// holds: aim it at the target's audience (same cluster, recipients and
-/// level), carrying the stricter of the target's marking and the new one.
-pub fn aim(content: &mut Content, target: &Content, standing: &Standing, cluster_index: u64) {
+/// holds: aim it at the target's audience — same cluster, level, scope,
+/// recipients (plus the target's origin, so it learns of a raise), under the
+/// target's signed marking (which passed every rule when it was published,
+/// so raises never make the origin's own control messages unroutable).
+pub fn aim(content: &mut Content, target: &Content, cluster_index: u64) {
     content.cluster = target.cluster.clone();
     content.recipients = target.recipients.clone();
+    if !content.recipients.is_empty()
+        && target.origin_org != content.origin_org
+        && !content.recipients.contains(&target.origin_org)
+    {
+        content.recipients.push(target.origin_org.clone());
+    }
     content.scope_sectors = target.scope_sectors.clone();
     content.scope_countries = target.scope_countries.clone();
     content.level = target.level;
-    let mut marking = standing.marking.clone().unwrap_or_default();
-    if let Some(Body::MarkingChange(m)) = &content.body
-        && let Some(new) = &m.marking
-        && new.tlp > marking.tlp
-    {
-        marking.tlp = new.tlp;
-    }
-    content.marking = Some(marking);
+    content.marking = target.marking.clone();
     content.cluster_index = cluster_index;
 }
 
 /// After a control message passed [`authority`] and was stored (here or
 /// received): record its effect on the target.
-pub async fn apply(store: &Store, content: &Content, effect: Effect) {
+pub async fn apply(store: &Store, content: &Content, effect: Effect) -> Result<(), StoreError> {
     let kind = Kind::try_from(content.kind).unwrap_or(Kind::Unspecified);
-    let (annotation, value, keep, target_origin, target_id) = match (&content.body, kind) {
+    let (annotation, value, keep) = match (&content.body, kind) {
         (Some(Body::Retraction(r)), Kind::Retraction) => (
             RETRACTED.to_string(),
             r.reason.clone().into_bytes(),
             Keep::Earliest,
-            &r.target_origin,
-            &r.target_id,
+        ),
+        // A pending raise keeps the whole control message, to be judged again with
+        // [`authority`] once its target arrives.
+        (Some(Body::MarkingChange(_)), Kind::MarkingChange) if effect == Effect::Pending => (
+            pending_kind(&content.origin_org),
+            content.encode_to_vec(),
+            Keep::Latest,
         ),
         (Some(Body::MarkingChange(m)), Kind::MarkingChange) => (
-            match effect {
-                Effect::Apply => marking_kind(&content.origin_org),
-                Effect::Pending => pending_kind(&content.origin_org),
-            },
+            marking_kind(&content.origin_org),
             m.marking.clone().unwrap_or_default().encode_to_vec(),
             Keep::Latest,
-            &m.target_origin,
-            &m.target_id,
         ),
-        _ => return,
+        _ => return Ok(()),
+    };
+    let Some((target_origin, target_id)) = target_of(content) else {
+        return Ok(());
     };
     let record = AnnotationRecord {
         at_ms: content.created_at_ms,
         by_id: content.id.clone(),
         value,
     };
-    match store
+    if store
         .annotate(target_origin, target_id, annotation, record, keep)
-        .await
+        .await?
     {
-        Ok(true) => {
-            info!(msg.id = %target_id, msg.origin = %target_origin, by = %content.origin_org, kind = kind.as_str_name(), "control message applied")
-        }
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, msg.id = %target_id, "recording a control message failed"),
+        info!(msg.id = %target_id, msg.origin = %target_origin, by = %content.origin_org, kind = kind.as_str_name(), ?effect, "control message recorded");
     }
+    Ok(())
 }
 
-/// The pending raises of `annotations` that now count for `content`: each by an
-/// organisation `may_see` lets receive it, at or above the origin's marking. Pure.
+/// The pending raises of `annotations` that now count for `content`: each
+/// judged with [`authority`] against it, exactly as if it had arrived after
+/// its target. Pure.
 pub fn settled(
     content: &Content,
     annotations: &[(String, AnnotationRecord)],
     may_see: impl Fn(&Content, &str) -> Result<(), String>,
 ) -> Vec<(String, AnnotationRecord)> {
-    let base = standing_from(content, annotations)
-        .origin_marking
-        .unwrap_or_default();
     annotations
         .iter()
-        .filter_map(|(kind, r)| {
-            let org = kind.strip_prefix("pending-marking/")?;
-            let new = Marking::decode(r.value.as_slice()).ok()?;
-            let ok =
-                org != content.origin_org && is_raise(&base, &new) && may_see(content, org).is_ok();
-            ok.then(|| (marking_kind(org), r.clone()))
+        .filter(|(kind, _)| kind.starts_with("pending-marking/"))
+        .filter_map(|(_, r)| {
+            let control = Content::decode(r.value.as_slice()).ok()?;
+            let Some(Body::MarkingChange(m)) = &control.body else {
+                return None;
+            };
+            if target_of(&control) != Some((&content.origin_org, &content.id)) {
+                return None;
+            }
+            let ok = authority(&control, Some(content), |t| may_see(t, &control.origin_org));
+            (ok == Ok(Effect::Apply)).then(|| {
+                (
+                    marking_kind(&control.origin_org),
+                    AnnotationRecord {
+                        at_ms: r.at_ms,
+                        by_id: r.by_id.clone(),
+                        value: m.marking.clone().unwrap_or_default().encode_to_vec(),
+                    },
+                )
+            })
         })
         .collect()
 }
@@ -264,21 +306,17 @@ pub async fn settle(
     store: &Store,
     content: &Content,
     may_see: impl Fn(&Content, &str) -> Result<(), String>,
-) {
-    let Ok(annotations) = store.annotations(&content.origin_org, &content.id) else {
-        return;
-    };
+) -> Result<(), StoreError> {
+    let annotations = store.annotations(&content.origin_org, &content.id)?;
     if !annotations.iter().any(|(k, _)| k.starts_with("pending-")) {
-        return;
+        return Ok(());
     }
     for (kind, record) in settled(content, &annotations, may_see) {
-        if let Err(e) = store
+        store
             .annotate(&content.origin_org, &content.id, kind, record, Keep::Latest)
-            .await
-        {
-            warn!(error = %e, msg.id = %content.id, "recording a pending raise failed");
-        }
+            .await?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -361,44 +399,95 @@ mod tests {
         let r = authority(&retraction("fr", "be"), None, visible);
         assert!(matches!(r, Err(Rejected::Control(_))), "{r:?}");
         assert_eq!(r.unwrap_err().rule(), "control-authority");
-        assert!(authority(&retraction("be", "be"), None, visible).is_ok());
+        assert_eq!(
+            authority(&retraction("be", "be"), None, visible),
+            Ok(Effect::Apply)
+        );
+        // Signed before targets named their origin: about the signer's own message.
+        let legacy = retraction("fr", "");
+        assert_eq!(target_of(&legacy), Some(("fr", "t")));
+        assert_eq!(authority(&legacy, None, visible), Ok(Effect::Apply));
+        assert_eq!(target_of(&target("be", 2)), None);
     }
 
     #[test]
     fn the_origin_changes_its_marking_either_way_others_only_raise_what_they_see() {
         let t = target("be", 3);
-        let s = standing_from(&t, &[]);
-        assert!(authority(&change("be", "be", 2), Some((&t, &s)), visible).is_ok());
-        assert!(authority(&change("be", "be", 2), None, visible).is_ok());
-        assert!(authority(&change("fr", "be", 4), Some((&t, &s)), visible).is_ok());
-        assert!(authority(&change("fr", "be", 3), Some((&t, &s)), visible).is_ok());
-        let lower = authority(&change("fr", "be", 2), Some((&t, &s)), visible);
-        assert!(matches!(lower, Err(Rejected::Control(ref w)) if w.contains("only the origin")));
-        let unseen = authority(&change("fr", "be", 4), Some((&t, &s)), |_| {
-            Err("not a member".into())
-        });
-        assert!(matches!(unseen, Err(Rejected::Control(ref w)) if w.contains("not a member")));
-        // Before the target arrives a raise waits aside; the origin's own change applies.
-        let early = authority(&change("fr", "be", 4), None, visible);
-        assert_eq!(early, Ok(Effect::Pending));
+        assert_eq!(
+            authority(&change("be", "be", 2), Some(&t), visible),
+            Ok(Effect::Apply)
+        );
         assert_eq!(
             authority(&change("be", "be", 2), None, visible),
             Ok(Effect::Apply)
         );
         assert_eq!(
-            authority(&change("fr", "be", 4), Some((&t, &s)), visible),
+            authority(&change("fr", "be", 4), Some(&t), visible),
             Ok(Effect::Apply)
+        );
+        assert_eq!(
+            authority(&change("fr", "be", 3), Some(&t), visible),
+            Ok(Effect::Apply)
+        );
+        let lower = authority(&change("fr", "be", 2), Some(&t), visible);
+        assert!(matches!(lower, Err(Rejected::Control(ref w)) if w.contains("only the origin")));
+        let unseen = authority(
+            &change("fr", "be", 4),
+            Some(&t),
+            |_| Err("not named".into()),
+        );
+        assert!(matches!(unseen, Err(Rejected::Control(ref w)) if w.contains("not named")));
+        // Before the target arrives a raise waits aside, to be judged when it does.
+        assert_eq!(
+            authority(&change("fr", "be", 4), None, visible),
+            Ok(Effect::Pending)
+        );
+        // A raise travels in its target's cluster.
+        let mut elsewhere = change("fr", "be", 4);
+        elsewhere.cluster = "be/other".into();
+        let r = authority(&elsewhere, Some(&t), visible);
+        assert!(
+            matches!(r, Err(Rejected::Control(ref w)) if w.contains("travels in its target's cluster"))
         );
     }
 
     #[test]
-    fn a_raise_by_another_is_measured_against_the_origins_marking_not_other_raises() {
-        // fr raised to RED; eu may still "raise" to AMBER+STRICT relative to the origin's AMBER.
+    fn a_raise_at_the_signed_marking_withdraws_it() {
+        let t = target("be", 2);
+        let a = [
+            (marking_kind("be"), rec(2, m(1, "").encode_to_vec())),
+            (marking_kind("fr"), rec(3, m(2, "").encode_to_vec())),
+        ];
+        assert_eq!(standing_from(&t, &a).marking, Some(m(1, "")));
+        let raised = [
+            a[0].clone(),
+            (marking_kind("fr"), rec(3, m(3, "").encode_to_vec())),
+        ];
+        assert_eq!(standing_from(&t, &raised).marking, Some(m(3, "")));
+        let classified = [
+            a[0].clone(),
+            (
+                marking_kind("fr"),
+                rec(3, m(2, "EU RESTRICTED").encode_to_vec()),
+            ),
+        ];
+        assert_eq!(
+            standing_from(&t, &classified).marking,
+            Some(m(2, "EU RESTRICTED"))
+        );
+    }
+
+    #[test]
+    fn a_raise_is_measured_against_the_signed_marking_whatever_arrived_before() {
+        // The origin's later changes do not make an earlier raise legal or illegal:
+        // every node judges it the same, whatever order they arrive in.
         let t = target("be", 3);
-        let raised = [(marking_kind("fr"), rec(1, m(5, "").encode_to_vec()))];
-        let s = standing_from(&t, &raised);
-        assert_eq!(s.marking.as_ref().map(|m| m.tlp), Some(5));
-        assert!(authority(&change("eu", "be", 4), Some((&t, &s)), visible).is_ok());
+        assert_eq!(
+            authority(&change("eu", "be", 3), Some(&t), visible),
+            Ok(Effect::Apply)
+        );
+        let r = authority(&change("eu", "be", 2), Some(&t), visible);
+        assert!(r.is_err());
     }
 
     #[test]
@@ -436,13 +525,29 @@ mod tests {
     #[test]
     fn pending_raises_count_once_the_target_is_here_and_they_pass_the_same_rule() {
         let t = target("be", 3);
+        let pending = |c: &Content| {
+            (
+                pending_kind(&c.origin_org),
+                rec(c.created_at_ms, c.encode_to_vec()),
+            )
+        };
+        let mut elsewhere = change("xx", "be", 5);
+        elsewhere.cluster = "be/other".into();
+        let mut other_target = change("yy", "be", 5);
+        if let Some(Body::MarkingChange(m)) = &mut other_target.body {
+            m.target_id = "another".into();
+        }
         let a = [
-            (pending_kind("fr"), rec(1, m(5, "").encode_to_vec())),
-            (pending_kind("eu"), rec(1, m(4, "").encode_to_vec())),
-            (pending_kind("xx"), rec(1, m(2, "").encode_to_vec())), // a lowering
-            (pending_kind("be"), rec(1, m(5, "").encode_to_vec())), // not a raise by another
-            (pending_kind("yy"), rec(1, b"not a marking".to_vec())),
-            (marking_kind("zz"), rec(1, m(4, "").encode_to_vec())),
+            pending(&change("fr", "be", 5)),
+            pending(&change("eu", "be", 4)), // may not see it
+            pending(&change("zz", "be", 2)), // a lowering
+            pending(&elsewhere),             // in another cluster
+            pending(&other_target),          // about another message
+            (
+                pending_kind("qq"),
+                rec(1, b"not a control message".to_vec()),
+            ),
+            (marking_kind("ww"), rec(1, m(4, "").encode_to_vec())),
         ];
         let ok = settled(&t, &a, |_, org| {
             if org == "eu" {
@@ -453,22 +558,24 @@ mod tests {
         });
         let kinds: Vec<_> = ok.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(kinds, vec!["marking/fr"]);
-        assert_eq!(ok[0].1, a[0].1);
+        assert_eq!(
+            Marking::decode(ok[0].1.value.as_slice()).ok(),
+            Some(m(5, ""))
+        );
         // Pending raises never count by themselves.
         assert_eq!(standing_from(&t, &a).marking, Some(m(4, "")));
     }
 
     #[test]
-    fn aim_follows_the_target_and_keeps_the_stricter_marking() {
+    fn aim_follows_the_target_under_its_signed_marking() {
         let mut t = target("be", 3);
         t.cluster = "be/x".into();
         t.recipients = vec!["fr".into()];
         t.scope_sectors = vec!["health".into()];
         t.scope_countries = vec!["BE".into()];
         t.level = 2;
-        let s = standing_from(&t, &[]);
         let mut c = change("be", "be", 5);
-        aim(&mut c, &t, &s, 7);
+        aim(&mut c, &t, 7);
         assert_eq!(
             (c.cluster.as_str(), c.level, c.cluster_index),
             ("be/x", 2, 7)
@@ -478,10 +585,17 @@ mod tests {
             (c.scope_sectors.clone(), c.scope_countries.clone()),
             (t.scope_sectors.clone(), t.scope_countries.clone())
         );
-        assert_eq!(c.marking.as_ref().map(|m| m.tlp), Some(5));
-        let mut c = change("be", "be", 2);
-        aim(&mut c, &t, &s, 7);
-        assert_eq!(c.marking.as_ref().map(|m| m.tlp), Some(3));
+        assert_eq!(c.marking, t.marking, "the signed marking, never a raise");
         assert_eq!(target_of(&c), Some(("be", "t")));
+        // Another organisation's raise of a message for named recipients also reaches
+        // the origin.
+        let mut c = change("fr", "be", 5);
+        aim(&mut c, &t, 7);
+        assert_eq!(c.recipients, vec!["fr".to_string(), "be".to_string()]);
+        // Not when the target goes to everyone.
+        t.recipients.clear();
+        let mut c = change("fr", "be", 5);
+        aim(&mut c, &t, 7);
+        assert!(c.recipients.is_empty());
     }
 }

@@ -9,14 +9,27 @@
 //! - `bluewire_messages_published_total`, `bluewire_messages_received_total`.
 //! - `bluewire_envelopes_rejected_total{reason}`, `bluewire_deliveries_total{peer}`.
 //!
+//! Also owns the plain-HTTP scrape endpoint ([`serve_http`], on hyper): `GET /metrics` and
+//! nothing else, on the loopback listener the caller bound (the config refuses any other
+//! address), one request per connection, until shutdown.
+//!
 //! It must never: panic on odd names or label values (invalid name characters become `_`,
-//! label values are escaped), or render two families with the same name.
+//! label values are escaped), render two families with the same name, or serve anything on
+//! the HTTP endpoint but the rendered metrics (every other method or path is a 404).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 /// Routing decisions: `direction` "egress"|"ingress", `rule`, `outcome` "allow"|"deny".
 pub const ROUTING_DECISIONS: &str = "bluewire_routing_decisions_total";
@@ -298,18 +311,31 @@ fn format_f64(v: f64) -> String {
     }
 }
 
-/// Serve `GET /metrics` (Prometheus text format) on a loopback listener
-/// until `shutdown` changes. Deliberately minimal HTTP/1.1: one request per
-/// connection, bounded request size and time.
+/// Content type of the Prometheus text exposition format 0.0.4.
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Longest a client may take to send its request head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head read (hyper's minimum buffer; a scrape request is a few hundred bytes).
+const MAX_REQUEST_BYTES: usize = 8192;
+
+/// Serve `GET /metrics` (Prometheus text format) on a loopback listener until `shutdown`
+/// changes (or its sender is dropped): then the listener is closed. HTTP/1.1 via hyper, one
+/// request per connection (`Connection: close`), request head bounded in size and time.
+/// Any other method, path or a query string gets a 404.
 pub fn serve_http(
     listener: tokio::net::TcpListener,
-    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .keep_alive(false)
+        .title_case_headers(true);
     tokio::spawn(async move {
         loop {
-            let (mut sock, _) = tokio::select! {
+            let (sock, _) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(_) => continue,
@@ -317,46 +343,44 @@ pub fn serve_http(
                 _ = shutdown.changed() => break,
             };
             let render = render.clone();
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let resp = respond(&req, render.as_ref());
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let conn = http.serve_connection(TokioIo::new(sock), service);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body, ctype) = if req.starts_with("GET /metrics ") {
-                    (
-                        "200 OK",
-                        render(),
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )
-                } else {
-                    (
-                        "404 Not Found",
-                        "only GET /metrics is served here\n".to_string(),
-                        "text/plain",
-                    )
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "metrics connection ended with an error");
+                }
             });
         }
     });
 }
 
+/// The answer to one request: the rendered metrics for `GET /metrics`, a 404 otherwise.
+fn respond<B>(req: &Request<B>, render: &(dyn Fn() -> String + Send + Sync)) -> Response<String> {
+    let metrics = req.method() == Method::GET
+        && req.uri().path() == "/metrics"
+        && req.uri().query().is_none();
+    let (status, content_type, body) = if metrics {
+        (StatusCode::OK, PROMETHEUS_CONTENT_TYPE, render())
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "only GET /metrics is served here\n".to_string(),
+        )
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// A sample line parsed back: name, labels (unescaped), value.
     type Sample = (String, Vec<(String, String)>, String);
@@ -564,5 +588,72 @@ mod tests {
         assert_eq!(m.decision_count("egress", "tlp", false), 4 * 1667);
         let samples = parse(&m.render());
         assert_eq!(samples.len(), 5);
+    }
+
+    /// One raw HTTP/1.1 exchange with the endpoint; returns everything it sent back (the
+    /// server closes the connection after one response).
+    async fn http_get(addr: std::net::SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), sock.read_to_string(&mut out))
+            .await
+            .expect("the server closes the connection after one response")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn http_endpoint_serves_get_metrics_only_and_stops_on_shutdown() {
+        let m = Arc::new(Metrics::new());
+        m.inc(MESSAGES_PUBLISHED, &[]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let render = m.clone();
+        serve_http(listener, Arc::new(move || render.render()), shutdown);
+
+        let ok = http_get(addr, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{ok}"
+        );
+        assert!(ok.contains("\r\nConnection: close\r\n"), "{ok}");
+        let (_, body) = ok.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, m.render());
+        assert!(
+            ok.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+            "{ok}"
+        );
+
+        for request in [
+            "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "GET /metrics/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "GET /metrics?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let r = http_get(addr, request).await;
+            assert!(
+                r.starts_with("HTTP/1.1 404 Not Found\r\n"),
+                "{request:?}: {r}"
+            );
+            assert!(
+                r.ends_with("\r\n\r\nonly GET /metrics is served here\n"),
+                "{r}"
+            );
+            assert!(!r.contains("bluewire_"), "{r}");
+        }
+
+        stop.send_replace(true);
+        let closed = async {
+            while tokio::net::TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the listener closes on shutdown");
     }
 }

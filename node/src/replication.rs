@@ -16,10 +16,10 @@ use prost::Message;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::clock::now_ms;
 use crate::cluster::{self, Applied, ClusterError, ClusterState, Standing};
-use crate::delivery::now_ms;
 use crate::pki::{OrgProfile, PeerIdentity};
-use crate::server::NodeState;
+use crate::state::NodeState;
 
 /// Why a cluster operation could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,18 @@ pub enum ReplicationError {
     Refused { code: tonic::Code, message: String },
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "this node has never seen {0}'s certificate: pass --endpoint https://HOST:PORT of its node"
+    )]
+    NoCertificate(String),
+    #[error("{0}")]
+    BadEndpoint(String),
+    #[error("could not verify {org} at {endpoint}: {message}")]
+    Unverified {
+        org: String,
+        endpoint: String,
+        message: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -70,31 +82,12 @@ impl NodeState {
         self.clusters.get(id).map(|c| c.clone())
     }
 
-    /// Remember an organisation's verified node certificate.
-    pub async fn learn_org(&self, profile: &OrgProfile, cert_der: &[u8]) {
-        if profile.org == self.org() {
-            return;
-        }
-        self.learn_keys(profile).await;
-        let known = self
-            .directory
-            .get(&profile.org)
-            .is_some_and(|d| d.0 == cert_der);
-        if !known {
-            if let Err(e) = self.store.put_directory(&profile.org, cert_der).await {
-                warn!(error = %e, "could not persist a directory entry");
-            }
-            self.directory
-                .insert(profile.org.clone(), (cert_der.to_vec(), profile.clone()));
-        }
-    }
-
     /// The endpoint of an organisation this node knows.
     pub fn endpoint_of(&self, org: &str) -> Option<String> {
         if let Some(p) = self.peers.get(org) {
             return Some(p.endpoint.clone());
         }
-        self.directory.get(org).map(|d| d.1.endpoint.clone())
+        self.directory.endpoint(org)
     }
 
     /// A federation client for `org` (lazy connection, cached).
@@ -193,7 +186,9 @@ impl NodeState {
     /// Effects of applied entries on delivery and discovery.
     async fn after_apply(self: &Arc<Self>, state: &ClusterState, applied: &[Applied]) {
         for m in state.members.values() {
-            self.learn_org(&m.profile, &m.cert_der).await;
+            self.directory
+                .learn(&self.store, &m.profile, &m.cert_der)
+                .await;
             if m.org != self.org() && m.standing == crate::cluster::Standing::Member {
                 self.ensure_peer(&m.org, &m.profile.endpoint);
             }
@@ -410,6 +405,145 @@ impl NodeState {
         }
     }
 
+    /// An invitee's verified node certificate: from the directory, or by
+    /// connecting to `endpoint` (else its configured one) and reading the
+    /// certificate it presents.
+    pub async fn invitee_cert(
+        &self,
+        org: &str,
+        endpoint: &str,
+    ) -> Result<Vec<u8>, ReplicationError> {
+        let configured = self
+            .config
+            .peers
+            .iter()
+            .find(|p| p.org == org)
+            .map(|p| p.endpoint.clone());
+        let known = self.directory.cert(org);
+        let endpoint = match (endpoint.is_empty(), known, configured) {
+            (true, Some(der), _) => return Ok(der),
+            (true, None, Some(configured)) => configured,
+            (true, None, None) => return Err(ReplicationError::NoCertificate(org.to_string())),
+            (false, ..) => endpoint.to_string(),
+        };
+        let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
+        let channel = crate::tls::channel(
+            &endpoint,
+            self.client_config.clone(),
+            self.tls.root_der.clone(),
+            Some(org.to_string()),
+            link.clone(),
+            Duration::from_secs(5),
+        )
+        .map_err(ReplicationError::BadEndpoint)?;
+        FederationClient::new(channel)
+            .hello(pb::HelloRequest {})
+            .await
+            .map_err(|e| ReplicationError::Unverified {
+                org: org.to_string(),
+                endpoint: endpoint.clone(),
+                message: e.message().to_string(),
+            })?;
+        let (der, peer) = {
+            let l = link
+                .lock()
+                .map_err(|_| ReplicationError::Other("link state lock poisoned".into()))?;
+            (l.cert_der.clone(), l.peer.clone())
+        };
+        if let Some(PeerIdentity::Node { profile, .. }) = peer {
+            self.directory.learn(&self.store, &profile, &der).await;
+        }
+        Ok(der)
+    }
+
+    /// Another organisation's node proposes an operation to this node as the
+    /// convener: only its own operations, never a cluster's creation.
+    pub async fn propose_from(
+        self: &Arc<Self>,
+        peer: &str,
+        signed: SignedClusterOp,
+    ) -> Result<ClusterEntry, ReplicationError> {
+        let op = ClusterOp::decode(signed.op.as_slice())
+            .map_err(|e| ClusterError::Malformed(format!("operation is not a ClusterOp: {e}")))?;
+        if op.actor_org != peer {
+            return Err(ClusterError::Authority(format!(
+                "{peer} may only propose its own operations, not {}'s",
+                op.actor_org
+            ))
+            .into());
+        }
+        if matches!(op.op, Some(Op::Create(_))) {
+            return Err(ClusterError::Malformed(
+                "a cluster is created at its convener's own node".into(),
+            )
+            .into());
+        }
+        let (_, entry) = self.sequence_local(signed).await?;
+        Ok(entry)
+    }
+
+    /// Encoded log entries of `cluster_id` from `from_index` that `peer` may
+    /// read: organisations the log mentions; former members and decliners only
+    /// up to the entry that ended their involvement.
+    pub fn log_for(
+        &self,
+        peer: &str,
+        cluster_id: &str,
+        from_index: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, ReplicationError> {
+        let c = self
+            .cluster(cluster_id)
+            .ok_or_else(|| ReplicationError::UnknownCluster(cluster_id.to_string()))?;
+        let Some(m) = c.members.get(peer) else {
+            return Err(
+                ClusterError::Authority(format!("{peer} does not appear in {}", c.id)).into(),
+            );
+        };
+        let mut limit = limit.clamp(1, 1000);
+        if !matches!(m.standing, Standing::Member | Standing::Invited) {
+            let last = m.since_index;
+            if from_index > last {
+                return Ok(Vec::new());
+            }
+            limit = limit.min((last - from_index + 1) as usize);
+        }
+        Ok(self
+            .store
+            .cluster_entries(&c.id, from_index, limit)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    /// A member says a cluster's log has grown: if this node is behind, pull
+    /// from it (every entry is verified; an unknown cluster is kept only if it
+    /// involves this organisation).
+    pub async fn notified(
+        self: &Arc<Self>,
+        peer: &OrgProfile,
+        cert: &[u8],
+        cluster_id: &str,
+        head: u64,
+    ) {
+        let known_head = self.cluster(cluster_id).map(|c| c.head_index);
+        if known_head.is_some_and(|h| h >= head) {
+            return;
+        }
+        self.directory.learn(&self.store, peer, cert).await;
+        let st = self.clone();
+        let (from, id) = (peer.org.clone(), cluster_id.to_string());
+        let span = tracing::debug_span!("cluster-pull", cluster.id = %id, peer.org = %from);
+        self.spawn_until_shutdown(
+            async move {
+                if let Err(e) = st.pull_from(&from, &id).await {
+                    debug!(error = %e, "pull after notify failed; periodic sync will retry");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     /// Start a peer delivery worker for a member learned from a cluster log.
     pub fn ensure_peer(self: &Arc<Self>, org: &str, endpoint: &str) {
         if self.peers.contains_key(org) || org == self.org() {
@@ -474,16 +608,6 @@ pub fn spawn_sync(
 
 /// Load every stored cluster log (verifying it again) and the directory.
 pub async fn load(state: &Arc<NodeState>) -> Result<(), ReplicationError> {
-    for (org, der) in state.store.directory()? {
-        let chain = [rustls::pki_types::CertificateDer::from(der.clone())];
-        if let Ok(PeerIdentity::Node { profile, .. }) =
-            crate::pki::identity_from_chain(&chain, &state.tls.root_der)
-            && profile.org == org
-        {
-            state.learn_keys(&profile).await;
-            state.directory.insert(org, (der, profile));
-        }
-    }
     for id in state.store.cluster_ids()? {
         let entries: Vec<Vec<u8>> = state
             .store

@@ -103,6 +103,9 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// One built-in rule's check.
+type Rule = fn(&Content, &Context<'_>) -> Outcome;
+
 enum Outcome {
     Pass(String),
     Deny(String),
@@ -161,6 +164,41 @@ impl Router {
 
     pub fn policy(&self) -> Option<&Arc<PolicyHandle>> {
         self.policy.as_ref()
+    }
+
+    /// Is `recipient` in `content`'s audience at all? Only the rules about the
+    /// recipient that depend on nothing but the signed message and the
+    /// recipient's certified profile (explicit recipients, certified levels,
+    /// TLP:RED naming, accreditation, scope) — not membership now, time or the
+    /// local policy — so every node gives the same answer whenever it asks.
+    /// Used to judge who may speak about a message (a marking raise).
+    pub fn audience(
+        &self,
+        content: &Content,
+        recipient: &str,
+        recipient_profile: Option<&OrgProfile>,
+    ) -> Result<(), String> {
+        let ctx = Context {
+            direction: Direction::Egress,
+            recipient,
+            recipient_profile,
+            origin_profile: None,
+            cluster: None,
+            now_ms: 0,
+        };
+        let rules: [(&str, Rule); 5] = [
+            ("recipients", recipients),
+            ("levels", levels),
+            ("tlp", tlp),
+            ("classification", classification),
+            ("scope", scope),
+        ];
+        for (rule, check) in rules {
+            if let Outcome::Deny(why) | Outcome::Later(why) = check(content, &ctx) {
+                return Err(format!("{rule}: {why}"));
+            }
+        }
+        Ok(())
     }
 
     /// Decide, for each candidate, whether `content` may be sent to it now.
@@ -352,7 +390,7 @@ fn origin_standing(content: &Content, c: &ClusterState, now_ms: i64, grace_ms: i
                  (clusters.former_member_grace_secs), and it is now {} s later",
                 c.id,
                 grace_ms / 1000,
-                (now_ms - ended_ms) / 1000
+                now_ms.saturating_sub(ended_ms) / 1000
             ))
         }
         _ => Outcome::Pass(format!(

@@ -12,22 +12,16 @@ use dashmap::DashMap;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, info};
 
-use bluewire_proto::v1::federation_client::FederationClient;
-use tonic::transport::Channel;
-
-use crate::cluster::ClusterState;
 use crate::config::NodeConfig;
 use crate::delivery::{self, PeerLink};
-use crate::pki::{OrgProfile, PeerIdentity};
-use crate::policy::Direction;
-use crate::routing::{Context as RouteContext, Decision, Router};
+use crate::pki::PeerIdentity;
+use crate::routing::Router;
 use crate::signing::SigningKey;
+use crate::state::NodeState;
 use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
-use bluewire_proto::v1::Content;
-use prost::Message as _;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -59,210 +53,6 @@ pub enum NodeError {
     /// that wants to open the same data_dir again; a daemon that exits releases it anyway).
     #[error("{0}")]
     StillHeld(String),
-}
-
-/// Shared state of a running node; the API layer and workers hold an `Arc`.
-pub struct NodeState {
-    pub config: NodeConfig,
-    pub profile: OrgProfile,
-    pub store: Store,
-    pub signer: SigningKey,
-    pub router: Router,
-    pub tls: TlsIdentity,
-    pub peers: DashMap<String, Arc<PeerLink>>,
-    pub keys: DashMap<String, (String, Vec<u8>)>,
-    pub started_at_ms: i64,
-    pub listen: SocketAddr,
-    /// Verified state of every cluster this node takes part in.
-    pub clusters: DashMap<String, Arc<ClusterState>>,
-    /// Serialises cluster log changes (apply, sequence).
-    pub cluster_lock: tokio::sync::Mutex<()>,
-    /// Organisations whose node certificate this node has verified: (DER, profile).
-    pub directory: DashMap<String, (Vec<u8>, OrgProfile)>,
-    pub fed_clients: DashMap<String, FederationClient<Channel>>,
-    pub client_config: Arc<rustls::ClientConfig>,
-    pub shutdown_rx: watch::Receiver<bool>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Per peer organisation: federation calls and delivered envelopes.
-    pub peer_limits: crate::ratelimit::RateLimiter,
-    /// Per user certificate: client-service calls.
-    pub client_limits: crate::ratelimit::RateLimiter,
-}
-
-impl NodeState {
-    pub fn org(&self) -> &str {
-        &self.profile.org
-    }
-
-    /// Remember the signing keys a verified certificate certifies.
-    pub async fn learn_keys(&self, profile: &OrgProfile) {
-        for k in &profile.signing_keys {
-            if self.keys.contains_key(&k.key_id) {
-                continue;
-            }
-            let Ok(pk) = hex::decode(&k.public_key_hex) else {
-                warn!(peer.org = %profile.org, key.id = %k.key_id, "certificate carries an undecodable signing key");
-                continue;
-            };
-            if let Err(e) = self.store.put_key(&k.key_id, &profile.org, &pk).await {
-                warn!(error = %e, "could not persist a peer signing key");
-            }
-            self.keys
-                .insert(k.key_id.clone(), (profile.org.clone(), pk));
-        }
-    }
-
-    /// A CA-certified signing key by id.
-    pub fn lookup_key(&self, key_id: &str) -> Option<(String, Vec<u8>)> {
-        if let Some(k) = self.keys.get(key_id) {
-            return Some(k.clone());
-        }
-        let k = self.store.get_key(key_id).ok().flatten()?;
-        self.keys.insert(key_id.to_string(), k.clone());
-        Some(k)
-    }
-
-    /// A CA-asserted profile: our own, a cluster member's, or one from a
-    /// certificate this node has verified.
-    pub fn profile_of(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
-        if org == self.org() {
-            return Some(self.profile.clone());
-        }
-        if let Some(m) = cluster.and_then(|c| c.members.get(org)) {
-            return Some(m.profile.clone());
-        }
-        self.directory.get(org).map(|d| d.1.clone())
-    }
-
-    /// The routing decision for one (message, recipient), with this node's
-    /// view of the cluster and the CA-asserted profiles it knows.
-    pub fn decide(&self, content: &Content, recipient: &str, direction: Direction) -> Decision {
-        let d = self.route(content, recipient, direction);
-        let dir = match direction {
-            Direction::Egress => "egress",
-            Direction::Ingress => "ingress",
-        };
-        self.metrics.decision(dir, d.rule, d.allowed);
-        d
-    }
-
-    /// [`NodeState::decide`] without counting it in the metrics.
-    fn route(&self, content: &Content, recipient: &str, direction: Direction) -> Decision {
-        let cluster = if content.cluster.is_empty() {
-            None
-        } else {
-            self.cluster(&content.cluster)
-        };
-        let rp = self.profile_of(recipient, cluster.as_deref());
-        let op = self.profile_of(&content.origin_org, cluster.as_deref());
-        self.router.decide(
-            content,
-            RouteContext {
-                direction,
-                recipient,
-                recipient_profile: rp.as_ref(),
-                origin_profile: op.as_ref(),
-                cluster: cluster.as_deref(),
-                now_ms: delivery::now_ms(),
-            },
-        )
-    }
-
-    /// Would the routing rules let `org` receive `target` (sent by this node
-    /// now)? Why not, if not. Not counted in the routing metrics.
-    pub fn may_receive(&self, target: &Content, org: &str) -> Result<(), String> {
-        if target.origin_org == org {
-            return Ok(());
-        }
-        let d = self.route(target, org, Direction::Egress);
-        if d.allowed {
-            Ok(())
-        } else {
-            Err(format!("{}: {}", d.rule, d.reason))
-        }
-    }
-
-    /// The control-message authority rule (see [`crate::markings::authority`])
-    /// for a received retraction or marking change, with the target as this
-    /// node holds it.
-    pub fn control_authority(
-        &self,
-        control: &Content,
-    ) -> Result<crate::markings::Effect, crate::envelope::Rejected> {
-        let Some((origin, id)) = crate::markings::target_of(control) else {
-            return Ok(crate::markings::Effect::Apply);
-        };
-        let target = match self.store.get(origin, id) {
-            Ok(Some(m)) => bluewire_proto::v1::Envelope::decode(m.envelope.as_slice())
-                .ok()
-                .and_then(|e| Content::decode(e.content.as_slice()).ok()),
-            Ok(None) => None,
-            Err(e) => {
-                return Err(crate::envelope::Rejected::Later(format!(
-                    "cannot read the target {origin}/{id}: {e}"
-                )));
-            }
-        };
-        let standing = target
-            .as_ref()
-            .map(|t| crate::markings::standing(&self.store, t));
-        crate::markings::authority(control, target.as_ref().zip(standing.as_ref()), |t| {
-            self.may_receive(t, &control.origin_org)
-        })
-    }
-
-    /// Prometheus text: counters plus per-peer outbox gauges.
-    pub fn render_metrics(&self) -> String {
-        for p in self.peers.iter() {
-            if let Ok(d) = self.store.outbox_depth(&p.org) {
-                self.metrics
-                    .gauge("bluewire_outbox_depth", &[("peer", &p.org)], d as f64);
-            }
-        }
-        self.metrics
-            .gauge("bluewire_store_head_seq", &[], self.store.head_seq() as f64);
-        self.metrics.set_counter(
-            crate::metrics::STORE_COMMITS,
-            &[],
-            self.store.commit_count(),
-        );
-        self.metrics.render()
-    }
-
-    /// Append to the audit trail; a failure is logged, never fatal to the
-    /// operation being audited.
-    pub async fn audit(&self, events: Vec<crate::audit::AuditEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.append_audit(events).await {
-            warn!(error = %e, "audit append failed");
-        }
-    }
-
-    /// Runs `work` in the background until it finishes or the node shuts down, whichever
-    /// comes first, so no background job outlives [`Node::shutdown`].
-    pub fn spawn_until_shutdown(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let mut shutdown = self.shutdown_rx.clone();
-        tokio::spawn(async move {
-            if *shutdown.borrow() {
-                return;
-            }
-            tokio::select! {
-                () = work => {}
-                _ = shutdown.changed() => {}
-            }
-        });
-    }
-
-    /// Wake the delivery workers of these peers.
-    pub fn notify_peers<'a>(&self, orgs: impl IntoIterator<Item = &'a String>) {
-        for org in orgs {
-            if let Some(p) = self.peers.get(org) {
-                p.notify.notify_one();
-            }
-        }
-    }
 }
 
 /// A running node.
@@ -370,13 +160,12 @@ impl Node {
             ),
             tls: tls.clone(),
             peers: DashMap::new(),
-            keys: DashMap::new(),
-            started_at_ms: delivery::now_ms(),
+            started_at_ms: crate::clock::now_ms(),
             listen,
             config: config.clone(),
             clusters: DashMap::new(),
             cluster_lock: tokio::sync::Mutex::new(()),
-            directory: DashMap::new(),
+            directory: crate::directory::Directory::new(profile.clone()),
             fed_clients: DashMap::new(),
             client_config: client_config.clone(),
             shutdown_rx: shutdown_rx.clone(),
@@ -390,7 +179,11 @@ impl Node {
                 config.limits.client_burst,
             ),
         });
-        state.learn_keys(&profile).await;
+        state
+            .directory
+            .load(&state.store, &state.tls.root_der)
+            .await
+            .map_err(NodeError::Store)?;
         for p in &config.peers {
             let link = PeerLink::new(p);
             state.peers.insert(p.org.clone(), link.clone());

@@ -2,12 +2,13 @@
 //! real certificates and real stores in a temporary directory, talking mutual
 //! TLS over 127.0.0.1 only.
 //!
-//! `TestFederation::new` creates a federation CA, binds a listener per
-//! organisation first (so every endpoint is known before certificates and
-//! configs are written), issues each organisation with an `operator` and an
-//! `analyst` user, writes `node.toml` with every other organisation as a
-//! peer, and starts the nodes in-process (or leaves them for a real process,
-//! see [`OrgSpec::external`] and [`TestFederation::spawn_process`]).
+//! `TestFederation::new` binds a listener per organisation first (so every
+//! endpoint is known before certificates and configs are written), has
+//! [`bluewire_node::provision::federation`] create the federation CA, each
+//! organisation with an `operator` and an `analyst` user and its `node.toml`
+//! with every other organisation as a peer, and starts the nodes in-process
+//! (or leaves them for a real process, see [`OrgSpec::external`] and
+//! [`TestFederation::spawn_process`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ pub use bluewire_node;
 pub use bluewire_proto::v1 as pb;
 
 use bluewire_node::client::Connection;
-use bluewire_node::config::{self, NodeConfig, PeerConfig};
-use bluewire_node::pki::{self, FederationCa, Level, OrgBundle, OrgProfile, OrgRequest, UserRole};
+use bluewire_node::config::NodeConfig;
+use bluewire_node::pki::{Level, OrgBundle};
+use bluewire_node::provision::{self, ConfigEdit, FederationOptions, OrgPlan};
 use bluewire_node::signing::SigningKey;
 use bluewire_node::{Node, NodeState};
 use tokio::net::TcpListener;
@@ -95,7 +97,7 @@ pub struct OrgInfo {
     pub org: String,
     pub port: u16,
     pub endpoint: String,
-    /// `orgs/ORG`: node.crt node.key signing.key org-ca.* ca.crt node.toml data/ users/
+    /// `ORG`: node.crt node.key signing.key org-ca.* ca.crt node.toml data/ users/
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub bundle: OrgBundle,
@@ -111,7 +113,8 @@ impl OrgInfo {
 /// in-process nodes stop with the test's runtime.
 pub struct TestFederation {
     pub dir: tempfile::TempDir,
-    /// The federation CA directory (ca.crt, ca.key, issued.json, crl.pem).
+    /// The federation CA directory (ca.crt, ca.key, issued.json, crl.pem),
+    /// `federation-ca` in `dir`.
     pub fed_dir: PathBuf,
     orgs: BTreeMap<String, OrgInfo>,
     nodes: Mutex<HashMap<String, Node>>,
@@ -165,67 +168,28 @@ impl FedOptions {
     }
 }
 
-/// Set `key = value` in the `[clusters]` section of a node.toml: replaces
-/// the key's line when the section has one, adds it to the section
-/// otherwise, and appends the section when the config has none.
-fn set_clusters_key(t: &str, key: &str, value: u64) -> String {
-    let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
-    let Some(start) = lines.iter().position(|l| l.trim() == "[clusters]") else {
-        return format!("{t}\n[clusters]\n{key} = {value}\n");
-    };
-    let end = lines[start + 1..]
-        .iter()
-        .position(|l| l.trim_start().starts_with('['))
-        .map_or(lines.len(), |i| start + 1 + i);
-    let line = format!("{key} = {value}");
-    let existing = (start + 1..end).find(|&i| {
-        lines[i]
-            .trim_start()
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    });
-    match existing {
-        Some(i) => lines[i] = line,
-        None => lines.insert(start + 1, line),
-    }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    out
-}
-
-/// The node config the harness writes: the template with the CRL enabled
-/// and delivery retries tuned so tests converge fast, with the `[clusters]`
-/// settings `opts` asks for.
-fn node_toml_with(
-    org: &str,
-    port: u16,
-    peers: &[PeerConfig],
-    crl: &Path,
-    opts: &FedOptions,
-) -> String {
-    let mut t = config::template(org, &format!("127.0.0.1:{port}"), peers);
+/// The harness's edits of every node.toml: the `[clusters]` settings `opts`
+/// asks for, and revocation and delivery retries tuned so tests converge
+/// fast.
+fn config_edits(opts: &FedOptions) -> Vec<ConfigEdit> {
+    let mut edits = Vec::new();
     if let Some(ms) = opts.cluster_sync_interval_ms {
-        t = set_clusters_key(&t, "sync_interval_ms", ms);
+        edits.push(ConfigEdit::set("clusters", "sync_interval_ms", ms));
     }
     if let Some(secs) = opts.former_member_grace_secs {
-        t = set_clusters_key(&t, "former_member_grace_secs", secs);
+        edits.push(ConfigEdit::set(
+            "clusters",
+            "former_member_grace_secs",
+            secs,
+        ));
     }
-    let replace = |t: String, from: &str, to: &str| {
-        assert!(
-            t.contains(from),
-            "config template no longer contains {from:?}"
-        );
-        t.replacen(from, to, 1)
-    };
-    let t = replace(
-        t,
-        "# crl = \"crl.pem\"",
-        &format!("crl = {:?}", crl.display().to_string()),
-    );
-    let t = replace(t, "crl_poll_secs = 5", "crl_poll_secs = 1");
-    let t = replace(t, "retry_min_ms = 100", "retry_min_ms = 50");
-    let t = replace(t, "retry_max_ms = 30000", "retry_max_ms = 500");
-    replace(t, "timeout_ms = 10000 ", "timeout_ms = 5000 ")
+    edits.extend([
+        ConfigEdit::replace("crl_poll_secs = 5", "crl_poll_secs = 1"),
+        ConfigEdit::replace("retry_min_ms = 100", "retry_min_ms = 50"),
+        ConfigEdit::replace("retry_max_ms = 30000", "retry_max_ms = 500"),
+        ConfigEdit::replace("timeout_ms = 10000 ", "timeout_ms = 5000 "),
+    ]);
+    edits
 }
 
 /// Bind 127.0.0.1:`port`, retrying for a while (the previous owner of the
@@ -266,88 +230,50 @@ impl TestFederation {
     pub async fn with_options(orgs: &[OrgSpec], opts: FedOptions) -> TestFederation {
         bluewire_node::tls::install_default_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let fed_dir = dir.path().join("fed");
-        let ca = FederationCa::generate("Bluewire test federation").expect("federation CA");
-        ca.save(&fed_dir).expect("save federation CA");
 
         // Bind first so that every endpoint is known.
         let mut listeners = HashMap::new();
-        let mut ports = BTreeMap::new();
+        let mut plans = Vec::new();
         for spec in orgs {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-            ports.insert(spec.org.clone(), l.local_addr().expect("local addr").port());
+            plans.push(OrgPlan {
+                org: spec.org.clone(),
+                country: spec.country.clone(),
+                org_type: spec.org_type.clone(),
+                levels: spec.levels.clone(),
+                listen: l.local_addr().expect("local addr"),
+                static_peers: opts.static_peers,
+            });
             listeners.insert(spec.org.clone(), l);
         }
-
-        let mut infos = BTreeMap::new();
-        for spec in orgs {
-            let port = ports[&spec.org];
-            let endpoint = format!("https://127.0.0.1:{port}");
-            let bundle = ca
-                .issue_org(&OrgRequest {
-                    profile: OrgProfile {
-                        org: spec.org.clone(),
-                        country: spec.country.clone(),
-                        org_type: spec.org_type.clone(),
-                        levels: spec.levels.clone(),
-                        sectors: Vec::new(),
-                        accreditations: Vec::new(),
-                        endpoint: endpoint.clone(),
-                        signing_keys: Vec::new(),
-                    },
-                    validity_days: 30,
-                })
-                .expect("issue organisation");
-            let odir = dir.path().join("orgs").join(&spec.org);
-            bundle.save(&odir).expect("save org bundle");
-            for (name, role) in [
-                ("operator", UserRole::Operator),
-                ("analyst", UserRole::Analyst),
-            ] {
-                pki::issue_user(
-                    &bundle.org_ca_cert_pem,
-                    &bundle.org_ca_key_pem,
-                    name,
-                    role,
-                    30,
-                )
-                .expect("issue user")
-                .save(&odir.join("users").join(name), &bundle.ca_cert_pem)
-                .expect("save user");
-            }
-            let peers: Vec<PeerConfig> = ports
-                .iter()
-                .filter(|_| opts.static_peers)
-                .filter(|(o, _)| **o != spec.org)
-                .map(|(o, p)| PeerConfig {
-                    org: o.clone(),
-                    endpoint: format!("https://127.0.0.1:{p}"),
-                })
-                .collect();
-            let config_path = odir.join("node.toml");
-            std::fs::write(
-                &config_path,
-                node_toml_with(&spec.org, port, &peers, &fed_dir.join("crl.pem"), &opts),
-            )
-            .expect("write node.toml");
-            infos.insert(
-                spec.org.clone(),
-                OrgInfo {
-                    org: spec.org.clone(),
-                    port,
-                    endpoint,
-                    dir: odir,
-                    config_path,
-                    bundle,
-                },
-            );
-        }
-        // Persist the index with every issued serial (for revocation tests).
-        ca.save(&fed_dir).expect("save federation CA index");
+        let provisioned = provision::federation(
+            dir.path(),
+            &plans,
+            &FederationOptions {
+                ca_name: "Bluewire test federation".into(),
+                config_edits: config_edits(&opts),
+            },
+        )
+        .unwrap_or_else(|e| panic!("provision the test federation: {e}"));
+        let infos = provisioned
+            .orgs
+            .into_iter()
+            .map(|o| {
+                let info = OrgInfo {
+                    org: o.org.clone(),
+                    port: o.listen.port(),
+                    endpoint: o.endpoint,
+                    dir: o.dir,
+                    config_path: o.config_path,
+                    bundle: o.bundle,
+                };
+                (o.org, info)
+            })
+            .collect();
 
         let fed = TestFederation {
             dir,
-            fed_dir,
+            fed_dir: provisioned.ca_dir,
             orgs: infos,
             nodes: Mutex::new(HashMap::new()),
             procs: Mutex::new(HashMap::new()),
@@ -1048,24 +974,11 @@ pub async fn audit_export(fed: &TestFederation, org: &str) -> Vec<pb::AuditRecor
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::set_clusters_key;
-
-    #[test]
-    fn clusters_keys_are_replaced_added_or_appended() {
-        let t = "a = 1\n[clusters]\nsync_interval_ms = 2000  # comment\nx = 1\n[metrics]\n";
-        assert_eq!(
-            set_clusters_key(t, "sync_interval_ms", 200),
-            "a = 1\n[clusters]\nsync_interval_ms = 200\nx = 1\n[metrics]\n"
-        );
-        assert_eq!(
-            set_clusters_key(t, "former_member_grace_secs", 0),
-            "a = 1\n[clusters]\nformer_member_grace_secs = 0\nsync_interval_ms = 2000  # comment\nx = 1\n[metrics]\n"
-        );
-        assert_eq!(
-            set_clusters_key("a = 1\n", "former_member_grace_secs", 0),
-            "a = 1\n\n[clusters]\nformer_member_grace_secs = 0\n"
-        );
-    }
+/// Admin.AuditVerify at `org`.
+pub async fn audit_verify(fed: &TestFederation, org: &str) -> pb::AuditVerifyResponse {
+    fed.admin(org)
+        .audit_verify(pb::AuditVerifyRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("Admin.AuditVerify at {org}: {e}"))
+        .into_inner()
 }

@@ -13,12 +13,12 @@ use crate::routing::Router;
 // (certificate generation is the slow part) and shared by every test.
 // ---------------------------------------------------------------------------
 
-const ORGS: [&str; 5] = ["org-a", "org-b", "org-c", "org-d", "org-e"];
-const A: usize = 0;
-const B: usize = 1;
-const C: usize = 2;
-const D: usize = 3;
-const E: usize = 4;
+pub(crate) const ORGS: [&str; 5] = ["org-a", "org-b", "org-c", "org-d", "org-e"];
+pub(crate) const A: usize = 0;
+pub(crate) const B: usize = 1;
+pub(crate) const C: usize = 2;
+pub(crate) const D: usize = 3;
+pub(crate) const E: usize = 4;
 /// Every cluster in these tests is created by org-a with this name.
 const NAME: &str = "ops";
 
@@ -72,13 +72,13 @@ fn fx() -> &'static Fixture {
     })
 }
 
-fn root() -> &'static [u8] {
+pub(crate) fn root() -> &'static [u8] {
     &fx().root
 }
-fn key(i: usize) -> &'static SigningKey {
+pub(crate) fn key(i: usize) -> &'static SigningKey {
     &fx().orgs[i].key
 }
-fn cert(i: usize) -> Vec<u8> {
+pub(crate) fn cert(i: usize) -> Vec<u8> {
     fx().orgs[i].cert.clone()
 }
 fn pos(org: &str) -> usize {
@@ -86,15 +86,15 @@ fn pos(org: &str) -> usize {
         .position(|o| *o == org)
         .unwrap_or_else(|| panic!("unknown org {org}"))
 }
-fn all_orgs() -> Vec<String> {
+pub(crate) fn all_orgs() -> Vec<String> {
     ORGS.iter().map(|s| s.to_string()).collect()
 }
-fn cid() -> String {
+pub(crate) fn cid() -> String {
     cluster_id(ORGS[A], NAME)
 }
 
 // Op bodies.
-fn invite(org: usize, role: ClusterRole) -> Op {
+pub(crate) fn invite(org: usize, role: ClusterRole) -> Op {
     invite_raw(org, role as i32)
 }
 fn invite_raw(org: usize, role: i32) -> Op {
@@ -104,7 +104,7 @@ fn invite_raw(org: usize, role: i32) -> Op {
         node_cert: cert(org),
     })
 }
-fn accept(org: usize) -> Op {
+pub(crate) fn accept(org: usize) -> Op {
     Op::Accept(pb::AcceptInvitation {
         node_cert: cert(org),
     })
@@ -112,16 +112,16 @@ fn accept(org: usize) -> Op {
 fn decline() -> Op {
     Op::Decline(pb::DeclineInvitation {})
 }
-fn leave() -> Op {
+pub(crate) fn leave() -> Op {
     Op::Leave(pb::LeaveCluster {})
 }
-fn remove(org: usize) -> Op {
+pub(crate) fn remove(org: usize) -> Op {
     Op::Remove(pb::RemoveMember {
         org: ORGS[org].into(),
         reason: "test".into(),
     })
 }
-fn set_role(org: usize, role: ClusterRole) -> Op {
+pub(crate) fn set_role(org: usize, role: ClusterRole) -> Op {
     set_role_raw(org, role as i32)
 }
 fn set_role_raw(org: usize, role: i32) -> Op {
@@ -152,16 +152,16 @@ fn err<T: std::fmt::Debug>(r: Result<T>) -> ClusterError {
 }
 
 /// The convener's side of one cluster: its state and the log it sequenced.
-struct Log {
-    st: ClusterState,
+pub(crate) struct Log {
+    pub(crate) st: ClusterState,
     entries: Vec<ClusterEntry>,
-    clock: i64,
+    pub(crate) clock: i64,
     n: u64,
 }
 
 impl Log {
     /// org-a creates "org-a/ops".
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let op = ClusterOp {
             cluster_id: cid(),
             base_hash: String::new(),
@@ -181,7 +181,7 @@ impl Log {
         }
     }
 
-    fn tick(&mut self) -> i64 {
+    pub(crate) fn tick(&mut self) -> i64 {
         self.clock += 1;
         self.clock
     }
@@ -228,7 +228,7 @@ impl Log {
         self.submit_signed(s)
     }
 
-    fn ok(&mut self, actor: usize, body: Op) -> Applied {
+    pub(crate) fn ok(&mut self, actor: usize, body: Op) -> Applied {
         let what = format!(
             "{} by {}",
             describe(&ClusterOp {
@@ -251,7 +251,7 @@ impl Log {
     }
 
     /// org-b, org-c, org-d members (org-c admin), org-e not involved.
-    fn with_members() -> Self {
+    pub(crate) fn with_members() -> Self {
         let mut l = Log::new();
         l.ok(A, invite(B, ClusterRole::Member));
         l.ok(A, invite(C, ClusterRole::Admin));
@@ -971,7 +971,7 @@ fn tampered_entry_is_rejected() {
 /// clock, which ticks 1 ms per operation), short enough to be crossed.
 const SIM_GRACE_MS: i64 = 25;
 
-fn publication(origin: usize, st: &ClusterState, created_at_ms: i64) -> Content {
+pub(crate) fn publication(origin: usize, st: &ClusterState, created_at_ms: i64) -> Content {
     Content {
         id: format!("msg-{created_at_ms}"),
         origin_org: ORGS[origin].into(),

@@ -5,6 +5,8 @@
 //! from the log without static peers, and how long a removal takes to reach
 //! every member.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bluewire_node::envelope::seal;
@@ -991,21 +993,12 @@ async fn history_rule_full_gives_new_members_earlier_messages_since_join_does_no
         !fed.has_message(CY, &since_be.id).await,
         "SINCE_JOIN leaked an earlier message"
     );
-    let ok_be = fed.has_message(CY, &full_be.id).await || {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        fed.has_message(CY, &full_be.id).await
-    };
-    let ok_fr = fed.has_message(CY, &full_fr.id).await || {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        fed.has_message(CY, &full_fr.id).await
-    };
-    let rej = fed.rejections(CY).await;
-    println!(
-        "history at cyclone-fr: from be {ok_be}, from fr {ok_fr}; rejections at cyclone-fr: {rej:?}"
-    );
-    assert!(
-        ok_be && ok_fr,
-        "FULL history did not reach the new member (be {ok_be}, fr {ok_fr}); rejections there: {rej:?}"
+    assert_eventually!(
+        fed.has_message(CY, &full_be.id).await && fed.has_message(CY, &full_fr.id).await,
+        "FULL history did not reach the new member (be {}, fr {}); rejections there: {:?}",
+        fed.has_message(CY, &full_be.id).await,
+        fed.has_message(CY, &full_fr.id).await,
+        fed.rejections(CY).await
     );
 }
 
@@ -1142,6 +1135,8 @@ async fn removal_window_until_every_member_stops_listing_the_removed_org() {
                 Instant::now() < deadline,
                 "round {round}: {victim}'s removal did not reach {others:?} within 10 s"
             );
+            // Polled every millisecond, not with assert_eventually!'s 50 ms:
+            // the loop measures how long the removal takes to arrive.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         windows.push(returned.elapsed());
@@ -1217,13 +1212,21 @@ async fn stopping_a_node_does_not_wait_for_a_stalled_cluster_pull() {
     let stall = tokio::net::TcpListener::bind(("127.0.0.1", fed.info(BE).port))
         .await
         .expect("rebind the convener's port");
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((s, _)) = stall.accept().await {
-            conns.push(s);
+    let stalled = Arc::new(AtomicUsize::new(0));
+    let held = tokio::spawn({
+        let stalled = stalled.clone();
+        async move {
+            let mut conns = Vec::new();
+            while let Ok((s, _)) = stall.accept().await {
+                conns.push(s);
+                stalled.fetch_add(1, Ordering::SeqCst);
+            }
         }
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eventually!(
+        stalled.load(Ordering::SeqCst) > 0,
+        "csirt-fr never connected to the stalled convener"
+    );
     let t0 = Instant::now();
     fed.stop(FR).await;
     let took = t0.elapsed();

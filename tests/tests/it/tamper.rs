@@ -5,6 +5,7 @@
 
 use bluewire_node::envelope::{MAX_CONTENT_BYTES, seal};
 use bluewire_node::signing::{MESSAGE_CONTEXT, SigningKey};
+use bluewire_tests::clusters::deliver_as;
 use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, content, item_id, pb};
 use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -45,21 +46,6 @@ impl Codec for RawCodec {
     }
 }
 
-async fn deliver_one(fed: &TestFederation, env: pb::Envelope) -> pb::DeliveryResult {
-    let mut results = fed
-        .node_conn("csirt-be", "csirt-fr")
-        .federation()
-        .deliver(pb::DeliverRequest {
-            envelopes: vec![env],
-        })
-        .await
-        .expect("Deliver answers with per-envelope results")
-        .into_inner()
-        .results;
-    assert_eq!(results.len(), 1);
-    results.remove(0)
-}
-
 fn assert_rejected(r: &pb::DeliveryResult, needle: &str, case: &str) {
     assert_eq!(
         r.outcome,
@@ -89,7 +75,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
     let mut env = seal(&be_key, &c);
     let last = env.content.len() - 1;
     env.content[last] ^= 0x01;
-    let r = deliver_one(&fed, env).await;
+    let r = deliver_as(&fed, "csirt-be", "csirt-fr", env).await;
     assert_rejected(&r, "signature", "flipped byte");
     let got = fr
         .client()
@@ -104,13 +90,21 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
 
     // (b) A key id no certificate ever certified.
     let stranger = SigningKey::generate("csirt-be").unwrap();
-    let r = deliver_one(&fed, seal(&stranger, &content("csirt-be", "unknown key"))).await;
+    let r = deliver_as(
+        &fed,
+        "csirt-be",
+        "csirt-fr",
+        seal(&stranger, &content("csirt-be", "unknown key")),
+    )
+    .await;
     assert_rejected(&r, "unknown signing key", "unknown key id");
 
     // (c) Properly signed, but the content is not a Content message.
     let garbage = b"\xff\xff\xff\xff not protobuf at all".to_vec();
-    let r = deliver_one(
+    let r = deliver_as(
         &fed,
+        "csirt-be",
+        "csirt-fr",
         pb::Envelope {
             signature: be_key.sign(MESSAGE_CONTEXT, &garbage),
             content: garbage,
@@ -126,7 +120,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
     if let Some(pb::content::Body::FreeText(t)) = &mut big.body {
         t.body = "x".repeat(MAX_CONTENT_BYTES + 1);
     }
-    let r = deliver_one(&fed, seal(&be_key, &big)).await;
+    let r = deliver_as(&fed, "csirt-be", "csirt-fr", seal(&be_key, &big)).await;
     assert_rejected(&r, "limit", "content over 1 MiB");
 
     // (e) A request over max_request_bytes (4 MiB): a gRPC error, not a crash.
@@ -167,10 +161,10 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
     let good = content("csirt-be", "good after abuse");
     let good_id = good.id.clone();
     let env = seal(&be_key, &good);
-    let r = deliver_one(&fed, env.clone()).await;
+    let r = deliver_as(&fed, "csirt-be", "csirt-fr", env.clone()).await;
     assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
     assert_eq!(r.id, good_id);
-    let r = deliver_one(&fed, env).await;
+    let r = deliver_as(&fed, "csirt-be", "csirt-fr", env).await;
     assert_eq!(r.outcome, pb::DeliveryOutcome::Duplicate as i32, "{r:?}");
 
     // ... and a normal publish at csirt-be still reaches it.

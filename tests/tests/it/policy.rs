@@ -4,9 +4,6 @@
 //!   certificate and signing key and calls Federation.Deliver itself) is
 //!   stopped at ingress, with the deciding rule in the reason, nothing stored,
 //!   every refusal in Admin.Rejections, the audit trail and the metrics;
-//! - the audit trail verifies after traffic, and an edited or deleted record
-//!   is found (Admin.AuditVerify names the first bad seq; an export verifies
-//!   offline and an edited exported record does not);
 //! - Admin.Explain, for a stored message and for a draft, gives every
 //!   recipient's deciding rule and the rules evaluated;
 //! - a receiver's local Cedar policy refuses what the built-in rules allow.
@@ -15,8 +12,10 @@ use std::collections::BTreeMap;
 
 use bluewire_node::envelope::seal;
 use bluewire_node::pki::Level;
+use bluewire_tests::clusters::deliver_as;
 use bluewire_tests::{
-    OrgSpec, TestFederation, assert_eventually, audit_export, backlog, content, item_id, pb,
+    OrgSpec, TestFederation, assert_eventually, audit_export, audit_verify, backlog, content,
+    item_id, pb,
 };
 use tonic::Code;
 
@@ -37,27 +36,6 @@ async fn federation() -> TestFederation {
         ),
     ])
     .await
-}
-
-/// Deliver one envelope to `to` with `from`'s node certificate.
-async fn deliver(
-    fed: &TestFederation,
-    from: &str,
-    to: &str,
-    env: pb::Envelope,
-) -> pb::DeliveryResult {
-    let mut results = fed
-        .node_conn(from, to)
-        .federation()
-        .deliver(pb::DeliverRequest {
-            envelopes: vec![env],
-        })
-        .await
-        .expect("Deliver answers with per-envelope results")
-        .into_inner()
-        .results;
-    assert_eq!(results.len(), 1);
-    results.remove(0)
 }
 
 /// Content from csirt-be with the given routing fields (free text unless
@@ -89,14 +67,6 @@ fn crafted(
         }),
     });
     c
-}
-
-async fn audit_verify(fed: &TestFederation, org: &str) -> pb::AuditVerifyResponse {
-    fed.admin(org)
-        .audit_verify(pb::AuditVerifyRequest {})
-        .await
-        .unwrap_or_else(|e| panic!("Admin.AuditVerify at {org}: {e}"))
-        .into_inner()
 }
 
 async fn metrics(fed: &TestFederation, org: &str) -> String {
@@ -260,7 +230,7 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
             Some(pb::content::Body::Incident(i)) => i.title.clone(),
             _ => unreachable!(),
         };
-        let r = deliver(&fed, BE, to, seal(&key, c)).await;
+        let r = deliver_as(&fed, BE, to, seal(&key, c)).await;
         assert_eq!(
             r.outcome,
             pb::DeliveryOutcome::Rejected as i32,
@@ -295,7 +265,7 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
         "operational to ministry",
     );
     for (to, c) in [(FR, &ok_fr), (CRISIS, &ok_crisis)] {
-        let r = deliver(&fed, BE, to, seal(&key, c)).await;
+        let r = deliver_as(&fed, BE, to, seal(&key, c)).await;
         assert_eq!(
             r.outcome,
             pb::DeliveryOutcome::Accepted as i32,
@@ -366,121 +336,6 @@ async fn misbehaving_peer_is_stopped_at_ingress_by_the_rule_it_ignored() {
         );
         assert!(audit_verify(&fed, org).await.ok);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn audit_trail_verifies_and_tampering_is_detected() {
-    let fed = TestFederation::new(&[OrgSpec::csirt(BE, "BE"), OrgSpec::csirt(FR, "FR")]).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(fed.publish(BE, &format!("audited {i}")).await.id);
-    }
-    // Wait for the trail to settle: every message delivered and acknowledged.
-    assert_eventually!(
-        {
-            let recs = audit_export(&fed, BE).await;
-            ids.iter().all(|id| {
-                recs.iter()
-                    .any(|r| r.event == "delivered" && &r.msg_id == id)
-            })
-        },
-        "csirt-be never audited the three deliveries"
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-
-    let v = audit_verify(&fed, BE).await;
-    let records = audit_export(&fed, BE).await;
-    assert!(v.ok, "{v:?}");
-    assert_eq!(v.records, records.len() as u64, "{v:?}");
-    assert!(
-        v.records >= 6,
-        "published + delivered for 3 messages: {v:?}"
-    );
-    assert_eq!(v.head_hash, records.last().unwrap().hash);
-    for id in &ids {
-        assert!(
-            records
-                .iter()
-                .any(|r| r.event == "published" && &r.msg_id == id)
-        );
-    }
-
-    // Offline verification of the export, and of an edited copy.
-    bluewire_node::audit::verify_records(&records).expect("the export verifies");
-    let mid = records.len() / 2;
-    let mut edited = records.clone();
-    edited[mid].detail.push_str(" (edited)");
-    let (seq, why) = bluewire_node::audit::verify_records(&edited)
-        .expect_err("an edited export must not verify");
-    assert_eq!(seq, edited[mid].seq, "{why}");
-    let mut cut = records.clone();
-    cut.remove(mid);
-    let (seq, why) = bluewire_node::audit::verify_records(&cut).expect_err("a gap must not verify");
-    assert_eq!(seq, records[mid + 1].seq, "{why}");
-    // A round trip through the JSON export format keeps it verifiable.
-    let json: Vec<_> = records
-        .iter()
-        .map(|r| {
-            bluewire_node::audit::record_from_json(&bluewire_node::audit::record_to_json(r))
-                .unwrap()
-        })
-        .collect();
-    bluewire_node::audit::verify_records(&json).expect("JSON round trip verifies");
-
-    // Edit a stored record in place (its hash left as it was).
-    let store = fed.node(BE).store.clone();
-    let rows = store.audit_records(0, 10_000).expect("read audit records");
-    let victim = rows[rows.len() / 2].clone();
-    let original = victim.encode();
-    let mut forged = victim.clone();
-    forged.detail = "nothing to see here".into();
-    store
-        .tamper_audit_for_tests(victim.seq, Some(forged.encode()))
-        .await
-        .expect("tamper");
-    let v = audit_verify(&fed, BE).await;
-    assert!(!v.ok, "edited record not detected: {v:?}");
-    assert_eq!(v.first_bad_seq, victim.seq, "{v:?}");
-    assert!(v.problem.contains("edited"), "{v:?}");
-    let exported = audit_export(&fed, BE).await;
-    let (seq, _) =
-        bluewire_node::audit::verify_records(&exported).expect_err("export of an edited log");
-    assert_eq!(seq, victim.seq);
-
-    // Put it back: the chain verifies again.
-    store
-        .tamper_audit_for_tests(victim.seq, Some(original))
-        .await
-        .expect("restore");
-    let v = audit_verify(&fed, BE).await;
-    assert!(v.ok, "{v:?}");
-
-    // Delete a record.
-    let gone = rows[1].seq;
-    store
-        .tamper_audit_for_tests(gone, None)
-        .await
-        .expect("delete");
-    let v = audit_verify(&fed, BE).await;
-    assert!(!v.ok, "deleted record not detected: {v:?}");
-    assert_eq!(v.first_bad_seq, gone, "{v:?}");
-    assert!(
-        v.problem.contains("missing") || v.problem.contains("removed"),
-        "{v:?}"
-    );
-    assert_eq!(v.records, rows.len() as u64 - 1, "{v:?}");
-
-    // Delete the newest record (truncation).
-    let store_fr = fed.node(FR).store.clone();
-    let rows_fr = store_fr.audit_records(0, 10_000).unwrap();
-    let last = rows_fr.last().expect("csirt-fr audited something").seq;
-    assert!(audit_verify(&fed, FR).await.ok);
-    store_fr.tamper_audit_for_tests(last, None).await.unwrap();
-    let v = audit_verify(&fed, FR).await;
-    assert!(
-        !v.ok && v.first_bad_seq == last,
-        "truncation not detected: {v:?}"
-    );
 }
 
 async fn explain_draft(
@@ -683,7 +538,7 @@ when { context.direction == "ingress" && context.tlp == "AMBER+STRICT" };
     let key = fed.signing_key(BE);
     let mut c = content(BE, "amber strict");
     c.marking.as_mut().unwrap().tlp = pb::Tlp::AmberStrict as i32;
-    let r = deliver(&fed, BE, FR, seal(&key, &c)).await;
+    let r = deliver_as(&fed, BE, FR, seal(&key, &c)).await;
     assert_eq!(r.outcome, pb::DeliveryOutcome::Rejected as i32, "{r:?}");
     assert!(
         r.reason.contains("local-policy") && r.reason.contains("no-amber-strict-from-be"),
@@ -692,7 +547,7 @@ when { context.direction == "ingress" && context.tlp == "AMBER+STRICT" };
     assert!(!is_stored(&fed, FR, &c.id).await);
     // Other markings pass.
     let ok = content(BE, "green");
-    let r = deliver(&fed, BE, FR, seal(&key, &ok)).await;
+    let r = deliver_as(&fed, BE, FR, seal(&key, &ok)).await;
     assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
     let m = metrics(&fed, FR).await;
     assert!(decisions(&m, "ingress", "local-policy", "deny") >= 1, "{m}");
@@ -703,71 +558,5 @@ when { context.direction == "ingress" && context.tlp == "AMBER+STRICT" };
             .iter()
             .any(|r| r.event == "policy" && r.detail.contains("sha256")),
         "{audit:?}"
-    );
-}
-
-/// The Prometheus endpoint serves the per-rule counters over plain HTTP on
-/// loopback, and a non-loopback metrics address is refused by the config.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prometheus_endpoint_serves_routing_counters_on_loopback() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fed = TestFederation::new(&[OrgSpec::csirt(BE, "BE"), OrgSpec::csirt(FR, "FR")]).await;
-    let info = fed.info(BE).clone();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let toml = std::fs::read_to_string(&info.config_path).unwrap();
-    assert!(toml.contains("# listen = \"127.0.0.1:9464\""), "{toml}");
-    let bad = toml.replacen(
-        "# listen = \"127.0.0.1:9464\"",
-        "listen = \"0.0.0.0:9464\"",
-        1,
-    );
-    let e = bluewire_node::config::NodeConfig::parse(&bad, &info.dir, &info.config_path)
-        .expect_err("a non-loopback metrics address is refused");
-    assert!(e.to_string().contains("loopback"), "{e}");
-    std::fs::write(
-        &info.config_path,
-        toml.replacen(
-            "# listen = \"127.0.0.1:9464\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-            1,
-        ),
-    )
-    .unwrap();
-    let warm = fed.publish(BE, "warm-up").await;
-    assert_eventually!(fed.has_message(FR, &warm.id).await, "warm-up never arrived");
-    fed.stop(BE).await;
-    fed.restart(BE).await;
-    let m = fed.publish(BE, "counted").await;
-    assert_eventually!(fed.has_message(FR, &m.id).await, "message never arrived");
-
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("metrics endpoint listening");
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    sock.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    assert!(body.contains("text/plain; version=0.0.4"), "{body}");
-    assert!(
-        body.contains("bluewire_routing_decisions_total{direction=\"egress\",outcome=\"allow\",rule=\"allowed\"}"),
-        "{body}"
-    );
-    assert!(body.contains("bluewire_messages_published_total"), "{body}");
-    // The store's write transactions since this start: at least the published message's.
-    let commits: u64 = body
-        .lines()
-        .find_map(|l| l.strip_prefix("bluewire_store_commits_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no store commit counter in:\n{body}"));
-    assert!(commits >= 1, "{body}");
-    assert!(
-        body.contains("# TYPE bluewire_store_commits_total counter"),
-        "{body}"
     );
 }

@@ -553,13 +553,20 @@ async fn every_ingress_rule_refuses_the_envelope_that_violates_it() {
         "content",
         "incident",
     );
+    let mut tlp42 = fr.marking_change(BE, &f_own.id, pb::Tlp::Amber);
+    if let Some(pb::content::Body::MarkingChange(m)) = &mut tlp42.body {
+        m.marking = Some(pb::Marking {
+            tlp: 42,
+            ..Default::default()
+        });
+    }
     add(
-        "retraction without target_origin",
+        "marking change to TLP 42",
         &fr,
         BE,
-        fr.seal(&fr.retraction("", &f_own.id)),
+        fr.seal(&tlp42),
         "content",
-        "target_origin",
+        "TLP 2.0",
     );
     // freshness
     let mut expired = fr.content("expired");

@@ -136,11 +136,19 @@ async fn markings_are_raised_by_anyone_and_lowered_only_by_the_origin() {
         effective(backlog(&be, None).await),
         Some(pb::Tlp::Amber as i32)
     );
-    // ...until csirt-fr itself withdraws it (any marking at or above the origin's).
-    fr.client()
+    // ...until csirt-fr itself withdraws it.
+    // Below the message's signed marking is a lowering, which only the origin may do...
+    let e = fr
+        .client()
         .publish(marking_request(&m.id, pb::Tlp::Clear))
         .await
-        .expect("csirt-fr withdraws its raise down to the origin's marking");
+        .expect_err("csirt-fr cannot go below the signed TLP:GREEN");
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    // ...but marking it at its signed level withdraws csirt-fr's raise.
+    fr.client()
+        .publish(marking_request(&m.id, pb::Tlp::Green))
+        .await
+        .expect("csirt-fr withdraws its raise at the message's signed marking");
     assert_eventually!(
         effective(backlog(&be, None).await) == Some(pb::Tlp::Clear as i32),
         "csirt-be did not apply csirt-fr's withdrawal"

@@ -1,0 +1,76 @@
+//! Client service handlers (a node's own users): each a few lines around
+//! `outbound` and `feed`.
+
+use std::pin::Pin;
+
+use bluewire_proto::v1 as pb;
+use pb::client_server::Client;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::error::internal;
+use super::{Api, Caller};
+
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::FeedItem, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Client for Api {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let user = Caller::user(&req)?;
+        let r = crate::outbound::publish(&self.state, &user, req.into_inner()).await?;
+        Ok(Response::new(r))
+    }
+
+    type SubscribeStream = FeedStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let user = Caller::user(&req)?;
+        let rx = crate::feed::subscribe(self.state.clone(), &user, req.into_inner())
+            .map_err(internal)?;
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::FeedItem>, Status> {
+        Caller::user(&req)?;
+        Ok(Response::new(crate::feed::get(
+            &self.state,
+            &req.into_inner().id,
+        )?))
+    }
+
+    async fn reshare(
+        &self,
+        req: Request<pb::ReshareRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let user = Caller::user(&req)?;
+        let r = req.into_inner();
+        let resp =
+            crate::outbound::reshare(&self.state, &user, &r.message_id, &r.to_cluster).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn commit_cursor(
+        &self,
+        req: Request<pb::CommitCursorRequest>,
+    ) -> Result<Response<pb::CommitCursorResponse>, Status> {
+        Caller::user(&req)?;
+        let r = req.into_inner();
+        if r.durable_name.is_empty() {
+            return Err(Status::invalid_argument("durable_name is empty"));
+        }
+        self.state
+            .store
+            .set_cursor(&r.durable_name, r.seq)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::CommitCursorResponse {}))
+    }
+}

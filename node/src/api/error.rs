@@ -1,0 +1,92 @@
+//! Every service error as a gRPC status, in one place: the code says what
+//! kind of failure it is, the message (the error's own text) what was wrong
+//! and what to do.
+
+use tonic::Status;
+
+use crate::feed::{FeedEnd, LookupError};
+use crate::ingress::IngressError;
+use crate::outbound::OutboundError;
+use crate::replication::ReplicationError;
+use crate::store::StoreError;
+
+impl From<LookupError> for Status {
+    fn from(e: LookupError) -> Self {
+        let msg = e.to_string();
+        match e {
+            LookupError::NotFound(_) | LookupError::Retracted(_) => Status::not_found(msg),
+            LookupError::Ambiguous { .. } => Status::invalid_argument(msg),
+            LookupError::Corrupt(..) => Status::data_loss(msg),
+            LookupError::Store(_) => Status::internal(msg),
+        }
+    }
+}
+
+impl From<IngressError> for Status {
+    fn from(e: IngressError) -> Self {
+        let msg = e.to_string();
+        match e {
+            IngressError::TooMany { .. } => Status::invalid_argument(msg),
+            IngressError::Store(_) => Status::unavailable(msg),
+        }
+    }
+}
+
+impl From<OutboundError> for Status {
+    fn from(e: OutboundError) -> Self {
+        let msg = e.to_string();
+        match e {
+            OutboundError::Lookup(l) => l.into(),
+            OutboundError::Cluster(c) => replication_status(c),
+            OutboundError::Invalid(_) | OutboundError::SameCluster { .. } => {
+                Status::invalid_argument(msg)
+            }
+            OutboundError::Refused { rule, .. } => match rule {
+                "cluster-membership" | "cluster-role" => Status::permission_denied(msg),
+                _ => Status::invalid_argument(msg),
+            },
+            OutboundError::Authority(_)
+            | OutboundError::Reshare(_)
+            | OutboundError::NotPublisher { .. } => Status::permission_denied(msg),
+            OutboundError::Retracted(_) => Status::failed_precondition(msg),
+            OutboundError::Store { .. } => Status::unavailable(msg),
+        }
+    }
+}
+
+impl From<FeedEnd> for Status {
+    fn from(e: FeedEnd) -> Self {
+        match e {
+            FeedEnd::ShuttingDown => Status::unavailable(e.to_string()),
+            FeedEnd::Lookup(l) => l.into(),
+            FeedEnd::Store(s) => Status::internal(s.to_string()),
+        }
+    }
+}
+
+/// A store failure in a read that answers a query.
+pub(super) fn internal(e: StoreError) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// Cluster errors as gRPC statuses, with the reason intact.
+pub fn replication_status(e: ReplicationError) -> Status {
+    use crate::cluster::ClusterError as C;
+    let msg = e.to_string();
+    match e {
+        ReplicationError::UnknownCluster(_) => Status::not_found(msg),
+        ReplicationError::Ambiguous(..) | ReplicationError::BadEndpoint(_) => {
+            Status::invalid_argument(msg)
+        }
+        ReplicationError::Convener { .. } | ReplicationError::Unverified { .. } => {
+            Status::unavailable(msg)
+        }
+        ReplicationError::Refused { code, message } => Status::new(code, message),
+        ReplicationError::NoCertificate(_) => Status::failed_precondition(msg),
+        ReplicationError::Cluster(C::Authority(_)) => Status::permission_denied(msg),
+        ReplicationError::Cluster(C::Conflict { .. }) => Status::aborted(msg),
+        ReplicationError::Cluster(C::State(_) | C::Replay(_)) => Status::failed_precondition(msg),
+        ReplicationError::Cluster(_) => Status::invalid_argument(msg),
+        ReplicationError::Store(_) | ReplicationError::Other(_) => Status::internal(msg),
+    }
+}

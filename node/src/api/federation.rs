@@ -1,0 +1,108 @@
+//! Federation service handlers (node to node): each a few lines around
+//! `ingress`, `outbound` and `replication`.
+
+use bluewire_proto::v1 as pb;
+use pb::federation_server::Federation;
+use prost::Message;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, debug};
+
+use super::error::replication_status;
+use super::{Api, Caller, VERSION};
+
+#[tonic::async_trait]
+impl Federation for Api {
+    async fn deliver(
+        &self,
+        req: Request<pb::DeliverRequest>,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let (peer, cert) = Caller::node(&req)?;
+        let span = tracing::debug_span!("deliver", peer.org = %peer.org);
+        let envelopes = req.into_inner().envelopes;
+        let results = crate::ingress::deliver(&self.state, &peer, &cert, envelopes)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::DeliverResponse { results }))
+    }
+
+    async fn backfill(
+        &self,
+        req: Request<pb::BackfillRequest>,
+    ) -> Result<Response<pb::BackfillResponse>, Status> {
+        let (peer, _) = Caller::node(&req)?;
+        let r = req.into_inner();
+        let limit = (r.limit as usize).clamp(1, 1024);
+        let page = crate::outbound::backfill_page(&self.state, &peer.org, r.after_seq, limit)?;
+        Ok(Response::new(page))
+    }
+
+    async fn propose_cluster_op(
+        &self,
+        req: Request<pb::ProposeClusterOpRequest>,
+    ) -> Result<Response<pb::ClusterLogResponse>, Status> {
+        let (peer, _) = Caller::node(&req)?;
+        let signed = req
+            .into_inner()
+            .op
+            .ok_or_else(|| Status::invalid_argument("no operation"))?;
+        let entry = self
+            .state
+            .propose_from(&peer.org, signed)
+            .await
+            .map_err(replication_status)?;
+        Ok(Response::new(pb::ClusterLogResponse {
+            entries: vec![entry],
+        }))
+    }
+
+    async fn cluster_log(
+        &self,
+        req: Request<pb::ClusterLogRequest>,
+    ) -> Result<Response<pb::ClusterLogResponse>, Status> {
+        let (peer, _) = Caller::node(&req)?;
+        let r = req.into_inner();
+        let entries = self
+            .state
+            .log_for(&peer.org, &r.cluster_id, r.from_index, r.limit as usize)
+            .map_err(replication_status)?
+            .into_iter()
+            .map(|b| pb::ClusterEntry::decode(b.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::data_loss(format!("stored cluster log entry: {e}")))?;
+        Ok(Response::new(pb::ClusterLogResponse { entries }))
+    }
+
+    async fn cluster_notify(
+        &self,
+        req: Request<pb::ClusterNotifyRequest>,
+    ) -> Result<Response<pb::ClusterNotifyResponse>, Status> {
+        let (peer, cert) = Caller::node(&req)?;
+        let r = req.into_inner();
+        self.state
+            .notified(&peer, &cert, &r.cluster_id, r.head_index)
+            .await;
+        debug!(cluster.id = %r.cluster_id, "cluster notify handled");
+        Ok(Response::new(pb::ClusterNotifyResponse {}))
+    }
+
+    async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        let caller_org = match Caller::of(&req)? {
+            Caller::Node { profile, .. } => profile.org.clone(),
+            Caller::User { org, .. } => org.clone(),
+        };
+        let kx_group = req
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .map(|c| c.kx_group.clone())
+            .unwrap_or_default();
+        Ok(Response::new(pb::HelloResponse {
+            org: self.state.org().to_string(),
+            version: VERSION.to_string(),
+            caller_org,
+            kx_group,
+        }))
+    }
+}

@@ -1,0 +1,378 @@
+//! Feeds: what a node's users read — a subscription from a cursor with
+//! filters, a single message by reference. Owns the filter rules, the feed
+//! item a stored message becomes (with the marking in force; retracted
+//! messages leave feeds), message references ("ID" or "ORIGIN/ID"), and the
+//! subscription loop with its backpressure and shutdown. Never decides
+//! routing (what is stored here was already admitted) and never returns
+//! `tonic::Status`.
+
+use std::sync::Arc;
+
+use bluewire_proto::v1 as pb;
+use prost::Message;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug};
+
+use crate::markings::{self, Standing};
+use crate::state::NodeState;
+use crate::store::{Store, StoreError, StoredMessage};
+
+/// Why a message reference found nothing usable.
+#[derive(Debug, Error)]
+pub enum LookupError {
+    #[error("no message {0} on this node")]
+    NotFound(String),
+    #[error(
+        "id {id} is used by several organisations ({origins}): name the one you mean as ORIGIN/{id}"
+    )]
+    Ambiguous { id: String, origins: String },
+    #[error("message {0} was retracted by its origin")]
+    Retracted(String),
+    #[error("stored message {0} cannot be decoded: {1}")]
+    Corrupt(String, prost::DecodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Split a reference into (origin, id): "ORIGIN/ID", or a bare "ID" (origin "").
+pub fn parse_reference(reference: &str) -> (&str, &str) {
+    reference.split_once('/').unwrap_or(("", reference))
+}
+
+/// The message `origin` published as `id`; with no origin, the only message
+/// with that id (`id` may also be written "ORIGIN/ID").
+pub fn find(store: &Store, origin: &str, id: &str) -> Result<StoredMessage, LookupError> {
+    let (origin, id) = match (origin.is_empty(), parse_reference(id)) {
+        (true, (o, i)) if !o.is_empty() => (o, i),
+        _ => (origin, id),
+    };
+    if !origin.is_empty() {
+        return store
+            .get(origin, id)?
+            .ok_or_else(|| LookupError::NotFound(format!("{origin}/{id}")));
+    }
+    let mut found = store.find_by_id(id)?;
+    match found.len() {
+        0 => Err(LookupError::NotFound(format!("with id {id}"))),
+        1 => Ok(found.remove(0)),
+        _ => Err(LookupError::Ambiguous {
+            id: id.to_string(),
+            origins: found
+                .iter()
+                .map(|m| m.origin.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// A stored message by reference ("ID" or "ORIGIN/ID"), decoded.
+pub fn find_content(
+    store: &Store,
+    reference: &str,
+) -> Result<(StoredMessage, pb::Envelope, pb::Content), LookupError> {
+    let m = find(store, "", reference)?;
+    let (env, content) = decode(&m)?;
+    Ok((m, env, content))
+}
+
+fn decode(m: &StoredMessage) -> Result<(pb::Envelope, pb::Content), LookupError> {
+    let corrupt = |e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e);
+    let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(corrupt)?;
+    let content = pb::Content::decode(env.content.as_slice()).map_err(corrupt)?;
+    Ok((env, content))
+}
+
+/// What a subscriber asked to see.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub kinds: Vec<i32>,
+    pub levels: Vec<i32>,
+    pub origins: Vec<String>,
+    /// Cluster ids, or names (matching `CONVENER/NAME`).
+    pub clusters: Vec<String>,
+}
+
+impl Filter {
+    pub fn from_request(r: &pb::SubscribeRequest) -> Self {
+        Self {
+            kinds: r.kinds.clone(),
+            levels: r.levels.clone(),
+            origins: r.origins.clone(),
+            clusters: r.clusters.clone(),
+        }
+    }
+
+    /// The checks that need no decoding (kind, level and origin are stored beside the message).
+    pub fn admits_stored(&self, m: &StoredMessage) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&m.kind))
+            && (self.levels.is_empty() || self.levels.contains(&m.level))
+            && (self.origins.is_empty() || self.origins.contains(&m.origin))
+    }
+
+    /// The cluster filter, on the decoded content.
+    pub fn admits_cluster(&self, cluster: &str) -> bool {
+        self.clusters.is_empty()
+            || self
+                .clusters
+                .iter()
+                .any(|f| f == cluster || cluster.ends_with(&format!("/{f}")))
+    }
+}
+
+/// The feed item a stored message becomes, given what control messages made of it:
+/// `None` once its origin retracted it. `me` signs what was published here. Pure.
+pub fn item(
+    m: StoredMessage,
+    env: pb::Envelope,
+    content: pb::Content,
+    standing: Standing,
+    me: &str,
+) -> Option<pb::FeedItem> {
+    if standing.retracted.is_some() {
+        return None;
+    }
+    let signer_org = if m.received_from.is_empty() {
+        me.to_string()
+    } else {
+        content.origin_org.clone()
+    };
+    Some(pb::FeedItem {
+        seq: m.seq,
+        content: Some(content),
+        verified: true,
+        signer_org,
+        received_from: m.received_from,
+        received_at_ms: m.received_at_ms,
+        effective_marking: standing.marking,
+        forwarded: env
+            .forwarding
+            .as_ref()
+            .and_then(|f| pb::ForwardAttestation::decode(f.attestation.as_slice()).ok()),
+        envelope: Some(env),
+    })
+}
+
+/// `m` as a feed item at this node (`None`: retracted).
+pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
+    let (env, content) = decode(&m)?;
+    let standing = markings::standing(&st.store, &content);
+    Ok(item(m, env, content, standing, st.org()))
+}
+
+/// One message for a user, by reference.
+pub fn get(st: &NodeState, reference: &str) -> Result<pb::FeedItem, LookupError> {
+    let m = find(&st.store, "", reference)?;
+    let key = format!("{}/{}", m.origin, m.id);
+    item_for(st, m)?.ok_or(LookupError::Retracted(key))
+}
+
+/// Why a subscription ended early (a clean end means "nothing more to come").
+#[derive(Debug, Error)]
+pub enum FeedEnd {
+    #[error(
+        "the node is shutting down; subscribe again with after_seq = the last seq you \
+         received (or your durable name) to resume without a gap"
+    )]
+    ShuttingDown,
+    #[error("{0}")]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Start a subscription for `user`: the backlog after the cursor, then (unless
+/// `no_follow`) new messages as they are stored. A subscriber that stops reading
+/// holds its own task (backpressure), never past shutdown; the feed's last item
+/// says why it ended early.
+pub fn subscribe(
+    st: Arc<NodeState>,
+    user: &str,
+    r: pb::SubscribeRequest,
+) -> Result<mpsc::Receiver<Result<pb::FeedItem, FeedEnd>>, StoreError> {
+    let mut cursor = r.after_seq;
+    if cursor == 0 && !r.durable_name.is_empty() {
+        cursor = st.store.get_cursor(&r.durable_name)?.unwrap_or(0);
+    }
+    let (tx, rx) = mpsc::channel(256);
+    let span = tracing::info_span!("subscribe", subscriber = %user, cursor);
+    tokio::spawn(run(st, r, cursor, tx).instrument(span));
+    Ok(rx)
+}
+
+/// Ends a feed with `end` as its last item. Gives up after a second if the subscriber is
+/// not reading.
+async fn say_goodbye(tx: &mpsc::Sender<Result<pb::FeedItem, FeedEnd>>, end: FeedEnd) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.send(Err(end))).await;
+}
+
+async fn run(
+    st: Arc<NodeState>,
+    r: pb::SubscribeRequest,
+    mut cursor: u64,
+    tx: mpsc::Sender<Result<pb::FeedItem, FeedEnd>>,
+) {
+    let filter = Filter::from_request(&r);
+    let mut head = st.store.subscribe_head();
+    let mut shutdown = st.shutdown_rx.clone();
+    loop {
+        if *shutdown.borrow() {
+            say_goodbye(&tx, FeedEnd::ShuttingDown).await;
+            return;
+        }
+        let page = match st.store.read_after(cursor, 256) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        if page.is_empty() {
+            if r.no_follow {
+                return;
+            }
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+                // A dropped sender means the node is going away too.
+                r = shutdown.changed() => if r.is_err() {
+                    say_goodbye(&tx, FeedEnd::ShuttingDown).await;
+                    return;
+                },
+            }
+            continue;
+        }
+        for m in page {
+            cursor = m.seq;
+            // This node's own re-share copies are outbox records.
+            if m.id.starts_with(crate::outbound::RESHARE_PREFIX) || !filter.admits_stored(&m) {
+                continue;
+            }
+            let item = match item_for(&st, m) {
+                Ok(Some(i)) => Ok(i),
+                // Retracted by its origin: it leaves the feed.
+                Ok(None) => continue,
+                Err(e) => Err(FeedEnd::from(e)),
+            };
+            if let Ok(i) = &item
+                && !filter.admits_cluster(i.content.as_ref().map_or("", |c| c.cluster.as_str()))
+            {
+                continue;
+            }
+            tokio::select! {
+                sent = tx.send(item) => if sent.is_err() {
+                    debug!("subscriber went away");
+                    return;
+                },
+                _ = shutdown.changed() => {
+                    say_goodbye(&tx, FeedEnd::ShuttingDown).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(kind: i32, level: i32, origin: &str) -> StoredMessage {
+        StoredMessage {
+            seq: 7,
+            id: "m".into(),
+            envelope: Vec::new(),
+            origin: origin.into(),
+            kind,
+            level,
+            received_from: String::new(),
+            received_at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn references_are_id_or_origin_slash_id() {
+        assert_eq!(parse_reference("abc"), ("", "abc"));
+        assert_eq!(parse_reference("csirt-be/abc"), ("csirt-be", "abc"));
+    }
+
+    #[test]
+    fn filters_match_what_they_name_and_everything_when_empty() {
+        let m = stored(2, 1, "csirt-be");
+        assert!(Filter::default().admits_stored(&m));
+        assert!(Filter::default().admits_cluster("csirt-be/x"));
+        let f = |kinds: Vec<i32>, levels: Vec<i32>, origins: Vec<&str>| Filter {
+            kinds,
+            levels,
+            origins: origins.into_iter().map(String::from).collect(),
+            clusters: Vec::new(),
+        };
+        assert!(f(vec![2], vec![], vec![]).admits_stored(&m));
+        assert!(!f(vec![1, 3], vec![], vec![]).admits_stored(&m));
+        assert!(f(vec![], vec![1], vec![]).admits_stored(&m));
+        assert!(!f(vec![], vec![2], vec![]).admits_stored(&m));
+        assert!(f(vec![], vec![], vec!["csirt-be"]).admits_stored(&m));
+        assert!(!f(vec![], vec![], vec!["cert-eu"]).admits_stored(&m));
+        let c = Filter {
+            clusters: vec!["x".into(), "cert-eu/y".into()],
+            ..Filter::default()
+        };
+        assert!(c.admits_cluster("csirt-be/x"));
+        assert!(c.admits_cluster("cert-eu/y"));
+        assert!(!c.admits_cluster("csirt-be/y"));
+        assert!(!c.admits_cluster("csirt-be/xx"));
+        assert!(!c.admits_cluster(""));
+    }
+
+    #[test]
+    fn a_feed_item_shows_the_marking_in_force_and_retracted_ones_leave() {
+        let content = pb::Content {
+            id: "m".into(),
+            origin_org: "csirt-be".into(),
+            marking: Some(pb::Marking {
+                tlp: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let raised = Standing {
+            retracted: None,
+            origin_marking: content.marking.clone(),
+            marking: Some(pb::Marking {
+                tlp: 4,
+                ..Default::default()
+            }),
+        };
+        let mut m = stored(1, 1, "csirt-be");
+        let i = item(
+            m.clone(),
+            pb::Envelope::default(),
+            content.clone(),
+            raised.clone(),
+            "me",
+        )
+        .expect("not retracted");
+        assert_eq!(i.effective_marking.map(|k| k.tlp), Some(4));
+        assert_eq!((i.seq, i.signer_org.as_str()), (7, "me"), "published here");
+        assert!(i.verified && i.forwarded.is_none());
+        m.received_from = "cert-eu".into();
+        let i = item(
+            m.clone(),
+            pb::Envelope::default(),
+            content.clone(),
+            raised.clone(),
+            "me",
+        )
+        .expect("not retracted");
+        assert_eq!(
+            (i.signer_org.as_str(), i.received_from.as_str()),
+            ("csirt-be", "cert-eu")
+        );
+        let retracted = Standing {
+            retracted: Some("wrong".into()),
+            ..raised
+        };
+        assert!(item(m, pb::Envelope::default(), content, retracted, "me").is_none());
+    }
+}

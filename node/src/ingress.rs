@@ -1,0 +1,385 @@
+//! Ingress: what a node does with envelopes another node delivers. The
+//! decision for one envelope is [`judge`], a pure function of (envelope,
+//! calling peer, what this node knows, time): verify before decoding
+//! (`envelope::open`), check that the peer is the origin or a forwarder that
+//! attested for itself, the re-share rule, the routing decision on this
+//! node's own view (`Router::decide`, direction ingress), and the
+//! control-message authority rule — every rule the origin applied, again,
+//! with the same code. [`deliver`] is the service around it: rate limit,
+//! store, audit, metrics, control effects, catch-up. It never trusts a field
+//! the peer decided, never stores what `judge` did not accept, and never
+//! returns `tonic::Status`.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bluewire_proto::v1 as pb;
+use prost::Message;
+use thiserror::Error;
+use tracing::{Instrument, debug, warn};
+
+use crate::audit::AuditEvent;
+use crate::envelope::{self, Rejected};
+use crate::known::{self, Known};
+use crate::markings::{self, Effect};
+use crate::pki::{OrgProfile, PeerIdentity};
+use crate::policy::Direction;
+use crate::routing::Router;
+use crate::state::NodeState;
+use crate::store::{InsertOutcome, NewMessage, Rejection, StoreError};
+
+/// What becomes of one delivered envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Store it (and, for a control message, record its effect).
+    Accept {
+        content: Box<pb::Content>,
+        effect: Effect,
+    },
+    /// Not decidable yet (this node's view of `cluster` is behind the sender's): the
+    /// sender keeps it and tries again.
+    Later {
+        id: String,
+        cluster: String,
+        reason: String,
+    },
+    /// Refused, with the rule that refused it.
+    Reject { id: String, why: Rejected },
+}
+
+impl Verdict {
+    /// The routing rule that decided, and whether it allowed (for metrics).
+    pub fn rule(&self) -> (&'static str, bool) {
+        match self {
+            Verdict::Accept { .. } => ("allowed", true),
+            Verdict::Later { .. } => ("retry", false),
+            Verdict::Reject { why, .. } => (why.rule(), false),
+        }
+    }
+}
+
+/// The message id in `env`, for reporting only (it may not have verified).
+fn claimed_id(env: &pb::Envelope) -> (String, String) {
+    pb::Content::decode(env.content.as_slice())
+        .map(|c| (c.id, c.cluster))
+        .unwrap_or_default()
+}
+
+/// Decide one envelope delivered by `peer`. Pure.
+pub fn judge(
+    env: &pb::Envelope,
+    peer: &str,
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> Verdict {
+    match admit(env, peer, known, router, now_ms) {
+        Ok((content, effect)) => Verdict::Accept {
+            content: Box::new(content),
+            effect,
+        },
+        Err(Rejected::Later(reason)) => {
+            let (id, cluster) = claimed_id(env);
+            Verdict::Later {
+                id,
+                cluster,
+                reason,
+            }
+        }
+        Err(why) => Verdict::Reject {
+            id: claimed_id(env).0,
+            why,
+        },
+    }
+}
+
+fn admit(
+    env: &pb::Envelope,
+    peer: &str,
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> Result<(pb::Content, Effect), Rejected> {
+    let o = envelope::open(env, |k| known.key(k), now_ms)?;
+    let view = match &env.forwarding {
+        None if o.content.origin_org != peer => {
+            return Err(Rejected::NotFromOrigin {
+                peer: peer.to_string(),
+                origin: o.content.origin_org,
+            });
+        }
+        None => Cow::Borrowed(&o.content),
+        Some(_) => {
+            let a = envelope::open_forwarding(env, &o.content, |k| known.key(k))?;
+            if a.forwarder_org != peer {
+                return Err(Rejected::NotForwarder {
+                    peer: peer.to_string(),
+                    forwarder: a.forwarder_org,
+                });
+            }
+            // A marking raised since (if this node holds the original) counts.
+            let marking = known
+                .held(&o.content.origin_org, &o.content.id)
+                .and_then(|(_, s)| s.marking)
+                .or_else(|| o.content.marking.clone())
+                .unwrap_or_default();
+            envelope::reshare_allowed(&o.content, &marking).map_err(|why| Rejected::Policy {
+                rule: "reshare",
+                reason: why,
+            })?;
+            Cow::Owned(envelope::forwarded_view(&o.content, &a))
+        }
+    };
+    let d = known::route(known, router, &view, known.me(), Direction::Ingress, now_ms);
+    if d.retry {
+        return Err(Rejected::Later(d.reason));
+    }
+    if !d.allowed {
+        return Err(Rejected::Policy {
+            rule: d.rule,
+            reason: d.reason,
+        });
+    }
+    let effect = control_authority(&o.content, known, router)?;
+    Ok((o.content, effect))
+}
+
+/// The control-message authority rule for a received retraction or marking
+/// change, with the target as this node holds it (see [`markings::authority`]).
+pub fn control_authority(
+    control: &pb::Content,
+    known: &impl Known,
+    router: &Router,
+) -> Result<Effect, Rejected> {
+    let Some((origin, id)) = markings::target_of(control) else {
+        return Ok(Effect::Apply);
+    };
+    let target = known.held(origin, id).map(|(c, _)| c);
+    markings::authority(control, target.as_ref(), |t| {
+        known::in_audience(known, router, t, &control.origin_org)
+    })
+}
+
+/// Why a Deliver call as a whole failed (per-envelope refusals are results, not errors).
+#[derive(Debug, Error)]
+pub enum IngressError {
+    #[error("{sent} envelopes in one Deliver call; the limit is {limit}")]
+    TooMany { sent: usize, limit: usize },
+    #[error("store write failed, retry later: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn result(outcome: pb::DeliveryOutcome, id: String, reason: String) -> pb::DeliveryResult {
+    pb::DeliveryResult {
+        outcome: outcome as i32,
+        reason,
+        id,
+    }
+}
+
+/// The ingress service: a batch delivered by `peer` (identified by its verified
+/// certificate) → one result per envelope, in order. Accepted envelopes are on disk
+/// (with their audit records) before this returns.
+pub async fn deliver(
+    st: &Arc<NodeState>,
+    peer: &OrgProfile,
+    peer_cert: &[u8],
+    envelopes: Vec<pb::Envelope>,
+) -> Result<Vec<pb::DeliveryResult>, IngressError> {
+    let limit = st.config.limits.max_batch;
+    if envelopes.len() > limit {
+        return Err(IngressError::TooMany {
+            sent: envelopes.len(),
+            limit,
+        });
+    }
+    st.directory.learn(&st.store, peer, peer_cert).await;
+    let now = crate::clock::now_ms();
+    let mut results = Vec::with_capacity(envelopes.len());
+    let mut accepted: Vec<(usize, pb::Content, Effect, NewMessage)> = Vec::new();
+    let mut rejected: Vec<(usize, &'static str)> = Vec::new();
+    let mut behind: Option<String> = None;
+    // Envelopes over the peer's rate limit are not even opened: they are answered
+    // RETRY_LATER, and the sender backs off and sends them again.
+    let granted = st.peer_limits.take_up_to(&peer.org, envelopes.len() as u64) as usize;
+    let over_limit = if granted < envelopes.len() {
+        st.metrics.add(
+            crate::metrics::RATE_LIMITED,
+            &[("kind", "peer"), ("who", &peer.org)],
+            (envelopes.len() - granted) as u64,
+        );
+        debug!(
+            granted,
+            sent = envelopes.len(),
+            "peer over its envelope rate limit"
+        );
+        format!(
+            "{} is over its rate limit on this node ({} envelopes per second, \
+             limits.peer_rate_per_sec)",
+            peer.org,
+            st.peer_limits.rate()
+        )
+    } else {
+        String::new()
+    };
+    for (i, env) in envelopes.into_iter().enumerate() {
+        if i >= granted {
+            results.push(result(
+                pb::DeliveryOutcome::RetryLater,
+                String::new(),
+                over_limit.clone(),
+            ));
+            continue;
+        }
+        learn_forwarded_origin(st, &env).await;
+        let verdict = judge(&env, &peer.org, st.as_ref(), &st.router, now);
+        let (rule, allowed) = verdict.rule();
+        st.metrics.decision("ingress", rule, allowed);
+        match verdict {
+            Verdict::Accept { content, effect } => {
+                debug!(msg.id = %content.id, "accepted for storage");
+                results.push(result(
+                    pb::DeliveryOutcome::Accepted,
+                    content.id.clone(),
+                    String::new(),
+                ));
+                let msg = NewMessage {
+                    id: content.id.clone(),
+                    envelope: env.encode_to_vec(),
+                    origin: content.origin_org.clone(),
+                    kind: content.kind,
+                    level: content.level,
+                    received_from: peer.org.clone(),
+                    received_at_ms: now,
+                    outbox: Vec::new(),
+                    audit: vec![AuditEvent::received(&content.id, &peer.org)],
+                };
+                accepted.push((i, *content, effect, msg));
+            }
+            Verdict::Later {
+                id,
+                cluster,
+                reason,
+            } => {
+                debug!(msg.id = %id, reason = %reason, "asking the sender to retry later");
+                behind = Some(cluster);
+                results.push(result(pb::DeliveryOutcome::RetryLater, id, reason));
+            }
+            Verdict::Reject { id, why } => {
+                warn!(msg.id = %id, reason = %why, "envelope rejected");
+                st.store
+                    .record_rejection(Rejection {
+                        at_ms: now,
+                        from_peer: peer.org.clone(),
+                        id: id.clone(),
+                        reason: why.to_string(),
+                    })
+                    .await?;
+                rejected.push((i, why.rule()));
+                results.push(result(pb::DeliveryOutcome::Rejected, id, why.to_string()));
+            }
+        }
+    }
+    if !accepted.is_empty() {
+        let msgs = accepted.iter().map(|a| a.3.clone()).collect();
+        let outcomes = st.store.insert_many(msgs).await?;
+        let in_audience =
+            |t: &pb::Content, org: &str| known::in_audience(st.as_ref(), &st.router, t, org);
+        for ((slot, content, effect, msg), outcome) in accepted.iter().zip(outcomes) {
+            let due = match outcome {
+                InsertOutcome::Inserted(_) => {
+                    st.metrics
+                        .inc(crate::metrics::MESSAGES_RECEIVED, &[("peer", &peer.org)]);
+                    true
+                }
+                InsertOutcome::Duplicate(_) => {
+                    results[*slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
+                    // Effects are idempotent and applied again for the very message that
+                    // is stored (so one a crash cut short is completed when the sender
+                    // delivers it again), never for other content under the same id.
+                    same_content(st, content, &msg.envelope)?
+                }
+            };
+            if !due {
+                continue;
+            }
+            if envelope::is_control_kind(
+                pb::Kind::try_from(content.kind).unwrap_or(pb::Kind::Unspecified),
+            ) {
+                markings::apply(&st.store, content, *effect).await?;
+                // Its target may have been stored meanwhile (in this batch, or by a
+                // concurrent delivery that settled before this raise was recorded).
+                if *effect == Effect::Pending
+                    && let Some((origin, id)) = markings::target_of(content)
+                    && let Some((target, _)) = st.held(origin, id)
+                {
+                    markings::settle(&st.store, &target, in_audience).await?;
+                }
+            } else {
+                // Raises of this message by other organisations may have arrived first.
+                markings::settle(&st.store, content, in_audience).await?;
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for (slot, rule) in rejected {
+        let r = &results[slot];
+        st.metrics.inc(
+            crate::metrics::ENVELOPES_REJECTED,
+            &[("peer", &peer.org), ("rule", rule)],
+        );
+        events.push(AuditEvent::rejected(&r.id, &peer.org, rule, &r.reason));
+    }
+    st.audit(events).await;
+    if let Some(cluster) = behind {
+        // Catch up from the sender, which is ahead of us.
+        let st2 = st.clone();
+        let from = peer.org.clone();
+        st.spawn_until_shutdown(
+            async move {
+                if let Err(e) = st2.pull_from(&from, &cluster).await {
+                    debug!(error = %e, "catch-up pull failed");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+    Ok(results)
+}
+
+/// Is the stored (origin, id) this very content (not other bytes under the same id)?
+fn same_content(
+    st: &NodeState,
+    content: &pb::Content,
+    envelope: &[u8],
+) -> Result<bool, StoreError> {
+    let (Some(stored), Ok(new)) = (
+        st.store.get(&content.origin_org, &content.id)?,
+        pb::Envelope::decode(envelope),
+    ) else {
+        return Ok(false);
+    };
+    Ok(pb::Envelope::decode(stored.envelope.as_slice()).is_ok_and(|e| e.content == new.content))
+}
+
+/// A re-share carries the origin's certificate: learn its keys (after verifying it
+/// against the federation root) so the origin's signature can be checked.
+async fn learn_forwarded_origin(st: &NodeState, env: &pb::Envelope) {
+    let Some(f) = &env.forwarding else { return };
+    if f.origin_cert.is_empty() {
+        return;
+    }
+    let chain = [rustls::pki_types::CertificateDer::from(
+        f.origin_cert.clone(),
+    )];
+    if let Ok(PeerIdentity::Node { profile, .. }) =
+        crate::pki::identity_from_chain(&chain, &st.tls.root_der)
+    {
+        st.directory
+            .learn(&st.store, &profile, &f.origin_cert)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

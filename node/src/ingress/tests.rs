@@ -1,0 +1,410 @@
+//! The ingress decision in memory: real signatures and a real cluster log
+//! (the cluster fixture), no network, no store, the time passed in.
+
+use super::*;
+use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave};
+use crate::envelope::new_id;
+use crate::known::testkit::Memory;
+use crate::markings::marking_kind;
+use crate::store::AnnotationRecord;
+use bluewire_proto::v1::ClusterRole;
+use pb::content::Body;
+
+const NOW: i64 = 1_000_000;
+
+fn content(origin: usize, text: &str) -> pb::Content {
+    pb::Content {
+        id: new_id(),
+        origin_org: ORGS[origin].into(),
+        author: format!("{}/analyst", ORGS[origin]),
+        created_at_ms: NOW - 10,
+        kind: pb::Kind::FreeText as i32,
+        level: pb::Level::Technical as i32,
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Green as i32,
+            ..Default::default()
+        }),
+        body: Some(Body::FreeText(pb::FreeText {
+            title: text.into(),
+            body: String::new(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn in_cluster(origin: usize, log: &Log, created_at_ms: i64) -> pb::Content {
+    pb::Content {
+        cluster: log.st.id.clone(),
+        cluster_index: log.st.head_index,
+        created_at_ms,
+        ..content(origin, "in the cluster")
+    }
+}
+
+fn seal(origin: usize, c: &pb::Content) -> pb::Envelope {
+    envelope::seal(key(origin), c)
+}
+
+fn control(origin: usize, body: Body) -> pb::Content {
+    let kind = match body {
+        Body::Retraction(_) => pb::Kind::Retraction,
+        _ => pb::Kind::MarkingChange,
+    };
+    pb::Content {
+        kind: kind as i32,
+        body: Some(body),
+        ..content(origin, "control")
+    }
+}
+
+fn retraction(origin: usize, target: &pb::Content) -> pb::Content {
+    control(
+        origin,
+        Body::Retraction(pb::Retraction {
+            target_id: target.id.clone(),
+            target_origin: target.origin_org.clone(),
+            reason: "wrong".into(),
+        }),
+    )
+}
+
+fn raise(origin: usize, target: &pb::Content, tlp: pb::Tlp) -> pb::Content {
+    control(
+        origin,
+        Body::MarkingChange(pb::MarkingChange {
+            target_id: target.id.clone(),
+            target_origin: target.origin_org.clone(),
+            marking: Some(pb::Marking {
+                tlp: tlp as i32,
+                ..Default::default()
+            }),
+            reason: String::new(),
+        }),
+    )
+}
+
+/// The rule a verdict refused under (panics on anything but a rejection).
+fn refused(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Reject { why, .. } => why.rule(),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+fn accepted(v: Verdict) -> Effect {
+    match v {
+        Verdict::Accept { effect, .. } => effect,
+        other => panic!("expected acceptance, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_direct_message_from_its_origin_is_accepted_and_carries_its_id() {
+    let known = Memory::new(ORGS[A]);
+    let c = content(B, "hello");
+    let v = judge(&seal(B, &c), ORGS[B], &known, &Router::new(), NOW);
+    assert_eq!(v.rule(), ("allowed", true));
+    match v {
+        Verdict::Accept { content, effect } => {
+            assert_eq!(*content, c);
+            assert_eq!(effect, Effect::Apply);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn signature_origin_and_author_are_checked_before_routing() {
+    let known = Memory::new(ORGS[A]);
+    let r = Router::new();
+    let c = content(B, "x");
+    let mut tampered = seal(B, &c);
+    tampered.content[3] ^= 1;
+    assert_eq!(
+        refused(judge(&tampered, ORGS[B], &known, &r, NOW)),
+        "signature"
+    );
+    // Signed by org-c but claiming org-b as origin.
+    assert_eq!(
+        refused(judge(&seal(C, &c), ORGS[C], &known, &r, NOW)),
+        "origin"
+    );
+    // org-b's envelope handed over by org-c without an attestation.
+    let v = judge(&seal(B, &c), ORGS[C], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "origin");
+    match v {
+        Verdict::Reject { id, .. } => assert_eq!(id, c.id, "the refusal names the message"),
+        other => panic!("{other:?}"),
+    }
+    let mut stolen = content(B, "by the head of org-c");
+    stolen.author = format!("{}/head", ORGS[C]);
+    assert_eq!(
+        refused(judge(&seal(B, &stolen), ORGS[B], &known, &r, NOW)),
+        "author"
+    );
+    let mut stale = content(B, "expired");
+    stale.expires_at_ms = NOW - 1;
+    assert_eq!(
+        refused(judge(&seal(B, &stale), ORGS[B], &known, &r, NOW)),
+        "freshness"
+    );
+}
+
+#[test]
+fn explicit_recipients_that_leave_out_the_receiver_are_refused() {
+    let known = Memory::new(ORGS[A]);
+    let mut c = content(B, "for org-c");
+    c.recipients = vec![ORGS[C].into()];
+    assert_eq!(
+        refused(judge(&seal(B, &c), ORGS[B], &known, &Router::new(), NOW)),
+        "recipients"
+    );
+}
+
+#[test]
+fn cluster_membership_role_and_the_former_member_grace_are_judged_on_the_receivers_view() {
+    let mut log = Log::new();
+    log.ok(A, invite(B, ClusterRole::Member));
+    log.ok(B, accept(B));
+    log.ok(A, invite(C, ClusterRole::Member));
+    log.ok(C, accept(C));
+    log.ok(A, invite(D, ClusterRole::Observer));
+    log.ok(D, accept(D));
+    let behind = Memory::new(ORGS[C]).with_cluster(&log.st);
+    let as_member = in_cluster(B, &log, log.clock);
+    let left = log.ok(B, leave());
+    let known = Memory::new(ORGS[C]).with_cluster(&log.st);
+    let r = Router::new().with_former_member_grace_ms(100);
+    let t_left = left.sequenced_at_ms;
+
+    // Sent while a member, arriving within the grace: accepted; after it: refused.
+    let env = seal(B, &as_member);
+    assert_eq!(
+        accepted(judge(&env, ORGS[B], &known, &r, t_left + 100)),
+        Effect::Apply
+    );
+    assert_eq!(
+        refused(judge(&env, ORGS[B], &known, &r, t_left + 101)),
+        "cluster-membership"
+    );
+    // Backdated after leaving: refused at once.
+    let mut after = as_member.clone();
+    after.created_at_ms = t_left + 1;
+    after.id = new_id();
+    assert_eq!(
+        refused(judge(&seal(B, &after), ORGS[B], &known, &r, t_left + 1)),
+        "cluster-membership"
+    );
+    // An observer never publishes.
+    let obs = in_cluster(D, &log, log.clock);
+    assert_eq!(
+        refused(judge(&seal(D, &obs), ORGS[D], &known, &r, log.clock)),
+        "cluster-role"
+    );
+    // Not in the log at all.
+    let outsider = in_cluster(E, &log, log.clock);
+    assert_eq!(
+        refused(judge(&seal(E, &outsider), ORGS[E], &known, &r, log.clock)),
+        "cluster-membership"
+    );
+    // A receiver whose view is behind the origin's is asked to retry, naming the cluster.
+    let ahead = in_cluster(A, &log, log.clock);
+    match judge(&seal(A, &ahead), ORGS[A], &behind, &r, log.clock) {
+        Verdict::Later { id, cluster, .. } => {
+            assert_eq!((id, cluster), (ahead.id.clone(), log.st.id.clone()));
+        }
+        other => panic!("expected retry-later, got {other:?}"),
+    }
+    // Unknown cluster: refused, not retried.
+    let nowhere = Memory::new(ORGS[C]);
+    assert_eq!(
+        refused(judge(&seal(A, &ahead), ORGS[A], &nowhere, &r, log.clock)),
+        "cluster-membership"
+    );
+}
+
+#[test]
+fn only_the_origin_retracts_and_others_only_raise_what_they_may_see() {
+    let r = Router::new();
+    let mut known = Memory::new(ORGS[A]);
+    let target = content(B, "target");
+    // A retraction by its origin applies even before the target arrives.
+    assert_eq!(
+        accepted(judge(
+            &seal(B, &retraction(B, &target)),
+            ORGS[B],
+            &known,
+            &r,
+            NOW
+        )),
+        Effect::Apply
+    );
+    assert_eq!(
+        refused(judge(
+            &seal(C, &retraction(C, &target)),
+            ORGS[C],
+            &known,
+            &r,
+            NOW
+        )),
+        "control-authority"
+    );
+    // A raise by another organisation before the target arrives waits aside.
+    let up = raise(C, &target, pb::Tlp::Amber);
+    assert_eq!(
+        accepted(judge(&seal(C, &up), ORGS[C], &known, &r, NOW)),
+        Effect::Pending
+    );
+    // Once the target is held: applies if it is a raise the signer may see.
+    known.hold(&target, vec![]);
+    assert_eq!(
+        accepted(judge(&seal(C, &up), ORGS[C], &known, &r, NOW)),
+        Effect::Apply
+    );
+    let down = raise(C, &target, pb::Tlp::Clear);
+    assert_eq!(
+        refused(judge(&seal(C, &down), ORGS[C], &known, &r, NOW)),
+        "control-authority"
+    );
+    // The origin may lower; another's earlier raise does not count as the base.
+    let mut held = known;
+    held.hold(
+        &target,
+        vec![(
+            marking_kind(ORGS[D]),
+            AnnotationRecord {
+                at_ms: 1,
+                by_id: "x".into(),
+                value: prost::Message::encode_to_vec(&pb::Marking {
+                    tlp: pb::Tlp::Red as i32,
+                    ..Default::default()
+                }),
+            },
+        )],
+    );
+    assert_eq!(
+        accepted(judge(
+            &seal(B, &raise(B, &target, pb::Tlp::Clear)),
+            ORGS[B],
+            &held,
+            &r,
+            NOW
+        )),
+        Effect::Apply
+    );
+    assert_eq!(
+        accepted(judge(
+            &seal(C, &raise(C, &target, pb::Tlp::Amber)),
+            ORGS[C],
+            &held,
+            &r,
+            NOW
+        )),
+        Effect::Apply
+    );
+    // A target named for org-d only: org-c may not see it, so may not raise it.
+    let mut secret = content(B, "for org-d");
+    secret.recipients = vec![ORGS[D].into()];
+    let mut k = Memory::new(ORGS[D]);
+    k.hold(&secret, vec![]);
+    let v = judge(
+        &seal(C, &raise(C, &secret, pb::Tlp::Red)),
+        ORGS[C],
+        &k,
+        &r,
+        NOW,
+    );
+    match v {
+        Verdict::Reject { why, .. } => {
+            assert_eq!(why.rule(), "control-authority");
+            assert!(why.to_string().contains("recipients"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_reshare_is_judged_as_the_forwarders_and_by_the_markings_in_force() {
+    let mut log = Log::new();
+    log.ok(A, invite(B, ClusterRole::Member));
+    log.ok(B, accept(B));
+    log.ok(A, invite(C, ClusterRole::Member));
+    log.ok(C, accept(C));
+    let r = Router::new();
+    let mut known = Memory::new(ORGS[C]).with_cluster(&log.st);
+    let original = content(D, "GREEN from org-d");
+    let forward = |by: usize, c: &pb::Content| {
+        let a = pb::ForwardAttestation {
+            message_id: c.id.clone(),
+            forwarder_org: ORGS[by].into(),
+            to_cluster: log.st.id.clone(),
+            cluster_index: log.st.head_index,
+            at_ms: NOW - 5,
+            content_hash: envelope::content_hash(&seal(D, c).content),
+        };
+        envelope::attest(key(by), &seal(D, c), &a, Vec::new())
+    };
+    assert_eq!(
+        accepted(judge(&forward(B, &original), ORGS[B], &known, &r, NOW)),
+        Effect::Apply
+    );
+    // Handed over by someone other than the forwarder that attested.
+    assert_eq!(
+        refused(judge(&forward(B, &original), ORGS[A], &known, &r, NOW)),
+        "origin"
+    );
+    // AMBER is never re-shared into another cluster.
+    let mut amber = content(D, "AMBER");
+    amber.marking = Some(pb::Marking {
+        tlp: pb::Tlp::Amber as i32,
+        ..Default::default()
+    });
+    assert_eq!(
+        refused(judge(&forward(B, &amber), ORGS[B], &known, &r, NOW)),
+        "reshare"
+    );
+    // Nor a GREEN message someone raised to AMBER since (the receiver holds the raise).
+    known.hold(
+        &original,
+        vec![(
+            marking_kind(ORGS[A]),
+            AnnotationRecord {
+                at_ms: 1,
+                by_id: "x".into(),
+                value: prost::Message::encode_to_vec(&pb::Marking {
+                    tlp: pb::Tlp::Amber as i32,
+                    ..Default::default()
+                }),
+            },
+        )],
+    );
+    assert_eq!(
+        refused(judge(&forward(B, &original), ORGS[B], &known, &r, NOW)),
+        "reshare"
+    );
+    // A forwarder that is not a member of the target cluster.
+    let mut k = Memory::new(ORGS[C]).with_cluster(&log.st);
+    k.held.clear();
+    assert_eq!(
+        refused(judge(&forward(E, &content(D, "x")), ORGS[E], &k, &r, NOW)),
+        "cluster-membership"
+    );
+}
+
+#[test]
+fn verdicts_name_their_rule_for_the_metrics() {
+    let later = Verdict::Later {
+        id: "m".into(),
+        cluster: "c".into(),
+        reason: "behind".into(),
+    };
+    assert_eq!(later.rule(), ("retry", false));
+    let rejected = Verdict::Reject {
+        id: "m".into(),
+        why: Rejected::Author {
+            author: "x".into(),
+            origin: "y".into(),
+        },
+    };
+    assert_eq!(rejected.rule(), ("author", false));
+}

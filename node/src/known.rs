@@ -1,0 +1,177 @@
+//! What this node knows, as the pure decision functions see it: CA-certified
+//! signing keys, profiles and cluster states, and the messages it holds with
+//! their standing. A read-only trait, so that ingress and outbound decisions
+//! are pure functions of (message, knowledge, time) — the running node
+//! implements it over its store and caches, tests over plain maps. Also the
+//! one place that builds a routing [`Context`]. Must never write anything or
+//! reach the network.
+
+use std::sync::Arc;
+
+use bluewire_proto::v1::Content;
+
+use crate::cluster::ClusterState;
+use crate::markings::Standing;
+use crate::pki::OrgProfile;
+use crate::policy::Direction;
+use crate::routing::{Context, Decision, Router};
+
+/// Read-only knowledge a decision may consult.
+pub trait Known {
+    /// This node's organisation.
+    fn me(&self) -> &str;
+    /// A CA-certified signing key by id: (organisation, raw public key).
+    fn key(&self, key_id: &str) -> Option<(String, Vec<u8>)>;
+    /// This node's verified view of a cluster.
+    fn cluster(&self, id: &str) -> Option<Arc<ClusterState>>;
+    /// An organisation's CA-asserted profile: from the cluster's log when given, else from
+    /// any certificate this node has verified.
+    fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile>;
+    /// A message this node holds, with what control messages made of it.
+    fn held(&self, origin: &str, id: &str) -> Option<(Content, Standing)>;
+}
+
+/// The routing decision for one (message, recipient) with what `known` knows
+/// of the cluster and profiles, at `now_ms`.
+pub fn route(
+    known: &impl Known,
+    router: &Router,
+    content: &Content,
+    recipient: &str,
+    direction: Direction,
+    now_ms: i64,
+) -> Decision {
+    let cluster = if content.cluster.is_empty() {
+        None
+    } else {
+        known.cluster(&content.cluster)
+    };
+    let rp = known.profile(recipient, cluster.as_deref());
+    let op = known.profile(&content.origin_org, cluster.as_deref());
+    router.decide(
+        content,
+        Context {
+            direction,
+            recipient,
+            recipient_profile: rp.as_ref(),
+            origin_profile: op.as_ref(),
+            cluster: cluster.as_deref(),
+            now_ms,
+        },
+    )
+}
+
+/// Is `org` in `target`'s audience (see [`Router::audience`])? Its origin
+/// always is. Depends on no clock and no arrival order.
+pub fn in_audience(
+    known: &impl Known,
+    router: &Router,
+    target: &Content,
+    org: &str,
+) -> Result<(), String> {
+    if target.origin_org == org {
+        return Ok(());
+    }
+    let cluster = if target.cluster.is_empty() {
+        None
+    } else {
+        known.cluster(&target.cluster)
+    };
+    let profile = known.profile(org, cluster.as_deref());
+    router.audience(target, org, profile.as_ref())
+}
+
+/// An in-memory [`Known`] for unit tests of the pure decisions: what a node
+/// knows, as plain maps.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use bluewire_proto::v1::Content;
+
+    use super::Known;
+    use crate::cluster::ClusterState;
+    use crate::cluster::tests::{ORGS, key};
+    use crate::markings::{Standing, standing_from};
+    use crate::pki::{Level, OrgProfile};
+    use crate::store::AnnotationRecord;
+
+    /// A held message and its annotations.
+    pub(crate) type Held = (Content, Vec<(String, AnnotationRecord)>);
+
+    #[derive(Default)]
+    pub(crate) struct Memory {
+        pub me: String,
+        pub keys: HashMap<String, (String, Vec<u8>)>,
+        pub clusters: HashMap<String, Arc<ClusterState>>,
+        pub profiles: HashMap<String, OrgProfile>,
+        /// (origin, id) → content and its annotations.
+        pub held: HashMap<(String, String), Held>,
+    }
+
+    impl Memory {
+        /// `me` among the cluster fixture's five organisations, all certified for the
+        /// technical and operational levels, every signing key known.
+        pub(crate) fn new(me: &str) -> Self {
+            let mut m = Memory {
+                me: me.to_string(),
+                ..Default::default()
+            };
+            for (i, org) in ORGS.iter().enumerate() {
+                let k = key(i);
+                m.keys
+                    .insert(k.key_id().to_string(), (org.to_string(), k.public_key()));
+                m.profiles.insert(org.to_string(), profile(org));
+            }
+            m
+        }
+
+        pub(crate) fn with_cluster(mut self, c: &ClusterState) -> Self {
+            self.clusters.insert(c.id.clone(), Arc::new(c.clone()));
+            self
+        }
+
+        pub(crate) fn hold(&mut self, c: &Content, annotations: Vec<(String, AnnotationRecord)>) {
+            self.held.insert(
+                (c.origin_org.clone(), c.id.clone()),
+                (c.clone(), annotations),
+            );
+        }
+    }
+
+    pub(crate) fn profile(org: &str) -> OrgProfile {
+        OrgProfile {
+            org: org.into(),
+            country: "BE".into(),
+            org_type: "csirt".into(),
+            levels: vec![Level::Technical, Level::Operational],
+            sectors: vec![],
+            accreditations: vec![],
+            endpoint: "https://127.0.0.1:7443".into(),
+            signing_keys: vec![],
+        }
+    }
+
+    impl Known for Memory {
+        fn me(&self) -> &str {
+            &self.me
+        }
+        fn key(&self, key_id: &str) -> Option<(String, Vec<u8>)> {
+            self.keys.get(key_id).cloned()
+        }
+        fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {
+            self.clusters.get(id).cloned()
+        }
+        fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
+            cluster
+                .and_then(|c| c.members.get(org))
+                .map(|m| m.profile.clone())
+                .or_else(|| self.profiles.get(org).cloned())
+        }
+        fn held(&self, origin: &str, id: &str) -> Option<(Content, Standing)> {
+            let (c, a) = self.held.get(&(origin.to_string(), id.to_string()))?;
+            Some((c.clone(), standing_from(c, a)))
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Outbound: everything that sends this node's messages — publish, re-share,
+//! the backfill page another node asks for, and the re-check the delivery
+//! worker makes at send time. The decisions are pure functions of (message,
+//! what this node knows, time): [`plan`] (the egress decision for every
+//! candidate), [`recheck`] and [`backfill_allows`]; the async functions around
+//! them draft, sign, store (message, outbox and audit in one transaction) and
+//! wake the delivery workers. Egress routing is decided here and nowhere
+//! else. Never returns `tonic::Status`; never sends anything itself (delivery
+//! does).
+
+use bluewire_proto::v1 as pb;
+use prost::Message;
+use thiserror::Error;
+use tracing::{Instrument, info};
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::cluster::ClusterState;
+use crate::envelope::{self, Rejected, level_label, tlp_label};
+use crate::feed::{self, LookupError};
+use crate::known::{self, Known};
+use crate::markings::{self, Effect};
+use crate::policy::Direction;
+use crate::replication::ReplicationError;
+use crate::routing::{Decision, Router};
+use crate::state::NodeState;
+use crate::store::{InsertOutcome, NewMessage, StoreError};
+
+/// Local record ids of this node's re-share copies (outbox only, not feeds).
+pub const RESHARE_PREFIX: &str = "fwd:";
+
+/// Why a publish or re-share was refused before anything was stored.
+#[derive(Debug, Error)]
+pub enum OutboundError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The draft is not a valid message (which field, and why).
+    #[error("{0}")]
+    Invalid(Rejected),
+    /// A rule about the origin that refuses the message as a whole.
+    #[error("refused before signing ({rule}): {reason}")]
+    Refused { rule: &'static str, reason: String },
+    /// A control message its author has no authority for.
+    #[error("{0}")]
+    Authority(Rejected),
+    #[error(transparent)]
+    Cluster(#[from] ReplicationError),
+    #[error("retracted by its origin: {0}")]
+    Retracted(String),
+    #[error("cannot re-share: {0}")]
+    Reshare(String),
+    #[error("{id} is already in {cluster}")]
+    SameCluster { id: String, cluster: String },
+    #[error("{org} is not a publishing member of {cluster}")]
+    NotPublisher { org: String, cluster: String },
+    #[error("not stored, {what} again: {source}")]
+    Store {
+        what: &'static str,
+        source: StoreError,
+    },
+}
+
+/// Who a message may go to at all: the cluster's current members, or the
+/// configured peers for a message without a cluster; never this node. Pure.
+pub fn candidates(cluster: Option<&ClusterState>, me: &str, peers: &[String]) -> Vec<String> {
+    match cluster {
+        Some(c) => c.current_members(),
+        None => peers.to_vec(),
+    }
+    .into_iter()
+    .filter(|o| o != me)
+    .collect()
+}
+
+/// The egress decision for every candidate: who it is queued for, who routing refused. Pure.
+pub fn plan(
+    content: &pb::Content,
+    candidates: &[String],
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> (Vec<String>, Vec<Decision>) {
+    let (allowed, refused): (Vec<_>, Vec<_>) = candidates
+        .iter()
+        .map(|org| known::route(known, router, content, org, Direction::Egress, now_ms))
+        .partition(|d| d.allowed);
+    (allowed.into_iter().map(|d| d.org).collect(), refused)
+}
+
+/// May this queued envelope still go to `peer` now? Membership, profiles,
+/// markings and policy may have changed since it was queued. Only this node's
+/// own messages and re-shares are re-decided; why not, if not. Pure.
+pub fn recheck(
+    env: &pb::Envelope,
+    peer: &str,
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> Result<(), String> {
+    let content = pb::Content::decode(env.content.as_slice())
+        .map_err(|e| format!("stored content undecodable: {e}"))?;
+    let standing = known.held(&content.origin_org, &content.id).map(|(_, s)| s);
+    if let Some(why) = standing.as_ref().and_then(|s| s.retracted.as_ref()) {
+        return Err(format!("retracted by its origin: {why}"));
+    }
+    // A marking raised since queuing applies to what is still queued.
+    let marking = standing
+        .and_then(|s| s.marking)
+        .or_else(|| content.marking.clone());
+    let view = if let Some(f) = &env.forwarding {
+        // This node's re-share: allowed at all under the marking in force, and decided
+        // as the forwarder into the target cluster.
+        envelope::reshare_allowed(&content, &marking.clone().unwrap_or_default())
+            .map_err(|why| format!("reshare: {why}"))?;
+        let a = pb::ForwardAttestation::decode(f.attestation.as_slice())
+            .map_err(|e| format!("stored attestation undecodable: {e}"))?;
+        let mut view = envelope::forwarded_view(&content, &a);
+        view.marking = marking;
+        view
+    } else if content.origin_org == known.me() {
+        pb::Content { marking, ..content }
+    } else {
+        return Ok(());
+    };
+    let d = known::route(known, router, &view, peer, Direction::Egress, now_ms);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", d.rule, d.reason))
+    }
+}
+
+/// Does a backfill page for `peer` include this stored message? Only this node's own,
+/// not retracted, and what egress routing allows the peer now under the marking in
+/// force. Pure.
+pub fn backfill_allows(
+    content: &pb::Content,
+    standing: &markings::Standing,
+    peer: &str,
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> bool {
+    if content.origin_org != known.me() || standing.retracted.is_some() {
+        return false;
+    }
+    let view = pb::Content {
+        marking: standing.marking.clone().or_else(|| content.marking.clone()),
+        ..content.clone()
+    };
+    known::route(known, router, &view, peer, Direction::Egress, now_ms).allowed
+}
+
+/// The content a publish request would produce (not signed, not stored): the
+/// author and origin from the caller's verified identity, a control message's
+/// target resolved to (origin, id), validated as every receiver will.
+pub fn draft(
+    st: &NodeState,
+    user: &str,
+    r: pb::PublishRequest,
+) -> Result<pb::Content, OutboundError> {
+    use pb::publish_request::Body as In;
+    let body = match r.body {
+        None => None,
+        Some(In::FreeText(t)) => Some(pb::content::Body::FreeText(t)),
+        Some(In::Incident(i)) => Some(pb::content::Body::Incident(i)),
+        // A control message names its target by (origin, id): resolve what the user gave.
+        Some(In::MarkingChange(mut m)) => {
+            let t = feed::find(&st.store, &m.target_origin, &m.target_id)?;
+            (m.target_origin, m.target_id) = (t.origin, t.id);
+            Some(pb::content::Body::MarkingChange(m))
+        }
+        Some(In::Retraction(mut x)) => {
+            // Only the origin retracts: when a bare id is ambiguous, it means this
+            // organisation's message, so a squatter's copy never gets in the way.
+            let t = match feed::find(&st.store, &x.target_origin, &x.target_id) {
+                Err(LookupError::Ambiguous { .. }) => {
+                    feed::find(&st.store, st.org(), &x.target_id)?
+                }
+                found => found?,
+            };
+            (x.target_origin, x.target_id) = (t.origin, t.id);
+            Some(pb::content::Body::Retraction(x))
+        }
+    };
+    let cluster = if r.cluster.is_empty() {
+        None
+    } else {
+        Some(st.resolve_cluster(&r.cluster)?)
+    };
+    let content = pb::Content {
+        id: envelope::new_id(),
+        origin_org: st.org().to_string(),
+        author: format!("{}/{}", st.org(), user),
+        created_at_ms: crate::clock::now_ms(),
+        expires_at_ms: r.expires_at_ms,
+        kind: r.kind,
+        level: r.level,
+        marking: r.marking,
+        recipients: r.recipients,
+        cluster: cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+        cluster_index: cluster.as_ref().map(|c| c.head_index).unwrap_or(0),
+        scope_sectors: r.scope_sectors,
+        scope_countries: r.scope_countries,
+        no_reshare: r.no_reshare,
+        body,
+    };
+    envelope::validate(&content).map_err(OutboundError::Invalid)?;
+    Ok(content)
+}
+
+/// For a control message: check this organisation's authority with the same
+/// rule receivers apply, and aim it at the target's audience.
+fn prepare_control(st: &NodeState, content: &mut pb::Content) -> Result<(), OutboundError> {
+    let Some((origin, id)) = markings::target_of(content) else {
+        return Ok(());
+    };
+    let (target, _) = st
+        .held(origin, id)
+        .ok_or_else(|| LookupError::NotFound(format!("{origin}/{id}")))?;
+    let index = st
+        .cluster(&target.cluster)
+        .map(|c| c.head_index)
+        .unwrap_or(0);
+    markings::aim(content, &target, index);
+    markings::authority(content, Some(&target), |t| {
+        known::in_audience(st, &st.router, t, st.org())
+    })
+    .map_err(OutboundError::Authority)?;
+    Ok(())
+}
+
+fn response(
+    id: String,
+    seq: u64,
+    queued_for: Vec<String>,
+    refused: Vec<Decision>,
+) -> pb::PublishResponse {
+    pb::PublishResponse {
+        id,
+        seq,
+        queued_for,
+        refused: refused
+            .into_iter()
+            .map(|d| pb::RoutingDecision {
+                org: d.org,
+                allowed: false,
+                rule: d.rule.to_string(),
+                reason: d.reason,
+            })
+            .collect(),
+    }
+}
+
+fn count_egress(st: &NodeState, queued: usize, refused: &[Decision]) {
+    for _ in 0..queued {
+        st.metrics.decision("egress", "allowed", true);
+    }
+    for d in refused {
+        st.metrics.decision("egress", d.rule, false);
+    }
+}
+
+/// Publish as `user`: draft, check the origin rules, decide every candidate,
+/// sign, and store the message with its outbox entries and audit records in one
+/// transaction before answering.
+pub async fn publish(
+    st: &NodeState,
+    user: &str,
+    r: pb::PublishRequest,
+) -> Result<pb::PublishResponse, OutboundError> {
+    let now = crate::clock::now_ms();
+    let mut content = draft(st, user, r)?;
+    prepare_control(st, &mut content)?;
+    let cluster = st.cluster(&content.cluster);
+    if let Some(c) = &cluster {
+        st.router
+            .check_origin(&content, c, now)
+            .map_err(|(rule, reason)| OutboundError::Refused { rule, reason })?;
+    }
+    let span = tracing::info_span!("publish", msg.id = %content.id, author = %content.author);
+    async move {
+        let peers: Vec<String> = st.config.peers.iter().map(|p| p.org.clone()).collect();
+        let candidates = candidates(cluster.as_deref(), st.org(), &peers);
+        let (queued_for, refused) = plan(&content, &candidates, st, &st.router, now);
+        count_egress(st, queued_for.len(), &refused);
+        let env = envelope::seal(&st.signer, &content);
+        let mut events = vec![AuditEvent::published(
+            &content.id,
+            format!(
+                "{} by {} in {} at {} {}; queued for [{}]",
+                pb::Kind::try_from(content.kind)
+                    .map(|k| k.as_str_name())
+                    .unwrap_or("?"),
+                content.author,
+                if content.cluster.is_empty() {
+                    "no cluster"
+                } else {
+                    &content.cluster
+                },
+                level_label(content.level),
+                tlp_label(content.marking.as_ref().map(|m| m.tlp).unwrap_or(0)),
+                queued_for.join(", ")
+            ),
+        )];
+        for d in &refused {
+            events.push(AuditEvent::rejected(
+                &content.id,
+                &d.org,
+                d.rule,
+                format!("egress: {}", d.reason),
+            ));
+        }
+        // The audit records commit with the message: one transaction, one fsync.
+        let outcome = st
+            .store
+            .insert(NewMessage {
+                id: content.id.clone(),
+                envelope: env.encode_to_vec(),
+                origin: content.origin_org.clone(),
+                kind: content.kind,
+                level: content.level,
+                received_from: String::new(),
+                received_at_ms: crate::clock::now_ms(),
+                outbox: queued_for.clone(),
+                audit: events,
+            })
+            .await
+            .map_err(|source| OutboundError::Store {
+                what: "publish",
+                source,
+            })?;
+        let seq = outcome.seq();
+        st.notify_peers(&queued_for);
+        if let Err(e) = markings::apply(&st.store, &content, Effect::Apply).await {
+            // Stored and queued: receivers apply it; only this node's own view lags.
+            tracing::warn!(error = %e, "recording a control message's effect here failed");
+        }
+        info!(msg.seq = seq, queued = queued_for.len(), "published");
+        st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
+        Ok(response(content.id, seq, queued_for, refused))
+    }
+    .instrument(span)
+    .await
+}
+
+/// Re-share a message this node holds into another cluster as `user`: the
+/// original envelope untouched plus this node's signed forwarding attestation,
+/// refused when the markings in force forbid it.
+pub async fn reshare(
+    st: &NodeState,
+    user: &str,
+    reference: &str,
+    to_cluster: &str,
+) -> Result<pb::PublishResponse, OutboundError> {
+    let now = crate::clock::now_ms();
+    let (_, env, content) = feed::find_content(&st.store, reference)?;
+    let standing = markings::standing(&st.store, &content);
+    if let Some(why) = standing.retracted {
+        return Err(OutboundError::Retracted(why));
+    }
+    let marking = standing.marking.unwrap_or_default();
+    envelope::reshare_allowed(&content, &marking).map_err(OutboundError::Reshare)?;
+    let c = st.resolve_cluster(to_cluster)?;
+    if c.id == content.cluster {
+        return Err(OutboundError::SameCluster {
+            id: content.id,
+            cluster: c.id.clone(),
+        });
+    }
+    if !matches!(
+        c.role_of(st.org()),
+        Some(r) if r != pb::ClusterRole::Observer
+    ) {
+        return Err(OutboundError::NotPublisher {
+            org: st.org().to_string(),
+            cluster: c.id.clone(),
+        });
+    }
+    let origin_cert = st
+        .directory
+        .cert(&content.origin_org)
+        .or_else(|| (content.origin_org == st.org()).then(|| st.tls.chain[0].to_vec()))
+        .unwrap_or_default();
+    let a = pb::ForwardAttestation {
+        message_id: content.id.clone(),
+        forwarder_org: st.org().to_string(),
+        to_cluster: c.id.clone(),
+        cluster_index: c.head_index,
+        at_ms: now,
+        content_hash: envelope::content_hash(&env.content),
+    };
+    let fwd = envelope::attest(
+        &st.signer,
+        &pb::Envelope {
+            forwarding: None,
+            ..env
+        },
+        &a,
+        origin_cert,
+    );
+    let view = envelope::forwarded_view(&content, &a);
+    let (queued_for, refused) = plan(
+        &view,
+        &candidates(Some(&c), st.org(), &[]),
+        st,
+        &st.router,
+        now,
+    );
+    count_egress(st, queued_for.len(), &refused);
+    let outcome = st
+        .store
+        .insert(NewMessage {
+            id: format!("{RESHARE_PREFIX}{}:{}", content.id, c.id),
+            envelope: fwd.encode_to_vec(),
+            origin: content.origin_org.clone(),
+            kind: content.kind,
+            level: content.level,
+            received_from: String::new(),
+            received_at_ms: now,
+            outbox: queued_for.clone(),
+            audit: vec![
+                AuditEvent::new(AuditKind::Sent)
+                    .msg(&content.id)
+                    .cluster(&c.id)
+                    .rule("reshare")
+                    .detail(format!(
+                        "re-shared by {user} into {} for [{}]",
+                        c.id,
+                        queued_for.join(", ")
+                    )),
+            ],
+        })
+        .await
+        .map_err(|source| OutboundError::Store {
+            what: "re-share",
+            source,
+        })?;
+    st.notify_peers(&queued_for);
+    let seq = match outcome {
+        InsertOutcome::Inserted(s) | InsertOutcome::Duplicate(s) => s,
+    };
+    Ok(response(content.id, seq, queued_for, refused))
+}
+
+/// One page of what this node originated after `after_seq` that `peer` may
+/// have, scanning a bounded window so one call never walks the whole store.
+pub fn backfill_page(
+    st: &NodeState,
+    peer: &str,
+    after_seq: u64,
+    limit: usize,
+) -> Result<pb::BackfillResponse, LookupError> {
+    let now = crate::clock::now_ms();
+    let mut entries = Vec::new();
+    let mut cursor = after_seq;
+    for _ in 0..16 {
+        let page = st.store.read_after(cursor, 1024)?;
+        if page.is_empty() {
+            break;
+        }
+        for m in page {
+            cursor = m.seq;
+            if m.origin != st.org() {
+                continue;
+            }
+            let (_, env, content) = {
+                let key = format!("{}/{}", m.origin, m.id);
+                let env = pb::Envelope::decode(m.envelope.as_slice())
+                    .map_err(|e| LookupError::Corrupt(key.clone(), e))?;
+                let content = pb::Content::decode(env.content.as_slice())
+                    .map_err(|e| LookupError::Corrupt(key, e))?;
+                ((), env, content)
+            };
+            let standing = markings::standing(&st.store, &content);
+            if backfill_allows(&content, &standing, peer, st, &st.router, now) {
+                entries.push(pb::BackfillEntry {
+                    seq: m.seq,
+                    envelope: Some(env),
+                });
+                if entries.len() >= limit {
+                    return Ok(pb::BackfillResponse {
+                        entries,
+                        more: true,
+                    });
+                }
+            }
+        }
+    }
+    Ok(pb::BackfillResponse {
+        entries,
+        more: false,
+    })
+}
+
+/// Every rule step for `content` towards `to` (or every candidate): egress for
+/// this node's own messages and drafts, ingress for received ones.
+pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Decision> {
+    let direction = if content.origin_org == st.org() {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let targets: Vec<String> = if !to.is_empty() {
+        vec![to.to_string()]
+    } else if direction == Direction::Ingress {
+        vec![st.org().to_string()]
+    } else if let Some(c) = st.cluster(&content.cluster) {
+        c.known_orgs()
+            .into_iter()
+            .filter(|o| o != st.org())
+            .collect()
+    } else {
+        st.config.peers.iter().map(|p| p.org.clone()).collect()
+    };
+    targets
+        .iter()
+        .map(|org| st.decide(content, org, direction))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

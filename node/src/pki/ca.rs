@@ -1,0 +1,645 @@
+//! The federation CA and everything it issues: the root certificate and key, organisation
+//! bundles (node TLS identity, message-signing key, organisation CA), member certificates
+//! signed by an organisation CA, revocation and the CRL, and the on-disk layout of CA and
+//! bundle directories.
+//!
+//! Owns: [`FederationCa`] (generate, save, load, issue, revoke), [`OrgRequest`],
+//! [`OrgBundle`], [`UserBundle`], [`issue_user`], the issued-certificate index
+//! (`issued.json`) and writing files atomically with private modes.
+//!
+//! It must never overwrite an existing CA key, write a private key readable by other users,
+//! issue a certificate for a profile that does not validate, or issue past the validity of
+//! the certificate that signs it.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use x509_parser::certificate::X509Certificate;
+
+use super::der::{first_cert_der, normalize_serial, parse_cert, pem_encode, serial_hex};
+use super::profile::{
+    CertProfile, CertifiedKey, OrgProfile, UserRole, check_label, endpoint_host, key_id_for,
+    profile_extension, profile_of,
+};
+use super::{PkiError, gen_err, io_err};
+
+/// Validity of a federation root certificate.
+const ROOT_VALIDITY_DAYS: i64 = 3650;
+/// Longest validity accepted for organisation and user certificates.
+const MAX_VALIDITY_DAYS: u32 = 3650;
+/// Issued certificates start slightly in the past to tolerate clock skew.
+const BACKDATE: Duration = Duration::minutes(5);
+/// A CRL promises the next one within this period.
+const CRL_NEXT_UPDATE: Duration = Duration::days(7);
+
+fn validate_user_name(name: &str) -> Result<(), PkiError> {
+    check_label("user name", name)
+}
+
+fn validity(days: u32) -> Result<Duration, PkiError> {
+    if days == 0 || days > MAX_VALIDITY_DAYS {
+        return Err(PkiError::Invalid(format!(
+            "validity of {days} days is out of range; choose 1 to {MAX_VALIDITY_DAYS} days"
+        )));
+    }
+    Ok(Duration::days(i64::from(days)))
+}
+
+fn random_serial() -> SerialNumber {
+    let mut b: [u8; 16] = rand::random();
+    b[0] &= 0x7f; // positive
+    if b[0] == 0 {
+        b[0] = 0x01; // keep a fixed 16-byte length
+    }
+    SerialNumber::from_slice(&b)
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Write via a temp file + rename; `mode` applies on Unix (0600 for keys).
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let res = (|| {
+        let mut f = opts.open(&tmp)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(io_err(path))
+}
+
+fn read_file(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(io_err(path))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), PkiError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuedKind {
+    Node,
+    OrgCa,
+}
+
+/// One row of `issued.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    pub serial: String,
+    pub org: String,
+    pub kind: IssuedKind,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// Unix seconds of revocation, if revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct CaIndex {
+    #[serde(default)]
+    issued: Vec<IssuedCert>,
+    #[serde(default)]
+    crl_number: u64,
+}
+
+/// Federation root CA. Files in a directory: `ca.crt`, `ca.key` (0600),
+/// `issued.json` (index of issued certs and revocations), `crl.pem`.
+pub struct FederationCa {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    key: KeyPair,
+    index: Mutex<CaIndex>,
+    crl_pem: String,
+}
+
+impl fmt::Debug for FederationCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FederationCa")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+const CA_CRT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const CA_INDEX: &str = "issued.json";
+const CA_CRL: &str = "crl.pem";
+
+fn ca_key_usages() -> Vec<KeyUsagePurpose> {
+    vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ]
+}
+
+pub(super) fn base_params(not_after: OffsetDateTime) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.not_before = OffsetDateTime::now_utc() - BACKDATE;
+    p.not_after = not_after;
+    p.serial_number = Some(random_serial());
+    p.distinguished_name = DistinguishedName::new();
+    p.use_authority_key_identifier_extension = true;
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    p
+}
+
+fn not_after_of(cert: &X509Certificate<'_>) -> OffsetDateTime {
+    cert.validity().not_after.to_datetime()
+}
+
+impl FederationCa {
+    /// A new root: ECDSA P-256, CN = `name`, valid 10 years, path length 1.
+    pub fn generate(name: &str) -> Result<Self, PkiError> {
+        check_label("federation CA name", name)?;
+        let key = KeyPair::generate().map_err(gen_err("root key"))?;
+        let mut params =
+            base_params(OffsetDateTime::now_utc() + Duration::days(ROOT_VALIDITY_DAYS));
+        params.use_authority_key_identifier_extension = false;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Bluewire federation");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        params.key_usages = ca_key_usages();
+        let cert = params
+            .self_signed(&key)
+            .map_err(gen_err("root certificate"))?;
+        let mut ca = FederationCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key,
+            index: Mutex::new(CaIndex::default()),
+            crl_pem: String::new(),
+        };
+        ca.crl_pem = ca.make_crl()?;
+        Ok(ca)
+    }
+
+    /// Write `ca.crt`, `ca.key` (0600), `issued.json`, `crl.pem`. Refuses to
+    /// replace an existing *different* `ca.key`; saving the same CA again
+    /// (after issuing or revoking) just updates the index and CRL.
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        ensure_dir(dir)?;
+        let key_path = dir.join(CA_KEY);
+        let key_pem = self.key.serialize_pem();
+        match fs::read_to_string(&key_path) {
+            Ok(existing) if existing == key_pem => {}
+            Ok(_) => return Err(PkiError::AlreadyExists(key_path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_file(&key_path, key_pem.as_bytes(), 0o600)?;
+            }
+            Err(e) => return Err(io_err(&key_path)(e)),
+        }
+        write_file(&dir.join(CA_CRT), self.cert_pem.as_bytes(), 0o644)?;
+        let json = {
+            let idx = self.lock_index();
+            serde_json::to_string_pretty(&*idx).map_err(|e| PkiError::Index {
+                path: dir.join(CA_INDEX),
+                msg: e.to_string(),
+            })?
+        };
+        write_file(&dir.join(CA_INDEX), json.as_bytes(), 0o644)?;
+        write_file(&dir.join(CA_CRL), self.crl_pem.as_bytes(), 0o644)
+    }
+
+    /// Load a CA directory written by [`FederationCa::save`].
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let cert_pem = read_file(&dir.join(CA_CRT))?;
+        let key_pem = read_file(&dir.join(CA_KEY))?;
+        let cert_der = first_cert_der(&cert_pem)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
+            PkiError::Pem(format!(
+                "{}: not a usable CA key: {e}",
+                dir.join(CA_KEY).display()
+            ))
+        })?;
+        {
+            let cert = parse_cert(&cert_der)?;
+            if cert.public_key().subject_public_key.data.as_ref()
+                != rcgen::PublicKeyData::der_bytes(&key)
+            {
+                return Err(PkiError::Invalid(format!(
+                    "{} does not belong to {}; the CA directory is mixed up",
+                    dir.join(CA_KEY).display(),
+                    dir.join(CA_CRT).display()
+                )));
+            }
+            if !cert.is_ca() {
+                return Err(PkiError::Cert(format!(
+                    "{} is not a CA certificate",
+                    dir.join(CA_CRT).display()
+                )));
+            }
+        }
+        let index_path = dir.join(CA_INDEX);
+        let index: CaIndex = match fs::read_to_string(&index_path) {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| PkiError::Index {
+                path: index_path.clone(),
+                msg: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CaIndex::default(),
+            Err(e) => return Err(io_err(&index_path)(e)),
+        };
+        let mut ca = FederationCa {
+            cert_pem,
+            cert_der,
+            key,
+            index: Mutex::new(index),
+            crl_pem: String::new(),
+        };
+        ca.crl_pem = match fs::read_to_string(dir.join(CA_CRL)) {
+            Ok(s) => s,
+            Err(_) => ca.make_crl()?,
+        };
+        Ok(ca)
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// The current CRL (PEM); an empty CRL until something is revoked.
+    pub fn crl_pem(&self) -> &str {
+        &self.crl_pem
+    }
+
+    /// A copy of the issued-certificate index.
+    pub fn issued(&self) -> Vec<IssuedCert> {
+        self.lock_index().issued.clone()
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, CaIndex> {
+        // The index is plain data; a panic elsewhere cannot leave it half-updated.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, PkiError> {
+        Issuer::from_ca_cert_der(&self.cert_der, &self.key).map_err(gen_err("root issuer"))
+    }
+
+    fn root_not_after(&self) -> Result<OffsetDateTime, PkiError> {
+        Ok(not_after_of(&parse_cert(&self.cert_der)?))
+    }
+
+    /// Issue an organisation's node TLS certificate, message-signing key and
+    /// organisation CA. `req.profile.signing_keys` is replaced by the fresh key.
+    pub fn issue_org(&self, req: &OrgRequest) -> Result<OrgBundle, PkiError> {
+        let mut profile = req.profile.clone();
+        profile.signing_keys.clear();
+        profile.validate()?;
+        let not_after =
+            (OffsetDateTime::now_utc() + validity(req.validity_days)?).min(self.root_not_after()?);
+        let issuer = self.issuer()?;
+
+        // Message-signing key.
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|e| PkiError::Generate(format!("Ed25519 signing key: {e}")))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|e| PkiError::Generate(format!("Ed25519 signing key: {e}")))?;
+        let public = pair.public_key().as_ref();
+        let signing_key = CertifiedKey {
+            key_id: key_id_for(&profile.org, public),
+            public_key_hex: hex::encode(public),
+        };
+
+        // Organisation CA.
+        let org_ca_key = KeyPair::generate().map_err(gen_err("organisation CA key"))?;
+        let mut ca_params = base_params(not_after);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("{} organisation CA", profile.org),
+        );
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationName, profile.org.as_str());
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params.key_usages = ca_key_usages();
+        ca_params
+            .custom_extensions
+            .push(profile_extension(&CertProfile::OrgCa(profile.clone()))?);
+        let org_ca = ca_params
+            .signed_by(&org_ca_key, &issuer)
+            .map_err(gen_err("organisation CA certificate"))?;
+
+        // Node TLS certificate.
+        let mut node_profile = profile.clone();
+        node_profile.signing_keys = vec![signing_key.clone()];
+        let host = endpoint_host(&profile.endpoint)?;
+        let node_key = KeyPair::generate().map_err(gen_err("node key"))?;
+        let mut node_params = base_params(not_after);
+        node_params
+            .distinguished_name
+            .push(DnType::CommonName, profile.org.as_str());
+        node_params
+            .distinguished_name
+            .push(DnType::OrganizationName, profile.org.as_str());
+        let mut sans = vec![host.clone()];
+        if host != "localhost" {
+            sans.push("localhost".into());
+        }
+        for s in sans {
+            node_params
+                .subject_alt_names
+                .push(match s.parse::<IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => {
+                        SanType::DnsName(s.clone().try_into().map_err(|e| {
+                            PkiError::Invalid(format!("host {s:?} as DNS name: {e}"))
+                        })?)
+                    }
+                });
+        }
+        node_params.is_ca = IsCa::ExplicitNoCa;
+        node_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        node_params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        node_params
+            .custom_extensions
+            .push(profile_extension(&CertProfile::Node(node_profile))?);
+        let node = node_params
+            .signed_by(&node_key, &issuer)
+            .map_err(gen_err("node certificate"))?;
+
+        {
+            let mut idx = self.lock_index();
+            for (der, kind) in [
+                (node.der(), IssuedKind::Node),
+                (org_ca.der(), IssuedKind::OrgCa),
+            ] {
+                idx.issued.push(IssuedCert {
+                    serial: serial_hex(der)?,
+                    org: profile.org.clone(),
+                    kind,
+                    not_after: fmt_time(not_after),
+                    revoked_at: None,
+                });
+            }
+        }
+
+        Ok(OrgBundle {
+            node_cert_pem: node.pem(),
+            node_key_pem: node_key.serialize_pem(),
+            signing_key_pkcs8_pem: pem_encode("PRIVATE KEY", pkcs8.as_ref()),
+            signing_key,
+            org_ca_cert_pem: org_ca.pem(),
+            org_ca_key_pem: org_ca_key.serialize_pem(),
+            ca_cert_pem: self.cert_pem.clone(),
+        })
+    }
+
+    /// Revoke certificates by serial (hex). Cumulative: the returned CRL lists
+    /// everything ever revoked. Persist with [`FederationCa::save`].
+    pub fn revoke(&mut self, serials: &[String]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        {
+            let idx = self.index.get_mut().unwrap_or_else(|p| p.into_inner());
+            let wanted = serials
+                .iter()
+                .map(|s| normalize_serial(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            for s in &wanted {
+                if !idx.issued.iter().any(|c| &c.serial == s) {
+                    return Err(PkiError::Invalid(format!(
+                        "serial {s} was not issued by this federation CA; list an organisation's serials with serials_of_org / issued.json"
+                    )));
+                }
+            }
+            for c in idx.issued.iter_mut() {
+                if wanted.contains(&c.serial) && c.revoked_at.is_none() {
+                    c.revoked_at = Some(now);
+                }
+            }
+        }
+        self.crl_pem = self.make_crl()?;
+        Ok(self.crl_pem.clone())
+    }
+
+    /// Serials of the node and org-CA certificates issued to `org` (revoking
+    /// them revokes the organisation and all its users).
+    pub fn serials_of_org(&self, org: &str) -> Vec<String> {
+        self.lock_index()
+            .issued
+            .iter()
+            .filter(|c| c.org == org)
+            .map(|c| c.serial.clone())
+            .collect()
+    }
+
+    /// Sign a CRL of every revoked serial with the next CRL number.
+    fn make_crl(&self) -> Result<String, PkiError> {
+        let (revoked, number) = {
+            let mut idx = self.lock_index();
+            idx.crl_number += 1;
+            let revoked = idx
+                .issued
+                .iter()
+                .filter_map(|c| Some((hex::decode(&c.serial).ok()?, c.revoked_at?)))
+                .map(|(raw, at)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&raw),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(at)
+                        .unwrap_or_else(|_| OffsetDateTime::now_utc()),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect::<Vec<_>>();
+            (revoked, idx.crl_number)
+        };
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + CRL_NEXT_UPDATE,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer()?)
+            .map_err(gen_err("CRL"))?
+            .pem()
+            .map_err(gen_err("CRL PEM"))
+    }
+}
+
+/// A request to certify an organisation.
+#[derive(Clone, Debug)]
+pub struct OrgRequest {
+    /// `signing_keys` is ignored: a fresh signing key is generated.
+    pub profile: OrgProfile,
+    pub validity_days: u32,
+}
+
+/// Everything an organisation needs to run a node and certify its members.
+#[derive(Clone)]
+pub struct OrgBundle {
+    /// TLS leaf: serverAuth+clientAuth, SAN = endpoint host + `localhost`, Node profile.
+    pub node_cert_pem: String,
+    pub node_key_pem: String,
+    /// Ed25519 PKCS#8, PEM `PRIVATE KEY`.
+    pub signing_key_pkcs8_pem: String,
+    pub signing_key: CertifiedKey,
+    /// Intermediate CA (pathlen 0) with the OrgCa profile.
+    pub org_ca_cert_pem: String,
+    pub org_ca_key_pem: String,
+    /// The federation root, for convenience.
+    pub ca_cert_pem: String,
+}
+
+impl fmt::Debug for OrgBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrgBundle")
+            .field("signing_key", &self.signing_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrgBundle {
+    /// Writes node.crt node.key signing.key org-ca.crt org-ca.key ca.crt; keys 0600.
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        ensure_dir(dir)?;
+        for (name, data, mode) in [
+            ("node.crt", &self.node_cert_pem, 0o644),
+            ("node.key", &self.node_key_pem, 0o600),
+            ("signing.key", &self.signing_key_pkcs8_pem, 0o600),
+            ("org-ca.crt", &self.org_ca_cert_pem, 0o644),
+            ("org-ca.key", &self.org_ca_key_pem, 0o600),
+            ("ca.crt", &self.ca_cert_pem, 0o644),
+        ] {
+            write_file(&dir.join(name), data.as_bytes(), mode)?;
+        }
+        Ok(())
+    }
+}
+
+/// A member's client certificate chain (leaf + org CA) and key.
+#[derive(Clone)]
+pub struct UserBundle {
+    pub cert_chain_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for UserBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserBundle").finish_non_exhaustive()
+    }
+}
+
+impl UserBundle {
+    /// Writes user.crt user.key (0600) ca.crt.
+    pub fn save(&self, dir: &Path, ca_cert_pem: &str) -> Result<(), PkiError> {
+        ensure_dir(dir)?;
+        write_file(&dir.join("user.crt"), self.cert_chain_pem.as_bytes(), 0o644)?;
+        write_file(&dir.join("user.key"), self.key_pem.as_bytes(), 0o600)?;
+        write_file(&dir.join("ca.crt"), ca_cert_pem.as_bytes(), 0o644)
+    }
+}
+
+/// Issue a user (member) client certificate with the org CA. The cert PEM is
+/// the leaf followed by the org-CA cert (chain). Validity is capped at the org
+/// CA's.
+pub fn issue_user(
+    org_ca_cert_pem: &str,
+    org_ca_key_pem: &str,
+    name: &str,
+    role: UserRole,
+    validity_days: u32,
+) -> Result<UserBundle, PkiError> {
+    validate_user_name(name)?;
+    let span = validity(validity_days)?;
+    let ca_der = first_cert_der(org_ca_cert_pem)?;
+    let ca_key = KeyPair::from_pem(org_ca_key_pem)
+        .map_err(|e| PkiError::Pem(format!("organisation CA key: {e}")))?;
+    let (org, ca_not_after) = {
+        let ca = parse_cert(&ca_der)?;
+        let Some(CertProfile::OrgCa(p)) = profile_of(&ca)? else {
+            return Err(PkiError::Invalid(
+                "the given CA certificate is not an organisation CA (no OrgCa profile); pass org-ca.crt from the organisation bundle".into(),
+            ));
+        };
+        if ca.public_key().subject_public_key.data.as_ref()
+            != rcgen::PublicKeyData::der_bytes(&ca_key)
+        {
+            return Err(PkiError::Invalid(
+                "org-ca.key does not belong to org-ca.crt; pass the pair from the same bundle"
+                    .into(),
+            ));
+        }
+        (p.org, not_after_of(&ca))
+    };
+    let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key).map_err(gen_err("org CA issuer"))?;
+    let key = KeyPair::generate().map_err(gen_err("user key"))?;
+    let mut params = base_params((OffsetDateTime::now_utc() + span).min(ca_not_after));
+    params.distinguished_name.push(DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, org.as_str());
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params
+        .custom_extensions
+        .push(profile_extension(&CertProfile::User {
+            org,
+            name: name.to_string(),
+            role,
+        })?);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(gen_err("user certificate"))?;
+    Ok(UserBundle {
+        cert_chain_pem: format!("{}{}", cert.pem(), pem_encode("CERTIFICATE", &ca_der)),
+        key_pem: key.serialize_pem(),
+    })
+}

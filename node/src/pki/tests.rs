@@ -1,0 +1,564 @@
+//! Unit tests of the PKI: profiles, encodings, issuance, identities, CRLs and the files a CA
+//! writes, through the module's public API and its crate-internal helpers.
+
+use std::fs;
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use rcgen::{DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use time::{Duration, OffsetDateTime};
+
+use super::ca::base_params;
+use super::der::{der_utf8string, parse_der_utf8string, pem_encode};
+use super::profile::{endpoint_host, profile_extension};
+use super::*;
+
+fn profile(org: &str) -> OrgProfile {
+    OrgProfile {
+        org: org.into(),
+        country: "BE".into(),
+        org_type: "csirt".into(),
+        levels: vec![Level::Technical, Level::Operational],
+        sectors: vec!["energy".into()],
+        accreditations: vec!["EU RESTRICTED".into()],
+        endpoint: "https://127.0.0.1:7443".into(),
+        signing_keys: vec![],
+    }
+}
+
+fn req(org: &str) -> OrgRequest {
+    OrgRequest {
+        profile: profile(org),
+        validity_days: 365,
+    }
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    load_certs_pem(pem).unwrap().remove(0)
+}
+
+#[test]
+fn enums_parse_and_display() {
+    for l in Level::ALL {
+        assert_eq!(l.to_string().parse::<Level>().unwrap(), l);
+    }
+    for r in UserRole::ALL {
+        assert_eq!(r.to_string().parse::<UserRole>().unwrap(), r);
+    }
+    assert_eq!("soc-tool".parse::<UserRole>().unwrap(), UserRole::SocTool);
+    assert!("boss".parse::<UserRole>().is_err());
+    assert_eq!(
+        serde_json::to_string(&UserRole::SocTool).unwrap(),
+        "\"soc-tool\""
+    );
+    assert_eq!(
+        serde_json::to_string(&Level::Political).unwrap(),
+        "\"political\""
+    );
+}
+
+#[test]
+fn key_id_format() {
+    let id = key_id_for("csirt-be", &[1u8; 32]);
+    assert!(id.starts_with("csirt-be/"));
+    assert_eq!(id.len(), "csirt-be/".len() + 16);
+}
+
+#[test]
+fn der_utf8string_round_trip() {
+    for n in [0usize, 5, 127, 128, 300, 70_000] {
+        let s = "x".repeat(n);
+        assert_eq!(parse_der_utf8string(&der_utf8string(&s)).unwrap(), s);
+    }
+    assert!(parse_der_utf8string(&[0x04, 0x00]).is_err());
+    assert!(parse_der_utf8string(&[0x0c, 0x05, b'a']).is_err());
+}
+
+#[test]
+fn pem_encode_matches_rustls_pemfile() {
+    for n in [0usize, 1, 2, 3, 47, 48, 49, 100] {
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+        let pem = pem_encode("PRIVATE KEY", &data);
+        let item = rustls_pemfile::read_one(&mut pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        match item {
+            rustls_pemfile::Item::Pkcs8Key(k) => assert_eq!(k.secret_pkcs8_der(), &data[..]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn profile_extension_round_trip_and_identities() {
+    let ca = FederationCa::generate("Test Federation Root").unwrap();
+    let bundle = ca.issue_org(&req("csirt-be")).unwrap();
+    let root = der(ca.cert_pem());
+
+    // Profile extension round trip.
+    let node = der(&bundle.node_cert_pem);
+    let Some(CertProfile::Node(p)) = cert_profile(&node).unwrap() else {
+        panic!("node profile missing");
+    };
+    let mut expected = profile("csirt-be");
+    expected.signing_keys = vec![bundle.signing_key.clone()];
+    assert_eq!(p, expected);
+    let Some(CertProfile::OrgCa(p)) = cert_profile(&der(&bundle.org_ca_cert_pem)).unwrap() else {
+        panic!("org-ca profile missing");
+    };
+    assert_eq!(p, profile("csirt-be"));
+    assert_eq!(cert_profile(&root).unwrap(), None);
+
+    // Signing key matches.
+    let sk = crate::pki::load_key_pem(&bundle.signing_key_pkcs8_pem).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(sk.secret_der()).unwrap();
+    assert_eq!(
+        hex::encode(pair.public_key().as_ref()),
+        bundle.signing_key.public_key_hex
+    );
+
+    // Node identity.
+    let id = identity_from_chain(std::slice::from_ref(&node), &root).unwrap();
+    assert_eq!(
+        id,
+        PeerIdentity::Node {
+            profile: expected.clone(),
+            serial: serial_hex(&node).unwrap()
+        }
+    );
+    // A copy of the root in the presented chain is tolerated.
+    assert!(identity_from_chain(&[node.clone(), root.clone()], &root).is_ok());
+
+    // User identity.
+    let user = issue_user(
+        &bundle.org_ca_cert_pem,
+        &bundle.org_ca_key_pem,
+        "Alice Analyst",
+        UserRole::Analyst,
+        30,
+    )
+    .unwrap();
+    let chain = load_certs_pem(&user.cert_chain_pem).unwrap();
+    assert_eq!(chain.len(), 2);
+    let id = identity_from_chain(&chain, &root).unwrap();
+    assert_eq!(
+        id,
+        PeerIdentity::User {
+            org: "csirt-be".into(),
+            name: "Alice Analyst".into(),
+            role: UserRole::Analyst,
+            serial: serial_hex(&chain[0]).unwrap(),
+            org_ca_serial: serial_hex(&chain[1]).unwrap(),
+        }
+    );
+    assert_eq!(id.org(), "csirt-be");
+    // User leaf without its org CA → rejected.
+    assert!(identity_from_chain(&chain[..1], &root).is_err());
+    // Org CA as leaf → rejected.
+    assert!(identity_from_chain(&chain[1..], &root).is_err());
+
+    // Serials are 16 bytes and recorded in the index.
+    let serials = ca.serials_of_org("csirt-be");
+    assert_eq!(serials.len(), 2);
+    assert!(serials.contains(&serial_hex(&node).unwrap()));
+    assert!(serials.contains(&serial_hex(&chain[1]).unwrap()));
+    assert!(serials.iter().all(|s| s.len() == 32));
+}
+
+/// Sign an arbitrary leaf with an org CA, bypassing issue_user's checks.
+fn forge_with_org_ca(bundle: &OrgBundle, p: CertProfile) -> Vec<CertificateDer<'static>> {
+    let ca_der = der(&bundle.org_ca_cert_pem);
+    let ca_key = KeyPair::from_pem(&bundle.org_ca_key_pem).unwrap();
+    let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = base_params(OffsetDateTime::now_utc() + Duration::days(1));
+    params.distinguished_name.push(DnType::CommonName, "forged");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params
+        .custom_extensions
+        .push(profile_extension(&p).unwrap());
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    vec![cert.der().clone(), ca_der]
+}
+
+#[test]
+fn user_claiming_other_org_is_rejected() {
+    let ca = FederationCa::generate("Root").unwrap();
+    let a = ca.issue_org(&req("org-a")).unwrap();
+    let root = der(ca.cert_pem());
+    let chain = forge_with_org_ca(
+        &a,
+        CertProfile::User {
+            org: "org-b".into(),
+            name: "mallory".into(),
+            role: UserRole::Operator,
+        },
+    );
+    let err = identity_from_chain(&chain, &root).unwrap_err().to_string();
+    assert!(err.contains("org-b") && err.contains("org-a"), "{err}");
+}
+
+#[test]
+fn org_ca_cannot_vouch_for_node() {
+    let ca = FederationCa::generate("Root").unwrap();
+    let a = ca.issue_org(&req("org-a")).unwrap();
+    let root = der(ca.cert_pem());
+    let chain = forge_with_org_ca(&a, CertProfile::Node(profile("org-a")));
+    assert!(matches!(
+        identity_from_chain(&chain, &root),
+        Err(PkiError::Identity(_))
+    ));
+    // Even presented alone (no intermediate), the issuer is not the root.
+    assert!(matches!(
+        identity_from_chain(&chain[..1], &root),
+        Err(PkiError::Identity(_))
+    ));
+}
+
+#[test]
+fn other_federation_root_is_rejected() {
+    let ours = FederationCa::generate("Root").unwrap();
+    // Same CN, so the issuer DN matches: only the signature check can catch it.
+    let theirs = FederationCa::generate("Root").unwrap();
+    let root = der(ours.cert_pem());
+    let b = theirs.issue_org(&req("csirt-be")).unwrap();
+    let node = der(&b.node_cert_pem);
+    let err = identity_from_chain(&[node], &root).unwrap_err().to_string();
+    assert!(err.contains("signature"), "{err}");
+    let user = issue_user(
+        &b.org_ca_cert_pem,
+        &b.org_ca_key_pem,
+        "eve",
+        UserRole::Analyst,
+        5,
+    )
+    .unwrap();
+    let chain = load_certs_pem(&user.cert_chain_pem).unwrap();
+    assert!(identity_from_chain(&chain, &root).is_err());
+}
+
+#[test]
+fn crl_round_trip_and_foreign_crl() {
+    let mut ca = FederationCa::generate("Root").unwrap();
+    let root = der(ca.cert_pem());
+    assert!(crl_serials(ca.crl_pem(), &root).unwrap().is_empty());
+    ca.issue_org(&req("org-a")).unwrap();
+    ca.issue_org(&req("org-b")).unwrap();
+    let a = ca.serials_of_org("org-a");
+    let crl = ca.revoke(&a).unwrap();
+    let mut got = crl_serials(&crl, &root).unwrap();
+    got.sort();
+    let mut want = a.clone();
+    want.sort();
+    assert_eq!(got, want);
+    // Cumulative.
+    let b = ca.serials_of_org("org-b");
+    let crl2 = ca.revoke(&b[..1]).unwrap();
+    let info = parse_crl(&crl2, &root).unwrap();
+    assert_eq!(info.serials.len(), 3);
+    assert_eq!(info.crl_number.as_deref(), Some("3"));
+    // Unknown serial.
+    assert!(ca.revoke(&["abcdef".into()]).is_err());
+    // CRL from another CA (same DN) is rejected by signature.
+    let other = FederationCa::generate("Root").unwrap();
+    let err = crl_serials(other.crl_pem(), &root).unwrap_err().to_string();
+    assert!(err.contains("not signed by the federation root"), "{err}");
+}
+
+#[test]
+fn save_load_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = FederationCa::generate("Root").unwrap();
+    ca.issue_org(&req("org-a")).unwrap();
+    let s = ca.serials_of_org("org-a");
+    ca.revoke(&s[..1]).unwrap();
+    ca.save(dir.path()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o777, 0o600);
+    }
+    // Saving the same CA again is fine; a different CA is refused.
+    ca.save(dir.path()).unwrap();
+    let other = FederationCa::generate("Root").unwrap();
+    assert!(matches!(
+        other.save(dir.path()),
+        Err(PkiError::AlreadyExists(_))
+    ));
+
+    let mut loaded = FederationCa::load(dir.path()).unwrap();
+    assert_eq!(loaded.cert_pem(), ca.cert_pem());
+    assert_eq!(loaded.serials_of_org("org-a"), s);
+    let root = der(loaded.cert_pem());
+    assert_eq!(
+        crl_serials(loaded.crl_pem(), &root).unwrap(),
+        vec![s[0].clone()]
+    );
+    // The loaded CA issues certificates that chain to the same root.
+    let b = loaded.issue_org(&req("org-b")).unwrap();
+    let node = der(&b.node_cert_pem);
+    assert!(identity_from_chain(&[node], &root).is_ok());
+    let crl = loaded.revoke(&s[1..]).unwrap();
+    assert_eq!(crl_serials(&crl, &root).unwrap().len(), 2);
+    loaded.save(dir.path()).unwrap();
+    assert_eq!(
+        FederationCa::load(dir.path())
+            .unwrap()
+            .serials_of_org("org-b")
+            .len(),
+        2
+    );
+
+    // Bundles.
+    let bdir = dir.path().join("org-b");
+    b.save(&bdir).unwrap();
+    for f in [
+        "node.crt",
+        "node.key",
+        "signing.key",
+        "org-ca.crt",
+        "org-ca.key",
+        "ca.crt",
+    ] {
+        assert!(bdir.join(f).exists(), "{f}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["node.key", "signing.key", "org-ca.key"] {
+            let m = fs::metadata(bdir.join(f)).unwrap().permissions().mode();
+            assert_eq!(m & 0o777, 0o600, "{f}");
+        }
+    }
+    load_key_pem(&fs::read_to_string(bdir.join("node.key")).unwrap()).unwrap();
+    let u = issue_user(
+        &fs::read_to_string(bdir.join("org-ca.crt")).unwrap(),
+        &fs::read_to_string(bdir.join("org-ca.key")).unwrap(),
+        "bob",
+        UserRole::SocTool,
+        10,
+    )
+    .unwrap();
+    let udir = dir.path().join("bob");
+    u.save(&udir, loaded.cert_pem()).unwrap();
+    assert_eq!(
+        load_certs_pem(&fs::read_to_string(udir.join("user.crt")).unwrap())
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn bad_input_rejected_with_clear_message() {
+    for bad in [
+        "",
+        "a",
+        "CSIRT-BE",
+        "csirt_be",
+        "-csirt",
+        "csirt-",
+        "csirt be",
+        &"a".repeat(65),
+    ] {
+        let err = check_org_id(bad).unwrap_err().to_string();
+        assert!(err.contains("lowercase"), "{bad:?}: {err}");
+    }
+    check_org_id("csirt-be").unwrap();
+    let ca = FederationCa::generate("Root").unwrap();
+    let mut r = req("Bad Org");
+    assert!(
+        ca.issue_org(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("organisation id")
+    );
+    r = req("ok-org");
+    r.profile.country = "be".into();
+    assert!(
+        ca.issue_org(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("country")
+    );
+    r = req("ok-org");
+    r.profile.endpoint = "http://x:1".into();
+    assert!(
+        ca.issue_org(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("https://")
+    );
+    r = req("ok-org");
+    r.validity_days = 0;
+    assert!(ca.issue_org(&r).is_err());
+    r = req("ok-org");
+    r.profile.levels.clear();
+    assert!(ca.issue_org(&r).is_err());
+    assert!(ca.serials_of_org("ok-org").is_empty());
+    let b = ca.issue_org(&req("ok-org")).unwrap();
+    assert!(
+        issue_user(
+            &b.org_ca_cert_pem,
+            &b.org_ca_key_pem,
+            "",
+            UserRole::Analyst,
+            1
+        )
+        .is_err()
+    );
+    // The root is not an org CA.
+    assert!(issue_user(&b.ca_cert_pem, &b.org_ca_key_pem, "x", UserRole::Analyst, 1).is_err());
+    // Mismatched key.
+    assert!(
+        issue_user(
+            &b.org_ca_cert_pem,
+            &b.node_key_pem,
+            "x",
+            UserRole::Analyst,
+            1
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn endpoint_hosts() {
+    assert_eq!(
+        endpoint_host("https://127.0.0.1:7443").unwrap(),
+        "127.0.0.1"
+    );
+    assert_eq!(endpoint_host("https://[::1]:7443/").unwrap(), "::1");
+    assert_eq!(
+        endpoint_host("https://Node.Example:1").unwrap(),
+        "node.example"
+    );
+    assert!(endpoint_host("https://:1").is_err());
+    assert!(endpoint_host("https://a b:1").is_err());
+}
+
+#[test]
+fn rustls_accepts_user_chain_and_node_cert() {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut ca = FederationCa::generate("Root").unwrap();
+    let bundle = ca.issue_org(&req("csirt-be")).unwrap();
+    let root = der(ca.cert_pem());
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let roots = Arc::new(roots);
+    let now = UnixTime::now();
+
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+    let node = der(&bundle.node_cert_pem);
+    client_verifier.verify_client_cert(&node, &[], now).unwrap();
+    let user = issue_user(
+        &bundle.org_ca_cert_pem,
+        &bundle.org_ca_key_pem,
+        "a",
+        UserRole::Analyst,
+        3,
+    )
+    .unwrap();
+    let chain = load_certs_pem(&user.cert_chain_pem).unwrap();
+    client_verifier
+        .verify_client_cert(&chain[0], &chain[1..], now)
+        .unwrap();
+
+    let server_verifier =
+        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+    for name in ["127.0.0.1", "localhost"] {
+        let sn = ServerName::try_from(name).unwrap();
+        server_verifier
+            .verify_server_cert(&node, &[], &sn, &[], now)
+            .unwrap();
+    }
+    // A user certificate is not a server certificate.
+    let sn = ServerName::try_from("localhost").unwrap();
+    assert!(
+        server_verifier
+            .verify_server_cert(&chain[0], &chain[1..], &sn, &[], now)
+            .is_err()
+    );
+
+    // Revoking the organisation (node + org CA) through the CRL makes
+    // rustls reject both the node and its users.
+    let crl_pem = ca.revoke(&ca.serials_of_org("csirt-be")).unwrap();
+    let crl: CertificateRevocationListDer<'static> = rustls_pemfile::crls(&mut crl_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let revoking = WebPkiClientVerifier::builder_with_provider(roots, provider)
+        .with_crls(vec![crl])
+        .allow_unknown_revocation_status()
+        .build()
+        .unwrap();
+    assert!(revoking.verify_client_cert(&node, &[], now).is_err());
+    assert!(
+        revoking
+            .verify_client_cert(&chain[0], &chain[1..], now)
+            .is_err()
+    );
+}
+
+#[test]
+fn one_identifier_rule_for_org_ids_in_certificates_config_and_cluster_names() {
+    let long_ok = "a".repeat(64);
+    let too_long = "a".repeat(65);
+    for id in [
+        "ab",
+        "a1",
+        "0-9",
+        "csirt-be",
+        "cert-eu",
+        "a--b",
+        long_ok.as_str(),
+    ] {
+        assert!(is_valid_id(id), "{id:?}");
+        check_org_id(id).unwrap();
+        crate::config::check_org(id).unwrap();
+        crate::cluster::check_name(id).unwrap();
+    }
+    for id in [
+        "",
+        "a",
+        "-",
+        "--",
+        "-csirt",
+        "csirt-",
+        "CSIRT-BE",
+        "csirt_be",
+        "csirt be",
+        "csirt.be",
+        "csirt/be",
+        "\u{e9}t\u{e9}",
+        too_long.as_str(),
+    ] {
+        assert!(!is_valid_id(id), "{id:?}");
+        let err = check_org_id(id).unwrap_err();
+        assert!(matches!(err, PkiError::Invalid(_)), "{id:?}: {err:?}");
+        assert!(err.to_string().contains(&format!("{id:?}")), "{err}");
+        let config_err = crate::config::check_org(id).unwrap_err();
+        assert!(
+            config_err.contains("not starting or ending with '-'"),
+            "{config_err}"
+        );
+        assert!(crate::cluster::check_name(id).is_err(), "{id:?}");
+    }
+}

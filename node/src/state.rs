@@ -1,0 +1,160 @@
+//! The shared state of a running node: handles to its store, keys, router,
+//! directory, clusters, peer links, limits and metrics, which the API layer,
+//! services and workers hold behind an `Arc`. Also what the node knows, as the
+//! pure decisions see it ([`Known`]). Builds nothing (that is `server`) and
+//! decides nothing itself.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bluewire_proto::v1::Content;
+use bluewire_proto::v1::federation_client::FederationClient;
+use dashmap::DashMap;
+use prost::Message as _;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::warn;
+
+use crate::cluster::ClusterState;
+use crate::config::NodeConfig;
+use crate::known::Known;
+use crate::peers::PeerLink;
+use crate::pki::OrgProfile;
+use crate::policy::Direction;
+use crate::routing::{Decision, Router};
+use crate::signing::SigningKey;
+use crate::store::Store;
+use crate::tls::TlsIdentity;
+
+/// Shared state of a running node; the API layer and workers hold an `Arc`.
+pub struct NodeState {
+    pub config: NodeConfig,
+    pub profile: OrgProfile,
+    pub store: Store,
+    pub signer: SigningKey,
+    pub router: Router,
+    pub tls: TlsIdentity,
+    pub peers: DashMap<String, Arc<PeerLink>>,
+    pub started_at_ms: i64,
+    pub listen: SocketAddr,
+    /// Verified state of every cluster this node takes part in.
+    pub clusters: DashMap<String, Arc<ClusterState>>,
+    /// Serialises cluster log changes (apply, sequence).
+    pub cluster_lock: tokio::sync::Mutex<()>,
+    /// Organisations this node knows: certificates, profiles, signing keys.
+    pub directory: crate::directory::Directory,
+    pub fed_clients: DashMap<String, FederationClient<Channel>>,
+    pub client_config: Arc<rustls::ClientConfig>,
+    pub shutdown_rx: watch::Receiver<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Per peer organisation: federation calls and delivered envelopes.
+    pub peer_limits: crate::ratelimit::RateLimiter,
+    /// Per user certificate: client-service calls.
+    pub client_limits: crate::ratelimit::RateLimiter,
+}
+
+impl NodeState {
+    pub fn org(&self) -> &str {
+        &self.profile.org
+    }
+
+    /// The routing decision for one (message, recipient), with this node's
+    /// view of the cluster and the CA-asserted profiles it knows, counted in
+    /// the routing metrics.
+    pub fn decide(&self, content: &Content, recipient: &str, direction: Direction) -> Decision {
+        let d = crate::known::route(
+            self,
+            &self.router,
+            content,
+            recipient,
+            direction,
+            crate::clock::now_ms(),
+        );
+        let dir = match direction {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        };
+        self.metrics.decision(dir, d.rule, d.allowed);
+        d
+    }
+
+    /// Prometheus text: counters plus per-peer outbox gauges.
+    pub fn render_metrics(&self) -> String {
+        for p in self.peers.iter() {
+            if let Ok(d) = self.store.outbox_depth(&p.org) {
+                self.metrics
+                    .gauge("bluewire_outbox_depth", &[("peer", &p.org)], d as f64);
+            }
+        }
+        self.metrics
+            .gauge("bluewire_store_head_seq", &[], self.store.head_seq() as f64);
+        self.metrics.set_counter(
+            crate::metrics::STORE_COMMITS,
+            &[],
+            self.store.commit_count(),
+        );
+        self.metrics.render()
+    }
+
+    /// Append to the audit trail; a failure is logged, never fatal to the
+    /// operation being audited.
+    pub async fn audit(&self, events: Vec<crate::audit::AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append_audit(events).await {
+            warn!(error = %e, "audit append failed");
+        }
+    }
+
+    /// Runs `work` in the background until it finishes or the node shuts down, whichever
+    /// comes first, so no background job outlives [`Node::shutdown`].
+    pub fn spawn_until_shutdown(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let mut shutdown = self.shutdown_rx.clone();
+        tokio::spawn(async move {
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::select! {
+                () = work => {}
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+
+    /// Wake the delivery workers of these peers.
+    pub fn notify_peers<'a>(&self, orgs: impl IntoIterator<Item = &'a String>) {
+        for org in orgs {
+            if let Some(p) = self.peers.get(org) {
+                p.notify.notify_one();
+            }
+        }
+    }
+}
+
+impl Known for NodeState {
+    fn me(&self) -> &str {
+        self.org()
+    }
+
+    fn key(&self, key_id: &str) -> Option<(String, Vec<u8>)> {
+        self.directory.key(&self.store, key_id)
+    }
+
+    fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {
+        NodeState::cluster(self, id)
+    }
+
+    fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
+        self.directory.profile(org, cluster)
+    }
+
+    fn held(&self, origin: &str, id: &str) -> Option<(Content, crate::markings::Standing)> {
+        let m = self.store.get(origin, id).ok().flatten()?;
+        let env = bluewire_proto::v1::Envelope::decode(m.envelope.as_slice()).ok()?;
+        let content = Content::decode(env.content.as_slice()).ok()?;
+        let standing = crate::markings::standing(&self.store, &content);
+        Some((content, standing))
+    }
+}

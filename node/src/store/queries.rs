@@ -1,0 +1,398 @@
+//! The store's read side: every `Store` method that reads, each from one redb read
+//! transaction (a consistent snapshot of the last commit), never through the writer.
+//!
+//! Owns: outbox batches and counters, messages by seq, by (origin, id) and by id, rejections,
+//! signing keys, cursors, cluster logs, annotations, the directory and the audit records.
+//!
+//! It must never: write (writes go through `writer`, so they are ordered and group-committed);
+//! return envelope bytes other than exactly as stored; panic on a corrupted or dangling
+//! record (that is [`StoreError::Corrupt`]).
+
+use std::sync::atomic::Ordering;
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use tokio::sync::watch;
+
+use super::tables::{
+    ANNOTATIONS, AUDIT, AUDIT_META, AuditHead, CLUSTER_LOG, COUNTERS, CURSORS, DIRECTORY, IDS,
+    KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX, REJECTIONS,
+    RejectionRecord, delivered_key, depth_key, read_audit_head,
+};
+use super::{
+    AnnotationRecord, AuditRecordRow, Rejection, Result, Store, StoreError, StoredMessage, db_err,
+    decode, lock, message_key,
+};
+
+impl Store {
+    fn read(&self) -> Result<ReadTransaction> {
+        self.inner.db.begin_read().map_err(db_err("begin read"))
+    }
+
+    /// Oldest first: up to `limit` (seq, envelope bytes) queued for `peer`.
+    pub fn outbox_batch(&self, peer: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.outbox_batch_after(peer, 0, limit)
+    }
+
+    /// Like [`Store::outbox_batch`], but only entries with a seq above `after_seq`
+    /// (lets a sender pipeline batches while earlier acks are still committing).
+    pub fn outbox_batch_after(
+        &self,
+        peer: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let outbox = rtx.open_table(OUTBOX).map_err(db_err("open outbox"))?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        let range = outbox
+            .range((peer, after_seq.saturating_add(1))..=(peer, u64::MAX))
+            .map_err(db_err("scan outbox"))?;
+        for entry in range.take(limit) {
+            let (key, _) = entry.map_err(db_err("scan outbox"))?;
+            let (_, seq) = key.value();
+            let Some(bytes) = messages.get(seq).map_err(db_err("read message"))? else {
+                return Err(StoreError::Corrupt {
+                    what: "outbox",
+                    key: format!("{peer}/{seq}"),
+                    detail: "queued entry points at a message that does not exist".into(),
+                });
+            };
+            let rec: MessageRecord = decode("message", seq, bytes.value())?;
+            out.push((seq, rec.envelope));
+        }
+        Ok(out)
+    }
+
+    fn counter(&self, key: &str) -> Result<u64> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(COUNTERS).map_err(db_err("open counters"))?;
+        Ok(t.get(key)
+            .map_err(db_err("read counter"))?
+            .map(|g| g.value())
+            .unwrap_or(0))
+    }
+
+    /// Entries queued for `peer` (a counter, O(1)).
+    pub fn outbox_depth(&self, peer: &str) -> Result<u64> {
+        self.counter(&depth_key(peer))
+    }
+
+    /// Entries ever acknowledged by `peer`.
+    pub fn delivered_count(&self, peer: &str) -> Result<u64> {
+        self.counter(&delivered_key(peer))
+    }
+
+    /// Up to `limit` messages with seq > `after_seq`, oldest first.
+    pub fn read_after(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredMessage>> {
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        for entry in messages
+            .range(from..)
+            .map_err(db_err("scan messages"))?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan messages"))?;
+            let seq = k.value();
+            let rec: MessageRecord = decode("message", seq, v.value())?;
+            out.push(rec.into_stored(seq));
+        }
+        Ok(out)
+    }
+
+    /// The message `origin` published under `id`.
+    pub fn get(&self, origin: &str, id: &str) -> Result<Option<StoredMessage>> {
+        let rtx = self.read()?;
+        let ids = rtx.open_table(IDS).map_err(db_err("open ids"))?;
+        let Some(seq) = ids
+            .get((id, origin))
+            .map_err(db_err("read id index"))?
+            .map(|g| g.value())
+        else {
+            return Ok(None);
+        };
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        read_indexed(&messages, seq, id).map(Some)
+    }
+
+    /// Every stored message with this id, whatever its origin (usually one; several when
+    /// organisations reused an id), in origin order.
+    pub fn find_by_id(&self, id: &str) -> Result<Vec<StoredMessage>> {
+        let rtx = self.read()?;
+        let ids = rtx.open_table(IDS).map_err(db_err("open ids"))?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        for row in ids.range((id, "")..).map_err(db_err("read id index"))? {
+            let (k, v) = row.map_err(db_err("read id index"))?;
+            if k.value().0 != id {
+                break;
+            }
+            out.push(read_indexed(&messages, v.value(), id)?);
+        }
+        Ok(out)
+    }
+
+    pub fn get_by_seq(&self, seq: u64) -> Result<Option<StoredMessage>> {
+        let rtx = self.read()?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        match messages.get(seq).map_err(db_err("read message"))? {
+            Some(v) => Ok(Some(
+                decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Highest committed seq (0 when empty).
+    pub fn head_seq(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    pub fn message_count(&self) -> Result<u64> {
+        let rtx = self.read()?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        messages.len().map_err(db_err("count messages"))
+    }
+
+    /// Watch of the head seq, updated after each commit that added messages. The current value
+    /// is marked seen: read from your cursor first, then await `changed()`.
+    pub fn subscribe_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Number of write transactions committed since open (metrics; group-commit tests).
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Newest first, up to `limit`.
+    pub fn rejections(&self, limit: usize) -> Result<Vec<Rejection>> {
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(REJECTIONS)
+            .map_err(db_err("open rejections"))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range::<u64>(..)
+            .map_err(db_err("scan rejections"))?
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan rejections"))?;
+            let r: RejectionRecord = decode("rejection", k.value(), v.value())?;
+            out.push(Rejection {
+                at_ms: r.at_ms,
+                from_peer: r.from_peer,
+                id: r.id,
+                reason: r.reason,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rejections ever recorded (including pruned ones).
+    pub fn rejection_count(&self) -> Result<u64> {
+        let rtx = self.read()?;
+        let meta = rtx.open_table(META).map_err(db_err("open meta"))?;
+        let next = meta
+            .get(META_NEXT_REJECTION)
+            .map_err(db_err("read meta"))?
+            .map(|g| g.value())
+            .unwrap_or(1);
+        Ok(next.saturating_sub(1))
+    }
+
+    pub fn get_key(&self, key_id: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(KEYS).map_err(db_err("open keys"))?;
+        match t.get(key_id).map_err(db_err("read key"))? {
+            Some(v) => {
+                let r: KeyRecord = decode("signing key", key_id, v.value())?;
+                Ok(Some((r.org, r.public_key)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn get_cursor(&self, name: &str) -> Result<Option<u64>> {
+        let rtx = self.read()?;
+        let t = rtx.open_table(CURSORS).map_err(db_err("open cursors"))?;
+        Ok(t.get(name)
+            .map_err(db_err("read cursor"))?
+            .map(|g| g.value()))
+    }
+
+    /// Up to `limit` `(index, entry bytes)` of `cluster_id`'s log with index >= `from_index`,
+    /// in index order.
+    pub fn cluster_entries(
+        &self,
+        cluster_id: &str,
+        from_index: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(CLUSTER_LOG)
+            .map_err(db_err("open cluster log"))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range((cluster_id, from_index)..=(cluster_id, u64::MAX))
+            .map_err(db_err("scan cluster log"))?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan cluster log"))?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Ids of every cluster with a stored log, sorted.
+    pub fn cluster_ids(&self) -> Result<Vec<String>> {
+        use std::ops::Bound;
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(CLUSTER_LOG)
+            .map_err(db_err("open cluster log"))?;
+        let mut out: Vec<String> = Vec::new();
+        // Skip-scan: one seek per cluster, past the last possible index of the previous one.
+        loop {
+            let first = match out.last() {
+                None => t.first().map_err(db_err("scan cluster log"))?,
+                Some(prev) => t
+                    .range::<(&str, u64)>((
+                        Bound::Excluded((prev.as_str(), u64::MAX)),
+                        Bound::Unbounded,
+                    ))
+                    .map_err(db_err("scan cluster log"))?
+                    .next()
+                    .transpose()
+                    .map_err(db_err("scan cluster log"))?,
+            };
+            match first {
+                Some((k, _)) => out.push(k.value().0.to_owned()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Every annotation of one message, by kind, from one read transaction.
+    pub fn annotations(&self, origin: &str, id: &str) -> Result<Vec<(String, AnnotationRecord)>> {
+        let key = message_key(origin, id);
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(ANNOTATIONS)
+            .map_err(db_err("open annotations"))?;
+        let mut out = Vec::new();
+        for row in t
+            .range((key.as_str(), "")..)
+            .map_err(db_err("read annotations"))?
+        {
+            let (k, v) = row.map_err(db_err("read annotation"))?;
+            let (k_key, kind) = k.value();
+            if k_key != key {
+                break;
+            }
+            out.push((
+                kind.to_string(),
+                decode::<AnnotationRecord>("annotation", &key, v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The organisation directory: every `(org, node certificate DER)`, sorted by org.
+    pub fn directory(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let rtx = self.read()?;
+        let t = rtx
+            .open_table(DIRECTORY)
+            .map_err(db_err("open directory"))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err("scan directory"))? {
+            let (k, v) = entry.map_err(db_err("scan directory"))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` audit records with seq > `after_seq`, in seq order. An undecodable record
+    /// is [`StoreError::Corrupt`]; use [`crate::audit::verify`] to check the chain.
+    pub fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecordRow>> {
+        let Some(from) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rtx = self.read()?;
+        let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
+        let mut out = Vec::new();
+        for entry in t.range(from..).map_err(db_err("scan audit"))?.take(limit) {
+            let (k, v) = entry.map_err(db_err("scan audit"))?;
+            let seq = k.value();
+            let row = AuditRecordRow::decode(seq, v.value()).map_err(|e| StoreError::Corrupt {
+                what: "audit",
+                key: seq.to_string(),
+                detail: format!("cannot decode: {e}"),
+            })?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// The committed audit head: (last seq, its hash); `(0, GENESIS_HASH)` when empty.
+    pub fn audit_head(&self) -> (u64, String) {
+        lock(&self.inner.audit_head).clone()
+    }
+
+    /// Visits every stored audit record `(seq, raw bytes)` in seq order and returns the stored
+    /// head, all from one consistent snapshot. `visit` returns false to stop early.
+    pub(crate) fn audit_scan(
+        &self,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<AuditHead> {
+        let rtx = self.read()?;
+        let head = {
+            let meta = rtx
+                .open_table(AUDIT_META)
+                .map_err(db_err("open audit meta"))?;
+            read_audit_head(&meta)?
+        };
+        let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
+        for entry in t.iter().map_err(db_err("scan audit"))? {
+            let (k, v) = entry.map_err(db_err("scan audit"))?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(head)
+    }
+}
+
+/// The message an index entry points at; a dangling entry is corruption.
+fn read_indexed(
+    messages: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+    id: &str,
+) -> Result<StoredMessage> {
+    match messages.get(seq).map_err(db_err("read message"))? {
+        Some(v) => Ok(decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq)),
+        None => Err(StoreError::Corrupt {
+            what: "id index",
+            key: id.to_owned(),
+            detail: format!("points at seq {seq}, which does not exist"),
+        }),
+    }
+}

@@ -1,0 +1,362 @@
+//! The store's on-disk schema: every redb table and meta key, the prost records stored in
+//! them, the `Tables` set one write transaction works on, and what happens when the file is
+//! opened (tables created, the seq allocator checked, old layouts migrated).
+//!
+//! Owns: table names with their key and value types, record encodings, [`open_tables`],
+//! [`init`] and the one-time migration to (origin, id) message keys.
+//!
+//! It must never: rename a table or change a record's field tags (existing files would stop
+//! reading back); decide what an op does or answer a caller (that is `writer`); leave a
+//! half-migrated file (the migration runs inside the opening write transaction, which commits
+//! the new layout whole or not at all).
+
+use prost::Message as _;
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, TableHandle};
+
+use super::{AnnotationRecord, Result, StoreError, StoredMessage, db_err, decode, message_key};
+
+pub(super) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// (message id, origin) → seq: messages are identified by the pair, so no organisation can
+/// shadow another's message by reusing its id.
+pub(super) const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
+/// Before (origin, id) keys: id → seq. Migrated into [`IDS`] and dropped on open.
+pub(super) const OLD_IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+pub(super) const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox");
+pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(super) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+pub(super) const REJECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("rejections");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const CLUSTER_LOG: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("cluster_log");
+pub(super) const DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("directory");
+/// Per-message annotations from origin-signed control messages:
+/// (message id, "retracted" | "marking") -> value.
+/// ("ORIGIN/ID" of the message, kind) → an encoded [`AnnotationRecord`].
+pub(super) const ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("message_annotations");
+/// Before (origin, id) keys: (id, kind) → raw value. Migrated and dropped on open.
+pub(super) const OLD_ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("annotations");
+/// Audit records by seq (1, 2, …): encoded [`AuditDisk`].
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
+/// table holds only u64 values, so the head's hash lives here.)
+pub(super) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
+pub(super) const AUDIT_HEAD_KEY: &str = "head";
+
+/// Next message seq to assign (seqs start at 1; head = next - 1).
+pub(super) const META_NEXT_SEQ: &str = "next_seq";
+/// Next rejection number (starts at 1; total recorded = next - 1).
+pub(super) const META_NEXT_REJECTION: &str = "next_rejection";
+
+pub(super) fn depth_key(peer: &str) -> String {
+    format!("outbox_depth/{peer}")
+}
+
+pub(super) fn delivered_key(peer: &str) -> String {
+    format!("delivered/{peer}")
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct MessageRecord {
+    #[prost(string, tag = "1")]
+    pub(super) id: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(super) envelope: Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub(super) origin: String,
+    #[prost(int32, tag = "4")]
+    pub(super) kind: i32,
+    #[prost(int32, tag = "5")]
+    pub(super) level: i32,
+    #[prost(string, tag = "6")]
+    pub(super) received_from: String,
+    #[prost(int64, tag = "7")]
+    pub(super) received_at_ms: i64,
+}
+
+impl MessageRecord {
+    pub(super) fn into_stored(self, seq: u64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            id: self.id,
+            envelope: self.envelope,
+            origin: self.origin,
+            kind: self.kind,
+            level: self.level,
+            received_from: self.received_from,
+            received_at_ms: self.received_at_ms,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct KeyRecord {
+    #[prost(string, tag = "1")]
+    pub(super) org: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(super) public_key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct RejectionRecord {
+    #[prost(int64, tag = "1")]
+    pub(super) at_ms: i64,
+    #[prost(string, tag = "2")]
+    pub(super) from_peer: String,
+    #[prost(string, tag = "3")]
+    pub(super) id: String,
+    #[prost(string, tag = "4")]
+    pub(super) reason: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct AuditDisk {
+    #[prost(int64, tag = "1")]
+    pub(super) at_ms: i64,
+    #[prost(string, tag = "2")]
+    pub(super) event: String,
+    #[prost(string, tag = "3")]
+    pub(super) msg_id: String,
+    #[prost(string, tag = "4")]
+    pub(super) peer: String,
+    #[prost(string, tag = "5")]
+    pub(super) cluster: String,
+    #[prost(string, tag = "6")]
+    pub(super) rule: String,
+    #[prost(string, tag = "7")]
+    pub(super) detail: String,
+    #[prost(string, tag = "8")]
+    pub(super) prev_hash: String,
+    #[prost(string, tag = "9")]
+    pub(super) hash: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct AuditHeadRecord {
+    #[prost(uint64, tag = "1")]
+    pub(super) seq: u64,
+    #[prost(string, tag = "2")]
+    pub(super) hash: String,
+}
+
+/// The audit chain's head: last seq (0 when empty) and its hash (genesis when empty).
+pub(super) type AuditHead = (u64, String);
+
+pub(super) fn genesis_head() -> AuditHead {
+    (0, crate::audit::GENESIS_HASH.to_owned())
+}
+
+/// All tables open in one write transaction, plus the seq allocator for the group.
+pub(super) struct Tables<'t> {
+    pub(super) messages: Table<'t, u64, &'static [u8]>,
+    pub(super) ids: Table<'t, (&'static str, &'static str), u64>,
+    pub(super) outbox: Table<'t, (&'static str, u64), ()>,
+    pub(super) counters: Table<'t, &'static str, u64>,
+    pub(super) keys: Table<'t, &'static str, &'static [u8]>,
+    pub(super) cursors: Table<'t, &'static str, u64>,
+    pub(super) rejections: Table<'t, u64, &'static [u8]>,
+    pub(super) meta: Table<'t, &'static str, u64>,
+    pub(super) cluster_log: Table<'t, (&'static str, u64), &'static [u8]>,
+    pub(super) directory: Table<'t, &'static str, &'static [u8]>,
+    pub(super) annotations: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub(super) audit: Table<'t, u64, &'static [u8]>,
+    pub(super) audit_meta: Table<'t, &'static str, &'static [u8]>,
+    pub(super) next_seq: u64,
+    /// The audit head as of this transaction's last applied op.
+    pub(super) audit_head: AuditHead,
+}
+
+pub(super) fn get_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<Option<u64>> {
+    Ok(table.get(key).map_err(db_err("read"))?.map(|g| g.value()))
+}
+
+pub(super) fn add_counter(
+    t: &mut Table<'_, &'static str, u64>,
+    key: &str,
+    delta: u64,
+) -> Result<()> {
+    let v = get_u64(t, key)?.unwrap_or(0).saturating_add(delta);
+    t.insert(key, v).map_err(db_err("update counter"))?;
+    Ok(())
+}
+
+pub(super) fn sub_counter(
+    t: &mut Table<'_, &'static str, u64>,
+    key: &str,
+    delta: u64,
+) -> Result<()> {
+    let v = get_u64(t, key)?.unwrap_or(0).saturating_sub(delta);
+    if v == 0 {
+        t.remove(key).map_err(db_err("update counter"))?;
+    } else {
+        t.insert(key, v).map_err(db_err("update counter"))?;
+    }
+    Ok(())
+}
+
+/// Reads the stored audit head (genesis when there is none).
+pub(super) fn read_audit_head<T: ReadableTable<&'static str, &'static [u8]>>(
+    t: &T,
+) -> Result<AuditHead> {
+    match t.get(AUDIT_HEAD_KEY).map_err(db_err("read audit head"))? {
+        Some(v) => {
+            let h: AuditHeadRecord = decode("audit head", AUDIT_HEAD_KEY, v.value())?;
+            Ok((h.seq, h.hash))
+        }
+        None => Ok(genesis_head()),
+    }
+}
+
+pub(super) fn open_tables<'t>(
+    wtx: &'t redb::WriteTransaction,
+    audit_head: AuditHead,
+) -> Result<Tables<'t>> {
+    let e = db_err::<redb::TableError>;
+    let meta = wtx.open_table(META).map_err(e("open meta table"))?;
+    let next_seq = get_u64(&meta, META_NEXT_SEQ)?.unwrap_or(1);
+    Ok(Tables {
+        messages: wtx.open_table(MESSAGES).map_err(e("open messages table"))?,
+        ids: wtx.open_table(IDS).map_err(e("open ids table"))?,
+        outbox: wtx.open_table(OUTBOX).map_err(e("open outbox table"))?,
+        counters: wtx.open_table(COUNTERS).map_err(e("open counters table"))?,
+        keys: wtx.open_table(KEYS).map_err(e("open keys table"))?,
+        cursors: wtx.open_table(CURSORS).map_err(e("open cursors table"))?,
+        rejections: wtx
+            .open_table(REJECTIONS)
+            .map_err(e("open rejections table"))?,
+        cluster_log: wtx
+            .open_table(CLUSTER_LOG)
+            .map_err(e("open cluster log table"))?,
+        directory: wtx
+            .open_table(DIRECTORY)
+            .map_err(e("open directory table"))?,
+        annotations: wtx
+            .open_table(ANNOTATIONS)
+            .map_err(e("open annotations table"))?,
+        audit: wtx.open_table(AUDIT).map_err(e("open audit table"))?,
+        audit_meta: wtx
+            .open_table(AUDIT_META)
+            .map_err(e("open audit meta table"))?,
+        meta,
+        next_seq,
+        audit_head,
+    })
+}
+
+/// Stores written before messages were keyed by (origin, id): rebuild the id index and move
+/// annotations under their message's key, then drop the old tables. Runs once, in the opening
+/// transaction, so a crash leaves either the old layout or the new one.
+fn migrate_to_origin_keys(wtx: &redb::WriteTransaction) -> Result<()> {
+    let e = db_err::<redb::TableError>;
+    let has = |name: &str| -> Result<bool> {
+        Ok(wtx
+            .list_tables()
+            .map_err(db_err("list tables"))?
+            .any(|t| t.name() == name))
+    };
+    if has(OLD_IDS.name())? {
+        let messages = wtx.open_table(MESSAGES).map_err(e("open messages table"))?;
+        let mut ids = wtx.open_table(IDS).map_err(e("open ids table"))?;
+        let mut by_id: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for row in messages.iter().map_err(db_err("read messages"))? {
+            let (k, v) = row.map_err(db_err("read message"))?;
+            let rec: MessageRecord = decode("message", k.value(), v.value())?;
+            ids.insert((rec.id.as_str(), rec.origin.as_str()), k.value())
+                .map_err(db_err("migrate id index"))?;
+            by_id.entry(rec.id).or_default().push(rec.origin);
+        }
+        if has(OLD_ANNOTATIONS.name())? {
+            let old = wtx
+                .open_table(OLD_ANNOTATIONS)
+                .map_err(e("open old annotations table"))?;
+            let mut new = wtx
+                .open_table(ANNOTATIONS)
+                .map_err(e("open annotations table"))?;
+            for row in old.iter().map_err(db_err("read old annotations"))? {
+                let (k, v) = row.map_err(db_err("read old annotation"))?;
+                let (id, kind) = k.value();
+                let value = v.value();
+                // Retractions were stored as "SIGNER\nREASON" and counted only when the
+                // signer was the origin: each becomes a retraction of (SIGNER, id), whether
+                // or not that message has arrived yet. Markings had no author and are kept
+                // as their origin's.
+                let (kind, origins, value) = if kind == "retracted" {
+                    let text = String::from_utf8_lossy(value);
+                    let (origin, reason) = text.split_once('\n').unwrap_or((&text, ""));
+                    let origins = vec![origin.to_string()];
+                    ("retracted".to_string(), origins, reason.as_bytes().to_vec())
+                } else {
+                    let origins = by_id.get(id).cloned().unwrap_or_default();
+                    (kind.to_string(), origins, value.to_vec())
+                };
+                for origin in origins {
+                    let kind = if kind == "marking" {
+                        format!("marking/{origin}")
+                    } else {
+                        kind.clone()
+                    };
+                    let rec = AnnotationRecord {
+                        at_ms: 0,
+                        by_id: String::new(),
+                        value: value.clone(),
+                    };
+                    new.insert(
+                        (message_key(&origin, id).as_str(), kind.as_str()),
+                        rec.encode_to_vec().as_slice(),
+                    )
+                    .map_err(db_err("migrate annotation"))?;
+                }
+            }
+        }
+        wtx.delete_table(OLD_ANNOTATIONS)
+            .map_err(db_err("drop old annotations table"))?;
+        wtx.delete_table(OLD_IDS)
+            .map_err(db_err("drop old ids table"))?;
+        tracing::info!("store migrated to (origin, id) message keys");
+    }
+    Ok(())
+}
+
+/// Creates every table, checks the seq allocator against the data, returns the head seq and
+/// the audit head.
+pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
+    let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
+    wtx.set_durability(Durability::Immediate);
+    let audit_head = {
+        let t = wtx
+            .open_table(AUDIT_META)
+            .map_err(db_err::<redb::TableError>("open audit meta table"))?;
+        read_audit_head(&t)?
+    };
+    migrate_to_origin_keys(&wtx)?;
+    let head = {
+        let mut t = open_tables(&wtx, audit_head.clone())?;
+        let last = t
+            .messages
+            .last()
+            .map_err(db_err("read messages"))?
+            .map(|(k, _)| k.value());
+        if let Some(last) = last
+            && last >= t.next_seq
+        {
+            return Err(StoreError::Corrupt {
+                what: "meta",
+                key: META_NEXT_SEQ.into(),
+                detail: format!(
+                    "next seq {} is not above the last stored message seq {last}",
+                    t.next_seq
+                ),
+            });
+        }
+        if get_u64(&t.meta, META_NEXT_SEQ)?.is_none() {
+            t.meta
+                .insert(META_NEXT_SEQ, t.next_seq)
+                .map_err(db_err("init meta"))?;
+        }
+        t.next_seq - 1
+    };
+    wtx.commit().map_err(db_err("commit"))?;
+    Ok((head, audit_head))
+}

@@ -1,0 +1,838 @@
+//! Unit tests of the store: public behaviour through [`Store`], plus the on-disk layout
+//! (migration, corruption) through the table definitions.
+
+use super::tables::{MESSAGES, META, META_NEXT_SEQ, MessageRecord, OLD_ANNOTATIONS, OLD_IDS};
+use super::*;
+
+fn msg(id: &str, outbox: &[&str]) -> NewMessage {
+    NewMessage {
+        id: id.to_owned(),
+        envelope: format!("env-{id}").into_bytes(),
+        origin: "org-a".into(),
+        kind: 1,
+        level: 2,
+        received_from: String::new(),
+        received_at_ms: 42,
+        outbox: outbox.iter().map(|s| (*s).to_owned()).collect(),
+        audit: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn ids_belong_to_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut squat = msg("m", &["p"]);
+    squat.origin = "org-b".into();
+    squat.envelope = b"env-squat".to_vec();
+    // The squatter arrives first: the real message is still stored, not a duplicate.
+    assert_eq!(
+        store.insert(squat.clone()).await.unwrap(),
+        InsertOutcome::Inserted(1)
+    );
+    assert_eq!(
+        store.insert(msg("m", &["p"])).await.unwrap(),
+        InsertOutcome::Inserted(2)
+    );
+    assert_eq!(
+        store.insert(squat).await.unwrap(),
+        InsertOutcome::Duplicate(1)
+    );
+    assert_eq!(store.get("org-a", "m").unwrap().unwrap().envelope, b"env-m");
+    assert_eq!(
+        store.get("org-b", "m").unwrap().unwrap().envelope,
+        b"env-squat"
+    );
+    assert!(store.get("org-c", "m").unwrap().is_none());
+    let all: Vec<_> = store
+        .find_by_id("m")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.origin)
+        .collect();
+    assert_eq!(all, vec!["org-a", "org-b"]);
+    assert!(store.find_by_id("m2").unwrap().is_empty());
+    assert!(store.find_by_id("").unwrap().is_empty());
+    assert_eq!(store.outbox_depth("p").unwrap(), 2);
+}
+
+#[tokio::test]
+async fn annotations_keep_the_latest_or_earliest_whatever_the_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rec = |at_ms, id: &str, v: &str| AnnotationRecord {
+        at_ms,
+        by_id: id.into(),
+        value: v.as_bytes().to_vec(),
+    };
+    let put = |kind: &str, r, keep| store.annotate("org-a", "m", kind.to_string(), r, keep);
+    assert!(put("k", rec(2, "b", "two"), Keep::Latest).await.unwrap());
+    assert!(!put("k", rec(1, "z", "one"), Keep::Latest).await.unwrap());
+    assert!(
+        !put("k", rec(2, "a", "tie-lower"), Keep::Latest)
+            .await
+            .unwrap()
+    );
+    assert!(
+        put("k", rec(2, "c", "tie-higher"), Keep::Latest)
+            .await
+            .unwrap()
+    );
+    assert!(
+        put("r", rec(5, "x", "first"), Keep::Earliest)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !put("r", rec(6, "y", "second"), Keep::Earliest)
+            .await
+            .unwrap()
+    );
+    assert!(
+        put("r", rec(4, "w", "earlier"), Keep::Earliest)
+            .await
+            .unwrap()
+    );
+    let got = store.annotations("org-a", "m").unwrap();
+    let text: Vec<_> = got
+        .iter()
+        .map(|(k, r)| (k.as_str(), String::from_utf8_lossy(&r.value).into_owned()))
+        .collect();
+    assert_eq!(
+        text,
+        vec![
+            ("k", "tie-higher".to_string()),
+            ("r", "earlier".to_string())
+        ]
+    );
+    // Another origin's message with the same id has none of them.
+    assert!(store.annotations("org-b", "m").unwrap().is_empty());
+    assert!(store.annotations("org-a", "m2").unwrap().is_empty());
+}
+
+#[test]
+fn a_store_with_id_only_keys_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        // The layout before (origin, id) keys.
+        let db = Database::create(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut messages = wtx.open_table(MESSAGES).unwrap();
+            let mut ids = wtx.open_table(OLD_IDS).unwrap();
+            let mut meta = wtx.open_table(META).unwrap();
+            let mut old = wtx.open_table(OLD_ANNOTATIONS).unwrap();
+            for (seq, id, origin) in [(1u64, "m1", "org-a"), (2, "m2", "org-b")] {
+                let rec = MessageRecord {
+                    id: id.into(),
+                    envelope: b"env".to_vec(),
+                    origin: origin.into(),
+                    ..Default::default()
+                };
+                messages
+                    .insert(seq, rec.encode_to_vec().as_slice())
+                    .unwrap();
+                ids.insert(id, seq).unwrap();
+            }
+            meta.insert(META_NEXT_SEQ, 3).unwrap();
+            old.insert(("m1", "retracted"), b"org-a\nwrong".as_slice())
+                .unwrap();
+            old.insert(("m2", "retracted"), b"org-x\nnot the origin".as_slice())
+                .unwrap();
+            old.insert(("m2", "marking"), b"\x08\x04".as_slice())
+                .unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get("org-a", "m1").unwrap().unwrap().seq, 1);
+    assert_eq!(store.get("org-b", "m2").unwrap().unwrap().seq, 2);
+    let a = store.annotations("org-a", "m1").unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].0.as_str(), a[0].1.value.as_slice()),
+        ("retracted", b"wrong".as_slice())
+    );
+    // A retraction signed by another organisation is about that organisation's own
+    // (origin, id), never the real message's.
+    let b = store.annotations("org-b", "m2").unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].0, "marking/org-b");
+    let x = store.annotations("org-x", "m2").unwrap();
+    assert_eq!((x.len(), x[0].0.as_str()), (1, "retracted"));
+    // Messages keep flowing with the same seq space, and re-opening is a no-op.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head_seq(), 2);
+    assert_eq!(store.find_by_id("m1").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn insert_and_dedup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head_seq(), 0);
+    let a = store.insert(msg("a", &["p1"])).await.unwrap();
+    assert_eq!(a, InsertOutcome::Inserted(1));
+    let dup = store.insert(msg("a", &["p1", "p2"])).await.unwrap();
+    assert_eq!(dup, InsertOutcome::Duplicate(1));
+    assert_eq!(store.outbox_depth("p1").unwrap(), 1);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+    assert_eq!(store.message_count().unwrap(), 1);
+    let many = store
+        .insert_many(vec![
+            msg("b", &[]),
+            msg("a", &[]),
+            msg("b", &[]),
+            msg("c", &[]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        many,
+        vec![
+            InsertOutcome::Inserted(2),
+            InsertOutcome::Duplicate(1),
+            InsertOutcome::Duplicate(2),
+            InsertOutcome::Inserted(3)
+        ]
+    );
+    assert_eq!(store.head_seq(), 3);
+    let got = store.get("org-a", "b").unwrap().unwrap();
+    assert_eq!(got.seq, 2);
+    assert_eq!(got.envelope, b"env-b");
+    assert_eq!(got.kind, 1);
+    assert_eq!(got.level, 2);
+    assert_eq!(got.received_at_ms, 42);
+    assert_eq!(store.get_by_seq(3).unwrap().unwrap().id, "c");
+    assert!(store.get("org-a", "zz").unwrap().is_none());
+    assert!(store.get_by_seq(99).unwrap().is_none());
+    assert!(matches!(
+        store.insert(msg("", &[])).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // A failed op in a group does not poison the store.
+    assert_eq!(
+        store.insert(msg("d", &[])).await.unwrap(),
+        InsertOutcome::Inserted(4)
+    );
+}
+
+#[tokio::test]
+async fn seq_monotonic_across_reopen_and_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.insert(msg("a", &["p"])).await.unwrap();
+        store.insert(msg("b", &["p"])).await.unwrap();
+        store.set_cursor("sub", 1).await.unwrap();
+        // dropped without close: releases the lock
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head_seq(), 2);
+    assert_eq!(store.message_count().unwrap(), 2);
+    assert_eq!(store.get_by_seq(1).unwrap().unwrap().envelope, b"env-a");
+    assert_eq!(store.outbox_depth("p").unwrap(), 2);
+    assert_eq!(store.get_cursor("sub").unwrap(), Some(1));
+    assert_eq!(
+        store.insert(msg("a", &[])).await.unwrap(),
+        InsertOutcome::Duplicate(1)
+    );
+    assert_eq!(
+        store.insert(msg("c", &[])).await.unwrap(),
+        InsertOutcome::Inserted(3)
+    );
+    store.close().await;
+    assert!(matches!(
+        store.insert(msg("d", &[])).await,
+        Err(StoreError::Closed)
+    ));
+    assert_eq!(store.read_after(0, 10).unwrap().len(), 3);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head_seq(), 3);
+}
+
+#[tokio::test]
+async fn outbox_order_ack_depth_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store
+            .insert(msg(&format!("m{i}"), &["p1", "p2"]))
+            .await
+            .unwrap();
+    }
+    store.insert(msg("only-p2", &["p2"])).await.unwrap();
+    // A peer whose name is a prefix of another must not see its entries.
+    store.insert(msg("x", &["p"])).await.unwrap();
+    let batch = store.outbox_batch("p1", 3).unwrap();
+    assert_eq!(
+        batch.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(batch[0].1, b"env-m0");
+    assert_eq!(store.outbox_depth("p1").unwrap(), 5);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 6);
+    assert_eq!(store.outbox_depth("p").unwrap(), 1);
+    assert_eq!(store.outbox_batch("p", 10).unwrap().len(), 1);
+
+    store.ack_outbox("p1", vec![1, 2, 99]).await.unwrap();
+    store.ack_outbox("p1", vec![1]).await.unwrap(); // idempotent
+    assert_eq!(store.outbox_depth("p1").unwrap(), 3);
+    assert_eq!(store.delivered_count("p1").unwrap(), 2);
+    let next = store.outbox_batch("p1", 10).unwrap();
+    assert_eq!(
+        next.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+
+    assert_eq!(store.drop_outbox("p2").await.unwrap(), 6);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+    assert!(store.outbox_batch("p2", 10).unwrap().is_empty());
+    assert_eq!(store.outbox_depth("p1").unwrap(), 3);
+    assert_eq!(store.drop_outbox("nobody").await.unwrap(), 0);
+    assert!(store.outbox_batch("p1", 0).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn read_after_pagination_and_head_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut head = store.subscribe_head();
+    let msgs: Vec<_> = (0..25).map(|i| msg(&format!("m{i:02}"), &[])).collect();
+    store.insert_many(msgs).await.unwrap();
+    assert!(head.has_changed().unwrap());
+    assert_eq!(*head.borrow_and_update(), 25);
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.read_after(cursor, 10).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        cursor = page.last().unwrap().seq;
+        seen.extend(page.into_iter().map(|m| m.seq));
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    assert!(store.read_after(u64::MAX, 10).unwrap().is_empty());
+    assert!(store.read_after(0, 0).unwrap().is_empty());
+    // Writes that add no message do not move the head.
+    store.set_cursor("c", 3).await.unwrap();
+    assert!(!head.has_changed().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_are_group_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let before = store.commit_count();
+    let ops = 1000usize;
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut inner = Vec::new();
+            for i in 0..ops / 50 {
+                let store = store.clone();
+                inner.push(tokio::spawn(async move {
+                    store.insert(msg(&format!("t{t}-{i}"), &["p"])).await
+                }));
+            }
+            let mut seqs = Vec::new();
+            for h in inner {
+                seqs.push(h.await.unwrap().unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        for o in t.await.unwrap() {
+            match o {
+                InsertOutcome::Inserted(s) => seqs.push(s),
+                InsertOutcome::Duplicate(_) => panic!("unexpected duplicate"),
+            }
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=ops as u64).collect::<Vec<_>>());
+    assert_eq!(store.message_count().unwrap(), ops as u64);
+    assert_eq!(store.outbox_depth("p").unwrap(), ops as u64);
+    assert_eq!(store.head_seq(), ops as u64);
+    let commits = store.commit_count() - before;
+    println!("{commits} commits for {ops} ops");
+    assert!(
+        commits < (ops / 4) as u64,
+        "{commits} commits for {ops} ops"
+    );
+}
+
+#[tokio::test]
+async fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("locked by another process"), "{text}");
+    assert!(text.contains("data_dir"), "{text}");
+}
+
+#[tokio::test]
+async fn cursors_and_keys_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get_cursor("s").unwrap(), None);
+    store.set_cursor("s", 7).await.unwrap();
+    store.set_cursor("s", 9).await.unwrap();
+    assert_eq!(store.get_cursor("s").unwrap(), Some(9));
+    assert_eq!(store.get_key("k1").unwrap(), None);
+    store.put_key("k1", "org-a", &[1, 2, 3]).await.unwrap();
+    assert_eq!(
+        store.get_key("k1").unwrap(),
+        Some(("org-a".to_owned(), vec![1, 2, 3]))
+    );
+}
+
+#[tokio::test]
+async fn rejections_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store
+            .record_rejection(Rejection {
+                at_ms: i,
+                from_peer: "p".into(),
+                id: format!("m{i}"),
+                reason: "bad signature".into(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.rejection_count().unwrap(), 5);
+    let r = store.rejections(3).unwrap();
+    assert_eq!(r.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![4, 3, 2]);
+    assert_eq!(r[0].id, "m4");
+    assert_eq!(r[0].reason, "bad signature");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_pruned_to_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let total = MAX_REJECTIONS_KEPT + 5;
+    let handles: Vec<_> = (0..total)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_rejection(Rejection {
+                        at_ms: i as i64,
+                        from_peer: "p".into(),
+                        id: format!("m{i}"),
+                        reason: "r".into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(store.rejection_count().unwrap(), total);
+    let kept = store.rejections(usize::MAX).unwrap();
+    assert_eq!(kept.len() as u64, MAX_REJECTIONS_KEPT);
+}
+
+fn entries(range: std::ops::Range<u64>, tag: &str) -> Vec<(u64, Vec<u8>)> {
+    range
+        .map(|i| (i, format!("{tag}-{i}").into_bytes()))
+        .collect()
+}
+
+fn invalid_text<T: std::fmt::Debug>(r: Result<T>) -> String {
+    match r {
+        Err(e @ StoreError::Invalid(_)) => e.to_string(),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cluster_log_append_read_and_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.cluster_ids().unwrap().is_empty());
+        assert!(store.cluster_entries("c1", 0, 10).unwrap().is_empty());
+        store
+            .append_cluster_entries("c1", entries(0..3, "a"))
+            .await
+            .unwrap();
+        store
+            .append_cluster_entries("c1", entries(3..5, "a"))
+            .await
+            .unwrap();
+        // Ids that are prefixes of each other stay separate.
+        store
+            .append_cluster_entries("c", entries(0..2, "b"))
+            .await
+            .unwrap();
+        store
+            .append_cluster_entries("c2", entries(0..1, "c"))
+            .await
+            .unwrap();
+        store.append_cluster_entries("c1", vec![]).await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.cluster_ids().unwrap(), vec!["c", "c1", "c2"]);
+    assert_eq!(
+        store.cluster_entries("c1", 0, 100).unwrap(),
+        entries(0..5, "a")
+    );
+    assert_eq!(
+        store.cluster_entries("c1", 2, 2).unwrap(),
+        entries(2..4, "a")
+    );
+    assert_eq!(
+        store.cluster_entries("c1", 4, 10).unwrap(),
+        entries(4..5, "a")
+    );
+    assert!(store.cluster_entries("c1", 5, 10).unwrap().is_empty());
+    assert!(store.cluster_entries("c1", 0, 0).unwrap().is_empty());
+    assert_eq!(
+        store.cluster_entries("c", 0, 10).unwrap(),
+        entries(0..2, "b")
+    );
+    assert!(store.cluster_entries("nope", 0, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cluster_log_refusals_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // A new cluster starts at 0.
+    let t = invalid_text(store.append_cluster_entries("c", entries(1..3, "a")).await);
+    assert!(t.contains("gap") && t.contains("must be 0"), "{t}");
+    assert!(store.cluster_ids().unwrap().is_empty());
+    store
+        .append_cluster_entries("c", entries(0..4, "a"))
+        .await
+        .unwrap();
+    // Identical re-append (whole, partial, overlapping the tail) is a no-op / extends.
+    store
+        .append_cluster_entries("c", entries(0..4, "a"))
+        .await
+        .unwrap();
+    store
+        .append_cluster_entries("c", entries(2..3, "a"))
+        .await
+        .unwrap();
+    store
+        .append_cluster_entries("c", entries(2..6, "a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cluster_entries("c", 0, 100).unwrap(),
+        entries(0..6, "a")
+    );
+    // Different bytes at an existing index.
+    let t = invalid_text(store.append_cluster_entries("c", entries(3..4, "x")).await);
+    assert!(t.contains("different entry at index 3"), "{t}");
+    // Identical prefix, then a conflicting entry: nothing of the request is written.
+    let mut mixed = entries(4..6, "a");
+    mixed.extend(entries(6..7, "a"));
+    mixed[1].1 = b"other".to_vec();
+    invalid_text(store.append_cluster_entries("c", mixed).await);
+    assert_eq!(
+        store.cluster_entries("c", 0, 100).unwrap(),
+        entries(0..6, "a")
+    );
+    // Gap after the end.
+    let t = invalid_text(store.append_cluster_entries("c", entries(7..8, "a")).await);
+    assert!(t.contains("must be 6"), "{t}");
+    // Not consecutive (duplicate, gap, descending).
+    for bad in [
+        vec![(6, b"a".to_vec()), (6, b"a".to_vec())],
+        vec![(6, b"a".to_vec()), (8, b"a".to_vec())],
+        vec![(6, b"a".to_vec()), (5, b"a-5".to_vec())],
+    ] {
+        let t = invalid_text(store.append_cluster_entries("c", bad).await);
+        assert!(t.contains("not consecutive"), "{t}");
+    }
+    invalid_text(store.append_cluster_entries("", entries(0..1, "a")).await);
+    assert_eq!(
+        store.cluster_entries("c", 0, 100).unwrap(),
+        entries(0..6, "a")
+    );
+    assert_eq!(store.cluster_ids().unwrap(), vec!["c"]);
+    // A refused op in a group does not poison the store.
+    store
+        .append_cluster_entries("c", entries(6..7, "a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cluster_entries("c", 6, 1).unwrap(),
+        entries(6..7, "a")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_log_queued_appends_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Queued back to back (likely one group): each must see the previous one's entries.
+    let (a, b, c) = tokio::join!(
+        store.append_cluster_entries("q", entries(0..2, "q")),
+        store.append_cluster_entries("q", entries(2..3, "q")),
+        store.append_cluster_entries("q", entries(1..4, "q")),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    assert_eq!(
+        store.cluster_entries("q", 0, 10).unwrap(),
+        entries(0..4, "q")
+    );
+    let handles: Vec<_> = (0..20u64)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("c{c:02}");
+                for i in 0..5u64 {
+                    store
+                        .append_cluster_entries(&id, entries(i..i + 1, &id))
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let ids = store.cluster_ids().unwrap();
+    assert_eq!(ids.len(), 21);
+    assert_eq!(ids[20], "q");
+    for id in ids.into_iter().filter(|id| id != "q") {
+        assert_eq!(
+            store.cluster_entries(&id, 0, 10).unwrap(),
+            entries(0..5, &id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn directory_round_trip_and_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.directory().unwrap().is_empty());
+        store.put_directory("org-b", &[2, 2]).await.unwrap();
+        store.put_directory("org-a", &[1]).await.unwrap();
+        store.put_directory("org-b", &[3, 3, 3]).await.unwrap();
+        invalid_text(store.put_directory("", &[1]).await);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.directory().unwrap(),
+        vec![
+            ("org-a".to_owned(), vec![1]),
+            ("org-b".to_owned(), vec![3, 3, 3])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn enqueue_existing_messages_and_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..4 {
+        store.insert(msg(&format!("m{i}"), &["p1"])).await.unwrap();
+    }
+    assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+    assert_eq!(store.enqueue("p2", vec![3, 1]).await.unwrap(), 2);
+    // Already queued and repeated seqs are not counted twice.
+    assert_eq!(store.enqueue("p2", vec![1, 2, 2, 3]).await.unwrap(), 1);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 3);
+    assert_eq!(store.enqueue("p1", vec![1, 2, 3, 4]).await.unwrap(), 0);
+    assert_eq!(store.outbox_depth("p1").unwrap(), 4);
+    assert_eq!(store.enqueue("p2", vec![]).await.unwrap(), 0);
+    let batch = store.outbox_batch("p2", 10).unwrap();
+    assert_eq!(
+        batch,
+        vec![
+            (1, b"env-m0".to_vec()),
+            (2, b"env-m1".to_vec()),
+            (3, b"env-m2".to_vec())
+        ]
+    );
+    // A missing seq refuses the whole request.
+    let t = invalid_text(store.enqueue("p2", vec![4, 99]).await);
+    assert!(t.contains("99"), "{t}");
+    invalid_text(store.enqueue("p2", vec![0]).await);
+    invalid_text(store.enqueue("", vec![1]).await);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 3);
+    assert_eq!(store.outbox_batch("p2", 10).unwrap().len(), 3);
+    // Depth stays consistent with acks and drops.
+    store.ack_outbox("p2", vec![1, 2]).await.unwrap();
+    assert_eq!(store.outbox_depth("p2").unwrap(), 1);
+    assert_eq!(store.delivered_count("p2").unwrap(), 2);
+    assert_eq!(store.enqueue("p2", vec![1, 4]).await.unwrap(), 2);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 3);
+    assert_eq!(store.drop_outbox("p2").await.unwrap(), 3);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 0);
+    assert_eq!(store.enqueue("p2", vec![2]).await.unwrap(), 1);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
+    use crate::audit::{self, AuditEvent};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head(), (0, audit::GENESIS_HASH.to_owned()));
+        // Audit appends queued with inserts and with refused ops (which make the writer
+        // retry the rest of the group): the chain stays contiguous and verifiable.
+        let handles: Vec<_> = (0..40u64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let bad = i % 5 == 0;
+                    let id = if bad { String::new() } else { format!("m{i}") };
+                    let ins = store.insert(msg(&id, &[])).await;
+                    assert_eq!(ins.is_err(), bad);
+                    store
+                        .append_audit(vec![
+                            AuditEvent::published(id.clone(), "u"),
+                            AuditEvent::sent(id, "org-b", "tlp"),
+                        ])
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        let (seq, hash) = store.audit_head();
+        assert_eq!(seq, 80);
+        let rows = store.audit_records(0, usize::MAX).unwrap();
+        assert_eq!(rows.len(), 80);
+        assert!(rows.iter().zip(1..).all(|(r, s)| r.seq == s));
+        assert_eq!(rows[79].hash, hash);
+        assert_eq!(store.audit_records(78, 10).unwrap().len(), 2);
+        assert!(store.audit_records(80, 10).unwrap().is_empty());
+        assert!(store.audit_records(u64::MAX, 10).unwrap().is_empty());
+        // A later durable op makes the (non-durable) audit appends durable.
+        store.insert(msg("last", &[])).await.unwrap();
+        store.close().await;
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.audit_head().0, 80);
+    let v = audit::verify(&store).unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, 80);
+    assert_eq!(v.head_hash, store.audit_head().1);
+}
+
+#[tokio::test]
+async fn audit_records_commit_with_the_message_and_with_the_ack() {
+    use crate::audit::{self, AuditEvent};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let with_audit = |id: &str| NewMessage {
+            audit: vec![AuditEvent::received(id, "org-b")],
+            ..msg(id, &["p"])
+        };
+        let commits = store.commit_count();
+        store.insert(with_audit("a")).await.unwrap();
+        // One transaction: the record is there as soon as the insert returns.
+        assert_eq!(store.commit_count(), commits + 1);
+        let rows = store.audit_records(0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].msg_id.as_str(), rows[0].peer.as_str()),
+            ("a", "org-b")
+        );
+        // A duplicate adds neither a message nor an audit record.
+        assert!(matches!(
+            store.insert(with_audit("a")).await.unwrap(),
+            InsertOutcome::Duplicate(1)
+        ));
+        assert_eq!(store.audit_head().0, 1);
+        store
+            .ack_outbox_audited("p", vec![1], vec![AuditEvent::delivered("a", "p")])
+            .await
+            .unwrap();
+        assert_eq!(store.outbox_depth("p").unwrap(), 0);
+        assert_eq!(store.audit_head().0, 2);
+        store.close().await;
+    }
+    // Durable with the insert's fsync, verifiable after a reopen.
+    let store = Store::open(dir.path()).unwrap();
+    let v = audit::verify(&store).unwrap();
+    assert!(v.ok && v.records >= 1, "{v:?}");
+}
+
+#[tokio::test]
+async fn held_back_acks_commit_on_their_own_and_before_close() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.insert(msg("a", &["p"])).await.unwrap();
+        store.insert(msg("b", &["p"])).await.unwrap();
+        // Alone, an ack waits at most LAZY_HOLD for company, then commits anyway.
+        let t0 = std::time::Instant::now();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.ack_outbox_later("p", vec![1], Vec::new()),
+        )
+        .await
+        .expect("a lone ack is committed, not held forever")
+        .unwrap();
+        assert!(t0.elapsed() >= LAZY_HOLD / 2, "{:?}", t0.elapsed());
+        assert_eq!(store.outbox_depth("p").unwrap(), 1);
+        // Queued before Close: committed by it, not dropped.
+        let (acked, ()) = tokio::join!(
+            store.ack_outbox_later("p", vec![2], Vec::new()),
+            store.close()
+        );
+        acked.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.outbox_depth("p").unwrap(), 0);
+    assert_eq!(store.delivered_count("p").unwrap(), 2);
+}
+
+#[tokio::test]
+async fn corrupted_record_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.insert(msg("a", &["p"])).await.unwrap();
+    {
+        // Overwrite the record with garbage through the same database handle.
+        let wtx = store.inner.db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(MESSAGES).unwrap();
+            t.insert(1u64, [0xffu8, 0xff, 0xff].as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    assert!(matches!(
+        store.get_by_seq(1),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.read_after(0, 10),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.outbox_batch("p", 10),
+        Err(StoreError::Corrupt { .. })
+    ));
+}

@@ -1,0 +1,909 @@
+//! The store's single writer: the op queue, the writer thread with its group commit, how each
+//! op changes the tables, and every `Store` method that writes.
+//!
+//! Owns: [`Op`] (one per kind of write), [`Writer::run`] (take the first queued op, drain up
+//! to [`MAX_GROUP`], hold lazy acks up to [`LAZY_HOLD`], apply the group in one write
+//! transaction, commit, then answer), retrying a group without the op that failed, the
+//! audit chain's seq and hash assignment, and publishing the head seq after a commit.
+//!
+//! It must never: answer an op before its transaction committed (an `Ok` means "on disk");
+//! commit a group with `Durability::None` when any op in it must be durable; let a failed
+//! op abort the rest of its group; write from anywhere but the writer thread; panic on a
+//! corrupted record.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use prost::Message as _;
+use redb::{Database, Durability, ReadableTable};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::tables::{
+    AUDIT_HEAD_KEY, AuditHead, AuditHeadRecord, KeyRecord, META_NEXT_REJECTION, META_NEXT_SEQ,
+    MessageRecord, RejectionRecord, Tables, add_counter, delivered_key, depth_key, get_u64,
+    open_tables, sub_counter,
+};
+use super::{
+    AnnotationRecord, AuditRecordRow, InsertOutcome, Keep, LAZY_HOLD, MAX_GROUP,
+    MAX_REJECTIONS_KEPT, NewMessage, Rejection, Result, Store, StoreError, db_err, decode, lock,
+    message_key,
+};
+use crate::audit::AuditEvent;
+
+// ---- writer ops ----------------------------------------------------------------------------
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+pub(super) enum Op {
+    Insert {
+        msgs: Vec<NewMessage>,
+        reply: Reply<Vec<InsertOutcome>>,
+    },
+    Ack {
+        peer: String,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+        /// May be held back to ride along with the next commit (see [`Op::lazy`]).
+        lazy: bool,
+        reply: Reply<()>,
+    },
+    DropOutbox {
+        peer: String,
+        reply: Reply<u64>,
+    },
+    Enqueue {
+        peer: String,
+        seqs: Vec<u64>,
+        reply: Reply<u64>,
+    },
+    Reject {
+        rejection: Rejection,
+        reply: Reply<()>,
+    },
+    PutKey {
+        key_id: String,
+        org: String,
+        public_key: Vec<u8>,
+        reply: Reply<()>,
+    },
+    SetCursor {
+        name: String,
+        seq: u64,
+        reply: Reply<()>,
+    },
+    AppendCluster {
+        cluster_id: String,
+        entries: Vec<(u64, Vec<u8>)>,
+        reply: Reply<()>,
+    },
+    PutDirectory {
+        org: String,
+        cert_der: Vec<u8>,
+        reply: Reply<()>,
+    },
+    Annotate {
+        key: String,
+        kind: String,
+        record: AnnotationRecord,
+        keep: Keep,
+        reply: Reply<bool>,
+    },
+    AppendAudit {
+        events: Vec<AuditEvent>,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl Op {
+    /// Whether the caller needs this op on disk before it is answered.
+    /// Outbox acks do not: losing one in a crash only means the envelope is
+    /// delivered again, and receivers deduplicate by id. Audit appends do not either: they
+    /// are frequent (several per message), and a crash can only lose the newest records
+    /// together with the head that covers them, never break the chain.
+    fn durable(&self) -> bool {
+        !matches!(self, Op::Ack { .. } | Op::AppendAudit { .. })
+    }
+
+    /// Whether the writer may hold this op back (up to [`LAZY_HOLD`]) so it rides along with
+    /// the next commit instead of costing one of its own: outbox acks sent with
+    /// [`Store::ack_outbox_later`], which the delivery worker does not wait for (it keeps an
+    /// in-memory "sent up to" cursor). At a low message rate each delivered batch to each peer
+    /// would otherwise be a write transaction of its own.
+    fn lazy(&self) -> bool {
+        matches!(self, Op::Ack { lazy: true, .. })
+    }
+}
+
+/// What an applied op produced, held until its group commits.
+enum Applied {
+    Outcomes(Vec<InsertOutcome>),
+    Unit,
+    Count(u64),
+    Flag(bool),
+}
+
+impl Op {
+    /// Answers the caller. Send failures mean the caller stopped waiting; the write stands.
+    fn answer(self, res: Result<Applied>) {
+        match (self, res) {
+            (op, Err(e)) => op.fail(e),
+            (Op::Insert { reply, .. }, Ok(Applied::Outcomes(v))) => {
+                let _ = reply.send(Ok(v));
+            }
+            (Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. }, Ok(Applied::Count(n))) => {
+                let _ = reply.send(Ok(n));
+            }
+            (Op::Annotate { reply, .. }, Ok(Applied::Flag(b))) => {
+                let _ = reply.send(Ok(b));
+            }
+            (
+                Op::Ack { reply, .. }
+                | Op::Reject { reply, .. }
+                | Op::PutKey { reply, .. }
+                | Op::SetCursor { reply, .. }
+                | Op::AppendCluster { reply, .. }
+                | Op::PutDirectory { reply, .. }
+                | Op::AppendAudit { reply, .. },
+                Ok(Applied::Unit),
+            ) => {
+                let _ = reply.send(Ok(()));
+            }
+            (op, Ok(_)) => op.fail(StoreError::Internal("writer op/result mismatch")),
+        }
+    }
+
+    fn fail(self, e: StoreError) {
+        match self {
+            Op::Insert { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::Annotate { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::Ack { reply, .. }
+            | Op::Reject { reply, .. }
+            | Op::PutKey { reply, .. }
+            | Op::SetCursor { reply, .. }
+            | Op::AppendCluster { reply, .. }
+            | Op::PutDirectory { reply, .. }
+            | Op::AppendAudit { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Op::Close { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+impl Tables<'_> {
+    fn apply(&mut self, op: &Op) -> Result<Applied> {
+        match op {
+            Op::Insert { msgs, .. } => self.insert(msgs).map(Applied::Outcomes),
+            Op::Ack {
+                peer, seqs, audit, ..
+            } => {
+                self.ack(peer, seqs)?;
+                self.append_audit(audit).map(|()| Applied::Unit)
+            }
+            Op::DropOutbox { peer, .. } => self.drop_outbox(peer).map(Applied::Count),
+            Op::Enqueue { peer, seqs, .. } => self.enqueue(peer, seqs).map(Applied::Count),
+            Op::Reject { rejection, .. } => self.reject(rejection).map(|()| Applied::Unit),
+            Op::PutKey {
+                key_id,
+                org,
+                public_key,
+                ..
+            } => {
+                let rec = KeyRecord {
+                    org: org.clone(),
+                    public_key: public_key.clone(),
+                }
+                .encode_to_vec();
+                self.keys
+                    .insert(key_id.as_str(), rec.as_slice())
+                    .map_err(db_err("put key"))?;
+                Ok(Applied::Unit)
+            }
+            Op::SetCursor { name, seq, .. } => {
+                self.cursors
+                    .insert(name.as_str(), *seq)
+                    .map_err(db_err("set cursor"))?;
+                Ok(Applied::Unit)
+            }
+            Op::AppendCluster {
+                cluster_id,
+                entries,
+                ..
+            } => self
+                .append_cluster(cluster_id, entries)
+                .map(|()| Applied::Unit),
+            Op::PutDirectory { org, cert_der, .. } => {
+                self.directory
+                    .insert(org.as_str(), cert_der.as_slice())
+                    .map_err(db_err("put directory entry"))?;
+                Ok(Applied::Unit)
+            }
+            Op::Annotate {
+                key,
+                kind,
+                record,
+                keep,
+                ..
+            } => {
+                let current = self
+                    .annotations
+                    .get((key.as_str(), kind.as_str()))
+                    .map_err(db_err("read annotation"))?
+                    .map(|v| decode::<AnnotationRecord>("annotation", key, v.value()))
+                    .transpose()?;
+                let replace = match (current, keep) {
+                    (None, _) => true,
+                    (Some(old), Keep::Latest) => record.order() > old.order(),
+                    (Some(old), Keep::Earliest) => record.order() < old.order(),
+                };
+                if replace {
+                    self.annotations
+                        .insert(
+                            (key.as_str(), kind.as_str()),
+                            record.encode_to_vec().as_slice(),
+                        )
+                        .map_err(db_err("put annotation"))?;
+                }
+                Ok(Applied::Flag(replace))
+            }
+            Op::AppendAudit { events, .. } => self.append_audit(events).map(|()| Applied::Unit),
+            Op::Close { .. } => Ok(Applied::Unit),
+        }
+    }
+
+    /// Chains `events` after the current head, in order.
+    fn append_audit(&mut self, events: &[AuditEvent]) -> Result<()> {
+        for ev in events {
+            let (last, prev_hash) = &self.audit_head;
+            let seq = last
+                .checked_add(1)
+                .ok_or(StoreError::Internal("audit seq space exhausted"))?;
+            let mut row = AuditRecordRow {
+                seq,
+                at_ms: ev.at_ms,
+                event: ev.event.as_str().to_owned(),
+                msg_id: ev.msg_id.clone(),
+                peer: ev.peer.clone(),
+                cluster: ev.cluster.clone(),
+                rule: ev.rule.clone(),
+                detail: ev.detail.clone(),
+                prev_hash: prev_hash.clone(),
+                hash: String::new(),
+            };
+            row.hash = row.compute_hash();
+            self.audit
+                .insert(seq, row.encode().as_slice())
+                .map_err(db_err("append audit record"))?;
+            self.audit_head = (seq, row.hash);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, msgs: &[NewMessage]) -> Result<Vec<InsertOutcome>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            if m.id.is_empty() {
+                return Err(StoreError::Invalid(
+                    "message id is empty; every message needs its UUIDv7 id".into(),
+                ));
+            }
+            if let Some(seq) = self
+                .ids
+                .get((m.id.as_str(), m.origin.as_str()))
+                .map_err(db_err("read id index"))?
+                .map(|g| g.value())
+            {
+                out.push(InsertOutcome::Duplicate(seq));
+                continue;
+            }
+            let seq = self.next_seq;
+            self.next_seq = seq
+                .checked_add(1)
+                .ok_or(StoreError::Internal("message seq space exhausted"))?;
+            let rec = MessageRecord {
+                id: m.id.clone(),
+                envelope: m.envelope.clone(),
+                origin: m.origin.clone(),
+                kind: m.kind,
+                level: m.level,
+                received_from: m.received_from.clone(),
+                received_at_ms: m.received_at_ms,
+            }
+            .encode_to_vec();
+            self.messages
+                .insert(seq, rec.as_slice())
+                .map_err(db_err("insert message"))?;
+            self.ids
+                .insert((m.id.as_str(), m.origin.as_str()), seq)
+                .map_err(db_err("insert id index"))?;
+            for peer in &m.outbox {
+                let fresh = self
+                    .outbox
+                    .insert((peer.as_str(), seq), ())
+                    .map_err(db_err("queue outbox entry"))?
+                    .is_none();
+                if fresh {
+                    add_counter(&mut self.counters, &depth_key(peer), 1)?;
+                }
+            }
+            self.append_audit(&m.audit)?;
+            out.push(InsertOutcome::Inserted(seq));
+        }
+        Ok(out)
+    }
+
+    fn ack(&mut self, peer: &str, seqs: &[u64]) -> Result<()> {
+        let mut removed = 0u64;
+        for &seq in seqs {
+            if self
+                .outbox
+                .remove((peer, seq))
+                .map_err(db_err("remove outbox entry"))?
+                .is_some()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sub_counter(&mut self.counters, &depth_key(peer), removed)?;
+            add_counter(&mut self.counters, &delivered_key(peer), removed)?;
+        }
+        Ok(())
+    }
+
+    fn drop_outbox(&mut self, peer: &str) -> Result<u64> {
+        let mut dropped = 0u64;
+        self.outbox
+            .retain_in((peer, 0u64)..=(peer, u64::MAX), |_, _| {
+                dropped += 1;
+                false
+            })
+            .map_err(db_err("drop outbox"))?;
+        self.counters
+            .remove(depth_key(peer).as_str())
+            .map_err(db_err("update counter"))?;
+        Ok(dropped)
+    }
+
+    fn enqueue(&mut self, peer: &str, seqs: &[u64]) -> Result<u64> {
+        let mut queued = 0u64;
+        for &seq in seqs {
+            if self
+                .messages
+                .get(seq)
+                .map_err(db_err("read message"))?
+                .is_none()
+            {
+                return Err(StoreError::Invalid(format!(
+                    "cannot queue seq {seq} for {peer}: no stored message has that seq"
+                )));
+            }
+            if self
+                .outbox
+                .insert((peer, seq), ())
+                .map_err(db_err("queue outbox entry"))?
+                .is_none()
+            {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            add_counter(&mut self.counters, &depth_key(peer), queued)?;
+        }
+        Ok(queued)
+    }
+
+    /// Appends consecutive entries to a cluster's log. An entry whose index is already stored
+    /// must carry the same bytes (then it is skipped); the first new index must be exactly one
+    /// above the cluster's last stored index (0 for a new cluster). The op is all-or-nothing:
+    /// an error aborts its transaction.
+    fn append_cluster(&mut self, cluster_id: &str, entries: &[(u64, Vec<u8>)]) -> Result<()> {
+        let mut next = self
+            .cluster_log
+            .range((cluster_id, 0u64)..=(cluster_id, u64::MAX))
+            .map_err(db_err("scan cluster log"))?
+            .next_back()
+            .transpose()
+            .map_err(db_err("scan cluster log"))?
+            .map(|(k, _)| k.value().1.checked_add(1))
+            .unwrap_or(Some(0));
+        let mut prev: Option<u64> = None;
+        for (index, bytes) in entries {
+            let index = *index;
+            if let Some(p) = prev
+                && p.checked_add(1) != Some(index)
+            {
+                return Err(StoreError::Invalid(format!(
+                    "cluster {cluster_id} log entries are not consecutive: index {index} follows {p}"
+                )));
+            }
+            prev = Some(index);
+            let existing = self
+                .cluster_log
+                .get((cluster_id, index))
+                .map_err(db_err("read cluster log"))?
+                .map(|g| g.value() == bytes.as_slice());
+            match existing {
+                Some(true) => continue,
+                Some(false) => {
+                    return Err(StoreError::Invalid(format!(
+                        "cluster {cluster_id} log already holds a different entry at index {index}; \
+                         committed entries cannot be rewritten"
+                    )));
+                }
+                None => {}
+            }
+            if next != Some(index) {
+                let expected = match next {
+                    Some(n) => n.to_string(),
+                    None => "none (index space exhausted)".into(),
+                };
+                return Err(StoreError::Invalid(format!(
+                    "cluster {cluster_id} log append at index {index} leaves a gap: \
+                     the next index must be {expected}"
+                )));
+            }
+            self.cluster_log
+                .insert((cluster_id, index), bytes.as_slice())
+                .map_err(db_err("append cluster log"))?;
+            next = index.checked_add(1);
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, r: &Rejection) -> Result<()> {
+        let n = get_u64(&self.meta, META_NEXT_REJECTION)?.unwrap_or(1);
+        let rec = RejectionRecord {
+            at_ms: r.at_ms,
+            from_peer: r.from_peer.clone(),
+            id: r.id.clone(),
+            reason: r.reason.clone(),
+        }
+        .encode_to_vec();
+        self.rejections
+            .insert(n, rec.as_slice())
+            .map_err(db_err("record rejection"))?;
+        self.meta
+            .insert(META_NEXT_REJECTION, n.saturating_add(1))
+            .map_err(db_err("record rejection"))?;
+        // Keep the newest MAX_REJECTIONS_KEPT: pruning one per insert keeps the table bounded.
+        if n > MAX_REJECTIONS_KEPT {
+            self.rejections
+                .remove(n - MAX_REJECTIONS_KEPT)
+                .map_err(db_err("prune rejections"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Tables<'_> {
+    fn put_audit_head(&mut self) -> Result<()> {
+        let (seq, hash) = &self.audit_head;
+        let rec = AuditHeadRecord {
+            seq: *seq,
+            hash: hash.clone(),
+        }
+        .encode_to_vec();
+        self.audit_meta
+            .insert(AUDIT_HEAD_KEY, rec.as_slice())
+            .map_err(db_err("advance audit head"))?;
+        Ok(())
+    }
+}
+
+/// Why applying a group did not reach commit.
+enum GroupFailure {
+    /// Op `index` failed: it gets the error, the rest of the group is retried without it.
+    Op(usize, StoreError),
+    /// The transaction itself failed: every op gets the error.
+    Txn(StoreError),
+}
+
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) head: Arc<watch::Sender<u64>>,
+    pub(super) commits: Arc<AtomicU64>,
+    /// The committed audit head. Only the writer changes it (after each commit).
+    pub(super) audit_head: Arc<Mutex<AuditHead>>,
+}
+
+impl Writer {
+    pub(super) fn run(self, mut rx: mpsc::Receiver<Op>) {
+        // A clock for waiting on the queue with a deadline (lazy ops, below). If it cannot be
+        // built, lazy ops are simply committed at once.
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok();
+        let mut closing = None;
+        // Lazy ops held back to ride along with the next commit.
+        let mut held: Vec<Op> = Vec::new();
+        let mut held_since = std::time::Instant::now();
+        loop {
+            let first = match (&clock, held.is_empty()) {
+                (Some(clock), false) => {
+                    let deadline = held_since + LAZY_HOLD;
+                    match clock.block_on(async {
+                        tokio::time::timeout_at(deadline.into(), rx.recv()).await
+                    }) {
+                        Ok(op) => op,
+                        Err(_elapsed) => {
+                            self.commit_group(std::mem::take(&mut held));
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.blocking_recv(),
+            };
+            let Some(first) = first else { break };
+            let mut group = Vec::with_capacity(64);
+            match first {
+                Op::Close { reply } => closing = Some(reply),
+                op => group.push(op),
+            }
+            while closing.is_none() && held.len() + group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Op::Close { reply }) => closing = Some(reply),
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            if closing.is_none()
+                && clock.is_some()
+                && group.iter().all(Op::lazy)
+                && held.len() + group.len() < MAX_GROUP
+                && (held.is_empty() || held_since.elapsed() < LAZY_HOLD)
+            {
+                if held.is_empty() {
+                    held_since = std::time::Instant::now();
+                }
+                held.append(&mut group);
+                continue;
+            }
+            held.append(&mut group);
+            self.commit_group(std::mem::take(&mut held));
+            if closing.is_some() {
+                break;
+            }
+        }
+        // Whatever is still held commits before the writer goes; ops queued after Close are
+        // dropped here and their callers see StoreError::Closed.
+        self.commit_group(held);
+        drop(rx);
+        drop(self);
+        if let Some(reply) = closing {
+            let _ = reply.send(());
+        }
+    }
+
+    fn commit_group(&self, mut group: Vec<Op>) {
+        loop {
+            if group.is_empty() {
+                return;
+            }
+            match self.try_group(&group) {
+                Ok((applied, new_head)) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    if let Some(h) = new_head {
+                        self.head.send_replace(h);
+                    }
+                    for (op, a) in group.into_iter().zip(applied) {
+                        op.answer(Ok(a));
+                    }
+                    return;
+                }
+                Err(GroupFailure::Op(i, e)) => {
+                    tracing::warn!(error = %e, "store op failed; retrying the rest of its group");
+                    group.remove(i).fail(e);
+                }
+                Err(GroupFailure::Txn(e)) => {
+                    tracing::error!(error = %e, ops = group.len(), "store group commit failed");
+                    for op in group {
+                        op.fail(e.clone());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies the group in one write transaction and commits it. Returns each op's result
+    /// and the new head seq if messages were added.
+    fn try_group(&self, group: &[Op]) -> Result<(Vec<Applied>, Option<u64>), GroupFailure> {
+        let audit_before = lock(&self.audit_head).clone();
+        let txn = |e| GroupFailure::Txn(e);
+        let mut wtx = self
+            .db
+            .begin_write()
+            .map_err(db_err("begin write"))
+            .map_err(txn)?;
+        let durability = if group.iter().any(Op::durable) {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        wtx.set_durability(durability);
+        let mut applied = Vec::with_capacity(group.len());
+        let mut audit_after = None;
+        let (start, end) = {
+            let mut t = open_tables(&wtx, audit_before.clone()).map_err(txn)?;
+            let start = t.next_seq;
+            for (i, op) in group.iter().enumerate() {
+                match t.apply(op) {
+                    Ok(a) => applied.push(a),
+                    Err(e) => {
+                        drop(t);
+                        if let Err(abort) = wtx.abort() {
+                            tracing::warn!(error = %abort, "store: aborting a write failed");
+                        }
+                        return Err(GroupFailure::Op(i, e));
+                    }
+                }
+            }
+            if t.next_seq != start {
+                t.meta
+                    .insert(META_NEXT_SEQ, t.next_seq)
+                    .map_err(db_err("advance seq"))
+                    .map_err(txn)?;
+            }
+            if t.audit_head != audit_before {
+                t.put_audit_head().map_err(txn)?;
+                audit_after = Some(t.audit_head.clone());
+            }
+            (start, t.next_seq)
+        };
+        wtx.commit().map_err(db_err("commit")).map_err(txn)?;
+        if let Some(h) = audit_after {
+            *lock(&self.audit_head) = h;
+        }
+        Ok((applied, (end != start).then(|| end - 1)))
+    }
+}
+
+/// Joins the writer thread when the last `Store` clone goes away (after the sender is dropped,
+/// see the field order of `Inner`), so the file lock is released when `Store` is dropped.
+pub(super) struct WriterThread(pub(super) Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("store writer thread panicked");
+        }
+    }
+}
+
+impl Store {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Group-committed; dedup by id (a duplicate adds nothing, not even outbox entries). seq is
+    /// a local, strictly increasing u64 starting at 1, assigned in commit order: the
+    /// subscribers' cursor. If the caller stops waiting, the insert may still commit.
+    pub async fn insert(&self, msg: NewMessage) -> Result<InsertOutcome> {
+        self.insert_many(vec![msg])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::Internal("insert returned no outcome"))
+    }
+
+    /// Many at once, atomically, through the same writer. Results in order.
+    pub async fn insert_many(&self, mut msgs: Vec<NewMessage>) -> Result<Vec<InsertOutcome>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        for m in &mut msgs {
+            m.audit = std::mem::take(&mut m.audit)
+                .into_iter()
+                .map(AuditEvent::clip)
+                .collect();
+        }
+        self.call(|reply| Op::Insert { msgs, reply }).await
+    }
+
+    /// Remove delivered entries (group-committed) and count them in the peer's delivered
+    /// counter. Seqs that are not queued are ignored (acks are idempotent). Not fsynced on
+    /// its own: it becomes durable with the next durable commit; a crash before that only
+    /// causes a redelivery, which receivers deduplicate.
+    pub async fn ack_outbox(&self, peer: &str, seqs: Vec<u64>) -> Result<()> {
+        self.ack_outbox_audited(peer, seqs, Vec::new()).await
+    }
+
+    /// [`Store::ack_outbox`] plus audit records chained in the same transaction (what was
+    /// delivered is recorded exactly when its outbox entries go).
+    pub async fn ack_outbox_audited(
+        &self,
+        peer: &str,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        self.ack(peer, seqs, audit, false).await
+    }
+
+    /// [`Store::ack_outbox_audited`] for a caller that does not wait on it: the writer may hold
+    /// it up to [`LAZY_HOLD`] to commit it with the next write instead of on its own.
+    pub async fn ack_outbox_later(
+        &self,
+        peer: &str,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        self.ack(peer, seqs, audit, true).await
+    }
+
+    async fn ack(
+        &self,
+        peer: &str,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+        lazy: bool,
+    ) -> Result<()> {
+        if seqs.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        let peer = peer.to_owned();
+        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::Ack {
+            peer,
+            seqs,
+            audit,
+            lazy,
+            reply,
+        })
+        .await
+    }
+
+    /// Remove every queued entry for peer (returns how many were dropped).
+    pub async fn drop_outbox(&self, peer: &str) -> Result<u64> {
+        let peer = peer.to_owned();
+        self.call(|reply| Op::DropOutbox { peer, reply }).await
+    }
+
+    /// Queues already-stored messages (by seq) for `peer`, oldest first like any outbox entry,
+    /// and returns how many were newly queued (seqs already queued are skipped). Refuses the
+    /// whole request with [`StoreError::Invalid`] if a seq has no stored message.
+    pub async fn enqueue(&self, peer: &str, seqs: Vec<u64>) -> Result<u64> {
+        if peer.is_empty() {
+            return Err(StoreError::Invalid(
+                "outbox peer is empty; name the org to queue messages for".into(),
+            ));
+        }
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let peer = peer.to_owned();
+        self.call(|reply| Op::Enqueue { peer, seqs, reply }).await
+    }
+
+    /// Records why a message from a peer was refused. Only the newest
+    /// [`MAX_REJECTIONS_KEPT`] are kept.
+    pub async fn record_rejection(&self, r: Rejection) -> Result<()> {
+        self.call(|reply| Op::Reject {
+            rejection: r,
+            reply,
+        })
+        .await
+    }
+
+    /// Known signing keys: key_id -> (org, raw public key bytes). Overwrites.
+    pub async fn put_key(&self, key_id: &str, org: &str, public_key: &[u8]) -> Result<()> {
+        let (key_id, org, public_key) = (key_id.to_owned(), org.to_owned(), public_key.to_vec());
+        self.call(|reply| Op::PutKey {
+            key_id,
+            org,
+            public_key,
+            reply,
+        })
+        .await
+    }
+
+    /// Durable named subscriber cursor.
+    pub async fn set_cursor(&self, name: &str, seq: u64) -> Result<()> {
+        let name = name.to_owned();
+        self.call(|reply| Op::SetCursor { name, seq, reply }).await
+    }
+
+    /// Appends `(index, exact encoded entry bytes)` to `cluster_id`'s log, atomically and
+    /// durably. Indexes must be consecutive and the first new one must be exactly one above the
+    /// cluster's last stored index (0 for a new cluster). Re-appending an index that is already
+    /// stored with identical bytes is a no-op; different bytes are refused. Any refusal is
+    /// [`StoreError::Invalid`] and writes nothing.
+    pub async fn append_cluster_entries(
+        &self,
+        cluster_id: &str,
+        entries: Vec<(u64, Vec<u8>)>,
+    ) -> Result<()> {
+        if cluster_id.is_empty() {
+            return Err(StoreError::Invalid(
+                "cluster id is empty; every cluster log needs its id".into(),
+            ));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cluster_id = cluster_id.to_owned();
+        self.call(|reply| Op::AppendCluster {
+            cluster_id,
+            entries,
+            reply,
+        })
+        .await
+    }
+
+    /// Records `org`'s node certificate (DER) in the organisation directory. Overwrites.
+    pub async fn put_directory(&self, org: &str, cert_der: &[u8]) -> Result<()> {
+        if org.is_empty() {
+            return Err(StoreError::Invalid(
+                "directory org is empty; every directory entry needs its org id".into(),
+            ));
+        }
+        let (org, cert_der) = (org.to_owned(), cert_der.to_vec());
+        self.call(|reply| Op::PutDirectory {
+            org,
+            cert_der,
+            reply,
+        })
+        .await
+    }
+
+    /// Record an annotation of `kind` on the message `origin` published as `id`, unless one
+    /// of that kind that `keep` prefers is there already (so every node ends with the same one
+    /// whatever the order control messages arrived in). Durable. Returns whether it was kept.
+    pub async fn annotate(
+        &self,
+        origin: &str,
+        id: &str,
+        kind: String,
+        record: AnnotationRecord,
+        keep: Keep,
+    ) -> Result<bool> {
+        let key = message_key(origin, id);
+        self.call(|reply| Op::Annotate {
+            key,
+            kind,
+            record,
+            keep,
+            reply,
+        })
+        .await
+    }
+
+    /// Appends `events` to the hash-chained audit log, in order and atomically. The writer
+    /// assigns each its seq and chain hash in commit order (see [`crate::audit`]); fields
+    /// longer than [`crate::audit::MAX_FIELD_LEN`] are cut. Group-committed without forcing an
+    /// fsync of its own: the records become durable with the next durable commit (any insert,
+    /// rejection, …), so a crash can lose the newest records (with the head that covers them)
+    /// but never leaves a broken chain.
+    pub async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::AppendAudit { events, reply }).await
+    }
+}

@@ -1,0 +1,18 @@
+//! The integration tests, one test binary (one link) for all of them: real
+//! nodes, real certificates, real disk, loopback only. Each module is one
+//! area; `cargo test -p bluewire-tests --test it MODULE::` runs one of them.
+
+mod audit;
+mod clusters;
+mod crash;
+mod federation;
+mod limits;
+mod markings;
+mod metrics;
+mod outage;
+mod policy;
+mod reshare;
+mod resume;
+mod rogue;
+mod tamper;
+mod tls;
