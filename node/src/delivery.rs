@@ -137,19 +137,34 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let mut size = 0usize;
         // Entries to remove without sending (undecodable, or no longer routable).
         let mut undecodable = Vec::new();
+        // Set when an entry could not be re-checked: send what came before it, retry later.
+        let mut stalled = false;
         for (seq, bytes) in batch {
             if size + bytes.len() + 16 > max_request_bytes && !envelopes.is_empty() {
                 break;
             }
             match Envelope::decode(bytes.as_slice()) {
                 Ok(env) => {
-                    if let Err(why) = crate::outbound::recheck(
+                    let rechecked = crate::outbound::recheck(
                         &env,
                         &peer.org,
                         state.as_ref(),
                         &state.router,
                         crate::clock::now_ms(),
-                    ) {
+                    );
+                    match &rechecked {
+                        Ok(()) => state.metrics.decision("egress", "allowed", true),
+                        // Not decidable now (the store could not be read): keep it queued.
+                        Err(("store", why)) => {
+                            warn!(msg.seq = seq, reason = %why, "cannot re-check a queued message; will retry");
+                            stalled = true;
+                            break;
+                        }
+                        Err(("retracted" | "content", _)) => {}
+                        Err((rule, _)) => state.metrics.decision("egress", rule, false),
+                    }
+                    if let Err((rule, why)) = rechecked {
+                        let why = format!("{rule}: {why}");
                         info!(msg.seq = seq, reason = %why, "queued message no longer routable to this peer; dropped");
                         state
                             .audit(vec![
@@ -189,6 +204,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             let _ = store.ack_outbox(&peer.org, undecodable).await;
         }
         if envelopes.is_empty() {
+            if stalled && sleep_or_shutdown(backoff, &mut shutdown).await {
+                break;
+            }
             continue;
         }
         // A revocation loaded after the link was set up must stop delivery

@@ -246,7 +246,7 @@ async fn run(
         for m in page {
             cursor = m.seq;
             // This node's own re-share copies are outbox records.
-            if m.id.starts_with(crate::outbound::RESHARE_PREFIX) || !filter.admits_stored(&m) {
+            if m.id.starts_with(crate::store::RESHARE_PREFIX) || !filter.admits_stored(&m) {
                 continue;
             }
             let item = match item_for(&st, m) {

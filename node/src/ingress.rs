@@ -58,11 +58,18 @@ impl Verdict {
     }
 }
 
-/// The message id in `env`, for reporting only (it may not have verified).
+/// The message id in `env` and the cluster routing judged it in (the target cluster of a
+/// re-share), for reporting and catch-up only (it may not have verified).
 fn claimed_id(env: &pb::Envelope) -> (String, String) {
-    pb::Content::decode(env.content.as_slice())
+    let (id, cluster) = pb::Content::decode(env.content.as_slice())
         .map(|c| (c.id, c.cluster))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let forwarded_to = env
+        .forwarding
+        .as_ref()
+        .and_then(|f| pb::ForwardAttestation::decode(f.attestation.as_slice()).ok())
+        .map(|a| a.to_cluster);
+    (id, forwarded_to.unwrap_or(cluster))
 }
 
 /// Decide one envelope delivered by `peer`. Pure.
@@ -73,7 +80,20 @@ pub fn judge(
     router: &Router,
     now_ms: i64,
 ) -> Verdict {
-    match admit(env, peer, known, router, now_ms) {
+    judge_routed(env, peer, known, router, now_ms).0
+}
+
+/// [`judge`], and the routing decision's (rule, allowed) when routing was reached (what
+/// the routing metrics count).
+pub fn judge_routed(
+    env: &pb::Envelope,
+    peer: &str,
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> (Verdict, Option<(&'static str, bool)>) {
+    let mut routed = None;
+    let verdict = match admit(env, peer, known, router, now_ms, &mut routed) {
         Ok((content, effect)) => Verdict::Accept {
             content: Box::new(content),
             effect,
@@ -86,11 +106,17 @@ pub fn judge(
                 reason,
             }
         }
-        Err(why) => Verdict::Reject {
-            id: claimed_id(env).0,
-            why,
-        },
-    }
+        Err(why) => {
+            if let Rejected::Unroutable { rule, .. } = &why {
+                routed = Some((*rule, false));
+            }
+            Verdict::Reject {
+                id: claimed_id(env).0,
+                why,
+            }
+        }
+    };
+    (verdict, routed)
 }
 
 fn admit(
@@ -99,6 +125,7 @@ fn admit(
     known: &impl Known,
     router: &Router,
     now_ms: i64,
+    routed: &mut Option<(&'static str, bool)>,
 ) -> Result<(pb::Content, Effect), Rejected> {
     let o = envelope::open(env, |k| known.key(k), now_ms)?;
     let view = match &env.forwarding {
@@ -117,10 +144,11 @@ fn admit(
                     forwarder: a.forwarder_org,
                 });
             }
-            // A marking raised since (if this node holds the original) counts.
+            // A marking raised since (as far as this node knows) counts.
             let marking = known
-                .held(&o.content.origin_org, &o.content.id)
-                .and_then(|(_, s)| s.marking)
+                .standing(&o.content)
+                .map_err(Rejected::Later)?
+                .marking
                 .or_else(|| o.content.marking.clone())
                 .unwrap_or_default();
             envelope::reshare_allowed(&o.content, &marking).map_err(|why| Rejected::Policy {
@@ -131,6 +159,7 @@ fn admit(
         }
     };
     let d = known::route(known, router, &view, known.me(), Direction::Ingress, now_ms);
+    *routed = Some((d.rule, d.allowed));
     if d.retry {
         return Err(Rejected::Later(d.reason));
     }
@@ -154,7 +183,10 @@ pub fn control_authority(
     let Some((origin, id)) = markings::target_of(control) else {
         return Ok(Effect::Apply);
     };
-    let target = known.held(origin, id).map(|(c, _)| c);
+    let target = known
+        .held(origin, id)
+        .map_err(Rejected::Later)?
+        .map(|(c, _)| c);
     markings::authority(control, target.as_ref(), |t| {
         known::in_audience(known, router, t, &control.origin_org)
     })
@@ -232,9 +264,10 @@ pub async fn deliver(
             continue;
         }
         learn_forwarded_origin(st, &env).await;
-        let verdict = judge(&env, &peer.org, st.as_ref(), &st.router, now);
-        let (rule, allowed) = verdict.rule();
-        st.metrics.decision("ingress", rule, allowed);
+        let (verdict, routed) = judge_routed(&env, &peer.org, st.as_ref(), &st.router, now);
+        if let Some((rule, allowed)) = routed {
+            st.metrics.decision("ingress", rule, allowed);
+        }
         match verdict {
             Verdict::Accept { content, effect } => {
                 debug!(msg.id = %content.id, "accepted for storage");
@@ -280,47 +313,10 @@ pub async fn deliver(
             }
         }
     }
-    if !accepted.is_empty() {
-        let msgs = accepted.iter().map(|a| a.3.clone()).collect();
-        let outcomes = st.store.insert_many(msgs).await?;
-        let in_audience =
-            |t: &pb::Content, org: &str| known::in_audience(st.as_ref(), &st.router, t, org);
-        for ((slot, content, effect, msg), outcome) in accepted.iter().zip(outcomes) {
-            let due = match outcome {
-                InsertOutcome::Inserted(_) => {
-                    st.metrics
-                        .inc(crate::metrics::MESSAGES_RECEIVED, &[("peer", &peer.org)]);
-                    true
-                }
-                InsertOutcome::Duplicate(_) => {
-                    results[*slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
-                    // Effects are idempotent and applied again for the very message that
-                    // is stored (so one a crash cut short is completed when the sender
-                    // delivers it again), never for other content under the same id.
-                    same_content(st, content, &msg.envelope)?
-                }
-            };
-            if !due {
-                continue;
-            }
-            if envelope::is_control_kind(
-                pb::Kind::try_from(content.kind).unwrap_or(pb::Kind::Unspecified),
-            ) {
-                markings::apply(&st.store, content, *effect).await?;
-                // Its target may have been stored meanwhile (in this batch, or by a
-                // concurrent delivery that settled before this raise was recorded).
-                if *effect == Effect::Pending
-                    && let Some((origin, id)) = markings::target_of(content)
-                    && let Some((target, _)) = st.held(origin, id)
-                {
-                    markings::settle(&st.store, &target, in_audience).await?;
-                }
-            } else {
-                // Raises of this message by other organisations may have arrived first.
-                markings::settle(&st.store, content, in_audience).await?;
-            }
-        }
-    }
+    // Store, then record effects; whatever fails, the refusals are still audited and the
+    // catch-up still starts before the error is returned (the sender then delivers the
+    // batch again: duplicates are answered as such and effects are idempotent).
+    let stored = store_and_apply(st, peer, &accepted, &mut results).await;
     let mut events = Vec::new();
     for (slot, rule) in rejected {
         let r = &results[slot];
@@ -344,7 +340,61 @@ pub async fn deliver(
             .in_current_span(),
         );
     }
+    stored?;
     Ok(results)
+}
+
+/// Insert the accepted envelopes in one transaction, then record what control messages
+/// do and settle raises that arrived before their message.
+async fn store_and_apply(
+    st: &Arc<NodeState>,
+    peer: &OrgProfile,
+    accepted: &[(usize, pb::Content, Effect, NewMessage)],
+    results: &mut [pb::DeliveryResult],
+) -> Result<(), IngressError> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let msgs = accepted.iter().map(|a| a.3.clone()).collect();
+    let outcomes = st.store.insert_many(msgs).await?;
+    let in_audience =
+        |t: &pb::Content, org: &str| known::in_audience(st.as_ref(), &st.router, t, org);
+    for ((slot, content, effect, msg), outcome) in accepted.iter().zip(outcomes) {
+        let due = match outcome {
+            InsertOutcome::Inserted(_) => {
+                st.metrics
+                    .inc(crate::metrics::MESSAGES_RECEIVED, &[("peer", &peer.org)]);
+                true
+            }
+            InsertOutcome::Duplicate(_) => {
+                results[*slot].outcome = pb::DeliveryOutcome::Duplicate as i32;
+                // Effects are idempotent and applied again for the very message that
+                // is stored (so one a crash cut short is completed when the sender
+                // delivers it again), never for other content under the same id.
+                same_content(st, content, &msg.envelope)?
+            }
+        };
+        if !due {
+            continue;
+        }
+        if envelope::is_control_kind(
+            pb::Kind::try_from(content.kind).unwrap_or(pb::Kind::Unspecified),
+        ) {
+            markings::apply(&st.store, content, *effect).await?;
+            // Its target may have been stored meanwhile (in this batch, or by a
+            // concurrent delivery that settled before this raise was recorded).
+            if *effect == Effect::Pending
+                && let Some((origin, id)) = markings::target_of(content)
+                && let Ok(Some((target, _))) = st.held(origin, id)
+            {
+                markings::settle(&st.store, &target, in_audience).await?;
+            }
+        } else {
+            // Raises of this message by other organisations may have arrived first.
+            markings::settle(&st.store, content, in_audience).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Is the stored (origin, id) this very content (not other bytes under the same id)?

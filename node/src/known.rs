@@ -27,8 +27,12 @@ pub trait Known {
     /// An organisation's CA-asserted profile: from the cluster's log when given, else from
     /// any certificate this node has verified.
     fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile>;
-    /// A message this node holds, with what control messages made of it.
-    fn held(&self, origin: &str, id: &str) -> Option<(Content, Standing)>;
+    /// A message this node holds, with what control messages made of it; an
+    /// error when the store cannot be read.
+    fn held(&self, origin: &str, id: &str) -> Result<Option<(Content, Standing)>, String>;
+    /// What control messages this node holds made of `content`, whether or not the
+    /// message itself is held here.
+    fn standing(&self, content: &Content) -> Result<Standing, String>;
 }
 
 /// The routing decision for one (message, recipient) with what `known` knows
@@ -169,9 +173,16 @@ pub(crate) mod testkit {
                 .map(|m| m.profile.clone())
                 .or_else(|| self.profiles.get(org).cloned())
         }
-        fn held(&self, origin: &str, id: &str) -> Option<(Content, Standing)> {
-            let (c, a) = self.held.get(&(origin.to_string(), id.to_string()))?;
-            Some((c.clone(), standing_from(c, a)))
+        fn held(&self, origin: &str, id: &str) -> Result<Option<(Content, Standing)>, String> {
+            Ok(self
+                .held
+                .get(&(origin.to_string(), id.to_string()))
+                .map(|(c, a)| (c.clone(), standing_from(c, a))))
+        }
+        fn standing(&self, content: &Content) -> Result<Standing, String> {
+            let key = (content.origin_org.clone(), content.id.clone());
+            let annotations = self.held.get(&key).map(|h| h.1.clone()).unwrap_or_default();
+            Ok(standing_from(content, &annotations))
         }
     }
 }

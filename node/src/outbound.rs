@@ -25,8 +25,7 @@ use crate::routing::{Decision, Router};
 use crate::state::NodeState;
 use crate::store::{InsertOutcome, NewMessage, StoreError};
 
-/// Local record ids of this node's re-share copies (outbox only, not feeds).
-pub const RESHARE_PREFIX: &str = "fwd:";
+pub use crate::store::RESHARE_PREFIX;
 
 /// Why a publish or re-share was refused before anything was stored.
 #[derive(Debug, Error)]
@@ -52,6 +51,8 @@ pub enum OutboundError {
     SameCluster { id: String, cluster: String },
     #[error("{org} is not a publishing member of {cluster}")]
     NotPublisher { org: String, cluster: String },
+    #[error("{0}")]
+    Unreadable(String),
     #[error("not stored, {what} again: {source}")]
     Store {
         what: &'static str,
@@ -86,21 +87,28 @@ pub fn plan(
     (allowed.into_iter().map(|d| d.org).collect(), refused)
 }
 
+/// Why a queued envelope is no longer sent: the rule (a routing rule, or
+/// `retracted`, `reshare`, `content`, `store`) and the reason.
+pub type Withheld = (&'static str, String);
+
 /// May this queued envelope still go to `peer` now? Membership, profiles,
 /// markings and policy may have changed since it was queued. Only this node's
-/// own messages and re-shares are re-decided; why not, if not. Pure.
+/// own messages and re-shares are re-decided. Pure.
 pub fn recheck(
     env: &pb::Envelope,
     peer: &str,
     known: &impl Known,
     router: &Router,
     now_ms: i64,
-) -> Result<(), String> {
+) -> Result<(), Withheld> {
     let content = pb::Content::decode(env.content.as_slice())
-        .map_err(|e| format!("stored content undecodable: {e}"))?;
-    let standing = known.held(&content.origin_org, &content.id).map(|(_, s)| s);
+        .map_err(|e| ("content", format!("stored content undecodable: {e}")))?;
+    let standing = known
+        .held(&content.origin_org, &content.id)
+        .map_err(|e| ("store", e))?
+        .map(|(_, s)| s);
     if let Some(why) = standing.as_ref().and_then(|s| s.retracted.as_ref()) {
-        return Err(format!("retracted by its origin: {why}"));
+        return Err(("retracted", format!("retracted by its origin: {why}")));
     }
     // A marking raised since queuing applies to what is still queued.
     let marking = standing
@@ -110,9 +118,9 @@ pub fn recheck(
         // This node's re-share: allowed at all under the marking in force, and decided
         // as the forwarder into the target cluster.
         envelope::reshare_allowed(&content, &marking.clone().unwrap_or_default())
-            .map_err(|why| format!("reshare: {why}"))?;
+            .map_err(|why| ("reshare", why))?;
         let a = pb::ForwardAttestation::decode(f.attestation.as_slice())
-            .map_err(|e| format!("stored attestation undecodable: {e}"))?;
+            .map_err(|e| ("content", format!("stored attestation undecodable: {e}")))?;
         let mut view = envelope::forwarded_view(&content, &a);
         view.marking = marking;
         view
@@ -125,7 +133,7 @@ pub fn recheck(
     if d.allowed {
         Ok(())
     } else {
-        Err(format!("{}: {}", d.rule, d.reason))
+        Err((d.rule, d.reason))
     }
 }
 
@@ -216,6 +224,7 @@ fn prepare_control(st: &NodeState, content: &mut pb::Content) -> Result<(), Outb
     };
     let (target, _) = st
         .held(origin, id)
+        .map_err(OutboundError::Unreadable)?
         .ok_or_else(|| LookupError::NotFound(format!("{origin}/{id}")))?;
     let index = st
         .cluster(&target.cluster)
@@ -460,7 +469,8 @@ pub fn backfill_page(
         }
         for m in page {
             cursor = m.seq;
-            if m.origin != st.org() {
+            // Only this node's own messages; never its re-share copies (outbox records).
+            if m.origin != st.org() || m.id.starts_with(RESHARE_PREFIX) {
                 continue;
             }
             let (_, env, content) = {
@@ -472,7 +482,13 @@ pub fn backfill_page(
                 ((), env, content)
             };
             let standing = markings::standing(&st.store, &content);
-            if backfill_allows(&content, &standing, peer, st, &st.router, now) {
+            let allowed = backfill_allows(&content, &standing, peer, st, &st.router, now);
+            st.metrics.decision(
+                "egress",
+                if allowed { "allowed" } else { "backfill" },
+                allowed,
+            );
+            if allowed {
                 entries.push(pb::BackfillEntry {
                     seq: m.seq,
                     envelope: Some(env),

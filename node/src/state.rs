@@ -150,11 +150,37 @@ impl Known for NodeState {
         self.directory.profile(org, cluster)
     }
 
-    fn held(&self, origin: &str, id: &str) -> Option<(Content, crate::markings::Standing)> {
-        let m = self.store.get(origin, id).ok().flatten()?;
-        let env = bluewire_proto::v1::Envelope::decode(m.envelope.as_slice()).ok()?;
-        let content = Content::decode(env.content.as_slice()).ok()?;
-        let standing = crate::markings::standing(&self.store, &content);
-        Some((content, standing))
+    fn held(
+        &self,
+        origin: &str,
+        id: &str,
+    ) -> Result<Option<(Content, crate::markings::Standing)>, String> {
+        let unreadable = |e: String| format!("cannot read {origin}/{id} here: {e}");
+        let Some(m) = self
+            .store
+            .get(origin, id)
+            .map_err(|e| unreadable(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let env = bluewire_proto::v1::Envelope::decode(m.envelope.as_slice())
+            .map_err(|e| unreadable(e.to_string()))?;
+        let content =
+            Content::decode(env.content.as_slice()).map_err(|e| unreadable(e.to_string()))?;
+        let standing = self.standing(&content)?;
+        Ok(Some((content, standing)))
+    }
+
+    fn standing(&self, content: &Content) -> Result<crate::markings::Standing, String> {
+        let annotations = self
+            .store
+            .annotations(&content.origin_org, &content.id)
+            .map_err(|e| {
+                format!(
+                    "cannot read {}/{}'s annotations here: {e}",
+                    content.origin_org, content.id
+                )
+            })?;
+        Ok(crate::markings::standing_from(content, &annotations))
     }
 }

@@ -55,6 +55,10 @@ use crate::audit::AuditEvent;
 use tables::{AuditDisk, AuditHead};
 use writer::{Op, Writer, WriterThread};
 
+/// Local record ids of a node's re-share copies start with this (outbox records, not
+/// messages of their own: feeds and backfill skip them).
+pub const RESHARE_PREFIX: &str = "fwd:";
+
 /// File name of the database inside the node's data_dir.
 pub const FILE_NAME: &str = "bluewire.redb";
 /// Most ops applied in one write transaction (one fsync).

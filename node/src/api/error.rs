@@ -50,6 +50,7 @@ impl From<OutboundError> for Status {
             | OutboundError::NotPublisher { .. } => Status::permission_denied(msg),
             OutboundError::Retracted(_) => Status::failed_precondition(msg),
             OutboundError::Store { .. } => Status::unavailable(msg),
+            OutboundError::Unreadable(_) => Status::internal(msg),
         }
     }
 }

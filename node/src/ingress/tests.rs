@@ -408,3 +408,70 @@ fn verdicts_name_their_rule_for_the_metrics() {
     };
     assert_eq!(rejected.rule(), ("author", false));
 }
+
+#[test]
+fn the_routing_tally_counts_only_what_routing_decided() {
+    let known = Memory::new(ORGS[A]);
+    let r = Router::new();
+    let ok = content(B, "fine");
+    assert_eq!(
+        judge_routed(&seal(B, &ok), ORGS[B], &known, &r, NOW).1,
+        Some(("allowed", true))
+    );
+    let mut tampered = seal(B, &ok);
+    tampered.signature[0] ^= 1;
+    assert_eq!(
+        judge_routed(&tampered, ORGS[B], &known, &r, NOW).1,
+        None,
+        "never routed"
+    );
+    let mut red = content(B, "RED to nobody");
+    red.marking = Some(pb::Marking {
+        tlp: pb::Tlp::Red as i32,
+        ..Default::default()
+    });
+    assert_eq!(
+        judge_routed(&seal(B, &red), ORGS[B], &known, &r, NOW).1,
+        Some(("tlp", false)),
+        "a rule no recipient could pass counts under its name"
+    );
+    let mut named = content(B, "for org-c");
+    named.recipients = vec![ORGS[C].into()];
+    assert_eq!(
+        judge_routed(&seal(B, &named), ORGS[B], &known, &r, NOW).1,
+        Some(("recipients", false))
+    );
+    // Routing allowed a retraction by the wrong organisation: the authority rule refuses
+    // it, but the routing tally says what routing decided.
+    let (v, tally) = judge_routed(&seal(C, &retraction(C, &ok)), ORGS[C], &known, &r, NOW);
+    assert_eq!(
+        (refused(v), tally),
+        ("control-authority", Some(("allowed", true)))
+    );
+}
+
+#[test]
+fn a_reshare_that_cannot_be_decided_yet_names_the_cluster_it_goes_into() {
+    let mut log = Log::new();
+    log.ok(A, invite(B, ClusterRole::Member));
+    log.ok(B, accept(B));
+    let ahead = log.st.clone();
+    log.ok(A, invite(C, ClusterRole::Member));
+    log.ok(C, accept(C));
+    // org-c is a member now; the receiver's view stops before that.
+    let behind = Memory::new(ORGS[B]).with_cluster(&ahead);
+    let original = content(D, "to re-share");
+    let a = pb::ForwardAttestation {
+        message_id: original.id.clone(),
+        forwarder_org: ORGS[C].into(),
+        to_cluster: log.st.id.clone(),
+        cluster_index: log.st.head_index,
+        at_ms: NOW - 5,
+        content_hash: envelope::content_hash(&seal(D, &original).content),
+    };
+    let fwd = envelope::attest(key(C), &seal(D, &original), &a, Vec::new());
+    match judge(&fwd, ORGS[C], &behind, &Router::new(), NOW) {
+        Verdict::Later { cluster, .. } => assert_eq!(cluster, log.st.id),
+        other => panic!("expected retry-later, got {other:?}"),
+    }
+}
