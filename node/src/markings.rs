@@ -319,6 +319,10 @@ pub async fn settle(
     Ok(())
 }
 
+/// `cargo mutants -f node/src/markings.rs -- --lib` leaves one mutant alive, which is
+/// equivalent: `&&` → `||` in `standing_from`'s raise filter admits the origin's own record
+/// and non-marking kinds as raises, but the origin's record is already the base (so the
+/// strictest is unchanged) and other kinds' values never decode as a `Marking`.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +453,25 @@ mod tests {
         assert!(
             matches!(r, Err(Rejected::Control(ref w)) if w.contains("travels in its target's cluster"))
         );
+    }
+
+    #[tokio::test]
+    async fn the_standing_is_read_from_the_store_under_the_messages_origin_and_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let t = target("be", 2);
+        assert_eq!(standing(&store, &t), standing_from(&t, &[]));
+        let raise = change("fr", "be", 4);
+        apply(&store, &raise, Effect::Apply).await.expect("apply");
+        apply(&store, &retraction("be", "be"), Effect::Apply)
+            .await
+            .expect("apply");
+        let s = standing(&store, &t);
+        assert_eq!(s.marking.map(|m| m.tlp), Some(4));
+        assert_eq!(s.retracted.as_deref(), Some("wrong"));
+        // Another origin's message with the same id is untouched.
+        let other = target("eu", 2);
+        assert_eq!(standing(&store, &other), standing_from(&other, &[]));
     }
 
     #[test]
