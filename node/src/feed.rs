@@ -77,7 +77,8 @@ pub fn find_content(
     Ok((m, env, content))
 }
 
-fn decode(m: &StoredMessage) -> Result<(pb::Envelope, pb::Content), LookupError> {
+/// A stored message's envelope and content; undecodable bytes are `Corrupt`.
+pub(crate) fn decode(m: &StoredMessage) -> Result<(pb::Envelope, pb::Content), LookupError> {
     let corrupt = |e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e);
     let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(corrupt)?;
     let content = pb::Content::decode(env.content.as_slice()).map_err(corrupt)?;

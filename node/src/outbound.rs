@@ -473,14 +473,7 @@ pub fn backfill_page(
             if m.origin != st.org() || m.id.starts_with(RESHARE_PREFIX) {
                 continue;
             }
-            let (_, env, content) = {
-                let key = format!("{}/{}", m.origin, m.id);
-                let env = pb::Envelope::decode(m.envelope.as_slice())
-                    .map_err(|e| LookupError::Corrupt(key.clone(), e))?;
-                let content = pb::Content::decode(env.content.as_slice())
-                    .map_err(|e| LookupError::Corrupt(key, e))?;
-                ((), env, content)
-            };
+            let (env, content) = feed::decode(&m)?;
             let standing = markings::standing(&st.store, &content);
             let allowed = backfill_allows(&content, &standing, peer, st, &st.router, now);
             st.metrics.decision(
