@@ -224,10 +224,12 @@ pub fn router(state: Arc<NodeState>) -> tonic::transport::server::Router {
             .max_encoding_message_size(max),
         gate(Service::Admin),
     );
-    tokio::spawn(async move {
-        health_reporter.set_serving::<FederationServer<Api>>().await;
-        health_reporter.set_serving::<ClientServer<Api>>().await;
-    });
+    state
+        .tasks
+        .spawn(tracing::debug_span!("health"), async move {
+            health_reporter.set_serving::<FederationServer<Api>>().await;
+            health_reporter.set_serving::<ClientServer<Api>>().await;
+        });
     let mut b = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

@@ -17,11 +17,14 @@
 //! order, event, msg_id, peer, cluster, rule, detail. The head `(seq, hash)` is stored next to
 //! the records and advanced in the same transaction.
 //!
-//! [`verify`] recomputes every hash and checks every link, the seqs' contiguity and the stored
-//! head, so an edited, removed, reordered, inserted or truncated-at-the-end record is reported
-//! with the first seq that does not verify. [`export`] produces the records of a time window
-//! as a contiguous chain segment, and [`verify_records`] checks such a segment anywhere,
-//! without the node (e.g. a JSON-lines file from `bluewire audit export`).
+//! [`ChainCheck`] recomputes every hash and checks every link, the seqs' contiguity and the
+//! stored head, so an edited, removed, reordered, inserted or truncated-at-the-end record is
+//! reported with the first seq that does not verify (the store feeds it with
+//! [`Store::verify_audit`](crate::store::Store::verify_audit)). [`Segment`] cuts the records of
+//! a time window into a contiguous chain segment
+//! ([`Store::export_audit`](crate::store::Store::export_audit)), and [`verify_records`] checks
+//! such a segment anywhere, without the node (e.g. a JSON-lines file from
+//! `bluewire audit export`).
 //!
 //! What it cannot do on its own: someone who can rewrite the whole database file can rebuild
 //! a consistent chain. Record the head hash `bluewire audit verify` prints somewhere else
@@ -32,11 +35,12 @@
 //!
 //! # Layout
 //!
-//! This file is the chain itself: what an event is ([`AuditKind`], [`AuditEvent`]), how long
-//! its fields may be, and how a record is hashed ([`chain_hash`]); it knows nothing of how
-//! records are stored or checked. `verify` walks and checks the chain ([`verify`],
-//! [`export`], [`verify_records`], the JSON-lines export format); it is re-exported here, so
-//! other modules name `crate::audit::X`.
+//! This file is the chain itself: what an event is ([`AuditKind`], [`AuditEvent`]), what a
+//! record is ([`AuditRecordRow`]), how long its fields may be, and how a record is hashed
+//! ([`chain_hash`]); it knows nothing of how records are stored. `verify` checks the chain
+//! ([`ChainCheck`], [`Segment`], [`verify_records`], the JSON-lines export format) from
+//! records handed to it; it is re-exported here, so other modules name `crate::audit::X`.
+//! The store depends on this module, never the other way round.
 
 mod verify;
 
@@ -45,9 +49,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_lc_rs::digest;
 use bluewire_proto::v1 as pb;
 
-use crate::store::AuditRecordRow;
-
-pub use verify::{export, record_from_json, record_to_json, verify, verify_records};
+pub use verify::{ChainCheck, Segment, record_from_json, record_to_json, verify_records};
 
 /// `prev_hash` of record 1.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -279,6 +281,58 @@ pub fn chain_hash(prev_hash: &str, seq: u64, at_ms: i64, text: [&str; 6]) -> Str
         ctx.update(s.as_bytes());
     }
     hex::encode(ctx.finish().as_ref())
+}
+
+/// One record of the chain, as written and read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecordRow {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub event: String,
+    pub msg_id: String,
+    pub peer: String,
+    pub cluster: String,
+    pub rule: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecordRow {
+    /// The record `event` makes as record `seq` after `prev_hash`, with its hash computed.
+    pub fn chained(seq: u64, prev_hash: &str, event: &AuditEvent) -> AuditRecordRow {
+        let mut row = AuditRecordRow {
+            seq,
+            at_ms: event.at_ms,
+            event: event.event.as_str().to_owned(),
+            msg_id: event.msg_id.clone(),
+            peer: event.peer.clone(),
+            cluster: event.cluster.clone(),
+            rule: event.rule.clone(),
+            detail: event.detail.clone(),
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        row.hash = row.compute_hash();
+        row
+    }
+
+    /// The chain hash this record's content and `prev_hash` call for.
+    pub fn compute_hash(&self) -> String {
+        chain_hash(
+            &self.prev_hash,
+            self.seq,
+            self.at_ms,
+            [
+                &self.event,
+                &self.msg_id,
+                &self.peer,
+                &self.cluster,
+                &self.rule,
+                &self.detail,
+            ],
+        )
+    }
 }
 
 impl From<AuditRecordRow> for pb::AuditRecord {

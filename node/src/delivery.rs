@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bluewire_proto::v1::federation_client::FederationClient;
 use bluewire_proto::v1::{Content, DeliverRequest, DeliveryOutcome, Envelope};
 use prost::Message;
 use rand::Rng;
-use tokio::sync::watch;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::DeliveryConfig;
 pub use crate::peers::{PeerLink, PeerStats};
@@ -25,38 +23,35 @@ use crate::store::Rejection;
 use crate::tls::LinkInfo;
 
 /// Spawn the worker for `peer`; it runs until the node shuts down.
+/// The worker watches the stop itself and stops between batches; an acknowledgement it has
+/// started committing always finishes.
 pub fn spawn_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     let span = tracing::info_span!("delivery", peer.org = %peer.org);
-    tokio::spawn(run_worker(peer, state).instrument(span));
+    state
+        .tasks
+        .clone()
+        .spawn_to_end(span, run_worker(peer, state));
 }
 
 async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     let store = state.store.clone();
     let tls = state.tls.clone();
-    let client_config = state.client_config.clone();
     let cfg: DeliveryConfig = state.config.delivery.clone();
     let max_request_bytes = state.config.limits.max_request_bytes;
-    let mut shutdown = state.shutdown_rx.clone();
+    let stopping = state.tasks.stopping();
     let connect = || {
-        crate::tls::channel(
+        state.dialer.client(
             &peer.endpoint,
-            client_config.clone(),
-            tls.root_der.clone(),
-            Some(peer.org.clone()),
+            &peer.org,
             peer.link.clone(),
             Duration::from_millis(cfg.timeout_ms),
         )
-        .map(|channel| {
-            FederationClient::new(channel)
-                .max_decoding_message_size(max_request_bytes)
-                .max_encoding_message_size(max_request_bytes)
-        })
     };
     let mut client = match connect() {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "peer endpoint unusable; not delivering to it");
-            peer.update(|s| s.last_error = e);
+            peer.update(|s| s.last_error = e.to_string());
             return;
         }
     };
@@ -70,7 +65,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     let mut sent_upto = 0u64;
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
-        if *shutdown.borrow() {
+        if stopping.is_cancelled() {
             break;
         }
         // Routing needs the peer's CA-asserted profile: learn it from a
@@ -81,7 +76,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     Duration::from_millis(cfg.timeout_ms),
                     client.hello(bluewire_proto::v1::HelloRequest {}),
                 ) => r,
-                _ = shutdown.changed() => break,
+                () = stopping.cancelled() => break,
             };
             let learned = peer.link.lock().ok().and_then(|l| match &l.peer {
                 Some(crate::pki::PeerIdentity::Node { profile, .. }) => {
@@ -104,7 +99,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         s.consecutive_failures += 1;
                         s.last_error = err.clone();
                     });
-                    if sleep_or_shutdown(jitter(backoff), &mut shutdown).await {
+                    if sleep_or_stop(jitter(backoff), &stopping).await {
                         break;
                     }
                     backoff = (backoff * 2).min(max);
@@ -119,7 +114,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "reading outbox failed");
-                if sleep_or_shutdown(backoff, &mut shutdown).await {
+                if sleep_or_stop(backoff, &stopping).await {
                     break;
                 }
                 continue;
@@ -128,7 +123,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         if batch.is_empty() {
             tokio::select! {
                 _ = peer.notify.notified() => {}
-                _ = shutdown.changed() => break,
+                () = stopping.cancelled() => break,
             }
             continue;
         }
@@ -204,7 +199,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             let _ = store.ack_outbox(&peer.org, undecodable).await;
         }
         if envelopes.is_empty() {
-            if stalled && sleep_or_shutdown(backoff, &mut shutdown).await {
+            if stalled && sleep_or_stop(backoff, &stopping).await {
                 break;
             }
             continue;
@@ -234,7 +229,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             if let Ok(c) = connect() {
                 client = c;
             }
-            if sleep_or_shutdown(jitter(max), &mut shutdown).await {
+            if sleep_or_stop(jitter(max), &stopping).await {
                 break;
             }
             continue;
@@ -243,7 +238,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let call = client.deliver(DeliverRequest { envelopes });
         let result = tokio::select! {
             r = tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), call) => r,
-            _ = shutdown.changed() => break,
+            () = stopping.cancelled() => break,
         };
         let failure = match result {
             Ok(Ok(resp)) => {
@@ -298,14 +293,11 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     // fsynced on its own; after a crash the envelope is sent again and
                     // recorded again).
                     let (store, org) = (store.clone(), peer.org.clone());
-                    tokio::spawn(
-                        async move {
-                            if let Err(e) = store.ack_outbox_later(&org, seqs, events).await {
-                                warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
-                            }
+                    state.tasks.spawn_to_end(tracing::Span::current(), async move {
+                        if let Err(e) = store.ack_outbox_later(&org, seqs, events).await {
+                            warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
                         }
-                        .in_current_span(),
-                    );
+                    });
                     backoff = min;
                     peer.update(|s| {
                         s.connected = true;
@@ -330,7 +322,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 warn!(error = %err, failures, "delivery failed; will retry");
             }
             let jittered = jitter(backoff);
-            if sleep_or_shutdown(jittered, &mut shutdown).await {
+            if sleep_or_stop(jittered, &stopping).await {
                 break;
             }
             backoff = (backoff * 2).min(max);
@@ -362,10 +354,10 @@ fn delivery_records(
         .collect()
 }
 
-/// Sleep, returning true if shutdown was signalled meanwhile.
-async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Sleep, returning true if the node was told to stop meanwhile.
+async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = shutdown.changed() => true,
+        () = stopping.cancelled() => true,
     }
 }

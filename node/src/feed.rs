@@ -12,7 +12,7 @@ use bluewire_proto::v1 as pb;
 use prost::Message;
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tracing::{Instrument, debug};
+use tracing::debug;
 
 use crate::markings::{self, Standing};
 use crate::state::NodeState;
@@ -105,20 +105,20 @@ impl Filter {
         }
     }
 
-    /// The checks that need no decoding (kind, level and origin are stored beside the message).
-    pub fn admits_stored(&self, m: &StoredMessage) -> bool {
+    /// Whether a stored message passes the filters: kind, level, origin and cluster are stored
+    /// beside the message, so nothing is decoded. A cluster filter names a full cluster id or
+    /// its name (ids end in `/NAME`).
+    pub fn admits(&self, m: &StoredMessage) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&m.kind))
             && (self.levels.is_empty() || self.levels.contains(&m.level))
             && (self.origins.is_empty() || self.origins.contains(&m.origin))
-    }
-
-    /// The cluster filter, on the decoded content.
-    pub fn admits_cluster(&self, cluster: &str) -> bool {
-        self.clusters.is_empty()
-            || self
-                .clusters
-                .iter()
-                .any(|f| f == cluster || cluster.ends_with(&format!("/{f}")))
+            && (self.clusters.is_empty()
+                || self.clusters.iter().any(|f| {
+                    *f == m.cluster
+                        || m.cluster
+                            .strip_suffix(f.as_str())
+                            .is_some_and(|rest| rest.ends_with('/'))
+                }))
     }
 }
 
@@ -198,7 +198,8 @@ pub fn subscribe(
     }
     let (tx, rx) = mpsc::channel(256);
     let span = tracing::info_span!("subscribe", subscriber = %user, cursor);
-    tokio::spawn(run(st, r, cursor, tx).instrument(span));
+    // Runs to its end: it watches the stop itself, to tell the subscriber why its feed ended.
+    st.tasks.clone().spawn_to_end(span, run(st, r, cursor, tx));
     Ok(rx)
 }
 
@@ -216,9 +217,9 @@ async fn run(
 ) {
     let filter = Filter::from_request(&r);
     let mut head = st.store.subscribe_head();
-    let mut shutdown = st.shutdown_rx.clone();
+    let stopping = st.tasks.stopping();
     loop {
-        if *shutdown.borrow() {
+        if stopping.is_cancelled() {
             say_goodbye(&tx, FeedEnd::ShuttingDown).await;
             return;
         }
@@ -236,8 +237,7 @@ async fn run(
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
                 _ = tx.closed() => return,
-                // A dropped sender means the node is going away too.
-                r = shutdown.changed() => if r.is_err() {
+                () = stopping.cancelled() => {
                     say_goodbye(&tx, FeedEnd::ShuttingDown).await;
                     return;
                 },
@@ -247,7 +247,7 @@ async fn run(
         for m in page {
             cursor = m.seq;
             // This node's own re-share copies are outbox records.
-            if m.id.starts_with(crate::store::RESHARE_PREFIX) || !filter.admits_stored(&m) {
+            if m.reshare || !filter.admits(&m) {
                 continue;
             }
             let item = match item_for(&st, m) {
@@ -256,17 +256,12 @@ async fn run(
                 Ok(None) => continue,
                 Err(e) => Err(FeedEnd::from(e)),
             };
-            if let Ok(i) = &item
-                && !filter.admits_cluster(i.content.as_ref().map_or("", |c| c.cluster.as_str()))
-            {
-                continue;
-            }
             tokio::select! {
                 sent = tx.send(item) => if sent.is_err() {
                     debug!("subscriber went away");
                     return;
                 },
-                _ = shutdown.changed() => {
+                () = stopping.cancelled() => {
                     say_goodbye(&tx, FeedEnd::ShuttingDown).await;
                     return;
                 }
@@ -287,6 +282,8 @@ mod tests {
             origin: origin.into(),
             kind,
             level,
+            cluster: "csirt-be/x".into(),
+            reshare: false,
             received_from: String::new(),
             received_at_ms: 5,
         }
@@ -301,29 +298,33 @@ mod tests {
     #[test]
     fn filters_match_what_they_name_and_everything_when_empty() {
         let m = stored(2, 1, "csirt-be");
-        assert!(Filter::default().admits_stored(&m));
-        assert!(Filter::default().admits_cluster("csirt-be/x"));
+        assert!(Filter::default().admits(&m));
         let f = |kinds: Vec<i32>, levels: Vec<i32>, origins: Vec<&str>| Filter {
             kinds,
             levels,
             origins: origins.into_iter().map(String::from).collect(),
             clusters: Vec::new(),
         };
-        assert!(f(vec![2], vec![], vec![]).admits_stored(&m));
-        assert!(!f(vec![1, 3], vec![], vec![]).admits_stored(&m));
-        assert!(f(vec![], vec![1], vec![]).admits_stored(&m));
-        assert!(!f(vec![], vec![2], vec![]).admits_stored(&m));
-        assert!(f(vec![], vec![], vec!["csirt-be"]).admits_stored(&m));
-        assert!(!f(vec![], vec![], vec!["cert-eu"]).admits_stored(&m));
+        assert!(f(vec![2], vec![], vec![]).admits(&m));
+        assert!(!f(vec![1, 3], vec![], vec![]).admits(&m));
+        assert!(f(vec![], vec![1], vec![]).admits(&m));
+        assert!(!f(vec![], vec![2], vec![]).admits(&m));
+        assert!(f(vec![], vec![], vec!["csirt-be"]).admits(&m));
+        assert!(!f(vec![], vec![], vec!["cert-eu"]).admits(&m));
         let c = Filter {
             clusters: vec!["x".into(), "cert-eu/y".into()],
             ..Filter::default()
         };
-        assert!(c.admits_cluster("csirt-be/x"));
-        assert!(c.admits_cluster("cert-eu/y"));
-        assert!(!c.admits_cluster("csirt-be/y"));
-        assert!(!c.admits_cluster("csirt-be/xx"));
-        assert!(!c.admits_cluster(""));
+        let in_cluster = |cluster: &str| StoredMessage {
+            cluster: cluster.into(),
+            ..m.clone()
+        };
+        assert!(c.admits(&in_cluster("csirt-be/x")));
+        assert!(c.admits(&in_cluster("cert-eu/y")));
+        assert!(!c.admits(&in_cluster("csirt-be/y")));
+        assert!(!c.admits(&in_cluster("csirt-be/xx")));
+        assert!(!c.admits(&in_cluster("csirt-bex")));
+        assert!(!c.admits(&in_cluster("")));
     }
 
     #[test]

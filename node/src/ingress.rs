@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bluewire_proto::v1 as pb;
 use prost::Message;
 use thiserror::Error;
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
 use crate::audit::AuditEvent;
 use crate::envelope::{self, Rejected};
@@ -277,15 +277,8 @@ pub async fn deliver(
                     String::new(),
                 ));
                 let msg = NewMessage {
-                    id: content.id.clone(),
-                    envelope: env.encode_to_vec(),
-                    origin: content.origin_org.clone(),
-                    kind: content.kind,
-                    level: content.level,
-                    received_from: peer.org.clone(),
-                    received_at_ms: now,
-                    outbox: Vec::new(),
                     audit: vec![AuditEvent::received(&content.id, &peer.org)],
+                    ..NewMessage::of(&content, env.encode_to_vec(), &peer.org, now)
                 };
                 accepted.push((i, *content, effect, msg));
             }
@@ -331,13 +324,13 @@ pub async fn deliver(
         // Catch up from the sender, which is ahead of us.
         let st2 = st.clone();
         let from = peer.org.clone();
-        st.spawn_until_shutdown(
+        st.tasks.spawn(
+            tracing::debug_span!("catch-up", peer.org = %from, cluster.id = %cluster),
             async move {
                 if let Err(e) = st2.pull_from(&from, &cluster).await {
                     debug!(error = %e, "catch-up pull failed");
                 }
-            }
-            .in_current_span(),
+            },
         );
     }
     stored?;

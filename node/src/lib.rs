@@ -30,6 +30,7 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 

@@ -318,14 +318,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read (hyper's minimum buffer; a scrape request is a few hundred bytes).
 const MAX_REQUEST_BYTES: usize = 8192;
 
-/// Serve `GET /metrics` (Prometheus text format) on a loopback listener until `shutdown`
-/// changes (or its sender is dropped): then the listener is closed. HTTP/1.1 via hyper, one
+/// Serve `GET /metrics` (Prometheus text format) on a loopback listener until the node stops:
+/// then the listener is closed. HTTP/1.1 via hyper, one
 /// request per connection (`Connection: close`), request head bounded in size and time.
 /// Any other method, path or a query string gets a 404.
 pub fn serve_http(
     listener: tokio::net::TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    tasks: &crate::tasks::Tasks,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -333,14 +333,17 @@ pub fn serve_http(
         .max_buf_size(MAX_REQUEST_BYTES)
         .keep_alive(false)
         .title_case_headers(true);
-    tokio::spawn(async move {
+    let conns = tasks.clone();
+    tasks.spawn(tracing::info_span!("metrics-http"), async move {
         loop {
-            let (sock, _) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(_) => continue,
-                },
-                _ = shutdown.changed() => break,
+            let (sock, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, say: do not spin.
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let render = render.clone();
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -348,11 +351,14 @@ pub fn serve_http(
                 async move { Ok::<_, Infallible>(resp) }
             });
             let conn = http.serve_connection(TokioIo::new(sock), service);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "metrics connection ended with an error");
-                }
-            });
+            conns.spawn(
+                tracing::debug_span!("metrics-scrape", client = %peer),
+                async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "metrics connection ended with an error");
+                    }
+                },
+            );
         }
     });
 }
@@ -610,9 +616,9 @@ mod tests {
         m.inc(MESSAGES_PUBLISHED, &[]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let tasks = crate::tasks::Tasks::new();
         let render = m.clone();
-        serve_http(listener, Arc::new(move || render.render()), shutdown);
+        serve_http(listener, Arc::new(move || render.render()), &tasks);
 
         let ok = http_get(addr, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
@@ -646,7 +652,11 @@ mod tests {
             assert!(!r.contains("bluewire_"), "{r}");
         }
 
-        stop.send_replace(true);
+        tasks.stop();
+        tasks
+            .drained(Duration::from_secs(10))
+            .await
+            .expect("the endpoint's tasks end at the stop");
         let closed = async {
             while tokio::net::TcpStream::connect(addr).await.is_ok() {
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -20,8 +20,8 @@ use crate::feed::{self, LookupError};
 use crate::known::{self, Known};
 use crate::markings::{self, Effect};
 use crate::policy::Direction;
-use crate::replication::ReplicationError;
 use crate::routing::{Decision, Router};
+use crate::state::ClusterRefError;
 use crate::state::NodeState;
 use crate::store::{InsertOutcome, NewMessage, StoreError};
 
@@ -42,7 +42,7 @@ pub enum OutboundError {
     #[error("{0}")]
     Authority(Rejected),
     #[error(transparent)]
-    Cluster(#[from] ReplicationError),
+    Cluster(#[from] ClusterRefError),
     #[error("retracted by its origin: {0}")]
     Retracted(String),
     #[error("cannot re-share: {0}")]
@@ -323,15 +323,9 @@ pub async fn publish(
         let outcome = st
             .store
             .insert(NewMessage {
-                id: content.id.clone(),
-                envelope: env.encode_to_vec(),
-                origin: content.origin_org.clone(),
-                kind: content.kind,
-                level: content.level,
-                received_from: String::new(),
-                received_at_ms: crate::clock::now_ms(),
                 outbox: queued_for.clone(),
                 audit: events,
+                ..NewMessage::of(&content, env.encode_to_vec(), "", crate::clock::now_ms())
             })
             .await
             .map_err(|source| OutboundError::Store {
@@ -420,12 +414,7 @@ pub async fn reshare(
         .store
         .insert(NewMessage {
             id: format!("{RESHARE_PREFIX}{}:{}", content.id, c.id),
-            envelope: fwd.encode_to_vec(),
-            origin: content.origin_org.clone(),
-            kind: content.kind,
-            level: content.level,
-            received_from: String::new(),
-            received_at_ms: now,
+            reshare: true,
             outbox: queued_for.clone(),
             audit: vec![
                 AuditEvent::new(AuditKind::Sent)
@@ -438,6 +427,7 @@ pub async fn reshare(
                         queued_for.join(", ")
                     )),
             ],
+            ..NewMessage::of(&content, fwd.encode_to_vec(), "", now)
         })
         .await
         .map_err(|source| OutboundError::Store {
@@ -470,7 +460,7 @@ pub fn backfill_page(
         for m in page {
             cursor = m.seq;
             // Only this node's own messages; never its re-share copies (outbox records).
-            if m.origin != st.org() || m.id.starts_with(RESHARE_PREFIX) {
+            if m.origin != st.org() || m.reshare {
                 continue;
             }
             let (env, content) = feed::decode(&m)?;

@@ -5,11 +5,60 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bluewire_proto::v1::federation_client::FederationClient;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::Notify;
+use tonic::transport::Channel;
 
 use crate::config::PeerConfig;
 use crate::tls::LinkInfo;
+
+/// Why no federation client could be made for an organisation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no endpoint known for {0}: it is neither a configured peer nor in a cluster log")]
+    NoEndpoint(String),
+    /// The endpoint is not a usable `https://HOST:PORT` (the reason says which part).
+    #[error("{0}")]
+    BadEndpoint(String),
+}
+
+/// Makes federation clients: the one place a connection to another node is set up (mutual
+/// TLS with this node's identity, the peer checked against the federation root and the
+/// organisation it must be, the request size limit).
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    pub client_config: Arc<rustls::ClientConfig>,
+    pub root_der: CertificateDer<'static>,
+    pub max_request_bytes: usize,
+}
+
+impl Dialer {
+    /// A lazily connecting client for `org` at `endpoint`; the handshake's outcome (peer
+    /// identity, key exchange) lands in `link`.
+    pub fn client(
+        &self,
+        endpoint: &str,
+        org: &str,
+        link: Arc<Mutex<LinkInfo>>,
+        connect_timeout: Duration,
+    ) -> Result<FederationClient<Channel>, ConnectError> {
+        let channel = crate::tls::channel(
+            endpoint,
+            self.client_config.clone(),
+            self.root_der.clone(),
+            Some(org.to_string()),
+            link,
+            connect_timeout,
+        )
+        .map_err(ConnectError::BadEndpoint)?;
+        Ok(FederationClient::new(channel)
+            .max_decoding_message_size(self.max_request_bytes)
+            .max_encoding_message_size(self.max_request_bytes))
+    }
+}
 
 /// Live state of one peer link, shown by `bluewire status` / `peers`.
 #[derive(Debug, Clone, Default)]

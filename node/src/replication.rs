@@ -10,26 +10,25 @@ use std::time::Duration;
 
 use bluewire_proto::v1::{
     self as pb, ClusterEntry, ClusterOp, HistoryRule, SignedClusterOp, cluster_op::Op,
-    federation_client::FederationClient,
 };
 use prost::Message;
-use tonic::transport::Channel;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
 use crate::cluster::{self, Applied, ClusterError, ClusterState, Standing};
+use crate::peers::ConnectError;
 use crate::pki::{OrgProfile, PeerIdentity};
-use crate::state::NodeState;
+use crate::state::{ClusterRefError, NodeState};
 
 /// Why a cluster operation could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    #[error("no cluster {0:?} is known here (cluster list shows what this node knows)")]
-    UnknownCluster(String),
-    #[error("{0:?} matches several clusters ({1}); use the full id")]
-    Ambiguous(String, String),
+    #[error(transparent)]
+    Lookup(#[from] ClusterRefError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the convener {org} could not be reached: {message}")]
     Convener { org: String, message: String },
     #[error("the convener refused: {message}")]
@@ -40,8 +39,6 @@ pub enum ReplicationError {
         "this node has never seen {0}'s certificate: pass --endpoint https://HOST:PORT of its node"
     )]
     NoCertificate(String),
-    #[error("{0}")]
-    BadEndpoint(String),
     #[error("could not verify {org} at {endpoint}: {message}")]
     Unverified {
         org: String,
@@ -53,68 +50,6 @@ pub enum ReplicationError {
 }
 
 impl NodeState {
-    /// A cluster by full id, or by name when exactly one known cluster has it.
-    pub fn resolve_cluster(&self, name: &str) -> Result<Arc<ClusterState>, ReplicationError> {
-        if let Some(c) = self.clusters.get(name) {
-            return Ok(c.clone());
-        }
-        let matches: Vec<Arc<ClusterState>> = self
-            .clusters
-            .iter()
-            .filter(|c| c.name == name)
-            .map(|c| c.clone())
-            .collect();
-        match matches.len() {
-            0 => Err(ReplicationError::UnknownCluster(name.to_string())),
-            1 => Ok(matches[0].clone()),
-            _ => Err(ReplicationError::Ambiguous(
-                name.to_string(),
-                matches
-                    .iter()
-                    .map(|c| c.id.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )),
-        }
-    }
-
-    pub fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {
-        self.clusters.get(id).map(|c| c.clone())
-    }
-
-    /// The endpoint of an organisation this node knows.
-    pub fn endpoint_of(&self, org: &str) -> Option<String> {
-        if let Some(p) = self.peers.get(org) {
-            return Some(p.endpoint.clone());
-        }
-        self.directory.endpoint(org)
-    }
-
-    /// A federation client for `org` (lazy connection, cached).
-    pub fn fed_client(&self, org: &str) -> Result<FederationClient<Channel>, ReplicationError> {
-        if let Some(c) = self.fed_clients.get(org) {
-            return Ok(c.clone());
-        }
-        let endpoint = self
-            .endpoint_of(org)
-            .ok_or_else(|| ReplicationError::Other(format!("no endpoint known for {org}")))?;
-        let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
-        let channel = crate::tls::channel(
-            &endpoint,
-            self.client_config.clone(),
-            self.tls.root_der.clone(),
-            Some(org.to_string()),
-            link,
-            Duration::from_secs(5),
-        )
-        .map_err(ReplicationError::Other)?;
-        let c = FederationClient::new(channel)
-            .max_decoding_message_size(self.config.limits.max_request_bytes)
-            .max_encoding_message_size(self.config.limits.max_request_bytes);
-        self.fed_clients.insert(org.to_string(), c.clone());
-        Ok(c)
-    }
-
     /// Verify and apply `entries` to cluster `id` (creating it from a
     /// genesis entry), persist them, update delivery. Entries already applied
     /// are skipped. When `only_if_involved`, a cluster that does not mention
@@ -166,7 +101,7 @@ impl NodeState {
             applied.push(a);
         }
         let Some(state) = state else {
-            return Err(ReplicationError::UnknownCluster(id.to_string()));
+            return Err(ClusterRefError::Unknown(id.to_string()).into());
         };
         if only_if_involved && state.standing(self.org()).is_none() {
             return Err(ReplicationError::Other(format!(
@@ -235,18 +170,13 @@ impl NodeState {
             };
             let Some(last) = page.last() else { break };
             after = last.seq;
-            for m in page {
-                if m.origin != self.org() {
-                    continue;
-                }
-                let in_cluster = pb::Envelope::decode(m.envelope.as_slice())
-                    .ok()
-                    .and_then(|e| pb::Content::decode(e.content.as_slice()).ok())
-                    .is_some_and(|c| c.cluster == cluster_id);
-                if in_cluster {
-                    seqs.push(m.seq);
-                }
-            }
+            // This node's own messages in the cluster (not its re-share copies: the
+            // original is there too).
+            seqs.extend(
+                page.iter()
+                    .filter(|m| m.origin == self.org() && !m.reshare && m.cluster == cluster_id)
+                    .map(|m| m.seq),
+            );
         }
         if seqs.is_empty() {
             return;
@@ -281,7 +211,7 @@ impl NodeState {
                 ))
                 .into());
             }
-            (None, _) => return Err(ReplicationError::UnknownCluster(peek.cluster_id)),
+            (None, _) => return Err(ClusterRefError::Unknown(peek.cluster_id).into()),
             (Some(s), _) => {
                 if s.convener != self.org() {
                     return Err(ReplicationError::Other(format!(
@@ -325,13 +255,13 @@ impl NodeState {
                 cluster_id: state.id.clone(),
                 head_index: state.head_index,
             };
-            self.spawn_until_shutdown(
+            self.tasks.spawn(
+                tracing::debug_span!("cluster-notify", peer.org = %org),
                 async move {
                     if let Err(e) = client.cluster_notify(req).await {
                         debug!(error = %e, "cluster notify failed; the member will pull later");
                     }
-                }
-                .instrument(tracing::debug_span!("cluster-notify", peer.org = %org)),
+                },
             );
         }
     }
@@ -427,16 +357,8 @@ impl NodeState {
             (false, ..) => endpoint.to_string(),
         };
         let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
-        let channel = crate::tls::channel(
-            &endpoint,
-            self.client_config.clone(),
-            self.tls.root_der.clone(),
-            Some(org.to_string()),
-            link.clone(),
-            Duration::from_secs(5),
-        )
-        .map_err(ReplicationError::BadEndpoint)?;
-        FederationClient::new(channel)
+        self.dialer
+            .client(&endpoint, org, link.clone(), Duration::from_secs(5))?
             .hello(pb::HelloRequest {})
             .await
             .map_err(|e| ReplicationError::Unverified {
@@ -492,9 +414,9 @@ impl NodeState {
         from_index: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, ReplicationError> {
-        let c = self
-            .cluster(cluster_id)
-            .ok_or_else(|| ReplicationError::UnknownCluster(cluster_id.to_string()))?;
+        let c = self.cluster(cluster_id).ok_or_else(|| {
+            ReplicationError::from(ClusterRefError::Unknown(cluster_id.to_string()))
+        })?;
         let Some(m) = c.members.get(peer) else {
             return Err(
                 ClusterError::Authority(format!("{peer} does not appear in {}", c.id)).into(),
@@ -534,14 +456,11 @@ impl NodeState {
         let st = self.clone();
         let (from, id) = (peer.org.clone(), cluster_id.to_string());
         let span = tracing::debug_span!("cluster-pull", cluster.id = %id, peer.org = %from);
-        self.spawn_until_shutdown(
-            async move {
-                if let Err(e) = st.pull_from(&from, &id).await {
-                    debug!(error = %e, "pull after notify failed; periodic sync will retry");
-                }
+        self.tasks.spawn(span, async move {
+            if let Err(e) = st.pull_from(&from, &id).await {
+                debug!(error = %e, "pull after notify failed; periodic sync will retry");
             }
-            .instrument(span),
-        );
+        });
     }
 
     /// Start a peer delivery worker for a member learned from a cluster log.
@@ -560,20 +479,15 @@ impl NodeState {
 
 /// Periodically pull every cluster's log from its convener (or, failing
 /// that, from other members), so a node that was offline catches up.
-pub fn spawn_sync(
-    state: Arc<NodeState>,
-    every: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    tokio::spawn(
+pub fn spawn_sync(state: Arc<NodeState>, every: Duration) {
+    let tasks = state.tasks.clone();
+    tasks.spawn(
+        tracing::info_span!("cluster-sync"),
         async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.changed() => break,
-                }
+                tick.tick().await;
                 let clusters: Vec<Arc<ClusterState>> =
                     state.clusters.iter().map(|c| c.clone()).collect();
                 let round = async {
@@ -595,14 +509,11 @@ pub fn spawn_sync(
                         }
                     }
                 };
-                // Pulls from unreachable members can take a while: never past shutdown.
-                tokio::select! {
-                    () = round => {}
-                    _ = shutdown.changed() => break,
-                }
+                // Pulls from unreachable members can take a while: the whole task is
+                // dropped at the stop, mid-round if need be (a pull stores nothing unverified).
+                round.await;
             }
-        }
-        .instrument(tracing::info_span!("cluster-sync")),
+        },
     );
 }
 

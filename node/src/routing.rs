@@ -294,9 +294,10 @@ impl Router {
                 steps,
             };
         }
+        // Why it may go: the membership rule's reason (it always runs first).
         let reason = steps
             .iter()
-            .find(|s| s.rule == "cluster-membership" || s.rule == "recipients")
+            .find(|s| s.rule == "cluster-membership")
             .map(|s| s.reason.clone())
             .unwrap_or_default();
         Decision {
@@ -658,6 +659,75 @@ mod tests {
         );
         assert!(!r.ingress(&msg(&["cert-eu"]), "csirt-fr", None, 0).allowed);
         assert!(!r.ingress(&msg(&[]), "csirt-be", None, 0).allowed);
+    }
+
+    #[test]
+    fn an_allowed_decision_says_why_the_recipient_may_have_it() {
+        use crate::cluster::tests::{A, B, Log, ORGS, publication};
+        let r = Router::new();
+        let d = r.egress(&msg(&["cert-eu"]), &["cert-eu".to_string()], None, 0);
+        assert!(d[0].allowed);
+        assert_eq!(d[0].reason, "no cluster: a direct federation message");
+        let l = Log::with_members();
+        let m = publication(A, &l.st, l.clock);
+        let d = r.ingress(&m, ORGS[B], Some(&l.st), l.clock);
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(
+            d.reason,
+            format!("{} is a current member of {}", ORGS[B], l.st.id)
+        );
+    }
+
+    #[test]
+    fn only_a_receiver_that_has_not_applied_its_own_acceptance_is_told_to_wait() {
+        use bluewire_proto::v1::ClusterRole;
+        use crate::cluster::tests::{A, B, C, Log, ORGS, accept, invite, leave, publication};
+        let r = Router::new();
+        let mut l = Log::new();
+        l.ok(A, invite(B, ClusterRole::Member));
+        l.ok(A, invite(C, ClusterRole::Member));
+        l.ok(C, accept(C));
+        l.ok(C, leave());
+        let m = publication(A, &l.st, l.clock);
+        // Invited, at ingress: its log lags its own acceptance.
+        let d = r.ingress(&m, ORGS[B], Some(&l.st), l.clock);
+        assert!(!d.allowed && d.retry, "{d:?}");
+        assert!(
+            d.reason.contains("has not applied its own acceptance"),
+            "{d:?}"
+        );
+        // Invited, at egress: not a member, not sent.
+        let d = &r.egress(&m, &[ORGS[B].to_string()], Some(&l.st), l.clock)[0];
+        assert!(!d.allowed && !d.retry, "{d:?}");
+        assert_eq!(d.rule, "cluster-membership");
+        // Gone, at ingress: refused, not deferred.
+        let d = r.ingress(&m, ORGS[C], Some(&l.st), l.clock);
+        assert!(!d.allowed && !d.retry, "{d:?}");
+        assert!(d.reason.contains("not a current member"), "{d:?}");
+    }
+
+    #[test]
+    fn a_direct_message_has_no_cluster_role_to_check() {
+        use crate::cluster::tests::{E, Log, ORGS};
+        // org-e never belonged to the cluster the context happens to carry.
+        let l = Log::with_members();
+        let mut m = msg(&[]);
+        m.origin_org = ORGS[E].into();
+        let d = Router::new().ingress(&m, "cert-eu", Some(&l.st), 0);
+        let role = d.steps.iter().find(|s| s.rule == "cluster-role").unwrap();
+        assert!(role.allowed, "{d:?}");
+        assert_eq!(role.reason, "no cluster");
+    }
+
+    #[test]
+    fn a_router_shows_whether_a_local_policy_is_loaded() {
+        let plain = Router::new();
+        assert!(plain.policy().is_none());
+        assert_eq!(format!("{plain:?}"), "Router { local_policy: false }");
+        let h = PolicyHandle::new(None).unwrap();
+        let with = Router::with_policy(Arc::new(h));
+        assert!(with.policy().is_some());
+        assert_eq!(format!("{with:?}"), "Router { local_policy: true }");
     }
 
     #[test]

@@ -11,8 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{Instrument, debug, info};
+use tracing::{Instrument, info};
 
 use crate::config::NodeConfig;
 use crate::delivery::{self, PeerLink};
@@ -58,8 +57,9 @@ pub enum NodeError {
 /// A running node.
 pub struct Node {
     pub state: Arc<NodeState>,
-    shutdown: watch::Sender<bool>,
     served: tokio::task::JoinHandle<Result<(), NodeError>>,
+    /// A node dropped without [`Node::shutdown`] still stops its server and tasks.
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl Node {
@@ -133,22 +133,16 @@ impl Node {
             source,
         })?;
         let store = Store::open(&config.data_dir)?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = crate::tasks::Tasks::new();
         let server_config = tls.server_config()?;
         let client_config = tls.client_config()?;
-        tls.spawn_crl_watcher(
-            Duration::from_secs(config.tls.crl_poll_secs),
-            shutdown_rx.clone(),
-        );
+        tls.spawn_crl_watcher(Duration::from_secs(config.tls.crl_poll_secs), &tasks);
 
         let policy = Arc::new(
             crate::policy::PolicyHandle::new(config.policy.file.clone())
                 .map_err(|e| NodeError::Policy(e.to_string()))?,
         );
-        policy.spawn_watcher(
-            Duration::from_secs(config.policy.reload_secs),
-            shutdown_rx.clone(),
-        );
+        policy.spawn_watcher(Duration::from_secs(config.policy.reload_secs), &tasks);
         let state = Arc::new(NodeState {
             profile: profile.clone(),
             store: store.clone(),
@@ -168,7 +162,12 @@ impl Node {
             directory: crate::directory::Directory::new(profile.clone()),
             fed_clients: DashMap::new(),
             client_config: client_config.clone(),
-            shutdown_rx: shutdown_rx.clone(),
+            dialer: crate::peers::Dialer {
+                client_config: client_config.clone(),
+                root_der: tls.root_der.clone(),
+                max_request_bytes: config.limits.max_request_bytes,
+            },
+            tasks: tasks.clone(),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             peer_limits: crate::ratelimit::RateLimiter::new(
                 config.limits.peer_rate_per_sec,
@@ -196,19 +195,14 @@ impl Node {
         {
             let st = state.clone();
             let mut changes = policy.subscribe();
-            let mut shutdown = shutdown_rx.clone();
             let initial = changes.borrow_and_update().clone();
             st.audit(vec![crate::audit::AuditEvent::policy(match &initial {
                 Some(h) => format!("local policy in force at start: sha256 {h}"),
                 None => "no local policy at start: built-in rules only".to_string(),
             })])
             .await;
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        r = changes.changed() => if r.is_err() { break },
-                        _ = shutdown.changed() => break,
-                    }
+            tasks.spawn(tracing::info_span!("policy-audit"), async move {
+                while changes.changed().await.is_ok() {
                     let h = changes.borrow_and_update().clone();
                     st.audit(vec![crate::audit::AuditEvent::policy(match h {
                         Some(h) => format!("local policy reloaded: sha256 {h}"),
@@ -224,16 +218,11 @@ impl Node {
                 .map_err(|source| NodeError::Bind { addr, source })?;
             info!(metrics.listen = %addr, "Prometheus endpoint on http://{addr}/metrics");
             let st = state.clone();
-            crate::metrics::serve_http(
-                listener,
-                Arc::new(move || st.render_metrics()),
-                shutdown_rx.clone(),
-            );
+            crate::metrics::serve_http(listener, Arc::new(move || st.render_metrics()), &tasks);
         }
         crate::replication::spawn_sync(
             state.clone(),
             Duration::from_millis(config.clusters.sync_interval_ms),
-            shutdown_rx.clone(),
         );
 
         let incoming = tls::incoming(
@@ -244,27 +233,24 @@ impl Node {
             config.limits.max_connections,
         );
         let router = crate::api::router(state.clone());
-        let mut rx = shutdown_rx.clone();
+        let stopping = tasks.stopping();
         let span = tracing::info_span!("node", node.org = %profile.org, node.listen = %listen);
         let served = tokio::spawn(
             async move {
                 info!(peers = config.peers.len(), "node serving");
                 let r = router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = rx.changed().await;
-                    })
+                    .serve_with_incoming_shutdown(incoming, stopping.cancelled_owned())
                     .await
                     .map_err(|e| NodeError::Serve(e.to_string()));
-                store.close().await;
-                info!("node stopped");
+                info!("node no longer serving");
                 r
             }
             .instrument(span),
         );
         Ok(Node {
             state,
-            shutdown,
             served,
+            _stop_on_drop: tasks.stopping().drop_guard(),
         })
     }
 
@@ -275,36 +261,41 @@ impl Node {
     /// Stop accepting, stop workers, drain, close the store.
     ///
     /// Returns once the store file is released, so the same data directory can be opened again
-    /// in this process: background tasks (delivery workers, cluster pulls, subscriptions,
-    /// acknowledgements) hold the node state and stop on the shutdown signal.
+    /// in this process: the server stops accepting and finishes its open calls, every tracked
+    /// background task (see [`crate::tasks`]) ends, then the store commits what is pending and
+    /// closes.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         const DRAIN: Duration = Duration::from_secs(10);
         let started = std::time::Instant::now();
-        let _ = self.shutdown.send(true);
-        let served = match tokio::time::timeout(DRAIN, self.served).await {
+        let Node { state, served, .. } = self;
+        let tasks = state.tasks.clone();
+        tasks.stop();
+        let served = match tokio::time::timeout(DRAIN, served).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(NodeError::Serve(e.to_string())),
             Err(_) => Err(NodeError::Serve("drain timed out after 10 s".into())),
         };
-        let state = self.state;
-        loop {
-            let (tasks, handles) = (Arc::strong_count(&state) - 1, state.store.handles() - 1);
-            if tasks == 0 && handles == 0 {
-                break;
-            }
-            if started.elapsed() > DRAIN {
-                return Err(NodeError::StillHeld(format!(
-                    "{tasks} task(s) still hold the node state and {handles} the store {} s \
-                     after shutdown; the store file stays locked until they end",
-                    DRAIN.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let left = DRAIN.saturating_sub(started.elapsed());
+        if let Err(running) = tasks.drained(left).await {
+            return Err(NodeError::StillHeld(format!(
+                "{running} background task(s) still running {} s after shutdown; the store \
+                 file stays locked until they end",
+                DRAIN.as_secs()
+            )));
+        }
+        state.store.close().await;
+        // Every holder of the state was a server call or a tracked task, and all have ended.
+        let holders = Arc::strong_count(&state) - 1;
+        if holders > 0 {
+            return Err(NodeError::StillHeld(format!(
+                "{holders} holder(s) of the node state outlived its tasks; the store file stays \
+                 locked until they end"
+            )));
         }
         drop(state);
-        debug!(
+        info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "node state released"
+            "node stopped"
         );
         served
     }

@@ -4,28 +4,36 @@
 //! pure decisions see it ([`Known`]). Builds nothing (that is `server`) and
 //! decides nothing itself.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bluewire_proto::v1::Content;
 use bluewire_proto::v1::federation_client::FederationClient;
 use dashmap::DashMap;
 use prost::Message as _;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 use tracing::warn;
 
 use crate::cluster::ClusterState;
 use crate::config::NodeConfig;
 use crate::known::Known;
-use crate::peers::PeerLink;
+use crate::peers::{ConnectError, PeerLink};
 use crate::pki::OrgProfile;
 use crate::policy::Direction;
 use crate::routing::{Decision, Router};
 use crate::signing::SigningKey;
 use crate::store::Store;
 use crate::tls::TlsIdentity;
+
+/// Why a cluster a user named could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterRefError {
+    #[error("no cluster {0:?} is known here (cluster list shows what this node knows)")]
+    Unknown(String),
+    #[error("{0:?} matches several clusters ({1}); use the full id")]
+    Ambiguous(String, String),
+}
 
 /// Shared state of a running node; the API layer and workers hold an `Arc`.
 pub struct NodeState {
@@ -46,7 +54,10 @@ pub struct NodeState {
     pub directory: crate::directory::Directory,
     pub fed_clients: DashMap<String, FederationClient<Channel>>,
     pub client_config: Arc<rustls::ClientConfig>,
-    pub shutdown_rx: watch::Receiver<bool>,
+    /// Makes every federation client this node uses.
+    pub dialer: crate::peers::Dialer,
+    /// Every background task of this node (see [`crate::tasks`]).
+    pub tasks: crate::tasks::Tasks,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Per peer organisation: federation calls and delivered envelopes.
     pub peer_limits: crate::ratelimit::RateLimiter,
@@ -108,19 +119,57 @@ impl NodeState {
         }
     }
 
-    /// Runs `work` in the background until it finishes or the node shuts down, whichever
-    /// comes first, so no background job outlives [`Node::shutdown`].
-    pub fn spawn_until_shutdown(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let mut shutdown = self.shutdown_rx.clone();
-        tokio::spawn(async move {
-            if *shutdown.borrow() {
-                return;
-            }
-            tokio::select! {
-                () = work => {}
-                _ = shutdown.changed() => {}
-            }
-        });
+    /// A cluster by full id, or by name when exactly one known cluster has it.
+    pub fn resolve_cluster(&self, name: &str) -> Result<Arc<ClusterState>, ClusterRefError> {
+        if let Some(c) = self.clusters.get(name) {
+            return Ok(c.clone());
+        }
+        let matches: Vec<Arc<ClusterState>> = self
+            .clusters
+            .iter()
+            .filter(|c| c.name == name)
+            .map(|c| c.clone())
+            .collect();
+        match matches.len() {
+            0 => Err(ClusterRefError::Unknown(name.to_string())),
+            1 => Ok(matches[0].clone()),
+            _ => Err(ClusterRefError::Ambiguous(
+                name.to_string(),
+                matches
+                    .iter()
+                    .map(|c| c.id.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
+    }
+
+    pub fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {
+        self.clusters.get(id).map(|c| c.clone())
+    }
+
+    /// The endpoint of an organisation this node knows.
+    pub fn endpoint_of(&self, org: &str) -> Option<String> {
+        if let Some(p) = self.peers.get(org) {
+            return Some(p.endpoint.clone());
+        }
+        self.directory.endpoint(org)
+    }
+
+    /// A federation client for `org` (lazy connection, cached).
+    pub fn fed_client(&self, org: &str) -> Result<FederationClient<Channel>, ConnectError> {
+        if let Some(c) = self.fed_clients.get(org) {
+            return Ok(c.clone());
+        }
+        let endpoint = self
+            .endpoint_of(org)
+            .ok_or_else(|| ConnectError::NoEndpoint(org.to_string()))?;
+        let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
+        let c = self
+            .dialer
+            .client(&endpoint, org, link, Duration::from_secs(5))?;
+        self.fed_clients.insert(org.to_string(), c.clone());
+        Ok(c)
     }
 
     /// Wake the delivery workers of these peers.

@@ -52,11 +52,13 @@ use redb::{Database, DatabaseError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::AuditEvent;
+pub use crate::audit::AuditRecordRow;
 use tables::{AuditDisk, AuditHead};
 use writer::{Op, Writer, WriterThread};
 
 /// Local record ids of a node's re-share copies start with this (outbox records, not
-/// messages of their own: feeds and backfill skip them).
+/// messages of their own, flagged [`StoredMessage::reshare`]; the id only keeps them apart
+/// from the original in the (origin, id) index).
 pub const RESHARE_PREFIX: &str = "fwd:";
 
 /// File name of the database inside the node's data_dir.
@@ -163,6 +165,11 @@ pub struct NewMessage {
     pub origin: String,
     pub kind: i32,
     pub level: i32,
+    /// The cluster its signed content names ("" for none).
+    pub cluster: String,
+    /// This node's re-share copy of another message (an outbox record carrying the forwarded
+    /// envelope, under a local id): feeds and backfill skip it.
+    pub reshare: bool,
     /// Peer it came from; "" when published locally.
     pub received_from: String,
     pub received_at_ms: i64,
@@ -173,6 +180,31 @@ pub struct NewMessage {
     pub audit: Vec<AuditEvent>,
 }
 
+impl NewMessage {
+    /// `content` stored as the envelope `envelope` (its exact bytes), with the fields that
+    /// filters and replays read without decoding; nothing queued, nothing audited yet.
+    pub fn of(
+        content: &bluewire_proto::v1::Content,
+        envelope: Vec<u8>,
+        received_from: &str,
+        received_at_ms: i64,
+    ) -> NewMessage {
+        NewMessage {
+            id: content.id.clone(),
+            envelope,
+            origin: content.origin_org.clone(),
+            kind: content.kind,
+            level: content.level,
+            cluster: content.cluster.clone(),
+            reshare: false,
+            received_from: received_from.to_string(),
+            received_at_ms,
+            outbox: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredMessage {
     pub seq: u64,
@@ -181,6 +213,10 @@ pub struct StoredMessage {
     pub origin: String,
     pub kind: i32,
     pub level: i32,
+    /// The cluster its signed content names ("" for none).
+    pub cluster: String,
+    /// A local re-share copy (see [`NewMessage::reshare`]).
+    pub reshare: bool,
     pub received_from: String,
     pub received_at_ms: i64,
 }
@@ -208,73 +244,43 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// One stored audit record, as read back (see [`crate::audit`] for the chain).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecordRow {
-    pub seq: u64,
-    pub at_ms: i64,
-    pub event: String,
-    pub msg_id: String,
-    pub peer: String,
-    pub cluster: String,
-    pub rule: String,
-    pub detail: String,
-    pub prev_hash: String,
-    pub hash: String,
+/// The on-disk bytes of an audit record (the seq is the table key, not part of them). Public
+/// for tests that tamper with the log through `Store::tamper_audit_for_tests` (feature
+/// `test-util`).
+#[doc(hidden)]
+pub fn encode_audit_row(row: &AuditRecordRow) -> Vec<u8> {
+    AuditDisk {
+        at_ms: row.at_ms,
+        event: row.event.clone(),
+        msg_id: row.msg_id.clone(),
+        peer: row.peer.clone(),
+        cluster: row.cluster.clone(),
+        rule: row.rule.clone(),
+        detail: row.detail.clone(),
+        prev_hash: row.prev_hash.clone(),
+        hash: row.hash.clone(),
+    }
+    .encode_to_vec()
 }
 
-impl AuditRecordRow {
-    /// The chain hash this record's content and `prev_hash` call for.
-    pub fn compute_hash(&self) -> String {
-        crate::audit::chain_hash(
-            &self.prev_hash,
-            self.seq,
-            self.at_ms,
-            [
-                &self.event,
-                &self.msg_id,
-                &self.peer,
-                &self.cluster,
-                &self.rule,
-                &self.detail,
-            ],
-        )
-    }
-
-    /// The on-disk bytes (the seq is the table key, not part of them). Public for tests that
-    /// tamper with the log through `Store::tamper_audit_for_tests` (feature `test-util`).
-    #[doc(hidden)]
-    pub fn encode(&self) -> Vec<u8> {
-        AuditDisk {
-            at_ms: self.at_ms,
-            event: self.event.clone(),
-            msg_id: self.msg_id.clone(),
-            peer: self.peer.clone(),
-            cluster: self.cluster.clone(),
-            rule: self.rule.clone(),
-            detail: self.detail.clone(),
-            prev_hash: self.prev_hash.clone(),
-            hash: self.hash.clone(),
-        }
-        .encode_to_vec()
-    }
-
-    /// Decodes the on-disk bytes stored under `seq`.
-    pub fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecordRow, prost::DecodeError> {
-        let d = AuditDisk::decode(bytes)?;
-        Ok(AuditRecordRow {
-            seq,
-            at_ms: d.at_ms,
-            event: d.event,
-            msg_id: d.msg_id,
-            peer: d.peer,
-            cluster: d.cluster,
-            rule: d.rule,
-            detail: d.detail,
-            prev_hash: d.prev_hash,
-            hash: d.hash,
-        })
-    }
+/// Decodes the on-disk bytes stored under `seq`.
+pub(crate) fn decode_audit_row(
+    seq: u64,
+    bytes: &[u8],
+) -> std::result::Result<AuditRecordRow, prost::DecodeError> {
+    let d = AuditDisk::decode(bytes)?;
+    Ok(AuditRecordRow {
+        seq,
+        at_ms: d.at_ms,
+        event: d.event,
+        msg_id: d.msg_id,
+        peer: d.peer,
+        cluster: d.cluster,
+        rule: d.rule,
+        detail: d.detail,
+        prev_hash: d.prev_hash,
+        hash: d.hash,
+    })
 }
 
 // ---- on-disk records (prost) ---------------------------------------------------------------

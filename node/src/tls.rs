@@ -279,32 +279,21 @@ impl TlsIdentity {
         Ok(Arc::new(cfg))
     }
 
-    /// Poll the revocation list every `every` until `shutdown` fires.
-    pub fn spawn_crl_watcher(
-        &self,
-        every: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// Poll the revocation list every `every` until the node stops.
+    pub fn spawn_crl_watcher(&self, every: Duration, tasks: &crate::tasks::Tasks) {
         if self.crl_path.is_none() {
             return;
         }
         let me = self.clone();
-        tokio::spawn(
-            async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = me.reload_crl() {
-                                warn!(error = %e, "revocation list not reloaded; keeping the previous one");
-                            }
-                        }
-                        _ = shutdown.changed() => break,
-                    }
+        tasks.spawn(tracing::info_span!("crl-watcher"), async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.reload_crl() {
+                    warn!(error = %e, "revocation list not reloaded; keeping the previous one");
                 }
             }
-            .instrument(tracing::info_span!("crl-watcher")),
-        );
+        });
     }
 }
 

@@ -334,7 +334,7 @@ impl Admin for Api {
         &self,
         _req: Request<pb::AuditVerifyRequest>,
     ) -> Result<Response<pb::AuditVerifyResponse>, Status> {
-        let r = crate::audit::verify(&self.state.store).map_err(internal)?;
+        let r = self.state.store.verify_audit().map_err(internal)?;
         Ok(Response::new(r))
     }
 
@@ -355,8 +355,11 @@ impl Admin for Api {
         req: Request<pb::AuditExportRequest>,
     ) -> Result<Response<Self::AuditExportStream>, Status> {
         let r = req.into_inner();
-        let records =
-            crate::audit::export(&self.state.store, r.since_ms, r.until_ms).map_err(internal)?;
+        let records = self
+            .state
+            .store
+            .export_audit(r.since_ms, r.until_ms)
+            .map_err(internal)?;
         Ok(Response::new(Box::pin(tokio_stream::iter(
             records.into_iter().map(Ok),
         ))))
@@ -409,7 +412,7 @@ impl Api {
 
     /// A cluster by id or unambiguous name, as a gRPC error if there is none.
     fn resolve(&self, name: &str) -> Result<Arc<ClusterState>, Status> {
-        self.state.resolve_cluster(name).map_err(replication_status)
+        Ok(self.state.resolve_cluster(name)?)
     }
 
     /// Carry out an operation on `c` as this organisation.

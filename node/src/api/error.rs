@@ -7,7 +7,9 @@ use tonic::Status;
 use crate::feed::{FeedEnd, LookupError};
 use crate::ingress::IngressError;
 use crate::outbound::OutboundError;
+use crate::peers::ConnectError;
 use crate::replication::ReplicationError;
+use crate::state::ClusterRefError;
 use crate::store::StoreError;
 
 impl From<LookupError> for Status {
@@ -37,7 +39,7 @@ impl From<OutboundError> for Status {
         let msg = e.to_string();
         match e {
             OutboundError::Lookup(l) => l.into(),
-            OutboundError::Cluster(c) => replication_status(c),
+            OutboundError::Cluster(c) => c.into(),
             OutboundError::Invalid(_) | OutboundError::SameCluster { .. } => {
                 Status::invalid_argument(msg)
             }
@@ -65,6 +67,16 @@ impl From<FeedEnd> for Status {
     }
 }
 
+impl From<ClusterRefError> for Status {
+    fn from(e: ClusterRefError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ClusterRefError::Unknown(_) => Status::not_found(msg),
+            ClusterRefError::Ambiguous(..) => Status::invalid_argument(msg),
+        }
+    }
+}
+
 /// A store failure in a read that answers a query.
 pub(super) fn internal(e: StoreError) -> Status {
     Status::internal(e.to_string())
@@ -75,10 +87,9 @@ pub fn replication_status(e: ReplicationError) -> Status {
     use crate::cluster::ClusterError as C;
     let msg = e.to_string();
     match e {
-        ReplicationError::UnknownCluster(_) => Status::not_found(msg),
-        ReplicationError::Ambiguous(..) | ReplicationError::BadEndpoint(_) => {
-            Status::invalid_argument(msg)
-        }
+        ReplicationError::Lookup(l) => l.into(),
+        ReplicationError::Connect(ConnectError::BadEndpoint(_)) => Status::invalid_argument(msg),
+        ReplicationError::Connect(ConnectError::NoEndpoint(_)) => Status::failed_precondition(msg),
         ReplicationError::Convener { .. } | ReplicationError::Unverified { .. } => {
             Status::unavailable(msg)
         }

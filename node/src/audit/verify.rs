@@ -1,5 +1,5 @@
-//! Checking the audit chain: walking the stored log and recomputing every hash and link
-//! ([`verify`]), exporting a time window as a contiguous chain segment ([`export`]), and
+//! Checking the audit chain: recomputing every hash and link of a stored log
+//! ([`ChainCheck`]), cutting a time window into a contiguous chain segment ([`Segment`]), and
 //! checking such a segment offline, without the node ([`verify_records`], with the
 //! JSON-lines format of `bluewire audit export`).
 //!
@@ -7,15 +7,15 @@
 //! truncated-at-the-end record) and how it is reported (the first seq that does not verify,
 //! and why), and the export format.
 //!
-//! It must never: write to the log (it only reads, from one consistent snapshot); panic on a
+//! It must never: read or write the store (records are handed to it); panic on a
 //! damaged or undecodable record (that is a failed verification); accept an exported field
 //! the hash does not cover (unknown JSON fields are refused).
 
 use bluewire_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use super::AuditRecordRow;
 use super::{GENESIS_HASH, chain_hash};
-use crate::store::{AuditRecordRow, Store, StoreError};
 
 fn pb_hash(r: &pb::AuditRecord) -> String {
     chain_hash(
@@ -25,9 +25,6 @@ fn pb_hash(r: &pb::AuditRecord) -> String {
         [&r.event, &r.msg_id, &r.peer, &r.cluster, &r.rule, &r.detail],
     )
 }
-
-/// Records read per page while walking the log.
-const PAGE: usize = 1024;
 
 fn ok_response(records: u64, head_hash: String) -> pb::AuditVerifyResponse {
     pb::AuditVerifyResponse {
@@ -54,43 +51,65 @@ fn bad_response(
     }
 }
 
-/// Walks the whole stored log in one consistent snapshot, recomputing every hash and checking
-/// every link against the stored head. `records` is the number of records on disk,
-/// `head_hash` the stored head's hash; when not ok, `first_bad_seq` is the first record that
-/// does not verify and `problem` says why. `Err` only for a store that cannot be read at all.
-pub fn verify(store: &Store) -> Result<pb::AuditVerifyResponse, StoreError> {
-    let mut expected = 1u64;
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut count = 0u64;
-    let mut bad: Option<(u64, String)> = None;
-    let (head_seq, head_hash) = store.audit_scan(|seq, bytes| {
-        count += 1;
-        if bad.is_some() {
-            return true; // keep counting
+/// Checks a stored log record by record: fed every stored record in seq order
+/// ([`ChainCheck::visit`], with the record or why it could not be decoded), then the stored
+/// head ([`ChainCheck::finish`]). It recomputes every hash and checks every link, the seqs'
+/// contiguity and the head, and reports the first seq that does not verify and why.
+#[derive(Debug)]
+pub struct ChainCheck {
+    expected: u64,
+    prev: String,
+    count: u64,
+    bad: Option<(u64, String)>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        ChainCheck {
+            expected: 1,
+            prev: GENESIS_HASH.to_owned(),
+            count: 0,
+            bad: None,
         }
+    }
+}
+
+impl ChainCheck {
+    pub fn new() -> ChainCheck {
+        ChainCheck::default()
+    }
+
+    /// The next stored record: its seq (the table key) and the record, or why its bytes do
+    /// not decode.
+    pub fn visit(&mut self, seq: u64, row: Result<AuditRecordRow, String>) {
+        self.count += 1;
+        if self.bad.is_some() {
+            return; // keep counting
+        }
+        let expected = self.expected;
         if seq != expected {
             let missing = if seq == expected + 1 {
                 format!("record {expected} is missing")
             } else {
                 format!("records {expected}..{} are missing", seq - 1)
             };
-            bad = Some((
+            self.bad = Some((
                 expected,
                 format!("{missing}: entries were removed from the log"),
             ));
-            return true;
+            return;
         }
-        let row = match AuditRecordRow::decode(seq, bytes) {
+        let row = match row {
             Ok(r) => r,
             Err(e) => {
-                bad = Some((
+                self.bad = Some((
                     seq,
                     format!("record was edited: it cannot be decoded ({e})"),
                 ));
-                return true;
+                return;
             }
         };
-        if row.prev_hash != prev {
+        if row.prev_hash != self.prev {
             let what = if seq == 1 {
                 "record 1 does not start the chain (its prev_hash is not the genesis hash)"
                     .to_owned()
@@ -101,96 +120,112 @@ pub fn verify(store: &Store) -> Result<pb::AuditVerifyResponse, StoreError> {
                     seq - 1
                 )
             };
-            bad = Some((seq, what));
-            return true;
+            self.bad = Some((seq, what));
+            return;
         }
         if row.hash != row.compute_hash() {
-            bad = Some((
+            self.bad = Some((
                 seq,
                 "record was edited: its content does not match its hash".into(),
             ));
-            return true;
+            return;
         }
-        prev = row.hash;
-        expected = seq + 1;
-        true
-    })?;
-    if let Some((seq, problem)) = bad {
-        return Ok(bad_response(count, head_hash, seq, problem));
+        self.prev = row.hash;
+        self.expected = seq + 1;
     }
-    let last = expected - 1;
-    if last < head_seq {
-        let what = if last + 1 == head_seq {
-            format!("record {head_seq} is missing")
+
+    /// The verdict, given the stored head `(seq, hash)`: `records` is the number of records
+    /// visited, `head_hash` the stored head's hash; when not ok, `first_bad_seq` is the first
+    /// record that does not verify and `problem` says why.
+    pub fn finish(self, head_seq: u64, head_hash: String) -> pb::AuditVerifyResponse {
+        let count = self.count;
+        if let Some((seq, problem)) = self.bad {
+            return bad_response(count, head_hash, seq, problem);
+        }
+        let last = self.expected - 1;
+        if last < head_seq {
+            let what = if last + 1 == head_seq {
+                format!("record {head_seq} is missing")
+            } else {
+                format!("records {}..{head_seq} are missing", last + 1)
+            };
+            return bad_response(
+                count,
+                head_hash,
+                last + 1,
+                format!("{what}: the log was truncated (the stored head is seq {head_seq})"),
+            );
+        }
+        if last > head_seq {
+            return bad_response(
+                count,
+                head_hash,
+                head_seq + 1,
+                format!(
+                    "record {} is beyond the stored head (seq {head_seq}): it was added \
+                     outside the node",
+                    head_seq + 1
+                ),
+            );
+        }
+        let expected_head = if last == 0 {
+            GENESIS_HASH
         } else {
-            format!("records {}..{head_seq} are missing", last + 1)
+            self.prev.as_str()
         };
-        return Ok(bad_response(
-            count,
-            head_hash,
-            last + 1,
-            format!("{what}: the log was truncated (the stored head is seq {head_seq})"),
-        ));
+        if head_hash != expected_head {
+            return bad_response(
+                count,
+                head_hash,
+                last.max(1),
+                "the last record's hash does not match the stored head hash: the log or its \
+                 head was rewritten"
+                    .into(),
+            );
+        }
+        ok_response(count, head_hash)
     }
-    if last > head_seq {
-        return Ok(bad_response(
-            count,
-            head_hash,
-            head_seq + 1,
-            format!(
-                "record {} is beyond the stored head (seq {head_seq}): it was added outside \
-                 the node",
-                head_seq + 1
-            ),
-        ));
-    }
-    let expected_head = if last == 0 {
-        GENESIS_HASH
-    } else {
-        prev.as_str()
-    };
-    if head_hash != expected_head {
-        return Ok(bad_response(
-            count,
-            head_hash,
-            last.max(1),
-            "the last record's hash does not match the stored head hash: the log or its \
-             head was rewritten"
-                .into(),
-        ));
-    }
-    Ok(ok_response(count, head_hash))
 }
 
-/// Records with `since_ms <= at_ms < until_ms` (`until_ms` 0: no upper bound), oldest
-/// first, as one contiguous chain segment: from the first record in the window to the last,
-/// including any record between them whose clock stamp falls outside it, so the export always
-/// verifies with [`verify_records`].
-pub fn export(
-    store: &Store,
+/// The records with `since_ms <= at_ms < until_ms` (`until_ms` 0: no upper bound) of a log
+/// fed oldest first, as one contiguous chain segment: from the first record in the window to
+/// the last, including any record between them whose clock stamp falls outside it, so the
+/// export always verifies with [`verify_records`].
+#[derive(Debug)]
+pub struct Segment {
     since_ms: i64,
     until_ms: i64,
-) -> Result<Vec<pb::AuditRecord>, StoreError> {
-    let in_window = |at: i64| at >= since_ms && (until_ms <= 0 || at < until_ms);
-    let mut out: Vec<pb::AuditRecord> = Vec::new();
-    let mut keep = 0usize;
-    let mut after = 0u64;
-    loop {
-        let page = store.audit_records(after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in page {
-            let hit = in_window(row.at_ms);
-            if hit || !out.is_empty() {
-                out.push(row.into());
-            }
-            if hit {
-                keep = out.len();
-            }
+    out: Vec<pb::AuditRecord>,
+    keep: usize,
+}
+
+impl Segment {
+    pub fn new(since_ms: i64, until_ms: i64) -> Segment {
+        Segment {
+            since_ms,
+            until_ms,
+            out: Vec::new(),
+            keep: 0,
         }
     }
-    out.truncate(keep);
-    Ok(out)
+
+    /// The next record of the log.
+    pub fn push(&mut self, row: AuditRecordRow) {
+        let at = row.at_ms;
+        let hit = at >= self.since_ms && (self.until_ms <= 0 || at < self.until_ms);
+        if hit || !self.out.is_empty() {
+            self.out.push(row.into());
+        }
+        if hit {
+            self.keep = self.out.len();
+        }
+    }
+
+    /// The segment, oldest first.
+    pub fn finish(mut self) -> Vec<pb::AuditRecord> {
+        self.out.truncate(self.keep);
+        self.out
+    }
 }
 
 /// Verifies an exported chain segment offline: every record's hash, every link to the
@@ -312,6 +347,7 @@ pub fn record_from_json(line: &str) -> Result<pb::AuditRecord, String> {
 mod tests {
     use super::*;
     use crate::audit::AuditEvent;
+    use crate::store::{Store, StoreError};
 
     fn ev(i: i64) -> AuditEvent {
         AuditEvent::sent(format!("m{i}"), "org-b", "tlp").at(1_000 + i)
@@ -329,7 +365,7 @@ mod tests {
     }
 
     fn bad(store: &Store) -> (u64, String) {
-        let r = verify(store).unwrap();
+        let r = store.verify_audit().unwrap();
         assert!(!r.ok, "expected a failed verification: {r:?}");
         (r.first_bad_seq, r.problem)
     }
@@ -338,11 +374,11 @@ mod tests {
     async fn empty_log_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let r = verify(&store).unwrap();
+        let r = store.verify_audit().unwrap();
         assert!(r.ok, "{r:?}");
         assert_eq!(r.records, 0);
         assert_eq!(r.head_hash, GENESIS_HASH);
-        assert!(export(&store, 0, 0).unwrap().is_empty());
+        assert!(store.export_audit(0, 0).unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -367,11 +403,11 @@ mod tests {
             ])
             .await
             .unwrap();
-        let r = verify(&store).unwrap();
+        let r = store.verify_audit().unwrap();
         assert!(r.ok, "{r:?}");
         assert_eq!(r.records, 5);
         assert_eq!(r.head_hash, store.audit_head().1);
-        let all = export(&store, 0, 0).unwrap();
+        let all = store.export_audit(0, 0).unwrap();
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].prev_hash, GENESIS_HASH);
         assert_eq!(
@@ -402,7 +438,7 @@ mod tests {
         for h in handles {
             h.await.unwrap();
         }
-        let r = verify(&store).unwrap();
+        let r = store.verify_audit().unwrap();
         assert!(r.ok, "{r:?}");
         assert_eq!(r.records, 200);
         assert_eq!(store.audit_head().0, 200);
@@ -414,7 +450,7 @@ mod tests {
         let mut r = row(&store, 3);
         r.detail = "nothing to see".into();
         store
-            .tamper_audit_for_tests(3, Some(r.encode()))
+            .tamper_audit_for_tests(3, Some(crate::store::encode_audit_row(&r)))
             .await
             .unwrap();
         let (seq, problem) = bad(&store);
@@ -429,7 +465,7 @@ mod tests {
         r.peer = "org-x".into();
         r.hash = r.compute_hash();
         store
-            .tamper_audit_for_tests(3, Some(r.encode()))
+            .tamper_audit_for_tests(3, Some(crate::store::encode_audit_row(&r)))
             .await
             .unwrap();
         let (seq, problem) = bad(&store);
@@ -448,7 +484,7 @@ mod tests {
         assert_eq!(seq, 2);
         assert!(problem.contains("decoded"), "{problem}");
         assert!(matches!(
-            export(&store, 0, 0),
+            store.export_audit(0, 0),
             Err(StoreError::Corrupt { .. })
         ));
     }
@@ -460,7 +496,7 @@ mod tests {
         let (seq, problem) = bad(&store);
         assert_eq!(seq, 2);
         assert!(problem.contains("removed"), "{problem}");
-        let r = verify(&store).unwrap();
+        let r = store.verify_audit().unwrap();
         assert_eq!(r.records, 4);
     }
 
@@ -472,7 +508,7 @@ mod tests {
             let mut r = row(&store, seq + 1);
             r.seq = seq;
             store
-                .tamper_audit_for_tests(seq, Some(r.encode()))
+                .tamper_audit_for_tests(seq, Some(crate::store::encode_audit_row(&r)))
                 .await
                 .unwrap();
         }
@@ -486,11 +522,11 @@ mod tests {
         let (_d, store) = store_with(5).await;
         let (a, b) = (row(&store, 2), row(&store, 4));
         store
-            .tamper_audit_for_tests(2, Some(b.encode()))
+            .tamper_audit_for_tests(2, Some(crate::store::encode_audit_row(&b)))
             .await
             .unwrap();
         store
-            .tamper_audit_for_tests(4, Some(a.encode()))
+            .tamper_audit_for_tests(4, Some(crate::store::encode_audit_row(&a)))
             .await
             .unwrap();
         let (seq, problem) = bad(&store);
@@ -541,22 +577,23 @@ mod tests {
             .await
             .unwrap();
         let seqs = |v: Vec<pb::AuditRecord>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(export(&store, 0, 0).unwrap()), [1, 2, 3, 4, 5, 6]);
-        assert_eq!(seqs(export(&store, 200, 0).unwrap()), [2, 3, 4, 5, 6]);
-        assert_eq!(seqs(export(&store, 200, 500).unwrap()), [2, 3, 4, 5]);
-        assert_eq!(seqs(export(&store, 0, 150).unwrap()), [1, 2, 3, 4]);
-        assert_eq!(seqs(export(&store, 300, 301).unwrap()), [3]);
-        assert!(export(&store, 600, 0).unwrap().is_empty());
-        assert!(export(&store, 201, 300).unwrap().is_empty());
+        assert_eq!(seqs(store.export_audit(0, 0).unwrap()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(store.export_audit(200, 0).unwrap()), [2, 3, 4, 5, 6]);
+        assert_eq!(seqs(store.export_audit(200, 500).unwrap()), [2, 3, 4, 5]);
+        assert_eq!(seqs(store.export_audit(0, 150).unwrap()), [1, 2, 3, 4]);
+        assert_eq!(seqs(store.export_audit(300, 301).unwrap()), [3]);
+        assert!(store.export_audit(600, 0).unwrap().is_empty());
+        assert!(store.export_audit(201, 300).unwrap().is_empty());
         for (s, u) in [(200, 500), (0, 150), (300, 301)] {
-            verify_records(&export(&store, s, u).unwrap()).unwrap();
+            verify_records(&store.export_audit(s, u).unwrap()).unwrap();
         }
     }
 
     #[tokio::test]
     async fn offline_verify_of_json_lines() {
         let (_d, store) = store_with(6).await;
-        let lines: Vec<String> = export(&store, 0, 0)
+        let lines: Vec<String> = store
+            .export_audit(0, 0)
             .unwrap()
             .iter()
             .map(record_to_json)

@@ -104,35 +104,20 @@ impl PolicyHandle {
         self.changes.subscribe()
     }
 
-    /// Poll the file's mtime and size every `every` and reload when they change, until
-    /// `shutdown` turns true. Logs each change and each rejected file once. Does nothing
-    /// when no file is configured. Must be called inside a tokio runtime.
-    pub fn spawn_watcher(
-        self: &Arc<Self>,
-        every: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// Poll the file's mtime and size every `every` and reload when they change, until the
+    /// node stops. Logs each change and each rejected file once. Does nothing when no file is
+    /// configured. Must be called inside a tokio runtime.
+    pub fn spawn_watcher(self: &Arc<Self>, every: Duration, tasks: &crate::tasks::Tasks) {
         let Some(path) = self.path.clone() else {
             return;
         };
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        tasks.spawn(tracing::info_span!("policy-watcher"), async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             tick.tick().await;
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    r = shutdown.changed() => {
-                        if r.is_err() || *shutdown.borrow() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-                if *shutdown.borrow() {
-                    break;
-                }
+                tick.tick().await;
                 let now = file_stamp(&path);
                 let seen = me.stamp.lock().map(|s| *s).unwrap_or(None);
                 if now == seen {

@@ -273,8 +273,8 @@ async fn watcher_reloads_on_change() {
     let path = dir.path().join("local.cedar");
     std::fs::write(&path, "// empty\n").unwrap();
     let h = Arc::new(PolicyHandle::new(Some(path.clone())).unwrap());
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    h.spawn_watcher(Duration::from_millis(20), rx);
+    let tasks = crate::tasks::Tasks::new();
+    h.spawn_watcher(Duration::from_millis(20), &tasks);
     let mut changes = h.subscribe();
     std::fs::write(&path, "forbid (principal, action, resource);\n").unwrap();
     tokio::time::timeout(Duration::from_secs(10), changes.changed())
@@ -282,7 +282,11 @@ async fn watcher_reloads_on_change() {
         .expect("watcher picked up the change")
         .unwrap();
     assert_eq!(h.current().unwrap().len(), 1);
-    tx.send(true).unwrap();
+    tasks.stop();
+    tasks
+        .drained(Duration::from_secs(10))
+        .await
+        .expect("the watcher ends at the stop");
 }
 
 #[test]

@@ -10,8 +10,11 @@
 
 use std::sync::atomic::Ordering;
 
+use bluewire_proto::v1 as pb;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use tokio::sync::watch;
+
+use crate::audit;
 
 use super::tables::{
     ANNOTATIONS, AUDIT, AUDIT_META, AuditHead, CLUSTER_LOG, COUNTERS, CURSORS, DIRECTORY, IDS,
@@ -328,7 +331,7 @@ impl Store {
     }
 
     /// Up to `limit` audit records with seq > `after_seq`, in seq order. An undecodable record
-    /// is [`StoreError::Corrupt`]; use [`crate::audit::verify`] to check the chain.
+    /// is [`StoreError::Corrupt`]; use [`Store::verify_audit`] to check the chain.
     pub fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecordRow>> {
         let Some(from) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
@@ -342,7 +345,7 @@ impl Store {
         for entry in t.range(from..).map_err(db_err("scan audit"))?.take(limit) {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
             let seq = k.value();
-            let row = AuditRecordRow::decode(seq, v.value()).map_err(|e| StoreError::Corrupt {
+            let row = super::decode_audit_row(seq, v.value()).map_err(|e| StoreError::Corrupt {
                 what: "audit",
                 key: seq.to_string(),
                 detail: format!("cannot decode: {e}"),
@@ -355,6 +358,38 @@ impl Store {
     /// The committed audit head: (last seq, its hash); `(0, GENESIS_HASH)` when empty.
     pub fn audit_head(&self) -> (u64, String) {
         lock(&self.inner.audit_head).clone()
+    }
+
+    /// Walks the whole stored audit log in one consistent snapshot, recomputing every hash and
+    /// checking every link against the stored head (see [`crate::audit::ChainCheck`]). `Err`
+    /// only for a store that cannot be read at all; a damaged record is a failed verification.
+    pub fn verify_audit(&self) -> Result<pb::AuditVerifyResponse> {
+        let mut check = audit::ChainCheck::new();
+        let (head_seq, head_hash) = self.audit_scan(|seq, bytes| {
+            check.visit(
+                seq,
+                super::decode_audit_row(seq, bytes).map_err(|e| e.to_string()),
+            );
+            true
+        })?;
+        Ok(check.finish(head_seq, head_hash))
+    }
+
+    /// The audit records with `since_ms <= at_ms < until_ms` (`until_ms` 0: no upper bound),
+    /// oldest first, as one contiguous chain segment (see [`crate::audit::Segment`]).
+    pub fn export_audit(&self, since_ms: i64, until_ms: i64) -> Result<Vec<pb::AuditRecord>> {
+        const PAGE: usize = 1024;
+        let mut segment = audit::Segment::new(since_ms, until_ms);
+        let mut after = 0u64;
+        loop {
+            let page = self.audit_records(after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for row in page {
+                segment.push(row);
+            }
+        }
+        Ok(segment.finish())
     }
 
     /// Visits every stored audit record `(seq, raw bytes)` in seq order and returns the stored

@@ -3,7 +3,8 @@
 //! opened (tables created, the seq allocator checked, old layouts migrated).
 //!
 //! Owns: table names with their key and value types, record encodings, [`open_tables`],
-//! [`init`] and the one-time migration to (origin, id) message keys.
+//! [`init`] and the one-time migrations (to (origin, id) message keys, to message records
+//! that carry their cluster and re-share flag).
 //!
 //! It must never: rename a table or change a record's field tags (existing files would stop
 //! reading back); decide what an op does or answer a caller (that is `writer`); leave a
@@ -47,6 +48,10 @@ pub(super) const AUDIT_HEAD_KEY: &str = "head";
 
 /// Next message seq to assign (seqs start at 1; head = next - 1).
 pub(super) const META_NEXT_SEQ: &str = "next_seq";
+/// The message-record layout the file is at: absent or 1 before records carried their
+/// cluster and re-share flag, [`LAYOUT`] since.
+pub(super) const META_LAYOUT: &str = "layout";
+pub(super) const LAYOUT: u64 = 2;
 /// Next rejection number (starts at 1; total recorded = next - 1).
 pub(super) const META_NEXT_REJECTION: &str = "next_rejection";
 
@@ -74,6 +79,12 @@ pub(super) struct MessageRecord {
     pub(super) received_from: String,
     #[prost(int64, tag = "7")]
     pub(super) received_at_ms: i64,
+    /// Since layout 2 (see [`describe_messages`]).
+    #[prost(string, tag = "8")]
+    pub(super) cluster: String,
+    /// Since layout 2.
+    #[prost(bool, tag = "9")]
+    pub(super) reshare: bool,
 }
 
 impl MessageRecord {
@@ -85,6 +96,8 @@ impl MessageRecord {
             origin: self.origin,
             kind: self.kind,
             level: self.level,
+            cluster: self.cluster,
+            reshare: self.reshare,
             received_from: self.received_from,
             received_at_ms: self.received_at_ms,
         }
@@ -319,6 +332,49 @@ fn migrate_to_origin_keys(wtx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Stores written before message records carried their cluster and re-share flag: fill both
+/// in (the cluster from the stored content, the flag from the re-share id prefix), once, in
+/// the opening transaction.
+fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
+    let e = db_err::<redb::TableError>;
+    let mut meta = wtx.open_table(META).map_err(e("open meta table"))?;
+    if get_u64(&meta, META_LAYOUT)?.is_some_and(|l| l >= LAYOUT) {
+        return Ok(());
+    }
+    let mut messages = wtx.open_table(MESSAGES).map_err(e("open messages table"))?;
+    let mut rewritten = Vec::new();
+    for row in messages.iter().map_err(db_err("read messages"))? {
+        let (k, v) = row.map_err(db_err("read message"))?;
+        let mut rec: MessageRecord = decode("message", k.value(), v.value())?;
+        let cluster = bluewire_proto::v1::Envelope::decode(rec.envelope.as_slice())
+            .ok()
+            .and_then(|env| bluewire_proto::v1::Content::decode(env.content.as_slice()).ok())
+            .map(|c| c.cluster)
+            .unwrap_or_default();
+        let reshare = rec.id.starts_with(super::RESHARE_PREFIX);
+        if cluster != rec.cluster || reshare != rec.reshare {
+            rec.cluster = cluster;
+            rec.reshare = reshare;
+            rewritten.push((k.value(), rec.encode_to_vec()));
+        }
+    }
+    let n = rewritten.len();
+    for (seq, bytes) in rewritten {
+        messages
+            .insert(seq, bytes.as_slice())
+            .map_err(db_err("migrate message record"))?;
+    }
+    meta.insert(META_LAYOUT, LAYOUT)
+        .map_err(db_err("record layout"))?;
+    if n > 0 {
+        tracing::info!(
+            messages = n,
+            "store migrated: message records carry their cluster and re-share flag"
+        );
+    }
+    Ok(())
+}
+
 /// Creates every table, checks the seq allocator against the data, returns the head seq and
 /// the audit head.
 pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
@@ -331,6 +387,7 @@ pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
         read_audit_head(&t)?
     };
     migrate_to_origin_keys(&wtx)?;
+    describe_messages(&wtx)?;
     let head = {
         let mut t = open_tables(&wtx, audit_head.clone())?;
         let last = t

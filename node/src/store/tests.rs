@@ -11,6 +11,8 @@ fn msg(id: &str, outbox: &[&str]) -> NewMessage {
         origin: "org-a".into(),
         kind: 1,
         level: 2,
+        cluster: "org-a/c".into(),
+        reshare: false,
         received_from: String::new(),
         received_at_ms: 42,
         outbox: outbox.iter().map(|s| (*s).to_owned()).collect(),
@@ -166,6 +168,86 @@ fn a_store_with_id_only_keys_is_migrated_on_open() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.head_seq(), 2);
     assert_eq!(store.find_by_id("m1").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn records_from_before_clusters_were_stored_learn_their_cluster_and_reshare_flag_on_open() {
+    use bluewire_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let envelope = |cluster: &str| {
+        pb::Envelope {
+            content: pb::Content {
+                id: "m1".into(),
+                origin_org: "org-a".into(),
+                cluster: cluster.into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    {
+        // Layout 1: records without cluster or re-share flag, and no layout in meta.
+        let db = Database::create(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut messages = wtx.open_table(MESSAGES).unwrap();
+            let mut ids = wtx.open_table(super::tables::IDS).unwrap();
+            let mut meta = wtx.open_table(META).unwrap();
+            for (seq, id, env) in [
+                (1u64, "m1", envelope("org-a/c")),
+                (2, "fwd:m1:org-b/d", envelope("org-a/c")),
+                (3, "m3", envelope("")),
+                (4, "m4", b"not an envelope".to_vec()),
+            ] {
+                let rec = MessageRecord {
+                    id: id.into(),
+                    envelope: env,
+                    origin: "org-a".into(),
+                    ..Default::default()
+                };
+                messages
+                    .insert(seq, rec.encode_to_vec().as_slice())
+                    .unwrap();
+                ids.insert((id, "org-a"), seq).unwrap();
+            }
+            meta.insert(META_NEXT_SEQ, 5).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let described = |store: &Store| {
+        store
+            .read_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.seq, m.cluster, m.reshare))
+            .collect::<Vec<_>>()
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let want = vec![
+        (1, "org-a/c".to_string(), false),
+        (2, "org-a/c".to_string(), true),
+        (3, String::new(), false),
+        (4, String::new(), false),
+    ];
+    assert_eq!(described(&store), want);
+    // Once migrated, never again: a record written now keeps what it was given.
+    let odd = NewMessage {
+        id: "fwd:m5".into(),
+        envelope: envelope("org-a/c"),
+        origin: "org-a".into(),
+        cluster: String::new(),
+        ..msg("m5", &[])
+    };
+    store.insert(odd).await.unwrap();
+    store.close().await;
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let mut want = want;
+    want.push((5, String::new(), false));
+    assert_eq!(described(&store), want);
 }
 
 #[tokio::test]
@@ -690,11 +772,14 @@ async fn enqueue_existing_messages_and_depth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
-    use crate::audit::{self, AuditEvent};
+    use crate::audit::AuditEvent;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.audit_head(), (0, audit::GENESIS_HASH.to_owned()));
+        assert_eq!(
+            store.audit_head(),
+            (0, crate::audit::GENESIS_HASH.to_owned())
+        );
         // Audit appends queued with inserts and with refused ops (which make the writer
         // retry the rest of the group): the chain stays contiguous and verifiable.
         let handles: Vec<_> = (0..40u64)
@@ -733,7 +818,7 @@ async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.audit_head().0, 80);
-    let v = audit::verify(&store).unwrap();
+    let v = store.verify_audit().unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!(v.records, 80);
     assert_eq!(v.head_hash, store.audit_head().1);
@@ -741,7 +826,7 @@ async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
 
 #[tokio::test]
 async fn audit_records_commit_with_the_message_and_with_the_ack() {
-    use crate::audit::{self, AuditEvent};
+    use crate::audit::AuditEvent;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
@@ -775,7 +860,7 @@ async fn audit_records_commit_with_the_message_and_with_the_ack() {
     }
     // Durable with the insert's fsync, verifiable after a reopen.
     let store = Store::open(dir.path()).unwrap();
-    let v = audit::verify(&store).unwrap();
+    let v = store.verify_audit().unwrap();
     assert!(v.ok && v.records >= 1, "{v:?}");
 }
 

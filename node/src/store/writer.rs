@@ -271,21 +271,9 @@ impl Tables<'_> {
             let seq = last
                 .checked_add(1)
                 .ok_or(StoreError::Internal("audit seq space exhausted"))?;
-            let mut row = AuditRecordRow {
-                seq,
-                at_ms: ev.at_ms,
-                event: ev.event.as_str().to_owned(),
-                msg_id: ev.msg_id.clone(),
-                peer: ev.peer.clone(),
-                cluster: ev.cluster.clone(),
-                rule: ev.rule.clone(),
-                detail: ev.detail.clone(),
-                prev_hash: prev_hash.clone(),
-                hash: String::new(),
-            };
-            row.hash = row.compute_hash();
+            let row = AuditRecordRow::chained(seq, prev_hash, ev);
             self.audit
-                .insert(seq, row.encode().as_slice())
+                .insert(seq, super::encode_audit_row(&row).as_slice())
                 .map_err(db_err("append audit record"))?;
             self.audit_head = (seq, row.hash);
         }
@@ -321,6 +309,8 @@ impl Tables<'_> {
                 level: m.level,
                 received_from: m.received_from.clone(),
                 received_at_ms: m.received_at_ms,
+                cluster: m.cluster.clone(),
+                reshare: m.reshare,
             }
             .encode_to_vec();
             self.messages

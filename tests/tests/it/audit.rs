@@ -74,11 +74,14 @@ async fn audit_trail_verifies_and_tampering_is_detected() {
     let store = fed.node(BE).store.clone();
     let rows = store.audit_records(0, 10_000).expect("read audit records");
     let victim = rows[rows.len() / 2].clone();
-    let original = victim.encode();
+    let original = bluewire_node::store::encode_audit_row(&victim);
     let mut forged = victim.clone();
     forged.detail = "nothing to see here".into();
     store
-        .tamper_audit_for_tests(victim.seq, Some(forged.encode()))
+        .tamper_audit_for_tests(
+            victim.seq,
+            Some(bluewire_node::store::encode_audit_row(&forged)),
+        )
         .await
         .expect("tamper");
     let v = audit_verify(&fed, BE).await;
