@@ -253,6 +253,11 @@ impl Router {
 
     /// The full rule chain for one (message, recipient).
     pub fn decide(&self, content: &Content, ctx: Context<'_>) -> Decision {
+        // A direct message is judged without any cluster, whatever the context carries.
+        let ctx = Context {
+            cluster: ctx.cluster.filter(|_| !content.cluster.is_empty()),
+            ..ctx
+        };
         let mut steps = Vec::new();
         let rules: [(&'static str, &dyn Fn() -> Outcome); 9] = [
             ("cluster-membership", &|| {
@@ -418,8 +423,8 @@ fn origin_role(content: &Content, c: &ClusterState) -> Outcome {
 
 fn cluster_role(content: &Content, ctx: &Context<'_>) -> Outcome {
     match ctx.cluster {
-        Some(c) if !content.cluster.is_empty() => origin_role(content, c),
-        _ => Outcome::Pass("no cluster".into()),
+        Some(c) => origin_role(content, c),
+        None => Outcome::Pass("no cluster".into()),
     }
 }
 
@@ -487,7 +492,6 @@ fn pki_level(l: i32) -> Option<pki::Level> {
 fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
     let level = level_label(content.level);
     if let Some(c) = ctx.cluster
-        && !content.cluster.is_empty()
         && let Outcome::Deny(why) = cluster_levels(content, c)
     {
         return Outcome::Deny(why);
@@ -526,7 +530,6 @@ fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
 fn tlp(content: &Content, ctx: &Context<'_>) -> Outcome {
     let t = content.marking.as_ref().map(|m| m.tlp).unwrap_or(0);
     if let Some(c) = ctx.cluster
-        && !content.cluster.is_empty()
         && let Outcome::Deny(why) = cluster_tlp(content, c)
     {
         return Outcome::Deny(why);
@@ -619,7 +622,7 @@ fn scope(content: &Content, ctx: &Context<'_>) -> Outcome {
 
 fn exercise(content: &Content, ctx: &Context<'_>) -> Outcome {
     let flagged = content.marking.as_ref().is_some_and(|m| m.exercise);
-    let exercise_cluster = ctx.cluster.is_some_and(|c| c.exercise) && !content.cluster.is_empty();
+    let exercise_cluster = ctx.cluster.is_some_and(|c| c.exercise);
     match (flagged, exercise_cluster) {
         (true, true) => Outcome::Pass("exercise traffic inside an exercise cluster".into()),
         (true, false) => Outcome::Deny("exercise traffic goes only into exercise clusters".into()),
@@ -680,8 +683,8 @@ mod tests {
 
     #[test]
     fn only_a_receiver_that_has_not_applied_its_own_acceptance_is_told_to_wait() {
-        use bluewire_proto::v1::ClusterRole;
         use crate::cluster::tests::{A, B, C, Log, ORGS, accept, invite, leave, publication};
+        use bluewire_proto::v1::ClusterRole;
         let r = Router::new();
         let mut l = Log::new();
         l.ok(A, invite(B, ClusterRole::Member));
@@ -707,16 +710,77 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_message_has_no_cluster_role_to_check() {
+    fn a_direct_message_is_judged_without_the_cluster_the_context_carries() {
         use crate::cluster::tests::{E, Log, ORGS};
-        // org-e never belonged to the cluster the context happens to carry.
+        // org-e never belonged to the cluster, which works at the technical level only,
+        // up to AMBER, and is not an exercise cluster.
         let l = Log::with_members();
         let mut m = msg(&[]);
         m.origin_org = ORGS[E].into();
+        m.level = Level::Operational as i32;
+        m.marking = Some(bluewire_proto::v1::Marking {
+            tlp: Tlp::AmberStrict as i32,
+            exercise: true,
+            ..Default::default()
+        });
         let d = Router::new().ingress(&m, "cert-eu", Some(&l.st), 0);
-        let role = d.steps.iter().find(|s| s.rule == "cluster-role").unwrap();
-        assert!(role.allowed, "{d:?}");
-        assert_eq!(role.reason, "no cluster");
+        let step = |rule: &str| d.steps.iter().find(|s| s.rule == rule).unwrap().clone();
+        assert_eq!(step("cluster-role").reason, "no cluster");
+        assert!(step("levels").allowed, "{d:?}");
+        assert!(step("tlp").allowed, "{d:?}");
+        // Exercise traffic outside any cluster is refused, the cluster notwithstanding.
+        assert_eq!((d.allowed, d.rule), (false, "exercise"), "{d:?}");
+    }
+
+    #[test]
+    fn a_cluster_bounds_level_tlp_and_exercise_traffic() {
+        use crate::cluster::tests::{A, B, Log, ORGS, publication};
+        let r = Router::new();
+        let l = Log::with_members();
+        let decide = |m: &Content, st: &ClusterState| r.ingress(m, ORGS[B], Some(st), l.clock);
+        let ok = publication(A, &l.st, l.clock);
+        assert!(decide(&ok, &l.st).allowed);
+
+        let operational = Content {
+            level: Level::Operational as i32,
+            ..ok.clone()
+        };
+        let d = decide(&operational, &l.st);
+        assert_eq!((d.allowed, d.rule), (false, "levels"), "{d:?}");
+        assert!(d.reason.contains("works at technical"), "{d:?}");
+
+        let strict = Content {
+            marking: Some(bluewire_proto::v1::Marking {
+                tlp: Tlp::AmberStrict as i32,
+                ..Default::default()
+            }),
+            ..ok.clone()
+        };
+        let d = decide(&strict, &l.st);
+        assert_eq!((d.allowed, d.rule), (false, "tlp"), "{d:?}");
+
+        let drill = Content {
+            marking: Some(bluewire_proto::v1::Marking {
+                tlp: Tlp::Green as i32,
+                exercise: true,
+                ..Default::default()
+            }),
+            ..ok.clone()
+        };
+        let d = decide(&drill, &l.st);
+        assert_eq!((d.allowed, d.rule), (false, "exercise"), "{d:?}");
+        let mut exercise_cluster = l.st.clone();
+        exercise_cluster.exercise = true;
+        let d = decide(&drill, &exercise_cluster);
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(
+            d.steps
+                .iter()
+                .find(|s| s.rule == "exercise")
+                .unwrap()
+                .reason,
+            "exercise traffic inside an exercise cluster"
+        );
     }
 
     #[test]

@@ -231,6 +231,7 @@ impl Node {
             server_config,
             Duration::from_millis(config.limits.handshake_timeout_ms),
             config.limits.max_connections,
+            &tasks,
         );
         let router = crate::api::router(state.clone());
         let stopping = tasks.stopping();

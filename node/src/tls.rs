@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::pki::{self, PeerIdentity};
 
@@ -466,11 +466,14 @@ pub fn incoming(
     server_config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     max_connections: usize,
+    tasks: &crate::tasks::Tasks,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(server_config);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
-    tokio::spawn(
+    let handshakes = tasks.clone();
+    tasks.spawn(
+        tracing::info_span!("accept"),
         async move {
             loop {
                 let (tcp, remote) = tokio::select! {
@@ -492,7 +495,8 @@ pub fn incoming(
                 let acceptor = acceptor.clone();
                 let identity = identity.clone();
                 let tx = tx.clone();
-                tokio::spawn(
+                handshakes.spawn(
+                    tracing::debug_span!("handshake", remote = %remote),
                     async move {
                         let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => tls,
@@ -531,12 +535,10 @@ pub fn incoming(
                             _permit: permit,
                         };
                         let _ = tx.send(Ok(conn)).await;
-                    }
-                    .instrument(tracing::debug_span!("handshake", remote = %remote)),
+                    },
                 );
             }
-        }
-        .instrument(tracing::info_span!("accept")),
+        },
     );
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
