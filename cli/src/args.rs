@@ -1,14 +1,16 @@
 //! Argument enums shared by commands (message kind, level, TLP, severity)
-//! and their protobuf values. The CLI spells kinds its own way (`text`,
-//! `incident`, …, the `--kind` values); levels and TLP are printed with the
-//! node's labels (`bluewire_node::envelope::{level_label, tlp_label}`).
+//! and their protobuf values. `--kind` takes the short names `text` and `incident` or the
+//! node's labels (`free-text`, `incident-report`, …); kinds, levels and TLP are printed with
+//! the node's labels (`bluewire_node::envelope::{kind_label, level_label, tlp_label}`).
 
 use bluewire_proto::v1 as pb;
 use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
+    #[value(alias = "free-text")]
     Text,
+    #[value(alias = "incident-report")]
     Incident,
     SituationReport,
     CrisisStatus,
@@ -90,21 +92,5 @@ impl From<SeverityArg> for pb::Severity {
             SeverityArg::High => pb::Severity::High,
             SeverityArg::Critical => pb::Severity::Critical,
         }
-    }
-}
-
-/// A message kind as the CLI spells it (the `--kind` values, plus the
-/// control messages).
-pub fn kind_name(k: i32) -> &'static str {
-    match pb::Kind::try_from(k).unwrap_or(pb::Kind::Unspecified) {
-        pb::Kind::FreeText => "text",
-        pb::Kind::IncidentReport => "incident",
-        pb::Kind::SituationReport => "situation-report",
-        pb::Kind::CrisisStatus => "crisis-status",
-        pb::Kind::Assessment => "assessment",
-        pb::Kind::PublicCommunication => "public-communication",
-        pb::Kind::MarkingChange => "marking-change",
-        pb::Kind::Retraction => "retraction",
-        pb::Kind::Unspecified => "?",
     }
 }

@@ -3,12 +3,12 @@
 
 use std::io::Write;
 
-use bluewire_node::envelope::{level_label, tlp_label};
+use bluewire_node::envelope::{kind_label, level_label, tlp_label};
 use bluewire_proto::v1 as pb;
 use clap::Args;
 
 use crate::Output;
-use crate::args::{KindArg, LevelArg, kind_name};
+use crate::args::{KindArg, LevelArg};
 use crate::connection::{ConnArgs, status_err};
 use crate::output::ts;
 
@@ -83,7 +83,7 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
         c.origin_org,
         tlp_label(m.tlp),
         level_label(c.level),
-        kind_name(c.kind),
+        kind_label(c.kind),
         if c.cluster.is_empty() {
             String::new()
         } else {
@@ -105,7 +105,7 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
     let (c, m, title, body) = parts(item);
     serde_json::json!({
         "seq": item.seq, "id": c.id, "origin": c.origin_org, "author": c.author,
-        "created_at_ms": c.created_at_ms, "kind": kind_name(c.kind), "level": level_label(c.level),
+        "created_at_ms": c.created_at_ms, "kind": kind_label(c.kind), "level": level_label(c.level),
         "tlp": tlp_label(m.tlp), "classification": m.classification, "exercise": m.exercise,
         "recipients": c.recipients, "cluster": c.cluster, "cluster_index": c.cluster_index,
         "title": title, "body": body,

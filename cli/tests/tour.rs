@@ -357,7 +357,7 @@ fn five_minute_tour() {
     assert_eq!(m["signer_org"], "csirt-be", "{m:#}");
     assert_eq!(m["received_from"], "csirt-be", "{m:#}");
     assert_eq!(m["tlp"], "TLP:AMBER", "{m:#}");
-    assert_eq!(m["kind"], "incident", "{m:#}");
+    assert_eq!(m["kind"], "incident-report", "{m:#}");
     assert_eq!(m["level"], "technical", "{m:#}");
     assert_eq!(m["title"], "Ransomware in two hospitals", "{m:#}");
     assert_eq!(m["body"], "Initial access via VPN appliance", "{m:#}");
@@ -384,7 +384,7 @@ fn five_minute_tour() {
     let to_id = to_eu["id"].as_str().expect("publish prints an id");
     let m = arrived(to_id);
     assert_eq!(m["tlp"], "TLP:RED", "{m:#}");
-    assert_eq!(m["kind"], "text", "{m:#}");
+    assert_eq!(m["kind"], "free-text", "{m:#}");
     assert_eq!(m["recipients"], serde_json::json!(["cert-eu"]), "{m:#}");
     assert_eq!(m["verified"], true, "{m:#}");
 

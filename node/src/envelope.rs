@@ -189,7 +189,7 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         ) => {
             return bad(format!(
                 "kind {} needs a free_text body with a title",
-                kind.as_str_name()
+                kind_label(c.kind)
             ));
         }
         // An empty target_origin (signed before targets named their origin) means the
@@ -220,7 +220,7 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
             rule: "levels",
             reason: format!(
                 "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}: escalate with a summary instead of raw technical content",
-                kind.as_str_name()
+                kind_label(c.kind)
             ),
         });
     }
@@ -247,6 +247,28 @@ pub fn check_author(c: &Content) -> Result<(), Rejected> {
             origin: c.origin_org.clone(),
         })
     }
+}
+
+/// A kind as people, logs, the command line and local policies spell it: the proto name in
+/// kebab case (`free-text`, `incident-report`, …).
+pub fn kind_label(k: i32) -> &'static str {
+    match Kind::try_from(k).unwrap_or(Kind::Unspecified) {
+        Kind::FreeText => "free-text",
+        Kind::IncidentReport => "incident-report",
+        Kind::SituationReport => "situation-report",
+        Kind::CrisisStatus => "crisis-status",
+        Kind::Assessment => "assessment",
+        Kind::PublicCommunication => "public-communication",
+        Kind::MarkingChange => "marking-change",
+        Kind::Retraction => "retraction",
+        Kind::Unspecified => "unspecified",
+    }
+}
+
+/// A TLP level without the `TLP:` prefix (`CLEAR`, …, `AMBER+STRICT`, `RED`), as local
+/// policies name it.
+pub fn tlp_name(t: i32) -> &'static str {
+    tlp_label(t).trim_start_matches("TLP:")
 }
 
 /// "TLP:AMBER" etc., as people and logs read it.
@@ -416,6 +438,341 @@ mod tests {
             assert!(
                 matches!(r, Err(Rejected::BadSignature(_))),
                 "byte {i}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_size_limit_is_one_mebibyte_of_content_inclusive() {
+        assert_eq!(MAX_CONTENT_BYTES, 1024 * 1024, "README documents 1 MiB");
+        let env = |len: usize| Envelope {
+            content: vec![0; len],
+            ..Default::default()
+        };
+        // At the limit, the next check (the signature) is what refuses it.
+        let at = open(&env(MAX_CONTENT_BYTES), |_| None, 0);
+        assert_eq!(at.unwrap_err(), Rejected::Unsigned);
+        let over = open(&env(MAX_CONTENT_BYTES + 1), |_| None, 0).unwrap_err();
+        assert_eq!(over, Rejected::TooLarge(MAX_CONTENT_BYTES + 1));
+        assert_eq!(
+            over.to_string(),
+            "envelope content is 1048577 bytes, over the 1048576-byte limit"
+        );
+    }
+
+    #[test]
+    fn an_envelope_needs_both_a_signature_and_a_key_id() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let sealed = seal(&k, &content("csirt-be"));
+        let lookup = |_: &str| Some(("csirt-be".to_string(), k.public_key()));
+        for env in [
+            Envelope {
+                signature: Vec::new(),
+                ..sealed.clone()
+            },
+            Envelope {
+                key_id: String::new(),
+                ..sealed.clone()
+            },
+        ] {
+            assert_eq!(open(&env, lookup, 2_000).unwrap_err(), Rejected::Unsigned);
+        }
+        assert!(open(&sealed, lookup, 2_000).is_ok());
+    }
+
+    #[test]
+    fn expiry_and_clock_skew_bounds_are_inclusive() {
+        assert_eq!(
+            MAX_CLOCK_SKEW_MS,
+            5 * 60 * 1000,
+            "README documents 5 minutes"
+        );
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let lookup = |_: &str| Some(("csirt-be".to_string(), k.public_key()));
+        let at = |created: i64, expires: i64, now: i64| {
+            let c = Content {
+                created_at_ms: created,
+                expires_at_ms: expires,
+                ..content("csirt-be")
+            };
+            open(&seal(&k, &c), lookup, now).map(|_| ())
+        };
+        let now = 10_000_000;
+        // Expires at `now`: still good; a millisecond before: expired.
+        assert_eq!(at(1_000, now, now), Ok(()));
+        assert_eq!(at(1_000, now - 1, now), Err(Rejected::Expired(now - 1)));
+        assert_eq!(at(1_000, 0, now), Ok(()), "0: never expires");
+        // Created up to the skew ahead of the receiver's clock: good; beyond: refused,
+        // saying by how much.
+        assert_eq!(at(now + MAX_CLOCK_SKEW_MS, 0, now), Ok(()));
+        assert_eq!(
+            at(now + MAX_CLOCK_SKEW_MS + 1, 0, now),
+            Err(Rejected::FromTheFuture(MAX_CLOCK_SKEW_MS + 1))
+        );
+    }
+
+    #[test]
+    fn every_kind_needs_its_body_and_a_uuidv7_id() {
+        use bluewire_proto::v1::{IncidentReport, MarkingChange, Retraction};
+        let text = |title: &str, body: &str| {
+            Some(Body::FreeText(FreeText {
+                title: title.into(),
+                body: body.into(),
+            }))
+        };
+        let incident = |title: &str| {
+            Some(Body::Incident(IncidentReport {
+                title: title.into(),
+                ..Default::default()
+            }))
+        };
+        let mark = |target: &str, tlp: Tlp| {
+            Some(Body::MarkingChange(MarkingChange {
+                target_id: target.into(),
+                marking: Some(Marking {
+                    tlp: tlp as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+        };
+        let retract = |target: &str| {
+            Some(Body::Retraction(Retraction {
+                target_id: target.into(),
+                ..Default::default()
+            }))
+        };
+        let cases: Vec<(Kind, Option<Body>, Option<&str>)> = vec![
+            (Kind::FreeText, text("t", ""), None),
+            (Kind::FreeText, text("", "b"), None),
+            (
+                Kind::FreeText,
+                text("", ""),
+                Some("kind free-text needs a free_text body"),
+            ),
+            (Kind::FreeText, incident("t"), Some("kind free-text needs")),
+            (Kind::IncidentReport, incident("t"), None),
+            (
+                Kind::IncidentReport,
+                incident(""),
+                Some("needs an incident body with a title"),
+            ),
+            (
+                Kind::IncidentReport,
+                text("t", "b"),
+                Some("needs an incident body"),
+            ),
+            (Kind::SituationReport, text("t", ""), None),
+            (Kind::CrisisStatus, text("t", ""), None),
+            (Kind::Assessment, text("t", ""), None),
+            (Kind::PublicCommunication, text("t", ""), None),
+            (
+                Kind::SituationReport,
+                text("", "b"),
+                Some("kind situation-report needs a free_text body with a title"),
+            ),
+            (
+                Kind::CrisisStatus,
+                incident("t"),
+                Some("kind crisis-status needs"),
+            ),
+            (Kind::MarkingChange, mark("m", Tlp::Green), None),
+            (
+                Kind::MarkingChange,
+                mark("", Tlp::Green),
+                Some("names the target message"),
+            ),
+            (
+                Kind::MarkingChange,
+                mark("m", Tlp::Unspecified),
+                Some("a TLP 2.0 level"),
+            ),
+            (Kind::Retraction, retract("m"), None),
+            (
+                Kind::Retraction,
+                retract(""),
+                Some("a retraction names the target"),
+            ),
+            (Kind::Unspecified, text("t", "b"), Some("unknown kind 0")),
+        ];
+        for (kind, body, refused) in cases {
+            let c = Content {
+                kind: kind as i32,
+                body: body.clone(),
+                ..content("csirt-be")
+            };
+            match (validate(&c), refused) {
+                (Ok(()), None) => {}
+                (Err(Rejected::Invalid(why)), Some(want)) => {
+                    assert!(why.contains(want), "{kind:?} {body:?}: {why}")
+                }
+                (got, want) => panic!("{kind:?} {body:?}: got {got:?}, want refusal {want:?}"),
+            }
+        }
+        // Ids are UUIDv7: a v4 id, or none, is refused.
+        // A version-4 id (random), and none.
+        for id in [
+            "9f1c2b7e-3a4d-4e5f-8a6b-7c8d9e0f1a2b".to_string(),
+            String::new(),
+        ] {
+            let c = Content {
+                id: id.clone(),
+                ..content("csirt-be")
+            };
+            assert_eq!(
+                validate(&c),
+                Err(Rejected::Invalid(format!("id {id:?} is not a UUIDv7")))
+            );
+        }
+    }
+
+    #[test]
+    fn labels_are_the_one_vocabulary() {
+        let kinds: Vec<&str> = (0..=9).map(kind_label).collect();
+        assert_eq!(
+            kinds,
+            [
+                "unspecified",
+                "free-text",
+                "incident-report",
+                "situation-report",
+                "crisis-status",
+                "assessment",
+                "public-communication",
+                "marking-change",
+                "retraction",
+                "unspecified",
+            ]
+        );
+        let tlps: Vec<(&str, &str)> = (0..=6).map(|t| (tlp_label(t), tlp_name(t))).collect();
+        assert_eq!(
+            tlps,
+            [
+                ("TLP:unspecified", "unspecified"),
+                ("TLP:CLEAR", "CLEAR"),
+                ("TLP:GREEN", "GREEN"),
+                ("TLP:AMBER", "AMBER"),
+                ("TLP:AMBER+STRICT", "AMBER+STRICT"),
+                ("TLP:RED", "RED"),
+                ("TLP:unspecified", "unspecified"),
+            ]
+        );
+        let levels: Vec<&str> = (0..=4).map(level_label).collect();
+        assert_eq!(
+            levels,
+            [
+                "unspecified",
+                "technical",
+                "operational",
+                "political",
+                "unspecified"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_political_level_takes_summaries_and_red_needs_named_recipients() {
+        use bluewire_proto::v1::{MarkingChange, Retraction};
+        let at_political = |kind: Kind, body: Option<Body>| Content {
+            kind: kind as i32,
+            level: Level::Political as i32,
+            body,
+            ..content("csirt-be")
+        };
+        let summary = || {
+            Some(Body::FreeText(FreeText {
+                title: "t".into(),
+                body: String::new(),
+            }))
+        };
+        for kind in [
+            Kind::SituationReport,
+            Kind::CrisisStatus,
+            Kind::Assessment,
+            Kind::PublicCommunication,
+        ] {
+            assert_eq!(validate(&at_political(kind, summary())), Ok(()), "{kind:?}");
+        }
+        let retraction = Some(Body::Retraction(Retraction {
+            target_id: "m".into(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            validate(&at_political(Kind::Retraction, retraction)),
+            Ok(())
+        );
+        let change = Some(Body::MarkingChange(MarkingChange {
+            target_id: "m".into(),
+            marking: Some(Marking {
+                tlp: Tlp::Green as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        assert_eq!(validate(&at_political(Kind::MarkingChange, change)), Ok(()));
+        match validate(&at_political(Kind::FreeText, summary())) {
+            Err(Rejected::Unroutable { rule, reason }) => {
+                assert_eq!(rule, "levels");
+                assert!(reason.contains("not free-text: escalate"), "{reason}");
+            }
+            other => panic!("raw text at the political level: {other:?}"),
+        }
+
+        let red = |recipients: &[&str]| Content {
+            marking: Some(Marking {
+                tlp: Tlp::Red as i32,
+                ..Default::default()
+            }),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            ..content("csirt-be")
+        };
+        assert_eq!(validate(&red(&["cert-eu"])), Ok(()));
+        assert!(matches!(
+            validate(&red(&[])),
+            Err(Rejected::Unroutable { rule: "tlp", .. })
+        ));
+    }
+
+    #[test]
+    fn content_hash_is_hex_sha256() {
+        assert_eq!(
+            content_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            content_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_forwarding_attestation_binds_the_message_id_and_its_exact_bytes() {
+        let origin = SigningKey::generate("csirt-be").unwrap();
+        let fwd = SigningKey::generate("cert-eu").unwrap();
+        let c = content("csirt-be");
+        let env = seal(&origin, &c);
+        let lookup = |_: &str| Some(("cert-eu".to_string(), fwd.public_key()));
+        let attestation = |id: &str, hash: String| bluewire_proto::v1::ForwardAttestation {
+            message_id: id.into(),
+            forwarder_org: "cert-eu".into(),
+            to_cluster: "cert-eu/x".into(),
+            cluster_index: 1,
+            at_ms: 2_000,
+            content_hash: hash,
+        };
+        let good = attestation(&c.id, content_hash(&env.content));
+        let forwarded = attest(&fwd, &env, &good, Vec::new());
+        assert_eq!(open_forwarding(&forwarded, &c, lookup), Ok(good));
+        for wrong in [
+            attestation("another-id", content_hash(&env.content)),
+            attestation(&c.id, content_hash(b"other bytes")),
+        ] {
+            let forwarded = attest(&fwd, &env, &wrong, Vec::new());
+            assert_eq!(
+                open_forwarding(&forwarded, &c, lookup),
+                Err(Rejected::Invalid(
+                    "the forwarding attestation is for other content".into()
+                ))
             );
         }
     }

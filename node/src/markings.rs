@@ -260,7 +260,7 @@ pub async fn apply(store: &Store, content: &Content, effect: Effect) -> Result<(
         .annotate(target_origin, target_id, annotation, record, keep)
         .await?
     {
-        info!(msg.id = %target_id, msg.origin = %target_origin, by = %content.origin_org, kind = kind.as_str_name(), ?effect, "control message recorded");
+        info!(msg.id = %target_id, msg.origin = %target_origin, by = %content.origin_org, kind = crate::envelope::kind_label(content.kind), ?effect, "control message recorded");
     }
     Ok(())
 }

@@ -297,9 +297,7 @@ pub async fn publish(
             &content.id,
             format!(
                 "{} by {} in {} at {} {}; queued for [{}]",
-                pb::Kind::try_from(content.kind)
-                    .map(|k| k.as_str_name())
-                    .unwrap_or("?"),
+                envelope::kind_label(content.kind),
                 content.author,
                 if content.cluster.is_empty() {
                     "no cluster"

@@ -79,7 +79,7 @@ use thiserror::Error;
 use crate::pki::OrgProfile;
 
 pub use cases::{CaseResult, run_cases};
-pub use engine::{LocalPolicy, Rule, SCHEMA, kind_name, level_name, tlp_name};
+pub use engine::{LocalPolicy, Rule, SCHEMA};
 pub use handle::PolicyHandle;
 
 #[derive(Debug, Error)]

@@ -45,6 +45,11 @@ pub enum ReplicationError {
         endpoint: String,
         message: String,
     },
+    /// The user-supplied endpoint is not a usable `https://HOST:PORT`.
+    #[error("{0}")]
+    BadEndpoint(String),
+    #[error("the node is shutting down")]
+    Stopping,
     #[error("{0}")]
     Other(String),
 }
@@ -313,15 +318,20 @@ impl NodeState {
     pub async fn pull_from(self: &Arc<Self>, org: &str, id: &str) -> Result<(), ReplicationError> {
         let mut client = self.fed_client(org)?;
         let known = self.cluster(id).is_some();
+        let stopping = self.tasks.stopping();
         loop {
             let from = self.cluster(id).map(|s| s.head_index + 1).unwrap_or(0);
-            let resp = client
-                .cluster_log(pb::ClusterLogRequest {
+            // Only the network wait gives way to a stop: entries fetched are applied whole
+            // (stored, then their effects: history for new members, audit).
+            let fetched = tokio::select! {
+                r = client.cluster_log(pb::ClusterLogRequest {
                     cluster_id: id.to_string(),
                     from_index: from,
                     limit: 256,
-                })
-                .await
+                }) => r,
+                () = stopping.cancelled() => return Err(ReplicationError::Stopping),
+            };
+            let resp = fetched
                 .map_err(|s| ReplicationError::Other(format!("{org}: {}", s.message())))?
                 .into_inner();
             if resp.entries.is_empty() {
@@ -358,7 +368,8 @@ impl NodeState {
         };
         let link = Arc::new(std::sync::Mutex::new(crate::tls::LinkInfo::default()));
         self.dialer
-            .client(&endpoint, org, link.clone(), Duration::from_secs(5))?
+            .client(&endpoint, org, link.clone(), Duration::from_secs(5))
+            .map_err(|e| ReplicationError::BadEndpoint(e.to_string()))?
             .hello(pb::HelloRequest {})
             .await
             .map_err(|e| ReplicationError::Unverified {
@@ -456,7 +467,9 @@ impl NodeState {
         let st = self.clone();
         let (from, id) = (peer.org.clone(), cluster_id.to_string());
         let span = tracing::debug_span!("cluster-pull", cluster.id = %id, peer.org = %from);
-        self.tasks.spawn(span, async move {
+        // To its end: a pull stops at its next network wait, never between storing entries
+        // and carrying out what they mean.
+        self.tasks.spawn_to_end(span, async move {
             if let Err(e) = st.pull_from(&from, &id).await {
                 debug!(error = %e, "pull after notify failed; periodic sync will retry");
             }
@@ -481,13 +494,18 @@ impl NodeState {
 /// that, from other members), so a node that was offline catches up.
 pub fn spawn_sync(state: Arc<NodeState>, every: Duration) {
     let tasks = state.tasks.clone();
-    tasks.spawn(
+    let stopping = tasks.stopping();
+    // To its end, stopping between pulls (see `pull_from`).
+    tasks.spawn_to_end(
         tracing::info_span!("cluster-sync"),
         async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stopping.cancelled() => break,
+                }
                 let clusters: Vec<Arc<ClusterState>> =
                     state.clusters.iter().map(|c| c.clone()).collect();
                 let round = async {
@@ -502,6 +520,9 @@ pub fn spawn_sync(state: Arc<NodeState>, every: Duration) {
                                 .filter(|m| m != state.org() && *m != c.convener),
                         );
                         for src in sources {
+                            if stopping.is_cancelled() {
+                                return;
+                            }
                             match state.pull_from(&src, &c.id).await {
                                 Ok(()) => break,
                                 Err(e) => debug!(cluster.id = %c.id, source = %src, error = %e, "cluster pull failed; trying another member"),
@@ -509,8 +530,6 @@ pub fn spawn_sync(state: Arc<NodeState>, every: Duration) {
                         }
                     }
                 };
-                // Pulls from unreachable members can take a while: the whole task is
-                // dropped at the stop, mid-round if need be (a pull stores nothing unverified).
                 round.await;
             }
         },

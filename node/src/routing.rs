@@ -503,7 +503,7 @@ fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
     {
         return Outcome::Deny(format!(
             "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}",
-            kind.as_str_name()
+            crate::envelope::kind_label(content.kind)
         ));
     }
     let Some(p) = ctx.recipient_profile else {

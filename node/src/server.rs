@@ -196,13 +196,19 @@ impl Node {
             let st = state.clone();
             let mut changes = policy.subscribe();
             let initial = changes.borrow_and_update().clone();
+            let stopping = tasks.stopping();
             st.audit(vec![crate::audit::AuditEvent::policy(match &initial {
                 Some(h) => format!("local policy in force at start: sha256 {h}"),
                 None => "no local policy at start: built-in rules only".to_string(),
             })])
             .await;
-            tasks.spawn(tracing::info_span!("policy-audit"), async move {
-                while changes.changed().await.is_ok() {
+            // To its end: a policy change that took effect is always audited.
+            tasks.spawn_to_end(tracing::info_span!("policy-audit"), async move {
+                loop {
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { break },
+                        () = stopping.cancelled() => break,
+                    }
                     let h = changes.borrow_and_update().clone();
                     st.audit(vec![crate::audit::AuditEvent::policy(match h {
                         Some(h) => format!("local policy reloaded: sha256 {h}"),
@@ -268,24 +274,42 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         const DRAIN: Duration = Duration::from_secs(10);
         let started = std::time::Instant::now();
-        let Node { state, served, .. } = self;
+        let Node {
+            state, mut served, ..
+        } = self;
         let tasks = state.tasks.clone();
         tasks.stop();
-        let served = match tokio::time::timeout(DRAIN, served).await {
+        let served = match tokio::time::timeout(DRAIN, &mut served).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(NodeError::Serve(e.to_string())),
-            Err(_) => Err(NodeError::Serve("drain timed out after 10 s".into())),
+            Err(_) => {
+                served.abort();
+                let _ = served.await;
+                Err(NodeError::Serve(
+                    "open calls did not finish within 10 s of shutdown; cut off".into(),
+                ))
+            }
         };
-        let left = DRAIN.saturating_sub(started.elapsed());
-        if let Err(running) = tasks.drained(left).await {
+        let drained = tasks.drained(DRAIN.saturating_sub(started.elapsed())).await;
+        // Commits what is pending (held acknowledgements, audit records) in every case.
+        state.store.close().await;
+        served
+            .as_ref()
+            .map_err(|e| NodeError::Serve(e.to_string()))?;
+        if let Err(running) = drained {
             return Err(NodeError::StillHeld(format!(
                 "{running} background task(s) still running {} s after shutdown; the store \
                  file stays locked until they end",
                 DRAIN.as_secs()
             )));
         }
-        state.store.close().await;
-        // Every holder of the state was a server call or a tracked task, and all have ended.
+        // Every tracked task has ended. The only other holders are the per-connection tasks
+        // tonic spawns itself, which drop their handle just after the server future ends:
+        // give them a moment, bounded.
+        let grace = std::time::Instant::now();
+        while Arc::strong_count(&state) > 1 && grace.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let holders = Arc::strong_count(&state) - 1;
         if holders > 0 {
             return Err(NodeError::StillHeld(format!(
@@ -298,7 +322,7 @@ impl Node {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "node stopped"
         );
-        served
+        Ok(())
     }
 
     /// Serve until `signal` completes, then shut down.

@@ -88,8 +88,11 @@ pub fn replication_status(e: ReplicationError) -> Status {
     let msg = e.to_string();
     match e {
         ReplicationError::Lookup(l) => l.into(),
-        ReplicationError::Connect(ConnectError::BadEndpoint(_)) => Status::invalid_argument(msg),
+        ReplicationError::BadEndpoint(_) => Status::invalid_argument(msg),
+        // An endpoint this node took from a cluster log or its directory.
+        ReplicationError::Connect(ConnectError::BadEndpoint(_)) => Status::internal(msg),
         ReplicationError::Connect(ConnectError::NoEndpoint(_)) => Status::failed_precondition(msg),
+        ReplicationError::Stopping => Status::unavailable(msg),
         ReplicationError::Convener { .. } | ReplicationError::Unverified { .. } => {
             Status::unavailable(msg)
         }

@@ -28,6 +28,7 @@ use miette::Diagnostic;
 use serde::Serialize;
 
 use super::{PolicyError, PolicyInput, Verdict};
+use crate::envelope::{kind_label, level_label, tlp_name};
 use crate::pki::OrgProfile;
 
 /// The Cedar schema every local policy is validated against (strict mode), in Cedar's
@@ -48,9 +49,9 @@ use crate::pki::OrgProfile;
 ///     again at the receiving node);
 ///   - `kind: String` — message kind, kebab case of the proto name (`free-text`,
 ///     `incident-report`, `situation-report`, `crisis-status`, `assessment`,
-///     `public-communication`, …; `unspecified`/`unknown` otherwise);
+///     `public-communication`, …; `unspecified` otherwise);
 ///   - `level: String` — `technical`, `operational`, `political` (or `unspecified`);
-///   - `tlp: String` — `CLEAR`, `GREEN`, `AMBER`, `AMBER+STRICT`, `RED` (or `UNSPECIFIED`);
+///   - `tlp: String` — `CLEAR`, `GREEN`, `AMBER`, `AMBER+STRICT`, `RED` (or `unspecified`);
 ///   - `classification: String` — e.g. `EU RESTRICTED`; `""` when unclassified;
 ///   - `exercise: Bool` — exercise traffic;
 ///   - `cluster: String` — the cluster id, `""` for a direct message;
@@ -400,35 +401,6 @@ fn kebab(proto_name: &str, prefix: &str) -> String {
         .replace('_', "-")
 }
 
-/// The policy-facing name of a proto `Kind` value (`free-text`, `incident-report`, …).
-pub fn kind_name(kind: i32) -> String {
-    match Kind::try_from(kind) {
-        Ok(k) => kebab(k.as_str_name(), "KIND_"),
-        Err(_) => "unknown".into(),
-    }
-}
-
-/// The policy-facing name of a proto `Level` value (`technical`, …).
-pub fn level_name(level: i32) -> String {
-    match PbLevel::try_from(level) {
-        Ok(l) => kebab(l.as_str_name(), "LEVEL_"),
-        Err(_) => "unknown".into(),
-    }
-}
-
-/// The policy-facing name of a proto `Tlp` value (`CLEAR`, …, `AMBER+STRICT`, `RED`).
-pub fn tlp_name(tlp: i32) -> String {
-    match Tlp::try_from(tlp) {
-        Ok(Tlp::AmberStrict) => "AMBER+STRICT".into(),
-        Ok(t) => t
-            .as_str_name()
-            .strip_prefix("TLP_")
-            .unwrap_or(t.as_str_name())
-            .to_string(),
-        Err(_) => "UNKNOWN".into(),
-    }
-}
-
 pub(super) fn parse_kind(s: &str) -> Result<i32, String> {
     let name = format!("KIND_{}", s.trim().to_ascii_uppercase().replace('-', "_"));
     Kind::from_str_name(&name).map(|k| k as i32).ok_or_else(|| {
@@ -511,15 +483,15 @@ fn build_request(input: &PolicyInput) -> Result<(Request, Entities), String> {
         ),
         (
             "kind".to_string(),
-            RestrictedExpression::new_string(kind_name(c.kind)),
+            RestrictedExpression::new_string(kind_label(c.kind).to_string()),
         ),
         (
             "level".to_string(),
-            RestrictedExpression::new_string(level_name(c.level)),
+            RestrictedExpression::new_string(level_label(c.level).to_string()),
         ),
         (
             "tlp".to_string(),
-            RestrictedExpression::new_string(tlp_name(marking.tlp)),
+            RestrictedExpression::new_string(tlp_name(marking.tlp).to_string()),
         ),
         (
             "classification".to_string(),

@@ -54,11 +54,16 @@ fn eval(p: &LocalPolicy, c: &Content, to: &OrgProfile) -> Verdict {
 #[test]
 fn schema_parses_and_names_map() {
     let _ = schema();
-    assert_eq!(kind_name(Kind::IncidentReport as i32), "incident-report");
-    assert_eq!(kind_name(Kind::FreeText as i32), "free-text");
+    use crate::envelope::{kind_label, level_label, tlp_name};
+    assert_eq!(kind_label(Kind::IncidentReport as i32), "incident-report");
+    assert_eq!(kind_label(Kind::FreeText as i32), "free-text");
     assert_eq!(tlp_name(Tlp::AmberStrict as i32), "AMBER+STRICT");
     assert_eq!(tlp_name(Tlp::Red as i32), "RED");
-    assert_eq!(level_name(PbLevel::Political as i32), "political");
+    assert_eq!(level_label(PbLevel::Political as i32), "political");
+    // Every kind a policy can name parses back to itself.
+    for k in 1..=8 {
+        assert_eq!(super::engine::parse_kind(kind_label(k)), Ok(k));
+    }
     assert_eq!(parse_tlp("amber+strict"), Ok(Tlp::AmberStrict as i32));
     assert_eq!(
         parse_kind("incident-report"),

@@ -342,10 +342,12 @@ fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
         return Ok(());
     }
     let mut messages = wtx.open_table(MESSAGES).map_err(e("open messages table"))?;
-    let mut rewritten = Vec::new();
+    // What each record should say, read record by record; only (seq, cluster, flag) is
+    // kept in memory, never the envelopes.
+    let mut changes = Vec::new();
     for row in messages.iter().map_err(db_err("read messages"))? {
         let (k, v) = row.map_err(db_err("read message"))?;
-        let mut rec: MessageRecord = decode("message", k.value(), v.value())?;
+        let rec: MessageRecord = decode("message", k.value(), v.value())?;
         let cluster = bluewire_proto::v1::Envelope::decode(rec.envelope.as_slice())
             .ok()
             .and_then(|env| bluewire_proto::v1::Content::decode(env.content.as_slice()).ok())
@@ -353,15 +355,19 @@ fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
             .unwrap_or_default();
         let reshare = rec.id.starts_with(super::RESHARE_PREFIX);
         if cluster != rec.cluster || reshare != rec.reshare {
-            rec.cluster = cluster;
-            rec.reshare = reshare;
-            rewritten.push((k.value(), rec.encode_to_vec()));
+            changes.push((k.value(), cluster, reshare));
         }
     }
-    let n = rewritten.len();
-    for (seq, bytes) in rewritten {
+    let n = changes.len();
+    for (seq, cluster, reshare) in changes {
+        let mut rec: MessageRecord = match messages.get(seq).map_err(db_err("read message"))? {
+            Some(v) => decode("message", seq, v.value())?,
+            None => continue,
+        };
+        rec.cluster = cluster;
+        rec.reshare = reshare;
         messages
-            .insert(seq, bytes.as_slice())
+            .insert(seq, rec.encode_to_vec().as_slice())
             .map_err(db_err("migrate message record"))?;
     }
     meta.insert(META_LAYOUT, LAYOUT)
