@@ -183,6 +183,24 @@ pub enum FeedEnd {
     Store(#[from] StoreError),
 }
 
+/// Why a durable position could not be kept.
+#[derive(Debug, Error)]
+pub enum CursorError {
+    #[error("durable_name is empty: name the position to keep, e.g. soc-feed")]
+    Unnamed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Keeps `seq` as the position of the durable subscription `name` (what a later
+/// `subscribe` with that name resumes after).
+pub async fn commit_cursor(st: &NodeState, name: &str, seq: u64) -> Result<(), CursorError> {
+    if name.is_empty() {
+        return Err(CursorError::Unnamed);
+    }
+    Ok(st.store.set_cursor(name, seq).await?)
+}
+
 /// Start a subscription for `user`: the backlog after the cursor, then (unless
 /// `no_follow`) new messages as they are stored. A subscriber that stops reading
 /// holds its own task (backpressure), never past shutdown; the feed's last item

@@ -390,15 +390,8 @@ pub async fn reshare(
         at_ms: now,
         content_hash: envelope::content_hash(&env.content),
     };
-    let fwd = envelope::attest(
-        &st.signer,
-        &pb::Envelope {
-            forwarding: None,
-            ..env
-        },
-        &a,
-        origin_cert,
-    );
+    // Replaces any attestation the stored copy carried (a re-share of a re-share).
+    let fwd = envelope::attest(&st.signer, &env, &a, origin_cert);
     let view = envelope::forwarded_view(&content, &a);
     let (queued_for, refused) = plan(
         &view,

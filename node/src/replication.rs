@@ -45,6 +45,9 @@ pub enum ReplicationError {
         endpoint: String,
         message: String,
     },
+    /// A stored log that no longer verifies.
+    #[error("stored log of {cluster} does not verify: {reason}")]
+    Corrupt { cluster: String, reason: String },
     /// The user-supplied endpoint is not a usable `https://HOST:PORT`.
     #[error("{0}")]
     BadEndpoint(String),
@@ -343,6 +346,32 @@ impl NodeState {
                 return Ok(());
             }
         }
+    }
+
+    /// Every entry of `c`'s stored log, verified again from genesis, as operators read it.
+    pub fn log_lines(&self, c: &ClusterState) -> Result<Vec<pb::ClusterLogLine>, ReplicationError> {
+        let raw: Vec<Vec<u8>> = self
+            .store
+            .cluster_entries(&c.id, 0, usize::MAX)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        let (_, applied) =
+            cluster::replay(&raw, &self.tls.root_der).map_err(|e| ReplicationError::Corrupt {
+                cluster: c.id.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(applied
+            .into_iter()
+            .map(|a| pb::ClusterLogLine {
+                index: a.index,
+                hash: a.hash,
+                actor: a.op.actor_org.clone(),
+                op: cluster::describe(&a.op),
+                at_ms: a.sequenced_at_ms,
+                sequenced_by: a.sequenced_by,
+            })
+            .collect())
     }
 
     /// An invitee's verified node certificate: from the directory, or by

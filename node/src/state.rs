@@ -172,6 +172,46 @@ impl NodeState {
         Ok(c)
     }
 
+    /// What `bluewire status` shows: who this node is, what it holds, its peer links.
+    pub fn status(
+        &self,
+        version: &str,
+    ) -> Result<bluewire_proto::v1::StatusResponse, crate::store::StoreError> {
+        Ok(bluewire_proto::v1::StatusResponse {
+            org: self.org().to_string(),
+            version: version.to_string(),
+            listen: self.listen.to_string(),
+            messages: self.store.message_count()?,
+            last_seq: self.store.head_seq(),
+            rejected: self.store.rejection_count()?,
+            started_at_ms: self.started_at_ms,
+            peers: self.peer_statuses()?,
+        })
+    }
+
+    /// Every peer link with its live state and its outbox and delivery counts, by org.
+    pub fn peer_statuses(
+        &self,
+    ) -> Result<Vec<bluewire_proto::v1::PeerStatus>, crate::store::StoreError> {
+        let mut out = Vec::new();
+        for p in self.peers.iter() {
+            let s = p.stats();
+            out.push(bluewire_proto::v1::PeerStatus {
+                org: p.org.clone(),
+                endpoint: p.endpoint.clone(),
+                connected: s.connected,
+                outbox_depth: self.store.outbox_depth(&p.org)?,
+                delivered: self.store.delivered_count(&p.org)?,
+                consecutive_failures: s.consecutive_failures,
+                last_error: s.last_error,
+                last_success_ms: s.last_success_ms,
+                kx_group: p.kx_group(),
+            });
+        }
+        out.sort_by(|a, b| a.org.cmp(&b.org));
+        Ok(out)
+    }
+
     /// Wake the delivery workers of these peers.
     pub fn notify_peers<'a>(&self, orgs: impl IntoIterator<Item = &'a String>) {
         for org in orgs {

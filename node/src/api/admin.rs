@@ -50,17 +50,8 @@ impl Admin for Api {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let st = &self.state;
-        Ok(Response::new(pb::StatusResponse {
-            org: st.org().to_string(),
-            version: VERSION.to_string(),
-            listen: st.listen.to_string(),
-            messages: st.store.message_count().map_err(internal)?,
-            last_seq: st.store.head_seq(),
-            rejected: st.store.rejection_count().map_err(internal)?,
-            started_at_ms: st.started_at_ms,
-            peers: self.peer_statuses()?,
-        }))
+        let status = self.state.status(VERSION).map_err(internal)?;
+        Ok(Response::new(status))
     }
 
     async fn peers(
@@ -249,30 +240,8 @@ impl Admin for Api {
         req: Request<pb::ClusterRef>,
     ) -> Result<Response<pb::ClusterLogEntriesResponse>, Status> {
         let c = self.cluster_ref(req)?;
-        let raw: Vec<Vec<u8>> = self
-            .state
-            .store
-            .cluster_entries(&c.id, 0, usize::MAX)
-            .map_err(internal)?
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect();
-        let (_, applied) = cluster::replay(&raw, &self.state.tls.root_der).map_err(|e| {
-            Status::data_loss(format!("stored log of {} does not verify: {e}", c.id))
-        })?;
-        Ok(Response::new(pb::ClusterLogEntriesResponse {
-            entries: applied
-                .into_iter()
-                .map(|a| pb::ClusterLogLine {
-                    index: a.index,
-                    hash: a.hash,
-                    actor: a.op.actor_org.clone(),
-                    op: cluster::describe(&a.op),
-                    at_ms: a.sequenced_at_ms,
-                    sequenced_by: a.sequenced_by,
-                })
-                .collect(),
-        }))
+        let entries = self.state.log_lines(&c).map_err(replication_status)?;
+        Ok(Response::new(pb::ClusterLogEntriesResponse { entries }))
     }
 
     async fn explain(
@@ -387,23 +356,7 @@ impl Admin for Api {
 
 impl Api {
     fn peer_statuses(&self) -> Result<Vec<pb::PeerStatus>, Status> {
-        let mut out = Vec::new();
-        for p in self.state.peers.iter() {
-            let s = p.stats();
-            out.push(pb::PeerStatus {
-                org: p.org.clone(),
-                endpoint: p.endpoint.clone(),
-                connected: s.connected,
-                outbox_depth: self.state.store.outbox_depth(&p.org).map_err(internal)?,
-                delivered: self.state.store.delivered_count(&p.org).map_err(internal)?,
-                consecutive_failures: s.consecutive_failures,
-                last_error: s.last_error,
-                last_success_ms: s.last_success_ms,
-                kx_group: p.kx_group(),
-            });
-        }
-        out.sort_by(|a, b| a.org.cmp(&b.org));
-        Ok(out)
+        self.state.peer_statuses().map_err(internal)
     }
 
     fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {

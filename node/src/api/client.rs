@@ -63,14 +63,7 @@ impl Client for Api {
     ) -> Result<Response<pb::CommitCursorResponse>, Status> {
         Caller::user(&req)?;
         let r = req.into_inner();
-        if r.durable_name.is_empty() {
-            return Err(Status::invalid_argument("durable_name is empty"));
-        }
-        self.state
-            .store
-            .set_cursor(&r.durable_name, r.seq)
-            .await
-            .map_err(internal)?;
+        crate::feed::commit_cursor(&self.state, &r.durable_name, r.seq).await?;
         Ok(Response::new(pb::CommitCursorResponse {}))
     }
 }

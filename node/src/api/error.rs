@@ -4,7 +4,7 @@
 
 use tonic::Status;
 
-use crate::feed::{FeedEnd, LookupError};
+use crate::feed::{CursorError, FeedEnd, LookupError};
 use crate::ingress::IngressError;
 use crate::outbound::OutboundError;
 use crate::peers::ConnectError;
@@ -77,6 +77,15 @@ impl From<ClusterRefError> for Status {
     }
 }
 
+impl From<CursorError> for Status {
+    fn from(e: CursorError) -> Self {
+        match e {
+            CursorError::Unnamed => Status::invalid_argument(e.to_string()),
+            CursorError::Store(s) => internal(s),
+        }
+    }
+}
+
 /// A store failure in a read that answers a query.
 pub(super) fn internal(e: StoreError) -> Status {
     Status::internal(e.to_string())
@@ -93,6 +102,7 @@ pub fn replication_status(e: ReplicationError) -> Status {
         ReplicationError::Connect(ConnectError::BadEndpoint(_)) => Status::internal(msg),
         ReplicationError::Connect(ConnectError::NoEndpoint(_)) => Status::failed_precondition(msg),
         ReplicationError::Stopping => Status::unavailable(msg),
+        ReplicationError::Corrupt { .. } => Status::data_loss(msg),
         ReplicationError::Convener { .. } | ReplicationError::Unverified { .. } => {
             Status::unavailable(msg)
         }
