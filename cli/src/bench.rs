@@ -166,6 +166,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             country: "EU",
             org_type: "csirt",
             levels: vec![Level::Technical],
+            functions: Vec::new(),
             what: "bench",
             // The publisher delivers to the four receivers only.
             static_peers: org == "pub-a",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bluewire_node::pki::Level;
+use bluewire_node::pki::{Function, Level};
 use bluewire_proto::v1 as pb;
 use clap::Args;
 
@@ -36,6 +36,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             country: "BE",
             org_type: "csirt",
             levels: vec![Level::Technical, Level::Operational],
+            functions: vec![Function::CsirtsNetwork],
             what: "national CSIRT, Belgium",
             static_peers: true,
         },
@@ -44,6 +45,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             country: "FR",
             org_type: "csirt",
             levels: vec![Level::Technical],
+            functions: vec![Function::CsirtsNetwork],
             what: "national CSIRT, France",
             static_peers: true,
         },
@@ -52,6 +54,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             country: "FR",
             org_type: "liaison",
             levels: vec![Level::Operational],
+            functions: vec![Function::Cyclone],
             what: "cyber-crisis liaison organisation, France",
             static_peers: true,
         },
@@ -60,6 +63,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             country: "EU",
             org_type: "eu-body",
             levels: vec![Level::Technical, Level::Operational],
+            functions: vec![Function::CsirtsNetwork],
             what: "EU body",
             static_peers: true,
         },

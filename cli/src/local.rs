@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bluewire_node::client::Connection;
-use bluewire_node::pki::Level;
+use bluewire_node::pki::{Function, Level};
 use bluewire_node::provision::{self, ConfigEdit, FederationOptions, OrgPlan, ProvisionError};
 use bluewire_proto::v1 as pb;
 
@@ -20,6 +20,8 @@ pub struct OrgSpec {
     pub country: &'static str,
     pub org_type: &'static str,
     pub levels: Vec<Level>,
+    /// Blueprint functions its certificate asserts.
+    pub functions: Vec<Function>,
     pub what: &'static str,
     /// List every other organisation as a static peer in its node.toml.
     pub static_peers: bool,
@@ -66,6 +68,7 @@ impl LocalFederation {
                     country: s.country.to_string(),
                     org_type: s.org_type.to_string(),
                     levels: s.levels.clone(),
+                    functions: s.functions.clone(),
                     listen: free_port()?,
                     static_peers: s.static_peers,
                 })

@@ -13,6 +13,11 @@ fn peer_rows(peers: &[pb::PeerStatus]) -> Vec<Vec<String>> {
         .map(|p| {
             vec![
                 p.org.clone(),
+                if p.functions.is_empty() {
+                    "-".into()
+                } else {
+                    p.functions.join(",")
+                },
                 p.endpoint.clone(),
                 if p.connected {
                     "up".into()
@@ -45,14 +50,16 @@ fn peers_json(peers: &[pb::PeerStatus]) -> serde_json::Value {
                     "outbox_depth": p.outbox_depth, "delivered": p.delivered,
                     "consecutive_failures": p.consecutive_failures, "last_error": p.last_error,
                     "last_success_ms": p.last_success_ms, "kx_group": p.kx_group,
+                    "functions": p.functions,
                 })
             })
             .collect(),
     )
 }
 
-const PEER_HEADERS: [&str; 8] = [
+const PEER_HEADERS: [&str; 9] = [
     "PEER",
+    "FUNCTIONS",
     "ENDPOINT",
     "LINK",
     "OUTBOX",

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bluewire_node::pki::{self, FederationCa, Level, OrgProfile, OrgRequest, UserRole};
+use bluewire_node::pki::{self, FederationCa, Function, Level, OrgProfile, OrgRequest, UserRole};
 use bluewire_node::provision;
 use clap::Subcommand;
 
@@ -41,6 +41,11 @@ pub enum PkiCommand {
         /// e.g. "EU RESTRICTED" (repeatable).
         #[arg(long)]
         accreditation: Vec<String>,
+        /// Comma-separated blueprint functions the organisation holds: csirts-network,
+        /// cyclone, presidency, council-secretariat, commission, eeas, cyber-commanders,
+        /// reserve-authority, isac.
+        #[arg(long, value_delimiter = ',')]
+        functions: Vec<Function>,
         /// The node's endpoint, https://HOST:PORT.
         #[arg(long)]
         endpoint: String,
@@ -119,6 +124,7 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
             levels,
             sectors,
             accreditation,
+            functions,
             endpoint,
             out: dir,
             days,
@@ -134,6 +140,7 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                     accreditations: accreditation,
                     endpoint,
                     signing_keys: vec![],
+                    functions: functions.iter().map(|f| f.to_string()).collect(),
                 },
                 validity_days: days,
             })?;

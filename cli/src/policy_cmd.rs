@@ -123,7 +123,7 @@ async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::
                 r.recipients
                     .iter()
                     .map(|x| json!({
-                        "org": x.org, "allowed": x.allowed, "rule": x.rule, "reason": x.reason,
+                        "org": x.org, "functions": x.functions, "allowed": x.allowed, "rule": x.rule, "reason": x.reason,
                         "steps": x.steps.iter().map(|s| json!({"rule": s.rule, "allowed": s.allowed, "reason": s.reason})).collect::<Vec<_>>(),
                     }))
                     .collect()
@@ -131,8 +131,13 @@ async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::
         ),
         Output::Table => {
             for x in &r.recipients {
+                let functions = if x.functions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", x.functions.join(", "))
+                };
                 println!(
-                    "{} {}: {} (rule {})",
+                    "{} {}{functions}: {} (rule {})",
                     if x.allowed { "ALLOW" } else { "DENY " },
                     x.org,
                     x.reason,

@@ -154,6 +154,7 @@ pub(crate) mod testkit {
             accreditations: vec![],
             endpoint: "https://127.0.0.1:7443".into(),
             signing_keys: vec![],
+            functions: Vec::new(),
         }
     }
 

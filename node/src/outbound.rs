@@ -484,7 +484,15 @@ pub fn backfill_page(
 
 /// Every rule step for `content` towards `to` (or every candidate): egress for
 /// this node's own messages and drafts, ingress for received ones.
-pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Decision> {
+/// One recipient's routing decision, with the blueprint functions its certificate asserts
+/// (empty when this node has not seen its certificate).
+#[derive(Debug)]
+pub struct Explained {
+    pub decision: Decision,
+    pub functions: Vec<String>,
+}
+
+pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained> {
     let direction = if content.origin_org == st.org() {
         Direction::Egress
     } else {
@@ -502,9 +510,17 @@ pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Decision>
     } else {
         st.config.peers.iter().map(|p| p.org.clone()).collect()
     };
+    let cluster = st.cluster(&content.cluster);
     targets
         .iter()
-        .map(|org| st.decide(content, org, direction))
+        .map(|org| Explained {
+            decision: st.decide(content, org, direction),
+            functions: st
+                .directory
+                .profile(org, cluster.as_deref())
+                .map(|p| p.functions)
+                .unwrap_or_default(),
+        })
         .collect()
 }
 

@@ -44,7 +44,7 @@ pub use der::{load_certs_pem, load_key_pem, serial_hex};
 /// The former name of [`check_org_id`], kept so existing callers still build.
 pub use profile::check_org_id as validate_org;
 pub use profile::{
-    CertProfile, CertifiedKey, Level, OrgProfile, PROFILE_OID, PeerIdentity, UserRole,
+    CertProfile, CertifiedKey, Function, Level, OrgProfile, PROFILE_OID, PeerIdentity, UserRole,
     cert_profile, check_org_id, identity_from_chain, is_valid_id, key_id_for,
 };
 

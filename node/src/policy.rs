@@ -28,7 +28,8 @@
 //!
 //! `Org` attributes: `country` (`"BE"`, `"EU"`), `type` (`"csirt"`, `"military"`,
 //! `"ministry"`, `"eu-body"`, `"liaison"`, `"sectoral"`, …), `levels`, `sectors`,
-//! `accreditations` (sets of strings). Context: `direction` (`"egress"`|`"ingress"`),
+//! `accreditations`, `functions` (blueprint functions: `"csirts-network"`, `"cyclone"`,
+//! `"presidency"`, …) (sets of strings). Context: `direction` (`"egress"`|`"ingress"`),
 //! `kind` (the proto `Kind` name in kebab case: `"free-text"`, `"incident-report"`,
 //! `"situation-report"`, …), `level` (`"technical"`|`"operational"`|`"political"`), `tlp`
 //! (`"CLEAR"`, `"GREEN"`, `"AMBER"`, `"AMBER+STRICT"`, `"RED"`), `classification` (`""` when

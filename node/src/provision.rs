@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::config::{self, ConfigError, NodeConfig, PeerConfig};
 use crate::pki::{
-    self, FederationCa, Level, OrgBundle, OrgProfile, OrgRequest, PkiError, UserRole,
+    self, FederationCa, Function, Level, OrgBundle, OrgProfile, OrgRequest, PkiError, UserRole,
 };
 
 /// Directory of the federation CA, below the federation's directory.
@@ -63,6 +63,8 @@ pub struct OrgPlan {
     pub country: String,
     pub org_type: String,
     pub levels: Vec<Level>,
+    /// Blueprint functions the CA asserts for it.
+    pub functions: Vec<Function>,
     /// Where its node listens; its endpoint is `https://LISTEN`.
     pub listen: SocketAddr,
     /// Write every other organisation of the plan as a static `[[peers]]`
@@ -201,6 +203,7 @@ pub fn federation(
                 accreditations: Vec::new(),
                 endpoint: endpoint.clone(),
                 signing_keys: Vec::new(),
+                functions: plan.functions.iter().map(|f| f.to_string()).collect(),
             },
             validity_days: VALIDITY_DAYS,
         })?;
@@ -315,6 +318,7 @@ mod tests {
             country: country.into(),
             org_type: "csirt".into(),
             levels: vec![Level::Technical],
+            functions: vec![Function::CsirtsNetwork],
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             static_peers,
         }

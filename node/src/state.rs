@@ -206,6 +206,11 @@ impl NodeState {
                 last_error: s.last_error,
                 last_success_ms: s.last_success_ms,
                 kx_group: p.kx_group(),
+                functions: self
+                    .directory
+                    .profile(&p.org, None)
+                    .map(|pr| pr.functions)
+                    .unwrap_or_default(),
             });
         }
         out.sort_by(|a, b| a.org.cmp(&b.org));

@@ -21,7 +21,7 @@ pub use bluewire_proto::v1 as pb;
 
 use bluewire_node::client::Connection;
 use bluewire_node::config::NodeConfig;
-use bluewire_node::pki::{Level, OrgBundle};
+use bluewire_node::pki::{Function, Level, OrgBundle};
 use bluewire_node::provision::{self, ConfigEdit, FederationOptions, OrgPlan};
 use bluewire_node::signing::SigningKey;
 use bluewire_node::{Node, NodeState};
@@ -63,6 +63,8 @@ pub struct OrgSpec {
     pub country: String,
     pub org_type: String,
     pub levels: Vec<Level>,
+    /// Blueprint functions its certificate asserts (none unless given).
+    pub functions: Vec<Function>,
     /// Start the node inside the test process (default) or leave it for
     /// [`TestFederation::spawn_process`].
     pub in_process: bool,
@@ -75,8 +77,15 @@ impl OrgSpec {
             country: country.into(),
             org_type: org_type.into(),
             levels: levels.to_vec(),
+            functions: Vec::new(),
             in_process: true,
         }
+    }
+
+    /// With these blueprint functions in its certificate.
+    pub fn with_functions(mut self, functions: &[Function]) -> Self {
+        self.functions = functions.to_vec();
+        self
     }
 
     /// A national CSIRT at the technical level.
@@ -241,6 +250,7 @@ impl TestFederation {
                 country: spec.country.clone(),
                 org_type: spec.org_type.clone(),
                 levels: spec.levels.clone(),
+                functions: spec.functions.clone(),
                 listen: l.local_addr().expect("local addr"),
                 static_peers: opts.static_peers,
             });

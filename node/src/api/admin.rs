@@ -260,21 +260,27 @@ impl Admin for Api {
         };
         let recipients = crate::outbound::explain(st, &content, &r.to)
             .into_iter()
-            .map(|d| pb::RecipientExplanation {
-                org: d.org,
-                allowed: d.allowed,
-                rule: d.rule.to_string(),
-                reason: d.reason,
-                steps: d
-                    .steps
-                    .into_iter()
-                    .map(|s| pb::RuleResult {
-                        rule: s.rule.to_string(),
-                        allowed: s.allowed,
-                        reason: s.reason,
-                    })
-                    .collect(),
-            })
+            .map(
+                |crate::outbound::Explained {
+                     decision: d,
+                     functions,
+                 }| pb::RecipientExplanation {
+                    functions,
+                    org: d.org,
+                    allowed: d.allowed,
+                    rule: d.rule.to_string(),
+                    reason: d.reason,
+                    steps: d
+                        .steps
+                        .into_iter()
+                        .map(|s| pb::RuleResult {
+                            rule: s.rule.to_string(),
+                            allowed: s.allowed,
+                            reason: s.reason,
+                        })
+                        .collect(),
+                },
+            )
             .collect();
         Ok(Response::new(pb::ExplainResponse { recipients }))
     }

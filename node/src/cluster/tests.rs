@@ -50,6 +50,7 @@ fn fx() -> &'static Fixture {
                             accreditations: vec![],
                             endpoint: "https://127.0.0.1:7443".into(),
                             signing_keys: vec![],
+                            functions: Vec::new(),
                         },
                         validity_days: 30,
                     })
@@ -327,10 +328,40 @@ fn genesis_refusals() {
     let mut o = base.clone();
     o.op = Some(create_body(B, NAME));
     assert!(matches!(err(gen_(&o, A, A)), ClusterError::Certificate(_)));
-    // Id must be "<creator>/<name>".
+    // Id must be "<creator>/<name>", in the op and in the entry the convener sequenced.
     let mut o = base.clone();
     o.cluster_id = "org-b/ops".into();
-    assert!(matches!(err(gen_(&o, A, A)), ClusterError::Malformed(_)));
+    assert!(
+        matches!(err(gen_(&o, A, A)), ClusterError::Malformed(m) if m.contains("must be \"org-a/ops\""))
+    );
+    let relabelled = entry_with(
+        &ClusterEntryBody {
+            cluster_id: "org-a/other".into(),
+            index: 0,
+            prev_hash: String::new(),
+            op: Some(sign_op(key(A), &base)),
+            sequenced_at_ms: 1,
+        },
+        key(A),
+    );
+    assert!(matches!(
+        err(ClusterState::genesis(&relabelled, root())),
+        ClusterError::Malformed(m) if m.contains("must be \"org-a/ops\"")
+    ));
+    // The size limit is inclusive: an entry of exactly MAX_ENTRY_BYTES is judged on its
+    // merits (here: its padded signature), one byte more is refused unread.
+    let good = sequence(None, sign_op(key(A), &base), key(A), 1);
+    assert!(matches!(
+        err(ClusterState::genesis(
+            &padded_to(&good, MAX_ENTRY_BYTES),
+            root()
+        )),
+        ClusterError::BadSignature(_)
+    ));
+    assert!(matches!(
+        err(ClusterState::genesis(&padded_to(&good, MAX_ENTRY_BYTES + 1), root())),
+        ClusterError::Malformed(m) if m.contains("size limit")
+    ));
     // Bad name.
     let mut o = base.clone();
     o.op = Some(create_body(A, "Bad Name"));
@@ -954,13 +985,36 @@ fn tampered_entry_is_rejected() {
     assert!(
         matches!(err(replica.clone().apply(&t, root())), ClusterError::BadSignature(m) if m.contains("operation"))
     );
-    // An entry over the size limit.
-    let mut big = e.clone();
-    big.signature = vec![0; MAX_ENTRY_BYTES + 1];
+    // An entry over the size limit is refused unread; one at the limit is judged.
     assert!(matches!(
-        err(replica.clone().apply(&big, root())),
-        ClusterError::Malformed(_)
+        err(replica.clone().apply(&padded_to(&e, MAX_ENTRY_BYTES + 1), root())),
+        ClusterError::Malformed(m) if m.contains("over the limit")
     ));
+    assert!(matches!(
+        err(replica
+            .clone()
+            .apply(&padded_to(&e, MAX_ENTRY_BYTES), root())),
+        ClusterError::BadSignature(_)
+    ));
+}
+
+/// `e` with its signature replaced by zeros so that it encodes to exactly `len` bytes.
+fn padded_to(e: &ClusterEntry, len: usize) -> ClusterEntry {
+    let mut p = e.clone();
+    let mut n = len.saturating_sub(e.encoded_len());
+    for _ in 0..8 {
+        p.signature = vec![0; n];
+        let l = p.encoded_len();
+        if l == len {
+            return p;
+        }
+        n = if l > len {
+            n - (l - len)
+        } else {
+            n + (len - l)
+        };
+    }
+    panic!("cannot pad an entry to exactly {len} bytes");
 }
 
 // ---------------------------------------------------------------------------

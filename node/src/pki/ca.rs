@@ -336,6 +336,16 @@ impl FederationCa {
         let mut profile = req.profile.clone();
         profile.signing_keys.clear();
         profile.validate()?;
+        // This CA only asserts functions it knows, each once, in canonical order.
+        let mut functions = Vec::new();
+        for f in &profile.functions {
+            let f: super::Function = f.parse()?;
+            if !functions.contains(&f) {
+                functions.push(f);
+            }
+        }
+        functions.sort();
+        profile.functions = functions.iter().map(|f| f.as_str().to_string()).collect();
         let not_after =
             (OffsetDateTime::now_utc() + validity(req.validity_days)?).min(self.root_not_after()?);
         let issuer = self.issuer()?;

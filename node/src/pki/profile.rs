@@ -72,6 +72,85 @@ impl FromStr for Level {
     }
 }
 
+/// A function an organisation holds in the EU cybersecurity crisis-management blueprint,
+/// asserted by the federation CA in its certificate. The authority to send a crisis-workflow
+/// message comes only from here, never from a field the sender writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Function {
+    /// A national CSIRT (or CERT-EU) in the CSIRTs network: detects, escalates, advises.
+    CsirtsNetwork,
+    /// A member of EU-CyCLONe: assesses whether an incident is large-scale.
+    Cyclone,
+    /// The Council Presidency: activates and deactivates the crisis response (IPCR).
+    Presidency,
+    /// The General Secretariat of the Council: may switch on information-sharing mode.
+    CouncilSecretariat,
+    /// The European Commission.
+    Commission,
+    /// The High Representative / EEAS.
+    Eeas,
+    /// The Conference of EU Cyber Commanders.
+    CyberCommanders,
+    /// Runs the EU Cybersecurity Reserve (e.g. ENISA): receives assistance requests.
+    ReserveAuthority,
+    /// A sectoral information sharing and analysis centre.
+    Isac,
+}
+
+impl Function {
+    pub const ALL: [Function; 9] = [
+        Function::CsirtsNetwork,
+        Function::Cyclone,
+        Function::Presidency,
+        Function::CouncilSecretariat,
+        Function::Commission,
+        Function::Eeas,
+        Function::CyberCommanders,
+        Function::ReserveAuthority,
+        Function::Isac,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::CsirtsNetwork => "csirts-network",
+            Function::Cyclone => "cyclone",
+            Function::Presidency => "presidency",
+            Function::CouncilSecretariat => "council-secretariat",
+            Function::Commission => "commission",
+            Function::Eeas => "eeas",
+            Function::CyberCommanders => "cyber-commanders",
+            Function::ReserveAuthority => "reserve-authority",
+            Function::Isac => "isac",
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Function {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let want = s.trim().to_ascii_lowercase();
+        Function::ALL
+            .into_iter()
+            .find(|f| f.as_str() == want)
+            .ok_or_else(|| {
+                PkiError::Invalid(format!(
+                    "unknown blueprint function {s:?}; expected one of: {}",
+                    Function::ALL
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
 /// A message-signing public key certified by the federation CA.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertifiedKey {
@@ -100,9 +179,27 @@ pub struct OrgProfile {
     pub endpoint: String,
     #[serde(default)]
     pub signing_keys: Vec<CertifiedKey>,
+    /// Blueprint functions the organisation holds ([`Function`] names). Kept as written, so
+    /// a certificate from a newer CA naming a function this node does not know still
+    /// verifies; such a function grants nothing here ([`OrgProfile::holds`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
 }
 
 impl OrgProfile {
+    /// Does the CA assert that this organisation holds `f`?
+    pub fn holds(&self, f: Function) -> bool {
+        self.functions.iter().any(|x| x == f.as_str())
+    }
+
+    /// The functions this node knows, in their canonical order.
+    pub fn known_functions(&self) -> Vec<Function> {
+        Function::ALL
+            .into_iter()
+            .filter(|f| self.holds(*f))
+            .collect()
+    }
+
     /// Check every field; the error says which one is wrong and what is expected.
     pub fn validate(&self) -> Result<(), PkiError> {
         check_org_id(&self.org)?;
@@ -133,6 +230,7 @@ impl OrgProfile {
         for (what, list) in [
             ("sector", &self.sectors),
             ("accreditation", &self.accreditations),
+            ("function", &self.functions),
         ] {
             for s in list.iter() {
                 check_label(what, s)?;

@@ -28,6 +28,7 @@ fn profile(org: &str) -> OrgProfile {
         accreditations: vec!["EU RESTRICTED".into()],
         endpoint: "https://127.0.0.1:7443".into(),
         signing_keys: vec![],
+        functions: Vec::new(),
     }
 }
 
@@ -60,6 +61,59 @@ fn enums_parse_and_display() {
         serde_json::to_string(&Level::Political).unwrap(),
         "\"political\""
     );
+}
+
+#[test]
+fn blueprint_functions_are_certified_in_canonical_order_and_grant_only_what_is_known() {
+    for f in Function::ALL {
+        assert_eq!(f.to_string().parse::<Function>().unwrap(), f);
+    }
+    assert_eq!(" CyClOnE ".parse::<Function>().unwrap(), Function::Cyclone);
+    let e = "head-of-state".parse::<Function>().unwrap_err().to_string();
+    assert!(
+        e.contains("unknown blueprint function \"head-of-state\"")
+            && e.contains("csirts-network, cyclone, presidency"),
+        "{e}"
+    );
+
+    let ca = FederationCa::generate("Test Federation Root").unwrap();
+    let root = der(ca.cert_pem());
+    let mut r = req("cyclone-fr");
+    r.profile.functions = vec!["presidency".into(), "cyclone".into(), "cyclone".into()];
+    let bundle = ca.issue_org(&r).unwrap();
+    let node = der(&bundle.node_cert_pem);
+    let PeerIdentity::Node { profile: p, .. } =
+        identity_from_chain(std::slice::from_ref(&node), &root).unwrap()
+    else {
+        panic!("a node identity");
+    };
+    assert_eq!(p.functions, ["cyclone", "presidency"]);
+    assert!(p.holds(Function::Cyclone) && p.holds(Function::Presidency));
+    assert!(!p.holds(Function::CsirtsNetwork));
+    assert_eq!(
+        p.known_functions(),
+        [Function::Cyclone, Function::Presidency]
+    );
+
+    // The CA asserts only functions it knows.
+    let mut r = req("csirt-be");
+    r.profile.functions = vec!["king".into()];
+    let e = ca.issue_org(&r).unwrap_err().to_string();
+    assert!(e.contains("unknown blueprint function \"king\""), "{e}");
+
+    // A profile from a newer CA naming a function this node does not know still reads; the
+    // unknown function grants nothing. Profiles without functions keep their old encoding.
+    let mut newer = profile("csirt-be");
+    newer.functions = vec!["csirts-network".into(), "space-agency".into()];
+    let json = serde_json::to_string(&newer).unwrap();
+    let back: OrgProfile = serde_json::from_str(&json).unwrap();
+    assert!(back.validate().is_ok());
+    assert_eq!(back.known_functions(), [Function::CsirtsNetwork]);
+    let plain = serde_json::to_string(&profile("csirt-be")).unwrap();
+    assert!(!plain.contains("functions"), "{plain}");
+    let mut bad = profile("csirt-be");
+    bad.functions = vec![" cyclone".into()];
+    assert!(bad.validate().is_err(), "labels are checked like sectors");
 }
 
 #[test]

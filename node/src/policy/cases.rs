@@ -59,6 +59,9 @@ struct OrgSpec {
     sectors: Vec<String>,
     #[serde(default)]
     accreditations: Vec<String>,
+    /// Blueprint functions (`csirts-network`, `cyclone`, `presidency`, …).
+    #[serde(default)]
+    functions: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -136,6 +139,7 @@ fn org_profile(
         accreditations: spec.accreditations.clone(),
         endpoint: format!("https://{id}.invalid:443"),
         signing_keys: Vec::new(),
+        functions: spec.functions.clone(),
     })
 }
 

@@ -42,7 +42,9 @@ use crate::pki::OrgProfile;
 ///   - `type: String` — `csirt`, `liaison`, `eu-body`, `ministry`, `military`, `sectoral`, …;
 ///   - `levels: Set<String>` — subset of `technical`, `operational`, `political`;
 ///   - `sectors: Set<String>` — e.g. `energy`, `health`;
-///   - `accreditations: Set<String>` — e.g. `EU RESTRICTED`.
+///   - `accreditations: Set<String>` — e.g. `EU RESTRICTED`;
+///   - `functions: Set<String>` — blueprint functions, e.g. `csirts-network`, `cyclone`,
+///     `presidency`, `reserve-authority` (see [`crate::pki::Function`]).
 /// - `Action::"deliver"` — deliver one message to one recipient; `appliesTo` principal
 ///   `Org`, resource `Org`, with the context record:
 ///   - `direction: String` — `egress` (decided at the origin node) or `ingress` (decided
@@ -65,6 +67,7 @@ entity Org = {
   "levels": Set<String>,
   "sectors": Set<String>,
   "accreditations": Set<String>,
+  "functions": Set<String>,
 };
 
 action "deliver" appliesTo {
@@ -156,8 +159,8 @@ fn memo_key(input: &PolicyInput) -> String {
     let m = c.marking.clone().unwrap_or_default();
     let p = |o: &crate::pki::OrgProfile| {
         format!(
-            "{}|{}|{}|{:?}|{:?}|{:?}",
-            o.org, o.country, o.org_type, o.levels, o.sectors, o.accreditations
+            "{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
+            o.org, o.country, o.org_type, o.levels, o.sectors, o.accreditations, o.functions
         )
     };
     format!(
@@ -466,6 +469,10 @@ fn org_entity(p: &OrgProfile) -> Result<Entity, String> {
         (
             "accreditations".to_string(),
             str_set(p.accreditations.iter().map(String::as_str)),
+        ),
+        (
+            "functions".to_string(),
+            str_set(p.functions.iter().map(String::as_str)),
         ),
     ]
     .into_iter()

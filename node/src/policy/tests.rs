@@ -23,6 +23,7 @@ fn org(id: &str, ty: &str, levels: &[Level]) -> OrgProfile {
         accreditations: vec![],
         endpoint: format!("https://{id}.example:7443"),
         signing_keys: vec![],
+        functions: Vec::new(),
     }
 }
 
@@ -141,6 +142,25 @@ fn forbid_narrows() {
     );
     assert_eq!(eval(&p, &amber, &mil), Verdict::allow());
     assert_eq!(eval(&p, &red, &csirt), Verdict::allow());
+}
+
+#[test]
+fn a_policy_can_name_the_blueprint_functions_the_ca_certified() {
+    let p = LocalPolicy::from_text(
+        "@id(\"no-raw-reports-to-commanders\")\nforbid (principal, action == Action::\"deliver\", resource)\n  when { context.kind == \"incident-report\" && resource.functions.contains(\"cyber-commanders\") };\n",
+        "p.cedar",
+    )
+    .unwrap();
+    let mut commanders = org("eucc", "military", &[Level::Operational]);
+    commanders.functions = vec!["cyber-commanders".into()];
+    let mut cyclone = org("cyclone-fr", "liaison", &[Level::Operational]);
+    cyclone.functions = vec!["cyclone".into()];
+    let report = content(Tlp::Amber, PbLevel::Operational, false, "c1");
+    assert!(!eval(&p, &report, &commanders).allowed);
+    assert!(eval(&p, &report, &cyclone).allowed);
+    // The memo keys on functions too: the same org id with other functions decides anew.
+    let plain = org("eucc", "military", &[Level::Operational]);
+    assert!(eval(&p, &report, &plain).allowed);
 }
 
 #[test]

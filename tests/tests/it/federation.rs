@@ -1,7 +1,7 @@
 //! A message published at one CSIRT reaches every other organisation of the
 //! federation, verified, with the origin's exact signed bytes.
 
-use bluewire_node::pki::Level;
+use bluewire_node::pki::{Function, Level};
 use bluewire_node::signing::{self, MESSAGE_CONTEXT};
 use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, item_id, pb};
 
@@ -112,4 +112,56 @@ async fn published_message_reaches_every_org_verified_and_byte_identical() {
         "csirt-be outboxes did not drain: {:?}",
         fed.peers("csirt-be").await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blueprint_functions_come_from_certificates_and_show_in_peers_and_explain() {
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE").with_functions(&[Function::CsirtsNetwork]),
+        OrgSpec::new("cyclone-fr", "FR", "liaison", &[Level::Technical])
+            .with_functions(&[Function::Presidency, Function::Cyclone]),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    // Once each link has handshaken, the peer's certified functions are known.
+    assert_eventually!(
+        {
+            let peers = fed.peers("csirt-be").await;
+            let of = |org: &str| {
+                peers
+                    .iter()
+                    .find(|p| p.org == org)
+                    .map(|p| p.functions.clone())
+            };
+            of("cyclone-fr") == Some(vec!["cyclone".into(), "presidency".into()])
+                && of("csirt-fr") == Some(Vec::new())
+        },
+        "peers at csirt-be: {:?}",
+        fed.peers("csirt-be").await
+    );
+    let explained = fed
+        .admin("csirt-fr")
+        .explain(pb::ExplainRequest {
+            draft: Some(pb::PublishRequest {
+                kind: pb::Kind::FreeText as i32,
+                level: pb::Level::Technical as i32,
+                marking: Some(pb::Marking {
+                    tlp: pb::Tlp::Green as i32,
+                    ..Default::default()
+                }),
+                body: Some(pb::publish_request::Body::FreeText(pb::FreeText {
+                    title: "t".into(),
+                    body: "b".into(),
+                })),
+                ..Default::default()
+            }),
+            to: "csirt-be".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("explain a draft")
+        .into_inner()
+        .recipients;
+    assert_eq!(explained.len(), 1, "{explained:?}");
+    assert_eq!(explained[0].functions, ["csirts-network"], "{explained:?}");
 }
