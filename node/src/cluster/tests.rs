@@ -367,6 +367,19 @@ fn genesis_refusals() {
     o.op = Some(create_body(A, "Bad Name"));
     o.cluster_id = cluster_id(ORGS[A], "Bad Name");
     assert!(matches!(err(gen_(&o, A, A)), ClusterError::Malformed(_)));
+    // A cluster works at one or more valid levels: none, or an unknown one, is refused.
+    for levels in [vec![], vec![pb::Level::Technical as i32, 9]] {
+        let mut o = base.clone();
+        let Some(Op::Create(mut c)) = o.op.clone() else {
+            unreachable!()
+        };
+        c.levels = levels.clone();
+        o.op = Some(Op::Create(c));
+        assert!(
+            matches!(err(gen_(&o, A, A)), ClusterError::Malformed(m) if m.contains("valid levels")),
+            "levels {levels:?}"
+        );
+    }
     // A create has no base.
     let mut o = base.clone();
     o.base_hash = "ab".into();
