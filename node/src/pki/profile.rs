@@ -58,17 +58,30 @@ impl fmt::Display for Level {
     }
 }
 
+/// The member of `all` named `s` (trimmed, any case), or an error listing the names.
+fn one_of<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+    s: &str,
+) -> Result<T, PkiError> {
+    let want = s.trim().to_ascii_lowercase();
+    all.iter()
+        .copied()
+        .find(|x| name(*x) == want)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|x| name(*x)).collect();
+            PkiError::Invalid(format!(
+                "unknown {what} {s:?}; expected one of: {}",
+                names.join(", ")
+            ))
+        })
+}
+
 impl FromStr for Level {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Level::ALL
-            .into_iter()
-            .find(|l| l.as_str() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| {
-                PkiError::Invalid(format!(
-                    "unknown level {s:?}; expected one of: technical, operational, political"
-                ))
-            })
+        one_of(&Level::ALL, Level::as_str, "level", s)
     }
 }
 
@@ -134,20 +147,7 @@ impl fmt::Display for Function {
 impl FromStr for Function {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let want = s.trim().to_ascii_lowercase();
-        Function::ALL
-            .into_iter()
-            .find(|f| f.as_str() == want)
-            .ok_or_else(|| {
-                PkiError::Invalid(format!(
-                    "unknown blueprint function {s:?}; expected one of: {}",
-                    Function::ALL
-                        .iter()
-                        .map(|f| f.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
+        one_of(&Function::ALL, Function::as_str, "blueprint function", s)
     }
 }
 
@@ -293,14 +293,7 @@ impl fmt::Display for UserRole {
 impl FromStr for UserRole {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        UserRole::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| {
-                PkiError::Invalid(format!(
-                    "unknown user role {s:?}; expected one of: analyst, operator, soc-tool"
-                ))
-            })
+        one_of(&UserRole::ALL, UserRole::as_str, "user role", s)
     }
 }
 

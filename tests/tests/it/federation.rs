@@ -3,7 +3,7 @@
 
 use bluewire_node::pki::{Function, Level};
 use bluewire_node::signing::{self, MESSAGE_CONTEXT};
-use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, item_id, pb};
+use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, free_text, item_id, pb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn published_message_reaches_every_org_verified_and_byte_identical() {
@@ -139,22 +139,19 @@ async fn blueprint_functions_come_from_certificates_and_show_in_peers_and_explai
         "peers at csirt-be: {:?}",
         fed.peers("csirt-be").await
     );
+    // csirt-fr explains once it has seen csirt-be's certificate (its own link handshook).
+    assert_eventually!(
+        fed.peers("csirt-fr")
+            .await
+            .iter()
+            .any(|p| p.org == "csirt-be" && !p.functions.is_empty()),
+        "peers at csirt-fr: {:?}",
+        fed.peers("csirt-fr").await
+    );
     let explained = fed
         .admin("csirt-fr")
         .explain(pb::ExplainRequest {
-            draft: Some(pb::PublishRequest {
-                kind: pb::Kind::FreeText as i32,
-                level: pb::Level::Technical as i32,
-                marking: Some(pb::Marking {
-                    tlp: pb::Tlp::Green as i32,
-                    ..Default::default()
-                }),
-                body: Some(pb::publish_request::Body::FreeText(pb::FreeText {
-                    title: "t".into(),
-                    body: "b".into(),
-                })),
-                ..Default::default()
-            }),
+            draft: Some(free_text("t")),
             to: "csirt-be".into(),
             ..Default::default()
         })
