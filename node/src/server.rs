@@ -134,6 +134,9 @@ impl Node {
         })?;
         let store = Store::open(&config.data_dir)?;
         let tasks = crate::tasks::Tasks::new();
+        // From here on, a start that fails (or a node dropped without shutdown) stops every
+        // task already spawned.
+        let stop_on_drop = tasks.stopping().drop_guard();
         let server_config = tls.server_config()?;
         let client_config = tls.client_config()?;
         tls.spawn_crl_watcher(Duration::from_secs(config.tls.crl_poll_secs), &tasks);
@@ -257,7 +260,7 @@ impl Node {
         Ok(Node {
             state,
             served,
-            _stop_on_drop: tasks.stopping().drop_guard(),
+            _stop_on_drop: stop_on_drop,
         })
     }
 
