@@ -164,9 +164,8 @@ impl Node {
             cluster_lock: tokio::sync::Mutex::new(()),
             directory: crate::directory::Directory::new(profile.clone()),
             fed_clients: DashMap::new(),
-            client_config: client_config.clone(),
             dialer: crate::peers::Dialer {
-                client_config: client_config.clone(),
+                client_config,
                 root_der: tls.root_der.clone(),
                 max_request_bytes: config.limits.max_request_bytes,
             },

@@ -53,7 +53,6 @@ pub struct NodeState {
     /// Organisations this node knows: certificates, profiles, signing keys.
     pub directory: crate::directory::Directory,
     pub fed_clients: DashMap<String, FederationClient<Channel>>,
-    pub client_config: Arc<rustls::ClientConfig>,
     /// Makes every federation client this node uses.
     pub dialer: crate::peers::Dialer,
     /// Every background task of this node (see [`crate::tasks`]).

@@ -71,7 +71,7 @@ impl Tasks {
     pub async fn drained(&self, within: Duration) -> Result<(), usize> {
         tokio::time::timeout(within, self.tracker.wait())
             .await
-            .map_err(|_| self.tracker.len())
+            .map_err(|_| self.running())
     }
 
     /// Tasks still running.

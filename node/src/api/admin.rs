@@ -59,7 +59,7 @@ impl Admin for Api {
         _req: Request<pb::PeersRequest>,
     ) -> Result<Response<pb::PeersResponse>, Status> {
         Ok(Response::new(pb::PeersResponse {
-            peers: self.peer_statuses()?,
+            peers: self.state.peer_statuses().map_err(internal)?,
         }))
     }
 
@@ -361,10 +361,6 @@ impl Admin for Api {
 }
 
 impl Api {
-    fn peer_statuses(&self) -> Result<Vec<pb::PeerStatus>, Status> {
-        self.state.peer_statuses().map_err(internal)
-    }
-
     fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {
         self.resolve(&req.into_inner().cluster)
     }
