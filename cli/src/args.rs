@@ -13,8 +13,6 @@ pub enum KindArg {
     #[value(alias = "incident-report")]
     Incident,
     SituationReport,
-    CrisisStatus,
-    Assessment,
     PublicCommunication,
 }
 
@@ -58,8 +56,6 @@ impl From<KindArg> for pb::Kind {
             KindArg::Text => pb::Kind::FreeText,
             KindArg::Incident => pb::Kind::IncidentReport,
             KindArg::SituationReport => pb::Kind::SituationReport,
-            KindArg::CrisisStatus => pb::Kind::CrisisStatus,
-            KindArg::Assessment => pb::Kind::Assessment,
             KindArg::PublicCommunication => pb::Kind::PublicCommunication,
         }
     }

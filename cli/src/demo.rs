@@ -27,6 +27,16 @@ pub struct DemoArgs {
     /// Leave the nodes running and print how to use them.
     #[arg(long)]
     pub keep: bool,
+    /// What to run: `sharing` (four organisations, clusters and routing) or `blueprint`
+    /// (seven organisations run a crisis case from detection to lessons learned).
+    #[arg(long, value_enum, default_value_t = Scenario::Sharing)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Sharing,
+    Blueprint,
 }
 
 pub fn demo_orgs() -> Vec<OrgSpec> {
@@ -87,13 +97,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
     };
     println!("== Bluewire demo federation in {}", dir.display());
-    let specs = demo_orgs();
+    let specs = match a.scenario {
+        Scenario::Sharing => demo_orgs(),
+        Scenario::Blueprint => crate::blueprint::orgs(),
+    };
     let mut fed = LocalFederation::create(&dir, &specs, &[])?;
     println!(
         "\n1. Federation PKI: root CA, one certificate + signing key per organisation (CA-asserted profile)"
     );
     table(
-        &["ORG", "WHAT", "COUNTRY", "LEVELS", "ENDPOINT"],
+        &["ORG", "WHAT", "COUNTRY", "LEVELS", "FUNCTIONS", "ENDPOINT"],
         &fed.orgs
             .iter()
             .map(|o| {
@@ -107,11 +120,30 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
                         .map(|l| l.as_str())
                         .collect::<Vec<_>>()
                         .join(","),
+                    o.spec
+                        .functions
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     o.endpoint.clone(),
                 ]
             })
             .collect::<Vec<_>>(),
     );
+    if a.scenario == Scenario::Blueprint {
+        let r = crate::blueprint::run(&mut fed, &dir).await;
+        if r.is_ok() && a.keep {
+            fed.detach();
+            println!(
+                "\nThe federation keeps running. Stop it with:  kill $(cat {}/*/node.pid)",
+                dir.display()
+            );
+        } else {
+            fed.stop_all();
+        }
+        return r;
+    }
     println!("\n2. Starting four node processes (mutual TLS 1.3, X25519MLKEM768)…");
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
@@ -491,7 +523,11 @@ async fn publish(
 }
 
 /// The convener invites `org`; once the invitation has replicated, `org`'s operator accepts.
-async fn invite_and_accept(fed: &LocalFederation, cid: &str, org: &str) -> anyhow::Result<()> {
+pub(crate) async fn invite_and_accept(
+    fed: &LocalFederation,
+    cid: &str,
+    org: &str,
+) -> anyhow::Result<()> {
     let convener = fed.connect("csirt-be", "operator")?;
     convener
         .admin()

@@ -57,6 +57,12 @@ fn parts(item: &pb::FeedItem) -> (pb::Content, pb::Marking, String, String) {
             format!("retraction of {}/{}", r.target_origin, r.target_id),
             r.reason.clone(),
         ),
+        Some(_) => (
+            bluewire_node::case::summary(&c),
+            bluewire_node::case::case_key(&c)
+                .map(|k| format!("case {k}"))
+                .unwrap_or_default(),
+        ),
         None => (String::new(), String::new()),
     };
     (c, m, title, body)

@@ -7,6 +7,8 @@
 mod args;
 mod audit_cmd;
 mod bench;
+mod blueprint;
+mod case_cmd;
 mod cluster_cmd;
 mod connection;
 mod demo;
@@ -88,6 +90,14 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Crisis cases (the EU blueprint workflow): open, escalate, advise, assess, crisis
+    /// status, situation reports, communication lines, lessons learned; list, show, timeline.
+    #[command(subcommand)]
+    Case(case_cmd::CaseCommand),
+    /// Requests to the EU Cybersecurity Reserve (24 h clock): request, ack, assign,
+    /// delivered, close, list.
+    #[command(subcommand)]
+    Reserve(case_cmd::ReserveCommand),
     /// Need-to-know clusters: create, invite, accept, leave, roles, log.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -162,6 +172,8 @@ fn main() -> ExitCode {
             Command::Peers => node_cmd::peers(&cli.conn, out).await,
             Command::Rejections { limit } => node_cmd::rejections(&cli.conn, limit, out).await,
             Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
+            Command::Case(c) => case_cmd::run(&cli.conn, c, out).await,
+            Command::Reserve(r) => case_cmd::reserve(&cli.conn, r, out).await,
             Command::Metrics => node_cmd::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
             Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,

@@ -79,14 +79,12 @@ pub fn build_publish(a: &PublishArgs) -> pb::PublishRequest {
 /// The request for `a`, published to `cluster` ("" for a direct message).
 pub fn build_publish_in(a: &PublishArgs, cluster: &str) -> pb::PublishRequest {
     let body = match a.kind {
-        KindArg::Text
-        | KindArg::SituationReport
-        | KindArg::CrisisStatus
-        | KindArg::Assessment
-        | KindArg::PublicCommunication => pb::publish_request::Body::FreeText(pb::FreeText {
-            title: a.title.clone(),
-            body: a.body.clone(),
-        }),
+        KindArg::Text | KindArg::SituationReport | KindArg::PublicCommunication => {
+            pb::publish_request::Body::FreeText(pb::FreeText {
+                title: a.title.clone(),
+                body: a.body.clone(),
+            })
+        }
         KindArg::Incident => pb::publish_request::Body::Incident(pb::IncidentReport {
             title: a.title.clone(),
             description: a.body.clone(),
@@ -136,7 +134,7 @@ pub async fn publish(c: &ConnArgs, a: PublishCmd, out: Output) -> anyhow::Result
 }
 
 /// Print where a publish or re-share went and where routing refused it.
-fn report_routing(r: &pb::PublishResponse, headline: &str, cluster: &str, out: Output) {
+pub fn report_routing(r: &pb::PublishResponse, headline: &str, cluster: &str, out: Output) {
     match out {
         Output::Json => println!(
             "{}",

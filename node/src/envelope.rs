@@ -58,6 +58,10 @@ pub enum Rejected {
     /// A retraction or marking change its signer has no authority for.
     #[error("control message refused (control-authority): {0}")]
     Control(String),
+    /// A crisis-workflow step its signer may not send, or that does not follow the case
+    /// as this node holds it.
+    #[error("workflow step refused (workflow): {0}")]
+    Workflow(String),
 }
 
 impl Rejected {
@@ -75,6 +79,7 @@ impl Rejected {
             Rejected::Later(_) => "retry",
             Rejected::Author { .. } => "author",
             Rejected::Control(_) => "control-authority",
+            Rejected::Workflow(_) => "workflow",
         }
     }
 }
@@ -167,29 +172,52 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         return bad("marking has no TLP: every message carries TLP 2.0".into());
     }
     match (kind, &c.body) {
+        // The crisis workflow: typed bodies with their own rules (crate::case).
+        (_, Some(b)) if crate::case::is_case_body(b) => {
+            crate::case::check_fields(c).map_err(Rejected::Invalid)?;
+        }
+        (
+            Kind::CaseOpen
+            | Kind::Escalation
+            | Kind::Advice
+            | Kind::Reserve
+            | Kind::Notice
+            | Kind::LessonsLearned
+            | Kind::CaseReopen,
+            _,
+        ) => {
+            crate::case::check_fields(c).map_err(Rejected::Invalid)?;
+        }
         (Kind::FreeText, Some(Body::FreeText(t))) if !t.title.is_empty() || !t.body.is_empty() => {}
         (Kind::FreeText, _) => return bad("kind free-text needs a free_text body".into()),
         (Kind::IncidentReport, Some(Body::Incident(i))) if !i.title.is_empty() => {}
         (Kind::IncidentReport, _) => {
             return bad("kind incident needs an incident body with a title".into());
         }
-        (
-            Kind::SituationReport
-            | Kind::CrisisStatus
-            | Kind::Assessment
-            | Kind::PublicCommunication,
-            Some(Body::FreeText(t)),
-        ) if !t.title.is_empty() => {}
-        (
-            Kind::SituationReport
-            | Kind::CrisisStatus
-            | Kind::Assessment
-            | Kind::PublicCommunication,
-            _,
-        ) => {
+        // Narrative outside a case (a national situation report, a line not tied to one).
+        (Kind::SituationReport | Kind::PublicCommunication, Some(Body::FreeText(t)))
+            if !t.title.is_empty() => {}
+        (Kind::SituationReport | Kind::PublicCommunication, _) => {
             return bad(format!(
-                "kind {} needs a free_text body with a title",
-                kind_label(c.kind)
+                "kind {} needs a {} body for a case, or a free_text body with a title",
+                kind_label(c.kind),
+                if kind == Kind::SituationReport {
+                    "situation_report"
+                } else {
+                    "communication"
+                }
+            ));
+        }
+        // These move a case's state: typed, and sent only by the certified functions.
+        (Kind::CrisisStatus | Kind::Assessment, _) => {
+            return bad(format!(
+                "kind {} needs its typed {} body: it moves a case's state (bluewire case …)",
+                kind_label(c.kind),
+                if kind == Kind::CrisisStatus {
+                    "crisis_status"
+                } else {
+                    "assessment"
+                }
             ));
         }
         // An empty target_origin (signed before targets named their origin) means the
@@ -219,7 +247,7 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         return Err(Rejected::Unroutable {
             rule: "levels",
             reason: format!(
-                "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}: escalate with a summary instead of raw technical content",
+                "the political level receives situation reports, crisis status, assessments, public-communication lines, notices, lessons learned and reopens, not {}: escalate with a summary instead of raw technical content",
                 kind_label(c.kind)
             ),
         });
@@ -261,6 +289,13 @@ pub fn kind_label(k: i32) -> &'static str {
         Kind::PublicCommunication => "public-communication",
         Kind::MarkingChange => "marking-change",
         Kind::Retraction => "retraction",
+        Kind::CaseOpen => "case-open",
+        Kind::Escalation => "escalation",
+        Kind::Advice => "advice",
+        Kind::Reserve => "reserve",
+        Kind::Notice => "notice",
+        Kind::LessonsLearned => "lessons-learned",
+        Kind::CaseReopen => "case-reopen",
         Kind::Unspecified => "unspecified",
     }
 }
@@ -384,7 +419,13 @@ pub fn forwarded_view(content: &Content, a: &bluewire_proto::v1::ForwardAttestat
 pub fn is_political_kind(k: Kind) -> bool {
     matches!(
         k,
-        Kind::SituationReport | Kind::CrisisStatus | Kind::Assessment | Kind::PublicCommunication
+        Kind::SituationReport
+            | Kind::CrisisStatus
+            | Kind::Assessment
+            | Kind::PublicCommunication
+            | Kind::Notice
+            | Kind::LessonsLearned
+            | Kind::CaseReopen
     )
 }
 
@@ -563,13 +604,40 @@ mod tests {
                 Some("needs an incident body"),
             ),
             (Kind::SituationReport, text("t", ""), None),
-            (Kind::CrisisStatus, text("t", ""), None),
-            (Kind::Assessment, text("t", ""), None),
             (Kind::PublicCommunication, text("t", ""), None),
+            // Crisis status and assessment move a case: typed only.
+            (
+                Kind::CrisisStatus,
+                text("t", ""),
+                Some("kind crisis-status needs its typed crisis_status body"),
+            ),
+            (
+                Kind::Assessment,
+                text("t", ""),
+                Some("kind assessment needs its typed assessment body"),
+            ),
             (
                 Kind::SituationReport,
                 text("", "b"),
-                Some("kind situation-report needs a free_text body with a title"),
+                Some(
+                    "kind situation-report needs a situation_report body for a case, or a free_text body with a title",
+                ),
+            ),
+            (
+                Kind::PublicCommunication,
+                incident("t"),
+                Some("needs a communication body for a case"),
+            ),
+            // A workflow kind without its typed body, and a typed body under another kind.
+            (
+                Kind::Escalation,
+                text("t", "b"),
+                Some("kind escalation needs its typed workflow body"),
+            ),
+            (
+                Kind::CaseOpen,
+                None,
+                Some("kind case-open needs its typed body"),
             ),
             (
                 Kind::CrisisStatus,
@@ -628,7 +696,7 @@ mod tests {
 
     #[test]
     fn labels_are_the_one_vocabulary() {
-        let kinds: Vec<&str> = (0..=9).map(kind_label).collect();
+        let kinds: Vec<&str> = (0..=16).map(kind_label).collect();
         assert_eq!(
             kinds,
             [
@@ -641,6 +709,13 @@ mod tests {
                 "public-communication",
                 "marking-change",
                 "retraction",
+                "case-open",
+                "escalation",
+                "advice",
+                "reserve",
+                "notice",
+                "lessons-learned",
+                "case-reopen",
                 "unspecified",
             ]
         );
@@ -685,14 +760,48 @@ mod tests {
                 body: String::new(),
             }))
         };
-        for kind in [
-            Kind::SituationReport,
-            Kind::CrisisStatus,
-            Kind::Assessment,
-            Kind::PublicCommunication,
-        ] {
+        for kind in [Kind::SituationReport, Kind::PublicCommunication] {
             assert_eq!(validate(&at_political(kind, summary())), Ok(()), "{kind:?}");
         }
+        // Workflow steps: the political kinds pass, raw technical steps do not.
+        let case = bluewire_proto::v1::MessageRef {
+            origin: "csirt-be".into(),
+            id: new_id(),
+        };
+        let link = Some(bluewire_proto::v1::CaseLink {
+            case: Some(case.clone()),
+            previous: Some(case),
+        });
+        let in_case = |kind: Kind, body: Body| Content {
+            cluster: "csirt-be/crisis".into(),
+            ..at_political(kind, Some(body))
+        };
+        let status = in_case(
+            Kind::CrisisStatus,
+            Body::CrisisStatus(bluewire_proto::v1::CrisisStatusDecision {
+                link: link.clone(),
+                from_mode: 1,
+                from_crisis: 1,
+                to_mode: 2,
+                to_crisis: 1,
+                rationale: String::new(),
+            }),
+        );
+        assert_eq!(validate(&status), Ok(()));
+        let escalation = in_case(
+            Kind::Escalation,
+            Body::Escalation(bluewire_proto::v1::Escalation {
+                link,
+                summary: "s".into(),
+                affected_countries: vec!["BE".into()],
+                proposed_level: Level::Political as i32,
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(
+            validate(&escalation),
+            Err(Rejected::Unroutable { rule: "levels", .. })
+        ));
         let retraction = Some(Body::Retraction(Retraction {
             target_id: "m".into(),
             ..Default::default()

@@ -85,6 +85,33 @@ pub fn in_audience(
     router.audience(target, org, profile.as_ref())
 }
 
+/// The crisis-workflow rules for a workflow message (see [`crate::case`]): the signer's
+/// certified functions and levels allow it, and it follows the case and the step it names as
+/// far as `known` holds them. The same call at the origin and at every receiver.
+pub fn workflow(known: &impl Known, c: &Content) -> Result<(), String> {
+    if !crate::case::is_case_message(c) {
+        return Ok(());
+    }
+    let cluster = if c.cluster.is_empty() {
+        None
+    } else {
+        known.cluster(&c.cluster)
+    };
+    let signer = known.profile(&c.origin_org, cluster.as_deref());
+    crate::case::authority(c, signer.as_ref())?;
+    let held = |r: Option<(&str, &str)>| -> Result<Option<Content>, String> {
+        match r {
+            Some((o, i)) if (o, i) != (c.origin_org.as_str(), c.id.as_str()) => {
+                Ok(known.held(o, i)?.map(|h| h.0))
+            }
+            _ => Ok(None),
+        }
+    };
+    let case = held(crate::case::case_of(c))?;
+    let prev = held(crate::case::previous(c))?;
+    crate::case::follows(c, case.as_ref(), prev.as_ref())
+}
+
 /// An in-memory [`Known`] for unit tests of the pure decisions: what a node
 /// knows, as plain maps.
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod case;
 pub mod client;
 pub mod clock;
 pub mod cluster;
@@ -33,6 +34,7 @@ pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;
+pub mod workflow;
 
 pub use server::{Node, NodeError};
 pub use state::NodeState;

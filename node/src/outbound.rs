@@ -43,6 +43,8 @@ pub enum OutboundError {
     Authority(Rejected),
     #[error(transparent)]
     Cluster(#[from] ClusterRefError),
+    #[error(transparent)]
+    Case(#[from] crate::workflow::CaseError),
     #[error("retracted by its origin: {0}")]
     Retracted(String),
     #[error("cannot re-share: {0}")]
@@ -189,13 +191,24 @@ pub fn draft(
             (x.target_origin, x.target_id) = (t.origin, t.id);
             Some(pb::content::Body::Retraction(x))
         }
+        Some(In::CaseOpen(b)) => Some(pb::content::Body::CaseOpen(b)),
+        Some(In::Escalation(b)) => Some(pb::content::Body::Escalation(b)),
+        Some(In::Advice(b)) => Some(pb::content::Body::Advice(b)),
+        Some(In::Assessment(b)) => Some(pb::content::Body::Assessment(b)),
+        Some(In::CrisisStatus(b)) => Some(pb::content::Body::CrisisStatus(b)),
+        Some(In::SituationReport(b)) => Some(pb::content::Body::SituationReport(b)),
+        Some(In::Communication(b)) => Some(pb::content::Body::Communication(b)),
+        Some(In::Reserve(b)) => Some(pb::content::Body::Reserve(b)),
+        Some(In::Notice(b)) => Some(pb::content::Body::Notice(b)),
+        Some(In::Lessons(b)) => Some(pb::content::Body::Lessons(b)),
+        Some(In::Reopen(b)) => Some(pb::content::Body::Reopen(b)),
     };
     let cluster = if r.cluster.is_empty() {
         None
     } else {
         Some(st.resolve_cluster(&r.cluster)?)
     };
-    let content = pb::Content {
+    let mut content = pb::Content {
         id: envelope::new_id(),
         origin_org: st.org().to_string(),
         author: format!("{}/{}", st.org(), user),
@@ -212,6 +225,8 @@ pub fn draft(
         no_reshare: r.no_reshare,
         body,
     };
+    let now = content.created_at_ms;
+    crate::workflow::aim(st, &mut content, now)?;
     envelope::validate(&content).map_err(OutboundError::Invalid)?;
     Ok(content)
 }
@@ -280,6 +295,8 @@ pub async fn publish(
     let now = crate::clock::now_ms();
     let mut content = draft(st, user, r)?;
     prepare_control(st, &mut content)?;
+    // The crisis-workflow rules, as every receiver will apply them.
+    known::workflow(st, &content).map_err(|w| OutboundError::Authority(Rejected::Workflow(w)))?;
     let cluster = st.cluster(&content.cluster);
     if let Some(c) = &cluster {
         st.router
@@ -406,6 +423,7 @@ pub async fn reshare(
         .insert(NewMessage {
             id: format!("{RESHARE_PREFIX}{}:{}", content.id, c.id),
             reshare: true,
+            case: String::new(),
             outbox: queued_for.clone(),
             audit: vec![
                 AuditEvent::new(AuditKind::Sent)

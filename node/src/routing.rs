@@ -480,7 +480,7 @@ fn recipients(content: &Content, ctx: &Context<'_>) -> Outcome {
     }
 }
 
-fn pki_level(l: i32) -> Option<pki::Level> {
+pub(crate) fn pki_level(l: i32) -> Option<pki::Level> {
     match Level::try_from(l).ok()? {
         Level::Technical => Some(pki::Level::Technical),
         Level::Operational => Some(pki::Level::Operational),
@@ -502,7 +502,7 @@ fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
         && !is_control_kind(kind)
     {
         return Outcome::Deny(format!(
-            "the political level receives situation reports, crisis status, assessments and public-communication lines, not {}",
+            "the political level receives situation reports, crisis status, assessments, public-communication lines, notices, lessons learned and reopens, not {}",
             crate::envelope::kind_label(content.kind)
         ));
     }

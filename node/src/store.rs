@@ -170,6 +170,9 @@ pub struct NewMessage {
     /// This node's re-share copy of another message (an outbox record carrying the forwarded
     /// envelope, under a local id): feeds and backfill skip it.
     pub reshare: bool,
+    /// The case a workflow message belongs to ("ORIGIN/ID" of its opening message; "" for
+    /// none): indexed so a case's messages are read without scanning the store.
+    pub case: String,
     /// Peer it came from; "" when published locally.
     pub received_from: String,
     pub received_at_ms: i64,
@@ -197,6 +200,7 @@ impl NewMessage {
             level: content.level,
             cluster: content.cluster.clone(),
             reshare: false,
+            case: crate::case::case_key(content).unwrap_or_default(),
             received_from: received_from.to_string(),
             received_at_ms,
             outbox: Vec::new(),

@@ -554,6 +554,7 @@ pub fn title_of(c: &pb::Content) -> String {
             m.target_id,
             envelope::tlp_label(m.marking.as_ref().map_or(0, |m| m.tlp))
         ),
+        Some(_) => bluewire_node::case::summary(c),
         None => String::new(),
     }
 }

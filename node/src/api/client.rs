@@ -57,6 +57,32 @@ impl Client for Api {
         Ok(Response::new(resp))
     }
 
+    async fn list_cases(
+        &self,
+        req: Request<pb::ListCasesRequest>,
+    ) -> Result<Response<pb::ListCasesResponse>, Status> {
+        Caller::user(&req)?;
+        let now = crate::workflow::at_or_now(req.get_ref().at_ms);
+        let cases = crate::workflow::list(&self.state, now)?
+            .iter()
+            .map(|v| crate::workflow::summary_pb(v, now))
+            .collect();
+        Ok(Response::new(pb::ListCasesResponse { cases }))
+    }
+
+    async fn get_case(
+        &self,
+        req: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::CaseDetail>, Status> {
+        Caller::user(&req)?;
+        let r = req.into_inner();
+        let now = crate::workflow::at_or_now(r.at_ms);
+        let (origin, id) = crate::feed::parse_reference(&r.case);
+        let (origin, id) = crate::workflow::resolve(&self.state, origin, id)?;
+        let held = crate::workflow::load(&self.state, &origin, &id, now)?;
+        Ok(Response::new(crate::workflow::detail_pb(&held.view, now)))
+    }
+
     async fn commit_cursor(
         &self,
         req: Request<pb::CommitCursorRequest>,

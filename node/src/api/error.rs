@@ -11,6 +11,7 @@ use crate::peers::ConnectError;
 use crate::replication::ReplicationError;
 use crate::state::ClusterRefError;
 use crate::store::StoreError;
+use crate::workflow::CaseError;
 
 impl From<LookupError> for Status {
     fn from(e: LookupError) -> Self {
@@ -40,6 +41,7 @@ impl From<OutboundError> for Status {
         match e {
             OutboundError::Lookup(l) => l.into(),
             OutboundError::Cluster(c) => c.into(),
+            OutboundError::Case(c) => c.into(),
             OutboundError::Invalid(_) | OutboundError::SameCluster { .. } => {
                 Status::invalid_argument(msg)
             }
@@ -53,6 +55,17 @@ impl From<OutboundError> for Status {
             OutboundError::Retracted(_) => Status::failed_precondition(msg),
             OutboundError::Store { .. } => Status::unavailable(msg),
             OutboundError::Unreadable(_) => Status::internal(msg),
+        }
+    }
+}
+
+impl From<CaseError> for Status {
+    fn from(e: CaseError) -> Self {
+        let msg = e.to_string();
+        match e {
+            CaseError::Lookup(l) => l.into(),
+            CaseError::NotACase(_) => Status::invalid_argument(msg),
+            CaseError::Refused(_) => Status::failed_precondition(msg),
         }
     }
 }

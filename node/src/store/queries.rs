@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use crate::audit;
 
 use super::tables::{
-    ANNOTATIONS, AUDIT, AUDIT_META, AuditHead, CLUSTER_LOG, COUNTERS, CURSORS, DIRECTORY, IDS,
-    KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX, REJECTIONS,
+    ANNOTATIONS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS, DIRECTORY,
+    IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX, REJECTIONS,
     RejectionRecord, delivered_key, depth_key, read_audit_head,
 };
 use super::{
@@ -141,6 +141,44 @@ impl Store {
                 break;
             }
             out.push(read_indexed(&messages, v.value(), id)?);
+        }
+        Ok(out)
+    }
+
+    /// The stored messages of the case `key` ("ORIGIN/ID" of its opening message), in the
+    /// order this node stored them.
+    pub fn case_messages(&self, key: &str) -> Result<Vec<StoredMessage>> {
+        let rtx = self.read()?;
+        let cases = rtx.open_table(CASES).map_err(db_err("open case index"))?;
+        let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let mut out = Vec::new();
+        for row in cases
+            .range((key, 0)..=(key, u64::MAX))
+            .map_err(db_err("read case index"))?
+        {
+            let seq = row.map_err(db_err("read case index"))?.0.value().1;
+            if let Some(v) = messages.get(seq).map_err(db_err("read message"))? {
+                out.push(decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every case key this node holds a workflow message of, in key order.
+    pub fn case_keys(&self) -> Result<Vec<String>> {
+        let rtx = self.read()?;
+        let cases = rtx.open_table(CASES).map_err(db_err("open case index"))?;
+        let mut out: Vec<String> = Vec::new();
+        for row in cases.iter().map_err(db_err("read case index"))? {
+            let k = row
+                .map_err(db_err("read case index"))?
+                .0
+                .value()
+                .0
+                .to_string();
+            if out.last() != Some(&k) {
+                out.push(k);
+            }
         }
         Ok(out)
     }

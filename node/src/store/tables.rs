@@ -23,6 +23,9 @@ pub(super) const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new(
 /// Before (origin, id) keys: id → seq. Migrated into [`IDS`] and dropped on open.
 pub(super) const OLD_IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 pub(super) const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox");
+/// ("ORIGIN/ID" of a case's opening message, message seq) → (): the workflow messages of
+/// each case, in the order this node stored them.
+pub(super) const CASES: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_messages");
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub(super) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
@@ -166,6 +169,7 @@ pub(super) struct Tables<'t> {
     pub(super) messages: Table<'t, u64, &'static [u8]>,
     pub(super) ids: Table<'t, (&'static str, &'static str), u64>,
     pub(super) outbox: Table<'t, (&'static str, u64), ()>,
+    pub(super) cases: Table<'t, (&'static str, u64), ()>,
     pub(super) counters: Table<'t, &'static str, u64>,
     pub(super) keys: Table<'t, &'static str, &'static [u8]>,
     pub(super) cursors: Table<'t, &'static str, u64>,
@@ -233,6 +237,7 @@ pub(super) fn open_tables<'t>(
         messages: wtx.open_table(MESSAGES).map_err(e("open messages table"))?,
         ids: wtx.open_table(IDS).map_err(e("open ids table"))?,
         outbox: wtx.open_table(OUTBOX).map_err(e("open outbox table"))?,
+        cases: wtx.open_table(CASES).map_err(e("open case index table"))?,
         counters: wtx.open_table(COUNTERS).map_err(e("open counters table"))?,
         keys: wtx.open_table(KEYS).map_err(e("open keys table"))?,
         cursors: wtx.open_table(CURSORS).map_err(e("open cursors table"))?,

@@ -13,6 +13,7 @@ fn msg(id: &str, outbox: &[&str]) -> NewMessage {
         level: 2,
         cluster: "org-a/c".into(),
         reshare: false,
+        case: String::new(),
         received_from: String::new(),
         received_at_ms: 42,
         outbox: outbox.iter().map(|s| (*s).to_owned()).collect(),

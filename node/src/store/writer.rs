@@ -319,6 +319,11 @@ impl Tables<'_> {
             self.ids
                 .insert((m.id.as_str(), m.origin.as_str()), seq)
                 .map_err(db_err("insert id index"))?;
+            if !m.case.is_empty() {
+                self.cases
+                    .insert((m.case.as_str(), seq), ())
+                    .map_err(db_err("insert case index"))?;
+            }
             for peer in &m.outbox {
                 let fresh = self
                     .outbox

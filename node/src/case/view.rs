@@ -1,0 +1,489 @@
+//! The state of one case, derived from the workflow messages a node holds: the fold every
+//! node runs. Pure: the same set of messages (in any order, with duplicates) and the same
+//! `now_ms` give the same view. Authority is not checked again here: it was checked when
+//! each message was accepted, against the certificate then, and a later re-issue does not
+//! rewrite history.
+
+use std::collections::HashSet;
+
+use bluewire_proto::v1::{
+    AssessmentState as A, Content, CrisisState as C, LineStage, PoliticalMode as M, ReserveStage,
+    content::Body,
+};
+
+use super::{
+    Axis, AxisState, DUE_SOON_MS, RESERVE_DUE_MS, SITREP_CURRENT_MS, assessment_label, axis_move,
+    case_of, depths, previous,
+};
+
+/// Where a case stands overall, derived from its axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Detection,
+    Assessment,
+    Response,
+    Recovery,
+    Review,
+    Closed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Detection => "detection",
+            Phase::Assessment => "assessment",
+            Phase::Response => "response",
+            Phase::Recovery => "recovery",
+            Phase::Review => "review",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+/// A due item's clock at `now_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    OnTime,
+    DueSoon,
+    Overdue,
+    /// Done before it was due.
+    Met,
+    /// Done, after it was due.
+    Late,
+}
+
+impl Clock {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Clock::OnTime => "on-time",
+            Clock::DueSoon => "due-soon",
+            Clock::Overdue => "overdue",
+            Clock::Met => "met",
+            Clock::Late => "late",
+        }
+    }
+
+    /// The clock of something due at `due_ms`, done at `done_ms` (if done), seen at `now_ms`.
+    pub fn at(due_ms: i64, done_ms: Option<i64>, now_ms: i64) -> Clock {
+        match done_ms {
+            Some(d) if d <= due_ms => Clock::Met,
+            Some(_) => Clock::Late,
+            None if now_ms >= due_ms => Clock::Overdue,
+            None if now_ms >= due_ms - DUE_SOON_MS => Clock::DueSoon,
+            None => Clock::OnTime,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueItem {
+    pub what: String,
+    /// The message that started the clock.
+    pub origin: String,
+    pub id: String,
+    pub due_at_ms: i64,
+    pub done_at_ms: Option<i64>,
+    pub clock: Clock,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReserveItem {
+    pub origin: String,
+    pub id: String,
+    pub requested_at_ms: i64,
+    pub services: Vec<String>,
+    pub stage: ReserveStage,
+    pub provider: String,
+    pub military_dimension: bool,
+    pub hybrid_campaign: bool,
+    pub due: DueItem,
+}
+
+/// One message of the case, as the timeline shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub origin: String,
+    pub id: String,
+    pub author: String,
+    pub kind: i32,
+    pub level: i32,
+    pub tlp: i32,
+    pub exercise: bool,
+    pub created_at_ms: i64,
+    pub summary: String,
+    /// For a move: whether it is on the axis's chain in effect (false: a concurrent step
+    /// that lost, or one whose predecessor this node does not hold yet).
+    pub in_effect: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseView {
+    pub origin: String,
+    pub id: String,
+    /// From the opening message; empty when this node does not hold it (not in its audience).
+    pub title: String,
+    pub cluster: String,
+    pub exercise: bool,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub assessment: A,
+    pub mode: M,
+    pub crisis: C,
+    pub closed: bool,
+    /// Whether this node holds anything of the assessment axis (the case-open message or a
+    /// move) and of the political axis: a node sees a case only at its certified levels.
+    pub assessment_seen: bool,
+    pub political_seen: bool,
+    pub phase: Phase,
+    /// The message that produced each axis's state; `None`: the case itself (nothing moved it).
+    pub heads: [(Axis, Option<(String, String)>); 3],
+    /// Advice from the CSIRTs network: (adviser, verdict).
+    pub advice: Vec<(String, A)>,
+    /// The latest situation report: (number, origin, id, created_at_ms).
+    pub sitrep: Option<(u32, String, String, i64)>,
+    /// Agreed public-communication lines: (origin, id).
+    pub agreed_lines: Vec<(String, String)>,
+    pub reserve: Vec<ReserveItem>,
+    /// Everything with a clock, in due order.
+    pub due: Vec<DueItem>,
+    /// Every message, oldest first.
+    pub timeline: Vec<Entry>,
+}
+
+impl CaseView {
+    /// The head of `axis` (`None`: the case itself).
+    pub fn head(&self, axis: Axis) -> Option<(&str, &str)> {
+        self.heads
+            .iter()
+            .find(|(a, _)| *a == axis)
+            .and_then(|(_, h)| h.as_ref())
+            .map(|(o, i)| (o.as_str(), i.as_str()))
+    }
+}
+
+/// Is the latest situation report still current at `now_ms`?
+pub fn sitrep_current(view: &CaseView, now_ms: i64) -> bool {
+    view.sitrep
+        .as_ref()
+        .is_some_and(|s| now_ms < s.3 + SITREP_CURRENT_MS)
+}
+
+/// Deterministic order of messages: created, then origin, then id.
+fn order(c: &Content) -> (i64, &str, &str) {
+    (c.created_at_ms, c.origin_org.as_str(), c.id.as_str())
+}
+
+/// The state of the case `(origin, id)` from `msgs` (messages of other cases are ignored;
+/// duplicates count once). `exercise`: the case's cluster is an exercise cluster.
+pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64) -> CaseView {
+    let mut seen = HashSet::new();
+    let mut mine: Vec<&Content> = msgs
+        .iter()
+        .copied()
+        .filter(|c| case_of(c) == Some(case))
+        .filter(|c| seen.insert((c.origin_org.as_str(), c.id.as_str())))
+        .collect();
+    mine.sort_by(|x, y| order(x).cmp(&order(y)));
+    let open = mine
+        .iter()
+        .find(|c| (c.origin_org.as_str(), c.id.as_str()) == case)
+        .filter(|c| matches!(c.body, Some(Body::CaseOpen(_))));
+    let (title, cluster, opened_at_ms) = match open.and_then(|c| c.body.as_ref().map(|b| (c, b))) {
+        Some((c, Body::CaseOpen(b))) => (b.title.clone(), c.cluster.clone(), c.created_at_ms),
+        _ => (
+            String::new(),
+            mine.first().map(|c| c.cluster.clone()).unwrap_or_default(),
+            mine.first().map(|c| c.created_at_ms).unwrap_or_default(),
+        ),
+    };
+    let exercise = exercise
+        || mine
+            .iter()
+            .any(|c| c.marking.as_ref().is_some_and(|m| m.exercise));
+
+    // Each axis: the tip of the longest chain (ties: latest, then origin, then id).
+    let mut in_effect: HashSet<(&str, &str)> = HashSet::new();
+    let mut heads = [
+        (Axis::Assessment, None),
+        (Axis::Political, None),
+        (Axis::Review, None),
+    ];
+    let mut states = [
+        Axis::Assessment.initial(),
+        Axis::Political.initial(),
+        Axis::Review.initial(),
+    ];
+    for (slot, (axis, head)) in heads.iter_mut().enumerate() {
+        let depth = depths(&mine, *axis);
+        let tip = mine
+            .iter()
+            .filter(|c| depth.contains_key(&(c.origin_org.as_str(), c.id.as_str())))
+            .max_by(|x, y| {
+                let dx = depth[&(x.origin_org.as_str(), x.id.as_str())];
+                let dy = depth[&(y.origin_org.as_str(), y.id.as_str())];
+                (dx, order(x)).cmp(&(dy, order(y)))
+            });
+        if let Some(t) = tip {
+            states[slot] = axis_move(t).map(|mv| mv.to).unwrap_or(states[slot]);
+            *head = Some((t.origin_org.clone(), t.id.clone()));
+            // The chain in effect: the tip and what it names, back to the case.
+            let mut at = Some((t.origin_org.as_str(), t.id.as_str()));
+            while let Some(k) = at {
+                if !depth.contains_key(&k) || !in_effect.insert(k) {
+                    break;
+                }
+                at = mine
+                    .iter()
+                    .find(|c| (c.origin_org.as_str(), c.id.as_str()) == k)
+                    .and_then(|c| previous(c));
+            }
+        }
+    }
+    let assessment = match states[0] {
+        AxisState::Assessment(s) => s,
+        _ => A::Observed,
+    };
+    let (mode, crisis) = match states[1] {
+        AxisState::Political(mo, c) => (mo, c),
+        _ => (M::None, C::None),
+    };
+    let closed = states[2] == AxisState::Review(true);
+    let seen = |axis: Axis| {
+        mine.iter()
+            .any(|c| axis_move(c).is_some_and(|mv| mv.axis == axis))
+    };
+    let assessment_seen = open.is_some() || seen(Axis::Assessment);
+    let political_seen = seen(Axis::Political);
+
+    let mut advice = Vec::new();
+    let mut sitrep: Option<(u32, String, String, i64)> = None;
+    let mut agreed_lines = Vec::new();
+    let mut reviewed = false;
+    let mut requests: Vec<&Content> = Vec::new();
+    for c in &mine {
+        match &c.body {
+            Some(Body::Advice(b)) => advice.push((
+                c.origin_org.clone(),
+                A::try_from(b.verdict).unwrap_or(A::Unspecified),
+            )),
+            // The highest number wins; among equal numbers the later (mine is sorted).
+            Some(Body::SituationReport(b)) if sitrep.as_ref().is_none_or(|s| b.number >= s.0) => {
+                sitrep = Some((
+                    b.number,
+                    c.origin_org.clone(),
+                    c.id.clone(),
+                    c.created_at_ms,
+                ));
+            }
+            Some(Body::Communication(b)) if b.stage == LineStage::Agreed as i32 => {
+                agreed_lines.push((c.origin_org.clone(), c.id.clone()));
+            }
+            Some(Body::Lessons(_)) => reviewed = true,
+            Some(Body::Reserve(b)) if b.stage == ReserveStage::Requested as i32 => {
+                requests.push(c);
+            }
+            _ => {}
+        }
+    }
+
+    let mut reserve = Vec::new();
+    for r in requests {
+        let Some(Body::Reserve(req)) = &r.body else {
+            continue;
+        };
+        let updates: Vec<(&Content, ReserveStage, &str)> = mine
+            .iter()
+            .filter(|c| previous(c) == Some((r.origin_org.as_str(), r.id.as_str())))
+            .filter_map(|c| match &c.body {
+                Some(Body::Reserve(u)) => Some((
+                    *c,
+                    ReserveStage::try_from(u.stage).unwrap_or(ReserveStage::Unspecified),
+                    u.provider.as_str(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let stage = updates
+            .iter()
+            .map(|u| u.1)
+            .max()
+            .unwrap_or(ReserveStage::Requested)
+            .max(ReserveStage::Requested);
+        let provider = updates
+            .iter()
+            .rfind(|u| u.1 == ReserveStage::Assigned)
+            .map(|u| u.2.to_string())
+            .unwrap_or_default();
+        // Served when delivered; a close without delivery does not stop the clock.
+        let done = updates
+            .iter()
+            .filter(|u| u.1 == ReserveStage::Delivered)
+            .map(|u| u.0.created_at_ms)
+            .min();
+        let due_at = r.created_at_ms.saturating_add(RESERVE_DUE_MS);
+        let closed_unserved = done.is_none() && stage == ReserveStage::Closed;
+        let due = DueItem {
+            what: format!("reserve request {}", r.id),
+            origin: r.origin_org.clone(),
+            id: r.id.clone(),
+            due_at_ms: due_at,
+            done_at_ms: done,
+            clock: if closed_unserved {
+                // Withdrawn: nothing is due any more; shown as met if closed in time.
+                let closed_at = updates
+                    .iter()
+                    .filter(|u| u.1 == ReserveStage::Closed)
+                    .map(|u| u.0.created_at_ms)
+                    .min();
+                Clock::at(due_at, closed_at, now_ms)
+            } else {
+                Clock::at(due_at, done, now_ms)
+            },
+        };
+        reserve.push(ReserveItem {
+            origin: r.origin_org.clone(),
+            id: r.id.clone(),
+            requested_at_ms: r.created_at_ms,
+            services: req.services.clone(),
+            stage,
+            provider,
+            military_dimension: req.military_dimension,
+            hybrid_campaign: req.hybrid_campaign,
+            due,
+        });
+    }
+    let mut due: Vec<DueItem> = reserve.iter().map(|r| r.due.clone()).collect();
+    due.sort_by(|x, y| (x.due_at_ms, &x.origin, &x.id).cmp(&(y.due_at_ms, &y.origin, &y.id)));
+
+    let phase = if closed {
+        Phase::Closed
+    } else if reviewed {
+        Phase::Review
+    } else if crisis == C::Ceased
+        || (assessment == A::NotLargeScale && mode <= M::Monitoring && crisis == C::None)
+    {
+        Phase::Recovery
+    } else if crisis == C::Established
+        || mode >= M::InformationSharing
+        || matches!(assessment, A::PotentialLargeScale | A::OngoingLargeScale)
+    {
+        Phase::Response
+    } else if matches!(assessment, A::Escalated | A::UnderAssessment) {
+        Phase::Assessment
+    } else {
+        Phase::Detection
+    };
+
+    let timeline = mine
+        .iter()
+        .map(|c| {
+            let k = (c.origin_org.as_str(), c.id.as_str());
+            Entry {
+                origin: c.origin_org.clone(),
+                id: c.id.clone(),
+                author: c.author.clone(),
+                kind: c.kind,
+                level: c.level,
+                tlp: c.marking.as_ref().map(|m| m.tlp).unwrap_or(0),
+                exercise: c.marking.as_ref().is_some_and(|m| m.exercise),
+                created_at_ms: c.created_at_ms,
+                summary: summary(c),
+                in_effect: axis_move(c).is_none() || in_effect.contains(&k),
+            }
+        })
+        .collect();
+
+    CaseView {
+        origin: case.0.to_string(),
+        id: case.1.to_string(),
+        title,
+        cluster,
+        exercise,
+        opened_at_ms,
+        updated_at_ms: mine.iter().map(|c| c.created_at_ms).max().unwrap_or(0),
+        assessment,
+        mode,
+        crisis,
+        closed,
+        assessment_seen,
+        political_seen,
+        phase,
+        heads,
+        advice,
+        sitrep,
+        agreed_lines,
+        reserve,
+        due,
+        timeline,
+    }
+}
+
+/// One line saying what a workflow message does.
+pub fn summary(c: &Content) -> String {
+    use super::{crisis_label, mode_label, state_label};
+    let Some(body) = &c.body else {
+        return String::new();
+    };
+    match body {
+        Body::CaseOpen(b) => format!("opened: {}", b.title),
+        Body::Escalation(b) => format!("escalated: {}", b.summary),
+        Body::Advice(b) => format!(
+            "advice: {}",
+            assessment_label(A::try_from(b.verdict).unwrap_or(A::Unspecified))
+        ),
+        Body::Assessment(b) => format!(
+            "assessment: {}",
+            assessment_label(A::try_from(b.to).unwrap_or(A::Unspecified))
+        ),
+        Body::CrisisStatus(b) => format!(
+            "crisis status: {}, crisis {}",
+            mode_label(M::try_from(b.to_mode).unwrap_or(M::Unspecified)),
+            crisis_label(C::try_from(b.to_crisis).unwrap_or(C::Unspecified))
+        ),
+        Body::SituationReport(b) => format!("situation report {}: {}", b.number, b.impact),
+        Body::Communication(b) => format!(
+            "public-communication line ({}): {}",
+            if b.stage == LineStage::Agreed as i32 {
+                "agreed"
+            } else {
+                "draft"
+            },
+            b.text
+        ),
+        Body::Reserve(b) => format!(
+            "reserve {}{}",
+            match ReserveStage::try_from(b.stage).unwrap_or(ReserveStage::Unspecified) {
+                ReserveStage::Requested => "requested",
+                ReserveStage::Acknowledged => "acknowledged",
+                ReserveStage::Assigned => "assigned",
+                ReserveStage::Delivered => "service delivered",
+                ReserveStage::Closed => "closed",
+                ReserveStage::Unspecified => "unspecified",
+            },
+            if b.services.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", b.services.join(", "))
+            }
+        ),
+        Body::Notice(b) => format!("notice: {}", b.summary),
+        Body::Lessons(b) => format!(
+            "lessons learned ({}): {} findings, {} actions",
+            if b.status == bluewire_proto::v1::ReviewStatus::Final as i32 {
+                "final"
+            } else {
+                "draft"
+            },
+            b.findings.len(),
+            b.actions.len()
+        ),
+        Body::Reopen(b) => format!(
+            "reopened{}: {}",
+            axis_move(c)
+                .map(|mv| format!(" ({} → {})", mv.axis.as_str(), state_label(mv.to)))
+                .unwrap_or_default(),
+            b.reason
+        ),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,301 @@
+//! The case service: a case's workflow messages as this node holds them (through the store's
+//! case index), its derived view ([`crate::case::derive`]), the list of cases, and the
+//! origin's half of publishing a workflow step (resolving the case the user named and aiming
+//! the step at the case's current state). Decisions stay in `case`; this module only reads.
+//! Never returns `tonic::Status`.
+
+use bluewire_proto::v1 as pb;
+use thiserror::Error;
+
+use crate::case::{self, CaseView};
+use crate::feed::{self, LookupError};
+use crate::state::NodeState;
+
+#[derive(Debug, Error)]
+pub enum CaseError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("{0} is not a case: name the case-open message (bluewire case list)")]
+    NotACase(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A case and the decoded workflow messages this node holds of it.
+pub struct Held {
+    pub view: CaseView,
+    pub messages: Vec<pb::Content>,
+}
+
+/// The case a reference names: "ID" or "ORIGIN/ID" of its case-open message — or of any
+/// workflow message of the case, for convenience.
+pub fn resolve(st: &NodeState, origin: &str, id: &str) -> Result<(String, String), CaseError> {
+    let m = match feed::find(&st.store, origin, id) {
+        Ok(m) => m,
+        // Not holding the case-open message (another level's) is no reason not to know the
+        // case: its messages are indexed under it.
+        Err(LookupError::NotFound(what)) => {
+            let (origin, id) = match feed::parse_reference(id) {
+                ("", i) => (origin, i),
+                (o, i) => (o, i),
+            };
+            let keys = st.store.case_keys().map_err(LookupError::Store)?;
+            let matching: Vec<&String> = keys
+                .iter()
+                .filter(|k| {
+                    let (o, i) = feed::parse_reference(k);
+                    i == id && (origin.is_empty() || o == origin)
+                })
+                .collect();
+            return match matching.as_slice() {
+                [] => Err(LookupError::NotFound(what).into()),
+                [one] => {
+                    let (o, i) = feed::parse_reference(one);
+                    Ok((o.to_string(), i.to_string()))
+                }
+                _ => Err(LookupError::Ambiguous {
+                    id: id.to_string(),
+                    origins: matching
+                        .iter()
+                        .map(|k| feed::parse_reference(k).0)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (_, content) = feed::decode(&m)?;
+    case::case_of(&content)
+        .map(|(o, i)| (o.to_string(), i.to_string()))
+        .ok_or_else(|| CaseError::NotACase(format!("{}/{}", m.origin, m.id)))
+}
+
+/// The case `(origin, id)` as this node holds it, at `now_ms`.
+pub fn load(st: &NodeState, origin: &str, id: &str, now_ms: i64) -> Result<Held, CaseError> {
+    let key = format!("{origin}/{id}");
+    let mut messages = Vec::new();
+    for m in st.store.case_messages(&key).map_err(LookupError::Store)? {
+        messages.push(feed::decode(&m)?.1);
+    }
+    if messages.is_empty() {
+        return Err(LookupError::NotFound(format!("case {key}")).into());
+    }
+    let exercise = messages
+        .first()
+        .and_then(|c| st.cluster(&c.cluster))
+        .is_some_and(|c| c.exercise);
+    let refs: Vec<&pb::Content> = messages.iter().collect();
+    let view = case::derive((origin, id), &refs, exercise, now_ms);
+    Ok(Held { view, messages })
+}
+
+/// Every case this node holds a workflow message of, newest activity first.
+pub fn list(st: &NodeState, now_ms: i64) -> Result<Vec<CaseView>, CaseError> {
+    let mut out = Vec::new();
+    for key in st.store.case_keys().map_err(LookupError::Store)? {
+        let (origin, id) = feed::parse_reference(&key);
+        out.push(load(st, origin, id, now_ms)?.view);
+    }
+    out.sort_by_key(|v| std::cmp::Reverse(v.updated_at_ms));
+    Ok(out)
+}
+
+/// At the origin: point a workflow step at its case as this node holds it (the case named
+/// by reference, the previous step, the states it moves from), and put it in the case's
+/// cluster when the user named none. A case-open message needs nothing.
+pub fn aim(st: &NodeState, content: &mut pb::Content, now_ms: i64) -> Result<(), CaseError> {
+    // Messages named by reference ("ID" or "ORIGIN/ID") become (origin, id).
+    let refs: Vec<&mut pb::MessageRef> = match content.body.as_mut() {
+        Some(pb::content::Body::CaseOpen(b)) => b.incident.iter_mut().collect(),
+        Some(pb::content::Body::Escalation(b)) => b.technical_reports.iter_mut().collect(),
+        _ => Vec::new(),
+    };
+    for r in refs.into_iter().filter(|r| !r.id.is_empty()) {
+        let m = feed::find(&st.store, &r.origin, &r.id)?;
+        (r.origin, r.id) = (m.origin, m.id);
+    }
+    if matches!(content.body, Some(pb::content::Body::CaseOpen(_)))
+        || !case::is_case_message(content)
+    {
+        return Ok(());
+    }
+    let named = case::link(content)
+        .and_then(|l| l.case.as_ref())
+        .map(|r| (r.origin.clone(), r.id.clone()))
+        .filter(|(_, i)| !i.is_empty())
+        .ok_or_else(|| CaseError::Refused("link.case: name the case (its id)".into()))?;
+    let (origin, id) = match resolve(st, &named.0, &named.1) {
+        Ok(found) => found,
+        // A node may hold none of a case's messages yet (the political level does not
+        // receive the operational case-open message): named as ORIGIN/ID, the case starts
+        // from its initial state here, and receivers check the rest.
+        Err(CaseError::Lookup(LookupError::NotFound(_)))
+            if !feed::parse_reference(&named.1).0.is_empty() || !named.0.is_empty() =>
+        {
+            let (o, i) = match feed::parse_reference(&named.1) {
+                ("", i) => (named.0.clone(), i.to_string()),
+                (o, i) => (o.to_string(), i.to_string()),
+            };
+            (o, i)
+        }
+        Err(CaseError::Lookup(LookupError::NotFound(what))) => {
+            return Err(CaseError::Refused(format!(
+                "this node holds no message of case {what}: name it as ORIGIN/ID (and its cluster)"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    // A step named by reference (an agreed line's draft, a reserve update's request).
+    if let Some(l) = case::link_mut(content)
+        && let Some(p) = l.previous.as_mut().filter(|p| !p.id.is_empty())
+    {
+        let m = feed::find(&st.store, &p.origin, &p.id)?;
+        (p.origin, p.id) = (m.origin, m.id);
+    }
+    let held = match load(st, &origin, &id, now_ms) {
+        Ok(h) => h,
+        Err(CaseError::Lookup(LookupError::NotFound(_))) => {
+            if content.cluster.is_empty() {
+                return Err(CaseError::Refused(format!(
+                    "this node holds no message of case {origin}/{id} yet: name the case's cluster"
+                )));
+            }
+            Held {
+                view: case::derive((&origin, &id), &[], false, now_ms),
+                messages: Vec::new(),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if content.cluster.is_empty() {
+        content.cluster = held.view.cluster.clone();
+        content.cluster_index = st
+            .cluster(&content.cluster)
+            .map(|c| c.head_index)
+            .unwrap_or(0);
+    }
+    let refs: Vec<&pb::Content> = held.messages.iter().collect();
+    case::aim(content, &held.view, &refs).map_err(CaseError::Refused)
+}
+
+fn mref(origin: &str, id: &str) -> Option<pb::MessageRef> {
+    Some(pb::MessageRef {
+        origin: origin.to_string(),
+        id: id.to_string(),
+    })
+}
+
+fn due_pb(d: &case::DueItem) -> pb::CaseDueItem {
+    pb::CaseDueItem {
+        what: d.what.clone(),
+        r#ref: mref(&d.origin, &d.id),
+        due_at_ms: d.due_at_ms,
+        done_at_ms: d.done_at_ms.unwrap_or(0),
+        clock: d.clock.as_str().to_string(),
+    }
+}
+
+fn stage_label(s: pb::ReserveStage) -> &'static str {
+    match s {
+        pb::ReserveStage::Requested => "requested",
+        pb::ReserveStage::Acknowledged => "acknowledged",
+        pb::ReserveStage::Assigned => "assigned",
+        pb::ReserveStage::Delivered => "delivered",
+        pb::ReserveStage::Closed => "closed",
+        pb::ReserveStage::Unspecified => "unspecified",
+    }
+}
+
+/// An axis this node holds nothing of (a node sees a case only at its certified levels).
+pub const NOT_SEEN: &str = "not-seen-here";
+
+/// A case's summary on the wire.
+pub fn summary_pb(v: &CaseView, now_ms: i64) -> pb::CaseSummary {
+    pb::CaseSummary {
+        case: mref(&v.origin, &v.id),
+        title: v.title.clone(),
+        cluster: v.cluster.clone(),
+        exercise: v.exercise,
+        phase: v.phase.as_str().to_string(),
+        assessment: if v.assessment_seen {
+            case::assessment_label(v.assessment)
+        } else {
+            NOT_SEEN
+        }
+        .to_string(),
+        political_mode: if v.political_seen {
+            case::mode_label(v.mode)
+        } else {
+            NOT_SEEN
+        }
+        .to_string(),
+        crisis: if v.political_seen {
+            case::crisis_label(v.crisis)
+        } else {
+            NOT_SEEN
+        }
+        .to_string(),
+        closed: v.closed,
+        opened_at_ms: v.opened_at_ms,
+        updated_at_ms: v.updated_at_ms,
+        sitrep_number: v.sitrep.as_ref().map(|s| s.0).unwrap_or(0),
+        sitrep_current: case::sitrep_current(v, now_ms),
+        due: v.due.iter().map(due_pb).collect(),
+        reserve: v
+            .reserve
+            .iter()
+            .map(|r| pb::CaseReserveItem {
+                request: mref(&r.origin, &r.id),
+                requested_at_ms: r.requested_at_ms,
+                services: r.services.clone(),
+                stage: stage_label(r.stage).to_string(),
+                provider: r.provider.clone(),
+                military_dimension: r.military_dimension,
+                hybrid_campaign: r.hybrid_campaign,
+                due: Some(due_pb(&r.due)),
+            })
+            .collect(),
+        advice: v
+            .advice
+            .iter()
+            .map(|(org, verdict)| pb::CaseAdvice {
+                org: org.clone(),
+                verdict: case::assessment_label(*verdict).to_string(),
+            })
+            .collect(),
+        messages: v.timeline.len() as u32,
+    }
+}
+
+/// A case with its timeline on the wire.
+pub fn detail_pb(v: &CaseView, now_ms: i64) -> pb::CaseDetail {
+    pb::CaseDetail {
+        summary: Some(summary_pb(v, now_ms)),
+        timeline: v
+            .timeline
+            .iter()
+            .map(|e| pb::CaseTimelineEntry {
+                message: mref(&e.origin, &e.id),
+                author: e.author.clone(),
+                kind: crate::envelope::kind_label(e.kind).to_string(),
+                level: crate::envelope::level_label(e.level).to_string(),
+                tlp: crate::envelope::tlp_label(e.tlp).to_string(),
+                exercise: e.exercise,
+                created_at_ms: e.created_at_ms,
+                summary: e.summary.clone(),
+                in_effect: e.in_effect,
+            })
+            .collect(),
+    }
+}
+
+/// `at_ms` as the time clocks are evaluated at (0: now).
+pub fn at_or_now(at_ms: i64) -> i64 {
+    if at_ms > 0 {
+        at_ms
+    } else {
+        crate::clock::now_ms()
+    }
+}
