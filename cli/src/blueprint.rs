@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bluewire_node::pki::{Function, Level};
 use bluewire_proto::v1 as pb;
 
+use crate::exercise::{BLUEPRINT, Ran, Scenario, run_steps};
 use crate::local::{LocalFederation, OrgSpec};
 use crate::output::table;
 
@@ -99,50 +99,6 @@ pub fn orgs() -> Vec<OrgSpec> {
     ]
 }
 
-/// One step: who runs which command, and the id it printed.
-struct Step {
-    org: &'static str,
-    what: String,
-    id: String,
-}
-
-/// Run `bluewire --client-config ORG-analyst --output json ARGS` and return its JSON.
-fn bw(fed: &LocalFederation, org: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let cfg = fed.org(org).user_dir("analyst").join("client.toml");
-    let shown = args
-        .iter()
-        .map(|a| {
-            if a.contains(' ') || a.is_empty() {
-                format!("{a:?}")
-            } else {
-                a.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    println!("   [{org:>10}] bluewire {shown}");
-    let exe = std::env::current_exe().context("locating the bluewire binary")?;
-    let out = Command::new(exe)
-        .arg("--client-config")
-        .arg(&cfg)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .context("running bluewire")?;
-    if !out.status.success() {
-        bail!(
-            "`bluewire {shown}` at {org} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "`bluewire {shown}` printed no JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 /// The messages of `case` that `org`'s node holds: id → (kind, level).
 async fn held(
     fed: &LocalFederation,
@@ -209,279 +165,43 @@ pub async fn run(fed: &mut LocalFederation, dir: &Path) -> anyhow::Result<()> {
     fed.wait_ready(Duration::from_secs(30)).await?;
 
     println!(
-        "\n3. The crisis cluster: every organisation a member; operational and political levels"
+        "\n3. The scenario deploy/exercises/blueprint.toml, step by step (each step signed, routed by level, checked by every receiver)"
     );
-    let be_op = fed.connect("csirt-be", "operator")?;
-    let info = be_op
-        .admin()
-        .cluster_create(pb::ClusterCreateRequest {
-            name: "crisis".into(),
-            purpose: "Cross-border ransomware against hospitals".into(),
-            levels: vec![
-                pb::Level::Technical as i32,
-                pb::Level::Operational as i32,
-                pb::Level::Political as i32,
-            ],
-            max_tlp: pb::Tlp::Amber as i32,
-            history: pb::HistoryRule::Full as i32,
-            exercise: false,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("cluster create: {}", s.message()))?
-        .into_inner();
-    let cid = info.id.clone();
-    for o in orgs().iter().skip(1) {
-        crate::demo::invite_and_accept(fed, &cid, o.org).await?;
+    let scenario = Scenario::parse(BLUEPRINT, "deploy/exercises/blueprint.toml")?;
+    let mut configs = BTreeMap::new();
+    for o in &fed.orgs {
+        for user in ["analyst", "operator"] {
+            configs.insert(
+                format!("{}/{user}", o.spec.org),
+                o.user_dir(user).join("client.toml"),
+            );
+        }
     }
-
-    println!(
-        "\n4. The case, step by step (each step signed, routed by level, checked by every receiver)"
-    );
-    let incident = bw(
-        fed,
-        "csirt-be",
-        &[
-            "publish",
-            "--cluster",
-            &cid,
-            "--kind",
-            "incident",
-            "--level",
-            "technical",
-            "--tlp",
-            "AMBER",
-            "--severity",
-            "critical",
-            "--sector",
-            "health",
-            "--title",
-            "Ransomware in two hospitals",
-            "--body",
-            "LockBit variant, VPN appliance",
-        ],
-    )?;
-    let incident_id = incident["id"].as_str().unwrap_or_default().to_string();
-    let opened = bw(
-        fed,
-        "csirt-be",
-        &[
-            "case",
-            "open",
-            "--cluster",
-            &cid,
-            "--title",
-            "Ransomware against hospitals in BE and FR",
-            "--incident",
-            &incident_id,
-            "--country",
-            "BE,FR",
-            "--sector",
-            "health",
-        ],
-    )?;
-    let case = opened["id"].as_str().unwrap_or_default().to_string();
-    let case_ref = format!("csirt-be/{case}");
-    let mut steps = vec![Step {
-        org: "csirt-be",
-        what: "case opened".into(),
-        id: case.clone(),
-    }];
-    arrive(fed, &case, &case, &audience(Level::Operational)).await?;
-    let script: Vec<(&'static str, Vec<String>, Level)> = vec![
-        (
-            "csirt-be",
-            args(&[
-                "case",
-                "escalate",
-                &case,
-                "--summary",
-                "Same strain now in FR hospitals",
-                "--country",
-                "BE,FR",
-                "--sector",
-                "health",
-                "--report",
-                &incident_id,
-            ]),
-            Level::Operational,
-        ),
-        (
-            "csirt-fr",
-            args(&[
-                "case",
-                "advise",
-                &case,
-                "--verdict",
-                "ongoing",
-                "--confidence",
-                "high",
-                "--rationale",
-                "Confirmed in three FR hospitals",
-            ]),
-            Level::Operational,
-        ),
-        (
-            "cyclone-fr",
-            args(&["case", "assess", &case, "--to", "under-assessment"]),
-            Level::Operational,
-        ),
-        (
-            "cyclone-fr",
-            args(&[
-                "case",
-                "assess",
-                &case,
-                "--to",
-                "ongoing",
-                "--impact",
-                "health=surgeries postponed in two member states",
-                "--population",
-                "emergency care degraded",
-                "--cross-border",
-                "BE,FR",
-                "--outlook",
-                "worsening",
-                "--rationale",
-                "Two member states, critical sector",
-            ]),
-            Level::Operational,
-        ),
-        (
-            "commission",
-            args(&[
-                "case",
-                "status",
-                &case_ref,
-                "--in",
-                &cid,
-                "--mode",
-                "information-sharing",
-                "--rationale",
-                "Sectoral mechanisms linked",
-            ]),
-            Level::Political,
-        ),
-        (
-            "cyclone-fr",
-            args(&[
-                "case",
-                "sitrep",
-                &case,
-                "--impact",
-                "Hospitals on paper procedures",
-                "--consequences",
-                "Surgeries postponed",
-                "--response",
-                "Reserve requested",
-            ]),
-            Level::Political,
-        ),
-        (
-            "presidency",
-            args(&[
-                "case",
-                "status",
-                &case,
-                "--crisis",
-                "established",
-                "--rationale",
-                "IPCR full activation",
-            ]),
-            Level::Political,
-        ),
-        (
-            "csirt-be",
-            args(&[
-                "reserve",
-                "request",
-                &case,
-                "--service",
-                "incident response,forensics",
-                "--entity",
-                "CHU Liège",
-                "--impact",
-                "Emergency department closed",
-                "--mitigation",
-                "Network isolated",
-            ]),
-            Level::Operational,
-        ),
-        (
-            "enisa",
-            args(&["reserve", "ack", &case]),
-            Level::Operational,
-        ),
-        (
-            "enisa",
-            args(&[
-                "reserve",
-                "assign",
-                &case,
-                "--provider",
-                "Reserve provider A",
-            ]),
-            Level::Operational,
-        ),
-        (
-            "enisa",
-            args(&["reserve", "delivered", &case]),
-            Level::Operational,
-        ),
-        (
-            "cyclone-fr",
-            args(&[
-                "case",
-                "sitrep",
-                &case,
-                "--impact",
-                "Services restored in BE, FR recovering",
-                "--recovery",
-                "Restore from offline backups",
-            ]),
-            Level::Political,
-        ),
-        (
-            "presidency",
-            args(&[
-                "case",
-                "status",
-                &case,
-                "--crisis",
-                "ceased",
-                "--rationale",
-                "Crisis over",
-            ]),
-            Level::Political,
-        ),
-        (
-            "cyclone-fr",
-            args(&[
-                "case",
-                "lessons",
-                &case,
-                "--finding",
-                "Backups were reachable from the domain",
-                "--action",
-                "Offline backups in every hospital;csirt-be;2027-06-30",
-                "--final",
-                "--level",
-                "political",
-            ]),
-            Level::Political,
-        ),
-    ];
-    for (org, a, level) in script {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        let r = bw(fed, org, &refs)?;
-        let id = r["id"].as_str().unwrap_or_default().to_string();
+    let vars = BTreeMap::from([("name".to_string(), "crisis".to_string())]);
+    // Offsets compressed to nothing: each step waits only for what it depends on.
+    let (ran, vars) = run_steps(&scenario, &configs, vars, 1e9, false).await?;
+    let case = vars
+        .get("case")
+        .context("the scenario saved no case")?
+        .clone();
+    let steps: Vec<&Ran> = ran
+        .iter()
+        .filter(|r| r.what.starts_with("case ") || r.what.starts_with("reserve "))
+        .collect();
+    // Every step must reach the levels it was sent at before the check below.
+    for s in &steps {
+        let level = held(fed, s.org.as_str(), &case)
+            .await?
+            .and_then(|d| {
+                d.timeline
+                    .iter()
+                    .find(|e| e.message.as_ref().is_some_and(|m| m.id == s.id))
+                    .and_then(|e| e.level.parse::<Level>().ok())
+            })
+            .with_context(|| format!("{} ({}) is not in its own node's timeline", s.what, s.id))?;
         let mut want = audience(level);
-        want.insert(org.to_string());
-        arrive(fed, &case, &id, &want).await?;
-        steps.push(Step {
-            org,
-            what: format!("{} {}", a[0], a[1]),
-            id,
-        });
+        want.insert(s.org.clone());
+        arrive(fed, &case, &s.id, &want).await?;
     }
     // Let any stray copy land before checking nothing went where it must not.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -536,7 +256,7 @@ pub async fn run(fed: &mut LocalFederation, dir: &Path) -> anyhow::Result<()> {
         ];
         for o in &all {
             let has = ids(&views[o]).contains(&s.id);
-            row.push(match (want.contains(*o) || *o == s.org, has) {
+            row.push(match (want.contains(*o) || *o == s.org.as_str(), has) {
                 (true, true) => "✔".into(),
                 (true, false) => {
                     missing += 1;
@@ -645,8 +365,4 @@ pub async fn run(fed: &mut LocalFederation, dir: &Path) -> anyhow::Result<()> {
          steps derived the same case."
     );
     Ok(())
-}
-
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
 }

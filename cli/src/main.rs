@@ -12,6 +12,7 @@ mod case_cmd;
 mod cluster_cmd;
 mod connection;
 mod demo;
+mod exercise;
 mod feed;
 mod local;
 mod message;
@@ -112,8 +113,12 @@ pub enum Command {
     /// Run or configure a node (same as the bluewire-node binary).
     #[command(subcommand)]
     Node(bluewire_node::daemon::NodeCommand),
-    /// Start a local demo federation of four organisations on loopback.
+    /// Start a local demo federation on loopback (`--scenario blueprint`: a crisis case
+    /// from detection to lessons learned).
     Demo(demo::DemoArgs),
+    /// Exercises: inject a scripted scenario into a running federation.
+    #[command(subcommand)]
+    Exercise(exercise::ExerciseCommand),
     /// Benchmarks (not tests): see BENCHMARKS.md.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
             Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Exercise(e) => exercise::run(e, out).await,
             Command::Bench(b) => bench::run(b, out).await,
             Command::Node(_) => unreachable_node(),
         }

@@ -1,8 +1,11 @@
-//! `bluewire demo --scenario blueprint` through the real binary, as the README tells a new
-//! user to run it: seven node processes run a crisis case from detection to lessons
-//! learned with `bluewire case …` / `bluewire reserve …`; the demo itself fails if a step
-//! went astray or nodes holding the same steps derived different states.
+//! `bluewire demo --scenario blueprint` and `bluewire exercise run` through the real binary,
+//! as the README tells a new user to run them: seven node processes run a crisis case from
+//! detection to lessons learned with `bluewire case …` / `bluewire reserve …` (the demo itself
+//! fails if a step went astray or nodes holding the same steps derived different states);
+//! then the shipped scenario runs again as an exercise in the same federation, and the
+//! exercise case is marked as such everywhere while the real case is untouched.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,7 @@ fn the_blueprint_demo_runs_a_case_from_detection_to_lessons_learned() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("fed");
     let mut child = Command::new(BIN)
-        .args(["demo", "--scenario", "blueprint", "--dir"])
+        .args(["demo", "--scenario", "blueprint", "--keep", "--dir"])
         .arg(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -30,6 +33,7 @@ fn the_blueprint_demo_runs_a_case_from_detection_to_lessons_learned() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = child.wait_with_output().expect("demo output");
+    let _nodes = Nodes(dir.clone());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -64,4 +68,110 @@ fn the_blueprint_demo_runs_a_case_from_detection_to_lessons_learned() {
             && l.contains("monitoring / crisis ceased")),
         "{presidency_rows:?}"
     );
+
+    // The same scenario as an exercise, in the same federation.
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/exercises/blueprint.toml"
+    );
+    let (ok, stdout, stderr) = bw(&[
+        "--output",
+        "json",
+        "exercise",
+        "run",
+        scenario,
+        "--federation",
+        dir.to_str().unwrap(),
+        "--speed",
+        "100000",
+        "--var",
+        "name=drill-1",
+    ]);
+    assert!(ok, "exercise run: {stderr}\n{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let run: serde_json::Value = serde_json::from_str(last).expect("exercise run JSON");
+    assert_eq!(run["exercise"], true);
+    let drill = run["saved"]["case"]
+        .as_str()
+        .expect("saved case")
+        .to_string();
+    for org in ["csirt-be", "cyclone-fr", "presidency"] {
+        let listed = cases(&dir, org);
+        assert_eq!(
+            listed.len(),
+            2,
+            "a real case and an exercise case at {org}: {listed:#?}"
+        );
+        let (ex, real): (Vec<_>, Vec<_>) = listed
+            .iter()
+            .partition(|c| c["case"].as_str().unwrap_or("").ends_with(&drill));
+        assert_eq!(ex.len(), 1, "{listed:#?}");
+        assert_eq!(ex[0]["exercise"], true, "at {org}: {listed:#?}");
+        assert_eq!(real[0]["exercise"], false, "at {org}: {listed:#?}");
+        assert!(
+            ex[0]["cluster"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/drill-1"),
+            "{listed:#?}"
+        );
+        // The exercise did not move the real case.
+        assert_eq!(real[0]["messages"], ex[0]["messages"], "at {org}");
+    }
+    let cfg = dir.join("cyclone-fr/users/analyst/client.toml");
+    let (ok, shown, _) = bw(&[
+        "--client-config",
+        cfg.to_str().unwrap(),
+        "case",
+        "show",
+        &drill,
+    ]);
+    assert!(ok && shown.starts_with("=== EXERCISE"), "{shown}");
+}
+
+/// Stops the nodes a `demo --keep` left running, however the test ends.
+struct Nodes(PathBuf);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        let Ok(dirs) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(d.path().join("node.pid")) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
+fn bw(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bluewire");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cases(dir: &Path, org: &str) -> Vec<serde_json::Value> {
+    let cfg = dir.join(org).join("users/analyst/client.toml");
+    let (ok, stdout, stderr) = bw(&[
+        "--client-config",
+        cfg.to_str().unwrap(),
+        "--output",
+        "json",
+        "case",
+        "list",
+    ]);
+    assert!(ok, "case list at {org}: {stderr}");
+    serde_json::from_str::<serde_json::Value>(&stdout)
+        .expect("case list JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

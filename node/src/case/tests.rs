@@ -1297,6 +1297,29 @@ fn the_latest_situation_report_is_current_for_24_hours() {
 }
 
 #[test]
+fn a_step_in_another_cluster_never_counts_for_the_case() {
+    let all = chain();
+    let mut stray = decision(
+        "pres",
+        30,
+        &all[0],
+        &all[10],
+        (M::Monitoring, C::Ceased),
+        (M::InformationSharing, C::Ceased),
+    );
+    stray.cluster = "csirt-be/exercise-1".into();
+    let mut with_stray = all.clone();
+    with_stray.push(stray.clone());
+    assert_eq!(view_of(&with_stray, T0), view_of(&all, T0));
+    // Without the case-open message, the earliest step's cluster is the case's.
+    let mut partial: Vec<Content> = all[4..].to_vec();
+    partial.push(stray);
+    let v = view_of(&partial, T0);
+    assert_eq!(v.cluster, CLUSTER);
+    assert_eq!(v.mode, M::Monitoring);
+}
+
+#[test]
 fn exercise_marks_the_whole_case() {
     let mut all = chain();
     assert!(!view_of(&all, T0).exercise);

@@ -186,8 +186,16 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
     mine.sort_by(|x, y| order(x).cmp(&order(y)));
     let open = mine
         .iter()
+        .copied()
         .find(|c| (c.origin_org.as_str(), c.id.as_str()) == case)
         .filter(|c| matches!(c.body, Some(Body::CaseOpen(_))));
+    // A case lives in one cluster (its opening message's, else its first step's): a step
+    // elsewhere — an exercise step naming a real case, or the other way round — never counts.
+    let home = open
+        .or(mine.first().copied())
+        .map(|c| c.cluster.clone())
+        .unwrap_or_default();
+    mine.retain(|c| c.cluster == home);
     let (title, cluster, opened_at_ms) = match open.and_then(|c| c.body.as_ref().map(|b| (c, b))) {
         Some((c, Body::CaseOpen(b))) => (b.title.clone(), c.cluster.clone(), c.created_at_ms),
         _ => (
