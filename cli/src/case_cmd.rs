@@ -286,6 +286,13 @@ pub enum CaseCommand {
     },
     /// Every message of a case your node holds, in order, with signer, level and marking.
     Timeline { case: String },
+    /// Write an evidence bundle for an incident review: every signed envelope of the case
+    /// your node holds and its signers' certificates (check it with `bluewire verify-bundle`).
+    Export {
+        case: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -432,6 +439,7 @@ pub async fn run(c: &ConnArgs, cmd: CaseCommand, out: Output) -> anyhow::Result<
             return show(c, &case, at_ms(at.as_deref())?, false, out).await;
         }
         CaseCommand::Timeline { case } => return show(c, &case, 0, true, out).await,
+        CaseCommand::Export { case, out: file } => return export(c, &case, &file, out).await,
         CaseCommand::Open {
             cluster,
             title,
@@ -1017,6 +1025,15 @@ async fn show(
         }
     );
     if timeline {
+        print_timeline(&d);
+        return Ok(());
+    }
+    print_summary(&s);
+    Ok(())
+}
+
+fn print_timeline(d: &pb::CaseDetail) {
+    {
         let rows: Vec<Vec<String>> = d
             .timeline
             .iter()
@@ -1042,12 +1059,14 @@ async fn show(
             &["WHEN", "SIGNER", "LEVEL", "MARKING", "KIND", "WHAT"],
             &rows,
         );
-        return Ok(());
     }
+}
+
+fn print_summary(s: &pb::CaseSummary) {
     println!("cluster:     {}", s.cluster);
     println!("phase:       {}", s.phase);
     println!("assessment:  {}", s.assessment);
-    println!("political:   {}", political(&s));
+    println!("political:   {}", political(s));
     for a in &s.advice {
         println!("advice:      {} says {}", a.org, a.verdict);
     }
@@ -1083,7 +1102,6 @@ async fn show(
         s.messages,
         reference(&s.case)
     );
-    Ok(())
 }
 
 async fn reserve_list(
@@ -1145,6 +1163,126 @@ async fn reserve_list(
                 &rows,
             );
         }
+    }
+    Ok(())
+}
+
+async fn export(
+    c: &ConnArgs,
+    case: &str,
+    file: &std::path::Path,
+    out: Output,
+) -> anyhow::Result<()> {
+    use prost::Message;
+    let conn = c.connect()?;
+    let b = conn
+        .client()
+        .export_case(pb::GetCaseRequest {
+            case: case.to_string(),
+            at_ms: 0,
+        })
+        .await
+        .map_err(|s| status_err(&conn, s))?
+        .into_inner();
+    std::fs::write(file, b.encode_to_vec())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "case": reference(&b.case), "file": file.display().to_string(),
+                "envelopes": b.envelopes.len(), "certificates": b.certificates.len(),
+                "exercise": b.exercise,
+            })
+        ),
+        Output::Table => println!(
+            "{}wrote {}: case {}, {} signed envelopes, {} signer certificates (check: bluewire verify-bundle {} --ca ca.crt)",
+            exercise_tag(b.exercise),
+            file.display(),
+            reference(&b.case),
+            b.envelopes.len(),
+            b.certificates.len(),
+            file.display()
+        ),
+    }
+    Ok(())
+}
+
+/// `bluewire verify-bundle FILE --ca ROOT`: offline, no node needed.
+pub fn verify_bundle(
+    file: &std::path::Path,
+    ca: &std::path::Path,
+    out: Output,
+) -> anyhow::Result<()> {
+    use prost::Message;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let b = pb::CaseBundle::decode(bytes.as_slice())
+        .with_context(|| format!("{} is not a Bluewire case bundle", file.display()))?;
+    let pem =
+        std::fs::read_to_string(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let root = bluewire_node::pki::load_certs_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{} holds no certificate", ca.display()))?;
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let checked = bluewire_node::case::bundle::check(&b, root.as_ref(), now);
+    let detail = bluewire_node::workflow::detail_pb(&checked.view, now);
+    let summary = detail.summary.clone().unwrap_or_default();
+    match out {
+        Output::Json => {
+            let mut j = summary_json(&summary);
+            j["timeline"] = serde_json::Value::Array(timeline_json(&detail));
+            j["verified_envelopes"] = checked.verified.into();
+            j["signers"] = checked
+                .signers
+                .iter()
+                .map(|(o, serial)| serde_json::json!({"org": o, "serial": serial}))
+                .collect::<Vec<_>>()
+                .into();
+            j["exported_by"] = b.exported_by.clone().into();
+            j["exported_at_ms"] = b.exported_at_ms.into();
+            j["problems"] = checked.problems.clone().into();
+            println!("{}", serde_json::to_string_pretty(&j)?);
+        }
+        Output::Table => {
+            if summary.exercise {
+                println!("=== EXERCISE — not a real case ===");
+            }
+            println!(
+                "case {} exported by {} at {}: {} of {} envelopes verified against the federation root",
+                reference(&summary.case),
+                b.exported_by,
+                ts(b.exported_at_ms),
+                checked.verified,
+                b.envelopes.len()
+            );
+            println!(
+                "signers: {}",
+                checked
+                    .signers
+                    .iter()
+                    .map(|(o, s)| format!("{o} (certificate {s})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "state:   {} — assessment {}, {}",
+                summary.phase,
+                summary.assessment,
+                political(&summary)
+            );
+            print_timeline(&detail);
+            for p in &checked.problems {
+                println!("PROBLEM: {p}");
+            }
+        }
+    }
+    if !checked.problems.is_empty() {
+        bail!(
+            "{} problem(s): the bundle does not prove what it claims",
+            checked.problems.len()
+        );
     }
     Ok(())
 }

@@ -99,6 +99,13 @@ pub enum Command {
     /// delivered, close, list.
     #[command(subcommand)]
     Reserve(case_cmd::ReserveCommand),
+    /// Check a case's evidence bundle (`case export`) offline against the federation root.
+    VerifyBundle {
+        file: std::path::PathBuf,
+        /// The federation root certificate (ca.crt).
+        #[arg(long)]
+        ca: std::path::PathBuf,
+    },
     /// Need-to-know clusters: create, invite, accept, leave, roles, log.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -179,6 +186,7 @@ fn main() -> ExitCode {
             Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
             Command::Case(c) => case_cmd::run(&cli.conn, c, out).await,
             Command::Reserve(r) => case_cmd::reserve(&cli.conn, r, out).await,
+            Command::VerifyBundle { file, ca } => case_cmd::verify_bundle(&file, &ca, out),
             Command::Metrics => node_cmd::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
             Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,

@@ -127,6 +127,59 @@ fn the_blueprint_demo_runs_a_case_from_detection_to_lessons_learned() {
         &drill,
     ]);
     assert!(ok && shown.starts_with("=== EXERCISE"), "{shown}");
+
+    // The real case as evidence: exported at cyclone-fr, checked offline against the root.
+    let real = cases(&dir, "cyclone-fr")
+        .into_iter()
+        .find(|c| c["exercise"] == false)
+        .expect("the real case");
+    let real_case = real["case"].as_str().unwrap().to_string();
+    let bundle = dir.join("case.bwb");
+    let (ok, _, stderr) = bw(&[
+        "--client-config",
+        cfg.to_str().unwrap(),
+        "case",
+        "export",
+        &real_case,
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(ok, "case export: {stderr}");
+    let root = dir.join("cyclone-fr/users/analyst/ca.crt");
+    let (ok, stdout, stderr) = bw(&[
+        "--output",
+        "json",
+        "verify-bundle",
+        bundle.to_str().unwrap(),
+        "--ca",
+        root.to_str().unwrap(),
+    ]);
+    assert!(ok, "verify-bundle: {stderr}\n{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("verify-bundle JSON");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v:#}");
+    assert_eq!(v["phase"], "closed", "{v:#}");
+    assert_eq!(v["verified_envelopes"], real["messages"], "{v:#}");
+    assert_eq!(v["exercise"], false);
+    // One altered byte in a signed title: refused, naming the envelope.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"Ransomware")
+        .expect("the title is in the bundle");
+    bytes[at] = b'r';
+    std::fs::write(&bundle, &bytes).unwrap();
+    let (ok, stdout, stderr) = bw(&[
+        "verify-bundle",
+        bundle.to_str().unwrap(),
+        "--ca",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!ok, "a tampered bundle verified: {stdout}");
+    assert!(
+        stdout.contains("PROBLEM: envelope") && stdout.contains("signature does not verify"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("does not prove what it claims"), "{stderr}");
 }
 
 /// Stops the nodes a `demo --keep` left running, however the test ends.

@@ -35,6 +35,7 @@ use bluewire_proto::v1::{
 
 use crate::pki::{Function, OrgProfile};
 
+pub mod bundle;
 mod view;
 pub use view::{
     CaseView, Clock, DueItem, Entry, Phase, ReserveItem, derive, sitrep_current, summary,

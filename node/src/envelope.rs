@@ -111,6 +111,23 @@ pub fn open(
     lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
     now_ms: i64,
 ) -> Result<Opened, Rejected> {
+    let opened = open_unclocked(env, lookup)?;
+    let content = &opened.content;
+    if content.expires_at_ms != 0 && content.expires_at_ms < now_ms {
+        return Err(Rejected::Expired(content.expires_at_ms));
+    }
+    if content.created_at_ms > now_ms + MAX_CLOCK_SKEW_MS {
+        return Err(Rejected::FromTheFuture(content.created_at_ms - now_ms));
+    }
+    Ok(opened)
+}
+
+/// [`open`] without the freshness checks: for evidence checked long after the fact
+/// (`bluewire verify-bundle`), where expiry says nothing about authenticity.
+pub fn open_unclocked(
+    env: &Envelope,
+    lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
+) -> Result<Opened, Rejected> {
     if env.content.len() > MAX_CONTENT_BYTES {
         return Err(Rejected::TooLarge(env.content.len()));
     }
@@ -131,12 +148,6 @@ pub fn open(
         });
     }
     validate(&content)?;
-    if content.expires_at_ms != 0 && content.expires_at_ms < now_ms {
-        return Err(Rejected::Expired(content.expires_at_ms));
-    }
-    if content.created_at_ms > now_ms + MAX_CLOCK_SKEW_MS {
-        return Err(Rejected::FromTheFuture(content.created_at_ms - now_ms));
-    }
     Ok(Opened {
         content,
         signer_org,

@@ -299,3 +299,56 @@ pub fn at_or_now(at_ms: i64) -> i64 {
         crate::clock::now_ms()
     }
 }
+
+/// The evidence bundle of case `(origin, id)`: every envelope this node holds of it, as
+/// stored, and the node certificates of their signers.
+pub fn export(st: &NodeState, origin: &str, id: &str) -> Result<pb::CaseBundle, CaseError> {
+    use prost::Message;
+    let now = crate::clock::now_ms();
+    let held = load(st, origin, id, now)?;
+    let key = format!("{origin}/{id}");
+    let mut envelopes = Vec::new();
+    for m in st.store.case_messages(&key).map_err(LookupError::Store)? {
+        let env = pb::Envelope::decode(m.envelope.as_slice())
+            .map_err(|e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e))?;
+        envelopes.push(env);
+    }
+    let mut orgs: Vec<&str> = held
+        .messages
+        .iter()
+        .map(|c| c.origin_org.as_str())
+        .collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    let cluster = st.cluster(&held.view.cluster);
+    let mut certificates = Vec::new();
+    for org in orgs {
+        let der = if org == st.org() {
+            st.tls.chain.first().map(|c| c.as_ref().to_vec())
+        } else {
+            st.directory.cert(org).or_else(|| {
+                cluster
+                    .as_ref()
+                    .and_then(|c| c.members.get(org))
+                    .map(|m| m.cert_der.clone())
+            })
+        };
+        match der {
+            Some(d) => certificates.push(d),
+            None => {
+                return Err(CaseError::Refused(format!(
+                    "this node holds no certificate of {org}, a signer of the case: the bundle could not be verified"
+                )));
+            }
+        }
+    }
+    Ok(pb::CaseBundle {
+        format: case::bundle::FORMAT.into(),
+        case: mref(origin, id),
+        exported_by: st.org().to_string(),
+        exported_at_ms: now,
+        exercise: held.view.exercise,
+        envelopes,
+        certificates,
+    })
+}

@@ -83,6 +83,21 @@ impl Client for Api {
         Ok(Response::new(crate::workflow::detail_pb(&held.view, now)))
     }
 
+    async fn export_case(
+        &self,
+        req: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::CaseBundle>, Status> {
+        Caller::user(&req)?;
+        let r = req.into_inner();
+        let (origin, id) = crate::feed::parse_reference(&r.case);
+        let (origin, id) = crate::workflow::resolve(&self.state, origin, id)?;
+        Ok(Response::new(crate::workflow::export(
+            &self.state,
+            &origin,
+            &id,
+        )?))
+    }
+
     async fn commit_cursor(
         &self,
         req: Request<pb::CommitCursorRequest>,
