@@ -124,6 +124,7 @@ async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::
                     .iter()
                     .map(|x| json!({
                         "org": x.org, "functions": x.functions, "allowed": x.allowed, "rule": x.rule, "reason": x.reason,
+                        "mandatory": x.mandatory,
                         "steps": x.steps.iter().map(|s| json!({"rule": s.rule, "allowed": s.allowed, "reason": s.reason})).collect::<Vec<_>>(),
                     }))
                     .collect()
@@ -143,6 +144,9 @@ async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::
                     x.reason,
                     x.rule
                 );
+                if !x.mandatory.is_empty() {
+                    println!("      mandatory recipient: {}", x.mandatory);
+                }
                 for s in &x.steps {
                     println!(
                         "    {} {:<18} {}",

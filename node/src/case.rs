@@ -1092,3 +1092,64 @@ pub fn aim(c: &mut Content, view: &CaseView, msgs: &[&Content]) -> Result<(), St
     }
     Ok(())
 }
+
+/// The organisations a workflow step must reach, and why (blueprint IV.26, recital 20,
+/// IV.27, VII.35), among `members` (organisation, certified profile) of the case's
+/// cluster; never its origin. These never widen routing: a step that routing would keep
+/// from one of them is refused instead of silently narrowed.
+pub fn mandatory(c: &Content, members: &[(&str, &OrgProfile)]) -> Vec<(String, &'static str)> {
+    let mut need: Vec<(Function, &'static str)> = Vec::new();
+    match c.body.as_ref() {
+        Some(Body::Reserve(b)) if b.stage == ReserveStage::Requested as i32 => {
+            need.push((
+                Function::CsirtsNetwork,
+                "a reserve request informs the CSIRTs network (recital 20)",
+            ));
+            need.push((
+                Function::Cyclone,
+                "a reserve request informs EU-CyCLONe (recital 20)",
+            ));
+            if b.military_dimension {
+                need.push((
+                    Function::CyberCommanders,
+                    "a request with a military dimension informs the Conference of EU Cyber Commanders (IV.26(c))",
+                ));
+            }
+            if b.hybrid_campaign {
+                need.push((
+                    Function::Commission,
+                    "in a hybrid campaign the Commission coordinates the response (IV.26(b))",
+                ));
+                need.push((
+                    Function::Eeas,
+                    "in a hybrid campaign the High Representative coordinates the response (IV.26(b))",
+                ));
+            }
+        }
+        Some(Body::Notice(b)) if b.notice == NoticeKind::SpaceServices as i32 => need.push((
+            Function::Eeas,
+            "EU-CyCLONe informs the High Representative of an impact on space services (IV.27)",
+        )),
+        Some(Body::Notice(b)) if b.notice == NoticeKind::DefenceInitiative as i32 => {
+            need.push((
+                Function::Cyclone,
+                "the use of defence-initiative teams is notified to EU-CyCLONe (VII.35)",
+            ));
+            need.push((
+                Function::CyberCommanders,
+                "the use of defence-initiative teams is notified to the Conference of EU Cyber Commanders (VII.35)",
+            ));
+        }
+        _ => {}
+    }
+    let mut out: Vec<(String, &'static str)> = Vec::new();
+    for (f, why) in need {
+        for (org, p) in members {
+            if *org != c.origin_org && p.holds(f) && !out.iter().any(|(o, _)| o == org) {
+                out.push((org.to_string(), why));
+            }
+        }
+    }
+    out.sort();
+    out
+}

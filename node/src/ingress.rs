@@ -170,7 +170,7 @@ fn admit(
         });
     }
     let effect = control_authority(&o.content, known, router)?;
-    known::workflow(known, &o.content).map_err(Rejected::Workflow)?;
+    known::workflow(known, router, &o.content).map_err(Rejected::Workflow)?;
     Ok((o.content, effect))
 }
 

@@ -88,7 +88,7 @@ pub fn in_audience(
 /// The crisis-workflow rules for a workflow message (see [`crate::case`]): the signer's
 /// certified functions and levels allow it, and it follows the case and the step it names as
 /// far as `known` holds them. The same call at the origin and at every receiver.
-pub fn workflow(known: &impl Known, c: &Content) -> Result<(), String> {
+pub fn workflow(known: &impl Known, router: &Router, c: &Content) -> Result<(), String> {
     if !crate::case::is_case_message(c) {
         return Ok(());
     }
@@ -99,6 +99,14 @@ pub fn workflow(known: &impl Known, c: &Content) -> Result<(), String> {
     };
     let signer = known.profile(&c.origin_org, cluster.as_deref());
     crate::case::authority(c, signer.as_ref())?;
+    // Mandatory recipients among the members when the step was sent (its cluster index).
+    for (org, why) in mandatory_recipients(cluster.as_deref(), c) {
+        in_audience(known, router, c, &org).map_err(|refusal| {
+            format!(
+                "{org} must receive this step ({why}), but it could not: {refusal}; the step is refused rather than silently narrowed"
+            )
+        })?;
+    }
     let held = |r: Option<(&str, &str)>| -> Result<Option<Content>, String> {
         match r {
             Some((o, i)) if (o, i) != (c.origin_org.as_str(), c.id.as_str()) => {
@@ -110,6 +118,29 @@ pub fn workflow(known: &impl Known, c: &Content) -> Result<(), String> {
     let case = held(crate::case::case_of(c))?;
     let prev = held(crate::case::previous(c))?;
     crate::case::follows(c, case.as_ref(), prev.as_ref())
+}
+
+/// The organisations `c` must reach (see [`crate::case::mandatory`]), among the members of
+/// its cluster at the log index it claims.
+pub fn mandatory_recipients(
+    cluster: Option<&ClusterState>,
+    c: &Content,
+) -> Vec<(String, &'static str)> {
+    let Some(cl) = cluster else {
+        return Vec::new();
+    };
+    let at = c.cluster_index;
+    let members: Vec<(&str, &crate::pki::OrgProfile)> = cl
+        .members
+        .values()
+        .filter(|m| {
+            m.periods
+                .iter()
+                .any(|(from, end)| *from <= at && end.is_none_or(|(e, _)| at < e))
+        })
+        .map(|m| (m.org.as_str(), &m.profile))
+        .collect();
+    crate::case::mandatory(c, &members)
 }
 
 /// An in-memory [`Known`] for unit tests of the pure decisions: what a node

@@ -296,7 +296,8 @@ pub async fn publish(
     let mut content = draft(st, user, r)?;
     prepare_control(st, &mut content)?;
     // The crisis-workflow rules, as every receiver will apply them.
-    known::workflow(st, &content).map_err(|w| OutboundError::Authority(Rejected::Workflow(w)))?;
+    known::workflow(st, &st.router, &content)
+        .map_err(|w| OutboundError::Authority(Rejected::Workflow(w)))?;
     let cluster = st.cluster(&content.cluster);
     if let Some(c) = &cluster {
         st.router
@@ -308,6 +309,22 @@ pub async fn publish(
         let peers: Vec<String> = st.config.peers.iter().map(|p| p.org.clone()).collect();
         let candidates = candidates(cluster.as_deref(), st.org(), &peers);
         let (queued_for, refused) = plan(&content, &candidates, st, &st.router, now);
+        // A workflow step that must reach an organisation is refused, not narrowed.
+        for (org, why) in known::mandatory_recipients(cluster.as_deref(), &content) {
+            if !queued_for.contains(&org) {
+                let refusal = refused
+                    .iter()
+                    .find(|d| d.org == org)
+                    .map(|d| format!("{} ({})", d.reason, d.rule))
+                    .unwrap_or_else(|| "it is not a candidate".into());
+                return Err(OutboundError::Refused {
+                    rule: "mandatory-recipients",
+                    reason: format!(
+                        "{org} must receive this step ({why}), but routing keeps it out: {refusal}"
+                    ),
+                });
+            }
+        }
         count_egress(st, queued_for.len(), &refused);
         let env = envelope::seal(&st.signer, &content);
         let mut events = vec![AuditEvent::published(
@@ -508,6 +525,8 @@ pub fn backfill_page(
 pub struct Explained {
     pub decision: Decision,
     pub functions: Vec<String>,
+    /// Why the crisis workflow requires this organisation to receive the message, if it does.
+    pub mandatory: Option<&'static str>,
 }
 
 pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained> {
@@ -529,9 +548,14 @@ pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained
         st.config.peers.iter().map(|p| p.org.clone()).collect()
     };
     let cluster = st.cluster(&content.cluster);
+    let mandatory = known::mandatory_recipients(cluster.as_deref(), content);
     targets
         .iter()
         .map(|org| Explained {
+            mandatory: mandatory
+                .iter()
+                .find(|(o, _)| o == org)
+                .map(|(_, why)| *why),
             decision: st.decide(content, org, direction),
             functions: st
                 .directory

@@ -177,7 +177,23 @@ pub fn aim(st: &NodeState, content: &mut pb::Content, now_ms: i64) -> Result<(),
             .unwrap_or(0);
     }
     let refs: Vec<&pb::Content> = held.messages.iter().collect();
-    case::aim(content, &held.view, &refs).map_err(CaseError::Refused)
+    case::aim(content, &held.view, &refs).map_err(CaseError::Refused)?;
+    // With named recipients, the workflow's mandatory ones are named too — except under
+    // TLP:RED, where naming is the sender's decision: a RED step that leaves one out is
+    // refused when it is planned.
+    let red = content
+        .marking
+        .as_ref()
+        .is_some_and(|m| m.tlp == pb::Tlp::Red as i32);
+    if !content.recipients.is_empty() && !red {
+        let cluster = st.cluster(&content.cluster);
+        for (org, _) in crate::known::mandatory_recipients(cluster.as_deref(), content) {
+            if !content.recipients.contains(&org) {
+                content.recipients.push(org);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mref(origin: &str, id: &str) -> Option<pb::MessageRef> {

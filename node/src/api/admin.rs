@@ -264,8 +264,10 @@ impl Admin for Api {
                 |crate::outbound::Explained {
                      decision: d,
                      functions,
+                     mandatory,
                  }| pb::RecipientExplanation {
                     functions,
+                    mandatory: mandatory.unwrap_or_default().to_string(),
                     org: d.org,
                     allowed: d.allowed,
                     rule: d.rule.to_string(),

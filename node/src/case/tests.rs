@@ -1437,3 +1437,82 @@ proptest! {
         prop_assert_eq!(&view_of(&caught_up, now), &expected);
     }
 }
+
+#[test]
+fn mandatory_recipients_follow_the_blueprint_and_never_include_the_origin() {
+    let case = open("csirt-be", 1);
+    let profiles: Vec<(&str, OrgProfile)> = [
+        ("csirt-be", F::CsirtsNetwork),
+        ("csirt-fr", F::CsirtsNetwork),
+        ("cyclone-fr", F::Cyclone),
+        ("commanders", F::CyberCommanders),
+        ("commission", F::Commission),
+        ("eeas", F::Eeas),
+        ("enisa", F::ReserveAuthority),
+        ("pres", F::Presidency),
+    ]
+    .into_iter()
+    .map(|(o, f)| (o, holding(o, Some(f))))
+    .collect();
+    let members: Vec<(&str, &OrgProfile)> = profiles.iter().map(|(o, p)| (*o, p)).collect();
+    let who = |c: &Content| -> Vec<String> {
+        mandatory(c, &members).into_iter().map(|(o, _)| o).collect()
+    };
+    let mut request = reserve("csirt-be", 2, &case, None, ReserveStage::Requested);
+    assert_eq!(who(&request), ["csirt-fr", "cyclone-fr"]);
+    let set = |c: &mut Content, military: bool, hybrid: bool| {
+        if let Some(Body::Reserve(b)) = c.body.as_mut() {
+            (b.military_dimension, b.hybrid_campaign) = (military, hybrid);
+        }
+    };
+    set(&mut request, true, false);
+    assert_eq!(who(&request), ["commanders", "csirt-fr", "cyclone-fr"]);
+    set(&mut request, false, true);
+    assert_eq!(
+        who(&request),
+        ["commission", "csirt-fr", "cyclone-fr", "eeas"]
+    );
+    set(&mut request, true, true);
+    assert_eq!(
+        who(&request),
+        ["commanders", "commission", "csirt-fr", "cyclone-fr", "eeas"]
+    );
+    // Only the request itself: later stages have no mandatory recipients.
+    let ack = reserve(
+        "enisa",
+        3,
+        &case,
+        Some(&request),
+        ReserveStage::Acknowledged,
+    );
+    assert!(who(&ack).is_empty());
+    let notice = |origin: &str, kind: NoticeKind| {
+        content(
+            origin,
+            4,
+            Kind::Notice,
+            Level::Operational,
+            Body::Notice(pb::Notice {
+                link: link(&case, None),
+                notice: kind as i32,
+                summary: "s".into(),
+            }),
+        )
+    };
+    assert_eq!(
+        who(&notice("cyclone-fr", NoticeKind::SpaceServices)),
+        ["eeas"]
+    );
+    assert_eq!(
+        who(&notice("csirt-be", NoticeKind::DefenceInitiative)),
+        ["commanders", "cyclone-fr"]
+    );
+    // The origin is never its own mandatory recipient.
+    assert_eq!(
+        who(&notice("cyclone-fr", NoticeKind::DefenceInitiative)),
+        ["commanders"]
+    );
+    let why = mandatory(&notice("cyclone-fr", NoticeKind::SpaceServices), &members);
+    assert!(why[0].1.contains("IV.27"), "{why:?}");
+    assert!(who(&sitrep("cyclone-fr", 5, &case, None, 1)).is_empty());
+}

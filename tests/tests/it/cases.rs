@@ -44,7 +44,7 @@ async fn crisis_federation() -> (TestFederation, String) {
             name: "crisis".into(),
             purpose: "cross-border incident response".into(),
             levels: vec![pb::Level::Operational as i32, pb::Level::Political as i32],
-            max_tlp: pb::Tlp::Amber as i32,
+            max_tlp: pb::Tlp::Red as i32,
             history: pb::HistoryRule::Full as i32,
             exercise: false,
         },
@@ -617,4 +617,65 @@ async fn an_unserved_reserve_request_turns_overdue_after_24_hours() {
     let done = ok(&fed, ENISA, reserve(&case, pb::ReserveStage::Delivered)).await;
     reached(&fed, &done.id, &[BE]).await;
     assert_eq!(clock_at(BE, t + 25 * HOUR).await, "met");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reserve_request_reaches_the_csirts_network_and_cyclone_or_is_refused() {
+    let (fed, cluster) = crisis_federation().await;
+    let case = open_case(&fed, &cluster).await;
+    let mandatory = [FR, CY, EU];
+    // Named recipients: the node names the mandatory ones too.
+    let mut named = reserve(&case, pb::ReserveStage::Requested);
+    named.recipients = vec![ENISA.into()];
+    let r = ok(&fed, BE, named).await;
+    for org in mandatory.iter().chain([&ENISA]) {
+        assert!(r.queued_for.contains(&org.to_string()), "{org}: {r:?}");
+    }
+    assert!(!r.queued_for.contains(&PRES.to_string()), "{r:?}");
+    reached(&fed, &r.id, &[ENISA, FR, CY, EU]).await;
+    // TLP:RED naming only the reserve authority: refused at the origin, saying who and why.
+    let mut red = reserve(&case, pb::ReserveStage::Requested);
+    red.marking.as_mut().unwrap().tlp = pb::Tlp::Red as i32;
+    red.recipients = vec![ENISA.into()];
+    let e = publish(&fed, BE, red.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("(workflow)")
+            && e.message().contains("must receive this step")
+            && e.message().contains("CSIRTs network"),
+        "{}",
+        e.message()
+    );
+    // Naming them all, RED goes through.
+    red.recipients = vec![ENISA.into(), FR.into(), CY.into(), EU.into()];
+    ok(&fed, BE, red).await;
+    // A member that signs a RED request naming only the reserve authority itself is
+    // refused by the receiver with the same rule.
+    let index = fed.cluster(BE, &cluster).await.unwrap().head_index;
+    let rogue = Rogue::new(&fed, BE);
+    let mut c = rogue.in_cluster(&cluster, index, "x");
+    c.kind = pb::Kind::Reserve as i32;
+    c.level = pb::Level::Operational as i32;
+    c.marking = Some(pb::Marking {
+        tlp: pb::Tlp::Red as i32,
+        ..Default::default()
+    });
+    c.recipients = vec![ENISA.into()];
+    c.body = Some(pb::content::Body::Reserve(pb::ReserveUpdate {
+        link: Some(pb::CaseLink {
+            case: Some(pb::MessageRef {
+                origin: BE.into(),
+                id: case.clone(),
+            }),
+            previous: None,
+        }),
+        stage: pb::ReserveStage::Requested as i32,
+        services: vec!["forensics".into()],
+        affected_entity: "hospital".into(),
+        impact: "down".into(),
+        ..Default::default()
+    }));
+    rogue
+        .expect_refused(ENISA, &c, "workflow", "must receive this step")
+        .await;
 }
