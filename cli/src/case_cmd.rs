@@ -137,6 +137,11 @@ pub enum CaseCommand {
         /// NIS2 sectors (comma-separated).
         #[arg(long, value_delimiter = ',')]
         sector: Vec<String>,
+        /// Run the NIS2 Article 23 clocks for your organisation (early warning 24 h,
+        /// notification 72 h, final report a month later), met by `publish --kind incident
+        /// --case CASE --nis2-stage …`.
+        #[arg(long)]
+        nis2: bool,
         #[command(flatten)]
         step: StepArgs,
     },
@@ -447,6 +452,7 @@ pub async fn run(c: &ConnArgs, cmd: CaseCommand, out: Output) -> anyhow::Result<
             incident,
             country,
             sector,
+            nis2,
             step,
         } => (
             request(
@@ -460,7 +466,7 @@ pub async fn run(c: &ConnArgs, cmd: CaseCommand, out: Output) -> anyhow::Result<
                     incident: incident.as_deref().map(mref),
                     affected_countries: country,
                     sectors: sector,
-                    nis2_reporting: false,
+                    nis2_reporting: nis2,
                 }),
             ),
             "case opened",

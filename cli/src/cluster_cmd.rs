@@ -670,7 +670,7 @@ mod tests {
         let Command::Publish(p) = cli.command else {
             panic!("not publish")
         };
-        assert_eq!(p.request().cluster, "csirt-be/rw");
+        assert_eq!(p.request().unwrap().cluster, "csirt-be/rw");
         let cli = parse(&["subscribe", "--cluster", "a/x,b/y", "--no-follow"]).unwrap();
         let Command::Subscribe(s) = cli.command else {
             panic!("not subscribe")
@@ -689,7 +689,7 @@ mod tests {
         let Command::Publish(p) = cli.command else {
             panic!("not publish")
         };
-        assert_eq!(p.request().cluster, "");
+        assert_eq!(p.request().unwrap().cluster, "");
     }
 
     #[test]

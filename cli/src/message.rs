@@ -60,15 +60,92 @@ pub struct PublishCmd {
     /// Forbid re-sharing into other clusters or feeds.
     #[arg(long)]
     pub no_reshare: bool,
+    #[command(flatten)]
+    pub incident: IncidentArgs,
+}
+
+/// How an incident report is classified and what it reports for (incidents only).
+#[derive(Debug, Default, Args)]
+pub struct IncidentArgs {
+    /// ENISA RSIT classification CLASS/TYPE, e.g. intrusions/system-compromise.
+    #[arg(long)]
+    pub taxonomy: Option<String>,
+    /// NIS2 sector codes (comma-separated), e.g. health,energy-electricity.
+    #[arg(long, value_delimiter = ',')]
+    pub nis2_sector: Vec<String>,
+    /// The impact, in words.
+    #[arg(long)]
+    pub impact: Option<String>,
+    /// The earlier report this one replaces (ID or ORIGIN/ID).
+    #[arg(long)]
+    pub supersedes: Option<String>,
+    /// The crisis case this report is for (ID or ORIGIN/ID); published in the case's cluster.
+    #[arg(long)]
+    pub case: Option<String>,
+    /// The NIS2 Article 23 stage this report fulfils (with --case).
+    #[arg(long, value_enum)]
+    pub nis2_stage: Option<Nis2StageArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Nis2StageArg {
+    EarlyWarning,
+    Notification,
+    Intermediate,
+    Final,
+}
+
+fn reference(s: &str) -> pb::MessageRef {
+    let (origin, id) = s.split_once('/').unwrap_or(("", s));
+    pb::MessageRef {
+        origin: origin.to_string(),
+        id: id.to_string(),
+    }
+}
+
+impl IncidentArgs {
+    fn is_set(&self) -> bool {
+        self.taxonomy.is_some()
+            || !self.nis2_sector.is_empty()
+            || self.impact.is_some()
+            || self.supersedes.is_some()
+            || self.case.is_some()
+            || self.nis2_stage.is_some()
+    }
+
+    fn apply(&self, i: &mut pb::IncidentReport) {
+        if let Some(t) = &self.taxonomy {
+            let (class, ty) = t.split_once('/').unwrap_or((t, ""));
+            (i.taxonomy_class, i.taxonomy_type) = (class.to_string(), ty.to_string());
+        }
+        i.nis2_sectors = self.nis2_sector.clone();
+        i.impact = self.impact.clone().unwrap_or_default();
+        i.supersedes = self.supersedes.as_deref().map(reference);
+        i.case = self.case.as_deref().map(reference);
+        i.nis2_stage = match self.nis2_stage {
+            None => pb::Nis2Stage::Unspecified,
+            Some(Nis2StageArg::EarlyWarning) => pb::Nis2Stage::EarlyWarning,
+            Some(Nis2StageArg::Notification) => pb::Nis2Stage::Notification,
+            Some(Nis2StageArg::Intermediate) => pb::Nis2Stage::Intermediate,
+            Some(Nis2StageArg::Final) => pb::Nis2Stage::Final,
+        } as i32;
+    }
 }
 
 impl PublishCmd {
-    pub fn request(&self) -> pb::PublishRequest {
+    pub fn request(&self) -> anyhow::Result<pb::PublishRequest> {
         let mut r = build_publish_in(&self.args, self.cluster.as_deref().unwrap_or(""));
         r.scope_sectors = self.scope_sector.clone();
         r.scope_countries = self.scope_country.clone();
         r.no_reshare = self.no_reshare;
-        r
+        match r.body.as_mut() {
+            Some(pb::publish_request::Body::Incident(i)) => self.incident.apply(i),
+            _ if self.incident.is_set() => anyhow::bail!(
+                "--taxonomy, --nis2-sector, --impact, --supersedes, --case and --nis2-stage describe an incident report: add --kind incident"
+            ),
+            _ => {}
+        }
+        Ok(r)
     }
 }
 
@@ -121,7 +198,7 @@ pub async fn publish(c: &ConnArgs, a: PublishCmd, out: Output) -> anyhow::Result
     let conn = c.connect()?;
     let r = conn
         .client()
-        .publish(a.request())
+        .publish(a.request()?)
         .await
         .map_err(|s| status_err(&conn, s))?
         .into_inner();

@@ -73,7 +73,7 @@ pub async fn run(c: &ConnArgs, cmd: PolicyCommand, out: Output) -> anyhow::Resul
                 c,
                 pb::ExplainRequest {
                     message_id: String::new(),
-                    draft: Some(draft.request()),
+                    draft: Some(draft.request()?),
                     to: for_org.unwrap_or_default(),
                 },
                 out,

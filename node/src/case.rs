@@ -117,10 +117,39 @@ fn pair(r: &pb::MessageRef) -> Option<(&str, &str)> {
     (!r.origin.is_empty() && !r.id.is_empty()).then_some((r.origin.as_str(), r.id.as_str()))
 }
 
-/// The case (origin, id) a workflow message belongs to: its own for the opening message.
+/// The classification and links of an incident report: an RSIT pair, NIS2 sector codes,
+/// well-formed references, and a NIS2 stage only for a report that names its case.
+pub fn check_incident(i: &pb::IncidentReport) -> Result<(), String> {
+    crate::taxonomy::check_rsit(&i.taxonomy_class, &i.taxonomy_type)?;
+    crate::taxonomy::check_nis2_sectors(&i.nis2_sectors)?;
+    let set = |r: &Option<pb::MessageRef>| {
+        r.as_ref()
+            .is_some_and(|r| !r.id.is_empty() || !r.origin.is_empty())
+    };
+    if set(&i.supersedes) {
+        check_ref(i.supersedes.as_ref(), "supersedes")?;
+    }
+    if set(&i.case) {
+        check_ref(i.case.as_ref(), "case")?;
+    } else if i.nis2_stage != pb::Nis2Stage::Unspecified as i32 {
+        return Err("nis2_stage: a NIS2 stage is reported for a case: name it (case)".into());
+    }
+    if pb::Nis2Stage::try_from(i.nis2_stage).is_err() {
+        return Err(format!(
+            "nis2_stage {} is not a NIS2 Article 23 stage",
+            i.nis2_stage
+        ));
+    }
+    Ok(())
+}
+
+/// The case (origin, id) a message belongs to: its own for the opening message; the case
+/// a workflow step links, or an incident report names.
 pub fn case_of(c: &Content) -> Option<(&str, &str)> {
     match c.body.as_ref()? {
         Body::CaseOpen(_) => Some((c.origin_org.as_str(), c.id.as_str())),
+        // An incident report filed for a case (NIS2 stages, updates) is part of it too.
+        Body::Incident(i) => i.case.as_ref().and_then(pair),
         _ => link(c)?.case.as_ref().and_then(pair),
     }
 }

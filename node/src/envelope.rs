@@ -201,7 +201,9 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         }
         (Kind::FreeText, Some(Body::FreeText(t))) if !t.title.is_empty() || !t.body.is_empty() => {}
         (Kind::FreeText, _) => return bad("kind free-text needs a free_text body".into()),
-        (Kind::IncidentReport, Some(Body::Incident(i))) if !i.title.is_empty() => {}
+        (Kind::IncidentReport, Some(Body::Incident(i))) if !i.title.is_empty() => {
+            crate::case::check_incident(i).map_err(Rejected::Invalid)?;
+        }
         (Kind::IncidentReport, _) => {
             return bad("kind incident needs an incident body with a title".into());
         }

@@ -32,6 +32,7 @@ pub mod signing;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod taxonomy;
 pub mod telemetry;
 pub mod tls;
 pub mod workflow;

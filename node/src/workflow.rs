@@ -110,11 +110,26 @@ pub fn aim(st: &NodeState, content: &mut pb::Content, now_ms: i64) -> Result<(),
     let refs: Vec<&mut pb::MessageRef> = match content.body.as_mut() {
         Some(pb::content::Body::CaseOpen(b)) => b.incident.iter_mut().collect(),
         Some(pb::content::Body::Escalation(b)) => b.technical_reports.iter_mut().collect(),
+        Some(pb::content::Body::Incident(b)) => b.supersedes.iter_mut().collect(),
         _ => Vec::new(),
     };
     for r in refs.into_iter().filter(|r| !r.id.is_empty()) {
         let m = feed::find(&st.store, &r.origin, &r.id)?;
         (r.origin, r.id) = (m.origin, m.id);
+    }
+    // An incident report filed for a case: the case by reference, in the case's cluster.
+    if let Some(pb::content::Body::Incident(b)) = content.body.as_mut()
+        && let Some(r) = b.case.as_mut().filter(|r| !r.id.is_empty())
+    {
+        (r.origin, r.id) = resolve(st, &r.origin, &r.id)?;
+        if content.cluster.is_empty() {
+            let held = load(st, &r.origin, &r.id, now_ms)?;
+            content.cluster = held.view.cluster.clone();
+            content.cluster_index = st
+                .cluster(&content.cluster)
+                .map(|c| c.head_index)
+                .unwrap_or(0);
+        }
     }
     if matches!(content.body, Some(pb::content::Body::CaseOpen(_)))
         || !case::is_case_message(content)

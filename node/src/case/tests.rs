@@ -1516,3 +1516,122 @@ fn mandatory_recipients_follow_the_blueprint_and_never_include_the_origin() {
     assert!(why[0].1.contains("IV.27"), "{why:?}");
     assert!(who(&sitrep("cyclone-fr", 5, &case, None, 1)).is_empty());
 }
+
+fn incident(origin: &str, n: u64, case: Option<&Content>, stage: pb::Nis2Stage) -> Content {
+    content(
+        origin,
+        n,
+        Kind::IncidentReport,
+        Level::Technical,
+        Body::Incident(pb::IncidentReport {
+            title: "report".into(),
+            taxonomy_class: "malicious-code".into(),
+            taxonomy_type: "infected-system".into(),
+            nis2_sectors: vec!["health".into()],
+            case: case.map(|c| r(&c.origin_org, &c.id)),
+            nis2_stage: stage as i32,
+            ..Default::default()
+        }),
+    )
+}
+
+#[test]
+fn nis2_clocks_run_from_the_opening_for_the_reporting_csirt() {
+    use pb::Nis2Stage as N;
+    let mut case = open("csirt-be", 1);
+    if let Some(Body::CaseOpen(b)) = case.body.as_mut() {
+        b.nis2_reporting = true;
+    }
+    let at = case.created_at_ms;
+    let clocks = |msgs: &[Content], now: i64| -> Vec<(String, Clock)> {
+        view_of(msgs, now)
+            .due
+            .into_iter()
+            .map(|d| (d.what, d.clock))
+            .collect()
+    };
+    let only = [case.clone()];
+    assert_eq!(
+        clocks(&only, at + HOUR),
+        [
+            ("NIS2 early warning".to_string(), Clock::OnTime),
+            ("NIS2 incident notification".to_string(), Clock::OnTime),
+            ("NIS2 final report".to_string(), Clock::OnTime),
+        ]
+    );
+    assert_eq!(clocks(&only, at + 25 * HOUR)[0].1, Clock::Overdue);
+    assert_eq!(clocks(&only, at + 69 * HOUR)[1].1, Clock::DueSoon);
+    // The opener's early warning meets the first stage; another organisation's does not.
+    let mut warning = incident("csirt-be", 2, Some(&case), N::EarlyWarning);
+    warning.created_at_ms = at + 23 * HOUR;
+    let by_other = incident("csirt-fr", 3, Some(&case), N::Notification);
+    let v = clocks(&[case.clone(), warning.clone(), by_other], at + 80 * HOUR);
+    assert_eq!(v[0].1, Clock::Met);
+    assert_eq!(v[1].1, Clock::Overdue);
+    // A notification sent straight away meets both early stages; the final report is due a
+    // month after the notification.
+    let mut notification = incident("csirt-be", 4, Some(&case), N::Notification);
+    notification.created_at_ms = at + 10 * HOUR;
+    let v = view_of(&[case.clone(), notification.clone()], at + 11 * HOUR);
+    assert_eq!(v.due[0].clock, Clock::Met);
+    assert_eq!(v.due[1].clock, Clock::Met);
+    assert_eq!(v.due[2].due_at_ms, at + 10 * HOUR + 30 * 24 * HOUR);
+    let mut last = incident("csirt-be", 5, Some(&case), N::Final);
+    last.created_at_ms = at + 31 * 24 * HOUR;
+    let v = view_of(&[case.clone(), notification, last], at + 32 * 24 * HOUR);
+    assert_eq!(v.due[2].clock, Clock::Late);
+    // Without nis2_reporting, no NIS2 clock.
+    assert!(view_of(&[open("csirt-be", 1)], at).due.is_empty());
+    // The report shows in the timeline.
+    let v = view_of(&[case, warning], at);
+    assert!(
+        v.timeline[1].summary.contains("NIS2 early warning"),
+        "{:?}",
+        v.timeline
+    );
+}
+
+#[test]
+fn incident_reports_are_classified_with_rsit_and_nis2_codes() {
+    use pb::Nis2Stage as N;
+    let case = open("csirt-be", 1);
+    let ok = incident("csirt-be", 2, Some(&case), N::EarlyWarning);
+    let Some(Body::Incident(i)) = &ok.body else {
+        unreachable!()
+    };
+    assert_eq!(check_incident(i), Ok(()));
+    assert_eq!(case_of(&ok), Some(("csirt-be", uid(1).as_str())));
+    let edits: Vec<(Box<dyn Fn(&mut pb::IncidentReport)>, &str)> = vec![
+        (
+            Box::new(|i| i.taxonomy_type = "ddos".into()),
+            "not a type of RSIT class",
+        ),
+        (
+            Box::new(|i| i.taxonomy_class = "ransomware".into()),
+            "not an ENISA RSIT class",
+        ),
+        (
+            Box::new(|i| i.nis2_sectors = vec!["hospitals".into()]),
+            "not a NIS2 sector code",
+        ),
+        (Box::new(|i| i.case = None), "nis2_stage"),
+        (
+            Box::new(|i| i.case.as_mut().unwrap().id = "x".into()),
+            "case.id",
+        ),
+        (
+            Box::new(|i| i.supersedes = Some(r("csirt-be", "y"))),
+            "supersedes.id",
+        ),
+        (
+            Box::new(|i| i.nis2_stage = 9),
+            "not a NIS2 Article 23 stage",
+        ),
+    ];
+    for (edit, want) in edits {
+        let mut j = i.clone();
+        edit(&mut j);
+        let why = check_incident(&j).expect_err(want);
+        assert!(why.contains(want), "{want}: {why}");
+    }
+}

@@ -361,6 +361,7 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
         });
     }
     let mut due: Vec<DueItem> = reserve.iter().map(|r| r.due.clone()).collect();
+    due.extend(nis2_clocks(open, &mine, now_ms));
     due.sort_by(|x, y| (x.due_at_ms, &x.origin, &x.id).cmp(&(y.due_at_ms, &y.origin, &y.id)));
 
     let phase = if closed {
@@ -426,6 +427,64 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
     }
 }
 
+/// NIS2 Article 23(4) clocks for the reporting CSIRT (the case's opener), when the case was
+/// opened with them: early warning within 24 h, incident notification within 72 h, final
+/// report one month after the notification. A stage is met by the opener's incident report
+/// for the case at that stage (or a later one, which carries what the earlier one would).
+fn nis2_clocks(open: Option<&Content>, mine: &[&Content], now_ms: i64) -> Vec<DueItem> {
+    use bluewire_proto::v1::Nis2Stage as N;
+    let Some(open) = open else { return Vec::new() };
+    let Some(Body::CaseOpen(b)) = &open.body else {
+        return Vec::new();
+    };
+    if !b.nis2_reporting {
+        return Vec::new();
+    }
+    let reported = |stage: N| {
+        mine.iter()
+            .filter(|c| c.origin_org == open.origin_org)
+            .filter_map(|c| match &c.body {
+                Some(Body::Incident(i)) if i.nis2_stage >= stage as i32 => Some(c.created_at_ms),
+                _ => None,
+            })
+            .min()
+    };
+    const HOUR: i64 = 3600 * 1000;
+    let at = open.created_at_ms;
+    let notified = reported(N::Notification);
+    let stages = [
+        (
+            "NIS2 early warning",
+            N::EarlyWarning,
+            at + 24 * HOUR,
+            reported(N::EarlyWarning),
+        ),
+        (
+            "NIS2 incident notification",
+            N::Notification,
+            at + 72 * HOUR,
+            notified,
+        ),
+        (
+            "NIS2 final report",
+            N::Final,
+            notified.unwrap_or(at + 72 * HOUR) + 30 * 24 * HOUR,
+            reported(N::Final),
+        ),
+    ];
+    stages
+        .into_iter()
+        .map(|(what, _, due_at_ms, done)| DueItem {
+            what: what.to_string(),
+            origin: open.origin_org.clone(),
+            id: open.id.clone(),
+            due_at_ms,
+            done_at_ms: done,
+            clock: Clock::at(due_at_ms, done, now_ms),
+        })
+        .collect()
+}
+
 /// One line saying what a workflow message does.
 pub fn summary(c: &Content) -> String {
     use super::{crisis_label, mode_label, state_label};
@@ -434,6 +493,17 @@ pub fn summary(c: &Content) -> String {
     };
     match body {
         Body::CaseOpen(b) => format!("opened: {}", b.title),
+        Body::Incident(i) => format!(
+            "incident report{}: {}",
+            match bluewire_proto::v1::Nis2Stage::try_from(i.nis2_stage) {
+                Ok(bluewire_proto::v1::Nis2Stage::EarlyWarning) => " (NIS2 early warning)",
+                Ok(bluewire_proto::v1::Nis2Stage::Notification) => " (NIS2 notification)",
+                Ok(bluewire_proto::v1::Nis2Stage::Intermediate) => " (NIS2 intermediate report)",
+                Ok(bluewire_proto::v1::Nis2Stage::Final) => " (NIS2 final report)",
+                _ => "",
+            },
+            i.title
+        ),
         Body::Escalation(b) => format!("escalated: {}", b.summary),
         Body::Advice(b) => format!(
             "advice: {}",

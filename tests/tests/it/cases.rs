@@ -679,3 +679,85 @@ async fn a_reserve_request_reaches_the_csirts_network_and_cyclone_or_is_refused(
         .expect_refused(ENISA, &c, "workflow", "must receive this step")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nis2_stages_are_met_by_the_openers_incident_reports_for_the_case() {
+    let (fed, cluster) = crisis_federation().await;
+    let open = ok(
+        &fed,
+        BE,
+        step(
+            pb::Kind::CaseOpen,
+            pb::Level::Operational,
+            &cluster,
+            B::CaseOpen(pb::CaseOpen {
+                title: "ransomware, NIS2 entity".into(),
+                nis2_reporting: true,
+                ..Default::default()
+            }),
+        ),
+    )
+    .await;
+    let report = |stage: pb::Nis2Stage, taxonomy: (&str, &str)| {
+        step(
+            pb::Kind::IncidentReport,
+            pb::Level::Operational,
+            "",
+            B::Incident(pb::IncidentReport {
+                title: "hospital group".into(),
+                taxonomy_class: taxonomy.0.into(),
+                taxonomy_type: taxonomy.1.into(),
+                nis2_sectors: vec!["health".into()],
+                // By bare id: the node names the case's origin and cluster.
+                case: Some(pb::MessageRef {
+                    origin: String::new(),
+                    id: open.id.clone(),
+                }),
+                nis2_stage: stage as i32,
+                ..Default::default()
+            }),
+        )
+    };
+    // A report that misclassifies is refused, naming the field.
+    let e = publish(
+        &fed,
+        BE,
+        report(pb::Nis2Stage::EarlyWarning, ("intrusions", "ddos")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("taxonomy_type"), "{}", e.message());
+    let warning = ok(
+        &fed,
+        BE,
+        report(
+            pb::Nis2Stage::EarlyWarning,
+            ("malicious-code", "infected-system"),
+        ),
+    )
+    .await;
+    reached(&fed, &warning.id, &[FR]).await;
+    let t = now_ms();
+    for org in [BE, FR] {
+        let s = case_at(&fed, org, &open.id, t + 73 * HOUR)
+            .await
+            .unwrap()
+            .summary
+            .unwrap();
+        let clocks: Vec<(&str, &str)> = s
+            .due
+            .iter()
+            .map(|d| (d.what.as_str(), d.clock.as_str()))
+            .collect();
+        assert_eq!(
+            clocks,
+            [
+                ("NIS2 early warning", "met"),
+                ("NIS2 incident notification", "overdue"),
+                ("NIS2 final report", "on-time"),
+            ],
+            "at {org}"
+        );
+    }
+}
