@@ -1601,7 +1601,8 @@ fn incident_reports_are_classified_with_rsit_and_nis2_codes() {
     };
     assert_eq!(check_incident(i), Ok(()));
     assert_eq!(case_of(&ok), Some(("csirt-be", uid(1).as_str())));
-    let edits: Vec<(Box<dyn Fn(&mut pb::IncidentReport)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut pb::IncidentReport)>;
+    let edits: Vec<(Edit, &str)> = vec![
         (
             Box::new(|i| i.taxonomy_type = "ddos".into()),
             "not a type of RSIT class",
