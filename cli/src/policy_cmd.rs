@@ -46,7 +46,7 @@ pub enum PolicyCommand {
         #[arg(long = "for", value_name = "ORG")]
         for_org: Option<String>,
         #[command(flatten)]
-        draft: crate::message::PublishCmd,
+        draft: Box<crate::message::PublishCmd>,
     },
     /// Make the node re-read its local policy file now.
     Reload,
