@@ -76,6 +76,10 @@ const HELP: &[(&str, &str)] = &[
         "bluewire_audit_records",
         "Records in this node's audit log.",
     ),
+    (
+        "bluewire_case_items_overdue",
+        "Crisis-case items past due on this node (reserve requests: 24 h; NIS2 Article 23 stages), by kind and exercise.",
+    ),
 ];
 
 /// A rendered family: its type and its (labels, value) samples.

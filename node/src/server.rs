@@ -232,6 +232,7 @@ impl Node {
             state.clone(),
             Duration::from_millis(config.clusters.sync_interval_ms),
         );
+        crate::workflow::spawn_clocks(state.clone());
 
         let incoming = tls::incoming(
             listener,

@@ -383,3 +383,154 @@ pub fn export(st: &NodeState, origin: &str, id: &str) -> Result<pb::CaseBundle, 
         certificates,
     })
 }
+
+/// How often a node looks at its cases' clocks.
+pub const CLOCK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The overdue-item gauge: `bluewire_case_items_overdue{kind,exercise}`.
+pub const OVERDUE: &str = "bluewire_case_items_overdue";
+
+/// What a clock pass found: the overdue items, and which of them it announced now.
+#[derive(Debug, Default)]
+pub struct ClockPass {
+    pub overdue: usize,
+    pub announced: Vec<String>,
+}
+
+/// One look at every case's clocks at `now_ms` (the caller's clock: the periodic task passes
+/// the node's, tests any time they like): sets the overdue gauge and puts each item that is
+/// overdue into this node's own feed, once — a local alert signed by this node and sent
+/// nowhere (its id is derived from the item, so a restart or the next pass finds it stored).
+pub async fn clock_pass(st: &NodeState, now_ms: i64) -> Result<ClockPass, CaseError> {
+    use prost::Message;
+    let mut pass = ClockPass::default();
+    let mut counts: std::collections::BTreeMap<(&str, bool), u64> = Default::default();
+    for ex in [false, true] {
+        for kind in ["reserve", "nis2"] {
+            counts.insert((kind, ex), 0);
+        }
+    }
+    for view in list(st, now_ms)? {
+        for d in view.due.iter().filter(|d| d.clock == case::Clock::Overdue) {
+            pass.overdue += 1;
+            let kind = if d.what.starts_with("NIS2") {
+                "nis2"
+            } else {
+                "reserve"
+            };
+            *counts.entry((kind, view.exercise)).or_default() += 1;
+            let started = view
+                .timeline
+                .iter()
+                .find(|e| e.origin == d.origin && e.id == d.id);
+            let content = alert(st, &view, d, started, now_ms);
+            let env = crate::envelope::seal(&st.signer, &content);
+            let outcome = st
+                .store
+                .insert(crate::store::NewMessage {
+                    audit: vec![crate::audit::AuditEvent::published(
+                        &content.id,
+                        format!(
+                            "clock: {} of case {}/{} overdue",
+                            d.what, view.origin, view.id
+                        ),
+                    )],
+                    ..crate::store::NewMessage::of(&content, env.encode_to_vec(), "", now_ms)
+                })
+                .await
+                .map_err(LookupError::Store)?;
+            if matches!(outcome, crate::store::InsertOutcome::Inserted(_)) {
+                tracing::warn!(case = %format!("{}/{}", view.origin, view.id), item = %d.what, "overdue");
+                pass.announced.push(content.id);
+            }
+        }
+    }
+    for ((kind, ex), n) in counts {
+        st.metrics.gauge(
+            OVERDUE,
+            &[
+                ("kind", kind),
+                ("exercise", if ex { "true" } else { "false" }),
+            ],
+            n as f64,
+        );
+    }
+    Ok(pass)
+}
+
+/// The local alert for an overdue item: a direct message to this organisation alone.
+fn alert(
+    st: &NodeState,
+    view: &CaseView,
+    d: &case::DueItem,
+    started: Option<&case::Entry>,
+    now_ms: i64,
+) -> pb::Content {
+    let seed = seed_of(&format!(
+        "{}/{}|{}|{}/{}",
+        view.origin, view.id, d.what, d.origin, d.id
+    ));
+    let id = uuid::Builder::from_unix_timestamp_millis(d.due_at_ms.max(0) as u64, &seed)
+        .into_uuid()
+        .to_string();
+    pb::Content {
+        id,
+        origin_org: st.org().to_string(),
+        author: format!("{}/case-clock", st.org()),
+        created_at_ms: now_ms,
+        kind: pb::Kind::FreeText as i32,
+        level: started
+            .map(|e| e.level)
+            .unwrap_or(pb::Level::Operational as i32),
+        marking: Some(pb::Marking {
+            tlp: started.map(|e| e.tlp).unwrap_or(pb::Tlp::Amber as i32),
+            classification: String::new(),
+            exercise: view.exercise,
+        }),
+        recipients: vec![st.org().to_string()],
+        body: Some(pb::content::Body::FreeText(pb::FreeText {
+            title: format!(
+                "{}OVERDUE: {} — case {}/{} {}",
+                if view.exercise { "EXERCISE " } else { "" },
+                d.what,
+                view.origin,
+                view.id,
+                view.title
+            ),
+            body: format!(
+                "Due at {} (unix ms); not done by {}. See: bluewire case show {}/{}",
+                d.due_at_ms, now_ms, view.origin, view.id
+            ),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Ten bytes derived from `s`, for a deterministic UUIDv7.
+fn seed_of(s: &str) -> [u8; 10] {
+    let digest = crate::envelope::content_hash(s.as_bytes());
+    let mut out = [0u8; 10];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    out
+}
+
+/// The periodic clock pass, every [`CLOCK_EVERY`], until the node stops.
+pub fn spawn_clocks(state: std::sync::Arc<NodeState>) {
+    let tasks = state.tasks.clone();
+    let stopping = tasks.stopping();
+    tasks.spawn(tracing::debug_span!("case-clocks"), async move {
+        let mut tick = tokio::time::interval(CLOCK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stopping.cancelled() => break,
+            }
+            if let Err(e) = clock_pass(&state, crate::clock::now_ms()).await {
+                tracing::warn!(error = %e, "case clock pass failed");
+            }
+        }
+    });
+}

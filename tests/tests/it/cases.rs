@@ -613,10 +613,56 @@ async fn an_unserved_reserve_request_turns_overdue_after_24_hours() {
     assert_eq!(clock_at(ENISA, t + 21 * HOUR).await, "due-soon");
     assert_eq!(clock_at(ENISA, t + 25 * HOUR).await, "overdue");
     assert_eq!(clock_at(BE, t + 25 * HOUR).await, "overdue");
-    // Served now: met, whenever it is looked at.
+    // The node's clock pass, driven at a chosen time: the overdue item becomes one alert in
+    // the node's own feed (sent nowhere) and a gauge.
+    let enisa = fed.node(ENISA);
+    let gauge = |st: &bluewire_node::NodeState| {
+        st.metrics.gauge_value(
+            bluewire_node::workflow::OVERDUE,
+            &[("kind", "reserve"), ("exercise", "false")],
+        )
+    };
+    let pass = bluewire_node::workflow::clock_pass(&enisa, t + 20 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!((pass.overdue, pass.announced.len()), (0, 0));
+    assert_eq!(gauge(&enisa), Some(0.0));
+    let pass = bluewire_node::workflow::clock_pass(&enisa, t + 25 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!((pass.overdue, pass.announced.len()), (1, 1), "{pass:?}");
+    assert_eq!(gauge(&enisa), Some(1.0));
+    let again = bluewire_node::workflow::clock_pass(&enisa, t + 26 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.overdue, again.announced.len()),
+        (1, 0),
+        "announced once"
+    );
+    let alert = &pass.announced[0];
+    let feed = fed.feed(ENISA, Some(ENISA)).await;
+    let item = feed
+        .iter()
+        .find(|i| i.content.as_ref().is_some_and(|c| &c.id == alert))
+        .expect("the alert is in enisa's feed");
+    let title = match &item.content.as_ref().unwrap().body {
+        Some(pb::content::Body::FreeText(t)) => t.title.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(title.starts_with("OVERDUE: reserve request"), "{title}");
+    assert!(item.verified);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!fed.has_message(BE, alert).await, "the alert stays local");
+    // Served now: met, whenever it is looked at; the gauge goes back to zero.
     let done = ok(&fed, ENISA, reserve(&case, pb::ReserveStage::Delivered)).await;
     reached(&fed, &done.id, &[BE]).await;
     assert_eq!(clock_at(BE, t + 25 * HOUR).await, "met");
+    let pass = bluewire_node::workflow::clock_pass(&enisa, t + 27 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!(pass.overdue, 0);
+    assert_eq!(gauge(&enisa), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
