@@ -54,7 +54,7 @@ pub fn demo_orgs() -> Vec<OrgSpec> {
             org: "csirt-fr",
             country: "FR",
             org_type: "csirt",
-            levels: vec![Level::Technical],
+            levels: vec![Level::Technical, Level::Operational],
             functions: vec![Function::CsirtsNetwork],
             what: "national CSIRT, France",
             static_peers: true,

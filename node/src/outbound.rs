@@ -299,6 +299,25 @@ pub async fn publish(
     known::workflow(st, &st.router, &content)
         .map_err(|w| OutboundError::Authority(Rejected::Workflow(w)))?;
     let cluster = st.cluster(&content.cluster);
+    // An organisation speaks only at the levels it is certified for (receivers check it too).
+    if let Some(me) = Known::profile(st, st.org(), None)
+        && let Some(level) = crate::routing::pki_level(content.level)
+        && !me.levels.contains(&level)
+    {
+        return Err(OutboundError::Refused {
+            rule: "levels",
+            reason: format!(
+                "{} is certified for {} only, not the {} level: escalate instead (bluewire case escalate)",
+                me.org,
+                me.levels
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                level.as_str()
+            ),
+        });
+    }
     if let Some(c) = &cluster {
         st.router
             .check_origin(&content, c, now)

@@ -506,6 +506,21 @@ fn levels(content: &Content, ctx: &Context<'_>) -> Outcome {
             crate::envelope::kind_label(content.kind)
         ));
     }
+    // An organisation speaks only at the levels it is certified for: escalation is the way up.
+    if let Some(op) = ctx.origin_profile
+        && let Some(l) = pki_level(content.level)
+        && !op.levels.contains(&l)
+    {
+        return Outcome::Deny(format!(
+            "the origin {} is certified for {} only and cannot send at the {level} level: escalate instead",
+            op.org,
+            op.levels
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let Some(p) = ctx.recipient_profile else {
         return Outcome::Pass(
             "recipient's certified levels not known yet; checked at send time".into(),

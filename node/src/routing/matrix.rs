@@ -149,16 +149,20 @@ fn oracle(
     if c.level == Level::Political as i32 && !political_kinds.contains(&c.kind) {
         return Err("levels");
     }
-    if let Some(p) = rp {
-        let certified = match c.level {
-            1 => p.levels.contains(&pki::Level::Technical),
-            2 => p.levels.contains(&pki::Level::Operational),
-            3 => p.levels.contains(&pki::Level::Political),
-            _ => false,
-        };
-        if !certified {
-            return Err("levels");
-        }
+    let certified = |p: &OrgProfile| match c.level {
+        1 => p.levels.contains(&pki::Level::Technical),
+        2 => p.levels.contains(&pki::Level::Operational),
+        3 => p.levels.contains(&pki::Level::Political),
+        _ => false,
+    };
+    // The origin speaks only at its certified levels (unknown profile: not judged here).
+    if (1..=3).contains(&c.level) && op.is_some_and(|p| !certified(p)) {
+        return Err("levels");
+    }
+    if let Some(p) = rp
+        && !certified(p)
+    {
+        return Err("levels");
     }
     // 4. TLP 2.0: a marking is mandatory; RED only to named recipients.
     if !(1..=5).contains(&tlp) {
