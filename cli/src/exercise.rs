@@ -122,12 +122,43 @@ impl Scenario {
             if let Some(r) = &st.retry {
                 offset(r).with_context(|| format!("step {} ({origin}): retry", i + 1))?;
             }
-            if st.run.is_empty() {
+            let Some(first) = st.run.first() else {
                 bail!("step {} ({origin}) runs nothing: `run` is empty", i + 1);
+            };
+            if !COMMANDS.contains(&first.as_str()) {
+                bail!(
+                    "step {} ({origin}) runs `{first}`: a scenario runs only {}",
+                    i + 1,
+                    COMMANDS.join(", ")
+                );
+            }
+            for name in std::iter::once(&st.org)
+                .chain(std::iter::once(&st.user))
+                .chain(st.wait_for.iter())
+            {
+                if !plain_name(name) {
+                    bail!(
+                        "step {} ({origin}): {name:?} is not an organisation or user name (letters, digits, '-', '_', '.')",
+                        i + 1
+                    );
+                }
             }
         }
         Ok(s)
     }
+}
+
+/// What a scenario step may run: the workflow, publishing and cluster membership — never
+/// node, PKI or policy administration, and never a leading option (which could point the
+/// step at another node).
+const COMMANDS: [&str; 6] = ["case", "reserve", "publish", "cluster", "mark", "retract"];
+
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// "90s", "5m", "2h", "0" → a duration.
@@ -464,5 +495,22 @@ mod tests {
         assert!(config_for(&configs, "nobody", "analyst").is_err());
         let bad = BLUEPRINT.replacen("at = \"0s\"", "at = \"99h\"", 1);
         assert!(Scenario::parse(&bad, "x").is_err());
+        // Only workflow, publishing and membership commands, and plain names.
+        let admin = BLUEPRINT.replacen(
+            "run = [\"cluster\", \"create\"",
+            "run = [\"pki\", \"create\"",
+            1,
+        );
+        let e = Scenario::parse(&admin, "x").unwrap_err().to_string();
+        assert!(e.contains("runs `pki`"), "{e}");
+        let option = BLUEPRINT.replacen(
+            "run = [\"cluster\", \"create\"",
+            "run = [\"--node\", \"create\"",
+            1,
+        );
+        assert!(Scenario::parse(&option, "x").is_err());
+        let escape = BLUEPRINT.replacen("org = \"csirt-fr\"", "org = \"../../etc\"", 1);
+        let e = Scenario::parse(&escape, "x").unwrap_err().to_string();
+        assert!(e.contains("not an organisation or user name"), "{e}");
     }
 }

@@ -26,7 +26,7 @@
 //! Must never: read the store, the network or the clock; trust a field the sender writes for
 //! authority (functions come only from the CA-certified profile).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use bluewire_proto::v1::{
     self as pb, AssessmentState as A, CaseAxis, Content, CrisisState as C, Kind, Level, LineStage,
@@ -364,6 +364,9 @@ pub fn check_fields(c: &Content) -> Result<(), String> {
             .filter(|p| !p.id.is_empty() || !p.origin.is_empty())
         {
             check_ref(Some(p), "link.previous")?;
+        }
+        if previous(c) == Some((c.origin_org.as_str(), c.id.as_str())) {
+            return Err("link.previous names the message itself".into());
         }
     }
     let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
@@ -898,12 +901,12 @@ pub fn follows(c: &Content, case: Option<&Content>, prev: Option<&Content>) -> R
     }
     match (&c.body, &p.body) {
         (Some(Body::SituationReport(s)), Some(Body::SituationReport(ps))) => {
-            if s.number != ps.number + 1 {
+            if ps.number.checked_add(1) != Some(s.number) {
                 return Err(format!(
                     "number: report {} supersedes report {}, so it is number {}",
                     s.number,
                     ps.number,
-                    ps.number + 1
+                    ps.number.saturating_add(1)
                 ));
             }
             Ok(())
@@ -943,43 +946,6 @@ pub fn group<'a>(all: impl IntoIterator<Item = &'a Content>) -> BTreeMap<String,
         }
     }
     out
-}
-
-/// The chain position of each move on `axis` among `msgs`: 1 + the depth of the move it
-/// names (0 for the case itself), guarded against cycles a hostile origin could sign.
-pub(crate) fn depths<'a>(msgs: &[&'a Content], axis: Axis) -> HashMap<(&'a str, &'a str), usize> {
-    let by_id: HashMap<(&str, &str), &Content> = msgs
-        .iter()
-        .filter(|c| axis_move(c).is_some_and(|mv| mv.axis == axis))
-        .map(|c| ((c.origin_org.as_str(), c.id.as_str()), *c))
-        .collect();
-    let mut depth: HashMap<(&str, &str), usize> = HashMap::new();
-    for &start in by_id.keys() {
-        // Walk back to a known depth or the chain's start, then fill in.
-        let mut path = vec![start];
-        let mut on_path: HashSet<(&str, &str)> = HashSet::from([start]);
-        let mut base = 0;
-        let mut at = start;
-        loop {
-            if let Some(d) = depth.get(&at) {
-                base = *d;
-                path.pop();
-                break;
-            }
-            match previous(by_id[&at]) {
-                Some(p) if by_id.contains_key(&p) && !on_path.contains(&p) => {
-                    path.push(p);
-                    on_path.insert(p);
-                    at = p;
-                }
-                _ => break,
-            }
-        }
-        for (i, k) in path.iter().rev().enumerate() {
-            depth.insert(*k, base + i + 1);
-        }
-    }
-    depth
 }
 
 /// Fill in what the origin knows and the user does not write: the state each move starts
@@ -1068,7 +1034,12 @@ pub fn aim(c: &mut Content, view: &CaseView, msgs: &[&Content]) -> Result<(), St
         }
         Some(Body::SituationReport(b)) => {
             let latest = view.sitrep.as_ref();
-            b.number = latest.map(|s| s.0 + 1).unwrap_or(1);
+            b.number = match latest {
+                Some(s) => s.0.checked_add(1).ok_or(
+                    "the case's situation reports are numbered to the end: open a new case",
+                )?,
+                None => 1,
+            };
             prev = latest.map(|s| pb::MessageRef {
                 origin: s.1.clone(),
                 id: s.2.clone(),

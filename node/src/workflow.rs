@@ -82,12 +82,10 @@ pub fn load(st: &NodeState, origin: &str, id: &str, now_ms: i64) -> Result<Held,
     if messages.is_empty() {
         return Err(LookupError::NotFound(format!("case {key}")).into());
     }
-    let exercise = messages
-        .first()
-        .and_then(|c| st.cluster(&c.cluster))
-        .is_some_and(|c| c.exercise);
     let refs: Vec<&pb::Content> = messages.iter().collect();
-    let view = case::derive((origin, id), &refs, exercise, now_ms);
+    let mut view = case::derive((origin, id), &refs, false, now_ms);
+    // The case's own cluster (as the fold decided it), never the first message's.
+    view.exercise |= st.cluster(&view.cluster).is_some_and(|c| c.exercise);
     Ok(Held { view, messages })
 }
 
@@ -470,7 +468,12 @@ fn alert(
         "{}/{}|{}|{}/{}",
         view.origin, view.id, d.what, d.origin, d.id
     ));
-    let id = uuid::Builder::from_unix_timestamp_millis(d.due_at_ms.max(0) as u64, &seed)
+    // Stable for the item whatever its due time becomes (a NIS2 final report's moves with
+    // the notification): one alert per item.
+    let at = started
+        .map(|e| e.created_at_ms)
+        .unwrap_or(view.opened_at_ms);
+    let id = uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &seed)
         .into_uuid()
         .to_string();
     pb::Content {

@@ -3,7 +3,11 @@
 //! Every certificate must chain to the root and carry a Bluewire node profile; every
 //! envelope must verify under a key one of those certificates certifies, be a workflow
 //! message of the bundle's case, and pass the same content checks a receiver applies. The
-//! case is then derived from the verified envelopes only.
+//! case is then derived from the verified envelopes only, each step also checked for the
+//! authority its signer's certificate gives. Not checked offline: certificate validity
+//! dates and revocation (check the federation's CRL of the time), and whether the exporting
+//! node held every step of the case (a bundle proves what it holds, not that nothing is
+//! missing).
 
 use std::collections::BTreeMap;
 
@@ -44,8 +48,10 @@ pub fn check(bundle: &pb::CaseBundle, root_der: &[u8], now_ms: i64) -> Checked {
         .as_ref()
         .map(|r| (r.origin.clone(), r.id.clone()))
         .unwrap_or_default();
-    // key id → (org, raw public key), from certificates that chain to the root.
+    // key id → (org, raw public key), from certificates that chain to the root; the profile
+    // of each organisation, for the authority its steps needed.
     let mut keys: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
+    let mut profiles: BTreeMap<String, pki::OrgProfile> = BTreeMap::new();
     let mut signers = Vec::new();
     for (i, der) in bundle.certificates.iter().enumerate() {
         let chain = [CertificateDer::from(der.clone())];
@@ -53,10 +59,19 @@ pub fn check(bundle: &pb::CaseBundle, root_der: &[u8], now_ms: i64) -> Checked {
             Ok(PeerIdentity::Node { profile, serial }) => {
                 for k in &profile.signing_keys {
                     if let Ok(raw) = hex::decode(&k.public_key_hex) {
-                        keys.insert(k.key_id.clone(), (profile.org.clone(), raw));
+                        match keys.get(&k.key_id) {
+                            Some((org, _)) if *org != profile.org => problems.push(format!(
+                                "certificate {i} certifies key {} that another certificate gives {org}",
+                                k.key_id
+                            )),
+                            _ => {
+                                keys.insert(k.key_id.clone(), (profile.org.clone(), raw));
+                            }
+                        }
                     }
                 }
                 signers.push((profile.org.clone(), serial));
+                profiles.insert(profile.org.clone(), profile);
             }
             Ok(_) => problems.push(format!(
                 "certificate {i} is not a node certificate: only nodes sign messages"
@@ -76,6 +91,12 @@ pub fn check(bundle: &pb::CaseBundle, root_der: &[u8], now_ms: i64) -> Checked {
                         "envelope {i} ({}/{}) is not a message of case {}/{}",
                         c.origin_org, c.id, case.0, case.1
                     ));
+                } else if let Err(why) = super::authority(&c, profiles.get(&c.origin_org)) {
+                    // The certificate in the bundle is the one the step was judged against.
+                    problems.push(format!(
+                        "envelope {i} ({}/{}): its signer had no authority for it: {why}",
+                        c.origin_org, c.id
+                    ));
                 } else {
                     contents.push(c);
                 }
@@ -87,7 +108,12 @@ pub fn check(bundle: &pb::CaseBundle, root_der: &[u8], now_ms: i64) -> Checked {
         problems.push("the bundle holds no envelope".into());
     }
     let refs: Vec<&pb::Content> = contents.iter().collect();
-    let view = derive((&case.0, &case.1), &refs, bundle.exercise, now_ms);
+    // Exercise or not from the signed markings only (the bundle's own flag is unsigned).
+    let view = derive((&case.0, &case.1), &refs, false, now_ms);
+    if bundle.exercise && !view.exercise {
+        problems
+            .push("the bundle says exercise but no signed message of it is marked exercise".into());
+    }
     Checked {
         view,
         signers,
@@ -183,6 +209,45 @@ mod tests {
         // Survives a round trip through its file encoding.
         let again = pb::CaseBundle::decode(b.encode_to_vec().as_slice()).unwrap();
         assert!(check(&again, root(), 10).problems.is_empty());
+    }
+
+    #[test]
+    fn a_step_its_signer_had_no_authority_for_or_a_false_exercise_flag_is_reported() {
+        // org-a holds csirts-network only: a large-scale assessment needs cyclone.
+        let mut b = bundle();
+        let case = b.case.clone().unwrap();
+        let verdict = Content {
+            id: envelope::new_id(),
+            origin_org: ORGS[0].into(),
+            author: format!("{}/a", ORGS[0]),
+            created_at_ms: 1,
+            kind: Kind::Assessment as i32,
+            level: Level::Operational as i32,
+            marking: Some(Marking {
+                tlp: Tlp::Amber as i32,
+                ..Default::default()
+            }),
+            cluster: "org-a/crisis".into(),
+            body: Some(Body::Assessment(pb::LargeScaleAssessment {
+                link: Some(pb::CaseLink {
+                    case: Some(case.clone()),
+                    previous: Some(case),
+                }),
+                from: pb::AssessmentState::Escalated as i32,
+                to: pb::AssessmentState::UnderAssessment as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        b.envelopes.push(envelope::seal(key(0), &verdict));
+        let c = check(&b, root(), 10);
+        assert_eq!(c.verified, 2);
+        assert!(c.problems[0].contains("no authority"), "{:?}", c.problems);
+        let mut b = bundle();
+        b.exercise = true;
+        let c = check(&b, root(), 10);
+        assert!(!c.view.exercise);
+        assert!(c.problems[0].contains("says exercise"), "{:?}", c.problems);
     }
 
     #[test]

@@ -303,7 +303,7 @@ fn each_step_is_sent_only_by_the_functions_the_blueprint_gives_it() {
     let line = |stage: LineStage, prev: Option<&Content>| {
         content(
             "cyclone-fr",
-            6,
+            6 + stage as u64,
             Kind::PublicCommunication,
             Level::Operational,
             Body::Communication(pb::CommunicationLine {
@@ -1156,7 +1156,7 @@ fn the_fold_walks_a_case_from_detection_to_closed() {
 }
 
 #[test]
-fn concurrent_moves_resolve_to_the_longest_chain_then_the_latest() {
+fn where_the_chain_forks_the_owners_move_then_the_earliest_wins() {
     let case = open("csirt-be", 1);
     let esc = escalation("csirt-be", 2, &case, &case);
     let under = assessment(
@@ -1167,7 +1167,7 @@ fn concurrent_moves_resolve_to_the_longest_chain_then_the_latest() {
         A::Escalated,
         A::UnderAssessment,
     );
-    // Two cyclone members give verdicts on the same state.
+    // Two cyclone members give verdicts on the same state: the earlier counts.
     let ongoing = assessment(
         "cyclone-fr",
         4,
@@ -1184,24 +1184,16 @@ fn concurrent_moves_resolve_to_the_longest_chain_then_the_latest() {
         A::UnderAssessment,
         A::PotentialLargeScale,
     );
+    let base = [case.clone(), esc.clone(), under.clone()];
     let v = view_of(
-        &[
-            case.clone(),
-            esc.clone(),
-            under.clone(),
-            ongoing.clone(),
-            potential.clone(),
-        ],
+        &[&base[..], &[potential.clone(), ongoing.clone()]].concat(),
         T0,
     );
-    assert_eq!(
-        v.assessment,
-        A::PotentialLargeScale,
-        "equal length: the later wins"
-    );
-    let lost = v.timeline.iter().find(|e| e.id == ongoing.id).unwrap();
+    assert_eq!(v.assessment, A::OngoingLargeScale);
+    let lost = v.timeline.iter().find(|e| e.id == potential.id).unwrap();
     assert!(!lost.in_effect);
-    // A stale step (moving on from an older state) loses to a longer chain even if later.
+    // A stale step (moving on from an older state) does not displace the chain, however
+    // late or long its own continuation.
     let stale = assessment(
         "cyclone-de",
         9,
@@ -1210,19 +1202,94 @@ fn concurrent_moves_resolve_to_the_longest_chain_then_the_latest() {
         A::Escalated,
         A::UnderAssessment,
     );
-    let v = view_of(&[case.clone(), esc.clone(), under, ongoing, stale], T0);
-    assert_eq!(v.assessment, A::OngoingLargeScale);
-    // A gap (the node does not hold a middle step): the tip it holds still counts.
-    let case2 = case.clone();
-    let verdict = assessment(
-        "cyclone-fr",
-        6,
-        &case2,
-        &esc,
+    let stale_on = assessment(
+        "cyclone-de",
+        10,
+        &case,
+        &stale,
         A::UnderAssessment,
         A::NotLargeScale,
     );
-    assert_eq!(view_of(&[verdict], T0).assessment, A::NotLargeScale);
+    let v = view_of(
+        &[&base[..], &[ongoing.clone(), stale, stale_on]].concat(),
+        T0,
+    );
+    assert_eq!(v.assessment, A::OngoingLargeScale);
+    // The Presidency's decision outranks a concurrent toggle by another function, even an
+    // earlier one with a long continuation (the toggler cannot fork it away).
+    let info = decision(
+        "council",
+        20,
+        &case,
+        &case,
+        (M::None, C::None),
+        (M::InformationSharing, C::None),
+    );
+    let established = decision(
+        "pres",
+        22,
+        &case,
+        &info,
+        (M::InformationSharing, C::None),
+        (M::FullActivation, C::Established),
+    );
+    let toggle = decision(
+        "commission",
+        21,
+        &case,
+        &info,
+        (M::InformationSharing, C::None),
+        (M::Monitoring, C::None),
+    );
+    let back = decision(
+        "commission",
+        23,
+        &case,
+        &toggle,
+        (M::Monitoring, C::None),
+        (M::InformationSharing, C::None),
+    );
+    let again = decision(
+        "commission",
+        24,
+        &case,
+        &back,
+        (M::InformationSharing, C::None),
+        (M::Monitoring, C::None),
+    );
+    let v = view_of(
+        &[case.clone(), info, established.clone(), toggle, back, again],
+        T0,
+    );
+    assert_eq!((v.mode, v.crisis), (M::FullActivation, C::Established));
+    assert_eq!(
+        v.head(Axis::Political),
+        Some(("pres", established.id.as_str()))
+    );
+    // A move that does not fit the step it names never counts, in whatever order it came
+    // (a second escalation naming the first: escalation moves from observed only).
+    let e2 = escalation("csirt-fr", 6, &case, &esc);
+    let v = view_of(&[e2.clone(), case.clone(), esc.clone()], T0);
+    assert_eq!(v.assessment, A::Escalated);
+    assert_eq!(
+        v.head(Axis::Assessment),
+        Some(("csirt-be", esc.id.as_str()))
+    );
+    // A gap (the node does not hold a middle step): the tip it holds still counts.
+    let verdict = assessment(
+        "cyclone-fr",
+        7,
+        &case,
+        &under,
+        A::UnderAssessment,
+        A::NotLargeScale,
+    );
+    assert_eq!(
+        view_of(std::slice::from_ref(&verdict), T0).assessment,
+        A::NotLargeScale
+    );
+    // ... but not against a chain that starts at the case.
+    assert_eq!(view_of(&[case, esc, verdict], T0).assessment, A::Escalated);
 }
 
 #[test]
@@ -1244,10 +1311,9 @@ fn a_cycle_a_hostile_origin_signs_does_not_hang_the_fold() {
         b.link.as_mut().unwrap().previous = Some(r("evil", &x.id));
     }
     let v = view_of(&[case, x, y], T0);
-    assert!(matches!(
-        v.assessment,
-        A::UnderAssessment | A::OngoingLargeScale
-    ));
+    // Never reachable from the case, nor a dangling start: the cycle never counts.
+    assert_eq!(v.assessment, A::Observed);
+    assert!(v.timeline[1..].iter().all(|e| !e.in_effect));
 }
 
 #[test]
@@ -1635,4 +1701,37 @@ fn incident_reports_are_classified_with_rsit_and_nis2_codes() {
         let why = check_incident(&j).expect_err(want);
         assert!(why.contains(want), "{want}: {why}");
     }
+}
+
+#[test]
+fn a_situation_report_pinned_out_of_sequence_never_becomes_current() {
+    let case = open("csirt-be", 1);
+    let s1 = sitrep("cyclone-fr", 2, &case, None, 1);
+    let s2 = sitrep("cyclone-fr", 3, &case, Some(&s1), 2);
+    // u32::MAX naming report 1 is not the next number: never current.
+    let pinned = sitrep("evil", 4, &case, Some(&s1), u32::MAX);
+    let v = view_of(&[case.clone(), s1.clone(), s2.clone(), pinned], T0);
+    assert_eq!(
+        v.sitrep.as_ref().map(|s| (s.0, s.2.clone())),
+        Some((2, s2.id.clone()))
+    );
+    // One naming itself is refused outright.
+    let mut selfish = sitrep("evil", 5, &case, None, 7);
+    let me = r("evil", &selfish.id);
+    if let Some(Body::SituationReport(b)) = selfish.body.as_mut() {
+        b.link.as_mut().unwrap().previous = Some(me);
+    }
+    assert!(check_fields(&selfish).unwrap_err().contains("itself"));
+    // Numbering on from the end is refused, not wrapped.
+    let v = view_of(&[case.clone(), s1], T0);
+    let v = CaseView {
+        sitrep: Some((u32::MAX, "o".into(), uid(9), T0)),
+        ..v
+    };
+    let mut next = sitrep("cyclone-fr", 6, &case, None, 0);
+    assert!(
+        aim(&mut next, &v, &[])
+            .unwrap_err()
+            .contains("numbered to the end")
+    );
 }

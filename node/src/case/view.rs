@@ -13,7 +13,7 @@ use bluewire_proto::v1::{
 
 use super::{
     Axis, AxisState, DUE_SOON_MS, RESERVE_DUE_MS, SITREP_CURRENT_MS, assessment_label, axis_move,
-    case_of, depths, previous,
+    case_of, previous,
 };
 
 /// Where a case stands overall, derived from its axes.
@@ -209,7 +209,7 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
             .iter()
             .any(|c| c.marking.as_ref().is_some_and(|m| m.exercise));
 
-    // Each axis: the tip of the longest chain (ties: latest, then origin, then id).
+    // Each axis: the chain in effect, walked from the case (see `chain`).
     let mut in_effect: HashSet<(&str, &str)> = HashSet::new();
     let mut heads = [
         (Axis::Assessment, None),
@@ -222,30 +222,12 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
         Axis::Review.initial(),
     ];
     for (slot, (axis, head)) in heads.iter_mut().enumerate() {
-        let depth = depths(&mine, *axis);
-        let tip = mine
-            .iter()
-            .filter(|c| depth.contains_key(&(c.origin_org.as_str(), c.id.as_str())))
-            .max_by(|x, y| {
-                let dx = depth[&(x.origin_org.as_str(), x.id.as_str())];
-                let dy = depth[&(y.origin_org.as_str(), y.id.as_str())];
-                (dx, order(x)).cmp(&(dy, order(y)))
-            });
-        if let Some(t) = tip {
+        let steps = chain(case, *axis, &mine);
+        if let Some(t) = steps.last() {
             states[slot] = axis_move(t).map(|mv| mv.to).unwrap_or(states[slot]);
             *head = Some((t.origin_org.clone(), t.id.clone()));
-            // The chain in effect: the tip and what it names, back to the case.
-            let mut at = Some((t.origin_org.as_str(), t.id.as_str()));
-            while let Some(k) = at {
-                if !depth.contains_key(&k) || !in_effect.insert(k) {
-                    break;
-                }
-                at = mine
-                    .iter()
-                    .find(|c| (c.origin_org.as_str(), c.id.as_str()) == k)
-                    .and_then(|c| previous(c));
-            }
         }
+        in_effect.extend(steps.iter().map(|c| (c.origin_org.as_str(), c.id.as_str())));
     }
     let assessment = match states[0] {
         AxisState::Assessment(s) => s,
@@ -264,7 +246,6 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
     let political_seen = seen(Axis::Political);
 
     let mut advice = Vec::new();
-    let mut sitrep: Option<(u32, String, String, i64)> = None;
     let mut agreed_lines = Vec::new();
     let mut reviewed = false;
     let mut requests: Vec<&Content> = Vec::new();
@@ -274,15 +255,6 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
                 c.origin_org.clone(),
                 A::try_from(b.verdict).unwrap_or(A::Unspecified),
             )),
-            // The highest number wins; among equal numbers the later (mine is sorted).
-            Some(Body::SituationReport(b)) if sitrep.as_ref().is_none_or(|s| b.number >= s.0) => {
-                sitrep = Some((
-                    b.number,
-                    c.origin_org.clone(),
-                    c.id.clone(),
-                    c.created_at_ms,
-                ));
-            }
             Some(Body::Communication(b)) if b.stage == LineStage::Agreed as i32 => {
                 agreed_lines.push((c.origin_org.clone(), c.id.clone()));
             }
@@ -294,6 +266,15 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
         }
     }
 
+    let sitrep = reports(&mine).last().and_then(|c| match &c.body {
+        Some(Body::SituationReport(b)) => Some((
+            b.number,
+            c.origin_org.clone(),
+            c.id.clone(),
+            c.created_at_ms,
+        )),
+        _ => None,
+    });
     let mut reserve = Vec::new();
     for r in requests {
         let Some(Body::Reserve(req)) = &r.body else {
@@ -425,6 +406,124 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
         due,
         timeline,
     }
+}
+
+/// How a move ranks where the chain forks: moves only an axis owner makes — the
+/// Presidency activating, deactivating, establishing or ceasing; any reopen — outrank
+/// the others, so a concurrent toggle by another function never overrides them.
+fn weight(c: &Content) -> u8 {
+    match &c.body {
+        Some(Body::Reopen(_)) => 2,
+        Some(Body::CrisisStatus(b))
+            if b.from_crisis != b.to_crisis
+                || b.to_mode == M::FullActivation as i32
+                || b.from_mode == M::FullActivation as i32 =>
+        {
+            2
+        }
+        _ => 1,
+    }
+}
+
+/// The best of `candidates` at a fork: highest weight, then the earliest, then origin, id.
+fn best<'a>(candidates: impl Iterator<Item = &'a Content>) -> Option<&'a Content> {
+    candidates.min_by(|x, y| {
+        (std::cmp::Reverse(weight(x)), order(x)).cmp(&(std::cmp::Reverse(weight(y)), order(y)))
+    })
+}
+
+fn key(c: &Content) -> (&str, &str) {
+    (c.origin_org.as_str(), c.id.as_str())
+}
+
+/// The chain in effect on `axis`, oldest first: from the case, at each step the best move
+/// that names the current step and moves on from the state it left (a move that does not
+/// fit what it names never counts, whatever order it arrived in; a cycle is never entered
+/// from the case). When no move follows the case itself — this node holds only a later part
+/// of the chain (another level's steps, or history from before it joined) — the walk starts
+/// from the best move whose predecessor it does not hold.
+pub(crate) fn chain<'a>(case: (&str, &str), axis: Axis, mine: &[&'a Content]) -> Vec<&'a Content> {
+    let moves: Vec<(&'a Content, super::Move)> = mine
+        .iter()
+        .filter_map(|c| axis_move(c).filter(|m| m.axis == axis).map(|m| (*c, m)))
+        .collect();
+    let held: HashSet<(&str, &str)> = moves.iter().map(|(c, _)| key(c)).collect();
+    let follows = |parent: Option<&'a Content>| {
+        let from = parent
+            .and_then(axis_move)
+            .map(|m| m.to)
+            .unwrap_or(axis.initial());
+        let named = parent.map(key).unwrap_or(case);
+        moves
+            .iter()
+            .filter(move |(c, m)| previous(c) == Some(named) && m.from == from)
+            .map(|(c, _)| *c)
+    };
+    let mut next = best(follows(None)).or_else(|| {
+        best(
+            moves
+                .iter()
+                .map(|(c, _)| *c)
+                .filter(|c| previous(c).is_some_and(|p| p != case && !held.contains(&p))),
+        )
+    });
+    let mut out: Vec<&'a Content> = Vec::new();
+    let mut visited: HashSet<(&str, &str)> = HashSet::new();
+    while let Some(m) = next {
+        if !visited.insert(key(m)) {
+            break;
+        }
+        out.push(m);
+        next = best(follows(Some(m)).filter(|c| !visited.contains(&key(c))));
+    }
+    out
+}
+
+/// The chain of situation reports in effect: from report 1, each the earliest report that
+/// supersedes the current one with the next number (or, holding no report 1, from the
+/// earliest report whose predecessor this node does not hold).
+fn reports<'a>(mine: &[&'a Content]) -> Vec<&'a Content> {
+    let all: Vec<(&'a Content, u32)> = mine
+        .iter()
+        .filter_map(|c| match &c.body {
+            Some(Body::SituationReport(b)) => Some((*c, b.number)),
+            _ => None,
+        })
+        .collect();
+    let held: HashSet<(&str, &str)> = all.iter().map(|(c, _)| key(c)).collect();
+    let first =
+        |it: Box<dyn Iterator<Item = &'a Content> + '_>| it.min_by(|x, y| order(x).cmp(&order(y)));
+    let mut next = first(Box::new(
+        all.iter()
+            .filter(|(c, n)| *n == 1 && previous(c).is_none())
+            .map(|(c, _)| *c),
+    ))
+    .or_else(|| {
+        first(Box::new(
+            all.iter()
+                .filter(|(c, _)| previous(c).is_some_and(|p| !held.contains(&p)))
+                .map(|(c, _)| *c),
+        ))
+    });
+    let mut out: Vec<&'a Content> = Vec::new();
+    let mut visited: HashSet<(&str, &str)> = HashSet::new();
+    while let Some(r) = next {
+        if !visited.insert(key(r)) {
+            break;
+        }
+        let n = all
+            .iter()
+            .find(|(c, _)| key(c) == key(r))
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        out.push(r);
+        next = first(Box::new(
+            all.iter()
+                .filter(|(c, m)| previous(c) == Some(key(r)) && n.checked_add(1) == Some(*m))
+                .map(|(c, _)| *c),
+        ));
+    }
+    out
 }
 
 /// NIS2 Article 23(4) clocks for the reporting CSIRT (the case's opener), when the case was

@@ -50,7 +50,8 @@ fn fx() -> &'static Fixture {
                             accreditations: vec![],
                             endpoint: "https://127.0.0.1:7443".into(),
                             signing_keys: vec![],
-                            functions: Vec::new(),
+                            // Lets the case tests' evidence bundles carry real authority.
+                            functions: vec!["csirts-network".into()],
                         },
                         validity_days: 30,
                     })
