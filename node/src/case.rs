@@ -26,8 +26,6 @@
 //! Must never: read the store, the network or the clock; trust a field the sender writes for
 //! authority (functions come only from the CA-certified profile).
 
-use std::collections::{BTreeMap, HashSet};
-
 use bluewire_proto::v1::{
     self as pb, AssessmentState as A, CaseAxis, Content, CrisisState as C, Kind, Level, LineStage,
     NoticeKind, PoliticalMode as M, ReserveStage, ReviewStatus, content::Body,
@@ -668,8 +666,8 @@ fn edge(c: &Content, mv: &Move) -> Result<(), String> {
                 _ => bad("a crisis is established, then ceases"),
             }
         }
-        (S::Review(f), S::Review(t)) if f != t && (reopen == f) => Ok(()),
-        (S::Review(_), S::Review(_)) => bad("a final review closes the case; a reopen opens it"),
+        // Fixed by the step itself (`axis_move`): a final review closes, a reopen opens.
+        (S::Review(_), S::Review(_)) => Ok(()),
         _ => bad("from and to are on different axes"),
     }
 }
@@ -790,11 +788,10 @@ pub fn authority(c: &Content, signer: Option<&OrgProfile>) -> Result<(), String>
             Ok(ReserveStage::Closed) if previous(c).is_some_and(|(o, _)| o == c.origin_org) => {
                 Ok(())
             }
-            Ok(ReserveStage::Closed) => allowed(
+            _ => allowed(
                 &[Function::ReserveAuthority],
-                "closing a reserve request (or being its requester)",
+                "serving or closing a reserve request (closing also its requester)",
             ),
-            _ => allowed(&[Function::ReserveAuthority], "serving a reserve request"),
         },
         Body::Notice(b) => match NoticeKind::try_from(b.notice) {
             Ok(NoticeKind::SpaceServices) => {
@@ -932,20 +929,6 @@ pub fn follows(c: &Content, case: Option<&Content>, prev: Option<&Content>) -> R
         }
         _ => Ok(()),
     }
-}
-
-/// The messages of one case among `all`, by case key.
-pub fn group<'a>(all: impl IntoIterator<Item = &'a Content>) -> BTreeMap<String, Vec<&'a Content>> {
-    let mut out: BTreeMap<String, Vec<&Content>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for c in all {
-        if let Some(k) = case_key(c)
-            && seen.insert((c.origin_org.clone(), c.id.clone()))
-        {
-            out.entry(k).or_default().push(c);
-        }
-    }
-    out
 }
 
 /// Fill in what the origin knows and the user does not write: the state each move starts
@@ -1130,7 +1113,8 @@ pub fn mandatory(c: &Content, members: &[(&str, &OrgProfile)]) -> Vec<(String, &
             Function::Eeas,
             "EU-CyCLONe informs the High Representative of an impact on space services (IV.27)",
         )),
-        Some(Body::Notice(b)) if b.notice == NoticeKind::DefenceInitiative as i32 => {
+        // A defence-initiative notice (no other kind passes `check_fields`).
+        Some(Body::Notice(_)) => {
             need.push((
                 Function::Cyclone,
                 "the use of defence-initiative teams is notified to EU-CyCLONe (VII.35)",

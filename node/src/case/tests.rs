@@ -447,7 +447,8 @@ fn the_signer_must_be_certified_for_the_level_it_sends_at() {
 // Transitions, against oracle tables.
 // ---------------------------------------------------------------------------
 
-const ASSESSMENT_STATES: [A; 6] = [
+const ASSESSMENT_STATES: [A; 7] = [
+    A::Unspecified,
     A::Observed,
     A::Escalated,
     A::UnderAssessment,
@@ -549,7 +550,10 @@ fn assessment_moves_match_the_oracle_for_every_pair_and_function() {
     );
 }
 
-const POLITICAL_STATES: [(M, C); 12] = [
+const POLITICAL_STATES: [(M, C); 15] = [
+    (M::Unspecified, C::None),
+    (M::Monitoring, C::Unspecified),
+    (M::Unspecified, C::Unspecified),
     (M::None, C::None),
     (M::Monitoring, C::None),
     (M::InformationSharing, C::None),
@@ -1625,6 +1629,16 @@ fn nis2_clocks_run_from_the_opening_for_the_reporting_csirt() {
             ("NIS2 final report".to_string(), Clock::OnTime),
         ]
     );
+    let due: Vec<i64> = view_of(&only, at).due.iter().map(|d| d.due_at_ms).collect();
+    assert_eq!(
+        due,
+        [
+            at + 24 * HOUR,
+            at + 72 * HOUR,
+            at + 72 * HOUR + 30 * 24 * HOUR
+        ],
+        "before the notification, the final report is due a month after its deadline"
+    );
     assert_eq!(clocks(&only, at + 25 * HOUR)[0].1, Clock::Overdue);
     assert_eq!(clocks(&only, at + 69 * HOUR)[1].1, Clock::DueSoon);
     // The opener's early warning meets the first stage; another organisation's does not.
@@ -1734,4 +1748,335 @@ fn a_situation_report_pinned_out_of_sequence_never_becomes_current() {
             .unwrap_err()
             .contains("numbered to the end")
     );
+}
+
+#[test]
+fn refusals_say_which_rule_of_the_axis_was_broken() {
+    let case = open("csirt-be", 1);
+    let why = |c: &Content| check_fields(c).unwrap_err();
+    // Assessment: back without a reopen, sideways to the same verdict.
+    let back = assessment(
+        "cyclone-fr",
+        2,
+        &case,
+        &case,
+        A::OngoingLargeScale,
+        A::UnderAssessment,
+    );
+    assert!(
+        why(&back).contains("signed reopen by cyclone"),
+        "{}",
+        why(&back)
+    );
+    let same = assessment(
+        "cyclone-fr",
+        2,
+        &case,
+        &case,
+        A::OngoingLargeScale,
+        A::OngoingLargeScale,
+    );
+    assert!(
+        why(&same).contains("observed → escalated → under assessment → verdict"),
+        "{}",
+        why(&same)
+    );
+    let unset = assessment(
+        "cyclone-fr",
+        2,
+        &case,
+        &case,
+        A::Unspecified,
+        A::UnderAssessment,
+    );
+    assert!(
+        why(&unset).contains("both states must be set"),
+        "{}",
+        why(&unset)
+    );
+    // Political.
+    let d = |from, to| decision("pres", 3, &case, &case, from, to);
+    let unset = d((M::Unspecified, C::None), (M::Monitoring, C::None));
+    assert!(why(&unset).contains("must all be set"), "{}", why(&unset));
+    let unset = d((M::Monitoring, C::Unspecified), (M::Monitoring, C::None));
+    assert!(why(&unset).contains("must all be set"), "{}", why(&unset));
+    let to_none = d((M::Monitoring, C::None), (M::None, C::None));
+    assert!(why(&to_none).contains("not to none"), "{}", why(&to_none));
+    let same = d((M::Monitoring, C::None), (M::Monitoring, C::None));
+    assert!(
+        why(&same).contains("changes the mode or the crisis state"),
+        "{}",
+        why(&same)
+    );
+    let cease_full = d(
+        (M::FullActivation, C::Established),
+        (M::InformationSharing, C::Ceased),
+    );
+    assert!(
+        why(&cease_full).contains("back to monitoring"),
+        "{}",
+        why(&cease_full)
+    );
+    let again = d(
+        (M::Monitoring, C::Ceased),
+        (M::FullActivation, C::Established),
+    );
+    assert!(why(&again).contains("only by a reopen"), "{}", why(&again));
+    let skip = d((M::Monitoring, C::None), (M::Monitoring, C::Ceased));
+    assert!(
+        why(&skip).contains("established, then ceases"),
+        "{}",
+        why(&skip)
+    );
+    let full_ceased = d((M::Monitoring, C::Ceased), (M::FullActivation, C::Ceased));
+    assert!(
+        why(&full_ceased).contains("needs a reopen by the presidency"),
+        "{}",
+        why(&full_ceased)
+    );
+    let est_mon = d((M::Monitoring, C::None), (M::Monitoring, C::Established));
+    assert!(
+        why(&est_mon).contains("runs under full activation"),
+        "{}",
+        why(&est_mon)
+    );
+    let ceased_none = d((M::None, C::Ceased), (M::Monitoring, C::Ceased));
+    assert!(
+        why(&ceased_none).contains("before the arrangements were activated"),
+        "{}",
+        why(&ceased_none)
+    );
+    let mut back = reopen("pres", 4, &case, &case, CaseAxis::Political);
+    if let Some(Body::Reopen(b)) = back.body.as_mut() {
+        (b.from_mode, b.from_crisis) = (M::Monitoring as i32, C::None as i32);
+        (b.to_mode, b.to_crisis) = (M::Monitoring as i32, C::None as i32);
+    }
+    assert!(
+        why(&back).contains("takes back a ceased crisis"),
+        "{}",
+        why(&back)
+    );
+    let mut forward = reopen("cyclone-fr", 4, &case, &case, CaseAxis::Assessment);
+    if let Some(Body::Reopen(b)) = forward.body.as_mut() {
+        (b.from_assessment, b.to_assessment) = (A::Escalated as i32, A::UnderAssessment as i32);
+    }
+    assert!(
+        why(&forward).contains("a reopen goes back"),
+        "{}",
+        why(&forward)
+    );
+}
+
+#[test]
+fn only_the_axis_owner_reopens_even_the_cases_opener() {
+    let case = open("csirt-be", 1);
+    let esc = escalation("csirt-be", 2, &case, &case);
+    // The opener (csirts-network) may reopen its closed case, not the assessment.
+    let mut back = reopen("csirt-be", 3, &case, &esc, CaseAxis::Assessment);
+    if let Some(Body::Reopen(b)) = back.body.as_mut() {
+        (b.from_assessment, b.to_assessment) = (A::Escalated as i32, A::Observed as i32);
+    }
+    let opener = holding("csirt-be", Some(F::CsirtsNetwork));
+    let why = authority(&back, Some(&opener)).unwrap_err();
+    assert!(why.contains("needs the cyclone function"), "{why}");
+    let mut political = reopen("csirt-be", 4, &case, &esc, CaseAxis::Political);
+    political.level = Level::Political as i32;
+    let why = authority(&political, Some(&opener)).unwrap_err();
+    assert!(why.contains("needs the presidency function"), "{why}");
+    let review = reopen("csirt-be", 5, &case, &esc, CaseAxis::Review);
+    assert_eq!(authority(&review, Some(&opener)), Ok(()));
+}
+
+#[test]
+fn an_agreed_line_agrees_a_draft_line_and_nothing_else() {
+    let case = open("csirt-be", 1);
+    let line = |n: u64, stage: LineStage, prev: Option<&Content>| {
+        content(
+            "pres",
+            n,
+            Kind::PublicCommunication,
+            Level::Political,
+            Body::Communication(pb::CommunicationLine {
+                link: link(&case, prev),
+                stage: stage as i32,
+                text: "t".into(),
+                audience: String::new(),
+            }),
+        )
+    };
+    let draft = line(2, LineStage::Draft, None);
+    let agreed = line(3, LineStage::Agreed, Some(&draft));
+    assert_eq!(follows(&agreed, Some(&case), Some(&draft)), Ok(()));
+    let again = line(4, LineStage::Agreed, Some(&agreed));
+    assert!(
+        follows(&again, Some(&case), Some(&agreed))
+            .unwrap_err()
+            .contains("names a draft line")
+    );
+    let report = sitrep("cyclone-fr", 5, &case, None, 1);
+    let odd = line(6, LineStage::Agreed, Some(&report));
+    assert!(
+        follows(&odd, Some(&case), Some(&report))
+            .unwrap_err()
+            .contains("names a draft line")
+    );
+}
+
+#[test]
+fn the_view_keeps_advice_agreed_lines_withdrawn_requests_and_the_phase_of_each_axis() {
+    let case = open("csirt-be", 1);
+    let advice = content(
+        "csirt-fr",
+        2,
+        Kind::Advice,
+        Level::Operational,
+        Body::Advice(pb::Advice {
+            link: link(&case, None),
+            verdict: A::PotentialLargeScale as i32,
+            confidence: pb::Confidence::Low as i32,
+            rationale: "r".into(),
+        }),
+    );
+    let line = |n: u64, stage: LineStage| {
+        content(
+            "pres",
+            n,
+            Kind::PublicCommunication,
+            Level::Political,
+            Body::Communication(pb::CommunicationLine {
+                link: link(&case, None),
+                stage: stage as i32,
+                text: "t".into(),
+                audience: String::new(),
+            }),
+        )
+    };
+    let draft = line(3, LineStage::Draft);
+    let agreed = line(4, LineStage::Agreed);
+    let v = view_of(&[case.clone(), advice, draft, agreed.clone()], T0);
+    assert_eq!(v.advice, [("csirt-fr".to_string(), A::PotentialLargeScale)]);
+    assert_eq!(v.agreed_lines, [("pres".to_string(), agreed.id.clone())]);
+    // Information-sharing alone puts a case in response.
+    let info = decision(
+        "council",
+        5,
+        &case,
+        &case,
+        (M::None, C::None),
+        (M::InformationSharing, C::None),
+    );
+    assert_eq!(view_of(&[case.clone(), info], T0).phase, Phase::Response);
+    // A request withdrawn (closed without delivery) stops its clock: met if closed in time.
+    let request = reserve("csirt-be", 6, &case, None, ReserveStage::Requested);
+    let at = request.created_at_ms;
+    let mut closed = reserve("csirt-be", 7, &case, Some(&request), ReserveStage::Closed);
+    closed.created_at_ms = at + HOUR;
+    let v = view_of(
+        &[case.clone(), request.clone(), closed.clone()],
+        at + 30 * HOUR,
+    );
+    assert_eq!(v.reserve[0].stage, ReserveStage::Closed);
+    assert_eq!(
+        (v.reserve[0].due.clock, v.reserve[0].due.done_at_ms),
+        (Clock::Met, None)
+    );
+    closed.created_at_ms = at + 25 * HOUR;
+    let v = view_of(&[case.clone(), request.clone(), closed], at + 30 * HOUR);
+    assert_eq!(v.reserve[0].due.clock, Clock::Late);
+    // Delivered, then closed: the delivery is what counts.
+    let mut delivered = reserve("enisa", 8, &case, Some(&request), ReserveStage::Delivered);
+    delivered.created_at_ms = at + 2 * HOUR;
+    let mut late_close = reserve("enisa", 9, &case, Some(&request), ReserveStage::Closed);
+    late_close.created_at_ms = at + 40 * HOUR;
+    let v = view_of(&[case, request, delivered, late_close], at + 50 * HOUR);
+    assert_eq!(v.reserve[0].due.done_at_ms, Some(at + 2 * HOUR));
+    assert_eq!(v.reserve[0].due.clock, Clock::Met);
+}
+
+#[test]
+fn the_presidencys_activation_and_any_reopen_outrank_an_earlier_concurrent_move() {
+    let case = open("csirt-be", 1);
+    let mon = decision(
+        "council",
+        2,
+        &case,
+        &case,
+        (M::None, C::None),
+        (M::Monitoring, C::None),
+    );
+    // Full activation without a crisis (yet) against an earlier toggle from the same state.
+    let toggle = decision(
+        "commission",
+        3,
+        &case,
+        &mon,
+        (M::Monitoring, C::None),
+        (M::InformationSharing, C::None),
+    );
+    let full = decision(
+        "pres",
+        4,
+        &case,
+        &mon,
+        (M::Monitoring, C::None),
+        (M::FullActivation, C::None),
+    );
+    let v = view_of(&[case.clone(), mon, toggle, full.clone()], T0);
+    assert_eq!(v.head(Axis::Political), Some(("pres", full.id.as_str())));
+    // A reopen against an earlier concurrent toggle after the crisis ceased.
+    let ceased_from = decision(
+        "pres",
+        5,
+        &case,
+        &case,
+        (M::None, C::None),
+        (M::FullActivation, C::Established),
+    );
+    let ceased = decision(
+        "pres",
+        6,
+        &case,
+        &ceased_from,
+        (M::FullActivation, C::Established),
+        (M::Monitoring, C::Ceased),
+    );
+    let toggle = decision(
+        "commission",
+        7,
+        &case,
+        &ceased,
+        (M::Monitoring, C::Ceased),
+        (M::InformationSharing, C::Ceased),
+    );
+    let mut back = reopen("pres", 8, &case, &ceased, CaseAxis::Political);
+    if let Some(Body::Reopen(b)) = back.body.as_mut() {
+        (b.from_mode, b.from_crisis) = (M::Monitoring as i32, C::Ceased as i32);
+        (b.to_mode, b.to_crisis) = (M::FullActivation as i32, C::Established as i32);
+    }
+    let v = view_of(&[case, ceased_from, ceased, toggle, back.clone()], T0);
+    assert_eq!((v.mode, v.crisis), (M::FullActivation, C::Established));
+    assert_eq!(v.head(Axis::Political), Some(("pres", back.id.as_str())));
+}
+
+#[test]
+fn situation_reports_chain_by_number_from_report_one() {
+    let case = open("csirt-be", 1);
+    let s1 = sitrep("cyclone-fr", 2, &case, None, 1);
+    let s2 = sitrep("cyclone-fr", 3, &case, Some(&s1), 2);
+    let s3 = sitrep("cyclone-fr", 4, &case, Some(&s2), 3);
+    let current = |msgs: &[Content]| view_of(msgs, T0).sitrep.map(|s| (s.0, s.2));
+    // Holding only 2 and 3 (report 1 not held): the chain starts at the earliest held.
+    assert_eq!(current(&[s3.clone(), s2.clone()]), Some((3, s3.id.clone())));
+    // A "report 1" that names a predecessor is no start; one naming the current report
+    // with the wrong number, or the right number naming another report, is not next.
+    let fake_one = sitrep("evil", 5, &case, Some(&s3), 1);
+    let wrong_number = sitrep("evil", 6, &case, Some(&s1), 3);
+    let not_naming = sitrep("evil", 7, &case, Some(&s3), 2);
+    assert_eq!(
+        current(&[case.clone(), s1.clone(), fake_one, wrong_number, not_naming]),
+        Some((1, s1.id.clone()))
+    );
+    // Holding report 1 and a later report whose predecessor is held: the chain from 1.
+    assert_eq!(current(&[s1.clone(), s3.clone()]), Some((1, s1.id.clone())));
+    assert_eq!(current(&[case, s1, s2, s3.clone()]), Some((3, s3.id)));
 }

@@ -414,10 +414,9 @@ pub fn derive(case: (&str, &str), msgs: &[&Content], exercise: bool, now_ms: i64
 fn weight(c: &Content) -> u8 {
     match &c.body {
         Some(Body::Reopen(_)) => 2,
+        // (A move from full activation competes only with other Presidency moves.)
         Some(Body::CrisisStatus(b))
-            if b.from_crisis != b.to_crisis
-                || b.to_mode == M::FullActivation as i32
-                || b.from_mode == M::FullActivation as i32 =>
+            if b.from_crisis != b.to_crisis || b.to_mode == M::FullActivation as i32 =>
         {
             2
         }
