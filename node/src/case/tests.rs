@@ -2076,6 +2076,20 @@ fn situation_reports_chain_by_number_from_report_one() {
         current(&[case.clone(), s1.clone(), fake_one, wrong_number, not_naming]),
         Some((1, s1.id.clone()))
     );
+    // Roots are reports numbered 1 naming nothing: an earlier "1" naming a predecessor, or an
+    // earlier report with another number naming nothing, is no start.
+    let mut early_fake = sitrep("evil", 8, &case, Some(&s3), 1);
+    early_fake.created_at_ms = s1.created_at_ms - 1000;
+    let mut orphan = sitrep("evil", 9, &case, None, 5);
+    orphan.created_at_ms = s1.created_at_ms - 2000;
+    assert_eq!(
+        current(&[s1.clone(), early_fake, orphan]),
+        Some((1, s1.id.clone()))
+    );
+    // Without report 1, the start is a report whose predecessor is not held — not one whose
+    // predecessor is held but does not chain to it.
+    let wrong_next = sitrep("evil", 10, &case, Some(&s2), 4);
+    assert_eq!(current(&[s2.clone(), wrong_next]), Some((2, s2.id.clone())));
     // Holding report 1 and a later report whose predecessor is held: the chain from 1.
     assert_eq!(current(&[s1.clone(), s3.clone()]), Some((1, s1.id.clone())));
     assert_eq!(current(&[case, s1, s2, s3.clone()]), Some((3, s3.id)));
