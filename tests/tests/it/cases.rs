@@ -481,11 +481,11 @@ async fn steps_without_the_function_or_against_the_state_are_refused_at_origin_a
         "{}",
         e.message()
     );
-    // Escalate, then a second escalation is refused by the state.
+    // Escalate; once csirt-fr holds it, a second escalation is refused by the state.
     let esc = ok(&fed, BE, escalation(&case)).await;
+    reached(&fed, &esc.id, &[CY, FR, ENISA, EU]).await;
     let e = publish(&fed, FR, escalation(&case)).await.unwrap_err();
     assert!(e.message().contains("already escalated"), "{}", e.message());
-    reached(&fed, &esc.id, &[CY, FR, ENISA, EU]).await;
     // At the origin: a CSIRT cannot assess, cyclone cannot activate the crisis response.
     let e = publish(
         &fed,
