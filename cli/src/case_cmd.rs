@@ -363,8 +363,8 @@ pub struct ReserveUpdateArgs {
 }
 
 /// "ID" or "ORIGIN/ID" as a reference.
-fn mref(s: &str) -> pb::MessageRef {
-    let (origin, id) = s.split_once('/').unwrap_or(("", s));
+pub(crate) fn mref(s: &str) -> pb::MessageRef {
+    let (origin, id) = bluewire_node::feed::parse_reference(s);
     pb::MessageRef {
         origin: origin.to_string(),
         id: id.to_string(),

@@ -95,14 +95,6 @@ pub enum Nis2StageArg {
     Final,
 }
 
-fn reference(s: &str) -> pb::MessageRef {
-    let (origin, id) = s.split_once('/').unwrap_or(("", s));
-    pb::MessageRef {
-        origin: origin.to_string(),
-        id: id.to_string(),
-    }
-}
-
 impl IncidentArgs {
     fn is_set(&self) -> bool {
         self.taxonomy.is_some()
@@ -120,8 +112,8 @@ impl IncidentArgs {
         }
         i.nis2_sectors = self.nis2_sector.clone();
         i.impact = self.impact.clone().unwrap_or_default();
-        i.supersedes = self.supersedes.as_deref().map(reference);
-        i.case = self.case.as_deref().map(reference);
+        i.supersedes = self.supersedes.as_deref().map(crate::case_cmd::mref);
+        i.case = self.case.as_deref().map(crate::case_cmd::mref);
         i.nis2_stage = match self.nis2_stage {
             None => pb::Nis2Stage::Unspecified,
             Some(Nis2StageArg::EarlyWarning) => pb::Nis2Stage::EarlyWarning,

@@ -126,7 +126,7 @@ pub fn mandatory_recipients(
     cluster: Option<&ClusterState>,
     c: &Content,
 ) -> Vec<(String, &'static str)> {
-    let Some(cl) = cluster else {
+    let Some(cl) = cluster.filter(|_| crate::case::is_case_message(c)) else {
         return Vec::new();
     };
     let at = c.cluster_index;

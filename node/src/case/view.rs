@@ -478,6 +478,10 @@ pub(crate) fn chain<'a>(case: (&str, &str), axis: Axis, mine: &[&'a Content]) ->
     out
 }
 
+fn earliest<'a>(it: impl Iterator<Item = &'a Content>) -> Option<&'a Content> {
+    it.min_by(|x, y| order(x).cmp(&order(y)))
+}
+
 /// The chain of situation reports in effect: from report 1, each the earliest report that
 /// supersedes the current one with the next number (or, holding no report 1, from the
 /// earliest report whose predecessor this node does not hold).
@@ -490,19 +494,17 @@ fn reports<'a>(mine: &[&'a Content]) -> Vec<&'a Content> {
         })
         .collect();
     let held: HashSet<(&str, &str)> = all.iter().map(|(c, _)| key(c)).collect();
-    let first =
-        |it: Box<dyn Iterator<Item = &'a Content> + '_>| it.min_by(|x, y| order(x).cmp(&order(y)));
-    let mut next = first(Box::new(
+    let mut next = earliest(
         all.iter()
             .filter(|(c, n)| *n == 1 && previous(c).is_none())
             .map(|(c, _)| *c),
-    ))
+    )
     .or_else(|| {
-        first(Box::new(
+        earliest(
             all.iter()
                 .filter(|(c, _)| previous(c).is_some_and(|p| !held.contains(&p)))
                 .map(|(c, _)| *c),
-        ))
+        )
     });
     let mut out: Vec<&'a Content> = Vec::new();
     let mut visited: HashSet<(&str, &str)> = HashSet::new();
@@ -516,11 +518,11 @@ fn reports<'a>(mine: &[&'a Content]) -> Vec<&'a Content> {
             .map(|(_, n)| *n)
             .unwrap_or(0);
         out.push(r);
-        next = first(Box::new(
+        next = earliest(
             all.iter()
                 .filter(|(c, m)| previous(c) == Some(key(r)) && n.checked_add(1) == Some(*m))
                 .map(|(c, _)| *c),
-        ));
+        );
     }
     out
 }
