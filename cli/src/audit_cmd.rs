@@ -60,7 +60,7 @@ pub async fn run(c: &ConnArgs, cmd: AuditCommand, out: Output) -> anyhow::Result
 }
 
 /// RFC 3339 or unix milliseconds.
-fn parse_time(s: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_time(s: &str) -> anyhow::Result<i64> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         if ms < 0 {

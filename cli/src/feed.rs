@@ -53,6 +53,7 @@ fn parts(item: &pb::FeedItem) -> (pb::Content, pb::Marking, String, String) {
             format!("marking change for {}/{}", m.target_origin, m.target_id),
             m.reason.clone(),
         ),
+        Some(pb::content::Body::Stix(b)) => (bluewire_node::stix::summary(&b.json), b.json.clone()),
         Some(pb::content::Body::Retraction(r)) => (
             format!("retraction of {}/{}", r.target_origin, r.target_id),
             r.reason.clone(),

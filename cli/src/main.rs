@@ -14,6 +14,7 @@ mod connection;
 mod demo;
 mod exercise;
 mod feed;
+mod intel_cmd;
 mod local;
 mod message;
 mod node_cmd;
@@ -106,6 +107,12 @@ pub enum Command {
         #[arg(long)]
         ca: std::path::PathBuf,
     },
+    /// Import threat intelligence: STIX 2.1 bundles (idempotent; refusals listed with reasons).
+    #[command(subcommand)]
+    Import(intel_cmd::ImportCommand),
+    /// Export what you may read: one STIX 2.1 bundle.
+    #[command(subcommand)]
+    Export(intel_cmd::ExportCommand),
     /// Need-to-know clusters: create, invite, accept, leave, roles, log.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
@@ -186,6 +193,8 @@ fn main() -> ExitCode {
             Command::Cluster(c) => cluster_cmd::run(&cli.conn, c, out).await,
             Command::Case(c) => case_cmd::run(&cli.conn, c, out).await,
             Command::Reserve(r) => case_cmd::reserve(&cli.conn, r, out).await,
+            Command::Import(a) => intel_cmd::import(&cli.conn, a, out).await,
+            Command::Export(a) => intel_cmd::export(&cli.conn, a, out).await,
             Command::VerifyBundle { file, ca } => case_cmd::verify_bundle(&file, &ca, out),
             Command::Metrics => node_cmd::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,

@@ -407,6 +407,122 @@ fn five_minute_tour() {
         "no hint of valid values: {bad:#?}"
     );
 
+    // 4b. Threat feeds: import a STIX bundle directory (idempotent, refusals listed), the
+    // other organisation exports what it received as STIX.
+    std::fs::create_dir_all(root.join("feed")).expect("mkdir feed");
+    let t0 = "2026-11-30T08:00:00.000Z";
+    let indicator = |n: u32, pattern: &str| {
+        serde_json::json!({
+            "type": "indicator", "spec_version": "2.1",
+            "id": format!("indicator--0c4d5e6f-1a2b-4c3d-8e9f-00000000000{n}"),
+            "created": t0, "modified": t0, "name": format!("C2 {n}"), "description": "c2",
+            "pattern": pattern, "pattern_type": "stix", "valid_from": t0,
+        })
+    };
+    let bundle = serde_json::json!({
+        "type": "bundle", "id": "bundle--0c4d5e6f-1a2b-4c3d-8e9f-0000000000aa",
+        "objects": [
+            indicator(1, "[ipv4-addr:value = '198.51.100.7']"),
+            indicator(2, "[domain-name:value = 'c2.example' AND ipv4-addr:value = '198.51.100.8'"),
+        ],
+    });
+    std::fs::write(root.join("feed/vendor.json"), bundle.to_string()).expect("write bundle");
+    let imported = bw(&[
+        "--client-config",
+        &alice,
+        "--output",
+        "json",
+        "import",
+        "stix",
+        "feed",
+        "--tlp",
+        "GREEN",
+    ]);
+    assert!(
+        !imported.ok(),
+        "an import with a refusal exits non-zero: {imported:#?}"
+    );
+    let summary = imported.json();
+    assert_eq!(
+        (summary["published"].as_u64(), summary["skipped"].as_u64()),
+        (Some(1), Some(0)),
+        "{summary:#}"
+    );
+    let refused = &summary["refused"][0];
+    assert_eq!(
+        refused["id"], "indicator--0c4d5e6f-1a2b-4c3d-8e9f-000000000002",
+        "{summary:#}"
+    );
+    assert!(
+        refused["reason"].as_str().unwrap_or("").contains("pattern"),
+        "{summary:#}"
+    );
+    assert!(
+        imported.stderr.contains("nothing is published twice"),
+        "{imported:#?}"
+    );
+    let again = bw(&[
+        "--client-config",
+        &alice,
+        "--output",
+        "json",
+        "import",
+        "stix",
+        "feed/vendor.json",
+        "--tlp",
+        "GREEN",
+    ]);
+    assert_eq!(
+        (
+            again.json()["published"].as_u64(),
+            again.json()["skipped"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{again:#?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exported = loop {
+        bw(&[
+            "--client-config",
+            &bob,
+            "export",
+            "stix",
+            "--out",
+            "export.json",
+        ])
+        .expect_ok("export stix");
+        let b: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("export.json")).expect("read export"),
+        )
+        .expect("export is JSON");
+        let found = b["objects"].as_array().is_some_and(|o| {
+            o.iter()
+                .any(|o| o["id"] == "indicator--0c4d5e6f-1a2b-4c3d-8e9f-000000000001")
+        });
+        if found {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the indicator never reached cert-eu's export: {b:#}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(exported["type"], "bundle");
+    let objects = exported["objects"].as_array().expect("objects");
+    let ind = objects
+        .iter()
+        .find(|o| o["id"] == "indicator--0c4d5e6f-1a2b-4c3d-8e9f-000000000001")
+        .expect("indicator");
+    assert_eq!(
+        ind["object_marking_refs"],
+        serde_json::json!(["marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"])
+    );
+    assert!(
+        objects.iter().any(|o| o["type"] == "incident"),
+        "the incident report exports as an incident"
+    );
+
     // 5. Operate: the operator sees the peer link, drained, post-quantum KX.
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {

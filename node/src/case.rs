@@ -65,10 +65,25 @@ pub fn is_case_kind(k: Kind) -> bool {
 
 /// Is `body` a workflow body (the typed form of the political kinds included)?
 pub fn is_case_body(body: &Body) -> bool {
-    !matches!(
-        body,
-        Body::FreeText(_) | Body::Incident(_) | Body::MarkingChange(_) | Body::Retraction(_)
-    )
+    // Exhaustive on purpose: a new body kind must decide whether it is a workflow step.
+    match body {
+        Body::FreeText(_)
+        | Body::Incident(_)
+        | Body::MarkingChange(_)
+        | Body::Retraction(_)
+        | Body::Stix(_) => false,
+        Body::CaseOpen(_)
+        | Body::Escalation(_)
+        | Body::Advice(_)
+        | Body::Assessment(_)
+        | Body::CrisisStatus(_)
+        | Body::SituationReport(_)
+        | Body::Communication(_)
+        | Body::Reserve(_)
+        | Body::Notice(_)
+        | Body::Lessons(_)
+        | Body::Reopen(_) => true,
+    }
 }
 
 /// Is `c` a workflow message (a case kind, or a political kind with its typed body)?

@@ -248,6 +248,12 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
                     .into(),
             );
         }
+        // Threat intelligence: the bundle passes the STIX checks, marked no looser than this.
+        (Kind::StixBundle, Some(Body::Stix(b))) => {
+            crate::stix::check_bundle(&b.json, tlp)
+                .map_err(|e| Rejected::Invalid(format!("STIX bundle refused: {e}")))?;
+        }
+        (Kind::StixBundle, _) => return bad("kind stix-bundle needs a stix body".into()),
         (Kind::Retraction, Some(Body::Retraction(r))) if !r.target_id.is_empty() => {}
         (Kind::Retraction, _) => {
             return bad("a retraction names the target message (target_id)".into());
@@ -309,6 +315,7 @@ pub fn kind_label(k: i32) -> &'static str {
         Kind::Notice => "notice",
         Kind::LessonsLearned => "lessons-learned",
         Kind::CaseReopen => "case-reopen",
+        Kind::StixBundle => "stix-bundle",
         Kind::Unspecified => "unspecified",
     }
 }
@@ -709,7 +716,7 @@ mod tests {
 
     #[test]
     fn labels_are_the_one_vocabulary() {
-        let kinds: Vec<&str> = (0..=16).map(kind_label).collect();
+        let kinds: Vec<&str> = (0..=17).map(kind_label).collect();
         assert_eq!(
             kinds,
             [
@@ -729,6 +736,7 @@ mod tests {
                 "notice",
                 "lessons-learned",
                 "case-reopen",
+                "stix-bundle",
                 "unspecified",
             ]
         );

@@ -202,6 +202,21 @@ pub fn draft(
         Some(In::Notice(b)) => Some(pb::content::Body::Notice(b)),
         Some(In::Lessons(b)) => Some(pb::content::Body::Lessons(b)),
         Some(In::Reopen(b)) => Some(pb::content::Body::Reopen(b)),
+        // The envelope's marking is authoritative: objects without one are given it here,
+        // before signing, so every receiver holds the same bytes.
+        Some(In::Stix(mut b)) => {
+            let tlp = r
+                .marking
+                .as_ref()
+                .and_then(|m| pb::Tlp::try_from(m.tlp).ok())
+                .unwrap_or_default();
+            if tlp != pb::Tlp::Unspecified {
+                b.json = crate::stix::normalise(&b.json, tlp).map_err(|e| {
+                    OutboundError::Invalid(Rejected::Invalid(format!("STIX bundle refused: {e}")))
+                })?;
+            }
+            Some(pb::content::Body::Stix(b))
+        }
     };
     let cluster = if r.cluster.is_empty() {
         None

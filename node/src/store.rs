@@ -173,6 +173,9 @@ pub struct NewMessage {
     /// The case a workflow message belongs to ("ORIGIN/ID" of its opening message; "" for
     /// none): indexed so a case's messages are read without scanning the store.
     pub case: String,
+    /// The STIX objects a bundle message carries, as (id, version): indexed for TAXII and
+    /// idempotent import.
+    pub stix: Vec<(String, String)>,
     /// Peer it came from; "" when published locally.
     pub received_from: String,
     pub received_at_ms: i64,
@@ -201,6 +204,7 @@ impl NewMessage {
             cluster: content.cluster.clone(),
             reshare: false,
             case: crate::case::case_key(content).unwrap_or_default(),
+            stix: crate::stix::index_of(content),
             received_from: received_from.to_string(),
             received_at_ms,
             outbox: Vec::new(),

@@ -967,6 +967,7 @@ pub mod clusters {
     }
 }
 
+pub mod python;
 pub mod rogue;
 
 /// Admin.AuditExport at `org`.

@@ -24,6 +24,15 @@ impl Client for Api {
         Ok(Response::new(r))
     }
 
+    async fn import_stix(
+        &self,
+        req: Request<pb::ImportStixRequest>,
+    ) -> Result<Response<pb::ImportStixResponse>, Status> {
+        let user = Caller::user(&req)?;
+        let r = crate::intel::import(&self.state, &user, req.into_inner()).await?;
+        Ok(Response::new(r))
+    }
+
     type SubscribeStream = FeedStream;
 
     async fn subscribe(

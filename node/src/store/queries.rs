@@ -19,7 +19,7 @@ use crate::audit;
 use super::tables::{
     ANNOTATIONS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS, DIRECTORY,
     IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX, REJECTIONS,
-    RejectionRecord, delivered_key, depth_key, read_audit_head,
+    RejectionRecord, STIX, delivered_key, depth_key, read_audit_head,
 };
 use super::{
     AnnotationRecord, AuditRecordRow, Rejection, Result, Store, StoreError, StoredMessage, db_err,
@@ -160,6 +160,26 @@ impl Store {
             if let Some(v) = messages.get(seq).map_err(db_err("read message"))? {
                 out.push(decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq));
             }
+        }
+        Ok(out)
+    }
+
+    /// The stored versions of a STIX object: (message seq, origin, version), oldest first.
+    pub fn stix_versions(&self, id: &str) -> Result<Vec<(u64, String, String)>> {
+        let rtx = self.read()?;
+        let table = match rtx.open_table(STIX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err("open STIX index")(e)),
+        };
+        let mut out = Vec::new();
+        for row in table
+            .range((id, 0)..=(id, u64::MAX))
+            .map_err(db_err("read STIX index"))?
+        {
+            let (k, v) = row.map_err(db_err("read STIX index"))?;
+            let (origin, version) = v.value();
+            out.push((k.value().1, origin.to_string(), version.to_string()));
         }
         Ok(out)
     }

@@ -26,6 +26,11 @@ pub(super) const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new
 /// ("ORIGIN/ID" of a case's opening message, message seq) → (): the workflow messages of
 /// each case, in the order this node stored them.
 pub(super) const CASES: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_messages");
+/// (STIX object id, message seq) → (origin, version): the STIX objects each bundle message
+/// carries, so an object's versions are found without decoding bundles (TAXII, idempotent
+/// import). The version is `modified` (or `created`); "" for cyber-observables.
+pub(super) const STIX: TableDefinition<(&str, u64), (&str, &str)> =
+    TableDefinition::new("stix_objects");
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub(super) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 pub(super) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
@@ -170,6 +175,7 @@ pub(super) struct Tables<'t> {
     pub(super) ids: Table<'t, (&'static str, &'static str), u64>,
     pub(super) outbox: Table<'t, (&'static str, u64), ()>,
     pub(super) cases: Table<'t, (&'static str, u64), ()>,
+    pub(super) stix: Table<'t, (&'static str, u64), (&'static str, &'static str)>,
     pub(super) counters: Table<'t, &'static str, u64>,
     pub(super) keys: Table<'t, &'static str, &'static [u8]>,
     pub(super) cursors: Table<'t, &'static str, u64>,
@@ -238,6 +244,7 @@ pub(super) fn open_tables<'t>(
         ids: wtx.open_table(IDS).map_err(e("open ids table"))?,
         outbox: wtx.open_table(OUTBOX).map_err(e("open outbox table"))?,
         cases: wtx.open_table(CASES).map_err(e("open case index table"))?,
+        stix: wtx.open_table(STIX).map_err(e("open STIX index table"))?,
         counters: wtx.open_table(COUNTERS).map_err(e("open counters table"))?,
         keys: wtx.open_table(KEYS).map_err(e("open keys table"))?,
         cursors: wtx.open_table(CURSORS).map_err(e("open cursors table"))?,

@@ -14,11 +14,45 @@ fn msg(id: &str, outbox: &[&str]) -> NewMessage {
         cluster: "org-a/c".into(),
         reshare: false,
         case: String::new(),
+        stix: Vec::new(),
         received_from: String::new(),
         received_at_ms: 42,
         outbox: outbox.iter().map(|s| (*s).to_owned()).collect(),
         audit: Vec::new(),
     }
+}
+
+#[tokio::test]
+async fn stix_objects_are_indexed_by_id_with_origin_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    assert!(store.stix_versions("indicator--x").unwrap().is_empty());
+    let a = NewMessage {
+        stix: vec![
+            ("indicator--x".into(), "v1".into()),
+            ("ipv4-addr--y".into(), String::new()),
+        ],
+        ..msg("m1", &[])
+    };
+    let b = NewMessage {
+        origin: "org-b".into(),
+        stix: vec![("indicator--x".into(), "v2".into())],
+        ..msg("m2", &[])
+    };
+    let sa = store.insert(a).await.unwrap().seq();
+    let sb = store.insert(b).await.unwrap().seq();
+    assert_eq!(
+        store.stix_versions("indicator--x").unwrap(),
+        vec![
+            (sa, "org-a".into(), "v1".into()),
+            (sb, "org-b".into(), "v2".into())
+        ]
+    );
+    assert_eq!(
+        store.stix_versions("ipv4-addr--y").unwrap(),
+        vec![(sa, "org-a".into(), String::new())]
+    );
+    assert!(store.stix_versions("indicator--").unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -324,6 +324,11 @@ impl Tables<'_> {
                     .insert((m.case.as_str(), seq), ())
                     .map_err(db_err("insert case index"))?;
             }
+            for (id, version) in &m.stix {
+                self.stix
+                    .insert((id.as_str(), seq), (m.origin.as_str(), version.as_str()))
+                    .map_err(db_err("insert STIX index"))?;
+            }
             for peer in &m.outbox {
                 let fresh = self
                     .outbox

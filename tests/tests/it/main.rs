@@ -15,5 +15,6 @@ mod policy;
 mod reshare;
 mod resume;
 mod rogue;
+mod stix;
 mod tamper;
 mod tls;
