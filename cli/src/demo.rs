@@ -102,6 +102,21 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         Scenario::Blueprint => crate::blueprint::orgs(),
     };
     let mut fed = LocalFederation::create(&dir, &specs, &[])?;
+    // csirt-be also serves TAXII 2.1, for the threat-feed tour (README section 8).
+    let taxii = crate::local::free_port()?;
+    {
+        let path = fed.org("csirt-be").dir.join("node.toml");
+        let text = std::fs::read_to_string(&path)?;
+        let on = text.replace(
+            "enabled = false\nlisten = \"127.0.0.1:9443\"",
+            &format!("enabled = true\nlisten = \"{taxii}\""),
+        );
+        anyhow::ensure!(
+            on != text,
+            "the node.toml template has no [taxii] section to enable"
+        );
+        std::fs::write(&path, on)?;
+    }
     println!(
         "\n1. Federation PKI: root CA, one certificate + signing key per organisation (CA-asserted profile)"
     );
@@ -452,6 +467,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!(
             "  bluewire --client-config {}/client.toml status",
             be.user_dir("operator").display()
+        );
+        println!(
+            "  bluewire --client-config {}/client.toml token create --user soc --role soc-tool   # a TAXII token",
+            be.user_dir("operator").display()
+        );
+        println!(
+            "  TAXII 2.1 at csirt-be: https://{taxii}/taxii2/  (CA {}/ca.crt; a user certificate or the token)",
+            be.dir.display()
         );
         println!("Stop it with:  kill $(cat {}/*/node.pid)", dir.display());
     } else {

@@ -50,7 +50,7 @@ pub struct LocalFederation {
     pub orgs: Vec<LocalOrg>,
 }
 
-fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<std::net::SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     Ok(l.local_addr()?)
 }

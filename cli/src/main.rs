@@ -21,6 +21,7 @@ mod node_cmd;
 mod output;
 mod pki_cmd;
 mod policy_cmd;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -124,6 +125,10 @@ pub enum Command {
     /// The node's tamper-evident audit trail.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// API tokens for tools without a client certificate (TAXII readers, SIEM connectors):
+    /// create, list, revoke (operators).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// Run or configure a node (same as the bluewire-node binary).
     #[command(subcommand)]
     Node(bluewire_node::daemon::NodeCommand),
@@ -199,6 +204,7 @@ fn main() -> ExitCode {
             Command::Metrics => node_cmd::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,
             Command::Audit(a) => audit_cmd::run(&cli.conn, a, out).await,
+            Command::Token(t) => token_cmd::run(&cli.conn, t, out).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Exercise(e) => exercise::run(e, out).await,
             Command::Bench(b) => bench::run(b, out).await,

@@ -523,6 +523,60 @@ fn five_minute_tour() {
         "the incident report exports as an incident"
     );
 
+    // 4c. A TAXII token for a tool: shown once, listed without its secret, revocable.
+    let created = bw(&[
+        "--client-config",
+        &olga,
+        "--output",
+        "json",
+        "token",
+        "create",
+        "--user",
+        "soc",
+        "--role",
+        "soc-tool",
+        "--expires-in",
+        "30d",
+        "--label",
+        "OpenCTI",
+    ])
+    .expect_ok("token create")
+    .json();
+    let token = created["token"].as_str().expect("the token is shown once");
+    assert!(token.starts_with("bwt_"), "{created:#}");
+    let token_id = created["id"].as_str().expect("token id").to_string();
+    let listed = bw(&[
+        "--client-config",
+        &olga,
+        "--output",
+        "json",
+        "token",
+        "list",
+    ])
+    .expect_ok("token list");
+    assert!(
+        !listed.stdout.contains(token),
+        "token list shows the secret: {listed:#?}"
+    );
+    assert_eq!(listed.json()[0]["user"], "soc", "{listed:#?}");
+    let revoked = bw(&[
+        "--client-config",
+        &olga,
+        "--output",
+        "json",
+        "token",
+        "revoke",
+        &token_id,
+    ])
+    .expect_ok("token revoke")
+    .json();
+    assert_eq!(revoked["state"], "revoked", "{revoked:#}");
+    let denied = bw(&["--client-config", &alice, "token", "list"]);
+    assert!(
+        !denied.ok() && denied.stderr.contains("operator"),
+        "{denied:#?}"
+    );
+
     // 5. Operate: the operator sees the peer link, drained, post-quantum KX.
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {

@@ -1,6 +1,6 @@
 //! Tamper-evident audit trail: a hash-chained, append-only log of everything this node
-//! published, sent, delivered, received, rejected or dropped, every membership operation and
-//! every policy change.
+//! published, sent, delivered, received, rejected or dropped, every membership operation,
+//! every policy change and every API token created or revoked.
 //!
 //! Records live in the store's `audit` table (see
 //! [`Store::append_audit`](crate::store::Store::append_audit)); the store's single writer
@@ -81,10 +81,12 @@ pub enum AuditKind {
     Membership,
     /// A policy change (reload, new hash, revocation list…).
     Policy,
+    /// An API token was created or revoked (its id, user, role and expiry; never its secret).
+    Token,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 8] = [
+    pub const ALL: [AuditKind; 9] = [
         AuditKind::Published,
         AuditKind::Sent,
         AuditKind::Delivered,
@@ -93,6 +95,7 @@ impl AuditKind {
         AuditKind::Dropped,
         AuditKind::Membership,
         AuditKind::Policy,
+        AuditKind::Token,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +108,7 @@ impl AuditKind {
             AuditKind::Dropped => "dropped",
             AuditKind::Membership => "membership",
             AuditKind::Policy => "policy",
+            AuditKind::Token => "token",
         }
     }
 }
@@ -216,6 +220,12 @@ impl AuditEvent {
     /// A policy change; `detail`: e.g. "reloaded policy_hash=… policies=3".
     pub fn policy(detail: impl Into<String>) -> AuditEvent {
         AuditEvent::new(AuditKind::Policy).detail(detail)
+    }
+
+    /// An API token was created or revoked; `detail`: e.g. "created id=… user=… role=…
+    /// expires=… by=…". Never the token's secret.
+    pub fn token(detail: impl Into<String>) -> AuditEvent {
+        AuditEvent::new(AuditKind::Token).detail(detail)
     }
 
     pub fn at(mut self, at_ms: i64) -> Self {
@@ -365,7 +375,7 @@ mod tests {
         let e = AuditEvent::rejected("é".repeat(MAX_FIELD_LEN), "p", "r", "x").clip();
         assert!(e.msg_id.len() <= MAX_FIELD_LEN);
         assert!(e.msg_id.chars().all(|c| c == 'é'));
-        assert_eq!(AuditKind::ALL.len(), 8);
+        assert_eq!(AuditKind::ALL.len(), 9);
         assert_eq!(AuditEvent::policy("x").event.to_string(), "policy");
     }
 }

@@ -40,7 +40,44 @@ struct RawConfig {
     #[serde(default)]
     metrics: MetricsConfig,
     #[serde(default)]
+    taxii: RawTaxii,
+    #[serde(default)]
     peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTaxii {
+    enabled: bool,
+    listen: String,
+    page_size: usize,
+    default_tlp: String,
+    title: String,
+}
+
+impl Default for RawTaxii {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:9443".into(),
+            page_size: 1000,
+            default_tlp: "AMBER".into(),
+            title: "Bluewire".into(),
+        }
+    }
+}
+
+/// The TAXII 2.1 server (off by default): HTTPS, TLS 1.3, user certificates or tokens.
+#[derive(Debug, Clone)]
+pub struct TaxiiConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Objects per page when a client asks for none, and the most it may ask for.
+    pub page_size: usize,
+    /// The TLP posted objects without a TLP marking are published at.
+    pub default_tlp: bluewire_proto::v1::Tlp,
+    /// The API root's title.
+    pub title: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -211,6 +248,7 @@ pub struct NodeConfig {
     pub clusters: ClustersConfig,
     pub policy: PolicyConfig,
     pub metrics: MetricsConfig,
+    pub taxii: TaxiiConfig,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -287,6 +325,25 @@ impl NodeConfig {
                 "metrics.listen = {m} is not a loopback address: the metrics endpoint is plain HTTP, so it only listens on 127.0.0.0/8 or ::1 (scrape through a local agent, or use `bluewire metrics` over mutual TLS)"
             )));
         }
+        let taxii_listen: SocketAddr = raw.taxii.listen.parse().map_err(|_| {
+            invalid(format!(
+                "taxii.listen = {:?} is not an address like \"127.0.0.1:9443\"",
+                raw.taxii.listen
+            ))
+        })?;
+        if !(1..=10_000).contains(&raw.taxii.page_size) {
+            return Err(invalid(format!(
+                "taxii.page_size = {} is not between 1 and 10000",
+                raw.taxii.page_size
+            )));
+        }
+        let default_tlp =
+            crate::envelope::parse_tlp_name(&raw.taxii.default_tlp).ok_or_else(|| {
+                invalid(format!(
+                    "taxii.default_tlp = {:?} is not CLEAR, GREEN, AMBER, AMBER+STRICT or RED",
+                    raw.taxii.default_tlp
+                ))
+            })?;
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -317,6 +374,13 @@ impl NodeConfig {
                 reload_secs: raw.policy.reload_secs.unwrap_or(5).max(1),
             },
             metrics: raw.metrics,
+            taxii: TaxiiConfig {
+                enabled: raw.taxii.enabled,
+                listen: taxii_listen,
+                page_size: raw.taxii.page_size,
+                default_tlp,
+                title: raw.taxii.title,
+            },
             peers: raw.peers,
         })
     }
@@ -402,6 +466,15 @@ former_member_grace_secs = 600  # a departed member's earlier messages are accep
 [metrics]
 # Prometheus scrape endpoint (plain HTTP GET /metrics, loopback addresses only).
 # listen = "127.0.0.1:9464"
+
+[taxii]
+# A TAXII 2.1 server for the tools that read and publish STIX (MISP, OpenCTI, SIEMs):
+# HTTPS with TLS 1.3; users authenticate with their certificate or a token
+# (bluewire token create). Off by default.
+enabled = false
+listen = "127.0.0.1:9443"
+page_size = 1000        # objects per page by default, and the most a client may ask for
+default_tlp = "AMBER"   # the TLP of posted objects that carry none
 
 [policy]
 # Optional Cedar file of forbid rules that narrow what the built-in routing

@@ -326,6 +326,23 @@ pub fn tlp_name(t: i32) -> &'static str {
     tlp_label(t).trim_start_matches("TLP:")
 }
 
+/// A TLP as people write it (`AMBER`, `amber+strict`, `TLP:RED`, `WHITE` for CLEAR).
+pub fn parse_tlp_name(s: &str) -> Option<Tlp> {
+    let up = s.trim().to_ascii_uppercase();
+    match up
+        .trim_start_matches("TLP:")
+        .replace(['_', '-'], "+")
+        .as_str()
+    {
+        "CLEAR" | "WHITE" => Some(Tlp::Clear),
+        "GREEN" => Some(Tlp::Green),
+        "AMBER" => Some(Tlp::Amber),
+        "AMBER+STRICT" => Some(Tlp::AmberStrict),
+        "RED" => Some(Tlp::Red),
+        _ => None,
+    }
+}
+
 /// "TLP:AMBER" etc., as people and logs read it.
 pub fn tlp_label(t: i32) -> &'static str {
     match Tlp::try_from(t).unwrap_or(Tlp::Unspecified) {
@@ -740,6 +757,16 @@ mod tests {
                 "unspecified",
             ]
         );
+        for t in 1..=5 {
+            assert_eq!(parse_tlp_name(tlp_label(t)).map(|x| x as i32), Some(t));
+            assert_eq!(
+                parse_tlp_name(&tlp_name(t).to_lowercase()).map(|x| x as i32),
+                Some(t)
+            );
+        }
+        assert_eq!(parse_tlp_name("white"), Some(Tlp::Clear));
+        assert_eq!(parse_tlp_name("amber-strict"), Some(Tlp::AmberStrict));
+        assert_eq!(parse_tlp_name("purple"), None);
         let tlps: Vec<(&str, &str)> = (0..=6).map(|t| (tlp_label(t), tlp_name(t))).collect();
         assert_eq!(
             tlps,

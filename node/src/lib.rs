@@ -34,9 +34,11 @@ pub mod state;
 pub mod stix;
 pub mod store;
 pub mod tasks;
+pub mod taxii;
 pub mod taxonomy;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 pub mod workflow;
 
 pub use server::{Node, NodeError};

@@ -21,7 +21,8 @@
 //! modules name `crate::pki::X`, never a submodule), plus [`PkiError`] and these docs.
 //! - `profile`: what a certificate asserts: [`OrgProfile`], [`Level`], [`UserRole`],
 //!   [`CertProfile`], the profile extension's encoding, the one organisation-id rule
-//!   ([`check_org_id`]) and [`identity_from_chain`] (verified chain → [`PeerIdentity`]);
+//!   ([`check_org_id`]), the user-name rule ([`check_user_name`]) and
+//!   [`identity_from_chain`] (verified chain → [`PeerIdentity`]);
 //! - `der`: low-level PEM/DER parsing and encoding, serial numbers and signature checks;
 //! - `crl`: reading and verifying a revocation list ([`parse_crl`]);
 //! - `ca`: the federation CA ([`FederationCa`]: issuing organisations, revoking, its
@@ -45,7 +46,7 @@ pub use der::{load_certs_pem, load_key_pem, serial_hex};
 pub use profile::check_org_id as validate_org;
 pub use profile::{
     CertProfile, CertifiedKey, Function, Level, OrgProfile, PROFILE_OID, PeerIdentity, UserRole,
-    cert_profile, check_org_id, identity_from_chain, is_valid_id, key_id_for,
+    cert_profile, check_org_id, check_user_name, identity_from_chain, is_valid_id, key_id_for,
 };
 
 // ---------------------------------------------------------------------------

@@ -179,6 +179,7 @@ impl Node {
                 config.limits.client_rate_per_sec,
                 config.limits.client_burst,
             ),
+            taxii_listen: std::sync::OnceLock::new(),
         });
         state
             .directory
@@ -227,6 +228,19 @@ impl Node {
             info!(metrics.listen = %addr, "Prometheus endpoint on http://{addr}/metrics");
             let st = state.clone();
             crate::metrics::serve_http(listener, Arc::new(move || st.render_metrics()), &tasks);
+        }
+        if config.taxii.enabled {
+            let addr = config.taxii.listen;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            let _ = state.taxii_listen.set(bound);
+            let taxii_tls = tls
+                .taxii_server_config()
+                .map_err(|e| NodeError::Serve(format!("TAXII TLS configuration: {e}")))?;
+            info!(taxii.listen = %bound, "TAXII 2.1 server on https://{bound}/taxii2/");
+            crate::taxii::serve(state.clone(), listener, taxii_tls);
         }
         crate::replication::spawn_sync(
             state.clone(),

@@ -62,11 +62,18 @@ pub struct NodeState {
     pub peer_limits: crate::ratelimit::RateLimiter,
     /// Per user certificate: client-service calls.
     pub client_limits: crate::ratelimit::RateLimiter,
+    /// Where the TAXII server listens, once it does (`[taxii]`).
+    pub taxii_listen: std::sync::OnceLock<SocketAddr>,
 }
 
 impl NodeState {
     pub fn org(&self) -> &str {
         &self.profile.org
+    }
+
+    /// The TAXII server's bound address, when `[taxii]` is enabled.
+    pub fn taxii_addr(&self) -> Option<SocketAddr> {
+        self.taxii_listen.get().copied()
     }
 
     /// The routing decision for one (message, recipient), with this node's

@@ -370,3 +370,9 @@ pub fn check_object(o: &Value, envelope_tlp: Tlp) -> Result<Version, String> {
         index: 0,
     })
 }
+
+/// A STIX timestamp (RFC 3339, UTC, `Z`) as unix milliseconds.
+pub fn timestamp_ms(s: &str) -> Option<i64> {
+    objects::parse_timestamp(s)
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+}

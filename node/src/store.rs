@@ -3,8 +3,9 @@
 //! Owns: messages (keyed by a local, strictly increasing `seq`, with an id index for dedup),
 //! the per-peer outbox with its depth/delivered counters, durable named subscriber cursors,
 //! known signing keys, rejection records, the per-cluster replicated logs (exact encoded entry
-//! bytes by index), the organisation directory (node certificates by org) and the hash-chained
-//! audit log (see [`crate::audit`]).
+//! bytes by index), the organisation directory (node certificates by org), API token records
+//! (only the hash of each secret, see [`crate::tokens`]) and the hash-chained audit log (see
+//! [`crate::audit`]).
 //!
 //! Every write goes through ONE writer thread that group-commits: it takes the first queued op,
 //! drains whatever else is queued (up to [`MAX_GROUP`] ops), applies them all in one write
@@ -311,6 +312,33 @@ impl AnnotationRecord {
     fn order(&self) -> (i64, &str) {
         (self.at_ms, &self.by_id)
     }
+}
+
+/// An API token as stored: who it speaks for and until when, and the SHA-256 of its secret
+/// (never the secret). The meaning of the fields is [`crate::tokens`]'s; the store only keeps
+/// records by id and marks them revoked.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ApiTokenRecord {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub user: String,
+    /// The role's name ("analyst", "operator", "soc-tool").
+    #[prost(string, tag = "3")]
+    pub role: String,
+    #[prost(string, tag = "4")]
+    pub label: String,
+    #[prost(int64, tag = "5")]
+    pub created_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub expires_ms: i64,
+    /// 0 while the token is not revoked.
+    #[prost(int64, tag = "7")]
+    pub revoked_ms: i64,
+    #[prost(bytes = "vec", tag = "8")]
+    pub hash: Vec<u8>,
+    #[prost(string, tag = "9")]
+    pub created_by: String,
 }
 
 /// Which of two annotations of the same kind a message keeps.

@@ -232,13 +232,33 @@ impl TlsIdentity {
 
     /// Server side: TLS 1.3 only, client certificate mandatory.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        self.server_config_with(true, b"h2")
+    }
+
+    /// The TAXII listener: TLS 1.3 only, a client certificate optional (tools that cannot
+    /// present one use a token), revocation checked when one is presented; HTTP/1.1. Key
+    /// exchange as everywhere: X25519MLKEM768 first, X25519 and P-256 for TLS stacks
+    /// without ML-KEM.
+    pub fn taxii_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        self.server_config_with(false, b"http/1.1")
+    }
+
+    fn server_config_with(
+        &self,
+        client_cert_mandatory: bool,
+        alpn: &[u8],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = provider();
-        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             self.roots()?,
             provider.clone(),
-        )
-        .build()
-        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+        );
+        if !client_cert_mandatory {
+            builder = builder.allow_unauthenticated();
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let verifier = Arc::new(RevocationCheckingClientVerifier {
             inner,
             revocations: self.revocations.clone(),
@@ -247,7 +267,7 @@ impl TlsIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         // No resumption: a resumed session skips certificate verification,
         // which would let a certificate revoked since the first handshake in.
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -306,6 +326,11 @@ struct RevocationCheckingClientVerifier {
 impl ClientCertVerifier for RevocationCheckingClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
+    }
+
+    // As the inner verifier decides: mandatory on the federation port, optional for TAXII.
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
     }
 
     fn verify_client_cert(

@@ -118,6 +118,21 @@ impl OrgInfo {
     }
 }
 
+/// The three organisations most tests use: csirt-be (technical and operational), csirt-fr
+/// (a CSIRT, technical) and cert-eu (an EU body, technical).
+pub fn be_fr_eu() -> Vec<OrgSpec> {
+    vec![
+        OrgSpec::new(
+            "csirt-be",
+            "BE",
+            "csirt",
+            &[Level::Technical, Level::Operational],
+        ),
+        OrgSpec::csirt("csirt-fr", "FR"),
+        OrgSpec::new("cert-eu", "EU", "eu-body", &[Level::Technical]),
+    ]
+}
+
 /// A running test federation. Dropping it kills node processes it spawned;
 /// in-process nodes stop with the test's runtime.
 pub struct TestFederation {
@@ -155,6 +170,8 @@ pub struct FedOptions {
     /// the log entry that ended its membership a former member's earlier
     /// messages are still accepted); `None` keeps the template's value.
     pub former_member_grace_secs: Option<u64>,
+    /// Every node serves TAXII 2.1 on a free loopback port (`NodeState::taxii_addr`).
+    pub taxii: bool,
 }
 
 impl Default for FedOptions {
@@ -163,6 +180,7 @@ impl Default for FedOptions {
             static_peers: true,
             cluster_sync_interval_ms: None,
             former_member_grace_secs: None,
+            taxii: false,
         }
     }
 }
@@ -191,6 +209,10 @@ fn config_edits(opts: &FedOptions) -> Vec<ConfigEdit> {
             "former_member_grace_secs",
             secs,
         ));
+    }
+    if opts.taxii {
+        edits.push(ConfigEdit::set("taxii", "enabled", true));
+        edits.push(ConfigEdit::set("taxii", "listen", "\"127.0.0.1:0\""));
     }
     edits.extend([
         ConfigEdit::replace("crl_poll_secs = 5", "crl_poll_secs = 1"),

@@ -77,9 +77,19 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// The interpreter as a command. `requests` lets `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE`
+/// override an explicit `verify=CA` (a known requests behaviour), so they are removed: the
+/// clients must trust the federation root they are given, not the system's.
+pub fn command() -> Command {
+    let mut c = Command::new(python());
+    c.env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE");
+    c
+}
+
 /// Run `python -c SCRIPT ARGS…` with the test requirements; stdin closed.
 pub fn script(script: &str, args: &[&str]) -> Output {
-    Command::new(python())
+    command()
         .arg("-c")
         .arg(script)
         .args(args)

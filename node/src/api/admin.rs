@@ -1,5 +1,5 @@
 //! Admin service handlers (a node's operators): status, peers, clusters,
-//! policy, audit. Each a few lines around the module that owns the work.
+//! policy, audit, API tokens. Each a few lines around the module that owns the work.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +12,22 @@ use tonic::{Request, Response, Status};
 use super::error::{internal, replication_status};
 use super::{Api, Caller, VERSION};
 use crate::cluster::{self, ClusterState};
+use crate::pki::UserRole;
+use crate::tokens::{self, TokenRecord};
+
+/// A token as operators see it: never its secret's hash.
+fn token_info(t: &TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: t.id.clone(),
+        user: t.user.clone(),
+        role: t.role.as_str().to_owned(),
+        label: t.label.clone(),
+        created_at_ms: t.created_ms,
+        expires_at_ms: t.expires_ms,
+        revoked_at_ms: t.revoked_ms,
+        created_by: t.created_by.clone(),
+    }
+}
 
 /// What `cluster show` prints.
 pub fn cluster_info(c: &ClusterState, me: &str) -> pb::ClusterInfo {
@@ -359,6 +375,58 @@ impl Admin for Api {
                 })
                 .collect(),
         }))
+    }
+
+    async fn token_create(
+        &self,
+        req: Request<pb::TokenCreateRequest>,
+    ) -> Result<Response<pb::TokenCreateResponse>, Status> {
+        let operator = Caller::user(&req)?;
+        let r = req.into_inner();
+        let role: UserRole = r
+            .role
+            .parse()
+            .map_err(|e: crate::pki::PkiError| Status::invalid_argument(e.to_string()))?;
+        let ttl_ms = if r.ttl_ms == 0 {
+            tokens::DEFAULT_TTL_MS
+        } else {
+            r.ttl_ms
+        };
+        let (record, token) = tokens::create(
+            &self.state.store,
+            &r.user,
+            role,
+            &r.label,
+            ttl_ms,
+            &operator,
+            crate::clock::now_ms(),
+        )
+        .await?;
+        Ok(Response::new(pb::TokenCreateResponse {
+            info: Some(token_info(&record)),
+            token,
+        }))
+    }
+
+    async fn token_list(
+        &self,
+        _req: Request<pb::TokenListRequest>,
+    ) -> Result<Response<pb::TokenListResponse>, Status> {
+        let list = tokens::list(&self.state.store)?;
+        Ok(Response::new(pb::TokenListResponse {
+            tokens: list.iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn token_revoke(
+        &self,
+        req: Request<pb::TokenRevokeRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let operator = Caller::user(&req)?;
+        let id = req.into_inner().id;
+        let record =
+            tokens::revoke(&self.state.store, &id, &operator, crate::clock::now_ms()).await?;
+        Ok(Response::new(token_info(&record)))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::peers::ConnectError;
 use crate::replication::ReplicationError;
 use crate::state::ClusterRefError;
 use crate::store::StoreError;
+use crate::tokens::TokenError;
 use crate::workflow::CaseError;
 
 impl From<LookupError> for Status {
@@ -95,6 +96,24 @@ impl From<CursorError> for Status {
         match e {
             CursorError::Unnamed => Status::invalid_argument(e.to_string()),
             CursorError::Store(s) => internal(s),
+        }
+    }
+}
+
+impl From<TokenError> for Status {
+    fn from(e: TokenError) -> Self {
+        let msg = e.to_string();
+        match e {
+            TokenError::Malformed(_) | TokenError::InvalidId | TokenError::Invalid(_) => {
+                Status::invalid_argument(msg)
+            }
+            TokenError::Unknown(_) => Status::not_found(msg),
+            TokenError::WrongSecret(_)
+            | TokenError::Expired { .. }
+            | TokenError::Revoked { .. } => Status::unauthenticated(msg),
+            TokenError::Corrupt { .. } => Status::data_loss(msg),
+            TokenError::Store(StoreError::Closed) => Status::unavailable(msg),
+            TokenError::Store(_) => Status::internal(msg),
         }
     }
 }

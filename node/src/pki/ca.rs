@@ -31,8 +31,8 @@ use x509_parser::certificate::X509Certificate;
 
 use super::der::{first_cert_der, normalize_serial, parse_cert, pem_encode, serial_hex};
 use super::profile::{
-    CertProfile, CertifiedKey, OrgProfile, UserRole, check_label, endpoint_host, key_id_for,
-    profile_extension, profile_of,
+    CertProfile, CertifiedKey, OrgProfile, UserRole, check_label, check_user_name, endpoint_host,
+    key_id_for, profile_extension, profile_of,
 };
 use super::{PkiError, gen_err, io_err};
 
@@ -44,10 +44,6 @@ const MAX_VALIDITY_DAYS: u32 = 3650;
 const BACKDATE: Duration = Duration::minutes(5);
 /// A CRL promises the next one within this period.
 const CRL_NEXT_UPDATE: Duration = Duration::days(7);
-
-fn validate_user_name(name: &str) -> Result<(), PkiError> {
-    check_label("user name", name)
-}
 
 fn validity(days: u32) -> Result<Duration, PkiError> {
     if days == 0 || days > MAX_VALIDITY_DAYS {
@@ -606,7 +602,7 @@ pub fn issue_user(
     role: UserRole,
     validity_days: u32,
 ) -> Result<UserBundle, PkiError> {
-    validate_user_name(name)?;
+    check_user_name(name)?;
     let span = validity(validity_days)?;
     let ca_der = first_cert_der(org_ca_cert_pem)?;
     let ca_key = KeyPair::from_pem(org_ca_key_pem)

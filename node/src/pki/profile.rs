@@ -2,9 +2,9 @@
 //!
 //! Owns: the profile types ([`OrgProfile`], [`Level`], [`UserRole`], [`CertProfile`],
 //! [`PeerIdentity`]) and their validation, the one organisation-id rule ([`check_org_id`],
-//! [`is_valid_id`]), message-signing key ids, the profile extension (JSON in a DER
-//! UTF8String under [`PROFILE_OID`]) read from and written into certificates, and
-//! [`identity_from_chain`].
+//! [`is_valid_id`]), the one user-name rule ([`check_user_name`]), message-signing key ids,
+//! the profile extension (JSON in a DER UTF8String under [`PROFILE_OID`]) read from and
+//! written into certificates, and [`identity_from_chain`].
 //!
 //! It must never take an organisation's attributes from anything but the profile extension
 //! of a certificate whose signature it has checked against the federation root (or, for a
@@ -356,6 +356,13 @@ pub fn check_org_id(org: &str) -> Result<(), PkiError> {
         )));
     }
     Ok(())
+}
+
+/// The one check of a member (user) name: in user certificates and anything else that names
+/// a user of an organisation (e.g. API tokens). 1 to 128 printable characters without
+/// leading or trailing spaces.
+pub fn check_user_name(name: &str) -> Result<(), PkiError> {
+    check_label("user name", name)
 }
 
 pub(super) fn check_label(what: &str, s: &str) -> Result<(), PkiError> {

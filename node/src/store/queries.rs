@@ -2,7 +2,8 @@
 //! transaction (a consistent snapshot of the last commit), never through the writer.
 //!
 //! Owns: outbox batches and counters, messages by seq, by (origin, id) and by id, rejections,
-//! signing keys, cursors, cluster logs, annotations, the directory and the audit records.
+//! signing keys, cursors, cluster logs, annotations, the directory, API tokens and the audit
+//! records.
 //!
 //! It must never: write (writes go through `writer`, so they are ordered and group-committed);
 //! return envelope bytes other than exactly as stored; panic on a corrupted or dangling
@@ -17,13 +18,13 @@ use tokio::sync::watch;
 use crate::audit;
 
 use super::tables::{
-    ANNOTATIONS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS, DIRECTORY,
-    IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX, REJECTIONS,
-    RejectionRecord, STIX, delivered_key, depth_key, read_audit_head,
+    ANNOTATIONS, API_TOKENS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS,
+    DIRECTORY, IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX,
+    REJECTIONS, RejectionRecord, STIX, delivered_key, depth_key, read_audit_head,
 };
 use super::{
-    AnnotationRecord, AuditRecordRow, Rejection, Result, Store, StoreError, StoredMessage, db_err,
-    decode, lock, message_key,
+    AnnotationRecord, ApiTokenRecord, AuditRecordRow, Rejection, Result, Store, StoreError,
+    StoredMessage, db_err, decode, lock, message_key,
 };
 
 impl Store {
@@ -384,6 +385,36 @@ impl Store {
         for entry in t.iter().map_err(db_err("scan directory"))? {
             let (k, v) = entry.map_err(db_err("scan directory"))?;
             out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The API token `id` (revoked ones included), if there is one.
+    pub fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>> {
+        let rtx = self.read()?;
+        let t = match rtx.open_table(API_TOKENS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err("open API tokens")(e)),
+        };
+        match t.get(id).map_err(db_err("read API token"))? {
+            Some(v) => Ok(Some(decode("API token", id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every API token record (revoked ones included), in id order.
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        let rtx = self.read()?;
+        let t = match rtx.open_table(API_TOKENS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err("open API tokens")(e)),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err("scan API tokens"))? {
+            let (k, v) = entry.map_err(db_err("scan API tokens"))?;
+            out.push(decode("API token", k.value(), v.value())?);
         }
         Ok(out)
     }

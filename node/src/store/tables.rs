@@ -47,6 +47,9 @@ pub(super) const ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
 /// Before (origin, id) keys: (id, kind) → raw value. Migrated and dropped on open.
 pub(super) const OLD_ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("annotations");
+/// API token id → an encoded [`ApiTokenRecord`](super::ApiTokenRecord). Revoked tokens stay
+/// (marked), so a revoked id is reported as revoked, not unknown.
+pub(super) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 /// Audit records by seq (1, 2, …): encoded [`AuditDisk`].
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
@@ -184,6 +187,7 @@ pub(super) struct Tables<'t> {
     pub(super) cluster_log: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) directory: Table<'t, &'static str, &'static [u8]>,
     pub(super) annotations: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub(super) api_tokens: Table<'t, &'static str, &'static [u8]>,
     pub(super) audit: Table<'t, u64, &'static [u8]>,
     pub(super) audit_meta: Table<'t, &'static str, &'static [u8]>,
     pub(super) next_seq: u64,
@@ -260,6 +264,9 @@ pub(super) fn open_tables<'t>(
         annotations: wtx
             .open_table(ANNOTATIONS)
             .map_err(e("open annotations table"))?,
+        api_tokens: wtx
+            .open_table(API_TOKENS)
+            .map_err(e("open API tokens table"))?,
         audit: wtx.open_table(AUDIT).map_err(e("open audit table"))?,
         audit_meta: wtx
             .open_table(AUDIT_META)

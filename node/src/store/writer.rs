@@ -25,7 +25,7 @@ use super::tables::{
     open_tables, sub_counter,
 };
 use super::{
-    AnnotationRecord, AuditRecordRow, InsertOutcome, Keep, LAZY_HOLD, MAX_GROUP,
+    AnnotationRecord, ApiTokenRecord, AuditRecordRow, InsertOutcome, Keep, LAZY_HOLD, MAX_GROUP,
     MAX_REJECTIONS_KEPT, NewMessage, Rejection, Result, Store, StoreError, db_err, decode, lock,
     message_key,
 };
@@ -93,6 +93,17 @@ pub(super) enum Op {
         events: Vec<AuditEvent>,
         reply: Reply<()>,
     },
+    PutToken {
+        record: ApiTokenRecord,
+        audit: Vec<AuditEvent>,
+        reply: Reply<()>,
+    },
+    RevokeToken {
+        id: String,
+        at_ms: i64,
+        audit: Vec<AuditEvent>,
+        reply: Reply<Option<ApiTokenRecord>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -124,6 +135,7 @@ enum Applied {
     Unit,
     Count(u64),
     Flag(bool),
+    Token(Option<ApiTokenRecord>),
 }
 
 impl Op {
@@ -140,6 +152,9 @@ impl Op {
             (Op::Annotate { reply, .. }, Ok(Applied::Flag(b))) => {
                 let _ = reply.send(Ok(b));
             }
+            (Op::RevokeToken { reply, .. }, Ok(Applied::Token(t))) => {
+                let _ = reply.send(Ok(t));
+            }
             (
                 Op::Ack { reply, .. }
                 | Op::Reject { reply, .. }
@@ -147,7 +162,8 @@ impl Op {
                 | Op::SetCursor { reply, .. }
                 | Op::AppendCluster { reply, .. }
                 | Op::PutDirectory { reply, .. }
-                | Op::AppendAudit { reply, .. },
+                | Op::AppendAudit { reply, .. }
+                | Op::PutToken { reply, .. },
                 Ok(Applied::Unit),
             ) => {
                 let _ = reply.send(Ok(()));
@@ -167,13 +183,17 @@ impl Op {
             Op::Annotate { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
+            Op::RevokeToken { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
             Op::Ack { reply, .. }
             | Op::Reject { reply, .. }
             | Op::PutKey { reply, .. }
             | Op::SetCursor { reply, .. }
             | Op::AppendCluster { reply, .. }
             | Op::PutDirectory { reply, .. }
-            | Op::AppendAudit { reply, .. } => {
+            | Op::AppendAudit { reply, .. }
+            | Op::PutToken { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Op::Close { reply } => {
@@ -260,6 +280,13 @@ impl Tables<'_> {
                 Ok(Applied::Flag(replace))
             }
             Op::AppendAudit { events, .. } => self.append_audit(events).map(|()| Applied::Unit),
+            Op::PutToken { record, audit, .. } => {
+                self.put_token(record)?;
+                self.append_audit(audit).map(|()| Applied::Unit)
+            }
+            Op::RevokeToken {
+                id, at_ms, audit, ..
+            } => self.revoke_token(id, *at_ms, audit).map(Applied::Token),
             Op::Close { .. } => Ok(Applied::Unit),
         }
     }
@@ -462,6 +489,60 @@ impl Tables<'_> {
             next = index.checked_add(1);
         }
         Ok(())
+    }
+
+    /// Stores a new API token; an id already taken is refused (ids are random, so this only
+    /// happens if the caller reused one), and the existing record is left as it was.
+    fn put_token(&mut self, record: &ApiTokenRecord) -> Result<()> {
+        if record.id.is_empty() {
+            return Err(StoreError::Invalid(
+                "API token id is empty; every token needs its id".into(),
+            ));
+        }
+        let taken = self
+            .api_tokens
+            .get(record.id.as_str())
+            .map_err(db_err("read API token"))?
+            .is_some();
+        if taken {
+            return Err(StoreError::Invalid(format!(
+                "an API token with id {} already exists; create the token again (a new id is \
+                 drawn each time)",
+                record.id
+            )));
+        }
+        self.api_tokens
+            .insert(record.id.as_str(), record.encode_to_vec().as_slice())
+            .map_err(db_err("put API token"))?;
+        Ok(())
+    }
+
+    /// Marks token `id` revoked at `at_ms` and chains `audit`, unless it is revoked already
+    /// (then nothing changes: the first revocation time stands). `None` for an unknown id.
+    fn revoke_token(
+        &mut self,
+        id: &str,
+        at_ms: i64,
+        audit: &[AuditEvent],
+    ) -> Result<Option<ApiTokenRecord>> {
+        let current = self
+            .api_tokens
+            .get(id)
+            .map_err(db_err("read API token"))?
+            .map(|v| decode::<ApiTokenRecord>("API token", id, v.value()))
+            .transpose()?;
+        let Some(mut record) = current else {
+            return Ok(None);
+        };
+        if record.revoked_ms == 0 {
+            // A revocation time of 0 would read as "not revoked".
+            record.revoked_ms = at_ms.max(1);
+            self.api_tokens
+                .insert(id, record.encode_to_vec().as_slice())
+                .map_err(db_err("revoke API token"))?;
+            self.append_audit(audit)?;
+        }
+        Ok(Some(record))
     }
 
     fn reject(&mut self, r: &Rejection) -> Result<()> {
@@ -905,5 +986,42 @@ impl Store {
         }
         let events = events.into_iter().map(AuditEvent::clip).collect();
         self.call(|reply| Op::AppendAudit { events, reply }).await
+    }
+
+    /// Stores a new API token record, durably, with `audit` chained in the same transaction.
+    /// Refuses ([`StoreError::Invalid`]) an empty id or one that is already stored.
+    pub async fn put_api_token(
+        &self,
+        record: ApiTokenRecord,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::PutToken {
+            record,
+            audit,
+            reply,
+        })
+        .await
+    }
+
+    /// Marks the API token `id` revoked at `at_ms`, durably, with `audit` chained in the same
+    /// transaction. Returns the record as stored afterwards (`None`: no token has that id).
+    /// Revoking a revoked token changes nothing and chains no audit record: its first
+    /// revocation time stands.
+    pub async fn revoke_api_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Option<ApiTokenRecord>> {
+        let id = id.to_owned();
+        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::RevokeToken {
+            id,
+            at_ms,
+            audit,
+            reply,
+        })
+        .await
     }
 }

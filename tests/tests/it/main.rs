@@ -17,4 +17,5 @@ mod resume;
 mod rogue;
 mod stix;
 mod tamper;
+mod taxii;
 mod tls;

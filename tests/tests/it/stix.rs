@@ -5,7 +5,6 @@
 //! exports passes the OASIS validator in strict mode and parses with the stix2 library. The
 //! pattern parser agrees with OASIS stix2-patterns on the corpus in tests/stix/patterns.txt.
 
-use bluewire_node::pki::Level;
 use bluewire_node::stix;
 use bluewire_tests::rogue::Rogue;
 use bluewire_tests::{
@@ -18,11 +17,7 @@ const FR: &str = "csirt-fr";
 const EU: &str = "cert-eu";
 
 fn specs() -> Vec<OrgSpec> {
-    vec![
-        OrgSpec::new(BE, "BE", "csirt", &[Level::Technical, Level::Operational]),
-        OrgSpec::csirt(FR, "FR"),
-        OrgSpec::new(EU, "EU", "eu-body", &[Level::Technical]),
-    ]
+    bluewire_tests::be_fr_eu()
 }
 
 const T: &str = "2026-11-30T08:00:00.000Z";
