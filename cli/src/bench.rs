@@ -4,6 +4,9 @@
 //! rates measured in the same run, so results read as a fraction of the
 //! signature bound (one signature + four verifications per message).
 //! A benchmark, not a test: it asserts nothing and is bounded in count and time.
+//! `bluewire bench stix` (STIX import, TAXII paging, bundle fan-out) lives in [`stix`].
+
+mod stix;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +28,8 @@ use crate::local::{LocalFederation, OrgSpec};
 pub enum BenchCommand {
     /// 1 publisher -> 4 nodes, 1 KiB messages.
     Fanout(FanoutArgs),
+    /// STIX import, TAXII paging and bundle fan-out, 1 publisher -> 1 node.
+    Stix(stix::StixArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +60,7 @@ pub struct FanoutArgs {
 pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Fanout(a) => fanout(a, out).await,
+        BenchCommand::Stix(a) => stix::run(a, out).await,
     }
 }
 

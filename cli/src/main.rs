@@ -11,6 +11,7 @@ mod blueprint;
 mod case_cmd;
 mod cluster_cmd;
 mod connection;
+mod csv_import;
 mod demo;
 mod exercise;
 mod feed;
@@ -108,10 +109,11 @@ pub enum Command {
         #[arg(long)]
         ca: std::path::PathBuf,
     },
-    /// Import threat intelligence: STIX 2.1 bundles (idempotent; refusals listed with reasons).
+    /// Import threat intelligence: STIX 2.1 bundles, MISP events and feeds, CSV files
+    /// (idempotent; refusals listed with reasons).
     #[command(subcommand)]
     Import(intel_cmd::ImportCommand),
-    /// Export what you may read: one STIX 2.1 bundle.
+    /// Export what you may read: one STIX 2.1 bundle, or a MISP feed.
     #[command(subcommand)]
     Export(intel_cmd::ExportCommand),
     /// Need-to-know clusters: create, invite, accept, leave, roles, log.

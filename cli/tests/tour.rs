@@ -523,6 +523,37 @@ fn five_minute_tour() {
         "the incident report exports as an incident"
     );
 
+    // CSV: one indicator per row, columns named by --map; re-importing skips every row.
+    std::fs::write(
+        root.join("iocs.csv"),
+        "ip,note\n198.51.100.21,C2 one\n198.51.100.22,C2 two\n,no value\n",
+    )
+    .expect("write csv");
+    let csv = || {
+        bw(&[
+            "--client-config",
+            &alice,
+            "--output",
+            "json",
+            "import",
+            "csv",
+            "iocs.csv",
+            "--map",
+            "ip=ipv4-addr:value,note=description",
+            "--tlp",
+            "GREEN",
+        ])
+        .json()
+    };
+    let first = csv();
+    assert_eq!(first["published"], 2, "{first:#}");
+    assert_eq!(first["refused"][0]["at"], "iocs.csv row 4", "{first:#}");
+    let again = csv();
+    assert_eq!(
+        again["skipped"], 2,
+        "re-importing the same file publishes nothing twice: {again:#}"
+    );
+
     // 4c. A TAXII token for a tool: shown once, listed without its secret, revocable.
     let created = bw(&[
         "--client-config",

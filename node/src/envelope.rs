@@ -250,7 +250,7 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         }
         // Threat intelligence: the bundle passes the STIX checks, marked no looser than this.
         (Kind::StixBundle, Some(Body::Stix(b))) => {
-            crate::stix::check_bundle(&b.json, tlp)
+            crate::stix::check_bundle(&b.json, tlp, &c.origin_org)
                 .map_err(|e| Rejected::Invalid(format!("STIX bundle refused: {e}")))?;
         }
         (Kind::StixBundle, _) => return bad("kind stix-bundle needs a stix body".into()),

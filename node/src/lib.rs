@@ -20,6 +20,7 @@ pub mod intel;
 pub mod known;
 pub mod markings;
 pub mod metrics;
+pub mod misp;
 pub mod outbound;
 pub mod peers;
 pub mod pki;

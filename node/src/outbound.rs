@@ -211,7 +211,7 @@ pub fn draft(
                 .and_then(|m| pb::Tlp::try_from(m.tlp).ok())
                 .unwrap_or_default();
             if tlp != pb::Tlp::Unspecified {
-                b.json = crate::stix::normalise(&b.json, tlp).map_err(|e| {
+                b.json = crate::stix::normalise(&b.json, tlp, st.org()).map_err(|e| {
                     OutboundError::Invalid(Rejected::Invalid(format!("STIX bundle refused: {e}")))
                 })?;
             }

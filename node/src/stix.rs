@@ -102,16 +102,24 @@ pub struct Version {
     pub index: usize,
 }
 
-/// Parse and check a bundle carried under an envelope marked `envelope_tlp`. Returns the
-/// object versions it holds, in bundle order.
-pub fn check_bundle(json: &str, envelope_tlp: Tlp) -> Result<Vec<Version>, String> {
+/// Parse and check a bundle `origin` signed under an envelope marked `envelope_tlp`, as
+/// every receiver does: each object also carries a TLP marking (the origin gives unmarked
+/// objects the envelope's, [`normalise`]). Returns the object versions, in bundle order.
+pub fn check_bundle(json: &str, envelope_tlp: Tlp, origin: &str) -> Result<Vec<Version>, String> {
     let bundle = parse(json)?;
-    check_value(&bundle, envelope_tlp)
+    check_value(&bundle, envelope_tlp, origin, true)
 }
 
-/// [`check_bundle`] on an already parsed bundle.
-pub fn check_value(bundle: &Value, envelope_tlp: Tlp) -> Result<Vec<Version>, String> {
+/// [`check_bundle`] on an already parsed bundle; `marked`: every object must carry a TLP
+/// marking already.
+pub fn check_value(
+    bundle: &Value,
+    envelope_tlp: Tlp,
+    origin: &str,
+    marked: bool,
+) -> Result<Vec<Version>, String> {
     let objects = bundle_objects(bundle)?;
+    let defs = tlp_definitions(objects);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(objects.len());
     for (index, o) in objects.iter().enumerate() {
@@ -123,7 +131,14 @@ pub fn check_value(bundle: &Value, envelope_tlp: Tlp) -> Result<Vec<Version>, St
             return Err(format!("object {index} is not a JSON object"));
         };
         let (id, ty, version) = objects::check(obj).map_err(at)?;
-        check_markings(obj, envelope_tlp).map_err(at)?;
+        check_markings(obj, envelope_tlp, &defs).map_err(at)?;
+        check_speaks_for_itself(obj, origin).map_err(at)?;
+        if marked && !is_meta(obj) && object_level_tlp(obj, &defs).is_none() {
+            return Err(at(
+                "it carries no TLP marking: the origin gives every object the message's marking before signing"
+                    .into(),
+            ));
+        }
         if !seen.insert((id.clone(), version.clone())) {
             return Err(at(format!(
                 "the bundle holds this object twice at version {version:?}: keep one"
@@ -173,23 +188,119 @@ pub fn bundle_objects(bundle: &Value) -> Result<&Vec<Value>, String> {
     Ok(objects)
 }
 
-/// The strictest TLP among `refs` (marking-definition ids), if any is a TLP marking.
-fn strictest(refs: &[Value]) -> Option<Tlp> {
-    refs.iter()
+/// Marking definitions a bundle declares with definition type `tlp` (or the TLP 2.0
+/// extension) under ids of its own: they are TLP markings too, so they cannot be used to
+/// mark an object looser than its envelope unnoticed.
+type TlpDefinitions = std::collections::HashMap<String, Tlp>;
+
+fn tlp_definitions(objects: &[Value]) -> TlpDefinitions {
+    let word = crate::envelope::parse_tlp_name;
+    objects
+        .iter()
+        .filter(|o| o.get("type").and_then(Value::as_str) == Some("marking-definition"))
+        .filter_map(|o| {
+            let id = o.get("id")?.as_str()?;
+            let t = match o.get("definition_type").and_then(Value::as_str) {
+                Some("tlp") => word(o.get("definition")?.get("tlp")?.as_str()?)?,
+                _ if o
+                    .get("extensions")
+                    .and_then(|e| e.get(TLP2_EXTENSION))
+                    .is_some() =>
+                {
+                    word(o.get("name")?.as_str()?)?
+                }
+                _ => return None,
+            };
+            Some((id.to_string(), t))
+        })
+        .collect()
+}
+
+fn tlp_in(id: &str, defs: &TlpDefinitions) -> Option<Tlp> {
+    tlp_of(id).or_else(|| defs.get(id).copied())
+}
+
+/// The TLP an object declares: the strictest TLP among its object and granular markings.
+pub fn object_tlp(obj: &Map<String, Value>) -> Option<Tlp> {
+    object_tlp_with(obj, &TlpDefinitions::new())
+}
+
+fn object_tlp_with(obj: &Map<String, Value>, defs: &TlpDefinitions) -> Option<Tlp> {
+    let refs = obj
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    let granular = obj
+        .get("granular_markings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("marking_ref").and_then(Value::as_str));
+    refs.chain(granular).filter_map(|r| tlp_in(r, defs)).max()
+}
+
+/// The strictest TLP among an object's object-level markings (granular ones left out).
+fn object_level_tlp(obj: &Map<String, Value>, defs: &TlpDefinitions) -> Option<Tlp> {
+    obj.get("object_marking_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
         .filter_map(Value::as_str)
-        .filter_map(tlp_of)
+        .filter_map(|r| tlp_in(r, defs))
         .max()
 }
 
-/// The TLP an object declares: the strictest TLP in its object markings.
-pub fn object_tlp(obj: &Map<String, Value>) -> Option<Tlp> {
-    obj.get("object_marking_refs")
-        .and_then(Value::as_array)
-        .and_then(|r| strictest(r))
+/// Objects that are about markings and extensions, not intelligence: they carry no TLP.
+fn is_meta(obj: &Map<String, Value>) -> bool {
+    matches!(
+        obj.get("type").and_then(Value::as_str),
+        Some("marking-definition" | "extension-definition" | "language-content")
+    )
+}
+
+/// A member speaks only for itself: no object may take an id Bluewire derives for the
+/// objects it makes (another organisation's identity, incident, report, …; see
+/// [`export::is_bluewire_id`]) other than the origin's own identity, claim to be created by
+/// such an object, or carry the extension Bluewire uses to name a message's origin.
+fn check_speaks_for_itself(obj: &Map<String, Value>, origin: &str) -> Result<(), String> {
+    let own = export::identity_id(origin);
+    let id = obj.get("id").and_then(Value::as_str).unwrap_or("");
+    if export::is_bluewire_id(id) && id != own {
+        return Err(
+            "its id is one Bluewire derives for an organisation's identity or messages: a bundle carries the origin's own objects, it cannot replace another's"
+                .into(),
+        );
+    }
+    if let Some(by) = obj.get("created_by_ref").and_then(Value::as_str)
+        && export::is_bluewire_id(by)
+        && by != own
+    {
+        return Err(format!(
+            "created_by_ref names another organisation's Bluewire identity: an organisation speaks only for itself (use {own}, or leave it out)"
+        ));
+    }
+    if obj
+        .get("extensions")
+        .and_then(Value::as_object)
+        .is_some_and(|e| e.contains_key(export::EXTENSION))
+        || obj.get("type").and_then(Value::as_str) == Some("bluewire-message")
+    {
+        return Err(
+            "it carries Bluewire's own extension, which names the message an object came from: leave it out, the node adds it"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The envelope's TLP is authoritative: no object-level or granular TLP marking may be looser.
-fn check_markings(obj: &Map<String, Value>, envelope: Tlp) -> Result<(), String> {
+fn check_markings(
+    obj: &Map<String, Value>,
+    envelope: Tlp,
+    defs: &TlpDefinitions,
+) -> Result<(), String> {
     let looser = |t: Tlp, where_: &str| {
         Err(format!(
             "{where_} marks it {} but the message is {}: an object may only be marked the same or stricter than its envelope (mark the message {} or lower the object's marking)",
@@ -199,7 +310,11 @@ fn check_markings(obj: &Map<String, Value>, envelope: Tlp) -> Result<(), String>
         ))
     };
     if let Some(refs) = obj.get("object_marking_refs").and_then(Value::as_array) {
-        for t in refs.iter().filter_map(Value::as_str).filter_map(tlp_of) {
+        for t in refs
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|r| tlp_in(r, defs))
+        {
             if t < envelope {
                 return looser(t, "object_marking_refs");
             }
@@ -210,7 +325,7 @@ fn check_markings(obj: &Map<String, Value>, envelope: Tlp) -> Result<(), String>
             if let Some(t) = m
                 .get("marking_ref")
                 .and_then(Value::as_str)
-                .and_then(tlp_of)
+                .and_then(|r| tlp_in(r, defs))
                 && t < envelope
             {
                 return looser(t, "a granular marking");
@@ -251,9 +366,9 @@ fn official_definition(obj: &Map<String, Value>, id: &str, t: Tlp) -> bool {
 /// The origin's pass before signing: give every object without a TLP marking the envelope's
 /// (objects that are themselves markings or extension definitions excepted), and return the
 /// bundle as compact JSON. Refuses what [`check_bundle`] refuses.
-pub fn normalise(json: &str, envelope_tlp: Tlp) -> Result<String, String> {
+pub fn normalise(json: &str, envelope_tlp: Tlp, origin: &str) -> Result<String, String> {
     let mut bundle = parse(json)?;
-    check_value(&bundle, envelope_tlp)?;
+    check_value(&bundle, envelope_tlp, origin, false)?;
     let Some(marking) = marking_id(envelope_tlp) else {
         return Err("the message has no TLP".into());
     };
@@ -268,7 +383,9 @@ pub fn normalise(json: &str, envelope_tlp: Tlp) -> Result<String, String> {
 /// Add `marking` to an object that carries no TLP marking (meta objects keep theirs).
 pub(crate) fn give_marking(o: &mut Map<String, Value>, marking: &str) {
     let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
-    if matches!(ty, "marking-definition" | "extension-definition") || object_tlp(o).is_some() {
+    if matches!(ty, "marking-definition" | "extension-definition")
+        || object_level_tlp(o, &TlpDefinitions::new()).is_some()
+    {
         return;
     }
     match o.get_mut("object_marking_refs") {
@@ -356,19 +473,30 @@ pub fn summary(json: &str) -> String {
 }
 
 /// Check one object on its own (importers use it to refuse single objects with reasons and
-/// keep the rest): what [`check_bundle`] checks per object.
+/// keep the rest): what [`check_bundle`] checks per object, but a marking (the origin adds
+/// it) and the origin's own-objects rule ([`check_object_from`]).
 pub fn check_object(o: &Value, envelope_tlp: Tlp) -> Result<Version, String> {
     let Some(obj) = o.as_object() else {
         return Err("not a JSON object".into());
     };
     let (id, ty, version) = objects::check(obj)?;
-    check_markings(obj, envelope_tlp)?;
+    check_markings(obj, envelope_tlp, &TlpDefinitions::new())?;
     Ok(Version {
         id,
         ty,
         version,
         index: 0,
     })
+}
+
+/// [`check_object`] for an object `origin` is about to publish: also refused when it takes
+/// another organisation's Bluewire id or provenance.
+pub fn check_object_from(o: &Value, envelope_tlp: Tlp, origin: &str) -> Result<Version, String> {
+    let v = check_object(o, envelope_tlp)?;
+    if let Some(obj) = o.as_object() {
+        check_speaks_for_itself(obj, origin)?;
+    }
+    Ok(v)
 }
 
 /// A STIX timestamp (RFC 3339, UTC, `Z`) as unix milliseconds.

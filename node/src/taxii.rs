@@ -71,10 +71,17 @@ struct Conn {
     remote: SocketAddr,
 }
 
-/// The server's state beside the node's: status resources of earlier posts.
+/// Pages read at once (each on a blocking thread).
+const MAX_SCANS: usize = 4;
+/// Longest a client may take to send a POST body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The server's state beside the node's: status resources of earlier posts, and the bounds
+/// on concurrent scans.
 struct Taxii {
     st: Arc<NodeState>,
-    statuses: Mutex<VecDeque<(String, Value)>>,
+    statuses: Mutex<VecDeque<(String, String, Value)>>,
+    scans: tokio::sync::Semaphore,
 }
 
 /// Serve TAXII 2.1 on `listener` until the node stops.
@@ -82,7 +89,13 @@ pub fn serve(st: Arc<NodeState>, listener: TcpListener, tls: Arc<rustls::ServerC
     let srv = Arc::new(Taxii {
         st: st.clone(),
         statuses: Mutex::new(VecDeque::new()),
+        scans: tokio::sync::Semaphore::new(MAX_SCANS),
     });
+    // As many connections as the federation listener allows; more wait in the kernel's
+    // backlog instead of costing a task each.
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        st.config.limits.max_connections.max(1),
+    ));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tasks = st.tasks.clone();
     let conns = tasks.clone();
@@ -90,6 +103,13 @@ pub fn serve(st: Arc<NodeState>, listener: TcpListener, tls: Arc<rustls::ServerC
     let stopping = tasks.stopping();
     tasks.spawn(tracing::info_span!("taxii"), async move {
         loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = stopping.cancelled() => break,
+            };
             let (tcp, remote) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
@@ -106,6 +126,7 @@ pub fn serve(st: Arc<NodeState>, listener: TcpListener, tls: Arc<rustls::ServerC
             conns.spawn(
                 tracing::debug_span!("taxii-conn", remote = %remote),
                 async move {
+                    let _permit = permit;
                     let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
@@ -253,7 +274,7 @@ impl Taxii {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        if method == Method::GET && !accepts_taxii(req.headers().get(ACCEPT)) {
+        if !accepts_taxii(req.headers().get(ACCEPT)) {
             return error(
                 StatusCode::NOT_ACCEPTABLE,
                 "Not acceptable",
@@ -298,7 +319,7 @@ impl Taxii {
                 self.collection(&caller, &coll, &method, rest, query.as_deref(), req)
                     .await
             }
-            (&Method::GET, ["api", "status", sid]) => self.status(sid),
+            (&Method::GET, ["api", "status", sid]) => self.status(&caller, sid),
             (_, ["taxii2"] | ["api"] | ["api", "collections"] | ["api", "status", _]) => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed",
@@ -382,8 +403,23 @@ impl Taxii {
                 )));
             }
         };
-        let t = crate::tokens::authenticate(&st.store, &token, crate::clock::now_ms())
-            .map_err(|e| unauthorized(e.to_string()))?;
+        let t = crate::tokens::authenticate(&st.store, &token, crate::clock::now_ms()).map_err(
+            |e| match e {
+                crate::tokens::TokenError::Store(_) | crate::tokens::TokenError::Corrupt { .. } => {
+                    warn!(error = %e, remote = %conn.remote, "TAXII: token lookup failed");
+                    Refusal {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        title: "Unavailable",
+                        description: "the node cannot check tokens right now; try again later"
+                            .into(),
+                    }
+                }
+                e => {
+                    warn!(error = %e, remote = %conn.remote, "TAXII: token refused");
+                    unauthorized(e.to_string())
+                }
+            },
+        )?;
         if let Some(user) = claimed
             && user != t.user
         {
@@ -425,7 +461,12 @@ impl Taxii {
     /// The collections this organisation may read: its clusters, and the federation feed.
     fn collections(&self) -> Vec<Collection> {
         let me = self.st.org();
-        let mut out = vec![Collection::federation()];
+        let mut orgs: Vec<String> = std::iter::once(me.to_string())
+            .chain(self.st.config.peers.iter().map(|p| p.org.clone()))
+            .collect();
+        orgs.sort();
+        orgs.dedup();
+        let mut out = vec![Collection::federation(orgs)];
         let mut clusters: Vec<Collection> = self
             .st
             .clusters
@@ -462,12 +503,12 @@ impl Taxii {
             (&Method::GET, []) => respond(StatusCode::OK, coll.resource()),
             (&Method::GET, ["objects"]) => match query::parse(query, OBJECTS, page_size, page_size)
             {
-                Ok(q) => self.objects(coll, &q, false),
+                Ok(q) => self.objects(coll, &q, false).await,
                 Err(e) => bad(e),
             },
             (&Method::GET, ["manifest"]) => {
                 match query::parse(query, OBJECTS, page_size, page_size) {
-                    Ok(q) => self.objects(coll, &q, true),
+                    Ok(q) => self.objects(coll, &q, true).await,
                     Err(e) => bad(e),
                 }
             }
@@ -482,7 +523,7 @@ impl Taxii {
                 match query::parse(query, allowed, page_size, page_size) {
                     Ok(mut q) => {
                         q.ids = vec![oid.to_string()];
-                        self.object(coll, &q, oid, false)
+                        self.object(coll, &q, oid, false).await
                     }
                     Err(e) => bad(e),
                 }
@@ -493,7 +534,7 @@ impl Taxii {
                     Ok(mut q) => {
                         q.ids = vec![oid.to_string()];
                         q.versions = query::Versions::All;
-                        self.object(coll, &q, oid, true)
+                        self.object(coll, &q, oid, true).await
                     }
                     Err(e) => bad(e),
                 }
@@ -519,20 +560,38 @@ impl Taxii {
         }
     }
 
-    fn page(&self, coll: &Collection, q: &Query) -> Result<objects::Page, Refusal> {
-        objects::page(&self.st, coll, q).map_err(|e| {
-            warn!(error = %e, "TAXII: reading the store failed");
-            Refusal {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                title: "Store error",
-                description: e,
-            }
-        })
+    /// A page, read off the async workers (it decodes messages), at most
+    /// [`MAX_SCANS`] at once.
+    async fn page(&self, coll: &Collection, q: &Query) -> Result<objects::Page, Refusal> {
+        let busy = |why: String| Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Busy",
+            description: why,
+        };
+        let _permit = self
+            .scans
+            .acquire()
+            .await
+            .map_err(|_| busy("the node is stopping".into()))?;
+        let (st, coll, q) = (self.st.clone(), coll.clone(), q.clone());
+        tokio::task::spawn_blocking(move || objects::page(&st, &coll, &q))
+            .await
+            .map_err(|e| busy(format!("the page was not read: {e}")))?
+            .map_err(|e| {
+                warn!(error = %e, "TAXII: reading the store failed");
+                Refusal {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    title: "Store error",
+                    description:
+                        "the node could not read its store; the operator finds the cause in its log"
+                            .into(),
+                }
+            })
     }
 
     /// `objects` (an envelope) or `manifest`.
-    fn objects(&self, coll: &Collection, q: &Query, manifest: bool) -> Response<String> {
-        let page = match self.page(coll, q) {
+    async fn objects(&self, coll: &Collection, q: &Query, manifest: bool) -> Response<String> {
+        let page = match self.page(coll, q).await {
             Ok(p) => p,
             Err(r) => return r.response(),
         };
@@ -559,8 +618,14 @@ impl Taxii {
 
     /// `objects/{id}` (an envelope) or `objects/{id}/versions` (a versions resource): 404
     /// when the collection holds nothing of it.
-    fn object(&self, coll: &Collection, q: &Query, oid: &str, versions: bool) -> Response<String> {
-        let page = match self.page(coll, q) {
+    async fn object(
+        &self,
+        coll: &Collection,
+        q: &Query,
+        oid: &str,
+        versions: bool,
+    ) -> Response<String> {
+        let page = match self.page(coll, q).await {
             Ok(p) => p,
             Err(r) => return r.response(),
         };
@@ -614,12 +679,20 @@ impl Taxii {
                 ),
             );
         }
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_CONTENT_LENGTH)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
+        let body = http_body_util::Limited::new(req.into_body(), MAX_CONTENT_LENGTH).collect();
+        let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+            Ok(Ok(b)) => b.to_bytes(),
             Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Too slow",
+                    format!(
+                        "the body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                );
+            }
+            Ok(Err(_)) => {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Too large",
@@ -649,20 +722,15 @@ impl Taxii {
             );
         };
         let default_tlp = self.st.config.taxii.default_tlp;
-        // One message per TLP (and per 1,000 objects), so no object is marked down.
-        let mut groups: Vec<(pb::Tlp, Vec<Value>)> = Vec::new();
+        // One import per TLP, so no object is marked down (import splits further: stricter
+        // granular markings, 1,000 objects and 640 KiB per message).
+        let mut groups: std::collections::BTreeMap<i32, Vec<Value>> = Default::default();
         for o in objects {
             let tlp = o
                 .as_object()
                 .and_then(stix::object_tlp)
                 .unwrap_or(default_tlp);
-            match groups
-                .iter_mut()
-                .find(|(t, g)| *t == tlp && g.len() < 1_000)
-            {
-                Some((_, g)) => g.push(o.clone()),
-                None => groups.push((tlp, vec![o.clone()])),
-            }
+            groups.entry(tlp as i32).or_default().push(o.clone());
         }
         let (mut successes, mut failures) = (Vec::new(), Vec::new());
         let ident = |o: &Value| {
@@ -671,47 +739,57 @@ impl Taxii {
                 "version": stix::version_of(o),
             })
         };
+        // A reason names the object's pattern at most once, briefly.
+        let brief = |why: &str| why.chars().take(400).collect::<String>();
         for (tlp, group) in groups {
-            let bundle = json!({
-                "type": "bundle",
-                "id": format!("bundle--{}", uuid::Builder::from_random_bytes(rand::random()).into_uuid()),
-                "objects": group,
-            });
-            let r = crate::intel::import(
-                &self.st,
-                &caller.user,
-                pb::ImportStixRequest {
-                    bundle: bundle.to_string(),
-                    level: pb::Level::Technical as i32,
-                    marking: Some(pb::Marking {
-                        tlp: tlp as i32,
-                        classification: String::new(),
-                        exercise: coll.exercise,
-                    }),
-                    cluster: coll.cluster.clone(),
-                    recipients: Vec::new(),
-                    no_reshare: false,
-                },
-            )
-            .await;
-            match r {
-                Ok(r) => {
-                    for (i, o) in group.iter().enumerate() {
-                        match r.refused.iter().find(|x| x.index as usize == i) {
-                            Some(x) => {
-                                let mut f = ident(o);
-                                f["message"] = x.reason.clone().into();
-                                failures.push(f);
+            for chunk in group.chunks(stix::MAX_OBJECTS) {
+                let bundle = json!({
+                    "type": "bundle",
+                    "id": format!("bundle--{}", uuid::Builder::from_random_bytes(rand::random()).into_uuid()),
+                    "objects": chunk,
+                });
+                let r = crate::intel::import(
+                    &self.st,
+                    &caller.user,
+                    pb::ImportStixRequest {
+                        bundle: bundle.to_string(),
+                        level: pb::Level::Technical as i32,
+                        marking: Some(pb::Marking {
+                            tlp,
+                            classification: String::new(),
+                            exercise: coll.exercise,
+                        }),
+                        cluster: coll.cluster.clone(),
+                        recipients: Vec::new(),
+                        no_reshare: false,
+                    },
+                )
+                .await;
+                match r {
+                    Ok(r) => {
+                        let refused: std::collections::HashMap<usize, &str> = r
+                            .refused
+                            .iter()
+                            .map(|x| (x.index as usize, x.reason.as_str()))
+                            .collect();
+                        for (i, o) in chunk.iter().enumerate() {
+                            match refused.get(&i) {
+                                Some(why) => {
+                                    let mut f = ident(o);
+                                    f["message"] = brief(why).into();
+                                    failures.push(f);
+                                }
+                                None => successes.push(ident(o)),
                             }
-                            None => successes.push(ident(o)),
                         }
                     }
-                }
-                Err(e) => {
-                    for o in &group {
-                        let mut f = ident(o);
-                        f["message"] = e.to_string().into();
-                        failures.push(f);
+                    Err(e) => {
+                        let why = brief(&e.to_string());
+                        for o in chunk {
+                            let mut f = ident(o);
+                            f["message"] = why.clone().into();
+                            failures.push(f);
+                        }
                     }
                 }
             }
@@ -739,17 +817,18 @@ impl Taxii {
             if s.len() >= KEEP_STATUSES {
                 s.pop_front();
             }
-            s.push_back((id, status.clone()));
+            s.push_back((id, caller.user.clone(), status.clone()));
         }
         respond(StatusCode::ACCEPTED, status)
     }
 
-    fn status(&self, sid: &str) -> Response<String> {
-        let found = self
-            .statuses
-            .lock()
-            .ok()
-            .and_then(|s| s.iter().find(|(id, _)| id == sid).map(|(_, v)| v.clone()));
+    /// A status resource, for the user who posted (another user gets a 404).
+    fn status(&self, caller: &Caller, sid: &str) -> Response<String> {
+        let found = self.statuses.lock().ok().and_then(|s| {
+            s.iter()
+                .find(|(id, user, _)| id == sid && *user == caller.user)
+                .map(|(.., v)| v.clone())
+        });
         match found {
             Some(v) => respond(StatusCode::OK, v),
             None => error(

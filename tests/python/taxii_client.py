@@ -60,6 +60,12 @@ def main():
     missing = sorted(set(a["expect_ids"]) - set(ids))
     check(not missing, f"paging missed {missing}")
     out["paged_indicators"] = len(ids)
+    leaked = sorted(set(a["absent_ids"]) & {o["id"] for o in objects})
+    check(not leaked, f"the federation collection shows {leaked}: a cluster's or a retracted message")
+    cluster = [c for t, c in colls.items() if t != "federation"][0]
+    in_cluster = {o["id"] for o in all_objects(cluster, per_request=50)}
+    check(set(a["cluster_ids"]) <= in_cluster, f"the cluster collection lacks {a['cluster_ids']}")
+    check(not (set(a["expect_ids"]) & in_cluster), "federation objects in the cluster collection")
     one = fed.get_object(a["expect_ids"][0])
     check([o["id"] for o in one["objects"]] == [a["expect_ids"][0]], f"get_object gave {one}")
     manifest = fed.get_manifest()
@@ -122,6 +128,11 @@ def main():
     codes = {}
     codes["no_auth"] = s.get(coll_url, headers={"Accept": MEDIA}).status_code
     codes["bad_token"] = s.get(coll_url, headers={"Accept": MEDIA, "Authorization": "Bearer bwt_00_nope"}).status_code
+    wrong = a["token"][:-1] + ("0" if a["token"][-1] != "0" else "1")
+    codes["wrong_secret"] = s.get(coll_url, headers={"Accept": MEDIA, "Authorization": f"Bearer {wrong}"}).status_code
+    codes["revoked_token"] = s.get(
+        coll_url, headers={"Accept": MEDIA, "Authorization": f"Bearer {a['revoked_token']}"}).status_code
+    codes["basic_other_user"] = s.get(coll_url, headers={"Accept": MEDIA}, auth=("alice", a["token"])).status_code
     auth = {"Authorization": f"Bearer {a['token']}"}
     codes["wrong_accept"] = s.get(coll_url, headers={**auth, "Accept": "application/json"}).status_code
     codes["wrong_content_type"] = s.post(

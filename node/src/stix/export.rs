@@ -25,9 +25,12 @@ use crate::envelope::{kind_label, level_label};
 pub const INCIDENT_CORE: &str = "extension-definition--ef765651-680c-498d-9894-99799f2fa126";
 /// Bluewire's extension definition: the custom `bluewire-message` object and the property
 /// extension naming the message each object came from. Documented in docs/STIX.md.
-pub const EXTENSION: &str = "extension-definition--1f6b4bd4-5c1a-4c76-9b7e-3a4c0f0b1e57";
+pub const EXTENSION: &str = "extension-definition--1f6b4bd4-5c1a-4c76-9b7e-3a4cb10e771e";
 /// The identity that publishes [`EXTENSION`].
-const BLUEWIRE_IDENTITY: &str = "identity--6e0c1f2e-7d0f-4f55-8f6e-2f8a5d1c0b39";
+const BLUEWIRE_IDENTITY: &str = "identity--6e0c1f2e-7d0f-4f55-8f6e-2f8ab10e771e";
+/// The last four bytes of every UUID Bluewire derives ("b10e771e"): how a receiver tells
+/// that an object in a member's bundle claims an id Bluewire makes for its own objects.
+const TAG: [u8; 4] = [0xb1, 0x0e, 0x77, 0x1e];
 /// `created`/`modified` of the objects that are not messages (identities, the extension).
 const EPOCH: &str = "2026-01-01T00:00:00.000Z";
 
@@ -42,11 +45,19 @@ pub fn stix_id(ty: &str, origin: &str, key: &str) -> String {
     }
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
     let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&d.as_ref()[..16]);
+    bytes[..12].copy_from_slice(&d.as_ref()[..12]);
+    bytes[12..].copy_from_slice(&TAG);
     format!(
         "{ty}--{}",
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     )
+}
+
+/// Whether `id` is one Bluewire derives ([`stix_id`] and its own two constants). A third
+/// party's random UUID ends in the tag once in 2^32.
+pub fn is_bluewire_id(id: &str) -> bool {
+    id.rsplit_once("--")
+        .is_some_and(|(_, u)| u.len() == 36 && u.ends_with("b10e771e"))
 }
 
 /// The `identity` an organisation's objects are created by.

@@ -237,6 +237,13 @@ pub(super) fn check_id(id: &str, ty: Option<&str>) -> Result<(), String> {
             "{id:?} is not a STIX identifier: TYPE--UUID with an RFC 4122 UUID"
         ));
     }
+    // One spelling per id: an upper-case alias of an official marking would slip past
+    // every comparison with it.
+    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "{id:?} spells its UUID in upper case: STIX ids are lower case"
+        ));
+    }
     Ok(())
 }
 

@@ -5,6 +5,12 @@ use bluewire_proto::v1::{self as pb, Content, content::Body};
 use serde_json::json;
 
 const T: &str = "2026-11-30T08:00:00.000Z";
+const ORIGIN: &str = "csirt-fr";
+
+/// The origin's checks (objects may still be unmarked: the origin marks them).
+fn check(json: &str, tlp: Tlp) -> Result<Vec<Version>, String> {
+    check_value(&parse(json)?, tlp, ORIGIN, false)
+}
 const U: &str = "0c4d5e6f-1a2b-4c3d-8e9f-000000000001";
 
 fn indicator() -> Value {
@@ -22,7 +28,7 @@ fn bundle(objects: Vec<Value>) -> String {
 
 /// The refusal for one object under a GREEN envelope.
 fn refusal(o: Value) -> String {
-    check_bundle(&bundle(vec![o]), Tlp::Green).expect_err("refused")
+    check(&bundle(vec![o]), Tlp::Green).expect_err("refused")
 }
 
 fn with(mut o: Value, key: &str, v: Value) -> Value {
@@ -39,7 +45,7 @@ fn without(mut o: Value, key: &str) -> Value {
 fn a_valid_bundle_lists_its_object_versions() {
     let sco =
         json!({"type": "ipv4-addr", "id": format!("ipv4-addr--{U}"), "value": "198.51.100.7"});
-    let v = check_bundle(&bundle(vec![indicator(), sco]), Tlp::Green).expect("valid");
+    let v = check(&bundle(vec![indicator(), sco]), Tlp::Green).expect("valid");
     assert_eq!(
         v,
         vec![
@@ -82,26 +88,26 @@ fn bundle_level_refusals_say_what_is_wrong() {
         ),
     ];
     for (text, needle) in cases {
-        let e = check_bundle(text, Tlp::Green).expect_err(text);
+        let e = check(text, Tlp::Green).expect_err(text);
         assert!(e.contains(needle), "{text}: {e}");
     }
     let many = bundle(vec![json!({}); MAX_OBJECTS + 1]);
     assert!(
-        check_bundle(&many, Tlp::Green)
+        check(&many, Tlp::Green)
             .expect_err("too many")
             .contains("5000-object limit")
     );
     let twice = bundle(vec![indicator(), indicator()]);
     assert!(
-        check_bundle(&twice, Tlp::Green)
+        check(&twice, Tlp::Green)
             .expect_err("dup")
             .contains("twice")
     );
     // The same id at two versions is two objects.
     let later = with(indicator(), "modified", json!("2026-12-01T00:00:00Z"));
-    assert!(check_bundle(&bundle(vec![indicator(), later]), Tlp::Green).is_ok());
+    assert!(check(&bundle(vec![indicator(), later]), Tlp::Green).is_ok());
     assert!(
-        check_bundle(&bundle(vec![json!(1)]), Tlp::Green)
+        check(&bundle(vec![json!(1)]), Tlp::Green)
             .expect_err("n")
             .contains("not a JSON object")
     );
@@ -255,9 +261,9 @@ fn type_specific_rules() {
     ];
     for o in ok {
         assert!(
-            check_bundle(&bundle(vec![o.clone()]), Tlp::Green).is_ok(),
+            check(&bundle(vec![o.clone()]), Tlp::Green).is_ok(),
             "{o}: {:?}",
-            check_bundle(&bundle(vec![o.clone()]), Tlp::Green)
+            check(&bundle(vec![o.clone()]), Tlp::Green)
         );
     }
     let bad = [
@@ -349,22 +355,22 @@ fn the_envelope_tlp_is_authoritative() {
         (Tlp::Green, TLP_CLEAR, false),
         (Tlp::Clear, TLP_CLEAR, true),
     ] {
-        let r = check_bundle(&bundle(vec![marked(obj)]), env);
+        let r = check(&bundle(vec![marked(obj)]), env);
         assert_eq!(r.is_ok(), ok, "{env:?} envelope, {obj}: {r:?}");
         if let Err(e) = r {
             assert!(e.contains(tlp_name(env)) && e.contains("stricter"), "{e}");
         }
     }
     // TLP 1.0 ids count: WHITE is CLEAR, AMBER is AMBER.
-    assert!(check_bundle(&bundle(vec![marked(TLP1[0].0)]), Tlp::Green).is_err());
-    assert!(check_bundle(&bundle(vec![marked(TLP1[2].0)]), Tlp::Amber).is_ok());
+    assert!(check(&bundle(vec![marked(TLP1[0].0)]), Tlp::Green).is_err());
+    assert!(check(&bundle(vec![marked(TLP1[2].0)]), Tlp::Amber).is_ok());
     // The strictest of several markings decides nothing alone: every TLP marking must pass.
     let two = with(
         indicator(),
         "object_marking_refs",
         json!([TLP_RED, TLP_CLEAR]),
     );
-    assert!(check_bundle(&bundle(vec![two]), Tlp::Green).is_err());
+    assert!(check(&bundle(vec![two]), Tlp::Green).is_err());
     // Granular markings too.
     let g = with(
         indicator(),
@@ -377,10 +383,10 @@ fn the_envelope_tlp_is_authoritative() {
         "granular_markings",
         json!([{"marking_ref": TLP_RED, "selectors": ["name"]}]),
     );
-    assert!(check_bundle(&bundle(vec![g]), Tlp::Green).is_ok());
+    assert!(check(&bundle(vec![g]), Tlp::Green).is_ok());
     // Custom markings are not TLP and pass.
     assert!(
-        check_bundle(
+        check(
             &bundle(vec![marked(&format!("marking-definition--{U}"))]),
             Tlp::Red
         )
@@ -394,11 +400,11 @@ fn official_tlp_definitions_may_be_carried_but_not_redefined() {
         json!({"type": "marking-definition", "spec_version": "2.1", "id": TLP_AMBER, "created": "2022-10-01T00:00:00.000Z",
                "name": name, "extensions": {TLP2_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": "amber"}}})
     };
-    assert!(check_bundle(&bundle(vec![tlp2("TLP:AMBER")]), Tlp::Green).is_ok());
+    assert!(check(&bundle(vec![tlp2("TLP:AMBER")]), Tlp::Green).is_ok());
     assert!(refusal(tlp2("TLP:CLEAR")).contains("redefines the official TLP:AMBER"));
     let no_ext = without(tlp2("TLP:AMBER"), "extensions");
     assert!(
-        check_bundle(
+        check(
             &bundle(vec![with(no_ext, "definition_type", json!("statement"))]),
             Tlp::Green
         )
@@ -408,7 +414,7 @@ fn official_tlp_definitions_may_be_carried_but_not_redefined() {
         json!({"type": "marking-definition", "spec_version": "2.1", "id": TLP1[3].0, "created": "2017-01-20T00:00:00.000Z",
                "definition_type": "tlp", "definition": {"tlp": word}})
     };
-    assert!(check_bundle(&bundle(vec![tlp1("red")]), Tlp::Green).is_ok());
+    assert!(check(&bundle(vec![tlp1("red")]), Tlp::Green).is_ok());
     assert!(refusal(tlp1("white")).contains("redefines"));
     assert_eq!(tlp_of(TLP1[1].0), Some(Tlp::Green));
     assert_eq!(tlp_of("marking-definition--nope"), None);
@@ -448,6 +454,7 @@ fn normalise_gives_unmarked_objects_the_envelope_marking() {
     let out = normalise(
         &bundle(vec![indicator(), stricter, custom, def]),
         Tlp::Amber,
+        ORIGIN,
     )
     .expect("normalised");
     let v: Value = serde_json::from_str(&out).expect("json");
@@ -460,7 +467,7 @@ fn normalise_gives_unmarked_objects_the_envelope_marking() {
     );
     assert!(o[3].get("object_marking_refs").is_none());
     // The result passes the receiver's check, and a looser bundle is refused here too.
-    assert!(check_bundle(&out, Tlp::Amber).is_ok());
+    assert!(check(&out, Tlp::Amber).is_ok());
     assert!(
         normalise(
             &bundle(vec![with(
@@ -468,11 +475,12 @@ fn normalise_gives_unmarked_objects_the_envelope_marking() {
                 "object_marking_refs",
                 json!([TLP_GREEN])
             )]),
-            Tlp::Amber
+            Tlp::Amber,
+            ORIGIN
         )
         .is_err()
     );
-    assert!(normalise(&bundle(vec![indicator()]), Tlp::Unspecified).is_err());
+    assert!(normalise(&bundle(vec![indicator()]), Tlp::Unspecified, ORIGIN).is_err());
 }
 
 #[test]
@@ -785,7 +793,8 @@ fn bundles_export_their_own_objects_raised_and_vouched_for() {
         "{ids:?}"
     );
     assert!(ids.contains(&export::EXTENSION), "{ids:?}");
-    check_bundle(&b.to_string(), Tlp::Clear).expect("the export is a valid bundle");
+    check(&b.to_string(), Tlp::Clear)
+        .expect_err("an export names Bluewire's objects: it is not a bundle a member may publish");
 }
 
 #[test]
@@ -836,5 +845,140 @@ fn envelope_validation_applies_the_bundle_checks() {
             .expect_err("no stix body")
             .to_string()
             .contains("needs a stix body")
+    );
+}
+
+#[test]
+fn receivers_require_every_object_marked() {
+    let unmarked = bundle(vec![indicator()]);
+    let e = check_bundle(&unmarked, Tlp::Green, ORIGIN).expect_err("unmarked");
+    assert!(e.contains("no TLP marking"), "{e}");
+    let marked = normalise(&unmarked, Tlp::Green, ORIGIN).expect("normalised");
+    assert!(check_bundle(&marked, Tlp::Green, ORIGIN).is_ok());
+    // Meta objects carry no TLP.
+    let def = json!({"type": "marking-definition", "spec_version": "2.1", "id": format!("marking-definition--{U}"), "created": T, "definition_type": "statement", "definition": {"statement": "c"}});
+    assert!(check_bundle(&bundle(vec![def]), Tlp::Green, ORIGIN).is_ok());
+    // A granular marking covers its selectors only: the object itself still needs one.
+    let g = with(
+        indicator(),
+        "granular_markings",
+        json!([{"marking_ref": TLP_GREEN, "selectors": ["name"]}]),
+    );
+    assert!(check_bundle(&bundle(vec![g.clone()]), Tlp::Green, ORIGIN).is_err());
+    let fixed = normalise(&bundle(vec![g]), Tlp::Green, ORIGIN).expect("normalised");
+    assert!(check_bundle(&fixed, Tlp::Green, ORIGIN).is_ok());
+}
+
+#[test]
+fn a_member_speaks_only_for_itself() {
+    let other = export::identity_id("csirt-be");
+    let own = export::identity_id(ORIGIN);
+    assert!(export::is_bluewire_id(&other) && export::is_bluewire_id(export::EXTENSION));
+    assert!(!export::is_bluewire_id(&format!("indicator--{U}")));
+    // Taking another organisation's identity, or a Bluewire-made object's id.
+    let spoof = json!({"type": "identity", "spec_version": "2.1", "id": other, "created": T, "modified": T, "name": "x"});
+    assert!(refusal(spoof).contains("cannot replace another's"));
+    let hijack = with(
+        indicator(),
+        "id",
+        json!(export::stix_id("indicator", "csirt-be", "m1")),
+    );
+    assert!(refusal(hijack).contains("cannot replace another's"));
+    // Its own identity is fine; so is referring to Bluewire objects.
+    let mine = json!({"type": "identity", "spec_version": "2.1", "id": own, "created": T, "modified": T, "name": "me"});
+    assert!(check(&bundle(vec![mine]), Tlp::Green).is_ok());
+    let about = json!({"type": "note", "spec_version": "2.1", "id": format!("note--{U}"), "created": T, "modified": T,
+                       "content": "c", "object_refs": [export::stix_id("incident", "csirt-be", "m1")]});
+    assert!(check(&bundle(vec![about]), Tlp::Green).is_ok());
+    // Provenance: created by another member, or Bluewire's own extension.
+    let by = with(indicator(), "created_by_ref", json!(other));
+    assert!(refusal(by).contains("speaks only for itself"));
+    assert!(
+        check(
+            &bundle(vec![with(indicator(), "created_by_ref", json!(own))]),
+            Tlp::Green
+        )
+        .is_ok()
+    );
+    let ext = with(
+        indicator(),
+        "extensions",
+        json!({export::EXTENSION: {"extension_type": "property-extension", "origin": "csirt-be"}}),
+    );
+    assert!(refusal(ext).contains("Bluewire's own extension"));
+    assert!(
+        check_object_from(
+            &with(indicator(), "created_by_ref", json!(other)),
+            Tlp::Green,
+            ORIGIN
+        )
+        .is_err()
+    );
+    assert!(
+        check_object(
+            &with(indicator(), "created_by_ref", json!(other)),
+            Tlp::Green
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn tlp_aliases_are_tlp_markings() {
+    // An upper-case spelling of an official id is refused as an id.
+    let upper = TLP_CLEAR
+        .to_uppercase()
+        .replace("MARKING-DEFINITION", "marking-definition");
+    let e = refusal(with(indicator(), "object_marking_refs", json!([upper])));
+    assert!(e.contains("upper case"), "{e}");
+    // A bundle's own TLP-typed definition is a TLP marking: it cannot mark an object looser.
+    let alias = format!("marking-definition--{U}");
+    let def = json!({"type": "marking-definition", "spec_version": "2.1", "id": alias, "created": T,
+                     "definition_type": "tlp", "definition": {"tlp": "white"}});
+    let e = check(
+        &bundle(vec![
+            def.clone(),
+            with(
+                with(
+                    indicator(),
+                    "id",
+                    json!("indicator--0c4d5e6f-1a2b-4c3d-8e9f-000000000009"),
+                ),
+                "object_marking_refs",
+                json!([alias]),
+            ),
+        ]),
+        Tlp::Amber,
+    )
+    .expect_err("looser through an alias");
+    assert!(e.contains("TLP:CLEAR"), "{e}");
+    let red = json!({"type": "marking-definition", "spec_version": "2.1", "id": format!("marking-definition--{U}"), "created": T,
+                     "name": "TLP:RED", "extensions": {TLP2_EXTENSION: {"extension_type": "property-extension", "tlp_2_0": "red"}}});
+    let o = with(
+        indicator(),
+        "object_marking_refs",
+        json!([format!("marking-definition--{U}")]),
+    );
+    assert!(
+        check_value(
+            &parse(&bundle(vec![red, o])).expect("json"),
+            Tlp::Amber,
+            ORIGIN,
+            true
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        object_tlp(
+            &with(
+                indicator(),
+                "granular_markings",
+                json!([{"marking_ref": TLP_RED, "selectors": ["name"]}])
+            )
+            .as_object()
+            .expect("o")
+            .clone()
+        ),
+        Some(Tlp::Red)
     );
 }

@@ -175,7 +175,7 @@ impl Store {
         };
         let mut out = Vec::new();
         for row in table
-            .range((id, 0)..=(id, u64::MAX))
+            .range((id, 0, 0)..=(id, u64::MAX, u32::MAX))
             .map_err(db_err("read STIX index"))?
         {
             let (k, v) = row.map_err(db_err("read STIX index"))?;

@@ -26,10 +26,10 @@ pub(super) const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new
 /// ("ORIGIN/ID" of a case's opening message, message seq) → (): the workflow messages of
 /// each case, in the order this node stored them.
 pub(super) const CASES: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_messages");
-/// (STIX object id, message seq) → (origin, version): the STIX objects each bundle message
+/// (STIX object id, message seq, position) → (origin, version): the STIX objects each bundle message
 /// carries, so an object's versions are found without decoding bundles (TAXII, idempotent
 /// import). The version is `modified` (or `created`); "" for cyber-observables.
-pub(super) const STIX: TableDefinition<(&str, u64), (&str, &str)> =
+pub(super) const STIX: TableDefinition<(&str, u64, u32), (&str, &str)> =
     TableDefinition::new("stix_objects");
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub(super) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -178,7 +178,7 @@ pub(super) struct Tables<'t> {
     pub(super) ids: Table<'t, (&'static str, &'static str), u64>,
     pub(super) outbox: Table<'t, (&'static str, u64), ()>,
     pub(super) cases: Table<'t, (&'static str, u64), ()>,
-    pub(super) stix: Table<'t, (&'static str, u64), (&'static str, &'static str)>,
+    pub(super) stix: Table<'t, (&'static str, u64, u32), (&'static str, &'static str)>,
     pub(super) counters: Table<'t, &'static str, u64>,
     pub(super) keys: Table<'t, &'static str, &'static [u8]>,
     pub(super) cursors: Table<'t, &'static str, u64>,

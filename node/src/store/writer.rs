@@ -351,9 +351,11 @@ impl Tables<'_> {
                     .insert((m.case.as_str(), seq), ())
                     .map_err(db_err("insert case index"))?;
             }
-            for (id, version) in &m.stix {
+            // Keyed by position too: one bundle may hold an object at two versions.
+            for (i, (id, version)) in m.stix.iter().enumerate() {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
                 self.stix
-                    .insert((id.as_str(), seq), (m.origin.as_str(), version.as_str()))
+                    .insert((id.as_str(), seq, i), (m.origin.as_str(), version.as_str()))
                     .map_err(db_err("insert STIX index"))?;
             }
             for peer in &m.outbox {

@@ -181,10 +181,22 @@ impl Query {
     pub fn admits_version(&self, version: &str, all: &[String]) -> bool {
         match &self.versions {
             Versions::All => true,
-            Versions::Last => all.iter().all(|v| v.as_str() <= version),
-            Versions::First => all.iter().all(|v| v.as_str() >= version),
+            Versions::Last => all
+                .iter()
+                .all(|v| ordered(v, version) != std::cmp::Ordering::Greater),
+            Versions::First => all
+                .iter()
+                .all(|v| ordered(v, version) != std::cmp::Ordering::Less),
             Versions::At(list) => list.iter().any(|v| same_time(v, version)),
         }
+    }
+}
+
+/// Two versions in time order (as text when one is not a timestamp).
+fn ordered(a: &str, b: &str) -> std::cmp::Ordering {
+    match (crate::stix::timestamp_ms(a), crate::stix::timestamp_ms(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.cmp(b),
     }
 }
 
@@ -307,6 +319,12 @@ mod tests {
         assert!(first.admits_version(&all[0], &all) && !first.admits_version(&all[1], &all));
         let every = parse(Some("match[version]=all"), ALL, 1, 1).expect("q");
         assert!(every.admits_version(&all[0], &all) && every.admits_version(&all[1], &all));
+        // Compared as times, not text: "…00Z" is earlier than "…00.500Z".
+        let mixed = vec![
+            "2026-01-01T00:00:00Z".to_string(),
+            "2026-01-01T00:00:00.500Z".to_string(),
+        ];
+        assert!(last.admits_version(&mixed[1], &mixed) && !last.admits_version(&mixed[0], &mixed));
         let at = parse(Some("match[version]=2026-02-01T00:00:00Z"), ALL, 1, 1).expect("q");
         assert!(at.admits_version(&all[1], &all) && !at.admits_version(&all[0], &all));
     }

@@ -10,6 +10,7 @@ mod federation;
 mod limits;
 mod markings;
 mod metrics;
+mod misp;
 mod outage;
 mod policy;
 mod reshare;

@@ -127,7 +127,8 @@ async fn imported_bundle_reaches_members_once_and_exports_strictly_valid() {
             && reasons[1].1.contains("TLP:GREEN"),
         "{reasons:?}"
     );
-    let published = first.published.expect("a message was published");
+    assert_eq!(first.published.len(), 1, "{first:?}");
+    let published = first.published[0].clone();
     for org in [BE, EU] {
         assert_eventually!(
             stix_items(&fed.feed(org, Some(FR)).await).len() == 1,
@@ -153,8 +154,65 @@ async fn imported_bundle_reaches_members_once_and_exports_strictly_valid() {
         (0, 4),
         "{again:?}"
     );
-    assert!(again.published.is_none());
+    assert!(again.published.is_empty());
     assert_eq!(again.refused.len(), 2);
+
+    // An object marked stricter than the request travels in a message of its own marking (so
+    // routing follows it); a RED one needs named recipients.
+    let mut amber = indicator(
+        "0c4d5e6f-1a2b-4c3d-8e9f-000000000021",
+        "[ipv4-addr:value = '192.0.2.21']",
+    );
+    amber["object_marking_refs"] = json!([stix::TLP_AMBER]);
+    let mut red = indicator(
+        "0c4d5e6f-1a2b-4c3d-8e9f-000000000022",
+        "[ipv4-addr:value = '192.0.2.22']",
+    );
+    red["object_marking_refs"] = json!([stix::TLP_RED]);
+    let plain = indicator(
+        "0c4d5e6f-1a2b-4c3d-8e9f-000000000023",
+        "[ipv4-addr:value = '192.0.2.23']",
+    );
+    let mixed = json!({"type": "bundle", "id": "bundle--0c4d5e6f-1a2b-4c3d-8e9f-0000000000ab", "objects": [amber, red, plain]});
+    let split = import(&fed, FR, import_request(&mixed, pb::Tlp::Green)).await;
+    assert_eq!(split.objects_published, 2, "{split:?}");
+    assert_eq!(split.published.len(), 2, "one message per TLP: {split:?}");
+    assert!(
+        split.refused.len() == 1 && split.refused[0].reason.contains("named recipients"),
+        "{split:?}"
+    );
+    for p in &split.published {
+        assert_eventually!(
+            fed.has_message(BE, &p.id).await,
+            "{} never reached {BE}",
+            p.id
+        );
+    }
+    let at_be = stix_items(&fed.feed(BE, Some(FR)).await);
+    let amber_msg = at_be
+        .iter()
+        .find(|c| bundle_of(c).to_string().contains("000000000021"))
+        .expect("the AMBER object's message");
+    assert_eq!(
+        amber_msg.marking.as_ref().map(|m| m.tlp),
+        Some(pb::Tlp::Amber as i32)
+    );
+    assert!(
+        !bundle_of(amber_msg).to_string().contains("000000000023"),
+        "the GREEN object travels apart"
+    );
+
+    // BE does not republish as its own what FR shared with it under AMBER.
+    let copy = json!({"type": "bundle", "id": "bundle--0c4d5e6f-1a2b-4c3d-8e9f-0000000000ac",
+                      "objects": [bundle_of(amber_msg)["objects"][0].clone()]});
+    let stolen = import(&fed, BE, import_request(&copy, pb::Tlp::Amber)).await;
+    assert!(stolen.published.is_empty(), "{stolen:?}");
+    assert!(
+        stolen.refused[0]
+            .reason
+            .contains("csirt-fr shared this object with you"),
+        "{stolen:?}"
+    );
 
     // An incident report beside it; then each node's export passes the OASIS validator.
     let incident = fed
@@ -307,11 +365,58 @@ async fn a_member_crafting_a_bundle_looser_than_its_envelope_is_refused() {
             "bundle id",
         )
         .await;
+    // A member speaks only for itself: another member's Bluewire identity, provenance, or an
+    // unmarked object (the origin marks every object before signing) are refused.
+    let mut spoof = indicator(
+        "0c4d5e6f-1a2b-4c3d-8e9f-000000000015",
+        "[ipv4-addr:value = '203.0.113.9']",
+    );
+    spoof["created_by_ref"] = json!(stix::export::identity_id(BE));
+    spoof["object_marking_refs"] = json!([stix::TLP_GREEN]);
+    rogue
+        .expect_refused(
+            BE,
+            crafted(bundle(vec![spoof]), pb::Tlp::Green),
+            "content",
+            "speaks only for itself",
+        )
+        .await;
+    let mut hijack = indicator(
+        "0c4d5e6f-1a2b-4c3d-8e9f-000000000016",
+        "[ipv4-addr:value = '203.0.113.9']",
+    );
+    hijack["id"] = json!(stix::export::stix_id(
+        "indicator",
+        EU,
+        "01a00000-0000-7000-8000-000000000001"
+    ));
+    hijack["object_marking_refs"] = json!([stix::TLP_GREEN]);
+    rogue
+        .expect_refused(
+            BE,
+            crafted(bundle(vec![hijack]), pb::Tlp::Green),
+            "content",
+            "cannot replace another's",
+        )
+        .await;
+    let unmarked = indicator(
+        "0c4d5e6f-1a2b-4c3d-8e9f-000000000017",
+        "[ipv4-addr:value = '203.0.113.9']",
+    );
+    rogue
+        .expect_refused(
+            BE,
+            crafted(bundle(vec![unmarked]), pb::Tlp::Green),
+            "content",
+            "no TLP marking",
+        )
+        .await;
     // The same bundle marked no looser than its envelope is accepted.
-    let ok = indicator(
+    let mut ok = indicator(
         "0c4d5e6f-1a2b-4c3d-8e9f-000000000014",
         "[ipv4-addr:value = '203.0.113.9']",
     );
+    ok["object_marking_refs"] = json!([stix::TLP_GREEN]);
     rogue
         .expect_accepted(BE, crafted(bundle(vec![ok]), pb::Tlp::Green))
         .await;

@@ -76,10 +76,68 @@ async fn taxii2_client_reads_and_publishes_through_a_node() {
         .expect("import")
         .into_inner();
     assert_eq!(r.objects_published, 23, "{r:?}");
-    let published = r.published.expect("published").id;
+    let published = r.published[0].id.clone();
     assert_eventually!(
         fed.has_message(BE, &published).await,
         "the bundle never reached {BE}"
+    );
+
+    // BE shares one indicator inside the cluster; FR publishes one federation-wide and
+    // retracts it. Neither may show in BE's federation collection.
+    let one = |uuid: &str, ip: &str| {
+        json!({"type": "bundle", "id": format!("bundle--{uuid}"), "objects": [{
+            "type": "indicator", "spec_version": "2.1", "id": format!("indicator--{uuid}"),
+            "created": T, "modified": T, "name": "x", "description": "x",
+            "pattern": format!("[ipv4-addr:value = '{ip}']"), "pattern_type": "stix", "valid_from": T,
+        }]})
+    };
+    let in_cluster = "6a0c1a2b-3c4d-4e5f-8a6b-000000000001";
+    let r = fed
+        .client(BE, "analyst")
+        .client()
+        .import_stix(pb::ImportStixRequest {
+            bundle: one(in_cluster, "192.0.2.1").to_string(),
+            level: pb::Level::Technical as i32,
+            marking: Some(pb::Marking {
+                tlp: pb::Tlp::Amber as i32,
+                ..Default::default()
+            }),
+            cluster: cluster.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("import into the cluster")
+        .into_inner();
+    assert_eq!(r.objects_published, 1, "{r:?}");
+    let retracted = "6a0c1a2b-3c4d-4e5f-8a6b-000000000002";
+    let r = fed
+        .client(FR, "analyst")
+        .client()
+        .import_stix(pb::ImportStixRequest {
+            bundle: one(retracted, "192.0.2.2").to_string(),
+            level: pb::Level::Technical as i32,
+            marking: Some(pb::Marking {
+                tlp: pb::Tlp::Green as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("import")
+        .into_inner();
+    let gone = r.published[0].id.clone();
+    assert_eventually!(fed.has_message(BE, &gone).await, "never reached {BE}");
+    fed.client(FR, "analyst")
+        .client()
+        .publish(bluewire_tests::retraction_request(&gone))
+        .await
+        .expect("retract");
+    assert_eventually!(
+        !backlog(&fed.client(BE, "analyst"), Some(FR))
+            .await
+            .iter()
+            .any(|i| item_content(i).id == gone),
+        "the retraction never took effect at {BE}"
     );
 
     let token = fed
@@ -96,6 +154,26 @@ async fn taxii2_client_reads_and_publishes_through_a_node() {
         .into_inner()
         .token;
 
+    // A second token, revoked: refused from then on.
+    let admin = || fed.client(BE, "operator").admin();
+    let second = admin()
+        .token_create(pb::TokenCreateRequest {
+            user: "misp".into(),
+            role: "analyst".into(),
+            label: "revoked in the test".into(),
+            ttl_ms: 3_600_000,
+        })
+        .await
+        .expect("token create")
+        .into_inner();
+    let revoked = second.token.clone();
+    admin()
+        .token_revoke(pb::TokenRevokeRequest {
+            id: second.info.expect("info").id,
+        })
+        .await
+        .expect("token revoke");
+
     let be = fed.info(BE);
     let user = be.user_dir("analyst");
     let addr = fed.node(BE).taxii_addr().expect("BE serves TAXII");
@@ -107,6 +185,9 @@ async fn taxii2_client_reads_and_publishes_through_a_node() {
         "user": "soc",
         "token": token,
         "expect_ids": ids,
+        "absent_ids": [format!("indicator--{in_cluster}"), format!("indicator--{retracted}")],
+        "cluster_ids": [format!("indicator--{in_cluster}")],
+        "revoked_token": revoked,
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/taxii_client.py");
     let out = tokio::task::spawn_blocking(move || {
@@ -135,7 +216,8 @@ async fn taxii2_client_reads_and_publishes_through_a_node() {
     assert_eq!(
         seen["codes"],
         json!({
-            "no_auth": 401, "bad_token": 401, "wrong_accept": 406, "wrong_content_type": 415,
+            "no_auth": 401, "bad_token": 401, "wrong_secret": 401, "revoked_token": 401,
+            "basic_other_user": 401, "wrong_accept": 406, "wrong_content_type": 415,
             "unknown_collection": 404, "unknown_object": 404, "not_json": 422, "status": 200,
         }),
         "{seen:#}"
