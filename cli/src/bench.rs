@@ -164,32 +164,41 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 type Arrivals = Arc<Mutex<HashMap<String, (u32, Option<Instant>)>>>;
 
-async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
-    let specs: Vec<OrgSpec> = ["pub-a", "recv-b", "recv-c", "recv-d", "recv-e"]
-        .into_iter()
-        .map(|org| OrgSpec {
+/// A benchmark federation: technical-level CSIRTs, the first of `orgs` (the publisher) the
+/// only one with static peers, so it delivers to the others.
+pub(crate) fn bench_orgs(orgs: &[&'static str]) -> Vec<OrgSpec> {
+    orgs.iter()
+        .map(|&org| OrgSpec {
             org,
             country: "EU",
             org_type: "csirt",
             levels: vec![Level::Technical],
             functions: Vec::new(),
             what: "bench",
-            // The publisher delivers to the four receivers only.
-            static_peers: org == "pub-a",
+            static_peers: org == orgs[0],
         })
-        .collect();
-    let tmp = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
-    });
-    let cleanup = a.dir.is_none();
-    // The load generator is one analyst: lift the per-user rate limit out of its way.
-    let mut edits = vec![
+        .collect()
+}
+
+/// The load generator is one analyst: lift the per-user rate limit out of its way.
+pub(crate) fn unlimited_client() -> Vec<ConfigEdit> {
+    vec![
         ConfigEdit::replace(
             "client_rate_per_sec = 5000",
             "client_rate_per_sec = 1000000",
         ),
         ConfigEdit::replace("client_burst = 10000", "client_burst = 1000000"),
-    ];
+    ]
+}
+
+async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
+    // The publisher delivers to the four receivers only.
+    let specs = bench_orgs(&["pub-a", "recv-b", "recv-c", "recv-d", "recv-e"]);
+    let tmp = a.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
+    });
+    let cleanup = a.dir.is_none();
+    let mut edits = unlimited_client();
     if let Some(p) = &a.policy {
         let p = std::fs::canonicalize(p)?;
         bluewire_node::policy::LocalPolicy::load(&p).map_err(|e| anyhow::anyhow!("{e}"))?;

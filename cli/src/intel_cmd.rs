@@ -85,14 +85,21 @@ pub struct ImportStixArgs {
     pub target: Target,
 }
 
+/// Which messages an export takes.
 #[derive(Debug, Args)]
-pub struct ExportStixArgs {
+pub struct Scope {
     /// Only messages of these clusters (comma-separated ids or names).
     #[arg(long, value_delimiter = ',')]
     pub cluster: Vec<String>,
     /// Only messages created at or after this time (RFC 3339 or unix milliseconds).
     #[arg(long)]
     pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportStixArgs {
+    #[command(flatten)]
+    pub scope: Scope,
     /// Write the bundle here (default: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -144,12 +151,8 @@ fn parse_sharing_group(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Args)]
 pub struct ExportMispArgs {
-    /// Only messages of these clusters (comma-separated ids or names).
-    #[arg(long, value_delimiter = ',')]
-    pub cluster: Vec<String>,
-    /// Only messages created at or after this time (RFC 3339 or unix milliseconds).
-    #[arg(long)]
-    pub since: Option<String>,
+    #[command(flatten)]
+    pub scope: Scope,
     /// The feed directory to write (created if missing): manifest.json and UUID.json per event.
     #[arg(long)]
     pub out: PathBuf,
@@ -692,7 +695,7 @@ async fn read_feed(
 }
 
 async fn export_stix(c: &ConnArgs, a: ExportStixArgs, out: Output) -> anyhow::Result<()> {
-    let messages = read_feed(c, &a.cluster, a.since.as_deref()).await?;
+    let messages = read_feed(c, &a.scope.cluster, a.scope.since.as_deref()).await?;
     let (bundle, n) = stix::export::export_bundle(&messages);
     let text = serde_json::to_string_pretty(&bundle)?;
     match &a.out {
@@ -721,7 +724,7 @@ async fn export_stix(c: &ConnArgs, a: ExportStixArgs, out: Output) -> anyhow::Re
 }
 
 async fn export_misp(c: &ConnArgs, a: ExportMispArgs, out: Output) -> anyhow::Result<()> {
-    let messages = read_feed(c, &a.cluster, a.since.as_deref()).await?;
+    let messages = read_feed(c, &a.scope.cluster, a.scope.since.as_deref()).await?;
     let events: Vec<Value> = messages
         .iter()
         .filter_map(|(content, tlp)| misp::message_to_event(content, *tlp))

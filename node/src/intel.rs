@@ -49,16 +49,19 @@ fn held(
         let Some(m) = st.store.get_by_seq(seq).map_err(store_err)? else {
             continue;
         };
+        let own = origin == st.org();
+        // Only the same version in the same cluster can make an own entry count: decode
+        // nothing else.
+        if own && !(same_version(&version, &v.version) && m.cluster == cluster) {
+            continue;
+        }
         // Retracted messages no longer count.
         let Some(item) = crate::feed::item_for(st, m.clone()).map_err(OutboundError::Lookup)?
         else {
             continue;
         };
-        if origin == st.org() {
-            if same_version(&version, &v.version) && m.cluster == cluster {
-                return Ok(Some(None));
-            }
-            continue;
+        if own {
+            return Ok(Some(None));
         }
         let content = item.content.unwrap_or_default();
         let tlp = item

@@ -490,24 +490,16 @@ impl Taxii {
     ) -> Response<String> {
         let page_size = self.st.config.taxii.page_size;
         let bad = |e: String| error(StatusCode::BAD_REQUEST, "Bad query", e);
-        const OBJECTS: &[&str] = &[
-            "added_after",
-            "limit",
-            "next",
-            "match[id]",
-            "match[type]",
-            "match[version]",
-            "match[spec_version]",
-        ];
         match (method, rest) {
             (&Method::GET, []) => respond(StatusCode::OK, coll.resource()),
-            (&Method::GET, ["objects"]) => match query::parse(query, OBJECTS, page_size, page_size)
-            {
-                Ok(q) => self.objects(coll, &q, false).await,
-                Err(e) => bad(e),
-            },
+            (&Method::GET, ["objects"]) => {
+                match query::parse(query, query::OBJECT_PARAMS, page_size, page_size) {
+                    Ok(q) => self.objects(coll, &q, false).await,
+                    Err(e) => bad(e),
+                }
+            }
             (&Method::GET, ["manifest"]) => {
-                match query::parse(query, OBJECTS, page_size, page_size) {
+                match query::parse(query, query::OBJECT_PARAMS, page_size, page_size) {
                     Ok(q) => self.objects(coll, &q, true).await,
                     Err(e) => bad(e),
                 }

@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bluewire_node::client::Connection;
-use bluewire_node::pki::Level;
-use bluewire_node::provision::ConfigEdit;
 use bluewire_node::signing::{self, MESSAGE_CONTEXT, SigningKey};
 use bluewire_node::stix;
 use bluewire_node::tls::TlsIdentity;
@@ -46,7 +44,7 @@ use tracing::Instrument;
 
 use super::percentile;
 use crate::Output;
-use crate::local::{LocalFederation, OrgSpec};
+use crate::local::LocalFederation;
 
 /// Objects per ImportStix request and JSON bytes per request, as `bluewire import stix`
 /// chunks (cli/src/intel_cmd.rs `CHUNK_OBJECTS`, `CHUNK_BYTES`).
@@ -689,30 +687,12 @@ pub async fn run(a: StixArgs, out: Output) -> anyhow::Result<()> {
     }
     let timeout = Duration::from_secs(a.timeout);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let specs: Vec<OrgSpec> = ["pub-a", "recv-b"]
-        .into_iter()
-        .map(|org| OrgSpec {
-            org,
-            country: "EU",
-            org_type: "csirt",
-            levels: vec![Level::Technical],
-            functions: Vec::new(),
-            what: "bench",
-            static_peers: org == "pub-a",
-        })
-        .collect();
+    let specs = super::bench_orgs(&["pub-a", "recv-b"]);
     let tmp = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("bluewire-bench-stix-{}", std::process::id()))
     });
     let cleanup = a.dir.is_none();
-    // The load generator is one analyst: lift the per-user rate limit out of its way.
-    let edits = vec![
-        ConfigEdit::replace(
-            "client_rate_per_sec = 5000",
-            "client_rate_per_sec = 1000000",
-        ),
-        ConfigEdit::replace("client_burst = 10000", "client_burst = 1000000"),
-    ];
+    let edits = super::unlimited_client();
     let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     let taxii_addr = crate::local::free_port()?;
     {

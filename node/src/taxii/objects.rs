@@ -352,14 +352,7 @@ mod tests {
     use crate::taxii::query;
     use proptest::prelude::*;
 
-    const ALL: &[&str] = &[
-        "added_after",
-        "limit",
-        "next",
-        "match[id]",
-        "match[type]",
-        "match[version]",
-    ];
+    const ALL: &[&str] = query::OBJECT_PARAMS;
 
     fn obj(seq: u64, i: usize) -> Value {
         json!({"type": "indicator", "id": format!("indicator--{seq}-{i}"), "modified": "2026-01-01T00:00:00.000Z"})

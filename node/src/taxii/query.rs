@@ -4,6 +4,17 @@
 
 use serde_json::Value;
 
+/// The parameters of `objects` and `manifest` (section 3.4).
+pub const OBJECT_PARAMS: &[&str] = &[
+    "added_after",
+    "limit",
+    "next",
+    "match[id]",
+    "match[type]",
+    "match[version]",
+    "match[spec_version]",
+];
+
 /// Where a page ends: the store sequence of a message and the position of an object in what
 /// that message exports. Pages are in (seq, index) order, and new messages only ever get
 /// larger sequences, so a position stays valid while messages keep arriving.
@@ -213,15 +224,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const ALL: &[&str] = &[
-        "added_after",
-        "limit",
-        "next",
-        "match[id]",
-        "match[type]",
-        "match[version]",
-        "match[spec_version]",
-    ];
+    const ALL: &[&str] = OBJECT_PARAMS;
 
     #[test]
     fn parameters_parse_and_bad_ones_say_why() {
