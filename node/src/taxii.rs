@@ -255,7 +255,20 @@ fn is_taxii_content(ct: Option<&HeaderValue>) -> bool {
 }
 
 impl Taxii {
+    /// Answer one request. A refused request with a body may leave it unread, and hyper then
+    /// closes the connection: such answers say `Connection: close`, so a client does not send
+    /// its next request on a connection that is going away.
     async fn handle(&self, conn: &Conn, req: Request<hyper::body::Incoming>) -> Response<String> {
+        let has_body = req.method() == Method::POST;
+        let mut r = self.route(conn, req).await;
+        if has_body && !r.status().is_success() {
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+
+    async fn route(&self, conn: &Conn, req: Request<hyper::body::Incoming>) -> Response<String> {
         let caller = match self.authenticate(conn, &req) {
             Ok(c) => c,
             Err(r) => return r.response(),
