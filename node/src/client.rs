@@ -28,9 +28,21 @@ impl Connection {
     /// Open a (lazy) channel to `endpoint` with the certificate and key in
     /// PEM files, trusting the federation root in `ca`.
     pub fn open(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Result<Self, String> {
+        Self::open_with_provider(endpoint, ca, cert, key, crate::tls::provider())
+    }
+
+    /// As [`Self::open`], with the TLS handshake limited to what `provider` offers (e.g. one
+    /// key-exchange group).
+    pub fn open_with_provider(
+        endpoint: &str,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, String> {
         crate::tls::install_default_provider();
         let id = TlsIdentity::load(ca, cert, key, None).map_err(|e: TlsError| e.to_string())?;
-        let cfg = id.client_config().map_err(|e| e.to_string())?;
+        let cfg = id.client_config_with(provider).map_err(|e| e.to_string())?;
         let link = Arc::new(Mutex::new(LinkInfo::default()));
         let channel = crate::tls::channel(
             endpoint,
@@ -39,6 +51,7 @@ impl Connection {
             None,
             link.clone(),
             Duration::from_secs(5),
+            Duration::from_secs(10),
         )?;
         Ok(Self {
             channel,
@@ -77,19 +90,34 @@ pub fn explain_status(endpoint: &str, s: &tonic::Status) -> String {
     use tonic::Code;
     let msg = s.message();
     let lower = msg.to_ascii_lowercase();
-    let tls_problem = [
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    // The node named a certificate problem (a TLS alert, or our check of its certificate).
+    let certificate = has(&[
         "certificate",
-        "handshake",
-        "tls",
-        "peer closed",
+        "alert",
         "unknownca",
+        "unknown ca",
         "revoked",
-    ]
-    .iter()
-    .any(|w| lower.contains(w));
+        "not valid for name",
+    ]);
+    // The connection ended without a reason: the node stopped (or restarted) mid-handshake,
+    // or closed it after the handshake (its log says why).
+    let closed = has(&[
+        "eof",
+        "reset",
+        "broken pipe",
+        "peer closed",
+        "connection closed",
+    ]);
     match s.code() {
-        Code::Unavailable | Code::Unknown if tls_problem => format!(
+        Code::Unavailable | Code::Unknown if certificate => format!(
             "TLS with {endpoint} failed ({msg}): check --ca is the federation root and --cert/--key are your (unrevoked) user certificate"
+        ),
+        Code::Unavailable | Code::Unknown if closed => format!(
+            "the node at {endpoint} closed the connection without a reason ({msg}): it may have stopped or be restarting — check it is running; if it is, its log says why it dropped the connection"
+        ),
+        Code::Unavailable | Code::Unknown if has(&["tls", "handshake"]) => format!(
+            "TLS with {endpoint} failed ({msg}): check the endpoint is a Bluewire node, --ca is the federation root and --cert/--key are your user certificate"
         ),
         Code::Unavailable => format!(
             "cannot reach the node at {endpoint} ({msg}): is it running, and is the endpoint right?"
@@ -98,5 +126,56 @@ pub fn explain_status(endpoint: &str, s: &tonic::Status) -> String {
         Code::InvalidArgument => format!("the node rejected the request: {msg}"),
         Code::NotFound => msg.to_string(),
         _ => format!("{}: {msg}", s.code()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_status;
+    use tonic::{Code, Status};
+
+    fn explain(code: Code, msg: &str) -> String {
+        explain_status("https://n:7443", &Status::new(code, msg))
+    }
+
+    #[test]
+    fn a_node_dying_mid_handshake_is_not_blamed_on_certificates() {
+        let m = explain(Code::Unavailable, "tls handshake eof");
+        assert!(m.contains("closed the connection"), "{m}");
+        assert!(!m.contains("--ca"), "{m}");
+        let m = explain(Code::Unknown, "connection reset by peer (os error 104)");
+        assert!(m.contains("may have stopped"), "{m}");
+    }
+
+    #[test]
+    fn certificate_problems_point_at_the_certificate_flags() {
+        for msg in [
+            "received fatal alert: UnknownCA",
+            "invalid peer certificate: Revoked",
+            "received fatal alert: CertificateRevoked during handshake eof",
+        ] {
+            let m = explain(Code::Unavailable, msg);
+            assert!(
+                m.contains("check --ca is the federation root"),
+                "{msg}: {m}"
+            );
+        }
+        let m = explain(Code::Unavailable, "tls: bad record");
+        assert!(m.contains("is a Bluewire node"), "{m}");
+    }
+
+    #[test]
+    fn other_codes_keep_their_advice() {
+        assert!(explain(Code::Unavailable, "connection refused").contains("is it running"));
+        assert_eq!(
+            explain(Code::PermissionDenied, "no"),
+            "refused by the node: no"
+        );
+        assert_eq!(
+            explain(Code::InvalidArgument, "bad"),
+            "the node rejected the request: bad"
+        );
+        assert_eq!(explain(Code::NotFound, "gone"), "gone");
+        assert!(explain(Code::Internal, "x").ends_with(": x"));
     }
 }

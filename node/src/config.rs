@@ -142,6 +142,8 @@ struct RawTls {
     crl: Option<PathBuf>,
     #[serde(default = "default_crl_poll_secs")]
     crl_poll_secs: u64,
+    #[serde(default)]
+    allow_classical_kx: bool,
 }
 
 fn default_crl_poll_secs() -> u64 {
@@ -157,8 +159,15 @@ pub struct DeliveryConfig {
     /// First retry delay after a failed delivery; doubles up to `retry_max_ms`, with jitter.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
-    /// Per-call timeout for a Deliver call.
+    /// Per-call timeout for a Deliver call (and for one connection attempt: TCP, TLS, Hello).
     pub timeout_ms: u64,
+    /// While a peer is unreachable, a new connection attempt starts this often (attempts
+    /// overlap, the first to answer wins), so delivery resumes within about this long of
+    /// the link coming back.
+    pub reconnect_ms: u64,
+    /// HTTP/2 keepalive ping interval on peer links; a link whose ping is unanswered for
+    /// twice this long is dropped and replaced.
+    pub keepalive_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -168,6 +177,8 @@ impl Default for DeliveryConfig {
             retry_min_ms: 100,
             retry_max_ms: 30_000,
             timeout_ms: 10_000,
+            reconnect_ms: 250,
+            keepalive_ms: 1_000,
         }
     }
 }
@@ -234,6 +245,9 @@ pub struct TlsConfig {
     pub signing_key: PathBuf,
     pub crl: Option<PathBuf>,
     pub crl_poll_secs: u64,
+    /// Accept (and offer) classical key exchange (X25519, P-256) on node-to-node links.
+    /// Off by default: federation links use X25519MLKEM768 only; turning it on is logged.
+    pub allow_classical_kx: bool,
 }
 
 /// A validated node configuration.
@@ -294,6 +308,15 @@ impl NodeConfig {
         if raw.delivery.batch_size == 0 || raw.delivery.retry_min_ms == 0 {
             return Err(invalid(
                 "delivery.batch_size and delivery.retry_min_ms must be > 0".into(),
+            ));
+        }
+        if raw.delivery.reconnect_ms == 0
+            || raw.delivery.keepalive_ms == 0
+            || raw.delivery.timeout_ms == 0
+        {
+            return Err(invalid(
+                "delivery.timeout_ms, delivery.reconnect_ms and delivery.keepalive_ms must be > 0"
+                    .into(),
             ));
         }
         if raw.delivery.retry_max_ms < raw.delivery.retry_min_ms {
@@ -362,6 +385,7 @@ impl NodeConfig {
                 signing_key: abs(&raw.tls.signing_key),
                 crl: raw.tls.crl.as_deref().map(abs),
                 crl_poll_secs: raw.tls.crl_poll_secs.max(1),
+                allow_classical_kx: raw.tls.allow_classical_kx,
             },
             delivery: raw.delivery,
             limits: raw.limits,
@@ -441,12 +465,19 @@ signing_key = "signing.key"
 # changes, checked every crl_poll_secs seconds. No restart needed.
 # crl = "crl.pem"
 crl_poll_secs = 5
+# Links to other nodes use the post-quantum hybrid X25519MLKEM768 key exchange
+# only; a node offering nothing else is refused. Set true to also offer and
+# accept X25519/P-256 with nodes (every such link is logged). Listeners for
+# third-party tools (TAXII) always keep a classical fallback.
+allow_classical_kx = false
 
 [delivery]
 batch_size = 256        # envelopes per Deliver call
-retry_min_ms = 100      # first retry delay; doubles with jitter ...
+retry_min_ms = 100      # first retry delay after a peer answered RETRY_LATER or failed; doubles with jitter ...
 retry_max_ms = 30000    # ... up to this
-timeout_ms = 10000      # per Deliver call
+timeout_ms = 10000      # per Deliver call and per connection attempt
+reconnect_ms = 250      # while a peer is unreachable, a new connection attempt this often
+keepalive_ms = 1000     # HTTP/2 ping interval on peer links; unanswered for 2x this: link replaced
 
 [limits]
 max_request_bytes = 4194304   # largest gRPC request decoded; content is capped at 1 MiB

@@ -1,7 +1,9 @@
 //! Delivery: one worker per peer drains that peer's durable outbox in order,
 //! hands batches to the peer's Federation.Deliver, removes what the peer
 //! acknowledged (accepted, duplicate or permanently rejected) and retries the
-//! rest with exponential backoff and jitter. The outbox lives in the store,
+//! rest with exponential backoff and jitter. A link that fails (timeout, keepalive,
+//! transport error) is dropped, never waited on, and redialled on a short cadence
+//! ([`Dialing`]) so delivery resumes promptly when the network heals. The outbox lives in the store,
 //! so nothing queued is lost across a crash; delivery is at-least-once on the
 //! wire and receivers deduplicate by id. Never decides who receives what:
 //! that is `routing`'s job, done before a message is queued.
@@ -10,9 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bluewire_proto::v1::federation_client::FederationClient;
 use bluewire_proto::v1::{Content, DeliverRequest, DeliveryOutcome, Envelope};
 use prost::Message;
 use rand::Rng;
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::config::DeliveryConfig;
@@ -47,14 +51,15 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             Duration::from_millis(cfg.timeout_ms),
         )
     };
-    let mut client = match connect() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "peer endpoint unusable; not delivering to it");
-            peer.update(|s| s.last_error = e.to_string());
-            return;
-        }
-    };
+    if let Err(e) = connect() {
+        warn!(error = %e, "peer endpoint unusable; not delivering to it");
+        peer.update(|s| s.last_error = e.to_string());
+        return;
+    }
+    // The link in use; `None` after a transport failure: the next pass dials afresh
+    // (a stalled HTTP/2 connection is never waited on again).
+    let mut link: Option<FederationClient<Channel>> = None;
+    let mut dialing = Dialing::new(&cfg);
     let min = Duration::from_millis(cfg.retry_min_ms);
     let max = Duration::from_millis(cfg.retry_max_ms);
     let mut backoff = min;
@@ -68,43 +73,12 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         if stopping.is_cancelled() {
             break;
         }
-        // Routing needs the peer's CA-asserted profile: learn it from a
-        // handshake first (eagerly, so publishes can decide at once).
-        if !state.directory.knows(&peer.org) {
-            let hello = tokio::select! {
-                r = tokio::time::timeout(
-                    Duration::from_millis(cfg.timeout_ms),
-                    client.hello(bluewire_proto::v1::HelloRequest {}),
-                ) => r,
-                () = stopping.cancelled() => break,
-            };
-            let learned = peer.link.lock().ok().and_then(|l| match &l.peer {
-                Some(crate::pki::PeerIdentity::Node { profile, .. }) => {
-                    Some((profile.clone(), l.cert_der.clone()))
-                }
-                _ => None,
-            });
-            match (hello, learned) {
-                (Ok(Ok(_)), Some((profile, der))) => {
-                    state.directory.learn(&state.store, &profile, &der).await
-                }
-                (r, _) => {
-                    let err = match r {
-                        Ok(Err(s)) => format!("{}: {}", s.code(), s.message()),
-                        Err(_) => "Hello timed out".to_string(),
-                        Ok(Ok(_)) => "peer identity unknown after handshake".to_string(),
-                    };
-                    peer.update(|s| {
-                        s.connected = false;
-                        s.consecutive_failures += 1;
-                        s.last_error = err.clone();
-                    });
-                    if sleep_or_stop(jitter(backoff), &stopping).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(max);
-                    continue;
-                }
+        // Routing needs the peer's CA-asserted profile, learnt from the handshake (eagerly,
+        // so publishes can decide at once): every new link starts with a Hello.
+        if link.is_none() && !state.directory.knows(&peer.org) {
+            match dialing.link(&peer, &state, &cfg, &connect, None).await {
+                Dial::Up(c) => link = Some(c),
+                Dial::NotYet | Dial::Stopped => break,
             }
         }
         if peer.rescan.swap(false, Ordering::AcqRel) {
@@ -226,15 +200,31 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             if let Ok(mut l) = peer.link.lock() {
                 *l = LinkInfo::default();
             }
-            if let Ok(c) = connect() {
-                client = c;
-            }
+            link = None;
             if sleep_or_stop(jitter(max), &stopping).await {
                 break;
             }
             continue;
         }
+        // No link: dial for a while. Queued entries are re-checked (and dropped when no
+        // longer routable) between rounds, however long the peer stays unreachable.
+        if link.is_none() {
+            match dialing
+                .link(&peer, &state, &cfg, &connect, Some(jitter(backoff)))
+                .await
+            {
+                Dial::Up(c) => link = Some(c),
+                Dial::Stopped => break,
+                Dial::NotYet => {
+                    backoff = (backoff * 2).min(max);
+                    continue;
+                }
+            }
+        }
         let n = envelopes.len();
+        let Some(client) = link.as_mut() else {
+            continue;
+        };
         let call = client.deliver(DeliverRequest { envelopes });
         let result = tokio::select! {
             r = tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), call) => r,
@@ -308,27 +298,152 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     None
                 }
             }
-            Ok(Err(status)) => Some(format!("{}: {}", status.code(), status.message())),
-            Err(_) => Some(format!("Deliver timed out after {} ms", cfg.timeout_ms)),
+            Ok(Err(status)) => {
+                if link_failed(&status) {
+                    link = None;
+                }
+                Some(format!("{}: {}", status.code(), status.message()))
+            }
+            Err(_) => {
+                // The connection may be stalled (a cut link): replace it.
+                link = None;
+                Some(format!("Deliver timed out after {} ms", cfg.timeout_ms))
+            }
         };
         if let Some(err) = failure {
-            peer.update(|s| {
-                s.connected = false;
-                s.consecutive_failures += 1;
-                s.last_error = err.clone();
-            });
-            let failures = peer.stats().consecutive_failures;
-            if failures == 1 || failures.is_power_of_two() {
+            if let Some(failures) = peer.failed(&err) {
                 warn!(error = %err, failures, "delivery failed; will retry");
             }
-            let jittered = jitter(backoff);
-            if sleep_or_stop(jittered, &stopping).await {
-                break;
+            // A failed link is redialled at once (`Dialing` paces the attempts); a peer
+            // that answered but could not take the batch is given time.
+            if link.is_some() {
+                if sleep_or_stop(jitter(backoff), &stopping).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(max);
             }
-            backoff = (backoff * 2).min(max);
         }
     }
     info!("delivery worker stopped");
+}
+
+/// Whether a failed call says the connection itself is gone or unusable (as opposed to
+/// the peer answering with a refusal): then the link is replaced.
+fn link_failed(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// What [`Dialing::link`] came back with.
+enum Dial {
+    Up(FederationClient<Channel>),
+    /// No link within the time given; attempts still pending go on in the background.
+    NotYet,
+    Stopped,
+}
+
+type Attempt = (FederationClient<Channel>, Result<(), String>);
+
+/// Connection attempts to one peer. A new attempt (TCP, TLS, Hello, each bounded by
+/// `timeout_ms`) starts every `reconnect_ms` while earlier ones are still pending, so a
+/// link that comes back is used within about `reconnect_ms` of its return, however long
+/// attempts into a cut network take to time out. Attempts outlive a [`Dialing::link`] call
+/// that gave up, so the cadence holds across the worker's re-check rounds.
+struct Dialing {
+    attempts: tokio::task::JoinSet<Attempt>,
+    tick: tokio::time::Interval,
+    max_pending: usize,
+}
+
+impl Dialing {
+    fn new(cfg: &DeliveryConfig) -> Self {
+        let mut tick = tokio::time::interval(Duration::from_millis(cfg.reconnect_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            attempts: tokio::task::JoinSet::new(),
+            tick,
+            // Attempts into a cut network hang until their timeout: enough overlap that one
+            // starts every `reconnect_ms` all the same.
+            max_pending: (cfg.timeout_ms / cfg.reconnect_ms).clamp(1, 64) as usize,
+        }
+    }
+
+    /// A link that answered Hello with the identity it must have, waiting at most `patience`
+    /// (`None`: until one does or the node stops). Learns the peer's profile for routing.
+    async fn link(
+        &mut self,
+        peer: &Arc<PeerLink>,
+        state: &Arc<NodeState>,
+        cfg: &DeliveryConfig,
+        connect: &impl Fn() -> Result<FederationClient<Channel>, crate::peers::ConnectError>,
+        patience: Option<Duration>,
+    ) -> Dial {
+        let stopping = state.tasks.stopping();
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let give_up = async {
+            match patience {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(give_up);
+        loop {
+            tokio::select! {
+                _ = self.tick.tick(), if self.attempts.len() < self.max_pending => {
+                    match connect() {
+                        Ok(mut c) => {
+                            self.attempts.spawn(async move {
+                                let r = match tokio::time::timeout(
+                                    timeout,
+                                    c.hello(bluewire_proto::v1::HelloRequest {}),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(_)) => Ok(()),
+                                    Ok(Err(s)) => Err(format!("{}: {}", s.code(), s.message())),
+                                    Err(_) => Err(format!(
+                                        "no answer within {} ms (connect, TLS, Hello)",
+                                        timeout.as_millis()
+                                    )),
+                                };
+                                (c, r)
+                            });
+                        }
+                        Err(e) => peer.update(|s| s.last_error = e.to_string()),
+                    }
+                }
+                Some(done) = self.attempts.join_next() => {
+                    let Ok((client, r)) = done else { continue };
+                    let learned = peer.link.lock().ok().and_then(|l| match &l.peer {
+                        Some(crate::pki::PeerIdentity::Node { profile, .. }) => {
+                            Some((profile.clone(), l.cert_der.clone()))
+                        }
+                        _ => None,
+                    });
+                    let err = match (r, learned) {
+                        (Ok(()), Some((profile, der))) => {
+                            // The first link wins; the others are no longer needed.
+                            self.attempts.abort_all();
+                            if !state.directory.knows(&peer.org) {
+                                state.directory.learn(&state.store, &profile, &der).await;
+                            }
+                            peer.update(|s| s.connected = true);
+                            return Dial::Up(client);
+                        }
+                        (Err(e), _) => e,
+                        (Ok(()), None) => "peer identity unknown after handshake".to_string(),
+                    };
+                    if let Some(failures) = peer.failed(&err) {
+                        warn!(error = %err, failures, "peer unreachable; dialling again every {} ms", cfg.reconnect_ms);
+                    }
+                }
+                () = &mut give_up => return Dial::NotYet,
+                () = stopping.cancelled() => return Dial::Stopped,
+            }
+        }
+    }
 }
 
 /// Full jitter between half and all of `d`.

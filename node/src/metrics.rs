@@ -43,6 +43,9 @@ pub const DELIVERIES: &str = "bluewire_deliveries_total";
 pub const RATE_LIMITED: &str = "bluewire_rate_limited_total";
 /// Write transactions the store has committed (a group commit counts once).
 pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
+/// TLS handshakes completed, by `listener` ("node"|"taxii"), `kx_group` and `peer`
+/// ("node"|"user"|"none") and `outcome` ("accepted"|"refused").
+pub const TLS_HANDSHAKES: &str = "bluewire_tls_handshakes_total";
 
 /// HELP text of the known families; others get a generic one.
 const HELP: &[(&str, &str)] = &[
@@ -68,6 +71,10 @@ const HELP: &[(&str, &str)] = &[
         "Envelopes refused by this node, by sending peer and refusing rule.",
     ),
     (DELIVERIES, "Messages acknowledged by each peer node."),
+    (
+        TLS_HANDSHAKES,
+        "TLS handshakes completed, by listener (node, taxii), negotiated key-exchange group, peer kind (node, user, none) and outcome (accepted, refused).",
+    ),
     (
         "bluewire_outbox_depth",
         "Messages queued for each peer node.",

@@ -33,6 +33,8 @@ pub struct Dialer {
     pub client_config: Arc<rustls::ClientConfig>,
     pub root_der: CertificateDer<'static>,
     pub max_request_bytes: usize,
+    /// HTTP/2 keepalive ping interval (`[delivery] keepalive_ms`).
+    pub keepalive: Duration,
 }
 
 impl Dialer {
@@ -52,6 +54,7 @@ impl Dialer {
             Some(org.to_string()),
             link,
             connect_timeout,
+            self.keepalive,
         )
         .map_err(ConnectError::BadEndpoint)?;
         Ok(FederationClient::new(channel)
@@ -103,6 +106,19 @@ impl PeerLink {
             .lock()
             .map(|l| l.kx_group.clone())
             .unwrap_or_default()
+    }
+
+    /// Record a failed attempt or call; whether it is worth a log line (the first failure
+    /// and then at powers of two, so a long outage does not flood the log).
+    pub(crate) fn failed(&self, err: &str) -> Option<u32> {
+        let mut failures = 0;
+        self.update(|s| {
+            s.connected = false;
+            s.consecutive_failures += 1;
+            s.last_error = err.to_string();
+            failures = s.consecutive_failures;
+        });
+        (failures == 1 || failures.is_power_of_two()).then_some(failures)
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut PeerStats)) {

@@ -138,7 +138,12 @@ impl Node {
         // task already spawned.
         let stop_on_drop = tasks.stopping().drop_guard();
         let server_config = tls.server_config()?;
-        let client_config = tls.client_config()?;
+        let client_config = tls.federation_client_config(config.tls.allow_classical_kx)?;
+        if config.tls.allow_classical_kx {
+            tracing::warn!(
+                "[tls] allow_classical_kx = true: links with other nodes may use classical key exchange (X25519, P-256) instead of X25519MLKEM768"
+            );
+        }
         tls.spawn_crl_watcher(Duration::from_secs(config.tls.crl_poll_secs), &tasks);
 
         let policy = Arc::new(
@@ -168,6 +173,7 @@ impl Node {
                 client_config,
                 root_der: tls.root_der.clone(),
                 max_request_bytes: config.limits.max_request_bytes,
+                keepalive: Duration::from_millis(config.delivery.keepalive_ms),
             },
             tasks: tasks.clone(),
             metrics: Arc::new(crate::metrics::Metrics::default()),
@@ -252,8 +258,12 @@ impl Node {
             listener,
             tls.clone(),
             server_config,
-            Duration::from_millis(config.limits.handshake_timeout_ms),
-            config.limits.max_connections,
+            tls::AcceptRules {
+                handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+                max_connections: config.limits.max_connections,
+                allow_classical_kx: config.tls.allow_classical_kx,
+                metrics: state.metrics.clone(),
+            },
             &tasks,
         );
         let router = crate::api::router(state.clone());

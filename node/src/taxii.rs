@@ -155,6 +155,15 @@ pub fn serve(st: Arc<NodeState>, listener: TcpListener, tls: Arc<rustls::ServerC
                             }
                         }
                     };
+                    let kind = match &identity {
+                        Some(crate::pki::PeerIdentity::Node { .. }) => "node",
+                        Some(crate::pki::PeerIdentity::User { .. }) => "user",
+                        None => "none",
+                    };
+                    srv.st.metrics.inc(
+                        crate::metrics::TLS_HANDSHAKES,
+                        &[("listener", "taxii"), ("kx_group", &kx), ("peer", kind), ("outcome", "accepted")],
+                    );
                     debug!(tls.kx = %kx, client_cert = identity.is_some(), "TAXII connection");
                     let conn = Arc::new(Conn { identity, remote });
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {

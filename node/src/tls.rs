@@ -55,6 +55,30 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
+/// The provider for links between nodes: X25519MLKEM768 only, unless the operator set
+/// `[tls] allow_classical_kx` (then as [`provider`]).
+pub fn federation_provider(allow_classical_kx: bool) -> Arc<CryptoProvider> {
+    if allow_classical_kx {
+        return provider();
+    }
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768];
+    Arc::new(p)
+}
+
+/// The only key-exchange group a node accepts from another node by default.
+pub const PQ_KX_GROUP: &str = "X25519MLKEM768";
+
+/// Whether a connection from `peer` that negotiated `kx_group` is refused: a node (not a
+/// user) that got only classical key exchange, unless the operator allowed it.
+pub fn classical_node_refused(
+    peer: &PeerIdentity,
+    kx_group: &str,
+    allow_classical_kx: bool,
+) -> bool {
+    matches!(peer, PeerIdentity::Node { .. }) && kx_group != PQ_KX_GROUP && !allow_classical_kx
+}
+
 /// Install [`provider`] as the process default (ignored when already set).
 pub fn install_default_provider() {
     let _ = (*provider()).clone().install_default();
@@ -275,9 +299,26 @@ impl TlsIdentity {
         Ok(Arc::new(cfg))
     }
 
-    /// Client side: TLS 1.3 only, presenting our chain.
+    /// Client side: TLS 1.3 only, presenting our chain; every key exchange group of
+    /// [`provider`] (the CLI and tools).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        let provider = provider();
+        self.client_config_with(provider())
+    }
+
+    /// Client side for links to other nodes: as [`Self::client_config`], offering only
+    /// X25519MLKEM768 unless `allow_classical_kx`.
+    pub fn federation_client_config(
+        &self,
+        allow_classical_kx: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        self.client_config_with(federation_provider(allow_classical_kx))
+    }
+
+    /// Client side with the key-exchange groups (and algorithms) of `provider`.
+    pub fn client_config_with(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             self.roots()?,
             provider.clone(),
@@ -485,14 +526,29 @@ fn kx_name(group: Option<&'static dyn rustls::crypto::SupportedKxGroup>) -> Stri
 /// Accept TCP connections, complete the TLS handshake (bounded by
 /// `handshake_timeout`) and derive each peer's identity; yields only
 /// verified connections. Failures are logged at `warn` and dropped.
+/// How [`incoming`] treats connections.
+pub struct AcceptRules {
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    /// `[tls] allow_classical_kx`: accept nodes without X25519MLKEM768.
+    pub allow_classical_kx: bool,
+    /// Where handshakes are counted ([`crate::metrics::TLS_HANDSHAKES`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 pub fn incoming(
     listener: TcpListener,
     identity: TlsIdentity,
     server_config: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
-    max_connections: usize,
+    rules: AcceptRules,
     tasks: &crate::tasks::Tasks,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>> {
+    let AcceptRules {
+        handshake_timeout,
+        max_connections,
+        allow_classical_kx,
+        metrics,
+    } = rules;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(server_config);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
@@ -520,6 +576,7 @@ pub fn incoming(
                 let acceptor = acceptor.clone();
                 let identity = identity.clone();
                 let tx = tx.clone();
+                let metrics = metrics.clone();
                 handshakes.spawn(
                     tracing::debug_span!("handshake", remote = %remote),
                     async move {
@@ -547,6 +604,23 @@ pub fn incoming(
                                 return;
                             }
                         };
+                        let kind = match &peer {
+                            PeerIdentity::Node { .. } => "node",
+                            PeerIdentity::User { .. } => "user",
+                        };
+                        if classical_node_refused(&peer, &kx_group, allow_classical_kx) {
+                            metrics.inc(crate::metrics::TLS_HANDSHAKES, &[("listener", "node"), ("kx_group", &kx_group), ("peer", kind), ("outcome", "refused")]);
+                            warn!(
+                                peer = ?peer, tls.kx = %kx_group,
+                                "refused a node whose TLS offered no post-quantum key exchange: links between nodes use \
+                                 {PQ_KX_GROUP} (set [tls] allow_classical_kx = true on this node to accept it)"
+                            );
+                            return;
+                        }
+                        if kind == "node" && kx_group != PQ_KX_GROUP {
+                            warn!(peer = ?peer, tls.kx = %kx_group, "node link with classical key exchange (allowed by [tls] allow_classical_kx)");
+                        }
+                        metrics.inc(crate::metrics::TLS_HANDSHAKES, &[("listener", "node"), ("kx_group", &kx_group), ("peer", kind), ("outcome", "accepted")]);
                         debug!(peer = ?peer, tls.kx = %kx_group, "connection accepted");
                         let cert_der = Arc::new(chain.first().map(|c| c.to_vec()).unwrap_or_default());
                         let conn = TlsConn {
@@ -588,6 +662,7 @@ pub fn channel(
     expect_org: Option<String>,
     link: Arc<Mutex<LinkInfo>>,
     connect_timeout: Duration,
+    keepalive: Duration,
 ) -> Result<tonic::transport::Channel, String> {
     let (host, port) = crate::config::parse_endpoint(endpoint)?;
     let uri = format!("http://{host}:{port}");
@@ -599,8 +674,11 @@ pub fn channel(
         .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10));
+        // A link whose pings go unanswered for twice the interval is dropped, failing the
+        // calls on it, so a stalled connection is never waited on for long.
+        .http2_keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive * 2)
+        .keep_alive_while_idle(true);
     let svc = tower::service_fn(move |_uri: http_uri::Uri| {
         let connector = connector.clone();
         let server_name = server_name.clone();

@@ -11,6 +11,7 @@
 //! [`TestFederation::spawn_process`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -143,6 +144,7 @@ pub struct TestFederation {
     orgs: BTreeMap<String, OrgInfo>,
     nodes: Mutex<HashMap<String, Node>>,
     procs: Mutex<HashMap<String, Child>>,
+    proxies: HashMap<String, FaultProxy>,
 }
 
 impl Drop for TestFederation {
@@ -172,6 +174,12 @@ pub struct FedOptions {
     pub former_member_grace_secs: Option<u64>,
     /// Every node serves TAXII 2.1 on a free loopback port (`NodeState::taxii_addr`).
     pub taxii: bool,
+    /// Organisations every other node reaches through a [`FaultProxy`] (its static peer
+    /// endpoint points at the proxy; users still connect directly): [`TestFederation::link`].
+    pub proxied: Vec<String>,
+    /// Keep the shipped `[delivery]` retry and timeout settings instead of the harness's
+    /// faster ones (for measuring what an operator gets).
+    pub shipped_delivery: bool,
 }
 
 impl Default for FedOptions {
@@ -181,6 +189,8 @@ impl Default for FedOptions {
             cluster_sync_interval_ms: None,
             former_member_grace_secs: None,
             taxii: false,
+            proxied: Vec::new(),
+            shipped_delivery: false,
         }
     }
 }
@@ -214,12 +224,17 @@ fn config_edits(opts: &FedOptions) -> Vec<ConfigEdit> {
         edits.push(ConfigEdit::set("taxii", "enabled", true));
         edits.push(ConfigEdit::set("taxii", "listen", "\"127.0.0.1:0\""));
     }
-    edits.extend([
-        ConfigEdit::replace("crl_poll_secs = 5", "crl_poll_secs = 1"),
-        ConfigEdit::replace("retry_min_ms = 100", "retry_min_ms = 50"),
-        ConfigEdit::replace("retry_max_ms = 30000", "retry_max_ms = 500"),
-        ConfigEdit::replace("timeout_ms = 10000 ", "timeout_ms = 5000 "),
-    ]);
+    edits.push(ConfigEdit::replace(
+        "crl_poll_secs = 5",
+        "crl_poll_secs = 1",
+    ));
+    if !opts.shipped_delivery {
+        edits.extend([
+            ConfigEdit::replace("retry_min_ms = 100", "retry_min_ms = 50"),
+            ConfigEdit::replace("retry_max_ms = 30000", "retry_max_ms = 500"),
+            ConfigEdit::replace("timeout_ms = 10000 ", "timeout_ms = 5000 "),
+        ]);
+    }
     edits
 }
 
@@ -257,6 +272,23 @@ impl TestFederation {
         .await
     }
 
+    /// csirt-be and csirt-fr, csirt-fr reached only through a fault proxy
+    /// ([`TestFederation::link`]), with the shipped `[delivery]` settings: a link to cut.
+    pub async fn be_fr_through_a_proxy() -> TestFederation {
+        Self::with_options(
+            &[
+                OrgSpec::csirt("csirt-be", "BE"),
+                OrgSpec::csirt("csirt-fr", "FR"),
+            ],
+            FedOptions {
+                proxied: vec!["csirt-fr".into()],
+                shipped_delivery: true,
+                ..FedOptions::default()
+            },
+        )
+        .await
+    }
+
     /// Create and start a federation of `orgs` built as `opts` says.
     pub async fn with_options(orgs: &[OrgSpec], opts: FedOptions) -> TestFederation {
         bluewire_node::tls::install_default_provider();
@@ -287,7 +319,7 @@ impl TestFederation {
             },
         )
         .unwrap_or_else(|e| panic!("provision the test federation: {e}"));
-        let infos = provisioned
+        let infos: BTreeMap<String, OrgInfo> = provisioned
             .orgs
             .into_iter()
             .map(|o| {
@@ -303,12 +335,34 @@ impl TestFederation {
             })
             .collect();
 
+        let mut proxies = HashMap::new();
+        for org in &opts.proxied {
+            let info: &OrgInfo = infos
+                .get(org)
+                .unwrap_or_else(|| panic!("proxied organisation {org} is not in the federation"));
+            let upstream = SocketAddr::from(([127, 0, 0, 1], info.port));
+            let proxy = FaultProxy::start(upstream).await;
+            let (from, to) = (info.endpoint.clone(), format!("https://{}", proxy.addr()));
+            for other in infos.values().filter(|o| &o.org != org) {
+                let text = std::fs::read_to_string(&other.config_path).expect("read node.toml");
+                let quoted = format!("\"{from}\"");
+                assert!(
+                    text.contains(&quoted),
+                    "{} has no peer entry for {org}",
+                    other.org
+                );
+                let text = text.replace(&quoted, &format!("\"{to}\""));
+                std::fs::write(&other.config_path, text).expect("write node.toml");
+            }
+            proxies.insert(org.clone(), proxy);
+        }
         let fed = TestFederation {
             dir,
             fed_dir: provisioned.ca_dir,
             orgs: infos,
             nodes: Mutex::new(HashMap::new()),
             procs: Mutex::new(HashMap::new()),
+            proxies,
         };
         for spec in orgs {
             let l = listeners.remove(&spec.org).expect("listener");
@@ -319,6 +373,14 @@ impl TestFederation {
             }
         }
         fed
+    }
+
+    /// The link into `org` (every other node reaches it through this proxy); only for
+    /// organisations in [`FedOptions::proxied`].
+    pub fn link(&self, org: &str) -> &FaultProxy {
+        self.proxies
+            .get(org)
+            .unwrap_or_else(|| panic!("{org} is not reached through a proxy (FedOptions::proxied)"))
     }
 
     pub fn info(&self, org: &str) -> &OrgInfo {
@@ -989,6 +1051,9 @@ pub mod clusters {
     }
 }
 
+pub mod chaos;
+pub mod faultproxy;
+pub use faultproxy::FaultProxy;
 pub mod python;
 pub mod rogue;
 

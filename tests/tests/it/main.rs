@@ -4,9 +4,11 @@
 
 mod audit;
 mod cases;
+mod chaos;
 mod clusters;
 mod crash;
 mod federation;
+mod heal;
 mod limits;
 mod markings;
 mod metrics;

@@ -433,3 +433,120 @@ async fn origin_stops_delivering_to_a_revoked_org() {
         "revoked csirt-fr received a message published after its revocation"
     );
 }
+
+/// aws-lc-rs with classical X25519 as its only key-exchange group: a TLS stack without
+/// ML-KEM (OpenSSL 3.0, older Go and Java).
+fn classical_only() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    std::sync::Arc::new(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_links_refuse_classical_key_exchange_and_user_tools_keep_it() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE"),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    let (be, fr) = (fed.info("csirt-be"), fed.info("csirt-fr"));
+
+    // csirt-fr's node certificate on a stack without ML-KEM: the handshake completes (a
+    // user's tool may need it) but the node is refused, and the refusal is counted.
+    let classical_node = Connection::open_with_provider(
+        &be.endpoint,
+        &fr.dir.join("ca.crt"),
+        &fr.dir.join("node.crt"),
+        &fr.dir.join("node.key"),
+        classical_only(),
+    )
+    .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        classical_node.federation().hello(pb::HelloRequest {}),
+    )
+    .await
+    .expect("refusal must be prompt");
+    assert!(r.is_err(), "a classical-only node was served: {r:?}");
+    let metrics = fed.node("csirt-be").render_metrics();
+    assert!(
+        metrics.contains(
+            r#"bluewire_tls_handshakes_total{kx_group="X25519",listener="node",outcome="refused",peer="node"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    // A member's tool on the same stack is served, and its group is recorded.
+    let u = be.user_dir("analyst");
+    let classical_user = Connection::open_with_provider(
+        &be.endpoint,
+        &u.join("ca.crt"),
+        &u.join("user.crt"),
+        &u.join("user.key"),
+        classical_only(),
+    )
+    .unwrap();
+    let hello = classical_user
+        .federation()
+        .hello(pb::HelloRequest {})
+        .await
+        .expect("a user tool without ML-KEM is served")
+        .into_inner();
+    assert_eq!(hello.kx_group, "X25519");
+    assert!(
+        fed.node("csirt-be").render_metrics().contains(
+            r#"bluewire_tls_handshakes_total{kx_group="X25519",listener="node",outcome="accepted",peer="user"} 1"#
+        )
+    );
+
+    // The other way: csirt-be's delivery link offers only X25519MLKEM768, so a node
+    // (here csirt-fr's certificate) on a classical-only stack is never reached.
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fr.dir.join("node.crt"))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(fr.dir.join("node.key")).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(classical_only())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor
+            .accept(tcp)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let node = fed.node("csirt-be");
+    let mut client = node
+        .dialer
+        .client(
+            &format!("https://{addr}"),
+            "csirt-fr",
+            Default::default(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let r = client.hello(pb::HelloRequest {}).await;
+    assert!(r.is_err(), "a node link was made without ML-KEM: {r:?}");
+    let server_side = tokio::time::timeout(Duration::from_secs(20), accepted)
+        .await
+        .expect("handshake finished")
+        .unwrap();
+    let err = server_side.expect_err("the classical-only server completed a handshake");
+    assert!(
+        err.to_ascii_lowercase().contains("kx") || err.contains("group"),
+        "refused for another reason: {err}"
+    );
+}
