@@ -310,7 +310,16 @@ pub async fn deliver(
     // Store, then record effects; whatever fails, the refusals are still audited and the
     // catch-up still starts before the error is returned (the sender then delivers the
     // batch again: duplicates are answered as such and effects are idempotent).
-    let stored = store_and_apply(st, peer, &accepted, &mut results).await;
+    // A store that cannot take them (a full disk, a failing device) answers RETRY_LATER for
+    // each: the sender keeps them queued and backs off, and nothing half-written counts.
+    if let Err(e) = store_and_apply(st, peer, &accepted, &mut results).await {
+        warn!(error = %e, count = accepted.len(), "could not store delivered envelopes; asking the sender to retry later");
+        for (slot, ..) in &accepted {
+            let r = &mut results[*slot];
+            r.outcome = pb::DeliveryOutcome::RetryLater as i32;
+            r.reason = format!("the receiving node could not store it ({e}); retry later");
+        }
+    }
     let mut events = Vec::new();
     for (slot, rule) in rejected {
         let r = &results[slot];
@@ -334,7 +343,6 @@ pub async fn deliver(
             },
         );
     }
-    stored?;
     Ok(results)
 }
 

@@ -64,6 +64,9 @@ pub const RESHARE_PREFIX: &str = "fwd:";
 
 /// File name of the database inside the node's data_dir.
 pub const FILE_NAME: &str = "bluewire.redb";
+/// Written beside the store when a start found it damaged and redb repaired it: every later
+/// start refuses too, until the operator removes it (accepting the repaired store).
+pub const DAMAGED_MARKER: &str = "STORE-DAMAGED";
 /// Most ops applied in one write transaction (one fsync).
 pub const MAX_GROUP: usize = 1024;
 /// Longest a lazy op (an outbox ack) waits for a commit to ride along with.
@@ -121,6 +124,18 @@ pub enum StoreError {
         key: String,
         detail: String,
     },
+    #[error(
+        "store at {} is damaged ({detail}); the node will not serve from it. Keep a copy of \
+         data_dir for analysis, then restore data_dir from a backup, or move it aside to start \
+         with an empty store (peers resend what they still hold queued)",
+        .path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "the store is being reopened after an I/O error (is the disk holding data_dir full?); \
+         retry shortly"
+    )]
+    Reopening,
     #[error("invalid store request: {0}")]
     Invalid(String),
     #[error("store is closed: the node is shutting down; retry against a running node")]
@@ -365,7 +380,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Inner {
     tx: mpsc::Sender<Op>,
     _writer: WriterThread,
-    db: Arc<Database>,
+    db: DbSlot,
     head: Arc<watch::Sender<u64>>,
     commits: Arc<AtomicU64>,
     audit_head: Arc<Mutex<AuditHead>>,
@@ -397,20 +412,41 @@ impl Store {
             source: Arc::new(e),
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-            DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
-                path: path.clone(),
-                version,
-            },
-            other => StoreError::Open {
-                path: path.clone(),
-                source: Arc::new(other.into()),
-            },
-        })?;
+        // redb asserts on some damage instead of returning an error: a panic here is a
+        // damaged file too, never a crashed node.
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Database> {
+                let mut db = Database::create(&path).map_err(|e| match e {
+                    DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+                    DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
+                        path: path.clone(),
+                        version,
+                    },
+                    other => StoreError::Open {
+                        path: path.clone(),
+                        source: Arc::new(other.into()),
+                    },
+                })?;
+                verify(&mut db, dir, &path)?;
+                Ok(db)
+            }));
+        let db = match opened {
+            Ok(db) => db?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a failed internal check");
+                return Err(StoreError::Damaged {
+                    path: path.clone(),
+                    detail: format!("redb could not read its structure: {what}"),
+                });
+            }
+        };
         let (head, audit_head) = tables::init(&db)?;
         let audit_head = Arc::new(Mutex::new(audit_head));
-        let db = Arc::new(db);
+        let db = DbSlot::new(db, path.clone());
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head_tx = Arc::new(watch::Sender::new(head));
         let commits = Arc::new(AtomicU64::new(0));
@@ -460,7 +496,7 @@ impl Store {
 
         use tables::AUDIT;
 
-        let db = self.inner.db.clone();
+        let db = self.inner.db.get()?;
         tokio::task::spawn_blocking(move || {
             let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
             wtx.set_durability(Durability::Immediate);
@@ -500,3 +536,103 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// The open database, shared by readers and the writer. After an I/O error redb refuses
+/// every later operation until the file is reopened: the writer empties the slot, and the
+/// next write group opens the file again (redb's recovery runs), so a node whose disk
+/// filled recovers when space returns, without a restart. Meanwhile operations fail with
+/// [`StoreError::Reopening`].
+#[derive(Clone)]
+pub(crate) struct DbSlot {
+    db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
+    path: PathBuf,
+    /// What a reopened file holds (head seq, audit head), for the writer to take up: commits
+    /// that were not durable may be gone.
+    reopened: Arc<Mutex<Option<(u64, AuditHead)>>>,
+}
+
+impl DbSlot {
+    fn new(db: Database, path: PathBuf) -> Self {
+        Self {
+            db: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
+            path,
+            reopened: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The open database, opening the file again if an I/O error closed it.
+    pub(crate) fn get(&self) -> Result<Arc<Database>> {
+        if let Some(db) = self.db.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(db);
+        }
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = slot.clone() {
+            return Ok(db);
+        }
+        let db = Database::create(&self.path).map_err(|e| match e {
+            // A reader of the old handle is still finishing.
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
+            other => StoreError::Db {
+                op: "reopen after an I/O error",
+                source: Arc::new(other.into()),
+            },
+        })?;
+        let state = tables::init(&db)?;
+        tracing::warn!(path = %self.path.display(), head_seq = state.0, "store reopened after an I/O error");
+        *lock(&self.reopened) = Some(state);
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Close the file (once the last reader lets go) so that the next use opens it afresh.
+    fn close(&self) {
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+    }
+
+    /// The state of a file reopened since the last call, if any.
+    fn take_reopened(&self) -> Option<(u64, AuditHead)> {
+        lock(&self.reopened).take()
+    }
+}
+
+impl StoreError {
+    /// An I/O error after which redb refuses everything until the file is reopened.
+    fn needs_reopen(&self) -> bool {
+        matches!(self, StoreError::Db { source, .. }
+            if matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo))
+    }
+}
+
+/// Check every page of the store file against its checksum before anything is served
+/// (redb's integrity check; a crash's own recovery has already run in `Database::create`).
+/// Damage refuses the start, and stays refused (`DAMAGED_MARKER`) when redb could only
+/// repair it by rolling the file back, which may have dropped recent messages.
+fn verify(db: &mut Database, dir: &Path, path: &Path) -> Result<()> {
+    let marker = dir.join(DAMAGED_MARKER);
+    let damaged = |detail: String| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if marker.exists() {
+        return Err(damaged(format!(
+            "an earlier start found it damaged and redb rolled it back to its last intact \
+             state, which may lack recent messages; to accept that, delete {}",
+            marker.display()
+        )));
+    }
+    match db.check_integrity() {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let note = "redb found damage and rolled the store back to its last intact state\n";
+            let _ = std::fs::write(&marker, note);
+            Err(damaged(format!(
+                "pages failed their checksums and redb rolled it back to its last intact \
+                 state, which may lack recent messages; to accept that, delete {}",
+                marker.display()
+            )))
+        }
+        Err(e) => Err(damaged(format!("integrity check failed: {e}"))),
+    }
+}

@@ -29,7 +29,11 @@ use super::{
 
 impl Store {
     fn read(&self) -> Result<ReadTransaction> {
-        self.inner.db.begin_read().map_err(db_err("begin read"))
+        self.inner
+            .db
+            .get()?
+            .begin_read()
+            .map_err(db_err("begin read"))
     }
 
     /// Oldest first: up to `limit` (seq, envelope bytes) queued for `peer`.

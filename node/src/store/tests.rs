@@ -936,7 +936,7 @@ async fn corrupted_record_is_an_error_not_a_panic() {
     store.insert(msg("a", &["p"])).await.unwrap();
     {
         // Overwrite the record with garbage through the same database handle.
-        let wtx = store.inner.db.begin_write().unwrap();
+        let wtx = store.inner.db.get().unwrap().begin_write().unwrap();
         {
             let mut t = wtx.open_table(MESSAGES).unwrap();
             t.insert(1u64, [0xffu8, 0xff, 0xff].as_slice()).unwrap();
@@ -955,4 +955,42 @@ async fn corrupted_record_is_an_error_not_a_panic() {
         store.outbox_batch("p", 10),
         Err(StoreError::Corrupt { .. })
     ));
+}
+
+/// The cost of the integrity check at open against the size of the store (not a test of
+/// behaviour: run by hand, `cargo test --release -p bluewire-node --lib
+/// store::tests::integrity_check_cost -- --ignored --nocapture`; BENCHMARKS.md).
+#[tokio::test]
+#[ignore]
+async fn integrity_check_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let body = "x".repeat(1024);
+    for total in [20_000usize, 100_000] {
+        {
+            let store = Store::open(&path).unwrap();
+            let have = store.head_seq();
+            for b in (have as usize..total).step_by(1000) {
+                let batch = (b..(b + 1000).min(total))
+                    .map(|i| NewMessage {
+                        envelope: format!("{body}{i}").into_bytes(),
+                        ..msg(&format!("m{i}"), &[])
+                    })
+                    .collect();
+                store.insert_many(batch).await.unwrap();
+            }
+            store.close().await;
+        }
+        let size = std::fs::metadata(path.join(FILE_NAME)).unwrap().len();
+        let t = std::time::Instant::now();
+        let mut db = Database::create(path.join(FILE_NAME)).unwrap();
+        let opened = t.elapsed();
+        let t = std::time::Instant::now();
+        assert!(db.check_integrity().unwrap());
+        println!(
+            "{total} messages, {:.1} MiB: open {opened:?}, integrity check {:?}",
+            size as f64 / 1048576.0,
+            t.elapsed()
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use prost::Message as _;
-use redb::{Database, Durability, ReadableTable};
+use redb::{Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tables::{
@@ -596,7 +596,7 @@ enum GroupFailure {
 }
 
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
+    pub(super) db: super::DbSlot,
     pub(super) head: Arc<watch::Sender<u64>>,
     pub(super) commits: Arc<AtomicU64>,
     /// The committed audit head. Only the writer changes it (after each commit).
@@ -694,6 +694,11 @@ impl Writer {
                 }
                 Err(GroupFailure::Txn(e)) => {
                     tracing::error!(error = %e, ops = group.len(), "store group commit failed");
+                    if e.needs_reopen() {
+                        // redb refuses everything after an I/O error: the next group
+                        // reopens the file (recovering what was committed durably).
+                        self.db.close();
+                    }
                     for op in group {
                         op.fail(e.clone());
                     }
@@ -706,10 +711,15 @@ impl Writer {
     /// Applies the group in one write transaction and commits it. Returns each op's result
     /// and the new head seq if messages were added.
     fn try_group(&self, group: &[Op]) -> Result<(Vec<Applied>, Option<u64>), GroupFailure> {
-        let audit_before = lock(&self.audit_head).clone();
         let txn = |e| GroupFailure::Txn(e);
-        let mut wtx = self
-            .db
+        let db = self.db.get().map_err(txn)?;
+        if let Some((head, audit_head)) = self.db.take_reopened() {
+            // What the reopened file holds is the truth (non-durable commits may be gone).
+            self.head.send_replace(head);
+            *lock(&self.audit_head) = audit_head;
+        }
+        let audit_before = lock(&self.audit_head).clone();
+        let mut wtx = db
             .begin_write()
             .map_err(db_err("begin write"))
             .map_err(txn)?;

@@ -75,10 +75,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
         match flag.as_str() {
             "--cycles" => a.cycles = n.clamp(1, 1000) as usize,
             "--cut-secs" => a.cut = Duration::from_secs(n.clamp(1, 600)),
-            "--messages" => a.messages = n.clamp(1, 10_000) as usize,
+            "--messages" => a.messages = n.clamp(1, 1_000_000) as usize,
+            "--kills" if chaos => a.kills = n.min(1000) as usize,
+            "--cuts" if chaos => a.cuts = n.min(1000) as usize,
+            "--seed" if chaos => a.seed = n,
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; flags: --cycles, --cut-secs, --messages"
+                    "unknown flag {flag}; flags: heal --cycles --cut-secs --messages, chaos --messages --kills --cuts --seed"
                 ));
             }
         }

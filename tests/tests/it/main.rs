@@ -19,6 +19,7 @@ mod reshare;
 mod resume;
 mod rogue;
 mod stix;
+mod store_faults;
 mod tamper;
 mod taxii;
 mod tls;
