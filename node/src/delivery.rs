@@ -68,6 +68,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // outbox head; a restart begins at 0 and may resend what was acked but
     // not yet durable (receivers deduplicate).
     let mut sent_upto = 0u64;
+    let mut store_generation = store.generation();
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
         if stopping.is_cancelled() {
@@ -81,8 +82,12 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 Dial::NotYet | Dial::Stopped => break,
             }
         }
-        if peer.rescan.swap(false, Ordering::AcqRel) {
+        // A store reopened after an I/O error may have lost acknowledgements that were not
+        // yet durable: those entries are back in the outbox, below `sent_upto`.
+        let generation = store.generation();
+        if peer.rescan.swap(false, Ordering::AcqRel) || generation != store_generation {
             sent_upto = 0;
+            store_generation = generation;
         }
         let batch = match store.outbox_batch_after(&peer.org, sent_upto, cfg.batch_size) {
             Ok(b) => b,
@@ -330,10 +335,11 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
 /// Whether a failed call says the connection itself is gone or unusable (as opposed to
 /// the peer answering with a refusal): then the link is replaced.
 fn link_failed(status: &tonic::Status) -> bool {
+    // A status the peer sent has no source; one made here from a transport error has.
     matches!(
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    )
+    ) && std::error::Error::source(status).is_some()
 }
 
 /// What [`Dialing::link`] came back with.
@@ -424,8 +430,9 @@ impl Dialing {
                     });
                     let err = match (r, learned) {
                         (Ok(()), Some((profile, der))) => {
-                            // The first link wins; the others are no longer needed.
-                            self.attempts.abort_all();
+                            // The first link wins; the others (finished or not) are dropped, so
+                            // none of them can be taken up later in place of a fresh dial.
+                            self.attempts = tokio::task::JoinSet::new();
                             if !state.directory.knows(&peer.org) {
                                 state.directory.learn(&state.store, &profile, &der).await;
                             }

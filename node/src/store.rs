@@ -520,6 +520,12 @@ impl Store {
         .map_err(|_| StoreError::Internal("audit tamper task failed"))?
     }
 
+    /// Bumped each time the file was reopened after an I/O error: acknowledgements that were
+    /// not yet durable may have been lost, so outbox readers start again from the head.
+    pub fn generation(&self) -> u64 {
+        self.inner.db.generation.load(Ordering::Acquire)
+    }
+
     /// Stops the writer after committing the ops queued before this call; later writes return
     /// [`StoreError::Closed`]. Reads keep working. The file lock is released when the last
     /// `Store` clone is dropped. A second call returns immediately.
@@ -549,6 +555,9 @@ pub(crate) struct DbSlot {
     /// What a reopened file holds (head seq, audit head), for the writer to take up: commits
     /// that were not durable may be gone.
     reopened: Arc<Mutex<Option<(u64, AuditHead)>>>,
+    last_attempt: Arc<Mutex<Option<std::time::Instant>>>,
+    /// Bumped by every reopen ([`Store::generation`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl DbSlot {
@@ -557,29 +566,53 @@ impl DbSlot {
             db: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
             path,
             reopened: Arc::new(Mutex::new(None)),
+            last_attempt: Arc::new(Mutex::new(None)),
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// The open database, opening the file again if an I/O error closed it.
+    /// The open database, opening the file again if an I/O error closed it — at most one
+    /// attempt a second (a disk that is still full fails it again), meanwhile
+    /// [`StoreError::Reopening`].
     pub(crate) fn get(&self) -> Result<Arc<Database>> {
         if let Some(db) = self.db.read().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(db);
+        }
+        {
+            let mut last = lock(&self.last_attempt);
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return Err(StoreError::Reopening);
+            }
+            *last = Some(std::time::Instant::now());
         }
         let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
         if let Some(db) = slot.clone() {
             return Ok(db);
         }
-        let db = Database::create(&self.path).map_err(|e| match e {
-            // A reader of the old handle is still finishing.
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
-            other => StoreError::Db {
-                op: "reopen after an I/O error",
-                source: Arc::new(other.into()),
-            },
-        })?;
-        let state = tables::init(&db)?;
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = Database::create(&self.path).map_err(|e| match e {
+                // A reader of the old handle is still finishing.
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
+                other => StoreError::Db {
+                    op: "reopen after an I/O error",
+                    source: Arc::new(other.into()),
+                },
+            })?;
+            let state = tables::init(&db)?;
+            Ok::<_, StoreError>((db, state))
+        }));
+        let (db, state) = match opened {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(StoreError::Damaged {
+                    path: self.path.clone(),
+                    detail: "redb could not read its structure while reopening".into(),
+                });
+            }
+        };
         tracing::warn!(path = %self.path.display(), head_seq = state.0, "store reopened after an I/O error");
         *lock(&self.reopened) = Some(state);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let db = Arc::new(db);
         *slot = Some(db.clone());
         Ok(db)
@@ -626,7 +659,21 @@ fn verify(db: &mut Database, dir: &Path, path: &Path) -> Result<()> {
         Ok(true) => Ok(()),
         Ok(false) => {
             let note = "redb found damage and rolled the store back to its last intact state\n";
-            let _ = std::fs::write(&marker, note);
+            // Durably, or the next start would serve the rolled-back store without a word.
+            let written = std::fs::File::create(&marker)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, note.as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|()| std::fs::File::open(dir)?.sync_all());
+            if let Err(e) = written {
+                return Err(damaged(format!(
+                    "pages failed their checksums and redb rolled it back to its last intact \
+                     state, which may lack recent messages; writing {} failed ({e}), so a \
+                     later start cannot tell: do not start this node on it without a check",
+                    marker.display()
+                )));
+            }
             Err(damaged(format!(
                 "pages failed their checksums and redb rolled it back to its last intact \
                  state, which may lack recent messages; to accept that, delete {}",

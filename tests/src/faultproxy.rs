@@ -69,13 +69,14 @@ impl FaultProxy {
                     continue;
                 };
                 s.accepted.fetch_add(1, Ordering::Relaxed);
+                // The epoch before the mode: a cut after this read freezes the connection.
+                let epoch = s.cuts.load(Ordering::SeqCst);
                 let mode = *s.mode.borrow();
                 match mode {
                     Mode::Refuse => drop(down),
                     Mode::BlackHole => hold(&s, down),
                     Mode::Pass => {
-                        let s = s.clone();
-                        conns.spawn(forward(s, down, upstream));
+                        conns.spawn(forward(s.clone(), down, upstream, epoch));
                     }
                 }
                 while conns.try_join_next().is_some() {}
@@ -128,8 +129,7 @@ fn hold(s: &Shared, sock: TcpStream) {
 }
 
 /// Copy both ways until either end closes or a cut freezes the connection.
-async fn forward(s: Arc<Shared>, mut down: TcpStream, upstream: SocketAddr) {
-    let epoch = s.cuts.load(Ordering::SeqCst);
+async fn forward(s: Arc<Shared>, mut down: TcpStream, upstream: SocketAddr, epoch: u64) {
     let Ok(mut up) = TcpStream::connect(upstream).await else {
         return;
     };

@@ -690,6 +690,9 @@ impl Writer {
                 }
                 Err(GroupFailure::Op(i, e)) => {
                     tracing::warn!(error = %e, "store op failed; retrying the rest of its group");
+                    if e.needs_reopen() {
+                        self.db.close();
+                    }
                     group.remove(i).fail(e);
                 }
                 Err(GroupFailure::Txn(e)) => {
