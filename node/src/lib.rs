@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod directory;
 pub mod envelope;
 pub mod feed;
+pub mod fuzzing;
 pub mod ingress;
 pub mod intel;
 pub mod known;
