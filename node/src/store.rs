@@ -412,38 +412,21 @@ impl Store {
             source: Arc::new(e),
         })?;
         let path = dir.join(FILE_NAME);
-        // redb asserts on some damage instead of returning an error: a panic here is a
-        // damaged file too, never a crashed node.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Database> {
-                let mut db = Database::create(&path).map_err(|e| match e {
-                    DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-                    DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
-                        path: path.clone(),
-                        version,
-                    },
-                    other => StoreError::Open {
-                        path: path.clone(),
-                        source: Arc::new(other.into()),
-                    },
-                })?;
-                verify(&mut db, dir, &path)?;
-                Ok(db)
-            }));
-        let db = match opened {
-            Ok(db) => db?,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("a failed internal check");
-                return Err(StoreError::Damaged {
+        let db = unpanicked(&path, || {
+            let mut db = Database::create(&path).map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+                DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
                     path: path.clone(),
-                    detail: format!("redb could not read its structure: {what}"),
-                });
-            }
-        };
+                    version,
+                },
+                other => StoreError::Open {
+                    path: path.clone(),
+                    source: Arc::new(other.into()),
+                },
+            })?;
+            verify(&mut db, dir, &path)?;
+            Ok(db)
+        })?;
         let (head, audit_head) = tables::init(&db)?;
         let audit_head = Arc::new(Mutex::new(audit_head));
         let db = DbSlot::new(db, path.clone());
@@ -589,7 +572,7 @@ impl DbSlot {
         if let Some(db) = slot.clone() {
             return Ok(db);
         }
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (db, state) = unpanicked(&self.path, || {
             let db = Database::create(&self.path).map_err(|e| match e {
                 // A reader of the old handle is still finishing.
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
@@ -599,17 +582,8 @@ impl DbSlot {
                 },
             })?;
             let state = tables::init(&db)?;
-            Ok::<_, StoreError>((db, state))
-        }));
-        let (db, state) = match opened {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(StoreError::Damaged {
-                    path: self.path.clone(),
-                    detail: "redb could not read its structure while reopening".into(),
-                });
-            }
-        };
+            Ok((db, state))
+        })?;
         tracing::warn!(path = %self.path.display(), head_seq = state.0, "store reopened after an I/O error");
         *lock(&self.reopened) = Some(state);
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -636,6 +610,22 @@ impl StoreError {
         matches!(self, StoreError::Db { source, .. }
             if matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo))
     }
+}
+
+/// Runs `f`, which opens the store file at `path`. redb asserts on some damage instead of
+/// returning an error: a panic there is a damaged file too, never a crashed node.
+fn unpanicked<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a failed internal check");
+        Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: format!("redb could not read its structure: {what}"),
+        })
+    })
 }
 
 /// Check every page of the store file against its checksum before anything is served

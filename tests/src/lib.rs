@@ -531,6 +531,15 @@ impl TestFederation {
     }
 
     /// The node's whole feed (backlog only), optionally of one origin.
+    /// How many messages `org`'s node holds (0 while it does not answer).
+    pub async fn message_count(&self, org: &str) -> u64 {
+        self.admin(org)
+            .status(pb::StatusRequest {})
+            .await
+            .map(|s| s.into_inner().messages)
+            .unwrap_or(0)
+    }
+
     pub async fn feed(&self, org: &str, origin: Option<&str>) -> Vec<pb::FeedItem> {
         backlog(&self.client(org, "analyst"), origin).await
     }

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bluewire_tests::{TestFederation, item_id, pb};
+use bluewire_tests::{TestFederation, item_id};
 
 const POLL: Duration = Duration::from_millis(5);
 
@@ -89,14 +89,6 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
-async fn received(fed: &TestFederation) -> u64 {
-    fed.admin("csirt-fr")
-        .status(pb::StatusRequest {})
-        .await
-        .map(|s| s.into_inner().messages)
-        .unwrap_or(0)
-}
-
 /// Wait until csirt-fr holds more than `from` messages (first) and at least `until` (all);
 /// the times from `t0`.
 async fn arrivals(
@@ -108,7 +100,7 @@ async fn arrivals(
     let deadline = t0 + Duration::from_secs(120);
     let mut first = None;
     loop {
-        let n = received(fed).await;
+        let n = fed.message_count("csirt-fr").await;
         if n > from && first.is_none() {
             first = Some(t0.elapsed());
         }
@@ -149,12 +141,12 @@ async fn heal(a: Args) -> ExitCode {
     );
     println!("cycle  healthy-link batch  first after heal  all after heal");
     for cycle in 0..a.cycles {
-        let n0 = received(&fed).await;
+        let n0 = fed.message_count("csirt-fr").await;
         let t0 = Instant::now();
         publish(&fed, &format!("healthy {cycle}"), a.messages, &mut ids).await;
         let (_, b) = arrivals(&fed, n0, n0 + a.messages as u64, t0).await;
 
-        let n1 = received(&fed).await;
+        let n1 = fed.message_count("csirt-fr").await;
         fed.link("csirt-fr").cut();
         publish(&fed, &format!("cut {cycle}"), a.messages, &mut ids).await;
         tokio::time::sleep(a.cut).await;

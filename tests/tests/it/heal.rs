@@ -9,15 +9,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bluewire_tests::{TestFederation, assert_eventually, item_id, pb};
-
-async fn message_count(fed: &TestFederation, org: &str) -> u64 {
-    fed.admin(org)
-        .status(pb::StatusRequest {})
-        .await
-        .map(|s| s.into_inner().messages)
-        .unwrap_or(0)
-}
+use bluewire_tests::{TestFederation, assert_eventually, item_id};
 
 /// Publish `n` messages at csirt-be; their ids.
 async fn publish(fed: &TestFederation, tag: &str, n: usize) -> Vec<String> {
@@ -36,7 +28,7 @@ async fn cut_publish_heal(
     cut_for: Duration,
     published: &mut Vec<String>,
 ) -> Duration {
-    let before = message_count(fed, "csirt-fr").await;
+    let before = fed.message_count("csirt-fr").await;
     if refuse {
         fed.link("csirt-fr").refuse();
     } else {
@@ -55,7 +47,7 @@ async fn cut_publish_heal(
     );
     tokio::time::sleep(cut_for.saturating_sub(cut_at.elapsed())).await;
     assert_eq!(
-        message_count(fed, "csirt-fr").await,
+        fed.message_count("csirt-fr").await,
         before,
         "something crossed the cut link"
     );
@@ -66,9 +58,9 @@ async fn cut_publish_heal(
     let healed = Instant::now();
     let want = before + during.len() as u64;
     assert_eventually!(
-        message_count(fed, "csirt-fr").await >= want,
+        fed.message_count("csirt-fr").await >= want,
         "csirt-fr has {} of {want} messages {:?} after the heal: {:?}",
-        message_count(fed, "csirt-fr").await,
+        fed.message_count("csirt-fr").await,
         healed.elapsed(),
         fed.peers("csirt-be").await
     );
@@ -81,7 +73,7 @@ async fn delivery_resumes_promptly_after_a_cut_link_heals_and_nothing_is_lost_or
     let fed = TestFederation::be_fr_through_a_proxy().await;
     let mut published = publish(&fed, "before", 10).await;
     assert_eventually!(
-        message_count(&fed, "csirt-fr").await >= 10,
+        fed.message_count("csirt-fr").await >= 10,
         "first messages did not cross the proxy: {:?}",
         fed.peers("csirt-be").await
     );
