@@ -1,6 +1,6 @@
 //! `bluewire bench fanout`: publish → delivered-at-every-subscriber
 //! throughput and latency for one publisher and four receiving nodes, all
-//! real processes on loopback, plus the machine's raw Ed25519 sign/verify
+//! real processes on loopback, plus the machine's raw hybrid (Ed25519 + ML-DSA-65) sign/verify
 //! rates measured in the same run, so results read as a fraction of the
 //! signature bound (one signature + four verifications per message).
 //! A benchmark, not a test: it asserts nothing and is bounded in count and time.
@@ -64,28 +64,68 @@ pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
     }
 }
 
-/// Raw single-core Ed25519 rates over `size`-byte messages, for `dur` each.
-fn ed25519_rates(size: usize, dur: Duration) -> anyhow::Result<(f64, f64)> {
+/// Single-core sign and verify rates (per second) over `size`-byte messages.
+#[derive(Clone, Copy)]
+struct SigRates {
+    sign: f64,
+    verify: f64,
+}
+
+impl SigRates {
+    /// Messages per second one core can sign once and verify four times (1 → 4 fan-out).
+    fn bound(self) -> f64 {
+        1.0 / (1.0 / self.sign + 4.0 / self.verify)
+    }
+}
+
+/// Operations per second of `op`, run for `dur`.
+fn rate(dur: Duration, mut op: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < dur {
+        op()?;
+        n += 1;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Raw single-core rates over `size`-byte messages, `dur` each: the hybrid Ed25519 +
+/// ML-DSA-65 signature every envelope carries, and its Ed25519 half alone (the signature
+/// before issue #11) as the baseline measured in the same run.
+fn signature_rates(size: usize, dur: Duration) -> anyhow::Result<(SigRates, SigRates)> {
+    use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
     let key = SigningKey::generate("bench").map_err(|e| anyhow::anyhow!(e))?;
     let msg = vec![0x5au8; size];
-    let t = Instant::now();
-    let mut n = 0u64;
-    let mut sig = Vec::new();
-    while t.elapsed() < dur {
-        sig = key.sign(MESSAGE_CONTEXT, &msg);
-        n += 1;
-    }
-    let sign = n as f64 / t.elapsed().as_secs_f64();
+    let mut sig = key.sign(MESSAGE_CONTEXT, &msg);
     let pk = key.public_key();
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed() < dur {
-        if !signing::verify(&pk, MESSAGE_CONTEXT, &msg, &sig) {
-            bail!("benchmark signature failed to verify");
-        }
-        n += 1;
-    }
-    Ok((sign, n as f64 / t.elapsed().as_secs_f64()))
+    let hybrid = SigRates {
+        sign: rate(dur, || {
+            sig = key.sign(MESSAGE_CONTEXT, &msg);
+            Ok(())
+        })?,
+        verify: rate(dur, || {
+            if !signing::verify(&pk, MESSAGE_CONTEXT, &msg, &sig) {
+                bail!("benchmark signature failed to verify");
+            }
+            Ok(())
+        })?,
+    };
+    let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ed = Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ed_sig = ed.sign(&msg);
+    let ed_only = SigRates {
+        sign: rate(dur, || {
+            ed_sig = ed.sign(&msg);
+            Ok(())
+        })?,
+        verify: rate(dur, || {
+            UnparsedPublicKey::new(&ED25519, ed.public_key().as_ref())
+                .verify(&msg, ed_sig.as_ref())
+                .map_err(|_| anyhow::anyhow!("benchmark Ed25519 signature failed to verify"))
+        })?,
+    };
+    Ok((hybrid, ed_only))
 }
 
 /// Latency (ms, sorted) of a 4 KiB write + `fdatasync` by `writers` threads at once (each on
@@ -211,9 +251,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
     let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
-    eprintln!("measuring raw Ed25519 rates…");
-    let (sign_rate, verify_rate) = ed25519_rates(a.size, Duration::from_secs(2))?;
-    let bound = 1.0 / (1.0 / sign_rate + 4.0 / verify_rate);
+    eprintln!("measuring raw signature rates (hybrid Ed25519 + ML-DSA-65, and Ed25519 alone)…");
+    let (hybrid, ed_only) = signature_rates(a.size, Duration::from_secs(2))?;
+    let bound = hybrid.bound();
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -382,8 +422,10 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": 4, "subscribers": 4, "payload_bytes": a.size,
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rate": a.rate, "paced_seconds": a.seconds},
-        "ed25519": {"sign_per_s": sign_rate.round(), "verify_per_s": verify_rate.round(),
-                    "bound_msg_per_s": bound.round()},
+        "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
+                                                   "bound_msg_per_s": bound.round()},
+                      "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
+                                        "bound_msg_per_s": ed_only.bound().round()}},
         "throughput": {"delivered_everywhere": done, "elapsed_s": elapsed.as_secs_f64(),
                        "publish_acked_s": published.as_secs_f64(), "msg_per_s": throughput.round(),
                        "fraction_of_bound": throughput / bound},
@@ -400,8 +442,15 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         Output::Json => println!("{result}"),
         Output::Table => {
             println!(
-                "Ed25519 (1 core, {} B): sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s (1 sign + 4 verify)",
-                a.size, sign_rate, verify_rate, bound
+                "hybrid Ed25519 + ML-DSA-65 (1 core, {} B): sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s (1 sign + 4 verify)",
+                a.size, hybrid.sign, hybrid.verify, bound
+            );
+            println!(
+                "  Ed25519 alone, same run: sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s ({:.2}x the hybrid bound)",
+                ed_only.sign,
+                ed_only.verify,
+                ed_only.bound(),
+                ed_only.bound() / bound
             );
             println!(
                 "throughput: {done}/{} delivered at all 4 subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s)",

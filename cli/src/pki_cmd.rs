@@ -12,7 +12,7 @@ use crate::Output;
 
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
-    /// Create the federation root CA (ca.crt, ca.key, issued.json, crl.pem) in --out.
+    /// Create the federation root CA (ca.crt, ca.key, ca-ml-dsa.key, issued.json, crl.pem) in --out.
     InitFederation {
         #[arg(long)]
         out: PathBuf,

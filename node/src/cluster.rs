@@ -229,7 +229,7 @@ fn key_in(profile: &OrgProfile, key_id: &str) -> Option<Vec<u8>> {
         .signing_keys
         .iter()
         .find(|k| k.key_id == key_id)
-        .and_then(|k| hex::decode(&k.public_key_hex).ok())
+        .and_then(|k| k.public_key(&profile.org).ok())
 }
 
 /// Decode a signed op, verify its signature with `profile`'s certified key.

@@ -472,7 +472,7 @@ crl_poll_secs = 5
 allow_classical_kx = false
 
 [delivery]
-batch_size = 256        # envelopes per Deliver call
+batch_size = 256        # envelopes per Deliver call at most (halved after a call that timed out, e.g. on a slow link)
 retry_min_ms = 100      # first retry delay after a peer answered RETRY_LATER or failed; doubles with jitter ...
 retry_max_ms = 30000    # ... up to this
 timeout_ms = 10000      # per Deliver call and per connection attempt

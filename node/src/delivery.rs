@@ -69,6 +69,11 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // not yet durable (receivers deduplicate).
     let mut sent_upto = 0u64;
     let mut store_generation = store.generation();
+    // Envelopes per Deliver call. A call that times out or loses its connection is retried
+    // with half as many (a slow link never livelocks on a batch it cannot carry in time);
+    // a call that finishes within half the timeout lets it grow back to `batch_size`.
+    let mut batch_cap = cfg.batch_size;
+    let timeout = Duration::from_millis(cfg.timeout_ms);
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
         if stopping.is_cancelled() {
@@ -89,7 +94,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             sent_upto = 0;
             store_generation = generation;
         }
-        let batch = match store.outbox_batch_after(&peer.org, sent_upto, cfg.batch_size) {
+        let batch = match store.outbox_batch_after(&peer.org, sent_upto, batch_cap) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "reading outbox failed");
@@ -231,10 +236,25 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             continue;
         };
         let call = client.deliver(DeliverRequest { envelopes });
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
-            r = tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), call) => r,
+            r = tokio::time::timeout(timeout, call) => r,
             () = stopping.cancelled() => break,
         };
+        // A call the transport gave up on (a timeout, or a keepalive ping that queued
+        // behind the batch on a slow link and went unanswered) is retried with fewer.
+        let failed_in_flight = match &result {
+            Err(_) => true,
+            Ok(Err(status)) => link_failed(status),
+            Ok(Ok(_)) => false,
+        };
+        batch_cap = next_batch_cap(
+            batch_cap,
+            n,
+            cfg.batch_size,
+            failed_in_flight,
+            started.elapsed() < timeout / 2,
+        );
         let failure = match result {
             Ok(Ok(resp)) => {
                 let results = resp.into_inner().results;
@@ -310,9 +330,13 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 Some(format!("{}: {}", status.code(), status.message()))
             }
             Err(_) => {
-                // The connection may be stalled (a cut link): replace it.
+                // The connection may be stalled (a cut link): replace it. Or the link is
+                // too slow for this batch: the next call carries at most `batch_cap`.
                 link = None;
-                Some(format!("Deliver timed out after {} ms", cfg.timeout_ms))
+                Some(format!(
+                    "Deliver of {n} envelopes timed out after {} ms; next call carries at most {batch_cap}",
+                    cfg.timeout_ms
+                ))
             }
         };
         if let Some(err) = failure {
@@ -330,6 +354,20 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         }
     }
     info!("delivery worker stopped");
+}
+
+/// Envelopes the next Deliver call may carry, after a call of `sent` envelopes that failed
+/// in flight (timed out, or its connection broke) or not, and finished `quickly` (within
+/// half the timeout) or not: halve what did not get through (never below one), double
+/// after a quick call (never above `max`), else keep.
+fn next_batch_cap(cap: usize, sent: usize, max: usize, failed: bool, quickly: bool) -> usize {
+    if failed {
+        (sent / 2).max(1)
+    } else if quickly {
+        cap.saturating_mul(2).min(max)
+    } else {
+        cap
+    }
 }
 
 /// Whether a failed call says the connection itself is gone or unusable (as opposed to
@@ -481,5 +519,25 @@ async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
         () = stopping.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_batch_cap;
+
+    #[test]
+    fn a_batch_that_timed_out_is_halved_and_a_quick_one_grows_back() {
+        // Timed out: half of what was sent (not of the cap: a short outbox sent fewer).
+        assert_eq!(next_batch_cap(256, 256, 256, true, false), 128);
+        assert_eq!(next_batch_cap(256, 40, 256, true, false), 20);
+        assert_eq!(next_batch_cap(256, 3, 256, true, true), 1);
+        assert_eq!(next_batch_cap(1, 1, 256, true, false), 1);
+        // Quick: doubles up to the configured size.
+        assert_eq!(next_batch_cap(16, 16, 256, false, true), 32);
+        assert_eq!(next_batch_cap(200, 200, 256, false, true), 256);
+        assert_eq!(next_batch_cap(256, 256, 256, false, true), 256);
+        // Slow but in time: unchanged.
+        assert_eq!(next_batch_cap(16, 16, 256, false, false), 16);
     }
 }

@@ -10,13 +10,14 @@ use tracing::warn;
 use crate::cluster::ClusterState;
 use crate::pki::{OrgProfile, PeerIdentity};
 use crate::store::Store;
+use bluewire_proto::v1 as pb;
 
 /// Known organisations and their certified keys (persisted in the store the
 /// caller passes, so this holds no store handle of its own).
 #[derive(Debug)]
 pub struct Directory {
     me: OrgProfile,
-    /// key id → (organisation, raw Ed25519 public key).
+    /// key id → (organisation, hybrid public key: Ed25519 || ML-DSA-65).
     keys: DashMap<String, (String, Vec<u8>)>,
     /// organisation → (node certificate DER, profile).
     certs: DashMap<String, (Vec<u8>, OrgProfile)>,
@@ -57,9 +58,12 @@ impl Directory {
             if self.keys.contains_key(&k.key_id) {
                 continue;
             }
-            let Ok(pk) = hex::decode(&k.public_key_hex) else {
-                warn!(peer.org = %profile.org, key.id = %k.key_id, "certificate carries an undecodable signing key");
-                continue;
+            let pk = match k.public_key(&profile.org) {
+                Ok(pk) => pk,
+                Err(e) => {
+                    warn!(peer.org = %profile.org, key.id = %k.key_id, error = %e, "certificate carries an unusable signing key");
+                    continue;
+                }
             };
             if let Err(e) = store.put_key(&k.key_id, &profile.org, &pk).await {
                 warn!(error = %e, "could not persist a peer signing key");
@@ -88,14 +92,41 @@ impl Directory {
         }
     }
 
-    /// A CA-certified signing key by id: (organisation, raw public key).
+    /// A CA-certified signing key by id: (organisation, hybrid public key). A store that
+    /// cannot be read counts as not knowing the key; where that must not turn into a
+    /// permanent refusal, ask [`Directory::readable`] first.
     pub fn key(&self, store: &Store, key_id: &str) -> Option<(String, Vec<u8>)> {
+        self.key_checked(store, key_id).ok().flatten()
+    }
+
+    /// Like [`Directory::key`], but a store error is an error, not "unknown key".
+    pub fn key_checked(
+        &self,
+        store: &Store,
+        key_id: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, crate::store::StoreError> {
         if let Some(k) = self.keys.get(key_id) {
-            return Some(k.clone());
+            return Ok(Some(k.clone()));
         }
-        let k = store.get_key(key_id).ok().flatten()?;
+        let Some(k) = store.get_key(key_id)? else {
+            return Ok(None);
+        };
         self.keys.insert(key_id.to_string(), k.clone());
-        Some(k)
+        Ok(Some(k))
+    }
+
+    /// Can every key `env` names be looked up (known or not)? An error means the store
+    /// could not be read: the envelope must be answered "retry later", not refused.
+    pub fn readable(
+        &self,
+        store: &Store,
+        env: &pb::Envelope,
+    ) -> Result<(), crate::store::StoreError> {
+        self.key_checked(store, &env.key_id)?;
+        if let Some(f) = &env.forwarding {
+            self.key_checked(store, &f.key_id)?;
+        }
+        Ok(())
     }
 
     /// A CA-asserted profile: our own, a cluster member's (from the cluster's
@@ -123,5 +154,59 @@ impl Directory {
     /// The endpoint `org`'s certificate names.
     pub fn endpoint(&self, org: &str) -> Option<String> {
         self.certs.get(org).map(|d| d.1.endpoint.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> OrgProfile {
+        OrgProfile {
+            org: "org-a".into(),
+            country: "BE".into(),
+            org_type: "csirt".into(),
+            levels: vec![crate::pki::Level::Technical],
+            sectors: vec![],
+            accreditations: vec![],
+            endpoint: "https://127.0.0.1:1".into(),
+            signing_keys: vec![],
+            functions: vec![],
+        }
+    }
+
+    /// A key lookup the store cannot answer is an error, never "unknown key" (which
+    /// refuses an envelope for good); keys already in memory still answer.
+    #[tokio::test]
+    async fn a_store_that_cannot_be_read_is_not_an_unknown_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_key("org-b/1", "org-b", b"pk-b").await.unwrap();
+        store.put_key("org-c/1", "org-c", b"pk-c").await.unwrap();
+        let d = Directory::new(me());
+        assert_eq!(d.key(&store, "org-b/1").unwrap().0, "org-b"); // now cached
+        let env = |key_id: &str| pb::Envelope {
+            key_id: key_id.into(),
+            ..Default::default()
+        };
+        assert!(
+            d.readable(&store, &env("org-z/1")).is_ok(),
+            "unknown is not unreadable"
+        );
+
+        store.close_as_after_an_io_error();
+        assert!(d.key_checked(&store, "org-b/1").unwrap().is_some());
+        assert!(d.readable(&store, &env("org-b/1")).is_ok());
+        let forwarded = pb::Envelope {
+            forwarding: Some(pb::Forwarding {
+                key_id: "org-c/1".into(),
+                ..Default::default()
+            }),
+            ..env("org-b/1")
+        };
+        assert!(d.key_checked(&store, "org-c/1").is_err());
+        assert!(d.readable(&store, &env("org-c/1")).is_err());
+        assert!(d.readable(&store, &forwarded).is_err());
+        assert!(d.key(&store, "org-c/1").is_none());
     }
 }

@@ -265,6 +265,17 @@ pub async fn deliver(
             continue;
         }
         learn_forwarded_origin(st, &env).await;
+        // A key lookup the store could not answer must not become "unknown key" (a
+        // permanent refusal): the sender keeps the envelope and sends it again.
+        if let Err(e) = st.directory.readable(&st.store, &env) {
+            warn!(error = %e, "could not read signing keys from the store; asking the sender to retry later");
+            results.push(result(
+                pb::DeliveryOutcome::RetryLater,
+                String::new(),
+                format!("the receiving node could not read its key directory ({e}); retry later"),
+            ));
+            continue;
+        }
         let (verdict, routed) = judge_routed(&env, &peer.org, st.as_ref(), &st.router, now);
         if let Some((rule, allowed)) = routed {
             st.metrics.decision("ingress", rule, allowed);

@@ -25,6 +25,7 @@
 //!   [`identity_from_chain`] (verified chain → [`PeerIdentity`]);
 //! - `der`: low-level PEM/DER parsing and encoding, serial numbers and signature checks;
 //! - `crl`: reading and verifying a revocation list ([`parse_crl`]);
+//! - `pq`: the root's post-quantum (ML-DSA-65) certification of node profiles;
 //! - `ca`: the federation CA ([`FederationCa`]: issuing organisations, revoking, its
 //!   directory on disk) and issuing member certificates ([`issue_user`]).
 //!
@@ -33,6 +34,7 @@
 mod ca;
 mod crl;
 mod der;
+mod pq;
 mod profile;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +43,8 @@ use thiserror::Error;
 
 pub use ca::{FederationCa, IssuedCert, IssuedKind, OrgBundle, OrgRequest, UserBundle, issue_user};
 pub use crl::{CrlInfo, crl_serials, parse_crl};
-pub use der::{load_certs_pem, load_key_pem, serial_hex};
+pub use der::{load_certs_pem, load_key_pem, pem_encode, serial_hex};
+pub use pq::{PQ_CERTIFICATION_OID, ROOT_PQ_KEY_OID};
 /// The former name of [`check_org_id`], kept so existing callers still build.
 pub use profile::check_org_id as validate_org;
 pub use profile::{

@@ -120,7 +120,9 @@ impl Node {
         let signer =
             SigningKey::from_pkcs8_pem(&profile.org, &pem).map_err(|e| key_err(e.to_string()))?;
         if !profile.signing_keys.iter().any(|k| {
-            k.key_id == signer.key_id() && k.public_key_hex == hex::encode(signer.public_key())
+            k.key_id == signer.key_id()
+                && k.public_key(&profile.org)
+                    .is_ok_and(|pk| pk == signer.public_key())
         }) {
             return Err(key_err(format!(
                 "key {} is not certified in {}: use the signing.key issued with this certificate",

@@ -524,6 +524,16 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// As after an I/O error: the file is closed and every operation fails with
+    /// [`StoreError::Reopening`] for about a second.
+    pub(crate) fn close_as_after_an_io_error(&self) {
+        *lock(&self.inner.db.last_attempt) = Some(std::time::Instant::now());
+        self.inner.db.close();
+    }
+}
+
+#[cfg(test)]
 mod tests;
 
 /// The open database, shared by readers and the writer. After an I/O error redb refuses

@@ -1,7 +1,8 @@
 //! The chaos run of the fault harness: three node processes (csirt-be publishes; csirt-fr
 //! and cert-eu receive, each behind a [`FaultProxy`]), a steady publish load, and faults
 //! injected while it runs — `kill -9` of a random node (the origin included) and its restart,
-//! and link cuts (black hole or refusal) and heals. At the end every acknowledged publish
+//! link cuts (black hole or refusal) and heals, and slow links (a receiver's link capped at
+//! 32–256 KiB/s for a while). At the end every acknowledged publish
 //! must be at the origin and at each receiver exactly once. Used by `it::chaos` (a short
 //! run) and `bw-faults chaos` (a long one).
 
@@ -21,6 +22,8 @@ pub struct Plan {
     pub messages: usize,
     pub kills: usize,
     pub cuts: usize,
+    /// Periods during which a receiver's link is slow (bandwidth-capped).
+    pub slow: usize,
     /// Publishes in flight at once.
     pub concurrency: usize,
     pub seed: u64,
@@ -192,8 +195,15 @@ async fn inject(
     log: &impl Fn(&str),
 ) -> Vec<String> {
     let mut rng = Rng(plan.seed);
-    let mut kinds: Vec<bool> = std::iter::repeat_n(true, plan.kills)
-        .chain(std::iter::repeat_n(false, plan.cuts))
+    #[derive(Clone, Copy)]
+    enum Fault {
+        Kill,
+        Cut,
+        Slow,
+    }
+    let mut kinds: Vec<Fault> = std::iter::repeat_n(Fault::Kill, plan.kills)
+        .chain(std::iter::repeat_n(Fault::Cut, plan.cuts))
+        .chain(std::iter::repeat_n(Fault::Slow, plan.slow))
         .collect();
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, rng.below(i as u64 + 1) as usize);
@@ -201,7 +211,7 @@ async fn inject(
     let total = kinds.len();
     let mut done = Vec::new();
     let nodes: Vec<&str> = std::iter::once(ORIGIN).chain(RECEIVERS).collect();
-    for (k, kill) in kinds.into_iter().enumerate() {
+    for (k, kind) in kinds.into_iter().enumerate() {
         let threshold = plan.messages * (k + 1) / (total + 1);
         let deadline = Instant::now() + Duration::from_secs(300);
         while acked.lock().map(|a| a.len()).unwrap_or(0) < threshold {
@@ -211,29 +221,44 @@ async fn inject(
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let line = if kill {
-            let org = nodes[rng.below(nodes.len() as u64) as usize];
-            let down = rng.millis(100, 1500);
-            fed.kill_process(org);
-            tokio::time::sleep(down).await;
-            fed.spawn_process(org, node_bin).await;
-            format!("kill -9 {org}, restarted after {} ms", down.as_millis())
-        } else {
-            let org = RECEIVERS[rng.below(RECEIVERS.len() as u64) as usize];
-            let cut = rng.millis(500, 4000);
-            let refuse = rng.below(2) == 0;
-            if refuse {
-                fed.link(org).refuse();
-            } else {
-                fed.link(org).cut();
+        let line = match kind {
+            Fault::Kill => {
+                let org = nodes[rng.below(nodes.len() as u64) as usize];
+                let down = rng.millis(100, 1500);
+                fed.kill_process(org);
+                tokio::time::sleep(down).await;
+                fed.spawn_process(org, node_bin).await;
+                format!("kill -9 {org}, restarted after {} ms", down.as_millis())
             }
-            tokio::time::sleep(cut).await;
-            fed.link(org).heal();
-            format!(
-                "link to {org} {} for {} ms",
-                if refuse { "refusing" } else { "black-holed" },
-                cut.as_millis()
-            )
+            Fault::Cut => {
+                let org = RECEIVERS[rng.below(RECEIVERS.len() as u64) as usize];
+                let cut = rng.millis(500, 4000);
+                let refuse = rng.below(2) == 0;
+                if refuse {
+                    fed.link(org).refuse();
+                } else {
+                    fed.link(org).cut();
+                }
+                tokio::time::sleep(cut).await;
+                fed.link(org).heal();
+                format!(
+                    "link to {org} {} for {} ms",
+                    if refuse { "refusing" } else { "black-holed" },
+                    cut.as_millis()
+                )
+            }
+            Fault::Slow => {
+                let org = RECEIVERS[rng.below(RECEIVERS.len() as u64) as usize];
+                let kib = 32 << rng.below(4);
+                let slow = rng.millis(1000, 5000);
+                fed.link(org).slow(kib * 1024);
+                tokio::time::sleep(slow).await;
+                fed.link(org).fast();
+                format!(
+                    "link to {org} capped at {kib} KiB/s for {} ms",
+                    slow.as_millis()
+                )
+            }
         };
         log(&format!(
             "fault {}/{total} at {threshold} acknowledged: {line}",

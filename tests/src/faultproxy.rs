@@ -10,6 +10,9 @@
 //!   is up but has nothing listening) and freezes open ones.
 //! - [`FaultProxy::heal`] forwards new connections again. Frozen ones stay frozen: a
 //!   sender must notice and dial again.
+//! - [`FaultProxy::slow`] caps the link's bandwidth (each direction, every open and new
+//!   connection), as a congested or emergency backup link would; [`FaultProxy::fast`]
+//!   lifts the cap.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +35,8 @@ struct Shared {
     /// Sockets held open without forwarding (frozen or black-holed), until the proxy drops.
     held: Mutex<Vec<TcpStream>>,
     accepted: AtomicU64,
+    /// Bytes per second each direction may carry; 0 = unlimited.
+    rate: AtomicU64,
 }
 
 /// A proxy from `addr()` to one upstream address. Dropping it stops it and closes every
@@ -60,6 +65,7 @@ impl FaultProxy {
             cuts: AtomicU64::new(0),
             held: Mutex::new(Vec::new()),
             accepted: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -107,6 +113,18 @@ impl FaultProxy {
         self.shared.mode.send_replace(Mode::Pass);
     }
 
+    /// Carry at most `bytes_per_sec` each way, on open connections too.
+    pub fn slow(&self, bytes_per_sec: u64) {
+        self.shared
+            .rate
+            .store(bytes_per_sec.max(1), Ordering::SeqCst);
+    }
+
+    /// Lift the bandwidth cap.
+    pub fn fast(&self) {
+        self.shared.rate.store(0, Ordering::SeqCst);
+    }
+
     /// Connections accepted so far (dial attempts that reached the proxy).
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)
@@ -146,12 +164,47 @@ async fn forward(s: Arc<Shared>, mut down: TcpStream, upstream: SocketAddr, epoc
             }
         }
     };
+    let (down_r, down_w) = down.split();
+    let (up_r, up_w) = up.split();
     let copied = tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => true,
+        _ = async { tokio::join!(pump(&s, down_r, up_w), pump(&s, up_r, down_w)) } => true,
         () = frozen => false,
     };
     if !copied {
         hold(&s, down);
         hold(&s, up);
     }
+}
+
+/// Copy one direction until EOF or an error, at most `s.rate` bytes per second when set;
+/// then close the writing side.
+async fn pump(
+    s: &Shared,
+    mut from: tokio::net::tcp::ReadHalf<'_>,
+    mut to: tokio::net::tcp::WriteHalf<'_>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let rate = s.rate.load(Ordering::SeqCst);
+        // Shaped: chunks of about 1/20 s worth, so the cap holds smoothly.
+        let max = if rate == 0 {
+            buf.len()
+        } else {
+            usize::try_from(rate / 20)
+                .unwrap_or(usize::MAX)
+                .clamp(1, buf.len())
+        };
+        let n = match from.read(&mut buf[..max]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if rate != 0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

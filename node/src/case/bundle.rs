@@ -58,7 +58,7 @@ pub fn check(bundle: &pb::CaseBundle, root_der: &[u8], now_ms: i64) -> Checked {
         match pki::identity_from_chain(&chain, root_der) {
             Ok(PeerIdentity::Node { profile, serial }) => {
                 for k in &profile.signing_keys {
-                    if let Ok(raw) = hex::decode(&k.public_key_hex) {
+                    if let Ok(raw) = k.public_key(&profile.org) {
                         match keys.get(&k.key_id) {
                             Some((org, _)) if *org != profile.org => problems.push(format!(
                                 "certificate {i} certifies key {} that another certificate gives {org}",

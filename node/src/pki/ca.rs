@@ -18,7 +18,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Mutex;
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
@@ -29,10 +28,15 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
 
-use super::der::{first_cert_der, normalize_serial, parse_cert, pem_encode, serial_hex};
+use aws_lc_rs::signature::{ML_DSA_65_SIGNING, PqdsaKeyPair};
+
+use super::der::{
+    first_cert_der, load_key_pem, normalize_serial, parse_cert, pem_encode, serial_hex, serial_text,
+};
+use super::pq;
 use super::profile::{
     CertProfile, CertifiedKey, OrgProfile, UserRole, check_label, check_user_name, endpoint_host,
-    key_id_for, profile_extension, profile_of,
+    profile_extension, profile_of,
 };
 use super::{PkiError, gen_err, io_err};
 
@@ -143,11 +147,14 @@ struct CaIndex {
 }
 
 /// Federation root CA. Files in a directory: `ca.crt`, `ca.key` (0600),
+/// `ca-ml-dsa.key` (0600, the root's post-quantum certification key),
 /// `issued.json` (index of issued certs and revocations), `crl.pem`.
 pub struct FederationCa {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     key: KeyPair,
+    /// ML-DSA-65: certifies node profiles post-quantum ([`super::pq`]).
+    pq: PqdsaKeyPair,
     index: Mutex<CaIndex>,
     crl_pem: String,
 }
@@ -162,6 +169,7 @@ impl fmt::Debug for FederationCa {
 
 const CA_CRT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
+const CA_PQ_KEY: &str = "ca-ml-dsa.key";
 const CA_INDEX: &str = "issued.json";
 const CA_CRL: &str = "crl.pem";
 
@@ -189,10 +197,13 @@ fn not_after_of(cert: &X509Certificate<'_>) -> OffsetDateTime {
 }
 
 impl FederationCa {
-    /// A new root: ECDSA P-256, CN = `name`, valid 10 years, path length 1.
+    /// A new root: ECDSA P-256, CN = `name`, valid 10 years, path length 1, with an
+    /// ML-DSA-65 key for post-quantum certification whose public half the certificate carries.
     pub fn generate(name: &str) -> Result<Self, PkiError> {
         check_label("federation CA name", name)?;
         let key = KeyPair::generate().map_err(gen_err("root key"))?;
+        let pq = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING)
+            .map_err(|e| PkiError::Generate(format!("root ML-DSA-65 key: {e}")))?;
         let mut params =
             base_params(OffsetDateTime::now_utc() + Duration::days(ROOT_VALIDITY_DAYS));
         params.use_authority_key_identifier_extension = false;
@@ -202,6 +213,7 @@ impl FederationCa {
             .push(DnType::OrganizationName, "Bluewire federation");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = ca_key_usages();
+        params.custom_extensions.push(pq::root_key_extension(&pq));
         let cert = params
             .self_signed(&key)
             .map_err(gen_err("root certificate"))?;
@@ -209,6 +221,7 @@ impl FederationCa {
             cert_pem: cert.pem(),
             cert_der: cert.der().clone(),
             key,
+            pq,
             index: Mutex::new(CaIndex::default()),
             crl_pem: String::new(),
         };
@@ -221,15 +234,23 @@ impl FederationCa {
     /// (after issuing or revoking) just updates the index and CRL.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         ensure_dir(dir)?;
-        let key_path = dir.join(CA_KEY);
-        let key_pem = self.key.serialize_pem();
-        match fs::read_to_string(&key_path) {
-            Ok(existing) if existing == key_pem => {}
-            Ok(_) => return Err(PkiError::AlreadyExists(key_path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_file(&key_path, key_pem.as_bytes(), 0o600)?;
+        let pq_pem = pem_encode(
+            "PRIVATE KEY",
+            self.pq
+                .to_pkcs8v1()
+                .map_err(|e| PkiError::Generate(format!("root ML-DSA-65 key: {e}")))?
+                .as_ref(),
+        );
+        for (name, key_pem) in [(CA_KEY, self.key.serialize_pem()), (CA_PQ_KEY, pq_pem)] {
+            let key_path = dir.join(name);
+            match fs::read_to_string(&key_path) {
+                Ok(existing) if existing == key_pem => {}
+                Ok(_) => return Err(PkiError::AlreadyExists(key_path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    write_file(&key_path, key_pem.as_bytes(), 0o600)?;
+                }
+                Err(e) => return Err(io_err(&key_path)(e)),
             }
-            Err(e) => return Err(io_err(&key_path)(e)),
         }
         write_file(&dir.join(CA_CRT), self.cert_pem.as_bytes(), 0o644)?;
         let json = {
@@ -254,8 +275,43 @@ impl FederationCa {
                 dir.join(CA_KEY).display()
             ))
         })?;
+        let pq_path = dir.join(CA_PQ_KEY);
+        let pq_pem = match fs::read_to_string(&pq_path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PkiError::Invalid(format!(
+                    "{} is missing: this CA was made before Bluewire certified signing keys \
+                     post-quantum (ML-DSA-65); create a new federation CA (`bluewire pki init-federation`) \
+                     and issue the organisations again",
+                    pq_path.display()
+                )));
+            }
+            Err(e) => return Err(io_err(&pq_path)(e)),
+        };
+        let pq = load_key_pem(&pq_pem)
+            .map_err(|e| e.to_string())
+            .and_then(|der| {
+                PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, der.secret_der())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                PkiError::Pem(format!(
+                    "{}: not a usable ML-DSA-65 key: {e}",
+                    pq_path.display()
+                ))
+            })?;
         {
             let cert = parse_cert(&cert_der)?;
+            {
+                use aws_lc_rs::signature::KeyPair as _;
+                if pq::root_key(&cert)? != pq.public_key().as_ref() {
+                    return Err(PkiError::Invalid(format!(
+                        "{} does not belong to {}; the CA directory is mixed up",
+                        pq_path.display(),
+                        dir.join(CA_CRT).display()
+                    )));
+                }
+            }
             if cert.public_key().subject_public_key.data.as_ref()
                 != rcgen::PublicKeyData::der_bytes(&key)
             {
@@ -285,6 +341,7 @@ impl FederationCa {
             cert_pem,
             cert_der,
             key,
+            pq,
             index: Mutex::new(index),
             crl_pem: String::new(),
         };
@@ -346,17 +403,12 @@ impl FederationCa {
             (OffsetDateTime::now_utc() + validity(req.validity_days)?).min(self.root_not_after()?);
         let issuer = self.issuer()?;
 
-        // Message-signing key.
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|e| PkiError::Generate(format!("Ed25519 signing key: {e}")))?;
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-            .map_err(|e| PkiError::Generate(format!("Ed25519 signing key: {e}")))?;
-        let public = pair.public_key().as_ref();
-        let signing_key = CertifiedKey {
-            key_id: key_id_for(&profile.org, public),
-            public_key_hex: hex::encode(public),
-        };
+        // Message-signing key: a hybrid Ed25519 + ML-DSA-65 pair, both halves certified.
+        let (ed_pkcs8, pq_pkcs8) = crate::signing::generate_pkcs8()
+            .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
+        let pair = crate::signing::SigningKey::from_pkcs8(&profile.org, &ed_pkcs8, &pq_pkcs8)
+            .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
+        let signing_key = CertifiedKey::new(&profile.org, &pair.public_key());
 
         // Organisation CA.
         let org_ca_key = KeyPair::generate().map_err(gen_err("organisation CA key"))?;
@@ -411,9 +463,23 @@ impl FederationCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        node_params
-            .custom_extensions
-            .push(profile_extension(&CertProfile::Node(node_profile))?);
+        let profile_ext = profile_extension(&CertProfile::Node(node_profile))?;
+        let serial = node_params
+            .serial_number
+            .as_ref()
+            .map(|s| serial_text(s.as_ref()))
+            .ok_or_else(|| PkiError::Generate("node certificate has no serial".into()))?;
+        let certification = pq::certification_extension(
+            &self.pq,
+            &pq::Certified {
+                profile_ext_value: profile_ext.content(),
+                spki_der: &rcgen::PublicKeyData::subject_public_key_info(&node_key),
+                serial: &serial,
+                not_after: node_params.not_after.unix_timestamp(),
+            },
+        )?;
+        node_params.custom_extensions.push(profile_ext);
+        node_params.custom_extensions.push(certification);
         let node = node_params
             .signed_by(&node_key, &issuer)
             .map_err(gen_err("node certificate"))?;
@@ -437,7 +503,11 @@ impl FederationCa {
         Ok(OrgBundle {
             node_cert_pem: node.pem(),
             node_key_pem: node_key.serialize_pem(),
-            signing_key_pkcs8_pem: pem_encode("PRIVATE KEY", pkcs8.as_ref()),
+            signing_key_pkcs8_pem: format!(
+                "{}{}",
+                pem_encode("PRIVATE KEY", &ed_pkcs8),
+                pem_encode("PRIVATE KEY", &pq_pkcs8)
+            ),
             signing_key,
             org_ca_cert_pem: org_ca.pem(),
             org_ca_key_pem: org_ca_key.serialize_pem(),
@@ -533,7 +603,7 @@ pub struct OrgBundle {
     /// TLS leaf: serverAuth+clientAuth, SAN = endpoint host + `localhost`, Node profile.
     pub node_cert_pem: String,
     pub node_key_pem: String,
-    /// Ed25519 PKCS#8, PEM `PRIVATE KEY`.
+    /// Two PEM `PRIVATE KEY` blocks (PKCS#8): Ed25519, then ML-DSA-65.
     pub signing_key_pkcs8_pem: String,
     pub signing_key: CertifiedKey,
     /// Intermediate CA (pathlen 0) with the OrgCa profile.

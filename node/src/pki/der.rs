@@ -79,7 +79,7 @@ pub(super) fn parse_der_utf8string(der: &[u8]) -> Result<&str, PkiError> {
     std::str::from_utf8(body).map_err(|_| bad("invalid UTF-8"))
 }
 
-pub(super) fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {

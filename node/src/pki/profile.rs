@@ -151,12 +151,68 @@ impl FromStr for Function {
     }
 }
 
-/// A message-signing public key certified by the federation CA.
+/// A hybrid message-signing public key certified by the federation CA: both
+/// halves are in the certificate the CA signed, and the key id binds them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertifiedKey {
+    /// `"<org>/"` + the first 16 hex digits of SHA-256(Ed25519 key || ML-DSA-65 key).
     pub key_id: String,
     /// Ed25519 raw 32-byte public key, lowercase hex.
     pub public_key_hex: String,
+    /// ML-DSA-65 raw 1,952-byte public key, lowercase hex. Empty in certificates issued
+    /// before hybrid signatures; such a certificate does not validate.
+    #[serde(default)]
+    pub ml_dsa_public_key_hex: String,
+}
+
+impl CertifiedKey {
+    /// Certify a hybrid public key (as [`crate::signing::SigningKey::public_key`] gives it).
+    pub fn new(org: &str, hybrid_public_key: &[u8]) -> Self {
+        let split = hybrid_public_key
+            .len()
+            .min(crate::signing::ED25519_PUBLIC_LEN);
+        let (ed, pq) = hybrid_public_key.split_at(split);
+        Self {
+            key_id: key_id_for(org, hybrid_public_key),
+            public_key_hex: hex::encode(ed),
+            ml_dsa_public_key_hex: hex::encode(pq),
+        }
+    }
+
+    /// The hybrid public key [`crate::signing::verify`] takes, after checking both
+    /// halves' lengths and that the key id is derived from them for `org`.
+    pub fn public_key(&self, org: &str) -> Result<Vec<u8>, PkiError> {
+        let bad =
+            |what: String| PkiError::Invalid(format!("signing key {:?}: {what}", self.key_id));
+        if self.ml_dsa_public_key_hex.is_empty() {
+            return Err(bad(
+                "has no ML-DSA-65 half; the certificate was issued before Bluewire \
+                 signed with hybrid Ed25519 + ML-DSA-65 keys — have the CA issue it again"
+                    .into(),
+            ));
+        }
+        let ed = hex::decode(&self.public_key_hex)
+            .map_err(|_| bad("public_key_hex is not hex".into()))?;
+        let pq = hex::decode(&self.ml_dsa_public_key_hex)
+            .map_err(|_| bad("ml_dsa_public_key_hex is not hex".into()))?;
+        let public = crate::signing::hybrid_public_key(&ed, &pq).ok_or_else(|| {
+            bad(format!(
+                "an Ed25519 public key is {} bytes and an ML-DSA-65 one {}, got {} and {}",
+                crate::signing::ED25519_PUBLIC_LEN,
+                crate::signing::ML_DSA_65_PUBLIC_LEN,
+                ed.len(),
+                pq.len()
+            ))
+        })?;
+        let expected = key_id_for(org, &public);
+        if self.key_id != expected {
+            return Err(PkiError::Invalid(format!(
+                "signing key id {:?} does not match its public key (expected {expected:?})",
+                self.key_id
+            )));
+        }
+        Ok(public)
+    }
 }
 
 /// What the federation CA asserts about an organisation. Carried inside node
@@ -238,26 +294,7 @@ impl OrgProfile {
         }
         endpoint_host(&self.endpoint)?;
         for k in &self.signing_keys {
-            let raw = hex::decode(&k.public_key_hex).map_err(|_| {
-                PkiError::Invalid(format!(
-                    "signing key {:?}: public_key_hex is not hex",
-                    k.key_id
-                ))
-            })?;
-            if raw.len() != 32 {
-                return Err(PkiError::Invalid(format!(
-                    "signing key {:?}: an Ed25519 public key is 32 bytes, got {}",
-                    k.key_id,
-                    raw.len()
-                )));
-            }
-            if k.key_id != key_id_for(&self.org, &raw) {
-                return Err(PkiError::Invalid(format!(
-                    "signing key id {:?} does not match its public key (expected {:?})",
-                    k.key_id,
-                    key_id_for(&self.org, &raw)
-                )));
-            }
+            k.public_key(&self.org)?;
         }
         Ok(())
     }
@@ -517,6 +554,7 @@ pub fn identity_from_chain(
             profile
                 .validate()
                 .map_err(|e| PkiError::Identity(format!("node profile: {e}")))?;
+            super::pq::check(&leaf, &root, PROFILE_OID)?;
             Ok(PeerIdentity::Node { profile, serial })
         }
         CertProfile::User { org, name, role } => {

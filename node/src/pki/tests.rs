@@ -4,7 +4,6 @@
 use std::fs;
 use std::sync::Arc;
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use rcgen::{DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
@@ -169,11 +168,16 @@ fn profile_extension_round_trip_and_identities() {
     assert_eq!(cert_profile(&root).unwrap(), None);
 
     // Signing key matches.
-    let sk = crate::pki::load_key_pem(&bundle.signing_key_pkcs8_pem).unwrap();
-    let pair = Ed25519KeyPair::from_pkcs8(sk.secret_der()).unwrap();
+    let sk = crate::signing::SigningKey::from_pkcs8_pem("csirt-be", &bundle.signing_key_pkcs8_pem)
+        .unwrap();
+    assert_eq!(sk.key_id(), bundle.signing_key.key_id);
     assert_eq!(
-        hex::encode(pair.public_key().as_ref()),
-        bundle.signing_key.public_key_hex
+        sk.public_key(),
+        bundle.signing_key.public_key("csirt-be").unwrap()
+    );
+    assert_eq!(
+        bundle.signing_key,
+        CertifiedKey::new("csirt-be", &sk.public_key())
     );
 
     // Node identity.
@@ -338,11 +342,13 @@ fn save_load_round_trip() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let m = fs::metadata(dir.path().join("ca.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(m & 0o777, 0o600);
+        for f in ["ca.key", "ca-ml-dsa.key"] {
+            let m = fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(m & 0o777, 0o600, "{f}");
+        }
     }
     // Saving the same CA again is fine; a different CA is refused.
     ca.save(dir.path()).unwrap();
@@ -615,4 +621,143 @@ fn one_identifier_rule_for_org_ids_in_certificates_config_and_cluster_names() {
         );
         assert!(crate::cluster::check_name(id).is_err(), "{id:?}");
     }
+}
+
+/// A node certificate the root's classical key signed is not enough: the root's ML-DSA-65
+/// certification must cover this exact profile and TLS key (a quantum adversary who can
+/// forge ECDSA could otherwise certify keys of its own).
+#[test]
+fn node_profiles_need_the_roots_post_quantum_certification() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = FederationCa::generate("Root").unwrap();
+    let bundle = ca.issue_org(&req("org-a")).unwrap();
+    ca.save(dir.path()).unwrap();
+    let root = der(ca.cert_pem());
+    let legit = der(&bundle.node_cert_pem);
+    assert!(identity_from_chain(std::slice::from_ref(&legit), &root).is_ok());
+
+    // The legit certificate's profile extension and certification, byte for byte.
+    let parsed = super::der::parse_cert(&legit).unwrap();
+    let ext = |oid: &[u64]| {
+        parsed
+            .iter_extensions()
+            .find(|e| e.oid.iter().is_some_and(|it| it.eq(oid.iter().copied())))
+            .map(|e| rcgen::CustomExtension::from_oid_content(oid, e.value.to_vec()))
+            .unwrap()
+    };
+    let root_key =
+        KeyPair::from_pem(&fs::read_to_string(dir.path().join("ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_der(&root, &root_key).unwrap();
+    let legit_serial = parsed.raw_serial().to_vec();
+    let legit_not_after = parsed.validity().not_after.to_datetime();
+    // Serial and expiry as `(serial, not_after)`; None = a fresh serial, expiry in a day.
+    let forge_as = |exts: Vec<rcgen::CustomExtension>,
+                    key: &KeyPair,
+                    fields: Option<(&[u8], OffsetDateTime)>| {
+        let mut params = base_params(OffsetDateTime::now_utc() + Duration::days(1));
+        if let Some((serial, not_after)) = fields {
+            params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+            params.not_after = not_after;
+        }
+        params.distinguished_name.push(DnType::CommonName, "org-a");
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.custom_extensions = exts;
+        params.signed_by(key, &issuer).unwrap().der().clone()
+    };
+    let forge = |exts, key: &KeyPair| forge_as(exts, key, None);
+    let id_err = |cert: CertificateDer<'static>| {
+        identity_from_chain(&[cert], &root).unwrap_err().to_string()
+    };
+
+    // Keys of the adversary's choosing, classically signed by the root, no certification.
+    let mut forged = profile("org-a");
+    let attacker = crate::signing::SigningKey::generate("org-a").unwrap();
+    forged.signing_keys = vec![CertifiedKey::new("org-a", &attacker.public_key())];
+    let forged_ext = profile_extension(&CertProfile::Node(forged)).unwrap();
+    let tls_key = KeyPair::generate().unwrap();
+    let e = id_err(forge(vec![forged_ext.clone()], &tls_key));
+    assert!(
+        e.contains("no post-quantum (ML-DSA-65) certification"),
+        "{e}"
+    );
+    // ... with the legit certificate's certification copied in.
+    let e = id_err(forge(vec![forged_ext, ext(PQ_CERTIFICATION_OID)], &tls_key));
+    assert!(e.contains("does not verify"), "{e}");
+    // The legit profile and certification on another TLS key: the certification binds the key.
+    let e = id_err(forge(
+        vec![ext(PROFILE_OID), ext(PQ_CERTIFICATION_OID)],
+        &tls_key,
+    ));
+    assert!(e.contains("does not verify"), "{e}");
+    // On the legit TLS key: only with the legit serial and expiry (a revoked certificate
+    // cannot come back under a new serial, nor outlive its expiry).
+    let node_key = KeyPair::from_pem(&bundle.node_key_pem).unwrap();
+    let same = vec![ext(PROFILE_OID), ext(PQ_CERTIFICATION_OID)];
+    let reissued = forge_as(
+        same.clone(),
+        &node_key,
+        Some((&legit_serial, legit_not_after)),
+    );
+    assert!(identity_from_chain(&[reissued], &root).is_ok());
+    let e = id_err(forge_as(
+        same.clone(),
+        &node_key,
+        Some((&[0x42; 16], legit_not_after)),
+    ));
+    assert!(e.contains("does not verify"), "{e}");
+    let e = id_err(forge_as(
+        same,
+        &node_key,
+        Some((&legit_serial, legit_not_after + Duration::days(400))),
+    ));
+    assert!(e.contains("does not verify"), "{e}");
+    // A second certification extension is refused, not chosen between.
+    let e = id_err(forge(
+        vec![
+            ext(PROFILE_OID),
+            ext(PQ_CERTIFICATION_OID),
+            ext(PQ_CERTIFICATION_OID),
+        ],
+        &tls_key,
+    ));
+    assert!(e.contains("more than once"), "{e}");
+
+    // A root without an ML-DSA-65 key certifies nothing.
+    let plain_key = KeyPair::generate().unwrap();
+    let mut params = base_params(OffsetDateTime::now_utc() + Duration::days(1));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Plain root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    let plain_root = params.self_signed(&plain_key).unwrap();
+    let plain_issuer = Issuer::from_ca_cert_der(plain_root.der(), &plain_key).unwrap();
+    let mut params = base_params(OffsetDateTime::now_utc() + Duration::days(1));
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.custom_extensions = vec![ext(PROFILE_OID), ext(PQ_CERTIFICATION_OID)];
+    let leaf = params.signed_by(&tls_key, &plain_issuer).unwrap();
+    let e = identity_from_chain(&[leaf.der().clone()], plain_root.der())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("root certificate has no ML-DSA-65 key"), "{e}");
+
+    // The CA directory: the post-quantum key is required and must be the root's.
+    let other = tempfile::tempdir().unwrap();
+    FederationCa::generate("Other")
+        .unwrap()
+        .save(other.path())
+        .unwrap();
+    fs::copy(
+        other.path().join("ca-ml-dsa.key"),
+        dir.path().join("ca-ml-dsa.key"),
+    )
+    .unwrap();
+    let e = FederationCa::load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("mixed up"), "{e}");
+    fs::remove_file(dir.path().join("ca-ml-dsa.key")).unwrap();
+    let e = FederationCa::load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("init-federation"), "{e}");
 }

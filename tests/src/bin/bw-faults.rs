@@ -2,7 +2,7 @@
 //! while messages flow, and a report of what each receiver got.
 //!
 //!     cargo run --release -p bluewire-tests --bin bw-faults -- heal [--cycles 10] [--cut-secs 16] [--messages 20]
-//!     cargo run --release -p bluewire-tests --bin bw-faults -- chaos [--messages 20000] [--kills 20] [--cuts 10] [--seed N]
+//!     cargo run --release -p bluewire-tests --bin bw-faults -- chaos [--messages 20000] [--kills 20] [--cuts 10] [--slow 5] [--seed N]
 //!
 //! `heal`: csirt-be reaches csirt-fr through a proxy with the shipped `[delivery]` settings.
 //! Each cycle first times a batch on the healthy link (the baseline), then black-holes the
@@ -14,8 +14,9 @@
 //!
 //! `chaos`: three node processes (csirt-be publishes, csirt-fr and cert-eu receive behind
 //! proxies), `--messages` publishes 16 at a time, and `--kills` kill -9s of random nodes
-//! (the origin included, each restarted after 0.1–1.5 s) and `--cuts` link cuts (black hole
-//! or refusal, 0.5–4 s) spread over the run (`tests/src/chaos.rs`). Reports acknowledged /
+//! (the origin included, each restarted after 0.1–1.5 s), `--cuts` link cuts (black hole
+//! or refusal, 0.5–4 s) and `--slow` slow periods (a receiver's link capped at 32–256 KiB/s
+//! for 1–5 s) spread over the run (`tests/src/chaos.rs`). Reports acknowledged /
 //! lost / duplicated per node; exit status 1 on any loss or duplicate.
 
 use std::collections::HashSet;
@@ -33,6 +34,7 @@ struct Args {
     messages: usize,
     kills: usize,
     cuts: usize,
+    slow: usize,
     seed: u64,
 }
 
@@ -62,6 +64,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         messages: if chaos { 20_000 } else { 20 },
         kills: 20,
         cuts: 10,
+        slow: 5,
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -78,10 +81,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--messages" => a.messages = n.clamp(1, 1_000_000) as usize,
             "--kills" if chaos => a.kills = n.min(1000) as usize,
             "--cuts" if chaos => a.cuts = n.min(1000) as usize,
+            "--slow" if chaos => a.slow = n.min(1000) as usize,
             "--seed" if chaos => a.seed = n,
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}; flags: heal --cycles --cut-secs --messages, chaos --messages --kills --cuts --seed"
+                    "unknown flag {flag}; flags: heal --cycles --cut-secs --messages, chaos --messages --kills --cuts --slow --seed"
                 ));
             }
         }
@@ -204,12 +208,13 @@ async fn chaos(a: Args) -> ExitCode {
         messages: a.messages,
         kills: a.kills,
         cuts: a.cuts,
+        slow: a.slow,
         concurrency: 16,
         seed: a.seed,
     };
     println!(
-        "chaos: {} messages, {} kills, {} cuts, seed {}",
-        plan.messages, plan.kills, plan.cuts, plan.seed
+        "chaos: {} messages, {} kills, {} cuts, {} slow periods, seed {}",
+        plan.messages, plan.kills, plan.cuts, plan.slow, plan.seed
     );
     let r = bluewire_tests::chaos::run(&plan, &node_bin, |l| println!("  {l}")).await;
     println!(
@@ -240,7 +245,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("bw-faults: {e}");
             eprintln!(
-                "usage: bw-faults heal [--cycles N] [--cut-secs S] [--messages M]\n       bw-faults chaos [--messages M] [--kills K] [--cuts C] [--seed N]"
+                "usage: bw-faults heal [--cycles N] [--cut-secs S] [--messages M]\n       bw-faults chaos [--messages M] [--kills K] [--cuts C] [--slow S] [--seed N]"
             );
             return ExitCode::from(2);
         }

@@ -1,6 +1,6 @@
 //! A short run of the fault harness's chaos scenario (`tests/src/chaos.rs`): three node
-//! processes, a publish load, kill -9 of random nodes (the origin included) and link cuts
-//! while it runs; every acknowledged publish ends up at every node exactly once. The long
+//! processes, a publish load, kill -9 of random nodes (the origin included), link cuts and
+//! a slow link while it runs; every acknowledged publish ends up at every node exactly once. The long
 //! run is `bw-faults chaos` (BENCHMARKS.md).
 
 use std::path::Path;
@@ -13,6 +13,7 @@ async fn kills_and_cuts_during_a_publish_run_lose_and_double_nothing() {
         messages: 400,
         kills: 3,
         cuts: 2,
+        slow: 1,
         concurrency: 8,
         seed: 11,
     };
@@ -22,7 +23,7 @@ async fn kills_and_cuts_during_a_publish_run_lose_and_double_nothing() {
     .await;
     eprintln!("{report:?}");
     assert_eq!(report.acknowledged, plan.messages);
-    assert_eq!(report.faults.len(), plan.kills + plan.cuts);
+    assert_eq!(report.faults.len(), plan.kills + plan.cuts + plan.slow);
     assert_eq!(report.holdings.len(), 3);
     for h in &report.holdings {
         assert_eq!(

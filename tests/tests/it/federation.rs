@@ -56,7 +56,12 @@ async fn published_message_reaches_every_org_verified_and_byte_identical() {
     assert_eq!(origin.signer_org, "csirt-be");
 
     // The origin's certified public key, from its bundle.
-    let pk = hex::decode(&fed.info("csirt-be").bundle.signing_key.public_key_hex).unwrap();
+    let pk = fed
+        .info("csirt-be")
+        .bundle
+        .signing_key
+        .public_key("csirt-be")
+        .unwrap();
     assert_eq!(
         origin_env.key_id,
         fed.info("csirt-be").bundle.signing_key.key_id

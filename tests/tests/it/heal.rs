@@ -121,3 +121,84 @@ async fn delivery_resumes_promptly_after_a_cut_link_heals_and_nothing_is_lost_or
         "the sender never dialled again"
     );
 }
+
+/// A slow peer: csirt-fr comes back from an outage over a link capped at 64 KiB/s, with a
+/// backlog bigger than that link carries within a Deliver timeout. The sender halves the
+/// batch after the timeout instead of sending the same batch again for ever; csirt-de, on
+/// a fast link, is not held up meanwhile; both get everything exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_peer_gets_its_backlog_exactly_once_and_holds_up_nobody() {
+    use bluewire_tests::{FedOptions, OrgSpec};
+    let fed = TestFederation::with_options(
+        &[
+            OrgSpec::csirt("csirt-be", "BE"),
+            OrgSpec::csirt("csirt-fr", "FR"),
+            OrgSpec::csirt("csirt-de", "DE"),
+        ],
+        FedOptions {
+            proxied: vec!["csirt-fr".into()],
+            ..FedOptions::default()
+        },
+    )
+    .await;
+    let mut published = publish(&fed, "before", 5).await;
+    assert_eventually!(
+        fed.message_count("csirt-fr").await >= 5 && fed.message_count("csirt-de").await >= 5,
+        "first messages did not arrive: {:?}",
+        fed.peers("csirt-be").await
+    );
+
+    // An outage builds a backlog: ~120 × 3.7 KiB (hybrid signatures included) ≈ 450 KiB,
+    // about 7 s at 64 KiB/s, more than the harness's 5 s Deliver timeout.
+    fed.link("csirt-fr").refuse();
+    published.extend(publish(&fed, "backlog", 120).await);
+    assert_eventually!(
+        fed.message_count("csirt-de").await >= 125,
+        "csirt-de was held up by csirt-fr's outage: {:?}",
+        fed.peers("csirt-be").await
+    );
+    assert_eq!(fed.message_count("csirt-fr").await, 5);
+
+    fed.link("csirt-fr").slow(64 * 1024);
+    fed.link("csirt-fr").heal();
+    let healed = Instant::now();
+    // While csirt-fr drains over the slow link, csirt-de gets new messages at once.
+    let later = publish(&fed, "during", 20).await;
+    published.extend(later);
+    assert_eventually!(
+        fed.message_count("csirt-de").await >= 145,
+        "csirt-de was held up by the slow peer: {:?}",
+        fed.peers("csirt-be").await
+    );
+    let fr_then = fed.message_count("csirt-fr").await;
+    assert!(
+        fr_then < 145,
+        "csirt-fr already had everything ({fr_then}) {:?} after the heal: the link was not slow",
+        healed.elapsed()
+    );
+    assert_eventually!(
+        timeout = Duration::from_secs(90),
+        fed.message_count("csirt-fr").await >= 145,
+        "csirt-fr has {} of 145 messages {:?} after the heal over the slow link: {:?}",
+        fed.message_count("csirt-fr").await,
+        healed.elapsed(),
+        fed.peers("csirt-be").await
+    );
+    eprintln!(
+        "slow peer: backlog delivered {:?} after the heal",
+        healed.elapsed()
+    );
+
+    for org in ["csirt-fr", "csirt-de"] {
+        let feed = fed.feed(org, Some("csirt-be")).await;
+        let ids: Vec<String> = feed.iter().map(item_id).collect();
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(ids.len(), distinct.len(), "duplicates in {org}'s feed");
+        assert_eq!(
+            distinct,
+            published.iter().collect::<HashSet<_>>(),
+            "{org}'s feed differs from what was published"
+        );
+    }
+    fed.link("csirt-fr").fast();
+}
