@@ -140,6 +140,7 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                     accreditations: accreditation,
                     endpoint,
                     signing_keys: vec![],
+                    encryption_keys: vec![],
                     functions: functions.iter().map(|f| f.to_string()).collect(),
                 },
                 validity_days: days,
@@ -149,11 +150,13 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
             report(
                 out,
                 &format!(
-                    "issued {org}: node.crt, node.key, signing.key ({}), org-ca.crt, org-ca.key, ca.crt in {}",
+                    "issued {org}: node.crt, node.key, signing.key ({}), encryption.key ({}), org-ca.crt, org-ca.key, ca.crt in {}",
                     bundle.signing_key.key_id,
+                    bundle.encryption_key.key_id,
                     dir.display()
                 ),
-                serde_json::json!({"org": org, "dir": dir, "signing_key_id": bundle.signing_key.key_id}),
+                serde_json::json!({"org": org, "dir": dir, "signing_key_id": bundle.signing_key.key_id,
+                                   "encryption_key_id": bundle.encryption_key.key_id}),
             );
         }
         PkiCommand::IssueUser {

@@ -30,6 +30,7 @@ fn profile(org: &str, country: &str, org_type: &str, levels: &[Level]) -> OrgPro
         accreditations: Vec::new(),
         endpoint: format!("https://{org}.invalid:7443"),
         signing_keys: Vec::new(),
+        encryption_keys: vec![],
         functions: Vec::new(),
     }
 }

@@ -459,7 +459,7 @@ ca = "ca.crt"
 # This node's certificate and key, issued by `bluewire pki issue`.
 cert = "node.crt"
 key = "node.key"
-# Ed25519 message-signing key certified in node.crt.
+# Hybrid Ed25519 + ML-DSA-65 message-signing key (two PEM blocks) certified in node.crt.
 signing_key = "signing.key"
 # Optional CA-signed revocation list (`bluewire pki revoke`); re-read when it
 # changes, checked every crl_poll_secs seconds. No restart needed.

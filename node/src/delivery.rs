@@ -245,7 +245,15 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // behind the batch on a slow link and went unanswered) is retried with fewer.
         let failed_in_flight = match &result {
             Err(_) => true,
-            Ok(Err(status)) => link_failed(status),
+            // Too many envelopes or too many bytes for the peer's limits (a peer whose
+            // `limits.max_batch` or `max_request_bytes` is below ours): fewer next time.
+            Ok(Err(status)) => {
+                link_failed(status)
+                    || matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+                    )
+            }
             Ok(Ok(_)) => false,
         };
         batch_cap = next_batch_cap(

@@ -146,6 +146,11 @@ impl Directory {
         self.certs.get(org).map(|d| d.0.clone())
     }
 
+    /// Is `der` a node certificate this node has verified (of any organisation)?
+    pub fn holds_cert(&self, der: &[u8]) -> bool {
+        self.certs.iter().any(|e| e.value().0 == der)
+    }
+
     /// Has this node verified `org`'s node certificate?
     pub fn knows(&self, org: &str) -> bool {
         self.certs.contains_key(org)
@@ -171,6 +176,7 @@ mod tests {
             accreditations: vec![],
             endpoint: "https://127.0.0.1:1".into(),
             signing_keys: vec![],
+            encryption_keys: vec![],
             functions: vec![],
         }
     }
@@ -208,5 +214,21 @@ mod tests {
         assert!(d.readable(&store, &env("org-c/1")).is_err());
         assert!(d.readable(&store, &forwarded).is_err());
         assert!(d.key(&store, "org-c/1").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_held_certificate_is_recognised_by_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Directory::new(me());
+        let mut b = me();
+        b.org = "org-b".into();
+        assert!(!d.holds_cert(b"cert of org-b"));
+        d.learn(&store, &b, b"cert of org-b").await;
+        assert!(d.holds_cert(b"cert of org-b"));
+        assert!(!d.holds_cert(b"cert of org-c"));
+        // Our own certificate is never learnt as a peer's.
+        d.learn(&store, &me(), b"cert of org-a").await;
+        assert!(!d.holds_cert(b"cert of org-a"));
     }
 }

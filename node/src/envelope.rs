@@ -28,6 +28,10 @@ pub enum Rejected {
         "signature does not verify with key {0:?}: the content was altered or signed by another key"
     )]
     BadSignature(String),
+    #[error(
+        "signature with key {0:?} is Ed25519 alone, the format before hybrid Ed25519 + ML-DSA-65 signatures: the signer's node must be upgraded and its organisation issued again by the federation CA"
+    )]
+    OldSignature(String),
     #[error("content is not a valid bluewire.v1.Content message: {0}")]
     Malformed(String),
     #[error("content claims origin {claimed:?} but is signed by a key of {signer:?}")]
@@ -70,7 +74,10 @@ impl Rejected {
         match self {
             Rejected::Policy { rule, .. } | Rejected::Unroutable { rule, .. } => rule,
             Rejected::TooLarge(_) => "size",
-            Rejected::Unsigned | Rejected::UnknownKey(_) | Rejected::BadSignature(_) => "signature",
+            Rejected::Unsigned
+            | Rejected::UnknownKey(_)
+            | Rejected::BadSignature(_)
+            | Rejected::OldSignature(_) => "signature",
             Rejected::OriginMismatch { .. }
             | Rejected::NotFromOrigin { .. }
             | Rejected::NotForwarder { .. } => "origin",
@@ -104,8 +111,29 @@ pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
     }
 }
 
+/// Verify a hybrid signature; one in the Ed25519-only format of earlier versions (or a key
+/// stored in it) is refused with a reason that says so.
+fn check_signature(
+    public_key: &[u8],
+    context: &[u8],
+    bytes: &[u8],
+    signature: &[u8],
+    key_id: &str,
+) -> Result<(), Rejected> {
+    if signing::verify(public_key, context, bytes, signature) {
+        return Ok(());
+    }
+    let old = signature.len() == signing::ED25519_SIGNATURE_LEN
+        || public_key.len() == signing::ED25519_PUBLIC_LEN;
+    Err(if old {
+        Rejected::OldSignature(key_id.to_string())
+    } else {
+        Rejected::BadSignature(key_id.to_string())
+    })
+}
+
 /// Verify, then decode and validate. `lookup` maps a key id to the
-/// (organisation, raw Ed25519 public key) the federation CA certified.
+/// (organisation, hybrid public key) the federation CA certified.
 pub fn open(
     env: &Envelope,
     lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
@@ -136,9 +164,13 @@ pub fn open_unclocked(
     }
     let (signer_org, public_key) =
         lookup(&env.key_id).ok_or_else(|| Rejected::UnknownKey(env.key_id.clone()))?;
-    if !signing::verify(&public_key, MESSAGE_CONTEXT, &env.content, &env.signature) {
-        return Err(Rejected::BadSignature(env.key_id.clone()));
-    }
+    check_signature(
+        &public_key,
+        MESSAGE_CONTEXT,
+        &env.content,
+        &env.signature,
+        &env.key_id,
+    )?;
     let content =
         Content::decode(env.content.as_slice()).map_err(|e| Rejected::Malformed(e.to_string()))?;
     if content.origin_org != signer_org {
@@ -422,9 +454,13 @@ pub fn open_forwarding(
         return Err(Rejected::Invalid("no forwarding attestation".into()));
     };
     let (org, pk) = lookup(&f.key_id).ok_or_else(|| Rejected::UnknownKey(f.key_id.clone()))?;
-    if !signing::verify(&pk, FORWARD_CONTEXT, &f.attestation, &f.signature) {
-        return Err(Rejected::BadSignature(f.key_id.clone()));
-    }
+    check_signature(
+        &pk,
+        FORWARD_CONTEXT,
+        &f.attestation,
+        &f.signature,
+        &f.key_id,
+    )?;
     let a = bluewire_proto::v1::ForwardAttestation::decode(f.attestation.as_slice())
         .map_err(|e| Rejected::Malformed(format!("forwarding attestation: {e}")))?;
     if a.forwarder_org != org {
@@ -518,6 +554,25 @@ mod tests {
                 "byte {i}: {r:?}"
             );
         }
+        // The Ed25519-only format of earlier versions is refused with a reason that says so:
+        // a 64-byte signature, or a 32-byte key remembered from before.
+        let mut old = env.clone();
+        old.signature.truncate(signing::ED25519_SIGNATURE_LEN);
+        let r = open(&old, lookup, 2_000).unwrap_err();
+        assert!(matches!(r, Rejected::OldSignature(_)), "{r:?}");
+        assert!(r.to_string().contains("upgraded"), "{r}");
+        assert_eq!(r.rule(), "signature");
+        let r = open(
+            &env,
+            |_| {
+                Some((
+                    "csirt-be".to_string(),
+                    pk[..signing::ED25519_PUBLIC_LEN].to_vec(),
+                ))
+            },
+            2_000,
+        );
+        assert!(matches!(r, Err(Rejected::OldSignature(_))), "{r:?}");
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! checks, …). The unit tests at the bottom replay every committed corpus file
 //! (`fuzz/corpus/<target>/`) through its function, so past crash inputs stay fixed.
 //!
-//! Signatures: a fuzzer cannot forge Ed25519, so the targets that sit behind a signature check
-//! have a mode (chosen by the first input byte) in which the harness signs what the fuzzer wrote
-//! with a fixed key ([`fuzz_key`], the same in every run, so corpus envelopes keep verifying)
+//! Signatures: a fuzzer cannot forge signatures (hybrid Ed25519 + ML-DSA-65), so the targets
+//! that sit behind a signature check have a mode (chosen by the first input byte) in which
+//! the harness signs what the fuzzer wrote with a fixed key ([`fuzz_key`], the same in every run, so corpus envelopes keep verifying)
 //! or with the keys of a small federation built once per process ([`fixture`]).
 
 use std::collections::BTreeMap;
@@ -91,6 +91,7 @@ pub fn fixture() -> &'static Fixture {
                             accreditations: vec![],
                             endpoint: "https://127.0.0.1:7443".into(),
                             signing_keys: vec![],
+                            encryption_keys: vec![],
                             functions: functions.iter().map(|f| f.to_string()).collect(),
                         },
                         validity_days: 3650,

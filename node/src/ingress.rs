@@ -429,14 +429,18 @@ fn same_content(
 /// against the federation root) so the origin's signature can be checked.
 async fn learn_forwarded_origin(st: &NodeState, env: &pb::Envelope) {
     let Some(f) = &env.forwarding else { return };
-    if f.origin_cert.is_empty() {
+    // A certificate this node already holds is not verified again (each verification is an
+    // ECDSA and an ML-DSA check, and a batch may carry a thousand of them).
+    if f.origin_cert.is_empty() || st.directory.holds_cert(&f.origin_cert) {
         return;
     }
     let chain = [rustls::pki_types::CertificateDer::from(
         f.origin_cert.clone(),
     )];
-    if let Ok(PeerIdentity::Node { profile, .. }) =
+    if let Ok(id @ PeerIdentity::Node { .. }) =
         crate::pki::identity_from_chain(&chain, &st.tls.root_der)
+        && !st.tls.revocations.identity_revoked(&id)
+        && let PeerIdentity::Node { profile, .. } = id
     {
         st.directory
             .learn(&st.store, &profile, &f.origin_cert)

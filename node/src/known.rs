@@ -212,6 +212,7 @@ pub(crate) mod testkit {
             accreditations: vec![],
             endpoint: "https://127.0.0.1:7443".into(),
             signing_keys: vec![],
+            encryption_keys: vec![],
             functions: Vec::new(),
         }
     }

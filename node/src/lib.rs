@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod directory;
+pub mod e2e;
 pub mod envelope;
 pub mod feed;
 pub mod fuzzing;

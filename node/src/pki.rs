@@ -48,8 +48,9 @@ pub use pq::{PQ_CERTIFICATION_OID, ROOT_PQ_KEY_OID};
 /// The former name of [`check_org_id`], kept so existing callers still build.
 pub use profile::check_org_id as validate_org;
 pub use profile::{
-    CertProfile, CertifiedKey, Function, Level, OrgProfile, PROFILE_OID, PeerIdentity, UserRole,
-    cert_profile, check_org_id, check_user_name, identity_from_chain, is_valid_id, key_id_for,
+    CertProfile, CertifiedEncryptionKey, CertifiedKey, Function, Level, OrgProfile, PROFILE_OID,
+    PeerIdentity, UserRole, cert_profile, check_org_id, check_user_name, identity_from_chain,
+    is_valid_id, key_id_for,
 };
 
 // ---------------------------------------------------------------------------

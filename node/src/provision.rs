@@ -135,7 +135,7 @@ pub struct ProvisionedOrg {
     pub listen: SocketAddr,
     /// `https://LISTEN`, as certified in its node certificate.
     pub endpoint: String,
-    /// `DIR/ORG`: node.crt node.key signing.key org-ca.* ca.crt node.toml users/
+    /// `DIR/ORG`: node.crt node.key signing.key encryption.key org-ca.* ca.crt node.toml users/
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub bundle: OrgBundle,
@@ -203,6 +203,7 @@ pub fn federation(
                 accreditations: Vec::new(),
                 endpoint: endpoint.clone(),
                 signing_keys: Vec::new(),
+                encryption_keys: vec![],
                 functions: plan.functions.iter().map(|f| f.to_string()).collect(),
             },
             validity_days: VALIDITY_DAYS,
@@ -356,7 +357,8 @@ mod tests {
             assert_eq!(o.org, p.org);
             assert_eq!(o.dir, dir.join(&p.org));
             assert_eq!(o.endpoint, format!("https://{}", p.listen));
-            let bundle = "node.crt node.key signing.key org-ca.crt org-ca.key ca.crt";
+            let bundle =
+                "node.crt node.key signing.key encryption.key org-ca.crt org-ca.key ca.crt";
             for f in bundle.split(' ').chain(["node.toml"]) {
                 assert!(o.dir.join(f).is_file(), "{f} of {}", o.org);
             }

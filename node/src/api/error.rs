@@ -30,7 +30,8 @@ impl From<IngressError> for Status {
     fn from(e: IngressError) -> Self {
         let msg = e.to_string();
         match e {
-            IngressError::TooMany { .. } => Status::invalid_argument(msg),
+            // The sender halves its batch on RESOURCE_EXHAUSTED (delivery::next_batch_cap).
+            IngressError::TooMany { .. } => Status::resource_exhausted(msg),
             IngressError::Store(_) => Status::unavailable(msg),
         }
     }

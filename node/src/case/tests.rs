@@ -225,6 +225,7 @@ fn profile(org: &str, functions: &[F], levels: &[pki::Level]) -> OrgProfile {
         accreditations: vec![],
         endpoint: "https://127.0.0.1:7443".into(),
         signing_keys: vec![],
+        encryption_keys: vec![],
         functions: functions.iter().map(|f| f.as_str().to_string()).collect(),
     }
 }

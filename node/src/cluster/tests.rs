@@ -50,6 +50,7 @@ fn fx() -> &'static Fixture {
                             accreditations: vec![],
                             endpoint: "https://127.0.0.1:7443".into(),
                             signing_keys: vec![],
+                            encryption_keys: vec![],
                             // Lets the case tests' evidence bundles carry real authority.
                             functions: vec!["csirts-network".into()],
                         },

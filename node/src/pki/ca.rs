@@ -35,8 +35,8 @@ use super::der::{
 };
 use super::pq;
 use super::profile::{
-    CertProfile, CertifiedKey, OrgProfile, UserRole, check_label, check_user_name, endpoint_host,
-    profile_extension, profile_of,
+    CertProfile, CertifiedEncryptionKey, CertifiedKey, OrgProfile, UserRole, check_label,
+    check_user_name, endpoint_host, profile_extension, profile_of,
 };
 use super::{PkiError, gen_err, io_err};
 
@@ -388,6 +388,7 @@ impl FederationCa {
     pub fn issue_org(&self, req: &OrgRequest) -> Result<OrgBundle, PkiError> {
         let mut profile = req.profile.clone();
         profile.signing_keys.clear();
+        profile.encryption_keys.clear();
         profile.validate()?;
         // This CA only asserts functions it knows, each once, in canonical order.
         let mut functions = Vec::new();
@@ -409,6 +410,13 @@ impl FederationCa {
         let pair = crate::signing::SigningKey::from_pkcs8(&profile.org, &ed_pkcs8, &pq_pkcs8)
             .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
         let signing_key = CertifiedKey::new(&profile.org, &pair.public_key());
+        // End-to-end encryption key: X25519 + ML-KEM-768, certified beside the signing key.
+        let encryption = crate::e2e::RecipientKey::generate(&profile.org)
+            .map_err(|e| PkiError::Generate(format!("encryption key: {e}")))?;
+        let encryption_key = CertifiedEncryptionKey::new(&profile.org, &encryption.public_key());
+        let encryption_key_pem = encryption
+            .to_pem()
+            .map_err(|e| PkiError::Generate(format!("encryption key: {e}")))?;
 
         // Organisation CA.
         let org_ca_key = KeyPair::generate().map_err(gen_err("organisation CA key"))?;
@@ -432,6 +440,7 @@ impl FederationCa {
         // Node TLS certificate.
         let mut node_profile = profile.clone();
         node_profile.signing_keys = vec![signing_key.clone()];
+        node_profile.encryption_keys = vec![encryption_key.clone()];
         let host = endpoint_host(&profile.endpoint)?;
         let node_key = KeyPair::generate().map_err(gen_err("node key"))?;
         let mut node_params = base_params(not_after);
@@ -509,6 +518,8 @@ impl FederationCa {
                 pem_encode("PRIVATE KEY", &pq_pkcs8)
             ),
             signing_key,
+            encryption_key_pem,
+            encryption_key,
             org_ca_cert_pem: org_ca.pem(),
             org_ca_key_pem: org_ca_key.serialize_pem(),
             ca_cert_pem: self.cert_pem.clone(),
@@ -592,7 +603,7 @@ impl FederationCa {
 /// A request to certify an organisation.
 #[derive(Clone, Debug)]
 pub struct OrgRequest {
-    /// `signing_keys` is ignored: a fresh signing key is generated.
+    /// `signing_keys` and `encryption_keys` are ignored: fresh keys are generated.
     pub profile: OrgProfile,
     pub validity_days: u32,
 }
@@ -606,6 +617,9 @@ pub struct OrgBundle {
     /// Two PEM `PRIVATE KEY` blocks (PKCS#8): Ed25519, then ML-DSA-65.
     pub signing_key_pkcs8_pem: String,
     pub signing_key: CertifiedKey,
+    /// X25519 + ML-KEM-768 decryption key ([`crate::e2e::RecipientKey::to_pem`]).
+    pub encryption_key_pem: String,
+    pub encryption_key: CertifiedEncryptionKey,
     /// Intermediate CA (pathlen 0) with the OrgCa profile.
     pub org_ca_cert_pem: String,
     pub org_ca_key_pem: String,
@@ -617,18 +631,21 @@ impl fmt::Debug for OrgBundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OrgBundle")
             .field("signing_key", &self.signing_key)
+            .field("encryption_key", &self.encryption_key)
             .finish_non_exhaustive()
     }
 }
 
 impl OrgBundle {
-    /// Writes node.crt node.key signing.key org-ca.crt org-ca.key ca.crt; keys 0600.
+    /// Writes node.crt node.key signing.key encryption.key org-ca.crt org-ca.key ca.crt;
+    /// keys 0600.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         ensure_dir(dir)?;
         for (name, data, mode) in [
             ("node.crt", &self.node_cert_pem, 0o644),
             ("node.key", &self.node_key_pem, 0o600),
             ("signing.key", &self.signing_key_pkcs8_pem, 0o600),
+            ("encryption.key", &self.encryption_key_pem, 0o600),
             ("org-ca.crt", &self.org_ca_cert_pem, 0o644),
             ("org-ca.key", &self.org_ca_key_pem, 0o600),
             ("ca.crt", &self.ca_cert_pem, 0o644),

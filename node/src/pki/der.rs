@@ -38,8 +38,16 @@ pub(super) fn normalize_serial(s: &str) -> Result<String, PkiError> {
 }
 
 pub(super) fn der_utf8string(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = vec![0x0c];
+    der_tlv(0x0c, s.as_bytes())
+}
+
+/// A DER OCTET STRING holding `bytes`.
+pub(super) fn der_octet_string(bytes: &[u8]) -> Vec<u8> {
+    der_tlv(0x04, bytes)
+}
+
+fn der_tlv(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
     let len = bytes.len();
     if len < 0x80 {
         out.push(len as u8);
@@ -54,10 +62,21 @@ pub(super) fn der_utf8string(s: &str) -> Vec<u8> {
 }
 
 pub(super) fn parse_der_utf8string(der: &[u8]) -> Result<&str, PkiError> {
-    let bad =
-        |why: &str| PkiError::Profile(format!("extension value is not a DER UTF8String ({why})"));
-    let (&tag, rest) = der.split_first().ok_or_else(|| bad("empty"))?;
-    if tag != 0x0c {
+    let body = parse_der_tlv(0x0c, "UTF8String", der)?;
+    std::str::from_utf8(body).map_err(|_| {
+        PkiError::Profile("extension value is not a DER UTF8String (invalid UTF-8)".into())
+    })
+}
+
+pub(super) fn parse_der_octet_string(der: &[u8]) -> Result<&[u8], PkiError> {
+    parse_der_tlv(0x04, "OCTET STRING", der)
+}
+
+/// The contents of a single DER element with `tag` that is all of `der` (definite length).
+fn parse_der_tlv<'a>(tag: u8, what: &str, der: &'a [u8]) -> Result<&'a [u8], PkiError> {
+    let bad = |why: &str| PkiError::Profile(format!("extension value is not a DER {what} ({why})"));
+    let (&t, rest) = der.split_first().ok_or_else(|| bad("empty"))?;
+    if t != tag {
         return Err(bad("wrong tag"));
     }
     let (&l0, rest) = rest.split_first().ok_or_else(|| bad("missing length"))?;
@@ -76,7 +95,7 @@ pub(super) fn parse_der_utf8string(der: &[u8]) -> Result<&str, PkiError> {
     if body.len() != len {
         return Err(bad("length mismatch"));
     }
-    std::str::from_utf8(body).map_err(|_| bad("invalid UTF-8"))
+    Ok(body)
 }
 
 pub fn pem_encode(label: &str, der: &[u8]) -> String {

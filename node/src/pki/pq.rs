@@ -16,19 +16,18 @@ use aws_lc_rs::signature::{ML_DSA_65, PqdsaKeyPair, UnparsedPublicKey};
 use x509_parser::certificate::X509Certificate;
 
 use super::PkiError;
-use super::der::{der_utf8string, parse_der_utf8string, serial_text};
+use super::der::{der_octet_string, parse_der_octet_string, serial_text};
 
-/// Extension of the root certificate: the root's ML-DSA-65 public key (hex in a UTF8String).
+/// Extension of the root certificate: the root's ML-DSA-65 public key (a DER OCTET STRING).
 pub const ROOT_PQ_KEY_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 7, 2];
-/// Extension of a node certificate: the root's ML-DSA-65 signature (hex in a UTF8String)
+/// Extension of a node certificate: the root's ML-DSA-65 signature (a DER OCTET STRING)
 /// over the profile extension's value, the certificate's public key, serial and expiry.
 pub const PQ_CERTIFICATION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 7, 3];
 
 const CONTEXT: &[u8] = b"bluewire/v1/pq-certification\0";
 
 fn extension(oid: &[u64], bytes: &[u8]) -> rcgen::CustomExtension {
-    let mut ext =
-        rcgen::CustomExtension::from_oid_content(oid, der_utf8string(&hex::encode(bytes)));
+    let mut ext = rcgen::CustomExtension::from_oid_content(oid, der_octet_string(bytes));
     ext.set_criticality(false); // webpki rejects unknown critical extensions
     ext
 }
@@ -101,10 +100,10 @@ fn extension_value<'a>(
     Ok(Some(ext.value))
 }
 
-fn hex_value(value: &[u8], what: &str) -> Result<Vec<u8>, PkiError> {
-    let text =
-        parse_der_utf8string(value).map_err(|e| PkiError::Identity(format!("{what}: {e}")))?;
-    hex::decode(text).map_err(|_| PkiError::Identity(format!("{what} is not hex")))
+fn octets(value: &[u8], what: &str) -> Result<Vec<u8>, PkiError> {
+    parse_der_octet_string(value)
+        .map(<[u8]>::to_vec)
+        .map_err(|e| PkiError::Identity(format!("{what}: {e}")))
 }
 
 /// The root's ML-DSA-65 public key, from its certificate.
@@ -117,7 +116,7 @@ pub(super) fn root_key(root: &X509Certificate<'_>) -> Result<Vec<u8>, PkiError> 
                 .into(),
         )
     })?;
-    let key = hex_value(value, "root ML-DSA-65 key")?;
+    let key = octets(value, "root ML-DSA-65 key")?;
     if key.len() != crate::signing::ML_DSA_65_PUBLIC_LEN {
         return Err(PkiError::Identity(format!(
             "root ML-DSA-65 key is {} bytes, expected {}",
@@ -148,7 +147,7 @@ pub(super) fn check(
                     .into(),
             )
         })?;
-    let sig = hex_value(sig, "post-quantum certification")?;
+    let sig = octets(sig, "post-quantum certification")?;
     let certified = Certified {
         profile_ext_value: profile,
         spki_der: leaf.public_key().raw,

@@ -215,6 +215,60 @@ impl CertifiedKey {
     }
 }
 
+/// A hybrid encryption public key (X25519 + ML-KEM-768) certified by the federation CA:
+/// what senders encrypt to end to end for this organisation ([`crate::e2e`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedEncryptionKey {
+    /// `"<org>/"` + the first 16 hex digits of SHA-256(X25519 key || ML-KEM-768 key).
+    pub key_id: String,
+    /// X25519 raw 32-byte public key, lowercase hex.
+    pub x25519_public_key_hex: String,
+    /// ML-KEM-768 1,184-byte encapsulation key, lowercase hex.
+    pub ml_kem_768_public_key_hex: String,
+}
+
+impl CertifiedEncryptionKey {
+    /// Certify a hybrid public key (as [`crate::e2e::RecipientKey::public_key`] gives it).
+    pub fn new(org: &str, public_key: &[u8]) -> Self {
+        let split = public_key.len().min(crate::e2e::X25519_PUBLIC_LEN);
+        let (x, k) = public_key.split_at(split);
+        Self {
+            key_id: key_id_for(org, public_key),
+            x25519_public_key_hex: hex::encode(x),
+            ml_kem_768_public_key_hex: hex::encode(k),
+        }
+    }
+
+    /// The public key [`crate::e2e::seal`] takes, after checking both halves' lengths and
+    /// that the key id is derived from them for `org`.
+    pub fn public_key(&self, org: &str) -> Result<Vec<u8>, PkiError> {
+        let bad =
+            |what: String| PkiError::Invalid(format!("encryption key {:?}: {what}", self.key_id));
+        let x = hex::decode(&self.x25519_public_key_hex)
+            .map_err(|_| bad("x25519_public_key_hex is not hex".into()))?;
+        let k = hex::decode(&self.ml_kem_768_public_key_hex)
+            .map_err(|_| bad("ml_kem_768_public_key_hex is not hex".into()))?;
+        if x.len() != crate::e2e::X25519_PUBLIC_LEN || k.len() != crate::e2e::ML_KEM_768_PUBLIC_LEN
+        {
+            return Err(bad(format!(
+                "an X25519 public key is {} bytes and an ML-KEM-768 one {}, got {} and {}",
+                crate::e2e::X25519_PUBLIC_LEN,
+                crate::e2e::ML_KEM_768_PUBLIC_LEN,
+                x.len(),
+                k.len()
+            )));
+        }
+        let public = [x, k].concat();
+        let expected = key_id_for(org, &public);
+        if self.key_id != expected {
+            return Err(bad(format!(
+                "key id does not match its public key (expected {expected:?})"
+            )));
+        }
+        Ok(public)
+    }
+}
+
 /// What the federation CA asserts about an organisation. Carried inside node
 /// and org-CA certificates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +289,10 @@ pub struct OrgProfile {
     pub endpoint: String,
     #[serde(default)]
     pub signing_keys: Vec<CertifiedKey>,
+    /// Keys senders encrypt to for this organisation (end-to-end encryption). Absent from
+    /// certificates issued before Bluewire certified them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_keys: Vec<CertifiedEncryptionKey>,
     /// Blueprint functions the organisation holds ([`Function`] names). Kept as written, so
     /// a certificate from a newer CA naming a function this node does not know still
     /// verifies; such a function grants nothing here ([`OrgProfile::holds`]).
@@ -294,6 +352,9 @@ impl OrgProfile {
         }
         endpoint_host(&self.endpoint)?;
         for k in &self.signing_keys {
+            k.public_key(&self.org)?;
+        }
+        for k in &self.encryption_keys {
             k.public_key(&self.org)?;
         }
         Ok(())

@@ -13,7 +13,9 @@ use rustls::server::WebPkiClientVerifier;
 use time::{Duration, OffsetDateTime};
 
 use super::ca::base_params;
-use super::der::{der_utf8string, parse_der_utf8string, pem_encode};
+use super::der::{
+    der_octet_string, der_utf8string, parse_der_octet_string, parse_der_utf8string, pem_encode,
+};
 use super::profile::{endpoint_host, profile_extension};
 use super::*;
 
@@ -27,6 +29,7 @@ fn profile(org: &str) -> OrgProfile {
         accreditations: vec!["EU RESTRICTED".into()],
         endpoint: "https://127.0.0.1:7443".into(),
         signing_keys: vec![],
+        encryption_keys: vec![],
         functions: Vec::new(),
     }
 }
@@ -130,6 +133,12 @@ fn der_utf8string_round_trip() {
     }
     assert!(parse_der_utf8string(&[0x04, 0x00]).is_err());
     assert!(parse_der_utf8string(&[0x0c, 0x05, b'a']).is_err());
+    for n in [0usize, 127, 128, 3309] {
+        let b = vec![0xa5; n];
+        assert_eq!(parse_der_octet_string(&der_octet_string(&b)).unwrap(), b);
+    }
+    assert!(parse_der_octet_string(&[0x0c, 0x00]).is_err());
+    assert!(parse_der_octet_string(&[0x04, 0x82, 0x01]).is_err());
 }
 
 #[test]
@@ -160,6 +169,7 @@ fn profile_extension_round_trip_and_identities() {
     };
     let mut expected = profile("csirt-be");
     expected.signing_keys = vec![bundle.signing_key.clone()];
+    expected.encryption_keys = vec![bundle.encryption_key.clone()];
     assert_eq!(p, expected);
     let Some(CertProfile::OrgCa(p)) = cert_profile(&der(&bundle.org_ca_cert_pem)).unwrap() else {
         panic!("org-ca profile missing");
@@ -179,6 +189,21 @@ fn profile_extension_round_trip_and_identities() {
         bundle.signing_key,
         CertifiedKey::new("csirt-be", &sk.public_key())
     );
+    // The encryption key matches what the certificate certifies, and opens what is sealed to it.
+    let ek = crate::e2e::RecipientKey::from_pem("csirt-be", &bundle.encryption_key_pem).unwrap();
+    let certified = bundle.encryption_key.public_key("csirt-be").unwrap();
+    assert_eq!(ek.public_key(), certified);
+    let sealed = crate::e2e::seal(
+        &[(bundle.encryption_key.key_id.as_str(), &certified)],
+        b"ctx",
+        b"",
+        b"m",
+    )
+    .unwrap();
+    assert_eq!(crate::e2e::open(&ek, b"ctx", b"", &sealed).unwrap(), b"m");
+    let mut wrong = bundle.encryption_key.clone();
+    wrong.key_id = "csirt-be/0000000000000000".into();
+    assert!(wrong.public_key("csirt-be").is_err());
 
     // Node identity.
     let id = identity_from_chain(std::slice::from_ref(&node), &root).unwrap();
@@ -388,6 +413,7 @@ fn save_load_round_trip() {
         "node.crt",
         "node.key",
         "signing.key",
+        "encryption.key",
         "org-ca.crt",
         "org-ca.key",
         "ca.crt",
@@ -397,7 +423,7 @@ fn save_load_round_trip() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for f in ["node.key", "signing.key", "org-ca.key"] {
+        for f in ["node.key", "signing.key", "encryption.key", "org-ca.key"] {
             let m = fs::metadata(bdir.join(f)).unwrap().permissions().mode();
             assert_eq!(m & 0o777, 0o600, "{f}");
         }

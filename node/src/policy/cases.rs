@@ -139,6 +139,7 @@ fn org_profile(
         accreditations: spec.accreditations.clone(),
         endpoint: format!("https://{id}.invalid:443"),
         signing_keys: Vec::new(),
+        encryption_keys: vec![],
         functions: spec.functions.clone(),
     })
 }

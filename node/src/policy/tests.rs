@@ -23,6 +23,7 @@ fn org(id: &str, ty: &str, levels: &[Level]) -> OrgProfile {
         accreditations: vec![],
         endpoint: format!("https://{id}.example:7443"),
         signing_keys: vec![],
+        encryption_keys: vec![],
         functions: Vec::new(),
     }
 }

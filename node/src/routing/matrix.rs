@@ -76,6 +76,7 @@ fn profile(
         accreditations: accreditations.iter().map(|s| s.to_string()).collect(),
         endpoint: format!("https://{org}.invalid:7443"),
         signing_keys: Vec::new(),
+        encryption_keys: vec![],
         functions: Vec::new(),
     }
 }

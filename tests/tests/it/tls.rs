@@ -82,6 +82,7 @@ async fn certificate_from_another_federation_is_refused() {
                 accreditations: vec![],
                 endpoint: info.endpoint.clone(),
                 signing_keys: vec![],
+                encryption_keys: vec![],
                 functions: Vec::new(),
             },
             validity_days: 5,
