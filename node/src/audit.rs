@@ -1,6 +1,7 @@
 //! Tamper-evident audit trail: a hash-chained, append-only log of everything this node
 //! published, sent, delivered, received, rejected or dropped, every membership operation,
-//! every policy change and every API token created or revoked.
+//! every policy change, every API token created or revoked, and the store losing records
+//! that had not reached the disk when it reopened after an I/O error.
 //!
 //! Records live in the store's `audit` table (see
 //! [`Store::append_audit`](crate::store::Store::append_audit)); the store's single writer
@@ -83,10 +84,13 @@ pub enum AuditKind {
     Policy,
     /// An API token was created or revoked (its id, user, role and expiry; never its secret).
     Token,
+    /// The store itself: reopened after an I/O error, with records lost that had not reached
+    /// the disk (their sequence numbers are used again after this record).
+    Store,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 9] = [
+    pub const ALL: [AuditKind; 10] = [
         AuditKind::Published,
         AuditKind::Sent,
         AuditKind::Delivered,
@@ -96,6 +100,7 @@ impl AuditKind {
         AuditKind::Membership,
         AuditKind::Policy,
         AuditKind::Token,
+        AuditKind::Store,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +114,7 @@ impl AuditKind {
             AuditKind::Membership => "membership",
             AuditKind::Policy => "policy",
             AuditKind::Token => "token",
+            AuditKind::Store => "store",
         }
     }
 }
@@ -224,6 +230,10 @@ impl AuditEvent {
 
     /// An API token was created or revoked; `detail`: e.g. "created id=… user=… role=…
     /// expires=… by=…". Never the token's secret.
+    pub fn store(detail: impl Into<String>) -> AuditEvent {
+        AuditEvent::new(AuditKind::Store).detail(detail)
+    }
+
     pub fn token(detail: impl Into<String>) -> AuditEvent {
         AuditEvent::new(AuditKind::Token).detail(detail)
     }
@@ -375,7 +385,7 @@ mod tests {
         let e = AuditEvent::rejected("é".repeat(MAX_FIELD_LEN), "p", "r", "x").clip();
         assert!(e.msg_id.len() <= MAX_FIELD_LEN);
         assert!(e.msg_id.chars().all(|c| c == 'é'));
-        assert_eq!(AuditKind::ALL.len(), 9);
+        assert_eq!(AuditKind::ALL.len(), 10);
         assert_eq!(AuditEvent::policy("x").event.to_string(), "policy");
     }
 }

@@ -438,6 +438,7 @@ impl Store {
             head: head_tx.clone(),
             commits: commits.clone(),
             audit_head: audit_head.clone(),
+            rewound: Mutex::new(None),
         };
         let handle = std::thread::Builder::new()
             .name("bluewire-store-writer".into())

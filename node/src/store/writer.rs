@@ -601,6 +601,9 @@ pub(super) struct Writer {
     pub(super) commits: Arc<AtomicU64>,
     /// The committed audit head. Only the writer changes it (after each commit).
     pub(super) audit_head: Arc<Mutex<AuditHead>>,
+    /// After a reopen that lost audit records which had not reached the disk: (the last
+    /// record kept, the last one lost), to be recorded by the next commit that succeeds.
+    pub(super) rewound: Mutex<Option<(u64, u64)>>,
 }
 
 impl Writer {
@@ -719,14 +722,21 @@ impl Writer {
         if let Some((head, audit_head)) = self.db.take_reopened() {
             // What the reopened file holds is the truth (non-durable commits may be gone).
             self.head.send_replace(head);
-            *lock(&self.audit_head) = audit_head;
+            let before = std::mem::replace(&mut *lock(&self.audit_head), audit_head.clone()).0;
+            if audit_head.0 < before {
+                // Auditors will see those sequence numbers again: say so in the chain.
+                let mut r = lock(&self.rewound);
+                let lost_upto = r.map_or(before, |(_, upto)| upto.max(before));
+                *r = Some((audit_head.0, lost_upto));
+            }
         }
+        let rewound = *lock(&self.rewound);
         let audit_before = lock(&self.audit_head).clone();
         let mut wtx = db
             .begin_write()
             .map_err(db_err("begin write"))
             .map_err(txn)?;
-        let durability = if group.iter().any(Op::durable) {
+        let durability = if rewound.is_some() || group.iter().any(Op::durable) {
             Durability::Immediate
         } else {
             Durability::None
@@ -736,6 +746,14 @@ impl Writer {
         let mut audit_after = None;
         let (start, end) = {
             let mut t = open_tables(&wtx, audit_before.clone()).map_err(txn)?;
+            if let Some((kept, lost_upto)) = rewound {
+                t.append_audit(&[AuditEvent::store(format!(
+                    "store reopened after an I/O error: audit records {}..={lost_upto} had not \
+                     reached the disk and are gone; their sequence numbers are used again from here",
+                    kept + 1
+                ))])
+                .map_err(txn)?;
+            }
             let start = t.next_seq;
             for (i, op) in group.iter().enumerate() {
                 match t.apply(op) {
@@ -764,6 +782,9 @@ impl Writer {
         wtx.commit().map_err(db_err("commit")).map_err(txn)?;
         if let Some(h) = audit_after {
             *lock(&self.audit_head) = h;
+        }
+        if rewound.is_some() {
+            *lock(&self.rewound) = None;
         }
         Ok((applied, (end != start).then(|| end - 1)))
     }
