@@ -155,12 +155,6 @@ fn public_key_of(ed: &Ed25519KeyPair, pq: &PqdsaKeyPair) -> Vec<u8> {
     public
 }
 
-/// Join the two halves of a hybrid public key, checking their lengths.
-pub fn hybrid_public_key(ed25519: &[u8], ml_dsa: &[u8]) -> Option<Vec<u8>> {
-    (ed25519.len() == ED25519_PUBLIC_LEN && ml_dsa.len() == ML_DSA_65_PUBLIC_LEN)
-        .then(|| [ed25519, ml_dsa].concat())
-}
-
 fn signed_bytes(context: &[u8], bytes: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(HYBRID_LABEL.len() + context.len() + bytes.len());
     buf.extend_from_slice(HYBRID_LABEL);
@@ -311,12 +305,5 @@ mod tests {
         assert_eq!(a.public_key(), b.public_key());
         let c = SigningKey::from_seeds("org-a", &[1; 32], &[3; 32]).unwrap();
         assert_ne!(a.key_id(), c.key_id());
-    }
-
-    #[test]
-    fn hybrid_public_key_checks_lengths() {
-        assert!(hybrid_public_key(&[0; 32], &[0; ML_DSA_65_PUBLIC_LEN]).is_some());
-        assert!(hybrid_public_key(&[0; 31], &[0; ML_DSA_65_PUBLIC_LEN]).is_none());
-        assert!(hybrid_public_key(&[0; 32], &[0; ML_DSA_65_PUBLIC_LEN - 1]).is_none());
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
 
-use aws_lc_rs::signature::{ML_DSA_65_SIGNING, PqdsaKeyPair};
+use aws_lc_rs::signature::{KeyPair as _, ML_DSA_65_SIGNING, PqdsaKeyPair};
 
 use super::der::{
     first_cert_der, load_key_pem, normalize_serial, parse_cert, pem_encode, serial_hex, serial_text,
@@ -281,8 +281,8 @@ impl FederationCa {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(PkiError::Invalid(format!(
                     "{} is missing: this CA was made before Bluewire certified signing keys \
-                     post-quantum (ML-DSA-65); create a new federation CA (`bluewire pki init-federation`) \
-                     and issue the organisations again",
+                     post-quantum (ML-DSA-65); create a new federation CA \
+                     (`bluewire pki init-federation`) and issue the organisations again",
                     pq_path.display()
                 )));
             }
@@ -302,24 +302,17 @@ impl FederationCa {
             })?;
         {
             let cert = parse_cert(&cert_der)?;
-            {
-                use aws_lc_rs::signature::KeyPair as _;
-                if pq::root_key(&cert)? != pq.public_key().as_ref() {
+            let ecdsa_belongs = cert.public_key().subject_public_key.data.as_ref()
+                == rcgen::PublicKeyData::der_bytes(&key);
+            let pq_belongs = pq::root_key(&cert)? == pq.public_key().as_ref();
+            for (key_path, belongs) in [(dir.join(CA_KEY), ecdsa_belongs), (pq_path, pq_belongs)] {
+                if !belongs {
                     return Err(PkiError::Invalid(format!(
                         "{} does not belong to {}; the CA directory is mixed up",
-                        pq_path.display(),
+                        key_path.display(),
                         dir.join(CA_CRT).display()
                     )));
                 }
-            }
-            if cert.public_key().subject_public_key.data.as_ref()
-                != rcgen::PublicKeyData::der_bytes(&key)
-            {
-                return Err(PkiError::Invalid(format!(
-                    "{} does not belong to {}; the CA directory is mixed up",
-                    dir.join(CA_KEY).display(),
-                    dir.join(CA_CRT).display()
-                )));
             }
             if !cert.is_ca() {
                 return Err(PkiError::Cert(format!(

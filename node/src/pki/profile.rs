@@ -168,51 +168,93 @@ pub struct CertifiedKey {
 impl CertifiedKey {
     /// Certify a hybrid public key (as [`crate::signing::SigningKey::public_key`] gives it).
     pub fn new(org: &str, hybrid_public_key: &[u8]) -> Self {
-        let split = hybrid_public_key
-            .len()
-            .min(crate::signing::ED25519_PUBLIC_LEN);
-        let (ed, pq) = hybrid_public_key.split_at(split);
+        let (key_id, ed, pq) =
+            certify_halves(org, hybrid_public_key, crate::signing::ED25519_PUBLIC_LEN);
         Self {
-            key_id: key_id_for(org, hybrid_public_key),
-            public_key_hex: hex::encode(ed),
-            ml_dsa_public_key_hex: hex::encode(pq),
+            key_id,
+            public_key_hex: ed,
+            ml_dsa_public_key_hex: pq,
         }
     }
 
     /// The hybrid public key [`crate::signing::verify`] takes, after checking both
     /// halves' lengths and that the key id is derived from them for `org`.
     pub fn public_key(&self, org: &str) -> Result<Vec<u8>, PkiError> {
-        let bad =
-            |what: String| PkiError::Invalid(format!("signing key {:?}: {what}", self.key_id));
         if self.ml_dsa_public_key_hex.is_empty() {
-            return Err(bad(
-                "has no ML-DSA-65 half; the certificate was issued before Bluewire \
-                 signed with hybrid Ed25519 + ML-DSA-65 keys — have the CA issue it again"
-                    .into(),
-            ));
-        }
-        let ed = hex::decode(&self.public_key_hex)
-            .map_err(|_| bad("public_key_hex is not hex".into()))?;
-        let pq = hex::decode(&self.ml_dsa_public_key_hex)
-            .map_err(|_| bad("ml_dsa_public_key_hex is not hex".into()))?;
-        let public = crate::signing::hybrid_public_key(&ed, &pq).ok_or_else(|| {
-            bad(format!(
-                "an Ed25519 public key is {} bytes and an ML-DSA-65 one {}, got {} and {}",
-                crate::signing::ED25519_PUBLIC_LEN,
-                crate::signing::ML_DSA_65_PUBLIC_LEN,
-                ed.len(),
-                pq.len()
-            ))
-        })?;
-        let expected = key_id_for(org, &public);
-        if self.key_id != expected {
             return Err(PkiError::Invalid(format!(
-                "signing key id {:?} does not match its public key (expected {expected:?})",
+                "signing key {:?}: has no ML-DSA-65 half; the certificate was issued before \
+                 Bluewire signed with hybrid Ed25519 + ML-DSA-65 keys — have the CA issue it again",
                 self.key_id
             )));
         }
-        Ok(public)
+        hybrid_key(
+            org,
+            "signing key",
+            &self.key_id,
+            Half {
+                field: "public_key_hex",
+                hex: &self.public_key_hex,
+                alg: "an Ed25519",
+                len: crate::signing::ED25519_PUBLIC_LEN,
+            },
+            Half {
+                field: "ml_dsa_public_key_hex",
+                hex: &self.ml_dsa_public_key_hex,
+                alg: "an ML-DSA-65",
+                len: crate::signing::ML_DSA_65_PUBLIC_LEN,
+            },
+        )
     }
+}
+
+/// One half of a certified hybrid public key, as a profile carries it.
+struct Half<'a> {
+    field: &'a str,
+    hex: &'a str,
+    /// e.g. "an Ed25519", for the error.
+    alg: &'a str,
+    len: usize,
+}
+
+/// `(key id, first half hex, second half hex)` of a hybrid public key whose first half is
+/// `first_len` bytes.
+fn certify_halves(org: &str, public: &[u8], first_len: usize) -> (String, String, String) {
+    let (a, b) = public.split_at(public.len().min(first_len));
+    (key_id_for(org, public), hex::encode(a), hex::encode(b))
+}
+
+/// The hybrid public key `first || second`, after checking both halves decode, have their
+/// lengths, and that `key_id` is derived from them for `org`.
+fn hybrid_key(
+    org: &str,
+    what: &str,
+    key_id: &str,
+    first: Half<'_>,
+    second: Half<'_>,
+) -> Result<Vec<u8>, PkiError> {
+    let bad = |why: String| PkiError::Invalid(format!("{what} {key_id:?}: {why}"));
+    let decode =
+        |h: &Half<'_>| hex::decode(h.hex).map_err(|_| bad(format!("{} is not hex", h.field)));
+    let (a, b) = (decode(&first)?, decode(&second)?);
+    if a.len() != first.len || b.len() != second.len {
+        return Err(bad(format!(
+            "{} public key is {} bytes and {} one {}, got {} and {}",
+            first.alg,
+            first.len,
+            second.alg,
+            second.len,
+            a.len(),
+            b.len()
+        )));
+    }
+    let public = [a, b].concat();
+    let expected = key_id_for(org, &public);
+    if key_id != expected {
+        return Err(bad(format!(
+            "key id does not match its public key (expected {expected:?})"
+        )));
+    }
+    Ok(public)
 }
 
 /// A hybrid encryption public key (X25519 + ML-KEM-768) certified by the federation CA:
@@ -230,42 +272,34 @@ pub struct CertifiedEncryptionKey {
 impl CertifiedEncryptionKey {
     /// Certify a hybrid public key (as [`crate::e2e::RecipientKey::public_key`] gives it).
     pub fn new(org: &str, public_key: &[u8]) -> Self {
-        let split = public_key.len().min(crate::e2e::X25519_PUBLIC_LEN);
-        let (x, k) = public_key.split_at(split);
+        let (key_id, x, k) = certify_halves(org, public_key, crate::e2e::X25519_PUBLIC_LEN);
         Self {
-            key_id: key_id_for(org, public_key),
-            x25519_public_key_hex: hex::encode(x),
-            ml_kem_768_public_key_hex: hex::encode(k),
+            key_id,
+            x25519_public_key_hex: x,
+            ml_kem_768_public_key_hex: k,
         }
     }
 
     /// The public key [`crate::e2e::seal`] takes, after checking both halves' lengths and
     /// that the key id is derived from them for `org`.
     pub fn public_key(&self, org: &str) -> Result<Vec<u8>, PkiError> {
-        let bad =
-            |what: String| PkiError::Invalid(format!("encryption key {:?}: {what}", self.key_id));
-        let x = hex::decode(&self.x25519_public_key_hex)
-            .map_err(|_| bad("x25519_public_key_hex is not hex".into()))?;
-        let k = hex::decode(&self.ml_kem_768_public_key_hex)
-            .map_err(|_| bad("ml_kem_768_public_key_hex is not hex".into()))?;
-        if x.len() != crate::e2e::X25519_PUBLIC_LEN || k.len() != crate::e2e::ML_KEM_768_PUBLIC_LEN
-        {
-            return Err(bad(format!(
-                "an X25519 public key is {} bytes and an ML-KEM-768 one {}, got {} and {}",
-                crate::e2e::X25519_PUBLIC_LEN,
-                crate::e2e::ML_KEM_768_PUBLIC_LEN,
-                x.len(),
-                k.len()
-            )));
-        }
-        let public = [x, k].concat();
-        let expected = key_id_for(org, &public);
-        if self.key_id != expected {
-            return Err(bad(format!(
-                "key id does not match its public key (expected {expected:?})"
-            )));
-        }
-        Ok(public)
+        hybrid_key(
+            org,
+            "encryption key",
+            &self.key_id,
+            Half {
+                field: "x25519_public_key_hex",
+                hex: &self.x25519_public_key_hex,
+                alg: "an X25519",
+                len: crate::e2e::X25519_PUBLIC_LEN,
+            },
+            Half {
+                field: "ml_kem_768_public_key_hex",
+                hex: &self.ml_kem_768_public_key_hex,
+                alg: "an ML-KEM-768",
+                len: crate::e2e::ML_KEM_768_PUBLIC_LEN,
+            },
+        )
     }
 }
 

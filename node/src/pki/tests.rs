@@ -201,6 +201,17 @@ fn profile_extension_round_trip_and_identities() {
     )
     .unwrap();
     assert_eq!(crate::e2e::open(&ek, b"ctx", b"", &sealed).unwrap(), b"m");
+    // Each half must have its length: one byte short on either side is refused.
+    let mut short = bundle.signing_key.clone();
+    short
+        .public_key_hex
+        .truncate(short.public_key_hex.len() - 2);
+    assert!(short.public_key("csirt-be").is_err());
+    let mut short = bundle.signing_key.clone();
+    short
+        .ml_dsa_public_key_hex
+        .truncate(short.ml_dsa_public_key_hex.len() - 2);
+    assert!(short.public_key("csirt-be").is_err());
     let mut wrong = bundle.encryption_key.clone();
     wrong.key_id = "csirt-be/0000000000000000".into();
     assert!(wrong.public_key("csirt-be").is_err());
