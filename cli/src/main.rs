@@ -8,6 +8,7 @@ mod args;
 mod audit_cmd;
 mod bench;
 mod blueprint;
+mod bundle_cmd;
 mod case_cmd;
 mod cluster_cmd;
 mod connection;
@@ -102,6 +103,10 @@ pub enum Command {
     /// delivered, close, list.
     #[command(subcommand)]
     Reserve(case_cmd::ReserveCommand),
+    /// Offline bundles, for when there is no network path to a node: export this node's
+    /// messages for one organisation to a signed (and encrypted) file; import one (operators).
+    #[command(subcommand)]
+    Bundle(bundle_cmd::BundleCommand),
     /// Check a case's evidence bundle (`case export`) offline against the federation root.
     VerifyBundle {
         file: std::path::PathBuf,
@@ -202,6 +207,7 @@ fn main() -> ExitCode {
             Command::Reserve(r) => case_cmd::reserve(&cli.conn, r, out).await,
             Command::Import(a) => intel_cmd::import(&cli.conn, a, out).await,
             Command::Export(a) => intel_cmd::export(&cli.conn, a, out).await,
+            Command::Bundle(b) => bundle_cmd::run(&cli.conn, b, out).await,
             Command::VerifyBundle { file, ca } => case_cmd::verify_bundle(&file, &ca, out),
             Command::Metrics => node_cmd::metrics(&cli.conn).await,
             Command::Policy(p) => policy_cmd::run(&cli.conn, p, out).await,

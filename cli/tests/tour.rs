@@ -3,128 +3,13 @@
 //! status, the errors a user meets, revocation. Asserts only what a user sees:
 //! exit codes, JSON on stdout, advice on stderr.
 
-use std::io::Read;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{Nodes, bw_in, free_port, spawn_node, until_ok};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_bluewire");
-
-/// One finished invocation of the CLI.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// Exit 0 or fail the test with everything the user would have seen.
-    #[track_caller]
-    fn expect_ok(self, what: &str) -> Self {
-        assert!(self.ok(), "{what} failed: {self:#?}");
-        self
-    }
-
-    /// stdout as one JSON document.
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
-    }
-
-    /// stdout as JSON lines (one per feed item).
-    #[track_caller]
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("line {l:?} is not JSON ({e}): {self:#?}"))
-            })
-            .collect()
-    }
-}
-
-/// Run `bluewire ARGS` in `cwd`, killing it if it outlives `limit`.
-fn bw_in(cwd: &Path, args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("BLUEWIRE_CLIENT_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bluewire");
-    let reader = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().expect("stdout")));
-    let err = reader(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait().expect("wait for bluewire") {
-            Some(st) => break st,
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "`bluewire {}` still running after {limit:?}",
-                    args.join(" ")
-                );
-            }
-            None => thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
-/// The node processes; killed and reaped however the test ends. On a panic,
-/// their logs are printed to help whoever reads the failure.
-struct Nodes(Vec<(String, Child, PathBuf)>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for (org, child, log) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            if thread::panicking() {
-                let text = std::fs::read_to_string(&*log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- last log lines of node {org} ---");
-                for l in tail.into_iter().rev() {
-                    eprintln!("{l}");
-                }
-            }
-        }
-    }
-}
 
 #[test]
 fn five_minute_tour() {
@@ -237,58 +122,27 @@ fn five_minute_tour() {
             t,
         )
         .expect_ok("node init");
-        let log = dir.join("node.log");
-        let log_file = std::fs::File::create(&log).expect("node log");
-        let child = Command::new(BIN)
-            .args(["node", "run", "--config", "node.toml"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn node");
-        nodes.0.push((org.to_string(), child, log));
+        spawn_node(&mut nodes, org, &dir);
     }
 
     // Ready when a member can talk to each node (bounded).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for (who, args) in [
-        (
-            "csirt-be",
-            vec![
-                "--client-config",
-                olga.as_str(),
-                "--output",
-                "json",
-                "status",
-            ],
-        ),
-        (
-            "cert-eu",
-            vec![
-                "--client-config",
-                bob.as_str(),
-                "--output",
-                "json",
-                "subscribe",
-                "--no-follow",
-            ],
-        ),
-    ] {
-        loop {
-            for (org, child, _) in &mut nodes.0 {
-                if let Some(st) = child.try_wait().expect("poll node") {
-                    panic!("node {org} exited early: {st}");
-                }
-            }
-            let r = bw_in(root, &args, Duration::from_secs(10));
-            if r.ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {who} not ready: {r:#?}");
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
+    until_ok(
+        &mut nodes,
+        root,
+        &["--client-config", &olga, "--output", "json", "status"],
+    );
+    until_ok(
+        &mut nodes,
+        root,
+        &[
+            "--client-config",
+            &bob,
+            "--output",
+            "json",
+            "subscribe",
+            "--no-follow",
+        ],
+    );
 
     // 4. Publish and subscribe.
     let feed = |user: &str| {

@@ -87,10 +87,13 @@ pub enum AuditKind {
     /// The store itself: reopened after an I/O error, with records lost that had not reached
     /// the disk (their sequence numbers are used again after this record).
     Store,
+    /// An offline bundle was exported (`peer`: the organisation it is for) or imported or
+    /// refused (`peer`: the organisation that exported it); `detail` says what it held.
+    Bundle,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::Published,
         AuditKind::Sent,
         AuditKind::Delivered,
@@ -101,6 +104,7 @@ impl AuditKind {
         AuditKind::Policy,
         AuditKind::Token,
         AuditKind::Store,
+        AuditKind::Bundle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +119,7 @@ impl AuditKind {
             AuditKind::Policy => "policy",
             AuditKind::Token => "token",
             AuditKind::Store => "store",
+            AuditKind::Bundle => "bundle",
         }
     }
 }
@@ -201,6 +206,11 @@ impl AuditEvent {
             .peer(peer)
             .rule(rule)
             .detail(reason)
+    }
+
+    /// An offline bundle to or from `peer` (see [`AuditKind::Bundle`]).
+    pub fn bundle(peer: impl Into<String>, detail: impl Into<String>) -> AuditEvent {
+        AuditEvent::new(AuditKind::Bundle).peer(peer).detail(detail)
     }
 
     /// Queued messages for `peer` were discarded; `detail`: how many and why.

@@ -124,7 +124,8 @@ pub fn explain_status(endpoint: &str, s: &tonic::Status) -> String {
         ),
         Code::PermissionDenied => format!("refused by the node: {msg}"),
         Code::InvalidArgument => format!("the node rejected the request: {msg}"),
-        Code::NotFound => msg.to_string(),
+        // The node's message already says what is wrong and what to do.
+        Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists => msg.to_string(),
         _ => format!("{}: {msg}", s.code()),
     }
 }

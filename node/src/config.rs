@@ -139,6 +139,7 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
     signing_key: PathBuf,
+    encryption_key: Option<PathBuf>,
     crl: Option<PathBuf>,
     #[serde(default = "default_crl_poll_secs")]
     crl_poll_secs: u64,
@@ -243,6 +244,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub signing_key: PathBuf,
+    /// Hybrid X25519 + ML-KEM-768 decryption key certified in `cert`: opens what is
+    /// encrypted to this organisation (offline bundles). None: nothing encrypted opens here.
+    pub encryption_key: Option<PathBuf>,
     pub crl: Option<PathBuf>,
     pub crl_poll_secs: u64,
     /// Accept (and offer) classical key exchange (X25519, P-256) on node-to-node links.
@@ -383,6 +387,7 @@ impl NodeConfig {
                 cert: abs(&raw.tls.cert),
                 key: abs(&raw.tls.key),
                 signing_key: abs(&raw.tls.signing_key),
+                encryption_key: raw.tls.encryption_key.as_deref().map(abs),
                 crl: raw.tls.crl.as_deref().map(abs),
                 crl_poll_secs: raw.tls.crl_poll_secs.max(1),
                 allow_classical_kx: raw.tls.allow_classical_kx,
@@ -461,6 +466,9 @@ cert = "node.crt"
 key = "node.key"
 # Hybrid Ed25519 + ML-DSA-65 message-signing key (two PEM blocks) certified in node.crt.
 signing_key = "signing.key"
+# Hybrid X25519 + ML-KEM-768 decryption key certified in node.crt: opens offline
+# bundles (`bluewire bundle import`) encrypted to this organisation.
+encryption_key = "encryption.key"
 # Optional CA-signed revocation list (`bluewire pki revoke`); re-read when it
 # changes, checked every crl_poll_secs seconds. No restart needed.
 # crl = "crl.pem"

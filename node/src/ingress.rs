@@ -227,11 +227,6 @@ pub async fn deliver(
         });
     }
     st.directory.learn(&st.store, peer, peer_cert).await;
-    let now = crate::clock::now_ms();
-    let mut results = Vec::with_capacity(envelopes.len());
-    let mut accepted: Vec<(usize, pb::Content, Effect, NewMessage)> = Vec::new();
-    let mut rejected: Vec<(usize, &'static str)> = Vec::new();
-    let mut behind: Option<String> = None;
     // Envelopes over the peer's rate limit are not even opened: they are answered
     // RETRY_LATER, and the sender backs off and sends them again.
     let granted = st.peer_limits.take_up_to(&peer.org, envelopes.len() as u64) as usize;
@@ -255,12 +250,52 @@ pub async fn deliver(
     } else {
         String::new()
     };
+    admit_all(st, peer, envelopes, granted, &over_limit, None).await
+}
+
+/// An offline bundle's envelopes, handed over by `peer` (the organisation that exported and
+/// signed the bundle, verified by [`crate::bundle::open`]): the same rules as a delivery,
+/// in batches of `limits.max_batch`, without the peer rate limit (an operator imports a
+/// file), each acceptance audited with the bundle id.
+pub async fn deliver_bundle(
+    st: &Arc<NodeState>,
+    peer: &OrgProfile,
+    peer_cert: &[u8],
+    envelopes: Vec<pb::Envelope>,
+    bundle_id: &str,
+) -> Result<Vec<pb::DeliveryResult>, IngressError> {
+    st.directory.learn(&st.store, peer, peer_cert).await;
+    let mut results = Vec::with_capacity(envelopes.len());
+    let mut rest = envelopes.into_iter().peekable();
+    while rest.peek().is_some() {
+        let batch: Vec<_> = rest.by_ref().take(st.config.limits.max_batch).collect();
+        let n = batch.len();
+        results.extend(admit_all(st, peer, batch, n, "", Some(bundle_id)).await?);
+    }
+    Ok(results)
+}
+
+/// Judge, store and audit `envelopes` from `peer`; those from index `granted` on are
+/// answered RETRY_LATER with `over_limit`. `bundle`: the offline bundle they came in.
+async fn admit_all(
+    st: &Arc<NodeState>,
+    peer: &OrgProfile,
+    envelopes: Vec<pb::Envelope>,
+    granted: usize,
+    over_limit: &str,
+    bundle: Option<&str>,
+) -> Result<Vec<pb::DeliveryResult>, IngressError> {
+    let now = crate::clock::now_ms();
+    let mut results = Vec::with_capacity(envelopes.len());
+    let mut accepted: Vec<(usize, pb::Content, Effect, NewMessage)> = Vec::new();
+    let mut rejected: Vec<(usize, &'static str)> = Vec::new();
+    let mut behind: Option<String> = None;
     for (i, env) in envelopes.into_iter().enumerate() {
         if i >= granted {
             results.push(result(
                 pb::DeliveryOutcome::RetryLater,
                 String::new(),
-                over_limit.clone(),
+                over_limit.to_string(),
             ));
             continue;
         }
@@ -288,8 +323,12 @@ pub async fn deliver(
                     content.id.clone(),
                     String::new(),
                 ));
+                let received = AuditEvent::received(&content.id, &peer.org);
                 let msg = NewMessage {
-                    audit: vec![AuditEvent::received(&content.id, &peer.org)],
+                    audit: vec![match bundle {
+                        Some(b) => received.detail(format!("offline bundle {b}")),
+                        None => received,
+                    }],
                     ..NewMessage::of(&content, env.encode_to_vec(), &peer.org, now)
                 };
                 accepted.push((i, *content, effect, msg));
@@ -341,7 +380,8 @@ pub async fn deliver(
         events.push(AuditEvent::rejected(&r.id, &peer.org, rule, &r.reason));
     }
     st.audit(events).await;
-    if let Some(cluster) = behind {
+    // A bundle's exporter is not reachable (that is why there is a bundle): no catch-up.
+    if let Some(cluster) = behind.filter(|_| bundle.is_none()) {
         // Catch up from the sender, which is ahead of us.
         let st2 = st.clone();
         let from = peer.org.clone();

@@ -23,6 +23,7 @@ pub mod known;
 pub mod markings;
 pub mod metrics;
 pub mod misp;
+pub mod offline;
 pub mod outbound;
 pub mod peers;
 pub mod pki;

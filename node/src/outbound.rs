@@ -601,4 +601,4 @@ pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

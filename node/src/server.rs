@@ -30,6 +30,8 @@ pub enum NodeError {
     Store(#[from] crate::store::StoreError),
     #[error("signing key {path}: {message}")]
     SigningKey { path: String, message: String },
+    #[error("encryption key {path}: {message}")]
+    EncryptionKey { path: String, message: String },
     #[error("node certificate: {0}")]
     Identity(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -130,6 +132,12 @@ impl Node {
                 config.tls.cert.display()
             )));
         }
+        let decryptor = config
+            .tls
+            .encryption_key
+            .as_deref()
+            .map(|path| load_encryption_key(path, &profile, &config.tls.cert))
+            .transpose()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -157,6 +165,7 @@ impl Node {
             profile: profile.clone(),
             store: store.clone(),
             signer,
+            decryptor,
             router: Router::with_policy(policy.clone()).with_former_member_grace_ms(
                 i64::try_from(config.clusters.former_member_grace_secs)
                     .unwrap_or(i64::MAX)
@@ -359,4 +368,36 @@ impl Node {
         signal.await;
         self.shutdown().await
     }
+}
+
+/// The decryption key at `path`, which `profile` (from `cert`) must certify.
+fn load_encryption_key(
+    path: &std::path::Path,
+    profile: &crate::pki::OrgProfile,
+    cert: &std::path::Path,
+) -> Result<crate::e2e::RecipientKey, NodeError> {
+    let err = |message: String| NodeError::EncryptionKey {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        err(format!(
+            "{e}: use the encryption.key issued with this certificate, or remove \
+             [tls] encryption_key (then nothing encrypted to this organisation opens here)"
+        ))
+    })?;
+    let key =
+        crate::e2e::RecipientKey::from_pem(&profile.org, &pem).map_err(|e| err(e.to_string()))?;
+    if !profile.encryption_keys.iter().any(|k| {
+        k.key_id == key.key_id()
+            && k.public_key(&profile.org)
+                .is_ok_and(|pk| pk == key.public_key())
+    }) {
+        return Err(err(format!(
+            "key {} is not certified in {}: use the encryption.key issued with this certificate",
+            key.key_id(),
+            cert.display()
+        )));
+    }
+    Ok(key)
 }

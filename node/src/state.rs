@@ -41,6 +41,8 @@ pub struct NodeState {
     pub profile: OrgProfile,
     pub store: Store,
     pub signer: SigningKey,
+    /// Opens what is encrypted to this organisation (`[tls] encryption_key`).
+    pub decryptor: Option<crate::e2e::RecipientKey>,
     pub router: Router,
     pub tls: TlsIdentity,
     pub peers: DashMap<String, Arc<PeerLink>>,

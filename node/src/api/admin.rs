@@ -428,7 +428,52 @@ impl Admin for Api {
             tokens::revoke(&self.state.store, &id, &operator, crate::clock::now_ms()).await?;
         Ok(Response::new(token_info(&record)))
     }
+
+    type BundleExportStream =
+        Pin<Box<dyn Stream<Item = Result<pb::BundleChunk, Status>> + Send + 'static>>;
+
+    async fn bundle_export(
+        &self,
+        req: Request<pb::BundleExportRequest>,
+    ) -> Result<Response<Self::BundleExportStream>, Status> {
+        let packed = crate::offline::export(&self.state, req.get_ref()).await?;
+        let mut summary = Some(packed.summary);
+        let chunks: Vec<pb::BundleChunk> = packed
+            .bytes
+            .chunks(BUNDLE_CHUNK)
+            .map(|c| pb::BundleChunk {
+                data: c.to_vec(),
+                summary: summary.take(),
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn bundle_import(
+        &self,
+        req: Request<tonic::Streaming<pb::BundleChunk>>,
+    ) -> Result<Response<pb::BundleImportResponse>, Status> {
+        let mut chunks = req.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            if bytes.len() + chunk.data.len() > crate::offline::MAX_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "the bundle is larger than the {} MiB a node reads: not a bundle this version wrote",
+                    crate::offline::MAX_BYTES >> 20
+                )));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok(Response::new(
+            crate::offline::import(&self.state, &bytes).await?,
+        ))
+    }
 }
+
+/// Bytes of a bundle file per streamed chunk (well under any message size limit).
+const BUNDLE_CHUNK: usize = 1 << 20;
 
 impl Api {
     fn cluster_ref(&self, req: Request<pb::ClusterRef>) -> Result<Arc<ClusterState>, Status> {

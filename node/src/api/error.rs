@@ -148,3 +148,36 @@ pub fn replication_status(e: ReplicationError) -> Status {
         ReplicationError::Store(_) | ReplicationError::Other(_) => Status::internal(msg),
     }
 }
+
+impl From<crate::offline::ExportError> for Status {
+    fn from(e: crate::offline::ExportError) -> Self {
+        use crate::offline::ExportError;
+        let msg = e.to_string();
+        match e {
+            ExportError::Invalid(_) => Status::invalid_argument(msg),
+            ExportError::UnknownOrg(_) | ExportError::Encrypt { .. } => {
+                Status::failed_precondition(msg)
+            }
+            ExportError::Empty(_) => Status::not_found(msg),
+            ExportError::Lookup(l) => l.into(),
+        }
+    }
+}
+
+impl From<crate::offline::ImportError> for Status {
+    fn from(e: crate::offline::ImportError) -> Self {
+        use crate::offline::{BundleError, ImportError};
+        let msg = e.to_string();
+        match e {
+            ImportError::Bundle(BundleError::NoKey(_) | BundleError::NotOurKey { .. }) => {
+                Status::failed_precondition(msg)
+            }
+            ImportError::Bundle(BundleError::NotForUs { .. } | BundleError::Signer(_)) => {
+                Status::permission_denied(msg)
+            }
+            ImportError::Bundle(_) => Status::invalid_argument(msg),
+            ImportError::Replayed { .. } => Status::already_exists(msg),
+            ImportError::Ingress(i) => i.into(),
+        }
+    }
+}

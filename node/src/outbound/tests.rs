@@ -24,7 +24,7 @@ fn log() -> Log {
     log
 }
 
-fn message(origin: usize, log: Option<&Log>) -> pb::Content {
+pub(crate) fn message(origin: usize, log: Option<&Log>) -> pb::Content {
     pb::Content {
         id: envelope::new_id(),
         origin_org: ORGS[origin].into(),
@@ -46,7 +46,7 @@ fn message(origin: usize, log: Option<&Log>) -> pb::Content {
     }
 }
 
-fn annotation(kind: String, value: Vec<u8>) -> (String, AnnotationRecord) {
+pub(crate) fn annotation(kind: String, value: Vec<u8>) -> (String, AnnotationRecord) {
     (
         kind,
         AnnotationRecord {

@@ -3,6 +3,7 @@
 //! area; `cargo test -p bluewire-tests --test it MODULE::` runs one of them.
 
 mod audit;
+mod bundles;
 mod cases;
 mod chaos;
 mod clusters;

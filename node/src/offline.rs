@@ -1,0 +1,607 @@
+//! Offline bundles: the emergency channel when no network path exists between two nodes.
+//! `bluewire bundle export --for ORG` writes this node's envelopes that delivery would send
+//! ORG (the same egress decision, made now) into one file, signed by this node and, when
+//! anything in it is above TLP:GREEN, encrypted to ORG's CA-certified encryption key
+//! (X25519 + ML-KEM-768, [`crate::e2e`]). `bluewire bundle import FILE` at ORG's node checks
+//! the file as a whole ([`open`]: format, addressee, decryption, the exporter's certificate
+//! against the federation root and the revocation list, the exporter's signature), then
+//! hands every envelope to ingress exactly as if the exporter had delivered it
+//! ([`crate::ingress::deliver_bundle`]): the same verification, routing and workflow rules,
+//! the same dedupe on (origin, id). Importing twice stores nothing twice; a bundle with
+//! nothing new is refused as replayed.
+//!
+//! [`pack`], [`open`] and [`carries`] are pure; [`export`] and [`import`] are the node glue.
+
+use std::sync::Arc;
+
+use bluewire_proto::v1 as pb;
+use prost::Message;
+use rustls::pki_types::CertificateDer;
+use thiserror::Error;
+
+use crate::audit::AuditEvent;
+use crate::e2e::{self, RecipientKey};
+use crate::envelope;
+use crate::feed::{self, LookupError};
+use crate::known::Known;
+use crate::markings;
+use crate::outbound;
+use crate::pki::{self, OrgProfile, PeerIdentity};
+use crate::routing::Router;
+use crate::signing::{self, SigningKey};
+use crate::state::NodeState;
+
+pub const FORMAT: &str = "bluewire-offline-bundle/1";
+/// Domain separation of the exporter's signature over the bundle body.
+pub const SIGN_CONTEXT: &[u8] = b"bluewire/v1/offline-bundle\0";
+/// Domain separation of the encryption to the recipient.
+const SEAL_CONTEXT: &[u8] = b"bluewire/v1/offline-bundle/sealed\0";
+/// The largest bundle file a node reads or writes.
+pub const MAX_BYTES: usize = 256 << 20;
+
+/// Why a bundle file was refused as a whole (nothing in it was imported).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BundleError {
+    #[error(
+        "not a Bluewire offline bundle ({0}): give the file `bluewire bundle export` wrote, unchanged"
+    )]
+    NotABundle(String),
+    #[error(
+        "format {0:?} is not {FORMAT:?}: written by another version of Bluewire, or not an offline bundle"
+    )]
+    Format(String),
+    #[error(
+        "foreign bundle: it was exported for {for_org}, and this node is {me}; import it at {for_org}'s node"
+    )]
+    NotForUs { for_org: String, me: String },
+    #[error("this bundle was exported by this node ({0}); import it at the node it was made for")]
+    OwnBundle(String),
+    #[error(
+        "the bundle is encrypted to {0}, but this node has no decryption key: set [tls] encryption_key in the node's configuration to the encryption.key issued with node.crt, and restart it"
+    )]
+    NoKey(String),
+    #[error(
+        "the bundle is encrypted to key {named}, not to this node's key {mine}: the exporter used another certificate of this organisation; ask for a new export with `--recipient-cert` and this node's current node.crt"
+    )]
+    NotOurKey { named: String, mine: String },
+    #[error("tampered: {0}; nothing was imported")]
+    Tampered(String),
+    #[error("foreign bundle: its signer's certificate {0}; nothing was imported")]
+    Signer(String),
+}
+
+/// A bundle file's bytes and what it holds.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub bytes: Vec<u8>,
+    pub summary: pb::BundleSummary,
+}
+
+/// Sign `body` with `signer` and, given recipient keys ((key id, hybrid public key) of the
+/// organisation `body.for_org`), encrypt it to them: the bytes of a bundle file. Pure
+/// except for the encryption's randomness.
+pub fn pack(
+    body: &pb::BundleBody,
+    signer: &SigningKey,
+    seal_to: Option<&[(&str, &[u8])]>,
+) -> Result<Vec<u8>, e2e::E2eError> {
+    let body_bytes = body.encode_to_vec();
+    let signed = pb::SignedBundle {
+        signature: signer.sign(SIGN_CONTEXT, &body_bytes),
+        key_id: signer.key_id().to_string(),
+        body: body_bytes,
+    }
+    .encode_to_vec();
+    let payload = match seal_to {
+        Some(keys) => pb::offline_bundle::Payload::Sealed(e2e::seal(
+            keys,
+            SEAL_CONTEXT,
+            &sealed_aad(&body.for_org),
+            &signed,
+        )?),
+        None => pb::offline_bundle::Payload::Signed(signed),
+    };
+    Ok(pb::OfflineBundle {
+        format: FORMAT.to_string(),
+        for_org: body.for_org.clone(),
+        payload: Some(payload),
+    }
+    .encode_to_vec())
+}
+
+/// The encryption binds the format and the addressee.
+fn sealed_aad(for_org: &str) -> Vec<u8> {
+    [FORMAT.as_bytes(), b"\0", for_org.as_bytes()].concat()
+}
+
+/// A bundle that checked out as a whole; its envelopes are still to be judged one by one.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub body: pb::BundleBody,
+    /// The exporting node's verified profile and certificate (DER).
+    pub exporter: OrgProfile,
+    pub exporter_cert: Vec<u8>,
+    pub encrypted: bool,
+}
+
+/// Check a bundle file addressed to `me`: format, addressee, decryption with `key`, the
+/// exporter's certificate against the federation root `root_der` and `revoked`, and the
+/// exporter's signature. Pure.
+pub fn open(
+    bytes: &[u8],
+    me: &str,
+    root_der: &[u8],
+    revoked: impl Fn(&PeerIdentity) -> bool,
+    key: Option<&RecipientKey>,
+) -> Result<Opened, BundleError> {
+    if bytes.len() > MAX_BYTES {
+        return Err(BundleError::NotABundle(format!(
+            "{} bytes, more than the {} MiB a node reads",
+            bytes.len(),
+            MAX_BYTES >> 20
+        )));
+    }
+    let file =
+        pb::OfflineBundle::decode(bytes).map_err(|e| BundleError::NotABundle(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(BundleError::Format(file.format));
+    }
+    if file.for_org != me {
+        return Err(BundleError::NotForUs {
+            for_org: file.for_org,
+            me: me.to_string(),
+        });
+    }
+    let (signed, encrypted) = match file.payload {
+        None => return Err(BundleError::NotABundle("it holds nothing".into())),
+        Some(pb::offline_bundle::Payload::Signed(s)) => (s, false),
+        Some(pb::offline_bundle::Payload::Sealed(sealed)) => {
+            let named = e2e::recipients(&sealed).join(", ");
+            let key = key.ok_or_else(|| BundleError::NoKey(named.clone()))?;
+            let opened = e2e::open(key, SEAL_CONTEXT, &sealed_aad(&file.for_org), &sealed)
+                .map_err(|e| match e {
+                    e2e::E2eError::NotARecipient(mine) => BundleError::NotOurKey { named, mine },
+                    other => BundleError::Tampered(other.to_string()),
+                })?;
+            (opened, true)
+        }
+    };
+    let signed = pb::SignedBundle::decode(signed.as_slice())
+        .map_err(|e| BundleError::Tampered(format!("its signed part does not decode: {e}")))?;
+    let body = pb::BundleBody::decode(signed.body.as_slice())
+        .map_err(|e| BundleError::Tampered(format!("its body does not decode: {e}")))?;
+    let (exporter, exporter_cert) = exporter(&body, root_der, revoked)?;
+    let certified = exporter
+        .signing_keys
+        .iter()
+        .find(|k| k.key_id == signed.key_id)
+        .and_then(|k| k.public_key(&exporter.org).ok())
+        .ok_or_else(|| {
+            BundleError::Tampered(format!(
+                "it is signed with key {:?}, which {}'s certificate does not certify",
+                signed.key_id, exporter.org
+            ))
+        })?;
+    if !signing::verify(&certified, SIGN_CONTEXT, &signed.body, &signed.signature) {
+        return Err(BundleError::Tampered(format!(
+            "{}'s signature over the bundle does not verify: it was altered after export",
+            exporter.org
+        )));
+    }
+    // Signed, so these are the exporter's words now.
+    if body.for_org != me {
+        return Err(BundleError::NotForUs {
+            for_org: body.for_org,
+            me: me.to_string(),
+        });
+    }
+    if body.from_org == me {
+        return Err(BundleError::OwnBundle(body.id));
+    }
+    Ok(Opened {
+        body,
+        exporter,
+        exporter_cert,
+        encrypted,
+    })
+}
+
+/// The exporting node's profile and certificate: the first certificate, a node certificate
+/// chaining to the root, not revoked, of the organisation the body names.
+fn exporter(
+    body: &pb::BundleBody,
+    root_der: &[u8],
+    revoked: impl Fn(&PeerIdentity) -> bool,
+) -> Result<(OrgProfile, Vec<u8>), BundleError> {
+    let der = body
+        .certificates
+        .first()
+        .ok_or_else(|| BundleError::Signer("is missing".into()))?;
+    let id =
+        pki::identity_from_chain(&[CertificateDer::from(der.clone())], root_der).map_err(|e| {
+            BundleError::Signer(format!("does not chain to this federation's root: {e}"))
+        })?;
+    if revoked(&id) {
+        return Err(BundleError::Signer(format!(
+            "({}) is revoked in this node's revocation list",
+            id.org()
+        )));
+    }
+    let PeerIdentity::Node { profile, .. } = id else {
+        return Err(BundleError::Signer(
+            "is not a node certificate: only nodes export bundles".into(),
+        ));
+    };
+    if profile.org != body.from_org {
+        return Err(BundleError::Tampered(format!(
+            "the bundle says it is from {:?}, its certificate is {}'s",
+            body.from_org, profile.org
+        )));
+    }
+    Ok((profile, der.clone()))
+}
+
+/// What the operator asked a bundle for `org` to hold.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub org: String,
+    /// Cluster ids; empty: all.
+    pub clusters: Vec<String>,
+    pub since_ms: i64,
+}
+
+/// Does a bundle for `sel.org` carry this stored envelope? Exactly what delivery would send
+/// `sel.org` now: this node's own messages and re-shares, to a candidate (a current member of
+/// the cluster it goes to, or a configured peer for a message without a cluster), that
+/// [`outbound::recheck`] still allows (not retracted, the marking in force, egress routing);
+/// then the operator's cluster and time filters. Pure.
+pub fn carries(
+    env: &pb::Envelope,
+    content: &pb::Content,
+    sel: &Selection,
+    peers: &[String],
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+) -> bool {
+    let cluster = match &env.forwarding {
+        Some(f) => match pb::ForwardAttestation::decode(f.attestation.as_slice()) {
+            Ok(a) if a.forwarder_org == known.me() => a.to_cluster,
+            _ => return false,
+        },
+        None if content.origin_org == known.me() => content.cluster.clone(),
+        None => return false,
+    };
+    if content.created_at_ms < sel.since_ms
+        || (!sel.clusters.is_empty() && !sel.clusters.contains(&cluster))
+    {
+        return false;
+    }
+    let state = if cluster.is_empty() {
+        None
+    } else {
+        match known.cluster(&cluster) {
+            Some(c) => Some(c),
+            None => return false,
+        }
+    };
+    outbound::candidates(state.as_deref(), known.me(), peers).contains(&sel.org)
+        && outbound::recheck(env, &sel.org, known, router, now_ms).is_ok()
+}
+
+/// Why a bundle could not be written.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "this node has never seen a certificate of {0}: pass --recipient-cert with {0}'s node certificate (node.crt)"
+    )]
+    UnknownOrg(String),
+    #[error("nothing to export: {0}")]
+    Empty(String),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("cannot encrypt to {org}: {why}")]
+    Encrypt { org: String, why: String },
+}
+
+/// The bundle for `r.for_org`: see [`carries`]. Audited.
+pub async fn export(
+    st: &Arc<NodeState>,
+    r: &pb::BundleExportRequest,
+) -> Result<Packed, ExportError> {
+    let org = r.for_org.trim().to_string();
+    pki::validate_org(&org).map_err(|e| ExportError::Invalid(format!("--for: {e}")))?;
+    if org == st.org() {
+        return Err(ExportError::Invalid(format!(
+            "{org} is this node: a bundle is for another organisation's node"
+        )));
+    }
+    if !r.recipient_cert.is_empty() {
+        learn_recipient(st, &org, &r.recipient_cert).await?;
+    }
+    let profile = st
+        .directory
+        .profile(&org, None)
+        .ok_or_else(|| ExportError::UnknownOrg(org.clone()))?;
+    let mut clusters = Vec::with_capacity(r.clusters.len());
+    for c in &r.clusters {
+        let c = st
+            .resolve_cluster(c)
+            .map_err(|e| ExportError::Invalid(format!("--cluster: {e}")))?;
+        clusters.push(c.id.clone());
+    }
+    let sel = Selection {
+        org: org.clone(),
+        clusters,
+        since_ms: r.since_ms,
+    };
+    let peers: Vec<String> = st.config.peers.iter().map(|p| p.org.clone()).collect();
+    let now = crate::clock::now_ms();
+    let mut envelopes = Vec::new();
+    let mut highest = pb::Tlp::Unspecified as i32;
+    let mut unmarked = false;
+    let mut size = 0usize;
+    let mut cursor = 0;
+    loop {
+        let page = st
+            .store
+            .read_after(cursor, 1024)
+            .map_err(LookupError::from)?;
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        for m in page {
+            let (env, content) = feed::decode(&m)?;
+            if !carries(&env, &content, &sel, &peers, st.as_ref(), &st.router, now) {
+                continue;
+            }
+            let standing = markings::standing(&st.store, &content);
+            let tlp = standing
+                .marking
+                .as_ref()
+                .or(content.marking.as_ref())
+                .map(|m| m.tlp)
+                .unwrap_or_default();
+            highest = highest.max(tlp);
+            unmarked |= tlp == pb::Tlp::Unspecified as i32;
+            size += m.envelope.len();
+            if size > MAX_BYTES - (1 << 20) {
+                return Err(ExportError::Invalid(format!(
+                    "more than {} MiB of messages for {org}: narrow it with --since or --cluster",
+                    MAX_BYTES >> 20
+                )));
+            }
+            envelopes.push(env);
+        }
+    }
+    if envelopes.is_empty() {
+        return Err(ExportError::Empty(format!(
+            "no message of this node that {org} may receive matches (check `bluewire policy explain`, --since and --cluster)"
+        )));
+    }
+    // Anything above GREEN, or without a marking, is never written in clear.
+    let encrypt = r.encrypt || unmarked || highest > pb::Tlp::Green as i32;
+    let keys: Vec<(String, Vec<u8>)> = if encrypt {
+        let keys: Vec<_> = profile
+            .encryption_keys
+            .iter()
+            .filter_map(|k| k.public_key(&org).ok().map(|pk| (k.key_id.clone(), pk)))
+            .collect();
+        if keys.is_empty() {
+            return Err(ExportError::Encrypt {
+                org,
+                why:
+                    "its certificate certifies no encryption key (issued by an earlier version?): \
+                      the bundle holds messages above TLP:GREEN and is never written in clear"
+                        .into(),
+            });
+        }
+        keys
+    } else {
+        Vec::new()
+    };
+    let body = pb::BundleBody {
+        id: envelope::new_id(),
+        from_org: st.org().to_string(),
+        for_org: org.clone(),
+        created_at_ms: now,
+        since_ms: r.since_ms,
+        clusters: sel.clusters.clone(),
+        certificates: st
+            .tls
+            .chain
+            .first()
+            .map(|c| c.to_vec())
+            .into_iter()
+            .collect(),
+        envelopes,
+    };
+    let seal_to: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|(id, pk)| (id.as_str(), pk.as_slice()))
+        .collect();
+    let bytes = pack(&body, &st.signer, encrypt.then_some(seal_to.as_slice())).map_err(|e| {
+        ExportError::Encrypt {
+            org: org.clone(),
+            why: e.to_string(),
+        }
+    })?;
+    let summary = pb::BundleSummary {
+        id: body.id.clone(),
+        from_org: body.from_org.clone(),
+        for_org: org.clone(),
+        created_at_ms: now,
+        envelopes: body.envelopes.len() as u32,
+        encrypted: encrypt,
+        highest_tlp: envelope::tlp_label(highest).to_string(),
+        bytes: bytes.len() as u64,
+    };
+    st.audit(vec![AuditEvent::bundle(
+        &org,
+        format!(
+            "exported offline bundle {}: {} envelopes, {} bytes, highest {}, {}",
+            summary.id,
+            summary.envelopes,
+            summary.bytes,
+            summary.highest_tlp,
+            if encrypt {
+                "encrypted"
+            } else {
+                "signed, not encrypted"
+            }
+        ),
+    )])
+    .await;
+    Ok(Packed { bytes, summary })
+}
+
+/// Verify `cert` (PEM or DER) as `org`'s node certificate and remember it.
+async fn learn_recipient(st: &NodeState, org: &str, cert: &[u8]) -> Result<(), ExportError> {
+    let bad = |why: String| ExportError::Invalid(format!("--cert: {why}"));
+    let der = if cert.starts_with(b"-----") {
+        let pem = std::str::from_utf8(cert).map_err(|e| bad(e.to_string()))?;
+        pki::load_certs_pem(pem)
+            .map_err(|e| bad(e.to_string()))?
+            .remove(0)
+            .to_vec()
+    } else {
+        cert.to_vec()
+    };
+    let id = pki::identity_from_chain(&[CertificateDer::from(der.clone())], &st.tls.root_der)
+        .map_err(|e| bad(format!("does not chain to this federation's root: {e}")))?;
+    if st.tls.revocations.identity_revoked(&id) {
+        return Err(bad(format!("{}'s certificate is revoked", id.org())));
+    }
+    let PeerIdentity::Node { profile, .. } = id else {
+        return Err(bad(
+            "not a node certificate (give the node.crt of that organisation)".into(),
+        ));
+    };
+    if profile.org != org {
+        return Err(bad(format!(
+            "it is {}'s certificate, not {org}'s",
+            profile.org
+        )));
+    }
+    st.directory.learn(&st.store, &profile, &der).await;
+    Ok(())
+}
+
+/// Why an import failed as a whole.
+#[derive(Debug, Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(
+        "replayed: none of the {count} messages in bundle {id} from {from} is new here ({held} already held: imported before or delivered directly; {refused} refused again); nothing changed"
+    )]
+    Replayed {
+        id: String,
+        from: String,
+        count: usize,
+        held: u32,
+        refused: u32,
+    },
+    #[error(transparent)]
+    Ingress(#[from] crate::ingress::IngressError),
+}
+
+/// Check the bundle file `bytes` and hand its envelopes to ingress. Audited.
+pub async fn import(
+    st: &Arc<NodeState>,
+    bytes: &[u8],
+) -> Result<pb::BundleImportResponse, ImportError> {
+    let opened = match open(
+        bytes,
+        st.org(),
+        &st.tls.root_der,
+        |id| st.tls.revocations.identity_revoked(id),
+        st.decryptor.as_ref(),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            st.audit(vec![AuditEvent::bundle(
+                "",
+                format!("refused an offline bundle: {e}"),
+            )])
+            .await;
+            return Err(e.into());
+        }
+    };
+    let Opened {
+        body,
+        exporter,
+        exporter_cert,
+        encrypted,
+    } = opened;
+    let summary = pb::BundleSummary {
+        id: body.id.clone(),
+        from_org: body.from_org.clone(),
+        for_org: body.for_org.clone(),
+        created_at_ms: body.created_at_ms,
+        envelopes: body.envelopes.len() as u32,
+        encrypted,
+        highest_tlp: String::new(),
+        bytes: bytes.len() as u64,
+    };
+    let count = body.envelopes.len();
+    let results =
+        crate::ingress::deliver_bundle(st, &exporter, &exporter_cert, body.envelopes, &body.id)
+            .await?;
+    let mut r = pb::BundleImportResponse {
+        summary: Some(summary),
+        ..Default::default()
+    };
+    for d in results {
+        let outcome = match pb::DeliveryOutcome::try_from(d.outcome) {
+            Ok(pb::DeliveryOutcome::Accepted) => {
+                r.accepted += 1;
+                continue;
+            }
+            Ok(pb::DeliveryOutcome::Duplicate) => {
+                r.duplicate += 1;
+                "duplicate"
+            }
+            Ok(pb::DeliveryOutcome::RetryLater) => {
+                r.later += 1;
+                "later"
+            }
+            _ => {
+                r.rejected += 1;
+                "rejected"
+            }
+        };
+        r.results.push(pb::BundleEnvelopeResult {
+            id: d.id,
+            outcome: outcome.to_string(),
+            reason: d.reason,
+        });
+    }
+    st.audit(vec![AuditEvent::bundle(
+        &body.from_org,
+        format!(
+            "imported offline bundle {} ({}): {} new, {} already held, {} refused, {} to retry",
+            body.id,
+            if encrypted { "encrypted" } else { "signed" },
+            r.accepted,
+            r.duplicate,
+            r.rejected,
+            r.later
+        ),
+    )])
+    .await;
+    if r.accepted == 0 && r.later == 0 && r.duplicate > 0 {
+        return Err(ImportError::Replayed {
+            id: body.id,
+            from: body.from_org,
+            count,
+            held: r.duplicate,
+            refused: r.rejected,
+        });
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests;
