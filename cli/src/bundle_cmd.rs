@@ -166,12 +166,15 @@ fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    if path.exists() {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("{} appeared meanwhile: nothing overwritten", path.display());
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    // A hard link fails if the name exists: never overwrites, even a file made meanwhile.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.with_context(|| {
+        format!(
+            "cannot write {} (it exists, or the directory refuses it): nothing overwritten",
+            path.display()
+        )
+    })
 }
 
 async fn import(c: &ConnArgs, file: &Path, out: Output) -> anyhow::Result<()> {

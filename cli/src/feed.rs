@@ -58,6 +58,13 @@ fn parts(item: &pb::FeedItem) -> (pb::Content, pb::Marking, String, String) {
             format!("retraction of {}/{}", r.target_origin, r.target_id),
             r.reason.clone(),
         ),
+        Some(pb::content::Body::Sealed(s)) => (
+            "[encrypted end to end: this node holds no key it was encrypted to]".into(),
+            format!(
+                "encrypted to {}",
+                bluewire_node::e2e::recipients(s).join(", ")
+            ),
+        ),
         Some(_) => (
             bluewire_node::case::summary(&c),
             bluewire_node::case::case_key(&c)
@@ -84,7 +91,7 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
         "NOT VERIFIED".to_string()
     };
     format!(
-        "#{:<5} {}  from {:<11} {:<16} {:<11} {:<8} {}{}{}{}  [{}]",
+        "#{:<5} {}  from {:<11} {:<16} {:<11} {:<8} {}{}{}{}{}  [{}]",
         item.seq,
         ts(c.created_at_ms),
         c.origin_org,
@@ -97,6 +104,7 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
             format!("[cluster {}] ", c.cluster)
         },
         if m.exercise { "[EXERCISE] " } else { "" },
+        if item.end_to_end { "[E2E] " } else { "" },
         if m.classification.is_empty() {
             String::new()
         } else {
@@ -119,6 +127,7 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
         "verified": item.verified, "signer_org": item.signer_org,
         "key_id": item.envelope.as_ref().map(|e| e.key_id.clone()).unwrap_or_default(),
         "received_from": item.received_from, "received_at_ms": item.received_at_ms,
+        "end_to_end": item.end_to_end,
     })
 }
 

@@ -60,6 +60,10 @@ pub struct PublishCmd {
     /// Forbid re-sharing into other clusters or feeds.
     #[arg(long)]
     pub no_reshare: bool,
+    /// Encrypt the body end to end to the --to organisations (and yours): nodes and files
+    /// on the way hold only ciphertext. Free text and incident reports.
+    #[arg(long)]
+    pub encrypt: bool,
     #[command(flatten)]
     pub incident: IncidentArgs,
 }
@@ -130,6 +134,7 @@ impl PublishCmd {
         r.scope_sectors = self.scope_sector.clone();
         r.scope_countries = self.scope_country.clone();
         r.no_reshare = self.no_reshare;
+        r.encrypt = self.encrypt;
         match r.body.as_mut() {
             Some(pb::publish_request::Body::Incident(i)) => self.incident.apply(i),
             _ if self.incident.is_set() => anyhow::bail!(

@@ -245,6 +245,34 @@ fn two_nodes_without_a_network_path_exchange_a_days_traffic_by_bundle() {
     assert_eq!(imported["accepted"], 1, "{imported:#}");
     assert!(titles("bob").iter().any(|t| t == "next-day"));
 
+    // End to end: since the export, csirt-be's node knows csirt-fr's certified encryption
+    // key, so a message can be encrypted to it; the bundle carries only ciphertext of it.
+    let since = now_ms().to_string();
+    let e2e = as_user(
+        "alice",
+        &[
+            "publish",
+            "--level",
+            "technical",
+            "--tlp",
+            "RED",
+            "--to",
+            "csirt-fr",
+            "--encrypt",
+            "--title",
+            "e2e-secret",
+        ],
+    )
+    .expect_ok("publish --encrypt")
+    .json();
+    let e2e_id = e2e["id"].as_str().expect("id").to_string();
+    let third = export("third.bwb", &["--since", &since]);
+    assert_eq!(third["envelopes"], 1, "{third:#}");
+    as_user("fred", &["bundle", "import", "third.bwb"]).expect_ok("bundle import");
+    let item = as_user("bob", &["get", &e2e_id]).expect_ok("get").json();
+    assert_eq!(item["title"], "e2e-secret", "{item:#}");
+    assert_eq!(item["end_to_end"], true, "{item:#}");
+
     // Both audit trails record it and still verify.
     for user in ["olga", "fred"] {
         as_user(user, &["audit", "verify"]).expect_ok("audit verify");

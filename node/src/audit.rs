@@ -395,7 +395,8 @@ mod tests {
         let e = AuditEvent::rejected("é".repeat(MAX_FIELD_LEN), "p", "r", "x").clip();
         assert!(e.msg_id.len() <= MAX_FIELD_LEN);
         assert!(e.msg_id.chars().all(|c| c == 'é'));
-        assert_eq!(AuditKind::ALL.len(), 10);
+        assert_eq!(AuditKind::ALL.len(), 11);
+        assert_eq!(AuditEvent::bundle("o", "x").event.to_string(), "bundle");
         assert_eq!(AuditEvent::policy("x").event.to_string(), "policy");
     }
 }

@@ -71,7 +71,8 @@ pub fn is_case_body(body: &Body) -> bool {
         | Body::Incident(_)
         | Body::MarkingChange(_)
         | Body::Retraction(_)
-        | Body::Stix(_) => false,
+        | Body::Stix(_)
+        | Body::Sealed(_) => false,
         Body::CaseOpen(_)
         | Body::Escalation(_)
         | Body::Advice(_)

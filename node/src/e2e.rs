@@ -355,13 +355,99 @@ pub fn open(
     Ok(plain.to_vec())
 }
 
+/// Domain separation of a message body encrypted end to end.
+pub const BODY_CONTEXT: &[u8] = b"bluewire/v1/sealed-body\0";
+/// At most this many recipient keys on one sealed body.
+pub const MAX_STANZAS: usize = 64;
+
+/// A sealed body is bound to its message: (origin, id). Ciphertext lifted into another
+/// organisation's message (which it could sign) does not open there.
+fn body_aad(c: &pb::Content) -> Vec<u8> {
+    [c.origin_org.as_bytes(), b"\0", c.id.as_bytes()].concat()
+}
+
+/// Replace `c`'s body with its encryption to `recipients` ((key id, hybrid public key));
+/// the plaintext is an encoded Content holding only the body.
+pub fn seal_body(c: &mut pb::Content, recipients: &[(&str, &[u8])]) -> Result<(), E2eError> {
+    use prost::Message as _;
+    let plain = pb::Content {
+        body: c.body.take(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let sealed = seal(recipients, BODY_CONTEXT, &body_aad(c), &plain)?;
+    c.body = Some(pb::content::Body::Sealed(sealed));
+    Ok(())
+}
+
+/// `c` with its sealed body decrypted by `key`; `None` when the body is not sealed. The
+/// decrypted body is whatever the origin encrypted: validate the result as a whole.
+pub fn open_body(key: &RecipientKey, c: &pb::Content) -> Option<Result<pb::Content, E2eError>> {
+    use prost::Message as _;
+    let Some(pb::content::Body::Sealed(sealed)) = &c.body else {
+        return None;
+    };
+    Some(
+        open(key, BODY_CONTEXT, &body_aad(c), sealed).and_then(|plain| {
+            let inner =
+                pb::Content::decode(plain.as_slice()).map_err(|_| E2eError::Undecryptable)?;
+            match inner.body {
+                Some(pb::content::Body::Sealed(_)) | None => Err(E2eError::Undecryptable),
+                body => Ok(pb::Content { body, ..c.clone() }),
+            }
+        }),
+    )
+}
+
+/// What every node checks of a sealed body without opening it: named recipients, each
+/// with a stanza; stanzas only for them and the origin; sizes. Pure.
+pub fn check_sealed(c: &pb::Content, sealed: &pb::Sealed) -> Result<(), String> {
+    if c.recipients.is_empty() {
+        return Err("an encrypted body needs named recipients".into());
+    }
+    if sealed.stanzas.is_empty() || sealed.stanzas.len() > MAX_STANZAS {
+        return Err(format!(
+            "an encrypted body has {} recipient keys; 1 to {MAX_STANZAS} are allowed",
+            sealed.stanzas.len()
+        ));
+    }
+    if sealed.nonce.len() != NONCE_LEN || sealed.ciphertext.len() < TAG_LEN {
+        return Err("an encrypted body with a malformed nonce or ciphertext".into());
+    }
+    let org_of = |key_id: &str| key_id.rsplit_once('/').map(|(o, _)| o.to_string());
+    for s in &sealed.stanzas {
+        match org_of(&s.key_id) {
+            Some(o) if o == c.origin_org || c.recipients.contains(&o) => {}
+            _ => {
+                return Err(format!(
+                    "an encrypted body carries key {:?}, which belongs to no named recipient",
+                    s.key_id
+                ));
+            }
+        }
+    }
+    for r in &c.recipients {
+        if !sealed
+            .stanzas
+            .iter()
+            .any(|s| org_of(&s.key_id).as_deref() == Some(r.as_str()))
+        {
+            return Err(format!(
+                "recipient {r} is named but the body is not encrypted to it"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const CTX: &[u8] = b"bluewire/v1/test\0";
 
-    fn sealed_to(keys: &[&RecipientKey], aad: &[u8], msg: &[u8]) -> pb::Sealed {
+    /// `f` with `keys` as (key id, public key) pairs.
+    fn with_publics<T>(keys: &[&RecipientKey], f: impl FnOnce(&[(&str, &[u8])]) -> T) -> T {
         let publics: Vec<(String, Vec<u8>)> = keys
             .iter()
             .map(|k| (k.key_id().to_string(), k.public_key()))
@@ -370,7 +456,11 @@ mod tests {
             .iter()
             .map(|(id, pk)| (id.as_str(), pk.as_slice()))
             .collect();
-        seal(&r, CTX, aad, msg).unwrap()
+        f(&r)
+    }
+
+    fn sealed_to(keys: &[&RecipientKey], aad: &[u8], msg: &[u8]) -> pb::Sealed {
+        with_publics(keys, |r| seal(r, CTX, aad, msg).unwrap())
     }
 
     #[test]
@@ -494,5 +584,100 @@ mod tests {
         assert_eq!(seal(&[], CTX, b"", b"x"), Err(E2eError::NoRecipients));
         let e = seal(&[("org-a/1", &[0u8; 10][..])], CTX, b"", b"x").unwrap_err();
         assert!(matches!(e, E2eError::BadRecipient { .. }), "{e}");
+    }
+
+    fn message(origin: &str, to: &[&str]) -> pb::Content {
+        pb::Content {
+            id: "0190d9a8-0000-7000-8000-000000000001".into(),
+            origin_org: origin.into(),
+            kind: pb::Kind::FreeText as i32,
+            recipients: to.iter().map(|s| s.to_string()).collect(),
+            body: Some(pb::content::Body::FreeText(pb::FreeText {
+                title: "RED: the attacker's infrastructure".into(),
+                body: "10.0.0.1".into(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn seal_to(c: &mut pb::Content, keys: &[&RecipientKey]) {
+        with_publics(keys, |r| seal_body(c, r).unwrap());
+    }
+
+    #[test]
+    fn a_sealed_body_opens_for_its_recipients_and_only_in_its_own_message() {
+        let (a, b, c) = (
+            RecipientKey::generate("org-a").unwrap(),
+            RecipientKey::generate("org-b").unwrap(),
+            RecipientKey::generate("org-c").unwrap(),
+        );
+        let plain = message("org-a", &["org-b"]);
+        let mut sealed = plain.clone();
+        seal_to(&mut sealed, &[&a, &b]);
+        let Some(pb::content::Body::Sealed(s)) = &sealed.body else {
+            panic!("not sealed")
+        };
+        assert!(!s.ciphertext.windows(3).any(|w| w == b"RED"));
+        assert_eq!(check_sealed(&sealed, s), Ok(()));
+        for k in [&a, &b] {
+            assert_eq!(open_body(k, &sealed), Some(Ok(plain.clone())));
+        }
+        assert!(matches!(
+            open_body(&c, &sealed),
+            Some(Err(E2eError::NotARecipient(_)))
+        ));
+        // Lifted into another message (another id, or another origin that signs it): no.
+        for lifted in [
+            pb::Content {
+                id: "0190d9a8-0000-7000-8000-000000000002".into(),
+                ..sealed.clone()
+            },
+            pb::Content {
+                origin_org: "org-c".into(),
+                ..sealed.clone()
+            },
+        ] {
+            assert_eq!(open_body(&b, &lifted), Some(Err(E2eError::Undecryptable)));
+        }
+        // Not sealed: nothing to open.
+        assert_eq!(open_body(&b, &plain), None);
+    }
+
+    #[test]
+    fn a_sealed_body_names_exactly_its_recipients() {
+        let (a, b, c) = (
+            RecipientKey::generate("org-a").unwrap(),
+            RecipientKey::generate("org-b").unwrap(),
+            RecipientKey::generate("org-c").unwrap(),
+        );
+        let check = |to: &[&str], keys: &[&RecipientKey]| {
+            let mut m = message("org-a", to);
+            seal_to(&mut m, keys);
+            let Some(pb::content::Body::Sealed(s)) = &m.body else {
+                panic!("not sealed")
+            };
+            check_sealed(&m, s)
+        };
+        assert_eq!(check(&["org-b"], &[&b]), Ok(()));
+        assert_eq!(check(&["org-b", "org-c"], &[&a, &b, &c]), Ok(()));
+        let e = check(&[], &[&b]).unwrap_err();
+        assert!(e.contains("named recipients"), "{e}");
+        let e = check(&["org-b"], &[&b, &c]).unwrap_err();
+        assert!(e.contains("belongs to no named recipient"), "{e}");
+        let e = check(&["org-b", "org-c"], &[&b]).unwrap_err();
+        assert!(e.contains("org-c is named"), "{e}");
+        let many: Vec<RecipientKey> = (0..=MAX_STANZAS)
+            .map(|_| RecipientKey::generate("org-b").unwrap())
+            .collect();
+        let e = check(&["org-b"], &many.iter().collect::<Vec<_>>()).unwrap_err();
+        assert!(e.contains("1 to 64"), "{e}");
+        let mut m = message("org-a", &["org-b"]);
+        seal_to(&mut m, &[&b]);
+        let Some(pb::content::Body::Sealed(s)) = &mut m.body else {
+            panic!("not sealed")
+        };
+        s.nonce.pop();
+        let s = s.clone();
+        assert!(check_sealed(&m, &s).unwrap_err().contains("malformed"));
     }
 }

@@ -215,6 +215,17 @@ pub fn validate(c: &Content) -> Result<(), Rejected> {
         return bad("marking has no TLP: every message carries TLP 2.0".into());
     }
     match (kind, &c.body) {
+        // Encrypted end to end: what every node can check without opening it. A recipient
+        // that opens it validates the decrypted content with this function again.
+        (Kind::FreeText | Kind::IncidentReport, Some(Body::Sealed(s))) => {
+            crate::e2e::check_sealed(c, s).map_err(Rejected::Invalid)?;
+        }
+        (_, Some(Body::Sealed(_))) => {
+            return bad(format!(
+                "kind {} cannot be encrypted end to end: only free text and incident reports are (every node on the way must read the rest)",
+                kind_label(c.kind)
+            ));
+        }
         // The crisis workflow: typed bodies with their own rules (crate::case).
         (_, Some(b)) if crate::case::is_case_body(b) => {
             crate::case::check_fields(c).map_err(Rejected::Invalid)?;

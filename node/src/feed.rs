@@ -141,6 +141,7 @@ pub fn item(
     };
     Some(pb::FeedItem {
         seq: m.seq,
+        end_to_end: false,
         content: Some(content),
         verified: true,
         signer_org,
@@ -156,10 +157,21 @@ pub fn item(
 }
 
 /// `m` as a feed item at this node (`None`: retracted).
+/// A body encrypted end to end is shown decrypted when this node holds a key it was
+/// encrypted to (it was validated so at ingress); otherwise it stays sealed.
 pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
     let (env, content) = decode(&m)?;
     let standing = markings::standing(&st.store, &content);
-    Ok(item(m, env, content, standing, st.org()))
+    let opened = st
+        .decryptor
+        .as_ref()
+        .and_then(|k| crate::e2e::open_body(k, &content));
+    let end_to_end = matches!(content.body, Some(pb::content::Body::Sealed(_)));
+    let content = match opened {
+        Some(Ok(plain)) => plain,
+        _ => content,
+    };
+    Ok(item(m, env, content, standing, st.org()).map(|i| pb::FeedItem { end_to_end, ..i }))
 }
 
 /// One message for a user, by reference.

@@ -128,6 +128,7 @@ fn admit(
     routed: &mut Option<(&'static str, bool)>,
 ) -> Result<(pb::Content, Effect), Rejected> {
     let o = envelope::open(env, |k| known.key(k), now_ms)?;
+    opens_here(&o.content, known)?;
     let view = match &env.forwarding {
         None if o.content.origin_org != peer => {
             return Err(Rejected::NotFromOrigin {
@@ -172,6 +173,35 @@ fn admit(
     let effect = control_authority(&o.content, known, router)?;
     known::workflow(known, router, &o.content).map_err(Rejected::Workflow)?;
     Ok((o.content, effect))
+}
+
+/// A body encrypted end to end to this organisation must open with its certified key, and
+/// what it opens to must pass the content rules the origin applied (a node that is not a
+/// named recipient cannot open it, and routing refuses it anyway).
+fn opens_here(c: &pb::Content, known: &impl Known) -> Result<(), Rejected> {
+    if !matches!(c.body, Some(pb::content::Body::Sealed(_)))
+        || !c.recipients.iter().any(|r| r == known.me())
+    {
+        return Ok(());
+    }
+    let Some(key) = known.decryptor() else {
+        return Err(Rejected::Later(format!(
+            "{} is encrypted end to end to {}, and this node has no decryption key configured ([tls] encryption_key): retry once its operator has set it",
+            c.id,
+            known.me()
+        )));
+    };
+    match crate::e2e::open_body(key, c) {
+        Some(Ok(plain)) => envelope::validate(&plain).map_err(|why| {
+            Rejected::Invalid(format!("the body encrypted end to end is not valid: {why}"))
+        }),
+        Some(Err(e)) => Err(Rejected::Invalid(format!(
+            "encrypted end to end to {}, but it does not open with its certified key {}: {e}",
+            known.me(),
+            key.key_id()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The control-message authority rule for a received retraction or marking
@@ -254,9 +284,10 @@ pub async fn deliver(
 }
 
 /// An offline bundle's envelopes, handed over by `peer` (the organisation that exported and
-/// signed the bundle, verified by [`crate::bundle::open`]): the same rules as a delivery,
+/// signed the bundle, verified by [`crate::offline::open`]): the same rules as a delivery,
 /// in batches of `limits.max_batch`, without the peer rate limit (an operator imports a
-/// file), each acceptance audited with the bundle id.
+/// file), each acceptance audited with the bundle id. The exporter's certificate replaces
+/// the one this node holds only when it is newer (a file can be old).
 pub async fn deliver_bundle(
     st: &Arc<NodeState>,
     peer: &OrgProfile,
@@ -264,7 +295,11 @@ pub async fn deliver_bundle(
     envelopes: Vec<pb::Envelope>,
     bundle_id: &str,
 ) -> Result<Vec<pb::DeliveryResult>, IngressError> {
-    st.directory.learn(&st.store, peer, peer_cert).await;
+    if crate::offline::newer_than_held(st, &peer.org, peer_cert) {
+        st.directory.learn(&st.store, peer, peer_cert).await;
+    } else {
+        st.directory.learn_keys(&st.store, peer).await;
+    }
     let mut results = Vec::with_capacity(envelopes.len());
     let mut rest = envelopes.into_iter().peekable();
     while rest.peek().is_some() {

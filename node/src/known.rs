@@ -33,6 +33,11 @@ pub trait Known {
     /// What control messages this node holds made of `content`, whether or not the
     /// message itself is held here.
     fn standing(&self, content: &Content) -> Result<Standing, String>;
+    /// This organisation's certified decryption key, when the node holds it: a body
+    /// encrypted end to end to this organisation is opened and validated with it.
+    fn decryptor(&self) -> Option<&crate::e2e::RecipientKey> {
+        None
+    }
 }
 
 /// The routing decision for one (message, recipient) with what `known` knows

@@ -83,6 +83,7 @@ pub struct Packed {
 pub fn pack(
     body: &pb::BundleBody,
     signer: &SigningKey,
+    certificate: &[u8],
     seal_to: Option<&[(&str, &[u8])]>,
 ) -> Result<Vec<u8>, e2e::E2eError> {
     let body_bytes = body.encode_to_vec();
@@ -90,6 +91,7 @@ pub fn pack(
         signature: signer.sign(SIGN_CONTEXT, &body_bytes),
         key_id: signer.key_id().to_string(),
         body: body_bytes,
+        certificate: certificate.to_vec(),
     }
     .encode_to_vec();
     let payload = match seal_to {
@@ -124,15 +126,17 @@ pub struct Opened {
     pub encrypted: bool,
 }
 
-/// Check a bundle file addressed to `me`: format, addressee, decryption with `key`, the
-/// exporter's certificate against the federation root `root_der` and `revoked`, and the
-/// exporter's signature. Pure.
+/// Check a bundle file addressed to `me` at `now_ms`: format, addressee, decryption with
+/// `key`, the exporter's certificate (chains to the federation root `root_der`, valid now,
+/// not `revoked`) and its signature — all before the body is decoded — then the body's
+/// size and claims. Pure.
 pub fn open(
     bytes: &[u8],
     me: &str,
     root_der: &[u8],
     revoked: impl Fn(&PeerIdentity) -> bool,
     key: Option<&RecipientKey>,
+    now_ms: i64,
 ) -> Result<Opened, BundleError> {
     if bytes.len() > MAX_BYTES {
         return Err(BundleError::NotABundle(format!(
@@ -144,11 +148,11 @@ pub fn open(
     let file =
         pb::OfflineBundle::decode(bytes).map_err(|e| BundleError::NotABundle(e.to_string()))?;
     if file.format != FORMAT {
-        return Err(BundleError::Format(file.format));
+        return Err(BundleError::Format(clip(&file.format)));
     }
     if file.for_org != me {
         return Err(BundleError::NotForUs {
-            for_org: file.for_org,
+            for_org: clip(&file.for_org),
             me: me.to_string(),
         });
     }
@@ -156,7 +160,8 @@ pub fn open(
         None => return Err(BundleError::NotABundle("it holds nothing".into())),
         Some(pb::offline_bundle::Payload::Signed(s)) => (s, false),
         Some(pb::offline_bundle::Payload::Sealed(sealed)) => {
-            let named = e2e::recipients(&sealed).join(", ");
+            let ids = e2e::recipients(&sealed);
+            let named = clip(&ids.iter().take(4).copied().collect::<Vec<_>>().join(", "));
             let key = key.ok_or_else(|| BundleError::NoKey(named.clone()))?;
             let opened = e2e::open(key, SEAL_CONTEXT, &sealed_aad(&file.for_org), &sealed)
                 .map_err(|e| match e {
@@ -168,9 +173,7 @@ pub fn open(
     };
     let signed = pb::SignedBundle::decode(signed.as_slice())
         .map_err(|e| BundleError::Tampered(format!("its signed part does not decode: {e}")))?;
-    let body = pb::BundleBody::decode(signed.body.as_slice())
-        .map_err(|e| BundleError::Tampered(format!("its body does not decode: {e}")))?;
-    let (exporter, exporter_cert) = exporter(&body, root_der, revoked)?;
+    let exporter = exporter(&signed.certificate, root_der, revoked, now_ms)?;
     let certified = exporter
         .signing_keys
         .iter()
@@ -179,7 +182,8 @@ pub fn open(
         .ok_or_else(|| {
             BundleError::Tampered(format!(
                 "it is signed with key {:?}, which {}'s certificate does not certify",
-                signed.key_id, exporter.org
+                clip(&signed.key_id),
+                exporter.org
             ))
         })?;
     if !signing::verify(&certified, SIGN_CONTEXT, &signed.body, &signed.signature) {
@@ -188,57 +192,123 @@ pub fn open(
             exporter.org
         )));
     }
-    // Signed, so these are the exporter's words now.
+    // Signed by a node of the federation from here on; still bounded before decoding.
+    let count = count_field(&signed.body, ENVELOPES_FIELD)
+        .map_err(|e| BundleError::Tampered(format!("its body does not decode: {e}")))?;
+    if count > MAX_ENVELOPES {
+        return Err(BundleError::NotABundle(format!(
+            "{count} envelopes, more than the {MAX_ENVELOPES} a bundle may carry"
+        )));
+    }
+    let body = pb::BundleBody::decode(signed.body.as_slice())
+        .map_err(|e| BundleError::Tampered(format!("its body does not decode: {e}")))?;
+    if body.from_org != exporter.org {
+        return Err(BundleError::Tampered(format!(
+            "the bundle says it is from {:?}, its certificate is {}'s",
+            clip(&body.from_org),
+            exporter.org
+        )));
+    }
     if body.for_org != me {
         return Err(BundleError::NotForUs {
-            for_org: body.for_org,
+            for_org: clip(&body.for_org),
             me: me.to_string(),
         });
     }
     if body.from_org == me {
-        return Err(BundleError::OwnBundle(body.id));
+        return Err(BundleError::OwnBundle(clip(&body.id)));
     }
     Ok(Opened {
         body,
         exporter,
-        exporter_cert,
+        exporter_cert: signed.certificate,
         encrypted,
     })
 }
 
-/// The exporting node's profile and certificate: the first certificate, a node certificate
-/// chaining to the root, not revoked, of the organisation the body names.
+/// At most this many envelopes in one bundle (a day of heavy traffic is a few thousand).
+pub const MAX_ENVELOPES: usize = 200_000;
+/// `BundleBody.envelopes`.
+const ENVELOPES_FIELD: u32 = 8;
+
+/// How many times top-level field `field` occurs in the encoded message `bytes`, without
+/// decoding anything (a body of millions of empty entries must not be materialised).
+fn count_field(mut bytes: &[u8], field: u32) -> Result<usize, String> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut n = 0;
+    while !bytes.is_empty() {
+        let (tag, wire) = decode_key(&mut bytes).map_err(|e| e.to_string())?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut bytes).map_err(|e| e.to_string())?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => decode_varint(&mut bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|l| usize::try_from(l).map_err(|e| e.to_string()))?,
+            WireType::StartGroup | WireType::EndGroup => return Err("a group field".into()),
+        };
+        if skip > bytes.len() {
+            return Err("truncated".into());
+        }
+        bytes = &bytes[skip..];
+        n += usize::from(tag == field);
+    }
+    Ok(n)
+}
+
+/// Attacker-chosen text in an error message: at most 80 characters.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Is the certificate `der` valid at `now_ms`? (Over the network TLS checks it; a file
+/// carries it without a handshake.)
+fn check_validity(der: &[u8], now_ms: i64) -> Result<(), String> {
+    let (not_before, not_after) = pki::validity_ms(der).map_err(|e| e.to_string())?;
+    if now_ms < not_before {
+        return Err("is not valid yet".into());
+    }
+    if now_ms > not_after {
+        return Err("has expired".into());
+    }
+    Ok(())
+}
+
+/// The exporting node's verified profile: a node certificate chaining to the root, valid
+/// now, not revoked.
 fn exporter(
-    body: &pb::BundleBody,
+    der: &[u8],
     root_der: &[u8],
     revoked: impl Fn(&PeerIdentity) -> bool,
-) -> Result<(OrgProfile, Vec<u8>), BundleError> {
-    let der = body
-        .certificates
-        .first()
-        .ok_or_else(|| BundleError::Signer("is missing".into()))?;
+    now_ms: i64,
+) -> Result<OrgProfile, BundleError> {
+    if der.is_empty() {
+        return Err(BundleError::Signer("is missing".into()));
+    }
     let id =
-        pki::identity_from_chain(&[CertificateDer::from(der.clone())], root_der).map_err(|e| {
+        pki::identity_from_chain(&[CertificateDer::from(der.to_vec())], root_der).map_err(|e| {
             BundleError::Signer(format!("does not chain to this federation's root: {e}"))
         })?;
+    check_validity(der, now_ms)
+        .map_err(|why| BundleError::Signer(format!("({}) {why}", id.org())))?;
     if revoked(&id) {
         return Err(BundleError::Signer(format!(
             "({}) is revoked in this node's revocation list",
             id.org()
         )));
     }
-    let PeerIdentity::Node { profile, .. } = id else {
-        return Err(BundleError::Signer(
+    match id {
+        PeerIdentity::Node { profile, .. } => Ok(profile),
+        _ => Err(BundleError::Signer(
             "is not a node certificate: only nodes export bundles".into(),
-        ));
-    };
-    if profile.org != body.from_org {
-        return Err(BundleError::Tampered(format!(
-            "the bundle says it is from {:?}, its certificate is {}'s",
-            body.from_org, profile.org
-        )));
+        )),
     }
-    Ok((profile, der.clone()))
 }
 
 /// What the operator asked a bundle for `org` to hold.
@@ -250,11 +320,12 @@ pub struct Selection {
     pub since_ms: i64,
 }
 
-/// Does a bundle for `sel.org` carry this stored envelope? Exactly what delivery would send
-/// `sel.org` now: this node's own messages and re-shares, to a candidate (a current member of
-/// the cluster it goes to, or a configured peer for a message without a cluster), that
-/// [`outbound::recheck`] still allows (not retracted, the marking in force, egress routing);
-/// then the operator's cluster and time filters. Pure.
+/// Does a bundle for `sel.org` carry this stored envelope? What a backfill would give
+/// `sel.org` now: this node's own messages (never re-shares: delivery fixes their recipients
+/// when they are made), to a candidate (a current member of its cluster, or a configured
+/// peer for a message without a cluster), that [`outbound::recheck`] still allows (not
+/// retracted, the marking in force, egress routing); then the operator's cluster and time
+/// filters. Pure.
 pub fn carries(
     env: &pb::Envelope,
     content: &pb::Content,
@@ -264,29 +335,47 @@ pub fn carries(
     router: &Router,
     now_ms: i64,
 ) -> bool {
-    let cluster = match &env.forwarding {
-        Some(f) => match pb::ForwardAttestation::decode(f.attestation.as_slice()) {
-            Ok(a) if a.forwarder_org == known.me() => a.to_cluster,
-            _ => return false,
-        },
-        None if content.origin_org == known.me() => content.cluster.clone(),
-        None => return false,
-    };
-    if content.created_at_ms < sel.since_ms
-        || (!sel.clusters.is_empty() && !sel.clusters.contains(&cluster))
+    if env.forwarding.is_some()
+        || content.origin_org != known.me()
+        || content.created_at_ms < sel.since_ms
+        || (!sel.clusters.is_empty() && !sel.clusters.contains(&content.cluster))
     {
         return false;
     }
-    let state = if cluster.is_empty() {
+    let cluster = if content.cluster.is_empty() {
         None
     } else {
-        match known.cluster(&cluster) {
+        match known.cluster(&content.cluster) {
             Some(c) => Some(c),
             None => return false,
         }
     };
-    outbound::candidates(state.as_deref(), known.me(), peers).contains(&sel.org)
+    outbound::candidates(cluster.as_deref(), known.me(), peers).contains(&sel.org)
         && outbound::recheck(env, &sel.org, known, router, now_ms).is_ok()
+}
+
+/// Must a bundle holding `content` be encrypted? Above TLP:GREEN, unmarked, or classified,
+/// under the marking in force — for a retraction or marking change, its target's too (its
+/// reason speaks about the target). Pure.
+pub fn needs_encryption(content: &pb::Content, known: &impl Known) -> bool {
+    let secret = |m: Option<&pb::Marking>| {
+        m.is_none_or(|m| m.tlp > pb::Tlp::Green as i32 || !m.classification.is_empty())
+    };
+    let in_force = |c: &pb::Content| match known.standing(c) {
+        Ok(st) => secret(st.marking.as_ref().or(c.marking.as_ref())),
+        Err(_) => true,
+    };
+    if in_force(content) {
+        return true;
+    }
+    match markings::target_of(content) {
+        None => false,
+        Some((origin, id)) => match known.held(origin, id) {
+            Ok(Some((target, _))) => in_force(&target),
+            Ok(None) => false,
+            Err(_) => true,
+        },
+    }
 }
 
 /// Why a bundle could not be written.
@@ -337,51 +426,27 @@ pub async fn export(
         clusters,
         since_ms: r.since_ms,
     };
-    let peers: Vec<String> = st.config.peers.iter().map(|p| p.org.clone()).collect();
     let now = crate::clock::now_ms();
-    let mut envelopes = Vec::new();
-    let mut highest = pb::Tlp::Unspecified as i32;
-    let mut unmarked = false;
-    let mut size = 0usize;
-    let mut cursor = 0;
-    loop {
-        let page = st
-            .store
-            .read_after(cursor, 1024)
-            .map_err(LookupError::from)?;
-        let Some(last) = page.last() else { break };
-        cursor = last.seq;
-        for m in page {
-            let (env, content) = feed::decode(&m)?;
-            if !carries(&env, &content, &sel, &peers, st.as_ref(), &st.router, now) {
-                continue;
-            }
-            let standing = markings::standing(&st.store, &content);
-            let tlp = standing
-                .marking
-                .as_ref()
-                .or(content.marking.as_ref())
-                .map(|m| m.tlp)
-                .unwrap_or_default();
-            highest = highest.max(tlp);
-            unmarked |= tlp == pb::Tlp::Unspecified as i32;
-            size += m.envelope.len();
-            if size > MAX_BYTES - (1 << 20) {
-                return Err(ExportError::Invalid(format!(
-                    "more than {} MiB of messages for {org}: narrow it with --since or --cluster",
-                    MAX_BYTES >> 20
-                )));
-            }
-            envelopes.push(env);
-        }
-    }
+    recipient_in_force(st, &org, now)?;
+    // The scan reads the store synchronously: off the async workers.
+    let scan = {
+        let (st, sel) = (st.clone(), sel.clone());
+        tokio::task::spawn_blocking(move || select(&st, &sel, now))
+            .await
+            .map_err(|e| ExportError::Invalid(format!("the export scan failed: {e}")))??
+    };
+    let Selected {
+        envelopes,
+        highest,
+        secret,
+    } = scan;
     if envelopes.is_empty() {
         return Err(ExportError::Empty(format!(
             "no message of this node that {org} may receive matches (check `bluewire policy explain`, --since and --cluster)"
         )));
     }
-    // Anything above GREEN, or without a marking, is never written in clear.
-    let encrypt = r.encrypt || unmarked || highest > pb::Tlp::Green as i32;
+    // Anything above GREEN, unmarked or classified is never written in clear.
+    let encrypt = r.encrypt || secret;
     let keys: Vec<(String, Vec<u8>)> = if encrypt {
         let keys: Vec<_> = profile
             .encryption_keys
@@ -393,7 +458,8 @@ pub async fn export(
                 org,
                 why:
                     "its certificate certifies no encryption key (issued by an earlier version?): \
-                      the bundle holds messages above TLP:GREEN and is never written in clear"
+                      the bundle holds messages above TLP:GREEN or classified, and is never \
+                      written in clear"
                         .into(),
             });
         }
@@ -408,24 +474,22 @@ pub async fn export(
         created_at_ms: now,
         since_ms: r.since_ms,
         clusters: sel.clusters.clone(),
-        certificates: st
-            .tls
-            .chain
-            .first()
-            .map(|c| c.to_vec())
-            .into_iter()
-            .collect(),
         envelopes,
     };
     let seal_to: Vec<(&str, &[u8])> = keys
         .iter()
         .map(|(id, pk)| (id.as_str(), pk.as_slice()))
         .collect();
-    let bytes = pack(&body, &st.signer, encrypt.then_some(seal_to.as_slice())).map_err(|e| {
-        ExportError::Encrypt {
-            org: org.clone(),
-            why: e.to_string(),
-        }
+    let cert = st.tls.chain.first().map(|c| c.to_vec()).unwrap_or_default();
+    let bytes = pack(
+        &body,
+        &st.signer,
+        &cert,
+        encrypt.then_some(seal_to.as_slice()),
+    )
+    .map_err(|e| ExportError::Encrypt {
+        org: org.clone(),
+        why: e.to_string(),
     })?;
     let summary = pb::BundleSummary {
         id: body.id.clone(),
@@ -456,9 +520,92 @@ pub async fn export(
     Ok(Packed { bytes, summary })
 }
 
+/// What an export scan found.
+struct Selected {
+    envelopes: Vec<pb::Envelope>,
+    /// The highest TLP in force among them.
+    highest: i32,
+    /// Something in it must not be written in clear ([`needs_encryption`]).
+    secret: bool,
+}
+
+/// Scan the whole store for what a bundle for `sel.org` carries (blocking reads). A record
+/// that does not decode is skipped and logged, not fatal.
+fn select(st: &Arc<NodeState>, sel: &Selection, now: i64) -> Result<Selected, ExportError> {
+    let peers: Vec<String> = st.config.peers.iter().map(|p| p.org.clone()).collect();
+    let mut out = Selected {
+        envelopes: Vec::new(),
+        highest: pb::Tlp::Unspecified as i32,
+        secret: false,
+    };
+    let (mut size, mut cursor) = (0usize, 0);
+    loop {
+        let page = st
+            .store
+            .read_after(cursor, 1024)
+            .map_err(LookupError::from)?;
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        for m in page {
+            let (env, content) = match feed::decode(&m) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "export: skipping a stored record that does not decode");
+                    continue;
+                }
+            };
+            if !carries(&env, &content, sel, &peers, st.as_ref(), &st.router, now) {
+                continue;
+            }
+            let standing = markings::standing(&st.store, &content);
+            let tlp = standing
+                .marking
+                .as_ref()
+                .or(content.marking.as_ref())
+                .map(|m| m.tlp)
+                .unwrap_or_default();
+            out.highest = out.highest.max(tlp);
+            out.secret |= needs_encryption(&content, st.as_ref());
+            size += m.envelope.len();
+            if size > MAX_BYTES - (1 << 20) || out.envelopes.len() >= MAX_ENVELOPES {
+                return Err(ExportError::Invalid(format!(
+                    "more than {} MiB or {MAX_ENVELOPES} messages for {}: narrow it with --since or --cluster",
+                    MAX_BYTES >> 20,
+                    sel.org
+                )));
+            }
+            out.envelopes.push(env);
+        }
+    }
+    Ok(out)
+}
+
+/// Delivery holds messages for a revoked peer, and TLS refuses an expired one: so does an
+/// export.
+fn recipient_in_force(st: &NodeState, org: &str, now: i64) -> Result<(), ExportError> {
+    let Some(der) = st.directory.cert(org) else {
+        return Ok(());
+    };
+    let refused = |why: String| ExportError::Encrypt {
+        org: org.to_string(),
+        why,
+    };
+    let serial = pki::serial_hex(&der).map_err(|e| refused(e.to_string()))?;
+    if st.tls.revocations.is_revoked(&serial) {
+        return Err(refused(format!(
+            "its certificate {serial} is revoked: nothing is exported to it"
+        )));
+    }
+    check_validity(&der, now).map_err(|why| {
+        refused(format!(
+            "the certificate this node holds for it {why}: pass its current node.crt with --recipient-cert"
+        ))
+    })
+}
+
 /// Verify `cert` (PEM or DER) as `org`'s node certificate and remember it.
 async fn learn_recipient(st: &NodeState, org: &str, cert: &[u8]) -> Result<(), ExportError> {
-    let bad = |why: String| ExportError::Invalid(format!("--cert: {why}"));
+    let bad = |why: String| ExportError::Invalid(format!("--recipient-cert: {why}"));
     let der = if cert.starts_with(b"-----") {
         let pem = std::str::from_utf8(cert).map_err(|e| bad(e.to_string()))?;
         pki::load_certs_pem(pem)
@@ -484,8 +631,20 @@ async fn learn_recipient(st: &NodeState, org: &str, cert: &[u8]) -> Result<(), E
             profile.org
         )));
     }
-    st.directory.learn(&st.store, &profile, &der).await;
+    check_validity(&der, crate::clock::now_ms()).map_err(|why| bad(format!("it {why}")))?;
+    if newer_than_held(st, org, &der) {
+        st.directory.learn(&st.store, &profile, &der).await;
+    }
     Ok(())
+}
+
+/// Is `der` issued later than the certificate this node holds for `org` (or is none held)?
+/// An old certificate never replaces a newer one (levels, keys and endpoint roll back).
+pub fn newer_than_held(st: &NodeState, org: &str, der: &[u8]) -> bool {
+    let issued = |d: &[u8]| pki::validity_ms(d).map(|v| v.0).unwrap_or(i64::MIN);
+    st.directory
+        .cert(org)
+        .is_none_or(|held| held != der && issued(der) > issued(&held))
 }
 
 /// Why an import failed as a whole.
@@ -494,14 +653,12 @@ pub enum ImportError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(
-        "replayed: none of the {count} messages in bundle {id} from {from} is new here ({held} already held: imported before or delivered directly; {refused} refused again); nothing changed"
+        "replayed: all {count} messages in bundle {id} from {from} are already held here (imported before, or delivered directly); nothing changed"
     )]
     Replayed {
         id: String,
         from: String,
         count: usize,
-        held: u32,
-        refused: u32,
     },
     #[error(transparent)]
     Ingress(#[from] crate::ingress::IngressError),
@@ -518,6 +675,7 @@ pub async fn import(
         &st.tls.root_der,
         |id| st.tls.revocations.identity_revoked(id),
         st.decryptor.as_ref(),
+        crate::clock::now_ms(),
     ) {
         Ok(o) => o,
         Err(e) => {
@@ -546,6 +704,16 @@ pub async fn import(
         bytes: bytes.len() as u64,
     };
     let count = body.envelopes.len();
+    if count > 0 && all_held(st, &body.envelopes) {
+        let e = ImportError::Replayed {
+            id: clip(&body.id),
+            from: body.from_org,
+            count,
+        };
+        st.audit(vec![AuditEvent::bundle(&exporter.org, e.to_string())])
+            .await;
+        return Err(e);
+    }
     let results =
         crate::ingress::deliver_bundle(st, &exporter, &exporter_cert, body.envelopes, &body.id)
             .await?;
@@ -561,7 +729,7 @@ pub async fn import(
             }
             Ok(pb::DeliveryOutcome::Duplicate) => {
                 r.duplicate += 1;
-                "duplicate"
+                continue;
             }
             Ok(pb::DeliveryOutcome::RetryLater) => {
                 r.later += 1;
@@ -572,11 +740,13 @@ pub async fn import(
                 "rejected"
             }
         };
-        r.results.push(pb::BundleEnvelopeResult {
-            id: d.id,
-            outcome: outcome.to_string(),
-            reason: d.reason,
-        });
+        if r.results.len() < MAX_LISTED {
+            r.results.push(pb::BundleEnvelopeResult {
+                id: d.id,
+                outcome: outcome.to_string(),
+                reason: d.reason,
+            });
+        }
     }
     st.audit(vec![AuditEvent::bundle(
         &body.from_org,
@@ -591,16 +761,20 @@ pub async fn import(
         ),
     )])
     .await;
-    if r.accepted == 0 && r.later == 0 && r.duplicate > 0 {
-        return Err(ImportError::Replayed {
-            id: body.id,
-            from: body.from_org,
-            count,
-            held: r.duplicate,
-            refused: r.rejected,
-        });
-    }
     Ok(r)
+}
+
+/// Refused or deferred envelopes listed in an import's answer at most (the counts are
+/// complete; `bluewire rejections` has every refusal).
+const MAX_LISTED: usize = 1000;
+
+/// Does this node already hold every message in `envelopes` (by origin and id)? Then
+/// importing them changes nothing.
+fn all_held(st: &NodeState, envelopes: &[pb::Envelope]) -> bool {
+    envelopes.iter().all(|env| {
+        pb::Content::decode(env.content.as_slice())
+            .is_ok_and(|c| matches!(st.store.get(&c.origin_org, &c.id), Ok(Some(_))))
+    })
 }
 
 #[cfg(test)]

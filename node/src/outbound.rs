@@ -246,6 +246,62 @@ pub fn draft(
     Ok(content)
 }
 
+/// Encrypt `content`'s (validated) body end to end to its named recipients and this
+/// organisation, under every encryption key their certificates certify as this node knows
+/// them (the cluster's log, or certificates it verified); then validate the result as
+/// receivers will.
+fn seal_for_recipients(
+    st: &NodeState,
+    content: &mut pb::Content,
+    cluster: Option<&ClusterState>,
+) -> Result<(), OutboundError> {
+    let refused = |reason: String| OutboundError::Refused {
+        rule: "e2e",
+        reason,
+    };
+    let kind = pb::Kind::try_from(content.kind).unwrap_or(pb::Kind::Unspecified);
+    if !matches!(kind, pb::Kind::FreeText | pb::Kind::IncidentReport) {
+        return Err(refused(format!(
+            "only free text and incident reports are encrypted end to end; every node on the way reads a {} message",
+            envelope::kind_label(content.kind)
+        )));
+    }
+    if content.recipients.is_empty() {
+        return Err(refused(
+            "encrypting needs named recipients (--to ORG): the body is encrypted to them".into(),
+        ));
+    }
+    let mut orgs: Vec<String> = content.recipients.clone();
+    orgs.push(st.org().to_string());
+    orgs.sort();
+    orgs.dedup();
+    let mut keys = Vec::new();
+    for org in &orgs {
+        let profile = Known::profile(st, org, cluster).ok_or_else(|| {
+            refused(format!(
+                "this node has never seen {org}'s certificate, so it has no key of {org}'s to encrypt to: publish once the link to {org} is up, or in a cluster {org} is a member of"
+            ))
+        })?;
+        let certified: Vec<(String, Vec<u8>)> = profile
+            .encryption_keys
+            .iter()
+            .filter_map(|k| k.public_key(org).ok().map(|pk| (k.key_id.clone(), pk)))
+            .collect();
+        if certified.is_empty() {
+            return Err(refused(format!(
+                "{org}'s certificate certifies no encryption key (issued before end-to-end encryption): it receives encrypted messages once it is issued again"
+            )));
+        }
+        keys.extend(certified);
+    }
+    let refs: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|(id, pk)| (id.as_str(), pk.as_slice()))
+        .collect();
+    crate::e2e::seal_body(content, &refs).map_err(|e| refused(e.to_string()))?;
+    envelope::validate(content).map_err(OutboundError::Invalid)
+}
+
 /// For a control message: check this organisation's authority with the same
 /// rule receivers apply, and aim it at the target's audience.
 fn prepare_control(st: &NodeState, content: &mut pb::Content) -> Result<(), OutboundError> {
@@ -308,6 +364,7 @@ pub async fn publish(
     r: pb::PublishRequest,
 ) -> Result<pb::PublishResponse, OutboundError> {
     let now = crate::clock::now_ms();
+    let encrypt = r.encrypt;
     let mut content = draft(st, user, r)?;
     prepare_control(st, &mut content)?;
     // The crisis-workflow rules, as every receiver will apply them.
@@ -337,6 +394,9 @@ pub async fn publish(
         st.router
             .check_origin(&content, c, now)
             .map_err(|(rule, reason)| OutboundError::Refused { rule, reason })?;
+    }
+    if encrypt {
+        seal_for_recipients(st, &mut content, cluster.as_deref())?;
     }
     let span = tracing::info_span!("publish", msg.id = %content.id, author = %content.author);
     async move {

@@ -43,7 +43,7 @@ use thiserror::Error;
 
 pub use ca::{FederationCa, IssuedCert, IssuedKind, OrgBundle, OrgRequest, UserBundle, issue_user};
 pub use crl::{CrlInfo, crl_serials, parse_crl};
-pub use der::{load_certs_pem, load_key_pem, pem_encode, serial_hex};
+pub use der::{load_certs_pem, load_key_pem, pem_encode, serial_hex, validity_ms};
 pub use pq::{PQ_CERTIFICATION_OID, ROOT_PQ_KEY_OID};
 /// The former name of [`check_org_id`], kept so existing callers still build.
 pub use profile::check_org_id as validate_org;

@@ -285,4 +285,8 @@ impl Known for NodeState {
             })?;
         Ok(crate::markings::standing_from(content, &annotations))
     }
+
+    fn decryptor(&self) -> Option<&crate::e2e::RecipientKey> {
+        self.decryptor.as_ref()
+    }
 }

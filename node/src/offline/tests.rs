@@ -69,7 +69,7 @@ fn envelopes(n: usize) -> Vec<pb::Envelope> {
         .collect()
 }
 
-fn body(from: &str, to: &str, cert: &[u8]) -> pb::BundleBody {
+fn body(from: &str, to: &str) -> pb::BundleBody {
     pb::BundleBody {
         id: "b-1".into(),
         from_org: from.into(),
@@ -77,7 +77,6 @@ fn body(from: &str, to: &str, cert: &[u8]) -> pb::BundleBody {
         created_at_ms: NOW,
         since_ms: 0,
         clusters: vec![],
-        certificates: vec![cert.to_vec()],
         envelopes: envelopes(3),
     }
 }
@@ -89,8 +88,9 @@ fn a_to_b(sealed: bool) -> Vec<u8> {
     let pk = b.bundle.encryption_key.public_key("org-b").unwrap();
     let keys = [(b.bundle.encryption_key.key_id.as_str(), pk.as_slice())];
     pack(
-        &body("org-a", "org-b", &f.orgs[0].cert),
+        &body("org-a", "org-b"),
         &f.orgs[0].signer,
+        &f.orgs[0].cert,
         sealed.then_some(&keys[..]),
     )
     .unwrap()
@@ -104,10 +104,16 @@ fn open_as(bytes: &[u8], me: usize) -> Result<Opened, BundleError> {
         &f.root,
         |_| false,
         Some(&f.orgs[me].decryptor),
+        now(),
     )
 }
 
 const ORG_NAMES: [&str; 3] = ["org-a", "org-b", "org-c"];
+
+/// The wall clock: the fixture's certificates are valid from their issue for 30 days.
+fn now() -> i64 {
+    crate::clock::now_ms()
+}
 
 #[test]
 fn a_signed_bundle_opens_at_its_addressee_with_everything_in_it() {
@@ -116,13 +122,12 @@ fn a_signed_bundle_opens_at_its_addressee_with_everything_in_it() {
         assert_eq!(o.encrypted, sealed);
         assert_eq!(o.exporter.org, "org-a");
         assert_eq!(o.exporter_cert, fed().orgs[0].cert);
-        let want = body("org-a", "org-b", &fed().orgs[0].cert);
+        let want = body("org-a", "org-b");
         assert_eq!(o.body.id, want.id);
         assert_eq!(
             (o.body.from_org.as_str(), o.body.for_org.as_str()),
             ("org-a", "org-b")
         );
-        assert_eq!(o.body.certificates, want.certificates);
         // ML-DSA signatures are randomised: compare what was signed, and that it verifies.
         let ids: Vec<i64> = o
             .body
@@ -187,6 +192,7 @@ fn a_bundle_for_another_organisation_is_refused_as_foreign() {
         &f.root,
         |_| false,
         Some(&f.orgs[1].decryptor),
+        now(),
     )
     .unwrap_err();
     assert!(matches!(e, BundleError::Tampered(_)), "{e:?}");
@@ -196,14 +202,14 @@ fn a_bundle_for_another_organisation_is_refused_as_foreign() {
 fn a_sealed_bundle_needs_the_certified_key() {
     let f = fed();
     let bytes = a_to_b(true);
-    let e = open(&bytes, "org-b", &f.root, |_| false, None).unwrap_err();
+    let e = open(&bytes, "org-b", &f.root, |_| false, None, now()).unwrap_err();
     assert!(
         matches!(&e, BundleError::NoKey(named) if named == &f.orgs[1].bundle.encryption_key.key_id),
         "{e:?}"
     );
     assert!(e.to_string().contains("encryption_key"), "{e}");
     let other = RecipientKey::generate("org-b").unwrap();
-    let e = open(&bytes, "org-b", &f.root, |_| false, Some(&other)).unwrap_err();
+    let e = open(&bytes, "org-b", &f.root, |_| false, Some(&other), now()).unwrap_err();
     assert!(matches!(e, BundleError::NotOurKey { .. }), "{e:?}");
 }
 
@@ -234,46 +240,64 @@ fn every_altered_byte_is_refused_never_imported() {
 fn the_exporters_signature_certificate_and_claims_are_checked() {
     let f = fed();
     let (a, b) = (&f.orgs[0], &f.orgs[1]);
-    let with =
-        |body: &pb::BundleBody, signer: &SigningKey| open_as(&pack(body, signer, None).unwrap(), 1);
+    let with = |body: &pb::BundleBody, signer: &SigningKey, cert: &[u8]| {
+        open_as(&pack(body, signer, cert, None).unwrap(), 1)
+    };
     // Signed with a key its certificate does not certify.
-    let e = with(&body("org-a", "org-b", &a.cert), &b.signer).unwrap_err();
+    let e = with(&body("org-a", "org-b"), &b.signer, &a.cert).unwrap_err();
     assert!(
         matches!(&e, BundleError::Tampered(w) if w.contains("does not certify")),
         "{e:?}"
     );
     // Claims to be from org-c with org-a's certificate.
-    let e = with(&body("org-c", "org-b", &a.cert), &a.signer).unwrap_err();
+    let e = with(&body("org-c", "org-b"), &a.signer, &a.cert).unwrap_err();
     assert!(
         matches!(&e, BundleError::Tampered(w) if w.contains("org-a's")),
         "{e:?}"
     );
     // No certificate; another federation's certificate; a revoked one.
-    let mut none = body("org-a", "org-b", &a.cert);
-    none.certificates.clear();
     assert!(matches!(
-        with(&none, &a.signer),
+        with(&body("org-a", "org-b"), &a.signer, &[]),
         Err(BundleError::Signer(_))
     ));
     let (fk, fc) = &f.foreign;
-    let e = with(&body("org-a", "org-b", fc), fk).unwrap_err();
+    let e = with(&body("org-a", "org-b"), fk, fc).unwrap_err();
     assert!(
         matches!(&e, BundleError::Signer(w) if w.contains("root")),
         "{e:?}"
     );
     let bytes = a_to_b(false);
-    let e = open(&bytes, "org-b", &f.root, |id| id.org() == "org-a", None).unwrap_err();
+    let e = open(
+        &bytes,
+        "org-b",
+        &f.root,
+        |id| id.org() == "org-a",
+        None,
+        now(),
+    )
+    .unwrap_err();
     assert!(
         matches!(&e, BundleError::Signer(w) if w.contains("revoked")),
         "{e:?}"
     );
+    // Not valid at the time of import: expired, or not yet valid.
+    for (at, why) in [
+        (now() + 31 * 86_400_000, "expired"),
+        (now() - 86_400_000, "not valid yet"),
+    ] {
+        let e = open(&bytes, "org-b", &f.root, |_| false, None, at).unwrap_err();
+        assert!(
+            matches!(&e, BundleError::Signer(w) if w.contains(why)),
+            "{e:?}"
+        );
+    }
     // A body whose signature is fine but whose bytes were swapped for another body.
     let mut file = pb::OfflineBundle::decode(bytes.as_slice()).unwrap();
     let Some(pb::offline_bundle::Payload::Signed(s)) = &file.payload else {
         panic!("signed")
     };
     let mut signed = pb::SignedBundle::decode(s.as_slice()).unwrap();
-    let mut other = body("org-a", "org-b", &a.cert);
+    let mut other = body("org-a", "org-b");
     other.envelopes.truncate(1);
     signed.body = other.encode_to_vec();
     file.payload = Some(pb::offline_bundle::Payload::Signed(signed.encode_to_vec()));
@@ -283,7 +307,7 @@ fn the_exporters_signature_certificate_and_claims_are_checked() {
         "{e:?}"
     );
     // Its own export is not imported back.
-    let own = pack(&body("org-b", "org-b", &b.cert), &b.signer, None).unwrap();
+    let own = pack(&body("org-b", "org-b"), &b.signer, &b.cert, None).unwrap();
     assert_eq!(
         open_as(&own, 1).unwrap_err(),
         BundleError::OwnBundle("b-1".into())
@@ -416,7 +440,7 @@ fn without_a_cluster_a_bundle_goes_to_configured_peers_only() {
 }
 
 #[test]
-fn a_bundle_carries_this_nodes_reshares_not_other_forwarders() {
+fn a_bundle_carries_no_reshares() {
     let log = log();
     let r = Router::new();
     let original = message(C, None, NOW - 10);
@@ -434,7 +458,9 @@ fn a_bundle_carries_this_nodes_reshares_not_other_forwarders() {
     };
     let mut known = Memory::new(ORGS[A]).with_cluster(&log.st);
     known.hold(&original, vec![]);
-    assert!(carries(
+    // Delivery fixes a re-share's recipients when it is made (and a backfill never gives
+    // one): a bundle carries none, not even this node's own.
+    assert!(!carries(
         &attest(A),
         &original,
         &sel(B),
@@ -452,4 +478,111 @@ fn a_bundle_carries_this_nodes_reshares_not_other_forwarders() {
         &r,
         NOW
     ));
+}
+
+#[test]
+fn what_is_above_green_unmarked_or_classified_is_never_written_in_clear() {
+    let log = log();
+    let mut known = Memory::new(ORGS[A]).with_cluster(&log.st);
+    let mark = |tlp: pb::Tlp, classification: &str| {
+        let mut m = message(A, Some(&log), NOW - 10);
+        m.marking = Some(pb::Marking {
+            tlp: tlp as i32,
+            classification: classification.into(),
+            ..Default::default()
+        });
+        m
+    };
+    for (m, secret) in [
+        (mark(pb::Tlp::Clear, ""), false),
+        (mark(pb::Tlp::Green, ""), false),
+        (mark(pb::Tlp::Amber, ""), true),
+        (mark(pb::Tlp::AmberStrict, ""), true),
+        (mark(pb::Tlp::Red, ""), true),
+        (mark(pb::Tlp::Green, "EU RESTRICTED"), true),
+        (
+            pb::Content {
+                marking: None,
+                ..mark(pb::Tlp::Green, "")
+            },
+            true,
+        ),
+    ] {
+        assert_eq!(needs_encryption(&m, &known), secret, "{:?}", m.marking);
+    }
+    // Raised to AMBER since publication: the marking in force counts.
+    let green = mark(pb::Tlp::Green, "");
+    known.hold(
+        &green,
+        vec![annotation(
+            marking_kind(ORGS[C]),
+            prost::Message::encode_to_vec(&pb::Marking {
+                tlp: pb::Tlp::Amber as i32,
+                ..Default::default()
+            }),
+        )],
+    );
+    assert!(needs_encryption(&green, &known));
+    // A GREEN retraction of that AMBER message speaks about it: encrypted too.
+    let mut retraction = mark(pb::Tlp::Green, "");
+    retraction.kind = pb::Kind::Retraction as i32;
+    retraction.body = Some(pb::content::Body::Retraction(pb::Retraction {
+        target_origin: green.origin_org.clone(),
+        target_id: green.id.clone(),
+        reason: "the host was a honeypot".into(),
+    }));
+    assert!(needs_encryption(&retraction, &known));
+    let plain = mark(pb::Tlp::Green, "");
+    known.hold(&plain, vec![]);
+    if let Some(pb::content::Body::Retraction(r)) = &mut retraction.body {
+        r.target_id = plain.id.clone();
+    }
+    assert!(!needs_encryption(&retraction, &known));
+}
+
+#[test]
+fn an_oversized_body_is_counted_before_it_is_decoded() {
+    // A million empty envelopes: two bytes each on the wire, ~170 each decoded.
+    let body: Vec<u8> = [0x42u8, 0x00].repeat(1_000_000);
+    assert_eq!(count_field(&body, ENVELOPES_FIELD), Ok(1_000_000));
+    let real = body_with(3);
+    assert_eq!(count_field(&real, ENVELOPES_FIELD), Ok(3));
+    assert_eq!(count_field(&real, 1), Ok(1));
+    assert!(count_field(&real[..real.len() - 1], ENVELOPES_FIELD).is_err());
+    // Signed by a member, still refused before decoding.
+    let f = fed();
+    let a = &f.orgs[0];
+    let signed = pb::SignedBundle {
+        signature: a.signer.sign(SIGN_CONTEXT, &body),
+        key_id: a.signer.key_id().into(),
+        body,
+        certificate: a.cert.clone(),
+    };
+    let file = pb::OfflineBundle {
+        format: FORMAT.into(),
+        for_org: "org-b".into(),
+        payload: Some(pb::offline_bundle::Payload::Signed(signed.encode_to_vec())),
+    };
+    let e = open_as(&file.encode_to_vec(), 1).unwrap_err();
+    assert!(
+        matches!(&e, BundleError::NotABundle(w) if w.contains("more than")),
+        "{e:?}"
+    );
+    // Attacker text in errors is clipped.
+    let e = open_as(
+        &pb::OfflineBundle {
+            format: "x".repeat(10_000),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        1,
+    )
+    .unwrap_err();
+    assert!(e.to_string().len() < 400, "{e}");
+}
+
+fn body_with(n: usize) -> Vec<u8> {
+    let mut b = body("org-a", "org-b");
+    b.envelopes.truncate(n);
+    b.encode_to_vec()
 }

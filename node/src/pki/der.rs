@@ -167,6 +167,13 @@ pub(super) fn first_cert_der(pem: &str) -> Result<CertificateDer<'static>, PkiEr
         .ok_or_else(|| PkiError::Pem("no certificate".into()))
 }
 
+/// A DER certificate's validity as unix milliseconds: (notBefore, notAfter).
+pub fn validity_ms(der: &[u8]) -> Result<(i64, i64), PkiError> {
+    let v = parse_cert(der)?.validity().clone();
+    let ms = |t: x509_parser::time::ASN1Time| t.timestamp().saturating_mul(1000);
+    Ok((ms(v.not_before), ms(v.not_after)))
+}
+
 /// Lowercase hex of a DER certificate's serial number.
 pub fn serial_hex(der: &[u8]) -> Result<String, PkiError> {
     Ok(serial_text(parse_cert(der)?.raw_serial()))

@@ -401,7 +401,10 @@ fn describe(c: &Content) -> Option<(&'static str, Map<String, Value>)> {
                 "object_refs": refs(c, l.link.as_ref()),
             }),
         ),
-        Body::MarkingChange(_) | Body::Retraction(_) | Body::Stix(_) => return None,
+        // A body this node could not open: nothing to describe.
+        Body::MarkingChange(_) | Body::Retraction(_) | Body::Stix(_) | Body::Sealed(_) => {
+            return None;
+        }
         Body::Escalation(e) => custom(
             e.link.as_ref(),
             "Escalation",

@@ -8,6 +8,7 @@ mod cases;
 mod chaos;
 mod clusters;
 mod crash;
+mod e2e;
 mod federation;
 mod heal;
 mod limits;
