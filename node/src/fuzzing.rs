@@ -59,6 +59,8 @@ pub struct Fixture {
     pub orgs: Vec<(String, SigningKey, Vec<u8>)>,
     pub genesis: Vec<u8>,
     pub cluster: ClusterState,
+    /// Each organisation's certified decryption key, in [`FIXTURE_ORGS`] order.
+    pub decryptors: Vec<crate::e2e::RecipientKey>,
 }
 
 impl Fixture {
@@ -104,9 +106,12 @@ pub fn fixture() -> &'static Fixture {
                     .remove(0)
                     .as_ref()
                     .to_vec();
-                (org.to_string(), key, cert)
+                let decryptor = crate::e2e::RecipientKey::from_pem(org, &bundle.encryption_key_pem)
+                    .expect("encryption key");
+                ((org.to_string(), key, cert), decryptor)
             })
             .collect();
+        let (orgs, decryptors): (Vec<_>, Vec<_>) = orgs.into_iter().unzip();
         let root = ca.cert_der().as_ref().to_vec();
         let create = ClusterOp {
             cluster_id: cluster::cluster_id("org-a", "ops"),
@@ -131,6 +136,7 @@ pub fn fixture() -> &'static Fixture {
             orgs,
             genesis: entry.encode_to_vec(),
             cluster: state,
+            decryptors,
         }
     })
 }
@@ -393,6 +399,64 @@ pub fn case_bundle(data: &[u8]) {
     }
 }
 
+/// Offline bundle files as org-b's node opens them (`offline::open`). First byte, low bit:
+/// 0: the rest is the file as it is; 1: the rest is a `BundleBody` that org-a packs (signed
+/// with its fixture key and certificate; bit 1: also encrypted to org-b's certified key)
+/// before org-b opens it — then it opens exactly when it is from org-a for org-b, to the
+/// very body packed.
+pub fn offline_bundle(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let fx = fixture();
+    let b_key = &fx.decryptors[1];
+    let (bytes, packed) = if mode & 1 == 1 {
+        let Ok(body) = pb::BundleBody::decode(rest) else {
+            return;
+        };
+        if body.envelopes.len() > 64 {
+            return;
+        }
+        let pk = b_key.public_key();
+        let keys = [(b_key.key_id(), pk.as_slice())];
+        let sealed = (mode & 2 == 2).then_some(&keys[..]);
+        let bytes =
+            crate::offline::pack(&body, &fx.orgs[0].1, &fx.orgs[0].2, sealed).expect("pack");
+        (bytes, Some(body))
+    } else {
+        (rest.to_vec(), None)
+    };
+    let r = crate::offline::open(
+        &bytes,
+        "org-b",
+        &fx.root,
+        |_| false,
+        Some(b_key),
+        crate::clock::now_ms(),
+    );
+    if let Ok(o) = &r {
+        assert_eq!(o.body.for_org, "org-b");
+        assert_eq!(o.body.from_org, o.exporter.org);
+        assert_ne!(o.exporter.org, "org-b");
+        assert!(o.body.envelopes.len() <= crate::offline::MAX_ENVELOPES);
+    }
+    if let Some(body) = packed {
+        let lawful = body.from_org == "org-a" && body.for_org == "org-b";
+        match &r {
+            Ok(o) => {
+                assert!(
+                    lawful,
+                    "opened a bundle from {:?} for {:?}",
+                    body.from_org, body.for_org
+                );
+                assert_eq!(o.body, body);
+                assert_eq!(o.encrypted, mode & 2 == 2);
+            }
+            Err(e) => assert!(!lawful, "org-a's own bundle for org-b refused: {e}"),
+        }
+    }
+}
+
 /// [`case_bundle`]'s input as the bundle checked, and what checking it found.
 fn case_bundle_checked(data: &[u8]) -> Option<(pb::CaseBundle, crate::case::bundle::Checked)> {
     let (&mode, rest) = data.split_first()?;
@@ -585,11 +649,12 @@ mod tests {
 
     type Target = fn(&[u8]);
 
-    const TARGETS: [(&str, Target); 9] = [
+    const TARGETS: [(&str, Target); 10] = [
         ("envelope_open", envelope_open),
         ("content_validate", content_validate),
         ("cluster_log", cluster_log),
         ("case_bundle", case_bundle),
+        ("offline_bundle", offline_bundle),
         ("config_file", config_file),
         ("stix_bundle", stix_bundle),
         ("stix_pattern", stix_pattern),
@@ -981,6 +1046,25 @@ mod tests {
             ..bundle.clone()
         };
         seed("case_bundle", "open", &with_mode(1, &one.encode_to_vec()));
+
+        // offline_bundle: org-a's bundle for org-b with two messages, as a body to pack
+        // (signed; signed and encrypted) and as the files themselves.
+        let body = pb::BundleBody {
+            id: "01a2380b-c495-7242-9335-ecff054f3474".into(),
+            from_org: "org-a".into(),
+            for_org: "org-b".into(),
+            created_at_ms: NOW_MS,
+            envelopes: vec![unsigned(&open), unsigned(&report)],
+            ..Default::default()
+        };
+        for mode in [1u8, 3] {
+            let input = with_mode(mode, &body.encode_to_vec());
+            offline_bundle(&input);
+            seed("offline_bundle", &format!("body-{mode}"), &input);
+        }
+        let fx = fixture();
+        let file = crate::offline::pack(&body, &fx.orgs[0].1, &fx.orgs[0].2, None).expect("pack");
+        seed("offline_bundle", "file-signed", &with_mode(0, &file));
 
         // config_file.
         let peers = [crate::config::PeerConfig {
