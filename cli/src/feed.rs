@@ -91,7 +91,7 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
         "NOT VERIFIED".to_string()
     };
     format!(
-        "#{:<5} {}  from {:<11} {:<16} {:<11} {:<8} {}{}{}{}{}  [{}]",
+        "#{:<5} {}  from {:<11} {:<16} {:<11} {:<8} {}{}{}{}{}{}  [{}]",
         item.seq,
         ts(c.created_at_ms),
         c.origin_org,
@@ -105,6 +105,11 @@ pub fn feed_line(item: &pb::FeedItem) -> String {
         },
         if m.exercise { "[EXERCISE] " } else { "" },
         if item.end_to_end { "[E2E] " } else { "" },
+        if item.suspect.is_empty() {
+            ""
+        } else {
+            "[SUSPECT: key revoked] "
+        },
         if m.classification.is_empty() {
             String::new()
         } else {
@@ -128,6 +133,7 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
         "key_id": item.envelope.as_ref().map(|e| e.key_id.clone()).unwrap_or_default(),
         "received_from": item.received_from, "received_at_ms": item.received_at_ms,
         "end_to_end": item.end_to_end,
+        "suspect": item.suspect,
     })
 }
 

@@ -76,6 +76,11 @@ pub enum PkiCommand {
         org: Vec<String>,
         #[arg(long)]
         serial: Vec<String>,
+        /// The keys were (or may have been) compromised from this time (RFC 3339 or unix
+        /// milliseconds): receivers mark what they signed since as suspect, and refuse it.
+        /// May be given again for a certificate already revoked.
+        #[arg(long, value_name = "TIME")]
+        compromised_since: Option<String>,
     },
     /// List what the CA issued, with revocation state.
     List {
@@ -205,7 +210,17 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                 serde_json::json!({"user": name, "role": role.as_str(), "dir": dir}),
             );
         }
-        PkiCommand::Revoke { ca, org, serial } => {
+        PkiCommand::Revoke {
+            ca,
+            org,
+            serial,
+            compromised_since,
+        } => {
+            let compromised_since = compromised_since
+                .as_deref()
+                .map(crate::audit_cmd::parse_time)
+                .transpose()?
+                .map(|ms| ms.div_euclid(1000));
             if org.is_empty() && serial.is_empty() {
                 bail!("name what to revoke: --org ORG or --serial HEX (repeatable)");
             }
@@ -218,17 +233,27 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                 }
                 serials.extend(s);
             }
-            let crl = fed.revoke(&serials)?;
+            let crl = fed.revoke_compromised(&serials, compromised_since)?;
             fed.save(&ca)?;
             std::fs::write(ca.join("crl.pem"), crl)?;
             report(
                 out,
                 &format!(
-                    "revoked {} certificate(s); {} rewritten — nodes pick it up within crl_poll_secs",
+                    "revoked {} certificate(s){}; {} rewritten — nodes pick it up within crl_poll_secs",
                     serials.len(),
+                    compromised_since
+                        .map(|t| format!(
+                            ", keys compromised since {}: what they signed since is suspect",
+                            crate::output::ts(t.saturating_mul(1000))
+                        ))
+                        .unwrap_or_default(),
                     ca.join("crl.pem").display()
                 ),
-                serde_json::json!({"revoked": serials, "crl": ca.join("crl.pem")}),
+                serde_json::json!({
+                    "revoked": serials,
+                    "crl": ca.join("crl.pem"),
+                    "compromised_since_ms": compromised_since.map(|t| t.saturating_mul(1000)),
+                }),
             );
         }
         PkiCommand::List { ca } => {
@@ -246,12 +271,25 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                             format!("{:?}", i.kind),
                             i.not_after.to_string(),
                             i.revoked_at
-                                .map(|r| r.to_string())
+                                .map(|r| crate::output::ts(r.saturating_mul(1000)))
+                                .unwrap_or_else(|| "-".into()),
+                            i.compromised_since
+                                .map(|r| crate::output::ts(r.saturating_mul(1000)))
                                 .unwrap_or_else(|| "-".into()),
                         ]
                     })
                     .collect::<Vec<_>>();
-                crate::output::table(&["SERIAL", "ORG", "KIND", "NOT AFTER", "REVOKED"], &rows);
+                crate::output::table(
+                    &[
+                        "SERIAL",
+                        "ORG",
+                        "KIND",
+                        "NOT AFTER",
+                        "REVOKED",
+                        "COMPROMISED SINCE",
+                    ],
+                    &rows,
+                );
             }
         }
         PkiCommand::Show { cert } => {

@@ -283,6 +283,57 @@ fn two_nodes_without_a_network_path_exchange_a_days_traffic_by_bundle() {
         "no bundle record in csirt-fr's audit trail"
     );
     assert_link_down(root, &cfg("fred"));
+
+    // The federation CA states a key compromise from a time; the CLI writes it to the CRL
+    // and the index (nodes then mark what the key signed since as suspect: it::compromise).
+    let revoked = bw(&[
+        "--output",
+        "json",
+        "pki",
+        "revoke",
+        "--ca",
+        "fed",
+        "--org",
+        "csirt-be",
+        "--compromised-since",
+        "2026-12-01T14:00:00Z",
+    ])
+    .expect_ok("pki revoke --compromised-since")
+    .json();
+    assert_eq!(
+        revoked["compromised_since_ms"], 1_796_133_600_000i64,
+        "{revoked:#}"
+    );
+    let future = bw(&[
+        "pki",
+        "revoke",
+        "--ca",
+        "fed",
+        "--org",
+        "csirt-fr",
+        "--compromised-since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(
+        !future.ok() && future.stderr.contains("future"),
+        "{future:#?}"
+    );
+    let list = bw(&["--output", "json", "pki", "list", "--ca", "fed"])
+        .expect_ok("pki list")
+        .json();
+    let be: Vec<&Value> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|c| c["org"] == "csirt-be")
+        .collect();
+    assert!(
+        !be.is_empty()
+            && be
+                .iter()
+                .all(|c| c["compromised_since"] == 1_796_133_600i64),
+        "{list:#}"
+    );
 }
 
 fn now_ms() -> u128 {

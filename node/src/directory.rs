@@ -21,6 +21,10 @@ pub struct Directory {
     keys: DashMap<String, (String, Vec<u8>)>,
     /// organisation → (node certificate DER, profile).
     certs: DashMap<String, (Vec<u8>, OrgProfile)>,
+    /// key id → serial (lowercase hex) of the latest verified certificate that certifies it,
+    /// for revocation: what a revoked certificate's keys signed since it stopped being
+    /// trusted is refused, and suspect where already held.
+    serials: DashMap<String, String>,
 }
 
 impl Directory {
@@ -29,6 +33,7 @@ impl Directory {
             me,
             keys: DashMap::new(),
             certs: DashMap::new(),
+            serials: DashMap::new(),
         }
     }
 
@@ -46,6 +51,7 @@ impl Directory {
                 && profile.org == org
             {
                 self.learn_keys(store, &profile).await;
+                self.note_serials(&profile, &der);
                 self.certs.insert(org, (der, profile));
             }
         }
@@ -79,6 +85,7 @@ impl Directory {
             return;
         }
         self.learn_keys(store, profile).await;
+        self.note_serials(profile, cert_der);
         let known = self
             .certs
             .get(&profile.org)
@@ -139,6 +146,19 @@ impl Directory {
             return Some(m.profile.clone());
         }
         self.certs.get(org).map(|d| d.1.clone())
+    }
+
+    fn note_serials(&self, profile: &OrgProfile, cert_der: &[u8]) {
+        if let Ok(serial) = crate::pki::serial_hex(cert_der) {
+            for k in &profile.signing_keys {
+                self.serials.insert(k.key_id.clone(), serial.clone());
+            }
+        }
+    }
+
+    /// The serial of the certificate this node learnt signing key `key_id` from.
+    pub fn key_serial(&self, key_id: &str) -> Option<String> {
+        self.serials.get(key_id).map(|s| s.clone())
     }
 
     /// An organisation's verified node certificate (DER).

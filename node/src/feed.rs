@@ -142,6 +142,7 @@ pub fn item(
     Some(pb::FeedItem {
         seq: m.seq,
         end_to_end: false,
+        suspect: String::new(),
         content: Some(content),
         verified: true,
         signer_org,
@@ -167,11 +168,18 @@ pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>
         .as_ref()
         .and_then(|k| crate::e2e::open_body(k, &content));
     let end_to_end = matches!(content.body, Some(pb::content::Body::Sealed(_)));
+    let suspect = crate::known::distrust(st, &env.key_id, &content).unwrap_or_default();
     let content = match opened {
         Some(Ok(plain)) => plain,
         _ => content,
     };
-    Ok(item(m, env, content, standing, st.org()).map(|i| pb::FeedItem { end_to_end, ..i }))
+    Ok(
+        item(m, env, content, standing, st.org()).map(|i| pb::FeedItem {
+            end_to_end,
+            suspect,
+            ..i
+        }),
+    )
 }
 
 /// One message for a user, by reference.

@@ -128,6 +128,12 @@ fn admit(
     routed: &mut Option<(&'static str, bool)>,
 ) -> Result<(pb::Content, Effect), Rejected> {
     let o = envelope::open(env, |k| known.key(k), now_ms)?;
+    if let Some(why) = known::distrust(known, &env.key_id, &o.content) {
+        return Err(Rejected::Policy {
+            rule: "revoked",
+            reason: why,
+        });
+    }
     opens_here(&o.content, known)?;
     let view = match &env.forwarding {
         None if o.content.origin_org != peer => {

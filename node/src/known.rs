@@ -38,6 +38,24 @@ pub trait Known {
     fn decryptor(&self) -> Option<&crate::e2e::RecipientKey> {
         None
     }
+    /// From when (unix ms) signing key `key_id` is not trusted: its certificate was revoked
+    /// (from its stated compromise time, else from the revocation). None: trusted.
+    fn key_distrusted_since(&self, _key_id: &str) -> Option<i64> {
+        None
+    }
+}
+
+/// Why `c`, signed with `key_id`, is not to be trusted: signed when the key was no longer
+/// trusted (see [`Known::key_distrusted_since`]). None: nothing against it.
+pub fn distrust(known: &impl Known, key_id: &str, c: &Content) -> Option<String> {
+    let since = known.key_distrusted_since(key_id)?;
+    (c.created_at_ms >= since).then(|| {
+        format!(
+            "signed with key {key_id}, whose certificate was revoked: it is not trusted for messages created since {} (unix ms {since}), and this one was created at {}",
+            crate::clock::rfc3339(since),
+            crate::clock::rfc3339(c.created_at_ms)
+        )
+    })
 }
 
 /// The routing decision for one (message, recipient) with what `known` knows
@@ -175,6 +193,8 @@ pub(crate) mod testkit {
         pub profiles: HashMap<String, OrgProfile>,
         /// (origin, id) → content and its annotations.
         pub held: HashMap<(String, String), Held>,
+        /// key id → from when it is not trusted (its certificate revoked).
+        pub distrusted: HashMap<String, i64>,
     }
 
     impl Memory {
@@ -248,6 +268,9 @@ pub(crate) mod testkit {
             let key = (content.origin_org.clone(), content.id.clone());
             let annotations = self.held.get(&key).map(|h| h.1.clone()).unwrap_or_default();
             Ok(standing_from(content, &annotations))
+        }
+        fn key_distrusted_since(&self, key_id: &str) -> Option<i64> {
+            self.distrusted.get(key_id).copied()
         }
     }
 }

@@ -289,4 +289,9 @@ impl Known for NodeState {
     fn decryptor(&self) -> Option<&crate::e2e::RecipientKey> {
         self.decryptor.as_ref()
     }
+
+    fn key_distrusted_since(&self, key_id: &str) -> Option<i64> {
+        let serial = self.directory.key_serial(key_id)?;
+        self.tls.revocations.distrusted_since(&serial)
+    }
 }

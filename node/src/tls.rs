@@ -6,7 +6,7 @@
 //! connector. It must never accept a connection whose identity it could not
 //! derive from a verified certificate, and never offers anything below TLS 1.3.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -86,18 +86,28 @@ pub fn install_default_provider() {
 
 /// Serials (lowercase hex) the federation CA has revoked, shared by every
 /// verifier and checked again per request, so a revocation also cuts
-/// connections that were open before it was loaded.
+/// connections that were open before it was loaded; with each, from when (unix ms) the
+/// keys it certified are no longer trusted (a stated compromise, else the revocation).
 #[derive(Debug, Default, Clone)]
 pub struct Revocations {
-    serials: Arc<RwLock<HashSet<String>>>,
+    serials: Arc<RwLock<HashMap<String, i64>>>,
 }
 
 impl Revocations {
     pub fn is_revoked(&self, serial: &str) -> bool {
         self.serials
             .read()
-            .map(|s| s.contains(serial))
+            .map(|s| s.contains_key(serial))
             .unwrap_or(true)
+    }
+
+    /// From when the keys certified by certificate `serial` are not trusted (None: not
+    /// revoked). A lock that cannot be read distrusts everything.
+    pub fn distrusted_since(&self, serial: &str) -> Option<i64> {
+        match self.serials.read() {
+            Ok(s) => s.get(serial).copied(),
+            Err(_) => Some(i64::MIN),
+        }
     }
 
     pub fn identity_revoked(&self, id: &PeerIdentity) -> bool {
@@ -119,8 +129,8 @@ impl Revocations {
         self.len() == 0
     }
 
-    pub fn replace(&self, serials: impl IntoIterator<Item = String>) {
-        let new: HashSet<String> = serials.into_iter().collect();
+    pub fn replace(&self, serials: impl IntoIterator<Item = (String, i64)>) {
+        let new: HashMap<String, i64> = serials.into_iter().collect();
         if let Ok(mut s) = self.serials.write() {
             *s = new;
         }
@@ -236,12 +246,12 @@ impl TlsIdentity {
             }
         }
         let pem = read(path)?;
-        let serials = pki::crl_serials(&pem, &self.root_der).map_err(|e| TlsError::Crl {
+        let crl = pki::parse_crl(&pem, &self.root_der).map_err(|e| TlsError::Crl {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        info!(crl.path = %path.display(), crl.revoked = serials.len(), "revocation list loaded");
-        self.revocations.replace(serials);
+        info!(crl.path = %path.display(), crl.revoked = crl.serials.len(), "revocation list loaded");
+        self.revocations.replace(crl.distrusted_since);
         if let Ok(mut seen) = self.crl_seen.lock() {
             *seen = mtime;
         }

@@ -114,6 +114,33 @@ fn a_direct_message_from_its_origin_is_accepted_and_carries_its_id() {
 }
 
 #[test]
+fn a_revoked_key_is_trusted_only_for_what_it_signed_before_the_stated_time() {
+    let mut known = Memory::new(ORGS[A]);
+    let r = Router::new();
+    known
+        .distrusted
+        .insert(key(B).key_id().to_string(), NOW - 100);
+    let mut before = content(B, "before");
+    before.created_at_ms = NOW - 101;
+    accepted(judge(&seal(B, &before), ORGS[B], &known, &r, NOW));
+    for at in [NOW - 100, NOW - 10] {
+        let mut since = content(B, "since");
+        since.created_at_ms = at;
+        let v = judge(&seal(B, &since), ORGS[B], &known, &r, NOW);
+        let Verdict::Reject { why, .. } = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(why.rule(), "revoked");
+        assert!(why.to_string().contains("created since"), "{why}");
+        // And the same is what a feed marks suspect.
+        assert!(crate::known::distrust(&known, key(B).key_id(), &since).is_some());
+    }
+    assert!(crate::known::distrust(&known, key(B).key_id(), &before).is_none());
+    // Another organisation's key is untouched.
+    accepted(judge(&seal(C, &content(C, "c")), ORGS[C], &known, &r, NOW));
+}
+
+#[test]
 fn signature_origin_and_author_are_checked_before_routing() {
     let known = Memory::new(ORGS[A]);
     let r = Router::new();

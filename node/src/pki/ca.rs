@@ -136,6 +136,10 @@ pub struct IssuedCert {
     /// Unix seconds of revocation, if revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// Unix seconds from which its keys are known or suspected compromised (the CRL entry's
+    /// invalidity date, reason keyCompromise): what they signed since is suspect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compromised_since: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -498,6 +502,7 @@ impl FederationCa {
                     kind,
                     not_after: fmt_time(not_after),
                     revoked_at: None,
+                    compromised_since: None,
                 });
             }
         }
@@ -522,7 +527,23 @@ impl FederationCa {
     /// Revoke certificates by serial (hex). Cumulative: the returned CRL lists
     /// everything ever revoked. Persist with [`FederationCa::save`].
     pub fn revoke(&mut self, serials: &[String]) -> Result<String, PkiError> {
+        self.revoke_compromised(serials, None)
+    }
+
+    /// [`revoke`](Self::revoke), stating that the keys were compromised from
+    /// `compromised_since` (unix seconds, not later than now): receivers mark what those keys
+    /// signed since then as suspect. May be stated again for a certificate already revoked.
+    pub fn revoke_compromised(
+        &mut self,
+        serials: &[String],
+        compromised_since: Option<i64>,
+    ) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        if compromised_since.is_some_and(|t| t > now) {
+            return Err(PkiError::Invalid(
+                "a compromise time in the future: give when the key was (or may have been) compromised, at the latest now".into(),
+            ));
+        }
         {
             let idx = self.index.get_mut().unwrap_or_else(|p| p.into_inner());
             let wanted = serials
@@ -537,8 +558,9 @@ impl FederationCa {
                 }
             }
             for c in idx.issued.iter_mut() {
-                if wanted.contains(&c.serial) && c.revoked_at.is_none() {
-                    c.revoked_at = Some(now);
+                if wanted.contains(&c.serial) {
+                    c.revoked_at = c.revoked_at.or(Some(now));
+                    c.compromised_since = compromised_since.or(c.compromised_since);
                 }
             }
         }
@@ -565,13 +587,20 @@ impl FederationCa {
             let revoked = idx
                 .issued
                 .iter()
-                .filter_map(|c| Some((hex::decode(&c.serial).ok()?, c.revoked_at?)))
-                .map(|(raw, at)| RevokedCertParams {
+                .filter_map(|c| {
+                    Some((
+                        hex::decode(&c.serial).ok()?,
+                        c.revoked_at?,
+                        c.compromised_since,
+                    ))
+                })
+                .map(|(raw, at, compromised)| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&raw),
                     revocation_time: OffsetDateTime::from_unix_timestamp(at)
                         .unwrap_or_else(|_| OffsetDateTime::now_utc()),
-                    reason_code: None,
-                    invalidity_date: None,
+                    reason_code: compromised.map(|_| rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: compromised
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
                 })
                 .collect::<Vec<_>>();
             (revoked, idx.crl_number)

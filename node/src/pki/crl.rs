@@ -18,6 +18,9 @@ use super::der::{parse_cert, serial_text, verify_signed};
 pub struct CrlInfo {
     /// Revoked serials, lowercase hex (same form as [`serial_hex`](super::serial_hex)).
     pub serials: Vec<String>,
+    /// Per revoked serial: from when (unix ms) its keys are no longer trusted — the entry's
+    /// invalidity date (a stated compromise) when it has one, else its revocation date.
+    pub distrusted_since: Vec<(String, i64)>,
     pub crl_number: Option<String>,
     pub this_update: i64,
     pub next_update: Option<i64>,
@@ -59,6 +62,18 @@ pub fn parse_crl(crl_pem: &str, root_der: &[u8]) -> Result<CrlInfo, PkiError> {
         serials: crl
             .iter_revoked_certificates()
             .map(|r| serial_text(r.raw_serial()))
+            .collect(),
+        distrusted_since: crl
+            .iter_revoked_certificates()
+            .map(|r| {
+                let since = r
+                    .invalidity_date()
+                    .map(|(_, t)| t)
+                    .unwrap_or(r.revocation_date)
+                    .timestamp()
+                    .saturating_mul(1000);
+                (serial_text(r.raw_serial()), since)
+            })
             .collect(),
         crl_number: crl.crl_number().map(|n| n.to_str_radix(16)),
         this_update: crl.last_update().timestamp(),

@@ -359,6 +359,27 @@ fn crl_round_trip_and_foreign_crl() {
     let info = parse_crl(&crl2, &root).unwrap();
     assert_eq!(info.serials.len(), 3);
     assert_eq!(info.crl_number.as_deref(), Some("3"));
+    // Revoked without a stated compromise: distrusted from the revocation.
+    let since: std::collections::HashMap<_, _> = info.distrusted_since.iter().cloned().collect();
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    assert!(
+        a.iter()
+            .all(|s| (now_ms - 60_000..=now_ms).contains(&since[s]))
+    );
+    // A stated compromise (may come after the revocation): from that second on.
+    let crl3 = ca.revoke_compromised(&a[..1], Some(1_700_000_000)).unwrap();
+    let info = parse_crl(&crl3, &root).unwrap();
+    let since: std::collections::HashMap<_, _> = info.distrusted_since.into_iter().collect();
+    assert_eq!(since[&a[0]], 1_700_000_000_000);
+    assert!(since[&a[1]] > 1_700_000_000_000);
+    assert_eq!(info.serials.len(), 3);
+    let listed = ca.issued().into_iter().find(|c| c.serial == a[0]).unwrap();
+    assert_eq!(listed.compromised_since, Some(1_700_000_000));
+    // Not in the future.
+    let e = ca
+        .revoke_compromised(&a[..1], Some(now_ms / 1000 + 3600))
+        .unwrap_err();
+    assert!(e.to_string().contains("future"), "{e}");
     // Unknown serial.
     assert!(ca.revoke(&["abcdef".into()]).is_err());
     // CRL from another CA (same DN) is rejected by signature.

@@ -7,6 +7,7 @@ mod bundles;
 mod cases;
 mod chaos;
 mod clusters;
+mod compromise;
 mod crash;
 mod e2e;
 mod federation;
