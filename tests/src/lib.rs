@@ -801,6 +801,16 @@ impl TestFederation {
             .map(|r| r.into_inner())
     }
 
+    /// Message `id` as `org`'s analyst gets it (None: not held, or retracted).
+    pub async fn get(&self, org: &str, id: &str) -> Option<pb::FeedItem> {
+        self.client(org, "analyst")
+            .client()
+            .get(pb::GetRequest { id: id.into() })
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
     /// Is message `id` stored at `org`'s node?
     pub async fn has_message(&self, org: &str, id: &str) -> bool {
         self.client(org, "analyst")

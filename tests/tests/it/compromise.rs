@@ -10,15 +10,6 @@ use bluewire_proto::v1 as pb;
 use bluewire_tests::clusters::deliver_as;
 use bluewire_tests::{TestFederation, assert_eventually, be_fr_eu, content, now_ms};
 
-async fn get(fed: &TestFederation, org: &str, id: &str) -> Option<pb::FeedItem> {
-    fed.client(org, "analyst")
-        .client()
-        .get(pb::GetRequest { id: id.into() })
-        .await
-        .ok()
-        .map(|r| r.into_inner())
-}
-
 #[tokio::test]
 async fn what_a_compromised_key_signed_since_the_stated_time_is_suspect_and_refused() {
     let fed = TestFederation::new(&be_fr_eu()).await;
@@ -30,12 +21,12 @@ async fn what_a_compromised_key_signed_since_the_stated_time_is_suspect_and_refu
     let after = fed.publish("csirt-be", "after the compromise").await;
     for id in [&before.id, &after.id] {
         assert_eventually!(
-            get(&fed, "cert-eu", id).await.is_some() && get(&fed, "csirt-fr", id).await.is_some(),
+            fed.get("cert-eu", id).await.is_some() && fed.get("csirt-fr", id).await.is_some(),
             "{id} never arrived"
         );
     }
     assert!(
-        get(&fed, "cert-eu", &after.id)
+        fed.get("cert-eu", &after.id)
             .await
             .unwrap()
             .suspect
@@ -51,13 +42,13 @@ async fn what_a_compromised_key_signed_since_the_stated_time_is_suspect_and_refu
 
     for org in ["csirt-fr", "cert-eu"] {
         assert_eventually!(
-            !get(&fed, org, &after.id).await.unwrap().suspect.is_empty(),
+            !fed.get(org, &after.id).await.unwrap().suspect.is_empty(),
             "{org} never marked the message signed after the compromise as suspect"
         );
-        let item = get(&fed, org, &after.id).await.unwrap();
+        let item = fed.get(org, &after.id).await.unwrap();
         assert!(item.suspect.contains("revoked"), "{}", item.suspect);
         // Before the stated time: still trusted.
-        assert_eq!(get(&fed, org, &before.id).await.unwrap().suspect, "");
+        assert_eq!(fed.get(org, &before.id).await.unwrap().suspect, "");
         // The feed says the same.
         let feed = fed.feed(org, Some("csirt-be")).await;
         let suspect: Vec<_> = feed

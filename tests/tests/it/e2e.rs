@@ -23,15 +23,6 @@ fn red_for(to: &str, title: &str) -> pb::PublishRequest {
     }
 }
 
-async fn get(fed: &TestFederation, org: &str, id: &str) -> Option<pb::FeedItem> {
-    fed.client(org, "analyst")
-        .client()
-        .get(pb::GetRequest { id: id.into() })
-        .await
-        .ok()
-        .map(|r| r.into_inner())
-}
-
 fn title(item: &pb::FeedItem) -> String {
     match item.content.as_ref().and_then(|c| c.body.clone()) {
         Some(pb::content::Body::FreeText(t)) => t.title,
@@ -66,13 +57,13 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
     let p = published.expect("published");
     assert_eq!(p.queued_for, vec!["csirt-fr".to_string()]);
     assert_eventually!(
-        get(&fed, "csirt-fr", &p.id).await.is_some(),
+        fed.get("csirt-fr", &p.id).await.is_some(),
         "{} never reached csirt-fr",
         p.id
     );
     // At the recipient: shown decrypted, marked end to end; the signed envelope it holds
     // (and re-serves) is ciphertext.
-    let at_fr = get(&fed, "csirt-fr", &p.id).await.expect("held");
+    let at_fr = fed.get("csirt-fr", &p.id).await.expect("held");
     assert!(at_fr.end_to_end && at_fr.verified);
     assert_eq!(title(&at_fr), secret);
     let env = at_fr.envelope.expect("envelope");
@@ -80,10 +71,10 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
     assert!(matches!(signed.body, Some(pb::content::Body::Sealed(_))));
     assert!(!env.content.windows(11).any(|w| w == b"203.0.113.7"));
     // At the origin: readable too (it encrypted to itself as well).
-    let at_be = get(&fed, "csirt-be", &p.id).await.expect("held");
+    let at_be = fed.get("csirt-be", &p.id).await.expect("held");
     assert_eq!(title(&at_be), secret);
     // Never at cert-eu (not a recipient).
-    assert!(get(&fed, "cert-eu", &p.id).await.is_none());
+    assert!(fed.get("cert-eu", &p.id).await.is_none());
 
     // Refused before signing: a kind every node must read, or no named recipient.
     let mut sitrep = red_for("csirt-fr", "national situation");
@@ -157,6 +148,6 @@ async fn a_hostile_members_sealed_envelopes_are_refused_with_the_reason() {
     sealed_to(&mut fine, &[(fr_key.key_id.as_str(), &fr_public)]);
     let r = deliver_as(&fed, "csirt-be", "csirt-fr", seal(&be, &fine)).await;
     assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
-    let at_fr = get(&fed, "csirt-fr", &fine.id).await.expect("held");
+    let at_fr = fed.get("csirt-fr", &fine.id).await.expect("held");
     assert_eq!(title(&at_fr), "fine");
 }
