@@ -22,7 +22,7 @@
 #                          org-ca.key: stays with the org's PKI admin, not
 #                          on the node
 #   <org>/                 the node's config dir (/etc/bluewire in production):
-#                          node.toml ca.crt node.crt node.key signing.key crl.pem
+#                          node.toml ca.crt node.crt node.key signing.key encryption.key crl.pem
 #                          (loopback mode: also the store, in <org>/data/)
 #   data/<org>/            compose mode only: the store, bind-mounted at
 #                          /var/lib/bluewire
@@ -107,7 +107,7 @@ for i in "${!orgs[@]}"; do
   # The node's config dir gets only what the node needs (no org-ca.key).
   nd="$out/$org"
   mkdir -p "$nd"
-  for f in ca.crt node.crt node.key signing.key; do
+  for f in ca.crt node.crt node.key signing.key encryption.key; do
     cp -p "$out/issued/$org/$f" "$nd/$f"
   done
   cp "$out/ca/crl.pem" "$nd/crl.pem"

@@ -466,8 +466,9 @@ cert = "node.crt"
 key = "node.key"
 # Hybrid Ed25519 + ML-DSA-65 message-signing key (two PEM blocks) certified in node.crt.
 signing_key = "signing.key"
-# Hybrid X25519 + ML-KEM-768 decryption key certified in node.crt: opens offline
-# bundles (`bluewire bundle import`) encrypted to this organisation.
+# Hybrid X25519 + ML-KEM-768 decryption key certified in node.crt: opens messages
+# encrypted end to end to this organisation (`publish --encrypt`) and offline
+# bundles (`bluewire bundle import`). Without it, neither opens here.
 encryption_key = "encryption.key"
 # Optional CA-signed revocation list (`bluewire pki revoke`); re-read when it
 # changes, checked every crl_poll_secs seconds. No restart needed.
