@@ -12,6 +12,10 @@ use crate::pki::{OrgProfile, PeerIdentity};
 use crate::store::Store;
 use bluewire_proto::v1 as pb;
 
+/// Separates an organisation from a certificate serial in the store's directory names of
+/// earlier certificates ("ORG#SERIAL"; organisation ids have no '#').
+const HISTORY: char = '#';
+
 /// Known organisations and their certified keys (persisted in the store the
 /// caller passes, so this holds no store handle of its own).
 #[derive(Debug)]
@@ -44,15 +48,29 @@ impl Directory {
         root_der: &[u8],
     ) -> Result<(), crate::store::StoreError> {
         self.learn_keys(store, &self.me).await;
-        for (org, der) in store.directory()? {
-            let chain = [rustls::pki_types::CertificateDer::from(der.clone())];
-            if let Ok(PeerIdentity::Node { profile, .. }) =
-                crate::pki::identity_from_chain(&chain, root_der)
-                && profile.org == org
-            {
-                self.learn_keys(store, &profile).await;
-                self.note_serials(&profile, &der);
-                self.certs.insert(org, (der, profile));
+        let entries = store.directory()?;
+        // Earlier certificates first ("ORG#SERIAL": which certificate certified which key,
+        // for revocation), then each organisation's current one ("ORG").
+        for history in [true, false] {
+            for (name, der) in &entries {
+                let (org, is_history) = match name.split_once(HISTORY) {
+                    Some((org, _)) => (org, true),
+                    None => (name.as_str(), false),
+                };
+                if is_history != history {
+                    continue;
+                }
+                let chain = [rustls::pki_types::CertificateDer::from(der.clone())];
+                if let Ok(PeerIdentity::Node { profile, .. }) =
+                    crate::pki::identity_from_chain(&chain, root_der)
+                    && profile.org == org
+                {
+                    self.learn_keys(store, &profile).await;
+                    self.note_serials(&profile, der);
+                    if !history {
+                        self.certs.insert(org.to_string(), (der.clone(), profile));
+                    }
+                }
             }
         }
         Ok(())
@@ -91,8 +109,14 @@ impl Directory {
             .get(&profile.org)
             .is_some_and(|d| d.0 == cert_der);
         if !known {
-            if let Err(e) = store.put_directory(&profile.org, cert_der).await {
-                warn!(error = %e, "could not persist a directory entry");
+            // Kept under its serial too: the keys it certifies stay tied to it after the
+            // organisation's next certificate replaces it, and across restarts.
+            let history = crate::pki::serial_hex(cert_der)
+                .map(|serial| format!("{}{HISTORY}{serial}", profile.org));
+            for name in [Ok(profile.org.clone()), history].into_iter().flatten() {
+                if let Err(e) = store.put_directory(&name, cert_der).await {
+                    warn!(error = %e, "could not persist a directory entry");
+                }
             }
             self.certs
                 .insert(profile.org.clone(), (cert_der.to_vec(), profile.clone()));
@@ -148,7 +172,9 @@ impl Directory {
         self.certs.get(org).map(|d| d.1.clone())
     }
 
-    fn note_serials(&self, profile: &OrgProfile, cert_der: &[u8]) {
+    /// Tie the signing keys `profile` certifies to the serial of `cert_der` (this node's own
+    /// certificate at start, every verified certificate when learnt).
+    pub fn note_serials(&self, profile: &OrgProfile, cert_der: &[u8]) {
         if let Ok(serial) = crate::pki::serial_hex(cert_der) {
             for k in &profile.signing_keys {
                 self.serials.insert(k.key_id.clone(), serial.clone());
@@ -250,5 +276,53 @@ mod tests {
         // Our own certificate is never learnt as a peer's.
         d.learn(&store, &me(), b"cert of org-a").await;
         assert!(!d.holds_cert(b"cert of org-a"));
+    }
+
+    /// Which certificate certified which key survives the organisation's next certificate
+    /// and a restart: revoking the earlier one still distrusts the keys it certified.
+    #[tokio::test]
+    async fn keys_stay_tied_to_the_certificate_that_certified_them() {
+        let ca = crate::pki::FederationCa::generate("dir tests").unwrap();
+        let issue = || {
+            let b = ca
+                .issue_org(&crate::pki::OrgRequest {
+                    profile: crate::known::testkit::profile("org-b"),
+                    validity_days: 30,
+                })
+                .unwrap();
+            let der = crate::pki::load_certs_pem(&b.node_cert_pem).unwrap()[0].to_vec();
+            let Ok(PeerIdentity::Node { profile, serial }) = crate::pki::identity_from_chain(
+                &[rustls::pki_types::CertificateDer::from(der.clone())],
+                ca.cert_der().as_ref(),
+            ) else {
+                panic!("node certificate")
+            };
+            (profile, serial, der)
+        };
+        let (first, first_serial, first_der) = issue();
+        let (second, second_serial, second_der) = issue();
+        let (k1, k2) = (
+            &first.signing_keys[0].key_id,
+            &second.signing_keys[0].key_id,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Directory::new(me());
+        d.learn(&store, &first, &first_der).await;
+        d.learn(&store, &second, &second_der).await;
+        let check = |d: &Directory| {
+            assert_eq!(d.key_serial(k1).as_deref(), Some(first_serial.as_str()));
+            assert_eq!(d.key_serial(k2).as_deref(), Some(second_serial.as_str()));
+            assert_eq!(d.cert("org-b").as_deref(), Some(second_der.as_slice()));
+        };
+        check(&d);
+        // A restart: only what the store kept.
+        let again = Directory::new(me());
+        again.load(&store, ca.cert_der().as_ref()).await.unwrap();
+        check(&again);
+        assert!(
+            again.key(&store, k1).is_some(),
+            "the earlier key is still known"
+        );
     }
 }

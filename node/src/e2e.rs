@@ -177,6 +177,27 @@ impl RecipientKey {
     }
 }
 
+/// The content key's commitment: AES-GCM does not commit to its key, so without this an
+/// origin could wrap two content keys that open one ciphertext to two different plaintexts
+/// for two recipients. Every recipient checks it before decrypting.
+fn key_commitment(cek: &[u8]) -> Result<[u8; 32], E2eError> {
+    struct Len32;
+    impl aws_lc_rs::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut out = [0u8; 32];
+    Salt::new(HKDF_SHA256, LABEL)
+        .extract(cek)
+        .expand(&[COMMIT_INFO], Len32)
+        .and_then(|okm| okm.fill(&mut out))
+        .map_err(|_| E2eError::Crypto("key commitment"))?;
+    Ok(out)
+}
+
+const COMMIT_INFO: &[u8] = b"bluewire/v1/e2e/key-commitment\0";
+
 /// The wrapping key for one stanza (see the module documentation).
 fn wrapping_key(
     ss_kem: &[u8],
@@ -285,6 +306,7 @@ pub fn seal(
         nonce: nonce.to_vec(),
         ciphertext,
         stanzas,
+        key_commitment: key_commitment(&cek)?.to_vec(),
     })
 }
 
@@ -340,6 +362,11 @@ pub fn open(
             &mut cek,
         )
         .map_err(|_| E2eError::Undecryptable)?;
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        &key_commitment(cek)?,
+        &sealed.key_commitment,
+    )
+    .map_err(|_| E2eError::Undecryptable)?;
     let content_key =
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, cek).map_err(|_| E2eError::Undecryptable)?);
     let mut nonce = [0u8; NONCE_LEN];
@@ -411,8 +438,13 @@ pub fn check_sealed(c: &pb::Content, sealed: &pb::Sealed) -> Result<(), String> 
             sealed.stanzas.len()
         ));
     }
-    if sealed.nonce.len() != NONCE_LEN || sealed.ciphertext.len() < TAG_LEN {
-        return Err("an encrypted body with a malformed nonce or ciphertext".into());
+    if sealed.nonce.len() != NONCE_LEN
+        || sealed.ciphertext.len() < TAG_LEN
+        || sealed.key_commitment.len() != 32
+    {
+        return Err(
+            "an encrypted body with a malformed nonce, ciphertext or key commitment".into(),
+        );
     }
     let org_of = |key_id: &str| key_id.rsplit_once('/').map(|(o, _)| o.to_string());
     for s in &sealed.stanzas {
@@ -679,5 +711,38 @@ mod tests {
         s.nonce.pop();
         let s = s.clone();
         assert!(check_sealed(&m, &s).unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn the_content_key_commitment_is_checked_before_decrypting() {
+        let (a, b) = (
+            RecipientKey::generate("org-a").unwrap(),
+            RecipientKey::generate("org-b").unwrap(),
+        );
+        let s = sealed_to(&[&a, &b], b"route", b"one plaintext for everyone");
+        assert_eq!(s.key_commitment.len(), 32);
+        // A stanza wrapping another content key than the one committed to does not open,
+        // even where its wrap is sound (the origin cannot give recipients different keys).
+        let other = sealed_to(&[&a, &b], b"route", b"one plaintext for everyone");
+        let mut mixed = s.clone();
+        mixed.stanzas[1] = other.stanzas[1].clone();
+        mixed.key_commitment = other.key_commitment.clone();
+        assert_eq!(
+            open(&a, CTX, b"route", &mixed),
+            Err(E2eError::Undecryptable)
+        );
+        let mut forged = s.clone();
+        forged.key_commitment[0] ^= 1;
+        for k in [&a, &b] {
+            assert_eq!(
+                open(k, CTX, b"route", &forged),
+                Err(E2eError::Undecryptable)
+            );
+        }
+        forged.key_commitment.clear();
+        assert_eq!(
+            open(&a, CTX, b"route", &forged),
+            Err(E2eError::Undecryptable)
+        );
     }
 }

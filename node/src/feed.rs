@@ -168,7 +168,8 @@ pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>
         .as_ref()
         .and_then(|k| crate::e2e::open_body(k, &content));
     let end_to_end = matches!(content.body, Some(pb::content::Body::Sealed(_)));
-    let suspect = crate::known::distrust(st, &env.key_id, &content).unwrap_or_default();
+    let suspect =
+        crate::known::suspect(st, &env.key_id, &content, m.received_at_ms).unwrap_or_default();
     let content = match opened {
         Some(Ok(plain)) => plain,
         _ => content,

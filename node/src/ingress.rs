@@ -128,7 +128,7 @@ fn admit(
     routed: &mut Option<(&'static str, bool)>,
 ) -> Result<(pb::Content, Effect), Rejected> {
     let o = envelope::open(env, |k| known.key(k), now_ms)?;
-    if let Some(why) = known::distrust(known, &env.key_id, &o.content) {
+    if let Some(why) = known::refuse_signer(known, &env.key_id) {
         return Err(Rejected::Policy {
             rule: "revoked",
             reason: why,

@@ -45,15 +45,34 @@ pub trait Known {
     }
 }
 
-/// Why `c`, signed with `key_id`, is not to be trusted: signed when the key was no longer
-/// trusted (see [`Known::key_distrusted_since`]). None: nothing against it.
-pub fn distrust(known: &impl Known, key_id: &str, c: &Content) -> Option<String> {
+/// Why an envelope signed with `key_id` is refused on arrival: its certificate is revoked.
+/// Whatever the content says its creation time is (the key's holder chooses it), nothing new
+/// signed with a revoked key is accepted. None: trusted.
+pub fn refuse_signer(known: &impl Known, key_id: &str) -> Option<String> {
     let since = known.key_distrusted_since(key_id)?;
-    (c.created_at_ms >= since).then(|| {
+    Some(format!(
+        "signed with key {key_id}, whose certificate was revoked (not trusted since {}): nothing new signed with it is accepted",
+        crate::clock::rfc3339(since)
+    ))
+}
+
+/// Why a held message `c`, signed with `key_id` and stored here at `received_at_ms`, is
+/// suspect: created, or received, at or after the time from which its key is not trusted
+/// (a stated compromise, else the revocation). What it signed and this node held before
+/// then stays trusted. None: nothing against it.
+pub fn suspect(
+    known: &impl Known,
+    key_id: &str,
+    c: &Content,
+    received_at_ms: i64,
+) -> Option<String> {
+    let since = known.key_distrusted_since(key_id)?;
+    (c.created_at_ms >= since || received_at_ms >= since).then(|| {
         format!(
-            "signed with key {key_id}, whose certificate was revoked: it is not trusted for messages created since {} (unix ms {since}), and this one was created at {}",
+            "signed with key {key_id}, whose certificate was revoked: not trusted for what it signed since {}; this was created at {} and received at {}",
             crate::clock::rfc3339(since),
-            crate::clock::rfc3339(c.created_at_ms)
+            crate::clock::rfc3339(c.created_at_ms),
+            crate::clock::rfc3339(received_at_ms)
         )
     })
 }

@@ -178,7 +178,13 @@ impl Node {
             config: config.clone(),
             clusters: DashMap::new(),
             cluster_lock: tokio::sync::Mutex::new(()),
-            directory: crate::directory::Directory::new(profile.clone()),
+            directory: {
+                let d = crate::directory::Directory::new(profile.clone());
+                if let Some(own) = tls.chain.first() {
+                    d.note_serials(&profile, own);
+                }
+                d
+            },
             fed_clients: DashMap::new(),
             dialer: crate::peers::Dialer {
                 client_config,

@@ -114,30 +114,40 @@ fn a_direct_message_from_its_origin_is_accepted_and_carries_its_id() {
 }
 
 #[test]
-fn a_revoked_key_is_trusted_only_for_what_it_signed_before_the_stated_time() {
+fn a_revoked_key_signs_nothing_new_and_what_it_signed_since_is_suspect() {
     let mut known = Memory::new(ORGS[A]);
     let r = Router::new();
-    known
-        .distrusted
-        .insert(key(B).key_id().to_string(), NOW - 100);
-    let mut before = content(B, "before");
-    before.created_at_ms = NOW - 101;
-    accepted(judge(&seal(B, &before), ORGS[B], &known, &r, NOW));
-    for at in [NOW - 100, NOW - 10] {
-        let mut since = content(B, "since");
-        since.created_at_ms = at;
-        let v = judge(&seal(B, &since), ORGS[B], &known, &r, NOW);
+    let since = NOW - 100;
+    known.distrusted.insert(key(B).key_id().to_string(), since);
+    // Nothing arriving now is accepted, whatever time it claims (its holder chooses it).
+    for created in [since - 50, since - 1, since, NOW - 10] {
+        let mut c = content(B, "signed with the revoked key");
+        c.created_at_ms = created;
+        let v = judge(&seal(B, &c), ORGS[B], &known, &r, NOW);
         let Verdict::Reject { why, .. } = &v else {
             panic!("{v:?}")
         };
         assert_eq!(why.rule(), "revoked");
-        assert!(why.to_string().contains("created since"), "{why}");
-        // And the same is what a feed marks suspect.
-        assert!(crate::known::distrust(&known, key(B).key_id(), &since).is_some());
+        assert!(why.to_string().contains("nothing new"), "{why}");
     }
-    assert!(crate::known::distrust(&known, key(B).key_id(), &before).is_none());
+    // What is held: suspect when created or received at or after the stated time.
+    let held = |created: i64| pb::Content {
+        created_at_ms: created,
+        ..content(B, "held")
+    };
+    let suspect = |c: &pb::Content, received: i64| {
+        crate::known::suspect(&known, key(B).key_id(), c, received).is_some()
+    };
+    assert!(!suspect(&held(since - 1), since - 1));
+    assert!(suspect(&held(since), since));
+    assert!(suspect(&held(since - 1), since), "received after: suspect");
+    assert!(
+        suspect(&held(since + 5), since - 50),
+        "created after: suspect"
+    );
     // Another organisation's key is untouched.
     accepted(judge(&seal(C, &content(C, "c")), ORGS[C], &known, &r, NOW));
+    assert!(crate::known::refuse_signer(&known, key(C).key_id()).is_none());
 }
 
 #[test]

@@ -19,7 +19,8 @@ pub struct CrlInfo {
     /// Revoked serials, lowercase hex (same form as [`serial_hex`](super::serial_hex)).
     pub serials: Vec<String>,
     /// Per revoked serial: from when (unix ms) its keys are no longer trusted — the entry's
-    /// invalidity date (a stated compromise) when it has one, else its revocation date.
+    /// invalidity date (a stated compromise) when earlier than its revocation date, else the
+    /// revocation date.
     pub distrusted_since: Vec<(String, i64)>,
     pub crl_number: Option<String>,
     pub this_update: i64,
@@ -66,11 +67,11 @@ pub fn parse_crl(crl_pem: &str, root_der: &[u8]) -> Result<CrlInfo, PkiError> {
         distrusted_since: crl
             .iter_revoked_certificates()
             .map(|r| {
+                // A compromise stated later than the revocation never narrows it.
+                let revoked = r.revocation_date.timestamp();
                 let since = r
                     .invalidity_date()
-                    .map(|(_, t)| t)
-                    .unwrap_or(r.revocation_date)
-                    .timestamp()
+                    .map_or(revoked, |(_, t)| t.timestamp().min(revoked))
                     .saturating_mul(1000);
                 (serial_text(r.raw_serial()), since)
             })
