@@ -479,7 +479,9 @@ impl Dialing {
                             // The first link wins; the others (finished or not) are dropped, so
                             // none of them can be taken up later in place of a fresh dial.
                             self.attempts = tokio::task::JoinSet::new();
-                            if !state.directory.knows(&peer.org) {
+                            // A peer that was issued a new certificate (new keys) since is
+                            // learnt again; an older one never replaces a newer.
+                            if state.directory.newer_than_held(&peer.org, &der) {
                                 state.directory.learn(&state.store, &profile, &der).await;
                             }
                             peer.update(|s| s.connected = true);

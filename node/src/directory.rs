@@ -187,6 +187,14 @@ impl Directory {
         self.serials.get(key_id).map(|s| s.clone())
     }
 
+    /// Is `der` issued later than the certificate held for `org` (or is none held)? An older
+    /// certificate never replaces a newer one (levels, keys and endpoint would roll back).
+    pub fn newer_than_held(&self, org: &str, der: &[u8]) -> bool {
+        let issued = |d: &[u8]| crate::pki::validity_ms(d).map_or(i64::MIN, |v| v.0);
+        self.cert(org)
+            .is_none_or(|held| held != der && issued(der) > issued(&held))
+    }
+
     /// An organisation's verified node certificate (DER).
     pub fn cert(&self, org: &str) -> Option<Vec<u8>> {
         self.certs.get(org).map(|d| d.0.clone())
@@ -316,6 +324,10 @@ mod tests {
             assert_eq!(d.cert("org-b").as_deref(), Some(second_der.as_slice()));
         };
         check(&d);
+        // An older (or the same) certificate does not replace the one held.
+        assert!(!d.newer_than_held("org-b", &first_der));
+        assert!(!d.newer_than_held("org-b", &second_der));
+        assert!(d.newer_than_held("org-c", &first_der));
         // A restart: only what the store kept.
         let again = Directory::new(me());
         again.load(&store, ca.cert_der().as_ref()).await.unwrap();

@@ -301,7 +301,7 @@ pub async fn deliver_bundle(
     envelopes: Vec<pb::Envelope>,
     bundle_id: &str,
 ) -> Result<Vec<pb::DeliveryResult>, IngressError> {
-    if crate::offline::newer_than_held(st, &peer.org, peer_cert) {
+    if st.directory.newer_than_held(&peer.org, peer_cert) {
         st.directory.learn(&st.store, peer, peer_cert).await;
     } else {
         st.directory.learn_keys(&st.store, peer).await;

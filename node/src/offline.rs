@@ -632,19 +632,10 @@ async fn learn_recipient(st: &NodeState, org: &str, cert: &[u8]) -> Result<(), E
         )));
     }
     check_validity(&der, crate::clock::now_ms()).map_err(|why| bad(format!("it {why}")))?;
-    if newer_than_held(st, org, &der) {
+    if st.directory.newer_than_held(org, &der) {
         st.directory.learn(&st.store, &profile, &der).await;
     }
     Ok(())
-}
-
-/// Is `der` issued later than the certificate this node holds for `org` (or is none held)?
-/// An old certificate never replaces a newer one (levels, keys and endpoint roll back).
-pub fn newer_than_held(st: &NodeState, org: &str, der: &[u8]) -> bool {
-    let issued = |d: &[u8]| pki::validity_ms(d).map(|v| v.0).unwrap_or(i64::MIN);
-    st.directory
-        .cert(org)
-        .is_none_or(|held| held != der && issued(der) > issued(&held))
 }
 
 /// Why an import failed as a whole.
