@@ -480,8 +480,8 @@ impl Dialing {
                             // none of them can be taken up later in place of a fresh dial.
                             self.attempts = tokio::task::JoinSet::new();
                             // A peer that was issued a new certificate (new keys) since is
-                            // learnt again; an older one never replaces a newer.
-                            if state.directory.newer_than_held(&peer.org, &der) {
+                            // learnt again (an older one never replaces a newer: learn).
+                            if !state.directory.holds_cert(&der) {
                                 state.directory.learn(&state.store, &profile, &der).await;
                             }
                             peer.update(|s| s.connected = true);

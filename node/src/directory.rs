@@ -97,30 +97,49 @@ impl Directory {
         }
     }
 
-    /// Remember an organisation's verified node certificate (and its keys).
+    /// Remember an organisation's verified node certificate (and its keys). It becomes the
+    /// organisation's current certificate (profile, endpoint) unless the one held was issued
+    /// later: a cluster log or a forwarded envelope carrying an earlier certificate never
+    /// rolls the organisation back. Its keys are learnt either way, tied to it.
     pub async fn learn(&self, store: &Store, profile: &OrgProfile, cert_der: &[u8]) {
         if profile.org == self.me.org {
             return;
         }
         self.learn_keys(store, profile).await;
+        let held = self.cert(&profile.org);
+        if held.as_deref() == Some(cert_der) {
+            return;
+        }
+        let serial = crate::pki::serial_hex(cert_der).ok();
+        let noted = serial.as_ref().is_some_and(|serial| {
+            profile
+                .signing_keys
+                .iter()
+                .all(|k| self.key_serial(&k.key_id).as_ref() == Some(serial))
+        });
         self.note_serials(profile, cert_der);
-        let known = self
-            .certs
-            .get(&profile.org)
-            .is_some_and(|d| d.0 == cert_der);
-        if !known {
-            // Kept under its serial too: the keys it certifies stay tied to it after the
-            // organisation's next certificate replaces it, and across restarts.
-            let history = crate::pki::serial_hex(cert_der)
-                .map(|serial| format!("{}{HISTORY}{serial}", profile.org));
-            for name in [Ok(profile.org.clone()), history].into_iter().flatten() {
-                if let Err(e) = store.put_directory(&name, cert_der).await {
-                    warn!(error = %e, "could not persist a directory entry");
-                }
+        let current = held.is_none_or(|h| !self.newer_held(&h, cert_der));
+        // Kept under its serial too: the keys it certifies stay tied to it after the
+        // organisation's next certificate replaces it, and across restarts.
+        let history = serial
+            .filter(|_| !noted)
+            .map(|serial| format!("{}{HISTORY}{serial}", profile.org));
+        let names = [current.then(|| profile.org.clone()), history];
+        for name in names.into_iter().flatten() {
+            if let Err(e) = store.put_directory(&name, cert_der).await {
+                warn!(error = %e, "could not persist a directory entry");
             }
+        }
+        if current {
             self.certs
                 .insert(profile.org.clone(), (cert_der.to_vec(), profile.clone()));
         }
+    }
+
+    /// Was `held` issued later than `other` (by notBefore)?
+    fn newer_held(&self, held: &[u8], other: &[u8]) -> bool {
+        let issued = |d: &[u8]| crate::pki::validity_ms(d).map_or(i64::MIN, |v| v.0);
+        issued(held) > issued(other)
     }
 
     /// A CA-certified signing key by id: (organisation, hybrid public key). A store that
@@ -185,14 +204,6 @@ impl Directory {
     /// The serial of the certificate this node learnt signing key `key_id` from.
     pub fn key_serial(&self, key_id: &str) -> Option<String> {
         self.serials.get(key_id).map(|s| s.clone())
-    }
-
-    /// Is `der` issued later than the certificate held for `org` (or is none held)? An older
-    /// certificate never replaces a newer one (levels, keys and endpoint would roll back).
-    pub fn newer_than_held(&self, org: &str, der: &[u8]) -> bool {
-        let issued = |d: &[u8]| crate::pki::validity_ms(d).map_or(i64::MIN, |v| v.0);
-        self.cert(org)
-            .is_none_or(|held| held != der && issued(der) > issued(&held))
     }
 
     /// An organisation's verified node certificate (DER).
@@ -308,6 +319,8 @@ mod tests {
             (profile, serial, der)
         };
         let (first, first_serial, first_der) = issue();
+        // Certificates carry their issue time to the second.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let (second, second_serial, second_der) = issue();
         let (k1, k2) = (
             &first.signing_keys[0].key_id,
@@ -324,10 +337,11 @@ mod tests {
             assert_eq!(d.cert("org-b").as_deref(), Some(second_der.as_slice()));
         };
         check(&d);
-        // An older (or the same) certificate does not replace the one held.
-        assert!(!d.newer_than_held("org-b", &first_der));
-        assert!(!d.newer_than_held("org-b", &second_der));
-        assert!(d.newer_than_held("org-c", &first_der));
+        // Learnt again later (a cluster log, a forwarded envelope), the earlier certificate
+        // does not roll the organisation back; its keys stay known and tied to it.
+        assert!(d.newer_held(&second_der, &first_der));
+        d.learn(&store, &first, &first_der).await;
+        check(&d);
         // A restart: only what the store kept.
         let again = Directory::new(me());
         again.load(&store, ca.cert_der().as_ref()).await.unwrap();

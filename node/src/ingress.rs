@@ -293,7 +293,8 @@ pub async fn deliver(
 /// signed the bundle, verified by [`crate::offline::open`]): the same rules as a delivery,
 /// in batches of `limits.max_batch`, without the peer rate limit (an operator imports a
 /// file), each acceptance audited with the bundle id. The exporter's certificate replaces
-/// the one this node holds only when it is newer (a file can be old).
+/// the one this node holds only when it is not older (a file can be old; see
+/// [`crate::directory::Directory::learn`]).
 pub async fn deliver_bundle(
     st: &Arc<NodeState>,
     peer: &OrgProfile,
@@ -301,11 +302,7 @@ pub async fn deliver_bundle(
     envelopes: Vec<pb::Envelope>,
     bundle_id: &str,
 ) -> Result<Vec<pb::DeliveryResult>, IngressError> {
-    if st.directory.newer_than_held(&peer.org, peer_cert) {
-        st.directory.learn(&st.store, peer, peer_cert).await;
-    } else {
-        st.directory.learn_keys(&st.store, peer).await;
-    }
+    st.directory.learn(&st.store, peer, peer_cert).await;
     let mut results = Vec::with_capacity(envelopes.len());
     let mut rest = envelopes.into_iter().peekable();
     while rest.peek().is_some() {

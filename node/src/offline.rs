@@ -632,9 +632,7 @@ async fn learn_recipient(st: &NodeState, org: &str, cert: &[u8]) -> Result<(), E
         )));
     }
     check_validity(&der, crate::clock::now_ms()).map_err(|why| bad(format!("it {why}")))?;
-    if st.directory.newer_than_held(org, &der) {
-        st.directory.learn(&st.store, &profile, &der).await;
-    }
+    st.directory.learn(&st.store, &profile, &der).await;
     Ok(())
 }
 
