@@ -277,16 +277,21 @@ fn seal_for_recipients(
     orgs.dedup();
     let mut keys = Vec::new();
     for org in &orgs {
-        let profile = Known::profile(st, org, cluster).ok_or_else(|| {
-            refused(format!(
+        // The cluster's log holds the certificate an organisation joined with; the directory
+        // may hold a later one (new keys): encrypt to every key either certifies.
+        let profiles: Vec<_> = [
+            Known::profile(st, org, cluster),
+            Known::profile(st, org, None),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if profiles.is_empty() {
+            return Err(refused(format!(
                 "this node has never seen {org}'s certificate, so it has no key of {org}'s to encrypt to: publish once the link to {org} is up, or in a cluster {org} is a member of"
-            ))
-        })?;
-        let certified: Vec<(String, Vec<u8>)> = profile
-            .encryption_keys
-            .iter()
-            .filter_map(|k| k.public_key(org).ok().map(|pk| (k.key_id.clone(), pk)))
-            .collect();
+            )));
+        }
+        let certified = encryption_keys(org, &profiles);
         if certified.is_empty() {
             return Err(refused(format!(
                 "{org}'s certificate certifies no encryption key (issued before end-to-end encryption): it receives encrypted messages once it is issued again"
@@ -300,6 +305,20 @@ fn seal_for_recipients(
         .collect();
     crate::e2e::seal_body(content, &refs).map_err(|e| refused(e.to_string()))?;
     envelope::validate(content).map_err(OutboundError::Invalid)
+}
+
+/// Every encryption key of `org` that one of `profiles` (its certificates as this node
+/// knows them) certifies, each once, in the order found. Pure.
+pub fn encryption_keys(org: &str, profiles: &[crate::pki::OrgProfile]) -> Vec<(String, Vec<u8>)> {
+    let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+    for k in profiles.iter().flat_map(|p| &p.encryption_keys) {
+        if keys.iter().all(|(id, _)| *id != k.key_id)
+            && let Ok(pk) = k.public_key(org)
+        {
+            keys.push((k.key_id.clone(), pk));
+        }
+    }
+    keys
 }
 
 /// For a control message: check this organisation's authority with the same

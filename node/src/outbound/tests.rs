@@ -198,3 +198,39 @@ fn a_backfill_page_holds_only_own_unretracted_messages_the_peer_may_have() {
     assert!(!backfill_allows(&named, &plain, ORGS[B], &known, &r, NOW));
     assert!(backfill_allows(&named, &plain, ORGS[C], &known, &r, NOW));
 }
+
+#[test]
+fn a_recipient_is_encrypted_to_every_key_its_known_certificates_certify_once() {
+    use crate::pki::CertifiedEncryptionKey;
+    let key = |org: &str| {
+        let k = crate::e2e::RecipientKey::generate(org).unwrap();
+        CertifiedEncryptionKey::new(org, &k.public_key())
+    };
+    let (old, new) = (key("org-b"), key("org-b"));
+    let profile = |keys: Vec<CertifiedEncryptionKey>| crate::pki::OrgProfile {
+        encryption_keys: keys,
+        ..crate::known::testkit::profile("org-b")
+    };
+    // The cluster log's (joined with the old key) and the directory's (re-issued since).
+    let got = encryption_keys(
+        "org-b",
+        &[profile(vec![old.clone()]), profile(vec![new.clone()])],
+    );
+    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [old.key_id.as_str(), new.key_id.as_str()]);
+    // The same certificate known twice: each key once.
+    assert_eq!(
+        encryption_keys(
+            "org-b",
+            &[profile(vec![new.clone()]), profile(vec![new.clone()])]
+        )
+        .len(),
+        1
+    );
+    // A key certified for another organisation, or damaged, is not used.
+    assert!(encryption_keys("org-c", &[profile(vec![new.clone()])]).is_empty());
+    let mut bad = new.clone();
+    bad.ml_kem_768_public_key_hex.pop();
+    assert!(encryption_keys("org-b", &[profile(vec![bad])]).is_empty());
+    assert!(encryption_keys("org-b", &[]).is_empty());
+}
