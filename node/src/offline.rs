@@ -447,12 +447,8 @@ pub async fn export(
     }
     // Anything above GREEN, unmarked or classified is never written in clear.
     let encrypt = r.encrypt || secret;
-    let keys: Vec<(String, Vec<u8>)> = if encrypt {
-        let keys: Vec<_> = profile
-            .encryption_keys
-            .iter()
-            .filter_map(|k| k.public_key(&org).ok().map(|pk| (k.key_id.clone(), pk)))
-            .collect();
+    let keys = if encrypt {
+        let keys = outbound::encryption_keys(&org, std::slice::from_ref(&profile));
         if keys.is_empty() {
             return Err(ExportError::Encrypt {
                 org,

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use super::*;
 use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave};
 use crate::known::testkit::Memory;
-use crate::markings::{RETRACTED, marking_kind};
-use crate::outbound::tests::annotation;
+use crate::markings::RETRACTED;
+use crate::outbound::tests::{annotation, raise};
 use crate::pki::{FederationCa, OrgBundle, OrgRequest};
 use bluewire_proto::v1::ClusterRole;
 
@@ -401,16 +401,7 @@ fn a_bundle_carries_what_delivery_would_send_now_and_nothing_else() {
         &theirs
     ));
     // Raised to RED since: not to B (RED goes to named recipients only).
-    known.hold(
-        &m,
-        vec![annotation(
-            marking_kind(ORGS[C]),
-            prost::Message::encode_to_vec(&pb::Marking {
-                tlp: pb::Tlp::Red as i32,
-                ..Default::default()
-            }),
-        )],
-    );
+    known.hold(&m, vec![raise(C, pb::Tlp::Red)]);
     assert!(!carries(&known, &sel(B), &env, &m));
     // Retracted: never.
     known.hold(&m, vec![annotation(RETRACTED.into(), b"wrong".to_vec())]);
@@ -512,16 +503,7 @@ fn what_is_above_green_unmarked_or_classified_is_never_written_in_clear() {
     }
     // Raised to AMBER since publication: the marking in force counts.
     let green = mark(pb::Tlp::Green, "");
-    known.hold(
-        &green,
-        vec![annotation(
-            marking_kind(ORGS[C]),
-            prost::Message::encode_to_vec(&pb::Marking {
-                tlp: pb::Tlp::Amber as i32,
-                ..Default::default()
-            }),
-        )],
-    );
+    known.hold(&green, vec![raise(C, pb::Tlp::Amber)]);
     assert!(needs_encryption(&green, &known));
     // A GREEN retraction of that AMBER message speaks about it: encrypted too.
     let mut retraction = mark(pb::Tlp::Green, "");

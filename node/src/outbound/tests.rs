@@ -46,6 +46,17 @@ pub(crate) fn message(origin: usize, log: Option<&Log>) -> pb::Content {
     }
 }
 
+/// `by`'s marking change raising a message to `tlp`, as its annotation.
+pub(crate) fn raise(by: usize, tlp: pb::Tlp) -> (String, AnnotationRecord) {
+    annotation(
+        marking_kind(ORGS[by]),
+        prost::Message::encode_to_vec(&pb::Marking {
+            tlp: tlp as i32,
+            ..Default::default()
+        }),
+    )
+}
+
 pub(crate) fn annotation(kind: String, value: Vec<u8>) -> (String, AnnotationRecord) {
     (
         kind,
@@ -96,16 +107,7 @@ fn the_send_time_recheck_applies_retractions_raises_and_membership_changes() {
     known.hold(&m, vec![]);
     assert_eq!(recheck(&env, ORGS[B], &known, &r, NOW), Ok(()));
     // Raised to RED since it was queued: RED goes to named recipients only.
-    known.hold(
-        &m,
-        vec![annotation(
-            marking_kind(ORGS[C]),
-            prost::Message::encode_to_vec(&pb::Marking {
-                tlp: pb::Tlp::Red as i32,
-                ..Default::default()
-            }),
-        )],
-    );
+    known.hold(&m, vec![raise(C, pb::Tlp::Red)]);
     let e = recheck(&env, ORGS[B], &known, &r, NOW).unwrap_err();
     assert_eq!(e.0, "tlp", "{e:?}");
     // Retracted since: never sent.
@@ -135,16 +137,7 @@ fn the_send_time_recheck_applies_retractions_raises_and_membership_changes() {
     let fwd = envelope::attest(key(A), &envelope::seal(key(C), &original), &a, Vec::new());
     known.hold(&original, vec![]);
     assert_eq!(recheck(&fwd, ORGS[C], &known, &r, NOW), Ok(()));
-    known.hold(
-        &original,
-        vec![annotation(
-            marking_kind(ORGS[D]),
-            prost::Message::encode_to_vec(&pb::Marking {
-                tlp: pb::Tlp::Amber as i32,
-                ..Default::default()
-            }),
-        )],
-    );
+    known.hold(&original, vec![raise(D, pb::Tlp::Amber)]);
     let e = recheck(&fwd, ORGS[C], &known, &r, NOW).unwrap_err();
     assert_eq!(e.0, "reshare", "{e:?}");
     // Undecodable bytes are refused with the reason.
