@@ -26,7 +26,13 @@ fn peer_rows(peers: &[pb::PeerStatus]) -> Vec<Vec<String>> {
                 } else {
                     "idle".into()
                 },
+                if p.path.is_empty() {
+                    "-".into()
+                } else {
+                    p.path.clone()
+                },
                 p.outbox_depth.to_string(),
+                p.relay_depth.to_string(),
                 p.delivered.to_string(),
                 if p.kx_group.is_empty() {
                     "-".into()
@@ -50,19 +56,21 @@ fn peers_json(peers: &[pb::PeerStatus]) -> serde_json::Value {
                     "outbox_depth": p.outbox_depth, "delivered": p.delivered,
                     "consecutive_failures": p.consecutive_failures, "last_error": p.last_error,
                     "last_success_ms": p.last_success_ms, "kx_group": p.kx_group,
-                    "functions": p.functions,
+                    "functions": p.functions, "path": p.path, "relay_depth": p.relay_depth,
                 })
             })
             .collect(),
     )
 }
 
-const PEER_HEADERS: [&str; 9] = [
+const PEER_HEADERS: [&str; 11] = [
     "PEER",
     "FUNCTIONS",
     "ENDPOINT",
     "LINK",
+    "PATH",
     "OUTBOX",
+    "CARRYING",
     "DELIVERED",
     "KX",
     "LAST OK",

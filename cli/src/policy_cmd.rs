@@ -124,7 +124,7 @@ async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::
                     .iter()
                     .map(|x| json!({
                         "org": x.org, "functions": x.functions, "allowed": x.allowed, "rule": x.rule, "reason": x.reason,
-                        "mandatory": x.mandatory,
+                        "mandatory": x.mandatory, "path": x.path,
                         "steps": x.steps.iter().map(|s| json!({"rule": s.rule, "allowed": s.allowed, "reason": s.reason})).collect::<Vec<_>>(),
                     }))
                     .collect()
@@ -146,6 +146,9 @@ async fn explain(c: &ConnArgs, req: pb::ExplainRequest, out: Output) -> anyhow::
                 );
                 if !x.mandatory.is_empty() {
                     println!("      mandatory recipient: {}", x.mandatory);
+                }
+                if !x.path.is_empty() {
+                    println!("      path now: {}", x.path);
                 }
                 for s in &x.steps {
                     println!(

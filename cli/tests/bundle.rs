@@ -357,4 +357,6 @@ fn assert_link_down(root: &Path, fred: &str) {
         .and_then(|a| a.iter().find(|p| p["org"] == "csirt-be"))
         .unwrap_or_else(|| panic!("csirt-be not among csirt-fr's peers: {peers:#}"));
     assert_ne!(be["connected"], true, "{be:#}");
+    // No other member to relay through either.
+    assert_eq!(be["path"], "unreachable", "{be:#}");
 }

@@ -483,6 +483,12 @@ fn five_minute_tour() {
         thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(status["org"], "csirt-be", "{status:#}");
+    let peer = status["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["org"] == "cert-eu"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(peer["path"], "direct", "{status:#}");
     assert!(status["messages"].as_u64() >= Some(2), "{status:#}");
 
     // An analyst may not run admin commands, and is told why.

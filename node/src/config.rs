@@ -169,6 +169,11 @@ pub struct DeliveryConfig {
     /// HTTP/2 keepalive ping interval on peer links; a link whose ping is unanswered for
     /// twice this long is dropped and replaced.
     pub keepalive_ms: u64,
+    /// When the direct link to a peer has been down this long (ms), its messages go through
+    /// another member that can reach it (relay); 0: never relay.
+    pub relay_after_ms: u64,
+    /// Most relays a message this node sends may pass through (1-3).
+    pub relay_hop_limit: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -180,6 +185,8 @@ impl Default for DeliveryConfig {
             timeout_ms: 10_000,
             reconnect_ms: 250,
             keepalive_ms: 1_000,
+            relay_after_ms: 3_000,
+            relay_hop_limit: 2,
         }
     }
 }
@@ -322,6 +329,13 @@ impl NodeConfig {
                 "delivery.timeout_ms, delivery.reconnect_ms and delivery.keepalive_ms must be > 0"
                     .into(),
             ));
+        }
+        if !(1..=crate::relay::MAX_HOPS).contains(&raw.delivery.relay_hop_limit) {
+            return Err(invalid(format!(
+                "delivery.relay_hop_limit is {}: it must be 1 to {}",
+                raw.delivery.relay_hop_limit,
+                crate::relay::MAX_HOPS
+            )));
         }
         if raw.delivery.retry_max_ms < raw.delivery.retry_min_ms {
             return Err(invalid(
@@ -487,6 +501,8 @@ retry_max_ms = 30000    # ... up to this
 timeout_ms = 10000      # per Deliver call and per connection attempt
 reconnect_ms = 250      # while a peer is unreachable, a new connection attempt this often
 keepalive_ms = 1000     # HTTP/2 ping interval on peer links; unanswered for 2x this: link replaced
+relay_after_ms = 3000   # direct link down this long: deliver through a member that can reach the peer (0: never)
+relay_hop_limit = 2     # most relays a message of this node passes through (1-3)
 
 [limits]
 max_request_bytes = 4194304   # largest gRPC request decoded; content is capped at 1 MiB

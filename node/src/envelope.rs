@@ -49,8 +49,13 @@ pub enum Rejected {
     Unroutable { rule: &'static str, reason: String },
     #[error("not decidable yet, retry later: {0}")]
     Later(String),
-    #[error("relayed by {peer:?} but originated by {origin:?}: relaying is not enabled")]
+    #[error(
+        "handed over by {peer:?} but originated by {origin:?}, with no relay instruction from {origin:?}: a node hands over only its own messages, or carries others' under their sender's signed instruction"
+    )]
     NotFromOrigin { peer: String, origin: String },
+    /// A relay instruction that does not hold (signature, envelope, path, hop limit).
+    #[error("relay refused (relay): {0}")]
+    Relay(String),
     #[error(
         "handed over by {peer:?} but the forwarding attestation is {forwarder:?}'s: a node forwards only under its own attestation"
     )]
@@ -87,6 +92,7 @@ impl Rejected {
             Rejected::Author { .. } => "author",
             Rejected::Control(_) => "control-authority",
             Rejected::Workflow(_) => "workflow",
+            Rejected::Relay(_) => "relay",
         }
     }
 }
@@ -108,12 +114,13 @@ pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
         signature,
         key_id: key.key_id().to_string(),
         forwarding: None,
+        relay: None,
     }
 }
 
 /// Verify a hybrid signature; one in the Ed25519-only format of earlier versions (or a key
 /// stored in it) is refused with a reason that says so.
-fn check_signature(
+pub(crate) fn check_signature(
     public_key: &[u8],
     context: &[u8],
     bytes: &[u8],

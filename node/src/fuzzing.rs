@@ -198,6 +198,7 @@ pub fn envelope_open(data: &[u8]) {
             signature: key.sign(MESSAGE_CONTEXT, rest),
             key_id: key.key_id().to_string(),
             forwarding: None,
+            relay: None,
         },
         1 => {
             let Ok(mut env) = Envelope::decode(rest) else {

@@ -45,13 +45,21 @@ pub enum Verdict {
     },
     /// Refused, with the rule that refused it.
     Reject { id: String, why: Rejected },
+    /// Not for this node: carry it on to `to` (relay). `envelope` has this node appended
+    /// to its relay path, as it is kept and handed on.
+    Carry {
+        id: String,
+        to: String,
+        envelope: Box<pb::Envelope>,
+        path: String,
+    },
 }
 
 impl Verdict {
     /// The routing rule that decided, and whether it allowed (for metrics).
     pub fn rule(&self) -> (&'static str, bool) {
         match self {
-            Verdict::Accept { .. } => ("allowed", true),
+            Verdict::Accept { .. } | Verdict::Carry { .. } => ("allowed", true),
             Verdict::Later { .. } => ("retry", false),
             Verdict::Reject { why, .. } => (why.rule(), false),
         }
@@ -94,10 +102,16 @@ pub fn judge_routed(
 ) -> (Verdict, Option<(&'static str, bool)>) {
     let mut routed = None;
     let verdict = match admit(env, peer, known, router, now_ms, &mut routed) {
-        Ok((content, effect)) => Verdict::Accept {
-            content: Box::new(content),
-            effect,
-        },
+        Ok(Admitted::Here(content, effect)) => Verdict::Accept { content, effect },
+        Ok(Admitted::Carry { id, taken }) => {
+            let (relay, envelope) = *taken;
+            Verdict::Carry {
+                id,
+                path: relay.path(),
+                to: relay.to,
+                envelope: Box::new(envelope),
+            }
+        }
         Err(Rejected::Later(reason)) => {
             let (id, cluster) = claimed_id(env);
             Verdict::Later {
@@ -119,6 +133,18 @@ pub fn judge_routed(
     (verdict, routed)
 }
 
+/// What [`admit`] let through.
+enum Admitted {
+    /// For this node: store it.
+    Here(Box<pb::Content>, Effect),
+    /// For another member, handed to this node to carry on: the instruction as checked, and
+    /// the envelope with this node on its path.
+    Carry {
+        id: String,
+        taken: Box<(crate::relay::Checked, pb::Envelope)>,
+    },
+}
+
 fn admit(
     env: &pb::Envelope,
     peer: &str,
@@ -126,7 +152,7 @@ fn admit(
     router: &Router,
     now_ms: i64,
     routed: &mut Option<(&'static str, bool)>,
-) -> Result<(pb::Content, Effect), Rejected> {
+) -> Result<Admitted, Rejected> {
     let o = envelope::open(env, |k| known.key(k), now_ms)?;
     if let Some(why) = known::refuse_signer(known, &env.key_id) {
         return Err(Rejected::Policy {
@@ -134,7 +160,27 @@ fn admit(
             reason: why,
         });
     }
-    opens_here(&o.content, known)?;
+    // A relayed envelope: the sender who signed the instruction stands where the handing
+    // peer stands for a direct delivery (every rule below is judged as if it had handed
+    // it over itself), and the path is checked on top.
+    let relay = match &env.relay {
+        None => None,
+        Some(_) => {
+            let r = crate::relay::check(env, peer, known.me(), |k| known.key(k))?;
+            if let Some(why) = known::refuse_signer(known, &r.key_id) {
+                return Err(Rejected::Policy {
+                    rule: "revoked",
+                    reason: why,
+                });
+            }
+            Some(r)
+        }
+    };
+    let carrying = relay.as_ref().is_some_and(|r| r.carry(known.me()));
+    let peer = relay.as_ref().map_or(peer, |r| r.from.as_str());
+    if !carrying {
+        opens_here(&o.content, known)?;
+    }
     let view = match &env.forwarding {
         None if o.content.origin_org != peer => {
             return Err(Rejected::NotFromOrigin {
@@ -165,6 +211,29 @@ fn admit(
             Cow::Owned(envelope::forwarded_view(&o.content, &a))
         }
     };
+    if let Some(r) = relay {
+        // Whoever carried it (this node too, when asked to carry it on) may see it, or it
+        // is encrypted end to end.
+        let carriers = r
+            .hops
+            .iter()
+            .map(String::as_str)
+            .chain(carrying.then_some(known.me()));
+        for hop in carriers {
+            crate::relay::may_carry(known, router, &view, hop, now_ms).map_err(
+                |why| match why {
+                    crate::relay::CarryRefused::Later(r) => Rejected::Later(r),
+                    crate::relay::CarryRefused::No(why) => Rejected::Policy {
+                        rule: "relay",
+                        reason: format!("relayed through {hop}, which may not carry it: {why}"),
+                    },
+                },
+            )?;
+        }
+        if carrying {
+            return carry_on(env, &o.content, &view, r, known, router, now_ms, routed);
+        }
+    }
     let d = known::route(known, router, &view, known.me(), Direction::Ingress, now_ms);
     *routed = Some((d.rule, d.allowed));
     if d.retry {
@@ -178,7 +247,49 @@ fn admit(
     }
     let effect = control_authority(&o.content, known, router)?;
     known::workflow(known, router, &o.content).map_err(Rejected::Workflow)?;
-    Ok((o.content, effect))
+    Ok(Admitted::Here(Box::new(o.content), effect))
+}
+
+/// A relay's judgement of an envelope it is asked to carry on to `r.to`: a hop is left
+/// under the sender's limit, the recipient may receive it under the routing rules as this
+/// node sees them (a relay is nobody's amplifier), and this node knows where the recipient
+/// is. The recipient judges it again in full.
+#[allow(clippy::too_many_arguments)]
+fn carry_on(
+    env: &pb::Envelope,
+    content: &pb::Content,
+    view: &pb::Content,
+    r: crate::relay::Checked,
+    known: &impl Known,
+    router: &Router,
+    now_ms: i64,
+    routed: &mut Option<(&'static str, bool)>,
+) -> Result<Admitted, Rejected> {
+    let taken = crate::relay::take_on(env, &r, known.me())?;
+    let d = known::route(known, router, view, &r.to, Direction::Egress, now_ms);
+    *routed = Some((d.rule, d.allowed));
+    if d.retry {
+        return Err(Rejected::Later(d.reason));
+    }
+    if !d.allowed {
+        return Err(Rejected::Policy {
+            rule: d.rule,
+            reason: format!("{} may not receive it: {}", r.to, d.reason),
+        });
+    }
+    if known
+        .profile(&r.to, None)
+        .is_none_or(|p| p.endpoint.is_empty())
+    {
+        return Err(Rejected::Relay(format!(
+            "this node knows no endpoint for {}: try another relay",
+            r.to
+        )));
+    }
+    Ok(Admitted::Carry {
+        id: content.id.clone(),
+        taken: Box::new((r, taken)),
+    })
 }
 
 /// A body encrypted end to end to this organisation must open with its certified key, and
@@ -328,6 +439,8 @@ async fn admit_all(
     let mut accepted: Vec<(usize, pb::Content, Effect, NewMessage)> = Vec::new();
     let mut rejected: Vec<(usize, &'static str)> = Vec::new();
     let mut behind: Option<String> = None;
+    // Envelopes taken on to carry to another member: (slot, recipient, bytes, audit).
+    let mut carried: Vec<(usize, String, Vec<u8>, AuditEvent)> = Vec::new();
     for (i, env) in envelopes.into_iter().enumerate() {
         if i >= granted {
             results.push(result(
@@ -362,14 +475,39 @@ async fn admit_all(
                     String::new(),
                 ));
                 let received = AuditEvent::received(&content.id, &peer.org);
+                let audit = match (bundle, &env.relay) {
+                    (Some(b), _) => received.detail(format!("offline bundle {b}")),
+                    (None, Some(r)) => received.detail(format!(
+                        "relayed: {} via {}",
+                        content.origin_org,
+                        r.hops.join(", ")
+                    )),
+                    (None, None) => received,
+                };
+                // Stored as its sender signed it: the path it took is in the audit trail,
+                // not in the envelope (a re-share of it must not carry a stale path).
+                let stored = pb::Envelope { relay: None, ..env };
                 let msg = NewMessage {
-                    audit: vec![match bundle {
-                        Some(b) => received.detail(format!("offline bundle {b}")),
-                        None => received,
-                    }],
-                    ..NewMessage::of(&content, env.encode_to_vec(), &peer.org, now)
+                    audit: vec![audit],
+                    ..NewMessage::of(&content, stored.encode_to_vec(), &peer.org, now)
                 };
                 accepted.push((i, *content, effect, msg));
+            }
+            Verdict::Carry {
+                id,
+                to,
+                envelope,
+                path,
+            } => {
+                debug!(msg.id = %id, relay.to = %to, "taken on to carry");
+                results.push(result(
+                    pb::DeliveryOutcome::Accepted,
+                    id.clone(),
+                    format!("taken on by {} to carry to {to}", st.org()),
+                ));
+                let audit = AuditEvent::received(&id, &peer.org)
+                    .detail(format!("to carry on to {to} ({path})"));
+                carried.push((i, to, envelope.encode_to_vec(), audit));
             }
             Verdict::Later {
                 id,
@@ -408,6 +546,7 @@ async fn admit_all(
             r.reason = format!("the receiving node could not store it ({e}); retry later");
         }
     }
+    keep_carried(st, carried, &mut results).await;
     let mut events = Vec::new();
     for (slot, rule) in rejected {
         let r = &results[slot];
@@ -433,6 +572,46 @@ async fn admit_all(
         );
     }
     Ok(results)
+}
+
+/// Keep envelopes taken on as a relay, durably, and wake (or start) the delivery worker
+/// of each recipient; any the store cannot take are answered RETRY_LATER.
+async fn keep_carried(
+    st: &Arc<NodeState>,
+    carried: Vec<(usize, String, Vec<u8>, AuditEvent)>,
+    results: &mut [pb::DeliveryResult],
+) {
+    let mut by_to: std::collections::BTreeMap<String, Vec<(usize, Vec<u8>, AuditEvent)>> =
+        Default::default();
+    for (slot, to, bytes, audit) in carried {
+        by_to.entry(to).or_default().push((slot, bytes, audit));
+    }
+    for (to, items) in by_to {
+        let slots: Vec<usize> = items.iter().map(|i| i.0).collect();
+        let (bytes, audit) = items.into_iter().map(|(_, b, a)| (b, a)).unzip();
+        match st.store.relay_put(&to, bytes, audit).await {
+            Ok(()) => {
+                st.metrics
+                    .add(crate::metrics::RELAYED, &[("to", &to)], slots.len() as u64);
+                match st.peers.get(&to) {
+                    Some(p) => p.notify.notify_one(),
+                    None => {
+                        if let Some(p) = st.directory.profile(&to, None) {
+                            st.ensure_peer(&to, &p.endpoint);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, relay.to = %to, "could not keep envelopes to carry; asking the sender to retry later");
+                for slot in slots {
+                    let r = &mut results[slot];
+                    r.outcome = pb::DeliveryOutcome::RetryLater as i32;
+                    r.reason = format!("the relay could not keep it ({e}); retry later");
+                }
+            }
+        }
+    }
 }
 
 /// Insert the accepted envelopes in one transaction, then record what control messages
@@ -503,28 +682,33 @@ fn same_content(
     Ok(pb::Envelope::decode(stored.envelope.as_slice()).is_ok_and(|e| e.content == new.content))
 }
 
-/// A re-share carries the origin's certificate: learn its keys (after verifying it
-/// against the federation root) so the origin's signature can be checked.
+/// A re-share carries the origin's certificate, a relayed envelope its sender's: learn
+/// their keys (after verifying each against the federation root) so the signatures can be
+/// checked.
 async fn learn_forwarded_origin(st: &NodeState, env: &pb::Envelope) {
-    let Some(f) = &env.forwarding else { return };
+    if let Some(f) = &env.forwarding {
+        learn_cert(st, &f.origin_cert).await;
+    }
+    if let Some(r) = &env.relay {
+        learn_cert(st, &r.sender_cert).await;
+    }
+}
+
+async fn learn_cert(st: &NodeState, der: &[u8]) {
     // A certificate this node already holds is not verified again (each verification is an
     // ECDSA and an ML-DSA check, and a batch may carry a thousand of them).
-    if f.origin_cert.is_empty() || st.directory.holds_cert(&f.origin_cert) {
+    if der.is_empty() || st.directory.holds_cert(der) {
         return;
     }
-    let chain = [rustls::pki_types::CertificateDer::from(
-        f.origin_cert.clone(),
-    )];
+    let chain = [rustls::pki_types::CertificateDer::from(der.to_vec())];
     if let Ok(id @ PeerIdentity::Node { .. }) =
         crate::pki::identity_from_chain(&chain, &st.tls.root_der)
         && !st.tls.revocations.identity_revoked(&id)
         && let PeerIdentity::Node { profile, .. } = id
     {
-        st.directory
-            .learn(&st.store, &profile, &f.origin_cert)
-            .await;
+        st.directory.learn(&st.store, &profile, der).await;
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

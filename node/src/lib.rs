@@ -30,6 +30,7 @@ pub mod pki;
 pub mod policy;
 pub mod provision;
 pub mod ratelimit;
+pub mod relay;
 pub mod replication;
 pub mod routing;
 pub mod server;

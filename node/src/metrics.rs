@@ -39,6 +39,10 @@ pub const MESSAGES_RECEIVED: &str = "bluewire_messages_received_total";
 pub const ENVELOPES_REJECTED: &str = "bluewire_envelopes_rejected_total";
 /// Label `peer`.
 pub const DELIVERIES: &str = "bluewire_deliveries_total";
+/// Label `to`: envelopes this node took on to carry to another member (relay).
+pub const RELAYED: &str = "bluewire_relayed_total";
+/// Label `via`: own envelopes another member took on while the direct link was down.
+pub const SENT_VIA_RELAY: &str = "bluewire_sent_via_relay_total";
 /// Calls or envelopes deferred by a rate limit. Labels `kind` ("peer"|"client") and `who`.
 pub const RATE_LIMITED: &str = "bluewire_rate_limited_total";
 /// Write transactions the store has committed (a group commit counts once).
@@ -71,6 +75,14 @@ const HELP: &[(&str, &str)] = &[
         "Envelopes refused by this node, by sending peer and refusing rule.",
     ),
     (DELIVERIES, "Messages acknowledged by each peer node."),
+    (
+        RELAYED,
+        "Envelopes this node took on to carry to another member (relay), by recipient.",
+    ),
+    (
+        SENT_VIA_RELAY,
+        "Envelopes handed to a relay while the direct link to their recipient was down, by relay.",
+    ),
     (
         TLS_HANDSHAKES,
         "TLS handshakes completed, by listener (node, taxii), negotiated key-exchange group, peer kind (node, user, none) and outcome (accepted, refused).",

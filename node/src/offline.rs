@@ -260,7 +260,7 @@ fn count_field(mut bytes: &[u8], field: u32) -> Result<usize, String> {
 }
 
 /// Attacker-chosen text in an error message: at most 80 characters.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     match s.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),

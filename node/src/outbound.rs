@@ -640,6 +640,28 @@ pub struct Explained {
     pub functions: Vec<String>,
     /// Why the crisis workflow requires this organisation to receive the message, if it does.
     pub mandatory: Option<&'static str>,
+    /// How a message for it would travel now (see [`path_for`]).
+    pub path: String,
+}
+
+/// How `content` would travel to `org` now: "direct", "via RELAY", "via RELAY (not for
+/// this message: why)" when that member may not carry it, or "unreachable"; empty for
+/// this node itself or an organisation it has no link to.
+pub fn path_for(st: &NodeState, content: &pb::Content, org: &str) -> String {
+    let Some(peer) = st.peers.get(org) else {
+        return String::new();
+    };
+    let stats = peer.stats();
+    let label = crate::relay::path_label(stats.connected, stats.via.as_deref());
+    match stats.via.as_deref().filter(|_| !stats.connected) {
+        Some(relay) => {
+            match crate::relay::may_carry(st, &st.router, content, relay, crate::clock::now_ms()) {
+                Ok(()) => label,
+                Err(why) => format!("{label} (not for this message: {})", why.reason()),
+            }
+        }
+        None => label,
+    }
 }
 
 pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained> {
@@ -670,6 +692,7 @@ pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained
                 .find(|(o, _)| o == org)
                 .map(|(_, why)| *why),
             decision: st.decide(content, org, direction),
+            path: path_for(st, content, org),
             functions: st
                 .directory
                 .profile(org, cluster.as_deref())

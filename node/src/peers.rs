@@ -70,6 +70,9 @@ pub struct PeerStats {
     pub consecutive_failures: u32,
     pub last_error: String,
     pub last_success_ms: i64,
+    /// The member that took this peer's messages on last while the direct link was down
+    /// (cleared when the direct link delivers again).
+    pub via: Option<String>,
 }
 
 /// Handle to a peer's delivery worker.
@@ -83,6 +86,8 @@ pub struct PeerLink {
     pub notify: Notify,
     pub stats: Mutex<PeerStats>,
     pub link: Arc<Mutex<LinkInfo>>,
+    /// The delivery worker's working link, while it has one: other workers relay through it.
+    pub client: Mutex<Option<FederationClient<Channel>>>,
 }
 
 impl PeerLink {
@@ -94,11 +99,32 @@ impl PeerLink {
             notify: Notify::new(),
             stats: Mutex::new(PeerStats::default()),
             link: Arc::new(Mutex::new(LinkInfo::default())),
+            client: Mutex::new(None),
         })
     }
 
     pub fn stats(&self) -> PeerStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// How messages for this peer travel now: "direct", "via ORG" or "unreachable".
+    pub fn path(&self) -> String {
+        let s = self.stats();
+        crate::relay::path_label(s.connected, s.via.as_deref())
+    }
+
+    /// The working link to this peer, if its worker has one now.
+    pub fn working_client(&self) -> Option<FederationClient<Channel>> {
+        if !self.stats().connected {
+            return None;
+        }
+        self.client.lock().ok().and_then(|c| c.clone())
+    }
+
+    pub(crate) fn set_client(&self, c: &Option<FederationClient<Channel>>) {
+        if let Ok(mut slot) = self.client.lock() {
+            slot.clone_from(c);
+        }
     }
 
     pub fn kx_group(&self) -> String {

@@ -217,6 +217,15 @@ impl Node {
         if let Err(e) = crate::replication::load(&state).await {
             return Err(NodeError::Clusters(e.to_string()));
         }
+        // Envelopes this node took on as a relay before it stopped go on to their recipients.
+        for org in state.store.relay_targets().map_err(NodeError::Store)? {
+            match state.directory.profile(&org, None) {
+                Some(p) => state.ensure_peer(&org, &p.endpoint),
+                None => {
+                    tracing::warn!(relay.to = %org, "holding envelopes to carry to an organisation whose certificate this node no longer knows")
+                }
+            }
+        }
         // Every policy change that takes effect is audited.
         {
             let st = state.clone();

@@ -214,6 +214,8 @@ impl NodeState {
                 last_error: s.last_error,
                 last_success_ms: s.last_success_ms,
                 kx_group: p.kx_group(),
+                path: p.path(),
+                relay_depth: self.store.relay_depth(&p.org)?,
                 functions: self
                     .directory
                     .profile(&p.org, None)

@@ -145,6 +145,7 @@ pub struct TestFederation {
     nodes: Mutex<HashMap<String, Node>>,
     procs: Mutex<HashMap<String, Child>>,
     proxies: HashMap<String, FaultProxy>,
+    paths: HashMap<(String, String), FaultProxy>,
 }
 
 impl Drop for TestFederation {
@@ -177,6 +178,10 @@ pub struct FedOptions {
     /// Organisations every other node reaches through a [`FaultProxy`] (its static peer
     /// endpoint points at the proxy; users still connect directly): [`TestFederation::link`].
     pub proxied: Vec<String>,
+    /// Directed links (from, to) that go through a [`FaultProxy`] of their own: `from`'s
+    /// static peer entry for `to` points at it, everyone else reaches `to` directly
+    /// ([`TestFederation::path`]). Not for organisations in `proxied`.
+    pub proxied_paths: Vec<(String, String)>,
     /// Keep the shipped `[delivery]` retry and timeout settings instead of the harness's
     /// faster ones (for measuring what an operator gets).
     pub shipped_delivery: bool,
@@ -190,6 +195,7 @@ impl Default for FedOptions {
             former_member_grace_secs: None,
             taxii: false,
             proxied: Vec::new(),
+            proxied_paths: Vec::new(),
             shipped_delivery: false,
         }
     }
@@ -356,6 +362,23 @@ impl TestFederation {
             }
             proxies.insert(org.clone(), proxy);
         }
+        let mut paths = HashMap::new();
+        for (from, to) in &opts.proxied_paths {
+            assert!(
+                !opts.proxied.contains(to),
+                "{to} is reached through a proxy already"
+            );
+            let (Some(src), Some(dst)) = (infos.get(from), infos.get(to)) else {
+                panic!("proxied path {from} -> {to}: not both in the federation");
+            };
+            let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], dst.port))).await;
+            let text = std::fs::read_to_string(&src.config_path).expect("read node.toml");
+            let quoted = format!("\"{}\"", dst.endpoint);
+            assert!(text.contains(&quoted), "{from} has no peer entry for {to}");
+            let text = text.replace(&quoted, &format!("\"https://{}\"", proxy.addr()));
+            std::fs::write(&src.config_path, text).expect("write node.toml");
+            paths.insert((from.clone(), to.clone()), proxy);
+        }
         let fed = TestFederation {
             dir,
             fed_dir: provisioned.ca_dir,
@@ -363,6 +386,7 @@ impl TestFederation {
             nodes: Mutex::new(HashMap::new()),
             procs: Mutex::new(HashMap::new()),
             proxies,
+            paths,
         };
         for spec in orgs {
             let l = listeners.remove(&spec.org).expect("listener");
@@ -381,6 +405,16 @@ impl TestFederation {
         self.proxies
             .get(org)
             .unwrap_or_else(|| panic!("{org} is not reached through a proxy (FedOptions::proxied)"))
+    }
+
+    /// The link from `from` to `to` (only `from` goes through this proxy to reach `to`); only
+    /// for paths in [`FedOptions::proxied_paths`].
+    pub fn path(&self, from: &str, to: &str) -> &FaultProxy {
+        self.paths
+            .get(&(from.to_string(), to.to_string()))
+            .unwrap_or_else(|| {
+                panic!("{from} -> {to} is not a proxied path (FedOptions::proxied_paths)")
+            })
     }
 
     pub fn info(&self, org: &str) -> &OrgInfo {

@@ -34,7 +34,7 @@ type FederationClient = pb::federation_client::FederationClient<Channel>;
 #[derive(Clone, Debug)]
 pub enum Sent {
     Content(Box<pb::Content>),
-    Envelope(pb::Envelope),
+    Envelope(Box<pb::Envelope>),
 }
 
 impl From<pb::Content> for Sent {
@@ -51,13 +51,13 @@ impl From<&pb::Content> for Sent {
 
 impl From<pb::Envelope> for Sent {
     fn from(e: pb::Envelope) -> Self {
-        Sent::Envelope(e)
+        Sent::Envelope(Box::new(e))
     }
 }
 
 impl From<&pb::Envelope> for Sent {
     fn from(e: &pb::Envelope) -> Self {
-        Sent::Envelope(e.clone())
+        Sent::Envelope(Box::new(e.clone()))
     }
 }
 
@@ -192,7 +192,7 @@ impl<'a> Rogue<'a> {
     fn envelope(&self, sent: Sent) -> pb::Envelope {
         match sent {
             Sent::Content(c) => self.seal(&c),
-            Sent::Envelope(e) => e,
+            Sent::Envelope(e) => *e,
         }
     }
 

@@ -281,8 +281,10 @@ impl Admin for Api {
                      decision: d,
                      functions,
                      mandatory,
+                     path,
                  }| pb::RecipientExplanation {
                     functions,
+                    path,
                     mandatory: mandatory.unwrap_or_default().to_string(),
                     org: d.org,
                     allowed: d.allowed,

@@ -12,7 +12,8 @@ use pb::content::Body;
 
 const NOW: i64 = 1_000_000;
 
-fn content(origin: usize, text: &str) -> pb::Content {
+/// A GREEN free-text message of `origin` at the technical level.
+pub(crate) fn content(origin: usize, text: &str) -> pb::Content {
     pb::Content {
         id: new_id(),
         origin_org: ORGS[origin].into(),
@@ -511,4 +512,140 @@ fn a_reshare_that_cannot_be_decided_yet_names_the_cluster_it_goes_into() {
         Verdict::Later { cluster, .. } => assert_eq!(cluster, log.st.id),
         other => panic!("expected retry-later, got {other:?}"),
     }
+}
+
+/// `origin`'s envelope of `c` with its instruction to carry it to `to` (hop limit 2), the
+/// path set to `hops`.
+fn relayed(origin: usize, to: usize, c: &pb::Content, hops: &[usize]) -> pb::Envelope {
+    let mut env = crate::relay::instruct(
+        &seal(origin, c),
+        (ORGS[origin], b""),
+        ORGS[to],
+        2,
+        key(origin),
+        NOW,
+    );
+    env.relay.as_mut().unwrap().hops = hops.iter().map(|&h| ORGS[h].to_string()).collect();
+    env
+}
+
+/// The words of a refusal (empty for anything else).
+fn said(v: &Verdict) -> String {
+    match v {
+        Verdict::Reject { why, .. } => why.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn marked(origin: usize, tlp: pb::Tlp, recipients: &[usize]) -> pb::Content {
+    pb::Content {
+        marking: Some(pb::Marking {
+            tlp: tlp as i32,
+            ..Default::default()
+        }),
+        recipients: recipients.iter().map(|&r| ORGS[r].to_string()).collect(),
+        ..content(origin, "marked")
+    }
+}
+
+#[test]
+fn a_relayed_message_is_judged_as_if_its_sender_had_handed_it_over() {
+    let known = Memory::new(ORGS[A]);
+    let r = Router::new();
+    let c = content(C, "via B");
+    let env = relayed(C, A, &c, &[B]);
+    match judge(&env, ORGS[B], &known, &r, NOW) {
+        Verdict::Accept { content, .. } => assert_eq!(*content, c),
+        other => panic!("{other:?}"),
+    }
+    // The same envelope without the sender's instruction: B may not hand over C's message.
+    let v = judge(&seal(C, &c), ORGS[B], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "origin");
+    assert!(said(&v).contains("no relay instruction"), "{v:?}");
+    // Handed over by a member that is not the path's last hop.
+    assert_eq!(refused(judge(&env, ORGS[D], &known, &r, NOW)), "relay");
+    // The relay writes an instruction of its own for C's message: it speaks only for itself.
+    let own = relayed(C, A, &c, &[]);
+    let mut forged = crate::relay::instruct(&seal(C, &c), (ORGS[B], b""), ORGS[A], 2, key(B), NOW);
+    assert_eq!(refused(judge(&forged, ORGS[B], &known, &r, NOW)), "origin");
+    // Nor can it borrow the sender's instruction signature under another name.
+    forged.relay.as_mut().unwrap().signature = own.relay.as_ref().unwrap().signature.clone();
+    assert_eq!(
+        refused(judge(&forged, ORGS[B], &known, &r, NOW)),
+        "signature"
+    );
+    // An instruction signed with a revoked key.
+    let mut revoked = Memory::new(ORGS[A]);
+    revoked
+        .distrusted
+        .insert(key(C).key_id().to_string(), NOW - 1_000_000);
+    assert_eq!(refused(judge(&env, ORGS[B], &revoked, &r, NOW)), "revoked");
+}
+
+#[test]
+fn a_relay_carries_on_only_what_it_and_the_recipient_may_see() {
+    let known = Memory::new(ORGS[B]);
+    let r = Router::new();
+    let c = content(C, "for A");
+    match judge(&relayed(C, A, &c, &[]), ORGS[C], &known, &r, NOW) {
+        Verdict::Carry {
+            id,
+            to,
+            envelope,
+            path,
+        } => {
+            assert_eq!((id, to), (c.id.clone(), ORGS[A].to_string()));
+            assert_eq!(envelope.relay.unwrap().hops, vec![ORGS[B].to_string()]);
+            assert_eq!(envelope.content, seal(C, &c).content);
+            assert_eq!(path, format!("{} via ", ORGS[C]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Named for A only: B may not see it in clear, so it does not carry it.
+    let amber = marked(C, pb::Tlp::Amber, &[A]);
+    let v = judge(&relayed(C, A, &amber, &[]), ORGS[C], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "relay");
+    assert!(said(&v).contains("may not see it"), "{v:?}");
+    // RED in clear: never relayed, even by a named recipient.
+    let red = marked(C, pb::Tlp::Red, &[A, B]);
+    let v = judge(&relayed(C, A, &red, &[]), ORGS[C], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "relay");
+    assert!(said(&v).contains("encrypted end to end"), "{v:?}");
+    // The recipient may not receive it (named for D only): a relay is nobody's amplifier.
+    let for_d = marked(C, pb::Tlp::Amber, &[B, D]);
+    let v = judge(&relayed(C, A, &for_d, &[]), ORGS[C], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "recipients");
+    assert!(said(&v).contains("may not receive it"), "{v:?}");
+    // No hop left: the sender allowed one, D used it.
+    let mut one = crate::relay::instruct(&seal(C, &c), (ORGS[C], b""), ORGS[A], 1, key(C), NOW);
+    one.relay.as_mut().unwrap().hops = vec![ORGS[D].to_string()];
+    let v = judge(&one, ORGS[D], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "relay");
+    assert!(said(&v).contains("uses them all"), "{v:?}");
+    // A loop back through this node.
+    let looped = relayed(C, A, &c, &[B, D]);
+    assert_eq!(refused(judge(&looped, ORGS[D], &known, &r, NOW)), "relay");
+}
+
+#[test]
+fn the_recipient_refuses_what_came_through_a_member_that_may_not_carry_it() {
+    let known = Memory::new(ORGS[A]);
+    let r = Router::new();
+    // Named for A only, carried in clear by B.
+    let amber = marked(C, pb::Tlp::Amber, &[A]);
+    let v = judge(&relayed(C, A, &amber, &[B]), ORGS[B], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "relay");
+    assert!(said(&v).contains("relayed through"), "{v:?}");
+    // RED in clear, even through a named recipient.
+    let red = marked(C, pb::Tlp::Red, &[A, B]);
+    assert_eq!(
+        refused(judge(&relayed(C, A, &red, &[B]), ORGS[B], &known, &r, NOW)),
+        "relay"
+    );
+    // Named for A and B: B may carry it.
+    let both = marked(C, pb::Tlp::Amber, &[A, B]);
+    assert!(matches!(
+        judge(&relayed(C, A, &both, &[B]), ORGS[B], &known, &r, NOW),
+        Verdict::Accept { .. }
+    ));
 }

@@ -20,7 +20,8 @@ use crate::audit;
 use super::tables::{
     ANNOTATIONS, API_TOKENS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS,
     DIRECTORY, IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX,
-    REJECTIONS, RejectionRecord, STIX, delivered_key, depth_key, read_audit_head,
+    REJECTIONS, RELAY, RejectionRecord, STIX, delivered_key, depth_key, read_audit_head,
+    relay_depth_key,
 };
 use super::{
     AnnotationRecord, ApiTokenRecord, AuditRecordRow, Rejection, Result, Store, StoreError,
@@ -73,6 +74,56 @@ impl Store {
             out.push((seq, rec.envelope));
         }
         Ok(out)
+    }
+
+    /// Oldest first: up to `limit` (relay seq, envelope bytes) this node carries for `to`.
+    pub fn relay_batch(&self, to: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rtx = self.read()?;
+        let t = match rtx.open_table(RELAY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err("open relay queue")(e)),
+        };
+        let mut out = Vec::new();
+        for entry in t
+            .range((to, 0u64)..=(to, u64::MAX))
+            .map_err(db_err("scan relay queue"))?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(db_err("scan relay queue"))?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The organisations this node holds carried envelopes for.
+    pub fn relay_targets(&self) -> Result<Vec<String>> {
+        let rtx = self.read()?;
+        let t = match rtx.open_table(RELAY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err("open relay queue")(e)),
+        };
+        let mut out: Vec<String> = Vec::new();
+        let mut from = String::new();
+        loop {
+            let next = t
+                .range((from.as_str(), 0u64)..)
+                .map_err(db_err("scan relay queue"))?
+                .next();
+            let Some(entry) = next else { break };
+            let (k, _) = entry.map_err(db_err("scan relay queue"))?;
+            let org = k.value().0.to_owned();
+            // The next organisation sorts after every (org, seq) key.
+            from = format!("{org}\0");
+            out.push(org);
+        }
+        Ok(out)
+    }
+
+    /// Envelopes this node carries for `to` (a counter, O(1)).
+    pub fn relay_depth(&self, to: &str) -> Result<u64> {
+        self.counter(&relay_depth_key(to))
     }
 
     fn counter(&self, key: &str) -> Result<u64> {

@@ -54,11 +54,15 @@ pub(super) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
 /// table holds only u64 values, so the head's hash lives here.)
+/// Envelopes this node carries for other members (relay): (recipient org, relay seq) →
+/// envelope bytes, path included.
+pub(super) const RELAY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("relay_queue");
 pub(super) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
 pub(super) const AUDIT_HEAD_KEY: &str = "head";
 
 /// Next message seq to assign (seqs start at 1; head = next - 1).
 pub(super) const META_NEXT_SEQ: &str = "next_seq";
+pub(super) const META_NEXT_RELAY: &str = "next_relay";
 /// The message-record layout the file is at: absent or 1 before records carried their
 /// cluster and re-share flag, [`LAYOUT`] since.
 pub(super) const META_LAYOUT: &str = "layout";
@@ -68,6 +72,10 @@ pub(super) const META_NEXT_REJECTION: &str = "next_rejection";
 
 pub(super) fn depth_key(peer: &str) -> String {
     format!("outbox_depth/{peer}")
+}
+
+pub(super) fn relay_depth_key(peer: &str) -> String {
+    format!("relay_depth/{peer}")
 }
 
 pub(super) fn delivered_key(peer: &str) -> String {
@@ -190,6 +198,7 @@ pub(super) struct Tables<'t> {
     pub(super) api_tokens: Table<'t, &'static str, &'static [u8]>,
     pub(super) audit: Table<'t, u64, &'static [u8]>,
     pub(super) audit_meta: Table<'t, &'static str, &'static [u8]>,
+    pub(super) relay: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) next_seq: u64,
     /// The audit head as of this transaction's last applied op.
     pub(super) audit_head: AuditHead,
@@ -271,6 +280,7 @@ pub(super) fn open_tables<'t>(
         audit_meta: wtx
             .open_table(AUDIT_META)
             .map_err(e("open audit meta table"))?,
+        relay: wtx.open_table(RELAY).map_err(e("open relay queue table"))?,
         meta,
         next_seq,
         audit_head,

@@ -20,9 +20,9 @@ use redb::{Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tables::{
-    AUDIT_HEAD_KEY, AuditHead, AuditHeadRecord, KeyRecord, META_NEXT_REJECTION, META_NEXT_SEQ,
-    MessageRecord, RejectionRecord, Tables, add_counter, delivered_key, depth_key, get_u64,
-    open_tables, sub_counter,
+    AUDIT_HEAD_KEY, AuditHead, AuditHeadRecord, KeyRecord, META_NEXT_REJECTION, META_NEXT_RELAY,
+    META_NEXT_SEQ, MessageRecord, RejectionRecord, Tables, add_counter, delivered_key, depth_key,
+    get_u64, open_tables, relay_depth_key, sub_counter,
 };
 use super::{
     AnnotationRecord, ApiTokenRecord, AuditRecordRow, InsertOutcome, Keep, LAZY_HOLD, MAX_GROUP,
@@ -56,6 +56,20 @@ pub(super) enum Op {
         peer: String,
         seqs: Vec<u64>,
         reply: Reply<u64>,
+    },
+    /// Envelopes taken on to carry to `to` (relay), with their audit records.
+    RelayPut {
+        to: String,
+        envelopes: Vec<Vec<u8>>,
+        audit: Vec<AuditEvent>,
+        reply: Reply<()>,
+    },
+    /// Carried envelopes handed on (or given up), with their audit records.
+    RelayAck {
+        to: String,
+        seqs: Vec<u64>,
+        audit: Vec<AuditEvent>,
+        reply: Reply<()>,
     },
     Reject {
         rejection: Rejection,
@@ -157,6 +171,8 @@ impl Op {
             }
             (
                 Op::Ack { reply, .. }
+                | Op::RelayPut { reply, .. }
+                | Op::RelayAck { reply, .. }
                 | Op::Reject { reply, .. }
                 | Op::PutKey { reply, .. }
                 | Op::SetCursor { reply, .. }
@@ -187,6 +203,8 @@ impl Op {
                 let _ = reply.send(Err(e));
             }
             Op::Ack { reply, .. }
+            | Op::RelayPut { reply, .. }
+            | Op::RelayAck { reply, .. }
             | Op::Reject { reply, .. }
             | Op::PutKey { reply, .. }
             | Op::SetCursor { reply, .. }
@@ -215,6 +233,21 @@ impl Tables<'_> {
             }
             Op::DropOutbox { peer, .. } => self.drop_outbox(peer).map(Applied::Count),
             Op::Enqueue { peer, seqs, .. } => self.enqueue(peer, seqs).map(Applied::Count),
+            Op::RelayPut {
+                to,
+                envelopes,
+                audit,
+                ..
+            } => {
+                self.relay_put(to, envelopes)?;
+                self.append_audit(audit).map(|()| Applied::Unit)
+            }
+            Op::RelayAck {
+                to, seqs, audit, ..
+            } => {
+                self.relay_ack(to, seqs)?;
+                self.append_audit(audit).map(|()| Applied::Unit)
+            }
             Op::Reject { rejection, .. } => self.reject(rejection).map(|()| Applied::Unit),
             Op::PutKey {
                 key_id,
@@ -405,6 +438,42 @@ impl Tables<'_> {
             .remove(depth_key(peer).as_str())
             .map_err(db_err("update counter"))?;
         Ok(dropped)
+    }
+
+    fn relay_put(&mut self, to: &str, envelopes: &[Vec<u8>]) -> Result<()> {
+        let mut next = get_u64(&self.meta, META_NEXT_RELAY)?.unwrap_or(1);
+        for e in envelopes {
+            self.relay
+                .insert((to, next), e.as_slice())
+                .map_err(db_err("queue relay entry"))?;
+            next += 1;
+        }
+        self.meta
+            .insert(META_NEXT_RELAY, next)
+            .map_err(db_err("update relay seq"))?;
+        add_counter(
+            &mut self.counters,
+            &relay_depth_key(to),
+            envelopes.len() as u64,
+        )
+    }
+
+    fn relay_ack(&mut self, to: &str, seqs: &[u64]) -> Result<()> {
+        let mut removed = 0u64;
+        for &seq in seqs {
+            if self
+                .relay
+                .remove((to, seq))
+                .map_err(db_err("remove relay entry"))?
+                .is_some()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sub_counter(&mut self.counters, &relay_depth_key(to), removed)?;
+        }
+        Ok(())
     }
 
     fn enqueue(&mut self, peer: &str, seqs: &[u64]) -> Result<u64> {
@@ -915,6 +984,45 @@ impl Store {
         }
         let peer = peer.to_owned();
         self.call(|reply| Op::Enqueue { peer, seqs, reply }).await
+    }
+
+    /// Keep `envelopes` (each with this node on its relay path) to carry to `to`, with the
+    /// audit records of taking them on; durable before it returns (the sender then forgets
+    /// them).
+    pub async fn relay_put(
+        &self,
+        to: &str,
+        envelopes: Vec<Vec<u8>>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let to = to.to_owned();
+        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::RelayPut {
+            to,
+            envelopes,
+            audit,
+            reply,
+        })
+        .await
+    }
+
+    /// Forget carried envelopes `seqs` for `to` (handed on, or given up), with audit records.
+    pub async fn relay_ack(&self, to: &str, seqs: Vec<u64>, audit: Vec<AuditEvent>) -> Result<()> {
+        if seqs.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        let to = to.to_owned();
+        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        self.call(|reply| Op::RelayAck {
+            to,
+            seqs,
+            audit,
+            reply,
+        })
+        .await
     }
 
     /// Records why a message from a peer was refused. Only the newest

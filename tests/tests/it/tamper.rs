@@ -110,6 +110,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
             content: garbage,
             key_id: be_key.key_id().to_string(),
             forwarding: None,
+            relay: None,
         },
     )
     .await;
@@ -129,6 +130,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         signature: vec![0; 64],
         key_id: be_key.key_id().to_string(),
         forwarding: None,
+        relay: None,
     };
     let huge = pb::DeliverRequest {
         envelopes: (0..5).map(chunk).collect(),
