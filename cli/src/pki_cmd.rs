@@ -82,6 +82,30 @@ pub enum PkiCommand {
         #[arg(long, value_name = "TIME")]
         compromised_since: Option<String>,
     },
+    /// Rotate an organisation's node keys: a new node certificate with fresh TLS, signing
+    /// and encryption keys (same CA-asserted profile, same organisation CA and users). The
+    /// current node files move to ORG_DIR/retired/SERIAL/ (the node keeps opening what was
+    /// encrypted to the old key); the old certificate stays valid for --overlap, then
+    /// retires: `pki crl` lists it from then on, and its keys sign nothing new.
+    Rotate {
+        #[arg(long)]
+        ca: PathBuf,
+        /// The organisation directory written by `pki issue` (node.crt, node.key, signing.key,
+        /// encryption.key).
+        #[arg(long)]
+        org_dir: PathBuf,
+        /// How long the old certificate stays valid beside the new one: 7d, 12h, 30m, 0m.
+        #[arg(long, default_value = "7d")]
+        overlap: String,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Sign crl.pem again: every revocation, and every rotated certificate whose overlap has
+    /// ended. Run it when an overlap ends, and at least weekly (the CRL's next update).
+    Crl {
+        #[arg(long)]
+        ca: PathBuf,
+    },
     /// List what the CA issued, with revocation state.
     List {
         #[arg(long)]
@@ -156,12 +180,12 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                 out,
                 &format!(
                     "issued {org}: node.crt, node.key, signing.key ({}), encryption.key ({}), org-ca.crt, org-ca.key, ca.crt in {}",
-                    bundle.signing_key.key_id,
-                    bundle.encryption_key.key_id,
+                    bundle.node.signing_key.key_id,
+                    bundle.node.encryption_key.key_id,
                     dir.display()
                 ),
-                serde_json::json!({"org": org, "dir": dir, "signing_key_id": bundle.signing_key.key_id,
-                                   "encryption_key_id": bundle.encryption_key.key_id}),
+                serde_json::json!({"org": org, "dir": dir, "signing_key_id": bundle.node.signing_key.key_id,
+                                   "encryption_key_id": bundle.node.encryption_key.key_id}),
             );
         }
         PkiCommand::IssueUser {
@@ -256,6 +280,75 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                 }),
             );
         }
+        PkiCommand::Rotate {
+            ca,
+            org_dir,
+            overlap,
+            days,
+        } => {
+            let overlap_ms = crate::token_cmd::parse_duration(&overlap)
+                .map_err(|e| anyhow::anyhow!("--overlap: {e}"))?;
+            let cert_path = org_dir.join("node.crt");
+            let pem = std::fs::read_to_string(&cert_path).with_context(|| {
+                format!(
+                    "cannot read {} (give the organisation directory `pki issue` wrote)",
+                    cert_path.display()
+                )
+            })?;
+            let current = pki::load_certs_pem(&pem)?
+                .into_iter()
+                .next()
+                .with_context(|| format!("no certificate in {}", cert_path.display()))?;
+            let old = pki::serial_hex(&current)?;
+            let mut fed = load_ca(&ca)?;
+            let next = fed.rotate_node(&current, days, overlap_ms / 1000)?;
+            let retired = next.install_rotated(&org_dir, &old)?;
+            fed.save(&ca)?;
+            std::fs::write(ca.join("crl.pem"), fed.crl_pem())?;
+            let retires = fed
+                .issued()
+                .into_iter()
+                .find(|c| c.serial == old)
+                .and_then(|c| c.retires_at)
+                .unwrap_or_default();
+            report(
+                out,
+                &format!(
+                    "rotated: node certificate {} with signing key {} and encryption key {} in {}; \
+                     the old files are in {}. Restart the node to use them. The old certificate {old} \
+                     stays valid until {}; then run `bluewire pki crl --ca {}` and copy crl.pem to the nodes",
+                    next.serial,
+                    next.signing_key.key_id,
+                    next.encryption_key.key_id,
+                    org_dir.display(),
+                    retired.display(),
+                    crate::output::ts(retires.saturating_mul(1000)),
+                    ca.display()
+                ),
+                serde_json::json!({
+                    "serial": next.serial, "old_serial": old,
+                    "signing_key_id": next.signing_key.key_id,
+                    "encryption_key_id": next.encryption_key.key_id,
+                    "retired_dir": retired, "old_retires_at_ms": retires.saturating_mul(1000),
+                }),
+            );
+        }
+        PkiCommand::Crl { ca } => {
+            let mut fed = load_ca(&ca)?;
+            let crl = fed.refresh_crl()?;
+            fed.save(&ca)?;
+            std::fs::write(ca.join("crl.pem"), &crl)?;
+            let listed = bluewire_node::pki::crl_serials(&crl, fed.cert_der())?;
+            report(
+                out,
+                &format!(
+                    "{} rewritten: {} certificate(s) listed — nodes pick it up within crl_poll_secs",
+                    ca.join("crl.pem").display(),
+                    listed.len()
+                ),
+                serde_json::json!({"crl": ca.join("crl.pem"), "listed": listed}),
+            );
+        }
         PkiCommand::List { ca } => {
             let fed = load_ca(&ca)?;
             let issued = fed.issued();
@@ -276,6 +369,13 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                             i.compromised_since
                                 .map(|r| crate::output::ts(r.saturating_mul(1000)))
                                 .unwrap_or_else(|| "-".into()),
+                            match (&i.superseded_by, i.retires_at) {
+                                (Some(next), Some(at)) => format!(
+                                    "by {next}, retires {}",
+                                    crate::output::ts(at.saturating_mul(1000))
+                                ),
+                                _ => "-".into(),
+                            },
                         ]
                     })
                     .collect::<Vec<_>>();
@@ -287,6 +387,7 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                         "NOT AFTER",
                         "REVOKED",
                         "COMPROMISED SINCE",
+                        "SUPERSEDED",
                     ],
                     &rows,
                 );

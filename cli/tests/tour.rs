@@ -516,6 +516,70 @@ fn five_minute_tour() {
         "{unreachable:#?}"
     );
 
+    // Key rotation: csirt-be's node gets new TLS, signing and encryption keys (same profile,
+    // same users); the old files stay under retired/, the old certificate retires after the
+    // overlap (none here: `pki crl` lists it at once).
+    let rotated = bw(&[
+        "--output",
+        "json",
+        "pki",
+        "rotate",
+        "--ca",
+        "fed",
+        "--org-dir",
+        "orgs/csirt-be",
+        "--overlap",
+        "0m",
+    ])
+    .expect_ok("pki rotate")
+    .json();
+    let old_serial = rotated["old_serial"].as_str().expect("old serial");
+    let retired = root.join("orgs/csirt-be/retired").join(old_serial);
+    for f in ["node.crt", "node.key", "signing.key", "encryption.key"] {
+        assert!(retired.join(f).is_file(), "no retired {f}: {rotated:#}");
+    }
+    let crl = bw(&["--output", "json", "pki", "crl", "--ca", "fed"])
+        .expect_ok("pki crl")
+        .json();
+    assert!(
+        crl["listed"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s == old_serial)),
+        "{crl:#}"
+    );
+    let listed = bw(&["pki", "list", "--ca", "fed"]).expect_ok("pki list");
+    assert!(
+        listed.stdout.contains(&format!(
+            "by {}",
+            rotated["serial"].as_str().expect("new serial")
+        )),
+        "{listed:#?}"
+    );
+    nodes.restart("csirt-be", &root.join("orgs/csirt-be"));
+    until_ok(
+        &mut nodes,
+        root,
+        &["--client-config", &olga, "--output", "json", "status"],
+    );
+    let published = bw(&[
+        "--client-config",
+        &alice,
+        "--output",
+        "json",
+        "publish",
+        "--level",
+        "technical",
+        "--tlp",
+        "GREEN",
+        "--title",
+        "Signed with the rotated key",
+    ])
+    .expect_ok("publish after rotation")
+    .json();
+    let m = arrived(published["id"].as_str().expect("id"));
+    assert_eq!(m["key_id"], rotated["signing_key_id"], "{m:#}");
+    assert_eq!(m["verified"], true, "{m:#}");
+
     // Revocation: the federation CA marks all of cert-eu's certificates.
     bw(&["pki", "revoke", "--ca", "fed", "--org", "cert-eu"]).expect_ok("pki revoke");
     assert!(root.join("fed/crl.pem").is_file());

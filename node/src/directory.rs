@@ -309,7 +309,7 @@ mod tests {
                     validity_days: 30,
                 })
                 .unwrap();
-            let der = crate::pki::load_certs_pem(&b.node_cert_pem).unwrap()[0].to_vec();
+            let der = crate::pki::load_certs_pem(&b.node.cert_pem).unwrap()[0].to_vec();
             let Ok(PeerIdentity::Node { profile, serial }) = crate::pki::identity_from_chain(
                 &[rustls::pki_types::CertificateDer::from(der.clone())],
                 ca.cert_der().as_ref(),

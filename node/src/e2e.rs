@@ -426,6 +426,26 @@ pub fn open_body(key: &RecipientKey, c: &pb::Content) -> Option<Result<pb::Conte
     )
 }
 
+/// The key among `keys` (this organisation's: the current one first, then those retired by
+/// `pki rotate`) that `sealed` has a stanza for; else the first. None: no key at all.
+pub fn key_for<'a>(keys: &'a [RecipientKey], sealed: &pb::Sealed) -> Option<&'a RecipientKey> {
+    keys.iter()
+        .find(|k| sealed.stanzas.iter().any(|s| s.key_id == k.key_id))
+        .or_else(|| keys.first())
+}
+
+/// [`open_body`] with whichever of `keys` the body was encrypted to (see [`key_for`]).
+/// None: not sealed, or no key at all.
+pub fn open_body_with(
+    keys: &[RecipientKey],
+    c: &pb::Content,
+) -> Option<Result<pb::Content, E2eError>> {
+    let Some(pb::content::Body::Sealed(sealed)) = &c.body else {
+        return None;
+    };
+    open_body(key_for(keys, sealed)?, c)
+}
+
 /// What every node checks of a sealed body without opening it: named recipients, each
 /// with a stanza; stanzas only for them and the origin; sizes. Pure.
 pub fn check_sealed(c: &pb::Content, sealed: &pb::Sealed) -> Result<(), String> {

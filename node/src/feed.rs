@@ -163,10 +163,7 @@ pub fn item(
 pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
     let (env, content) = decode(&m)?;
     let standing = markings::standing(&st.store, &content);
-    let opened = st
-        .decryptor
-        .as_ref()
-        .and_then(|k| crate::e2e::open_body(k, &content));
+    let opened = crate::e2e::open_body_with(&st.decryptors, &content);
     let end_to_end = matches!(content.body, Some(pb::content::Body::Sealed(_)));
     let suspect =
         crate::known::suspect(st, &env.key_id, &content, m.received_at_ms).unwrap_or_default();

@@ -99,15 +99,16 @@ pub fn fixture() -> &'static Fixture {
                         validity_days: 3650,
                     })
                     .expect("issue org");
-                let key = SigningKey::from_pkcs8_pem(org, &bundle.signing_key_pkcs8_pem)
+                let key = SigningKey::from_pkcs8_pem(org, &bundle.node.signing_key_pkcs8_pem)
                     .expect("signing key");
-                let cert = pki::load_certs_pem(&bundle.node_cert_pem)
+                let cert = pki::load_certs_pem(&bundle.node.cert_pem)
                     .expect("node cert")
                     .remove(0)
                     .as_ref()
                     .to_vec();
-                let decryptor = crate::e2e::RecipientKey::from_pem(org, &bundle.encryption_key_pem)
-                    .expect("encryption key");
+                let decryptor =
+                    crate::e2e::RecipientKey::from_pem(org, &bundle.node.encryption_key_pem)
+                        .expect("encryption key");
                 ((org.to_string(), key, cert), decryptor)
             })
             .collect();
@@ -432,7 +433,7 @@ pub fn offline_bundle(data: &[u8]) {
         "org-b",
         &fx.root,
         |_| false,
-        Some(b_key),
+        std::slice::from_ref(b_key),
         crate::clock::now_ms(),
     );
     if let Ok(o) = &r {

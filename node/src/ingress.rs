@@ -301,7 +301,11 @@ fn opens_here(c: &pb::Content, known: &impl Known) -> Result<(), Rejected> {
     {
         return Ok(());
     }
-    let Some(key) = known.decryptor() else {
+    let key = match &c.body {
+        Some(pb::content::Body::Sealed(sealed)) => crate::e2e::key_for(known.decryptors(), sealed),
+        _ => None,
+    };
+    let Some(key) = key else {
         return Err(Rejected::Later(format!(
             "{} is encrypted end to end to {}, and this node has no decryption key configured ([tls] encryption_key): retry once its operator has set it",
             c.id,

@@ -33,10 +33,11 @@ pub trait Known {
     /// What control messages this node holds made of `content`, whether or not the
     /// message itself is held here.
     fn standing(&self, content: &Content) -> Result<Standing, String>;
-    /// This organisation's certified decryption key, when the node holds it: a body
-    /// encrypted end to end to this organisation is opened and validated with it.
-    fn decryptor(&self) -> Option<&crate::e2e::RecipientKey> {
-        None
+    /// This organisation's certified decryption keys the node holds (the current one first,
+    /// then those retired by `pki rotate`): a body encrypted end to end to this organisation
+    /// is opened and validated with the one it was encrypted to.
+    fn decryptors(&self) -> &[crate::e2e::RecipientKey] {
+        &[]
     }
     /// From when (unix ms) signing key `key_id` is not trusted: its certificate was revoked
     /// (from its stated compromise time, else from the revocation). None: trusted.

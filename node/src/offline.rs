@@ -135,7 +135,7 @@ pub fn open(
     me: &str,
     root_der: &[u8],
     revoked: impl Fn(&PeerIdentity) -> bool,
-    key: Option<&RecipientKey>,
+    keys: &[RecipientKey],
     now_ms: i64,
 ) -> Result<Opened, BundleError> {
     if bytes.len() > MAX_BYTES {
@@ -162,7 +162,8 @@ pub fn open(
         Some(pb::offline_bundle::Payload::Sealed(sealed)) => {
             let ids = e2e::recipients(&sealed);
             let named = clip(&ids.iter().take(4).copied().collect::<Vec<_>>().join(", "));
-            let key = key.ok_or_else(|| BundleError::NoKey(named.clone()))?;
+            let key =
+                e2e::key_for(keys, &sealed).ok_or_else(|| BundleError::NoKey(named.clone()))?;
             let opened = e2e::open(key, SEAL_CONTEXT, &sealed_aad(&file.for_org), &sealed)
                 .map_err(|e| match e {
                     e2e::E2eError::NotARecipient(mine) => BundleError::NotOurKey { named, mine },
@@ -659,7 +660,7 @@ pub async fn import(
         st.org(),
         &st.tls.root_der,
         |id| st.tls.revocations.identity_revoked(id),
-        st.decryptor.as_ref(),
+        &st.decryptors,
         crate::clock::now_ms(),
     ) {
         Ok(o) => o,

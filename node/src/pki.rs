@@ -41,7 +41,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use ca::{FederationCa, IssuedCert, IssuedKind, OrgBundle, OrgRequest, UserBundle, issue_user};
+pub use ca::{
+    FederationCa, IssuedCert, IssuedKind, MAX_OVERLAP_SECS, NODE_FILES, NodeBundle, OrgBundle,
+    OrgRequest, RETIRED_DIR, UserBundle, issue_user,
+};
 pub use crl::{CrlInfo, crl_serials, parse_crl};
 pub use der::{load_certs_pem, load_key_pem, pem_encode, serial_hex, validity_ms};
 pub use pq::{PQ_CERTIFICATION_OID, ROOT_PQ_KEY_OID};

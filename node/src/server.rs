@@ -132,12 +132,14 @@ impl Node {
                 config.tls.cert.display()
             )));
         }
-        let decryptor = config
-            .tls
-            .encryption_key
-            .as_deref()
-            .map(|path| load_encryption_key(path, &profile, &config.tls.cert))
-            .transpose()?;
+        let decryptors = match config.tls.encryption_key.as_deref() {
+            Some(path) => {
+                let mut keys = vec![load_encryption_key(path, &profile, &config.tls.cert)?];
+                keys.extend(load_retired_keys(path, &profile.org)?);
+                keys
+            }
+            None => Vec::new(),
+        };
         std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -165,7 +167,7 @@ impl Node {
             profile: profile.clone(),
             store: store.clone(),
             signer,
-            decryptor,
+            decryptors,
             router: Router::with_policy(policy.clone()).with_former_member_grace_ms(
                 i64::try_from(config.clusters.former_member_grace_secs)
                     .unwrap_or(i64::MAX)
@@ -386,6 +388,52 @@ impl Node {
 }
 
 /// The decryption key at `path`, which `profile` (from `cert`) must certify.
+/// The decryption keys `pki rotate` retired beside the current one (`retired/SERIAL/`
+/// holding that certificate's `node.crt` and `encryption.key`), each checked against the
+/// certificate it was issued with: what was encrypted to them still opens here.
+fn load_retired_keys(
+    current: &std::path::Path,
+    org: &str,
+) -> Result<Vec<crate::e2e::RecipientKey>, NodeError> {
+    let dir = current
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(crate::pki::RETIRED_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut found: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("encryption.key").exists())
+        .collect();
+    found.sort();
+    let mut keys = Vec::new();
+    for d in found {
+        let cert = d.join("node.crt");
+        let key_path = d.join("encryption.key");
+        let bad = |message: String| NodeError::EncryptionKey {
+            path: key_path.display().to_string(),
+            message: format!(
+                "{message} (a key retired by `pki rotate`: restore {} from the rotation, or remove {} if nothing encrypted to it must open any more)",
+                cert.display(),
+                d.display()
+            ),
+        };
+        let profile = std::fs::read_to_string(&cert)
+            .map_err(|e| bad(format!("cannot read {}: {e}", cert.display())))
+            .and_then(|pem| crate::pki::load_certs_pem(&pem).map_err(|e| bad(e.to_string())))
+            .and_then(|c| match c.first().map(|c| crate::pki::cert_profile(c)) {
+                Some(Ok(Some(crate::pki::CertProfile::Node(p)))) if p.org == org => Ok(p),
+                _ => Err(bad(format!(
+                    "{} is not a node certificate of {org}",
+                    cert.display()
+                ))),
+            })?;
+        keys.push(load_encryption_key(&key_path, &profile, &cert)?);
+    }
+    Ok(keys)
+}
+
 fn load_encryption_key(
     path: &std::path::Path,
     profile: &crate::pki::OrgProfile,

@@ -42,7 +42,9 @@ pub struct NodeState {
     pub store: Store,
     pub signer: SigningKey,
     /// Opens what is encrypted to this organisation (`[tls] encryption_key`).
-    pub decryptor: Option<crate::e2e::RecipientKey>,
+    /// This organisation's decryption keys: `[tls] encryption_key` first, then the keys
+    /// `pki rotate` retired beside it (`retired/*/encryption.key`). Empty: none configured.
+    pub decryptors: Vec<crate::e2e::RecipientKey>,
     pub router: Router,
     pub tls: TlsIdentity,
     pub peers: DashMap<String, Arc<PeerLink>>,
@@ -288,8 +290,8 @@ impl Known for NodeState {
         Ok(crate::markings::standing_from(content, &annotations))
     }
 
-    fn decryptor(&self) -> Option<&crate::e2e::RecipientKey> {
-        self.decryptor.as_ref()
+    fn decryptors(&self) -> &[crate::e2e::RecipientKey] {
+        &self.decryptors
     }
 
     fn key_distrusted_since(&self, key_id: &str) -> Option<i64> {

@@ -140,6 +140,18 @@ pub fn spawn_node(nodes: &mut Nodes, org: &str, dir: &Path) {
     nodes.0.push((org.to_string(), child, log));
 }
 
+impl Nodes {
+    /// Stop `org`'s node process and start it again in `dir` (same config).
+    pub fn restart(&mut self, org: &str, dir: &Path) {
+        if let Some(i) = self.0.iter().position(|(o, ..)| o == org) {
+            let (_, mut child, _) = self.0.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        spawn_node(self, org, dir);
+    }
+}
+
 /// Run `args` in `cwd` until it exits 0 (bounded: 30 s), failing if a node died.
 pub fn until_ok(nodes: &mut Nodes, cwd: &Path, args: &[&str]) -> Run {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -57,10 +57,10 @@ fn fx() -> &'static Fixture {
                         validity_days: 30,
                     })
                     .expect("issue org");
-                let key = SigningKey::from_pkcs8_pem(org, &bundle.signing_key_pkcs8_pem)
+                let key = SigningKey::from_pkcs8_pem(org, &bundle.node.signing_key_pkcs8_pem)
                     .expect("signing key");
-                assert_eq!(key.key_id(), bundle.signing_key.key_id);
-                let cert = pki::load_certs_pem(&bundle.node_cert_pem)
+                assert_eq!(key.key_id(), bundle.node.signing_key.key_id);
+                let cert = pki::load_certs_pem(&bundle.node.cert_pem)
                     .expect("node cert")
                     .remove(0)
                     .as_ref()

@@ -36,9 +36,9 @@ fn issue(ca: &FederationCa, org: &str) -> Org {
         })
         .expect("issue");
     Org {
-        signer: SigningKey::from_pkcs8_pem(org, &bundle.signing_key_pkcs8_pem).unwrap(),
-        decryptor: RecipientKey::from_pem(org, &bundle.encryption_key_pem).unwrap(),
-        cert: pki::load_certs_pem(&bundle.node_cert_pem).unwrap()[0].to_vec(),
+        signer: SigningKey::from_pkcs8_pem(org, &bundle.node.signing_key_pkcs8_pem).unwrap(),
+        decryptor: RecipientKey::from_pem(org, &bundle.node.encryption_key_pem).unwrap(),
+        cert: pki::load_certs_pem(&bundle.node.cert_pem).unwrap()[0].to_vec(),
         bundle,
     }
 }
@@ -85,8 +85,8 @@ fn body(from: &str, to: &str) -> pb::BundleBody {
 fn a_to_b(sealed: bool) -> Vec<u8> {
     let f = fed();
     let b = &f.orgs[1];
-    let pk = b.bundle.encryption_key.public_key("org-b").unwrap();
-    let keys = [(b.bundle.encryption_key.key_id.as_str(), pk.as_slice())];
+    let pk = b.bundle.node.encryption_key.public_key("org-b").unwrap();
+    let keys = [(b.bundle.node.encryption_key.key_id.as_str(), pk.as_slice())];
     pack(
         &body("org-a", "org-b"),
         &f.orgs[0].signer,
@@ -103,7 +103,7 @@ fn open_as(bytes: &[u8], me: usize) -> Result<Opened, BundleError> {
         ORG_NAMES[me],
         &f.root,
         |_| false,
-        Some(&f.orgs[me].decryptor),
+        std::slice::from_ref(&f.orgs[me].decryptor),
         now(),
     )
 }
@@ -191,7 +191,7 @@ fn a_bundle_for_another_organisation_is_refused_as_foreign() {
         "org-c",
         &f.root,
         |_| false,
-        Some(&f.orgs[1].decryptor),
+        std::slice::from_ref(&f.orgs[1].decryptor),
         now(),
     )
     .unwrap_err();
@@ -202,14 +202,22 @@ fn a_bundle_for_another_organisation_is_refused_as_foreign() {
 fn a_sealed_bundle_needs_the_certified_key() {
     let f = fed();
     let bytes = a_to_b(true);
-    let e = open(&bytes, "org-b", &f.root, |_| false, None, now()).unwrap_err();
+    let e = open(&bytes, "org-b", &f.root, |_| false, &[], now()).unwrap_err();
     assert!(
-        matches!(&e, BundleError::NoKey(named) if named == &f.orgs[1].bundle.encryption_key.key_id),
+        matches!(&e, BundleError::NoKey(named) if named == &f.orgs[1].bundle.node.encryption_key.key_id),
         "{e:?}"
     );
     assert!(e.to_string().contains("encryption_key"), "{e}");
     let other = RecipientKey::generate("org-b").unwrap();
-    let e = open(&bytes, "org-b", &f.root, |_| false, Some(&other), now()).unwrap_err();
+    let e = open(
+        &bytes,
+        "org-b",
+        &f.root,
+        |_| false,
+        std::slice::from_ref(&other),
+        now(),
+    )
+    .unwrap_err();
     assert!(matches!(e, BundleError::NotOurKey { .. }), "{e:?}");
 }
 
@@ -272,7 +280,7 @@ fn the_exporters_signature_certificate_and_claims_are_checked() {
         "org-b",
         &f.root,
         |id| id.org() == "org-a",
-        None,
+        &[],
         now(),
     )
     .unwrap_err();
@@ -285,7 +293,7 @@ fn the_exporters_signature_certificate_and_claims_are_checked() {
         (now() + 31 * 86_400_000, "expired"),
         (now() - 86_400_000, "not valid yet"),
     ] {
-        let e = open(&bytes, "org-b", &f.root, |_| false, None, at).unwrap_err();
+        let e = open(&bytes, "org-b", &f.root, |_| false, &[], at).unwrap_err();
         assert!(
             matches!(&e, BundleError::Signer(w) if w.contains(why)),
             "{e:?}"

@@ -15,7 +15,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rcgen::{
@@ -48,6 +48,8 @@ const MAX_VALIDITY_DAYS: u32 = 3650;
 const BACKDATE: Duration = Duration::minutes(5);
 /// A CRL promises the next one within this period.
 const CRL_NEXT_UPDATE: Duration = Duration::days(7);
+/// Longest overlap a rotation may give the old certificate (seconds).
+pub const MAX_OVERLAP_SECS: i64 = 90 * 86_400;
 
 fn validity(days: u32) -> Result<Duration, PkiError> {
     if days == 0 || days > MAX_VALIDITY_DAYS {
@@ -140,6 +142,14 @@ pub struct IssuedCert {
     /// invalidity date, reason keyCompromise): what they signed since is suspect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compromised_since: Option<i64>,
+    /// The node certificate that replaced this one (`pki rotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// Unix seconds at which a superseded certificate retires (the end of the rotation's
+    /// overlap): from then on the CRL lists it (reason superseded) and its keys sign
+    /// nothing new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retires_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -401,20 +411,6 @@ impl FederationCa {
             (OffsetDateTime::now_utc() + validity(req.validity_days)?).min(self.root_not_after()?);
         let issuer = self.issuer()?;
 
-        // Message-signing key: a hybrid Ed25519 + ML-DSA-65 pair, both halves certified.
-        let (ed_pkcs8, pq_pkcs8) = crate::signing::generate_pkcs8()
-            .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
-        let pair = crate::signing::SigningKey::from_pkcs8(&profile.org, &ed_pkcs8, &pq_pkcs8)
-            .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
-        let signing_key = CertifiedKey::new(&profile.org, &pair.public_key());
-        // End-to-end encryption key: X25519 + ML-KEM-768, certified beside the signing key.
-        let encryption = crate::e2e::RecipientKey::generate(&profile.org)
-            .map_err(|e| PkiError::Generate(format!("encryption key: {e}")))?;
-        let encryption_key = CertifiedEncryptionKey::new(&profile.org, &encryption.public_key());
-        let encryption_key_pem = encryption
-            .to_pem()
-            .map_err(|e| PkiError::Generate(format!("encryption key: {e}")))?;
-
         // Organisation CA.
         let org_ca_key = KeyPair::generate().map_err(gen_err("organisation CA key"))?;
         let mut ca_params = base_params(not_after);
@@ -433,8 +429,47 @@ impl FederationCa {
         let org_ca = ca_params
             .signed_by(&org_ca_key, &issuer)
             .map_err(gen_err("organisation CA certificate"))?;
+        let node = self.issue_node(&profile, not_after)?;
+        self.lock_index().issued.push(IssuedCert {
+            serial: serial_hex(org_ca.der())?,
+            org: profile.org.clone(),
+            kind: IssuedKind::OrgCa,
+            not_after: fmt_time(not_after),
+            revoked_at: None,
+            compromised_since: None,
+            superseded_by: None,
+            retires_at: None,
+        });
+        Ok(OrgBundle {
+            node,
+            org_ca_cert_pem: org_ca.pem(),
+            org_ca_key_pem: org_ca_key.serialize_pem(),
+            ca_cert_pem: self.cert_pem.clone(),
+        })
+    }
 
-        // Node TLS certificate.
+    /// A node certificate for `profile` (its keys ignored) with fresh TLS, signing and
+    /// encryption keys, valid until `not_after`, recorded in the index.
+    fn issue_node(
+        &self,
+        profile: &OrgProfile,
+        not_after: OffsetDateTime,
+    ) -> Result<NodeBundle, PkiError> {
+        let issuer = self.issuer()?;
+        // Message-signing key: a hybrid Ed25519 + ML-DSA-65 pair, both halves certified.
+        let (ed_pkcs8, pq_pkcs8) = crate::signing::generate_pkcs8()
+            .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
+        let pair = crate::signing::SigningKey::from_pkcs8(&profile.org, &ed_pkcs8, &pq_pkcs8)
+            .map_err(|e| PkiError::Generate(format!("signing key: {e}")))?;
+        let signing_key = CertifiedKey::new(&profile.org, &pair.public_key());
+        // End-to-end encryption key: X25519 + ML-KEM-768, certified beside the signing key.
+        let encryption = crate::e2e::RecipientKey::generate(&profile.org)
+            .map_err(|e| PkiError::Generate(format!("encryption key: {e}")))?;
+        let encryption_key = CertifiedEncryptionKey::new(&profile.org, &encryption.public_key());
+        let encryption_key_pem = encryption
+            .to_pem()
+            .map_err(|e| PkiError::Generate(format!("encryption key: {e}")))?;
+
         let mut node_profile = profile.clone();
         node_profile.signing_keys = vec![signing_key.clone()];
         node_profile.encryption_keys = vec![encryption_key.clone()];
@@ -489,27 +524,21 @@ impl FederationCa {
         let node = node_params
             .signed_by(&node_key, &issuer)
             .map_err(gen_err("node certificate"))?;
-
-        {
-            let mut idx = self.lock_index();
-            for (der, kind) in [
-                (node.der(), IssuedKind::Node),
-                (org_ca.der(), IssuedKind::OrgCa),
-            ] {
-                idx.issued.push(IssuedCert {
-                    serial: serial_hex(der)?,
-                    org: profile.org.clone(),
-                    kind,
-                    not_after: fmt_time(not_after),
-                    revoked_at: None,
-                    compromised_since: None,
-                });
-            }
-        }
-
-        Ok(OrgBundle {
-            node_cert_pem: node.pem(),
-            node_key_pem: node_key.serialize_pem(),
+        let serial = serial_hex(node.der())?;
+        self.lock_index().issued.push(IssuedCert {
+            serial: serial.clone(),
+            org: profile.org.clone(),
+            kind: IssuedKind::Node,
+            not_after: fmt_time(not_after),
+            revoked_at: None,
+            compromised_since: None,
+            superseded_by: None,
+            retires_at: None,
+        });
+        Ok(NodeBundle {
+            serial,
+            cert_pem: node.pem(),
+            key_pem: node_key.serialize_pem(),
             signing_key_pkcs8_pem: format!(
                 "{}{}",
                 pem_encode("PRIVATE KEY", &ed_pkcs8),
@@ -518,10 +547,78 @@ impl FederationCa {
             signing_key,
             encryption_key_pem,
             encryption_key,
-            org_ca_cert_pem: org_ca.pem(),
-            org_ca_key_pem: org_ca_key.serialize_pem(),
-            ca_cert_pem: self.cert_pem.clone(),
         })
+    }
+
+    /// Rotate a node's keys: a new node certificate for the organisation of `current` (a
+    /// node certificate this CA issued, not revoked or superseded), with the same
+    /// CA-asserted profile, fresh TLS, signing and encryption keys, valid `validity_days`.
+    /// `current` retires `overlap_secs` from now: until then both certificates are valid
+    /// (what is queued or in flight, signed with the old keys, still verifies), from then
+    /// on the CRL lists it (reason superseded) and its keys sign nothing new — what they
+    /// signed before stays verifiable. Persist with [`FederationCa::save`].
+    pub fn rotate_node(
+        &mut self,
+        current: &[u8],
+        validity_days: u32,
+        overlap_secs: i64,
+    ) -> Result<NodeBundle, PkiError> {
+        if !(0..=MAX_OVERLAP_SECS).contains(&overlap_secs) {
+            return Err(PkiError::Invalid(format!(
+                "an overlap of {overlap_secs} s: give 0 to {} days",
+                MAX_OVERLAP_SECS / 86_400
+            )));
+        }
+        let profile = match super::cert_profile(current)? {
+            Some(CertProfile::Node(p)) => p,
+            _ => {
+                return Err(PkiError::Invalid(
+                    "not a node certificate: give the organisation's node.crt".into(),
+                ));
+            }
+        };
+        let old = serial_hex(current)?;
+        {
+            let idx = self.lock_index();
+            let Some(row) = idx.issued.iter().find(|c| c.serial == old) else {
+                return Err(PkiError::Invalid(format!(
+                    "node certificate {old} of {} was not issued by this federation CA",
+                    profile.org
+                )));
+            };
+            if row.revoked_at.is_some() {
+                return Err(PkiError::Invalid(format!(
+                    "node certificate {old} of {} is revoked: issue the organisation again (pki issue)",
+                    profile.org
+                )));
+            }
+            if let Some(next) = &row.superseded_by {
+                return Err(PkiError::Invalid(format!(
+                    "node certificate {old} of {} was already rotated to {next}: rotate that one",
+                    profile.org
+                )));
+            }
+        }
+        let not_after =
+            (OffsetDateTime::now_utc() + validity(validity_days)?).min(self.root_not_after()?);
+        let next = self.issue_node(&profile, not_after)?;
+        let retires = OffsetDateTime::now_utc().unix_timestamp() + overlap_secs;
+        for c in self.lock_index().issued.iter_mut() {
+            if c.serial == old {
+                c.superseded_by = Some(next.serial.clone());
+                c.retires_at = Some(retires);
+            }
+        }
+        self.crl_pem = self.make_crl()?;
+        Ok(next)
+    }
+
+    /// Sign the CRL again: every revocation, and every superseded certificate whose overlap
+    /// has ended. Run it when an overlap ends (and before the CRL's next update, 7 days);
+    /// persist with [`FederationCa::save`].
+    pub fn refresh_crl(&mut self) -> Result<String, PkiError> {
+        self.crl_pem = self.make_crl()?;
+        Ok(self.crl_pem.clone())
     }
 
     /// Revoke certificates by serial (hex). Cumulative: the returned CRL lists
@@ -584,21 +681,24 @@ impl FederationCa {
         let (revoked, number) = {
             let mut idx = self.lock_index();
             idx.crl_number += 1;
+            let now = OffsetDateTime::now_utc().unix_timestamp();
             let revoked = idx
                 .issued
                 .iter()
                 .filter_map(|c| {
+                    let (at, reason) = crl_entry(c, now)?;
                     Some((
                         hex::decode(&c.serial).ok()?,
-                        c.revoked_at?,
+                        at,
+                        reason,
                         c.compromised_since,
                     ))
                 })
-                .map(|(raw, at, compromised)| RevokedCertParams {
+                .map(|(raw, at, reason, compromised)| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&raw),
                     revocation_time: OffsetDateTime::from_unix_timestamp(at)
                         .unwrap_or_else(|_| OffsetDateTime::now_utc()),
-                    reason_code: compromised.map(|_| rcgen::RevocationReason::KeyCompromise),
+                    reason_code: reason,
                     invalidity_date: compromised
                         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
                 })
@@ -622,6 +722,25 @@ impl FederationCa {
     }
 }
 
+/// Whether `c` is on a CRL signed at `now` (unix seconds), with its revocation time and
+/// reason: revoked (reason keyCompromise when a compromise time is stated), or superseded
+/// by a rotation whose overlap has ended (reason superseded, from its retirement; an
+/// earlier revocation wins).
+pub(super) fn crl_entry(
+    c: &IssuedCert,
+    now: i64,
+) -> Option<(i64, Option<rcgen::RevocationReason>)> {
+    match (c.revoked_at, c.retires_at) {
+        (Some(at), _) => Some((
+            at,
+            c.compromised_since
+                .map(|_| rcgen::RevocationReason::KeyCompromise),
+        )),
+        (None, Some(at)) if at <= now => Some((at, Some(rcgen::RevocationReason::Superseded))),
+        _ => None,
+    }
+}
+
 /// A request to certify an organisation.
 #[derive(Clone, Debug)]
 pub struct OrgRequest {
@@ -630,18 +749,87 @@ pub struct OrgRequest {
     pub validity_days: u32,
 }
 
-/// Everything an organisation needs to run a node and certify its members.
+/// A node certificate and its keys (what `pki rotate` replaces).
 #[derive(Clone)]
-pub struct OrgBundle {
+pub struct NodeBundle {
+    pub serial: String,
     /// TLS leaf: serverAuth+clientAuth, SAN = endpoint host + `localhost`, Node profile.
-    pub node_cert_pem: String,
-    pub node_key_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
     /// Two PEM `PRIVATE KEY` blocks (PKCS#8): Ed25519, then ML-DSA-65.
     pub signing_key_pkcs8_pem: String,
     pub signing_key: CertifiedKey,
     /// X25519 + ML-KEM-768 decryption key ([`crate::e2e::RecipientKey::to_pem`]).
     pub encryption_key_pem: String,
     pub encryption_key: CertifiedEncryptionKey,
+}
+
+impl fmt::Debug for NodeBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBundle")
+            .field("serial", &self.serial)
+            .field("signing_key", &self.signing_key)
+            .field("encryption_key", &self.encryption_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The files of a node bundle in an organisation directory.
+pub const NODE_FILES: [&str; 4] = ["node.crt", "node.key", "signing.key", "encryption.key"];
+
+/// Where `pki rotate` keeps an organisation directory's earlier node files:
+/// `retired/SERIAL/` (the node loads the encryption keys found there, so what was
+/// encrypted to them still opens).
+pub const RETIRED_DIR: &str = "retired";
+
+impl NodeBundle {
+    /// Install this (rotated) node bundle in the organisation directory `dir`: its current
+    /// node files move to `retired/SERIAL/` (SERIAL: theirs), then the new ones take their
+    /// place. Written beside them first, so a failure leaves the current files in place.
+    pub fn install_rotated(&self, dir: &Path, old_serial: &str) -> Result<PathBuf, PkiError> {
+        let retired = dir.join(RETIRED_DIR).join(old_serial);
+        if retired.exists() {
+            return Err(PkiError::Invalid(format!(
+                "{} exists already: the certificate {old_serial} was rotated here before",
+                retired.display()
+            )));
+        }
+        let staging = dir.join(format!(".rotate-{}", self.serial));
+        self.save(&staging)?;
+        ensure_dir(&retired)?;
+        for name in NODE_FILES {
+            let from = dir.join(name);
+            if from.exists() {
+                fs::rename(&from, retired.join(name)).map_err(io_err(&from))?;
+            }
+        }
+        for name in NODE_FILES {
+            let from = staging.join(name);
+            fs::rename(&from, dir.join(name)).map_err(io_err(&from))?;
+        }
+        let _ = fs::remove_dir(&staging);
+        Ok(retired)
+    }
+
+    /// Writes node.crt node.key signing.key encryption.key; keys 0600.
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        ensure_dir(dir)?;
+        for (name, data, mode) in [
+            (NODE_FILES[0], &self.cert_pem, 0o644),
+            (NODE_FILES[1], &self.key_pem, 0o600),
+            (NODE_FILES[2], &self.signing_key_pkcs8_pem, 0o600),
+            (NODE_FILES[3], &self.encryption_key_pem, 0o600),
+        ] {
+            write_file(&dir.join(name), data.as_bytes(), mode)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything an organisation needs to run a node and certify its members.
+#[derive(Clone)]
+pub struct OrgBundle {
+    pub node: NodeBundle,
     /// Intermediate CA (pathlen 0) with the OrgCa profile.
     pub org_ca_cert_pem: String,
     pub org_ca_key_pem: String,
@@ -652,8 +840,7 @@ pub struct OrgBundle {
 impl fmt::Debug for OrgBundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OrgBundle")
-            .field("signing_key", &self.signing_key)
-            .field("encryption_key", &self.encryption_key)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -662,12 +849,8 @@ impl OrgBundle {
     /// Writes node.crt node.key signing.key encryption.key org-ca.crt org-ca.key ca.crt;
     /// keys 0600.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        ensure_dir(dir)?;
+        self.node.save(dir)?;
         for (name, data, mode) in [
-            ("node.crt", &self.node_cert_pem, 0o644),
-            ("node.key", &self.node_key_pem, 0o600),
-            ("signing.key", &self.signing_key_pkcs8_pem, 0o600),
-            ("encryption.key", &self.encryption_key_pem, 0o600),
             ("org-ca.crt", &self.org_ca_cert_pem, 0o644),
             ("org-ca.key", &self.org_ca_key_pem, 0o600),
             ("ca.crt", &self.ca_cert_pem, 0o644),

@@ -83,7 +83,7 @@ fn blueprint_functions_are_certified_in_canonical_order_and_grant_only_what_is_k
     let mut r = req("cyclone-fr");
     r.profile.functions = vec!["presidency".into(), "cyclone".into(), "cyclone".into()];
     let bundle = ca.issue_org(&r).unwrap();
-    let node = der(&bundle.node_cert_pem);
+    let node = der(&bundle.node.cert_pem);
     let PeerIdentity::Node { profile: p, .. } =
         identity_from_chain(std::slice::from_ref(&node), &root).unwrap()
     else {
@@ -163,13 +163,13 @@ fn profile_extension_round_trip_and_identities() {
     let root = der(ca.cert_pem());
 
     // Profile extension round trip.
-    let node = der(&bundle.node_cert_pem);
+    let node = der(&bundle.node.cert_pem);
     let Some(CertProfile::Node(p)) = cert_profile(&node).unwrap() else {
         panic!("node profile missing");
     };
     let mut expected = profile("csirt-be");
-    expected.signing_keys = vec![bundle.signing_key.clone()];
-    expected.encryption_keys = vec![bundle.encryption_key.clone()];
+    expected.signing_keys = vec![bundle.node.signing_key.clone()];
+    expected.encryption_keys = vec![bundle.node.encryption_key.clone()];
     assert_eq!(p, expected);
     let Some(CertProfile::OrgCa(p)) = cert_profile(&der(&bundle.org_ca_cert_pem)).unwrap() else {
         panic!("org-ca profile missing");
@@ -178,23 +178,25 @@ fn profile_extension_round_trip_and_identities() {
     assert_eq!(cert_profile(&root).unwrap(), None);
 
     // Signing key matches.
-    let sk = crate::signing::SigningKey::from_pkcs8_pem("csirt-be", &bundle.signing_key_pkcs8_pem)
-        .unwrap();
-    assert_eq!(sk.key_id(), bundle.signing_key.key_id);
+    let sk =
+        crate::signing::SigningKey::from_pkcs8_pem("csirt-be", &bundle.node.signing_key_pkcs8_pem)
+            .unwrap();
+    assert_eq!(sk.key_id(), bundle.node.signing_key.key_id);
     assert_eq!(
         sk.public_key(),
-        bundle.signing_key.public_key("csirt-be").unwrap()
+        bundle.node.signing_key.public_key("csirt-be").unwrap()
     );
     assert_eq!(
-        bundle.signing_key,
+        bundle.node.signing_key,
         CertifiedKey::new("csirt-be", &sk.public_key())
     );
     // The encryption key matches what the certificate certifies, and opens what is sealed to it.
-    let ek = crate::e2e::RecipientKey::from_pem("csirt-be", &bundle.encryption_key_pem).unwrap();
-    let certified = bundle.encryption_key.public_key("csirt-be").unwrap();
+    let ek =
+        crate::e2e::RecipientKey::from_pem("csirt-be", &bundle.node.encryption_key_pem).unwrap();
+    let certified = bundle.node.encryption_key.public_key("csirt-be").unwrap();
     assert_eq!(ek.public_key(), certified);
     let sealed = crate::e2e::seal(
-        &[(bundle.encryption_key.key_id.as_str(), &certified)],
+        &[(bundle.node.encryption_key.key_id.as_str(), &certified)],
         b"ctx",
         b"",
         b"m",
@@ -202,17 +204,17 @@ fn profile_extension_round_trip_and_identities() {
     .unwrap();
     assert_eq!(crate::e2e::open(&ek, b"ctx", b"", &sealed).unwrap(), b"m");
     // Each half must have its length: one byte short on either side is refused.
-    let mut short = bundle.signing_key.clone();
+    let mut short = bundle.node.signing_key.clone();
     short
         .public_key_hex
         .truncate(short.public_key_hex.len() - 2);
     assert!(short.public_key("csirt-be").is_err());
-    let mut short = bundle.signing_key.clone();
+    let mut short = bundle.node.signing_key.clone();
     short
         .ml_dsa_public_key_hex
         .truncate(short.ml_dsa_public_key_hex.len() - 2);
     assert!(short.public_key("csirt-be").is_err());
-    let mut wrong = bundle.encryption_key.clone();
+    let mut wrong = bundle.node.encryption_key.clone();
     wrong.key_id = "csirt-be/0000000000000000".into();
     assert!(wrong.public_key("csirt-be").is_err());
 
@@ -324,7 +326,7 @@ fn other_federation_root_is_rejected() {
     let theirs = FederationCa::generate("Root").unwrap();
     let root = der(ours.cert_pem());
     let b = theirs.issue_org(&req("csirt-be")).unwrap();
-    let node = der(&b.node_cert_pem);
+    let node = der(&b.node.cert_pem);
     let err = identity_from_chain(&[node], &root).unwrap_err().to_string();
     assert!(err.contains("signature"), "{err}");
     let user = issue_user(
@@ -425,7 +427,7 @@ fn save_load_round_trip() {
     );
     // The loaded CA issues certificates that chain to the same root.
     let b = loaded.issue_org(&req("org-b")).unwrap();
-    let node = der(&b.node_cert_pem);
+    let node = der(&b.node.cert_pem);
     assert!(identity_from_chain(&[node], &root).is_ok());
     let crl = loaded.revoke(&s[1..]).unwrap();
     assert_eq!(crl_serials(&crl, &root).unwrap().len(), 2);
@@ -543,7 +545,7 @@ fn bad_input_rejected_with_clear_message() {
     assert!(
         issue_user(
             &b.org_ca_cert_pem,
-            &b.node_key_pem,
+            &b.node.key_pem,
             "x",
             UserRole::Analyst,
             1
@@ -582,7 +584,7 @@ fn rustls_accepts_user_chain_and_node_cert() {
         WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .unwrap();
-    let node = der(&bundle.node_cert_pem);
+    let node = der(&bundle.node.cert_pem);
     client_verifier.verify_client_cert(&node, &[], now).unwrap();
     let user = issue_user(
         &bundle.org_ca_cert_pem,
@@ -691,7 +693,7 @@ fn node_profiles_need_the_roots_post_quantum_certification() {
     let bundle = ca.issue_org(&req("org-a")).unwrap();
     ca.save(dir.path()).unwrap();
     let root = der(ca.cert_pem());
-    let legit = der(&bundle.node_cert_pem);
+    let legit = der(&bundle.node.cert_pem);
     assert!(identity_from_chain(std::slice::from_ref(&legit), &root).is_ok());
 
     // The legit certificate's profile extension and certification, byte for byte.
@@ -753,7 +755,7 @@ fn node_profiles_need_the_roots_post_quantum_certification() {
     assert!(e.contains("does not verify"), "{e}");
     // On the legit TLS key: only with the legit serial and expiry (a revoked certificate
     // cannot come back under a new serial, nor outlive its expiry).
-    let node_key = KeyPair::from_pem(&bundle.node_key_pem).unwrap();
+    let node_key = KeyPair::from_pem(&bundle.node.key_pem).unwrap();
     let same = vec![ext(PROFILE_OID), ext(PQ_CERTIFICATION_OID)];
     let reissued = forge_as(
         same.clone(),
@@ -818,4 +820,217 @@ fn node_profiles_need_the_roots_post_quantum_certification() {
     fs::remove_file(dir.path().join("ca-ml-dsa.key")).unwrap();
     let e = FederationCa::load(dir.path()).unwrap_err().to_string();
     assert!(e.contains("init-federation"), "{e}");
+}
+
+#[test]
+fn a_rotation_issues_fresh_keys_for_the_same_profile_and_retires_the_old_certificate_after_the_overlap()
+ {
+    let mut ca = FederationCa::generate("Root").unwrap();
+    let root = der(ca.cert_pem());
+    let mut wanted = profile("org-a");
+    wanted.functions = vec!["csirts-network".into()];
+    let first = ca
+        .issue_org(&OrgRequest {
+            profile: wanted,
+            validity_days: 365,
+        })
+        .unwrap();
+    let old_der = der(&first.node.cert_pem);
+    let old_serial = serial_hex(&old_der).unwrap();
+    assert_eq!(old_serial, first.node.serial);
+    let next = ca.rotate_node(&old_der, 30, 3600).unwrap();
+    let new_der = der(&next.cert_pem);
+    // Same CA-asserted profile, every key fresh, and certified post-quantum like any node.
+    let (Some(CertProfile::Node(old_p)), Some(CertProfile::Node(new_p))) = (
+        cert_profile(&old_der).unwrap(),
+        cert_profile(&new_der).unwrap(),
+    ) else {
+        panic!("not node profiles");
+    };
+    let strip = |p: &OrgProfile| OrgProfile {
+        signing_keys: vec![],
+        encryption_keys: vec![],
+        ..p.clone()
+    };
+    assert_eq!(strip(&old_p), strip(&new_p));
+    assert_eq!(new_p.signing_keys, vec![next.signing_key.clone()]);
+    assert_eq!(new_p.encryption_keys, vec![next.encryption_key.clone()]);
+    assert_ne!(next.signing_key.key_id, first.node.signing_key.key_id);
+    assert_ne!(next.encryption_key.key_id, first.node.encryption_key.key_id);
+    assert_ne!(next.key_pem, first.node.key_pem);
+    let chain = [new_der.clone()];
+    assert!(matches!(
+        identity_from_chain(&chain, &root),
+        Ok(PeerIdentity::Node { .. })
+    ));
+    let key =
+        crate::signing::SigningKey::from_pkcs8_pem("org-a", &next.signing_key_pkcs8_pem).unwrap();
+    assert_eq!(key.key_id(), next.signing_key.key_id);
+    let enc = crate::e2e::RecipientKey::from_pem("org-a", &next.encryption_key_pem).unwrap();
+    assert_eq!(enc.key_id(), next.encryption_key.key_id);
+    // The index: the old one superseded, retiring in an hour; not on the CRL yet.
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let row = ca
+        .issued()
+        .into_iter()
+        .find(|c| c.serial == old_serial)
+        .unwrap();
+    assert_eq!(row.superseded_by.as_deref(), Some(next.serial.as_str()));
+    assert!((now + 3590..=now + 3600).contains(&row.retires_at.unwrap()));
+    assert!(row.revoked_at.is_none());
+    assert!(
+        !crl_serials(ca.crl_pem(), &root)
+            .unwrap()
+            .contains(&old_serial)
+    );
+    // Rotating the old one again, another CA's certificate, a user or CA certificate, an
+    // overlap out of range: refused, saying why.
+    let e = ca.rotate_node(&old_der, 30, 0).unwrap_err().to_string();
+    assert!(e.contains("already rotated"), "{e}");
+    let other = FederationCa::generate("Root").unwrap();
+    let foreign = der(&other.issue_org(&req("org-a")).unwrap().node.cert_pem);
+    let e = ca.rotate_node(&foreign, 30, 0).unwrap_err().to_string();
+    assert!(e.contains("not issued by this federation CA"), "{e}");
+    let e = ca
+        .rotate_node(&der(&first.org_ca_cert_pem), 30, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a node certificate"), "{e}");
+    for bad in [-1, MAX_OVERLAP_SECS + 1] {
+        let e = ca.rotate_node(&new_der, 30, bad).unwrap_err().to_string();
+        assert!(e.contains("overlap"), "{e}");
+    }
+    let b = ca.issue_org(&req("org-b")).unwrap();
+    ca.revoke(std::slice::from_ref(&b.node.serial)).unwrap();
+    let e = ca
+        .rotate_node(&der(&b.node.cert_pem), 30, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is revoked"), "{e}");
+    // With no overlap, the CRL lists the old one at once, reason superseded, distrusted
+    // from its retirement (not from any earlier time: what it signed before stays good).
+    let third = ca.rotate_node(&new_der, 30, 0).unwrap();
+    let info = parse_crl(ca.crl_pem(), &root).unwrap();
+    let new_serial = serial_hex(&new_der).unwrap();
+    assert!(info.serials.contains(&new_serial));
+    assert!(!info.serials.contains(&third.serial));
+    assert!(
+        !info.serials.contains(&old_serial),
+        "its overlap has not ended"
+    );
+    let since: std::collections::HashMap<_, _> = info.distrusted_since.into_iter().collect();
+    assert!((now * 1000 - 5_000..=now * 1000 + 5_000).contains(&since[&new_serial]));
+}
+
+#[test]
+fn the_crl_lists_a_superseded_certificate_from_its_retirement_and_a_revocation_first() {
+    use super::ca::crl_entry;
+    let row = IssuedCert {
+        serial: "01".into(),
+        org: "org-a".into(),
+        kind: IssuedKind::Node,
+        not_after: String::new(),
+        revoked_at: None,
+        compromised_since: None,
+        superseded_by: Some("02".into()),
+        retires_at: Some(1_000),
+    };
+    assert_eq!(crl_entry(&row, 999), None);
+    assert_eq!(
+        crl_entry(&row, 1_000),
+        Some((1_000, Some(rcgen::RevocationReason::Superseded)))
+    );
+    let revoked = IssuedCert {
+        revoked_at: Some(500),
+        ..row.clone()
+    };
+    assert_eq!(crl_entry(&revoked, 10), Some((500, None)));
+    let compromised = IssuedCert {
+        compromised_since: Some(400),
+        ..revoked
+    };
+    assert_eq!(
+        crl_entry(&compromised, 10),
+        Some((500, Some(rcgen::RevocationReason::KeyCompromise)))
+    );
+    let plain = IssuedCert {
+        superseded_by: None,
+        retires_at: None,
+        ..row
+    };
+    assert_eq!(crl_entry(&plain, i64::MAX), None);
+}
+
+#[test]
+fn an_installed_rotation_keeps_the_old_node_files_under_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = FederationCa::generate("Root").unwrap();
+    let first = ca.issue_org(&req("org-a")).unwrap();
+    first.save(dir.path()).unwrap();
+    let next = ca.rotate_node(&der(&first.node.cert_pem), 30, 60).unwrap();
+    let retired = next
+        .install_rotated(dir.path(), &first.node.serial)
+        .unwrap();
+    assert_eq!(
+        retired,
+        dir.path().join(RETIRED_DIR).join(&first.node.serial)
+    );
+    let read = |p: std::path::PathBuf| fs::read_to_string(p).unwrap();
+    assert_eq!(read(dir.path().join("node.crt")), next.cert_pem);
+    assert_eq!(
+        read(dir.path().join("encryption.key")),
+        next.encryption_key_pem
+    );
+    assert_eq!(read(retired.join("node.crt")), first.node.cert_pem);
+    assert_eq!(
+        read(retired.join("signing.key")),
+        first.node.signing_key_pkcs8_pem
+    );
+    assert_eq!(
+        read(retired.join("encryption.key")),
+        first.node.encryption_key_pem
+    );
+    // The organisation CA and the root stay.
+    assert_eq!(read(dir.path().join("org-ca.crt")), first.org_ca_cert_pem);
+    assert!(!dir.path().join(format!(".rotate-{}", next.serial)).exists());
+    // Keys stay owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["node.key", "signing.key", "encryption.key"] {
+        for d in [dir.path().to_path_buf(), retired.clone()] {
+            let mode = fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f} in {}", d.display());
+        }
+    }
+    // The same rotation again would overwrite what is retired: refused, nothing moved.
+    let e = next
+        .install_rotated(dir.path(), &first.node.serial)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rotated here before"), "{e}");
+    assert_eq!(read(dir.path().join("node.crt")), next.cert_pem);
+    assert!(!dir.path().join(format!(".rotate-{}", next.serial)).exists());
+}
+
+#[test]
+fn a_rotation_survives_save_and_load_and_the_crl_lists_it_once_it_retires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = FederationCa::generate("Root").unwrap();
+    let root = der(ca.cert_pem());
+    let first = ca.issue_org(&req("org-a")).unwrap();
+    ca.rotate_node(&der(&first.node.cert_pem), 30, 1).unwrap();
+    ca.save(dir.path()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let mut loaded = FederationCa::load(dir.path()).unwrap();
+    let row = loaded
+        .issued()
+        .into_iter()
+        .find(|c| c.serial == first.node.serial)
+        .unwrap();
+    assert!(row.retires_at.is_some(), "{row:?}");
+    let crl = loaded.refresh_crl().unwrap();
+    assert!(
+        crl_serials(&crl, &root)
+            .unwrap()
+            .contains(&first.node.serial)
+    );
 }

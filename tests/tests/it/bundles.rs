@@ -12,7 +12,7 @@ use bluewire_proto::v1 as pb;
 use bluewire_tests::{TestFederation, be_fr_eu, content, now_ms};
 
 fn cert_der(fed: &TestFederation, org: &str) -> Vec<u8> {
-    bluewire_node::pki::load_certs_pem(&fed.info(org).bundle.node_cert_pem)
+    bluewire_node::pki::load_certs_pem(&fed.info(org).bundle.node.cert_pem)
         .expect("node cert")
         .remove(0)
         .to_vec()

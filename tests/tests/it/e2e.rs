@@ -106,7 +106,7 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
 async fn a_hostile_members_sealed_envelopes_are_refused_with_the_reason() {
     let fed = TestFederation::new(&be_fr_eu()).await;
     let be = fed.signing_key("csirt-be");
-    let fr_key = &fed.info("csirt-fr").bundle.encryption_key;
+    let fr_key = &fed.info("csirt-fr").bundle.node.encryption_key;
     let fr_public = fr_key.public_key("csirt-fr").expect("certified key");
     let sealed_to = |c: &mut pb::Content, keys: &[(&str, &[u8])]| {
         c.recipients = vec!["csirt-fr".into()];

@@ -59,12 +59,13 @@ async fn published_message_reaches_every_org_verified_and_byte_identical() {
     let pk = fed
         .info("csirt-be")
         .bundle
+        .node
         .signing_key
         .public_key("csirt-be")
         .unwrap();
     assert_eq!(
         origin_env.key_id,
-        fed.info("csirt-be").bundle.signing_key.key_id
+        fed.info("csirt-be").bundle.node.signing_key.key_id
     );
     assert!(signing::verify(
         &pk,

@@ -22,6 +22,7 @@ mod relay;
 mod reshare;
 mod resume;
 mod rogue;
+mod rotation;
 mod stix;
 mod store_faults;
 mod tamper;

@@ -1,0 +1,183 @@
+//! Key rotation (`pki rotate`): an organisation's node gets a new certificate with fresh TLS,
+//! signing and encryption keys. What the old keys signed stays verifiable; what was
+//! encrypted to the old key still opens at the node (it keeps the retired key); during the
+//! overlap the old certificate is still good, and once it retires (the CRL lists it,
+//! reason superseded) its keys sign nothing new — without casting doubt on what they
+//! signed before.
+
+use std::time::Duration;
+
+use bluewire_node::envelope::seal;
+use bluewire_node::pki::{FederationCa, RETIRED_DIR};
+use bluewire_node::signing::SigningKey;
+use bluewire_proto::v1 as pb;
+use bluewire_tests::clusters::deliver_as;
+use bluewire_tests::{TestFederation, assert_eventually, be_fr_eu, content, free_text};
+
+const BE: &str = "csirt-be";
+const FR: &str = "csirt-fr";
+
+fn red_for(to: &str, title: &str) -> pb::PublishRequest {
+    pb::PublishRequest {
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Red as i32,
+            ..Default::default()
+        }),
+        recipients: vec![to.into()],
+        encrypt: true,
+        ..free_text(title)
+    }
+}
+
+fn title(item: &pb::FeedItem) -> String {
+    match item.content.as_ref().and_then(|c| c.body.clone()) {
+        Some(pb::content::Body::FreeText(t)) => t.title,
+        other => format!("{other:?}"),
+    }
+}
+
+/// The encryption key ids a sealed message at `org` was encrypted to.
+fn sealed_to(env: &pb::Envelope) -> Vec<String> {
+    let c = <pb::Content as prost::Message>::decode(env.content.as_slice()).unwrap();
+    match c.body {
+        Some(pb::content::Body::Sealed(s)) => s.stanzas.into_iter().map(|s| s.key_id).collect(),
+        other => panic!("not sealed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_ones_did() {
+    let fed = TestFederation::new(&be_fr_eu()).await;
+    let old_key_id = fed.info(BE).bundle.node.signing_key.key_id.clone();
+    let old_enc_id = fed.info(BE).bundle.node.encryption_key.key_id.clone();
+    let before = fed.publish(BE, "signed with the first key").await.id;
+    assert_eventually!(
+        fed.get(FR, &before).await.is_some(),
+        "{before} never arrived"
+    );
+    // csirt-fr encrypts to csirt-be's first encryption key.
+    let mut sealed_old = None;
+    assert_eventually!(
+        {
+            match fed
+                .client(FR, "analyst")
+                .client()
+                .publish(red_for(BE, "sealed to the first key"))
+                .await
+            {
+                Ok(r) => {
+                    sealed_old = Some(r.into_inner().id);
+                    true
+                }
+                Err(e) if e.message().contains("never seen") => false,
+                Err(e) => panic!("publish --encrypt: {e}"),
+            }
+        },
+        "csirt-fr never learnt csirt-be's certificate"
+    );
+    let sealed_old = sealed_old.unwrap();
+    assert_eventually!(
+        fed.get(BE, &sealed_old).await.is_some(),
+        "sealed message never arrived"
+    );
+
+    // Rotate, with an overlap the test ends by hand (the CRL is signed again after it).
+    let dir = fed.info(BE).dir.clone();
+    let old_cert = std::fs::read_to_string(dir.join("node.crt")).unwrap();
+    let old_der = bluewire_node::pki::load_certs_pem(&old_cert)
+        .unwrap()
+        .remove(0);
+    let old_serial = bluewire_node::pki::serial_hex(&old_der).unwrap();
+    let mut ca = FederationCa::load(&fed.fed_dir).unwrap();
+    let next = ca.rotate_node(&old_der, 30, 1).unwrap();
+    next.install_rotated(&dir, &old_serial).unwrap();
+    ca.save(&fed.fed_dir).unwrap();
+    fed.stop(BE).await;
+    fed.restart(BE).await;
+    assert_ne!(next.signing_key.key_id, old_key_id);
+    let retired = dir.join(RETIRED_DIR).join(&old_serial);
+    let old_signing = SigningKey::from_pkcs8_pem(
+        BE,
+        &std::fs::read_to_string(retired.join("signing.key")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(old_signing.key_id(), old_key_id);
+
+    // What was encrypted to the old key still opens at csirt-be.
+    let got = fed.get(BE, &sealed_old).await.expect("still held");
+    assert!(got.end_to_end, "{got:?}");
+    assert_eq!(title(&got), "sealed to the first key");
+    // New messages carry the new key; csirt-fr learns the new certificate and accepts them.
+    let after = fed.publish(BE, "signed with the rotated key").await.id;
+    assert_eventually!(fed.get(FR, &after).await.is_some(), "{after} never arrived");
+    let env = fed.get(FR, &after).await.unwrap().envelope.unwrap();
+    assert_eq!(env.key_id, next.signing_key.key_id);
+    // csirt-fr encrypts to the new key once it has seen the new certificate.
+    let mut sealed_new = None;
+    assert_eventually!(
+        {
+            let r = fed
+                .client(FR, "analyst")
+                .client()
+                .publish(red_for(BE, "sealed to the rotated key"))
+                .await
+                .expect("publish --encrypt");
+            let id = r.into_inner().id;
+            let env = fed.get(FR, &id).await.and_then(|i| i.envelope);
+            let to_new = env.is_some_and(|e| sealed_to(&e).contains(&next.encryption_key.key_id));
+            if to_new {
+                sealed_new = Some(id);
+            }
+            to_new
+        },
+        "csirt-fr never encrypted to csirt-be's rotated key"
+    );
+    let sealed_new = sealed_new.unwrap();
+    assert_eventually!(fed.get(BE, &sealed_new).await.is_some(), "never arrived");
+    let got = fed.get(BE, &sealed_new).await.unwrap();
+    assert_eq!(title(&got), "sealed to the rotated key");
+    assert!(!sealed_to(got.envelope.as_ref().unwrap()).contains(&old_enc_id));
+
+    // During the overlap the old key is still good: something it signed is accepted.
+    let in_overlap = seal(&old_signing, &content(BE, "old key, within the overlap"));
+    let r = deliver_as(&fed, BE, FR, in_overlap).await;
+    assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
+    // The overlap ends: the CRL lists the old certificate (superseded); nodes poll it.
+    let mut ca = FederationCa::load(&fed.fed_dir).unwrap();
+    let retires_ms = ca
+        .issued()
+        .into_iter()
+        .find(|c| c.serial == old_serial)
+        .and_then(|c| c.retires_at)
+        .expect("the old certificate retires")
+        * 1000;
+    let wait = retires_ms + 50 - bluewire_tests::now_ms();
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    ca.refresh_crl().unwrap();
+    ca.save(&fed.fed_dir).unwrap();
+    let mut refused = None;
+    assert_eventually!(
+        timeout = Duration::from_secs(20),
+        {
+            let late = content(BE, "old key, after its retirement");
+            let r = deliver_as(&fed, BE, FR, seal(&old_signing, &late)).await;
+            let done = r.outcome == pb::DeliveryOutcome::Rejected as i32;
+            if done {
+                refused = Some(r);
+            }
+            done
+        },
+        "csirt-fr still accepts the retired key"
+    );
+    let r = refused.unwrap();
+    assert!(r.reason.contains("revoked"), "{r:?}");
+    // What the old key signed before it retired stays trusted, everywhere.
+    for org in [FR, "cert-eu"] {
+        let item = fed.get(org, &before).await.expect("held");
+        assert_eq!(item.suspect, "", "{org}: {item:?}");
+    }
+    assert_eq!(fed.get(BE, &before).await.unwrap().suspect, "");
+    // The rotated node works on: a new message arrives.
+    let last = fed.publish(BE, "after the retirement").await.id;
+    assert_eventually!(fed.get(FR, &last).await.is_some(), "{last} never arrived");
+}
