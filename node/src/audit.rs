@@ -90,10 +90,14 @@ pub enum AuditKind {
     /// An offline bundle was exported (`peer`: the organisation it is for) or imported or
     /// refused (`peer`: the organisation that exported it); `detail` says what it held.
     Bundle,
+    /// Relaying: this node handed its message to `peer` to carry to a recipient its direct
+    /// link could not reach (it keeps its own copy until the recipient acknowledges), or took
+    /// on from `peer` an envelope to carry to another member; `detail` says which way.
+    Relayed,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 12] = [
         AuditKind::Published,
         AuditKind::Sent,
         AuditKind::Delivered,
@@ -105,6 +109,7 @@ impl AuditKind {
         AuditKind::Token,
         AuditKind::Store,
         AuditKind::Bundle,
+        AuditKind::Relayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +125,7 @@ impl AuditKind {
             AuditKind::Token => "token",
             AuditKind::Store => "store",
             AuditKind::Bundle => "bundle",
+            AuditKind::Relayed => "relayed",
         }
     }
 }
@@ -209,6 +215,18 @@ impl AuditEvent {
     }
 
     /// An offline bundle to or from `peer` (see [`AuditKind::Bundle`]).
+    /// `msg_id` handed to, or taken on from, `peer` as a relay; `detail` says which way.
+    pub fn relayed(
+        msg_id: impl Into<String>,
+        peer: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> AuditEvent {
+        AuditEvent::new(AuditKind::Relayed)
+            .msg(msg_id)
+            .peer(peer)
+            .detail(detail)
+    }
+
     pub fn bundle(peer: impl Into<String>, detail: impl Into<String>) -> AuditEvent {
         AuditEvent::new(AuditKind::Bundle).peer(peer).detail(detail)
     }
@@ -395,7 +413,11 @@ mod tests {
         let e = AuditEvent::rejected("é".repeat(MAX_FIELD_LEN), "p", "r", "x").clip();
         assert!(e.msg_id.len() <= MAX_FIELD_LEN);
         assert!(e.msg_id.chars().all(|c| c == 'é'));
-        assert_eq!(AuditKind::ALL.len(), 11);
+        assert_eq!(AuditKind::ALL.len(), 12);
+        assert_eq!(
+            AuditEvent::relayed("m", "o", "x").event.to_string(),
+            "relayed"
+        );
         assert_eq!(AuditEvent::bundle("o", "x").event.to_string(), "bundle");
         assert_eq!(AuditEvent::policy("x").event.to_string(), "policy");
     }

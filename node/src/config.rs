@@ -174,6 +174,10 @@ pub struct DeliveryConfig {
     pub relay_after_ms: u64,
     /// Most relays a message this node sends may pass through (1-3).
     pub relay_hop_limit: u32,
+    /// Most envelopes this node carries for one recipient on other members' behalf.
+    pub relay_max_queued: u64,
+    /// Most bytes this node carries on other members' behalf, all recipients together.
+    pub relay_max_bytes: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -187,6 +191,8 @@ impl Default for DeliveryConfig {
             keepalive_ms: 1_000,
             relay_after_ms: 3_000,
             relay_hop_limit: 2,
+            relay_max_queued: 20_000,
+            relay_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -503,6 +509,8 @@ reconnect_ms = 250      # while a peer is unreachable, a new connection attempt 
 keepalive_ms = 1000     # HTTP/2 ping interval on peer links; unanswered for 2x this: link replaced
 relay_after_ms = 3000   # direct link down this long: deliver through a member that can reach the peer (0: never)
 relay_hop_limit = 2     # most relays a message of this node passes through (1-3)
+relay_max_queued = 20000        # most envelopes carried for one recipient on others' behalf
+relay_max_bytes = 268435456     # most bytes carried on others' behalf, all recipients together
 
 [limits]
 max_request_bytes = 4194304   # largest gRPC request decoded; content is capped at 1 MiB

@@ -26,6 +26,8 @@ use crate::state::NodeState;
 use crate::store::Rejection;
 use crate::tls::LinkInfo;
 
+mod relaying;
+
 /// Spawn the worker for `peer`; it runs until the node shuts down.
 /// The worker watches the stop itself and stops between batches; an acknowledgement it has
 /// started committing always finishes.
@@ -74,11 +76,15 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // a call that finishes within half the timeout lets it grow back to `batch_size`.
     let mut batch_cap = cfg.batch_size;
     let timeout = Duration::from_millis(cfg.timeout_ms);
-    // Since when the direct link has not worked (None: it works, or was never tried); past
-    // `relay_after_ms`, envelopes go through another member that can reach the peer.
+    // While the direct link is down (since `down_since`) for longer than `relay_after_ms`,
+    // queued envelopes also go through other members (`relaying`); this node keeps its own
+    // until the peer acknowledges them directly. `handed`: own seqs a relay took on during
+    // this outage (not handed again).
     let mut down_since: Option<tokio::time::Instant> = None;
+    let mut handed = std::collections::HashSet::new();
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
+        // Other workers relay through this peer's link while it works.
         peer.set_client(&link);
         if stopping.is_cancelled() {
             break;
@@ -87,7 +93,11 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // so publishes can decide at once): every new link starts with a Hello.
         if link.is_none() && !state.directory.knows(&peer.org) {
             match dialing.link(&peer, &state, &cfg, &connect, None).await {
-                Dial::Up(c) => link = Some(c),
+                Dial::Up(c) => {
+                    link = Some(c);
+                    down_since = None;
+                    handed.clear();
+                }
                 Dial::NotYet | Dial::Stopped => break,
             }
         }
@@ -98,19 +108,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             sent_upto = 0;
             store_generation = generation;
         }
-        // Envelopes carried for other members (relay) first, up to a quarter of the batch,
-        // then this node's own.
-        let read = store
-            .relay_batch(&peer.org, (batch_cap / 4).max(1))
-            .and_then(|carried| {
-                let own = store.outbox_batch_after(
-                    &peer.org,
-                    sent_upto,
-                    batch_cap.saturating_sub(carried.len()).max(1),
-                )?;
-                Ok((carried, own))
-            });
-        let (carried, batch) = match read {
+        let batch = match store.outbox_batch_after(&peer.org, sent_upto, batch_cap) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "reading outbox failed");
@@ -120,38 +118,18 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 continue;
             }
         };
-        if batch.is_empty() && carried.is_empty() {
+        // Envelopes this node carries for other members (relay), to this peer.
+        let carried = store.relay_depth(&peer.org).unwrap_or(0);
+        if batch.is_empty() && carried == 0 {
             tokio::select! {
                 _ = peer.notify.notified() => {}
                 () = stopping.cancelled() => break,
             }
             continue;
         }
-        let mut envelopes = Vec::with_capacity(batch.len() + carried.len());
-        let mut srcs = Vec::with_capacity(batch.len() + carried.len());
+        let mut envelopes = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
         let mut size = 0usize;
-        let mut undecodable_carried = Vec::new();
-        for (rseq, bytes) in carried {
-            if size + bytes.len() + 16 > max_request_bytes && !envelopes.is_empty() {
-                break;
-            }
-            match Envelope::decode(bytes.as_slice()) {
-                Ok(env) => {
-                    size += bytes.len() + 16;
-                    envelopes.push(env);
-                    srcs.push(Src::Carried(rseq));
-                }
-                Err(e) => {
-                    warn!(relay.seq = rseq, error = %e, "carried envelope undecodable; dropping it");
-                    undecodable_carried.push(rseq);
-                }
-            }
-        }
-        if !undecodable_carried.is_empty() {
-            let _ = store
-                .relay_ack(&peer.org, undecodable_carried, Vec::new())
-                .await;
-        }
         // Entries to remove without sending (undecodable, or no longer routable).
         let mut undecodable = Vec::new();
         // Set when an entry could not be re-checked: send what came before it, retry later.
@@ -209,7 +187,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     }
                     size += bytes.len() + 16;
                     envelopes.push(env);
-                    srcs.push(Src::Own(seq));
+                    seqs.push(seq);
                 }
                 Err(e) => {
                     warn!(msg.seq = seq, error = %e, "stored envelope undecodable; dropping from outbox");
@@ -220,7 +198,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         if !undecodable.is_empty() {
             let _ = store.ack_outbox(&peer.org, undecodable).await;
         }
-        if envelopes.is_empty() {
+        if envelopes.is_empty() && carried == 0 {
             if stalled && sleep_or_stop(backoff, &stopping).await {
                 break;
             }
@@ -264,22 +242,63 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 Dial::Up(c) => {
                     link = Some(c);
                     down_since = None;
+                    handed.clear();
                 }
                 Dial::Stopped => break,
                 Dial::NotYet => {
                     let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
-                    let relay_after = Duration::from_millis(cfg.relay_after_ms);
-                    if cfg.relay_after_ms > 0 && since.elapsed() >= relay_after {
-                        let took =
-                            relay_through(&state, &peer, &cfg, sent_upto, max_request_bytes).await;
-                        if took > 0 {
-                            // Progress: the next batch goes as soon as it is read.
-                            backoff = min;
-                            continue;
-                        }
-                    }
+                    let relaying = cfg.relay_after_ms > 0
+                        && since.elapsed() >= Duration::from_millis(cfg.relay_after_ms);
                     backoff = (backoff * 2).min(max);
+                    if relaying {
+                        let round = relaying::Round {
+                            state: &state,
+                            peer: &peer,
+                            cfg: &cfg,
+                            max_request_bytes,
+                        };
+                        tokio::select! {
+                            _ = round.run(sent_upto, &mut handed) => {}
+                            () = stopping.cancelled() => break,
+                        }
+                        // New messages go through a relay within a second, whatever the
+                        // backoff of the direct link.
+                        backoff = backoff.min(Duration::from_secs(1));
+                    }
                     continue;
+                }
+            }
+        }
+        let Some(client) = link.as_mut() else {
+            continue;
+        };
+        // What this node carries for other members goes in calls of its own, never holding
+        // back (or held back by) this node's own messages.
+        if carried > 0 {
+            let round = relaying::Round {
+                state: &state,
+                peer: &peer,
+                cfg: &cfg,
+                max_request_bytes,
+            };
+            match round.hand_on(client).await {
+                Err(e) => {
+                    link = None;
+                    if let Some(failures) = peer.failed(&e) {
+                        warn!(error = %e, failures, "handing on carried envelopes failed; will retry");
+                    }
+                    continue;
+                }
+                Ok(progress) => {
+                    if envelopes.is_empty() {
+                        if !progress {
+                            if sleep_or_stop(jitter(backoff), &stopping).await {
+                                break;
+                            }
+                            backoff = (backoff * 2).min(max);
+                        }
+                        continue;
+                    }
                 }
             }
         }
@@ -329,19 +348,23 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 {
                     // The peer cannot decide yet (its cluster log is behind);
                     // everything from the first such envelope on is resent.
-                    let events = delivery_records(&results[..first_retry], &peer.org);
-                    let (done, events, carried, carried_events) =
-                        split(&srcs[..first_retry], events);
+                    let done: Vec<u64> = seqs[..first_retry].to_vec();
                     if let Some(last) = done.last() {
                         sent_upto = *last;
                     }
+                    let events = delivery_records(&results[..first_retry], &peer.org);
                     let _ = store.ack_outbox_audited(&peer.org, done, events).await;
-                    let _ = store.relay_ack(&peer.org, carried, carried_events).await;
                     if first_retry > 0 {
                         // Progress (e.g. a rate limit let part of the batch through): pace
                         // at the shortest delay instead of backing off further.
                         backoff = min;
                     }
+                    // The link works: the peer answered.
+                    peer.update(|s| {
+                        s.connected = true;
+                        s.via = None;
+                    });
+                    down_since = None;
                     Some(format!(
                         "peer asked to retry later: {}",
                         results[first_retry].reason
@@ -364,14 +387,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     state
                         .metrics
                         .add(crate::metrics::DELIVERIES, &[("peer", &peer.org)], n as u64);
-                    let events = delivery_records(&results, &peer.org);
-                    let (seqs, events, carried, carried_events) = split(&srcs, events);
                     sent_upto = seqs.last().copied().unwrap_or(sent_upto);
-                    // Carried envelopes are read from the head of the relay queue: forget
-                    // them before the next read.
-                    if let Err(e) = store.relay_ack(&peer.org, carried, carried_events).await {
-                        warn!(error = %e, "acknowledging carried envelopes failed; they will be handed over again");
-                    }
+                    let events = delivery_records(&results, &peer.org);
                     // The "delivered" records commit with the acknowledgement (not
                     // fsynced on its own; after a crash the envelope is sent again and
                     // recorded again).
@@ -390,6 +407,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         s.via = None;
                     });
                     down_since = None;
+                    handed.clear();
                     None
                 }
             }
@@ -410,7 +428,19 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             }
         };
         if let Some(err) = failure {
-            if let Some(failures) = peer.failed(&err) {
+            let answered = link.is_some();
+            if answered {
+                // The peer answered (it is reachable): say why, without marking it down.
+                let mut failures = 0;
+                peer.update(|s| {
+                    s.consecutive_failures += 1;
+                    s.last_error.clone_from(&err);
+                    failures = s.consecutive_failures;
+                });
+                if failures == 1 || failures.is_power_of_two() {
+                    warn!(error = %err, failures, "delivery failed; will retry");
+                }
+            } else if let Some(failures) = peer.failed(&err) {
                 warn!(error = %err, failures, "delivery failed; will retry");
             }
             // A failed link is redialled at once (`Dialing` paces the attempts); a peer
@@ -424,240 +454,6 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         }
     }
     info!("delivery worker stopped");
-}
-
-/// Where an envelope in a batch came from: this node's outbox (by message seq), or the
-/// envelopes it carries for other members (by relay seq).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Src {
-    Own(u64),
-    Carried(u64),
-}
-
-/// Split a batch's sources and their audit records into (own seqs, own records, carried
-/// seqs, carried records), order kept.
-fn split(
-    srcs: &[Src],
-    events: Vec<crate::audit::AuditEvent>,
-) -> (
-    Vec<u64>,
-    Vec<crate::audit::AuditEvent>,
-    Vec<u64>,
-    Vec<crate::audit::AuditEvent>,
-) {
-    let (mut own, mut own_ev, mut carried, mut carried_ev) = Default::default();
-    for (src, ev) in srcs.iter().zip(events) {
-        match *src {
-            Src::Own(s) => {
-                Vec::push(&mut own, s);
-                Vec::push(&mut own_ev, ev);
-            }
-            Src::Carried(s) => {
-                Vec::push(&mut carried, s);
-                Vec::push(&mut carried_ev, ev.detail("carried as a relay"));
-            }
-        }
-    }
-    (own, own_ev, carried, carried_ev)
-}
-
-/// Most outbox entries one relay round looks through for what may go through a relay (the
-/// head of the outbox may hold messages no relay may carry: they wait for the direct link
-/// and must not hold back those behind them).
-const RELAY_SCAN: usize = 4096;
-
-/// With the direct link to `peer` down: hand what can go through another member to the
-/// first that has a working link and takes it (see [`crate::relay`] for who may carry
-/// what), and forget what it took (own outbox entries and carried envelopes alike). Looks
-/// through the envelopes carried for `peer`, then this node's own queued after `after`
-/// (at most [`RELAY_SCAN`]), skipping what no relay may carry. Returns how many were taken.
-async fn relay_through(
-    state: &Arc<NodeState>,
-    peer: &Arc<PeerLink>,
-    cfg: &DeliveryConfig,
-    after: u64,
-    max_request_bytes: usize,
-) -> usize {
-    let me = state.org();
-    let now = crate::clock::now_ms();
-    let links: Vec<(String, FederationClient<Channel>)> = state
-        .peers
-        .iter()
-        .filter_map(|p| p.working_client().map(|c| (p.org.clone(), c)))
-        .collect();
-    let names = crate::relay::candidates(links.iter().map(|(o, _)| o.as_str()), me, &peer.org, &[]);
-    if names.is_empty() {
-        return 0;
-    }
-    let items = relay_window(state, peer, cfg, after);
-    for relay in names {
-        let Some(mut client) = links
-            .iter()
-            .find(|(o, _)| *o == relay)
-            .map(|(_, c)| c.clone())
-        else {
-            continue;
-        };
-        let mut batch = Vec::new();
-        let mut taken_srcs = Vec::new();
-        let mut size = 0;
-        for (src, env) in &items {
-            let Some(handed) = relayable(state, env, *src, &peer.org, &relay, cfg, now) else {
-                continue;
-            };
-            let len = handed.encoded_len() + 16;
-            if size + len > max_request_bytes && !batch.is_empty() {
-                break;
-            }
-            size += len;
-            batch.push(handed);
-            taken_srcs.push(*src);
-            if batch.len() >= cfg.batch_size {
-                break;
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let n = batch.len();
-        let call = client.deliver(DeliverRequest { envelopes: batch });
-        let results = match tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), call).await
-        {
-            Ok(Ok(r)) if r.get_ref().results.len() == n => r.into_inner().results,
-            Ok(Ok(_)) => continue,
-            Ok(Err(status)) => {
-                debug!(relay = %relay, error = %status, "relay did not take the batch");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let mut took = Vec::new();
-        let mut events = Vec::new();
-        for (r, src) in results.iter().zip(&taken_srcs) {
-            if r.outcome == DeliveryOutcome::Accepted as i32
-                || r.outcome == DeliveryOutcome::Duplicate as i32
-            {
-                took.push(*src);
-                events.push(
-                    crate::audit::AuditEvent::delivered(&r.id, &peer.org)
-                        .detail(format!("handed to {relay} to carry")),
-                );
-            } else if r.outcome == DeliveryOutcome::Rejected as i32 {
-                debug!(relay = %relay, msg.id = %r.id, reason = %r.reason, "relay refused to carry a message");
-            }
-        }
-        if took.is_empty() {
-            continue;
-        }
-        let (own, own_events, carried, carried_events) = split(&took, events);
-        let count = took.len();
-        if let Err(e) = state
-            .store
-            .ack_outbox_audited(&peer.org, own, own_events)
-            .await
-        {
-            warn!(error = %e, "acknowledging what a relay took failed; it will be sent again");
-        }
-        let _ = state
-            .store
-            .relay_ack(&peer.org, carried, carried_events)
-            .await;
-        state.metrics.add(
-            crate::metrics::SENT_VIA_RELAY,
-            &[("via", &relay)],
-            count as u64,
-        );
-        info!(relay = %relay, count, "direct link down: handed to a relay");
-        peer.update(|s| s.via = Some(relay.clone()));
-        return count;
-    }
-    0
-}
-
-/// The envelopes a relay round may hand on: those carried for `peer` (oldest first), then
-/// this node's own queued after `after` that are still routable to it, up to `batch_size`
-/// of each, looking through at most [`RELAY_SCAN`] own entries.
-fn relay_window(
-    state: &NodeState,
-    peer: &PeerLink,
-    cfg: &DeliveryConfig,
-    after: u64,
-) -> Vec<(Src, Envelope)> {
-    let store = &state.store;
-    let mut items: Vec<(Src, Envelope)> = store
-        .relay_batch(&peer.org, cfg.batch_size)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(rseq, b)| Some((Src::Carried(rseq), Envelope::decode(b.as_slice()).ok()?)))
-        .collect();
-    let mut cursor = after;
-    let mut scanned = 0;
-    let mut own = 0;
-    while own < cfg.batch_size && scanned < RELAY_SCAN {
-        let page = match store.outbox_batch_after(&peer.org, cursor, 256) {
-            Ok(p) if !p.is_empty() => p,
-            _ => break,
-        };
-        scanned += page.len();
-        for (seq, bytes) in page {
-            cursor = seq;
-            let Ok(env) = Envelope::decode(bytes.as_slice()) else {
-                continue;
-            };
-            let routable = crate::outbound::recheck(
-                &env,
-                &peer.org,
-                state,
-                &state.router,
-                crate::clock::now_ms(),
-            );
-            if routable.is_ok() {
-                items.push((Src::Own(seq), env));
-                own += 1;
-            }
-        }
-    }
-    items
-}
-
-/// `env` as it goes to `relay` for `to`, when `relay` may carry it: an own envelope with
-/// this node's signed instruction, a carried one as it is (this node is on its path) if a
-/// hop is left and `relay` is not on the path yet. None: not through `relay`.
-fn relayable(
-    state: &NodeState,
-    env: &Envelope,
-    src: Src,
-    to: &str,
-    relay: &str,
-    cfg: &DeliveryConfig,
-    now: i64,
-) -> Option<Envelope> {
-    let content = Content::decode(env.content.as_slice()).ok()?;
-    let view = match &env.forwarding {
-        Some(f) => crate::envelope::forwarded_view(
-            &content,
-            &bluewire_proto::v1::ForwardAttestation::decode(f.attestation.as_slice()).ok()?,
-        ),
-        None => content,
-    };
-    crate::relay::may_carry(state, &state.router, &view, relay, now).ok()?;
-    match src {
-        Src::Own(_) => Some(crate::relay::instruct(
-            env,
-            (state.org(), &state.tls.chain[0]),
-            to,
-            cfg.relay_hop_limit,
-            &state.signer,
-            now,
-        )),
-        Src::Carried(_) => {
-            let r = env.relay.as_ref()?;
-            let i = bluewire_proto::v1::RelayInstruction::decode(r.instruction.as_slice()).ok()?;
-            let room = r.hops.len() < i.hop_limit as usize;
-            let fresh = relay != i.from_org && !r.hops.iter().any(|h| h == relay);
-            (room && fresh).then(|| env.clone())
-        }
-    }
 }
 
 /// Envelopes the next Deliver call may carry, after a call of `sent` envelopes that failed

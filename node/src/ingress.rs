@@ -49,6 +49,7 @@ pub enum Verdict {
     /// to its relay path, as it is kept and handed on.
     Carry {
         id: String,
+        origin: String,
         to: String,
         envelope: Box<pb::Envelope>,
         path: String,
@@ -103,10 +104,11 @@ pub fn judge_routed(
     let mut routed = None;
     let verdict = match admit(env, peer, known, router, now_ms, &mut routed) {
         Ok(Admitted::Here(content, effect)) => Verdict::Accept { content, effect },
-        Ok(Admitted::Carry { id, taken }) => {
+        Ok(Admitted::Carry { id, origin, taken }) => {
             let (relay, envelope) = *taken;
             Verdict::Carry {
                 id,
+                origin,
                 path: relay.path(),
                 to: relay.to,
                 envelope: Box::new(envelope),
@@ -141,6 +143,7 @@ enum Admitted {
     /// the envelope with this node on its path.
     Carry {
         id: String,
+        origin: String,
         taken: Box<(crate::relay::Checked, pb::Envelope)>,
     },
 }
@@ -212,23 +215,31 @@ fn admit(
         }
     };
     if let Some(r) = relay {
-        // Whoever carried it (this node too, when asked to carry it on) may see it, or it
-        // is encrypted end to end.
+        // Whoever carried it (this node too, when asked to carry it on) may see it under the
+        // marking in force as this node knows it, or it is encrypted end to end.
+        let marking = known.standing(&o.content).map_err(Rejected::Later)?.marking;
+        let carried_view = match marking {
+            Some(m) => Cow::Owned(pb::Content {
+                marking: Some(m),
+                ..view.as_ref().clone()
+            }),
+            None => Cow::Borrowed(view.as_ref()),
+        };
         let carriers = r
             .hops
             .iter()
             .map(String::as_str)
             .chain(carrying.then_some(known.me()));
         for hop in carriers {
-            crate::relay::may_carry(known, router, &view, hop, now_ms).map_err(
-                |why| match why {
+            crate::relay::may_carry(known, router, &carried_view, hop, now_ms).map_err(|why| {
+                match why {
                     crate::relay::CarryRefused::Later(r) => Rejected::Later(r),
                     crate::relay::CarryRefused::No(why) => Rejected::Policy {
                         rule: "relay",
                         reason: format!("relayed through {hop}, which may not carry it: {why}"),
                     },
-                },
-            )?;
+                }
+            })?;
         }
         if carrying {
             return carry_on(env, &o.content, &view, r, known, router, now_ms, routed);
@@ -265,7 +276,13 @@ fn carry_on(
     now_ms: i64,
     routed: &mut Option<(&'static str, bool)>,
 ) -> Result<Admitted, Rejected> {
-    let taken = crate::relay::take_on(env, &r, known.me())?;
+    let taken = crate::relay::take_on(env, &r, known.me(), now_ms)?;
+    if known::org_revoked(known, &r.to) {
+        return Err(Rejected::Relay(format!(
+            "{}'s certificate is revoked: nothing is carried to it",
+            r.to
+        )));
+    }
     let d = known::route(known, router, view, &r.to, Direction::Egress, now_ms);
     *routed = Some((d.rule, d.allowed));
     if d.retry {
@@ -288,6 +305,7 @@ fn carry_on(
     }
     Ok(Admitted::Carry {
         id: content.id.clone(),
+        origin: content.origin_org.clone(),
         taken: Box::new((r, taken)),
     })
 }
@@ -418,7 +436,25 @@ pub async fn deliver_bundle(
     bundle_id: &str,
 ) -> Result<Vec<pb::DeliveryResult>, IngressError> {
     st.directory.learn(&st.store, peer, peer_cert).await;
-    let mut results = Vec::with_capacity(envelopes.len());
+    // A bundle carries its exporter's own messages: nothing in it asks this node to relay.
+    let (relayed, envelopes): (Vec<_>, Vec<_>) =
+        envelopes.into_iter().partition(|e| e.relay.is_some());
+    let mut results = Vec::with_capacity(envelopes.len() + relayed.len());
+    for env in relayed {
+        let why = Rejected::Relay(
+            "an offline bundle carries its exporter's own messages, not envelopes to relay".into(),
+        );
+        let id = claimed_id(&env).0;
+        st.store
+            .record_rejection(Rejection {
+                at_ms: crate::clock::now_ms(),
+                from_peer: peer.org.clone(),
+                id: id.clone(),
+                reason: why.to_string(),
+            })
+            .await?;
+        results.push(result(pb::DeliveryOutcome::Rejected, id, why.to_string()));
+    }
     let mut rest = envelopes.into_iter().peekable();
     while rest.peek().is_some() {
         let batch: Vec<_> = rest.by_ref().take(st.config.limits.max_batch).collect();
@@ -443,8 +479,8 @@ async fn admit_all(
     let mut accepted: Vec<(usize, pb::Content, Effect, NewMessage)> = Vec::new();
     let mut rejected: Vec<(usize, &'static str)> = Vec::new();
     let mut behind: Option<String> = None;
-    // Envelopes taken on to carry to another member: (slot, recipient, bytes, audit).
-    let mut carried: Vec<(usize, String, Vec<u8>, AuditEvent)> = Vec::new();
+    // Envelopes taken on to carry to another member: (slot, recipient, record, audit).
+    let mut carried: Vec<(usize, String, crate::store::RelayRecord, AuditEvent)> = Vec::new();
     for (i, env) in envelopes.into_iter().enumerate() {
         if i >= granted {
             results.push(result(
@@ -499,6 +535,7 @@ async fn admit_all(
             }
             Verdict::Carry {
                 id,
+                origin,
                 to,
                 envelope,
                 path,
@@ -509,9 +546,17 @@ async fn admit_all(
                     id.clone(),
                     format!("taken on by {} to carry to {to}", st.org()),
                 ));
-                let audit = AuditEvent::received(&id, &peer.org)
-                    .detail(format!("to carry on to {to} ({path})"));
-                carried.push((i, to, envelope.encode_to_vec(), audit));
+                let audit = AuditEvent::relayed(
+                    &id,
+                    &peer.org,
+                    format!("taken on to carry to {to} ({path})"),
+                );
+                let record = crate::store::RelayRecord {
+                    key: crate::store::message_key(&origin, &id),
+                    taken_at_ms: now,
+                    envelope: envelope.encode_to_vec(),
+                };
+                carried.push((i, to, record, audit));
             }
             Verdict::Later {
                 id,
@@ -579,24 +624,46 @@ async fn admit_all(
 }
 
 /// Keep envelopes taken on as a relay, durably, and wake (or start) the delivery worker
-/// of each recipient; any the store cannot take are answered RETRY_LATER.
+/// of each recipient. A copy already queued for the same recipient is answered DUPLICATE;
+/// beyond the relay's limits (`delivery.relay_max_queued`, `relay_max_bytes`), or when the
+/// store cannot take them, RETRY_LATER (the sender keeps its own copy either way).
 async fn keep_carried(
     st: &Arc<NodeState>,
-    carried: Vec<(usize, String, Vec<u8>, AuditEvent)>,
+    carried: Vec<(usize, String, crate::store::RelayRecord, AuditEvent)>,
     results: &mut [pb::DeliveryResult],
 ) {
-    let mut by_to: std::collections::BTreeMap<String, Vec<(usize, Vec<u8>, AuditEvent)>> =
-        Default::default();
-    for (slot, to, bytes, audit) in carried {
-        by_to.entry(to).or_default().push((slot, bytes, audit));
+    let mut by_to: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for (slot, to, record, audit) in carried {
+        by_to.entry(to).or_default().push((slot, record, audit));
     }
+    let limits = crate::store::RelayLimits {
+        per_recipient: st.config.delivery.relay_max_queued,
+        total_bytes: st.config.delivery.relay_max_bytes,
+    };
     for (to, items) in by_to {
         let slots: Vec<usize> = items.iter().map(|i| i.0).collect();
-        let (bytes, audit) = items.into_iter().map(|(_, b, a)| (b, a)).unzip();
-        match st.store.relay_put(&to, bytes, audit).await {
-            Ok(()) => {
+        let items = items.into_iter().map(|(_, r, a)| (r, a)).collect();
+        match st.store.relay_put(&to, items, limits).await {
+            Ok(outcomes) => {
+                let mut queued = 0u64;
+                for (slot, outcome) in slots.iter().zip(outcomes) {
+                    let r = &mut results[*slot];
+                    match outcome {
+                        crate::store::RelayPut::Queued => queued += 1,
+                        crate::store::RelayPut::Duplicate => {
+                            r.outcome = pb::DeliveryOutcome::Duplicate as i32;
+                        }
+                        crate::store::RelayPut::Full => {
+                            r.outcome = pb::DeliveryOutcome::RetryLater as i32;
+                            r.reason = format!(
+                                "{} carries as much for {to} as it takes (delivery.relay_max_queued, relay_max_bytes): deliver it directly, or later",
+                                st.org()
+                            );
+                        }
+                    }
+                }
                 st.metrics
-                    .add(crate::metrics::RELAYED, &[("to", &to)], slots.len() as u64);
+                    .add(crate::metrics::RELAYED, &[("to", &to)], queued);
                 match st.peers.get(&to) {
                     Some(p) => p.notify.notify_one(),
                     None => {

@@ -57,6 +57,17 @@ pub fn refuse_signer(known: &impl Known, key_id: &str) -> Option<String> {
     ))
 }
 
+/// Is every signing key `org`'s certificate (as this node knows it) certifies distrusted
+/// (its certificate revoked)? False for an organisation this node knows no keys of.
+pub fn org_revoked(known: &impl Known, org: &str) -> bool {
+    known.profile(org, None).is_some_and(|p| {
+        !p.signing_keys.is_empty()
+            && p.signing_keys
+                .iter()
+                .all(|k| known.key_distrusted_since(&k.key_id).is_some())
+    })
+}
+
 /// Why a held message `c`, signed with `key_id` and stored here at `received_at_ms`, is
 /// suspect: created, or received, at or after the time from which its key is not trusted
 /// (a stated compromise, else the revocation). What it signed and this node held before

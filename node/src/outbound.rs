@@ -103,6 +103,25 @@ pub fn recheck(
     router: &Router,
     now_ms: i64,
 ) -> Result<(), Withheld> {
+    let Some(view) = egress_view(env, known)? else {
+        return Ok(());
+    };
+    let d = known::route(known, router, &view, peer, Direction::Egress, now_ms);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err((d.rule, d.reason))
+    }
+}
+
+/// How routing sees this node's own queued envelope now: the content (a re-share: as the
+/// forwarder into the target cluster) under the marking in force; refused when retracted,
+/// or when a re-share is no longer allowed at all under that marking. None: not this node's
+/// own message or re-share (not re-decided here). Pure.
+pub fn egress_view(
+    env: &pb::Envelope,
+    known: &impl Known,
+) -> Result<Option<pb::Content>, Withheld> {
     let content = pb::Content::decode(env.content.as_slice())
         .map_err(|e| ("content", format!("stored content undecodable: {e}")))?;
     let standing = known
@@ -116,7 +135,7 @@ pub fn recheck(
     let marking = standing
         .and_then(|s| s.marking)
         .or_else(|| content.marking.clone());
-    let view = if let Some(f) = &env.forwarding {
+    if let Some(f) = &env.forwarding {
         // This node's re-share: allowed at all under the marking in force, and decided
         // as the forwarder into the target cluster.
         envelope::reshare_allowed(&content, &marking.clone().unwrap_or_default())
@@ -125,17 +144,11 @@ pub fn recheck(
             .map_err(|e| ("content", format!("stored attestation undecodable: {e}")))?;
         let mut view = envelope::forwarded_view(&content, &a);
         view.marking = marking;
-        view
+        Ok(Some(view))
     } else if content.origin_org == known.me() {
-        pb::Content { marking, ..content }
+        Ok(Some(pb::Content { marking, ..content }))
     } else {
-        return Ok(());
-    };
-    let d = known::route(known, router, &view, peer, Direction::Egress, now_ms);
-    if d.allowed {
-        Ok(())
-    } else {
-        Err((d.rule, d.reason))
+        Ok(None)
     }
 }
 

@@ -28,6 +28,17 @@ pub const RELAY_CONTEXT: &[u8] = b"bluewire/v1/relay\0";
 /// Most relays an instruction may allow.
 pub const MAX_HOPS: u32 = 3;
 
+/// A first relay takes on only instructions signed at most this long ago (ms): a former
+/// hop cannot replay one to a relay later (the recipient deduplicates anyway).
+pub const FRESH_MS: i64 = 10 * 60 * 1000;
+
+/// Nor signed more than this far in the future (ms): clocks differ a little.
+pub const SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// How long a relay keeps trying to hand on what it carries (ms), counted from the sender's
+/// instruction; then it gives up (the sender still holds its own copy).
+pub const MAX_CARRY_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// The hash a relay instruction binds: the content bytes, then the forwarding attestation's
 /// bytes when the envelope is a re-share (the relay field itself is not covered).
 pub fn envelope_hash(env: &pb::Envelope) -> String {
@@ -84,6 +95,8 @@ pub struct Checked {
     pub key_id: String,
     pub hop_limit: u32,
     pub hops: Vec<String>,
+    /// When the sender signed it (unix ms).
+    pub at_ms: i64,
 }
 
 impl Checked {
@@ -112,7 +125,8 @@ pub fn check(
     let Some(r) = &env.relay else {
         return Err(Rejected::Relay("no relay instruction".into()));
     };
-    let (signer, pk) = lookup(&r.key_id).ok_or_else(|| Rejected::UnknownKey(r.key_id.clone()))?;
+    let (signer, pk) =
+        lookup(&r.key_id).ok_or_else(|| Rejected::UnknownKey(crate::offline::clip(&r.key_id)))?;
     check_signature(&pk, RELAY_CONTEXT, &r.instruction, &r.signature, &r.key_id)?;
     let i = pb::RelayInstruction::decode(r.instruction.as_slice())
         .map_err(|e| Rejected::Malformed(format!("relay instruction: {e}")))?;
@@ -126,7 +140,7 @@ pub fn check(
     if i.envelope_hash != envelope_hash(env) {
         return bad("the relay instruction is for another envelope".into());
     }
-    if i.to_org.is_empty() || i.to_org == i.from_org {
+    if !crate::pki::is_valid_id(&i.to_org) || i.to_org == i.from_org {
         return bad(format!(
             "the relay instruction names no usable recipient ({:?})",
             crate::offline::clip(&i.to_org)
@@ -143,7 +157,11 @@ pub fn check(
         ));
     }
     for (n, h) in r.hops.iter().enumerate() {
-        if h.is_empty() || *h == i.from_org || *h == i.to_org || r.hops[..n].contains(h) {
+        if !crate::pki::is_valid_id(h)
+            || *h == i.from_org
+            || *h == i.to_org
+            || r.hops[..n].contains(h)
+        {
             return bad(format!(
                 "the path {:?} is not a path from {} to {} (a hop is empty, repeated, or an endpoint)",
                 r.hops
@@ -175,12 +193,34 @@ pub fn check(
         key_id: r.key_id.clone(),
         hop_limit: i.hop_limit,
         hops: r.hops.clone(),
+        at_ms: i.at_ms,
     })
 }
 
-/// Whether a relay (this node, `me`) may take one more hop under `c`'s limit; and `env` with
-/// `me` appended to its path, as it is stored and handed on.
-pub fn take_on(env: &pb::Envelope, c: &Checked, me: &str) -> Result<pb::Envelope, Rejected> {
+/// Whether a relay (this node, `me`) may take one more hop under `c`'s limit, at `now_ms`:
+/// a first relay only a fresh instruction (signed within [`FRESH_MS`]), any relay none older
+/// than [`MAX_CARRY_MS`] (what it would give up on anyway) or from the future; and `env`
+/// with `me` appended to its path, as it is stored and handed on.
+pub fn take_on(
+    env: &pb::Envelope,
+    c: &Checked,
+    me: &str,
+    now_ms: i64,
+) -> Result<pb::Envelope, Rejected> {
+    let age = now_ms.saturating_sub(c.at_ms);
+    let limit = if c.hops.is_empty() {
+        FRESH_MS
+    } else {
+        MAX_CARRY_MS
+    };
+    if age > limit || age < -SKEW_MS {
+        return Err(Rejected::Relay(format!(
+            "the relay instruction was signed at {}, {} s from now: a relay takes on only instructions signed within the last {} s",
+            crate::clock::rfc3339(c.at_ms),
+            age.saturating_neg() / 1000,
+            limit / 1000
+        )));
+    }
     if c.hops.len() >= c.hop_limit as usize {
         return Err(Rejected::Relay(format!(
             "the sender allowed {} relay hop(s) and the path {} uses them all",

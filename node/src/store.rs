@@ -54,7 +54,27 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::AuditEvent;
 pub use crate::audit::AuditRecordRow;
+pub use tables::RelayRecord;
 use tables::{AuditDisk, AuditHead};
+
+/// What became of one envelope offered to the relay queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayPut {
+    Queued,
+    /// A copy for the same recipient is queued already.
+    Duplicate,
+    /// Over `limits`: not kept (the sender keeps its own copy).
+    Full,
+}
+
+/// How much a node carries for other members at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Envelopes queued for one recipient.
+    pub per_recipient: u64,
+    /// Bytes of every carried envelope together.
+    pub total_bytes: u64,
+}
 use writer::{Op, Writer, WriterThread};
 
 /// Local record ids of a node's re-share copies start with this (outbox records, not

@@ -590,11 +590,13 @@ fn a_relay_carries_on_only_what_it_and_the_recipient_may_see() {
     match judge(&relayed(C, A, &c, &[]), ORGS[C], &known, &r, NOW) {
         Verdict::Carry {
             id,
+            origin,
             to,
             envelope,
             path,
         } => {
             assert_eq!((id, to), (c.id.clone(), ORGS[A].to_string()));
+            assert_eq!(origin, ORGS[C]);
             assert_eq!(envelope.relay.unwrap().hops, vec![ORGS[B].to_string()]);
             assert_eq!(envelope.content, seal(C, &c).content);
             assert_eq!(path, format!("{} via ", ORGS[C]));

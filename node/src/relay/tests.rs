@@ -77,10 +77,11 @@ fn an_instruction_holds_at_the_relay_and_at_the_recipient_with_the_relay_on_the_
             key_id: key(A).key_id().to_string(),
             hop_limit: 2,
             hops: vec![],
+            at_ms: NOW,
         }
     );
     assert!(at_b.carry(ORGS[B]));
-    let taken = take_on(&env, &at_b, ORGS[B]).expect("a hop is left");
+    let taken = take_on(&env, &at_b, ORGS[B], NOW).expect("a hop is left");
     assert_eq!(
         taken.relay.as_ref().unwrap().hops,
         vec![ORGS[B].to_string()]
@@ -95,13 +96,13 @@ fn an_instruction_holds_at_the_relay_and_at_the_recipient_with_the_relay_on_the_
     assert_eq!(at_c.path(), format!("{} via {}", ORGS[A], ORGS[B]));
     // A second relay within the limit, then the recipient.
     let at_d = check_at(&taken, B, D).expect("a second relay");
-    let twice = take_on(&taken, &at_d, ORGS[D]).expect("the second hop is within 2");
+    let twice = take_on(&taken, &at_d, ORGS[D], NOW).expect("the second hop is within 2");
     let at_c = check_at(&twice, D, C).expect("the recipient accepts two hops");
     assert_eq!(at_c.hops, vec![ORGS[B].to_string(), ORGS[D].to_string()]);
     // No third hop under a limit of two.
     let at_e = check_at(&twice, D, E).expect("the path itself holds");
     assert!(
-        relay_refusal(take_on(&twice, &at_e, ORGS[E]).map(|_| at_e.clone()))
+        relay_refusal(take_on(&twice, &at_e, ORGS[E], NOW).map(|_| at_e.clone()))
             .contains("uses them all")
     );
 }
@@ -291,4 +292,51 @@ fn who_may_carry_a_message() {
         may_carry(&known, &router, &unknown, ORGS[B], NOW),
         Err(CarryRefused::No(_))
     ));
+}
+
+#[test]
+fn a_first_relay_takes_on_only_a_fresh_instruction_and_no_relay_a_stale_one() {
+    let env = instructed(A, C, 2);
+    let at_b = check_at(&env, A, B).unwrap();
+    // Fresh, a little ahead (clock skew): taken.
+    for now in [NOW, NOW + FRESH_MS, NOW - SKEW_MS] {
+        assert!(take_on(&env, &at_b, ORGS[B], now).is_ok(), "{now}");
+    }
+    // Replayed to a first relay later, or signed far ahead: refused.
+    for now in [NOW + FRESH_MS + 1, NOW - SKEW_MS - 1] {
+        let e = take_on(&env, &at_b, ORGS[B], now).map(|_| at_b.clone());
+        assert!(relay_refusal(e).contains("signed within"), "{now}");
+    }
+    // A second relay takes on what the first held for a while, up to the carry limit.
+    let taken = take_on(&env, &at_b, ORGS[B], NOW).unwrap();
+    let at_d = check_at(&taken, B, D).unwrap();
+    assert!(take_on(&taken, &at_d, ORGS[D], NOW + MAX_CARRY_MS).is_ok());
+    let e = take_on(&taken, &at_d, ORGS[D], NOW + MAX_CARRY_MS + 1).map(|_| at_d.clone());
+    assert!(relay_refusal(e).contains("signed within"));
+}
+
+#[test]
+fn names_in_an_instruction_and_its_path_are_organisation_ids() {
+    let env = instructed(A, C, 2);
+    let long = "x".repeat(5000);
+    for to in ["Org-C", "org c", long.as_str()] {
+        let e = resigned(&env, A, |i| i.to_org = to.into());
+        let why = relay_refusal(check_at(&e, A, B));
+        assert!(why.contains("no usable recipient"), "{why}");
+        assert!(why.len() < 300, "attacker text is clipped: {}", why.len());
+    }
+    let mut e = env.clone();
+    e.relay.as_mut().unwrap().hops = vec![long.clone()];
+    let why = relay_refusal(check(&e, &long, ORGS[E], lookup));
+    assert!(
+        why.contains("not a path") && why.len() < 400,
+        "{}",
+        why.len()
+    );
+    let mut unknown = env.clone();
+    unknown.relay.as_mut().unwrap().key_id = long;
+    match check_at(&unknown, A, B) {
+        Err(Rejected::UnknownKey(k)) => assert!(k.len() < 100, "{}", k.len()),
+        other => panic!("{other:?}"),
+    }
 }

@@ -20,8 +20,8 @@ use crate::audit;
 use super::tables::{
     ANNOTATIONS, API_TOKENS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS,
     DIRECTORY, IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX,
-    REJECTIONS, RELAY, RejectionRecord, STIX, delivered_key, depth_key, read_audit_head,
-    relay_depth_key,
+    REJECTIONS, RELAY, RejectionRecord, RelayRecord, STIX, delivered_key, depth_key,
+    read_audit_head, relay_depth_key,
 };
 use super::{
     AnnotationRecord, ApiTokenRecord, AuditRecordRow, Rejection, Result, Store, StoreError,
@@ -76,8 +76,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Oldest first: up to `limit` (relay seq, envelope bytes) this node carries for `to`.
-    pub fn relay_batch(&self, to: &str, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// Oldest first: up to `limit` (relay seq, record) this node carries for `to`.
+    pub fn relay_batch(&self, to: &str, limit: usize) -> Result<Vec<(u64, RelayRecord)>> {
         let rtx = self.read()?;
         let t = match rtx.open_table(RELAY) {
             Ok(t) => t,
@@ -91,7 +91,8 @@ impl Store {
             .take(limit)
         {
             let (k, v) = entry.map_err(db_err("scan relay queue"))?;
-            out.push((k.value().1, v.value().to_vec()));
+            let seq = k.value().1;
+            out.push((seq, decode("relay entry", seq, v.value())?));
         }
         Ok(out)
     }

@@ -55,8 +55,12 @@ pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
 /// table holds only u64 values, so the head's hash lives here.)
 /// Envelopes this node carries for other members (relay): (recipient org, relay seq) →
-/// envelope bytes, path included.
+/// [`RelayRecord`].
 pub(super) const RELAY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("relay_queue");
+/// (recipient org, message key) → relay seq: one carried copy per message and recipient.
+pub(super) const RELAY_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("relay_ids");
+/// Counter: bytes of every carried envelope.
+pub(super) const RELAY_BYTES_KEY: &str = "relay_bytes";
 pub(super) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
 pub(super) const AUDIT_HEAD_KEY: &str = "head";
 
@@ -80,6 +84,18 @@ pub(super) fn relay_depth_key(peer: &str) -> String {
 
 pub(super) fn delivered_key(peer: &str) -> String {
     format!("delivered/{peer}")
+}
+
+/// An envelope carried for another member: its message key (`origin/id`), when this node
+/// took it on, and the envelope with this node on its relay path.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RelayRecord {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(int64, tag = "2")]
+    pub taken_at_ms: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub envelope: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -199,6 +215,7 @@ pub(super) struct Tables<'t> {
     pub(super) audit: Table<'t, u64, &'static [u8]>,
     pub(super) audit_meta: Table<'t, &'static str, &'static [u8]>,
     pub(super) relay: Table<'t, (&'static str, u64), &'static [u8]>,
+    pub(super) relay_ids: Table<'t, (&'static str, &'static str), u64>,
     pub(super) next_seq: u64,
     /// The audit head as of this transaction's last applied op.
     pub(super) audit_head: AuditHead,
@@ -281,6 +298,9 @@ pub(super) fn open_tables<'t>(
             .open_table(AUDIT_META)
             .map_err(e("open audit meta table"))?,
         relay: wtx.open_table(RELAY).map_err(e("open relay queue table"))?,
+        relay_ids: wtx
+            .open_table(RELAY_IDS)
+            .map_err(e("open relay index table"))?,
         meta,
         next_seq,
         audit_head,

@@ -1042,3 +1042,118 @@ async fn a_reopen_that_lost_audit_records_records_it() {
         .unwrap();
     assert_eq!(store.audit_records(0, 100).unwrap().len(), 5);
 }
+
+fn carried(key: &str, bytes: usize) -> (RelayRecord, AuditEvent) {
+    (
+        RelayRecord {
+            key: key.into(),
+            taken_at_ms: 7,
+            envelope: vec![1; bytes],
+        },
+        AuditEvent::relayed(key, "org-a", "taken on"),
+    )
+}
+
+#[tokio::test]
+async fn the_relay_queue_keeps_one_copy_per_message_within_its_limits_and_rotates_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let limits = RelayLimits {
+        per_recipient: 3,
+        total_bytes: 1_000,
+    };
+    let before = store.audit_head().0;
+    let put = store
+        .relay_put(
+            "org-c",
+            vec![
+                carried("a/1", 100),
+                carried("a/2", 100),
+                carried("a/1", 100),
+            ],
+            limits,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        put,
+        vec![RelayPut::Queued, RelayPut::Queued, RelayPut::Duplicate]
+    );
+    // Only what was kept is audited.
+    assert_eq!(store.audit_head().0, before + 2);
+    // Per recipient: a third, then full; another recipient has room, up to the byte cap.
+    let put = store
+        .relay_put(
+            "org-c",
+            vec![carried("a/3", 100), carried("a/4", 100)],
+            limits,
+        )
+        .await
+        .unwrap();
+    assert_eq!(put, vec![RelayPut::Queued, RelayPut::Full]);
+    let put = store
+        .relay_put(
+            "org-d",
+            vec![carried("a/1", 600), carried("a/5", 101)],
+            limits,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        put,
+        vec![RelayPut::Queued, RelayPut::Full],
+        "300 + 600 + 101 > 1000 bytes"
+    );
+    assert_eq!(store.relay_depth("org-c").unwrap(), 3);
+    assert_eq!(store.relay_targets().unwrap(), vec!["org-c", "org-d"]);
+    // Oldest first; a requeued entry goes to the back.
+    let keys = |v: Vec<(u64, RelayRecord)>| v.into_iter().map(|(_, r)| r.key).collect::<Vec<_>>();
+    let batch = store.relay_batch("org-c", 10).unwrap();
+    assert_eq!(keys(batch.clone()), vec!["a/1", "a/2", "a/3"]);
+    store
+        .relay_requeue("org-c", vec![batch[0].0])
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(store.relay_batch("org-c", 10).unwrap()),
+        vec!["a/2", "a/3", "a/1"]
+    );
+    // Still one copy: the index follows the move.
+    let put = store
+        .relay_put(
+            "org-c",
+            vec![carried("a/1", 1)],
+            RelayLimits {
+                per_recipient: 9,
+                ..limits
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(put, vec![RelayPut::Duplicate]);
+    // Acknowledged: gone, counted down, its key free again; acks are idempotent.
+    let seqs: Vec<u64> = store
+        .relay_batch("org-c", 2)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    store
+        .relay_ack("org-c", seqs.clone(), Vec::new())
+        .await
+        .unwrap();
+    store.relay_ack("org-c", seqs, Vec::new()).await.unwrap();
+    assert_eq!(store.relay_depth("org-c").unwrap(), 1);
+    assert_eq!(keys(store.relay_batch("org-c", 10).unwrap()), vec!["a/1"]);
+    let put = store
+        .relay_put("org-c", vec![carried("a/2", 100)], limits)
+        .await
+        .unwrap();
+    assert_eq!(put, vec![RelayPut::Queued]);
+    // It all survives a restart.
+    store.close().await;
+    drop(store);
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    assert_eq!(store.relay_depth("org-c").unwrap(), 2);
+    assert_eq!(keys(store.relay_batch("org-d", 10).unwrap()), vec!["a/1"]);
+}

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tables::{
     AUDIT_HEAD_KEY, AuditHead, AuditHeadRecord, KeyRecord, META_NEXT_REJECTION, META_NEXT_RELAY,
-    META_NEXT_SEQ, MessageRecord, RejectionRecord, Tables, add_counter, delivered_key, depth_key,
-    get_u64, open_tables, relay_depth_key, sub_counter,
+    META_NEXT_SEQ, MessageRecord, RELAY_BYTES_KEY, RejectionRecord, RelayRecord, Tables,
+    add_counter, delivered_key, depth_key, get_u64, open_tables, relay_depth_key, sub_counter,
 };
 use super::{
     AnnotationRecord, ApiTokenRecord, AuditRecordRow, InsertOutcome, Keep, LAZY_HOLD, MAX_GROUP,
@@ -57,11 +57,17 @@ pub(super) enum Op {
         seqs: Vec<u64>,
         reply: Reply<u64>,
     },
-    /// Envelopes taken on to carry to `to` (relay), with their audit records.
+    /// Envelopes taken on to carry to `to` (relay): (record, its audit record when kept).
     RelayPut {
         to: String,
-        envelopes: Vec<Vec<u8>>,
-        audit: Vec<AuditEvent>,
+        items: Vec<(RelayRecord, AuditEvent)>,
+        limits: super::RelayLimits,
+        reply: Reply<Vec<super::RelayPut>>,
+    },
+    /// Carried envelopes moved to the back of `to`'s queue (the recipient asked to retry).
+    RelayRequeue {
+        to: String,
+        seqs: Vec<u64>,
         reply: Reply<()>,
     },
     /// Carried envelopes handed on (or given up), with their audit records.
@@ -150,6 +156,7 @@ enum Applied {
     Count(u64),
     Flag(bool),
     Token(Option<ApiTokenRecord>),
+    Relayed(Vec<super::RelayPut>),
 }
 
 impl Op {
@@ -163,6 +170,9 @@ impl Op {
             (Op::DropOutbox { reply, .. } | Op::Enqueue { reply, .. }, Ok(Applied::Count(n))) => {
                 let _ = reply.send(Ok(n));
             }
+            (Op::RelayPut { reply, .. }, Ok(Applied::Relayed(v))) => {
+                let _ = reply.send(Ok(v));
+            }
             (Op::Annotate { reply, .. }, Ok(Applied::Flag(b))) => {
                 let _ = reply.send(Ok(b));
             }
@@ -171,7 +181,7 @@ impl Op {
             }
             (
                 Op::Ack { reply, .. }
-                | Op::RelayPut { reply, .. }
+                | Op::RelayRequeue { reply, .. }
                 | Op::RelayAck { reply, .. }
                 | Op::Reject { reply, .. }
                 | Op::PutKey { reply, .. }
@@ -199,11 +209,14 @@ impl Op {
             Op::Annotate { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
+            Op::RelayPut { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
             Op::RevokeToken { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Op::Ack { reply, .. }
-            | Op::RelayPut { reply, .. }
+            | Op::RelayRequeue { reply, .. }
             | Op::RelayAck { reply, .. }
             | Op::Reject { reply, .. }
             | Op::PutKey { reply, .. }
@@ -234,13 +247,14 @@ impl Tables<'_> {
             Op::DropOutbox { peer, .. } => self.drop_outbox(peer).map(Applied::Count),
             Op::Enqueue { peer, seqs, .. } => self.enqueue(peer, seqs).map(Applied::Count),
             Op::RelayPut {
-                to,
-                envelopes,
-                audit,
-                ..
+                to, items, limits, ..
             } => {
-                self.relay_put(to, envelopes)?;
-                self.append_audit(audit).map(|()| Applied::Unit)
+                let (outcomes, audit) = self.relay_put(to, items, *limits)?;
+                self.append_audit(&audit)?;
+                Ok(Applied::Relayed(outcomes))
+            }
+            Op::RelayRequeue { to, seqs, .. } => {
+                self.relay_requeue(to, seqs).map(|()| Applied::Unit)
             }
             Op::RelayAck {
                 to, seqs, audit, ..
@@ -440,38 +454,102 @@ impl Tables<'_> {
         Ok(dropped)
     }
 
-    fn relay_put(&mut self, to: &str, envelopes: &[Vec<u8>]) -> Result<()> {
-        let mut next = get_u64(&self.meta, META_NEXT_RELAY)?.unwrap_or(1);
-        for e in envelopes {
-            self.relay
-                .insert((to, next), e.as_slice())
-                .map_err(db_err("queue relay entry"))?;
-            next += 1;
-        }
+    fn next_relay_seq(&mut self) -> Result<u64> {
+        let next = get_u64(&self.meta, META_NEXT_RELAY)?.unwrap_or(1);
         self.meta
-            .insert(META_NEXT_RELAY, next)
+            .insert(META_NEXT_RELAY, next + 1)
             .map_err(db_err("update relay seq"))?;
-        add_counter(
-            &mut self.counters,
-            &relay_depth_key(to),
-            envelopes.len() as u64,
-        )
+        Ok(next)
+    }
+
+    fn relay_put(
+        &mut self,
+        to: &str,
+        items: &[(RelayRecord, AuditEvent)],
+        limits: super::RelayLimits,
+    ) -> Result<(Vec<super::RelayPut>, Vec<AuditEvent>)> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut audit = Vec::new();
+        let mut depth = get_u64(&self.counters, &relay_depth_key(to))?.unwrap_or(0);
+        let mut bytes = get_u64(&self.counters, RELAY_BYTES_KEY)?.unwrap_or(0);
+        for (rec, event) in items {
+            if self
+                .relay_ids
+                .get((to, rec.key.as_str()))
+                .map_err(db_err("read relay index"))?
+                .is_some()
+            {
+                outcomes.push(super::RelayPut::Duplicate);
+                continue;
+            }
+            let len = rec.envelope.len() as u64;
+            if depth >= limits.per_recipient || bytes.saturating_add(len) > limits.total_bytes {
+                outcomes.push(super::RelayPut::Full);
+                continue;
+            }
+            let seq = self.next_relay_seq()?;
+            self.relay
+                .insert((to, seq), rec.encode_to_vec().as_slice())
+                .map_err(db_err("queue relay entry"))?;
+            self.relay_ids
+                .insert((to, rec.key.as_str()), seq)
+                .map_err(db_err("index relay entry"))?;
+            depth += 1;
+            bytes += len;
+            outcomes.push(super::RelayPut::Queued);
+            audit.push(event.clone());
+        }
+        self.counters
+            .insert(relay_depth_key(to).as_str(), depth)
+            .map_err(db_err("update counter"))?;
+        self.counters
+            .insert(RELAY_BYTES_KEY, bytes)
+            .map_err(db_err("update counter"))?;
+        Ok((outcomes, audit))
+    }
+
+    /// Remove carried entry `seq` for `to`: its record, if it was there.
+    fn relay_take(&mut self, to: &str, seq: u64) -> Result<Option<RelayRecord>> {
+        let Some(v) = self
+            .relay
+            .remove((to, seq))
+            .map_err(db_err("remove relay entry"))?
+        else {
+            return Ok(None);
+        };
+        let rec: RelayRecord = decode("relay entry", seq, v.value())?;
+        Ok(Some(rec))
     }
 
     fn relay_ack(&mut self, to: &str, seqs: &[u64]) -> Result<()> {
-        let mut removed = 0u64;
+        let (mut removed, mut bytes) = (0u64, 0u64);
         for &seq in seqs {
-            if self
-                .relay
-                .remove((to, seq))
-                .map_err(db_err("remove relay entry"))?
-                .is_some()
-            {
+            if let Some(rec) = self.relay_take(to, seq)? {
+                self.relay_ids
+                    .remove((to, rec.key.as_str()))
+                    .map_err(db_err("remove relay index entry"))?;
                 removed += 1;
+                bytes += rec.envelope.len() as u64;
             }
         }
         if removed > 0 {
             sub_counter(&mut self.counters, &relay_depth_key(to), removed)?;
+            sub_counter(&mut self.counters, RELAY_BYTES_KEY, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn relay_requeue(&mut self, to: &str, seqs: &[u64]) -> Result<()> {
+        for &seq in seqs {
+            if let Some(rec) = self.relay_take(to, seq)? {
+                let next = self.next_relay_seq()?;
+                self.relay
+                    .insert((to, next), rec.encode_to_vec().as_slice())
+                    .map_err(db_err("queue relay entry"))?;
+                self.relay_ids
+                    .insert((to, rec.key.as_str()), next)
+                    .map_err(db_err("index relay entry"))?;
+            }
         }
         Ok(())
     }
@@ -986,27 +1064,37 @@ impl Store {
         self.call(|reply| Op::Enqueue { peer, seqs, reply }).await
     }
 
-    /// Keep `envelopes` (each with this node on its relay path) to carry to `to`, with the
-    /// audit records of taking them on; durable before it returns (the sender then forgets
-    /// them).
+    /// Keep `items` (each envelope with this node on its relay path) to carry to `to`, each
+    /// with the audit record of taking it on (appended only when it is kept): durable before
+    /// it returns. One copy per message and recipient; nothing beyond `limits`.
     pub async fn relay_put(
         &self,
         to: &str,
-        envelopes: Vec<Vec<u8>>,
-        audit: Vec<AuditEvent>,
-    ) -> Result<()> {
-        if envelopes.is_empty() {
-            return Ok(());
+        items: Vec<(RelayRecord, AuditEvent)>,
+        limits: super::RelayLimits,
+    ) -> Result<Vec<super::RelayPut>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
         let to = to.to_owned();
-        let audit = audit.into_iter().map(AuditEvent::clip).collect();
+        let items = items.into_iter().map(|(r, a)| (r, a.clip())).collect();
         self.call(|reply| Op::RelayPut {
             to,
-            envelopes,
-            audit,
+            items,
+            limits,
             reply,
         })
         .await
+    }
+
+    /// Move carried entries `seqs` for `to` to the back of its queue.
+    pub async fn relay_requeue(&self, to: &str, seqs: Vec<u64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let to = to.to_owned();
+        self.call(|reply| Op::RelayRequeue { to, seqs, reply })
+            .await
     }
 
     /// Forget carried envelopes `seqs` for `to` (handed on, or given up), with audit records.

@@ -1,7 +1,8 @@
 //! Relay through another member: csirt-be reaches csirt-fr through a fault proxy of its own
 //! (tests/src/faultproxy.rs), cert-eu reaches both directly. When the proxy black-holes the
 //! link, csirt-be's messages go through cert-eu (store and forward, csirt-be's signature
-//! untouched), each arrives exactly once, and `peers` and `policy explain` say which way.
+//! untouched), each arrives exactly once, and `peers` and `policy explain` say which way;
+//! csirt-be keeps its own copies until csirt-fr acknowledges them directly.
 //! What cert-eu may not see in clear waits for the direct link — unless it is encrypted end
 //! to end, which cert-eu carries as ciphertext it cannot read. After the heal, delivery is
 //! direct again.
@@ -123,7 +124,15 @@ async fn a_cut_link_is_bridged_by_a_member_that_reaches_both_and_nothing_arrives
     let p = path_to_fr(&fed).await;
     assert!(!p.connected, "{p:?}");
     assert_eq!(p.path, "via cert-eu", "{p:?}");
-    assert_eq!(p.outbox_depth, 1, "only the AMBER message waits: {p:?}");
+    // csirt-be keeps its own copies until csirt-fr acknowledges them itself.
+    assert_eq!(p.outbox_depth, 42, "{p:?}");
+    let handed: Vec<_> = audit_export(&fed, BE)
+        .await
+        .into_iter()
+        .filter(|r| r.event == "relayed" && r.msg_id == during[0])
+        .collect();
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert_eq!(handed[0].peer, EU);
     // The origin's signature is what csirt-fr verified; the path is in its audit trail.
     let r = received(&fed, &during[0]).await;
     assert_eq!(r.len(), 1, "{r:?}");
@@ -213,4 +222,64 @@ async fn a_cut_link_is_bridged_by_a_member_that_reaches_both_and_nothing_arrives
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "a message arrived twice");
     assert_eq!(ids.len(), 1 + 40 + 2 + 10, "{ids:?}");
+}
+
+/// A member has a relay take on what the recipient will answer "retry later" for ever (a
+/// cluster message claiming a log index nobody has reached). The relay keeps trying it, in
+/// calls of its own, and its own messages still flow; a second copy is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_relay_cannot_hand_on_never_holds_back_its_own_messages() {
+    use bluewire_tests::clusters::{self, join};
+    let fed = TestFederation::new(&be_fr_eu()).await;
+    let c = clusters::create(&fed, BE, "relay-stall", pb::HistoryRule::SinceJoin).await;
+    let all = [BE, EU, FR];
+    join(&fed, BE, BE, &c.id, EU, pb::ClusterRole::Member, &all).await;
+    join(&fed, BE, BE, &c.id, FR, pb::ClusterRole::Member, &all).await;
+
+    let key = fed.signing_key(BE);
+    let cert = bluewire_node::pki::load_certs_pem(&fed.info(BE).bundle.node.cert_pem)
+        .unwrap()
+        .remove(0)
+        .to_vec();
+    let mut ahead = bluewire_tests::content(BE, "claims a log index nobody has reached");
+    ahead.cluster = c.id.clone();
+    ahead.cluster_index = 1_000_000_000;
+    let env = bluewire_node::relay::instruct(
+        &bluewire_node::envelope::seal(&key, &ahead),
+        (BE, &cert),
+        FR,
+        2,
+        &key,
+        bluewire_tests::now_ms(),
+    );
+    let r = deliver_as(&fed, BE, EU, env.clone()).await;
+    assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
+    let again = deliver_as(&fed, BE, EU, env).await;
+    assert_eq!(
+        again.outcome,
+        pb::DeliveryOutcome::Duplicate as i32,
+        "{again:?}"
+    );
+
+    // cert-eu's own messages reach csirt-fr all the same.
+    let mut own = Vec::new();
+    for i in 0..5 {
+        own.push(fed.publish(EU, &format!("cert-eu's own {i}")).await.id);
+    }
+    for id in &own {
+        assert_eventually!(
+            fed.get(FR, id).await.is_some(),
+            "cert-eu's message {id} is held back by what it carries: {:?}",
+            fed.peers(EU).await
+        );
+    }
+    // It still carries the one csirt-fr keeps deferring (until it gives up on it).
+    let p = fed
+        .peers(EU)
+        .await
+        .into_iter()
+        .find(|p| p.org == FR)
+        .unwrap();
+    assert_eq!(p.relay_depth, 1, "{p:?}");
+    assert!(fed.get(FR, &ahead.id).await.is_none());
 }
