@@ -51,6 +51,10 @@ pub enum ClusterError {
     Replay(String),
     #[error("not allowed: {0}")]
     Authority(String),
+    /// Signed (or sequenced) with a key whose certificate was revoked before the entry was
+    /// sequenced.
+    #[error("refused (revoked): {0}")]
+    Revoked(String),
     #[error("{0}")]
     State(String),
 }
@@ -736,6 +740,34 @@ pub fn sequence(
 }
 
 /// The index an entry claims (decodes the body; verification is `apply`'s job).
+/// An entry sequenced, or whose operation was signed, with a key that was not trusted at
+/// the time the convener sequenced it (`distrusted_since`: from when a key is not trusted,
+/// its certificate revoked from a stated compromise or from the revocation) is refused.
+/// What such keys did before stays in the log: its history does not change, and a node
+/// catching up applies it. The sequencing time is the convener's statement. Pure.
+pub fn check_signers(
+    entry: &ClusterEntry,
+    distrusted_since: impl Fn(&str) -> Option<i64>,
+) -> Result<()> {
+    let body = ClusterEntryBody::decode(entry.body.as_slice())
+        .map_err(|e| ClusterError::Malformed(e.to_string()))?;
+    let op_key = body.op.as_ref().map(|o| o.key_id.as_str()).unwrap_or("");
+    for (what, key) in [("sequenced", entry.key_id.as_str()), ("signed", op_key)] {
+        if let Some(since) = distrusted_since(key)
+            && body.sequenced_at_ms >= since
+        {
+            return Err(ClusterError::Revoked(format!(
+                "log entry {} was {what} with key {}, whose certificate was revoked (not trusted since {}); it was sequenced at {}",
+                body.index,
+                crate::offline::clip(key),
+                crate::clock::rfc3339(since),
+                crate::clock::rfc3339(body.sequenced_at_ms)
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn entry_index(entry: &ClusterEntry) -> Result<u64> {
     ClusterEntryBody::decode(entry.body.as_slice())
         .map(|b| b.index)

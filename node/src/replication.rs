@@ -90,6 +90,9 @@ impl NodeState {
             {
                 continue;
             }
+            cluster::check_signers(&e, |k| {
+                crate::known::Known::key_distrusted_since(self.as_ref(), k)
+            })?;
             let a = match state.as_mut() {
                 None => {
                     let (s, a) = ClusterState::genesis(&e, &root)?;

@@ -1991,3 +1991,54 @@ fn property_generator_covers_accepts_refusals_and_deliveries() {
         "coverage {total:?}"
     );
 }
+
+#[test]
+fn an_entry_signed_or_sequenced_with_a_key_revoked_by_then_is_refused_and_earlier_ones_stay() {
+    let mut l = Log::new();
+    l.ok(A, invite(B, ClusterRole::Member));
+    l.ok(B, accept(B));
+    let entries = l.entries.clone();
+    // entries[1]: invite, signed and sequenced by A; entries[2]: accept, signed by B,
+    // sequenced by A. Their sequencing times are the fixture's clock.
+    let at = |e: &ClusterEntry| {
+        ClusterEntryBody::decode(e.body.as_slice())
+            .unwrap()
+            .sequenced_at_ms
+    };
+    let (a, b) = (key(A).key_id().to_string(), key(B).key_id().to_string());
+    let none = |_: &str| None;
+    for e in &entries {
+        assert!(check_signers(e, none).is_ok());
+    }
+    // B's key distrusted from the accept's sequencing time: the accept is refused, the
+    // invite (A's) is not.
+    let since = at(&entries[2]);
+    let b_revoked = |k: &str| (k == b).then_some(since);
+    let err = check_signers(&entries[2], b_revoked)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("signed with key") && err.contains("revoked"),
+        "{err}"
+    );
+    assert!(check_signers(&entries[1], b_revoked).is_ok());
+    // Distrusted only from later: what B signed before stays.
+    let later = |k: &str| (k == b).then_some(since + 1);
+    assert!(check_signers(&entries[2], later).is_ok());
+    // The convener's key: everything it sequenced from then on.
+    let a_revoked = |k: &str| (k == a).then_some(at(&entries[1]));
+    let err = check_signers(&entries[2], a_revoked)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sequenced with key"), "{err}");
+    assert!(check_signers(&entries[0], a_revoked).is_ok());
+    // Not an entry at all.
+    let junk = ClusterEntry {
+        body: vec![0xff; 4],
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_signers(&junk, none),
+        Err(ClusterError::Malformed(_))
+    ));
+}

@@ -86,3 +86,62 @@ async fn what_a_compromised_key_signed_since_the_stated_time_is_suspect_and_refu
         "{rejections:#?}"
     );
 }
+
+/// A cluster operation signed with a key compromised since a stated time is not sequenced by
+/// the convener (nor applied by a member replicating the log); what the key's organisation
+/// did in the cluster before stays in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_operation_signed_with_a_compromised_key_is_refused() {
+    use bluewire_tests::clusters::{self, join, signed_op};
+    let fed = TestFederation::new(&be_fr_eu()).await;
+    let all = ["cert-eu", "csirt-be", "csirt-fr"];
+    let c = clusters::create(&fed, "cert-eu", "compromise", pb::HistoryRule::SinceJoin).await;
+    join(
+        &fed,
+        "cert-eu",
+        "cert-eu",
+        &c.id,
+        "csirt-be",
+        pb::ClusterRole::Member,
+        &all,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut ca = FederationCa::load(&fed.fed_dir).unwrap();
+    let serials = ca.serials_of_org("csirt-be");
+    ca.revoke_compromised(&serials, Some(now_ms().div_euclid(1000)))
+        .unwrap();
+    ca.save(&fed.fed_dir).unwrap();
+    let be_key = fed.signing_key("csirt-be");
+    assert_eventually!(
+        bluewire_node::known::Known::key_distrusted_since(
+            fed.node("cert-eu").as_ref(),
+            be_key.key_id()
+        )
+        .is_some(),
+        "cert-eu never loaded the CRL"
+    );
+    // The stolen key signs csirt-be's departure; the convener refuses to sequence it.
+    let head = fed.cluster("cert-eu", &c.id).await.unwrap().head_hash;
+    let op = signed_op(
+        &fed,
+        &c.id,
+        &head,
+        "csirt-be",
+        pb::cluster_op::Op::Leave(pb::LeaveCluster {}),
+    );
+    let err = fed
+        .node("cert-eu")
+        .sequence_local(op)
+        .await
+        .expect_err("sequenced an operation signed with a revoked key");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    // csirt-be's earlier entries (its invitation and acceptance) stand.
+    let info = fed.cluster("cert-eu", &c.id).await.unwrap();
+    assert!(
+        info.members
+            .iter()
+            .any(|m| m.org == "csirt-be" && m.state == "member"),
+        "{info:?}"
+    );
+}
