@@ -301,10 +301,37 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
                 .with_context(|| format!("no certificate in {}", cert_path.display()))?;
             let old = pki::serial_hex(&current)?;
             let mut fed = load_ca(&ca)?;
+            // A rotation the CA recorded whose files were not all installed: finish it.
+            if let Some(next) = fed.superseded_by(&old)
+                && pki::staging_dir(&org_dir, &next).exists()
+            {
+                let retired = pki::install_staged(&org_dir, &next, &old)?;
+                report(
+                    out,
+                    &format!(
+                        "finished the rotation to node certificate {next} begun earlier: installed in {}, the old certificate and encryption key in {}. Restart the node",
+                        org_dir.display(),
+                        retired.display()
+                    ),
+                    serde_json::json!({"serial": next, "old_serial": old, "retired_dir": retired, "finished": true}),
+                );
+                return Ok(());
+            }
             let next = fed.rotate_node(&current, days, overlap_ms / 1000)?;
-            let retired = next.install_rotated(&org_dir, &old)?;
-            fed.save(&ca)?;
-            std::fs::write(ca.join("crl.pem"), fed.crl_pem())?;
+            // Staged first, recorded by the CA, then installed: an interruption leaves
+            // either nothing done or a rotation `pki rotate` finishes when run again.
+            let staging = next.stage(&org_dir)?;
+            if let Err(e) = fed.save(&ca) {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e)
+                    .context("recording the rotation in the CA directory; nothing was changed");
+            }
+            let retired = pki::install_staged(&org_dir, &next.serial, &old).with_context(|| {
+                format!(
+                    "installing the new files in {}: the CA recorded the rotation; run the same `pki rotate` again to finish",
+                    org_dir.display()
+                )
+            })?;
             let retires = fed
                 .issued()
                 .into_iter()
@@ -337,7 +364,6 @@ pub fn run(cmd: PkiCommand, out: Output) -> anyhow::Result<()> {
             let mut fed = load_ca(&ca)?;
             let crl = fed.refresh_crl()?;
             fed.save(&ca)?;
-            std::fs::write(ca.join("crl.pem"), &crl)?;
             let listed = bluewire_node::pki::crl_serials(&crl, fed.cert_der())?;
             report(
                 out,

@@ -159,6 +159,8 @@ pub struct ClusterState {
     pub head_index: u64,
     pub head_hash: String,
     pub created_at_ms: i64,
+    /// When the head entry was sequenced: a later entry is never sequenced earlier.
+    pub head_at_ms: i64,
     op_ids: HashSet<String>,
 }
 
@@ -424,6 +426,17 @@ impl ClusterState {
                 got: body.prev_hash,
             });
         }
+        // Times never go back along the log: a key's holder cannot date a new entry before
+        // what is already there (see `check_signers`).
+        if body.sequenced_at_ms < self.head_at_ms {
+            return Err(ClusterError::Malformed(format!(
+                "entry {} is sequenced at {}, before entry {} ({}): a log's times never go back",
+                body.index,
+                crate::clock::rfc3339(body.sequenced_at_ms),
+                self.head_index,
+                crate::clock::rfc3339(self.head_at_ms)
+            )));
+        }
         // The sequencer is the convener as of before this entry. Position is
         // checked first so a replica that is behind (e.g. has not applied a
         // transfer yet) learns it is behind rather than seeing a forgery.
@@ -442,6 +455,7 @@ impl ClusterState {
         let hash = entry_hash(&bytes);
         next.head_index = body.index;
         next.head_hash = hash.clone();
+        next.head_at_ms = body.sequenced_at_ms;
         *self = next;
         Ok(Applied {
             index: body.index,
@@ -679,6 +693,7 @@ impl ClusterState {
             head_index: 0,
             head_hash: hash.clone(),
             created_at_ms: body.sequenced_at_ms,
+            head_at_ms: body.sequenced_at_ms,
             op_ids: HashSet::from([op.op_id.clone()]),
         };
         Ok((
@@ -717,6 +732,8 @@ pub fn sequence(
     convener_key: &SigningKey,
     now_ms: i64,
 ) -> ClusterEntry {
+    // Never before the head (a clock stepped back sequences at the head's time).
+    let now_ms = state.map_or(now_ms, |s| now_ms.max(s.head_at_ms));
     let (cluster_id, index, prev_hash) = match state {
         Some(s) => (s.id.clone(), s.head_index + 1, s.head_hash.clone()),
         None => {

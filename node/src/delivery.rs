@@ -82,6 +82,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // this outage (not handed again).
     let mut down_since: Option<tokio::time::Instant> = None;
     let mut handed = std::collections::HashSet::new();
+    // Carried envelopes per call: halved after a call that timed out, grown back after quick ones.
+    let mut carried_cap = cfg.batch_size;
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
         // Other workers relay through this peer's link while it works.
@@ -257,13 +259,17 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                             cfg: &cfg,
                             max_request_bytes,
                         };
-                        tokio::select! {
-                            _ = round.run(sent_upto, &mut handed) => {}
+                        let took = tokio::select! {
+                            n = round.run(sent_upto, &mut handed) => n,
                             () = stopping.cancelled() => break,
-                        }
-                        // New messages go through a relay within a second, whatever the
-                        // backoff of the direct link.
-                        backoff = backoff.min(Duration::from_secs(1));
+                        };
+                        // While relaying, new messages go through a relay within a few
+                        // seconds, whatever the backoff of the direct link.
+                        backoff = if took > 0 {
+                            min
+                        } else {
+                            backoff.min(Duration::from_secs(5))
+                        };
                     }
                     continue;
                 }
@@ -281,25 +287,38 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 cfg: &cfg,
                 max_request_bytes,
             };
-            match round.hand_on(client).await {
-                Err(e) => {
+            let started = tokio::time::Instant::now();
+            let outcome = round.hand_on(client, carried_cap).await;
+            let quickly = started.elapsed() < timeout / 2;
+            let progress = match outcome {
+                Err(relaying::HandOn::Link(e)) => {
+                    carried_cap =
+                        next_batch_cap(carried_cap, carried_cap, cfg.batch_size, true, false);
                     link = None;
                     if let Some(failures) = peer.failed(&e) {
                         warn!(error = %e, failures, "handing on carried envelopes failed; will retry");
                     }
                     continue;
                 }
-                Ok(progress) => {
-                    if envelopes.is_empty() {
-                        if !progress {
-                            if sleep_or_stop(jitter(backoff), &stopping).await {
-                                break;
-                            }
-                            backoff = (backoff * 2).min(max);
-                        }
-                        continue;
-                    }
+                Err(relaying::HandOn::Answered(e) | relaying::HandOn::Local(e)) => {
+                    // The link works: this node's own messages go on regardless.
+                    warn!(error = %e, "handing on carried envelopes failed; will retry");
+                    false
                 }
+                Ok(progress) => {
+                    carried_cap =
+                        next_batch_cap(carried_cap, carried_cap, cfg.batch_size, false, quickly);
+                    progress
+                }
+            };
+            if envelopes.is_empty() {
+                if !progress {
+                    if sleep_or_stop(jitter(backoff), &stopping).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(max);
+                }
+                continue;
             }
         }
         let n = envelopes.len();

@@ -76,6 +76,23 @@ impl Directory {
         Ok(())
     }
 
+    /// Keep this node's own certificate among the earlier ones (`ORG#SERIAL`), so that after
+    /// `pki rotate` the keys it certified stay tied to it across restarts: what they signed
+    /// is verified, and judged against the revocation list, like any other organisation's.
+    pub async fn remember_own(&self, store: &Store, cert_der: &[u8]) {
+        let Ok(serial) = crate::pki::serial_hex(cert_der) else {
+            return;
+        };
+        let name = format!("{}{HISTORY}{serial}", self.me.org);
+        let held = store
+            .directory()
+            .map(|d| d.iter().any(|(n, _)| *n == name))
+            .unwrap_or(false);
+        if !held && let Err(e) = store.put_directory(&name, cert_der).await {
+            warn!(error = %e, "could not persist this node's own certificate");
+        }
+    }
+
     /// Remember the signing keys a verified certificate certifies.
     pub async fn learn_keys(&self, store: &Store, profile: &OrgProfile) {
         for k in &profile.signing_keys {
@@ -195,8 +212,11 @@ impl Directory {
     /// certificate at start, every verified certificate when learnt).
     pub fn note_serials(&self, profile: &OrgProfile, cert_der: &[u8]) {
         if let Ok(serial) = crate::pki::serial_hex(cert_der) {
-            for k in &profile.signing_keys {
-                self.serials.insert(k.key_id.clone(), serial.clone());
+            // Signing and encryption keys alike: what a revoked certificate certified is not
+            // trusted to sign, nor encrypted to.
+            let ids = profile.signing_keys.iter().map(|k| &k.key_id);
+            for id in ids.chain(profile.encryption_keys.iter().map(|k| &k.key_id)) {
+                self.serials.insert(id.clone(), serial.clone());
             }
         }
     }

@@ -231,6 +231,12 @@ fn admit(
             .map(String::as_str)
             .chain(carrying.then_some(known.me()));
         for hop in carriers {
+            if known::org_revoked(known, hop) {
+                return Err(Rejected::Policy {
+                    rule: "relay",
+                    reason: format!("relayed through {hop}, whose certificate is revoked"),
+                });
+            }
             crate::relay::may_carry(known, router, &carried_view, hop, now_ms).map_err(|why| {
                 match why {
                     crate::relay::CarryRefused::Later(r) => Rejected::Later(r),
@@ -320,7 +326,31 @@ fn opens_here(c: &pb::Content, known: &impl Known) -> Result<(), Rejected> {
         return Ok(());
     }
     let key = match &c.body {
-        Some(pb::content::Body::Sealed(sealed)) => crate::e2e::key_for(known.decryptors(), sealed),
+        Some(pb::content::Body::Sealed(sealed)) => {
+            // Encrypted to a key a certificate of this organisation certified that the node
+            // does not hold (one `pki rotate` retired, not installed beside the current
+            // one): not a forgery, and not lost: the sender keeps it until the operator
+            // installs the key. A key no certificate of ours certified is refused below.
+            let held = |id: &str| known.decryptors().iter().any(|k| k.key_id() == id);
+            if let Some(missing) = sealed
+                .stanzas
+                .iter()
+                .map(|s| s.key_id.as_str())
+                .find(|id| known.certified_own_key(id) && !held(id))
+                .filter(|_| {
+                    !known.decryptors().is_empty()
+                        && !sealed.stanzas.iter().any(|s| held(&s.key_id))
+                })
+            {
+                return Err(Rejected::Later(format!(
+                    "{} is encrypted end to end to {}'s key {}, which this node does not hold: if `pki rotate` retired it, install retired/ beside [tls] encryption_key and restart the node; retry later",
+                    c.id,
+                    known.me(),
+                    crate::offline::clip(missing)
+                )));
+            }
+            crate::e2e::key_for(known.decryptors(), sealed)
+        }
         _ => None,
     };
     let Some(key) = key else {

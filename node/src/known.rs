@@ -39,6 +39,11 @@ pub trait Known {
     fn decryptors(&self) -> &[crate::e2e::RecipientKey] {
         &[]
     }
+    /// Did a certificate of this organisation, as this node knows them (its current one and
+    /// those it had before), certify key `key_id`?
+    fn certified_own_key(&self, _key_id: &str) -> bool {
+        false
+    }
     /// From when (unix ms) signing key `key_id` is not trusted: its certificate was revoked
     /// (from its stated compromise time, else from the revocation). None: trusted.
     fn key_distrusted_since(&self, _key_id: &str) -> Option<i64> {
@@ -226,6 +231,10 @@ pub(crate) mod testkit {
         pub held: HashMap<(String, String), Held>,
         /// key id → from when it is not trusted (its certificate revoked).
         pub distrusted: HashMap<String, i64>,
+        /// This organisation's decryption keys (current first, then retired ones).
+        pub decryptors: Vec<crate::e2e::RecipientKey>,
+        /// Key ids this organisation's certificates certified (see `certified_own_key`).
+        pub own_keys: Vec<String>,
     }
 
     impl Memory {
@@ -302,6 +311,12 @@ pub(crate) mod testkit {
         }
         fn key_distrusted_since(&self, key_id: &str) -> Option<i64> {
             self.distrusted.get(key_id).copied()
+        }
+        fn decryptors(&self) -> &[crate::e2e::RecipientKey] {
+            &self.decryptors
+        }
+        fn certified_own_key(&self, key_id: &str) -> bool {
+            self.own_keys.iter().any(|k| k == key_id)
         }
     }
 }

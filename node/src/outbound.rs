@@ -310,6 +310,16 @@ fn seal_for_recipients(
                 "{org}'s certificate certifies no encryption key (issued before end-to-end encryption): it receives encrypted messages once it is issued again"
             )));
         }
+        // Never to a key whose certificate is revoked or retired (`pki rotate`).
+        let certified: Vec<_> = certified
+            .into_iter()
+            .filter(|(id, _)| st.key_distrusted_since(id).is_none())
+            .collect();
+        if certified.is_empty() {
+            return Err(refused(format!(
+                "every encryption key this node knows of {org}'s is certified by a revoked or retired certificate: publish once this node has seen {org}'s current certificate (its link comes up)"
+            )));
+        }
         keys.extend(certified);
     }
     let refs: Vec<(&str, &[u8])> = keys

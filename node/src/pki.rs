@@ -43,7 +43,7 @@ use thiserror::Error;
 
 pub use ca::{
     FederationCa, IssuedCert, IssuedKind, MAX_OVERLAP_SECS, NODE_FILES, NodeBundle, OrgBundle,
-    OrgRequest, RETIRED_DIR, UserBundle, issue_user,
+    OrgRequest, RETIRED_DIR, UserBundle, install_staged, issue_user, staging_dir,
 };
 pub use crl::{CrlInfo, crl_serials, parse_crl};
 pub use der::{load_certs_pem, load_key_pem, pem_encode, serial_hex, validity_ms};

@@ -215,10 +215,10 @@ pub fn take_on(
     };
     if age > limit || age < -SKEW_MS {
         return Err(Rejected::Relay(format!(
-            "the relay instruction was signed at {}, {} s from now: a relay takes on only instructions signed within the last {} s",
+            "the relay instruction was signed at {}: a relay takes on only instructions signed within the last {} s, and at most {} s ahead of its clock",
             crate::clock::rfc3339(c.at_ms),
-            age.saturating_neg() / 1000,
-            limit / 1000
+            limit / 1000,
+            SKEW_MS / 1000
         )));
     }
     if c.hops.len() >= c.hop_limit as usize {

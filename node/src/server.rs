@@ -211,6 +211,9 @@ impl Node {
             .load(&state.store, &state.tls.root_der)
             .await
             .map_err(NodeError::Store)?;
+        if let Some(own) = state.tls.chain.first() {
+            state.directory.remember_own(&state.store, own).await;
+        }
         for p in &config.peers {
             let link = PeerLink::new(p);
             state.peers.insert(p.org.clone(), link.clone());
@@ -387,7 +390,6 @@ impl Node {
     }
 }
 
-/// The decryption key at `path`, which `profile` (from `cert`) must certify.
 /// The decryption keys `pki rotate` retired beside the current one (`retired/SERIAL/`
 /// holding that certificate's `node.crt` and `encryption.key`), each checked against the
 /// certificate it was issued with: what was encrypted to them still opens here.
@@ -399,8 +401,17 @@ fn load_retired_keys(
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .join(crate::pki::RETIRED_DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(NodeError::EncryptionKey {
+                path: dir.display().to_string(),
+                message: format!(
+                    "{e}: the node keeps the encryption keys `pki rotate` retired there; make it readable by the node's user"
+                ),
+            });
+        }
     };
     let mut found: Vec<std::path::PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -429,11 +440,21 @@ fn load_retired_keys(
                     cert.display()
                 ))),
             })?;
-        keys.push(load_encryption_key(&key_path, &profile, &cert)?);
+        let key = load_encryption_key(&key_path, &profile, &cert).map_err(|e| match e {
+            NodeError::EncryptionKey { message, .. } => bad(message
+                .split(": use the encryption.key")
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            other => other,
+        })?;
+        tracing::info!(key.id = %key.key_id(), path = %key_path.display(), "retired decryption key loaded");
+        keys.push(key);
     }
     Ok(keys)
 }
 
+/// The decryption key at `path`, which `profile` (from `cert`) must certify.
 fn load_encryption_key(
     path: &std::path::Path,
     profile: &crate::pki::OrgProfile,

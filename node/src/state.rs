@@ -293,6 +293,10 @@ impl Known for NodeState {
     fn decryptors(&self) -> &[crate::e2e::RecipientKey] {
         &self.decryptors
     }
+    fn certified_own_key(&self, key_id: &str) -> bool {
+        key_id.starts_with(&format!("{}/", self.org()))
+            && self.directory.key_serial(key_id).is_some()
+    }
 
     fn key_distrusted_since(&self, key_id: &str) -> Option<i64> {
         let serial = self.directory.key_serial(key_id)?;

@@ -2042,3 +2042,38 @@ fn an_entry_signed_or_sequenced_with_a_key_revoked_by_then_is_refused_and_earlie
         Err(ClusterError::Malformed(_))
     ));
 }
+
+#[test]
+fn a_log_entry_is_never_sequenced_before_the_head() {
+    let mut l = Log::new();
+    l.ok(A, invite(B, ClusterRole::Member));
+    let head_at = l.st.head_at_ms;
+    // A convener (or a thief of its key) dating an entry before the head: refused.
+    let signed = l.signed(B, accept(B));
+    let body = ClusterEntryBody {
+        cluster_id: l.st.id.clone(),
+        index: l.st.head_index + 1,
+        prev_hash: l.st.head_hash.clone(),
+        op: Some(signed.clone()),
+        sequenced_at_ms: head_at - 1,
+    }
+    .encode_to_vec();
+    let backdated = ClusterEntry {
+        signature: key(A).sign(ENTRY_CONTEXT, &body),
+        key_id: key(A).key_id().to_string(),
+        body,
+    };
+    let err =
+        l.st.clone()
+            .apply(&backdated, root())
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("never go back"), "{err}");
+    // `sequence` never dates before the head, whatever the clock says; the same time is fine.
+    let entry = sequence(Some(&l.st), signed, key(A), head_at - 1_000);
+    let applied =
+        l.st.clone()
+            .apply(&entry, root())
+            .expect("sequenced at the head's time");
+    assert_eq!(applied.sequenced_at_ms, head_at);
+}

@@ -55,9 +55,11 @@ impl Round<'_> {
         if crate::known::org_revoked(st.as_ref(), &peer.org) {
             return 0;
         }
+        // Members with a working link now, never one whose certificate is revoked since.
         let links: Vec<(String, FederationClient<Channel>)> = st
             .peers
             .iter()
+            .filter(|p| !crate::known::org_revoked(st.as_ref(), &p.org))
             .filter_map(|p| p.working_client().map(|c| (p.org.clone(), c)))
             .collect();
         let names = relay::candidates(
@@ -69,7 +71,7 @@ impl Round<'_> {
         if names.is_empty() {
             return 0;
         }
-        let items = self.window(after, handed);
+        let items = self.window(after, handed, &names).await;
         let now = crate::clock::now_ms();
         // Own envelopes get this node's instruction once, whichever relay takes them.
         let mut instructed: Vec<Option<Envelope>> = vec![None; items.len()];
@@ -140,6 +142,13 @@ impl Round<'_> {
                     || r.outcome == DeliveryOutcome::Duplicate as i32;
                 if !took {
                     debug!(relay = %relay_org, msg.id = %r.id, reason = %r.reason, "relay did not take a message");
+                    // Refused: not offered to relays again during this outage (it stays
+                    // queued for the direct link).
+                    if let (Some(seq), true) =
+                        (items[i].own, r.outcome == DeliveryOutcome::Rejected as i32)
+                    {
+                        handed.insert(seq);
+                    }
                     continue;
                 }
                 let item = &items[i];
@@ -185,24 +194,55 @@ impl Round<'_> {
     /// What may go through a relay now: envelopes carried for the peer that a hop is left
     /// for, then this node's own queued after `after` and not yet handed (at most
     /// [`RELAY_SCAN`] looked at), each with how routing sees it now (the marking in force).
-    fn window(&self, after: u64, handed: &HashSet<u64>) -> Vec<Item> {
+    async fn window(&self, after: u64, handed: &HashSet<u64>, relays: &[String]) -> Vec<Item> {
         let (st, peer, cfg) = (self.state, self.peer, self.cfg);
-        let mut items: Vec<Item> = st
+        let now = crate::clock::now_ms();
+        let some_relay = |item: &Item| relays.iter().any(|r| self.may_go_through(item, r, now));
+        let mut items = Vec::new();
+        let mut expired = Vec::new();
+        for (seq, rec) in st
             .store
             .relay_batch(&peer.org, cfg.batch_size)
             .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(seq, rec)| {
-                let env = Envelope::decode(rec.envelope.as_slice()).ok()?;
-                let view = carried_view(st, &env)?;
-                Some(Item {
-                    own: None,
-                    carried: Some(seq),
-                    env,
-                    view,
+        {
+            let Ok(env) = Envelope::decode(rec.envelope.as_slice()) else {
+                expired.push((seq, String::new(), "undecodable".to_string()));
+                continue;
+            };
+            if let Some(why) = give_up(st, &env, now) {
+                let id = Content::decode(env.content.as_slice())
+                    .map(|c| c.id)
+                    .unwrap_or_default();
+                expired.push((seq, id, why));
+                continue;
+            }
+            let Some(view) = carried_view(st, &env) else {
+                continue;
+            };
+            let item = Item {
+                own: None,
+                carried: Some(seq),
+                env,
+                view,
+            };
+            if some_relay(&item) {
+                items.push(item);
+            }
+        }
+        // What this node gives up carrying, it gives up whether or not the link is up.
+        if !expired.is_empty() {
+            let (seqs, events): (Vec<u64>, Vec<AuditEvent>) = expired
+                .into_iter()
+                .map(|(seq, id, why)| {
+                    warn!(msg.id = %id, reason = %why, "giving up a carried envelope");
+                    (
+                        seq,
+                        AuditEvent::relayed(&id, &peer.org, format!("gave up carrying it: {why}")),
+                    )
                 })
-            })
-            .collect();
+                .unzip();
+            let _ = st.store.relay_ack(&peer.org, seqs, events).await;
+        }
         let mut cursor = after;
         let (mut scanned, mut own) = (0, 0);
         while own < cfg.batch_size && scanned < RELAY_SCAN {
@@ -229,13 +269,14 @@ impl Round<'_> {
                 let Ok(Some(view)) = crate::outbound::egress_view(&env, st.as_ref()) else {
                     continue;
                 };
-                if routable.is_ok() {
-                    items.push(Item {
-                        own: Some(seq),
-                        carried: None,
-                        env,
-                        view,
-                    });
+                let item = Item {
+                    own: Some(seq),
+                    carried: None,
+                    env,
+                    view,
+                };
+                if routable.is_ok() && some_relay(&item) {
+                    items.push(item);
                     own += 1;
                 }
             }
@@ -271,54 +312,41 @@ impl Round<'_> {
             && !r.hops.iter().any(|h| h == relay_org)
     }
 
-    /// The link to the peer works: hand it what this node carries for it, in a call of its
-    /// own. Delivered, duplicate or refused: forgotten (a refusal recorded); "retry later":
-    /// moved to the back of the queue; past [`relay::MAX_CARRY_MS`], or signed with a key
-    /// whose certificate is revoked since: given up, recorded. `Ok(true)` when something was
-    /// forgotten or given up; `Err` when the link failed.
-    pub async fn hand_on(&self, client: &mut FederationClient<Channel>) -> Result<bool, String> {
+    /// The link to the peer works: hand it what this node carries for it, at most `cap`
+    /// envelopes, in a call of its own. Delivered, duplicate or refused: forgotten (a refusal
+    /// recorded); "retry later": moved to the back of the queue; past
+    /// [`relay::MAX_CARRY_MS`], or signed with a key whose certificate is revoked since:
+    /// given up, recorded. `Ok(true)` when something was forgotten or given up.
+    pub async fn hand_on(
+        &self,
+        client: &mut FederationClient<Channel>,
+        cap: usize,
+    ) -> Result<bool, HandOn> {
         let (st, peer) = (self.state, self.peer);
         let now = crate::clock::now_ms();
         let entries = st
             .store
-            .relay_batch(&peer.org, self.cfg.batch_size)
-            .map_err(|e| format!("reading the relay queue: {e}"))?;
+            .relay_batch(&peer.org, cap.max(1))
+            .map_err(|e| HandOn::Local(format!("reading the relay queue: {e}")))?;
         let mut batch = Vec::new();
         let mut seqs = Vec::new();
         let mut given_up = Vec::new();
         let mut events = Vec::new();
         let mut size = 0;
         for (seq, rec) in entries {
-            let env = match Envelope::decode(rec.envelope.as_slice()) {
-                Ok(e) => e,
-                Err(e) => {
-                    given_up.push(seq);
-                    events.push(AuditEvent::relayed(
-                        "",
-                        &peer.org,
-                        format!("gave up carrying an undecodable envelope: {e}"),
-                    ));
-                    continue;
-                }
+            let Ok(env) = Envelope::decode(rec.envelope.as_slice()) else {
+                given_up.push(seq);
+                events.push(AuditEvent::relayed(
+                    "",
+                    &peer.org,
+                    "gave up carrying an undecodable envelope",
+                ));
+                continue;
             };
-            let id = Content::decode(env.content.as_slice())
-                .map(|c| c.id)
-                .unwrap_or_default();
-            let expired = env
-                .relay
-                .as_ref()
-                .and_then(|r| {
-                    bluewire_proto::v1::RelayInstruction::decode(r.instruction.as_slice()).ok()
-                })
-                .is_none_or(|i| now.saturating_sub(i.at_ms) > relay::MAX_CARRY_MS);
-            let revoked = crate::known::refuse_signer(st.as_ref(), &env.key_id);
-            if expired || revoked.is_some() {
-                let why = revoked.unwrap_or_else(|| {
-                    format!(
-                        "not handed on within {} days of its sender's instruction",
-                        relay::MAX_CARRY_MS / 86_400_000
-                    )
-                });
+            if let Some(why) = give_up(st, &env, now) {
+                let id = Content::decode(env.content.as_slice())
+                    .map(|c| c.id)
+                    .unwrap_or_default();
                 warn!(msg.id = %id, reason = %why, "giving up a carried envelope");
                 given_up.push(seq);
                 events.push(AuditEvent::relayed(
@@ -336,9 +364,13 @@ impl Round<'_> {
             batch.push(env);
             seqs.push(seq);
         }
-        let mut progress = !given_up.is_empty();
+        let mut progress = false;
         if !given_up.is_empty() {
-            let _ = st.store.relay_ack(&peer.org, given_up, events).await;
+            st.store
+                .relay_ack(&peer.org, given_up, events)
+                .await
+                .map_err(|e| HandOn::Local(format!("recording carried envelopes given up: {e}")))?;
+            progress = true;
         }
         if batch.is_empty() {
             return Ok(progress);
@@ -349,17 +381,22 @@ impl Round<'_> {
             match tokio::time::timeout(Duration::from_millis(self.cfg.timeout_ms), call).await {
                 Ok(Ok(r)) if r.get_ref().results.len() == n => r.into_inner().results,
                 Ok(Ok(r)) => {
-                    return Err(format!(
+                    return Err(HandOn::Answered(format!(
                         "peer answered {} results for {n} carried envelopes",
                         r.get_ref().results.len()
-                    ));
+                    )));
                 }
-                Ok(Err(s)) => return Err(format!("{}: {}", s.code(), s.message())),
+                Ok(Err(s)) if super::link_failed(&s) => {
+                    return Err(HandOn::Link(format!("{}: {}", s.code(), s.message())));
+                }
+                Ok(Err(s)) => {
+                    return Err(HandOn::Answered(format!("{}: {}", s.code(), s.message())));
+                }
                 Err(_) => {
-                    return Err(format!(
+                    return Err(HandOn::Link(format!(
                         "handing on {n} carried envelopes timed out after {} ms",
                         self.cfg.timeout_ms
-                    ));
+                    )));
                 }
             };
         let (mut done, mut later, mut events) = (Vec::new(), Vec::new(), Vec::new());
@@ -368,22 +405,15 @@ impl Round<'_> {
                 Ok(DeliveryOutcome::RetryLater) => later.push(seq),
                 Ok(DeliveryOutcome::Rejected) => {
                     done.push(seq);
-                    events.push(
-                        AuditEvent::rejected(&r.id, &peer.org, "peer", &r.reason).detail(format!(
-                            "carried as a relay; refused by {}: {}",
-                            peer.org, r.reason
-                        )),
-                    );
+                    let why = format!("carried as a relay; refused by {}: {}", peer.org, r.reason);
+                    events.push(AuditEvent::rejected(&r.id, &peer.org, "peer", &why));
                     let _ = st
                         .store
                         .record_rejection(Rejection {
                             at_ms: now,
                             from_peer: format!("relay->{}", peer.org),
                             id: r.id.clone(),
-                            reason: format!(
-                                "carried as a relay; refused by {}: {}",
-                                peer.org, r.reason
-                            ),
+                            reason: why,
                         })
                         .await;
                 }
@@ -401,9 +431,42 @@ impl Round<'_> {
         st.store
             .relay_ack(&peer.org, done, events)
             .await
-            .map_err(|e| format!("recording carried envelopes handed over: {e}"))?;
-        let _ = st.store.relay_requeue(&peer.org, later).await;
+            .map_err(|e| HandOn::Local(format!("recording carried envelopes handed over: {e}")))?;
+        st.store
+            .relay_requeue(&peer.org, later)
+            .await
+            .map_err(|e| HandOn::Local(format!("moving deferred carried envelopes back: {e}")))?;
         Ok(progress)
+    }
+}
+
+/// Why [`Round::hand_on`] stopped.
+pub(super) enum HandOn {
+    /// The link failed (transport, timeout): replace it.
+    Link(String),
+    /// The peer answered with an error for the call as a whole: the link works.
+    Answered(String),
+    /// This node's store: nothing to do with the link.
+    Local(String),
+}
+
+/// Why this node gives up carrying `env` now: past [`relay::MAX_CARRY_MS`] since its
+/// sender's instruction, or signed with a key whose certificate is revoked since.
+fn give_up(st: &NodeState, env: &Envelope, now: i64) -> Option<String> {
+    if let Some(why) = crate::known::refuse_signer(st, &env.key_id) {
+        return Some(why);
+    }
+    let at = env
+        .relay
+        .as_ref()
+        .and_then(|r| bluewire_proto::v1::RelayInstruction::decode(r.instruction.as_slice()).ok())
+        .map(|i| i.at_ms);
+    match at {
+        Some(at) if now.saturating_sub(at) <= relay::MAX_CARRY_MS => None,
+        _ => Some(format!(
+            "not handed on within {} days of its sender's instruction",
+            relay::MAX_CARRY_MS / 86_400_000
+        )),
     }
 }
 

@@ -651,3 +651,51 @@ fn the_recipient_refuses_what_came_through_a_member_that_may_not_carry_it() {
         Verdict::Accept { .. }
     ));
 }
+
+#[test]
+fn a_body_encrypted_to_a_key_of_this_organisation_it_does_not_hold_waits_and_a_retired_key_opens_it()
+ {
+    use crate::e2e::RecipientKey;
+    let r = Router::new();
+    let old = RecipientKey::generate(ORGS[A]).unwrap();
+    let new = RecipientKey::generate(ORGS[A]).unwrap();
+    let mut c = pb::Content {
+        recipients: vec![ORGS[A].into()],
+        ..content(B, "sealed to A's first key")
+    };
+    let pk = old.public_key();
+    crate::e2e::seal_body(&mut c, &[(old.key_id(), pk.as_slice())]).unwrap();
+    let env = seal(B, &c);
+    // Only the new key installed: a key no certificate of A's certified is refused.
+    let mut known = Memory::new(ORGS[A]);
+    known.decryptors = vec![RecipientKey::from_pem(ORGS[A], &new.to_pem().unwrap()).unwrap()];
+    let v = judge(&env, ORGS[B], &known, &r, NOW);
+    assert_eq!(refused(v.clone()), "content");
+    assert!(said(&v).contains("does not open"), "{v:?}");
+    // One an earlier certificate of A's certified (retired/ not deployed): not refused,
+    // not lost.
+    known.own_keys = vec![old.key_id().to_string(), new.key_id().to_string()];
+    match judge(&env, ORGS[B], &known, &r, NOW) {
+        Verdict::Later { reason, .. } => {
+            assert!(
+                reason.contains("does not hold") && reason.contains("retired/"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the retired key beside the current one: opened and accepted.
+    known
+        .decryptors
+        .push(RecipientKey::from_pem(ORGS[A], &old.to_pem().unwrap()).unwrap());
+    assert!(matches!(
+        judge(&env, ORGS[B], &known, &r, NOW),
+        Verdict::Accept { .. }
+    ));
+    // No key configured at all: the configuration is what is missing.
+    let bare = Memory::new(ORGS[A]);
+    match judge(&env, ORGS[B], &bare, &r, NOW) {
+        Verdict::Later { reason, .. } => assert!(reason.contains("no decryption key"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

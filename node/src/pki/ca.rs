@@ -569,18 +569,31 @@ impl FederationCa {
                 MAX_OVERLAP_SECS / 86_400
             )));
         }
-        let profile = match super::cert_profile(current)? {
-            Some(CertProfile::Node(p)) => p,
-            _ => {
+        // The profile is taken from a certificate this root signed and certified (never
+        // from whatever a file claims), and must be the very node certificate the index has
+        // for that organisation.
+        let chain = [CertificateDer::from(current.to_vec())];
+        let profile = match super::identity_from_chain(&chain, self.cert_der()) {
+            Ok(super::PeerIdentity::Node { profile, .. }) => profile,
+            Ok(_) => {
                 return Err(PkiError::Invalid(
                     "not a node certificate: give the organisation's node.crt".into(),
                 ));
+            }
+            Err(e) => {
+                return Err(PkiError::Invalid(format!(
+                    "not a node certificate of this federation CA ({e}): give the organisation's node.crt as issued"
+                )));
             }
         };
         let old = serial_hex(current)?;
         {
             let idx = self.lock_index();
-            let Some(row) = idx.issued.iter().find(|c| c.serial == old) else {
+            let Some(row) = idx
+                .issued
+                .iter()
+                .find(|c| c.serial == old && c.kind == IssuedKind::Node && c.org == profile.org)
+            else {
                 return Err(PkiError::Invalid(format!(
                     "node certificate {old} of {} was not issued by this federation CA",
                     profile.org
@@ -611,6 +624,15 @@ impl FederationCa {
         }
         self.crl_pem = self.make_crl()?;
         Ok(next)
+    }
+
+    /// The certificate that replaced node certificate `serial` in a rotation, if any.
+    pub fn superseded_by(&self, serial: &str) -> Option<String> {
+        self.lock_index()
+            .issued
+            .iter()
+            .find(|c| c.serial == serial)
+            .and_then(|c| c.superseded_by.clone())
     }
 
     /// Sign the CRL again: every revocation, and every superseded certificate whose overlap
@@ -782,33 +804,71 @@ pub const NODE_FILES: [&str; 4] = ["node.crt", "node.key", "signing.key", "encry
 /// encrypted to them still opens).
 pub const RETIRED_DIR: &str = "retired";
 
-impl NodeBundle {
-    /// Install this (rotated) node bundle in the organisation directory `dir`: its current
-    /// node files move to `retired/SERIAL/` (SERIAL: theirs), then the new ones take their
-    /// place. Written beside them first, so a failure leaves the current files in place.
-    pub fn install_rotated(&self, dir: &Path, old_serial: &str) -> Result<PathBuf, PkiError> {
-        let retired = dir.join(RETIRED_DIR).join(old_serial);
-        if retired.exists() {
+/// Where a rotated node bundle waits in the organisation directory `dir` until the CA has
+/// recorded the rotation: `.rotate-SERIAL/`.
+pub fn staging_dir(dir: &Path, serial: &str) -> PathBuf {
+    dir.join(format!(".rotate-{serial}"))
+}
+
+/// Install the node bundle staged for certificate `new_serial` in the organisation directory
+/// `dir`: the current `node.crt` and `encryption.key` are kept in `retired/OLD_SERIAL/` (the
+/// node goes on opening what was encrypted to the old key; the old private TLS and signing
+/// keys are replaced, not kept), then the staged files take their place, `node.crt` last.
+/// Safe to run again after an interruption: what is kept is never overwritten, and a
+/// directory whose `node.crt` is already the new one is left as it is.
+pub fn install_staged(dir: &Path, new_serial: &str, old_serial: &str) -> Result<PathBuf, PkiError> {
+    let staging = staging_dir(dir, new_serial);
+    let retired = dir.join(RETIRED_DIR).join(old_serial);
+    let current = dir.join(NODE_FILES[0]);
+    let installed = fs::read_to_string(&current)
+        .ok()
+        .and_then(|pem| super::load_certs_pem(&pem).ok())
+        .and_then(|c| c.first().and_then(|c| serial_hex(c).ok()))
+        .is_some_and(|s| s == new_serial);
+    if !installed {
+        if !staging.join(NODE_FILES[0]).exists() {
             return Err(PkiError::Invalid(format!(
-                "{} exists already: the certificate {old_serial} was rotated here before",
-                retired.display()
+                "nothing staged in {} for certificate {new_serial}: run `pki rotate` again",
+                staging.display()
             )));
         }
-        let staging = dir.join(format!(".rotate-{}", self.serial));
-        self.save(&staging)?;
         ensure_dir(&retired)?;
-        for name in NODE_FILES {
-            let from = dir.join(name);
-            if from.exists() {
-                fs::rename(&from, retired.join(name)).map_err(io_err(&from))?;
+        for name in [NODE_FILES[0], NODE_FILES[3]] {
+            let (from, to) = (dir.join(name), retired.join(name));
+            if from.exists() && !to.exists() {
+                let data = fs::read(&from).map_err(io_err(&from))?;
+                write_file(
+                    &to,
+                    &data,
+                    if name == NODE_FILES[0] { 0o644 } else { 0o600 },
+                )?;
             }
         }
-        for name in NODE_FILES {
+        // node.crt last: until it is replaced, a run again starts over from here.
+        for name in [NODE_FILES[1], NODE_FILES[2], NODE_FILES[3], NODE_FILES[0]] {
             let from = staging.join(name);
-            fs::rename(&from, dir.join(name)).map_err(io_err(&from))?;
+            if from.exists() {
+                fs::rename(&from, dir.join(name)).map_err(io_err(&from))?;
+            }
         }
-        let _ = fs::remove_dir(&staging);
-        Ok(retired)
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    let _ = fs::remove_dir_all(&staging);
+    Ok(retired)
+}
+
+impl NodeBundle {
+    /// Write this (rotated) bundle to its staging directory in the organisation directory
+    /// `dir` (see [`install_staged`]).
+    pub fn stage(&self, dir: &Path) -> Result<PathBuf, PkiError> {
+        let staging = staging_dir(dir, &self.serial);
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        }
+        self.save(&staging)?;
+        Ok(staging)
     }
 
     /// Writes node.crt node.key signing.key encryption.key; keys 0600.

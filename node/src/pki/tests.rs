@@ -890,7 +890,28 @@ fn a_rotation_issues_fresh_keys_for_the_same_profile_and_retires_the_old_certifi
     let other = FederationCa::generate("Root").unwrap();
     let foreign = der(&other.issue_org(&req("org-a")).unwrap().node.cert_pem);
     let e = ca.rotate_node(&foreign, 30, 0).unwrap_err().to_string();
-    assert!(e.contains("not issued by this federation CA"), "{e}");
+    assert!(
+        e.contains("not a node certificate of this federation CA"),
+        "{e}"
+    );
+    // A certificate this CA issued to another organisation, or a copy of a real serial on
+    // a certificate the root did not sign: neither names what may be rotated.
+    let b = ca.issue_org(&req("org-b")).unwrap();
+    let forged = {
+        let key = KeyPair::generate().unwrap();
+        let mut p = base_params(OffsetDateTime::now_utc() + Duration::days(30));
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(
+            &hex::decode(&b.node.serial).unwrap(),
+        ));
+        p.custom_extensions
+            .push(profile_extension(&CertProfile::Node(profile("org-b"))).unwrap());
+        CertificateDer::from(p.self_signed(&key).unwrap().der().to_vec())
+    };
+    let e = ca.rotate_node(&forged, 30, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("not a node certificate of this federation CA"),
+        "{e}"
+    );
     let e = ca
         .rotate_node(&der(&first.org_ca_cert_pem), 30, 0)
         .unwrap_err()
@@ -900,7 +921,6 @@ fn a_rotation_issues_fresh_keys_for_the_same_profile_and_retires_the_old_certifi
         let e = ca.rotate_node(&new_der, 30, bad).unwrap_err().to_string();
         assert!(e.contains("overlap"), "{e}");
     }
-    let b = ca.issue_org(&req("org-b")).unwrap();
     ca.revoke(std::slice::from_ref(&b.node.serial)).unwrap();
     let e = ca
         .rotate_node(&der(&b.node.cert_pem), 30, 0)
@@ -962,53 +982,95 @@ fn the_crl_lists_a_superseded_certificate_from_its_retirement_and_a_revocation_f
 }
 
 #[test]
-fn an_installed_rotation_keeps_the_old_node_files_under_retired() {
+fn an_installed_rotation_keeps_the_old_certificate_and_encryption_key_under_retired() {
     let dir = tempfile::tempdir().unwrap();
     let mut ca = FederationCa::generate("Root").unwrap();
     let first = ca.issue_org(&req("org-a")).unwrap();
     first.save(dir.path()).unwrap();
     let next = ca.rotate_node(&der(&first.node.cert_pem), 30, 60).unwrap();
-    let retired = next
-        .install_rotated(dir.path(), &first.node.serial)
-        .unwrap();
+    let staging = next.stage(dir.path()).unwrap();
+    assert_eq!(staging, staging_dir(dir.path(), &next.serial));
+    let read = |p: std::path::PathBuf| fs::read_to_string(p).unwrap();
+    // Staged only: the current files are untouched.
+    assert_eq!(read(dir.path().join("node.crt")), first.node.cert_pem);
+    let retired = install_staged(dir.path(), &next.serial, &first.node.serial).unwrap();
     assert_eq!(
         retired,
         dir.path().join(RETIRED_DIR).join(&first.node.serial)
     );
+    assert_eq!(read(dir.path().join("node.crt")), next.cert_pem);
+    assert_eq!(read(dir.path().join("node.key")), next.key_pem);
+    assert_eq!(
+        read(dir.path().join("signing.key")),
+        next.signing_key_pkcs8_pem
+    );
+    assert_eq!(
+        read(dir.path().join("encryption.key")),
+        next.encryption_key_pem
+    );
+    // What the node needs to open what was encrypted to the old key; not the old private
+    // TLS and signing keys.
+    assert_eq!(read(retired.join("node.crt")), first.node.cert_pem);
+    assert_eq!(
+        read(retired.join("encryption.key")),
+        first.node.encryption_key_pem
+    );
+    assert!(!retired.join("signing.key").exists() && !retired.join("node.key").exists());
+    // The organisation CA stays; nothing is left staged.
+    assert_eq!(read(dir.path().join("org-ca.crt")), first.org_ca_cert_pem);
+    assert!(!staging.exists());
+    // Keys stay owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: std::path::PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for f in ["node.key", "signing.key", "encryption.key"] {
+        assert_eq!(mode(dir.path().join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(retired.join("encryption.key")), 0o600);
+    // Run again: nothing changes (already installed).
+    install_staged(dir.path(), &next.serial, &first.node.serial).unwrap();
+    assert_eq!(read(dir.path().join("node.crt")), next.cert_pem);
+    assert_eq!(
+        read(retired.join("encryption.key")),
+        first.node.encryption_key_pem
+    );
+}
+
+#[test]
+fn an_interrupted_installation_finishes_when_run_again_and_keeps_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = FederationCa::generate("Root").unwrap();
+    let first = ca.issue_org(&req("org-a")).unwrap();
+    first.save(dir.path()).unwrap();
+    let next = ca.rotate_node(&der(&first.node.cert_pem), 30, 60).unwrap();
+    let staging = next.stage(dir.path()).unwrap();
+    // Interrupted after the old files were kept and the new encryption key was moved in,
+    // before node.crt: the retired copy must stay the old key.
+    let retired = dir.path().join(RETIRED_DIR).join(&first.node.serial);
+    fs::create_dir_all(&retired).unwrap();
+    for f in ["node.crt", "encryption.key"] {
+        fs::copy(dir.path().join(f), retired.join(f)).unwrap();
+    }
+    fs::rename(
+        staging.join("encryption.key"),
+        dir.path().join("encryption.key"),
+    )
+    .unwrap();
+    install_staged(dir.path(), &next.serial, &first.node.serial).unwrap();
     let read = |p: std::path::PathBuf| fs::read_to_string(p).unwrap();
     assert_eq!(read(dir.path().join("node.crt")), next.cert_pem);
     assert_eq!(
         read(dir.path().join("encryption.key")),
         next.encryption_key_pem
     );
-    assert_eq!(read(retired.join("node.crt")), first.node.cert_pem);
-    assert_eq!(
-        read(retired.join("signing.key")),
-        first.node.signing_key_pkcs8_pem
-    );
     assert_eq!(
         read(retired.join("encryption.key")),
         first.node.encryption_key_pem
     );
-    // The organisation CA and the root stay.
-    assert_eq!(read(dir.path().join("org-ca.crt")), first.org_ca_cert_pem);
-    assert!(!dir.path().join(format!(".rotate-{}", next.serial)).exists());
-    // Keys stay owner-only.
-    use std::os::unix::fs::PermissionsExt;
-    for f in ["node.key", "signing.key", "encryption.key"] {
-        for d in [dir.path().to_path_buf(), retired.clone()] {
-            let mode = fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{f} in {}", d.display());
-        }
-    }
-    // The same rotation again would overwrite what is retired: refused, nothing moved.
-    let e = next
-        .install_rotated(dir.path(), &first.node.serial)
+    // Nothing staged for a serial: said so.
+    let e = install_staged(dir.path(), "00ff", &next.serial)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("rotated here before"), "{e}");
-    assert_eq!(read(dir.path().join("node.crt")), next.cert_pem);
-    assert!(!dir.path().join(format!(".rotate-{}", next.serial)).exists());
+    assert!(e.contains("nothing staged"), "{e}");
 }
 
 #[test]

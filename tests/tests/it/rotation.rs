@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bluewire_node::envelope::seal;
-use bluewire_node::pki::{FederationCa, RETIRED_DIR};
+use bluewire_node::pki::{FederationCa, RETIRED_DIR, install_staged};
 use bluewire_node::signing::SigningKey;
 use bluewire_proto::v1 as pb;
 use bluewire_tests::clusters::deliver_as;
@@ -88,20 +88,22 @@ async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_one
         .unwrap()
         .remove(0);
     let old_serial = bluewire_node::pki::serial_hex(&old_der).unwrap();
-    let mut ca = FederationCa::load(&fed.fed_dir).unwrap();
-    let next = ca.rotate_node(&old_der, 30, 1).unwrap();
-    next.install_rotated(&dir, &old_serial).unwrap();
-    ca.save(&fed.fed_dir).unwrap();
-    fed.stop(BE).await;
-    fed.restart(BE).await;
-    assert_ne!(next.signing_key.key_id, old_key_id);
-    let retired = dir.join(RETIRED_DIR).join(&old_serial);
+    // The old signing key, as a thief who copied it before the rotation would hold it.
     let old_signing = SigningKey::from_pkcs8_pem(
         BE,
-        &std::fs::read_to_string(retired.join("signing.key")).unwrap(),
+        &std::fs::read_to_string(dir.join("signing.key")).unwrap(),
     )
     .unwrap();
     assert_eq!(old_signing.key_id(), old_key_id);
+    let mut ca = FederationCa::load(&fed.fed_dir).unwrap();
+    let next = ca.rotate_node(&old_der, 30, 1).unwrap();
+    next.stage(&dir).unwrap();
+    ca.save(&fed.fed_dir).unwrap();
+    let retired = install_staged(&dir, &next.serial, &old_serial).unwrap();
+    assert_eq!(retired, dir.join(RETIRED_DIR).join(&old_serial));
+    fed.stop(BE).await;
+    fed.restart(BE).await;
+    assert_ne!(next.signing_key.key_id, old_key_id);
 
     // What was encrypted to the old key still opens at csirt-be.
     let got = fed.get(BE, &sealed_old).await.expect("still held");
@@ -176,7 +178,12 @@ async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_one
         let item = fed.get(org, &before).await.expect("held");
         assert_eq!(item.suspect, "", "{org}: {item:?}");
     }
-    assert_eq!(fed.get(BE, &before).await.unwrap().suspect, "");
+    let own = fed.get(BE, &before).await.unwrap();
+    assert_eq!(own.suspect, "", "{own:?}");
+    assert!(
+        own.verified,
+        "csirt-be no longer verifies its own earlier message: {own:?}"
+    );
     // The rotated node works on: a new message arrives.
     let last = fed.publish(BE, "after the retirement").await.id;
     assert_eventually!(fed.get(FR, &last).await.is_some(), "{last} never arrived");
