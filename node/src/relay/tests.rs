@@ -340,3 +340,14 @@ fn names_in_an_instruction_and_its_path_are_organisation_ids() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_documented_relay_limits() {
+    // README: a first hop takes on instructions signed within the last 10 minutes, at most
+    // 5 minutes ahead; a relay gives up after 7 days; at most 3 hops.
+    assert_eq!(FRESH_MS, 10 * 60 * 1000);
+    assert_eq!(SKEW_MS, 5 * 60 * 1000);
+    assert_eq!(MAX_CARRY_MS, 7 * 24 * 60 * 60 * 1000);
+    assert_eq!(MAX_HOPS, 3);
+    assert_eq!(CarryRefused::Later("x".into()).reason(), "x");
+}
