@@ -84,10 +84,20 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     let mut handed = std::collections::HashSet::new();
     // Carried envelopes per call: halved after a call that timed out, grown back after quick ones.
     let mut carried_cap = cfg.batch_size;
+    let round = relaying::Round {
+        state: &state,
+        peer: &peer,
+        cfg: &cfg,
+        max_request_bytes,
+    };
+    // Whether other workers were last told this link works (they relay through it then).
+    let mut shared = false;
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
-        // Other workers relay through this peer's link while it works.
-        peer.set_client(&link);
+        if link.is_some() != shared {
+            peer.set_client(&link);
+            shared = link.is_some();
+        }
         if stopping.is_cancelled() {
             break;
         }
@@ -253,12 +263,6 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         && since.elapsed() >= Duration::from_millis(cfg.relay_after_ms);
                     backoff = (backoff * 2).min(max);
                     if relaying {
-                        let round = relaying::Round {
-                            state: &state,
-                            peer: &peer,
-                            cfg: &cfg,
-                            max_request_bytes,
-                        };
                         let took = tokio::select! {
                             n = round.run(sent_upto, &mut handed) => n,
                             () = stopping.cancelled() => break,
@@ -281,12 +285,6 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // What this node carries for other members goes in calls of its own, never holding
         // back (or held back by) this node's own messages.
         if carried > 0 {
-            let round = relaying::Round {
-                state: &state,
-                peer: &peer,
-                cfg: &cfg,
-                max_request_bytes,
-            };
             let started = tokio::time::Instant::now();
             let outcome = round.hand_on(client, carried_cap).await;
             let quickly = started.elapsed() < timeout / 2;

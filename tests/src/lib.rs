@@ -619,6 +619,27 @@ pub fn free_text(text: &str) -> pb::PublishRequest {
 }
 
 /// A retraction as an analyst publishes it (the node fills target_origin).
+/// A TLP:RED free-text message for `to` alone, encrypted end to end (`publish --encrypt`).
+pub fn sealed_red_for(to: &str, title: &str) -> pb::PublishRequest {
+    pb::PublishRequest {
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Red as i32,
+            ..Default::default()
+        }),
+        recipients: vec![to.into()],
+        encrypt: true,
+        ..free_text(title)
+    }
+}
+
+/// The title of a free-text feed item (panics on any other body).
+pub fn item_title(item: &pb::FeedItem) -> String {
+    match item.content.as_ref().and_then(|c| c.body.clone()) {
+        Some(pb::content::Body::FreeText(t)) => t.title,
+        other => panic!("not a free-text body: {other:?}"),
+    }
+}
+
 pub fn retraction_request(target: &str) -> pb::PublishRequest {
     pb::PublishRequest {
         kind: pb::Kind::Retraction as i32,

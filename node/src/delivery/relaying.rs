@@ -259,23 +259,26 @@ impl Round<'_> {
                 let Ok(env) = Envelope::decode(bytes.as_slice()) else {
                     continue;
                 };
-                let routable = crate::outbound::recheck(
-                    &env,
-                    &peer.org,
-                    st.as_ref(),
-                    &st.router,
-                    crate::clock::now_ms(),
-                );
+                // What `outbound::recheck` decides, keeping the view it decides on.
                 let Ok(Some(view)) = crate::outbound::egress_view(&env, st.as_ref()) else {
                     continue;
                 };
+                let routable = crate::known::route(
+                    st.as_ref(),
+                    &st.router,
+                    &view,
+                    &peer.org,
+                    crate::policy::Direction::Egress,
+                    now,
+                )
+                .allowed;
                 let item = Item {
                     own: Some(seq),
                     carried: None,
                     env,
                     view,
                 };
-                if routable.is_ok() && some_relay(&item) {
+                if routable && some_relay(&item) {
                     items.push(item);
                     own += 1;
                 }

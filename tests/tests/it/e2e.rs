@@ -8,27 +8,10 @@ use bluewire_node::e2e;
 use bluewire_node::envelope::seal;
 use bluewire_proto::v1 as pb;
 use bluewire_tests::clusters::deliver_as;
-use bluewire_tests::{TestFederation, assert_eventually, be_fr_eu, content, free_text};
+use bluewire_tests::{
+    TestFederation, assert_eventually, be_fr_eu, content, item_title, sealed_red_for,
+};
 use prost::Message;
-
-fn red_for(to: &str, title: &str) -> pb::PublishRequest {
-    pb::PublishRequest {
-        marking: Some(pb::Marking {
-            tlp: pb::Tlp::Red as i32,
-            ..Default::default()
-        }),
-        recipients: vec![to.into()],
-        encrypt: true,
-        ..free_text(title)
-    }
-}
-
-fn title(item: &pb::FeedItem) -> String {
-    match item.content.as_ref().and_then(|c| c.body.clone()) {
-        Some(pb::content::Body::FreeText(t)) => t.title,
-        other => panic!("not a free-text body: {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipient() {
@@ -41,7 +24,7 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
             let r = fed
                 .client("csirt-be", "analyst")
                 .client()
-                .publish(red_for("csirt-fr", secret))
+                .publish(sealed_red_for("csirt-fr", secret))
                 .await;
             match r {
                 Ok(r) => {
@@ -65,19 +48,19 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
     // (and re-serves) is ciphertext.
     let at_fr = fed.get("csirt-fr", &p.id).await.expect("held");
     assert!(at_fr.end_to_end && at_fr.verified);
-    assert_eq!(title(&at_fr), secret);
+    assert_eq!(item_title(&at_fr), secret);
     let env = at_fr.envelope.expect("envelope");
     let signed = pb::Content::decode(env.content.as_slice()).expect("content");
     assert!(matches!(signed.body, Some(pb::content::Body::Sealed(_))));
     assert!(!env.content.windows(11).any(|w| w == b"203.0.113.7"));
     // At the origin: readable too (it encrypted to itself as well).
     let at_be = fed.get("csirt-be", &p.id).await.expect("held");
-    assert_eq!(title(&at_be), secret);
+    assert_eq!(item_title(&at_be), secret);
     // Never at cert-eu (not a recipient).
     assert!(fed.get("cert-eu", &p.id).await.is_none());
 
     // Refused before signing: a kind every node must read, or no named recipient.
-    let mut sitrep = red_for("csirt-fr", "national situation");
+    let mut sitrep = sealed_red_for("csirt-fr", "national situation");
     sitrep.kind = pb::Kind::SituationReport as i32;
     let e = fed
         .client("csirt-be", "analyst")
@@ -95,7 +78,7 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
                 tlp: pb::Tlp::Amber as i32,
                 ..Default::default()
             }),
-            ..red_for("csirt-fr", "x")
+            ..sealed_red_for("csirt-fr", "x")
         })
         .await
         .unwrap_err();
@@ -149,5 +132,5 @@ async fn a_hostile_members_sealed_envelopes_are_refused_with_the_reason() {
     let r = deliver_as(&fed, "csirt-be", "csirt-fr", seal(&be, &fine)).await;
     assert_eq!(r.outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
     let at_fr = fed.get("csirt-fr", &fine.id).await.expect("held");
-    assert_eq!(title(&at_fr), "fine");
+    assert_eq!(item_title(&at_fr), "fine");
 }

@@ -12,29 +12,12 @@ use bluewire_node::pki::{FederationCa, RETIRED_DIR, install_staged};
 use bluewire_node::signing::SigningKey;
 use bluewire_proto::v1 as pb;
 use bluewire_tests::clusters::deliver_as;
-use bluewire_tests::{TestFederation, assert_eventually, be_fr_eu, content, free_text};
+use bluewire_tests::{
+    TestFederation, assert_eventually, be_fr_eu, content, item_title, sealed_red_for,
+};
 
 const BE: &str = "csirt-be";
 const FR: &str = "csirt-fr";
-
-fn red_for(to: &str, title: &str) -> pb::PublishRequest {
-    pb::PublishRequest {
-        marking: Some(pb::Marking {
-            tlp: pb::Tlp::Red as i32,
-            ..Default::default()
-        }),
-        recipients: vec![to.into()],
-        encrypt: true,
-        ..free_text(title)
-    }
-}
-
-fn title(item: &pb::FeedItem) -> String {
-    match item.content.as_ref().and_then(|c| c.body.clone()) {
-        Some(pb::content::Body::FreeText(t)) => t.title,
-        other => format!("{other:?}"),
-    }
-}
 
 /// The encryption key ids a sealed message at `org` was encrypted to.
 fn sealed_to(env: &pb::Envelope) -> Vec<String> {
@@ -62,7 +45,7 @@ async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_one
             match fed
                 .client(FR, "analyst")
                 .client()
-                .publish(red_for(BE, "sealed to the first key"))
+                .publish(sealed_red_for(BE, "sealed to the first key"))
                 .await
             {
                 Ok(r) => {
@@ -108,7 +91,7 @@ async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_one
     // What was encrypted to the old key still opens at csirt-be.
     let got = fed.get(BE, &sealed_old).await.expect("still held");
     assert!(got.end_to_end, "{got:?}");
-    assert_eq!(title(&got), "sealed to the first key");
+    assert_eq!(item_title(&got), "sealed to the first key");
     // New messages carry the new key; csirt-fr learns the new certificate and accepts them.
     let after = fed.publish(BE, "signed with the rotated key").await.id;
     assert_eventually!(fed.get(FR, &after).await.is_some(), "{after} never arrived");
@@ -121,7 +104,7 @@ async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_one
             let r = fed
                 .client(FR, "analyst")
                 .client()
-                .publish(red_for(BE, "sealed to the rotated key"))
+                .publish(sealed_red_for(BE, "sealed to the rotated key"))
                 .await
                 .expect("publish --encrypt");
             let id = r.into_inner().id;
@@ -137,7 +120,7 @@ async fn a_rotated_node_signs_and_opens_with_new_keys_and_keeps_what_the_old_one
     let sealed_new = sealed_new.unwrap();
     assert_eventually!(fed.get(BE, &sealed_new).await.is_some(), "never arrived");
     let got = fed.get(BE, &sealed_new).await.unwrap();
-    assert_eq!(title(&got), "sealed to the rotated key");
+    assert_eq!(item_title(&got), "sealed to the rotated key");
     assert!(!sealed_to(got.envelope.as_ref().unwrap()).contains(&old_enc_id));
 
     // During the overlap the old key is still good: something it signed is accepted.
