@@ -384,6 +384,7 @@ impl ClusterState {
                 }
                 Ok(())
             }
+            Some(Op::Rekey(r)) => self.check_rekey(actor, &r.node_cert),
             Some(Op::Transfer(t)) => {
                 if actor_role != Some(R::Convener) {
                     return deny(format!("only the convener of {} can transfer the role", self.id));
@@ -394,6 +395,62 @@ impl ClusterState {
                 Ok(())
             }
         }
+    }
+
+    /// May `actor` replace its certificate in the log with `new_der`? Only a current
+    /// member, only with a different certificate issued after (notBefore) the one the log
+    /// holds: a key rotation moves forward. That the certificate is the root's,
+    /// for `actor`, is `verify_op`'s check.
+    fn check_rekey(&self, actor: &str, new_der: &[u8]) -> Result<()> {
+        let Some(m) = self
+            .members
+            .get(actor)
+            .filter(|m| m.standing == Standing::Member)
+        else {
+            return Err(ClusterError::State(format!(
+                "{actor} is not a member of {}: only a member's certificate is replaced (an invitee accepts with its current one)",
+                self.id
+            )));
+        };
+        if m.cert_der == new_der {
+            return Err(ClusterError::State(format!(
+                "{actor}'s certificate in {} is already this one",
+                self.id
+            )));
+        }
+        let issued = |d: &[u8]| {
+            pki::validity_ms(d)
+                .map(|v| v.0)
+                .map_err(|e| ClusterError::Certificate(e.to_string()))
+        };
+        let (held, new) = (issued(&m.cert_der)?, issued(new_der)?);
+        if new <= held {
+            return Err(ClusterError::Authority(format!(
+                "{actor}'s new certificate was issued ({}) no later than the one in {} ({}): a rotation only moves to a newer certificate, never back",
+                crate::clock::rfc3339(new),
+                self.id,
+                crate::clock::rfc3339(held)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The profile whose keys sign the entry sequencing `signed`: the convener's, or, when
+    /// the convener replaces its own certificate, the new one's (after a rotation its node
+    /// holds only the new keys). The op itself is verified fully by `verify_op`.
+    fn sequencer_profile(&self, signed: &SignedClusterOp, root_der: &[u8]) -> Result<OrgProfile> {
+        if let Ok(ClusterOp {
+            actor_org,
+            op: Some(Op::Rekey(r)),
+            ..
+        }) = peek_op(signed)
+            && actor_org == self.convener
+        {
+            return verify_cert(&r.node_cert, root_der, &self.convener);
+        }
+        self.profile(&self.convener)
+            .cloned()
+            .ok_or_else(|| ClusterError::State("convener unknown".into()))
     }
 
     /// Verify `entry` as the next entry of this cluster and apply it.
@@ -440,15 +497,12 @@ impl ClusterState {
         // The sequencer is the convener as of before this entry. Position is
         // checked first so a replica that is behind (e.g. has not applied a
         // transfer yet) learns it is behind rather than seeing a forgery.
-        let seq_profile = self
-            .profile(&self.convener)
-            .ok_or_else(|| ClusterError::State("convener unknown".into()))?
-            .clone();
-        verify_entry_sig(entry, &seq_profile)?;
         let signed = body
             .op
             .clone()
             .ok_or_else(|| ClusterError::Malformed("entry without op".into()))?;
+        let seq_profile = self.sequencer_profile(&signed, root_der)?;
+        verify_entry_sig(entry, &seq_profile)?;
         let op = self.verify_op(&signed, root_der)?;
         let mut next = self.clone();
         next.transition(&op, root_der, body.index, body.sequenced_at_ms)?;
@@ -473,6 +527,10 @@ impl ClusterState {
         // Accepting organisations prove themselves with the certificate in the op.
         let profile = match (&claimed.op, self.members.get(&claimed.actor_org)) {
             (Some(Op::Accept(a)), _) => verify_cert(&a.node_cert, root_der, &claimed.actor_org)?,
+            // A rotated member signs with the key its new certificate certifies.
+            (Some(Op::Rekey(r)), Some(_)) => {
+                verify_cert(&r.node_cert, root_der, &claimed.actor_org)?
+            }
             (_, Some(m)) => m.profile.clone(),
             (_, None) => {
                 return Err(ClusterError::Authority(format!(
@@ -573,6 +631,13 @@ impl ClusterState {
                 if let Some(m) = self.members.get_mut(&s.org) {
                     m.set_role(R::try_from(s.role).unwrap_or(R::Member), index, at_ms);
                     m.since_index = index;
+                }
+            }
+            Some(Op::Rekey(r)) => {
+                let profile = verify_cert(&r.node_cert, root_der, &op.actor_org)?;
+                if let Some(m) = self.members.get_mut(&op.actor_org) {
+                    m.profile = profile;
+                    m.cert_der = r.node_cert.clone();
                 }
             }
             Some(Op::Transfer(t)) => {
@@ -811,6 +876,10 @@ pub fn describe(op: &ClusterOp) -> String {
             role_name(ClusterRole::try_from(s.role).unwrap_or(ClusterRole::Unspecified))
         ),
         Some(Op::Transfer(t)) => format!("transfer convener to {}", t.to),
+        Some(Op::Rekey(r)) => match pki::serial_hex(&r.node_cert) {
+            Ok(serial) => format!("new node certificate {serial} (key rotation)"),
+            Err(_) => "new node certificate (key rotation)".into(),
+        },
         None => "?".into(),
     }
 }

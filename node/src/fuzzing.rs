@@ -61,6 +61,8 @@ pub struct Fixture {
     pub cluster: ClusterState,
     /// Each organisation's certified decryption key, in [`FIXTURE_ORGS`] order.
     pub decryptors: Vec<crate::e2e::RecipientKey>,
+    /// Each organisation's node after `pki rotate`: (org, new signing key, new certificate).
+    pub rotated: Vec<(String, SigningKey, Vec<u8>)>,
 }
 
 impl Fixture {
@@ -72,13 +74,54 @@ impl Fixture {
     fn key_of(&self, org: &str) -> &SigningKey {
         &self.org(org).unwrap_or(&self.orgs[0]).1
     }
+
+    /// The key `org`'s node signs with in `state`: the rotated one when `carried` (the
+    /// certificate an op carries) or the certificate `state`'s log holds for `org` is the
+    /// rotated certificate, the first one otherwise.
+    fn key_in(&self, state: &ClusterState, org: &str, carried: Option<&[u8]>) -> &SigningKey {
+        let held = state.members.get(org).map(|m| m.cert_der.as_slice());
+        match self.rotated.iter().find(|(o, _, _)| o == org) {
+            Some((_, key, cert)) if carried.or(held) == Some(cert.as_slice()) => key,
+            _ => self.key_of(org),
+        }
+    }
+}
+
+/// The certificate `op` carries for its actor (an acceptance, a rekey).
+fn carried_cert(op: &ClusterOp) -> Option<&[u8]> {
+    match &op.op {
+        Some(Op::Accept(a)) => Some(&a.node_cert),
+        Some(Op::Rekey(r)) => Some(&r.node_cert),
+        _ => None,
+    }
+}
+
+/// Sign `op` as its actor's node would in `state`, and sequence it as the convener's would.
+fn sign_and_sequence(
+    fx: &Fixture,
+    state: &ClusterState,
+    op: &ClusterOp,
+    now: i64,
+) -> (pb::SignedClusterOp, ClusterEntry) {
+    let carried = carried_cert(op);
+    let signed = cluster::sign_op(fx.key_in(state, &op.actor_org, carried), op);
+    let own = (op.actor_org == state.convener)
+        .then_some(carried)
+        .flatten();
+    let entry = cluster::sequence(
+        Some(state),
+        signed.clone(),
+        fx.key_in(state, &state.convener, own),
+        now,
+    );
+    (signed, entry)
 }
 
 /// The shared [`Fixture`].
 pub fn fixture() -> &'static Fixture {
     static FX: OnceLock<Fixture> = OnceLock::new();
     FX.get_or_init(|| {
-        let ca = FederationCa::generate("fuzzing").expect("federation CA");
+        let mut ca = FederationCa::generate("fuzzing").expect("federation CA");
         let orgs: Vec<_> = FIXTURE_ORGS
             .iter()
             .map(|&(org, functions)| {
@@ -113,6 +156,20 @@ pub fn fixture() -> &'static Fixture {
             })
             .collect();
         let (orgs, decryptors): (Vec<_>, Vec<_>) = orgs.into_iter().unzip();
+        let rotated = orgs
+            .iter()
+            .map(|(org, _, cert)| {
+                let next = ca.rotate_node(cert, 3650, 86_400).expect("rotate");
+                let key = SigningKey::from_pkcs8_pem(org, &next.signing_key_pkcs8_pem)
+                    .expect("signing key");
+                let cert = pki::load_certs_pem(&next.cert_pem)
+                    .expect("node cert")
+                    .remove(0)
+                    .as_ref()
+                    .to_vec();
+                (org.clone(), key, cert)
+            })
+            .collect();
         let root = ca.cert_der().as_ref().to_vec();
         let create = ClusterOp {
             cluster_id: cluster::cluster_id("org-a", "ops"),
@@ -138,6 +195,7 @@ pub fn fixture() -> &'static Fixture {
             genesis: entry.encode_to_vec(),
             cluster: state,
             decryptors,
+            rotated,
         }
     })
 }
@@ -354,18 +412,25 @@ pub fn cluster_log(data: &[u8]) {
                             .map(|o| o.2.clone())
                             .unwrap_or_default();
                     }
+                    // A rekey to the actor's rotated certificate, signed with its new key.
+                    Some(Op::Rekey(k)) if k.node_cert.is_empty() => {
+                        k.node_cert = fx
+                            .rotated
+                            .iter()
+                            .find(|o| o.0 == op.actor_org)
+                            .map(|o| o.2.clone())
+                            .unwrap_or_default();
+                    }
                     _ => {}
                 }
                 let _ = cluster::describe(&op);
                 let check = state.check(&op);
-                let signed = cluster::sign_op(fx.key_of(&op.actor_org), &op);
+                clock += 1;
+                let (signed, entry) = sign_and_sequence(fx, &state, &op, clock);
                 let verified = state.verify_op(&signed, &fx.root);
                 if verified.is_ok() {
                     assert_eq!(check, Ok(()), "verify_op passed an op check refuses");
                 }
-                clock += 1;
-                let entry =
-                    cluster::sequence(Some(&state), signed, fx.key_of(&state.convener), clock);
                 let before = state.head_index;
                 match state.apply(&entry, &fx.root) {
                     Ok(applied) => {
@@ -952,6 +1017,9 @@ mod tests {
                     reason: "done".into(),
                 }),
             ),
+            // The convener's keys are rotated; it sequences with the new ones from then on.
+            op("org-b", 9, Op::Rekey(pb::RekeyMember { node_cert: vec![] })),
+            op("org-b", 10, invite("org-c", R::Member)),
         ];
         seed("cluster_log", "story", &with_mode(2, &join_records(&story)));
         let decline = [
@@ -976,10 +1044,18 @@ mod tests {
             match &mut o.op {
                 Some(Op::Invite(inv)) => inv.node_cert = fx.org(&inv.org).expect("org").2.clone(),
                 Some(Op::Accept(a)) => a.node_cert = fx.org(&o.actor_org).expect("org").2.clone(),
+                Some(Op::Rekey(k)) => {
+                    k.node_cert = fx
+                        .rotated
+                        .iter()
+                        .find(|r| r.0 == o.actor_org)
+                        .expect("org")
+                        .2
+                        .clone()
+                }
                 _ => {}
             }
-            let signed = cluster::sign_op(fx.key_of(&o.actor_org), &o);
-            let entry = cluster::sequence(Some(&state), signed, fx.key_of(&state.convener), 20);
+            let (_, entry) = super::sign_and_sequence(fx, &state, &o, 20);
             state
                 .apply(&entry, &fx.root)
                 .unwrap_or_else(|e| panic!("op {i}: {e}"));

@@ -20,6 +20,13 @@ use crate::peers::ConnectError;
 use crate::pki::{OrgProfile, PeerIdentity};
 use crate::state::{ClusterRefError, NodeState};
 
+/// How long a proposal waits for the convener's answer.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Per cluster: failed attempts to put this node's new certificate in its log, and when to
+/// try next.
+pub type RekeyBackoff = std::collections::HashMap<String, (u32, tokio::time::Instant)>;
+
 /// Why a cluster operation could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -90,6 +97,7 @@ impl NodeState {
             {
                 continue;
             }
+            self.note_carried_cert(&e);
             cluster::check_signers(&e, |k| {
                 crate::known::Known::key_distrusted_since(self.as_ref(), k)
             })?;
@@ -127,6 +135,27 @@ impl NodeState {
         self.clusters.insert(id.to_string(), state.clone());
         self.after_apply(&state, &applied).await;
         Ok(state)
+    }
+
+    /// Tie the keys a certificate carried by `entry`'s operation (an acceptance, a rekey)
+    /// certifies to its serial, so that `check_signers` finds them revoked if it is.
+    fn note_carried_cert(&self, entry: &ClusterEntry) {
+        let der = pb::ClusterEntryBody::decode(entry.body.as_slice())
+            .ok()
+            .and_then(|b| b.op)
+            .and_then(|o| ClusterOp::decode(o.op.as_slice()).ok())
+            .and_then(|o| match o.op {
+                Some(Op::Accept(a)) => Some(a.node_cert),
+                Some(Op::Rekey(r)) => Some(r.node_cert),
+                _ => None,
+            });
+        let Some(der) = der else { return };
+        let chain = [rustls::pki_types::CertificateDer::from(der.as_slice())];
+        if let Ok(PeerIdentity::Node { profile, .. }) =
+            crate::pki::identity_from_chain(&chain, &self.tls.root_der)
+        {
+            self.directory.note_serials(&profile, &der);
+        }
     }
 
     /// Effects of applied entries on delivery and discovery.
@@ -232,8 +261,36 @@ impl NodeState {
                         s.convener
                     )));
                 }
+                // A convener whose keys were rotated puts its new certificate in the log
+                // before anything else it sequences (its entries are signed with the new
+                // key); an op based on the head before that is then out of date.
+                let own_rekey =
+                    peek.actor_org == self.org() && matches!(peek.op, Some(Op::Rekey(_)));
+                let s = match self.newer_own_cert(s) {
+                    Some(node_cert) if !own_rekey => {
+                        let op = ClusterOp {
+                            cluster_id: s.id.clone(),
+                            base_hash: s.head_hash.clone(),
+                            op_id: crate::envelope::new_id(),
+                            actor_org: self.org().to_string(),
+                            at_ms: now_ms(),
+                            op: Some(Op::Rekey(pb::RekeyMember { node_cert })),
+                        };
+                        let entry = cluster::sequence(
+                            Some(s),
+                            cluster::sign_op(&self.signer, &op),
+                            &self.signer,
+                            now_ms(),
+                        );
+                        let rekeyed = self.apply_entries_locked(&s.id, vec![entry], false).await?;
+                        info!(cluster.id = %s.id, "this node's new certificate is in the cluster log (key rotation)");
+                        self.notify_cluster(&rekeyed);
+                        rekeyed
+                    }
+                    _ => s.clone(),
+                };
                 s.verify_op(&signed, &self.tls.root_der)?;
-                cluster::sequence(Some(s), signed, &self.signer, now_ms())
+                cluster::sequence(Some(&s), signed, &self.signer, now_ms())
             }
         };
         let state = self
@@ -277,8 +334,97 @@ impl NodeState {
         }
     }
 
-    /// Build, sign and carry out an operation as this organisation.
+    /// Build, sign and carry out an operation as this organisation. After a key rotation,
+    /// the log first gets this node's new certificate (its operations are signed with the
+    /// new key), and an operation based on the head before that is based on the new head.
     pub async fn act(
+        self: &Arc<Self>,
+        cluster_id: &str,
+        base_hash: String,
+        op: Op,
+    ) -> Result<Arc<ClusterState>, ReplicationError> {
+        let mut base_hash = base_hash;
+        if !matches!(op, Op::Rekey(_) | Op::Create(_) | Op::Accept(_))
+            && let Some(before) = self.cluster(cluster_id)
+            && let Some(after) = self.rekey(&before).await?
+            && base_hash == before.head_hash
+        {
+            base_hash = after.head_hash.clone();
+        }
+        self.act_as_is(cluster_id, base_hash, op).await
+    }
+
+    /// This node's certificate, if the one `c`'s log holds for it is an earlier one (a key
+    /// rotation since): a current member, a certificate issued after the log's.
+    fn newer_own_cert(&self, c: &ClusterState) -> Option<Vec<u8>> {
+        let own = self.tls.chain.first()?.as_ref();
+        let m = c
+            .members
+            .get(self.org())
+            .filter(|m| m.standing == Standing::Member && m.cert_der != own)?;
+        let issued = |d: &[u8]| crate::pki::validity_ms(d).map(|v| v.0).ok();
+        (issued(own)? > issued(&m.cert_der)?).then(|| own.to_vec())
+    }
+
+    /// Put this node's current certificate in `c`'s log after a key rotation (`pki rotate`):
+    /// None when the log already holds it. The convener sequences its own at once; a member
+    /// proposes it to the convener.
+    pub async fn rekey(
+        self: &Arc<Self>,
+        c: &ClusterState,
+    ) -> Result<Option<Arc<ClusterState>>, ReplicationError> {
+        let Some(node_cert) = self.newer_own_cert(c) else {
+            return Ok(None);
+        };
+        let state = self
+            .act_as_is(
+                &c.id,
+                c.head_hash.clone(),
+                Op::Rekey(pb::RekeyMember { node_cert }),
+            )
+            .await?;
+        info!(cluster.id = %c.id, "this node's new certificate is in the cluster log (key rotation)");
+        Ok(Some(state))
+    }
+
+    /// Put this node's current certificate in every cluster log that holds an earlier one;
+    /// with `conveners_only`, only where this node sequences (no network needed). A failure
+    /// is logged and tried again at a later sync, backing off (`backoff`: per cluster, the
+    /// failures so far and when to try next); a log that moved on meanwhile is tried again
+    /// at the next sync, once pulled.
+    pub async fn rekey_all(self: &Arc<Self>, conveners_only: bool, backoff: &mut RekeyBackoff) {
+        let clusters: Vec<Arc<ClusterState>> = self.clusters.iter().map(|c| c.clone()).collect();
+        let stopping = self.tasks.stopping();
+        for c in clusters {
+            if stopping.is_cancelled() {
+                return;
+            }
+            if (conveners_only && c.convener != self.org())
+                || backoff
+                    .get(&c.id)
+                    .is_some_and(|(_, next)| *next > tokio::time::Instant::now())
+            {
+                continue;
+            }
+            match self.rekey(&c).await {
+                Ok(_) => {
+                    backoff.remove(&c.id);
+                }
+                Err(ReplicationError::Cluster(ClusterError::Conflict { .. }))
+                | Err(ReplicationError::Stopping) => {
+                    debug!(cluster.id = %c.id, "the log moved on before this node's new certificate went in; next sync")
+                }
+                Err(e) => {
+                    let failures = backoff.get(&c.id).map_or(0, |b| b.0) + 1;
+                    let wait = Duration::from_secs(2u64.saturating_pow(failures.min(8)));
+                    backoff.insert(c.id.clone(), (failures, tokio::time::Instant::now() + wait));
+                    warn!(cluster.id = %c.id, error = %e, retry_in_s = wait.as_secs(), "could not put this node's new certificate (key rotation) in the cluster log; its cluster operations wait for it");
+                }
+            }
+        }
+    }
+
+    async fn act_as_is(
         self: &Arc<Self>,
         cluster_id: &str,
         base_hash: String,
@@ -301,9 +447,19 @@ impl NodeState {
             return Ok(self.sequence_local(signed).await?.0);
         }
         let mut client = self.fed_client(&convener)?;
-        let resp = client
-            .propose_cluster_op(pb::ProposeClusterOpRequest { op: Some(signed) })
-            .await
+        // Nothing is stored before the answer: the wait gives way to a stop and a deadline
+        // (a convener that never answers does not hold up the caller, nor the sync loop).
+        let call = client.propose_cluster_op(pb::ProposeClusterOpRequest { op: Some(signed) });
+        let stopping = self.tasks.stopping();
+        let answer = tokio::select! {
+            r = tokio::time::timeout(PROPOSE_TIMEOUT, call) => r,
+            () = stopping.cancelled() => return Err(ReplicationError::Stopping),
+        };
+        let resp = answer
+            .map_err(|_| ReplicationError::Convener {
+                org: convener.clone(),
+                message: format!("no answer within {} s", PROPOSE_TIMEOUT.as_secs()),
+            })?
             .map_err(|s| match s.code() {
                 tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
                     ReplicationError::Convener {
@@ -532,6 +688,7 @@ pub fn spawn_sync(state: Arc<NodeState>, every: Duration) {
         tracing::info_span!("cluster-sync"),
         async move {
             let mut tick = tokio::time::interval(every);
+            let mut backoff = RekeyBackoff::new();
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -563,6 +720,8 @@ pub fn spawn_sync(state: Arc<NodeState>, every: Duration) {
                     }
                 };
                 round.await;
+                // After the pull: a rekey based on the head the convener has.
+                state.rekey_all(false, &mut backoff).await;
             }
         },
     );
@@ -588,5 +747,8 @@ pub async fn load(state: &Arc<NodeState>) -> Result<(), ReplicationError> {
             }
         }
     }
+    // A convener whose keys were rotated puts its new certificate in its logs before it
+    // sequences anything else: its members check entries with the keys the log certifies.
+    state.rekey_all(true, &mut RekeyBackoff::new()).await;
     Ok(())
 }

@@ -30,13 +30,25 @@ struct Org {
 struct Fixture {
     root: Vec<u8>,
     orgs: Vec<Org>,
+    /// org-a's and org-b's node after `pki rotate` (new certificate and keys).
+    rotated: Vec<Org>,
+}
+
+fn org_of(key_pem: &str, cert_pem: &str, org: &str) -> Org {
+    let key = SigningKey::from_pkcs8_pem(org, key_pem).expect("signing key");
+    let cert = pki::load_certs_pem(cert_pem)
+        .expect("node cert")
+        .remove(0)
+        .as_ref()
+        .to_vec();
+    Org { key, cert }
 }
 
 fn fx() -> &'static Fixture {
     static FX: OnceLock<Fixture> = OnceLock::new();
     FX.get_or_init(|| {
-        let ca = FederationCa::generate("cluster tests").expect("federation CA");
-        let orgs = ORGS
+        let mut ca = FederationCa::generate("cluster tests").expect("federation CA");
+        let orgs: Vec<Org> = ORGS
             .iter()
             .map(|&org| {
                 let bundle = ca
@@ -57,20 +69,26 @@ fn fx() -> &'static Fixture {
                         validity_days: 30,
                     })
                     .expect("issue org");
-                let key = SigningKey::from_pkcs8_pem(org, &bundle.node.signing_key_pkcs8_pem)
-                    .expect("signing key");
-                assert_eq!(key.key_id(), bundle.node.signing_key.key_id);
-                let cert = pki::load_certs_pem(&bundle.node.cert_pem)
-                    .expect("node cert")
-                    .remove(0)
-                    .as_ref()
-                    .to_vec();
-                Org { key, cert }
+                let o = org_of(
+                    &bundle.node.signing_key_pkcs8_pem,
+                    &bundle.node.cert_pem,
+                    org,
+                );
+                assert_eq!(o.key.key_id(), bundle.node.signing_key.key_id);
+                o
+            })
+            .collect();
+        let rotated = [A, B]
+            .into_iter()
+            .map(|i| {
+                let next = ca.rotate_node(&orgs[i].cert, 30, 3600).expect("rotate");
+                org_of(&next.signing_key_pkcs8_pem, &next.cert_pem, ORGS[i])
             })
             .collect();
         Fixture {
             root: ca.cert_der().as_ref().to_vec(),
             orgs,
+            rotated,
         }
     })
 }
@@ -83,6 +101,13 @@ pub(crate) fn key(i: usize) -> &'static SigningKey {
 }
 pub(crate) fn cert(i: usize) -> Vec<u8> {
     fx().orgs[i].cert.clone()
+}
+/// org-a's (`A`) or org-b's (`B`) node after a key rotation.
+fn rotated(i: usize) -> &'static Org {
+    &fx().rotated[[A, B]
+        .iter()
+        .position(|&r| r == i)
+        .expect("only org-a and org-b rotate")]
 }
 fn pos(org: &str) -> usize {
     ORGS.iter()
@@ -160,6 +185,8 @@ pub(crate) struct Log {
     entries: Vec<ClusterEntry>,
     pub(crate) clock: i64,
     n: u64,
+    /// The key each organisation's node signs with now (after a rotation, the new one).
+    keys: [&'static SigningKey; 5],
 }
 
 impl Log {
@@ -181,6 +208,7 @@ impl Log {
             entries: vec![entry],
             clock: 2,
             n: 0,
+            keys: std::array::from_fn(key),
         }
     }
 
@@ -190,7 +218,7 @@ impl Log {
     }
 
     fn conv_key(&self) -> &'static SigningKey {
-        key(pos(&self.st.convener))
+        self.keys[pos(&self.st.convener)]
     }
 
     /// An op by `actor` based on the current head, with a fresh op id.
@@ -208,7 +236,7 @@ impl Log {
 
     fn signed(&mut self, actor: usize, body: Op) -> SignedClusterOp {
         let op = self.op(actor, body);
-        sign_op(key(actor), &op)
+        sign_op(self.keys[actor], &op)
     }
 
     /// Sequence without verifying (what a careless or malicious convener would do).
@@ -2076,4 +2104,234 @@ fn a_log_entry_is_never_sequenced_before_the_head() {
             .apply(&entry, root())
             .expect("sequenced at the head's time");
     assert_eq!(applied.sequenced_at_ms, head_at);
+}
+
+// ---------------------------------------------------------------------------
+// Key rotation: a member's new certificate in the log (rekey)
+// ---------------------------------------------------------------------------
+
+fn rekey(cert: Vec<u8>) -> Op {
+    Op::Rekey(pb::RekeyMember { node_cert: cert })
+}
+
+#[test]
+fn a_rotated_member_rekeys_and_then_acts_with_its_new_key_only() {
+    let mut l = Log::with_members();
+    let new = rotated(B);
+    // Before its rekey, the log does not know the new key.
+    l.keys[B] = &new.key;
+    let before = l.submit(B, leave()).unwrap_err();
+    assert!(
+        matches!(&before, ClusterError::BadSignature(m) if m.contains("not certified for org-b")),
+        "{before}"
+    );
+    let applied = l.ok(B, rekey(new.cert.clone()));
+    assert!(matches!(applied.op.op, Some(Op::Rekey(_))));
+    let m = &l.st.members[ORGS[B]];
+    assert_eq!(m.cert_der, new.cert);
+    assert_eq!(m.profile.signing_keys[0].key_id, new.key.key_id());
+    // Standing, role and periods are untouched.
+    assert_eq!(m.standing, Standing::Member);
+    assert_eq!(m.role, ClusterRole::Member);
+    assert_eq!(m.since_index, 4);
+    assert_eq!(m.periods, vec![(4, None)]);
+    // The old key no longer speaks for org-b in this log; the new one does.
+    l.keys[B] = key(B);
+    assert!(matches!(
+        l.submit(B, leave()).unwrap_err(),
+        ClusterError::BadSignature(_)
+    ));
+    l.keys[B] = &new.key;
+    l.ok(B, leave());
+    // A replica (or a new member catching up) verifies the whole log: entries before the
+    // rekey with the certificate org-b had then, after it with the new one.
+    assert_eq!(l.replica(), l.st);
+}
+
+#[test]
+fn a_rotated_convener_sequences_its_own_rekey_with_the_new_key() {
+    let mut l = Log::with_members();
+    let new = rotated(A);
+    l.keys[A] = &new.key;
+    l.ok(A, rekey(new.cert.clone()));
+    assert_eq!(l.st.members[ORGS[A]].cert_der, new.cert);
+    assert_eq!(l.st.convener, ORGS[A]);
+    // Entries the convener sequences from now on carry the new key; replicas follow.
+    l.ok(A, remove(D));
+    l.ok(C, set_role(B, ClusterRole::Observer));
+    assert_eq!(l.replica(), l.st);
+    let op = l.op(A, remove(B));
+    assert_eq!(
+        describe(&l.st.verify_op(&sign_op(&new.key, &op), root()).unwrap()),
+        "remove org-b (test)"
+    );
+    // An entry the convener sequences with its old key is no longer its own.
+    let signed = l.signed(A, remove(B));
+    let old_seq = sequence(Some(&l.st), signed, key(A), l.clock + 1);
+    assert!(matches!(
+        l.st.clone().apply(&old_seq, root()).unwrap_err(),
+        ClusterError::BadSignature(m) if m.contains("not a key of the convener org-a")
+    ));
+}
+
+#[test]
+fn the_convener_own_rekey_entry_needs_the_new_key_and_is_the_only_swap() {
+    let (new_a, new_b) = (rotated(A), rotated(B));
+    let mut l2 = Log::with_members();
+    // The convener's rekey sequenced with its old key: the entry is refused.
+    let op = l2.op(A, rekey(new_a.cert.clone()));
+    let signed = sign_op(&new_a.key, &op);
+    let e = sequence(Some(&l2.st), signed.clone(), key(A), l2.clock + 1);
+    assert!(matches!(
+        l2.st.clone().apply(&e, root()).unwrap_err(),
+        ClusterError::BadSignature(_)
+    ));
+    // With the new key it is applied.
+    let e = sequence(Some(&l2.st), signed, &new_a.key, l2.clock + 1);
+    l2.st.apply(&e, root()).expect("convener rekey");
+    // A member's rekey does not let that member sequence: the entry must be the convener's.
+    let mut l3 = Log::with_members();
+    let op = l3.op(B, rekey(new_b.cert.clone()));
+    let e = sequence(
+        Some(&l3.st),
+        sign_op(&new_b.key, &op),
+        &new_b.key,
+        l3.clock + 1,
+    );
+    assert!(matches!(
+        l3.st.clone().apply(&e, root()).unwrap_err(),
+        ClusterError::BadSignature(m) if m.contains("convener org-a")
+    ));
+    // Nor is the new certificate of the convener accepted for anyone else's entry signature.
+    let op = l3.op(B, leave());
+    let e = sequence(Some(&l3.st), sign_op(key(B), &op), &new_a.key, l3.clock + 1);
+    assert!(matches!(
+        l3.st.clone().apply(&e, root()).unwrap_err(),
+        ClusterError::BadSignature(_)
+    ));
+}
+
+#[test]
+fn rekey_refusals() {
+    let mut l = Log::with_members();
+    let new_b = rotated(B);
+    let mut try_as = |actor: usize, signer: &'static SigningKey, cert: Vec<u8>| {
+        let op = l.op(actor, rekey(cert));
+        l.st.verify_op(&sign_op(signer, &op), root()).unwrap_err()
+    };
+    // Someone else's certificate (org-a's new one) for org-b.
+    let e = try_as(B, &rotated(A).key, rotated(A).cert.clone());
+    assert!(
+        matches!(&e, ClusterError::Certificate(m) if m.contains("org-a")),
+        "{e}"
+    );
+    // The new certificate, signed with the old key.
+    let e = try_as(B, key(B), new_b.cert.clone());
+    assert!(matches!(e, ClusterError::BadSignature(_)), "{e}");
+    // The certificate the log already holds.
+    let e = try_as(B, key(B), cert(B));
+    assert!(
+        matches!(&e, ClusterError::State(m) if m.contains("already this one")),
+        "{e}"
+    );
+    // An organisation that does not appear in the cluster.
+    let e = try_as(E, key(E), cert(E));
+    assert!(matches!(e, ClusterError::Authority(_)), "{e}");
+    // Not a certificate at all.
+    let e = try_as(B, key(B), vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+    assert!(matches!(e, ClusterError::Certificate(_)), "{e}");
+    // Back to an older certificate after a rotation: never.
+    l.keys[B] = &new_b.key;
+    l.ok(B, rekey(new_b.cert.clone()));
+    let op = l.op(B, rekey(cert(B)));
+    let e = l.st.verify_op(&sign_op(key(B), &op), root()).unwrap_err();
+    assert!(
+        matches!(&e, ClusterError::Authority(m) if m.contains("never back")),
+        "{e}"
+    );
+    // A member that left has no slot to rekey.
+    l.ok(B, leave());
+    let new_b2 = rotated(B);
+    let op = l.op(B, rekey(new_b2.cert.clone()));
+    let e =
+        l.st.verify_op(&sign_op(&new_b2.key, &op), root())
+            .unwrap_err();
+    assert!(
+        matches!(&e, ClusterError::State(m) if m.contains("not a member")),
+        "{e}"
+    );
+    // An invitee (not yet a member) accepts with its current certificate instead.
+    let mut l = Log::new();
+    l.ok(A, invite(B, ClusterRole::Member));
+    let op = l.op(B, rekey(new_b.cert.clone()));
+    let e =
+        l.st.verify_op(&sign_op(&new_b.key, &op), root())
+            .unwrap_err();
+    assert!(
+        matches!(&e, ClusterError::State(m) if m.contains("not a member")),
+        "{e}"
+    );
+    l.keys[B] = &new_b.key;
+    l.ok(
+        B,
+        Op::Accept(pb::AcceptInvitation {
+            node_cert: new_b.cert.clone(),
+        }),
+    );
+    assert_eq!(l.st.members[ORGS[B]].cert_der, new_b.cert);
+}
+
+#[test]
+fn a_rekey_whose_new_key_is_revoked_is_refused_and_describes_itself() {
+    let mut l = Log::with_members();
+    let new_b = rotated(B);
+    l.keys[B] = &new_b.key;
+    l.ok(B, rekey(new_b.cert.clone()));
+    let entry = l.entries.last().unwrap().clone();
+    let new_id = new_b.key.key_id().to_string();
+    let revoked = |k: &str| (k == new_id).then_some(0);
+    assert!(matches!(
+        check_signers(&entry, revoked),
+        Err(ClusterError::Revoked(_))
+    ));
+    let serial = pki::serial_hex(&new_b.cert).unwrap();
+    let op = ClusterOp {
+        op: Some(rekey(new_b.cert.clone())),
+        ..Default::default()
+    };
+    assert_eq!(
+        describe(&op),
+        format!("new node certificate {serial} (key rotation)")
+    );
+    assert_eq!(
+        describe(&ClusterOp {
+            op: Some(rekey(vec![1, 2])),
+            ..Default::default()
+        }),
+        "new node certificate (key rotation)"
+    );
+}
+
+#[test]
+fn a_thief_with_the_convener_old_key_cannot_move_the_log_back() {
+    let mut l = Log::with_members();
+    let new_a = rotated(A);
+    l.keys[A] = &new_a.key;
+    l.ok(A, rekey(new_a.cert.clone()));
+    // The old key signs a rekey back to the old certificate, and sequences it: the entry's
+    // signature checks out against the certificate it carries, but the move back does not.
+    let op = l.op(A, rekey(cert(A)));
+    let entry = sequence(Some(&l.st), sign_op(key(A), &op), key(A), l.clock + 1);
+    let e = l.st.clone().apply(&entry, root()).unwrap_err();
+    assert!(
+        matches!(&e, ClusterError::Authority(m) if m.contains("never back")),
+        "{e}"
+    );
+    // Nor can it sequence anything else any more.
+    let op = l.op(B, leave());
+    let entry = sequence(Some(&l.st), sign_op(key(B), &op), key(A), l.clock + 1);
+    assert!(matches!(
+        l.st.clone().apply(&entry, root()).unwrap_err(),
+        ClusterError::BadSignature(_)
+    ));
 }

@@ -429,7 +429,7 @@ impl FederationCa {
         let org_ca = ca_params
             .signed_by(&org_ca_key, &issuer)
             .map_err(gen_err("organisation CA certificate"))?;
-        let node = self.issue_node(&profile, not_after)?;
+        let node = self.issue_node(&profile, not_after, None)?;
         self.lock_index().issued.push(IssuedCert {
             serial: serial_hex(org_ca.der())?,
             org: profile.org.clone(),
@@ -450,10 +450,13 @@ impl FederationCa {
 
     /// A node certificate for `profile` (its keys ignored) with fresh TLS, signing and
     /// encryption keys, valid until `not_after`, recorded in the index.
+    /// A node certificate for `profile`; with `after` (a predecessor's notBefore), valid
+    /// from strictly later, so that "newer" is never ambiguous between the two.
     fn issue_node(
         &self,
         profile: &OrgProfile,
         not_after: OffsetDateTime,
+        after: Option<OffsetDateTime>,
     ) -> Result<NodeBundle, PkiError> {
         let issuer = self.issuer()?;
         // Message-signing key: a hybrid Ed25519 + ML-DSA-65 pair, both halves certified.
@@ -476,6 +479,9 @@ impl FederationCa {
         let host = endpoint_host(&profile.endpoint)?;
         let node_key = KeyPair::generate().map_err(gen_err("node key"))?;
         let mut node_params = base_params(not_after);
+        if let Some(after) = after {
+            node_params.not_before = node_params.not_before.max(after + Duration::seconds(1));
+        }
         node_params
             .distinguished_name
             .push(DnType::CommonName, profile.org.as_str());
@@ -614,7 +620,11 @@ impl FederationCa {
         }
         let not_after =
             (OffsetDateTime::now_utc() + validity(validity_days)?).min(self.root_not_after()?);
-        let next = self.issue_node(&profile, not_after)?;
+        let old_not_before = super::der::parse_cert(current)?
+            .validity()
+            .not_before
+            .to_datetime();
+        let next = self.issue_node(&profile, not_after, Some(old_not_before))?;
         let retires = OffsetDateTime::now_utc().unix_timestamp() + overlap_secs;
         for c in self.lock_index().issued.iter_mut() {
             if c.serial == old {

@@ -840,6 +840,11 @@ fn a_rotation_issues_fresh_keys_for_the_same_profile_and_retires_the_old_certifi
     assert_eq!(old_serial, first.node.serial);
     let next = ca.rotate_node(&old_der, 30, 3600).unwrap();
     let new_der = der(&next.cert_pem);
+    // Issued strictly after its predecessor, even within the same second: "newer" (cluster
+    // logs take only a newer certificate) is never ambiguous.
+    assert!(
+        crate::pki::validity_ms(&new_der).unwrap().0 > crate::pki::validity_ms(&old_der).unwrap().0
+    );
     // Same CA-asserted profile, every key fresh, and certified post-quantum like any node.
     let (Some(CertProfile::Node(old_p)), Some(CertProfile::Node(new_p))) = (
         cert_profile(&old_der).unwrap(),
