@@ -520,6 +520,11 @@ fn describe_names_every_op() {
     assert_eq!(d(decline()), "decline invitation");
     assert_eq!(d(leave()), "leave");
     assert_eq!(d(remove(B)), "remove org-b (test)");
+    let no_reason = Op::Remove(pb::RemoveMember {
+        org: ORGS[B].into(),
+        reason: String::new(),
+    });
+    assert_eq!(d(no_reason), "remove org-b");
     assert_eq!(
         d(set_role(B, ClusterRole::Observer)),
         "set role of org-b to observer"
