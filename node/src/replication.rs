@@ -268,14 +268,11 @@ impl NodeState {
                     peek.actor_org == self.org() && matches!(peek.op, Some(Op::Rekey(_)));
                 let s = match self.newer_own_cert(s) {
                     Some(node_cert) if !own_rekey => {
-                        let op = ClusterOp {
-                            cluster_id: s.id.clone(),
-                            base_hash: s.head_hash.clone(),
-                            op_id: crate::envelope::new_id(),
-                            actor_org: self.org().to_string(),
-                            at_ms: now_ms(),
-                            op: Some(Op::Rekey(pb::RekeyMember { node_cert })),
-                        };
+                        let op = self.own_op(
+                            &s.id,
+                            s.head_hash.clone(),
+                            Op::Rekey(pb::RekeyMember { node_cert }),
+                        );
                         let entry = cluster::sequence(
                             Some(s),
                             cluster::sign_op(&self.signer, &op),
@@ -424,21 +421,25 @@ impl NodeState {
         }
     }
 
-    async fn act_as_is(
-        self: &Arc<Self>,
-        cluster_id: &str,
-        base_hash: String,
-        op: Op,
-    ) -> Result<Arc<ClusterState>, ReplicationError> {
-        let op = ClusterOp {
+    /// An operation by this organisation, now, with a fresh id.
+    fn own_op(&self, cluster_id: &str, base_hash: String, op: Op) -> ClusterOp {
+        ClusterOp {
             cluster_id: cluster_id.to_string(),
             base_hash,
             op_id: crate::envelope::new_id(),
             actor_org: self.org().to_string(),
             at_ms: now_ms(),
             op: Some(op),
-        };
-        let signed = cluster::sign_op(&self.signer, &op);
+        }
+    }
+
+    async fn act_as_is(
+        self: &Arc<Self>,
+        cluster_id: &str,
+        base_hash: String,
+        op: Op,
+    ) -> Result<Arc<ClusterState>, ReplicationError> {
+        let signed = cluster::sign_op(&self.signer, &self.own_op(cluster_id, base_hash, op));
         let convener = match self.cluster(cluster_id) {
             Some(s) => s.convener.clone(),
             None => self.org().to_string(),
