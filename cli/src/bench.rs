@@ -40,10 +40,10 @@ pub struct FanoutArgs {
     /// Publishes in flight in the throughput phase.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Paced rate of the latency phase (msg/s).
-    #[arg(long, default_value_t = 1000)]
-    pub rate: u64,
-    /// Length of the latency phase (s).
+    /// Paced rate of a latency phase (msg/s); repeat for several phases, run in order.
+    #[arg(long = "rate", default_values_t = [1000])]
+    pub rates: Vec<u64>,
+    /// Length of each latency phase (s).
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// Payload size in bytes.
@@ -58,9 +58,44 @@ pub struct FanoutArgs {
 }
 
 pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Fanout(a) => fanout(a, out).await,
-        BenchCommand::Stix(a) => stix::run(a, out).await,
+    let bench = async {
+        match cmd {
+            BenchCommand::Fanout(a) => fanout(a, out).await,
+            BenchCommand::Stix(a) => stix::run(a, out).await,
+        }
+    };
+    // Interrupted: dropping the benchmark stops the node processes it started and removes
+    // its temporary directory (they would outlive a process killed by the signal).
+    tokio::select! {
+        r = bench => r,
+        signal = interrupted() => bail!("benchmark stopped by {signal}; its nodes were stopped"),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        // No signal handling here: never resolves, the benchmark runs as before.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Removes a directory when dropped.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -204,6 +239,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 type Arrivals = Arc<Mutex<HashMap<String, (u32, Option<Instant>)>>>;
 
+/// How many of `ids` have reached all four subscribers.
+fn all_done(arr: &Arrivals, ids: &[String]) -> usize {
+    let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
+    ids.iter()
+        .filter(|id| m.get(*id).is_some_and(|e| e.0 >= 4))
+        .count()
+}
+
 /// A benchmark federation: technical-level CSIRTs, the first of `orgs` (the publisher) the
 /// only one with static peers, so it delivers to the others.
 pub(crate) fn bench_orgs(orgs: &[&'static str]) -> Vec<OrgSpec> {
@@ -237,7 +280,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let tmp = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
     });
-    let cleanup = a.dir.is_none();
+    // Declared before the federation, so dropped after it: the directory goes once the nodes
+    // have stopped, however the benchmark ends (an error, or an interrupt).
+    let _cleanup = RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
     let mut edits = unlimited_client();
     if let Some(p) = &a.policy {
         let p = std::fs::canonicalize(p)?;
@@ -331,12 +376,6 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     }
     let published = start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let all_done = |arr: &Arrivals, ids: &[String]| {
-        let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
-        ids.iter()
-            .filter(|id| m.get(*id).is_some_and(|e| e.0 >= 4))
-            .count()
-    };
     let mut done = 0;
     while Instant::now() < deadline {
         done = all_done(&arrivals, &ids);
@@ -348,80 +387,23 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
     let throughput = done as f64 / elapsed.as_secs_f64();
 
-    // Phase 2: latency at a paced rate.
-    let n = (a.rate * a.seconds) as usize;
-    eprintln!("latency phase: {} msg/s for {} s…", a.rate, a.seconds);
-    let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
-    let commits_before = commits(&fed).await?;
-    let start2 = Instant::now();
-    let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
-    let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
-    let acks = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let due = start2 + interval * i as u32;
-        tokio::time::sleep_until(due.into()).await;
-        let t0 = Instant::now();
-        sent.push((i, t0));
-        let mut c = publisher.client();
-        let req = request();
-        let ids2 = ids2.clone();
-        let acks = acks.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Ok(r) = c.publish(req).await {
-                let acked = t0.elapsed().as_secs_f64() * 1000.0;
-                if let Ok(mut a) = acks.lock() {
-                    a.push(acked);
-                }
-                if let Ok(mut v) = ids2.lock() {
-                    v[i] = r.into_inner().id;
-                }
-            }
-        }));
+    // Phase 2: latency at each paced rate.
+    let mut paced = Vec::with_capacity(a.rates.len());
+    for &rate in &a.rates {
+        eprintln!("latency phase: {rate} msg/s for {} s…", a.seconds);
+        paced.push(paced_phase(&fed, &publisher, &arrivals, &request, rate, a.seconds).await?);
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
-    while Instant::now() < deadline && all_done(&arrivals, &ids2) < ids2.len() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .filter_map(|(i, t0)| {
-            m.get(&ids2[*i])
-                .and_then(|e| e.1)
-                .map(|t| (t - *t0).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
-    ack_lat.sort_by(|a, b| a.total_cmp(b));
-    let achieved_rate = n as f64 / start2.elapsed().as_secs_f64();
-    // Write transactions per message in the paced phase: origin, then the receivers' mean.
-    let commits_after = commits(&fed).await?;
-    let per_msg: Vec<f64> = commits_after
-        .iter()
-        .zip(&commits_before)
-        .map(|(a, b)| a.saturating_sub(*b) as f64 / n.max(1) as f64)
-        .collect();
-    let origin_commits = per_msg.first().copied().unwrap_or(f64::NAN);
-    let receiver_commits = per_msg.iter().skip(1).sum::<f64>() / 4.0;
     for s in subs {
         s.abort();
     }
     fed.stop_all();
     drop(fed);
-    if cleanup {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
 
+    let first = paced.first().cloned().unwrap_or_default();
     let result = serde_json::json!({
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": 4, "subscribers": 4, "payload_bytes": a.size,
-                      "messages": a.messages, "concurrency": a.concurrency, "paced_rate": a.rate, "paced_seconds": a.seconds},
+                      "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
@@ -429,10 +411,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "throughput": {"delivered_everywhere": done, "elapsed_s": elapsed.as_secs_f64(),
                        "publish_acked_s": published.as_secs_f64(), "msg_per_s": throughput.round(),
                        "fraction_of_bound": throughput / bound},
-        "latency_ms": {"samples": lat.len(), "p50": percentile(&lat, 0.50), "p99": percentile(&lat, 0.99),
-                       "max": lat.last().copied().unwrap_or(f64::NAN), "achieved_rate": achieved_rate.round(),
-                       "publish_ack_p50": percentile(&ack_lat, 0.50), "publish_ack_p99": percentile(&ack_lat, 0.99),
-                       "store_commits_per_msg_origin": origin_commits, "store_commits_per_msg_receiver": receiver_commits},
+        "paced": paced.iter().map(Paced::json).collect::<Vec<_>>(),
+        "latency_ms": first.json(),
         "grpc_rtt_ms": {"p50": percentile(&rtt, 0.5), "p99": percentile(&rtt, 0.99)},
         "fsync_ms": {"one_writer": {"p50": percentile(&fsync_1, 0.5), "p99": percentile(&fsync_1, 0.99)},
                      "five_writers": {"p50": percentile(&fsync_5, 0.5), "p99": percentile(&fsync_5, 0.99)}},
@@ -460,14 +440,21 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 throughput / bound,
                 published.as_secs_f64()
             );
-            println!(
-                "latency at {:.0} msg/s paced: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
-                achieved_rate,
-                percentile(&lat, 0.5),
-                percentile(&lat, 0.99),
-                lat.last().copied().unwrap_or(f64::NAN),
-                lat.len()
-            );
+            for p in &paced {
+                println!(
+                    "latency at {:.0} msg/s paced (asked {}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples); publish acknowledged p50 {:.2} ms, p99 {:.2} ms; store write transactions per message: origin {:.2}, receivers {:.2}",
+                    p.achieved_rate,
+                    p.rate,
+                    p.p50,
+                    p.p99,
+                    p.max,
+                    p.samples,
+                    p.ack_p50,
+                    p.ack_p99,
+                    p.origin_commits,
+                    p.receiver_commits
+                );
+            }
             println!(
                 "baseline mTLS gRPC round trip (Hello, idle federation): p50 {:.3} ms, p99 {:.3} ms",
                 percentile(&rtt, 0.5),
@@ -479,14 +466,6 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 percentile(&fsync_1, 0.99),
                 percentile(&fsync_5, 0.5),
                 percentile(&fsync_5, 0.99)
-            );
-            println!(
-                "publish acknowledged (stored at the origin): p50 {:.2} ms, p99 {:.2} ms",
-                percentile(&ack_lat, 0.5),
-                percentile(&ack_lat, 0.99)
-            );
-            println!(
-                "store write transactions per message (paced phase): origin {origin_commits:.2}, receivers {receiver_commits:.2}"
             );
             let rss: Vec<String> = idle_rss
                 .iter()
@@ -502,4 +481,112 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What one paced latency phase measured.
+#[derive(Clone, Default)]
+struct Paced {
+    rate: u64,
+    achieved_rate: f64,
+    samples: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    ack_p50: f64,
+    ack_p99: f64,
+    origin_commits: f64,
+    receiver_commits: f64,
+}
+
+impl Paced {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"rate": self.rate, "achieved_rate": self.achieved_rate.round(), "samples": self.samples,
+                           "p50": self.p50, "p99": self.p99, "max": self.max,
+                           "publish_ack_p50": self.ack_p50, "publish_ack_p99": self.ack_p99,
+                           "store_commits_per_msg_origin": self.origin_commits,
+                           "store_commits_per_msg_receiver": self.receiver_commits})
+    }
+}
+
+/// Publish at `rate` msg/s for `seconds`; latency = from starting the publish call to the
+/// moment the fourth subscriber has the message.
+async fn paced_phase(
+    fed: &LocalFederation,
+    publisher: &bluewire_node::client::Connection,
+    arrivals: &Arrivals,
+    request: &(impl Fn() -> pb::PublishRequest + Clone),
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Paced> {
+    let n = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let commits_before = commits(fed).await?;
+    let start2 = Instant::now();
+    let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
+    let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
+    let acks = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start2 + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let t0 = Instant::now();
+        sent.push((i, t0));
+        let mut c = publisher.client();
+        let req = request();
+        let ids2 = ids2.clone();
+        let acks = acks.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Ok(r) = c.publish(req).await {
+                let acked = t0.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(mut a) = acks.lock() {
+                    a.push(acked);
+                }
+                if let Ok(mut v) = ids2.lock() {
+                    v[i] = r.into_inner().id;
+                }
+            }
+        }));
+    }
+    // The rate the publishes were started at (the pacing may fall behind when the node is
+    // saturated).
+    let achieved_rate = n as f64 / start2.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
+    while Instant::now() < deadline && all_done(arrivals, &ids2) < ids2.len() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(i, t0)| {
+            m.get(&ids2[*i])
+                .and_then(|e| e.1)
+                .map(|t| (t - *t0).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
+    ack_lat.sort_by(|a, b| a.total_cmp(b));
+    // Write transactions per message: origin, then the receivers' mean.
+    let commits_after = commits(fed).await?;
+    let per_msg: Vec<f64> = commits_after
+        .iter()
+        .zip(&commits_before)
+        .map(|(a, b)| a.saturating_sub(*b) as f64 / n.max(1) as f64)
+        .collect();
+    Ok(Paced {
+        rate,
+        achieved_rate,
+        samples: lat.len(),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        max: lat.last().copied().unwrap_or(f64::NAN),
+        ack_p50: percentile(&ack_lat, 0.50),
+        ack_p99: percentile(&ack_lat, 0.99),
+        origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
+        receiver_commits: per_msg.iter().skip(1).sum::<f64>() / 4.0,
+    })
 }

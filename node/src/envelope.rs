@@ -7,7 +7,8 @@ use bluewire_proto::v1::{Content, Envelope, Kind, Level, Tlp, content::Body};
 use prost::Message;
 use thiserror::Error;
 
-use crate::signing::{self, MESSAGE_CONTEXT, SigningKey};
+use crate::merkle;
+use crate::signing::{self, BATCH_CONTEXT, MESSAGE_CONTEXT, SigningKey};
 
 /// Largest accepted encoded `Content` (documented in README "Limits").
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
@@ -32,6 +33,10 @@ pub enum Rejected {
         "signature with key {0:?} is Ed25519 alone, the format before hybrid Ed25519 + ML-DSA-65 signatures: the signer's node must be upgraded and its organisation issued again by the federation CA"
     )]
     OldSignature(String),
+    #[error(
+        "batch proof does not hold: {0}; the envelope was altered on the way or its origin's node is faulty"
+    )]
+    BatchProof(merkle::ProofError),
     #[error("content is not a valid bluewire.v1.Content message: {0}")]
     Malformed(String),
     #[error("content claims origin {claimed:?} but is signed by a key of {signer:?}")]
@@ -82,7 +87,8 @@ impl Rejected {
             Rejected::Unsigned
             | Rejected::UnknownKey(_)
             | Rejected::BadSignature(_)
-            | Rejected::OldSignature(_) => "signature",
+            | Rejected::OldSignature(_)
+            | Rejected::BatchProof(_) => "signature",
             Rejected::OriginMismatch { .. }
             | Rejected::NotFromOrigin { .. }
             | Rejected::NotForwarder { .. } => "origin",
@@ -113,9 +119,126 @@ pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
         content: bytes,
         signature,
         key_id: key.key_id().to_string(),
-        forwarding: None,
-        relay: None,
+        ..Default::default()
     }
+}
+
+/// Sign encoded contents at once: one hybrid signature over the Merkle root of the batch,
+/// each envelope carrying its inclusion proof ([`merkle`]), so each still verifies on its
+/// own. A batch of one is sealed as [`seal`] seals it.
+pub fn seal_batch(key: &SigningKey, contents: Vec<Vec<u8>>) -> Vec<Envelope> {
+    let leaves: Vec<merkle::Hash> = contents.iter().map(|c| merkle::leaf(c)).collect();
+    let n = u32::try_from(contents.len()).unwrap_or(u32::MAX);
+    let Some((root, paths)) = merkle::build(&leaves).filter(|_| n > 1 && n <= merkle::MAX_LEAVES)
+    else {
+        return contents
+            .into_iter()
+            .map(|bytes| Envelope {
+                signature: key.sign(MESSAGE_CONTEXT, &bytes),
+                content: bytes,
+                key_id: key.key_id().to_string(),
+                ..Default::default()
+            })
+            .collect();
+    };
+    let signature = key.sign(BATCH_CONTEXT, &merkle::statement(&root, n));
+    contents
+        .into_iter()
+        .zip(paths)
+        .zip(0u32..)
+        .map(|((bytes, path), index)| Envelope {
+            content: bytes,
+            signature: signature.clone(),
+            key_id: key.key_id().to_string(),
+            batch: Some(bluewire_proto::v1::BatchProof {
+                index,
+                leaves: n,
+                path: path.into_iter().map(|h| h.to_vec()).collect(),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A batch's signed statement (root and size).
+type Statement = [u8; 36];
+
+/// Batch signatures this node has verified, so the other envelopes of a batch cost a few
+/// hashes instead of a hybrid verification each. Per signed statement, the public key and
+/// signature that verified it: a hit means exactly these bytes verified before (compared in
+/// full, not by a digest). Bounded: the oldest entries go first (a batch's envelopes arrive
+/// together, so a few hundred recent batches are plenty; ~5 KiB each).
+#[derive(Debug, Default)]
+pub struct VerifiedBatches {
+    #[allow(clippy::type_complexity)]
+    seen: std::sync::Mutex<(
+        std::collections::HashMap<Statement, (Vec<u8>, Vec<u8>)>,
+        std::collections::VecDeque<Statement>,
+    )>,
+}
+
+impl VerifiedBatches {
+    /// Batch signatures remembered at most.
+    pub const CAPACITY: usize = 256;
+
+    fn contains(&self, public_key: &[u8], statement: &Statement, signature: &[u8]) -> bool {
+        self.seen.lock().is_ok_and(|s| {
+            s.0.get(statement)
+                .is_some_and(|(pk, sig)| pk == public_key && sig == signature)
+        })
+    }
+
+    fn insert(&self, public_key: &[u8], statement: Statement, signature: &[u8]) {
+        if let Ok(mut s) = self.seen.lock() {
+            let (map, order) = &mut *s;
+            if map
+                .insert(statement, (public_key.to_vec(), signature.to_vec()))
+                .is_none()
+            {
+                order.push_back(statement);
+                while order.len() > Self::CAPACITY {
+                    if let Some(old) = order.pop_front() {
+                        map.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Verify an envelope's signature: over its content, or over the batch its proof puts the
+/// content in (remembered in `batches`, when given, once it verified).
+fn check_envelope_signature(
+    env: &Envelope,
+    public_key: &[u8],
+    batches: Option<&VerifiedBatches>,
+) -> Result<(), Rejected> {
+    let Some(b) = &env.batch else {
+        return check_signature(
+            public_key,
+            MESSAGE_CONTEXT,
+            &env.content,
+            &env.signature,
+            &env.key_id,
+        );
+    };
+    let root = merkle::root_from_proof(&merkle::leaf(&env.content), b.index, b.leaves, &b.path)
+        .map_err(Rejected::BatchProof)?;
+    let statement = merkle::statement(&root, b.leaves);
+    if batches.is_some_and(|c| c.contains(public_key, &statement, &env.signature)) {
+        return Ok(());
+    }
+    check_signature(
+        public_key,
+        BATCH_CONTEXT,
+        &statement,
+        &env.signature,
+        &env.key_id,
+    )?;
+    if let Some(c) = batches {
+        c.insert(public_key, statement, &env.signature);
+    }
+    Ok(())
 }
 
 /// Verify a hybrid signature; one in the Ed25519-only format of earlier versions (or a key
@@ -146,7 +269,17 @@ pub fn open(
     lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
     now_ms: i64,
 ) -> Result<Opened, Rejected> {
-    let opened = open_unclocked(env, lookup)?;
+    open_with(env, lookup, now_ms, None)
+}
+
+/// [`open`], remembering verified batch signatures in `batches` (a receiving node's).
+pub fn open_with(
+    env: &Envelope,
+    lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
+    now_ms: i64,
+    batches: Option<&VerifiedBatches>,
+) -> Result<Opened, Rejected> {
+    let opened = open_verified(env, lookup, batches)?;
     let content = &opened.content;
     if content.expires_at_ms != 0 && content.expires_at_ms < now_ms {
         return Err(Rejected::Expired(content.expires_at_ms));
@@ -163,6 +296,14 @@ pub fn open_unclocked(
     env: &Envelope,
     lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
 ) -> Result<Opened, Rejected> {
+    open_verified(env, lookup, None)
+}
+
+fn open_verified(
+    env: &Envelope,
+    lookup: impl FnOnce(&str) -> Option<(String, Vec<u8>)>,
+    batches: Option<&VerifiedBatches>,
+) -> Result<Opened, Rejected> {
     if env.content.len() > MAX_CONTENT_BYTES {
         return Err(Rejected::TooLarge(env.content.len()));
     }
@@ -171,13 +312,7 @@ pub fn open_unclocked(
     }
     let (signer_org, public_key) =
         lookup(&env.key_id).ok_or_else(|| Rejected::UnknownKey(env.key_id.clone()))?;
-    check_signature(
-        &public_key,
-        MESSAGE_CONTEXT,
-        &env.content,
-        &env.signature,
-        &env.key_id,
-    )?;
+    check_envelope_signature(env, &public_key, batches)?;
     let content =
         Content::decode(env.content.as_slice()).map_err(|e| Rejected::Malformed(e.to_string()))?;
     if content.origin_org != signer_org {
@@ -1107,4 +1242,163 @@ mod tests {
         let r = open(&env, |_| Some(("csirt-be".to_string(), pk)), 2_000);
         assert!(matches!(r, Err(Rejected::Expired(1_500))));
     }
+
+    fn batch_of(k: &SigningKey, n: usize) -> Vec<Envelope> {
+        seal_batch(
+            k,
+            (0..n)
+                .map(|_| content("csirt-be").encode_to_vec())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_batch_shares_one_signature_and_each_envelope_opens_on_its_own() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let pk = k.public_key();
+        let lookup = |_: &str| Some(("csirt-be".to_string(), pk.clone()));
+        let envs = batch_of(&k, 5);
+        for (i, env) in envs.iter().enumerate() {
+            assert_eq!(env.signature, envs[0].signature);
+            assert_eq!(env.key_id, k.key_id());
+            let b = env.batch.as_ref().expect("a batch of five carries proofs");
+            assert_eq!((b.index, b.leaves), (i as u32, 5));
+            open(env, lookup, 2_000).expect("opens without the others");
+        }
+        // A batch of one is an ordinary envelope.
+        let one = batch_of(&k, 1).pop().unwrap();
+        assert!(one.batch.is_none());
+        assert!(signing::verify(
+            &pk,
+            MESSAGE_CONTEXT,
+            &one.content,
+            &one.signature
+        ));
+        assert!(seal_batch(&k, Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_batch_envelope_refuses_tampering_with_content_proof_or_signature() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let pk = k.public_key();
+        let lookup = |_: &str| Some(("csirt-be".to_string(), pk.clone()));
+        let envs = batch_of(&k, 4);
+        let refused = |e: &Envelope| open(e, lookup, 2_000).unwrap_err();
+
+        let mut t = envs[1].clone();
+        t.content = envs[2].content.clone();
+        assert!(
+            matches!(refused(&t), Rejected::BadSignature(_)),
+            "content of another leaf"
+        );
+        let mut t = envs[1].clone();
+        t.batch.as_mut().unwrap().index = 2;
+        assert!(
+            matches!(refused(&t), Rejected::BadSignature(_)),
+            "another index"
+        );
+        let mut t = envs[1].clone();
+        t.batch.as_mut().unwrap().leaves = 3;
+        assert!(
+            matches!(refused(&t), Rejected::BadSignature(_)),
+            "another tree size"
+        );
+        let mut t = envs[1].clone();
+        t.batch.as_mut().unwrap().path[0][5] ^= 1;
+        assert!(
+            matches!(refused(&t), Rejected::BadSignature(_)),
+            "another sibling"
+        );
+        let mut t = envs[1].clone();
+        t.signature[3] ^= 1;
+        assert!(
+            matches!(refused(&t), Rejected::BadSignature(_)),
+            "signature"
+        );
+        let mut t = envs[1].clone();
+        t.batch.as_mut().unwrap().path.pop();
+        let e = refused(&t);
+        assert!(matches!(e, Rejected::BatchProof(_)), "{e}");
+        assert_eq!(e.rule(), "signature");
+        assert!(e.to_string().contains("needs 2"), "{e}");
+        let mut t = envs[1].clone();
+        t.batch.as_mut().unwrap().index = 4;
+        assert!(matches!(refused(&t), Rejected::BatchProof(_)));
+        // The origin's direct signature over a content does not pass as a batch of one (the
+        // contexts differ), nor a batch signature as a direct one.
+        let direct = seal(&k, &content("csirt-be"));
+        let mut t = direct.clone();
+        t.batch = Some(bluewire_proto::v1::BatchProof {
+            index: 0,
+            leaves: 1,
+            path: Vec::new(),
+        });
+        assert!(matches!(refused(&t), Rejected::BadSignature(_)));
+        let mut t = envs[0].clone();
+        t.batch = None;
+        assert!(matches!(refused(&t), Rejected::BadSignature(_)));
+        // Another key's batch signature does not verify with this key.
+        let other = SigningKey::generate("csirt-be").unwrap();
+        let mut t = envs[0].clone();
+        t.signature = batch_of(&other, 4)[0].signature.clone();
+        assert!(matches!(refused(&t), Rejected::BadSignature(_)));
+    }
+
+    #[test]
+    fn remembered_batches_skip_the_signature_only_for_the_same_bytes() {
+        let k = SigningKey::generate("csirt-be").unwrap();
+        let pk = k.public_key();
+        let lookup = |_: &str| Some(("csirt-be".to_string(), pk.clone()));
+        let batches = VerifiedBatches::default();
+        let envs = batch_of(&k, 3);
+        open_with(&envs[0], lookup, 2_000, Some(&batches)).unwrap();
+        let statement = |e: &Envelope| {
+            let b = e.batch.as_ref().unwrap();
+            let root =
+                merkle::root_from_proof(&merkle::leaf(&e.content), b.index, b.leaves, &b.path)
+                    .unwrap();
+            merkle::statement(&root, b.leaves)
+        };
+        let s0 = statement(&envs[0]);
+        assert!(
+            batches.contains(&pk, &s0, &envs[0].signature),
+            "a verified batch is remembered"
+        );
+        for e in &envs[1..] {
+            open_with(e, lookup, 2_000, Some(&batches)).unwrap();
+        }
+        // Altered bytes miss the cache and fail the full check.
+        let mut t = envs[2].clone();
+        t.content = content("csirt-be").encode_to_vec();
+        assert!(matches!(
+            open_with(&t, lookup, 2_000, Some(&batches)),
+            Err(Rejected::BadSignature(_))
+        ));
+        let mut t = envs[2].clone();
+        t.signature[SIGNATURE_HALF] ^= 1;
+        assert!(matches!(
+            open_with(&t, lookup, 2_000, Some(&batches)),
+            Err(Rejected::BadSignature(_))
+        ));
+        // Only the same key and signature hit.
+        let other = SigningKey::generate("csirt-be").unwrap().public_key();
+        assert!(!batches.contains(&other, &s0, &envs[0].signature));
+        let mut sig = envs[0].signature.clone();
+        sig[0] ^= 1;
+        assert!(!batches.contains(&pk, &s0, &sig));
+        // Bounded: the oldest entries go first.
+        let fake = |i: usize| merkle::statement(&merkle::leaf(&i.to_be_bytes()), 2);
+        for i in 0..VerifiedBatches::CAPACITY {
+            batches.insert(&pk, fake(i), b"sig");
+        }
+        assert!(!batches.contains(&pk, &s0, &envs[0].signature));
+        assert!(batches.contains(&pk, &fake(VerifiedBatches::CAPACITY - 1), b"sig"));
+        assert!(batches.contains(&pk, &fake(0), b"sig"));
+        assert_eq!(
+            batches.seen.lock().unwrap().0.len(),
+            VerifiedBatches::CAPACITY
+        );
+    }
+
+    const SIGNATURE_HALF: usize = signing::ED25519_SIGNATURE_LEN + 10;
 }

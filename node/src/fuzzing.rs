@@ -24,8 +24,9 @@ use serde_json::Value;
 
 use crate::cluster::{self, ClusterState};
 use crate::envelope::{self, Rejected};
+use crate::merkle;
 use crate::pki::{self, FederationCa, OrgProfile, OrgRequest};
-use crate::signing::{MESSAGE_CONTEXT, SigningKey};
+use crate::signing::{BATCH_CONTEXT, MESSAGE_CONTEXT, SigningKey};
 use crate::stix::{self, pattern};
 use crate::taxii::query;
 
@@ -240,10 +241,14 @@ fn tlp_from(b: u8) -> Tlp {
 /// `envelope_open`: opening envelopes as a receiver does ([`envelope::open`],
 /// [`envelope::open_unclocked`], [`envelope::open_forwarding`]). First byte, low two bits:
 /// - 0: the rest is `Content` bytes, sealed here with [`fuzz_key`]: past the signature, into
-///   decoding and [`envelope::validate`]; a sealed envelope must verify;
-/// - 1: the rest is an `Envelope`; its content and forwarding attestation are re-signed with
-///   [`fuzz_key`] before opening;
+///   decoding and [`envelope::validate`]; a sealed envelope must verify (with bit 2 set, it is
+///   sealed as the first of a batch of three, [`envelope::seal_batch`]);
+/// - 1: the rest is an `Envelope`; its content (over the batch its proof claims, if any) and
+///   forwarding attestation are re-signed with [`fuzz_key`] before opening;
 /// - 2, 3: the rest is an `Envelope`, opened as it is (keys looked up as [`fuzz_key`]'s).
+///
+/// Every envelope is opened a second and third time remembering verified batches
+/// ([`envelope::open_with`]): the cache must never change a decision.
 pub fn envelope_open(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -252,18 +257,28 @@ pub fn envelope_open(data: &[u8]) {
     let pk = key.public_key();
     let lookup = |_: &str| Some((FUZZ_ORG.to_string(), pk.clone()));
     let env = match mode & 3 {
+        0 if mode & 4 != 0 => {
+            envelope::seal_batch(key, vec![rest.to_vec(), Vec::new(), rest.to_vec()]).swap_remove(0)
+        }
         0 => Envelope {
             content: rest.to_vec(),
             signature: key.sign(MESSAGE_CONTEXT, rest),
             key_id: key.key_id().to_string(),
-            forwarding: None,
-            relay: None,
+            ..Default::default()
         },
         1 => {
             let Ok(mut env) = Envelope::decode(rest) else {
                 return;
             };
-            env.signature = key.sign(MESSAGE_CONTEXT, &env.content);
+            let proven = env.batch.as_ref().map(|b| {
+                merkle::root_from_proof(&merkle::leaf(&env.content), b.index, b.leaves, &b.path)
+                    .map(|root| merkle::statement(&root, b.leaves))
+            });
+            env.signature = match &proven {
+                Some(Ok(statement)) => key.sign(BATCH_CONTEXT, statement),
+                // No batch, or a proof that does not hold (refused for that before the signature).
+                _ => key.sign(MESSAGE_CONTEXT, &env.content),
+            };
             env.key_id = key.key_id().to_string();
             if let Some(f) = env.forwarding.as_mut() {
                 f.signature = key.sign(envelope::FORWARD_CONTEXT, &f.attestation);
@@ -280,6 +295,21 @@ pub fn envelope_open(data: &[u8]) {
     };
     let unclocked = envelope::open_unclocked(&env, lookup);
     let clocked = envelope::open(&env, lookup, NOW_MS);
+    let batches = envelope::VerifiedBatches::default();
+    for _ in 0..2 {
+        let cached = envelope::open_with(&env, lookup, NOW_MS, Some(&batches));
+        assert_eq!(
+            cached
+                .as_ref()
+                .map(|o| &o.content)
+                .map_err(|e| e.to_string()),
+            clocked
+                .as_ref()
+                .map(|o| &o.content)
+                .map_err(|e| e.to_string()),
+            "remembering verified batches changed a decision"
+        );
+    }
     if mode & 3 != 2 && mode & 3 != 3 && env.content.len() <= envelope::MAX_CONTENT_BYTES {
         assert!(
             !matches!(

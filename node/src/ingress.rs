@@ -156,7 +156,7 @@ fn admit(
     now_ms: i64,
     routed: &mut Option<(&'static str, bool)>,
 ) -> Result<Admitted, Rejected> {
-    let o = envelope::open(env, |k| known.key(k), now_ms)?;
+    let o = envelope::open_with(env, |k| known.key(k), now_ms, known.verified_batches())?;
     if let Some(why) = known::refuse_signer(known, &env.key_id) {
         return Err(Rejected::Policy {
             rule: "revoked",

@@ -49,6 +49,11 @@ pub trait Known {
     fn key_distrusted_since(&self, _key_id: &str) -> Option<i64> {
         None
     }
+    /// Batch signatures this node already verified (a cache: a check on the same bytes is
+    /// skipped, never decided differently). None: verify every envelope in full.
+    fn verified_batches(&self) -> Option<&crate::envelope::VerifiedBatches> {
+        None
+    }
 }
 
 /// Why an envelope signed with `key_id` is refused on arrival: its certificate is revoked.

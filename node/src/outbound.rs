@@ -55,6 +55,8 @@ pub enum OutboundError {
     NotPublisher { org: String, cluster: String },
     #[error("{0}")]
     Unreadable(String),
+    #[error("not signed, nothing stored: {0}")]
+    Sealer(#[from] crate::sealer::SealerStopped),
     #[error("not stored, {what} again: {source}")]
     Store {
         what: &'static str,
@@ -462,7 +464,7 @@ pub async fn publish(
             }
         }
         count_egress(st, queued_for.len(), &refused);
-        let env = envelope::seal(&st.signer, &content);
+        let env = st.sealer.seal(content.encode_to_vec()).await?;
         let mut events = vec![AuditEvent::published(
             &content.id,
             format!(

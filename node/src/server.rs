@@ -44,6 +44,8 @@ pub enum NodeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot start the signing thread: {0}")]
+    Sealer(std::io::Error),
     #[error("local policy: {0}")]
     Policy(String),
     #[error("cluster logs in the store: {0}")]
@@ -119,8 +121,9 @@ impl Node {
         };
         let pem =
             std::fs::read_to_string(&config.tls.signing_key).map_err(|e| key_err(e.to_string()))?;
-        let signer =
-            SigningKey::from_pkcs8_pem(&profile.org, &pem).map_err(|e| key_err(e.to_string()))?;
+        let signer = Arc::new(
+            SigningKey::from_pkcs8_pem(&profile.org, &pem).map_err(|e| key_err(e.to_string()))?,
+        );
         if !profile.signing_keys.iter().any(|k| {
             k.key_id == signer.key_id()
                 && k.public_key(&profile.org)
@@ -166,7 +169,9 @@ impl Node {
         let state = Arc::new(NodeState {
             profile: profile.clone(),
             store: store.clone(),
+            sealer: crate::sealer::Sealer::start(signer.clone()).map_err(NodeError::Sealer)?,
             signer,
+            verified_batches: crate::envelope::VerifiedBatches::default(),
             decryptors,
             router: Router::with_policy(policy.clone()).with_former_member_grace_ms(
                 i64::try_from(config.clusters.former_member_grace_secs)

@@ -20,6 +20,10 @@ use thiserror::Error;
 /// Domain-separation context for message envelopes.
 pub const MESSAGE_CONTEXT: &[u8] = b"bluewire/v1/message\0";
 
+/// Domain-separation context for a batch of message envelopes signed at once (over
+/// [`crate::merkle::statement`]).
+pub const BATCH_CONTEXT: &[u8] = b"bluewire/v1/message-batch\0";
+
 /// Prefixed to everything either half of a hybrid signature signs.
 const HYBRID_LABEL: &[u8] = b"bluewire/hybrid/ed25519+ml-dsa-65\0";
 

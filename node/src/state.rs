@@ -40,7 +40,11 @@ pub struct NodeState {
     pub config: NodeConfig,
     pub profile: OrgProfile,
     pub store: Store,
-    pub signer: SigningKey,
+    pub signer: Arc<SigningKey>,
+    /// Seals published messages in batches, one signature each (see [`crate::sealer`]).
+    pub sealer: crate::sealer::Sealer,
+    /// Batch signatures this node verified on arrival (see [`crate::envelope::open_with`]).
+    pub verified_batches: crate::envelope::VerifiedBatches,
     /// Opens what is encrypted to this organisation (`[tls] encryption_key`).
     /// This organisation's decryption keys: `[tls] encryption_key` first, then the keys
     /// `pki rotate` retired beside it (`retired/*/encryption.key`). Empty: none configured.
@@ -246,6 +250,10 @@ impl Known for NodeState {
 
     fn key(&self, key_id: &str) -> Option<(String, Vec<u8>)> {
         self.directory.key(&self.store, key_id)
+    }
+
+    fn verified_batches(&self) -> Option<&crate::envelope::VerifiedBatches> {
+        Some(&self.verified_batches)
     }
 
     fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {

@@ -691,7 +691,8 @@ pub async fn run(a: StixArgs, out: Output) -> anyhow::Result<()> {
     let tmp = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("bluewire-bench-stix-{}", std::process::id()))
     });
-    let cleanup = a.dir.is_none();
+    // Dropped after the federation (declared before it): see `super::RemoveOnDrop`.
+    let _cleanup = super::RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
     let edits = super::unlimited_client();
     let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     let taxii_addr = crate::local::free_port()?;
@@ -823,9 +824,6 @@ pub async fn run(a: StixArgs, out: Output) -> anyhow::Result<()> {
     let rss = fed.rss_kib();
     fed.stop_all();
     drop(fed);
-    if cleanup {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
 
     let import_rate = import.delivery.per_s(a.indicators);
     let import_base = text_import.per_s(a.indicators);

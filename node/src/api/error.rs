@@ -56,7 +56,7 @@ impl From<OutboundError> for Status {
             | OutboundError::NotPublisher { .. } => Status::permission_denied(msg),
             OutboundError::Retracted(_) => Status::failed_precondition(msg),
             OutboundError::Store { .. } => Status::unavailable(msg),
-            OutboundError::Unreadable(_) => Status::internal(msg),
+            OutboundError::Unreadable(_) | OutboundError::Sealer(_) => Status::internal(msg),
         }
     }
 }
