@@ -208,8 +208,64 @@ fn fsync_latencies(near: &Path, writers: usize, dur: Duration) -> anyhow::Result
     Ok(all)
 }
 
-/// Store write transactions committed so far by each node (from its metrics).
-async fn commits(fed: &LocalFederation) -> anyhow::Result<Vec<u64>> {
+/// What a node's metrics say about its work so far: store write transactions, and per stage
+/// of the message path (`bluewire_stage_*`) the time spent and the events timed.
+#[derive(Clone, Default)]
+struct NodeCounts {
+    commits: u64,
+    stages: HashMap<String, (f64, u64)>,
+}
+
+impl NodeCounts {
+    fn parse(org: &str, text: &str) -> anyhow::Result<Self> {
+        use bluewire_node::metrics::{STAGE_EVENTS, STAGE_SECONDS, STORE_COMMITS};
+        let commits = text
+            .lines()
+            .find_map(|l| l.strip_prefix(STORE_COMMITS))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{org} reports no store commit count"))?;
+        let mut stages: HashMap<String, (f64, u64)> = HashMap::new();
+        for line in text.lines() {
+            let Some((family, rest)) = line.split_once("{stage=\"") else {
+                continue;
+            };
+            let Some((stage, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let e = stages.entry(stage.to_string()).or_default();
+            match family {
+                STAGE_SECONDS => e.0 = value.trim().parse().unwrap_or(0.0),
+                STAGE_EVENTS => e.1 = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Ok(Self { commits, stages })
+    }
+
+    /// Per stage, (mean milliseconds per event, events) between `before` and `self`.
+    fn stage_means(&self, before: &NodeCounts) -> Vec<(String, f64, u64)> {
+        let mut out: Vec<(String, f64, u64)> = self
+            .stages
+            .iter()
+            .filter_map(|(stage, (secs, events))| {
+                let (s0, e0) = before.stages.get(stage).copied().unwrap_or_default();
+                let n = events.saturating_sub(e0);
+                (n > 0).then(|| (stage.clone(), (secs - s0) * 1000.0 / n as f64, n))
+            })
+            .collect();
+        let order = |s: &str| {
+            bluewire_node::metrics::Stage::ALL
+                .iter()
+                .position(|x| x.label() == s)
+                .unwrap_or(usize::MAX)
+        };
+        out.sort_by_key(|(s, ..)| order(s));
+        out
+    }
+}
+
+/// Each node's counts so far (from its metrics), in federation order.
+async fn counts(fed: &LocalFederation) -> anyhow::Result<Vec<NodeCounts>> {
     let mut out = Vec::with_capacity(fed.orgs.len());
     for o in &fed.orgs {
         let text = fed
@@ -219,12 +275,7 @@ async fn commits(fed: &LocalFederation) -> anyhow::Result<Vec<u64>> {
             .await?
             .into_inner()
             .text;
-        let n = text
-            .lines()
-            .find_map(|l| l.strip_prefix(bluewire_node::metrics::STORE_COMMITS))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{} reports no store commit count", o.spec.org))?;
-        out.push(n);
+        out.push(NodeCounts::parse(o.spec.org, &text)?);
     }
     Ok(out)
 }
@@ -454,6 +505,11 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                     p.origin_commits,
                     p.receiver_commits
                 );
+                println!(
+                    "  where the time went (mean per event): origin: {}; receivers: {}",
+                    stages_line(&p.origin_stages),
+                    stages_line(&p.receiver_stages)
+                );
             }
             println!(
                 "baseline mTLS gRPC round trip (Hello, idle federation): p50 {:.3} ms, p99 {:.3} ms",
@@ -496,6 +552,10 @@ struct Paced {
     ack_p99: f64,
     origin_commits: f64,
     receiver_commits: f64,
+    /// Per stage of the message path: (stage, mean ms per event, events) at the origin, and
+    /// the receivers' mean.
+    origin_stages: Vec<(String, f64, u64)>,
+    receiver_stages: Vec<(String, f64, u64)>,
 }
 
 impl Paced {
@@ -504,8 +564,28 @@ impl Paced {
                            "p50": self.p50, "p99": self.p99, "max": self.max,
                            "publish_ack_p50": self.ack_p50, "publish_ack_p99": self.ack_p99,
                            "store_commits_per_msg_origin": self.origin_commits,
-                           "store_commits_per_msg_receiver": self.receiver_commits})
+                           "store_commits_per_msg_receiver": self.receiver_commits,
+                           "stages_ms": {"origin": stages_json(&self.origin_stages),
+                                         "receivers_mean": stages_json(&self.receiver_stages)}})
     }
+}
+
+/// Stage timings as `{stage: {"mean_ms": .., "events": ..}}`.
+fn stages_json(stages: &[(String, f64, u64)]) -> serde_json::Value {
+    stages
+        .iter()
+        .map(|(s, ms, n)| (s.clone(), serde_json::json!({"mean_ms": ms, "events": n})))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Stage timings as `seal 0.21 ms ×5000, …`.
+fn stages_line(stages: &[(String, f64, u64)]) -> String {
+    stages
+        .iter()
+        .map(|(s, ms, n)| format!("{s} {ms:.2} ms ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Publish at `rate` msg/s for `seconds`; latency = from starting the publish call to the
@@ -520,7 +600,7 @@ async fn paced_phase(
 ) -> anyhow::Result<Paced> {
     let n = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let commits_before = commits(fed).await?;
+    let before = counts(fed).await?;
     let start2 = Instant::now();
     let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
     let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
@@ -571,12 +651,26 @@ async fn paced_phase(
     let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     // Write transactions per message: origin, then the receivers' mean.
-    let commits_after = commits(fed).await?;
-    let per_msg: Vec<f64> = commits_after
+    let after = counts(fed).await?;
+    let per_msg: Vec<f64> = after
         .iter()
-        .zip(&commits_before)
-        .map(|(a, b)| a.saturating_sub(*b) as f64 / n.max(1) as f64)
+        .zip(&before)
+        .map(|(a, b)| a.commits.saturating_sub(b.commits) as f64 / n.max(1) as f64)
         .collect();
+    // Where the time went: the origin's stages, and the receivers' (their mean).
+    let origin_stages = after[0].stage_means(&before[0]);
+    let mut receiver_stages: Vec<(String, f64, u64)> = Vec::new();
+    for (a, b) in after.iter().zip(&before).skip(1) {
+        for (stage, ms, events) in a.stage_means(b) {
+            match receiver_stages.iter_mut().find(|(s, ..)| *s == stage) {
+                Some(e) => {
+                    e.1 += ms / 4.0;
+                    e.2 += events;
+                }
+                None => receiver_stages.push((stage, ms / 4.0, events)),
+            }
+        }
+    }
     Ok(Paced {
         rate,
         achieved_rate,
@@ -588,5 +682,7 @@ async fn paced_phase(
         ack_p99: percentile(&ack_lat, 0.99),
         origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
         receiver_commits: per_msg.iter().skip(1).sum::<f64>() / 4.0,
+        origin_stages,
+        receiver_stages,
     })
 }

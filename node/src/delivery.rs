@@ -329,6 +329,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             r = tokio::time::timeout(timeout, call) => r,
             () = stopping.cancelled() => break,
         };
+        state
+            .metrics
+            .stage(crate::metrics::Stage::DeliverCall, started.elapsed(), 1);
         // A call the transport gave up on (a timeout, or a keepalive ping that queued
         // behind the batch on a slow link and went unanswered) is retried with fewer.
         let failed_in_flight = match &result {

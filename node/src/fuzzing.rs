@@ -1025,6 +1025,28 @@ mod tests {
             "forwarded-raw",
             &with_mode(3, &forwarded.encode_to_vec()),
         );
+        // A batch signed at once: each envelope as it is, and one re-signed over its proof.
+        let batch = envelope::seal_batch(
+            key,
+            contents(FUZZ_ORG)
+                .iter()
+                .take(3)
+                .map(|(_, c)| c.encode_to_vec())
+                .collect(),
+        );
+        for (i, env) in batch.iter().enumerate() {
+            envelope::open(env, lookup, NOW_MS).expect("a batch envelope opens");
+            seed(
+                "envelope_open",
+                &format!("batch-{i}"),
+                &with_mode(2, &env.encode_to_vec()),
+            );
+        }
+        seed(
+            "envelope_open",
+            "batch-resigned",
+            &with_mode(1, &batch[2].encode_to_vec()),
+        );
 
         // cluster_log: signed ops, and the entries such a run sequences.
         let story = [

@@ -10,6 +10,7 @@
 //! the peer decided, never stores what `judge` did not accept, and never
 //! returns `tonic::Status`.
 
+use crate::metrics::Stage;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -505,6 +506,7 @@ async fn admit_all(
     bundle: Option<&str>,
 ) -> Result<Vec<pb::DeliveryResult>, IngressError> {
     let now = crate::clock::now_ms();
+    let started = std::time::Instant::now();
     let mut results = Vec::with_capacity(envelopes.len());
     let mut accepted: Vec<(usize, pb::Content, Effect, NewMessage)> = Vec::new();
     let mut rejected: Vec<(usize, &'static str)> = Vec::new();
@@ -617,6 +619,7 @@ async fn admit_all(
     // batch again: duplicates are answered as such and effects are idempotent).
     // A store that cannot take them (a full disk, a failing device) answers RETRY_LATER for
     // each: the sender keeps them queued and backs off, and nothing half-written counts.
+    st.metrics.stage(Stage::IngressCheck, started.elapsed(), 1);
     if let Err(e) = store_and_apply(st, peer, &accepted, &mut results).await {
         warn!(error = %e, count = accepted.len(), "could not store delivered envelopes; asking the sender to retry later");
         for (slot, ..) in &accepted {
@@ -727,7 +730,9 @@ async fn store_and_apply(
         return Ok(());
     }
     let msgs = accepted.iter().map(|a| a.3.clone()).collect();
+    let started = std::time::Instant::now();
     let outcomes = st.store.insert_many(msgs).await?;
+    st.metrics.stage(Stage::IngressCommit, started.elapsed(), 1);
     let in_audience =
         |t: &pb::Content, org: &str| known::in_audience(st.as_ref(), &st.router, t, org);
     for ((slot, content, effect, msg), outcome) in accepted.iter().zip(outcomes) {

@@ -51,8 +51,68 @@ pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
 /// ("node"|"user"|"none") and `outcome` ("accepted"|"refused").
 pub const TLS_HANDSHAKES: &str = "bluewire_tls_handshakes_total";
 
+/// Time spent in each stage of the message path, by `stage` ([`Stage`]), in seconds; with
+/// [`STAGE_EVENTS`] it gives the mean time per event.
+pub const STAGE_SECONDS: &str = "bluewire_stage_seconds_total";
+/// Events timed in each stage of the message path, by `stage`.
+pub const STAGE_EVENTS: &str = "bluewire_stage_events_total";
+
+/// A stage of the message path, timed on the hot path (an atomic add, no lookup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Publish: waiting for the signing thread and its batch signature, per message.
+    Seal,
+    /// Publish: storing the signed message and its outbox entries, per message (queue + commit).
+    PublishCommit,
+    /// Delivery: one Deliver call to a peer, from sending to its answer, per call.
+    DeliverCall,
+    /// Ingress: opening and judging a delivered batch (signatures, routing), per call.
+    IngressCheck,
+    /// Ingress: storing what a delivered batch brought, per call (queue + commit).
+    IngressCommit,
+    /// Store: one write transaction (apply the group, commit, fsync when durable), per commit.
+    StoreCommit,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Seal,
+        Stage::PublishCommit,
+        Stage::DeliverCall,
+        Stage::IngressCheck,
+        Stage::IngressCommit,
+        Stage::StoreCommit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Seal => "seal",
+            Stage::PublishCommit => "publish_commit",
+            Stage::DeliverCall => "deliver_call",
+            Stage::IngressCheck => "ingress_check",
+            Stage::IngressCommit => "ingress_commit",
+            Stage::StoreCommit => "store_commit",
+        }
+    }
+}
+
+/// Per stage: nanoseconds and events.
+#[derive(Debug, Default)]
+struct Stages {
+    nanos: [AtomicU64; Stage::ALL.len()],
+    events: [AtomicU64; Stage::ALL.len()],
+}
+
 /// HELP text of the known families; others get a generic one.
 const HELP: &[(&str, &str)] = &[
+    (
+        STAGE_SECONDS,
+        "Time spent in each stage of the message path (seal, publish_commit, deliver_call, ingress_check, ingress_commit, store_commit); divided by bluewire_stage_events_total, the mean per event.",
+    ),
+    (
+        STAGE_EVENTS,
+        "Events timed in each stage of the message path: messages (seal, publish_commit), calls (deliver_call, ingress_check, ingress_commit), write transactions (store_commit).",
+    ),
     (
         ROUTING_DECISIONS,
         "Routing decisions by direction (egress, ingress), deciding rule and outcome (allow, deny).",
@@ -131,6 +191,7 @@ pub struct Metrics {
     counters: DashMap<Key, AtomicU64>,
     /// f64 bit patterns.
     gauges: DashMap<Key, AtomicU64>,
+    stages: Stages,
 }
 
 impl Metrics {
@@ -150,6 +211,31 @@ impl Metrics {
                 ("outcome", outcome),
             ],
         );
+    }
+
+    /// Counts `events` in `stage`, which took `took` in all.
+    pub fn stage(&self, stage: Stage, took: Duration, events: u64) {
+        let i = stage as usize;
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.stages.nanos[i].fetch_add(nanos, Ordering::Relaxed);
+        self.stages.events[i].fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Sets `stage` to totals kept elsewhere (e.g. by the store's writer thread).
+    pub fn set_stage(&self, stage: Stage, took: Duration, events: u64) {
+        let i = stage as usize;
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.stages.nanos[i].store(nanos, Ordering::Relaxed);
+        self.stages.events[i].store(events, Ordering::Relaxed);
+    }
+
+    /// Time and events counted in `stage` so far.
+    pub fn stage_value(&self, stage: Stage) -> (Duration, u64) {
+        let i = stage as usize;
+        (
+            Duration::from_nanos(self.stages.nanos[i].load(Ordering::Relaxed)),
+            self.stages.events[i].load(Ordering::Relaxed),
+        )
     }
 
     /// Adds 1 to counter `name{labels}`.
@@ -245,6 +331,23 @@ impl Metrics {
                 continue;
             }
             fam.1.push((k.labels.clone(), v));
+        }
+        for stage in Stage::ALL {
+            let (took, events) = self.stage_value(stage);
+            if events == 0 {
+                continue;
+            }
+            let labels = vec![("stage".to_owned(), stage.label().to_owned())];
+            for (name, value) in [
+                (STAGE_SECONDS, format_f64(took.as_secs_f64())),
+                (STAGE_EVENTS, events.to_string()),
+            ] {
+                families
+                    .entry(name.to_owned())
+                    .or_insert(("counter", Vec::new()))
+                    .1
+                    .push((labels.clone(), value));
+            }
         }
         let mut out = String::new();
         for (name, (kind, mut samples)) in families {
@@ -485,6 +588,48 @@ mod tests {
     #[test]
     fn empty_renders_nothing() {
         assert_eq!(Metrics::new().render(), "");
+    }
+
+    #[test]
+    fn stages_add_up_and_render_as_seconds_and_events() {
+        let m = Metrics::new();
+        m.stage(Stage::Seal, Duration::from_micros(1500), 1);
+        m.stage(Stage::Seal, Duration::from_micros(500), 3);
+        m.stage(Stage::DeliverCall, Duration::from_millis(2), 1);
+        assert_eq!(m.stage_value(Stage::Seal), (Duration::from_millis(2), 4));
+        assert_eq!(m.stage_value(Stage::IngressCheck), (Duration::ZERO, 0));
+        m.set_stage(Stage::StoreCommit, Duration::from_millis(30), 10);
+        m.set_stage(Stage::StoreCommit, Duration::from_millis(40), 12);
+        assert_eq!(
+            m.stage_value(Stage::StoreCommit),
+            (Duration::from_millis(40), 12)
+        );
+        let samples = parse(&m.render());
+        let get = |name: &str, stage: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| n == name && l == &vec![("stage".to_string(), stage.to_string())])
+                .map(|s| s.2.clone())
+        };
+        assert_eq!(get(STAGE_SECONDS, "seal").as_deref(), Some("0.002"));
+        assert_eq!(get(STAGE_EVENTS, "seal").as_deref(), Some("4"));
+        assert_eq!(get(STAGE_SECONDS, "deliver_call").as_deref(), Some("0.002"));
+        assert_eq!(get(STAGE_SECONDS, "store_commit").as_deref(), Some("0.04"));
+        assert_eq!(get(STAGE_EVENTS, "store_commit").as_deref(), Some("12"));
+        // A stage never timed is not rendered.
+        assert_eq!(get(STAGE_EVENTS, "ingress_check"), None);
+        let labels: Vec<&str> = Stage::ALL.iter().map(|s| s.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "seal",
+                "publish_commit",
+                "deliver_call",
+                "ingress_check",
+                "ingress_commit",
+                "store_commit"
+            ]
+        );
     }
 
     #[test]

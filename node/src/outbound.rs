@@ -8,6 +8,7 @@
 //! else. Never returns `tonic::Status`; never sends anything itself (delivery
 //! does).
 
+use crate::metrics::Stage;
 use bluewire_proto::v1 as pb;
 use prost::Message;
 use thiserror::Error;
@@ -464,7 +465,9 @@ pub async fn publish(
             }
         }
         count_egress(st, queued_for.len(), &refused);
+        let sealing = std::time::Instant::now();
         let env = st.sealer.seal(content.encode_to_vec()).await?;
+        st.metrics.stage(Stage::Seal, sealing.elapsed(), 1);
         let mut events = vec![AuditEvent::published(
             &content.id,
             format!(
@@ -490,6 +493,7 @@ pub async fn publish(
             ));
         }
         // The audit records commit with the message: one transaction, one fsync.
+        let storing = std::time::Instant::now();
         let outcome = st
             .store
             .insert(NewMessage {
@@ -502,6 +506,7 @@ pub async fn publish(
                 what: "publish",
                 source,
             })?;
+        st.metrics.stage(Stage::PublishCommit, storing.elapsed(), 1);
         let seq = outcome.seq();
         st.notify_peers(&queued_for);
         if let Err(e) = markings::apply(&st.store, &content, Effect::Apply).await {

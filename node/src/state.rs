@@ -119,6 +119,11 @@ impl NodeState {
             &[],
             self.store.commit_count(),
         );
+        self.metrics.set_stage(
+            crate::metrics::Stage::StoreCommit,
+            self.store.commit_time(),
+            self.store.commit_count(),
+        );
         self.metrics.render()
     }
 

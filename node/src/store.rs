@@ -403,6 +403,8 @@ struct Inner {
     db: DbSlot,
     head: Arc<watch::Sender<u64>>,
     commits: Arc<AtomicU64>,
+    /// Time spent in write transactions (applying a group, committing), in nanoseconds.
+    commit_nanos: Arc<AtomicU64>,
     audit_head: Arc<Mutex<AuditHead>>,
     closed: AtomicBool,
     path: PathBuf,
@@ -453,10 +455,12 @@ impl Store {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head_tx = Arc::new(watch::Sender::new(head));
         let commits = Arc::new(AtomicU64::new(0));
+        let commit_nanos = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             db: db.clone(),
             head: head_tx.clone(),
             commits: commits.clone(),
+            commit_nanos: commit_nanos.clone(),
             audit_head: audit_head.clone(),
             rewound: Mutex::new(None),
         };
@@ -472,6 +476,7 @@ impl Store {
                 db,
                 head: head_tx,
                 commits,
+                commit_nanos,
                 audit_head,
                 closed: AtomicBool::new(false),
                 path,

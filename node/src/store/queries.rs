@@ -293,6 +293,11 @@ impl Store {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
+    /// Time spent in write transactions so far (applying groups and committing them).
+    pub fn commit_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.inner.commit_nanos.load(Ordering::Relaxed))
+    }
+
     /// Newest first, up to `limit`.
     pub fn rejections(&self, limit: usize) -> Result<Vec<Rejection>> {
         let rtx = self.read()?;

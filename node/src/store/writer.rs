@@ -746,6 +746,7 @@ pub(super) struct Writer {
     pub(super) db: super::DbSlot,
     pub(super) head: Arc<watch::Sender<u64>>,
     pub(super) commits: Arc<AtomicU64>,
+    pub(super) commit_nanos: Arc<AtomicU64>,
     /// The committed audit head. Only the writer changes it (after each commit).
     pub(super) audit_head: Arc<Mutex<AuditHead>>,
     /// After a reopen that lost audit records which had not reached the disk: (the last
@@ -827,7 +828,13 @@ impl Writer {
             if group.is_empty() {
                 return;
             }
-            match self.try_group(&group) {
+            let started = std::time::Instant::now();
+            let tried = self.try_group(&group);
+            self.commit_nanos.fetch_add(
+                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            match tried {
                 Ok((applied, new_head)) => {
                     self.commits.fetch_add(1, Ordering::Relaxed);
                     if let Some(h) = new_head {

@@ -8,6 +8,7 @@ use bluewire_node::signing::{MESSAGE_CONTEXT, SigningKey};
 use bluewire_tests::clusters::deliver_as;
 use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, backlog, content, item_id, pb};
 use bytes::{Buf, BufMut};
+use prost::Message as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A codec that sends and receives raw message bytes.
@@ -109,12 +110,38 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
             signature: be_key.sign(MESSAGE_CONTEXT, &garbage),
             content: garbage,
             key_id: be_key.key_id().to_string(),
-            forwarding: None,
-            relay: None,
+            ..Default::default()
         },
     )
     .await;
     assert_rejected(&r, "not a valid", "signed garbage content");
+
+    // (c2) An envelope of a batch signed at once, its inclusion proof cut short or pointed at
+    // another leaf: refused before anything is decoded.
+    let batch = bluewire_node::envelope::seal_batch(
+        &be_key,
+        vec![
+            content("csirt-be", "batch 1").encode_to_vec(),
+            content("csirt-be", "batch 2").encode_to_vec(),
+            content("csirt-be", "batch 3").encode_to_vec(),
+        ],
+    );
+    let mut cut = batch[0].clone();
+    cut.batch
+        .as_mut()
+        .expect("a batch of three has proofs")
+        .path
+        .pop();
+    let r = deliver_as(&fed, "csirt-be", "csirt-fr", cut).await;
+    assert_rejected(&r, "batch proof does not hold", "a cut inclusion proof");
+    let mut moved = batch[1].clone();
+    moved.batch.as_mut().expect("proof").index = 0;
+    let r = deliver_as(&fed, "csirt-be", "csirt-fr", moved).await;
+    assert_rejected(
+        &r,
+        "signature does not verify",
+        "a proof read at another leaf",
+    );
 
     // (d) Content over 1 MiB (within the request limit).
     let mut big = content("csirt-be", "big");
@@ -129,8 +156,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         content: vec![i as u8; 1024 * 1024],
         signature: vec![0; 64],
         key_id: be_key.key_id().to_string(),
-        forwarding: None,
-        relay: None,
+        ..Default::default()
     };
     let huge = pb::DeliverRequest {
         envelopes: (0..5).map(chunk).collect(),
