@@ -213,6 +213,8 @@ fn fsync_latencies(near: &Path, writers: usize, dur: Duration) -> anyhow::Result
 #[derive(Clone, Default)]
 struct NodeCounts {
     commits: u64,
+    /// Messages in the store (its head seq).
+    stored: u64,
     stages: HashMap<String, (f64, u64)>,
 }
 
@@ -224,6 +226,11 @@ impl NodeCounts {
             .find_map(|l| l.strip_prefix(STORE_COMMITS))
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| anyhow::anyhow!("{org} reports no store commit count"))?;
+        let stored = text
+            .lines()
+            .find_map(|l| l.strip_prefix("bluewire_store_head_seq "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
         let mut stages: HashMap<String, (f64, u64)> = HashMap::new();
         for line in text.lines() {
             let Some((family, rest)) = line.split_once("{stage=\"") else {
@@ -239,7 +246,11 @@ impl NodeCounts {
                 _ => {}
             }
         }
-        Ok(Self { commits, stages })
+        Ok(Self {
+            commits,
+            stored,
+            stages,
+        })
     }
 
     /// Per stage, (mean milliseconds per event, events) between `before` and `self`.
@@ -447,6 +458,20 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     for s in subs {
         s.abort();
     }
+    // Bytes on disk per stored message: each store file's size over the messages it holds.
+    let held = counts(&fed).await?;
+    let disk: Vec<serde_json::Value> = fed
+        .orgs
+        .iter()
+        .zip(&held)
+        .map(|(o, c)| {
+            let bytes = std::fs::metadata(o.dir.join("data").join("bluewire.redb"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            serde_json::json!({"org": o.spec.org, "file_bytes": bytes, "messages": c.stored,
+                               "bytes_per_message": bytes as f64 / c.stored.max(1) as f64})
+        })
+        .collect();
     fed.stop_all();
     drop(fed);
 
@@ -467,6 +492,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "grpc_rtt_ms": {"p50": percentile(&rtt, 0.5), "p99": percentile(&rtt, 0.99)},
         "fsync_ms": {"one_writer": {"p50": percentile(&fsync_1, 0.5), "p99": percentile(&fsync_1, 0.99)},
                      "five_writers": {"p50": percentile(&fsync_5, 0.5), "p99": percentile(&fsync_5, 0.99)}},
+        "store_on_disk": disk,
         "idle_rss_kib": idle_rss.iter().map(|(o, k)| serde_json::json!({"org": o, "kib": k})).collect::<Vec<_>>(),
     });
     match out {
@@ -522,6 +548,22 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 percentile(&fsync_1, 0.99),
                 percentile(&fsync_5, 0.5),
                 percentile(&fsync_5, 0.99)
+            );
+            let per_msg: Vec<String> = disk
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {:.0} B ({} messages)",
+                        d["org"].as_str().unwrap_or("?"),
+                        d["bytes_per_message"].as_f64().unwrap_or(f64::NAN),
+                        d["messages"]
+                    )
+                })
+                .collect();
+            println!(
+                "store file bytes per stored message ({} B payload): {}",
+                a.size,
+                per_msg.join(", ")
             );
             let rss: Vec<String> = idle_rss
                 .iter()

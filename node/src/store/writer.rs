@@ -356,6 +356,8 @@ impl Tables<'_> {
 
     fn insert(&mut self, msgs: &[NewMessage]) -> Result<Vec<InsertOutcome>> {
         let mut out = Vec::with_capacity(msgs.len());
+        // Outbox depth per peer: one counter update per peer for the whole op, not per entry.
+        let mut queued: Vec<(&str, u64)> = Vec::new();
         for m in msgs {
             if m.id.is_empty() {
                 return Err(StoreError::Invalid(
@@ -412,11 +414,17 @@ impl Tables<'_> {
                     .map_err(db_err("queue outbox entry"))?
                     .is_none();
                 if fresh {
-                    add_counter(&mut self.counters, &depth_key(peer), 1)?;
+                    match queued.iter_mut().find(|(p, _)| p == peer) {
+                        Some((_, n)) => *n += 1,
+                        None => queued.push((peer, 1)),
+                    }
                 }
             }
             self.append_audit(&m.audit)?;
             out.push(InsertOutcome::Inserted(seq));
+        }
+        for (peer, n) in queued {
+            add_counter(&mut self.counters, &depth_key(peer), n)?;
         }
         Ok(out)
     }
