@@ -164,16 +164,19 @@ pub fn seal_batch(key: &SigningKey, contents: Vec<Vec<u8>>) -> Vec<Envelope> {
 type Statement = [u8; 36];
 
 /// Batch signatures this node has verified, so the other envelopes of a batch cost a few
-/// hashes instead of a hybrid verification each. Per signed statement, the public key and
-/// signature that verified it: a hit means exactly these bytes verified before (compared in
-/// full, not by a digest). Bounded: the oldest entries go first (a batch's envelopes arrive
-/// together, so a few hundred recent batches are plenty; ~5 KiB each).
+/// hashes instead of a hybrid verification each. Per (signing key id, signed statement), the
+/// public key and signature that verified it: a hit means exactly these bytes verified
+/// before (compared in full, not by a digest). Keyed by the key id too, so a member that signs
+/// another organisation's statement with its own key takes a slot of its own instead of
+/// replacing that organisation's; an entry is never overwritten. Bounded: the oldest entries
+/// go first (a batch's envelopes arrive together, so a few hundred recent batches are plenty;
+/// ~5 KiB each).
 #[derive(Debug, Default)]
 pub struct VerifiedBatches {
     #[allow(clippy::type_complexity)]
     seen: std::sync::Mutex<(
-        std::collections::HashMap<Statement, (Vec<u8>, Vec<u8>)>,
-        std::collections::VecDeque<Statement>,
+        std::collections::HashMap<(String, Statement), (Vec<u8>, Vec<u8>)>,
+        std::collections::VecDeque<(String, Statement)>,
     )>,
 }
 
@@ -181,21 +184,26 @@ impl VerifiedBatches {
     /// Batch signatures remembered at most.
     pub const CAPACITY: usize = 256;
 
-    fn contains(&self, public_key: &[u8], statement: &Statement, signature: &[u8]) -> bool {
+    fn contains(
+        &self,
+        key_id: &str,
+        public_key: &[u8],
+        statement: &Statement,
+        signature: &[u8],
+    ) -> bool {
         self.seen.lock().is_ok_and(|s| {
-            s.0.get(statement)
+            s.0.get(&(key_id.to_string(), *statement))
                 .is_some_and(|(pk, sig)| pk == public_key && sig == signature)
         })
     }
 
-    fn insert(&self, public_key: &[u8], statement: Statement, signature: &[u8]) {
+    fn insert(&self, key_id: &str, public_key: &[u8], statement: Statement, signature: &[u8]) {
         if let Ok(mut s) = self.seen.lock() {
             let (map, order) = &mut *s;
-            if map
-                .insert(statement, (public_key.to_vec(), signature.to_vec()))
-                .is_none()
-            {
-                order.push_back(statement);
+            let k = (key_id.to_string(), statement);
+            if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(k.clone()) {
+                slot.insert((public_key.to_vec(), signature.to_vec()));
+                order.push_back(k);
                 while order.len() > Self::CAPACITY {
                     if let Some(old) = order.pop_front() {
                         map.remove(&old);
@@ -225,7 +233,7 @@ fn check_envelope_signature(
     let root = merkle::root_from_proof(&merkle::leaf(&env.content), b.index, b.leaves, &b.path)
         .map_err(Rejected::BatchProof)?;
     let statement = merkle::statement(&root, b.leaves);
-    if batches.is_some_and(|c| c.contains(public_key, &statement, &env.signature)) {
+    if batches.is_some_and(|c| c.contains(&env.key_id, public_key, &statement, &env.signature)) {
         return Ok(());
     }
     check_signature(
@@ -236,7 +244,7 @@ fn check_envelope_signature(
         &env.key_id,
     )?;
     if let Some(c) = batches {
-        c.insert(public_key, statement, &env.signature);
+        c.insert(&env.key_id, public_key, statement, &env.signature);
     }
     Ok(())
 }
@@ -1360,8 +1368,9 @@ mod tests {
             merkle::statement(&root, b.leaves)
         };
         let s0 = statement(&envs[0]);
+        let kid = k.key_id();
         assert!(
-            batches.contains(&pk, &s0, &envs[0].signature),
+            batches.contains(kid, &pk, &s0, &envs[0].signature),
             "a verified batch is remembered"
         );
         for e in &envs[1..] {
@@ -1380,20 +1389,32 @@ mod tests {
             open_with(&t, lookup, 2_000, Some(&batches)),
             Err(Rejected::BadSignature(_))
         ));
-        // Only the same key and signature hit.
-        let other = SigningKey::generate("csirt-be").unwrap().public_key();
-        assert!(!batches.contains(&other, &s0, &envs[0].signature));
+        // Only the same key id, key and signature hit.
+        let other = SigningKey::generate("csirt-be").unwrap();
+        assert!(!batches.contains(kid, &other.public_key(), &s0, &envs[0].signature));
+        assert!(!batches.contains(other.key_id(), &pk, &s0, &envs[0].signature));
         let mut sig = envs[0].signature.clone();
         sig[0] ^= 1;
-        assert!(!batches.contains(&pk, &s0, &sig));
+        assert!(!batches.contains(kid, &pk, &s0, &sig));
+        // Another member signing the same statement with its own key gets its own entry and
+        // never replaces this one.
+        let theirs = other.sign(BATCH_CONTEXT, &s0);
+        batches.insert(other.key_id(), &other.public_key(), s0, &theirs);
+        assert!(batches.contains(kid, &pk, &s0, &envs[0].signature));
+        assert!(batches.contains(other.key_id(), &other.public_key(), &s0, &theirs));
+        batches.insert(kid, &other.public_key(), s0, &theirs);
+        assert!(
+            batches.contains(kid, &pk, &s0, &envs[0].signature),
+            "an entry is never overwritten"
+        );
         // Bounded: the oldest entries go first.
         let fake = |i: usize| merkle::statement(&merkle::leaf(&i.to_be_bytes()), 2);
         for i in 0..VerifiedBatches::CAPACITY {
-            batches.insert(&pk, fake(i), b"sig");
+            batches.insert(kid, &pk, fake(i), b"sig");
         }
-        assert!(!batches.contains(&pk, &s0, &envs[0].signature));
-        assert!(batches.contains(&pk, &fake(VerifiedBatches::CAPACITY - 1), b"sig"));
-        assert!(batches.contains(&pk, &fake(0), b"sig"));
+        assert!(!batches.contains(kid, &pk, &s0, &envs[0].signature));
+        assert!(batches.contains(kid, &pk, &fake(VerifiedBatches::CAPACITY - 1), b"sig"));
+        assert!(batches.contains(kid, &pk, &fake(0), b"sig"));
         assert_eq!(
             batches.seen.lock().unwrap().0.len(),
             VerifiedBatches::CAPACITY

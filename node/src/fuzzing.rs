@@ -310,6 +310,26 @@ pub fn envelope_open(data: &[u8]) {
             "remembering verified batches changed a decision"
         );
     }
+    // An altered copy (another leaf's content, as far as the proof is concerned), opened against
+    // the cache that now holds this envelope's batch, is decided as without the cache.
+    if !env.content.is_empty() {
+        let mut altered = env.clone();
+        let at = data.len() % altered.content.len();
+        altered.content[at] ^= 1;
+        let cached = envelope::open_with(&altered, lookup, NOW_MS, Some(&batches));
+        let plain = envelope::open(&altered, lookup, NOW_MS);
+        assert_eq!(
+            cached
+                .as_ref()
+                .map(|o| &o.content)
+                .map_err(|e| e.to_string()),
+            plain
+                .as_ref()
+                .map(|o| &o.content)
+                .map_err(|e| e.to_string()),
+            "a cache filled by one envelope changed the decision on an altered one"
+        );
+    }
     if mode & 3 != 2 && mode & 3 != 3 && env.content.len() <= envelope::MAX_CONTENT_BYTES {
         assert!(
             !matches!(

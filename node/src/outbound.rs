@@ -466,7 +466,13 @@ pub async fn publish(
         }
         count_egress(st, queued_for.len(), &refused);
         let sealing = std::time::Instant::now();
-        let env = st.sealer.seal(content.encode_to_vec()).await?;
+        let env = st
+            .sealer
+            .seal(
+                content.encode_to_vec(),
+                crate::sealer::audience(&content.cluster, &queued_for),
+            )
+            .await?;
         st.metrics.stage(Stage::Seal, sealing.elapsed(), 1);
         let mut events = vec![AuditEvent::published(
             &content.id,

@@ -4,7 +4,12 @@
 //! Under load a signature (ML-DSA-65 signs in ~0.2 ms) covers many messages; a lone
 //! message is signed at once, as before, and waits for nothing.
 //!
-//! Signing runs on its own thread, so a signature never holds a runtime worker.
+//! Only messages for the same audience (cluster and recipients) share a batch: an inclusion
+//! proof holds the hashes of the other messages of its batch, and the batch's size and
+//! signature are the same in each, so a recipient learns of no message that went elsewhere.
+//!
+//! Signing runs on its own thread, so a signature never holds a runtime worker. A panic while
+//! signing fails that batch's publishes (`SealerStopped`), not the thread.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -19,6 +24,7 @@ pub const MAX_BATCH: usize = 256;
 
 struct Job {
     content: Vec<u8>,
+    audience: String,
     reply: tokio::sync::oneshot::Sender<Envelope>,
 }
 
@@ -40,11 +46,20 @@ impl Sealer {
         Ok(Self { key, queue })
     }
 
-    /// Seal encoded content, batched with whatever else is waiting.
-    pub async fn seal(&self, content: Vec<u8>) -> Result<Envelope, SealerStopped> {
+    /// Seal encoded content, batched with whatever else is waiting for the same `audience`
+    /// (any string that is equal exactly when the recipients are: see [`audience`]).
+    pub async fn seal(
+        &self,
+        content: Vec<u8>,
+        audience: String,
+    ) -> Result<Envelope, SealerStopped> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
-            .send(Job { content, reply })
+            .send(Job {
+                content,
+                audience,
+                reply,
+            })
             .map_err(|_| SealerStopped(self.key.key_id().to_string()))?;
         answer
             .await
@@ -57,20 +72,50 @@ impl Sealer {
 #[error("the signing thread for key {0} stopped; restart the node")]
 pub struct SealerStopped(String);
 
+/// The audience key of a message: its cluster and its recipients, in any order.
+pub fn audience(cluster: &str, recipients: &[String]) -> String {
+    let mut r: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    r.sort_unstable();
+    r.dedup();
+    format!("{cluster}\n{}", r.join("\n"))
+}
+
 fn run(key: &SigningKey, jobs: &mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut queued = vec![first];
+        while queued.len() < MAX_BATCH {
             match jobs.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(j) => queued.push(j),
                 Err(_) => break,
             }
         }
-        let (contents, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|j| (j.content, j.reply)).unzip();
-        for (env, reply) in envelope::seal_batch(key, contents).into_iter().zip(replies) {
-            // The publish may have been cancelled meanwhile; its envelope is simply dropped.
-            let _ = reply.send(env);
+        // One batch per audience, in the order each audience first appeared.
+        let mut groups: Vec<(String, Vec<Job>)> = Vec::new();
+        for job in queued {
+            match groups.iter_mut().find(|(a, _)| *a == job.audience) {
+                Some((_, g)) => g.push(job),
+                None => groups.push((job.audience.clone(), vec![job])),
+            }
+        }
+        for (_, group) in groups {
+            let (contents, replies): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|j| (j.content, j.reply)).unzip();
+            let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                envelope::seal_batch(key, contents)
+            }));
+            match sealed {
+                Ok(envs) => {
+                    for (env, reply) in envs.into_iter().zip(replies) {
+                        // The publish may have been cancelled meanwhile; its envelope is dropped.
+                        let _ = reply.send(env);
+                    }
+                }
+                // Dropping the replies answers each waiting publish with SealerStopped.
+                Err(_) => tracing::error!(
+                    messages = replies.len(),
+                    "signing a batch panicked; those publishes failed, the signing thread goes on"
+                ),
+            }
         }
     }
 }
@@ -113,7 +158,8 @@ mod tests {
             .iter()
             .map(|c| {
                 let (sealer, c) = (sealer.clone(), c.clone());
-                tokio::spawn(async move { sealer.seal(c).await })
+                let audience = audience("csirt-be/ops", &["cert-eu".into(), "csirt-fr".into()]);
+                tokio::spawn(async move { sealer.seal(c, audience).await })
             })
             .collect();
         let mut envs = Vec::new();
@@ -133,8 +179,49 @@ mod tests {
             "200 concurrent seals were signed one by one"
         );
         // A lone seal is an ordinary single signature.
-        let lone = sealer.seal(contents[0].clone()).await.unwrap();
+        let lone = sealer
+            .seal(contents[0].clone(), String::new())
+            .await
+            .unwrap();
         assert!(lone.batch.is_none());
         envelope::open(&lone, lookup, crate::clock::now_ms()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_messages_for_the_same_audience_share_a_batch() {
+        assert_eq!(
+            audience("c", &["b".into(), "a".into(), "a".into()]),
+            audience("c", &["a".into(), "b".into()])
+        );
+        assert_ne!(audience("c", &["a".into()]), audience("d", &["a".into()]));
+        assert_ne!(
+            audience("c", &["a".into()]),
+            audience("c", &["a".into(), "b".into()])
+        );
+        let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
+        let sealer = Sealer::start(key.clone()).unwrap();
+        let tasks: Vec<_> = (0..120u32)
+            .map(|i| {
+                let sealer = sealer.clone();
+                let who = if i % 2 == 0 { "cert-eu" } else { "csirt-fr" };
+                let audience = audience("", &[who.to_string()]);
+                tokio::spawn(async move {
+                    let env = sealer.seal(i.to_be_bytes().to_vec(), audience).await;
+                    (who, env.unwrap())
+                })
+            })
+            .collect();
+        let mut by_signature: std::collections::HashMap<Vec<u8>, Vec<&str>> = Default::default();
+        for t in tasks {
+            let (who, env) = t.await.unwrap();
+            by_signature.entry(env.signature).or_default().push(who);
+        }
+        assert!(by_signature.len() < 120, "nothing was batched");
+        for (_, whos) in by_signature {
+            assert!(
+                whos.iter().all(|w| *w == whos[0]),
+                "a batch mixed audiences: {whos:?}"
+            );
+        }
     }
 }
