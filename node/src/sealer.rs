@@ -67,9 +67,12 @@ impl Sealer {
     }
 }
 
-/// The signing thread is gone (it can only stop by a bug): nothing was signed.
+/// Signing failed, by a bug: the signing thread panicked on this batch (it goes on with the
+/// next) or is gone. Nothing was signed or stored.
 #[derive(Debug, thiserror::Error)]
-#[error("the signing thread for key {0} stopped; restart the node")]
+#[error(
+    "signing with key {0} failed (a bug; the node's log says more): publish again, and restart the node if it keeps failing"
+)]
 pub struct SealerStopped(String);
 
 /// The audience key of a message: its cluster and its recipients, in any order.
