@@ -113,11 +113,14 @@ pub struct Opened {
 
 /// Sign `content` with the node's key.
 pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
-    let bytes = content.encode_to_vec();
-    let signature = key.sign(MESSAGE_CONTEXT, &bytes);
+    seal_bytes(key, content.encode_to_vec())
+}
+
+/// Sign encoded content on its own.
+fn seal_bytes(key: &SigningKey, bytes: Vec<u8>) -> Envelope {
     Envelope {
+        signature: key.sign(MESSAGE_CONTEXT, &bytes),
         content: bytes,
-        signature,
         key_id: key.key_id().to_string(),
         ..Default::default()
     }
@@ -127,19 +130,13 @@ pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
 /// each envelope carrying its inclusion proof ([`merkle`]), so each still verifies on its
 /// own. A batch of one is sealed as [`seal`] seals it.
 pub fn seal_batch(key: &SigningKey, contents: Vec<Vec<u8>>) -> Vec<Envelope> {
-    let leaves: Vec<merkle::Hash> = contents.iter().map(|c| merkle::leaf(c)).collect();
     let n = u32::try_from(contents.len()).unwrap_or(u32::MAX);
-    let Some((root, paths)) = merkle::build(&leaves).filter(|_| n > 1 && n <= merkle::MAX_LEAVES)
-    else {
-        return contents
-            .into_iter()
-            .map(|bytes| Envelope {
-                signature: key.sign(MESSAGE_CONTEXT, &bytes),
-                content: bytes,
-                key_id: key.key_id().to_string(),
-                ..Default::default()
-            })
-            .collect();
+    if !(2..=merkle::MAX_LEAVES).contains(&n) {
+        return contents.into_iter().map(|b| seal_bytes(key, b)).collect();
+    }
+    let leaves: Vec<merkle::Hash> = contents.iter().map(|c| merkle::leaf(c)).collect();
+    let Some((root, paths)) = merkle::build(&leaves) else {
+        return Vec::new();
     };
     let signature = key.sign(BATCH_CONTEXT, &merkle::statement(&root, n));
     contents
