@@ -1,12 +1,15 @@
 //! `bluewire bench fanout`: publish → delivered-at-every-subscriber
-//! throughput and latency for one publisher and four receiving nodes, all
-//! real processes on loopback, plus the machine's raw hybrid (Ed25519 + ML-DSA-65) sign/verify
-//! rates measured in the same run, so results read as a fraction of the
-//! signature bound (one signature + four verifications per message).
+//! throughput and latency for one publisher and four (`--receivers`, up to 16) receiving
+//! nodes, all real processes on loopback, plus the machine's raw hybrid (Ed25519 + ML-DSA-65)
+//! sign/verify rates measured in the same run, so results read as a fraction of the
+//! signature bound (one signature + one verification per receiver and message).
 //! A benchmark, not a test: it asserts nothing and is bounded in count and time.
 //! `bluewire bench stix` (STIX import, TAXII paging, bundle fan-out) lives in [`stix`].
 
+mod catchup;
 mod stix;
+mod store;
+mod subscribers;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use bluewire_node::client::Connection;
 use bluewire_node::pki::Level;
 use bluewire_node::provision::ConfigEdit;
 use bluewire_node::signing::{self, MESSAGE_CONTEXT, SigningKey};
@@ -26,10 +30,16 @@ use crate::local::{LocalFederation, OrgSpec};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// 1 publisher -> 4 nodes, 1 KiB messages.
+    /// 1 publisher -> 4 nodes (--receivers), 1 KiB messages (--size).
     Fanout(FanoutArgs),
     /// STIX import, TAXII paging and bundle fan-out, 1 publisher -> 1 node.
     Stix(stix::StixArgs),
+    /// A receiver down while messages are published starts again and catches up.
+    Catchup(catchup::CatchupArgs),
+    /// A node with a million stored messages: size on disk, start-up time, memory.
+    Store(store::StoreArgs),
+    /// Many subscriber streams at one node (SOC tools) at a paced publish rate.
+    Subscribers(subscribers::SubscribersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +59,9 @@ pub struct FanoutArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
+    /// Receiving nodes (each with one subscriber), 1 to 16.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub receivers: u16,
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
@@ -62,6 +75,9 @@ pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
         match cmd {
             BenchCommand::Fanout(a) => fanout(a, out).await,
             BenchCommand::Stix(a) => stix::run(a, out).await,
+            BenchCommand::Catchup(a) => catchup::run(a, out).await,
+            BenchCommand::Store(a) => store::run(a, out).await,
+            BenchCommand::Subscribers(a) => subscribers::run(a, out).await,
         }
     };
     // Interrupted: dropping the benchmark stops the node processes it started and removes
@@ -88,6 +104,83 @@ async fn interrupted() -> &'static str {
     }
 }
 
+/// Messages a node's store holds (admin Status, as its operator).
+pub(crate) async fn held(conn: &Connection) -> anyhow::Result<u64> {
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        conn.admin().status(pb::StatusRequest {}),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("Status took over 30 s"))?
+    .map_err(|s| anyhow::anyhow!("Status: {}", s.message()))?;
+    Ok(status.into_inner().messages)
+}
+
+/// A 1 KiB-style free-text publish of `size` body bytes, TLP:GREEN, technical level.
+pub(crate) fn free_text(size: usize) -> pb::PublishRequest {
+    pb::PublishRequest {
+        kind: pb::Kind::FreeText as i32,
+        level: pb::Level::Technical as i32,
+        marking: Some(pb::Marking {
+            tlp: pb::Tlp::Green as i32,
+            ..Default::default()
+        }),
+        body: Some(pb::publish_request::Body::FreeText(pb::FreeText {
+            title: "bench".into(),
+            body: "x".repeat(size),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Publish `n` messages of `size` bytes with `concurrency` in flight, each call bounded to
+/// 60 s; a progress line every 10 s. Fails on the first refused publish.
+pub(crate) async fn publish_n(
+    conn: &Connection,
+    n: usize,
+    concurrency: usize,
+    size: usize,
+) -> anyhow::Result<()> {
+    let req = free_text(size);
+    let mut set = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut done = 0usize;
+    let mut join = |r: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>| match r {
+        Some(r) => {
+            r??;
+            done += 1;
+            if last.elapsed() > Duration::from_secs(10) {
+                last = Instant::now();
+                eprintln!(
+                    "  {done}/{n} published, {:.0} msg/s",
+                    done as f64 / start.elapsed().as_secs_f64()
+                );
+            }
+            anyhow::Ok(())
+        }
+        None => Ok(()),
+    };
+    for _ in 0..n {
+        if set.len() >= concurrency.max(1) {
+            join(set.join_next().await)?;
+        }
+        let mut c = conn.client();
+        let req = req.clone();
+        set.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(60), c.publish(req))
+                .await
+                .map_err(|_| anyhow::anyhow!("a publish took over 60 s"))?
+                .map_err(|s| anyhow::anyhow!("publish refused: {}", s.message()))?;
+            Ok(())
+        });
+    }
+    while !set.is_empty() {
+        join(set.join_next().await)?;
+    }
+    Ok(())
+}
+
 /// Removes a directory when dropped.
 struct RemoveOnDrop(Option<std::path::PathBuf>);
 
@@ -107,9 +200,9 @@ struct SigRates {
 }
 
 impl SigRates {
-    /// Messages per second one core can sign once and verify four times (1 → 4 fan-out).
-    fn bound(self) -> f64 {
-        1.0 / (1.0 / self.sign + 4.0 / self.verify)
+    /// Messages per second one core can sign once and verify `receivers` times.
+    fn bound(self, receivers: usize) -> f64 {
+        1.0 / (1.0 / self.sign + receivers as f64 / self.verify)
     }
 }
 
@@ -301,12 +394,40 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 type Arrivals = Arc<Mutex<HashMap<String, (u32, Option<Instant>)>>>;
 
-/// How many of `ids` have reached all four subscribers.
-fn all_done(arr: &Arrivals, ids: &[String]) -> usize {
+/// How many of `ids` have reached all `receivers` subscribers.
+fn all_done(arr: &Arrivals, ids: &[String], receivers: usize) -> usize {
     let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
     ids.iter()
-        .filter(|id| m.get(*id).is_some_and(|e| e.0 >= 4))
+        .filter(|id| m.get(*id).is_some_and(|e| e.0 as usize >= receivers))
         .count()
+}
+
+/// The receiving organisations of a fan-out benchmark (at most 16).
+const RECEIVERS: [&str; 16] = [
+    "recv-b", "recv-c", "recv-d", "recv-e", "recv-f", "recv-g", "recv-h", "recv-i", "recv-j",
+    "recv-k", "recv-l", "recv-m", "recv-n", "recv-o", "recv-p", "recv-q",
+];
+
+/// CPU time (user + system) each node process has used so far, in seconds, from /proc.
+fn cpu_seconds(fed: &LocalFederation) -> Vec<f64> {
+    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
+    const TICKS: f64 = 100.0;
+    fed.orgs
+        .iter()
+        .map(|o| {
+            o.pid()
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                .and_then(|s| {
+                    // Fields after the command name, which is in parentheses and may hold spaces.
+                    let rest = s.rsplit_once(')')?.1;
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    let user: f64 = f.get(11)?.parse().ok()?;
+                    let sys: f64 = f.get(12)?.parse().ok()?;
+                    Some((user + sys) / TICKS)
+                })
+                .unwrap_or(0.0)
+        })
+        .collect()
 }
 
 /// A benchmark federation: technical-level CSIRTs, the first of `orgs` (the publisher) the
@@ -337,8 +458,11 @@ pub(crate) fn unlimited_client() -> Vec<ConfigEdit> {
 }
 
 async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
-    // The publisher delivers to the four receivers only.
-    let specs = bench_orgs(&["pub-a", "recv-b", "recv-c", "recv-d", "recv-e"]);
+    // The publisher delivers to the receivers only.
+    let receivers = usize::from(a.receivers);
+    let mut names = vec!["pub-a"];
+    names.extend_from_slice(&RECEIVERS[..receivers]);
+    let specs = bench_orgs(&names);
     let tmp = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
     });
@@ -360,7 +484,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     eprintln!("measuring raw signature rates (hybrid Ed25519 + ML-DSA-65, and Ed25519 alone)…");
     let (hybrid, ed_only) = signature_rates(a.size, Duration::from_secs(2))?;
-    let bound = hybrid.bound();
+    let bound = hybrid.bound(receivers);
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -382,7 +506,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 if let Ok(mut m) = arrivals.lock() {
                     let e = m.entry(id).or_insert((0, None));
                     e.0 += 1;
-                    if e.0 == 4 {
+                    if e.0 as usize == receivers {
                         e.1 = Some(Instant::now());
                     }
                 }
@@ -399,20 +523,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         rtt.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     rtt.sort_by(|a, b| a.total_cmp(b));
-    let body = "x".repeat(a.size);
-    let request = move || pb::PublishRequest {
-        kind: pb::Kind::FreeText as i32,
-        level: pb::Level::Technical as i32,
-        marking: Some(pb::Marking {
-            tlp: pb::Tlp::Green as i32,
-            ..Default::default()
-        }),
-        body: Some(pb::publish_request::Body::FreeText(pb::FreeText {
-            title: "bench".into(),
-            body: body.clone(),
-        })),
-        ..Default::default()
-    };
+    let template = free_text(a.size);
+    let request = move || template.clone();
 
     // Phase 1: throughput, bounded in count and time.
     eprintln!(
@@ -420,6 +532,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         a.messages, a.concurrency
     );
     let sem = Arc::new(Semaphore::new(a.concurrency));
+    let cpu_before = cpu_seconds(&fed);
     let start = Instant::now();
     let mut ids = Vec::with_capacity(a.messages);
     let mut tasks = Vec::with_capacity(a.messages);
@@ -440,7 +553,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut done = 0;
     while Instant::now() < deadline {
-        done = all_done(&arrivals, &ids);
+        done = all_done(&arrivals, &ids, receivers);
         if done == ids.len() {
             break;
         }
@@ -448,12 +561,24 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     let throughput = done as f64 / elapsed.as_secs_f64();
+    // CPU per delivered message, all node processes together (the clients not included).
+    let cpu_s: f64 = cpu_seconds(&fed)
+        .iter()
+        .zip(&cpu_before)
+        .map(|(a, b)| a - b)
+        .sum();
+    let cpu_us_per_msg = cpu_s * 1e6 / done.max(1) as f64;
 
     // Phase 2: latency at each paced rate.
     let mut paced = Vec::with_capacity(a.rates.len());
     for &rate in &a.rates {
         eprintln!("latency phase: {rate} msg/s for {} s…", a.seconds);
-        paced.push(paced_phase(&fed, &publisher, &arrivals, &request, rate, a.seconds).await?);
+        paced.push(
+            paced_phase(
+                &fed, &publisher, &arrivals, &request, rate, a.seconds, receivers,
+            )
+            .await?,
+        );
     }
     for s in subs {
         s.abort();
@@ -478,15 +603,16 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let first = paced.first().cloned().unwrap_or_default();
     let result = serde_json::json!({
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
-        "workload": {"publishers": 1, "receiving_nodes": 4, "subscribers": 4, "payload_bytes": a.size,
+        "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
-                                        "bound_msg_per_s": ed_only.bound().round()}},
+                                        "bound_msg_per_s": ed_only.bound(receivers).round()}},
         "throughput": {"delivered_everywhere": done, "elapsed_s": elapsed.as_secs_f64(),
                        "publish_acked_s": published.as_secs_f64(), "msg_per_s": throughput.round(),
-                       "fraction_of_bound": throughput / bound},
+                       "fraction_of_bound": throughput / bound,
+                       "node_cpu_s": cpu_s, "node_cpu_us_per_msg": cpu_us_per_msg.round()},
         "paced": paced.iter().map(Paced::json).collect::<Vec<_>>(),
         "latency_ms": first.json(),
         "grpc_rtt_ms": {"p50": percentile(&rtt, 0.5), "p99": percentile(&rtt, 0.99)},
@@ -499,23 +625,24 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         Output::Json => println!("{result}"),
         Output::Table => {
             println!(
-                "hybrid Ed25519 + ML-DSA-65 (1 core, {} B): sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s (1 sign + 4 verify)",
+                "hybrid Ed25519 + ML-DSA-65 (1 core, {} B): sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s (1 sign + {receivers} verify)",
                 a.size, hybrid.sign, hybrid.verify, bound
             );
             println!(
                 "  Ed25519 alone, same run: sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s ({:.2}x the hybrid bound)",
                 ed_only.sign,
                 ed_only.verify,
-                ed_only.bound(),
-                ed_only.bound() / bound
+                ed_only.bound(receivers),
+                ed_only.bound(receivers) / bound
             );
             println!(
-                "throughput: {done}/{} delivered at all 4 subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s)",
+                "throughput: {done}/{} delivered at all {receivers} subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s); node CPU {:.0} µs per message",
                 a.messages,
                 elapsed.as_secs_f64(),
                 throughput,
                 throughput / bound,
-                published.as_secs_f64()
+                published.as_secs_f64(),
+                cpu_us_per_msg
             );
             for p in &paced {
                 println!(
@@ -631,7 +758,7 @@ fn stages_line(stages: &[(String, f64, u64)]) -> String {
 }
 
 /// Publish at `rate` msg/s for `seconds`; latency = from starting the publish call to the
-/// moment the fourth subscriber has the message.
+/// moment the last receiver's subscriber has the message.
 async fn paced_phase(
     fed: &LocalFederation,
     publisher: &bluewire_node::client::Connection,
@@ -639,6 +766,7 @@ async fn paced_phase(
     request: &(impl Fn() -> pb::PublishRequest + Clone),
     rate: u64,
     seconds: u64,
+    receivers: usize,
 ) -> anyhow::Result<Paced> {
     let n = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -677,7 +805,7 @@ async fn paced_phase(
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
-    while Instant::now() < deadline && all_done(arrivals, &ids2) < ids2.len() {
+    while Instant::now() < deadline && all_done(arrivals, &ids2, receivers) < ids2.len() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
@@ -706,10 +834,10 @@ async fn paced_phase(
         for (stage, ms, events) in a.stage_means(b) {
             match receiver_stages.iter_mut().find(|(s, ..)| *s == stage) {
                 Some(e) => {
-                    e.1 += ms / 4.0;
+                    e.1 += ms / receivers as f64;
                     e.2 += events;
                 }
-                None => receiver_stages.push((stage, ms / 4.0, events)),
+                None => receiver_stages.push((stage, ms / receivers as f64, events)),
             }
         }
     }
@@ -723,7 +851,7 @@ async fn paced_phase(
         ack_p50: percentile(&ack_lat, 0.50),
         ack_p99: percentile(&ack_lat, 0.99),
         origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
-        receiver_commits: per_msg.iter().skip(1).sum::<f64>() / 4.0,
+        receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
         origin_stages,
         receiver_stages,
     })

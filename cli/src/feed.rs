@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use bluewire_node::client::Connection;
 use bluewire_node::envelope::{kind_label, level_label, tlp_label};
 use bluewire_proto::v1 as pb;
 use clap::Args;
@@ -137,6 +138,33 @@ pub fn feed_json(item: &pb::FeedItem) -> serde_json::Value {
     })
 }
 
+/// Why a feed ended early, for a person: a slow subscriber's disconnection says what the
+/// node said and the command that resumes without a gap; anything else as usual.
+fn ended(conn: &Connection, durable: Option<&str>, s: tonic::Status) -> anyhow::Error {
+    match bluewire_node::client::resume_after(&s) {
+        Some(seq) => anyhow::anyhow!(
+            "the node ended this subscription: {}\n{}",
+            s.message(),
+            resume_hint(seq, durable)
+        ),
+        None => status_err(conn, s),
+    }
+}
+
+/// The command that resumes a subscription after `seq` (with `--durable`, every item printed
+/// was committed, so the durable position is `seq`).
+fn resume_hint(seq: u64, durable: Option<&str>) -> String {
+    match durable {
+        Some(name) => format!(
+            "resume without a gap: bluewire subscribe --durable {name} (its position is {seq}), \
+             with the same filters"
+        ),
+        None => {
+            format!("resume without a gap: bluewire subscribe --after {seq}, with the same filters")
+        }
+    }
+}
+
 pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::Result<()> {
     let conn = c.connect()?;
     let req = pb::SubscribeRequest {
@@ -155,7 +183,11 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         .map_err(|s| status_err(&conn, s))?
         .into_inner();
     let mut n = 0u64;
-    while let Some(item) = stream.message().await.map_err(|s| status_err(&conn, s))? {
+    while let Some(item) = stream
+        .message()
+        .await
+        .map_err(|s| ended(&conn, a.durable.as_deref(), s))?
+    {
         let line = match out {
             Output::Json => feed_json(&item).to_string(),
             Output::Table => feed_line(&item),
@@ -179,4 +211,30 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_subscriber_is_told_the_command_that_resumes() {
+        assert_eq!(
+            resume_hint(41, None),
+            "resume without a gap: bluewire subscribe --after 41, with the same filters"
+        );
+        let h = resume_hint(41, Some("soc-feed"));
+        assert!(h.contains("--durable soc-feed (its position is 41)"), "{h}");
+        let mut s = tonic::Status::resource_exhausted("subscriber too slow: …");
+        s.metadata_mut().insert(
+            bluewire_node::client::RESUME_AFTER_SEQ,
+            tonic::metadata::MetadataValue::from(41u64),
+        );
+        assert_eq!(bluewire_node::client::resume_after(&s), Some(41));
+        assert_eq!(
+            bluewire_node::client::resume_after(&tonic::Status::resource_exhausted("rate")),
+            None,
+            "a rate limit is not a disconnection"
+        );
+    }
 }

@@ -44,6 +44,29 @@ impl LocalOrg {
     pub fn user_dir(&self, user: &str) -> PathBuf {
         self.dir.join("users").join(user)
     }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(self.dir.join("node.pid"));
+        }
+    }
 }
 
 pub struct LocalFederation {
@@ -105,28 +128,44 @@ impl LocalFederation {
 
     /// Start every node as a child process of this binary (`bluewire node run`).
     pub fn start_all(&mut self) -> anyhow::Result<()> {
-        let exe = std::env::current_exe().context("locating the bluewire binary")?;
-        for o in &mut self.orgs {
-            let log = std::fs::File::create(o.dir.join("node.log"))?;
-            let child = Command::new(&exe)
-                .args(["node", "run", "--config"])
-                .arg(o.config_path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting the node of {}", o.spec.org))?;
-            std::fs::write(o.dir.join("node.pid"), format!("{}\n", child.id()))?;
-            o.child = Some(child);
+        for i in 0..self.orgs.len() {
+            self.start_index(i)?;
         }
         Ok(())
     }
 
-    pub fn org(&self, org: &str) -> &LocalOrg {
+    /// Start the node of `org` (its log starts afresh).
+    pub fn start(&mut self, org: &str) -> anyhow::Result<()> {
+        let i = self.index(org);
+        self.start_index(i)
+    }
+
+    fn start_index(&mut self, i: usize) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("locating the bluewire binary")?;
+        let o = &mut self.orgs[i];
+        let log = std::fs::File::create(o.dir.join("node.log"))?;
+        let child = Command::new(&exe)
+            .args(["node", "run", "--config"])
+            .arg(o.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the node of {}", o.spec.org))?;
+        std::fs::write(o.dir.join("node.pid"), format!("{}\n", child.id()))?;
+        o.child = Some(child);
+        Ok(())
+    }
+
+    fn index(&self, org: &str) -> usize {
         self.orgs
             .iter()
-            .find(|o| o.spec.org == org)
+            .position(|o| o.spec.org == org)
             .expect("org is part of the local federation")
+    }
+
+    pub fn org(&self, org: &str) -> &LocalOrg {
+        &self.orgs[self.index(org)]
     }
 
     pub fn connect(&self, org: &str, user: &str) -> anyhow::Result<Connection> {
@@ -141,56 +180,71 @@ impl LocalFederation {
         .map_err(|e| anyhow::anyhow!(e))
     }
 
-    /// Wait until every node answers Status (bounded).
+    /// Wait until every running node answers Status (bounded).
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         for i in 0..self.orgs.len() {
-            let org = self.orgs[i].spec.org;
-            let conn = self.connect(org, "operator")?;
-            loop {
-                if let Some(child) = self.orgs[i].child.as_mut()
-                    && let Ok(Some(st)) = child.try_wait()
-                {
-                    let log = std::fs::read_to_string(self.orgs[i].dir.join("node.log"))
-                        .unwrap_or_default();
-                    bail!("node of {org} exited ({st}) during start-up:\n{log}");
-                }
-                match conn.admin().status(pb::StatusRequest {}).await {
-                    Ok(_) => break,
-                    Err(e) if Instant::now() > deadline => {
-                        bail!("node of {org} not ready after {timeout:?}: {}", e.message())
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
+            if self.orgs[i].child.is_some() {
+                self.wait_index(i, deadline, timeout).await?;
             }
         }
         Ok(())
     }
 
+    /// Wait until the node of `org` answers Status (bounded).
+    pub async fn wait_org_ready(&mut self, org: &str, timeout: Duration) -> anyhow::Result<()> {
+        let i = self.index(org);
+        self.wait_index(i, Instant::now() + timeout, timeout).await
+    }
+
+    async fn wait_index(
+        &mut self,
+        i: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let org = self.orgs[i].spec.org;
+        let conn = self.connect(org, "operator")?;
+        loop {
+            if let Some(child) = self.orgs[i].child.as_mut()
+                && let Ok(Some(st)) = child.try_wait()
+            {
+                let log =
+                    std::fs::read_to_string(self.orgs[i].dir.join("node.log")).unwrap_or_default();
+                bail!("node of {org} exited ({st}) during start-up:\n{log}");
+            }
+            match conn.admin().status(pb::StatusRequest {}).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("node of {org} not ready after {timeout:?}: {}", e.message())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// SIGTERM every node, wait for it to exit (SIGKILL after 10 s).
     pub fn stop_all(&mut self) {
         for o in &mut self.orgs {
-            if let Some(mut c) = o.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    match c.try_wait() {
-                        Ok(Some(_)) => break,
-                        Ok(None) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(20))
-                        }
-                        _ => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            break;
-                        }
-                    }
-                }
-                let _ = std::fs::remove_file(o.dir.join("node.pid"));
-            }
+            o.stop();
         }
+    }
+
+    /// SIGKILL the node of `org` (a crash: no clean shutdown) and reap it.
+    pub fn kill(&mut self, org: &str) {
+        let i = self.index(org);
+        let o = &mut self.orgs[i];
+        if let Some(mut c) = o.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::fs::remove_file(o.dir.join("node.pid"));
+        }
+    }
+
+    /// SIGTERM the node of `org`, wait for it to exit (SIGKILL after 10 s).
+    pub fn stop(&mut self, org: &str) {
+        let i = self.index(org);
+        self.orgs[i].stop();
     }
 
     /// Leave the processes running when this handle goes away.

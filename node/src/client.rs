@@ -85,6 +85,22 @@ impl Connection {
     }
 }
 
+/// Trailer of a subscription the node ended because the subscriber was too slow
+/// (`RESOURCE_EXHAUSTED`): the seq to resume after (`SubscribeRequest.after_seq`), the last
+/// item the node sent on that stream.
+pub const RESUME_AFTER_SEQ: &str = "bluewire-resume-after-seq";
+
+/// The seq a subscription that ended with `s` resumes after without a gap, when the node
+/// stated one (a slow subscriber's disconnection).
+pub fn resume_after(s: &tonic::Status) -> Option<u64> {
+    s.metadata()
+        .get(RESUME_AFTER_SEQ)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Turn a gRPC error into advice for a person at a terminal.
 pub fn explain_status(endpoint: &str, s: &tonic::Status) -> String {
     use tonic::Code;

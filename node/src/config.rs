@@ -36,6 +36,8 @@ struct RawConfig {
     #[serde(default)]
     clusters: ClustersConfig,
     #[serde(default)]
+    feed: FeedConfig,
+    #[serde(default)]
     policy: RawPolicy,
     #[serde(default)]
     metrics: MetricsConfig,
@@ -128,6 +130,25 @@ impl Default for ClustersConfig {
         Self {
             sync_interval_ms: 2000,
             former_member_grace_secs: 600,
+        }
+    }
+}
+
+/// Subscriptions (`Client.Subscribe`): what a node does about subscribers that do not keep up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// A subscriber whose buffer (at most `feed::buffer::MAX_ITEMS` items and
+    /// `feed::buffer::MAX_BYTES` bytes queued for it) stays full this long (ms), taking
+    /// nothing from it, is disconnected: its stream ends with RESOURCE_EXHAUSTED, the reason,
+    /// and the `after_seq` to resume from without a gap. Must be > 0.
+    pub slow_subscriber_ms: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            slow_subscriber_ms: 10_000,
         }
     }
 }
@@ -277,6 +298,7 @@ pub struct NodeConfig {
     pub delivery: DeliveryConfig,
     pub limits: LimitsConfig,
     pub clusters: ClustersConfig,
+    pub feed: FeedConfig,
     pub policy: PolicyConfig,
     pub metrics: MetricsConfig,
     pub taxii: TaxiiConfig,
@@ -365,6 +387,13 @@ impl NodeConfig {
                 "limits.max_batch must be > 0 and limits.max_request_bytes >= 65536".into(),
             ));
         }
+        if raw.feed.slow_subscriber_ms == 0 {
+            return Err(invalid(
+                "feed.slow_subscriber_ms must be > 0: a subscriber whose buffer stays full that \
+                 long is disconnected (10000 is the default)"
+                    .into(),
+            ));
+        }
         if let Some(m) = raw.metrics.listen
             && !m.ip().is_loopback()
         {
@@ -418,6 +447,7 @@ impl NodeConfig {
                 sync_interval_ms: raw.clusters.sync_interval_ms.max(100),
                 former_member_grace_secs: raw.clusters.former_member_grace_secs,
             },
+            feed: raw.feed,
             policy: PolicyConfig {
                 file: raw.policy.file.as_deref().map(abs),
                 reload_secs: raw.policy.reload_secs.unwrap_or(5).max(1),
@@ -527,6 +557,12 @@ client_burst = 10000          #   (admin calls are not limited)
 sync_interval_ms = 2000       # members pull cluster logs this often (conveners also push)
 former_member_grace_secs = 600  # a departed member's earlier messages are accepted this long
 
+[feed]
+# A subscriber that takes nothing from its buffer (64 items / 1 MiB) for this
+# long while it is full is disconnected with the reason and the after_seq to
+# resume from; the others and the node never wait for it.
+slow_subscriber_ms = 10000
+
 [metrics]
 # Prometheus scrape endpoint (plain HTTP GET /metrics, loopback addresses only).
 # listen = "127.0.0.1:9464"
@@ -626,5 +662,24 @@ mod tests {
             (c.limits.peer_rate_per_sec, c.limits.client_rate_per_sec),
             (20_000, 5_000)
         );
+        assert_eq!(c.feed.slow_subscriber_ms, 10_000);
+        let t = template("csirt-be", "127.0.0.1:1", &[]).replacen(
+            "slow_subscriber_ms = 10000",
+            "slow_subscriber_ms = 0",
+            1,
+        );
+        let e = NodeConfig::parse(&t, Path::new("."), Path::new("n.toml")).unwrap_err();
+        assert!(e.to_string().contains("feed.slow_subscriber_ms"), "{e}");
+        // Files written before the [feed] section keep the default.
+        let t = template("csirt-be", "127.0.0.1:1", &[]);
+        let (before, after) = t.split_once("[feed]").expect("the template has [feed]");
+        let (_, rest) = after.split_once("[metrics]").expect("[metrics] follows");
+        let c = NodeConfig::parse(
+            &format!("{before}[metrics]{rest}"),
+            Path::new("."),
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.feed.slow_subscriber_ms, 10_000);
     }
 }

@@ -1,5 +1,6 @@
 //! Delivery: one worker per peer drains that peer's durable outbox in order,
-//! hands batches to the peer's Federation.Deliver, removes what the peer
+//! hands batches to the peer's Federation.Deliver (a large batch as two calls at once,
+//! so the peer may store the later half first), removes what the peer
 //! acknowledged (accepted, duplicate or permanently rejected) and retries the
 //! rest with exponential backoff and jitter. A link that fails (timeout, keepalive,
 //! transport error) is dropped, never waited on, and redialled on a short cadence
@@ -323,10 +324,28 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let Some(client) = link.as_mut() else {
             continue;
         };
-        let call = client.deliver(DeliverRequest { envelopes });
+        // A large batch goes out as two calls at once over the same connection: the peer
+        // checks one half while it commits the other, so neither core idles while the
+        // other works (catch-up after an outage, bursts). Small batches go as one call.
+        let (first, second) = split_batch(envelopes, seqs);
+        let call = |envelopes: Vec<Envelope>| {
+            let mut c = client.clone();
+            async move { tokio::time::timeout(timeout, c.deliver(DeliverRequest { envelopes })).await }
+        };
+        let first_call = call(first.0);
+        let second_call = second.map(|(e, s)| (call(e), s));
         let started = tokio::time::Instant::now();
-        let result = tokio::select! {
-            r = tokio::time::timeout(timeout, call) => r,
+        let both = async {
+            match second_call {
+                Some((c, s)) => {
+                    let (a, b) = tokio::join!(first_call, c);
+                    vec![(a, first.1), (b, s)]
+                }
+                None => vec![(first_call.await, first.1)],
+            }
+        };
+        let results = tokio::select! {
+            r = both => r,
             () = stopping.cancelled() => break,
         };
         state
@@ -334,7 +353,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             .stage(crate::metrics::Stage::DeliverCall, started.elapsed(), 1);
         // A call the transport gave up on (a timeout, or a keepalive ping that queued
         // behind the batch on a slow link and went unanswered) is retried with fewer.
-        let failed_in_flight = match &result {
+        let failed_in_flight = results.iter().any(|(result, _)| match result {
             Err(_) => true,
             // Too many envelopes or too many bytes for the peer's limits (a peer whose
             // `limits.max_batch` or `max_request_bytes` is below ours): fewer next time.
@@ -346,7 +365,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     )
             }
             Ok(Ok(_)) => false,
-        };
+        });
         batch_cap = next_batch_cap(
             batch_cap,
             n,
@@ -354,99 +373,119 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             failed_in_flight,
             started.elapsed() < timeout / 2,
         );
-        let failure = match result {
-            Ok(Ok(resp)) => {
-                let results = resp.into_inner().results;
-                if results.len() != n {
-                    Some(format!(
-                        "peer answered {} results for {n} envelopes",
-                        results.len()
-                    ))
-                } else if let Some(first_retry) = results
-                    .iter()
-                    .position(|r| r.outcome == DeliveryOutcome::RetryLater as i32)
-                {
-                    // The peer cannot decide yet (its cluster log is behind);
-                    // everything from the first such envelope on is resent.
-                    let done: Vec<u64> = seqs[..first_retry].to_vec();
-                    if let Some(last) = done.last() {
-                        sent_upto = *last;
-                    }
-                    let events = delivery_records(&results[..first_retry], &peer.org);
-                    let _ = store.ack_outbox_audited(&peer.org, done, events).await;
-                    if first_retry > 0 {
-                        // Progress (e.g. a rate limit let part of the batch through): pace
-                        // at the shortest delay instead of backing off further.
-                        backoff = min;
-                    }
-                    // The link works: the peer answered.
-                    peer.update(|s| {
-                        s.connected = true;
-                        s.via = None;
-                    });
-                    down_since = None;
-                    Some(format!(
-                        "peer asked to retry later: {}",
-                        results[first_retry].reason
-                    ))
-                } else {
-                    for r in &results {
-                        if r.outcome == DeliveryOutcome::Rejected as i32 {
-                            warn!(msg.id = %r.id, reason = %r.reason, "peer rejected a message");
-                            let _ = store
-                                .record_rejection(Rejection {
-                                    at_ms: crate::clock::now_ms(),
-                                    from_peer: format!("egress->{}", peer.org),
-                                    id: r.id.clone(),
-                                    reason: format!("rejected by {}: {}", peer.org, r.reason),
-                                })
-                                .await;
+        // The parts in order. `sent_upto` moves only over a prefix of the outbox that went
+        // through; what a later part delivered is acknowledged all the same (a resend of it
+        // is answered as a duplicate).
+        let mut failure = None;
+        let mut in_order = true;
+        for (result, seqs) in results {
+            let n = seqs.len();
+            let part_failure = match result {
+                Ok(Ok(resp)) => {
+                    let results = resp.into_inner().results;
+                    if results.len() != n {
+                        Some(format!(
+                            "peer answered {} results for {n} envelopes",
+                            results.len()
+                        ))
+                    } else if let Some(first_retry) = results
+                        .iter()
+                        .position(|r| r.outcome == DeliveryOutcome::RetryLater as i32)
+                    {
+                        // The peer cannot decide yet (its cluster log is behind);
+                        // everything from the first such envelope on is resent.
+                        let done: Vec<u64> = seqs[..first_retry].to_vec();
+                        if in_order && let Some(last) = done.last() {
+                            sent_upto = *last;
                         }
-                    }
-                    debug!(count = n, "delivered");
-                    state
-                        .metrics
-                        .add(crate::metrics::DELIVERIES, &[("peer", &peer.org)], n as u64);
-                    sent_upto = seqs.last().copied().unwrap_or(sent_upto);
-                    let events = delivery_records(&results, &peer.org);
-                    // The "delivered" records commit with the acknowledgement (not
-                    // fsynced on its own; after a crash the envelope is sent again and
-                    // recorded again).
-                    let (store, org) = (store.clone(), peer.org.clone());
-                    state.tasks.spawn_to_end(tracing::Span::current(), async move {
-                        if let Err(e) = store.ack_outbox_later(&org, seqs, events).await {
-                            warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
+                        let events = delivery_records(&results[..first_retry], &peer.org);
+                        let _ = store.ack_outbox_audited(&peer.org, done, events).await;
+                        if first_retry > 0 && in_order {
+                            // Progress (e.g. a rate limit let part of the batch through): pace
+                            // at the shortest delay instead of backing off further.
+                            backoff = min;
                         }
-                    });
-                    backoff = min;
-                    peer.update(|s| {
-                        s.connected = true;
-                        s.consecutive_failures = 0;
-                        s.last_error.clear();
-                        s.last_success_ms = crate::clock::now_ms();
-                        s.via = None;
-                    });
-                    down_since = None;
-                    handed.clear();
-                    None
+                        // The link works: the peer answered.
+                        peer.update(|s| {
+                            s.connected = true;
+                            s.via = None;
+                        });
+                        down_since = None;
+                        Some(format!(
+                            "peer asked to retry later: {}",
+                            results[first_retry].reason
+                        ))
+                    } else {
+                        for r in &results {
+                            if r.outcome == DeliveryOutcome::Rejected as i32 {
+                                warn!(msg.id = %r.id, reason = %r.reason, "peer rejected a message");
+                                let _ = store
+                                    .record_rejection(Rejection {
+                                        at_ms: crate::clock::now_ms(),
+                                        from_peer: format!("egress->{}", peer.org),
+                                        id: r.id.clone(),
+                                        reason: format!("rejected by {}: {}", peer.org, r.reason),
+                                    })
+                                    .await;
+                            }
+                        }
+                        debug!(count = n, "delivered");
+                        state.metrics.add(
+                            crate::metrics::DELIVERIES,
+                            &[("peer", &peer.org)],
+                            n as u64,
+                        );
+                        if in_order {
+                            sent_upto = seqs.last().copied().unwrap_or(sent_upto);
+                        }
+                        let events = delivery_records(&results, &peer.org);
+                        // The "delivered" records commit with the acknowledgement (not
+                        // fsynced on its own; after a crash the envelope is sent again and
+                        // recorded again).
+                        let (store, org) = (store.clone(), peer.org.clone());
+                        state.tasks.spawn_to_end(tracing::Span::current(), async move {
+                            if let Err(e) = store.ack_outbox_later(&org, seqs, events).await {
+                                warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
+                            }
+                        });
+                        // A later half that went through while the head of the outbox is
+                        // stuck is progress, not health: the backoff keeps growing.
+                        if in_order {
+                            backoff = min;
+                            peer.update(|s| {
+                                s.connected = true;
+                                s.consecutive_failures = 0;
+                                s.last_error.clear();
+                                s.last_success_ms = crate::clock::now_ms();
+                                s.via = None;
+                            });
+                            down_since = None;
+                            handed.clear();
+                        }
+                        None
+                    }
                 }
-            }
-            Ok(Err(status)) => {
-                if link_failed(&status) {
+                Ok(Err(status)) => {
+                    if link_failed(&status) {
+                        link = None;
+                    }
+                    Some(format!("{}: {}", status.code(), status.message()))
+                }
+                Err(_) => {
+                    // The connection may be stalled (a cut link): replace it. Or the link is
+                    // too slow for this batch: the next call carries at most `batch_cap`.
                     link = None;
+                    Some(format!(
+                        "Deliver of {n} envelopes timed out after {} ms; next call carries at most {batch_cap}",
+                        cfg.timeout_ms
+                    ))
                 }
-                Some(format!("{}: {}", status.code(), status.message()))
+            };
+            if part_failure.is_some() {
+                in_order = false;
+                failure = failure.or(part_failure);
             }
-            Err(_) => {
-                // The connection may be stalled (a cut link): replace it. Or the link is
-                // too slow for this batch: the next call carries at most `batch_cap`.
-                link = None;
-                Some(format!(
-                    "Deliver of {n} envelopes timed out after {} ms; next call carries at most {batch_cap}",
-                    cfg.timeout_ms
-                ))
-            }
-        };
+        }
         if let Some(err) = failure {
             let answered = link.is_some();
             if answered {
@@ -474,6 +513,23 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         }
     }
     info!("delivery worker stopped");
+}
+
+/// Below this many envelopes a batch goes out as one call.
+const SPLIT_FROM: usize = 32;
+
+/// One delivery batch: the envelopes and their outbox seqs.
+type Part = (Vec<Envelope>, Vec<u64>);
+
+/// A batch as the Deliver calls that carry it, in outbox order: two halves from
+/// [`SPLIT_FROM`] envelopes on, else one.
+fn split_batch(mut envelopes: Vec<Envelope>, mut seqs: Vec<u64>) -> (Part, Option<Part>) {
+    if envelopes.len() < SPLIT_FROM {
+        return ((envelopes, seqs), None);
+    }
+    let half = envelopes.len().div_ceil(2);
+    let later = (envelopes.split_off(half), seqs.split_off(half));
+    ((envelopes, seqs), Some(later))
 }
 
 /// Envelopes the next Deliver call may carry, after a call of `sent` envelopes that failed
@@ -646,7 +702,38 @@ async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::next_batch_cap;
+    use super::{Envelope, next_batch_cap, split_batch};
+
+    #[test]
+    fn a_large_batch_goes_as_two_halves_in_outbox_order_a_small_one_whole() {
+        let batch = |n: u64| {
+            let envs = (0..n)
+                .map(|i| Envelope {
+                    key_id: i.to_string(),
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>();
+            (envs, (1..=n).collect::<Vec<_>>())
+        };
+        let (e, s) = batch(31);
+        let (first, second) = split_batch(e, s);
+        assert_eq!(first.1, (1..=31).collect::<Vec<_>>());
+        assert!(second.is_none());
+        let (e, s) = batch(33);
+        let (first, second) = split_batch(e, s);
+        let second = second.expect("33 envelopes go as two calls");
+        assert_eq!(first.1, (1..=17).collect::<Vec<_>>());
+        assert_eq!(second.1, (18..=33).collect::<Vec<_>>());
+        // Each envelope stays with its seq.
+        for (env, seq) in first
+            .0
+            .iter()
+            .chain(&second.0)
+            .zip(first.1.iter().chain(&second.1))
+        {
+            assert_eq!(env.key_id, (seq - 1).to_string());
+        }
+    }
 
     #[test]
     fn a_batch_that_timed_out_is_halved_and_a_quick_one_grows_back() {

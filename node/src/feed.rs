@@ -2,17 +2,20 @@
 //! filters, a single message by reference. Owns the filter rules, the feed
 //! item a stored message becomes (with the marking in force; retracted
 //! messages leave feeds), message references ("ID" or "ORIGIN/ID"), and the
-//! subscription loop with its backpressure and shutdown. Never decides
-//! routing (what is stored here was already admitted) and never returns
-//! `tonic::Status`.
+//! subscription loop with its bounded per-subscriber buffer ([`buffer`]),
+//! slow-subscriber disconnection and shutdown. Each subscription reads the
+//! store itself, so a subscriber that stops reading never slows the others,
+//! the store's writer or delivery. Never decides routing (what is stored here
+//! was already admitted) and never returns `tonic::Status`.
+
+pub mod buffer;
 
 use std::sync::Arc;
 
 use bluewire_proto::v1 as pb;
 use prost::Message;
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::markings::{self, Standing};
 use crate::state::NodeState;
@@ -195,6 +198,20 @@ pub enum FeedEnd {
          received (or your durable name) to resume without a gap"
     )]
     ShuttingDown,
+    #[error(
+        "subscriber too slow: its buffer ({max_items} items / {max_kib} KiB) was full for \
+         {full_ms} ms with nothing read (feed.slow_subscriber_ms = {limit_ms}), so the node \
+         disconnected it; resume with after_seq = {after_seq}, the last item it was sent (or \
+         with your durable name once that seq is committed): nothing after it is skipped"
+    )]
+    TooSlow {
+        full_ms: u64,
+        limit_ms: u64,
+        max_items: usize,
+        max_kib: usize,
+        /// The seq of the last item handed to the subscriber's stream.
+        after_seq: u64,
+    },
     #[error("{0}")]
     Lookup(#[from] LookupError),
     #[error(transparent)]
@@ -219,62 +236,95 @@ pub async fn commit_cursor(st: &NodeState, name: &str, seq: u64) -> Result<(), C
     Ok(st.store.set_cursor(name, seq).await?)
 }
 
+/// Stored messages a subscription reads at a time. With its buffer, what one subscription
+/// holds is bounded: one page of stored messages and [`buffer::MAX_ITEMS`] feed items.
+const PAGE: usize = buffer::MAX_ITEMS;
+
 /// Start a subscription for `user`: the backlog after the cursor, then (unless
-/// `no_follow`) new messages as they are stored. A subscriber that stops reading
-/// holds its own task (backpressure), never past shutdown; the feed's last item
-/// says why it ended early.
+/// `no_follow`) new messages as they are stored, through a bounded buffer of its own. A
+/// subscriber that leaves its buffer full for `feed.slow_subscriber_ms` is disconnected with
+/// the reason and the seq to resume after ([`FeedEnd::TooSlow`]); until then it holds only
+/// its own task, never past shutdown. The feed's last item says why it ended early.
 pub fn subscribe(
     st: Arc<NodeState>,
     user: &str,
     r: pb::SubscribeRequest,
-) -> Result<mpsc::Receiver<Result<pb::FeedItem, FeedEnd>>, StoreError> {
+) -> Result<buffer::Receiver, StoreError> {
     let mut cursor = r.after_seq;
     if cursor == 0 && !r.durable_name.is_empty() {
         cursor = st.store.get_cursor(&r.durable_name)?.unwrap_or(0);
     }
-    let (tx, rx) = mpsc::channel(256);
-    let span = tracing::info_span!("subscribe", subscriber = %user, cursor);
+    let slow_after = std::time::Duration::from_millis(st.config.feed.slow_subscriber_ms);
+    let (tx, rx) = buffer::channel(buffer::Limits::with_slow_after(slow_after), cursor);
+    let span = tracing::info_span!(
+        "subscribe",
+        subscriber = %user,
+        durable = %r.durable_name,
+        cursor
+    );
     // Runs to its end: it watches the stop itself, to tell the subscriber why its feed ended.
     st.tasks.clone().spawn_to_end(span, run(st, r, cursor, tx));
     Ok(rx)
 }
 
-/// Ends a feed with `end` as its last item. Gives up after a second if the subscriber is
-/// not reading.
-async fn say_goodbye(tx: &mpsc::Sender<Result<pb::FeedItem, FeedEnd>>, end: FeedEnd) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.send(Err(end))).await;
+/// Counts a subscription in `bluewire_subscribers` while it lives.
+struct Open(Arc<crate::metrics::Metrics>);
+
+impl Open {
+    fn new(metrics: &Arc<crate::metrics::Metrics>) -> Open {
+        metrics.gauge_add(crate::metrics::SUBSCRIBERS, &[], 1.0);
+        Open(metrics.clone())
+    }
 }
 
-async fn run(
-    st: Arc<NodeState>,
-    r: pb::SubscribeRequest,
-    mut cursor: u64,
-    tx: mpsc::Sender<Result<pb::FeedItem, FeedEnd>>,
-) {
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.gauge_add(crate::metrics::SUBSCRIBERS, &[], -1.0);
+    }
+}
+
+/// How many of `page`'s first messages fit in `max` bytes of envelopes (at least one).
+fn within_bytes(page: &[StoredMessage], max: usize) -> usize {
+    let mut total = 0usize;
+    page.iter()
+        .position(|m| {
+            total += m.envelope.len();
+            total > max
+        })
+        .unwrap_or(page.len())
+        .max(1)
+}
+
+async fn run(st: Arc<NodeState>, r: pb::SubscribeRequest, mut cursor: u64, tx: buffer::Sender) {
+    let _open = Open::new(&st.metrics);
     let filter = Filter::from_request(&r);
     let mut head = st.store.subscribe_head();
     let stopping = st.tasks.stopping();
     loop {
         if stopping.is_cancelled() {
-            say_goodbye(&tx, FeedEnd::ShuttingDown).await;
+            tx.finish(Some(FeedEnd::ShuttingDown));
             return;
         }
-        let page = match st.store.read_after(cursor, 256) {
+        let mut page = match st.store.read_after(cursor, PAGE) {
             Ok(p) => p,
             Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
+                tx.finish(Some(e.into()));
                 return;
             }
         };
+        // Held while the buffer is full: at most MAX_BYTES of envelopes (and always one
+        // message); the rest is read again from `cursor` next time.
+        page.truncate(within_bytes(&page, buffer::MAX_BYTES));
         if page.is_empty() {
             if r.no_follow {
+                tx.finish(None);
                 return;
             }
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
+                () = tx.closed() => return,
                 () = stopping.cancelled() => {
-                    say_goodbye(&tx, FeedEnd::ShuttingDown).await;
+                    tx.finish(Some(FeedEnd::ShuttingDown));
                     return;
                 },
             }
@@ -287,18 +337,41 @@ async fn run(
                 continue;
             }
             let item = match item_for(&st, m) {
-                Ok(Some(i)) => Ok(i),
+                Ok(Some(i)) => i,
                 // Retracted by its origin: it leaves the feed.
                 Ok(None) => continue,
-                Err(e) => Err(FeedEnd::from(e)),
+                Err(e) => {
+                    tx.finish(Some(e.into()));
+                    return;
+                }
             };
-            tokio::select! {
-                sent = tx.send(item) => if sent.is_err() {
+            let sent = tokio::select! {
+                sent = tx.send(item) => sent,
+                () = stopping.cancelled() => {
+                    tx.finish(Some(FeedEnd::ShuttingDown));
+                    return;
+                }
+            };
+            match sent {
+                Ok(()) => {}
+                Err(buffer::Stop::Gone) => {
                     debug!("subscriber went away");
                     return;
-                },
-                () = stopping.cancelled() => {
-                    say_goodbye(&tx, FeedEnd::ShuttingDown).await;
+                }
+                Err(buffer::Stop::TooSlow {
+                    full_for,
+                    after_seq,
+                    dropped,
+                }) => {
+                    st.metrics
+                        .inc(crate::metrics::SLOW_SUBSCRIBERS_DISCONNECTED, &[]);
+                    warn!(
+                        full_ms = full_for.as_millis() as u64,
+                        after_seq,
+                        dropped,
+                        "slow subscriber disconnected: its buffer stayed full longer than \
+                         feed.slow_subscriber_ms; told to resume with after_seq = {after_seq}"
+                    );
                     return;
                 }
             }
@@ -323,6 +396,20 @@ mod tests {
             received_from: String::new(),
             received_at_ms: 5,
         }
+    }
+
+    #[test]
+    fn a_page_held_for_a_subscriber_is_cut_at_its_byte_limit_but_keeps_one_message() {
+        let sized = |n: usize| StoredMessage {
+            envelope: vec![0; n],
+            ..stored(0, 0, "o")
+        };
+        let page = vec![sized(400), sized(400), sized(400)];
+        assert_eq!(within_bytes(&page, 1000), 2);
+        assert_eq!(within_bytes(&page, 800), 2);
+        assert_eq!(within_bytes(&page, 799), 1);
+        assert_eq!(within_bytes(&page, 1200), 3);
+        assert_eq!(within_bytes(&page, 10), 1, "one message always goes");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - `bluewire_routing_decisions_total{direction,rule,outcome}`: allow/deny per rule.
 //! - `bluewire_messages_published_total`, `bluewire_messages_received_total`.
 //! - `bluewire_envelopes_rejected_total{reason}`, `bluewire_deliveries_total{peer}`.
+//! - `bluewire_subscribers` (gauge), `bluewire_slow_subscribers_disconnected_total`.
 //!
 //! Also owns the plain-HTTP scrape endpoint ([`serve_http`], on hyper): `GET /metrics` and
 //! nothing else, on the loopback listener the caller bound (the config refuses any other
@@ -50,6 +51,11 @@ pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
 /// TLS handshakes completed, by `listener` ("node"|"taxii"), `kx_group` and `peer`
 /// ("node"|"user"|"none") and `outcome` ("accepted"|"refused").
 pub const TLS_HANDSHAKES: &str = "bluewire_tls_handshakes_total";
+
+/// Gauge: subscriptions this node is feeding now (`Client.Subscribe` streams).
+pub const SUBSCRIBERS: &str = "bluewire_subscribers";
+/// Subscribers disconnected because their buffer stayed full too long (`feed.slow_subscriber_ms`).
+pub const SLOW_SUBSCRIBERS_DISCONNECTED: &str = "bluewire_slow_subscribers_disconnected_total";
 
 /// Time spent in each stage of the message path, by `stage` ([`Stage`]), in seconds; with
 /// [`STAGE_EVENTS`] it gives the mean time per event.
@@ -146,6 +152,14 @@ const HELP: &[(&str, &str)] = &[
     (
         TLS_HANDSHAKES,
         "TLS handshakes completed, by listener (node, taxii), negotiated key-exchange group, peer kind (node, user, none) and outcome (accepted, refused).",
+    ),
+    (
+        SUBSCRIBERS,
+        "Subscriptions (Client.Subscribe streams) this node is feeding now.",
+    ),
+    (
+        SLOW_SUBSCRIBERS_DISCONNECTED,
+        "Subscribers disconnected because their buffer stayed full longer than feed.slow_subscriber_ms (told to resume with after_seq).",
     ),
     (
         "bluewire_outbox_depth",
@@ -276,6 +290,22 @@ impl Metrics {
             .entry(key)
             .or_default()
             .store(bits, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` (may be negative) to gauge `name{labels}`, starting from 0: for gauges
+    /// kept up to date where things start and end (e.g. open subscriptions).
+    pub fn gauge_add(&self, name: &'static str, labels: &[(&str, &str)], delta: f64) {
+        let add = |g: &AtomicU64| {
+            let _ = g.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + delta).to_bits())
+            });
+        };
+        let key = Key::new(name, labels);
+        if let Some(g) = self.gauges.get(&key) {
+            add(&g);
+            return;
+        }
+        add(&self.gauges.entry(key).or_default());
     }
 
     /// Current value of counter `name{labels}` (0 if never counted). Label order is irrelevant.
@@ -719,6 +749,33 @@ mod tests {
         assert!(text.contains("bluewire_g +Inf\n"));
         assert!(text.contains("bluewire_h NaN\n"));
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 4);
+    }
+
+    #[test]
+    fn gauges_kept_by_adding_come_back_to_zero() {
+        let m = Arc::new(Metrics::new());
+        m.gauge_add(SUBSCRIBERS, &[], 0.0);
+        assert_eq!(m.gauge_value(SUBSCRIBERS, &[]), Some(0.0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1_000 {
+                        m.gauge_add(SUBSCRIBERS, &[], 1.0);
+                        m.gauge_add(SUBSCRIBERS, &[], -1.0);
+                    }
+                    m.gauge_add(SUBSCRIBERS, &[], 1.0);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(m.gauge_value(SUBSCRIBERS, &[]), Some(4.0));
+        assert!(
+            m.render()
+                .contains("# TYPE bluewire_subscribers gauge\nbluewire_subscribers 4\n")
+        );
     }
 
     #[test]

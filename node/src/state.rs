@@ -114,6 +114,11 @@ impl NodeState {
         }
         self.metrics
             .gauge("bluewire_store_head_seq", &[], self.store.head_seq() as f64);
+        // Rendered from the start (at 0), so alerts on them work before the first subscriber.
+        self.metrics
+            .gauge_add(crate::metrics::SUBSCRIBERS, &[], 0.0);
+        self.metrics
+            .add(crate::metrics::SLOW_SUBSCRIBERS_DISCONNECTED, &[], 0);
         self.metrics.set_counter(
             crate::metrics::STORE_COMMITS,
             &[],

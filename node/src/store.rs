@@ -39,6 +39,7 @@
 //! exception is `Store::tamper_audit_for_tests`, built only for tests, which bypasses the
 //! writer on purpose to corrupt the audit log).
 
+mod clean;
 mod queries;
 mod tables;
 mod writer;
@@ -54,6 +55,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::AuditEvent;
 pub use crate::audit::AuditRecordRow;
+pub use clean::CLEAN_MARKER;
 pub use tables::RelayRecord;
 use tables::{AuditDisk, AuditHead};
 
@@ -407,7 +409,11 @@ struct Inner {
     commit_nanos: Arc<AtomicU64>,
     audit_head: Arc<Mutex<AuditHead>>,
     closed: AtomicBool,
+    /// Whether the open checked every page (not after a clean shutdown).
+    pages_checked: bool,
     path: PathBuf,
+    /// Last: records a clean shutdown once everything above has let go of the file.
+    _clean: clean::CleanClose,
 }
 
 /// Handle to the node's store. Cheap to clone; all clones share one database and one writer.
@@ -434,8 +440,11 @@ impl Store {
             source: Arc::new(e),
         })?;
         let path = dir.join(FILE_NAME);
+        // Taken before redb opens the file (which writes to it). A store once found damaged
+        // stays refused (`verify`) whatever the record says.
+        let closed_cleanly = clean::take(dir, &path) && !dir.join(DAMAGED_MARKER).exists();
         let db = unpanicked(&path, || {
-            let mut db = Database::create(&path).map_err(|e| match e {
+            let mut db = create(&path).map_err(|e| match e {
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
                 DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
                     path: path.clone(),
@@ -446,17 +455,26 @@ impl Store {
                     source: Arc::new(other.into()),
                 },
             })?;
-            verify(&mut db, dir, &path)?;
+            if closed_cleanly {
+                tracing::info!(path = %path.display(), "store closed cleanly last time and unchanged since: page check skipped");
+            } else {
+                let t = std::time::Instant::now();
+                verify(&mut db, dir, &path)?;
+                tracing::info!(path = %path.display(), elapsed_ms = t.elapsed().as_millis() as u64, "every page of the store checked");
+            }
             Ok(db)
         })?;
         let (head, audit_head) = tables::init(&db)?;
         let audit_head = Arc::new(Mutex::new(audit_head));
         let db = DbSlot::new(db, path.clone());
+        let db_clean = db.clone();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head_tx = Arc::new(watch::Sender::new(head));
         let commits = Arc::new(AtomicU64::new(0));
         let commit_nanos = Arc::new(AtomicU64::new(0));
+        let writer_done = Arc::new(AtomicBool::new(false));
         let writer = Writer {
+            done: writer_done.clone(),
             db: db.clone(),
             head: head_tx.clone(),
             commits: commits.clone(),
@@ -479,6 +497,13 @@ impl Store {
                 commit_nanos,
                 audit_head,
                 closed: AtomicBool::new(false),
+                pages_checked: !closed_cleanly,
+                _clean: clean::CleanClose {
+                    slot: db_clean,
+                    dir: dir.to_path_buf(),
+                    path: path.clone(),
+                    writer_done,
+                },
                 path,
             }),
         })
@@ -488,6 +513,12 @@ impl Store {
     /// one is dropped.
     pub fn handles(&self) -> usize {
         Arc::strong_count(&self.inner)
+    }
+
+    /// Whether opening the store checked every page against its checksum (it does unless the
+    /// store was closed cleanly and the file is unchanged since, see [`CLEAN_MARKER`]).
+    pub fn pages_checked_at_open(&self) -> bool {
+        self.inner.pages_checked
     }
 
     /// Path of the database file.
@@ -547,6 +578,65 @@ impl Store {
             let _ = done.await;
         }
     }
+}
+
+/// Memory redb may use to cache pages (its default is 1 GiB). A node holding a million
+/// messages must stay small (issue #12: under 150 MiB); pages past this come from the
+/// kernel's page cache, which a `pread` reaches in microseconds.
+pub const CACHE_BYTES: usize = 48 << 20;
+
+/// Open or create the store file with this node's cache size.
+fn create(path: &Path) -> std::result::Result<Database, DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
+/// What a store file holds, page by page (redb's statistics), for `bench store` and an
+/// operator sizing a disk.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FileStats {
+    pub file_bytes: u64,
+    pub page_size: usize,
+    pub allocated_pages: u64,
+    pub leaf_pages: u64,
+    pub branch_pages: u64,
+    /// Keys and values, without page overhead.
+    pub stored_bytes: u64,
+    /// redb's own metadata.
+    pub metadata_bytes: u64,
+    /// Bytes in allocated pages that hold nothing.
+    pub fragmented_bytes: u64,
+}
+
+/// The statistics of the store file in `dir`, which no node may have open.
+pub fn file_stats(dir: &Path) -> Result<FileStats> {
+    let path = dir.join(FILE_NAME);
+    let open_err = |e: redb::Error| StoreError::Open {
+        path: path.clone(),
+        source: Arc::new(e),
+    };
+    let file_bytes = std::fs::metadata(&path)
+        .map_err(|e| open_err(redb::StorageError::Io(e).into()))?
+        .len();
+    let db = unpanicked(&path, || {
+        Database::open(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+            other => open_err(other.into()),
+        })
+    })?;
+    let tx = db.begin_write().map_err(|e| open_err(e.into()))?;
+    let st = tx.stats().map_err(|e| open_err(e.into()))?;
+    let stats = FileStats {
+        file_bytes,
+        page_size: st.page_size(),
+        allocated_pages: st.allocated_pages(),
+        leaf_pages: st.leaf_pages(),
+        branch_pages: st.branch_pages(),
+        stored_bytes: st.stored_bytes(),
+        metadata_bytes: st.metadata_bytes(),
+        fragmented_bytes: st.fragmented_bytes(),
+    };
+    tx.abort().map_err(|e| open_err(e.into()))?;
+    Ok(stats)
 }
 
 #[cfg(test)]
@@ -609,7 +699,7 @@ impl DbSlot {
             return Ok(db);
         }
         let (db, state) = unpanicked(&self.path, || {
-            let db = Database::create(&self.path).map_err(|e| match e {
+            let db = create(&self.path).map_err(|e| match e {
                 // A reader of the old handle is still finishing.
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
                 other => StoreError::Db {
@@ -626,6 +716,11 @@ impl DbSlot {
         let db = Arc::new(db);
         *slot = Some(db.clone());
         Ok(db)
+    }
+
+    /// Empties the slot: the handle, for the caller to drop.
+    fn take(&self) -> Option<Arc<Database>> {
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Close the file (once the last reader lets go) so that the next use opens it afresh.

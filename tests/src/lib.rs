@@ -23,7 +23,8 @@ pub use bluewire_proto::v1 as pb;
 use bluewire_node::client::Connection;
 use bluewire_node::config::NodeConfig;
 use bluewire_node::pki::{Function, Level, OrgBundle};
-use bluewire_node::provision::{self, ConfigEdit, FederationOptions, OrgPlan};
+pub use bluewire_node::provision::ConfigEdit;
+use bluewire_node::provision::{self, FederationOptions, OrgPlan};
 use bluewire_node::signing::SigningKey;
 use bluewire_node::{Node, NodeState};
 use tokio::net::TcpListener;
@@ -185,6 +186,9 @@ pub struct FedOptions {
     /// Keep the shipped `[delivery]` retry and timeout settings instead of the harness's
     /// faster ones (for measuring what an operator gets).
     pub shipped_delivery: bool,
+    /// Further edits of every node.toml, applied after the harness's own (e.g.
+    /// `ConfigEdit::set("feed", "slow_subscriber_ms", 300)`).
+    pub config_edits: Vec<ConfigEdit>,
 }
 
 impl Default for FedOptions {
@@ -197,6 +201,7 @@ impl Default for FedOptions {
             proxied: Vec::new(),
             proxied_paths: Vec::new(),
             shipped_delivery: false,
+            config_edits: Vec::new(),
         }
     }
 }
@@ -241,6 +246,7 @@ fn config_edits(opts: &FedOptions) -> Vec<ConfigEdit> {
             ConfigEdit::replace("timeout_ms = 10000 ", "timeout_ms = 5000 "),
         ]);
     }
+    edits.extend(opts.config_edits.iter().cloned());
     edits
 }
 

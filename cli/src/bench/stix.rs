@@ -42,7 +42,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tracing::Instrument;
 
-use super::percentile;
+use super::{held, percentile};
 use crate::Output;
 use crate::local::LocalFederation;
 
@@ -224,17 +224,6 @@ where
         out.push(t.await??);
     }
     Ok(out)
-}
-
-/// Messages recv-b's store holds (admin Status).
-async fn held(conn: &Connection) -> anyhow::Result<u64> {
-    Ok(conn
-        .admin()
-        .status(pb::StatusRequest {})
-        .await
-        .context("Status at recv-b")?
-        .into_inner()
-        .messages)
 }
 
 /// Poll until the store holds `target` messages or `deadline` passes: (count, when).

@@ -40,11 +40,11 @@ impl Client for Api {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let user = Caller::user(&req)?;
-        let rx = crate::feed::subscribe(self.state.clone(), &user, req.into_inner())
+        let feed = crate::feed::subscribe(self.state.clone(), &user, req.into_inner())
             .map_err(internal)?;
-        let stream =
-            tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map_err(Status::from));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(
+            feed.map(|r| r.map_err(Status::from)),
+        )))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::FeedItem>, Status> {

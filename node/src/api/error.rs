@@ -76,6 +76,19 @@ impl From<FeedEnd> for Status {
     fn from(e: FeedEnd) -> Self {
         match e {
             FeedEnd::ShuttingDown => Status::unavailable(e.to_string()),
+            // The subscriber's own quota (its buffer) ran out, as with a rate limit: retry
+            // (resume) once it can keep up. Not ABORTED (a concurrency conflict to retry at
+            // once) nor UNAVAILABLE (the node is fine; resuming at once only repeats it if
+            // the subscriber still cannot keep up). The position is also in the trailers,
+            // for tools: `bluewire-resume-after-seq`.
+            FeedEnd::TooSlow { after_seq, .. } => {
+                let mut s = Status::resource_exhausted(e.to_string());
+                s.metadata_mut().insert(
+                    crate::client::RESUME_AFTER_SEQ,
+                    tonic::metadata::MetadataValue::from(after_seq),
+                );
+                s
+            }
             FeedEnd::Lookup(l) => l.into(),
             FeedEnd::Store(s) => Status::internal(s.to_string()),
         }

@@ -1157,3 +1157,61 @@ async fn the_relay_queue_keeps_one_copy_per_message_within_its_limits_and_rotate
     assert_eq!(store.relay_depth("org-c").unwrap(), 2);
     assert_eq!(keys(store.relay_batch("org-d", 10).unwrap()), vec!["a/1"]);
 }
+
+/// A start after a clean shutdown skips the page check only while the file is exactly as
+/// the shutdown left it: a write since (even of the same bytes, in the same clock tick), a
+/// missing record (a crash) or an unusable one each mean a full check.
+#[tokio::test]
+async fn only_a_clean_shutdown_of_an_unchanged_file_skips_the_page_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let file = path.join(FILE_NAME);
+    let marker = path.join(CLEAN_MARKER);
+    let store = Store::open(&path).unwrap();
+    assert!(store.pages_checked_at_open(), "a new store has no record");
+    store.insert_many(vec![msg("a", &[])]).await.unwrap();
+    store.close().await;
+    drop(store);
+    assert!(marker.exists(), "a clean shutdown is recorded");
+
+    let store = Store::open(&path).unwrap();
+    assert!(!store.pages_checked_at_open());
+    assert!(!marker.exists(), "the record is taken away at start");
+    assert_eq!(store.head_seq(), 1, "the store serves what it held");
+    // Dropped without close: the writer still commits everything and exits normally.
+    drop(store);
+    assert!(marker.exists());
+
+    // The same bytes written again at once by another program.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(
+        store.pages_checked_at_open(),
+        "a file written since is checked"
+    );
+    drop(store);
+
+    // A crash writes no record.
+    std::fs::remove_file(&marker).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(store.pages_checked_at_open());
+    drop(store);
+
+    // A record that does not describe this file (e.g. copied with a restored store).
+    std::fs::write(
+        &marker,
+        "bluewire store closed cleanly: len 1 mtime 0.0 ino 0 dev 0\n",
+    )
+    .unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(store.pages_checked_at_open());
+    drop(store);
+
+    // A reader holding the file at shutdown: no record (the file was not released).
+    let store = Store::open(&path).unwrap();
+    let held = store.inner.db.get().unwrap();
+    drop(store);
+    assert!(!marker.exists(), "no record while the file is still held");
+    drop(held);
+}

@@ -760,6 +760,9 @@ pub(super) struct Writer {
     /// After a reopen that lost audit records which had not reached the disk: (the last
     /// record kept, the last one lost), to be recorded by the next commit that succeeds.
     pub(super) rewound: Mutex<Option<(u64, u64)>>,
+    /// Set once the writer has committed everything and is exiting normally (a clean
+    /// shutdown may then be recorded, see `clean`).
+    pub(super) done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -825,6 +828,7 @@ impl Writer {
         // dropped here and their callers see StoreError::Closed.
         self.commit_group(held);
         drop(rx);
+        self.done.store(true, Ordering::Release);
         drop(self);
         if let Some(reply) = closing {
             let _ = reply.send(());

@@ -25,6 +25,7 @@ mod rogue;
 mod rotation;
 mod stix;
 mod store_faults;
+mod subscribers;
 mod tamper;
 mod taxii;
 mod tls;
