@@ -21,7 +21,9 @@
 //! newest audit records but never break the chain.
 //!
 //! It must never: acknowledge a write before its commit; re-encode envelope bytes (they are
-//! stored and returned exactly as given); panic on a corrupted or undecodable record (that is
+//! returned exactly as given; the one thing taken apart is a batch signature, which every
+//! envelope of a batch repeats: it is kept once, by digest, and put back byte for byte on
+//! every read, see `signatures`); panic on a corrupted or undecodable record (that is
 //! [`StoreError::Corrupt`]); let two processes open the same data_dir (redb's file lock turns
 //! that into [`StoreError::Locked`]). It knows nothing of signatures, policy or the network.
 //!
@@ -33,7 +35,8 @@
 //!   transaction works on, and opening, initialising and migrating the file;
 //! - `writer`: the writer thread (op queue, group commit, how each op is applied) and every
 //!   `Store` method that writes (each sends one op and waits for its commit);
-//! - `queries`: every `Store` method that reads, each from one read transaction.
+//! - `queries`: every `Store` method that reads, each from one read transaction;
+//! - `signatures`: taking a batch signature out of an envelope's bytes and putting it back.
 //!
 //! This file must never hold table layouts, apply an op or run a query itself (the one
 //! exception is `Store::tamper_audit_for_tests`, built only for tests, which bypasses the
@@ -41,6 +44,7 @@
 
 mod clean;
 mod queries;
+mod signatures;
 mod tables;
 mod writer;
 
@@ -443,8 +447,9 @@ impl Store {
         // Taken before redb opens the file (which writes to it). A store once found damaged
         // stays refused (`verify`) whatever the record says.
         let closed_cleanly = clean::take(dir, &path) && !dir.join(DAMAGED_MARKER).exists();
+        let repaired = Arc::new(AtomicBool::new(false));
         let db = unpanicked(&path, || {
-            let mut db = create(&path).map_err(|e| match e {
+            let mut db = create_noting_repair(&path, &repaired).map_err(|e| match e {
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
                 DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
                     path: path.clone(),
@@ -457,6 +462,10 @@ impl Store {
             })?;
             if closed_cleanly {
                 tracing::info!(path = %path.display(), "store closed cleanly last time and unchanged since: page check skipped");
+            } else if repaired.load(Ordering::Acquire) && !dir.join(DAMAGED_MARKER).exists() {
+                // redb's repair after an unclean shutdown has just read every page against
+                // its checksum (the same walk as `check_integrity`): not twice.
+                tracing::info!(path = %path.display(), "store repaired after an unclean shutdown, every page checked by the repair");
             } else {
                 let t = std::time::Instant::now();
                 verify(&mut db, dir, &path)?;
@@ -588,6 +597,19 @@ pub const CACHE_BYTES: usize = 48 << 20;
 /// Open or create the store file with this node's cache size.
 fn create(path: &Path) -> std::result::Result<Database, DatabaseError> {
     Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
+/// As [`create`], setting `repaired` when redb repairs the file as it opens it (after an
+/// unclean shutdown), which reads every page against its checksum.
+fn create_noting_repair(
+    path: &Path,
+    repaired: &Arc<AtomicBool>,
+) -> std::result::Result<Database, DatabaseError> {
+    let flag = repaired.clone();
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_repair_callback(move |_| flag.store(true, Ordering::Release))
+        .create(path)
 }
 
 /// What a store file holds, page by page (redb's statistics), for `bench store` and an

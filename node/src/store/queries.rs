@@ -6,7 +6,8 @@
 //! records.
 //!
 //! It must never: write (writes go through `writer`, so they are ordered and group-committed);
-//! return envelope bytes other than exactly as stored; panic on a corrupted or dangling
+//! return envelope bytes other than exactly as given to the store (a batch signature kept
+//! apart is put back first); panic on a corrupted or dangling
 //! record (that is [`StoreError::Corrupt`]).
 
 use std::sync::atomic::Ordering;
@@ -20,7 +21,7 @@ use crate::audit;
 use super::tables::{
     ANNOTATIONS, API_TOKENS, AUDIT, AUDIT_META, AuditHead, CASES, CLUSTER_LOG, COUNTERS, CURSORS,
     DIRECTORY, IDS, KEYS, KeyRecord, MESSAGES, META, META_NEXT_REJECTION, MessageRecord, OUTBOX,
-    REJECTIONS, RELAY, RejectionRecord, RelayRecord, STIX, delivered_key, depth_key,
+    REJECTIONS, RELAY, RejectionRecord, RelayRecord, SIGNATURES, STIX, delivered_key, depth_key,
     read_audit_head, relay_depth_key,
 };
 use super::{
@@ -56,6 +57,9 @@ impl Store {
         let rtx = self.read()?;
         let outbox = rtx.open_table(OUTBOX).map_err(db_err("open outbox"))?;
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let signatures = rtx
+            .open_table(SIGNATURES)
+            .map_err(db_err("open signatures"))?;
         let mut out = Vec::new();
         let range = outbox
             .range((peer, after_seq.saturating_add(1))..=(peer, u64::MAX))
@@ -71,7 +75,7 @@ impl Store {
                 });
             };
             let rec: MessageRecord = decode("message", seq, bytes.value())?;
-            out.push((seq, rec.envelope));
+            out.push((seq, rec.into_envelope(seq, &signatures)?));
         }
         Ok(out)
     }
@@ -156,6 +160,9 @@ impl Store {
         }
         let rtx = self.read()?;
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let signatures = rtx
+            .open_table(SIGNATURES)
+            .map_err(db_err("open signatures"))?;
         let mut out = Vec::new();
         for entry in messages
             .range(from..)
@@ -165,7 +172,7 @@ impl Store {
             let (k, v) = entry.map_err(db_err("scan messages"))?;
             let seq = k.value();
             let rec: MessageRecord = decode("message", seq, v.value())?;
-            out.push(rec.into_stored(seq));
+            out.push(rec.into_stored(seq, &signatures)?);
         }
         Ok(out)
     }
@@ -182,7 +189,10 @@ impl Store {
             return Ok(None);
         };
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
-        read_indexed(&messages, seq, id).map(Some)
+        let signatures = rtx
+            .open_table(SIGNATURES)
+            .map_err(db_err("open signatures"))?;
+        read_indexed(&messages, &signatures, seq, id).map(Some)
     }
 
     /// Every stored message with this id, whatever its origin (usually one; several when
@@ -191,13 +201,16 @@ impl Store {
         let rtx = self.read()?;
         let ids = rtx.open_table(IDS).map_err(db_err("open ids"))?;
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let signatures = rtx
+            .open_table(SIGNATURES)
+            .map_err(db_err("open signatures"))?;
         let mut out = Vec::new();
         for row in ids.range((id, "")..).map_err(db_err("read id index"))? {
             let (k, v) = row.map_err(db_err("read id index"))?;
             if k.value().0 != id {
                 break;
             }
-            out.push(read_indexed(&messages, v.value(), id)?);
+            out.push(read_indexed(&messages, &signatures, v.value(), id)?);
         }
         Ok(out)
     }
@@ -208,6 +221,9 @@ impl Store {
         let rtx = self.read()?;
         let cases = rtx.open_table(CASES).map_err(db_err("open case index"))?;
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let signatures = rtx
+            .open_table(SIGNATURES)
+            .map_err(db_err("open signatures"))?;
         let mut out = Vec::new();
         for row in cases
             .range((key, 0)..=(key, u64::MAX))
@@ -215,7 +231,10 @@ impl Store {
         {
             let seq = row.map_err(db_err("read case index"))?.0.value().1;
             if let Some(v) = messages.get(seq).map_err(db_err("read message"))? {
-                out.push(decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq));
+                out.push(
+                    decode::<MessageRecord>("message", seq, v.value())?
+                        .into_stored(seq, &signatures)?,
+                );
             }
         }
         Ok(out)
@@ -263,9 +282,13 @@ impl Store {
     pub fn get_by_seq(&self, seq: u64) -> Result<Option<StoredMessage>> {
         let rtx = self.read()?;
         let messages = rtx.open_table(MESSAGES).map_err(db_err("open messages"))?;
+        let signatures = rtx
+            .open_table(SIGNATURES)
+            .map_err(db_err("open signatures"))?;
         match messages.get(seq).map_err(db_err("read message"))? {
             Some(v) => Ok(Some(
-                decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq),
+                decode::<MessageRecord>("message", seq, v.value())?
+                    .into_stored(seq, &signatures)?,
             )),
             None => Ok(None),
         }
@@ -569,11 +592,12 @@ impl Store {
 /// The message an index entry points at; a dangling entry is corruption.
 fn read_indexed(
     messages: &impl ReadableTable<u64, &'static [u8]>,
+    signatures: &impl ReadableTable<&'static [u8], &'static [u8]>,
     seq: u64,
     id: &str,
 ) -> Result<StoredMessage> {
     match messages.get(seq).map_err(db_err("read message"))? {
-        Some(v) => Ok(decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq)),
+        Some(v) => decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq, signatures),
         None => Err(StoreError::Corrupt {
             what: "id index",
             key: id.to_owned(),

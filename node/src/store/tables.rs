@@ -62,6 +62,9 @@ pub(super) const RELAY_IDS: TableDefinition<(&str, &str), u64> = TableDefinition
 /// Counter: bytes of every carried envelope.
 pub(super) const RELAY_BYTES_KEY: &str = "relay_bytes";
 pub(super) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
+/// SHA-256 of a batch signature → the signature: kept once for all the envelopes of a batch
+/// (see `signatures`).
+pub(super) const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signatures");
 pub(super) const AUDIT_HEAD_KEY: &str = "head";
 
 /// Next message seq to assign (seqs start at 1; head = next - 1).
@@ -120,14 +123,26 @@ pub(super) struct MessageRecord {
     /// Since layout 2.
     #[prost(bool, tag = "9")]
     pub(super) reshare: bool,
+    /// When not empty: `envelope` is stored without its signature, which is in
+    /// [`SIGNATURES`] under this digest (a batch signature, kept once).
+    #[prost(bytes = "vec", tag = "10")]
+    pub(super) signature_ref: Vec<u8>,
 }
 
 impl MessageRecord {
-    pub(super) fn into_stored(self, seq: u64) -> StoredMessage {
-        StoredMessage {
+    /// The record as callers see it, its envelope whole again (a batch signature read from
+    /// `signatures`).
+    pub(super) fn into_stored(
+        mut self,
+        seq: u64,
+        signatures: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    ) -> Result<StoredMessage> {
+        let envelope = std::mem::take(&mut self.envelope);
+        let envelope = restore_signature(seq, envelope, &self.signature_ref, signatures)?;
+        Ok(StoredMessage {
             seq,
             id: self.id,
-            envelope: self.envelope,
+            envelope,
             origin: self.origin,
             kind: self.kind,
             level: self.level,
@@ -135,8 +150,31 @@ impl MessageRecord {
             reshare: self.reshare,
             received_from: self.received_from,
             received_at_ms: self.received_at_ms,
-        }
+        })
     }
+
+    /// The envelope bytes exactly as they were given to the store.
+    pub(super) fn into_envelope(
+        self,
+        seq: u64,
+        signatures: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    ) -> Result<Vec<u8>> {
+        restore_signature(seq, self.envelope, &self.signature_ref, signatures)
+    }
+}
+
+fn restore_signature(
+    seq: u64,
+    envelope: Vec<u8>,
+    reference: &[u8],
+    signatures: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<Vec<u8>> {
+    super::signatures::restore(seq, envelope, reference, |k| {
+        Ok(signatures
+            .get(k)
+            .map_err(db_err("read signature"))?
+            .map(|v| v.value().to_vec()))
+    })
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -216,6 +254,7 @@ pub(super) struct Tables<'t> {
     pub(super) audit_meta: Table<'t, &'static str, &'static [u8]>,
     pub(super) relay: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) relay_ids: Table<'t, (&'static str, &'static str), u64>,
+    pub(super) signatures: Table<'t, &'static [u8], &'static [u8]>,
     pub(super) next_seq: u64,
     /// The audit head as of this transaction's last applied op.
     pub(super) audit_head: AuditHead,
@@ -301,6 +340,9 @@ pub(super) fn open_tables<'t>(
         relay_ids: wtx
             .open_table(RELAY_IDS)
             .map_err(e("open relay index table"))?,
+        signatures: wtx
+            .open_table(SIGNATURES)
+            .map_err(e("open signatures table"))?,
         meta,
         next_seq,
         audit_head,

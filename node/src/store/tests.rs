@@ -3,6 +3,7 @@
 
 use super::tables::{MESSAGES, META, META_NEXT_SEQ, MessageRecord, OLD_ANNOTATIONS, OLD_IDS};
 use super::*;
+use redb::ReadableTableMetadata as _;
 
 fn msg(id: &str, outbox: &[&str]) -> NewMessage {
     NewMessage {
@@ -1214,4 +1215,108 @@ async fn only_a_clean_shutdown_of_an_unchanged_file_skips_the_page_check() {
     drop(store);
     assert!(!marker.exists(), "no record while the file is still held");
     drop(held);
+}
+
+#[tokio::test]
+async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back_whole() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let key = crate::signing::SigningKey::generate("org-a").unwrap();
+    let contents: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            bluewire_proto::v1::Content {
+                id: crate::envelope::new_id(),
+                origin_org: "org-a".into(),
+                author: format!("org-a/u{i}"),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    let batch = crate::envelope::seal_batch(&key, contents);
+    let lone = crate::envelope::seal_batch(&key, vec![b"lone".to_vec()]).remove(0);
+    let envelopes: Vec<Vec<u8>> = batch
+        .iter()
+        .chain([&lone])
+        .map(|e| e.encode_to_vec())
+        .collect();
+    let store = Store::open(dir.path()).unwrap();
+    let msgs = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, env)| NewMessage {
+            envelope: env.clone(),
+            ..msg(&format!("m{i}"), &["org-b"])
+        })
+        .collect();
+    store.insert_many(msgs).await.unwrap();
+    let check = |store: &Store| {
+        let read: Vec<Vec<u8>> = store
+            .read_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.envelope)
+            .collect();
+        assert_eq!(read, envelopes, "read_after");
+        let queued: Vec<Vec<u8>> = store
+            .outbox_batch("org-b", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(queued, envelopes, "outbox");
+        assert_eq!(
+            store.get("org-a", "m2").unwrap().unwrap().envelope,
+            envelopes[2]
+        );
+        assert_eq!(store.get_by_seq(1).unwrap().unwrap().envelope, envelopes[0]);
+        assert_eq!(store.find_by_id("m4").unwrap()[0].envelope, envelopes[4]);
+    };
+    check(&store);
+    store.close().await;
+    drop(store);
+    // On disk: one signature row for the batch; batch records without it, the lone one whole.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let rtx = db.begin_read().unwrap();
+        let sigs = rtx.open_table(super::tables::SIGNATURES).unwrap();
+        assert_eq!(sigs.len().unwrap(), 1);
+        let messages = rtx.open_table(MESSAGES).unwrap();
+        for seq in 1..=6u64 {
+            let v = messages.get(seq).unwrap().unwrap();
+            let rec = MessageRecord::decode(v.value()).unwrap();
+            if seq <= 5 {
+                assert_eq!(rec.signature_ref.len(), 32);
+                assert!(rec.envelope.len() + 3000 < envelopes[seq as usize - 1].len());
+            } else {
+                assert!(rec.signature_ref.is_empty());
+                assert_eq!(rec.envelope, envelopes[5]);
+            }
+        }
+    }
+    // Reopened, the same bytes; a dangling reference is reported as corruption.
+    let store = Store::open(dir.path()).unwrap();
+    check(&store);
+    store.close().await;
+    drop(store);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.open_table(super::tables::SIGNATURES)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        wtx.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    // What this thread read lately is kept by digest (never wrong, so never re-read).
+    super::signatures::forget_recent();
+    let e = store.read_after(0, 10).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("not in the signatures table"), "{e}");
+    assert_eq!(
+        store.get("org-a", "m5").unwrap().unwrap().envelope,
+        envelopes[5]
+    );
 }

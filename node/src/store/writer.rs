@@ -358,6 +358,8 @@ impl Tables<'_> {
         let mut out = Vec::with_capacity(msgs.len());
         // Outbox depth per peer: one counter update per peer for the whole op, not per entry.
         let mut queued: Vec<(&str, u64)> = Vec::new();
+        // The last batch signature kept, and its digest: a batch's messages arrive together.
+        let mut last_signature: Option<(&[u8], Vec<u8>)> = None;
         for m in msgs {
             if m.id.is_empty() {
                 return Err(StoreError::Invalid(
@@ -377,9 +379,41 @@ impl Tables<'_> {
             self.next_seq = seq
                 .checked_add(1)
                 .ok_or(StoreError::Internal("message seq space exhausted"))?;
+            // A batch signature is kept once, not in every envelope of the batch.
+            let (envelope, signature_ref) = match super::signatures::split(&m.envelope) {
+                // The batch's previous message carried the same signature: already kept.
+                Some((rest, signature))
+                    if last_signature
+                        .as_ref()
+                        .is_some_and(|(s, _)| *s == signature) =>
+                {
+                    let digest = last_signature
+                        .as_ref()
+                        .map(|(_, d)| d.clone())
+                        .unwrap_or_default();
+                    (rest, digest)
+                }
+                Some((rest, signature)) => {
+                    let digest = super::signatures::digest(signature);
+                    if self
+                        .signatures
+                        .get(digest.as_slice())
+                        .map_err(db_err("read signature"))?
+                        .is_none()
+                    {
+                        self.signatures
+                            .insert(digest.as_slice(), signature)
+                            .map_err(db_err("store signature"))?;
+                    }
+                    last_signature = Some((signature, digest.clone()));
+                    (rest, digest)
+                }
+                None => (m.envelope.clone(), Vec::new()),
+            };
             let rec = MessageRecord {
                 id: m.id.clone(),
-                envelope: m.envelope.clone(),
+                envelope,
+                signature_ref,
                 origin: m.origin.clone(),
                 kind: m.kind,
                 level: m.level,

@@ -1,0 +1,282 @@
+//! One copy of a batch signature on disk. Every envelope of a batch its origin signed at once
+//! ([`crate::envelope::seal_batch`]) carries the same 3,373-byte hybrid signature: the store
+//! keeps it once in the `signatures` table, keyed by its SHA-256, and the message record
+//! holds the envelope without it plus that digest. Reading puts it back, so callers get the
+//! envelope byte for byte as it was given to the store.
+//!
+//! Works on the encoded bytes (the top-level protobuf fields of an `Envelope`), never
+//! re-encoding anything: a signature is taken out only when putting it back yields exactly
+//! the original bytes; anything else is stored whole, as before.
+
+use super::{Result, StoreError};
+
+/// `Envelope.signature`'s field number, and `Envelope.batch`'s.
+const SIGNATURE_FIELD: u64 = 2;
+const BATCH_FIELD: u64 = 6;
+
+/// A top-level field: its number, where it starts (its key), where its value starts, where
+/// it ends.
+struct Field {
+    number: u64,
+    start: usize,
+    value: usize,
+    end: usize,
+}
+
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The top-level fields of an encoded message; `None` when it does not parse.
+fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let (key, n) = varint(bytes.get(i..)?)?;
+        i += n;
+        let value = i;
+        i = match key & 7 {
+            0 => i + varint(bytes.get(i..)?)?.1,
+            1 => i.checked_add(8)?,
+            2 => {
+                let (len, n) = varint(bytes.get(i..)?)?;
+                (i + n).checked_add(usize::try_from(len).ok()?)?
+            }
+            5 => i.checked_add(4)?,
+            _ => return None,
+        };
+        if i > bytes.len() {
+            return None;
+        }
+        out.push(Field {
+            number: key >> 3,
+            start,
+            value,
+            end: i,
+        });
+    }
+    Some(out)
+}
+
+/// `envelope` (without a signature field) with `signature` put back where an encoder puts
+/// field 2: before the first field numbered above it.
+pub(super) fn splice(envelope: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
+    let at = fields(envelope)?
+        .iter()
+        .find(|f| f.number > SIGNATURE_FIELD)
+        .map_or(envelope.len(), |f| f.start);
+    let mut out = Vec::with_capacity(envelope.len() + signature.len() + 3);
+    out.extend_from_slice(&envelope[..at]);
+    put_varint(&mut out, (SIGNATURE_FIELD << 3) | 2);
+    put_varint(&mut out, signature.len() as u64);
+    out.extend_from_slice(signature);
+    out.extend_from_slice(&envelope[at..]);
+    Some(out)
+}
+
+/// For an envelope of a signed batch: (the envelope without its signature, the signature),
+/// when putting it back gives exactly `envelope` again. `None`: store it whole.
+pub(super) fn split(envelope: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let fields = fields(envelope)?;
+    if !fields.iter().any(|f| f.number == BATCH_FIELD) {
+        return None;
+    }
+    let mut signatures = fields.iter().filter(|f| f.number == SIGNATURE_FIELD);
+    let sig = signatures.next()?;
+    if signatures.next().is_some() {
+        return None;
+    }
+    let signature = &envelope[sig.value..sig.end];
+    // The length prefix: what follows the key up to the value proper.
+    let (len, n) = varint(&envelope[sig.value..])?;
+    if usize::try_from(len).ok()? != sig.end - sig.value - n || len == 0 {
+        return None;
+    }
+    let signature = &signature[n..];
+    let mut rest = Vec::with_capacity(envelope.len() - (sig.end - sig.start));
+    rest.extend_from_slice(&envelope[..sig.start]);
+    rest.extend_from_slice(&envelope[sig.end..]);
+    (splice(&rest, signature)?.as_slice() == envelope).then_some((rest, signature))
+}
+
+/// The key a signature is kept under.
+pub(super) fn digest(signature: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signature)
+        .as_ref()
+        .to_vec()
+}
+
+/// Signatures this thread read lately, each checked against its digest when read. A page
+/// of a batch's messages costs one lookup, not one per message; keyed by content, so an
+/// entry is never stale.
+const RECENT_MAX: usize = 8;
+
+/// (digest, signature), oldest first.
+type Recent = std::collections::VecDeque<(Vec<u8>, std::sync::Arc<[u8]>)>;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(Recent::new()) };
+}
+
+/// Empties this thread's [`RECENT`] signatures (tests of a damaged signatures table).
+#[cfg(test)]
+pub(super) fn forget_recent() {
+    RECENT.with(|r| r.borrow_mut().clear());
+}
+
+/// Put the signature `reference` names back into `envelope` (message `seq`), reading it with
+/// `lookup`. A reference to no signature is corruption, never an envelope served without one.
+pub(super) fn restore(
+    seq: u64,
+    envelope: Vec<u8>,
+    reference: &[u8],
+    lookup: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>>,
+) -> Result<Vec<u8>> {
+    if reference.is_empty() {
+        return Ok(envelope);
+    }
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "message",
+        key: seq.to_string(),
+        detail,
+    };
+    let recent = RECENT.with(|r| {
+        r.borrow()
+            .iter()
+            .find(|(d, _)| d.as_slice() == reference)
+            .map(|(_, s)| s.clone())
+    });
+    let signature = match recent {
+        Some(s) => s,
+        None => {
+            let signature = lookup(reference)?.ok_or_else(|| {
+                corrupt(format!(
+                    "its batch signature {} is not in the signatures table",
+                    hex::encode(reference)
+                ))
+            })?;
+            if digest(&signature) != reference {
+                return Err(corrupt(format!(
+                    "the signature stored under {} has another digest",
+                    hex::encode(reference)
+                )));
+            }
+            let signature: std::sync::Arc<[u8]> = signature.into();
+            RECENT.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() == RECENT_MAX {
+                    r.pop_front();
+                }
+                r.push_back((reference.to_vec(), signature.clone()));
+            });
+            signature
+        }
+    };
+    splice(&envelope, &signature)
+        .ok_or_else(|| corrupt("its envelope bytes do not parse as protobuf fields".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope;
+    use crate::signing::SigningKey;
+    use bluewire_proto::v1 as pb;
+    use prost::Message as _;
+
+    fn batch(n: usize) -> Vec<pb::Envelope> {
+        let key = SigningKey::generate("csirt-be").unwrap();
+        envelope::seal_batch(
+            &key,
+            (0..n)
+                .map(|i| {
+                    pb::Content {
+                        id: envelope::new_id(),
+                        origin_org: "csirt-be".into(),
+                        author: format!("csirt-be/u{i}"),
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_batch_envelope_splits_and_splices_back_byte_for_byte() {
+        for env in batch(3) {
+            let bytes = env.encode_to_vec();
+            let (rest, sig) = split(&bytes).expect("a batch envelope splits");
+            assert_eq!(sig, env.signature.as_slice());
+            assert_eq!(rest.len(), bytes.len() - sig.len() - 3);
+            let back = pb::Envelope::decode(rest.as_slice()).unwrap();
+            assert!(back.signature.is_empty());
+            assert_eq!(back.batch, env.batch);
+            assert_eq!(splice(&rest, sig).unwrap(), bytes);
+            let d = digest(sig);
+            let restored = restore(7, rest, &d, |k| {
+                assert_eq!(k, d.as_slice());
+                Ok(Some(sig.to_vec()))
+            })
+            .unwrap();
+            assert_eq!(restored, bytes);
+        }
+    }
+
+    #[test]
+    fn anything_else_is_stored_whole() {
+        // A lone envelope (no batch proof) keeps its signature inline.
+        let lone = batch(1).pop().unwrap();
+        assert!(lone.batch.is_none());
+        assert!(split(&lone.encode_to_vec()).is_none());
+        // Bytes that are not an envelope, or a signature in an unusual place.
+        assert!(split(b"\xff\xff").is_none());
+        assert!(split(&[]).is_none());
+        let env = batch(2).remove(0);
+        let mut odd = env.clone();
+        odd.signature = Vec::new();
+        let mut bytes = odd.encode_to_vec();
+        bytes.extend_from_slice(&[0x12, 2, 1, 2]); // signature field after the batch proof
+        assert!(split(&bytes).is_none(), "not where an encoder puts it");
+        let mut twice = env.encode_to_vec();
+        twice.extend_from_slice(&[0x12, 1, 9]);
+        assert!(split(&twice).is_none(), "two signature fields");
+        let mut empty = odd.encode_to_vec();
+        empty.splice(0..0, [0x12, 0]);
+        assert!(split(&empty).is_none(), "an empty signature");
+    }
+
+    #[test]
+    fn a_missing_or_wrong_signature_is_corruption() {
+        let env = batch(2).remove(1);
+        let bytes = env.encode_to_vec();
+        let (rest, sig) = split(&bytes).unwrap();
+        let d = digest(sig);
+        let e = restore(9, rest.clone(), &d, |_| Ok(None)).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("not in the signatures table"), "{e}");
+        let e = restore(9, rest.clone(), &d, |_| Ok(Some(b"other".to_vec()))).unwrap_err();
+        assert!(e.to_string().contains("another digest"), "{e}");
+        // No reference: the envelope as it is.
+        assert_eq!(
+            restore(9, bytes.clone(), &[], |_| unreachable!()).unwrap(),
+            bytes
+        );
+    }
+}
