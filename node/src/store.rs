@@ -126,6 +126,12 @@ pub enum StoreError {
     )]
     UpgradeRequired { path: PathBuf, version: u8 },
     #[error(
+        "the store was written by a newer Bluewire (store layout {found}; this binary reads \
+         layouts up to {known}): run that version, or restore data_dir from the backup taken \
+         before the upgrade"
+    )]
+    NewerLayout { found: u64, known: u64 },
+    #[error(
         "cannot open store at {}: {source}; check the file's permissions and free disk space, \
          or restore data_dir from a backup",
         .path.display()
@@ -183,16 +189,21 @@ fn db_err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreErro
     }
 }
 
+/// A record that does not hold what it should.
+fn corrupt(what: &'static str, key: impl Display, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        key: key.to_string(),
+        detail: detail.into(),
+    }
+}
+
 fn decode<M: prost::Message + Default>(
     what: &'static str,
     key: impl Display,
     bytes: &[u8],
 ) -> Result<M> {
-    M::decode(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        key: key.to_string(),
-        detail: format!("cannot decode: {e}"),
-    })
+    M::decode(bytes).map_err(|e| corrupt(what, key, format!("cannot decode: {e}")))
 }
 
 // ---- public types -------------------------------------------------------------------------
@@ -606,9 +617,17 @@ fn create_noting_repair(
     repaired: &Arc<AtomicBool>,
 ) -> std::result::Result<Database, DatabaseError> {
     let flag = repaired.clone();
+    let file = path.display().to_string();
     Database::builder()
         .set_cache_size(CACHE_BYTES)
-        .set_repair_callback(move |_| flag.store(true, Ordering::Release))
+        .set_repair_callback(move |session| {
+            flag.store(true, Ordering::Release);
+            // redb reports 0.3 only when the last commit failed its checksums and was rolled
+            // back: a crash in the middle of a commit, which was then never acknowledged.
+            if (session.progress() - 0.3).abs() < 1e-6 {
+                tracing::warn!(path = %file, "the store's last commit was incomplete and was rolled back (a crash while committing; nothing acknowledged is lost)");
+            }
+        })
         .create(path)
 }
 

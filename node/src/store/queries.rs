@@ -25,8 +25,8 @@ use super::tables::{
     read_audit_head, relay_depth_key,
 };
 use super::{
-    AnnotationRecord, ApiTokenRecord, AuditRecordRow, Rejection, Result, Store, StoreError,
-    StoredMessage, db_err, decode, lock, message_key,
+    AnnotationRecord, ApiTokenRecord, AuditRecordRow, Rejection, Result, Store, StoredMessage,
+    db_err, decode, lock, message_key,
 };
 
 impl Store {
@@ -68,11 +68,11 @@ impl Store {
             let (key, _) = entry.map_err(db_err("scan outbox"))?;
             let (_, seq) = key.value();
             let Some(bytes) = messages.get(seq).map_err(db_err("read message"))? else {
-                return Err(StoreError::Corrupt {
-                    what: "outbox",
-                    key: format!("{peer}/{seq}"),
-                    detail: "queued entry points at a message that does not exist".into(),
-                });
+                return Err(super::corrupt(
+                    "outbox",
+                    format!("{peer}/{seq}"),
+                    "queued entry points at a message that does not exist",
+                ));
             };
             let rec: MessageRecord = decode("message", seq, bytes.value())?;
             out.push((seq, rec.into_envelope(seq, &signatures)?));
@@ -518,11 +518,8 @@ impl Store {
         for entry in t.range(from..).map_err(db_err("scan audit"))?.take(limit) {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
             let seq = k.value();
-            let row = super::decode_audit_row(seq, v.value()).map_err(|e| StoreError::Corrupt {
-                what: "audit",
-                key: seq.to_string(),
-                detail: format!("cannot decode: {e}"),
-            })?;
+            let row = super::decode_audit_row(seq, v.value())
+                .map_err(|e| super::corrupt("audit", seq, format!("cannot decode: {e}")))?;
             out.push(row);
         }
         Ok(out)
@@ -598,10 +595,10 @@ fn read_indexed(
 ) -> Result<StoredMessage> {
     match messages.get(seq).map_err(db_err("read message"))? {
         Some(v) => decode::<MessageRecord>("message", seq, v.value())?.into_stored(seq, signatures),
-        None => Err(StoreError::Corrupt {
-            what: "id index",
-            key: id.to_owned(),
-            detail: format!("points at seq {seq}, which does not exist"),
-        }),
+        None => Err(super::corrupt(
+            "id index",
+            id,
+            format!("points at seq {seq}, which does not exist"),
+        )),
     }
 }

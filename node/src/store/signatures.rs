@@ -8,7 +8,7 @@
 //! re-encoding anything: a signature is taken out only when putting it back yields exactly
 //! the original bytes; anything else is stored whole, as before.
 
-use super::{Result, StoreError};
+use super::Result;
 
 /// `Envelope.signature`'s field number, and `Envelope.batch`'s.
 const SIGNATURE_FIELD: u64 = 2;
@@ -18,6 +18,7 @@ const BATCH_FIELD: u64 = 6;
 /// it ends.
 struct Field {
     number: u64,
+    wire_type: u64,
     start: usize,
     value: usize,
     end: usize,
@@ -66,6 +67,7 @@ fn fields(bytes: &[u8]) -> Option<Vec<Field>> {
         }
         out.push(Field {
             number: key >> 3,
+            wire_type: key & 7,
             start,
             value,
             end: i,
@@ -99,13 +101,15 @@ pub(super) fn split(envelope: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     }
     let mut signatures = fields.iter().filter(|f| f.number == SIGNATURE_FIELD);
     let sig = signatures.next()?;
-    if signatures.next().is_some() {
+    // Only a length-delimited signature is taken apart (prost refuses any other, but these
+    // bytes are checked here on their own).
+    if signatures.next().is_some() || sig.wire_type != 2 {
         return None;
     }
     let signature = &envelope[sig.value..sig.end];
     // The length prefix: what follows the key up to the value proper.
     let (len, n) = varint(&envelope[sig.value..])?;
-    if usize::try_from(len).ok()? != sig.end - sig.value - n || len == 0 {
+    if usize::try_from(len).ok()? != sig.end.checked_sub(sig.value)?.checked_sub(n)? || len == 0 {
         return None;
     }
     let signature = &signature[n..];
@@ -151,11 +155,7 @@ pub(super) fn restore(
     if reference.is_empty() {
         return Ok(envelope);
     }
-    let corrupt = |detail: String| StoreError::Corrupt {
-        what: "message",
-        key: seq.to_string(),
-        detail,
-    };
+    let corrupt = |detail: String| super::corrupt("message", seq, detail);
     let recent = RECENT.with(|r| {
         r.borrow()
             .iter()
@@ -197,8 +197,42 @@ mod tests {
     use super::*;
     use crate::envelope;
     use crate::signing::SigningKey;
+    use crate::store::StoreError;
     use bluewire_proto::v1 as pb;
+    use proptest::prelude::*;
     use prost::Message as _;
+
+    proptest! {
+        /// Any bytes at all (a signature field of another wire type, lengths past the end,
+        /// non-minimal varints): `split` never panics, and what it takes apart splices back
+        /// to exactly the input.
+        #[test]
+        fn split_never_panics_and_always_gives_the_bytes_back(
+            bytes in proptest::collection::vec(any::<u8>(), 0..96),
+            tail in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            // With and without a batch field, so both paths run.
+            let mut with_batch = bytes.clone();
+            with_batch.extend_from_slice(&[0x32, tail.len() as u8]);
+            with_batch.extend_from_slice(&tail);
+            for b in [&bytes, &with_batch] {
+                if let Some((rest, signature)) = split(b) {
+                    let back = splice(&rest, signature);
+                    prop_assert_eq!(back.as_deref(), Some(b.as_slice()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_signature_field_of_another_wire_type_is_left_whole() {
+        // Field 2 as a fixed32 (wire type 5) whose "length" varint runs past the field,
+        // then a batch field: found by a review, it used to underflow.
+        let bytes = [0x32, 0x00, 0x15, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00];
+        assert!(split(&bytes).is_none());
+        let bytes = [0x15, 0x80, 0x80, 0x80, 0x80, 0x32, 0x00];
+        assert!(split(&bytes).is_none());
+    }
 
     fn batch(n: usize) -> Vec<pb::Envelope> {
         let key = SigningKey::generate("csirt-be").unwrap();

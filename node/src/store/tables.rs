@@ -71,9 +71,13 @@ pub(super) const AUDIT_HEAD_KEY: &str = "head";
 pub(super) const META_NEXT_SEQ: &str = "next_seq";
 pub(super) const META_NEXT_RELAY: &str = "next_relay";
 /// The message-record layout the file is at: absent or 1 before records carried their
-/// cluster and re-share flag, [`LAYOUT`] since.
+/// cluster and re-share flag ([`DESCRIBED`]), 3 since a batch's signature may be kept once
+/// (`signatures`). A file at a layout above [`LAYOUT`] is refused: this binary would
+/// misread it.
 pub(super) const META_LAYOUT: &str = "layout";
-pub(super) const LAYOUT: u64 = 2;
+pub(super) const LAYOUT: u64 = 3;
+/// Records carry their cluster and re-share flag from this layout on.
+const DESCRIBED: u64 = 2;
 /// Next rejection number (starts at 1; total recorded = next - 1).
 pub(super) const META_NEXT_REJECTION: &str = "next_rejection";
 
@@ -429,7 +433,7 @@ fn migrate_to_origin_keys(wtx: &redb::WriteTransaction) -> Result<()> {
 fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
     let e = db_err::<redb::TableError>;
     let mut meta = wtx.open_table(META).map_err(e("open meta table"))?;
-    if get_u64(&meta, META_LAYOUT)?.is_some_and(|l| l >= LAYOUT) {
+    if get_u64(&meta, META_LAYOUT)?.is_some_and(|l| l >= DESCRIBED) {
         return Ok(());
     }
     let mut messages = wtx.open_table(MESSAGES).map_err(e("open messages table"))?;
@@ -483,8 +487,26 @@ pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
             .map_err(db_err::<redb::TableError>("open audit meta table"))?;
         read_audit_head(&t)?
     };
+    let layout = {
+        let meta = wtx
+            .open_table(META)
+            .map_err(db_err::<redb::TableError>("open meta table"))?;
+        get_u64(&meta, META_LAYOUT)?
+    };
+    if let Some(found) = layout.filter(|&l| l > LAYOUT) {
+        return Err(StoreError::NewerLayout {
+            found,
+            known: LAYOUT,
+        });
+    }
     migrate_to_origin_keys(&wtx)?;
     describe_messages(&wtx)?;
+    if layout != Some(LAYOUT) {
+        wtx.open_table(META)
+            .map_err(db_err::<redb::TableError>("open meta table"))?
+            .insert(META_LAYOUT, LAYOUT)
+            .map_err(db_err("record layout"))?;
+    }
     let head = {
         let mut t = open_tables(&wtx, audit_head.clone())?;
         let last = t
@@ -495,14 +517,14 @@ pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
         if let Some(last) = last
             && last >= t.next_seq
         {
-            return Err(StoreError::Corrupt {
-                what: "meta",
-                key: META_NEXT_SEQ.into(),
-                detail: format!(
+            return Err(super::corrupt(
+                "meta",
+                META_NEXT_SEQ,
+                format!(
                     "next seq {} is not above the last stored message seq {last}",
                     t.next_seq
                 ),
-            });
+            ));
         }
         if get_u64(&t.meta, META_NEXT_SEQ)?.is_none() {
             t.meta

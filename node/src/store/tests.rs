@@ -1320,3 +1320,50 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
         envelopes[5]
     );
 }
+
+/// A store at the layout before signatures were kept once (2) is raised to the current
+/// layout without its records being rewritten; a store written by a newer binary (a layout
+/// above this one's) is refused with what to do, never misread.
+#[tokio::test]
+async fn a_store_from_a_newer_binary_is_refused_and_an_older_layout_is_raised() {
+    use super::tables::{LAYOUT, META_LAYOUT};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let store = Store::open(dir.path()).unwrap();
+    store.insert_many(vec![msg("a", &[])]).await.unwrap();
+    store.close().await;
+    drop(store);
+    let set_layout = |layout: u64| {
+        let db = Database::create(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.open_table(META)
+            .unwrap()
+            .insert(META_LAYOUT, layout)
+            .unwrap();
+        wtx.commit().unwrap();
+    };
+    let layout = || {
+        let db = Database::create(&path).unwrap();
+        let rtx = db.begin_read().unwrap();
+        let meta = rtx.open_table(META).unwrap();
+        meta.get(META_LAYOUT).unwrap().map(|v| v.value())
+    };
+    assert_eq!(layout(), Some(LAYOUT));
+
+    set_layout(2);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.head_seq(), 1);
+    drop(store);
+    assert_eq!(layout(), Some(LAYOUT), "raised to this binary's layout");
+
+    set_layout(LAYOUT + 1);
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, StoreError::NewerLayout { found, known } if found == LAYOUT + 1 && known == LAYOUT),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("newer Bluewire") && e.to_string().contains("backup"),
+        "{e}"
+    );
+}
