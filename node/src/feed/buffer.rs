@@ -439,6 +439,15 @@ mod tests {
             "byte limit"
         );
         assert_eq!(q.offer(item(2), 40, t0), Offer::Queued, "exactly at it");
+        // Taking an item gives its bytes back: a subscriber that reads keeps room.
+        assert_eq!(q.take().map(|i| i.seq), Some(1));
+        assert_eq!(q.queued(), (1, 40));
+        assert_eq!(
+            q.offer(item(3), 60, t0),
+            Offer::Queued,
+            "room for what was taken"
+        );
+        assert_eq!(q.queued(), (2, 100));
         // An item larger than the byte limit passes, alone.
         let mut q = Queue::new(LIMITS, 0);
         assert_eq!(q.offer(item(1), 1_000, t0), Offer::Queued);
