@@ -184,6 +184,20 @@ pub(crate) async fn publish_n(
 /// Removes a directory when dropped.
 struct RemoveOnDrop(Option<std::path::PathBuf>);
 
+/// Where a benchmark builds its federation: `dir` when given (kept), else a temporary
+/// directory named after `name`, removed when the guard drops. Declare the guard before the
+/// federation, so it drops after it: the directory goes once the nodes have stopped,
+/// however the benchmark ends (an error, or an interrupt).
+fn work_dir(dir: Option<&Path>, name: &str) -> (std::path::PathBuf, RemoveOnDrop) {
+    match dir {
+        Some(d) => (d.to_path_buf(), RemoveOnDrop(None)),
+        None => {
+            let tmp = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+            (tmp.clone(), RemoveOnDrop(Some(tmp)))
+        }
+    }
+}
+
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         if let Some(dir) = &self.0 {
@@ -463,12 +477,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let mut names = vec!["pub-a"];
     names.extend_from_slice(&RECEIVERS[..receivers]);
     let specs = bench_orgs(&names);
-    let tmp = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("bluewire-bench-{}", std::process::id()))
-    });
-    // Declared before the federation, so dropped after it: the directory goes once the nodes
-    // have stopped, however the benchmark ends (an error, or an interrupt).
-    let _cleanup = RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
+    let (tmp, _cleanup) = work_dir(a.dir.as_deref(), "bluewire-bench");
     let mut edits = unlimited_client();
     if let Some(p) = &a.policy {
         let p = std::fs::canonicalize(p)?;

@@ -254,6 +254,14 @@ impl LocalFederation {
         }
     }
 
+    /// Resident set size of `org`'s node (KiB; 0 when it is not running).
+    pub fn rss_kib_of(&self, org: &str) -> u64 {
+        self.rss_kib()
+            .into_iter()
+            .find(|(o, _)| o == org)
+            .map_or(0, |(_, k)| k)
+    }
+
     /// Resident set size of each node process (KiB), from /proc.
     pub fn rss_kib(&self) -> Vec<(String, u64)> {
         self.orgs

@@ -607,7 +607,14 @@ pub const CACHE_BYTES: usize = 48 << 20;
 
 /// Open or create the store file with this node's cache size.
 fn create(path: &Path) -> std::result::Result<Database, DatabaseError> {
-    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+    builder().create(path)
+}
+
+/// redb's settings for the store file.
+fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_cache_size(CACHE_BYTES);
+    b
 }
 
 /// As [`create`], setting `repaired` when redb repairs the file as it opens it (after an
@@ -618,8 +625,7 @@ fn create_noting_repair(
 ) -> std::result::Result<Database, DatabaseError> {
     let flag = repaired.clone();
     let file = path.display().to_string();
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
+    builder()
         .set_repair_callback(move |session| {
             flag.store(true, Ordering::Release);
             // redb reports 0.3 only when the last commit failed its checksums and was rolled

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{RemoveOnDrop, bench_orgs, cpu_seconds, held, publish_n, unlimited_client};
+use super::{bench_orgs, cpu_seconds, held, publish_n, unlimited_client, work_dir};
 use crate::Output;
 use crate::local::LocalFederation;
 
@@ -30,10 +30,7 @@ pub struct CatchupArgs {
 
 pub async fn run(a: CatchupArgs, out: Output) -> anyhow::Result<()> {
     let specs = bench_orgs(&["pub-a", "recv-b"]);
-    let tmp = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("bluewire-catchup-{}", std::process::id()))
-    });
-    let _cleanup = RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
+    let (tmp, _cleanup) = work_dir(a.dir.as_deref(), "bluewire-catchup");
     let mut fed = LocalFederation::create(&tmp, &specs, &unlimited_client())?;
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;

@@ -677,11 +677,8 @@ pub async fn run(a: StixArgs, out: Output) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(a.timeout);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let specs = super::bench_orgs(&["pub-a", "recv-b"]);
-    let tmp = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("bluewire-bench-stix-{}", std::process::id()))
-    });
-    // Dropped after the federation (declared before it): see `super::RemoveOnDrop`.
-    let _cleanup = super::RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
+    // Dropped after the federation (declared before it): see `super::work_dir`.
+    let (tmp, _cleanup) = super::work_dir(a.dir.as_deref(), "bluewire-bench-stix");
     let edits = super::unlimited_client();
     let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     let taxii_addr = crate::local::free_port()?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bluewire_proto::v1 as pb;
 use clap::Args;
 
-use super::{RemoveOnDrop, bench_orgs, held, percentile, publish_n, unlimited_client};
+use super::{bench_orgs, held, percentile, publish_n, unlimited_client, work_dir};
 use crate::Output;
 use crate::local::LocalFederation;
 
@@ -35,15 +35,6 @@ pub struct StoreArgs {
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-}
-
-/// Resident set size of `org`'s node (KiB).
-fn rss(fed: &LocalFederation, org: &str) -> u64 {
-    fed.rss_kib()
-        .into_iter()
-        .find(|(o, _)| o == org)
-        .map(|(_, k)| k)
-        .unwrap_or(0)
 }
 
 /// Start `org`'s node: seconds from spawning the process to its first answer.
@@ -74,7 +65,7 @@ async fn restarts(
         times.push(timed_start(fed, org).await?);
         skipped.push(check_skipped(fed, org));
         tokio::time::sleep(Duration::from_secs(2)).await;
-        rsses.push(rss(fed, org));
+        rsses.push(fed.rss_kib_of(org));
     }
     Ok((times, rsses, skipped))
 }
@@ -118,10 +109,7 @@ pub async fn run(a: StoreArgs, out: Output) -> anyhow::Result<()> {
     for s in &mut specs {
         s.static_peers = false;
     }
-    let tmp = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("bluewire-store-{}", std::process::id()))
-    });
-    let _cleanup = RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
+    let (tmp, _cleanup) = work_dir(a.dir.as_deref(), "bluewire-store");
     let mut fed = LocalFederation::create(&tmp, &specs, &unlimited_client())?;
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
@@ -139,7 +127,7 @@ pub async fn run(a: StoreArgs, out: Output) -> anyhow::Result<()> {
     publish_n(&publisher, a.messages, a.concurrency, a.size).await?;
     let load_s = t.elapsed().as_secs_f64();
     let stored = held(&fed.connect(LOADED, "operator")?).await?;
-    let rss_after_load = rss(&fed, LOADED);
+    let rss_after_load = fed.rss_kib_of(LOADED);
 
     fed.stop(LOADED);
     let stats = bluewire_node::store::file_stats(&fed.org(LOADED).dir.join("data"))
@@ -171,11 +159,11 @@ pub async fn run(a: StoreArgs, out: Output) -> anyhow::Result<()> {
     let after_crash = timed_start(&mut fed, LOADED).await?;
     let crash_skipped = check_skipped(&fed, LOADED);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after_crash = rss(&fed, LOADED);
+    let rss_after_crash = fed.rss_kib_of(LOADED);
 
     eprintln!("a subscriber reads {LOADED}'s whole feed…");
     let (read, read_s) = read_feed(&fed, LOADED).await?;
-    let rss_after_read = rss(&fed, LOADED);
+    let rss_after_read = fed.rss_kib_of(LOADED);
     fed.stop_all();
 
     let per_msg = stats.file_bytes as f64 / stored.max(1) as f64;

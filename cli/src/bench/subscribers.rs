@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bluewire_proto::v1 as pb;
 use clap::Args;
 
-use super::{RemoveOnDrop, bench_orgs, cpu_seconds, free_text, percentile, unlimited_client};
+use super::{bench_orgs, cpu_seconds, free_text, percentile, unlimited_client, work_dir};
 use crate::Output;
 use crate::local::LocalFederation;
 
@@ -182,7 +182,7 @@ async fn phase(
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_connected_kib = fed.rss_kib().first().map(|r| r.1).unwrap_or(0);
+    let rss_connected_kib = fed.rss_kib_of(HUB);
 
     let publisher = fed.connect(HUB, "analyst")?;
     let cpu_before = cpu_seconds(fed);
@@ -212,7 +212,7 @@ async fn phase(
     }
     let elapsed_s = t_phase.elapsed().as_secs_f64();
     let node_cpu_s = cpu_seconds(fed)[0] - cpu_before[0];
-    let rss_after_kib = fed.rss_kib().first().map(|r| r.1).unwrap_or(0);
+    let rss_after_kib = fed.rss_kib_of(HUB);
     for t in tasks {
         t.abort();
     }
@@ -236,15 +236,12 @@ async fn phase(
 pub async fn run(a: SubscribersArgs, out: Output) -> anyhow::Result<()> {
     let mut specs = bench_orgs(&[HUB]);
     specs[0].static_peers = false;
-    let tmp = a.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("bluewire-subs-{}", std::process::id()))
-    });
-    let _cleanup = RemoveOnDrop(a.dir.is_none().then(|| tmp.clone()));
+    let (tmp, _cleanup) = work_dir(a.dir.as_deref(), "bluewire-subs");
     let mut fed = LocalFederation::create(&tmp, &specs, &unlimited_client())?;
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = fed.rss_kib().first().map(|r| r.1).unwrap_or(0);
+    let idle_rss = fed.rss_kib_of(HUB);
     let mut offset = 0;
     eprintln!(
         "baseline: 1 subscriber, {} msg/s for {} s…",

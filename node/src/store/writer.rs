@@ -381,31 +381,26 @@ impl Tables<'_> {
                 .ok_or(StoreError::Internal("message seq space exhausted"))?;
             // A batch signature is kept once, not in every envelope of the batch.
             let (envelope, signature_ref) = match super::signatures::split(&m.envelope) {
-                // The batch's previous message carried the same signature: already kept.
-                Some((rest, signature))
-                    if last_signature
-                        .as_ref()
-                        .is_some_and(|(s, _)| *s == signature) =>
-                {
-                    let digest = last_signature
-                        .as_ref()
-                        .map(|(_, d)| d.clone())
-                        .unwrap_or_default();
-                    (rest, digest)
-                }
                 Some((rest, signature)) => {
-                    let digest = super::signatures::digest(signature);
-                    if self
-                        .signatures
-                        .get(digest.as_slice())
-                        .map_err(db_err("read signature"))?
-                        .is_none()
-                    {
-                        self.signatures
-                            .insert(digest.as_slice(), signature)
-                            .map_err(db_err("store signature"))?;
-                    }
-                    last_signature = Some((signature, digest.clone()));
+                    let digest = match &last_signature {
+                        // The batch's previous message carried the same signature: kept.
+                        Some((last, digest)) if *last == signature => digest.clone(),
+                        _ => {
+                            let digest = super::signatures::digest(signature);
+                            if self
+                                .signatures
+                                .get(digest.as_slice())
+                                .map_err(db_err("read signature"))?
+                                .is_none()
+                            {
+                                self.signatures
+                                    .insert(digest.as_slice(), signature)
+                                    .map_err(db_err("store signature"))?;
+                            }
+                            last_signature = Some((signature, digest.clone()));
+                            digest
+                        }
+                    };
                     (rest, digest)
                 }
                 None => (m.envelope.clone(), Vec::new()),
