@@ -6,6 +6,7 @@
 //! concurrent operations: an op not based on the current head is refused.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use bluewire_proto::v1::{
     self as pb, ClusterEntry, ClusterEntryBody, ClusterOp, ClusterRole, HistoryRule,
@@ -90,7 +91,7 @@ pub struct MemberRecord {
     pub role: ClusterRole,
     pub standing: Standing,
     /// CA-certified profile from the node certificate in the log.
-    pub profile: OrgProfile,
+    pub profile: Arc<OrgProfile>,
     pub cert_der: Vec<u8>,
     /// Index of the entry that last changed its standing.
     pub since_index: u64,
@@ -305,7 +306,7 @@ impl ClusterState {
 
     /// Key lookup for signatures in this cluster's log.
     fn profile(&self, org: &str) -> Option<&OrgProfile> {
-        self.members.get(org).map(|m| &m.profile)
+        self.members.get(org).map(|m| &*m.profile)
     }
 
     /// May `op` (by `op.actor_org`) be applied now? Authority and state only.
@@ -531,7 +532,7 @@ impl ClusterState {
             (Some(Op::Rekey(r)), Some(_)) => {
                 verify_cert(&r.node_cert, root_der, &claimed.actor_org)?
             }
-            (_, Some(m)) => m.profile.clone(),
+            (_, Some(m)) => (*m.profile).clone(),
             (_, None) => {
                 return Err(ClusterError::Authority(format!(
                     "{} does not appear in {}",
@@ -588,7 +589,7 @@ impl ClusterState {
                         org: i.org.clone(),
                         role: R::try_from(i.role).unwrap_or(R::Member),
                         standing: Standing::Invited,
-                        profile,
+                        profile: Arc::new(profile),
                         cert_der: i.node_cert.clone(),
                         since_index: index,
                         periods,
@@ -603,7 +604,7 @@ impl ClusterState {
                     .get_mut(&op.actor_org)
                     .ok_or_else(|| ClusterError::State("no invitation".into()))?;
                 m.standing = Standing::Member;
-                m.profile = profile;
+                m.profile = Arc::new(profile);
                 m.cert_der = a.node_cert.clone();
                 m.since_index = index;
                 m.periods.push((index, None));
@@ -636,7 +637,7 @@ impl ClusterState {
             Some(Op::Rekey(r)) => {
                 let profile = verify_cert(&r.node_cert, root_der, &op.actor_org)?;
                 if let Some(m) = self.members.get_mut(&op.actor_org) {
-                    m.profile = profile;
+                    m.profile = Arc::new(profile);
                     m.cert_der = r.node_cert.clone();
                 }
             }
@@ -738,7 +739,7 @@ impl ClusterState {
                 org: op.actor_org.clone(),
                 role: ClusterRole::Convener,
                 standing: Standing::Member,
-                profile: profile.clone(),
+                profile: Arc::new(profile.clone()),
                 cert_der: c.node_cert.clone(),
                 since_index: 0,
                 periods: vec![(0, None)],

@@ -4,6 +4,8 @@
 //! comes from a certificate that verified against the federation root; it
 //! must never take an attribute from anything an organisation merely says.
 
+use std::sync::Arc;
+
 use dashmap::DashMap;
 use tracing::warn;
 
@@ -20,11 +22,12 @@ const HISTORY: char = '#';
 /// caller passes, so this holds no store handle of its own).
 #[derive(Debug)]
 pub struct Directory {
-    me: OrgProfile,
+    me: Arc<OrgProfile>,
     /// key id → (organisation, hybrid public key: Ed25519 || ML-DSA-65).
     keys: DashMap<String, (String, Vec<u8>)>,
     /// organisation → (node certificate DER, profile).
-    certs: DashMap<String, (Vec<u8>, OrgProfile)>,
+    /// Profiles are shared, not copied: routing looks two up per message and peer (issue #12).
+    certs: DashMap<String, (Vec<u8>, Arc<OrgProfile>)>,
     /// key id → serial (lowercase hex) of the latest verified certificate that certifies it,
     /// for revocation: what a revoked certificate's keys signed since it stopped being
     /// trusted is refused, and suspect where already held.
@@ -34,7 +37,7 @@ pub struct Directory {
 impl Directory {
     pub fn new(me: OrgProfile) -> Self {
         Self {
-            me,
+            me: Arc::new(me),
             keys: DashMap::new(),
             certs: DashMap::new(),
             serials: DashMap::new(),
@@ -68,7 +71,8 @@ impl Directory {
                     self.learn_keys(store, &profile).await;
                     self.note_serials(&profile, der);
                     if !history {
-                        self.certs.insert(org.to_string(), (der.clone(), profile));
+                        self.certs
+                            .insert(org.to_string(), (der.clone(), Arc::new(profile)));
                     }
                 }
             }
@@ -148,8 +152,10 @@ impl Directory {
             }
         }
         if current {
-            self.certs
-                .insert(profile.org.clone(), (cert_der.to_vec(), profile.clone()));
+            self.certs.insert(
+                profile.org.clone(),
+                (cert_der.to_vec(), Arc::new(profile.clone())),
+            );
         }
     }
 
@@ -198,7 +204,7 @@ impl Directory {
 
     /// A CA-asserted profile: our own, a cluster member's (from the cluster's
     /// log), or one from a certificate this node has verified.
-    pub fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
+    pub fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<Arc<OrgProfile>> {
         if org == self.me.org {
             return Some(self.me.clone());
         }

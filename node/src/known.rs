@@ -26,7 +26,7 @@ pub trait Known {
     fn cluster(&self, id: &str) -> Option<Arc<ClusterState>>;
     /// An organisation's CA-asserted profile: from the cluster's log when given, else from
     /// any certificate this node has verified.
-    fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile>;
+    fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<Arc<OrgProfile>>;
     /// A message this node holds, with what control messages made of it; an
     /// error when the store cannot be read.
     fn held(&self, origin: &str, id: &str) -> Result<Option<(Content, Standing)>, String>;
@@ -121,8 +121,8 @@ pub fn route(
         Context {
             direction,
             recipient,
-            recipient_profile: rp.as_ref(),
-            origin_profile: op.as_ref(),
+            recipient_profile: rp.as_deref(),
+            origin_profile: op.as_deref(),
             cluster: cluster.as_deref(),
             now_ms,
         },
@@ -146,7 +146,7 @@ pub fn in_audience(
         known.cluster(&target.cluster)
     };
     let profile = known.profile(org, cluster.as_deref());
-    router.audience(target, org, profile.as_ref())
+    router.audience(target, org, profile.as_deref())
 }
 
 /// The crisis-workflow rules for a workflow message (see [`crate::case`]): the signer's
@@ -162,7 +162,7 @@ pub fn workflow(known: &impl Known, router: &Router, c: &Content) -> Result<(), 
         known.cluster(&c.cluster)
     };
     let signer = known.profile(&c.origin_org, cluster.as_deref());
-    crate::case::authority(c, signer.as_ref())?;
+    crate::case::authority(c, signer.as_deref())?;
     // Mandatory recipients among the members when the step was sent (its cluster index).
     for (org, why) in mandatory_recipients(cluster.as_deref(), c) {
         in_audience(known, router, c, &org).map_err(|refusal| {
@@ -202,7 +202,7 @@ pub fn mandatory_recipients(
                 .iter()
                 .any(|(from, end)| *from <= at && end.is_none_or(|(e, _)| at < e))
         })
-        .map(|m| (m.org.as_str(), &m.profile))
+        .map(|m| (m.org.as_str(), &*m.profile))
         .collect();
     crate::case::mandatory(c, &members)
 }
@@ -297,11 +297,11 @@ pub(crate) mod testkit {
         fn cluster(&self, id: &str) -> Option<Arc<ClusterState>> {
             self.clusters.get(id).cloned()
         }
-        fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
+        fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<Arc<OrgProfile>> {
             cluster
                 .and_then(|c| c.members.get(org))
                 .map(|m| m.profile.clone())
-                .or_else(|| self.profiles.get(org).cloned())
+                .or_else(|| self.profiles.get(org).cloned().map(Arc::new))
         }
         fn held(&self, origin: &str, id: &str) -> Result<Option<(Content, Standing)>, String> {
             Ok(self

@@ -12,7 +12,7 @@ use crate::metrics::Stage;
 use bluewire_proto::v1 as pb;
 use prost::Message;
 use thiserror::Error;
-use tracing::{Instrument, info};
+use tracing::{Instrument, debug};
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cluster::ClusterState;
@@ -127,10 +127,9 @@ pub fn egress_view(
 ) -> Result<Option<pb::Content>, Withheld> {
     let content = pb::Content::decode(env.content.as_slice())
         .map_err(|e| ("content", format!("stored content undecodable: {e}")))?;
-    let standing = known
-        .held(&content.origin_org, &content.id)
-        .map_err(|e| ("store", e))?
-        .map(|(_, s)| s);
+    // Only the control messages' effect is needed here: the content is the envelope's own
+    // (reading the stored copy back cost a store read and two decodes per peer, issue #12).
+    let standing = Some(known.standing(&content).map_err(|e| ("store", e))?);
     if let Some(why) = standing.as_ref().and_then(|s| s.retracted.as_ref()) {
         return Err(("retracted", format!("retracted by its origin: {why}")));
     }
@@ -335,9 +334,12 @@ fn seal_for_recipients(
 
 /// Every encryption key of `org` that one of `profiles` (its certificates as this node
 /// knows them) certifies, each once, in the order found. Pure.
-pub fn encryption_keys(org: &str, profiles: &[crate::pki::OrgProfile]) -> Vec<(String, Vec<u8>)> {
+pub fn encryption_keys(
+    org: &str,
+    profiles: &[impl std::borrow::Borrow<crate::pki::OrgProfile>],
+) -> Vec<(String, Vec<u8>)> {
     let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
-    for k in profiles.iter().flat_map(|p| &p.encryption_keys) {
+    for k in profiles.iter().flat_map(|p| &p.borrow().encryption_keys) {
         if keys.iter().all(|(id, _)| *id != k.key_id)
             && let Ok(pk) = k.public_key(org)
         {
@@ -519,7 +521,9 @@ pub async fn publish(
             // Stored and queued: receivers apply it; only this node's own view lags.
             tracing::warn!(error = %e, "recording a control message's effect here failed");
         }
-        info!(msg.seq = seq, queued = queued_for.len(), "published");
+        // The audit trail records every publish; a log line each cost the origin ~1 % of its
+        // CPU under load (issue #12).
+        debug!(msg.seq = seq, queued = queued_for.len(), "published");
         st.metrics.inc(crate::metrics::MESSAGES_PUBLISHED, &[]);
         Ok(response(content.id, seq, queued_for, refused))
     }
@@ -732,7 +736,7 @@ pub fn explain(st: &NodeState, content: &pb::Content, to: &str) -> Vec<Explained
             functions: st
                 .directory
                 .profile(org, cluster.as_deref())
-                .map(|p| p.functions)
+                .map(|p| p.functions.clone())
                 .unwrap_or_default(),
         })
         .collect()

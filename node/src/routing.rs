@@ -210,7 +210,11 @@ impl Router {
         cluster: Option<&ClusterState>,
         now_ms: i64,
     ) -> Vec<Decision> {
-        let profile = |org: &str| cluster.and_then(|c| c.members.get(org)).map(|m| &m.profile);
+        let profile = |org: &str| {
+            cluster
+                .and_then(|c| c.members.get(org))
+                .map(|m| &*m.profile)
+        };
         candidates
             .iter()
             .map(|org| {
@@ -237,7 +241,11 @@ impl Router {
         cluster: Option<&ClusterState>,
         now_ms: i64,
     ) -> Decision {
-        let profile = |org: &str| cluster.and_then(|c| c.members.get(org)).map(|m| &m.profile);
+        let profile = |org: &str| {
+            cluster
+                .and_then(|c| c.members.get(org))
+                .map(|m| &*m.profile)
+        };
         self.decide(
             content,
             Context {

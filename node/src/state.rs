@@ -235,7 +235,7 @@ impl NodeState {
                 functions: self
                     .directory
                     .profile(&p.org, None)
-                    .map(|pr| pr.functions)
+                    .map(|pr| pr.functions.clone())
                     .unwrap_or_default(),
             });
         }
@@ -270,7 +270,7 @@ impl Known for NodeState {
         NodeState::cluster(self, id)
     }
 
-    fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<OrgProfile> {
+    fn profile(&self, org: &str, cluster: Option<&ClusterState>) -> Option<Arc<OrgProfile>> {
         self.directory.profile(org, cluster)
     }
 

@@ -225,5 +225,5 @@ fn a_recipient_is_encrypted_to_every_key_its_known_certificates_certify_once() {
     let mut bad = new.clone();
     bad.ml_kem_768_public_key_hex.pop();
     assert!(encryption_keys("org-b", &[profile(vec![bad])]).is_empty());
-    assert!(encryption_keys("org-b", &[]).is_empty());
+    assert!(encryption_keys("org-b", &[] as &[crate::pki::OrgProfile]).is_empty());
 }
