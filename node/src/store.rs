@@ -423,12 +423,51 @@ struct Inner {
     /// Time spent in write transactions (applying a group, committing), in nanoseconds.
     commit_nanos: Arc<AtomicU64>,
     audit_head: Arc<Mutex<AuditHead>>,
+    /// Messages with at least one annotation (see [`Annotated`]).
+    annotated: Annotated,
     closed: AtomicBool,
     /// Whether the open checked every page (not after a clean shutdown).
     pages_checked: bool,
     path: PathBuf,
     /// Last: records a clean shutdown once everything above has let go of the file.
     _clean: clean::CleanClose,
+}
+
+/// The messages (their [`message_key`]s) that have at least one annotation. Annotations are
+/// rare (a retraction, a marking raised), yet routing looks a message's up at every egress
+/// re-check, admission and feed item: a message not in this set has none, and its lookup
+/// reads nothing (issue #12). Loaded at open; the writer adds a key before the transaction
+/// that writes its first annotation commits, so the set may hold a key whose write failed
+/// (then the lookup reads the store and finds nothing), never lack one that is stored.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Annotated(Arc<dashmap::DashSet<String>>);
+
+impl Annotated {
+    fn load(db: &Database) -> Result<Self> {
+        use redb::ReadableTable as _;
+
+        let set = dashmap::DashSet::new();
+        let rtx = db.begin_read().map_err(db_err("begin read"))?;
+        let t = rtx
+            .open_table(tables::ANNOTATIONS)
+            .map_err(db_err("open annotations"))?;
+        for row in t.iter().map_err(db_err("read annotations"))? {
+            let (k, _) = row.map_err(db_err("read annotation"))?;
+            set.insert(k.value().0.to_string());
+        }
+        Ok(Self(Arc::new(set)))
+    }
+
+    /// Might the message with this key have annotations? False means it has none.
+    pub(crate) fn may_have(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+
+    pub(crate) fn note(&self, key: &str) {
+        if !self.0.contains(key) {
+            self.0.insert(key.to_string());
+        }
+    }
 }
 
 /// Handle to the node's store. Cheap to clone; all clones share one database and one writer.
@@ -485,6 +524,7 @@ impl Store {
             Ok(db)
         })?;
         let (head, audit_head) = tables::init(&db)?;
+        let annotated = Annotated::load(&db)?;
         let audit_head = Arc::new(Mutex::new(audit_head));
         let db = DbSlot::new(db, path.clone());
         let db_clean = db.clone();
@@ -500,6 +540,7 @@ impl Store {
             commits: commits.clone(),
             commit_nanos: commit_nanos.clone(),
             audit_head: audit_head.clone(),
+            annotated: annotated.clone(),
             rewound: Mutex::new(None),
         };
         let handle = std::thread::Builder::new()
@@ -516,6 +557,7 @@ impl Store {
                 commits,
                 commit_nanos,
                 audit_head,
+                annotated,
                 closed: AtomicBool::new(false),
                 pages_checked: !closed_cleanly,
                 _clean: clean::CleanClose {

@@ -437,6 +437,9 @@ impl Store {
     /// Every annotation of one message, by kind, from one read transaction.
     pub fn annotations(&self, origin: &str, id: &str) -> Result<Vec<(String, AnnotationRecord)>> {
         let key = message_key(origin, id);
+        if !self.inner.annotated.may_have(&key) {
+            return Ok(Vec::new());
+        }
         let rtx = self.read()?;
         let t = rtx
             .open_table(ANNOTATIONS)

@@ -148,6 +148,42 @@ async fn annotations_keep_the_latest_or_earliest_whatever_the_arrival_order() {
     assert!(store.annotations("org-a", "m2").unwrap().is_empty());
 }
 
+/// Lookups skip the store for messages without annotations (`Annotated`): a reopened
+/// store still finds every annotation written before, including one the first lookup of
+/// which came before it was written.
+#[tokio::test]
+async fn annotations_are_found_after_a_reopen_and_after_a_lookup_that_found_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |v: &str| AnnotationRecord {
+        at_ms: 1,
+        by_id: "x".into(),
+        value: v.as_bytes().to_vec(),
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.annotations("org-a", "m").unwrap().is_empty());
+        store
+            .annotate(
+                "org-a",
+                "m",
+                "retracted".into(),
+                rec("gone"),
+                Keep::Earliest,
+            )
+            .await
+            .unwrap();
+        let got = store.annotations("org-a", "m").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.value, b"gone");
+        store.close().await;
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let got = store.annotations("org-a", "m").unwrap();
+    assert_eq!(got.len(), 1, "the annotation is found after a reopen");
+    assert_eq!(got[0].0, "retracted");
+    assert!(store.annotations("org-a", "n").unwrap().is_empty());
+}
+
 #[test]
 fn a_store_with_id_only_keys_is_migrated_on_open() {
     let dir = tempfile::tempdir().unwrap();

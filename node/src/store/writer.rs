@@ -786,6 +786,8 @@ pub(super) struct Writer {
     pub(super) commit_nanos: Arc<AtomicU64>,
     /// The committed audit head. Only the writer changes it (after each commit).
     pub(super) audit_head: Arc<Mutex<AuditHead>>,
+    /// Messages with annotations: noted before the transaction that writes one commits.
+    pub(super) annotated: super::Annotated,
     /// After a reopen that lost audit records which had not reached the disk: (the last
     /// record kept, the last one lost), to be recorded by the next commit that succeeds.
     pub(super) rewound: Mutex<Option<(u64, u64)>>,
@@ -865,6 +867,11 @@ impl Writer {
     }
 
     fn commit_group(&self, mut group: Vec<Op>) {
+        for op in &group {
+            if let Op::Annotate { key, .. } = op {
+                self.annotated.note(key);
+            }
+        }
         loop {
             if group.is_empty() {
                 return;
