@@ -234,6 +234,9 @@ pub(crate) mod testkit {
         pub profiles: HashMap<String, OrgProfile>,
         /// (origin, id) → content and its annotations.
         pub held: HashMap<(String, String), Held>,
+        /// (origin, id) → annotations of a message not held here (a control message that
+        /// arrived before its target, a re-share whose original is not kept).
+        pub annotated: HashMap<(String, String), Vec<(String, AnnotationRecord)>>,
         /// key id → from when it is not trusted (its certificate revoked).
         pub distrusted: HashMap<String, i64>,
         /// This organisation's decryption keys (current first, then retired ones).
@@ -311,7 +314,13 @@ pub(crate) mod testkit {
         }
         fn standing(&self, content: &Content) -> Result<Standing, String> {
             let key = (content.origin_org.clone(), content.id.clone());
-            let annotations = self.held.get(&key).map(|h| h.1.clone()).unwrap_or_default();
+            let annotations = self
+                .held
+                .get(&key)
+                .map(|h| &h.1)
+                .or_else(|| self.annotated.get(&key))
+                .cloned()
+                .unwrap_or_default();
             Ok(standing_from(content, &annotations))
         }
         fn key_distrusted_since(&self, key_id: &str) -> Option<i64> {

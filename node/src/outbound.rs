@@ -127,16 +127,18 @@ pub fn egress_view(
 ) -> Result<Option<pb::Content>, Withheld> {
     let content = pb::Content::decode(env.content.as_slice())
         .map_err(|e| ("content", format!("stored content undecodable: {e}")))?;
-    // Only the control messages' effect is needed here: the content is the envelope's own
-    // (reading the stored copy back cost a store read and two decodes per peer, issue #12).
-    let standing = Some(known.standing(&content).map_err(|e| ("store", e))?);
-    if let Some(why) = standing.as_ref().and_then(|s| s.retracted.as_ref()) {
+    if env.forwarding.is_none() && content.origin_org != known.me() {
+        return Ok(None);
+    }
+    // What control messages made of it, whether or not the original is held here (the
+    // content is the envelope's own: reading the stored copy back cost a store read and two
+    // decodes per peer, issue #12).
+    let standing = known.standing(&content).map_err(|e| ("store", e))?;
+    if let Some(why) = &standing.retracted {
         return Err(("retracted", format!("retracted by its origin: {why}")));
     }
     // A marking raised since queuing applies to what is still queued.
-    let marking = standing
-        .and_then(|s| s.marking)
-        .or_else(|| content.marking.clone());
+    let marking = standing.marking.or_else(|| content.marking.clone());
     if let Some(f) = &env.forwarding {
         // This node's re-share: allowed at all under the marking in force, and decided
         // as the forwarder into the target cluster.
@@ -147,10 +149,8 @@ pub fn egress_view(
         let mut view = envelope::forwarded_view(&content, &a);
         view.marking = marking;
         Ok(Some(view))
-    } else if content.origin_org == known.me() {
-        Ok(Some(pb::Content { marking, ..content }))
     } else {
-        Ok(None)
+        Ok(Some(pb::Content { marking, ..content }))
     }
 }
 

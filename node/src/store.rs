@@ -433,40 +433,71 @@ struct Inner {
     _clean: clean::CleanClose,
 }
 
-/// The messages (their [`message_key`]s) that have at least one annotation. Annotations are
-/// rare (a retraction, a marking raised), yet routing looks a message's up at every egress
-/// re-check, admission and feed item: a message not in this set has none, and its lookup
-/// reads nothing (issue #12). Loaded at open; the writer adds a key before the transaction
-/// that writes its first annotation commits, so the set may hold a key whose write failed
-/// (then the lookup reads the store and finds nothing), never lack one that is stored.
+/// The messages (hashes of their [`message_key`]s) that have at least one annotation.
+/// Annotations are rare (a retraction, a marking raised), yet routing looks a message's up at
+/// every egress re-check, admission and feed item: a message whose hash is not in this set
+/// has none, and its lookup reads nothing (issue #12).
+///
+/// Loaded at open; the writer adds a key before the transaction that writes its first
+/// annotation commits. So the set may hold a key whose write failed, or a hash another key
+/// shares (then the lookup reads the store, as before), never lack one that is stored.
+/// Bounded: past [`Annotated::MAX_KEYS`] keys (a member raising the markings of many
+/// messages it does not hold, say), every lookup reads the store again, and the start-up
+/// scan stops there.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Annotated(Arc<dashmap::DashSet<String>>);
+pub(crate) struct Annotated(Arc<AnnotatedKeys>);
+
+#[derive(Debug, Default)]
+struct AnnotatedKeys {
+    hashes: dashmap::DashSet<u64>,
+    /// Set once there were more than `MAX_KEYS`: the set no longer decides anything.
+    overflowed: AtomicBool,
+}
 
 impl Annotated {
+    /// About 2 MiB of hashes at most.
+    pub(crate) const MAX_KEYS: usize = 100_000;
+
+    fn hash(key: &str) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    }
+
     fn load(db: &Database) -> Result<Self> {
         use redb::ReadableTable as _;
 
-        let set = dashmap::DashSet::new();
+        let this = Self::default();
         let rtx = db.begin_read().map_err(db_err("begin read"))?;
         let t = rtx
             .open_table(tables::ANNOTATIONS)
             .map_err(db_err("open annotations"))?;
         for row in t.iter().map_err(db_err("read annotations"))? {
             let (k, _) = row.map_err(db_err("read annotation"))?;
-            set.insert(k.value().0.to_string());
+            this.note(k.value().0);
+            if this.0.overflowed.load(Ordering::Acquire) {
+                break;
+            }
         }
-        Ok(Self(Arc::new(set)))
+        Ok(this)
     }
 
     /// Might the message with this key have annotations? False means it has none.
     pub(crate) fn may_have(&self, key: &str) -> bool {
-        self.0.contains(key)
+        self.0.overflowed.load(Ordering::Acquire) || self.0.hashes.contains(&Self::hash(key))
     }
 
     pub(crate) fn note(&self, key: &str) {
-        if !self.0.contains(key) {
-            self.0.insert(key.to_string());
+        let k = &self.0;
+        // Past the bound the flag decides; the hashes stay (a reader that saw the flag clear
+        // an instant ago must still find every key noted before).
+        if k.hashes.len() >= Self::MAX_KEYS {
+            k.overflowed.store(true, Ordering::Release);
+            return;
         }
+        k.hashes.insert(Self::hash(key));
     }
 }
 

@@ -149,6 +149,44 @@ fn the_send_time_recheck_applies_retractions_raises_and_membership_changes() {
     assert!(e.0 == "content" && e.1.contains("undecodable"), "{e:?}");
 }
 
+/// The re-check reads what control messages made of a message whether or not the message is
+/// held here: a retraction or a raise recorded for a queued message that is not held (a
+/// re-share whose original is gone, say) still counts.
+#[test]
+fn the_send_time_recheck_counts_annotations_of_a_message_not_held_here() {
+    let log = log();
+    let r = Router::new();
+    let m = message(A, Some(&log));
+    let env = envelope::seal(key(A), &m);
+    let mut known = Memory::new(ORGS[A]).with_cluster(&log.st);
+    assert_eq!(recheck(&env, ORGS[B], &known, &r, NOW), Ok(()));
+    let k = (m.origin_org.clone(), m.id.clone());
+    known.annotated.insert(
+        k.clone(),
+        vec![annotation(RETRACTED.into(), b"wrong".to_vec())],
+    );
+    let e = recheck(&env, ORGS[B], &known, &r, NOW).unwrap_err();
+    assert!(e.0 == "retracted" && e.1.contains("wrong"), "{e:?}");
+    // A re-share of a message not held here, raised to AMBER since: not sent.
+    let original = message(C, None);
+    let a = pb::ForwardAttestation {
+        message_id: original.id.clone(),
+        forwarder_org: ORGS[A].into(),
+        to_cluster: log.st.id.clone(),
+        cluster_index: log.st.head_index,
+        at_ms: NOW - 5,
+        content_hash: envelope::content_hash(&envelope::seal(key(C), &original).content),
+    };
+    let fwd = envelope::attest(key(A), &envelope::seal(key(C), &original), &a, Vec::new());
+    assert_eq!(recheck(&fwd, ORGS[C], &known, &r, NOW), Ok(()));
+    known.annotated.insert(
+        (original.origin_org.clone(), original.id.clone()),
+        vec![raise(D, pb::Tlp::Amber)],
+    );
+    let e = recheck(&fwd, ORGS[C], &known, &r, NOW).unwrap_err();
+    assert_eq!(e.0, "reshare", "{e:?}");
+}
+
 #[test]
 fn a_backfill_page_holds_only_own_unretracted_messages_the_peer_may_have() {
     let log = log();

@@ -42,6 +42,10 @@ pub(super) const DIRECTORY: TableDefinition<&str, &[u8]> = TableDefinition::new(
 /// Per-message annotations from origin-signed control messages:
 /// (message id, "retracted" | "marking") -> value.
 /// ("ORIGIN/ID" of the message, kind) → an encoded [`AnnotationRecord`].
+///
+/// Only the writer's `Op::Annotate` writes it (and the one-time migration, which runs before
+/// the store loads `Annotated`): a row written any other way would go unseen by
+/// `Store::annotations` for a message `Annotated` does not list.
 pub(super) const ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("message_annotations");
 /// Before (origin, id) keys: (id, kind) → raw value. Migrated and dropped on open.

@@ -148,6 +148,25 @@ async fn annotations_keep_the_latest_or_earliest_whatever_the_arrival_order() {
     assert!(store.annotations("org-a", "m2").unwrap().is_empty());
 }
 
+/// Past its bound the set of annotated messages says "maybe" for every message (every lookup
+/// reads the store), and it never forgets a key it noted.
+#[test]
+fn the_annotated_set_is_bounded_and_then_sends_every_lookup_to_the_store() {
+    let set = super::Annotated::default();
+    for i in 0..super::Annotated::MAX_KEYS {
+        set.note(&format!("org-a/m{i}"));
+    }
+    assert!(set.may_have("org-a/m0"));
+    assert!(set.may_have(&format!("org-a/m{}", super::Annotated::MAX_KEYS - 1)));
+    assert!(!set.may_have("org-b/never"));
+    set.note("org-a/one-more");
+    assert!(
+        set.may_have("org-b/never"),
+        "overflowed: every lookup reads"
+    );
+    assert!(set.may_have("org-a/m0"));
+}
+
 /// Lookups skip the store for messages without annotations (`Annotated`): a reopened
 /// store still finds every annotation written before, including one the first lookup of
 /// which came before it was written.
