@@ -328,9 +328,21 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // checks one half while it commits the other, so neither core idles while the
         // other works (catch-up after an outage, bursts). Small batches go as one call.
         let (first, second) = split_batch(envelopes, seqs);
-        let call = |envelopes: Vec<Envelope>| {
+        // Each batch signature once per call, to a peer that puts them back.
+        let shares = peer.shares_signatures.load(Ordering::Acquire);
+        let call = |mut envelopes: Vec<Envelope>| {
             let mut c = client.clone();
-            async move { tokio::time::timeout(timeout, c.deliver(DeliverRequest { envelopes })).await }
+            let (signatures, signature_refs) = if shares {
+                crate::signature_table::share(&mut envelopes)
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let request = DeliverRequest {
+                envelopes,
+                signatures,
+                signature_refs,
+            };
+            async move { tokio::time::timeout(timeout, c.deliver(request)).await }
         };
         let first_call = call(first.0);
         let second_call = second.map(|(e, s)| (call(e), s));
@@ -564,7 +576,8 @@ enum Dial {
     Stopped,
 }
 
-type Attempt = (FederationClient<Channel>, Result<(), String>);
+/// A dialled client, with the features its Hello listed or why it failed.
+type Attempt = (FederationClient<Channel>, Result<Vec<String>, String>);
 
 /// Connection attempts to one peer. A new attempt (TCP, TLS, Hello, each bounded by
 /// `timeout_ms`) starts every `reconnect_ms` while earlier ones are still pending, so a
@@ -621,7 +634,7 @@ impl Dialing {
                                 )
                                 .await
                                 {
-                                    Ok(Ok(_)) => Ok(()),
+                                    Ok(Ok(hello)) => Ok(hello.into_inner().features),
                                     Ok(Err(s)) => Err(format!("{}: {}", s.code(), s.message())),
                                     Err(_) => Err(format!(
                                         "no answer within {} ms (connect, TLS, Hello)",
@@ -643,7 +656,7 @@ impl Dialing {
                         _ => None,
                     });
                     let err = match (r, learned) {
-                        (Ok(()), Some((profile, der))) => {
+                        (Ok(features), Some((profile, der))) => {
                             // The first link wins; the others (finished or not) are dropped, so
                             // none of them can be taken up later in place of a fresh dial.
                             self.attempts = tokio::task::JoinSet::new();
@@ -652,11 +665,15 @@ impl Dialing {
                             if !state.directory.holds_cert(&der) {
                                 state.directory.learn(&state.store, &profile, &der).await;
                             }
+                            peer.shares_signatures.store(
+                                features.iter().any(|f| f == crate::signature_table::FEATURE),
+                                Ordering::Release,
+                            );
                             peer.update(|s| s.connected = true);
                             return Dial::Up(client);
                         }
                         (Err(e), _) => e,
-                        (Ok(()), None) => "peer identity unknown after handshake".to_string(),
+                        (Ok(_), None) => "peer identity unknown after handshake".to_string(),
                     };
                     if let Some(failures) = peer.failed(&err) {
                         warn!(error = %err, failures, "peer unreachable; dialling again every {} ms", cfg.reconnect_ms);

@@ -36,6 +36,7 @@ pub mod replication;
 pub mod routing;
 pub mod sealer;
 pub mod server;
+pub mod signature_table;
 pub mod signing;
 pub mod state;
 pub mod stix;

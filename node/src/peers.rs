@@ -88,6 +88,9 @@ pub struct PeerLink {
     pub link: Arc<Mutex<LinkInfo>>,
     /// The delivery worker's working link, while it has one: other workers relay through it.
     pub client: Mutex<Option<FederationClient<Channel>>>,
+    /// The peer's last Hello listed [`crate::signature_table::FEATURE`]: its Deliver calls
+    /// carry each batch signature once.
+    pub shares_signatures: AtomicBool,
 }
 
 impl PeerLink {
@@ -100,6 +103,7 @@ impl PeerLink {
             stats: Mutex::new(PeerStats::default()),
             link: Arc::new(Mutex::new(LinkInfo::default())),
             client: Mutex::new(None),
+            shares_signatures: AtomicBool::new(false),
         })
     }
 

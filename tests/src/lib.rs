@@ -1086,6 +1086,7 @@ pub mod clusters {
             .federation()
             .deliver(pb::DeliverRequest {
                 envelopes: vec![env],
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("Deliver {from} -> {to}: {e}"))

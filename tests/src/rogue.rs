@@ -211,6 +211,7 @@ impl<'a> Rogue<'a> {
                 .federation(to)
                 .deliver(pb::DeliverRequest {
                     envelopes: vec![env.clone()],
+                    ..Default::default()
                 })
                 .await
                 .map_err(|e| {

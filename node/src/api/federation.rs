@@ -18,7 +18,18 @@ impl Federation for Api {
     ) -> Result<Response<pb::DeliverResponse>, Status> {
         let (peer, cert) = Caller::node(&req)?;
         let span = tracing::debug_span!("deliver", peer.org = %peer.org);
-        let envelopes = req.into_inner().envelopes;
+        let pb::DeliverRequest {
+            mut envelopes,
+            signatures,
+            signature_refs,
+        } = req.into_inner();
+        crate::signature_table::restore(&mut envelopes, signatures, &signature_refs).map_err(
+            |why| {
+                Status::invalid_argument(format!(
+                    "the call's signature table does not add up: {why}; send each envelope with its own signature, or one table entry per distinct signature and one reference per envelope"
+                ))
+            },
+        )?;
         let results = crate::ingress::deliver(&self.state, &peer, &cert, envelopes)
             .instrument(span)
             .await?;
@@ -103,6 +114,7 @@ impl Federation for Api {
             version: VERSION.to_string(),
             caller_org,
             kx_group,
+            features: vec![crate::signature_table::FEATURE.to_string()],
         }))
     }
 }

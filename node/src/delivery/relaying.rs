@@ -121,7 +121,10 @@ impl Round<'_> {
                 continue;
             }
             let n = batch.len();
-            let call = client.deliver(DeliverRequest { envelopes: batch });
+            let call = client.deliver(DeliverRequest {
+                envelopes: batch,
+                ..Default::default()
+            });
             let results = match tokio::time::timeout(
                 Duration::from_millis(self.cfg.timeout_ms),
                 call,
@@ -379,7 +382,10 @@ impl Round<'_> {
             return Ok(progress);
         }
         let n = batch.len();
-        let call = client.deliver(DeliverRequest { envelopes: batch });
+        let call = client.deliver(DeliverRequest {
+            envelopes: batch,
+            ..Default::default()
+        });
         let results =
             match tokio::time::timeout(Duration::from_millis(self.cfg.timeout_ms), call).await {
                 Ok(Ok(r)) if r.get_ref().results.len() == n => r.into_inner().results,

@@ -103,7 +103,10 @@ async fn surplus_envelopes_in_one_call_are_answered_retry_later() {
     let results = fed
         .node_conn(BE, FR)
         .federation()
-        .deliver(pb::DeliverRequest { envelopes })
+        .deliver(pb::DeliverRequest {
+            envelopes,
+            ..Default::default()
+        })
         .await
         .expect("Deliver answers per envelope")
         .into_inner()

@@ -219,6 +219,7 @@ async fn a_forged_reshare_of_amber_is_rejected_at_ingress() {
         .federation()
         .deliver(pb::DeliverRequest {
             envelopes: vec![forged],
+            ..Default::default()
         })
         .await
         .expect("the call itself succeeds")

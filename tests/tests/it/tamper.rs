@@ -160,6 +160,7 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
     };
     let huge = pb::DeliverRequest {
         envelopes: (0..5).map(chunk).collect(),
+        ..Default::default()
     };
     let err = fed
         .node_conn("csirt-be", "csirt-fr")
@@ -184,6 +185,62 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         .await
         .expect_err("undecodable request must be refused");
     assert_ne!(err.code(), tonic::Code::Ok);
+
+    // (g) A signature table that does not add up (a reference past its end) is refused whole,
+    // with the reason, and nothing of the call is stored; the same envelope with its
+    // signature in a table that adds up is accepted as sealed.
+    let tabled = content("csirt-be", "signature sent once per call");
+    let mut env = seal(&be_key, &tabled);
+    let signature = std::mem::take(&mut env.signature);
+    let call = |refs: Vec<u32>| pb::DeliverRequest {
+        envelopes: vec![env.clone()],
+        signatures: vec![signature.clone()],
+        signature_refs: refs,
+    };
+    let err = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver(call(vec![2]))
+        .await
+        .expect_err("a reference past the table is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("signature table does not add up")
+            && err.message().contains("refers to signature 2"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        fed.node("csirt-fr")
+            .store
+            .get("csirt-be", &tabled.id)
+            .unwrap()
+            .is_none(),
+        "nothing of a refused call is stored"
+    );
+    let r = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver(call(vec![1]))
+        .await
+        .expect("a table that adds up is taken")
+        .into_inner()
+        .results;
+    assert_eq!(r[0].outcome, pb::DeliveryOutcome::Accepted as i32, "{r:?}");
+    let stored = fed
+        .node("csirt-fr")
+        .store
+        .get("csirt-be", &tabled.id)
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        pb::Envelope::decode(stored.envelope.as_slice()).unwrap(),
+        pb::Envelope {
+            signature: signature.clone(),
+            ..env.clone()
+        },
+        "stored exactly as sealed, its signature back in place"
+    );
 
     // The node still serves: a well-formed envelope is accepted, then deduplicated.
     let good = content("csirt-be", "good after abuse");
@@ -214,8 +271,8 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         !ids.contains(&tampered_id),
         "tampered message is in the feed"
     );
-    assert_eq!(ids.len(), 2, "feed: {ids:?}");
-    assert!(ids.contains(&good_id) && ids.contains(&published.id));
+    assert_eq!(ids.len(), 3, "feed: {ids:?}");
+    assert!(ids.contains(&good_id) && ids.contains(&published.id) && ids.contains(&tabled.id));
 
     // The operator sees every refused envelope with its reason.
     let rej = fed.rejections("csirt-fr").await;

@@ -268,7 +268,7 @@ async fn roles_and_organisations_are_enforced() {
     denied(
         analyst
             .federation()
-            .deliver(pb::DeliverRequest { envelopes: vec![] })
+            .deliver(pb::DeliverRequest::default())
             .await
             .map(|_| ())
             .err()
@@ -359,6 +359,7 @@ async fn revoked_org_is_cut_off_without_restart() {
         .federation()
         .deliver(pb::DeliverRequest {
             envelopes: vec![seal(&fr_key, &content("csirt-fr", "from a revoked org"))],
+            ..Default::default()
         })
         .await;
     assert!(
