@@ -97,6 +97,23 @@ fn the_plan_queues_what_egress_allows_and_explains_the_rest() {
     );
 }
 
+/// C's message, re-shared by A into the fixture's cluster: the original and A's forwarded
+/// envelope.
+fn reshared_by_a(log: &Log) -> (pb::Content, pb::Envelope) {
+    let original = message(C, None);
+    let sealed = envelope::seal(key(C), &original);
+    let a = pb::ForwardAttestation {
+        message_id: original.id.clone(),
+        forwarder_org: ORGS[A].into(),
+        to_cluster: log.st.id.clone(),
+        cluster_index: log.st.head_index,
+        at_ms: NOW - 5,
+        content_hash: envelope::content_hash(&sealed.content),
+    };
+    let fwd = envelope::attest(key(A), &sealed, &a, Vec::new());
+    (original, fwd)
+}
+
 #[test]
 fn the_send_time_recheck_applies_retractions_raises_and_membership_changes() {
     let mut log = log();
@@ -125,16 +142,7 @@ fn the_send_time_recheck_applies_retractions_raises_and_membership_changes() {
     let env = envelope::seal(key(C), &theirs);
     assert_eq!(recheck(&env, ORGS[B], &known, &r, NOW), Ok(()));
     // A re-share queued while GREEN is not sent once someone raised it to AMBER.
-    let original = message(C, None);
-    let a = pb::ForwardAttestation {
-        message_id: original.id.clone(),
-        forwarder_org: ORGS[A].into(),
-        to_cluster: log.st.id.clone(),
-        cluster_index: log.st.head_index,
-        at_ms: NOW - 5,
-        content_hash: envelope::content_hash(&envelope::seal(key(C), &original).content),
-    };
-    let fwd = envelope::attest(key(A), &envelope::seal(key(C), &original), &a, Vec::new());
+    let (original, fwd) = reshared_by_a(&log);
     known.hold(&original, vec![]);
     assert_eq!(recheck(&fwd, ORGS[C], &known, &r, NOW), Ok(()));
     known.hold(&original, vec![raise(D, pb::Tlp::Amber)]);
@@ -168,16 +176,7 @@ fn the_send_time_recheck_counts_annotations_of_a_message_not_held_here() {
     let e = recheck(&env, ORGS[B], &known, &r, NOW).unwrap_err();
     assert!(e.0 == "retracted" && e.1.contains("wrong"), "{e:?}");
     // A re-share of a message not held here, raised to AMBER since: not sent.
-    let original = message(C, None);
-    let a = pb::ForwardAttestation {
-        message_id: original.id.clone(),
-        forwarder_org: ORGS[A].into(),
-        to_cluster: log.st.id.clone(),
-        cluster_index: log.st.head_index,
-        at_ms: NOW - 5,
-        content_hash: envelope::content_hash(&envelope::seal(key(C), &original).content),
-    };
-    let fwd = envelope::attest(key(A), &envelope::seal(key(C), &original), &a, Vec::new());
+    let (original, fwd) = reshared_by_a(&log);
     assert_eq!(recheck(&fwd, ORGS[C], &known, &r, NOW), Ok(()));
     known.annotated.insert(
         (original.origin_org.clone(), original.id.clone()),
