@@ -137,8 +137,9 @@ pub fn egress_view(
     if let Some(why) = &standing.retracted {
         return Err(("retracted", format!("retracted by its origin: {why}")));
     }
-    // A marking raised since queuing applies to what is still queued.
-    let marking = standing.marking.or_else(|| content.marking.clone());
+    // A marking raised since queuing applies to what is still queued (`standing` falls back
+    // to the signed marking).
+    let marking = standing.marking;
     if let Some(f) = &env.forwarding {
         // This node's re-share: allowed at all under the marking in force, and decided
         // as the forwarder into the target cluster.

@@ -99,6 +99,26 @@ pub(crate) fn root() -> &'static [u8] {
 pub(crate) fn key(i: usize) -> &'static SigningKey {
     &fx().orgs[i].key
 }
+
+/// `sealed` (the envelope of message `original_id`), re-shared by organisation `by` into
+/// `st`'s cluster at its head, attested at `at_ms`.
+pub(crate) fn reshared(
+    by: usize,
+    original_id: &str,
+    sealed: &bluewire_proto::v1::Envelope,
+    st: &ClusterState,
+    at_ms: i64,
+) -> bluewire_proto::v1::Envelope {
+    let a = bluewire_proto::v1::ForwardAttestation {
+        message_id: original_id.to_string(),
+        forwarder_org: ORGS[by].into(),
+        to_cluster: st.id.clone(),
+        cluster_index: st.head_index,
+        at_ms,
+        content_hash: crate::envelope::content_hash(&sealed.content),
+    };
+    crate::envelope::attest(key(by), sealed, &a, Vec::new())
+}
 pub(crate) fn cert(i: usize) -> Vec<u8> {
     fx().orgs[i].cert.clone()
 }

@@ -2,7 +2,7 @@
 //! (the cluster fixture), no network, no store, the time passed in.
 
 use super::*;
-use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave};
+use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave, reshared};
 use crate::envelope::new_id;
 use crate::known::testkit::Memory;
 use crate::markings::marking_kind;
@@ -371,17 +371,7 @@ fn a_reshare_is_judged_as_the_forwarders_and_by_the_markings_in_force() {
     let r = Router::new();
     let mut known = Memory::new(ORGS[C]).with_cluster(&log.st);
     let original = content(D, "GREEN from org-d");
-    let forward = |by: usize, c: &pb::Content| {
-        let a = pb::ForwardAttestation {
-            message_id: c.id.clone(),
-            forwarder_org: ORGS[by].into(),
-            to_cluster: log.st.id.clone(),
-            cluster_index: log.st.head_index,
-            at_ms: NOW - 5,
-            content_hash: envelope::content_hash(&seal(D, c).content),
-        };
-        envelope::attest(key(by), &seal(D, c), &a, Vec::new())
-    };
+    let forward = |by: usize, c: &pb::Content| reshared(by, &c.id, &seal(D, c), &log.st, NOW - 5);
     assert_eq!(
         accepted(judge(&forward(B, &original), ORGS[B], &known, &r, NOW)),
         Effect::Apply
@@ -499,15 +489,7 @@ fn a_reshare_that_cannot_be_decided_yet_names_the_cluster_it_goes_into() {
     // org-c is a member now; the receiver's view stops before that.
     let behind = Memory::new(ORGS[B]).with_cluster(&ahead);
     let original = content(D, "to re-share");
-    let a = pb::ForwardAttestation {
-        message_id: original.id.clone(),
-        forwarder_org: ORGS[C].into(),
-        to_cluster: log.st.id.clone(),
-        cluster_index: log.st.head_index,
-        at_ms: NOW - 5,
-        content_hash: envelope::content_hash(&seal(D, &original).content),
-    };
-    let fwd = envelope::attest(key(C), &seal(D, &original), &a, Vec::new());
+    let fwd = reshared(C, &original.id, &seal(D, &original), &log.st, NOW - 5);
     match judge(&fwd, ORGS[C], &behind, &Router::new(), NOW) {
         Verdict::Later { cluster, .. } => assert_eq!(cluster, log.st.id),
         other => panic!("expected retry-later, got {other:?}"),

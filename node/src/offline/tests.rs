@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use super::*;
-use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave};
+use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave, reshared};
 use crate::known::testkit::Memory;
 use crate::markings::RETRACTED;
 use crate::outbound::tests::{annotation, raise};
@@ -444,17 +444,7 @@ fn a_bundle_carries_no_reshares() {
     let r = Router::new();
     let original = message(C, None, NOW - 10);
     let sealed = envelope::seal(key(C), &original);
-    let attest = |by: usize| {
-        let a = pb::ForwardAttestation {
-            message_id: original.id.clone(),
-            forwarder_org: ORGS[by].into(),
-            to_cluster: log.st.id.clone(),
-            cluster_index: log.st.head_index,
-            at_ms: NOW - 5,
-            content_hash: envelope::content_hash(&sealed.content),
-        };
-        envelope::attest(key(by), &sealed, &a, Vec::new())
-    };
+    let attest = |by: usize| reshared(by, &original.id, &sealed, &log.st, NOW - 5);
     let mut known = Memory::new(ORGS[A]).with_cluster(&log.st);
     known.hold(&original, vec![]);
     // Delivery fixes a re-share's recipients when it is made (and a backfill never gives

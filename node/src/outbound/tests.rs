@@ -3,7 +3,7 @@
 //! network or store.
 
 use super::*;
-use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave};
+use crate::cluster::tests::{A, B, C, D, E, Log, ORGS, accept, invite, key, leave, reshared};
 use crate::known::testkit::Memory;
 use crate::markings::{RETRACTED, Standing, marking_kind};
 use crate::store::AnnotationRecord;
@@ -102,15 +102,7 @@ fn the_plan_queues_what_egress_allows_and_explains_the_rest() {
 fn reshared_by_a(log: &Log) -> (pb::Content, pb::Envelope) {
     let original = message(C, None);
     let sealed = envelope::seal(key(C), &original);
-    let a = pb::ForwardAttestation {
-        message_id: original.id.clone(),
-        forwarder_org: ORGS[A].into(),
-        to_cluster: log.st.id.clone(),
-        cluster_index: log.st.head_index,
-        at_ms: NOW - 5,
-        content_hash: envelope::content_hash(&sealed.content),
-    };
-    let fwd = envelope::attest(key(A), &sealed, &a, Vec::new());
+    let fwd = reshared(A, &original.id, &sealed, &log.st, NOW - 5);
     (original, fwd)
 }
 
