@@ -68,6 +68,37 @@ pub struct FanoutArgs {
     /// Load this Cedar local policy on every node (to measure its cost).
     #[arg(long)]
     pub policy: Option<std::path::PathBuf>,
+    /// How much of each signed envelope the subscribers' feed items carry: `none` (the
+    /// decoded content and the node's verdict, what these subscribers read), `signature-once`
+    /// (each batch signature once per stream), `whole`.
+    #[arg(long, value_enum, default_value_t = FeedEnvelope::None)]
+    pub feed_envelope: FeedEnvelope,
+}
+
+/// `--feed-envelope`: [`pb::EnvelopeForm`] on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeedEnvelope {
+    Whole,
+    SignatureOnce,
+    None,
+}
+
+impl FeedEnvelope {
+    pub fn form(self) -> pb::EnvelopeForm {
+        match self {
+            FeedEnvelope::Whole => pb::EnvelopeForm::Whole,
+            FeedEnvelope::SignatureOnce => pb::EnvelopeForm::SignatureOnce,
+            FeedEnvelope::None => pb::EnvelopeForm::None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FeedEnvelope::Whole => "whole",
+            FeedEnvelope::SignatureOnce => "signature-once",
+            FeedEnvelope::None => "none",
+        }
+    }
 }
 
 pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
@@ -505,12 +536,20 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         let conn = fed.connect(o.spec.org, "analyst")?;
         let mut stream = conn
             .client()
-            .subscribe(pb::SubscribeRequest::default())
+            .subscribe(pb::SubscribeRequest {
+                envelope_form: a.feed_envelope.form() as i32,
+                ..Default::default()
+            })
             .await?
             .into_inner();
         let arrivals = arrivals.clone();
         subs.push(tokio::spawn(async move {
-            while let Ok(Some(item)) = stream.message().await {
+            // A subscriber that verifies envelopes puts each left-out signature back.
+            let mut restorer = bluewire_node::feed::forms::Restorer::default();
+            while let Ok(Some(mut item)) = stream.message().await {
+                if restorer.restore(&mut item).is_err() {
+                    break;
+                }
                 let id = item.content.map(|c| c.id).unwrap_or_default();
                 if let Ok(mut m) = arrivals.lock() {
                     let e = m.entry(id).or_insert((0, None));
@@ -613,7 +652,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let result = serde_json::json!({
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
-                      "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds},
+                      "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds,
+                      "feed_envelope": a.feed_envelope.label()},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),

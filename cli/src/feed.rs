@@ -175,6 +175,8 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         origins: a.origin.clone(),
         no_follow: a.no_follow,
         clusters: a.cluster.clone(),
+        // Each batch signature once per stream; put back below, so what is shown is whole.
+        envelope_form: pb::EnvelopeForm::SignatureOnce as i32,
     };
     let mut client = conn.client();
     let mut stream = client
@@ -183,11 +185,15 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         .map_err(|s| status_err(&conn, s))?
         .into_inner();
     let mut n = 0u64;
-    while let Some(item) = stream
+    let mut restorer = bluewire_node::feed::forms::Restorer::default();
+    while let Some(mut item) = stream
         .message()
         .await
         .map_err(|s| ended(&conn, a.durable.as_deref(), s))?
     {
+        restorer
+            .restore(&mut item)
+            .map_err(|e| anyhow::anyhow!("{e}; subscribe again to resume"))?;
         let line = match out {
             Output::Json => feed_json(&item).to_string(),
             Output::Table => feed_line(&item),

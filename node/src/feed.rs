@@ -9,6 +9,7 @@
 //! was already admitted) and never returns `tonic::Status`.
 
 pub mod buffer;
+pub mod forms;
 
 use std::sync::Arc;
 
@@ -157,6 +158,7 @@ pub fn item(
             .as_ref()
             .and_then(|f| pb::ForwardAttestation::decode(f.attestation.as_slice()).ok()),
         envelope: Some(env),
+        signature_as_previous: false,
     })
 }
 
@@ -298,6 +300,7 @@ fn within_bytes(page: &[StoredMessage], max: usize) -> usize {
 async fn run(st: Arc<NodeState>, r: pb::SubscribeRequest, mut cursor: u64, tx: buffer::Sender) {
     let _open = Open::new(&st.metrics);
     let filter = Filter::from_request(&r);
+    let mut shaper = forms::Shaper::new(r.envelope_form);
     let mut head = st.store.subscribe_head();
     let stopping = st.tasks.stopping();
     loop {
@@ -337,7 +340,10 @@ async fn run(st: Arc<NodeState>, r: pb::SubscribeRequest, mut cursor: u64, tx: b
                 continue;
             }
             let item = match item_for(&st, m) {
-                Ok(Some(i)) => i,
+                Ok(Some(mut i)) => {
+                    shaper.shape(&mut i);
+                    i
+                }
                 // Retracted by its origin: it leaves the feed.
                 Ok(None) => continue,
                 Err(e) => {

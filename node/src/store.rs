@@ -42,7 +42,9 @@
 //! exception is `Store::tamper_audit_for_tests`, built only for tests, which bypasses the
 //! writer on purpose to corrupt the audit log).
 
+mod audit_blocks;
 mod clean;
+mod outbox_blocks;
 mod queries;
 mod signatures;
 mod tables;
@@ -625,7 +627,7 @@ impl Store {
     #[cfg(any(test, feature = "test-util"))]
     #[doc(hidden)]
     pub async fn tamper_audit_for_tests(&self, seq: u64, new_bytes: Option<Vec<u8>>) -> Result<()> {
-        use redb::Durability;
+        use redb::{Durability, ReadableTable};
 
         use tables::AUDIT;
 
@@ -637,14 +639,32 @@ impl Store {
                 let mut t = wtx
                     .open_table(AUDIT)
                     .map_err(db_err::<redb::TableError>("open audit table"))?;
-                match &new_bytes {
-                    Some(b) => {
-                        t.insert(seq, b.as_slice())
-                            .map_err(db_err("tamper audit"))?;
+                // Records are kept in blocks: the block holding `seq` is written back as bare
+                // records (layout 3's form, which reads the same), one of them changed.
+                let holding = match t.range(..=seq).map_err(db_err("scan audit"))?.next_back() {
+                    Some(entry) => {
+                        let (k, v) = entry.map_err(db_err("scan audit"))?;
+                        let rows: Vec<(u64, Vec<u8>)> = audit_blocks::rows(k.value(), v.value())
+                            .into_iter()
+                            .map(|(s, r)| (s, r.into_owned()))
+                            .collect();
+                        Some((k.value(), rows))
                     }
-                    None => {
-                        t.remove(seq).map_err(db_err("tamper audit"))?;
-                    }
+                    None => None,
+                };
+                let mut rows = Vec::new();
+                if let Some((key, held)) = holding
+                    && held.iter().any(|(s, _)| *s == seq)
+                {
+                    t.remove(key).map_err(db_err("tamper audit"))?;
+                    rows = held;
+                }
+                rows.retain(|(s, _)| *s != seq);
+                if let Some(b) = &new_bytes {
+                    rows.push((seq, b.clone()));
+                }
+                for (s, r) in rows {
+                    t.insert(s, r.as_slice()).map_err(db_err("tamper audit"))?;
                 }
             }
             wtx.commit().map_err(db_err("commit"))

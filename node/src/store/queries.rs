@@ -30,7 +30,7 @@ use super::{
 };
 
 impl Store {
-    fn read(&self) -> Result<ReadTransaction> {
+    pub(super) fn read(&self) -> Result<ReadTransaction> {
         self.inner
             .db
             .get()?
@@ -61,12 +61,24 @@ impl Store {
             .open_table(SIGNATURES)
             .map_err(db_err("open signatures"))?;
         let mut out = Vec::new();
-        let range = outbox
-            .range((peer, after_seq.saturating_add(1))..=(peer, u64::MAX))
-            .map_err(db_err("scan outbox"))?;
-        for entry in range.take(limit) {
-            let (key, _) = entry.map_err(db_err("scan outbox"))?;
-            let (_, seq) = key.value();
+        let from = after_seq.saturating_add(1);
+        // The block that may hold `from` starts at or before it.
+        let start = super::outbox_blocks::holding(&outbox, peer, from)?.map_or(from, |(k, _)| k);
+        let mut seqs = Vec::new();
+        for entry in outbox
+            .range((peer, start)..=(peer, u64::MAX))
+            .map_err(db_err("scan outbox"))?
+        {
+            let (key, block) = entry.map_err(db_err("scan outbox"))?;
+            let key = key.value().1;
+            let held = super::outbox_blocks::decode_at(peer, key, block.value())?;
+            seqs.extend(held.into_iter().filter(|&s| s >= from));
+            if seqs.len() >= limit {
+                break;
+            }
+        }
+        seqs.truncate(limit);
+        for seq in seqs {
             let Some(bytes) = messages.get(seq).map_err(db_err("read message"))? else {
                 return Err(super::corrupt(
                     "outbox",
@@ -517,13 +529,25 @@ impl Store {
         }
         let rtx = self.read()?;
         let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
+        // The block holding `from` starts at or before it.
+        let start = match t.range(..=from).map_err(db_err("scan audit"))?.next_back() {
+            Some(entry) => entry.map_err(db_err("scan audit"))?.0.value(),
+            None => from,
+        };
         let mut out = Vec::new();
-        for entry in t.range(from..).map_err(db_err("scan audit"))?.take(limit) {
+        for entry in t.range(start..).map_err(db_err("scan audit"))? {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
-            let seq = k.value();
-            let row = super::decode_audit_row(seq, v.value())
-                .map_err(|e| super::corrupt("audit", seq, format!("cannot decode: {e}")))?;
-            out.push(row);
+            for (seq, bytes) in super::audit_blocks::rows(k.value(), v.value()) {
+                if seq < from {
+                    continue;
+                }
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                let row = super::decode_audit_row(seq, &bytes)
+                    .map_err(|e| super::corrupt("audit", seq, format!("cannot decode: {e}")))?;
+                out.push(row);
+            }
         }
         Ok(out)
     }
@@ -581,8 +605,10 @@ impl Store {
         let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
         for entry in t.iter().map_err(db_err("scan audit"))? {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
-            if !visit(k.value(), v.value()) {
-                break;
+            for (seq, bytes) in super::audit_blocks::rows(k.value(), v.value()) {
+                if !visit(seq, &bytes) {
+                    return Ok(head);
+                }
             }
         }
         Ok(head)

@@ -22,7 +22,11 @@ pub(super) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("m
 pub(super) const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
 /// Before (origin, id) keys: id → seq. Migrated into [`IDS`] and dropped on open.
 pub(super) const OLD_IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
-pub(super) const OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox");
+/// (peer, smallest seq) → the seqs queued for the peer in that block (see `outbox_blocks`).
+pub(super) const OUTBOX: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("outbox_blocks");
+/// Before blocks (layout 3): (peer, seq) → (). Moved into [`OUTBOX`] and dropped on open.
+pub(super) const OLD_OUTBOX: TableDefinition<(&str, u64), ()> = TableDefinition::new("outbox");
 /// ("ORIGIN/ID" of a case's opening message, message seq) → (): the workflow messages of
 /// each case, in the order this node stored them.
 pub(super) const CASES: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_messages");
@@ -54,7 +58,8 @@ pub(super) const OLD_ANNOTATIONS: TableDefinition<(&str, &str), &[u8]> =
 /// API token id → an encoded [`ApiTokenRecord`](super::ApiTokenRecord). Revoked tokens stay
 /// (marked), so a revoked id is reported as revoked, not unknown.
 pub(super) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
-/// Audit records by seq (1, 2, …): encoded [`AuditDisk`].
+/// Audit records (seq 1, 2, …) in blocks: the records of one write transaction under the
+/// seq of the first (see `audit_blocks`; a layout-3 value is one encoded [`AuditDisk`]).
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The audit chain's head, key [`AUDIT_HEAD_KEY`]: encoded [`AuditHeadRecord`]. (The `meta`
 /// table holds only u64 values, so the head's hash lives here.)
@@ -76,10 +81,11 @@ pub(super) const META_NEXT_SEQ: &str = "next_seq";
 pub(super) const META_NEXT_RELAY: &str = "next_relay";
 /// The message-record layout the file is at: absent or 1 before records carried their
 /// cluster and re-share flag ([`DESCRIBED`]), 3 since a batch's signature may be kept once
-/// (`signatures`). A file at a layout above [`LAYOUT`] is refused: this binary would
-/// misread it.
+/// (`signatures`), 4 since audit records are kept in blocks (`audit_blocks`; layout 3's bare
+/// records read as blocks of one). A file at a layout above [`LAYOUT`] is refused: this
+/// binary would misread it.
 pub(super) const META_LAYOUT: &str = "layout";
-pub(super) const LAYOUT: u64 = 3;
+pub(super) const LAYOUT: u64 = 4;
 /// Records carry their cluster and re-share flag from this layout on.
 const DESCRIBED: u64 = 2;
 /// Next rejection number (starts at 1; total recorded = next - 1).
@@ -246,7 +252,7 @@ pub(super) fn genesis_head() -> AuditHead {
 pub(super) struct Tables<'t> {
     pub(super) messages: Table<'t, u64, &'static [u8]>,
     pub(super) ids: Table<'t, (&'static str, &'static str), u64>,
-    pub(super) outbox: Table<'t, (&'static str, u64), ()>,
+    pub(super) outbox: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) cases: Table<'t, (&'static str, u64), ()>,
     pub(super) stix: Table<'t, (&'static str, u64, u32), (&'static str, &'static str)>,
     pub(super) counters: Table<'t, &'static str, u64>,
@@ -266,6 +272,11 @@ pub(super) struct Tables<'t> {
     pub(super) next_seq: u64,
     /// The audit head as of this transaction's last applied op.
     pub(super) audit_head: AuditHead,
+    /// Audit records appended in this transaction and not yet written (one insert per block).
+    pub(super) audit_block: super::audit_blocks::Block,
+    /// Seqs of this transaction's new messages queued per peer, not yet written (one block
+    /// per peer, see `outbox_blocks`).
+    pub(super) outbox_new: Vec<(String, Vec<u64>)>,
 }
 
 pub(super) fn get_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<Option<u64>> {
@@ -354,7 +365,64 @@ pub(super) fn open_tables<'t>(
         meta,
         next_seq,
         audit_head,
+        audit_block: super::audit_blocks::Block::default(),
+        outbox_new: Vec::new(),
     })
+}
+
+/// Stores of layout 3 kept one outbox row per (peer, seq): queue those seqs in blocks, then
+/// drop the old table. Runs in the opening transaction, so a crash leaves one or the other.
+fn migrate_outbox(wtx: &redb::WriteTransaction, t: &mut Tables<'_>) -> Result<()> {
+    if !wtx
+        .list_tables()
+        .map_err(db_err("list tables"))?
+        .any(|h| h.name() == OLD_OUTBOX.name())
+    {
+        return Ok(());
+    }
+    let queued: Vec<(String, u64)> = {
+        let old = wtx
+            .open_table(OLD_OUTBOX)
+            .map_err(db_err::<redb::TableError>("open old outbox table"))?;
+        old.iter()
+            .map_err(db_err("scan old outbox"))?
+            .map(|e| {
+                e.map(|(k, _)| (k.value().0.to_string(), k.value().1))
+                    .map_err(db_err("scan old outbox"))
+            })
+            .collect::<Result<_>>()?
+    };
+    // In (peer, seq) order: one run per peer, written as blocks of up to MAX_SEQS.
+    let mut rest = queued.as_slice();
+    while let Some((peer, _)) = rest.first() {
+        let n = rest.iter().take_while(|(p, _)| p == peer).count();
+        let seqs: Vec<u64> = rest[..n].iter().map(|(_, s)| *s).collect();
+        if super::outbox_blocks::holding(&t.outbox, peer, u64::MAX)?.is_none() {
+            for run in seqs.chunks(super::outbox_blocks::MAX_SEQS) {
+                t.outbox
+                    .insert(
+                        (peer.as_str(), run[0]),
+                        super::outbox_blocks::encode(run).as_slice(),
+                    )
+                    .map_err(db_err("move outbox entry"))?;
+            }
+        } else {
+            // Blocks already there (not in a layout-3 store): merged one by one.
+            for seq in seqs {
+                t.queue_seq(peer, seq)?;
+            }
+        }
+        rest = &rest[n..];
+    }
+    wtx.delete_table(OLD_OUTBOX)
+        .map_err(db_err::<redb::TableError>("drop old outbox table"))?;
+    if !queued.is_empty() {
+        tracing::info!(
+            entries = queued.len(),
+            "store: outbox moved into blocks (layout 4)"
+        );
+    }
+    Ok(())
 }
 
 /// Stores written before messages were keyed by (origin, id): rebuild the id index and move
@@ -513,6 +581,7 @@ pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
     }
     let head = {
         let mut t = open_tables(&wtx, audit_head.clone())?;
+        migrate_outbox(&wtx, &mut t)?;
         let last = t
             .messages
             .last()

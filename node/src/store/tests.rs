@@ -915,6 +915,91 @@ async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
     assert_eq!(v.head_hash, store.audit_head().1);
 }
 
+/// The audit values stored, as (key, records in the value).
+fn audit_values(store: &Store) -> Vec<(u64, usize)> {
+    use redb::ReadableTable;
+    let rtx = store.read().unwrap();
+    let t = rtx.open_table(super::tables::AUDIT).unwrap();
+    t.iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (
+                k.value(),
+                super::audit_blocks::rows(k.value(), v.value()).len(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_records_are_stored_one_block_per_transaction_and_read_one_by_one() {
+    use crate::audit::AuditEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = super::audit_blocks::MAX_RECORDS;
+    let events = |n: usize, tag: &str| -> Vec<AuditEvent> {
+        (0..n)
+            .map(|i| AuditEvent::delivered(format!("{tag}-{i}"), "org-b"))
+            .collect()
+    };
+    let store = Store::open(dir.path()).unwrap();
+    store.append_audit(events(5, "a")).await.unwrap();
+    store.append_audit(events(1, "b")).await.unwrap();
+    // More than a block holds, in one transaction: split at the cap.
+    store.append_audit(events(2 * cap + 3, "c")).await.unwrap();
+    let total = 5 + 1 + 2 * cap + 3;
+    assert_eq!(
+        audit_values(&store),
+        vec![
+            (1, 5),
+            (6, 1),
+            (7, cap),
+            (7 + cap as u64, cap),
+            (7 + 2 * cap as u64, 3)
+        ]
+    );
+    // Every record is there once, in order, with its own seq, and pages may start and end
+    // anywhere inside a block.
+    let all = store.audit_records(0, usize::MAX).unwrap();
+    assert_eq!(all.len(), total);
+    assert!(all.iter().zip(1..).all(|(r, s)| r.seq == s));
+    assert_eq!(
+        (all[5].msg_id.as_str(), all[6].msg_id.as_str()),
+        ("b-0", "c-0")
+    );
+    for (after, limit) in [(0, 3), (2, 3), (4, 2), (5, 1), (6, cap + 2), (100, 7)] {
+        let page = store.audit_records(after, limit).unwrap();
+        let want: Vec<u64> = (after + 1..=total as u64).take(limit).collect();
+        assert_eq!(
+            page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            want,
+            "after {after}, limit {limit}"
+        );
+    }
+    assert!(store.audit_records(total as u64, 5).unwrap().is_empty());
+    let v = store.verify_audit().unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, total as u64);
+    // A block written back as bare records (the form of a layout-3 store) reads the same and
+    // still verifies, next to the blocks.
+    let third = all[2].clone();
+    store
+        .tamper_audit_for_tests(3, Some(super::encode_audit_row(&third)))
+        .await
+        .unwrap();
+    assert_eq!(
+        audit_values(&store)[..6],
+        [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+    );
+    assert_eq!(store.audit_records(0, usize::MAX).unwrap(), all);
+    assert!(store.verify_audit().unwrap().ok);
+    store.close().await;
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.audit_records(0, usize::MAX).unwrap(), all);
+    assert!(store.verify_audit().unwrap().ok);
+}
+
 #[tokio::test]
 async fn audit_records_commit_with_the_message_and_with_the_ack() {
     use crate::audit::AuditEvent;
@@ -1420,5 +1505,272 @@ async fn a_store_from_a_newer_binary_is_refused_and_an_older_layout_is_raised() 
     assert!(
         e.to_string().contains("newer Bluewire") && e.to_string().contains("backup"),
         "{e}"
+    );
+}
+
+/// The outbox values stored for `peer`, as (key, seqs).
+fn outbox_values(store: &Store, peer: &str) -> Vec<(u64, Vec<u64>)> {
+    let rtx = store.read().unwrap();
+    let t = rtx.open_table(super::tables::OUTBOX).unwrap();
+    t.range((peer, 0u64)..=(peer, u64::MAX))
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            let key = k.value().1;
+            (key, super::outbox_blocks::decode(key, v.value()).unwrap())
+        })
+        .collect()
+}
+
+/// The seqs queued for `peer`, read back page by page from every starting point.
+fn queued(store: &Store, peer: &str) -> Vec<u64> {
+    let all: Vec<u64> = store
+        .outbox_batch(peer, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    for after in 0..=all.last().copied().unwrap_or(0) + 1 {
+        for limit in [1, 2, 5] {
+            let page: Vec<u64> = store
+                .outbox_batch_after(peer, after, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            let want: Vec<u64> = all
+                .iter()
+                .copied()
+                .filter(|&s| s > after)
+                .take(limit)
+                .collect();
+            assert_eq!(page, want, "{peer}: after {after}, limit {limit}");
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn the_outbox_keeps_one_block_per_peer_and_transaction_and_reads_like_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // One transaction: ten messages, each for p1, every other one for p2.
+    let ten: Vec<NewMessage> = (1..=10)
+        .map(|i| {
+            let peers: &[&str] = if i % 2 == 0 { &["p1", "p2"] } else { &["p1"] };
+            msg(&format!("m{i}"), peers)
+        })
+        .collect();
+    store.insert_many(ten).await.unwrap();
+    assert_eq!(outbox_values(&store, "p1"), vec![(1, (1..=10).collect())]);
+    assert_eq!(outbox_values(&store, "p2"), vec![(2, vec![2, 4, 6, 8, 10])]);
+    // A second transaction: a block of its own.
+    store.insert(msg("m11", &["p1"])).await.unwrap();
+    assert_eq!(outbox_values(&store, "p1").len(), 2);
+    assert_eq!(queued(&store, "p1"), (1..=11).collect::<Vec<_>>());
+    assert_eq!(store.outbox_depth("p1").unwrap(), 11);
+
+    // Acks: from the front (the block is re-keyed), from the middle, across blocks, and
+    // of seqs not queued (ignored).
+    store.ack_outbox("p1", vec![1, 2]).await.unwrap();
+    assert_eq!(outbox_values(&store, "p1")[0].0, 3);
+    store.ack_outbox("p1", vec![5, 99, 10, 11]).await.unwrap();
+    assert_eq!(
+        outbox_values(&store, "p1"),
+        vec![(3, vec![3, 4, 6, 7, 8, 9])]
+    );
+    assert_eq!(store.outbox_depth("p1").unwrap(), 6);
+    assert_eq!(store.delivered_count("p1").unwrap(), 5);
+
+    // Enqueue: into a block's range, between blocks, before the first, and again (no-op).
+    assert_eq!(store.enqueue("p1", vec![5, 1, 11, 4]).await.unwrap(), 3);
+    assert_eq!(queued(&store, "p1"), vec![1, 3, 4, 5, 6, 7, 8, 9, 11]);
+    assert_eq!(
+        outbox_values(&store, "p1"),
+        vec![(1, vec![1]), (3, vec![3, 4, 5, 6, 7, 8, 9]), (11, vec![11])]
+    );
+    assert_eq!(store.outbox_depth("p1").unwrap(), 9);
+    // Acking a whole block removes it.
+    store.ack_outbox("p1", vec![1, 11]).await.unwrap();
+    assert_eq!(outbox_values(&store, "p1").len(), 1);
+
+    // Dropping a peer's outbox counts its seqs and leaves the other peer's alone.
+    assert_eq!(store.drop_outbox("p1").await.unwrap(), 7);
+    assert!(outbox_values(&store, "p1").is_empty());
+    assert_eq!(queued(&store, "p2"), vec![2, 4, 6, 8, 10]);
+    store.close().await;
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(queued(&store, "p2"), vec![2, 4, 6, 8, 10]);
+    assert_eq!(store.outbox_depth("p2").unwrap(), 5);
+}
+
+#[tokio::test]
+async fn a_block_past_its_cap_is_split() {
+    let cap = super::outbox_blocks::MAX_SEQS as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let many: Vec<NewMessage> = (1..=cap + 3)
+        .map(|i| msg(&format!("m{i}"), &["p"]))
+        .collect();
+    store.insert_many(many).await.unwrap();
+    let blocks = outbox_values(&store, "p");
+    assert_eq!(
+        blocks
+            .iter()
+            .map(|(k, s)| (*k, s.len()))
+            .collect::<Vec<_>>(),
+        vec![(1, cap as usize), (cap + 1, 3)]
+    );
+    // A seq enqueued into a full block's range splits it.
+    store.ack_outbox("p", vec![5]).await.unwrap();
+    store.insert(msg("x", &[])).await.unwrap();
+    assert_eq!(store.enqueue("p", vec![5]).await.unwrap(), 1);
+    let blocks = outbox_values(&store, "p");
+    assert!(
+        blocks.iter().all(|(_, s)| s.len() <= cap as usize),
+        "{:?}",
+        blocks.len()
+    );
+    assert_eq!(
+        queued(&store, "p"),
+        (1..=cap + 3).collect::<Vec<_>>(),
+        "nothing lost or repeated"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Any mix of inserts, enqueues, acks and drops leaves the outbox holding exactly what a
+    /// set of (peer, seq) rows would, with blocks that never overlap.
+    #[test]
+    fn the_outbox_in_blocks_behaves_like_rows(
+        ops in proptest::collection::vec((0u8..4, 0u8..3, proptest::collection::vec(1u64..40, 0..6)), 1..30)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let peers = ["p0", "p1", "p2"];
+            let mut model: std::collections::BTreeSet<(usize, u64)> = Default::default();
+            let mut next = 1u64;
+            for (i, (kind, peer, seqs)) in ops.iter().enumerate() {
+                let p = *peer as usize;
+                match kind {
+                    0 => {
+                        // A transaction of a few new messages for this peer (and p0).
+                        let n = seqs.len().max(1);
+                        let batch: Vec<NewMessage> = (0..n)
+                            .map(|j| msg(&format!("m{i}-{j}"), &[peers[p], "p0"]))
+                            .collect();
+                        store.insert_many(batch).await.unwrap();
+                        for s in next..next + n as u64 {
+                            model.insert((p, s));
+                            model.insert((0, s));
+                        }
+                        next += n as u64;
+                    }
+                    1 => {
+                        let stored: Vec<u64> = seqs.iter().copied().filter(|&s| s < next).collect();
+                        let fresh = stored
+                            .iter()
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .filter(|&&s| !model.contains(&(p, s)))
+                            .count() as u64;
+                        assert_eq!(store.enqueue(peers[p], stored.clone()).await.unwrap(), fresh);
+                        for s in stored {
+                            model.insert((p, s));
+                        }
+                    }
+                    2 => {
+                        store.ack_outbox(peers[p], seqs.clone()).await.unwrap();
+                        for s in seqs {
+                            model.remove(&(p, *s));
+                        }
+                    }
+                    _ => {
+                        let want = model.iter().filter(|(q, _)| *q == p).count() as u64;
+                        assert_eq!(store.drop_outbox(peers[p]).await.unwrap(), want);
+                        model.retain(|(q, _)| *q != p);
+                    }
+                }
+                for (q, peer) in peers.iter().enumerate() {
+                    let want: Vec<u64> = model.iter().filter(|(x, _)| *x == q).map(|(_, s)| *s).collect();
+                    let got: Vec<u64> = store
+                        .outbox_batch(peer, usize::MAX)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(s, _)| s)
+                        .collect();
+                    assert_eq!(got, want, "after op {i}: {peer}");
+                    assert_eq!(store.outbox_depth(peer).unwrap(), want.len() as u64, "depth of {peer}");
+                    let blocks = outbox_values(&store, peer);
+                    for w in blocks.windows(2) {
+                        assert!(w[0].1.last().unwrap() < &w[1].0, "blocks overlap: {blocks:?}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A layout-3 store kept one outbox row per (peer, seq): opening it moves them into blocks.
+#[tokio::test]
+async fn a_layout_3_outbox_is_moved_into_blocks_at_open() {
+    use redb::{ReadableTable, TableHandle};
+    let dir = tempfile::tempdir().unwrap();
+    let path;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        path = store.path().to_path_buf();
+        for i in 1..=5 {
+            store
+                .insert(msg(&format!("m{i}"), &["p1", "p2"]))
+                .await
+                .unwrap();
+        }
+        store.ack_outbox("p2", vec![2]).await.unwrap();
+        store.close().await;
+    }
+    // Rewrite the queue as layout 3 had it.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut blocks = wtx.open_table(super::tables::OUTBOX).unwrap();
+            let mut old = wtx.open_table(super::tables::OLD_OUTBOX).unwrap();
+            let rows: Vec<(String, u64, Vec<u8>)> = blocks
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value().0.to_string(), k.value().1, v.value().to_vec())
+                })
+                .collect();
+            for (peer, key, v) in rows {
+                for s in super::outbox_blocks::decode(key, &v).unwrap() {
+                    old.insert((peer.as_str(), s), ()).unwrap();
+                }
+                blocks.remove((peer.as_str(), key)).unwrap();
+            }
+        }
+        wtx.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(queued(&store, "p1"), vec![1, 2, 3, 4, 5]);
+    assert_eq!(queued(&store, "p2"), vec![1, 3, 4, 5]);
+    assert_eq!(outbox_values(&store, "p1"), vec![(1, vec![1, 2, 3, 4, 5])]);
+    store.ack_outbox("p2", vec![1, 3]).await.unwrap();
+    assert_eq!(queued(&store, "p2"), vec![4, 5]);
+    store.close().await;
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let rtx = db.begin_read().unwrap();
+    assert!(
+        rtx.list_tables()
+            .unwrap()
+            .all(|t| t.name() != super::tables::OLD_OUTBOX.name()),
+        "the old outbox table is gone"
     );
 }

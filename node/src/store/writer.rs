@@ -236,6 +236,10 @@ impl Op {
 
 impl Tables<'_> {
     fn apply(&mut self, op: &Op) -> Result<Applied> {
+        if !matches!(op, Op::Insert { .. }) {
+            // What earlier inserts queued is in the outbox before anything else reads it.
+            self.write_outbox()?;
+        }
         match op {
             Op::Insert { msgs, .. } => self.insert(msgs).map(Applied::Outcomes),
             Op::Ack {
@@ -346,10 +350,23 @@ impl Tables<'_> {
                 .checked_add(1)
                 .ok_or(StoreError::Internal("audit seq space exhausted"))?;
             let row = AuditRecordRow::chained(seq, prev_hash, ev);
-            self.audit
-                .insert(seq, super::encode_audit_row(&row).as_slice())
-                .map_err(db_err("append audit record"))?;
+            if self.audit_block.full() {
+                self.write_audit_block()?;
+            }
+            self.audit_block
+                .push(seq, super::encode_audit_row(&row).as_slice());
             self.audit_head = (seq, row.hash);
+        }
+        Ok(())
+    }
+
+    /// Writes the audit records appended since the last block as one value. Runs before the
+    /// head is stored, so a committed head never points past the stored records.
+    fn write_audit_block(&mut self) -> Result<()> {
+        if let Some((first, bytes)) = self.audit_block.take() {
+            self.audit
+                .insert(first, bytes.as_slice())
+                .map_err(db_err("append audit records"))?;
         }
         Ok(())
     }
@@ -437,12 +454,7 @@ impl Tables<'_> {
                     .map_err(db_err("insert STIX index"))?;
             }
             for peer in &m.outbox {
-                let fresh = self
-                    .outbox
-                    .insert((peer.as_str(), seq), ())
-                    .map_err(db_err("queue outbox entry"))?
-                    .is_none();
-                if fresh {
+                if self.queue_new(peer, seq) {
                     match queued.iter_mut().find(|(p, _)| p == peer) {
                         Some((_, n)) => *n += 1,
                         None => queued.push((peer, 1)),
@@ -459,17 +471,7 @@ impl Tables<'_> {
     }
 
     fn ack(&mut self, peer: &str, seqs: &[u64]) -> Result<()> {
-        let mut removed = 0u64;
-        for &seq in seqs {
-            if self
-                .outbox
-                .remove((peer, seq))
-                .map_err(db_err("remove outbox entry"))?
-                .is_some()
-            {
-                removed += 1;
-            }
-        }
+        let removed = self.unqueue(peer, seqs)?;
         if removed > 0 {
             sub_counter(&mut self.counters, &depth_key(peer), removed)?;
             add_counter(&mut self.counters, &delivered_key(peer), removed)?;
@@ -478,13 +480,7 @@ impl Tables<'_> {
     }
 
     fn drop_outbox(&mut self, peer: &str) -> Result<u64> {
-        let mut dropped = 0u64;
-        self.outbox
-            .retain_in((peer, 0u64)..=(peer, u64::MAX), |_, _| {
-                dropped += 1;
-                false
-            })
-            .map_err(db_err("drop outbox"))?;
+        let dropped = self.unqueue_all(peer)?;
         self.counters
             .remove(depth_key(peer).as_str())
             .map_err(db_err("update counter"))?;
@@ -604,12 +600,7 @@ impl Tables<'_> {
                     "cannot queue seq {seq} for {peer}: no stored message has that seq"
                 )));
             }
-            if self
-                .outbox
-                .insert((peer, seq), ())
-                .map_err(db_err("queue outbox entry"))?
-                .is_none()
-            {
+            if self.queue_seq(peer, seq)? {
                 queued += 1;
             }
         }
@@ -969,6 +960,7 @@ impl Writer {
                     }
                 }
             }
+            t.write_outbox().map_err(txn)?;
             if t.next_seq != start {
                 t.meta
                     .insert(META_NEXT_SEQ, t.next_seq)
@@ -976,6 +968,7 @@ impl Writer {
                     .map_err(txn)?;
             }
             if t.audit_head != audit_before {
+                t.write_audit_block().map_err(txn)?;
                 t.put_audit_head().map_err(txn)?;
                 audit_after = Some(t.audit_head.clone());
             }

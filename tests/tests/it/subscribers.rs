@@ -206,3 +206,113 @@ async fn a_stalled_subscriber_is_disconnected_with_a_resume_position_and_others_
         subscribers()
     );
 }
+
+/// A feed that carries each batch signature once (`SIGNATURE_ONCE`) gives back, once
+/// restored, exactly the whole-envelope feed, in a fraction of the bytes; a feed without
+/// envelopes (`NONE`) carries the same content and verdicts. Batches come from publishes
+/// made at once, which the origin signs together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feed_forms_carry_each_batch_signature_once_or_no_envelope() {
+    use prost::Message;
+    const N: usize = 100;
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE"),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    let publishes: Vec<_> = (0..N)
+        .map(|i| {
+            let mut c = fed.client("csirt-be", "analyst").client();
+            tokio::spawn(async move { c.publish(free_text(&format!("wave {i}"))).await })
+        })
+        .collect();
+    for p in publishes {
+        p.await.unwrap().expect("publish");
+    }
+    let reader = fed.client("csirt-fr", "analyst");
+    assert_eventually!(
+        bluewire_tests::backlog(&reader, Some("csirt-be"))
+            .await
+            .len()
+            == N,
+        "csirt-fr did not get all {N} messages"
+    );
+    let feed = |form: pb::EnvelopeForm| {
+        let reader = &reader;
+        async move {
+            let mut s = reader
+                .client()
+                .subscribe(pb::SubscribeRequest {
+                    no_follow: true,
+                    envelope_form: form as i32,
+                    ..Default::default()
+                })
+                .await
+                .expect("subscribe")
+                .into_inner();
+            let (items, end) = drain(&mut s).await;
+            end.expect("the backlog ends cleanly");
+            items
+        }
+    };
+    let whole = feed(pb::EnvelopeForm::Whole).await;
+    let once = feed(pb::EnvelopeForm::SignatureOnce).await;
+    let none = feed(pb::EnvelopeForm::None).await;
+    assert_eq!(whole.len(), N);
+    assert_eq!(once.len(), N);
+    assert_eq!(none.len(), N);
+
+    let signature = |i: &pb::FeedItem| i.envelope.as_ref().expect("envelope").signature.clone();
+    let repeats = (1..N)
+        .filter(|&i| signature(&whole[i]) == signature(&whole[i - 1]))
+        .count();
+    assert!(repeats > 0, "{N} publishes at once were all signed alone");
+    for i in 0..N {
+        let repeat = i > 0 && signature(&whole[i]) == signature(&whole[i - 1]);
+        assert_eq!(once[i].signature_as_previous, repeat, "item {i}");
+        assert_eq!(signature(&once[i]).is_empty(), repeat, "item {i}");
+    }
+    let bytes = |items: &[pb::FeedItem]| items.iter().map(|i| i.encoded_len()).sum::<usize>();
+    assert!(
+        bytes(&once) < bytes(&whole) * 3 / 4,
+        "{repeats} repeated signatures left out, yet {} of {} bytes",
+        bytes(&once),
+        bytes(&whole)
+    );
+
+    // Restored, it is the whole feed, and every envelope verifies with the origin's key.
+    let mut restorer = bluewire_node::feed::forms::Restorer::default();
+    let mut restored = once.clone();
+    for i in &mut restored {
+        restorer.restore(i).expect("restore");
+    }
+    assert_eq!(restored, whole);
+    let key = &fed.info("csirt-be").bundle.node.signing_key;
+    let pk = key.public_key("csirt-be").unwrap();
+    for i in &restored {
+        bluewire_node::envelope::open(
+            i.envelope.as_ref().unwrap(),
+            |k| (k == key.key_id).then(|| ("csirt-be".to_string(), pk.clone())),
+            bluewire_tests::now_ms(),
+        )
+        .unwrap_or_else(|e| panic!("item {} does not verify: {e}", i.seq));
+    }
+    // Joined in the middle of a batch, a restorer says so instead of guessing.
+    let mid = once.iter().position(|i| i.signature_as_previous).unwrap();
+    let err = bluewire_node::feed::forms::Restorer::default()
+        .restore(&mut once[mid].clone())
+        .unwrap_err();
+    assert!(err.contains("none came before"), "{err}");
+
+    // Without envelopes: the same items otherwise.
+    for (n, w) in none.iter().zip(&whole) {
+        assert_eq!(n.envelope, None);
+        assert_eq!(
+            n,
+            &pb::FeedItem {
+                envelope: None,
+                ..w.clone()
+            }
+        );
+    }
+}
