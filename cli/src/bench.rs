@@ -73,6 +73,78 @@ pub struct FanoutArgs {
     /// (each batch signature once per stream), `whole`.
     #[arg(long, value_enum, default_value_t = FeedEnvelope::None)]
     pub feed_envelope: FeedEnvelope,
+    /// Publish the throughput phase with one unary Publish call per message instead of one
+    /// PublishStream (the paced phases always use unary calls).
+    #[arg(long)]
+    pub unary_publish: bool,
+}
+
+/// `messages` publishes, `concurrency` in flight, one unary Publish call each.
+async fn publish_unary(
+    publisher: &Connection,
+    messages: usize,
+    concurrency: usize,
+    request: &impl Fn() -> pb::PublishRequest,
+) -> anyhow::Result<Vec<String>> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(messages);
+    for _ in 0..messages {
+        let permit = sem.clone().acquire_owned().await?;
+        let mut c = publisher.client();
+        let req = request();
+        tasks.push(tokio::spawn(async move {
+            let r = c.publish(req).await;
+            drop(permit);
+            r.map(|r| r.into_inner().id)
+        }));
+    }
+    let mut ids = Vec::with_capacity(messages);
+    for t in tasks {
+        ids.push(t.await??);
+    }
+    Ok(ids)
+}
+
+/// `messages` publishes on one PublishStream, at most `concurrency` not yet answered.
+async fn publish_stream(
+    publisher: &Connection,
+    messages: usize,
+    concurrency: usize,
+    request: &impl Fn() -> pb::PublishRequest,
+) -> anyhow::Result<Vec<String>> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let (tx, rx) = tokio::sync::mpsc::channel(concurrency.max(1));
+    let mut results = publisher
+        .client()
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let reader = {
+        let sem = sem.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(messages);
+            while ids.len() < messages {
+                let r = results
+                    .message()
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("PublishStream ended after {}", ids.len()))?;
+                match r.published {
+                    Some(p) => ids.push(p.id),
+                    None => anyhow::bail!("publish {} failed: {} ({})", r.index, r.error, r.code),
+                }
+                sem.add_permits(1);
+            }
+            anyhow::Ok(ids)
+        })
+    };
+    for _ in 0..messages {
+        sem.acquire().await?.forget();
+        if tx.send(request()).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    reader.await?
 }
 
 /// `--feed-envelope`: [`pb::EnvelopeForm`] on the command line.
@@ -547,7 +619,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             // A subscriber that verifies envelopes puts each left-out signature back.
             let mut restorer = bluewire_node::feed::forms::Restorer::default();
             while let Ok(Some(mut item)) = stream.message().await {
-                if restorer.restore(&mut item).is_err() {
+                if let Err(e) = restorer.restore(&mut item) {
+                    eprintln!("a subscriber's feed does not add up, so it stops: {e}");
                     break;
                 }
                 let id = item.content.map(|c| c.id).unwrap_or_default();
@@ -579,24 +652,13 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "throughput phase: {} messages, {} in flight…",
         a.messages, a.concurrency
     );
-    let sem = Arc::new(Semaphore::new(a.concurrency));
     let cpu_before = cpu_seconds(&fed);
     let start = Instant::now();
-    let mut ids = Vec::with_capacity(a.messages);
-    let mut tasks = Vec::with_capacity(a.messages);
-    for _ in 0..a.messages {
-        let permit = sem.clone().acquire_owned().await?;
-        let mut c = publisher.client();
-        let req = request();
-        tasks.push(tokio::spawn(async move {
-            let r = c.publish(req).await;
-            drop(permit);
-            r.map(|r| r.into_inner().id)
-        }));
-    }
-    for t in tasks {
-        ids.push(t.await??);
-    }
+    let ids = if a.unary_publish {
+        publish_unary(&publisher, a.messages, a.concurrency, &request).await?
+    } else {
+        publish_stream(&publisher, a.messages, a.concurrency, &request).await?
+    };
     let published = start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut done = 0;
@@ -653,7 +715,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds,
-                      "feed_envelope": a.feed_envelope.label()},
+                      "feed_envelope": a.feed_envelope.label(),
+                      "throughput_publish": if a.unary_publish { "unary" } else { "stream" }},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),

@@ -185,15 +185,16 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
         .map_err(|s| status_err(&conn, s))?
         .into_inner();
     let mut n = 0u64;
+    let mut last_printed = a.after;
     let mut restorer = bluewire_node::feed::forms::Restorer::default();
     while let Some(mut item) = stream
         .message()
         .await
         .map_err(|s| ended(&conn, a.durable.as_deref(), s))?
     {
-        restorer
-            .restore(&mut item)
-            .map_err(|e| anyhow::anyhow!("{e}; subscribe again to resume"))?;
+        restorer.restore(&mut item).map_err(|e| {
+            anyhow::anyhow!("{e}\n{}", resume_hint(last_printed, a.durable.as_deref()))
+        })?;
         let line = match out {
             Output::Json => feed_json(&item).to_string(),
             Output::Table => feed_line(&item),
@@ -211,6 +212,7 @@ pub async fn subscribe(c: &ConnArgs, a: SubscribeArgs, out: Output) -> anyhow::R
                 .await
                 .map_err(|s| status_err(&conn, s))?;
         }
+        last_printed = item.seq;
         n += 1;
         if a.limit.is_some_and(|l| n >= l) {
             break;

@@ -23,6 +23,7 @@ mod admin;
 mod client;
 mod error;
 mod federation;
+pub mod publish_stream;
 
 pub use admin::cluster_info;
 pub use error::replication_status;

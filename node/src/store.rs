@@ -645,6 +645,7 @@ impl Store {
                     Some(entry) => {
                         let (k, v) = entry.map_err(db_err("scan audit"))?;
                         let rows: Vec<(u64, Vec<u8>)> = audit_blocks::rows(k.value(), v.value())
+                            .unwrap_or_else(|_| vec![(k.value(), v.value().into())])
                             .into_iter()
                             .map(|(s, r)| (s, r.into_owned()))
                             .collect();

@@ -24,6 +24,25 @@ impl Client for Api {
         Ok(Response::new(r))
     }
 
+    type PublishStreamStream = super::publish_stream::Results;
+
+    async fn publish_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let user = Caller::user(&req)?;
+        let identity = req
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .map(|c| c.identity.clone());
+        Ok(Response::new(super::publish_stream::start(
+            self.state.clone(),
+            user,
+            identity,
+            req.into_inner(),
+        )))
+    }
+
     async fn import_stix(
         &self,
         req: Request<pb::ImportStixRequest>,

@@ -60,6 +60,12 @@ impl Restorer {
     /// the stream is not one this restorer has followed from its start.
     pub fn restore(&mut self, item: &mut pb::FeedItem) -> Result<(), String> {
         let Some(env) = item.envelope.as_mut() else {
+            if item.signature_as_previous {
+                return Err(format!(
+                    "feed item {} has no envelope and says its signature is the previous item's",
+                    item.seq
+                ));
+            }
             return Ok(());
         };
         if item.signature_as_previous {
@@ -69,7 +75,8 @@ impl Restorer {
                     item.seq
                 ));
             }
-            let Some(last) = &self.last else {
+            // The node never leaves out an empty signature: there is nothing to put back.
+            let Some(last) = self.last.as_ref().filter(|l| !l.is_empty()) else {
                 return Err(format!(
                     "feed item {} refers to the previous item's signature, but none came before \
                      it on this stream: restore a stream from its first item",
@@ -233,5 +240,20 @@ mod tests {
         both.signature_as_previous = true;
         let err = r.restore(&mut both).unwrap_err();
         assert!(err.contains("has a signature"), "{err}");
+        // After an unsigned envelope, a repeat has nothing to repeat.
+        let mut r = Restorer::default();
+        r.restore(&mut item(1, b"")).unwrap();
+        let mut repeat = item(2, b"");
+        repeat.signature_as_previous = true;
+        let err = r.restore(&mut repeat).unwrap_err();
+        assert!(err.contains("none came before"), "{err}");
+        // The flag on an item without an envelope.
+        let mut bare = pb::FeedItem {
+            seq: 3,
+            signature_as_previous: true,
+            ..Default::default()
+        };
+        let err = Restorer::default().restore(&mut bare).unwrap_err();
+        assert!(err.contains("no envelope"), "{err}");
     }
 }

@@ -7,12 +7,16 @@
 //!
 //! Why: a publish to four peers appends five records (published, then four deliveries), and
 //! each was a B-tree insert of its own. In redb an insert costs its path of pages, so the
-//! records were a tenth of the fan-out's CPU (BENCHMARKS.md, issue #12). One insert per
-//! transaction (at most [`MAX_RECORDS`] records each) keeps the cost per commit.
+//! records cost ~9 % of the fan-out's CPU (BENCHMARKS.md, issue #12, "Audit records and the
+//! outbox in blocks"). One insert per [`MAX_RECORDS`] records of a transaction keeps the cost
+//! per commit.
 //!
 //! A store written before blocks (layout 3) holds one bare encoded record per value. Such a
-//! value is read as a block of one, so no migration is needed: a bare record has no field
-//! [`ROWS_TAG`], and a block always has at least one row there.
+//! value is read as a block of one, so no migration is needed: a bare record starts with the
+//! tag of one of its fields 1 to 9, a block with field [`ROWS_TAG`]'s. A block is parsed
+//! strictly; a value damaged so that it no longer starts like a block reads as one bare
+//! record, and the chain check (`bluewire audit verify`) reports it and the records missing
+//! after it.
 //!
 //! It must never: drop or reorder a record, or give a record another record's seq.
 
@@ -66,30 +70,43 @@ impl Block {
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct Rows {
-    #[prost(bytes = "vec", repeated, tag = "15")]
-    rows: Vec<Vec<u8>>,
-}
+/// One record of a block: its seq and its encoded bytes.
+pub(super) type Row<'a> = (u64, Cow<'a, [u8]>);
 
-/// The records stored under `key`: `(seq, encoded record)` in order. A value that is not a
-/// block (a bare record of layout 3, or damaged bytes) is one record at `key`, so a damaged
-/// value is reported by the record decoder with its seq, never skipped.
-pub(super) fn rows(key: u64, value: &[u8]) -> Vec<(u64, Cow<'_, [u8]>)> {
-    match <Rows as prost::Message>::decode(value) {
-        Ok(block) if !block.rows.is_empty() => {
-            let mut out = Vec::with_capacity(block.rows.len());
-            for (i, row) in block.rows.into_iter().enumerate() {
-                match u64::try_from(i).ok().and_then(|i| key.checked_add(i)) {
-                    Some(seq) => out.push((seq, Cow::Owned(row))),
-                    // Past the seq space: the value is damaged; report it whole.
-                    None => return vec![(key, Cow::Borrowed(value))],
-                }
-            }
-            out
-        }
-        _ => vec![(key, Cow::Borrowed(value))],
+/// The first byte of a block: field [`ROWS_TAG`], length-delimited. A bare record starts
+/// with the tag of one of its fields 1 to 9, or is empty.
+const BLOCK_TAG_BYTE: u8 = ((ROWS_TAG as u8) << 3) | 2;
+
+/// The records stored under `key`: `(seq, encoded record)` in order. A value that does not
+/// start like a block is one bare record at `key` (layout 3); a damaged bare record fails
+/// when it is decoded, and a damaged one that still decodes fails the chain check. A value
+/// that starts like a block must be one exactly: `Err` says where it is not.
+pub(super) fn rows(key: u64, value: &[u8]) -> Result<Vec<Row<'_>>, String> {
+    if value.first() != Some(&BLOCK_TAG_BYTE) {
+        return Ok(vec![(key, Cow::Borrowed(value))]);
     }
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let at = value.len() - rest.len();
+        if rest[0] != BLOCK_TAG_BYTE {
+            return Err(format!("byte {at} is not a record tag"));
+        }
+        rest = &rest[1..];
+        let len = prost::encoding::decode_varint(&mut rest)
+            .map_err(|e| format!("record length at byte {at}: {e}"))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= rest.len())
+            .ok_or_else(|| format!("record at byte {at} runs past the end of the block"))?;
+        let seq = u64::try_from(out.len())
+            .ok()
+            .and_then(|i| key.checked_add(i))
+            .ok_or_else(|| "the block's seqs pass the seq space".to_string())?;
+        out.push((seq, Cow::Borrowed(&rest[..len])));
+        rest = &rest[len..];
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -109,6 +126,7 @@ mod tests {
         let (key, bytes) = filled(41, &[b"one", b"", b"three"]);
         assert_eq!(key, 41);
         let got: Vec<(u64, Vec<u8>)> = rows(key, &bytes)
+            .unwrap()
             .into_iter()
             .map(|(s, r)| (s, r.into_owned()))
             .collect();
@@ -129,29 +147,42 @@ mod tests {
             crate::audit::GENESIS_HASH,
             &crate::audit::AuditEvent::published("m-1", "by alice"),
         ));
-        let got = rows(7, &bare);
+        let got = rows(7, &bare).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, 7);
         assert_eq!(got[0].1.as_ref(), bare.as_slice());
     }
 
     #[test]
-    fn damaged_bytes_are_one_record_at_the_key_not_nothing() {
-        for damaged in [&[0xff, 0xff, 0xff][..], &[][..], &[0x7a, 0x05, 0x01][..]] {
-            let got = rows(9, damaged);
-            assert_eq!(got.len(), 1, "{damaged:?}");
+    fn bytes_that_are_not_a_block_are_one_record_at_the_key() {
+        for bare in [&[0xff, 0xff, 0xff][..], &[][..], &[0x08, 0x01][..]] {
+            let got = rows(9, bare).unwrap();
+            assert_eq!(got.len(), 1, "{bare:?}");
             assert_eq!(got[0].0, 9);
-            assert_eq!(got[0].1.as_ref(), damaged);
+            assert_eq!(got[0].1.as_ref(), bare);
         }
     }
 
     #[test]
-    fn a_block_whose_seqs_would_pass_the_seq_space_is_reported_whole() {
+    fn a_damaged_block_is_refused_with_where() {
+        let (_, good) = filled(1, &[b"one", b"two", b"three"]);
+        assert_eq!(rows(1, &good).unwrap().len(), 3);
+        // The second record's tag changed (to field 14): not skipped, refused.
+        let mut other_field = good.clone();
+        other_field[5] = 0x72;
+        assert!(rows(1, &other_field).unwrap_err().contains("byte 5"));
+        // Cut short inside the last record.
+        let cut = &good[..good.len() - 1];
+        assert!(rows(1, cut).unwrap_err().contains("past the end"));
+        // A length varint that never ends.
+        assert!(rows(1, &[0x7a, 0x80]).unwrap_err().contains("length"));
+    }
+
+    #[test]
+    fn a_block_whose_seqs_would_pass_the_seq_space_is_refused() {
         let (_, bytes) = filled(1, &[b"a", b"b"]);
-        let got = rows(u64::MAX, &bytes);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, u64::MAX);
-        assert_eq!(got[0].1.as_ref(), bytes.as_slice());
+        assert!(rows(u64::MAX, &bytes).unwrap_err().contains("seq space"));
+        assert_eq!(rows(u64::MAX - 1, &bytes).unwrap().len(), 2);
     }
 
     #[test]
@@ -165,7 +196,7 @@ mod tests {
         assert!(b.full());
         let (key, bytes) = b.take().expect("rows");
         assert_eq!(key, 100);
-        assert_eq!(rows(key, &bytes).len(), MAX_RECORDS);
+        assert_eq!(rows(key, &bytes).unwrap().len(), MAX_RECORDS);
         assert!(!b.full());
         assert!(b.take().is_none());
         b.push(500, b"next");

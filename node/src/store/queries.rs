@@ -537,7 +537,9 @@ impl Store {
         let mut out = Vec::new();
         for entry in t.range(start..).map_err(db_err("scan audit"))? {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
-            for (seq, bytes) in super::audit_blocks::rows(k.value(), v.value()) {
+            let block = super::audit_blocks::rows(k.value(), v.value())
+                .map_err(|why| super::corrupt("audit", k.value(), why))?;
+            for (seq, bytes) in block {
                 if seq < from {
                     continue;
                 }
@@ -605,7 +607,10 @@ impl Store {
         let t = rtx.open_table(AUDIT).map_err(db_err("open audit"))?;
         for entry in t.iter().map_err(db_err("scan audit"))? {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
-            for (seq, bytes) in super::audit_blocks::rows(k.value(), v.value()) {
+            // A damaged block is one record that does not verify, at its first seq.
+            let block = super::audit_blocks::rows(k.value(), v.value())
+                .unwrap_or_else(|_| vec![(k.value(), std::borrow::Cow::Borrowed(v.value()))]);
+            for (seq, bytes) in block {
                 if !visit(seq, &bytes) {
                     return Ok(head);
                 }

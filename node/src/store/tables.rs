@@ -380,48 +380,54 @@ fn migrate_outbox(wtx: &redb::WriteTransaction, t: &mut Tables<'_>) -> Result<()
     {
         return Ok(());
     }
-    let queued: Vec<(String, u64)> = {
+    // In (peer, seq) order, a run of at most MAX_SEQS at a time: memory stays bounded
+    // however long a peer was away.
+    let mut moved = 0u64;
+    {
         let old = wtx
             .open_table(OLD_OUTBOX)
             .map_err(db_err::<redb::TableError>("open old outbox table"))?;
-        old.iter()
-            .map_err(db_err("scan old outbox"))?
-            .map(|e| {
-                e.map(|(k, _)| (k.value().0.to_string(), k.value().1))
-                    .map_err(db_err("scan old outbox"))
-            })
-            .collect::<Result<_>>()?
-    };
-    // In (peer, seq) order: one run per peer, written as blocks of up to MAX_SEQS.
-    let mut rest = queued.as_slice();
-    while let Some((peer, _)) = rest.first() {
-        let n = rest.iter().take_while(|(p, _)| p == peer).count();
-        let seqs: Vec<u64> = rest[..n].iter().map(|(_, s)| *s).collect();
-        if super::outbox_blocks::holding(&t.outbox, peer, u64::MAX)?.is_none() {
-            for run in seqs.chunks(super::outbox_blocks::MAX_SEQS) {
-                t.outbox
-                    .insert(
-                        (peer.as_str(), run[0]),
-                        super::outbox_blocks::encode(run).as_slice(),
-                    )
-                    .map_err(db_err("move outbox entry"))?;
-            }
-        } else {
-            // Blocks already there (not in a layout-3 store): merged one by one.
-            for seq in seqs {
-                t.queue_seq(peer, seq)?;
+        let mut run: Option<(String, Vec<u64>)> = None;
+        for entry in old.iter().map_err(db_err("scan old outbox"))? {
+            let (k, _) = entry.map_err(db_err("scan old outbox"))?;
+            let (peer, seq) = k.value();
+            moved += 1;
+            match &mut run {
+                Some((p, seqs)) if p == peer && seqs.len() < super::outbox_blocks::MAX_SEQS => {
+                    seqs.push(seq)
+                }
+                _ => {
+                    if let Some((p, seqs)) = run.take() {
+                        move_run(t, &p, &seqs)?;
+                    }
+                    run = Some((peer.to_string(), vec![seq]));
+                }
             }
         }
-        rest = &rest[n..];
+        if let Some((p, seqs)) = run.take() {
+            move_run(t, &p, &seqs)?;
+        }
     }
     wtx.delete_table(OLD_OUTBOX)
         .map_err(db_err::<redb::TableError>("drop old outbox table"))?;
-    if !queued.is_empty() {
+    if moved > 0 {
         tracing::info!(
-            entries = queued.len(),
+            entries = moved,
             "store: outbox moved into blocks (layout 4)"
         );
     }
+    Ok(())
+}
+
+/// One run of a peer's old outbox rows (ascending, above any block already moved for it) as
+/// a block.
+fn move_run(t: &mut Tables<'_>, peer: &str, seqs: &[u64]) -> Result<()> {
+    t.outbox
+        .insert(
+            (peer, seqs[0]),
+            super::outbox_blocks::encode(seqs).as_slice(),
+        )
+        .map_err(db_err("move outbox entry"))?;
     Ok(())
 }
 

@@ -926,7 +926,9 @@ fn audit_values(store: &Store) -> Vec<(u64, usize)> {
             let (k, v) = e.unwrap();
             (
                 k.value(),
-                super::audit_blocks::rows(k.value(), v.value()).len(),
+                super::audit_blocks::rows(k.value(), v.value())
+                    .unwrap()
+                    .len(),
             )
         })
         .collect()

@@ -236,10 +236,6 @@ impl Op {
 
 impl Tables<'_> {
     fn apply(&mut self, op: &Op) -> Result<Applied> {
-        if !matches!(op, Op::Insert { .. }) {
-            // What earlier inserts queued is in the outbox before anything else reads it.
-            self.write_outbox()?;
-        }
         match op {
             Op::Insert { msgs, .. } => self.insert(msgs).map(Applied::Outcomes),
             Op::Ack {
@@ -949,6 +945,11 @@ impl Writer {
             }
             let start = t.next_seq;
             for (i, op) in group.iter().enumerate() {
+                if matches!(op, Op::Enqueue { .. } | Op::DropOutbox { .. }) {
+                    // What earlier inserts of the group queued is in the outbox first. (An ack
+                    // names only seqs committed before: it was read from the outbox.)
+                    t.write_outbox().map_err(txn)?;
+                }
                 match t.apply(op) {
                     Ok(a) => applied.push(a),
                     Err(e) => {

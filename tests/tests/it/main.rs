@@ -18,6 +18,7 @@ mod metrics;
 mod misp;
 mod outage;
 mod policy;
+mod publish_stream;
 mod relay;
 mod reshare;
 mod resume;
