@@ -73,9 +73,9 @@ impl Block {
 /// One record of a block: its seq and its encoded bytes.
 pub(super) type Row<'a> = (u64, Cow<'a, [u8]>);
 
-/// The first byte of a block: field [`ROWS_TAG`], length-delimited. A bare record starts
-/// with the tag of one of its fields 1 to 9, or is empty.
-const BLOCK_TAG_BYTE: u8 = ((ROWS_TAG as u8) << 3) | 2;
+/// The first byte of a block: the key of field [`ROWS_TAG`], length-delimited (15 << 3 | 2).
+/// A bare record starts with the key of one of its fields 1 to 9, or is empty.
+const BLOCK_TAG_BYTE: u8 = 0x7a;
 
 /// The records stored under `key`: `(seq, encoded record)` in order. A value that does not
 /// start like a block is one bare record at `key` (layout 3); a damaged bare record fails
@@ -119,6 +119,15 @@ mod tests {
             b.push(first + i as u64, r);
         }
         b.take().expect("rows were pushed")
+    }
+
+    #[test]
+    fn every_row_starts_with_the_block_tag_byte() {
+        let (_, bytes) = filled(1, &[b"x", b"yy"]);
+        assert_eq!(
+            bytes,
+            [BLOCK_TAG_BYTE, 1, b'x', BLOCK_TAG_BYTE, 2, b'y', b'y']
+        );
     }
 
     #[test]

@@ -83,11 +83,11 @@ impl Tables<'_> {
     /// Queues a stored message's `seq` for `peer`, wherever it falls among the queued ones.
     /// Returns whether it was not queued already.
     pub(super) fn queue_seq(&mut self, peer: &str, seq: u64) -> Result<bool> {
-        match holding(&self.outbox, peer, seq)? {
-            Some((_, held)) if held.binary_search(&seq).is_ok() => Ok(false),
-            // Inside a block's range: it joins that block.
-            Some((key, mut held)) if held.last().is_some_and(|&last| last > seq) => {
-                let at = held.binary_search(&seq).unwrap_or_else(|at| at);
+        let held = holding(&self.outbox, peer, seq)?;
+        match held.map(|(key, held)| (key, held.binary_search(&seq), held)) {
+            Some((_, Ok(_), _)) => Ok(false),
+            // Inside a block's range (a seq above it follows): it joins that block.
+            Some((key, Err(at), mut held)) if at < held.len() => {
                 held.insert(at, seq);
                 self.rewrite_block(peer, key, &held)?;
                 Ok(true)
