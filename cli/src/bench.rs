@@ -122,23 +122,33 @@ async fn publish_stream(
     let reader = {
         let sem = sem.clone();
         tokio::spawn(async move {
-            let mut ids = Vec::with_capacity(messages);
-            while ids.len() < messages {
-                let r = results
-                    .message()
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("PublishStream ended after {}", ids.len()))?;
-                match r.published {
-                    Some(p) => ids.push(p.id),
-                    None => anyhow::bail!("publish {} failed: {} ({})", r.index, r.error, r.code),
+            let read = async {
+                let mut ids = Vec::with_capacity(messages);
+                while ids.len() < messages {
+                    let r = results.message().await?.ok_or_else(|| {
+                        anyhow::anyhow!("PublishStream ended after {}", ids.len())
+                    })?;
+                    match r.published {
+                        Some(p) => ids.push(p.id),
+                        None => {
+                            anyhow::bail!("publish {} failed: {} ({})", r.index, r.error, r.code)
+                        }
+                    }
+                    sem.add_permits(1);
                 }
-                sem.add_permits(1);
+                anyhow::Ok(ids)
             }
-            anyhow::Ok(ids)
+            .await;
+            // The sender stops waiting for permits that will not come.
+            sem.close();
+            read
         })
     };
     for _ in 0..messages {
-        sem.acquire().await?.forget();
+        match sem.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => break,
+        }
         if tx.send(request()).await.is_err() {
             break;
         }

@@ -34,7 +34,10 @@ impl Client for Api {
         let identity = req
             .extensions()
             .get::<crate::tls::ConnInfo>()
-            .map(|c| c.identity.clone());
+            .map(|c| c.identity.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated("no verified TLS identity on this connection")
+            })?;
         Ok(Response::new(super::publish_stream::start(
             self.state.clone(),
             user,

@@ -146,3 +146,69 @@ async fn every_request_of_a_stream_counts_against_the_users_rate_limit() {
         .unwrap_or(0);
     assert!(counted >= refused.len() as u64, "{counted}");
 }
+
+/// A caller that sends and never takes a result is cut off after `feed.slow_subscriber_ms`
+/// with the reason, after the results it was sent; the node reads no more than it can
+/// answer. (Refused requests whose error repeats a 60 KB cluster name fill the caller's
+/// HTTP/2 window in a few dozen results.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_that_takes_no_results_is_cut_off_with_the_reason() {
+    use bluewire_tests::{ConfigEdit, FedOptions};
+    const SLOW_MS: u64 = 300;
+    const SENT: usize = 1000;
+    let fed = TestFederation::with_options(
+        &[OrgSpec::csirt(BE, "BE")],
+        FedOptions {
+            config_edits: vec![ConfigEdit::set("feed", "slow_subscriber_ms", SLOW_MS)],
+            ..FedOptions::default()
+        },
+    )
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel(SENT);
+    let long = "c".repeat(60_000);
+    for i in 0..SENT {
+        let mut r = free_text(&format!("unread {i}"));
+        r.cluster = long.clone();
+        tx.send(r).await.unwrap();
+    }
+    let mut results = fed
+        .client(BE, "analyst")
+        .client()
+        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("open PublishStream")
+        .into_inner();
+    // Take nothing for well past the limit (the sending side stays open).
+    tokio::time::sleep(std::time::Duration::from_millis(SLOW_MS * 5)).await;
+    let mut taken = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(bluewire_tests::EVENTUALLY, results.message()).await {
+            Ok(Ok(Some(r))) => taken.push(r),
+            Ok(Ok(None)) => panic!("the stream ended without a reason after {}", taken.len()),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the stream was not cut off; {} results", taken.len()),
+        }
+    };
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(
+        end.message().contains("slow_subscriber_ms"),
+        "{}",
+        end.message()
+    );
+    assert!(
+        !taken.is_empty() && taken.len() < SENT,
+        "{} results",
+        taken.len()
+    );
+    for (i, r) in taken.iter().enumerate() {
+        assert_eq!(r.index, i as u64);
+        assert!(
+            r.published.is_none() && r.error.contains("ccc"),
+            "{}",
+            &r.error[..80.min(r.error.len())]
+        );
+    }
+    // The node kept working: a new call is answered.
+    fed.publish(BE, "after the cut-off").await;
+    drop(tx);
+}
