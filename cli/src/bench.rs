@@ -173,14 +173,6 @@ impl FeedEnvelope {
             FeedEnvelope::None => pb::EnvelopeForm::None,
         }
     }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            FeedEnvelope::Whole => "whole",
-            FeedEnvelope::SignatureOnce => "signature-once",
-            FeedEnvelope::None => "none",
-        }
-    }
 }
 
 pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
@@ -725,7 +717,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds,
-                      "feed_envelope": a.feed_envelope.label(),
+                      "feed_envelope": clap::ValueEnum::to_possible_value(&a.feed_envelope).map(|v| v.get_name().to_owned()),
                       "throughput_publish": if a.unary_publish { "unary" } else { "stream" }},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},

@@ -163,16 +163,8 @@ impl Gate {
                     )));
                 }
                 // Client-service calls are limited per user; admin calls are not.
-                if service == Service::Client && !st.client_limits.try_take(name) {
-                    st.metrics.inc(
-                        crate::metrics::RATE_LIMITED,
-                        &[("kind", "client"), ("who", name)],
-                    );
-                    return Err(Status::resource_exhausted(format!(
-                        "{name} is over its rate limit on this node ({} requests per second, \
-                         limits.client_rate_per_sec); slow down and retry",
-                        st.client_limits.rate()
-                    )));
+                if service == Service::Client {
+                    take_client_token(st, name)?;
                 }
                 Ok(Caller::User {
                     org: org.clone(),
@@ -182,6 +174,23 @@ impl Gate {
             }
         }
     }
+}
+
+/// One token of `name`'s per-user rate limit (a client call, or a request of a publish
+/// stream); the refusal says which limit and is counted.
+fn take_client_token(st: &NodeState, name: &str) -> Result<(), Status> {
+    if st.client_limits.try_take(name) {
+        return Ok(());
+    }
+    st.metrics.inc(
+        crate::metrics::RATE_LIMITED,
+        &[("kind", "client"), ("who", name)],
+    );
+    Err(Status::resource_exhausted(format!(
+        "{name} is over its rate limit on this node ({} requests per second, \
+         limits.client_rate_per_sec); slow down and retry",
+        st.client_limits.rate()
+    )))
 }
 
 /// The handlers' shared state.

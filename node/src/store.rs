@@ -645,9 +645,9 @@ impl Store {
                     Some(entry) => {
                         let (k, v) = entry.map_err(db_err("scan audit"))?;
                         let rows: Vec<(u64, Vec<u8>)> = audit_blocks::rows(k.value(), v.value())
-                            .unwrap_or_else(|_| vec![(k.value(), v.value().into())])
+                            .unwrap_or_else(|_| vec![(k.value(), v.value())])
                             .into_iter()
-                            .map(|(s, r)| (s, r.into_owned()))
+                            .map(|(s, r)| (s, r.to_vec()))
                             .collect();
                         Some((k.value(), rows))
                     }

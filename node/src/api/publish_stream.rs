@@ -192,17 +192,7 @@ async fn one(
     r: pb::PublishRequest,
 ) -> pb::PublishResult {
     let outcome = async {
-        if !st.client_limits.try_take(&user) {
-            st.metrics.inc(
-                crate::metrics::RATE_LIMITED,
-                &[("kind", "client"), ("who", &user)],
-            );
-            return Err(Status::resource_exhausted(format!(
-                "{user} is over its rate limit on this node ({} requests per second, \
-                 limits.client_rate_per_sec); slow down and retry",
-                st.client_limits.rate()
-            )));
-        }
+        super::take_client_token(&st, &user)?;
         crate::outbound::publish(&st, &user, r)
             .await
             .map_err(Status::from)

@@ -20,8 +20,6 @@
 //!
 //! It must never: drop or reorder a record, or give a record another record's seq.
 
-use std::borrow::Cow;
-
 /// The protobuf field of a block's rows. `AuditDisk` uses fields 1 to 9, so a bare record
 /// never has it.
 const ROWS_TAG: u32 = 15;
@@ -71,7 +69,7 @@ impl Block {
 }
 
 /// One record of a block: its seq and its encoded bytes.
-pub(super) type Row<'a> = (u64, Cow<'a, [u8]>);
+pub(super) type Row<'a> = (u64, &'a [u8]);
 
 /// The first byte of a block: the key of field [`ROWS_TAG`], length-delimited (15 << 3 | 2).
 /// A bare record starts with the key of one of its fields 1 to 9, or is empty.
@@ -83,7 +81,7 @@ const BLOCK_TAG_BYTE: u8 = 0x7a;
 /// that starts like a block must be one exactly: `Err` says where it is not.
 pub(super) fn rows(key: u64, value: &[u8]) -> Result<Vec<Row<'_>>, String> {
     if value.first() != Some(&BLOCK_TAG_BYTE) {
-        return Ok(vec![(key, Cow::Borrowed(value))]);
+        return Ok(vec![(key, value)]);
     }
     let mut out = Vec::new();
     let mut rest = value;
@@ -103,7 +101,7 @@ pub(super) fn rows(key: u64, value: &[u8]) -> Result<Vec<Row<'_>>, String> {
             .ok()
             .and_then(|i| key.checked_add(i))
             .ok_or_else(|| "the block's seqs pass the seq space".to_string())?;
-        out.push((seq, Cow::Borrowed(&rest[..len])));
+        out.push((seq, &rest[..len]));
         rest = &rest[len..];
     }
     Ok(out)
@@ -137,7 +135,7 @@ mod tests {
         let got: Vec<(u64, Vec<u8>)> = rows(key, &bytes)
             .unwrap()
             .into_iter()
-            .map(|(s, r)| (s, r.into_owned()))
+            .map(|(s, r)| (s, r.to_vec()))
             .collect();
         assert_eq!(
             got,
@@ -159,7 +157,7 @@ mod tests {
         let got = rows(7, &bare).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, 7);
-        assert_eq!(got[0].1.as_ref(), bare.as_slice());
+        assert_eq!(got[0].1, bare.as_slice());
     }
 
     #[test]
@@ -168,7 +166,7 @@ mod tests {
             let got = rows(9, bare).unwrap();
             assert_eq!(got.len(), 1, "{bare:?}");
             assert_eq!(got[0].0, 9);
-            assert_eq!(got[0].1.as_ref(), bare);
+            assert_eq!(got[0].1, bare);
         }
     }
 

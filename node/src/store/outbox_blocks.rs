@@ -43,6 +43,23 @@ pub(super) fn holding(
     }
 }
 
+/// Where a scan for `peer`'s seqs from `seq` on starts: the key of the block that may hold
+/// `seq` (the last keyed at or below it), or `seq` itself. Decodes nothing.
+pub(super) fn scan_start(
+    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    peer: &str,
+    seq: u64,
+) -> Result<u64> {
+    match t
+        .range((peer, 0u64)..=(peer, seq))
+        .map_err(db_err("scan outbox"))?
+        .next_back()
+    {
+        None => Ok(seq),
+        Some(entry) => Ok(entry.map_err(db_err("scan outbox"))?.0.value().1),
+    }
+}
+
 /// [`decode`], a damaged block being [`StoreError::Corrupt`](super::StoreError::Corrupt).
 pub(super) fn decode_at(peer: &str, key: u64, bytes: &[u8]) -> Result<Vec<u64>> {
     decode(key, bytes).map_err(|why| super::corrupt("outbox", format!("{peer}/{key}"), why))
@@ -71,11 +88,18 @@ impl Tables<'_> {
     /// ack names only committed seqs) and before commit.
     pub(super) fn write_outbox(&mut self) -> Result<()> {
         for (peer, seqs) in std::mem::take(&mut self.outbox_new) {
-            for run in seqs.chunks(MAX_SEQS) {
-                self.outbox
-                    .insert((peer.as_str(), run[0]), encode(run).as_slice())
-                    .map_err(db_err("queue outbox entry"))?;
-            }
+            self.put_blocks(&peer, &seqs)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `seqs` (ascending, none of them in another block of `peer`'s, and no block
+    /// keyed inside their range) as blocks of up to [`MAX_SEQS`], each under its first seq.
+    pub(super) fn put_blocks(&mut self, peer: &str, seqs: &[u64]) -> Result<()> {
+        for run in seqs.chunks(MAX_SEQS) {
+            self.outbox
+                .insert((peer, run[0]), encode(run).as_slice())
+                .map_err(db_err("queue outbox entry"))?;
         }
         Ok(())
     }
@@ -94,9 +118,7 @@ impl Tables<'_> {
             }
             // Between blocks (or before the first): a block of its own.
             _ => {
-                self.outbox
-                    .insert((peer, seq), encode(&[seq]).as_slice())
-                    .map_err(db_err("queue outbox entry"))?;
+                self.put_blocks(peer, &[seq])?;
                 Ok(true)
             }
         }
@@ -174,12 +196,7 @@ impl Tables<'_> {
                 .remove((peer, key))
                 .map_err(db_err("rewrite outbox"))?;
         }
-        for run in seqs.chunks(MAX_SEQS) {
-            self.outbox
-                .insert((peer, run[0]), encode(run).as_slice())
-                .map_err(db_err("rewrite outbox"))?;
-        }
-        Ok(())
+        self.put_blocks(peer, seqs)
     }
 }
 

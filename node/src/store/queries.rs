@@ -63,7 +63,7 @@ impl Store {
         let mut out = Vec::new();
         let from = after_seq.saturating_add(1);
         // The block that may hold `from` starts at or before it.
-        let start = super::outbox_blocks::holding(&outbox, peer, from)?.map_or(from, |(k, _)| k);
+        let start = super::outbox_blocks::scan_start(&outbox, peer, from)?;
         let mut seqs = Vec::new();
         for entry in outbox
             .range((peer, start)..=(peer, u64::MAX))
@@ -546,7 +546,7 @@ impl Store {
                 if out.len() == limit {
                     return Ok(out);
                 }
-                let row = super::decode_audit_row(seq, &bytes)
+                let row = super::decode_audit_row(seq, bytes)
                     .map_err(|e| super::corrupt("audit", seq, format!("cannot decode: {e}")))?;
                 out.push(row);
             }
@@ -609,9 +609,9 @@ impl Store {
             let (k, v) = entry.map_err(db_err("scan audit"))?;
             // A damaged block is one record that does not verify, at its first seq.
             let block = super::audit_blocks::rows(k.value(), v.value())
-                .unwrap_or_else(|_| vec![(k.value(), std::borrow::Cow::Borrowed(v.value()))]);
+                .unwrap_or_else(|_| vec![(k.value(), v.value())]);
             for (seq, bytes) in block {
-                if !visit(seq, &bytes) {
+                if !visit(seq, bytes) {
                     return Ok(head);
                 }
             }

@@ -81,8 +81,8 @@ pub(super) const META_NEXT_SEQ: &str = "next_seq";
 pub(super) const META_NEXT_RELAY: &str = "next_relay";
 /// The message-record layout the file is at: absent or 1 before records carried their
 /// cluster and re-share flag ([`DESCRIBED`]), 3 since a batch's signature may be kept once
-/// (`signatures`), 4 since audit records are kept in blocks (`audit_blocks`; layout 3's bare
-/// records read as blocks of one). A file at a layout above [`LAYOUT`] is refused: this
+/// (`signatures`), 4 since audit records and the outbox are kept in blocks (`audit_blocks`,
+/// where layout 3's bare records read as blocks of one; `outbox_blocks`, moved at open). A file at a layout above [`LAYOUT`] is refused: this
 /// binary would misread it.
 pub(super) const META_LAYOUT: &str = "layout";
 pub(super) const LAYOUT: u64 = 4;
@@ -398,14 +398,14 @@ fn migrate_outbox(wtx: &redb::WriteTransaction, t: &mut Tables<'_>) -> Result<()
                 }
                 _ => {
                     if let Some((p, seqs)) = run.take() {
-                        move_run(t, &p, &seqs)?;
+                        t.put_blocks(&p, &seqs)?;
                     }
                     run = Some((peer.to_string(), vec![seq]));
                 }
             }
         }
         if let Some((p, seqs)) = run.take() {
-            move_run(t, &p, &seqs)?;
+            t.put_blocks(&p, &seqs)?;
         }
     }
     wtx.delete_table(OLD_OUTBOX)
@@ -416,18 +416,6 @@ fn migrate_outbox(wtx: &redb::WriteTransaction, t: &mut Tables<'_>) -> Result<()
             "store: outbox moved into blocks (layout 4)"
         );
     }
-    Ok(())
-}
-
-/// One run of a peer's old outbox rows (ascending, above any block already moved for it) as
-/// a block.
-fn move_run(t: &mut Tables<'_>, peer: &str, seqs: &[u64]) -> Result<()> {
-    t.outbox
-        .insert(
-            (peer, seqs[0]),
-            super::outbox_blocks::encode(seqs).as_slice(),
-        )
-        .map_err(db_err("move outbox entry"))?;
     Ok(())
 }
 
