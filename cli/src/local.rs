@@ -73,9 +73,24 @@ pub struct LocalFederation {
     pub orgs: Vec<LocalOrg>,
 }
 
+/// A loopback port nothing listens on now, and not handed out before by this process: the
+/// listener is closed at once, so the kernel may offer the same port again before the node
+/// that was given it binds it (the demo once gave csirt-be's TAXII listener cert-eu's port).
 pub(crate) fn free_port() -> anyhow::Result<std::net::SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(l.local_addr()?)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // Bounded: the kernel hands out ephemeral ports round the range, so a repeat is rare.
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+        let addr = l.local_addr()?;
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return Ok(addr);
+        }
+    }
+    anyhow::bail!("no loopback port free that this process has not handed out already")
 }
 
 impl LocalFederation {
@@ -285,5 +300,19 @@ impl LocalFederation {
 impl Drop for LocalFederation {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod free_port_tests {
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut ports: Vec<u16> = (0..300)
+            .map(|_| super::free_port().unwrap().port())
+            .collect();
+        ports.sort_unstable();
+        let n = ports.len();
+        ports.dedup();
+        assert_eq!(ports.len(), n, "a port was handed out twice");
     }
 }
