@@ -121,7 +121,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             sent_upto = 0;
             store_generation = generation;
         }
-        let batch = match store.outbox_batch_after(&peer.org, sent_upto, batch_cap) {
+        let batch = match store.outbox_queued_after(&peer.org, sent_upto, batch_cap) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "reading outbox failed");
@@ -147,11 +147,13 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let mut undecodable = Vec::new();
         // Set when an entry could not be re-checked: send what came before it, retry later.
         let mut stalled = false;
-        for (seq, bytes) in batch {
-            if size + bytes.len() + 16 > max_request_bytes && !envelopes.is_empty() {
+        for queued in batch {
+            let (seq, len) = (queued.seq, queued.wire_len());
+            if size + len + 16 > max_request_bytes && !envelopes.is_empty() {
                 break;
             }
-            match Envelope::decode(bytes.as_slice()) {
+            // Content and signature are views of the bytes read, not copies.
+            match queued.decode() {
                 Ok(env) => {
                     let rechecked = crate::outbound::recheck(
                         &env,
@@ -181,7 +183,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                                     format!("seq {seq}: {why}"),
                                 )
                                 .msg(
-                                    Content::decode(env.content.as_slice())
+                                    Content::decode(&env.content[..])
                                         .map(|c| c.id)
                                         .unwrap_or_default(),
                                 ),
@@ -198,7 +200,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         undecodable.push(seq);
                         continue;
                     }
-                    size += bytes.len() + 16;
+                    size += len + 16;
                     envelopes.push(env);
                     seqs.push(seq);
                 }

@@ -119,8 +119,8 @@ pub fn seal(key: &SigningKey, content: &Content) -> Envelope {
 /// Sign encoded content on its own.
 fn seal_bytes(key: &SigningKey, bytes: Vec<u8>) -> Envelope {
     Envelope {
-        signature: key.sign(MESSAGE_CONTEXT, &bytes),
-        content: bytes,
+        signature: key.sign(MESSAGE_CONTEXT, &bytes).into(),
+        content: bytes.into(),
         key_id: key.key_id().to_string(),
         ..Default::default()
     }
@@ -138,13 +138,14 @@ pub fn seal_batch(key: &SigningKey, contents: Vec<Vec<u8>>) -> Vec<Envelope> {
     let Some((root, paths)) = merkle::build(&leaves) else {
         return Vec::new();
     };
-    let signature = key.sign(BATCH_CONTEXT, &merkle::statement(&root, n));
+    // One allocation for the whole batch: each envelope holds a reference to it.
+    let signature = bytes::Bytes::from(key.sign(BATCH_CONTEXT, &merkle::statement(&root, n)));
     contents
         .into_iter()
         .zip(paths)
         .zip(0u32..)
         .map(|((bytes, path), index)| Envelope {
-            content: bytes,
+            content: bytes.into(),
             signature: signature.clone(),
             key_id: key.key_id().to_string(),
             batch: Some(bluewire_proto::v1::BatchProof {
@@ -319,7 +320,7 @@ fn open_verified(
         lookup(&env.key_id).ok_or_else(|| Rejected::UnknownKey(env.key_id.clone()))?;
     check_envelope_signature(env, &public_key, batches)?;
     let content =
-        Content::decode(env.content.as_slice()).map_err(|e| Rejected::Malformed(e.to_string()))?;
+        Content::decode(&env.content[..]).map_err(|e| Rejected::Malformed(e.to_string()))?;
     if content.origin_org != signer_org {
         return Err(Rejected::OriginMismatch {
             claimed: content.origin_org,
@@ -705,7 +706,11 @@ mod tests {
         assert_eq!(o.content.origin_org, "csirt-be");
         for i in 0..env.content.len() {
             let mut bad = env.clone();
-            bad.content[i] ^= 0x01;
+            bad.content = {
+                let mut b = bad.content.to_vec();
+                b[i] ^= 0x01;
+                b.into()
+            };
             let r = open(&bad, |_| Some(("csirt-be".to_string(), pk.clone())), 2_000);
             assert!(
                 matches!(r, Err(Rejected::BadSignature(_))),
@@ -737,7 +742,7 @@ mod tests {
     fn the_size_limit_is_one_mebibyte_of_content_inclusive() {
         assert_eq!(MAX_CONTENT_BYTES, 1024 * 1024, "README documents 1 MiB");
         let env = |len: usize| Envelope {
-            content: vec![0; len],
+            content: vec![0; len].into(),
             ..Default::default()
         };
         // At the limit, the next check (the signature) is what refuses it.
@@ -758,7 +763,7 @@ mod tests {
         let lookup = |_: &str| Some(("csirt-be".to_string(), k.public_key()));
         for env in [
             Envelope {
-                signature: Vec::new(),
+                signature: bytes::Bytes::new(),
                 ..sealed.clone()
             },
             Envelope {
@@ -1315,7 +1320,11 @@ mod tests {
             "another sibling"
         );
         let mut t = envs[1].clone();
-        t.signature[3] ^= 1;
+        t.signature = {
+            let mut b = t.signature.to_vec();
+            b[3] ^= 1;
+            b.into()
+        };
         assert!(
             matches!(refused(&t), Rejected::BadSignature(_)),
             "signature"
@@ -1375,13 +1384,17 @@ mod tests {
         }
         // Altered bytes miss the cache and fail the full check.
         let mut t = envs[2].clone();
-        t.content = content("csirt-be").encode_to_vec();
+        t.content = content("csirt-be").encode_to_vec().into();
         assert!(matches!(
             open_with(&t, lookup, 2_000, Some(&batches)),
             Err(Rejected::BadSignature(_))
         ));
         let mut t = envs[2].clone();
-        t.signature[SIGNATURE_HALF] ^= 1;
+        t.signature = {
+            let mut b = t.signature.to_vec();
+            b[SIGNATURE_HALF] ^= 1;
+            b.into()
+        };
         assert!(matches!(
             open_with(&t, lookup, 2_000, Some(&batches)),
             Err(Rejected::BadSignature(_))
@@ -1390,7 +1403,7 @@ mod tests {
         let other = SigningKey::generate("csirt-be").unwrap();
         assert!(!batches.contains(kid, &other.public_key(), &s0, &envs[0].signature));
         assert!(!batches.contains(other.key_id(), &pk, &s0, &envs[0].signature));
-        let mut sig = envs[0].signature.clone();
+        let mut sig = envs[0].signature.to_vec();
         sig[0] ^= 1;
         assert!(!batches.contains(kid, &pk, &s0, &sig));
         // Another member signing the same statement with its own key gets its own entry and

@@ -85,7 +85,17 @@ pub fn find_content(
 pub(crate) fn decode(m: &StoredMessage) -> Result<(pb::Envelope, pb::Content), LookupError> {
     let corrupt = |e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e);
     let env = pb::Envelope::decode(m.envelope.as_slice()).map_err(corrupt)?;
-    let content = pb::Content::decode(env.content.as_slice()).map_err(corrupt)?;
+    let content = pb::Content::decode(&env.content[..]).map_err(corrupt)?;
+    Ok((env, content))
+}
+
+/// As [`decode`], taking the envelope's bytes out of `m`: the envelope's content and
+/// signature are then views of those bytes, not copies.
+fn decode_taken(m: &mut StoredMessage) -> Result<(pb::Envelope, pb::Content), LookupError> {
+    let corrupt = |e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e);
+    let bytes = bytes::Bytes::from(std::mem::take(&mut m.envelope));
+    let env = pb::Envelope::decode(bytes).map_err(corrupt)?;
+    let content = pb::Content::decode(&env.content[..]).map_err(corrupt)?;
     Ok((env, content))
 }
 
@@ -165,8 +175,8 @@ pub fn item(
 /// `m` as a feed item at this node (`None`: retracted).
 /// A body encrypted end to end is shown decrypted when this node holds a key it was
 /// encrypted to (it was validated so at ingress); otherwise it stays sealed.
-pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
-    let (env, content) = decode(&m)?;
+pub fn item_for(st: &NodeState, mut m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
+    let (env, content) = decode_taken(&mut m)?;
     let standing = markings::standing(&st.store, &content);
     let opened = crate::e2e::open_body_with(&st.decryptors, &content);
     let end_to_end = matches!(content.body, Some(pb::content::Body::Sealed(_)));

@@ -274,8 +274,8 @@ pub fn envelope_open(data: &[u8]) {
             envelope::seal_batch(key, vec![rest.to_vec(), Vec::new(), rest.to_vec()]).swap_remove(0)
         }
         0 => Envelope {
-            content: rest.to_vec(),
-            signature: key.sign(MESSAGE_CONTEXT, rest),
+            content: rest.to_vec().into(),
+            signature: key.sign(MESSAGE_CONTEXT, rest).into(),
             key_id: key.key_id().to_string(),
             ..Default::default()
         },
@@ -288,9 +288,9 @@ pub fn envelope_open(data: &[u8]) {
                     .map(|root| merkle::statement(&root, b.leaves))
             });
             env.signature = match &proven {
-                Some(Ok(statement)) => key.sign(BATCH_CONTEXT, statement),
+                Some(Ok(statement)) => key.sign(BATCH_CONTEXT, statement).into(),
                 // No batch, or a proof that does not hold (refused for that before the signature).
-                _ => key.sign(MESSAGE_CONTEXT, &env.content),
+                _ => key.sign(MESSAGE_CONTEXT, &env.content).into(),
             };
             env.key_id = key.key_id().to_string();
             if let Some(f) = env.forwarding.as_mut() {
@@ -322,7 +322,11 @@ pub fn envelope_open(data: &[u8]) {
     if !env.content.is_empty() {
         let mut altered = env.clone();
         let at = data.len() % altered.content.len();
-        altered.content[at] ^= 1;
+        altered.content = {
+            let mut b = altered.content.to_vec();
+            b[at] ^= 1;
+            b.into()
+        };
         let cached = envelope::open_with(&altered, lookup, NOW_MS, Some(&batches));
         let plain = envelope::open(&altered, lookup, NOW_MS);
         same_decision(
@@ -586,11 +590,11 @@ fn case_bundle_checked(data: &[u8]) -> Option<(pb::CaseBundle, crate::case::bund
     if mode & 1 == 1 {
         let mut origins = BTreeMap::new();
         for env in &mut bundle.envelopes {
-            let origin = Content::decode(env.content.as_slice())
+            let origin = Content::decode(&env.content[..])
                 .map(|c| c.origin_org)
                 .unwrap_or_default();
             let key = fx.key_of(&origin);
-            env.signature = key.sign(MESSAGE_CONTEXT, &env.content);
+            env.signature = key.sign(MESSAGE_CONTEXT, &env.content).into();
             env.key_id = key.key_id().to_string();
             if let Some(o) = fx.org(&origin) {
                 origins.insert(o.0.clone(), o.2.clone());
@@ -1172,7 +1176,7 @@ mod tests {
             )
         };
         let unsigned = |c: &Content| Envelope {
-            content: c.encode_to_vec(),
+            content: c.encode_to_vec().into(),
             ..Default::default()
         };
         let bundle = pb::CaseBundle {

@@ -71,7 +71,7 @@ impl Verdict {
 /// The message id in `env` and the cluster routing judged it in (the target cluster of a
 /// re-share), for reporting and catch-up only (it may not have verified).
 fn claimed_id(env: &pb::Envelope) -> (String, String) {
-    let (id, cluster) = pb::Content::decode(env.content.as_slice())
+    let (id, cluster) = pb::Content::decode(&env.content[..])
         .map(|c| (c.id, c.cluster))
         .unwrap_or_default();
     let forwarded_to = env
@@ -561,7 +561,7 @@ async fn admit_all(
                 let stored = pb::Envelope { relay: None, ..env };
                 let msg = NewMessage {
                     audit: vec![audit],
-                    ..NewMessage::of(&content, stored.encode_to_vec(), &peer.org, now)
+                    ..NewMessage::of_envelope(&content, stored, &peer.org, now)
                 };
                 accepted.push((i, *content, effect, msg));
             }

@@ -758,7 +758,7 @@ const MAX_LISTED: usize = 1000;
 /// importing them changes nothing.
 fn all_held(st: &NodeState, envelopes: &[pb::Envelope]) -> bool {
     envelopes.iter().all(|env| {
-        pb::Content::decode(env.content.as_slice())
+        pb::Content::decode(&env.content[..])
             .is_ok_and(|c| matches!(st.store.get(&c.origin_org, &c.id), Ok(Some(_))))
     })
 }

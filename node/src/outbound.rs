@@ -125,7 +125,7 @@ pub fn egress_view(
     env: &pb::Envelope,
     known: &impl Known,
 ) -> Result<Option<pb::Content>, Withheld> {
-    let content = pb::Content::decode(env.content.as_slice())
+    let content = pb::Content::decode(&env.content[..])
         .map_err(|e| ("content", format!("stored content undecodable: {e}")))?;
     if env.forwarding.is_none() && content.origin_org != known.me() {
         return Ok(None);
@@ -508,7 +508,7 @@ pub async fn publish(
             .insert(NewMessage {
                 outbox: queued_for.clone(),
                 audit: events,
-                ..NewMessage::of(&content, env.encode_to_vec(), "", crate::clock::now_ms())
+                ..NewMessage::of_envelope(&content, env, "", crate::clock::now_ms())
             })
             .await
             .map_err(|source| OutboundError::Store {

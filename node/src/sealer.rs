@@ -214,7 +214,8 @@ mod tests {
                 })
             })
             .collect();
-        let mut by_signature: std::collections::HashMap<Vec<u8>, Vec<&str>> = Default::default();
+        let mut by_signature: std::collections::HashMap<bytes::Bytes, Vec<&str>> =
+            Default::default();
         for t in tasks {
             let (who, env) = t.await.unwrap();
             by_signature.entry(env.signature).or_default().push(who);

@@ -13,6 +13,7 @@
 //! Pure.
 
 use bluewire_proto::v1::Envelope;
+use bytes::Bytes;
 
 /// The Hello feature that says a node restores signatures from the call's table.
 pub const FEATURE: &str = "signature-table";
@@ -20,16 +21,21 @@ pub const FEATURE: &str = "signature-table";
 /// Move each envelope's signature into a table of distinct signatures, in order of first
 /// use; the references are 1-based positions. Envelopes without a signature keep 0 (none
 /// to share).
-pub fn share(envelopes: &mut [Envelope]) -> (Vec<Vec<u8>>, Vec<u32>) {
-    let mut table: Vec<Vec<u8>> = Vec::new();
+pub fn share(envelopes: &mut [Envelope]) -> (Vec<Bytes>, Vec<u32>) {
+    let mut table: Vec<Bytes> = Vec::new();
     let mut refs = Vec::with_capacity(envelopes.len());
     for env in envelopes.iter_mut() {
         if env.signature.is_empty() {
             refs.push(0);
             continue;
         }
-        // A batch's envelopes travel together: its signature is most often the last one.
-        let at = match table.iter().rposition(|s| *s == env.signature) {
+        // A batch's envelopes travel together: its signature is most often the last one, and
+        // most often the very same bytes (one allocation shared by the batch), not a copy.
+        let same = |s: &Bytes| {
+            (s.as_ptr() == env.signature.as_ptr() && s.len() == env.signature.len())
+                || *s == env.signature
+        };
+        let at = match table.iter().rposition(same) {
             Some(i) => i,
             None => {
                 table.push(std::mem::take(&mut env.signature));
@@ -46,11 +52,7 @@ pub fn share(envelopes: &mut [Envelope]) -> (Vec<Vec<u8>>, Vec<u32>) {
 
 /// Put the signatures of `table` back into `envelopes` as `refs` says, or say what does not
 /// add up.
-pub fn restore(
-    envelopes: &mut [Envelope],
-    table: Vec<Vec<u8>>,
-    refs: &[u32],
-) -> Result<(), String> {
+pub fn restore(envelopes: &mut [Envelope], table: Vec<Bytes>, refs: &[u32]) -> Result<(), String> {
     if refs.is_empty() {
         return if table.is_empty() {
             Ok(())
@@ -107,8 +109,8 @@ mod tests {
 
     fn env(content: u8, signature: &[u8]) -> Envelope {
         Envelope {
-            content: vec![content],
-            signature: signature.to_vec(),
+            content: vec![content].into(),
+            signature: signature.to_vec().into(),
             key_id: "org-a/k1".into(),
             ..Default::default()
         }
@@ -176,15 +178,15 @@ mod tests {
         assert_eq!(envs, vec![env(1, b"own")]);
         // An envelope may keep its own signature beside shared ones (reference 0).
         let mut envs = vec![env(1, b"own"), env(2, b"")];
-        restore(&mut envs, vec![b"shared".to_vec()], &[0, 1]).unwrap();
+        restore(&mut envs, vec![Bytes::from_static(b"shared")], &[0, 1]).unwrap();
         assert_eq!(envs, vec![env(1, b"own"), env(2, b"shared")]);
     }
 
     #[test]
     fn a_table_that_does_not_add_up_is_refused_with_the_reason() {
-        let sig = || vec![b"sig".to_vec()];
+        let sig = || vec![Bytes::from_static(b"sig")];
         // (envelopes, signature table, references, what the refusal says)
-        type Case = (Vec<Envelope>, Vec<Vec<u8>>, Vec<u32>, &'static str);
+        type Case = (Vec<Envelope>, Vec<Bytes>, Vec<u32>, &'static str);
         let cases: Vec<Case> = vec![
             (vec![env(1, b"")], sig(), vec![], "without references"),
             (
@@ -197,7 +199,7 @@ mod tests {
             (vec![env(1, b"own")], sig(), vec![1], "one or the other"),
             (
                 vec![env(1, b"")],
-                vec![b"a".to_vec(), b"b".to_vec()],
+                vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
                 vec![1],
                 "signature 2 of the call is referred to by no envelope",
             ),

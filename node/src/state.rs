@@ -289,8 +289,7 @@ impl Known for NodeState {
         };
         let env = bluewire_proto::v1::Envelope::decode(m.envelope.as_slice())
             .map_err(|e| unreadable(e.to_string()))?;
-        let content =
-            Content::decode(env.content.as_slice()).map_err(|e| unreadable(e.to_string()))?;
+        let content = Content::decode(&env.content[..]).map_err(|e| unreadable(e.to_string()))?;
         let standing = self.standing(&content)?;
         Ok(Some((content, standing)))
     }

@@ -210,12 +210,18 @@ fn decode<M: prost::Message + Default>(
 
 // ---- public types -------------------------------------------------------------------------
 
-/// A message to persist. `envelope` is the exact encoded Envelope bytes (never re-encoded).
+/// A message to persist. `envelope` is the exact encoded Envelope bytes (never re-encoded),
+/// without its signature when `batch_signature` holds it.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
     /// Message id (UUIDv7 string): the dedup key.
     pub id: String,
     pub envelope: Vec<u8>,
+    /// When set, `envelope` was encoded without its signature field and this is that
+    /// signature (a batch's, which the store keeps once): reads put it back where an encoder
+    /// puts field 2, giving the envelope as it was encoded whole. Set by
+    /// [`NewMessage::of_envelope`], so the store need not find it in the bytes again.
+    pub batch_signature: Option<bytes::Bytes>,
     /// Origin org.
     pub origin: String,
     pub kind: i32,
@@ -253,6 +259,7 @@ impl NewMessage {
         NewMessage {
             id: content.id.clone(),
             envelope,
+            batch_signature: None,
             origin: content.origin_org.clone(),
             kind: content.kind,
             level: content.level,
@@ -265,6 +272,52 @@ impl NewMessage {
             outbox: Vec::new(),
             audit: Vec::new(),
         }
+    }
+
+    /// As [`NewMessage::of`], encoding `envelope`: a batch's signature is handed over
+    /// apart (see `batch_signature`), not copied into the bytes and found there again.
+    pub fn of_envelope(
+        content: &bluewire_proto::v1::Content,
+        mut envelope: bluewire_proto::v1::Envelope,
+        received_from: &str,
+        received_at_ms: i64,
+    ) -> NewMessage {
+        let batch_signature = (envelope.batch.is_some() && !envelope.signature.is_empty())
+            .then(|| std::mem::take(&mut envelope.signature));
+        NewMessage {
+            batch_signature,
+            ..NewMessage::of(
+                content,
+                envelope.encode_to_vec(),
+                received_from,
+                received_at_ms,
+            )
+        }
+    }
+}
+
+/// An envelope queued for a peer, as [`Store::outbox_queued_after`] reads it: its encoded
+/// bytes, without its batch signature when `signature` holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queued {
+    pub seq: u64,
+    pub envelope: Vec<u8>,
+    pub signature: Option<bytes::Bytes>,
+}
+
+impl Queued {
+    /// Bytes on the wire, about: the envelope and its signature.
+    pub fn wire_len(&self) -> usize {
+        self.envelope.len() + self.signature.as_ref().map_or(0, |s| s.len() + 3)
+    }
+
+    /// The envelope, decoded without copying its content or signature.
+    pub fn decode(self) -> std::result::Result<bluewire_proto::v1::Envelope, prost::DecodeError> {
+        let mut env = bluewire_proto::v1::Envelope::decode(bytes::Bytes::from(self.envelope))?;
+        if let Some(signature) = self.signature {
+            env.signature = signature;
+        }
+        Ok(env)
     }
 }
 

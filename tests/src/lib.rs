@@ -768,7 +768,7 @@ pub async fn take_items(
 pub fn item_content(item: &pb::FeedItem) -> pb::Content {
     use prost::Message;
     let env = item.envelope.as_ref().expect("feed item without envelope");
-    pb::Content::decode(env.content.as_slice()).expect("stored content decodes")
+    pb::Content::decode(&env.content[..]).expect("stored content decodes")
 }
 
 /// Message id of a feed item.

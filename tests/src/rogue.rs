@@ -536,7 +536,7 @@ impl Failures {
 
 /// (origin_org, id) of an envelope's content; empty strings when it does not decode.
 pub fn origin_and_id(env: &pb::Envelope) -> (String, String) {
-    pb::Content::decode(env.content.as_slice())
+    pb::Content::decode(&env.content[..])
         .map(|c| (c.origin_org, c.id))
         .unwrap_or_default()
 }
@@ -561,7 +561,7 @@ pub fn title_of(c: &pb::Content) -> String {
 }
 
 fn title_of_envelope(env: &pb::Envelope) -> String {
-    let mut t = pb::Content::decode(env.content.as_slice())
+    let mut t = pb::Content::decode(&env.content[..])
         .map(|c| title_of(&c))
         .unwrap_or_else(|_| "undecodable content".into());
     t.truncate(80);

@@ -213,7 +213,7 @@ impl Round<'_> {
                 continue;
             };
             if let Some(why) = give_up(st, &env, now) {
-                let id = Content::decode(env.content.as_slice())
+                let id = Content::decode(&env.content[..])
                     .map(|c| c.id)
                     .unwrap_or_default();
                 expired.push((seq, id, why));
@@ -350,7 +350,7 @@ impl Round<'_> {
                 continue;
             };
             if let Some(why) = give_up(st, &env, now) {
-                let id = Content::decode(env.content.as_slice())
+                let id = Content::decode(&env.content[..])
                     .map(|c| c.id)
                     .unwrap_or_default();
                 warn!(msg.id = %id, reason = %why, "giving up a carried envelope");
@@ -484,7 +484,7 @@ fn give_up(st: &NodeState, env: &Envelope, now: i64) -> Option<String> {
 /// node knows it.
 fn carried_view(st: &NodeState, env: &Envelope) -> Option<Content> {
     use crate::known::Known as _;
-    let content = Content::decode(env.content.as_slice()).ok()?;
+    let content = Content::decode(&env.content[..]).ok()?;
     let marking = st.standing(&content).ok()?.marking;
     let mut view = match &env.forwarding {
         Some(f) => crate::envelope::forwarded_view(

@@ -16,7 +16,7 @@ use bluewire_proto::v1 as pb;
 pub struct Shaper {
     form: pb::EnvelopeForm,
     /// The signature of the previous item sent (SIGNATURE_ONCE).
-    last: Option<Vec<u8>>,
+    last: Option<bytes::Bytes>,
 }
 
 impl Shaper {
@@ -38,7 +38,7 @@ impl Shaper {
                     return;
                 };
                 if !env.signature.is_empty() && self.last.as_deref() == Some(&env.signature[..]) {
-                    env.signature = Vec::new();
+                    env.signature = bytes::Bytes::new();
                     item.signature_as_previous = true;
                 } else {
                     self.last = Some(env.signature.clone());
@@ -52,7 +52,7 @@ impl Shaper {
 /// envelope it hands on is whole and verifies on its own.
 #[derive(Debug, Default)]
 pub struct Restorer {
-    last: Option<Vec<u8>>,
+    last: Option<bytes::Bytes>,
 }
 
 impl Restorer {
@@ -100,8 +100,8 @@ mod tests {
         pb::FeedItem {
             seq,
             envelope: Some(pb::Envelope {
-                content: format!("content {seq}").into_bytes(),
-                signature: signature.to_vec(),
+                content: format!("content {seq}").into_bytes().into(),
+                signature: signature.to_vec().into(),
                 ..Default::default()
             }),
             verified: true,
@@ -160,7 +160,7 @@ mod tests {
             .iter()
             .map(|i| {
                 (
-                    i.envelope.as_ref().unwrap().signature.as_slice(),
+                    &i.envelope.as_ref().unwrap().signature[..],
                     i.signature_as_previous,
                 )
             })

@@ -157,7 +157,11 @@ fn signature_origin_and_author_are_checked_before_routing() {
     let r = Router::new();
     let c = content(B, "x");
     let mut tampered = seal(B, &c);
-    tampered.content[3] ^= 1;
+    tampered.content = {
+        let mut b = tampered.content.to_vec();
+        b[3] ^= 1;
+        b.into()
+    };
     assert_eq!(
         refused(judge(&tampered, ORGS[B], &known, &r, NOW)),
         "signature"
@@ -447,7 +451,11 @@ fn the_routing_tally_counts_only_what_routing_decided() {
         Some(("allowed", true))
     );
     let mut tampered = seal(B, &ok);
-    tampered.signature[0] ^= 1;
+    tampered.signature = {
+        let mut b = tampered.signature.to_vec();
+        b[0] ^= 1;
+        b.into()
+    };
     assert_eq!(
         judge_routed(&tampered, ORGS[B], &known, &r, NOW).1,
         None,

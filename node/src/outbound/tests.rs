@@ -142,7 +142,7 @@ fn the_send_time_recheck_applies_retractions_raises_and_membership_changes() {
     assert_eq!(e.0, "reshare", "{e:?}");
     // Undecodable bytes are refused with the reason.
     let junk = pb::Envelope {
-        content: vec![0xff; 3],
+        content: vec![0xff; 3].into(),
         ..Default::default()
     };
     let e = recheck(&junk, ORGS[C], &known, &r, NOW).unwrap_err();

@@ -51,6 +51,56 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.outbox_records_after(peer, after_seq, limit, |seq, rec, signatures| {
+            Ok((seq, rec.into_envelope(seq, signatures)?))
+        })
+    }
+
+    /// Like [`Store::outbox_batch_after`], with each batch signature handed over apart (one
+    /// allocation shared by the batch's envelopes, not spliced into each): what a sender
+    /// decodes and sends without copying the signature per envelope.
+    pub fn outbox_queued_after(
+        &self,
+        peer: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<super::Queued>> {
+        self.outbox_records_after(peer, after_seq, limit, |seq, rec, signatures| {
+            let signature = if rec.signature_ref.is_empty() {
+                None
+            } else {
+                Some(super::signatures::signature_for(
+                    seq,
+                    &rec.signature_ref,
+                    |k| {
+                        Ok(signatures
+                            .get(k)
+                            .map_err(db_err("read signature"))?
+                            .map(|v| v.value().to_vec()))
+                    },
+                )?)
+            };
+            Ok(super::Queued {
+                seq,
+                envelope: rec.envelope,
+                signature,
+            })
+        })
+    }
+
+    /// Up to `limit` of the records queued for `peer` above `after_seq`, oldest first, each
+    /// made into a `T` by `each` (which may read the signatures table).
+    fn outbox_records_after<T>(
+        &self,
+        peer: &str,
+        after_seq: u64,
+        limit: usize,
+        mut each: impl FnMut(
+            u64,
+            MessageRecord,
+            &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        ) -> Result<T>,
+    ) -> Result<Vec<T>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -87,7 +137,7 @@ impl Store {
                 ));
             };
             let rec: MessageRecord = decode("message", seq, bytes.value())?;
-            out.push((seq, rec.into_envelope(seq, &signatures)?));
+            out.push(each(seq, rec, &signatures)?);
         }
         Ok(out)
     }

@@ -132,7 +132,7 @@ pub(super) fn digest(signature: &[u8]) -> Vec<u8> {
 const RECENT_MAX: usize = 8;
 
 /// (digest, signature), oldest first.
-type Recent = std::collections::VecDeque<(Vec<u8>, std::sync::Arc<[u8]>)>;
+type Recent = std::collections::VecDeque<(Vec<u8>, bytes::Bytes)>;
 
 thread_local! {
     static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new(Recent::new()) };
@@ -155,6 +155,24 @@ pub(super) fn restore(
     if reference.is_empty() {
         return Ok(envelope);
     }
+    let signature = signature_for(seq, reference, lookup)?;
+    splice(&envelope, &signature).ok_or_else(|| {
+        super::corrupt(
+            "message",
+            seq,
+            "its envelope bytes do not parse as protobuf fields",
+        )
+    })
+}
+
+/// The signature `reference` names (message `seq`'s), read with `lookup` unless this thread
+/// read it lately, and checked against its digest. A reference to no signature is
+/// corruption.
+pub(super) fn signature_for(
+    seq: u64,
+    reference: &[u8],
+    lookup: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>>,
+) -> Result<bytes::Bytes> {
     let corrupt = |detail: String| super::corrupt("message", seq, detail);
     let recent = RECENT.with(|r| {
         r.borrow()
@@ -177,7 +195,7 @@ pub(super) fn restore(
                     hex::encode(reference)
                 )));
             }
-            let signature: std::sync::Arc<[u8]> = signature.into();
+            let signature = bytes::Bytes::from(signature);
             RECENT.with(|r| {
                 let mut r = r.borrow_mut();
                 if r.len() == RECENT_MAX {
@@ -188,8 +206,7 @@ pub(super) fn restore(
             signature
         }
     };
-    splice(&envelope, &signature)
-        .ok_or_else(|| corrupt("its envelope bytes do not parse as protobuf fields".into()))
+    Ok(signature)
 }
 
 #[cfg(test)]
@@ -257,7 +274,7 @@ mod tests {
         for env in batch(3) {
             let bytes = env.encode_to_vec();
             let (rest, sig) = split(&bytes).expect("a batch envelope splits");
-            assert_eq!(sig, env.signature.as_slice());
+            assert_eq!(sig, &env.signature[..]);
             assert_eq!(rest.len(), bytes.len() - sig.len() - 3);
             let back = pb::Envelope::decode(rest.as_slice()).unwrap();
             assert!(back.signature.is_empty());
@@ -284,7 +301,7 @@ mod tests {
         assert!(split(&[]).is_none());
         let env = batch(2).remove(0);
         let mut odd = env.clone();
-        odd.signature = Vec::new();
+        odd.signature = bytes::Bytes::new();
         let mut bytes = odd.encode_to_vec();
         bytes.extend_from_slice(&[0x12, 2, 1, 2]); // signature field after the batch proof
         assert!(split(&bytes).is_none(), "not where an encoder puts it");

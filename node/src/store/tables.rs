@@ -277,6 +277,9 @@ pub(super) struct Tables<'t> {
     /// Seqs of this transaction's new messages queued per peer, not yet written (one block
     /// per peer, see `outbox_blocks`).
     pub(super) outbox_new: Vec<(String, Vec<u64>)>,
+    /// The batch signature this transaction kept last, and its digest: a batch's messages
+    /// are stored together, so most of them find theirs here.
+    pub(super) kept_signature: Option<(bytes::Bytes, Vec<u8>)>,
 }
 
 pub(super) fn get_u64(table: &Table<'_, &'static str, u64>, key: &str) -> Result<Option<u64>> {
@@ -367,6 +370,7 @@ pub(super) fn open_tables<'t>(
         audit_head,
         audit_block: super::audit_blocks::Block::default(),
         outbox_new: Vec::new(),
+        kept_signature: None,
     })
 }
 
@@ -511,7 +515,7 @@ fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
         let rec: MessageRecord = decode("message", k.value(), v.value())?;
         let cluster = bluewire_proto::v1::Envelope::decode(rec.envelope.as_slice())
             .ok()
-            .and_then(|env| bluewire_proto::v1::Content::decode(env.content.as_slice()).ok())
+            .and_then(|env| bluewire_proto::v1::Content::decode(&env.content[..]).ok())
             .map(|c| c.cluster)
             .unwrap_or_default();
         let reshare = rec.id.starts_with(super::RESHARE_PREFIX);

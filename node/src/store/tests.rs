@@ -9,6 +9,7 @@ fn msg(id: &str, outbox: &[&str]) -> NewMessage {
     NewMessage {
         id: id.to_owned(),
         envelope: format!("env-{id}").into_bytes(),
+        batch_signature: None,
         origin: "org-a".into(),
         kind: 1,
         level: 2,
@@ -274,7 +275,8 @@ async fn records_from_before_clusters_were_stored_learn_their_cluster_and_reshar
                 cluster: cluster.into(),
                 ..Default::default()
             }
-            .encode_to_vec(),
+            .encode_to_vec()
+            .into(),
             ..Default::default()
         }
         .encode_to_vec()
@@ -1376,23 +1378,46 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
             .encode_to_vec()
         })
         .collect();
-    let batch = crate::envelope::seal_batch(&key, contents);
+    let mut batch = crate::envelope::seal_batch(&key, contents);
+    // Fields on both sides of the signature's place (a relay path, a forwarding).
+    batch[3].relay = Some(bluewire_proto::v1::Relay {
+        instruction: b"to org-c".to_vec(),
+        ..Default::default()
+    });
+    batch[4].forwarding = Some(bluewire_proto::v1::Forwarding {
+        attestation: b"forwarded".to_vec(),
+        ..Default::default()
+    });
     let lone = crate::envelope::seal_batch(&key, vec![b"lone".to_vec()]).remove(0);
-    let envelopes: Vec<Vec<u8>> = batch
-        .iter()
-        .chain([&lone])
-        .map(|e| e.encode_to_vec())
-        .collect();
+    let all: Vec<&bluewire_proto::v1::Envelope> = batch.iter().chain([&lone]).collect();
+    let envelopes: Vec<Vec<u8>> = all.iter().map(|e| e.encode_to_vec()).collect();
     let store = Store::open(dir.path()).unwrap();
-    let msgs = envelopes
-        .iter()
-        .enumerate()
-        .map(|(i, env)| NewMessage {
-            envelope: env.clone(),
-            ..msg(&format!("m{i}"), &["org-b"])
-        })
-        .collect();
-    store.insert_many(msgs).await.unwrap();
+    // Given whole (the store finds the signature in the bytes) and split by
+    // `NewMessage::of_envelope` (handed over apart), alternately, one transaction each.
+    for (i, env) in all.iter().enumerate() {
+        let base = msg(&format!("m{i}"), &["org-b"]);
+        let m = if i % 2 == 1 {
+            let split = NewMessage::of_envelope(&Default::default(), (*env).clone(), "", 0);
+            assert_eq!(split.batch_signature.is_some(), env.batch.is_some());
+            NewMessage {
+                envelope: split.envelope,
+                batch_signature: split.batch_signature,
+                ..base
+            }
+        } else {
+            NewMessage {
+                envelope: envelopes[i].clone(),
+                ..base
+            }
+        };
+        store.insert(m).await.unwrap();
+    }
+    let lone_split = NewMessage::of_envelope(&Default::default(), lone.clone(), "", 0);
+    assert!(lone_split.batch_signature.is_none(), "not a batch's");
+    assert_eq!(
+        lone_split.envelope, envelopes[5],
+        "a lone envelope is kept whole"
+    );
     let check = |store: &Store| {
         let read: Vec<Vec<u8>> = store
             .read_after(0, 10)
@@ -1408,6 +1433,19 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
             .map(|(_, e)| e)
             .collect();
         assert_eq!(queued, envelopes, "outbox");
+        // Read for sending: the batch's signature apart, one allocation for the page.
+        let queued = store.outbox_queued_after("org-b", 0, 10).unwrap();
+        let shared: Vec<_> = queued[..5]
+            .iter()
+            .map(|q| q.signature.clone().unwrap())
+            .collect();
+        assert!(shared.iter().all(|s| s.as_ptr() == shared[0].as_ptr()));
+        assert!(queued[5].signature.is_none());
+        let decoded: Vec<bluewire_proto::v1::Envelope> =
+            queued.into_iter().map(|q| q.decode().unwrap()).collect();
+        let expected: Vec<bluewire_proto::v1::Envelope> =
+            all.iter().map(|e| (*e).clone()).collect();
+        assert_eq!(decoded, expected, "outbox, signatures apart");
         assert_eq!(
             store.get("org-a", "m2").unwrap().unwrap().envelope,
             envelopes[2]

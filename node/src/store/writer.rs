@@ -371,8 +371,6 @@ impl Tables<'_> {
         let mut out = Vec::with_capacity(msgs.len());
         // Outbox depth per peer: one counter update per peer for the whole op, not per entry.
         let mut queued: Vec<(&str, u64)> = Vec::new();
-        // The last batch signature kept, and its digest: a batch's messages arrive together.
-        let mut last_signature: Option<(&[u8], Vec<u8>)> = None;
         for m in msgs {
             if m.id.is_empty() {
                 return Err(StoreError::Invalid(
@@ -393,30 +391,29 @@ impl Tables<'_> {
                 .checked_add(1)
                 .ok_or(StoreError::Internal("message seq space exhausted"))?;
             // A batch signature is kept once, not in every envelope of the batch.
-            let (envelope, signature_ref) = match super::signatures::split(&m.envelope) {
-                Some((rest, signature)) => {
-                    let digest = match &last_signature {
-                        // The batch's previous message carried the same signature: kept.
-                        Some((last, digest)) if *last == signature => digest.clone(),
-                        _ => {
-                            let digest = super::signatures::digest(signature);
-                            if self
-                                .signatures
-                                .get(digest.as_slice())
-                                .map_err(db_err("read signature"))?
-                                .is_none()
-                            {
-                                self.signatures
-                                    .insert(digest.as_slice(), signature)
-                                    .map_err(db_err("store signature"))?;
-                            }
-                            last_signature = Some((signature, digest.clone()));
-                            digest
-                        }
-                    };
-                    (rest, digest)
-                }
-                None => (m.envelope.clone(), Vec::new()),
+            let (envelope, signature_ref) = match &m.batch_signature {
+                Some(signature) if !signature.is_empty() => (
+                    m.envelope.clone(),
+                    keep_signature(
+                        &mut self.signatures,
+                        &mut self.kept_signature,
+                        signature,
+                        Some(signature),
+                    )?,
+                ),
+                // Handed over whole: a batch's signature is found in the bytes.
+                _ => match super::signatures::split(&m.envelope) {
+                    Some((rest, signature)) => (
+                        rest,
+                        keep_signature(
+                            &mut self.signatures,
+                            &mut self.kept_signature,
+                            signature,
+                            None,
+                        )?,
+                    ),
+                    None => (m.envelope.clone(), Vec::new()),
+                },
             };
             let rec = MessageRecord {
                 id: m.id.clone(),
@@ -984,6 +981,36 @@ impl Writer {
         }
         Ok((applied, (end != start).then(|| end - 1)))
     }
+}
+
+/// The digest a batch `signature` is kept under in `signatures`, keeping it unless it is
+/// kept already. `last`: the signature kept last and its digest (a batch's messages arrive
+/// together, so most lookups stop there). `shared`: `signature` as the allocation a batch's
+/// envelopes share, kept as `last` (the batch's next message then compares one pointer).
+fn keep_signature(
+    signatures: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    last: &mut Option<(bytes::Bytes, Vec<u8>)>,
+    signature: &[u8],
+    shared: Option<&bytes::Bytes>,
+) -> Result<Vec<u8>> {
+    if let Some((kept, digest)) = last.as_ref()
+        && (std::ptr::eq(&kept[..], signature) || kept[..] == *signature)
+    {
+        return Ok(digest.clone());
+    }
+    let digest = super::signatures::digest(signature);
+    if signatures
+        .get(digest.as_slice())
+        .map_err(db_err("read signature"))?
+        .is_none()
+    {
+        signatures
+            .insert(digest.as_slice(), signature)
+            .map_err(db_err("store signature"))?;
+    }
+    let kept = shared.map_or_else(|| bytes::Bytes::copy_from_slice(signature), Clone::clone);
+    *last = Some((kept, digest.clone()));
+    Ok(digest)
 }
 
 /// Joins the writer thread when the last `Store` clone goes away (after the sender is dropped,

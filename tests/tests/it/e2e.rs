@@ -50,7 +50,7 @@ async fn an_encrypted_message_is_ciphertext_on_the_wire_and_clear_at_its_recipie
     assert!(at_fr.end_to_end && at_fr.verified);
     assert_eq!(item_title(&at_fr), secret);
     let env = at_fr.envelope.expect("envelope");
-    let signed = pb::Content::decode(env.content.as_slice()).expect("content");
+    let signed = pb::Content::decode(&env.content[..]).expect("content");
     assert!(matches!(signed.body, Some(pb::content::Body::Sealed(_))));
     assert!(!env.content.windows(11).any(|w| w == b"203.0.113.7"));
     // At the origin: readable too (it encrypted to itself as well).

@@ -232,7 +232,7 @@ async fn a_forged_reshare_of_amber_is_rejected_at_ingress() {
 
 fn original_created(env: &pb::Envelope) -> i64 {
     use prost::Message;
-    pb::Content::decode(env.content.as_slice())
+    pb::Content::decode(&env.content[..])
         .map(|c| c.created_at_ms)
         .unwrap_or(0)
 }

@@ -122,7 +122,7 @@ fn marked(text: &str, tlp: pb::Tlp, recipients: &[&str]) -> pb::PublishRequest {
 /// The body of an envelope's content.
 fn body_of(env: &pb::Envelope) -> Option<pb::content::Body> {
     use prost::Message;
-    pb::Content::decode(env.content.as_slice()).ok()?.body
+    pb::Content::decode(&env.content[..]).ok()?.body
 }
 
 /// Client.Get of "ORIGIN/ID" at `org` answers the content with this title.
@@ -509,7 +509,11 @@ async fn every_ingress_rule_refuses_the_envelope_that_violates_it() {
         "unknown signing key",
     );
     let mut bad_sig = fr.seal(&fr.content("bad signature"));
-    bad_sig.signature[0] ^= 0xff;
+    bad_sig.signature = {
+        let mut b = bad_sig.signature.to_vec();
+        b[0] ^= 0xff;
+        b.into()
+    };
     add(
         "altered signature",
         &fr,

@@ -21,7 +21,7 @@ const FR: &str = "csirt-fr";
 
 /// The encryption key ids a sealed message at `org` was encrypted to.
 fn sealed_to(env: &pb::Envelope) -> Vec<String> {
-    let c = <pb::Content as prost::Message>::decode(env.content.as_slice()).unwrap();
+    let c = <pb::Content as prost::Message>::decode(&env.content[..]).unwrap();
     match c.body {
         Some(pb::content::Body::Sealed(s)) => s.stanzas.into_iter().map(|s| s.key_id).collect(),
         other => panic!("not sealed: {other:?}"),

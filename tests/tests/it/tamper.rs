@@ -75,7 +75,11 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
     let tampered_id = c.id.clone();
     let mut env = seal(&be_key, &c);
     let last = env.content.len() - 1;
-    env.content[last] ^= 0x01;
+    env.content = {
+        let mut b = env.content.to_vec();
+        b[last] ^= 0x01;
+        b.into()
+    };
     let r = deliver_as(&fed, "csirt-be", "csirt-fr", env).await;
     assert_rejected(&r, "signature", "flipped byte");
     let got = fr
@@ -107,8 +111,8 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         "csirt-be",
         "csirt-fr",
         pb::Envelope {
-            signature: be_key.sign(MESSAGE_CONTEXT, &garbage),
-            content: garbage,
+            signature: be_key.sign(MESSAGE_CONTEXT, &garbage).into(),
+            content: garbage.into(),
             key_id: be_key.key_id().to_string(),
             ..Default::default()
         },
@@ -153,8 +157,8 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
 
     // (e) A request over max_request_bytes (4 MiB): a gRPC error, not a crash.
     let chunk = |i: usize| pb::Envelope {
-        content: vec![i as u8; 1024 * 1024],
-        signature: vec![0; 64],
+        content: vec![i as u8; 1024 * 1024].into(),
+        signature: vec![0; 64].into(),
         key_id: be_key.key_id().to_string(),
         ..Default::default()
     };
