@@ -38,6 +38,9 @@ pub const MAX_ITEMS: usize = 64;
 /// delivered. The subscription's task also holds at most this many bytes of stored
 /// envelopes it has read but not yet queued (`feed::run`), so a stalled subscriber holds
 /// about 2 MiB plus one oversized message at worst, and a thousand of them about 2 GiB.
+/// Counted as encoded: an item whose repeated signature is left out (`SIGNATURE_ONCE`)
+/// still holds the stored envelope it is a view of, up to 3.3 KiB more per item (~210 KiB
+/// for a full queue).
 pub const MAX_BYTES: usize = 1024 * 1024;
 
 /// A subscriber buffer's limits.

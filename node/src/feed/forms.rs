@@ -41,7 +41,9 @@ impl Shaper {
                     env.signature = bytes::Bytes::new();
                     item.signature_as_previous = true;
                 } else {
-                    self.last = Some(env.signature.clone());
+                    // A copy: the signature is a view of the whole stored envelope, which a
+                    // long-lived subscription must not keep (a message of up to 1 MiB).
+                    self.last = Some(bytes::Bytes::copy_from_slice(&env.signature));
                 }
             }
         }
@@ -86,7 +88,8 @@ impl Restorer {
             env.signature = last.clone();
             item.signature_as_previous = false;
         } else {
-            self.last = Some(env.signature.clone());
+            // A copy: the signature is a view of the whole item it came in.
+            self.last = Some(bytes::Bytes::copy_from_slice(&env.signature));
         }
         Ok(())
     }

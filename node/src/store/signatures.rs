@@ -92,6 +92,12 @@ pub(super) fn splice(envelope: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether encoded envelope bytes carry a signature field (or do not parse as fields): such
+/// bytes cannot take a signature handed over apart.
+pub(super) fn carries_signature(envelope: &[u8]) -> bool {
+    fields(envelope).is_none_or(|f| f.iter().any(|f| f.number == SIGNATURE_FIELD))
+}
+
 /// For an envelope of a signed batch: (the envelope without its signature, the signature),
 /// when putting it back gives exactly `envelope` again. `None`: store it whole.
 pub(super) fn split(envelope: &[u8]) -> Option<(Vec<u8>, &[u8])> {

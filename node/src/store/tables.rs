@@ -278,7 +278,9 @@ pub(super) struct Tables<'t> {
     /// per peer, see `outbox_blocks`).
     pub(super) outbox_new: Vec<(String, Vec<u64>)>,
     /// The batch signature this transaction kept last, and its digest: a batch's messages
-    /// are stored together, so most of them find theirs here.
+    /// are stored together, so most of them find theirs here. Sound because no op removes a
+    /// row of `signatures` (a transaction that fails is retried with new `Tables`): one that
+    /// ever does must clear this.
     pub(super) kept_signature: Option<(bytes::Bytes, Vec<u8>)>,
 }
 

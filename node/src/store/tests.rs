@@ -1814,3 +1814,37 @@ async fn a_layout_3_outbox_is_moved_into_blocks_at_open() {
         "the old outbox table is gone"
     );
 }
+
+#[tokio::test]
+async fn a_signature_handed_over_apart_from_bytes_that_carry_one_is_refused() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = crate::signing::SigningKey::generate("org-a").unwrap();
+    let batch = crate::envelope::seal_batch(&key, vec![b"one".to_vec(), b"two".to_vec()]);
+    let e = store
+        .insert(NewMessage {
+            envelope: batch[0].encode_to_vec(),
+            batch_signature: Some(batch[0].signature.clone()),
+            ..msg("m0", &[])
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    assert!(e.to_string().contains("NewMessage::of_envelope"), "{e}");
+    // Nothing of it was stored; the same message handed over right is.
+    assert!(store.read_after(0, 10).unwrap().is_empty());
+    let split = NewMessage::of_envelope(&Default::default(), batch[0].clone(), "", 0);
+    store
+        .insert(NewMessage {
+            envelope: split.envelope,
+            batch_signature: split.batch_signature,
+            ..msg("m0", &[])
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_after(0, 10).unwrap()[0].envelope,
+        batch[0].encode_to_vec()
+    );
+}

@@ -392,6 +392,14 @@ impl Tables<'_> {
                 .ok_or(StoreError::Internal("message seq space exhausted"))?;
             // A batch signature is kept once, not in every envelope of the batch.
             let (envelope, signature_ref) = match &m.batch_signature {
+                Some(_) if super::signatures::carries_signature(&m.envelope) => {
+                    return Err(StoreError::Invalid(format!(
+                        "message {}: a batch signature was handed over apart from envelope bytes \
+                         that carry one too (or do not parse): build it with \
+                         NewMessage::of_envelope",
+                        m.id
+                    )));
+                }
                 Some(signature) if !signature.is_empty() => (
                     m.envelope.clone(),
                     keep_signature(
