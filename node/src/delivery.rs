@@ -147,6 +147,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let mut undecodable = Vec::new();
         // Set when an entry could not be re-checked: send what came before it, retry later.
         let mut stalled = false;
+        // Entries routing still allows, counted once for the batch.
+        let mut allowed = 0u64;
         for queued in batch {
             let (seq, len) = (queued.seq, queued.wire_len());
             if size + len + 16 > max_request_bytes && !envelopes.is_empty() {
@@ -163,7 +165,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         crate::clock::now_ms(),
                     );
                     match &rechecked {
-                        Ok(()) => state.metrics.decision("egress", "allowed", true),
+                        Ok(()) => allowed += 1,
                         // Not decidable now (the store could not be read): keep it queued.
                         Err(("store", why)) => {
                             warn!(msg.seq = seq, reason = %why, "cannot re-check a queued message; will retry");
@@ -210,6 +212,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                 }
             }
         }
+        state.metrics.decisions("egress", "allowed", true, allowed);
         if !undecodable.is_empty() {
             let _ = store.ack_outbox(&peer.org, undecodable).await;
         }

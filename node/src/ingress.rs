@@ -513,6 +513,8 @@ async fn admit_all(
     let mut behind: Option<String> = None;
     // Envelopes taken on to carry to another member: (slot, recipient, record, audit).
     let mut carried: Vec<(usize, String, crate::store::RelayRecord, AuditEvent)> = Vec::new();
+    // Routing decisions made, as ((rule, allowed), how many).
+    let mut decided: Vec<((&'static str, bool), u64)> = Vec::new();
     for (i, env) in envelopes.into_iter().enumerate() {
         if i >= granted {
             results.push(result(
@@ -535,8 +537,12 @@ async fn admit_all(
             continue;
         }
         let (verdict, routed) = judge_routed(&env, &peer.org, st.as_ref(), &st.router, now);
-        if let Some((rule, allowed)) = routed {
-            st.metrics.decision("ingress", rule, allowed);
+        if let Some(d) = routed {
+            // Counted once per (rule, outcome) for the call, not per envelope.
+            match decided.iter_mut().find(|(seen, _)| *seen == d) {
+                Some((_, n)) => *n += 1,
+                None => decided.push((d, 1)),
+            }
         }
         match verdict {
             Verdict::Accept { content, effect } => {
@@ -613,6 +619,9 @@ async fn admit_all(
                 results.push(result(pb::DeliveryOutcome::Rejected, id, why.to_string()));
             }
         }
+    }
+    for ((rule, allowed), n) in decided {
+        st.metrics.decisions("ingress", rule, allowed, n);
     }
     // Store, then record effects; whatever fails, the refusals are still audited and the
     // catch-up still starts before the error is returned (the sender then delivers the

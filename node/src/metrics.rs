@@ -216,14 +216,24 @@ impl Metrics {
     /// Counts one routing decision:
     /// `bluewire_routing_decisions_total{direction,rule,outcome="allow"|"deny"}`.
     pub fn decision(&self, direction: &str, rule: &str, allowed: bool) {
+        self.decisions(direction, rule, allowed, 1);
+    }
+
+    /// Counts `n` routing decisions alike at once (a batch's: one counter update, not one
+    /// per envelope).
+    pub fn decisions(&self, direction: &str, rule: &str, allowed: bool, n: u64) {
+        if n == 0 {
+            return;
+        }
         let outcome = if allowed { "allow" } else { "deny" };
-        self.inc(
+        self.add(
             ROUTING_DECISIONS,
             &[
                 ("direction", direction),
                 ("rule", rule),
                 ("outcome", outcome),
             ],
+            n,
         );
     }
 
@@ -669,6 +679,9 @@ mod tests {
         m.decision("egress", "tlp", false);
         m.decision("egress", "tlp", true);
         m.decision("ingress", "signature", true);
+        // A batch's decisions counted at once; none is no series at all.
+        m.decisions("ingress", "signature", true, 3);
+        m.decisions("ingress", "tlp", false, 0);
         m.inc(MESSAGES_PUBLISHED, &[]);
         m.inc(DELIVERIES, &[("peer", "org-b")]);
         m.add(DELIVERIES, &[("peer", "org-a")], 5);
@@ -683,6 +696,13 @@ mod tests {
         assert!(text.contains(
             "bluewire_routing_decisions_total{direction=\"egress\",outcome=\"allow\",rule=\"tlp\"} 1\n"
         ), "{text}");
+        assert!(text.contains(
+            "bluewire_routing_decisions_total{direction=\"ingress\",outcome=\"allow\",rule=\"signature\"} 4\n"
+        ), "{text}");
+        assert!(
+            !text.contains("direction=\"ingress\",outcome=\"deny\""),
+            "{text}"
+        );
         assert!(text.contains("# TYPE bluewire_routing_decisions_total counter\n"));
         assert!(text.contains("# TYPE bluewire_outbox_depth gauge\n"));
         assert!(text.contains("bluewire_messages_published_total 1\n"));
