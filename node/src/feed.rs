@@ -90,11 +90,18 @@ pub(crate) fn decode(m: &StoredMessage) -> Result<(pb::Envelope, pb::Content), L
 }
 
 /// As [`decode`], taking the envelope's bytes out of `m`: the envelope's content and
-/// signature are then views of those bytes, not copies.
-fn decode_taken(m: &mut StoredMessage) -> Result<(pb::Envelope, pb::Content), LookupError> {
+/// signature are then views of those bytes, not copies. `signature`: the batch signature
+/// [`Store::read_after_apart`] left out of them, put back.
+fn decode_taken(
+    m: &mut StoredMessage,
+    signature: Option<bytes::Bytes>,
+) -> Result<(pb::Envelope, pb::Content), LookupError> {
     let corrupt = |e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e);
     let bytes = bytes::Bytes::from(std::mem::take(&mut m.envelope));
-    let env = pb::Envelope::decode(bytes).map_err(corrupt)?;
+    let mut env = pb::Envelope::decode(bytes).map_err(corrupt)?;
+    if let Some(signature) = signature {
+        env.signature = signature;
+    }
     let content = pb::Content::decode(&env.content[..]).map_err(corrupt)?;
     Ok((env, content))
 }
@@ -175,8 +182,17 @@ pub fn item(
 /// `m` as a feed item at this node (`None`: retracted).
 /// A body encrypted end to end is shown decrypted when this node holds a key it was
 /// encrypted to (it was validated so at ingress); otherwise it stays sealed.
-pub fn item_for(st: &NodeState, mut m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
-    let (env, content) = decode_taken(&mut m)?;
+pub fn item_for(st: &NodeState, m: StoredMessage) -> Result<Option<pb::FeedItem>, LookupError> {
+    item_with(st, m, None)
+}
+
+/// [`item_for`], for `m` read with its batch signature apart (`signature`).
+fn item_with(
+    st: &NodeState,
+    mut m: StoredMessage,
+    signature: Option<bytes::Bytes>,
+) -> Result<Option<pb::FeedItem>, LookupError> {
+    let (env, content) = decode_taken(&mut m, signature)?;
     let standing = markings::standing(&st.store, &content);
     let opened = crate::e2e::open_body_with(&st.decryptors, &content);
     let end_to_end = matches!(content.body, Some(pb::content::Body::Sealed(_)));
@@ -296,10 +312,11 @@ impl Drop for Open {
 }
 
 /// How many of `page`'s first messages fit in `max` bytes of envelopes (at least one).
-fn within_bytes(page: &[StoredMessage], max: usize) -> usize {
+fn within_bytes(page: &[(StoredMessage, Option<bytes::Bytes>)], max: usize) -> usize {
     let mut total = 0usize;
     page.iter()
-        .position(|m| {
+        .position(|(m, _)| {
+            // A batch signature is one allocation for the page, not one per message.
             total += m.envelope.len();
             total > max
         })
@@ -318,7 +335,7 @@ async fn run(st: Arc<NodeState>, r: pb::SubscribeRequest, mut cursor: u64, tx: b
             tx.finish(Some(FeedEnd::ShuttingDown));
             return;
         }
-        let mut page = match st.store.read_after(cursor, PAGE) {
+        let mut page = match st.store.read_after_apart(cursor, PAGE) {
             Ok(p) => p,
             Err(e) => {
                 tx.finish(Some(e.into()));
@@ -343,13 +360,13 @@ async fn run(st: Arc<NodeState>, r: pb::SubscribeRequest, mut cursor: u64, tx: b
             }
             continue;
         }
-        for m in page {
+        for (m, signature) in page {
             cursor = m.seq;
             // This node's own re-share copies are outbox records.
             if m.reshare || !filter.admits(&m) {
                 continue;
             }
-            let item = match item_for(&st, m) {
+            let item = match item_with(&st, m, signature) {
                 Ok(Some(mut i)) => {
                     shaper.shape(&mut i);
                     i
@@ -416,9 +433,14 @@ mod tests {
 
     #[test]
     fn a_page_held_for_a_subscriber_is_cut_at_its_byte_limit_but_keeps_one_message() {
-        let sized = |n: usize| StoredMessage {
-            envelope: vec![0; n],
-            ..stored(0, 0, "o")
+        // A batch signature read apart is shared by the page, not counted per message.
+        let shared = bytes::Bytes::from(vec![0; 3_000]);
+        let sized = |n: usize| {
+            let m = StoredMessage {
+                envelope: vec![0; n],
+                ..stored(0, 0, "o")
+            };
+            (m, Some(shared.clone()))
         };
         let page = vec![sized(400), sized(400), sized(400)];
         assert_eq!(within_bytes(&page, 1000), 2);

@@ -29,6 +29,9 @@ use super::{
     db_err, decode, lock, message_key,
 };
 
+/// The signatures table, as a read sees it.
+type Signatures = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 impl Store {
     pub(super) fn read(&self) -> Result<ReadTransaction> {
         self.inner
@@ -65,21 +68,8 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<super::Queued>> {
-        self.outbox_records_after(peer, after_seq, limit, |seq, rec, signatures| {
-            let signature = if rec.signature_ref.is_empty() {
-                None
-            } else {
-                Some(super::signatures::signature_for(
-                    seq,
-                    &rec.signature_ref,
-                    |k| {
-                        Ok(signatures
-                            .get(k)
-                            .map_err(db_err("read signature"))?
-                            .map(|v| v.value().to_vec()))
-                    },
-                )?)
-            };
+        self.outbox_records_after(peer, after_seq, limit, |seq, mut rec, signatures| {
+            let signature = rec.take_signature(seq, signatures)?;
             Ok(super::Queued {
                 seq,
                 envelope: rec.envelope,
@@ -95,11 +85,7 @@ impl Store {
         peer: &str,
         after_seq: u64,
         limit: usize,
-        mut each: impl FnMut(
-            u64,
-            MessageRecord,
-            &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-        ) -> Result<T>,
+        mut each: impl FnMut(u64, MessageRecord, &Signatures) -> Result<T>,
     ) -> Result<Vec<T>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -214,6 +200,33 @@ impl Store {
 
     /// Up to `limit` messages with seq > `after_seq`, oldest first.
     pub fn read_after(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredMessage>> {
+        self.scan_after(after_seq, limit, |seq, rec, signatures| {
+            rec.into_stored(seq, signatures)
+        })
+    }
+
+    /// Like [`Store::read_after`], each batch signature handed over apart (one allocation
+    /// shared by the page's messages of the batch) and left out of `envelope`: for a reader
+    /// that decodes the envelope and puts the signature back in the decoded form.
+    pub fn read_after_apart(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(StoredMessage, Option<bytes::Bytes>)>> {
+        self.scan_after(after_seq, limit, |seq, mut rec, signatures| {
+            let signature = rec.take_signature(seq, signatures)?;
+            Ok((rec.into_stored(seq, signatures)?, signature))
+        })
+    }
+
+    /// Up to `limit` messages after `after_seq`, oldest first, each record made into a `T`
+    /// by `each` (which may read the signatures table).
+    fn scan_after<T>(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        mut each: impl FnMut(u64, MessageRecord, &Signatures) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let Some(from) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
@@ -234,7 +247,7 @@ impl Store {
             let (k, v) = entry.map_err(db_err("scan messages"))?;
             let seq = k.value();
             let rec: MessageRecord = decode("message", seq, v.value())?;
-            out.push(rec.into_stored(seq, &signatures)?);
+            out.push(each(seq, rec, &signatures)?);
         }
         Ok(out)
     }

@@ -1426,6 +1426,23 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
             .map(|m| m.envelope)
             .collect();
         assert_eq!(read, envelopes, "read_after");
+        // Read apart: the batch's signature once for the page, the rest as stored.
+        let apart = store.read_after_apart(0, 10).unwrap();
+        let shared: Vec<_> = apart[..5].iter().map(|(_, s)| s.clone().unwrap()).collect();
+        assert!(shared.iter().all(|s| s.as_ptr() == shared[0].as_ptr()));
+        assert!(apart[5].1.is_none());
+        for ((m, signature), (whole, original)) in apart.into_iter().zip(envelopes.iter().zip(&all))
+        {
+            assert_eq!(
+                m.envelope.len() + signature.as_ref().map_or(0, |s| s.len() + 3),
+                whole.len()
+            );
+            let mut env = bluewire_proto::v1::Envelope::decode(m.envelope.as_slice()).unwrap();
+            if let Some(s) = signature {
+                env.signature = s;
+            }
+            assert_eq!(&env, *original, "read_after_apart");
+        }
         let queued: Vec<Vec<u8>> = store
             .outbox_batch("org-b", 10)
             .unwrap()

@@ -11,6 +11,7 @@
 //! op abort the rest of its group; write from anywhere but the writer thread; panic on a
 //! corrupted record.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tables::{
     AUDIT_HEAD_KEY, AuditHead, AuditHeadRecord, KeyRecord, META_NEXT_REJECTION, META_NEXT_RELAY,
-    META_NEXT_SEQ, MessageRecord, RELAY_BYTES_KEY, RejectionRecord, RelayRecord, Tables,
-    add_counter, delivered_key, depth_key, get_u64, open_tables, relay_depth_key, sub_counter,
+    META_NEXT_SEQ, RELAY_BYTES_KEY, RejectionRecord, RelayRecord, Tables, add_counter,
+    delivered_key, depth_key, get_u64, open_tables, relay_depth_key, sub_counter,
 };
 use super::{
     AnnotationRecord, ApiTokenRecord, AuditRecordRow, InsertOutcome, Keep, LAZY_HOLD, MAX_GROUP,
@@ -401,7 +402,7 @@ impl Tables<'_> {
                     )));
                 }
                 Some(signature) if !signature.is_empty() => (
-                    m.envelope.clone(),
+                    Cow::Borrowed(m.envelope.as_slice()),
                     keep_signature(
                         &mut self.signatures,
                         &mut self.kept_signature,
@@ -412,7 +413,7 @@ impl Tables<'_> {
                 // Handed over whole: a batch's signature is found in the bytes.
                 _ => match super::signatures::split(&m.envelope) {
                     Some((rest, signature)) => (
-                        rest,
+                        Cow::Owned(rest),
                         keep_signature(
                             &mut self.signatures,
                             &mut self.kept_signature,
@@ -420,22 +421,22 @@ impl Tables<'_> {
                             None,
                         )?,
                     ),
-                    None => (m.envelope.clone(), Vec::new()),
+                    None => (Cow::Borrowed(m.envelope.as_slice()), Vec::new()),
                 },
             };
-            let rec = MessageRecord {
-                id: m.id.clone(),
-                envelope,
-                signature_ref,
-                origin: m.origin.clone(),
+            let rec = super::tables::RecordRef {
+                id: &m.id,
+                envelope: &envelope,
+                signature_ref: &signature_ref,
+                origin: &m.origin,
                 kind: m.kind,
                 level: m.level,
-                received_from: m.received_from.clone(),
+                received_from: &m.received_from,
                 received_at_ms: m.received_at_ms,
-                cluster: m.cluster.clone(),
+                cluster: &m.cluster,
                 reshare: m.reshare,
             }
-            .encode_to_vec();
+            .encode();
             self.messages
                 .insert(seq, rec.as_slice())
                 .map_err(db_err("insert message"))?;
