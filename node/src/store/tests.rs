@@ -24,6 +24,35 @@ fn msg(id: &str, outbox: &[&str]) -> NewMessage {
     }
 }
 
+/// `base` carrying `env` as [`NewMessage::of_envelope`] hands it over: a batch's signature
+/// apart from the bytes.
+fn handed_apart(env: &bluewire_proto::v1::Envelope, base: NewMessage) -> NewMessage {
+    let split = NewMessage::of_envelope(&Default::default(), env.clone(), "", 0);
+    NewMessage {
+        envelope: split.envelope,
+        batch_signature: split.batch_signature,
+        ..base
+    }
+}
+
+/// The envelope bytes of up to 10 messages stored after `seq`.
+fn envelopes_after(store: &Store, seq: u64) -> Vec<Vec<u8>> {
+    store
+        .read_after(seq, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.envelope)
+        .collect()
+}
+
+/// A store in a temporary directory, and a signing key of org-a.
+fn store_and_signer() -> (tempfile::TempDir, Store, crate::signing::SigningKey) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = crate::signing::SigningKey::generate("org-a").unwrap();
+    (dir, store, key)
+}
+
 #[tokio::test]
 async fn stix_objects_are_indexed_by_id_with_origin_and_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -1397,13 +1426,9 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
     for (i, env) in all.iter().enumerate() {
         let base = msg(&format!("m{i}"), &["org-b"]);
         let m = if i % 2 == 1 {
-            let split = NewMessage::of_envelope(&Default::default(), (*env).clone(), "", 0);
-            assert_eq!(split.batch_signature.is_some(), env.batch.is_some());
-            NewMessage {
-                envelope: split.envelope,
-                batch_signature: split.batch_signature,
-                ..base
-            }
+            let m = handed_apart(env, base);
+            assert_eq!(m.batch_signature.is_some(), env.batch.is_some());
+            m
         } else {
             NewMessage {
                 envelope: envelopes[i].clone(),
@@ -1419,13 +1444,7 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
         "a lone envelope is kept whole"
     );
     let check = |store: &Store| {
-        let read: Vec<Vec<u8>> = store
-            .read_after(0, 10)
-            .unwrap()
-            .into_iter()
-            .map(|m| m.envelope)
-            .collect();
-        assert_eq!(read, envelopes, "read_after");
+        assert_eq!(envelopes_after(store, 0), envelopes, "read_after");
         // Read apart: the batch's signature once for the page, the rest as stored.
         let apart = store.read_after_apart(0, 10).unwrap();
         let shared: Vec<_> = apart[..5].iter().map(|(_, s)| s.clone().unwrap()).collect();
@@ -1835,9 +1854,7 @@ async fn a_layout_3_outbox_is_moved_into_blocks_at_open() {
 #[tokio::test]
 async fn a_signature_handed_over_apart_from_bytes_that_carry_one_is_refused() {
     use prost::Message as _;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let key = crate::signing::SigningKey::generate("org-a").unwrap();
+    let (_dir, store, key) = store_and_signer();
     let batch = crate::envelope::seal_batch(&key, vec![b"one".to_vec(), b"two".to_vec()]);
     let e = store
         .insert(NewMessage {
@@ -1851,17 +1868,45 @@ async fn a_signature_handed_over_apart_from_bytes_that_carry_one_is_refused() {
     assert!(e.to_string().contains("NewMessage::of_envelope"), "{e}");
     // Nothing of it was stored; the same message handed over right is.
     assert!(store.read_after(0, 10).unwrap().is_empty());
-    let split = NewMessage::of_envelope(&Default::default(), batch[0].clone(), "", 0);
     store
-        .insert(NewMessage {
-            envelope: split.envelope,
-            batch_signature: split.batch_signature,
-            ..msg("m0", &[])
-        })
+        .insert(handed_apart(&batch[0], msg("m0", &[])))
         .await
         .unwrap();
     assert_eq!(
         store.read_after(0, 10).unwrap()[0].envelope,
         batch[0].encode_to_vec()
+    );
+}
+
+#[tokio::test]
+async fn two_batches_interleaved_in_one_transaction_keep_their_own_signatures() {
+    use prost::Message as _;
+    let (_dir, store, key) = store_and_signer();
+    let a = crate::envelope::seal_batch(&key, vec![b"a1".to_vec(), b"a2".to_vec()]);
+    let b = crate::envelope::seal_batch(&key, vec![b"b1".to_vec(), b"b2".to_vec()]);
+    assert_ne!(a[0].signature, b[0].signature);
+    // A, B, A, B in one insert: whole bytes and handed over apart, alternately.
+    let order = [&a[0], &b[0], &a[1], &b[1]];
+    let msgs = order
+        .iter()
+        .enumerate()
+        .map(|(i, env)| {
+            let base = msg(&format!("m{i}"), &[]);
+            if i < 2 {
+                NewMessage {
+                    envelope: env.encode_to_vec(),
+                    ..base
+                }
+            } else {
+                handed_apart(env, base)
+            }
+        })
+        .collect();
+    store.insert_many(msgs).await.unwrap();
+    let read = envelopes_after(&store, 0);
+    let expected: Vec<Vec<u8>> = order.iter().map(|e| e.encode_to_vec()).collect();
+    assert_eq!(
+        read, expected,
+        "each message with its own batch's signature"
     );
 }
