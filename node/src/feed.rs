@@ -97,11 +97,8 @@ fn decode_taken(
     signature: Option<bytes::Bytes>,
 ) -> Result<(pb::Envelope, pb::Content), LookupError> {
     let corrupt = |e| LookupError::Corrupt(format!("{}/{}", m.origin, m.id), e);
-    let bytes = bytes::Bytes::from(std::mem::take(&mut m.envelope));
-    let mut env = pb::Envelope::decode(bytes).map_err(corrupt)?;
-    if let Some(signature) = signature {
-        env.signature = signature;
-    }
+    let env =
+        crate::store::decode_apart(std::mem::take(&mut m.envelope), signature).map_err(corrupt)?;
     let content = pb::Content::decode(&env.content[..]).map_err(corrupt)?;
     Ok((env, content))
 }

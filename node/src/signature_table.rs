@@ -31,11 +31,7 @@ pub fn share(envelopes: &mut [Envelope]) -> (Vec<Bytes>, Vec<u32>) {
         }
         // A batch's envelopes travel together: its signature is most often the last one, and
         // most often the very same bytes (one allocation shared by the batch), not a copy.
-        let same = |s: &Bytes| {
-            (s.as_ptr() == env.signature.as_ptr() && s.len() == env.signature.len())
-                || *s == env.signature
-        };
-        let at = match table.iter().rposition(same) {
+        let at = match table.iter().rposition(|s| same(s, &env.signature)) {
             Some(i) => i,
             None => {
                 table.push(std::mem::take(&mut env.signature));
@@ -48,6 +44,12 @@ pub fn share(envelopes: &mut [Envelope]) -> (Vec<Bytes>, Vec<u32>) {
         refs.push(u32::try_from(at + 1).unwrap_or(u32::MAX));
     }
     (table, refs)
+}
+
+/// Whether two signatures are the same bytes: most often the very same allocation (a batch's
+/// envelopes share one), checked first, before the bytes are compared.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 /// Put the signatures of `table` back into `envelopes` as `refs` says, or say what does not

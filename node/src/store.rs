@@ -313,12 +313,21 @@ impl Queued {
 
     /// The envelope, decoded without copying its content or signature.
     pub fn decode(self) -> std::result::Result<bluewire_proto::v1::Envelope, prost::DecodeError> {
-        let mut env = bluewire_proto::v1::Envelope::decode(bytes::Bytes::from(self.envelope))?;
-        if let Some(signature) = self.signature {
-            env.signature = signature;
-        }
-        Ok(env)
+        decode_apart(self.envelope, self.signature)
     }
+}
+
+/// Envelope bytes read with their batch signature apart (`None`: whole), decoded without
+/// copying the content or the signature, the signature put back.
+pub fn decode_apart(
+    envelope: Vec<u8>,
+    signature: Option<bytes::Bytes>,
+) -> std::result::Result<bluewire_proto::v1::Envelope, prost::DecodeError> {
+    let mut env = bluewire_proto::v1::Envelope::decode(bytes::Bytes::from(envelope))?;
+    if let Some(signature) = signature {
+        env.signature = signature;
+    }
+    Ok(env)
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1003,7 +1003,7 @@ fn keep_signature(
     shared: Option<&bytes::Bytes>,
 ) -> Result<Vec<u8>> {
     if let Some((kept, digest)) = last.as_ref()
-        && (std::ptr::eq(&kept[..], signature) || kept[..] == *signature)
+        && crate::signature_table::same(kept, signature)
     {
         return Ok(digest.clone());
     }
