@@ -52,11 +52,14 @@ def stop_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_bluewire(binary: Path, w: Workload, rates: tuple) -> tuple:
+def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always") -> tuple:
     """One `bluewire bench fanout` run; its progress goes to our stderr as it comes.
     Returns (parsed JSON or None, its stderr, exit status)."""
     cmd = [str(binary), "--output", "json", "bench", "fanout", "--messages", str(w.messages),
            "--concurrency", str(w.concurrency), "--seconds", str(w.seconds), "--size", str(w.size)]
+    if store_sync != "always":
+        # Builds from before `--store-sync` sync every commit and refuse the option.
+        cmd += ["--store-sync", store_sync]
     for r in rates:
         cmd += ["--rate", str(r)]
     # The federation goes in a directory of ours, removed even when the bench is stopped
@@ -88,9 +91,9 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple) -> tuple:
     return result, "".join(err), proc.returncode
 
 
-def bluewire_fanout(binary: Path, w: Workload) -> dict:
+def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always") -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
-    result, err, status = run_bluewire(binary, w, w.rates)
+    result, err, status = run_bluewire(binary, w, w.rates, store_sync)
     if status != 0 and result is not None:
         print(f"  (bluewire exited with status {status} after printing its figures)", file=sys.stderr)
     if result is not None and "paced" in result:
@@ -105,7 +108,7 @@ def bluewire_fanout(binary: Path, w: Workload) -> dict:
         print("  (this build takes one --rate: one bluewire run per rate)", file=sys.stderr)
         runs = [(result, status)] if result is not None else []
         for r in w.rates[len(runs):]:
-            one, err, status = run_bluewire(binary, w, (r,))
+            one, err, status = run_bluewire(binary, w, (r,), store_sync)
             if one is None:
                 raise RuntimeError(f"{binary} bench fanout --rate {r} failed (exit status {status}):\n{err[-3000:]}")
             if status != 0:
@@ -254,6 +257,9 @@ def main() -> None:
     nats_fanout.add_workload_arguments(p)
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.add_argument("--bluewire", type=Path, default=REPO / "target/release/bluewire", help="the CLI binary to measure")
+    p.add_argument("--store-sync", choices=("always", "interval"), default="always",
+                   help="Bluewire's [store] sync: always (fdatasync in every commit, its default) or interval "
+                        "(synced once a second, like JetStream's default sync_interval of 2 minutes)")
     a = p.parse_args()
     w = nats_fanout.workload_from(a)
     if a.pairs < 1:
@@ -277,7 +283,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         for side in order:
             print(f"pair {i}/{a.pairs}: {side}…", file=sys.stderr)
             if side == "bluewire":
-                figures[side] = bluewire_fanout(a.bluewire, w)
+                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync)
             else:
                 figures[side] = asyncio.run(nats_fanout.run(w, a.nats_client_tls))
         pair = {"pair": i, "order": order, **figures, "ratios": ratios(figures["bluewire"], figures["nats"])}
@@ -289,14 +295,15 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
     summary = summarise(pairs, w)
     if a.output == "json":
         print(json.dumps({"machine": info, "workload": {**vars(w), "rates": list(w.rates),
-                                                        "nats_client_tls": a.nats_client_tls},
+                                                        "nats_client_tls": a.nats_client_tls,
+                                                        "bluewire_store_sync": a.store_sync},
                           "pairs": pairs, "summary": summary}))
     else:
         print_summary(summary)
         print(f"\n{info['date_utc']}: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, load "
               f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])} at start; {info['nats_server_version']}, "
-              f"nats-py {info['nats_py_version']}; Bluewire {info['bluewire_commit']}; JetStream disk sync: "
-              f"{pairs[0]['nats']['topology']['jetstream_sync']}")
+              f"nats-py {info['nats_py_version']}; Bluewire {info['bluewire_commit']}, store sync: {a.store_sync}; "
+              f"JetStream disk sync: {pairs[0]['nats']['topology']['jetstream_sync']}")
 
 
 if __name__ == "__main__":

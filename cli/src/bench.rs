@@ -77,6 +77,35 @@ pub struct FanoutArgs {
     /// PublishStream (the paced phases always use unary calls).
     #[arg(long)]
     pub unary_publish: bool,
+    /// `[store] sync` on every node: `always` (fdatasync in every commit, the default) or
+    /// `interval` (synced once a second, as NATS JetStream does by default).
+    #[arg(long, value_enum, default_value_t = StoreSync::Always)]
+    pub store_sync: StoreSync,
+}
+
+/// `--store-sync`: [`bluewire_node::config::StoreSync`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreSync {
+    Always,
+    Interval,
+}
+
+impl StoreSync {
+    /// The node.toml edit that sets it.
+    fn edit(self) -> ConfigEdit {
+        let v = match self {
+            StoreSync::Always => "\"always\"",
+            StoreSync::Interval => "\"interval\"",
+        };
+        ConfigEdit::set("store", "sync", v)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StoreSync::Always => "always",
+            StoreSync::Interval => "interval",
+        }
+    }
 }
 
 /// `messages` publishes, `concurrency` in flight, one unary Publish call each.
@@ -592,6 +621,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             format!("file = \"{}\"", p.display()),
         ));
     }
+    edits.push(a.store_sync.edit());
     eprintln!("measuring the disk: 4 KiB write + fdatasync, 1 and 5 writers…");
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
@@ -654,6 +684,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "throughput phase: {} messages, {} in flight…",
         a.messages, a.concurrency
     );
+    let counts_before = counts(&fed).await?;
     let cpu_before = cpu_seconds(&fed);
     let start = Instant::now();
     let ids = if a.unary_publish {
@@ -680,6 +711,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         .map(|(a, b)| a - b)
         .sum();
     let cpu_us_per_msg = cpu_s * 1e6 / done.max(1) as f64;
+    let throughput_path = PathCounts::between(&counts_before, &counts(&fed).await?, done);
 
     // Phase 2: latency at each paced rate.
     let mut paced = Vec::with_capacity(a.rates.len());
@@ -713,12 +745,13 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     drop(fed);
 
     let first = paced.first().cloned().unwrap_or_default();
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
         "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds,
                       "feed_envelope": clap::ValueEnum::to_possible_value(&a.feed_envelope).map(|v| v.get_name().to_owned()),
-                      "throughput_publish": if a.unary_publish { "unary" } else { "stream" }},
+                      "throughput_publish": if a.unary_publish { "unary" } else { "stream" },
+                      "store_sync": a.store_sync.name()},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
@@ -735,6 +768,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "store_on_disk": disk,
         "idle_rss_kib": idle_rss.iter().map(|(o, k)| serde_json::json!({"org": o, "kib": k})).collect::<Vec<_>>(),
     });
+    throughput_path.json_fields(&mut result["throughput"]);
     match out {
         Output::Json => println!("{result}"),
         Output::Table => {
@@ -750,6 +784,10 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 ed_only.bound(receivers) / bound
             );
             println!(
+                "store sync: {} (`[store] sync` on every node)",
+                a.store_sync.name()
+            );
+            println!(
                 "throughput: {done}/{} delivered at all {receivers} subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s); node CPU {:.0} µs per message",
                 a.messages,
                 elapsed.as_secs_f64(),
@@ -758,9 +796,10 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 published.as_secs_f64(),
                 cpu_us_per_msg
             );
+            println!("  {}", throughput_path.lines());
             for p in &paced {
                 println!(
-                    "latency at {:.0} msg/s paced (asked {}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples); publish acknowledged p50 {:.2} ms, p99 {:.2} ms; store write transactions per message: origin {:.2}, receivers {:.2}",
+                    "latency at {:.0} msg/s paced (asked {}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples); publish acknowledged p50 {:.2} ms, p99 {:.2} ms; {}",
                     p.achieved_rate,
                     p.rate,
                     p.p50,
@@ -769,13 +808,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                     p.samples,
                     p.ack_p50,
                     p.ack_p99,
-                    p.origin_commits,
-                    p.receiver_commits
-                );
-                println!(
-                    "  where the time went (mean per event): origin: {}; receivers: {}",
-                    stages_line(&p.origin_stages),
-                    stages_line(&p.receiver_stages)
+                    p.path.lines()
                 );
             }
             println!(
@@ -833,23 +866,79 @@ struct Paced {
     max: f64,
     ack_p50: f64,
     ack_p99: f64,
+    path: PathCounts,
+}
+
+/// What the nodes counted over one phase: write transactions per message, and per stage of
+/// the message path (stage, mean ms per event, events) at the origin and the receivers' mean.
+#[derive(Clone, Default)]
+struct PathCounts {
     origin_commits: f64,
     receiver_commits: f64,
-    /// Per stage of the message path: (stage, mean ms per event, events) at the origin, and
-    /// the receivers' mean.
     origin_stages: Vec<(String, f64, u64)>,
     receiver_stages: Vec<(String, f64, u64)>,
 }
 
+impl PathCounts {
+    /// Between two snapshots of every node's counts (origin first), over `n` messages.
+    fn between(before: &[NodeCounts], after: &[NodeCounts], n: usize) -> Self {
+        let receivers = after.len().saturating_sub(1).max(1);
+        let per_msg: Vec<f64> = after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a.commits.saturating_sub(b.commits) as f64 / n.max(1) as f64)
+            .collect();
+        let origin_stages = match (after.first(), before.first()) {
+            (Some(a), Some(b)) => a.stage_means(b),
+            _ => Vec::new(),
+        };
+        let mut receiver_stages: Vec<(String, f64, u64)> = Vec::new();
+        for (a, b) in after.iter().zip(before).skip(1) {
+            for (stage, ms, events) in a.stage_means(b) {
+                match receiver_stages.iter_mut().find(|(s, ..)| *s == stage) {
+                    Some(e) => {
+                        e.1 += ms / receivers as f64;
+                        e.2 += events;
+                    }
+                    None => receiver_stages.push((stage, ms / receivers as f64, events)),
+                }
+            }
+        }
+        Self {
+            origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
+            receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
+            origin_stages,
+            receiver_stages,
+        }
+    }
+
+    /// The JSON fields this adds to a phase's object.
+    fn json_fields(&self, into: &mut serde_json::Value) {
+        into["store_commits_per_msg_origin"] = self.origin_commits.into();
+        into["store_commits_per_msg_receiver"] = self.receiver_commits.into();
+        into["stages_ms"] = serde_json::json!({"origin": stages_json(&self.origin_stages),
+                                               "receivers_mean": stages_json(&self.receiver_stages)});
+    }
+
+    /// `store write transactions per message: …` and where the time went, for the text report.
+    fn lines(&self) -> String {
+        format!(
+            "store write transactions per message: origin {:.2}, receivers {:.2}\n  where the time went (mean per event): origin: {}; receivers: {}",
+            self.origin_commits,
+            self.receiver_commits,
+            stages_line(&self.origin_stages),
+            stages_line(&self.receiver_stages)
+        )
+    }
+}
+
 impl Paced {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({"rate": self.rate, "achieved_rate": self.achieved_rate.round(), "samples": self.samples,
+        let mut v = serde_json::json!({"rate": self.rate, "achieved_rate": self.achieved_rate.round(), "samples": self.samples,
                            "p50": self.p50, "p99": self.p99, "max": self.max,
-                           "publish_ack_p50": self.ack_p50, "publish_ack_p99": self.ack_p99,
-                           "store_commits_per_msg_origin": self.origin_commits,
-                           "store_commits_per_msg_receiver": self.receiver_commits,
-                           "stages_ms": {"origin": stages_json(&self.origin_stages),
-                                         "receivers_mean": stages_json(&self.receiver_stages)}})
+                           "publish_ack_p50": self.ack_p50, "publish_ack_p99": self.ack_p99});
+        self.path.json_fields(&mut v);
+        v
     }
 }
 
@@ -936,25 +1025,6 @@ async fn paced_phase(
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     // Write transactions per message: origin, then the receivers' mean.
     let after = counts(fed).await?;
-    let per_msg: Vec<f64> = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.commits.saturating_sub(b.commits) as f64 / n.max(1) as f64)
-        .collect();
-    // Where the time went: the origin's stages, and the receivers' (their mean).
-    let origin_stages = after[0].stage_means(&before[0]);
-    let mut receiver_stages: Vec<(String, f64, u64)> = Vec::new();
-    for (a, b) in after.iter().zip(&before).skip(1) {
-        for (stage, ms, events) in a.stage_means(b) {
-            match receiver_stages.iter_mut().find(|(s, ..)| *s == stage) {
-                Some(e) => {
-                    e.1 += ms / receivers as f64;
-                    e.2 += events;
-                }
-                None => receiver_stages.push((stage, ms / receivers as f64, events)),
-            }
-        }
-    }
     Ok(Paced {
         rate,
         achieved_rate,
@@ -964,9 +1034,6 @@ async fn paced_phase(
         max: lat.last().copied().unwrap_or(f64::NAN),
         ack_p50: percentile(&ack_lat, 0.50),
         ack_p99: percentile(&ack_lat, 0.99),
-        origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
-        receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
-        origin_stages,
-        receiver_stages,
+        path: PathCounts::between(&before, &after, n),
     })
 }

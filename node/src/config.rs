@@ -38,6 +38,8 @@ struct RawConfig {
     #[serde(default)]
     feed: FeedConfig,
     #[serde(default)]
+    store: StoreConfig,
+    #[serde(default)]
     policy: RawPolicy,
     #[serde(default)]
     metrics: MetricsConfig,
@@ -172,6 +174,47 @@ fn default_crl_poll_secs() -> u64 {
     5
 }
 
+/// When a commit of the store reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreSync {
+    /// `fdatasync` before every acknowledgement.
+    #[default]
+    Always,
+    /// Written to the OS before every acknowledgement, synced every `sync_interval_ms`.
+    Interval,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub sync: StoreSync,
+    /// With `sync = "interval"`: how often the file is synced.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            sync: StoreSync::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// What the store is opened with.
+    pub fn mode(&self) -> crate::store::SyncMode {
+        match self.sync {
+            StoreSync::Always => crate::store::SyncMode::Always,
+            StoreSync::Interval => crate::store::SyncMode::Interval(
+                std::time::Duration::from_millis(self.sync_interval_ms),
+            ),
+        }
+    }
+}
+
 /// Outbox delivery tuning.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -299,6 +342,7 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub clusters: ClustersConfig,
     pub feed: FeedConfig,
+    pub store: StoreConfig,
     pub policy: PolicyConfig,
     pub metrics: MetricsConfig,
     pub taxii: TaxiiConfig,
@@ -394,6 +438,13 @@ impl NodeConfig {
                     .into(),
             ));
         }
+        if !(MIN_SYNC_INTERVAL_MS..=MAX_SYNC_INTERVAL_MS).contains(&raw.store.sync_interval_ms) {
+            return Err(invalid(format!(
+                "store.sync_interval_ms = {} is not between {MIN_SYNC_INTERVAL_MS} and \
+                 {MAX_SYNC_INTERVAL_MS} (1000, once a second, is the default)",
+                raw.store.sync_interval_ms
+            )));
+        }
         if let Some(m) = raw.metrics.listen
             && !m.ip().is_loopback()
         {
@@ -448,6 +499,7 @@ impl NodeConfig {
                 former_member_grace_secs: raw.clusters.former_member_grace_secs,
             },
             feed: raw.feed,
+            store: raw.store,
             policy: PolicyConfig {
                 file: raw.policy.file.as_deref().map(abs),
                 reload_secs: raw.policy.reload_secs.unwrap_or(5).max(1),
@@ -464,6 +516,11 @@ impl NodeConfig {
         })
     }
 }
+
+/// `store.sync_interval_ms` bounds: at most a thousand syncs a second, at least one every
+/// ten minutes (what a power cut can lose).
+const MIN_SYNC_INTERVAL_MS: u64 = 1;
+const MAX_SYNC_INTERVAL_MS: u64 = 600_000;
 
 /// Organisation ids, by the federation's one rule ([`crate::pki::check_org_id`]).
 pub fn check_org(org: &str) -> Result<(), String> {
@@ -562,6 +619,17 @@ former_member_grace_secs = 600  # a departed member's earlier messages are accep
 # long while it is full is disconnected with the reason and the after_seq to
 # resume from; the others and the node never wait for it.
 slow_subscriber_ms = 10000
+
+[store]
+# When a commit reaches the disk. "always": fdatasync before every
+# acknowledgement, so what was acknowledged survives kill -9, an OS crash and a
+# power cut. "interval": written to the OS before every acknowledgement
+# (survives kill -9 and restarts) and synced every sync_interval_ms; an OS
+# crash or a power cut loses up to that much and may leave a store that fails
+# its check at the next start (restore it from a backup). About half the
+# latency; see deploy/README.md, "Store durability".
+sync = "always"
+sync_interval_ms = 1000
 
 [metrics]
 # Prometheus scrape endpoint (plain HTTP GET /metrics, loopback addresses only).
@@ -681,5 +749,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.feed.slow_subscriber_ms, 10_000);
+    }
+
+    #[test]
+    fn the_store_syncs_every_commit_unless_told_otherwise() {
+        let parse = |t: &str| NodeConfig::parse(t, Path::new("."), Path::new("n.toml"));
+        let t = template("csirt-be", "127.0.0.1:1", &[]);
+        assert_eq!(
+            parse(&t).unwrap().store.mode(),
+            crate::store::SyncMode::Always
+        );
+        // Files written before the [store] section sync every commit too.
+        let (before, after) = t.split_once("[store]").expect("the template has [store]");
+        let (_, rest) = after.split_once("[metrics]").expect("[metrics] follows");
+        let old = format!("{before}[metrics]{rest}");
+        assert_eq!(
+            parse(&old).unwrap().store.mode(),
+            crate::store::SyncMode::Always
+        );
+        let interval = t.replacen("sync = \"always\"", "sync = \"interval\"", 1);
+        assert_eq!(
+            parse(&interval).unwrap().store.mode(),
+            crate::store::SyncMode::Interval(std::time::Duration::from_secs(1))
+        );
+        let every_50 = interval.replacen("sync_interval_ms = 1000", "sync_interval_ms = 50", 1);
+        assert_eq!(
+            parse(&every_50).unwrap().store.mode(),
+            crate::store::SyncMode::Interval(std::time::Duration::from_millis(50))
+        );
+        for (bad, says) in [
+            (
+                "sync_interval_ms = 0",
+                "store.sync_interval_ms = 0 is not between 1 and 600000",
+            ),
+            (
+                "sync_interval_ms = 600001",
+                "store.sync_interval_ms = 600001",
+            ),
+        ] {
+            let e = parse(&interval.replacen("sync_interval_ms = 1000", bad, 1)).unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let e = parse(&t.replacen("sync = \"always\"", "sync = \"never\"", 1)).unwrap_err();
+        assert!(
+            e.to_string().contains("always") && e.to_string().contains("interval"),
+            "{e}"
+        );
     }
 }

@@ -48,6 +48,9 @@ pub const SENT_VIA_RELAY: &str = "bluewire_sent_via_relay_total";
 pub const RATE_LIMITED: &str = "bluewire_rate_limited_total";
 /// Write transactions the store has committed (a group commit counts once).
 pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
+/// Gauge: seconds between syncs of the store file (`[store] sync = "interval"`); 0 when every
+/// commit is synced before it is acknowledged (the default).
+pub const STORE_SYNC_INTERVAL: &str = "bluewire_store_sync_interval_seconds";
 /// TLS handshakes completed, by `listener` ("node"|"taxii"), `kx_group` and `peer`
 /// ("node"|"user"|"none") and `outcome` ("accepted"|"refused").
 pub const TLS_HANDSHAKES: &str = "bluewire_tls_handshakes_total";
@@ -135,6 +138,10 @@ const HELP: &[(&str, &str)] = &[
     (
         STORE_COMMITS,
         "Write transactions committed by the store (one per group commit, durable or not).",
+    ),
+    (
+        STORE_SYNC_INTERVAL,
+        "Seconds between syncs of the store file to disk (store.sync = \"interval\"); 0: every commit is synced before it is acknowledged.",
     ),
     (
         ENVELOPES_REJECTED,

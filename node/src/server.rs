@@ -147,7 +147,7 @@ impl Node {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with(&config.data_dir, config.store.mode())?;
         let tasks = crate::tasks::Tasks::new();
         // From here on, a start that fails (or a node dropped without shutdown) stops every
         // task already spawned.

@@ -114,6 +114,12 @@ impl NodeState {
         }
         self.metrics
             .gauge("bluewire_store_head_seq", &[], self.store.head_seq() as f64);
+        let sync_every = match self.store.sync_mode() {
+            crate::store::SyncMode::Always => 0.0,
+            crate::store::SyncMode::Interval(d) => d.as_secs_f64(),
+        };
+        self.metrics
+            .gauge(crate::metrics::STORE_SYNC_INTERVAL, &[], sync_every);
         // Rendered from the start (at 0), so alerts on them work before the first subscriber.
         self.metrics
             .gauge_add(crate::metrics::SUBSCRIBERS, &[], 0.0);

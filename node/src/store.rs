@@ -47,6 +47,7 @@ mod clean;
 mod outbox_blocks;
 mod queries;
 mod signatures;
+mod sync;
 mod tables;
 mod writer;
 
@@ -83,6 +84,7 @@ pub struct RelayLimits {
     /// Bytes of every carried envelope together.
     pub total_bytes: u64,
 }
+pub use sync::SyncMode;
 use writer::{Op, Writer, WriterThread};
 
 /// Local record ids of a node's re-share copies start with this (outbox records, not
@@ -584,6 +586,11 @@ impl Store {
     /// Opens/creates `dir/bluewire.redb` and starts the writer thread. Works inside or outside a
     /// tokio runtime (the writer is a dedicated std thread).
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, SyncMode::Always)
+    }
+
+    /// As [`Store::open`], with commits made durable as `sync` says (`[store] sync`).
+    pub fn open_with(dir: &Path, sync: SyncMode) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source: Arc::new(e),
@@ -594,7 +601,7 @@ impl Store {
         let closed_cleanly = clean::take(dir, &path) && !dir.join(DAMAGED_MARKER).exists();
         let repaired = Arc::new(AtomicBool::new(false));
         let db = unpanicked(&path, || {
-            let mut db = create_noting_repair(&path, &repaired).map_err(|e| match e {
+            let mut db = create_noting_repair(&path, &repaired, sync).map_err(|e| match e {
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
                 DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
                     path: path.clone(),
@@ -621,7 +628,7 @@ impl Store {
         let (head, audit_head) = tables::init(&db)?;
         let annotated = Annotated::load(&db)?;
         let audit_head = Arc::new(Mutex::new(audit_head));
-        let db = DbSlot::new(db, path.clone());
+        let db = DbSlot::new(db, path.clone(), sync);
         let db_clean = db.clone();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head_tx = Arc::new(watch::Sender::new(head));
@@ -643,6 +650,15 @@ impl Store {
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Spawn(Arc::new(e)))?;
         tracing::info!(path = %path.display(), head_seq = head, "store opened");
+        if let SyncMode::Interval(every) = sync {
+            tracing::warn!(
+                path = %path.display(),
+                sync_interval_ms = every.as_millis() as u64,
+                "store.sync = \"interval\": acknowledged messages survive kill -9 and restarts, but \
+                 an OS crash or a power cut loses up to one interval of them and may leave a store \
+                 that fails its check at the next start"
+            );
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 tx,
@@ -676,6 +692,11 @@ impl Store {
     /// store was closed cleanly and the file is unchanged since, see [`CLEAN_MARKER`]).
     pub fn pages_checked_at_open(&self) -> bool {
         self.inner.pages_checked
+    }
+
+    /// When commits reach the disk (`[store] sync`).
+    pub fn sync_mode(&self) -> SyncMode {
+        self.inner.db.sync
     }
 
     /// Path of the database file.
@@ -761,9 +782,31 @@ impl Store {
 /// kernel's page cache, which a `pread` reaches in microseconds.
 pub const CACHE_BYTES: usize = 48 << 20;
 
-/// Open or create the store file with this node's cache size.
-fn create(path: &Path) -> std::result::Result<Database, DatabaseError> {
-    builder().create(path)
+/// Open or create the store file with this node's cache size, committing as `sync` says.
+fn create(path: &Path, sync: SyncMode) -> std::result::Result<Database, DatabaseError> {
+    create_from(builder(), path, sync)
+}
+
+/// `b.create(path)`, through [`sync::IntervalSync`] when commits are synced every interval.
+fn create_from(
+    b: redb::Builder,
+    path: &Path,
+    sync: SyncMode,
+) -> std::result::Result<Database, DatabaseError> {
+    match sync {
+        SyncMode::Always => b.create(path),
+        SyncMode::Interval(every) => {
+            // As redb's own `create` opens it.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(redb::StorageError::Io)?;
+            b.create_with_backend(sync::IntervalSync::new(file, every)?)
+        }
+    }
 }
 
 /// redb's settings for the store file.
@@ -778,19 +821,20 @@ fn builder() -> redb::Builder {
 fn create_noting_repair(
     path: &Path,
     repaired: &Arc<AtomicBool>,
+    sync: SyncMode,
 ) -> std::result::Result<Database, DatabaseError> {
     let flag = repaired.clone();
     let file = path.display().to_string();
-    builder()
-        .set_repair_callback(move |session| {
+    let mut b = builder();
+    b.set_repair_callback(move |session| {
             flag.store(true, Ordering::Release);
             // redb reports 0.3 only when the last commit failed its checksums and was rolled
             // back: a crash in the middle of a commit, which was then never acknowledged.
             if (session.progress() - 0.3).abs() < 1e-6 {
                 tracing::warn!(path = %file, "the store's last commit was incomplete and was rolled back (a crash while committing; nothing acknowledged is lost)");
             }
-        })
-        .create(path)
+        });
+    create_from(b, path, sync)
 }
 
 /// What a store file holds, page by page (redb's statistics), for `bench store` and an
@@ -864,6 +908,7 @@ mod tests;
 pub(crate) struct DbSlot {
     db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
+    sync: SyncMode,
     /// What a reopened file holds (head seq, audit head), for the writer to take up: commits
     /// that were not durable may be gone.
     reopened: Arc<Mutex<Option<(u64, AuditHead)>>>,
@@ -873,10 +918,11 @@ pub(crate) struct DbSlot {
 }
 
 impl DbSlot {
-    fn new(db: Database, path: PathBuf) -> Self {
+    fn new(db: Database, path: PathBuf, sync: SyncMode) -> Self {
         Self {
             db: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
             path,
+            sync,
             reopened: Arc::new(Mutex::new(None)),
             last_attempt: Arc::new(Mutex::new(None)),
             generation: Arc::new(AtomicU64::new(0)),
@@ -902,7 +948,7 @@ impl DbSlot {
             return Ok(db);
         }
         let (db, state) = unpanicked(&self.path, || {
-            let db = create(&self.path).map_err(|e| match e {
+            let db = create(&self.path, self.sync).map_err(|e| match e {
                 // A reader of the old handle is still finishing.
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
                 other => StoreError::Db {

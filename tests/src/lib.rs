@@ -785,6 +785,21 @@ impl TestFederation {
         self.client(org, "operator").admin()
     }
 
+    /// The value of one metrics series at `org` (`series` as rendered: the name, with its
+    /// labels if it has any), read over Admin.Metrics; None when it is not rendered.
+    pub async fn metric(&self, org: &str, series: &str) -> Option<f64> {
+        let text = self
+            .admin(org)
+            .metrics(pb::MetricsRequest {})
+            .await
+            .expect("metrics")
+            .into_inner()
+            .text;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// What `org`'s node knows of cluster `id` (Admin.ClusterList), or None.
     pub async fn cluster(&self, org: &str, id: &str) -> Option<pb::ClusterInfo> {
         self.admin(org)

@@ -1910,3 +1910,49 @@ async fn two_batches_interleaved_in_one_transaction_keep_their_own_signatures() 
         "each message with its own batch's signature"
     );
 }
+
+/// `[store] sync = "interval"`: commits are acknowledged before the file is synced, the
+/// close syncs what is left and is recorded as clean, and the file opens as usual with
+/// either setting afterwards.
+#[tokio::test]
+async fn a_store_synced_every_interval_commits_closes_cleanly_and_reopens_either_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    // An interval the test never waits for: only the close syncs.
+    let store = Store::open_with(
+        &path,
+        SyncMode::Interval(std::time::Duration::from_secs(3600)),
+    )
+    .unwrap();
+    assert_eq!(
+        store.sync_mode(),
+        SyncMode::Interval(std::time::Duration::from_secs(3600))
+    );
+    let out = store
+        .insert_many(vec![msg("a", &["org-b"]), msg("b", &[])])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    store.close().await;
+    drop(store);
+    assert!(
+        path.join(CLEAN_MARKER).exists(),
+        "the close is recorded as clean"
+    );
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.sync_mode(), SyncMode::Always);
+    assert!(!store.pages_checked_at_open());
+    assert_eq!(store.head_seq(), 2);
+    assert_eq!(store.find_by_id("b").unwrap().len(), 1);
+    assert_eq!(store.outbox_depth("org-b").unwrap(), 1);
+    drop(store);
+
+    let store = Store::open_with(
+        &path,
+        SyncMode::Interval(std::time::Duration::from_millis(5)),
+    )
+    .unwrap();
+    store.insert_many(vec![msg("c", &[])]).await.unwrap();
+    assert_eq!(store.head_seq(), 3);
+}

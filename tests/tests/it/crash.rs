@@ -1,6 +1,10 @@
 //! The origin node is a real process and is SIGKILLed while publishes are in
 //! flight. After it restarts on the same port and config, every publish it
-//! acknowledged is still in its store and reaches the peer exactly once.
+//! acknowledged is still in its store and reaches the peer exactly once: with
+//! `[store] sync = "always"` (the default), and with `sync = "interval"`, whose
+//! commits reach the kernel's page cache before the acknowledgement but not the
+//! disk (the interval is longer than the test, so the file is never synced
+//! before the kill).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -8,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bluewire_tests::{OrgSpec, TestFederation, assert_eventually, free_text, item_id, pb};
+use bluewire_node::metrics::STORE_SYNC_INTERVAL;
+use bluewire_tests::{
+    ConfigEdit, FedOptions, OrgSpec, TestFederation, assert_eventually, free_text, item_id, pb,
+};
 
 const TOTAL: usize = 500;
 const KILL_AFTER: usize = 300;
@@ -16,13 +23,41 @@ const CONCURRENCY: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_publishes_survive_sigkill_and_reach_the_peer_once() {
+    survive_sigkill(FedOptions::default(), 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_store_sync_interval_acknowledged_publishes_survive_sigkill_before_any_sync() {
+    const NEVER_IN_THIS_TEST_S: u64 = 600;
+    let opts = FedOptions {
+        config_edits: vec![
+            ConfigEdit::set("store", "sync", "\"interval\""),
+            ConfigEdit::set("store", "sync_interval_ms", NEVER_IN_THIS_TEST_S * 1000),
+        ],
+        ..FedOptions::default()
+    };
+    survive_sigkill(opts, NEVER_IN_THIS_TEST_S as f64).await;
+}
+
+/// Publish from a node process, SIGKILL it mid-stream, restart it: nothing acknowledged is
+/// lost, and the peer gets it once. `sync_every_s` is the store sync interval the process
+/// must report (0: every commit).
+async fn survive_sigkill(opts: FedOptions, sync_every_s: f64) {
     let bin = Path::new(env!("CARGO_BIN_EXE_bw-test-node"));
-    let fed = TestFederation::new(&[
-        OrgSpec::csirt("csirt-be", "BE").external(),
-        OrgSpec::csirt("csirt-fr", "FR"),
-    ])
+    let fed = TestFederation::with_options(
+        &[
+            OrgSpec::csirt("csirt-be", "BE").external(),
+            OrgSpec::csirt("csirt-fr", "FR"),
+        ],
+        opts,
+    )
     .await;
     fed.spawn_process("csirt-be", bin).await;
+    assert_eq!(
+        fed.metric("csirt-be", STORE_SYNC_INTERVAL).await,
+        Some(sync_every_s),
+        "the node process runs with another store sync setting"
+    );
 
     let client = fed.client("csirt-be", "analyst").client();
     let next = Arc::new(AtomicUsize::new(0));
