@@ -625,8 +625,8 @@ slow_subscriber_ms = 10000
 # acknowledgement, so what was acknowledged survives kill -9, an OS crash and a
 # power cut. "interval": written to the OS before every acknowledgement
 # (survives kill -9 and restarts) and synced every sync_interval_ms; an OS
-# crash or a power cut loses up to that much and may leave a store that fails
-# its check at the next start (restore it from a backup). About half the
+# crash or a power cut loses up to that much (plus the sync in progress), and
+# the node then refuses to start until the operator accepts it. About half the
 # latency; see deploy/README.md, "Store durability".
 sync = "always"
 sync_interval_ms = 1000

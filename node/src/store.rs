@@ -600,18 +600,37 @@ impl Store {
         // stays refused (`verify`) whatever the record says.
         let closed_cleanly = clean::take(dir, &path) && !dir.join(DAMAGED_MARKER).exists();
         let repaired = Arc::new(AtomicBool::new(false));
+        let sync_failed = sync::SyncFailure::default();
         let db = unpanicked(&path, || {
-            let mut db = create_noting_repair(&path, &repaired, sync).map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-                DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
-                    path: path.clone(),
-                    version,
+            let mut db = create_noting_repair(&path, &repaired, sync, &sync_failed).map_err(
+                |e| match e {
+                    DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
+                    DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
+                        path: path.clone(),
+                        version,
+                    },
+                    other => StoreError::Open {
+                        path: path.clone(),
+                        source: Arc::new(other.into()),
+                    },
                 },
-                other => StoreError::Open {
+            )?;
+            // Only with the file locked: another process's start must not touch the record
+            // of the node that holds it.
+            let recorded =
+                sync::check_this_boot(dir, closed_cleanly, sync).map_err(|e| StoreError::Open {
                     path: path.clone(),
-                    source: Arc::new(other.into()),
-                },
-            })?;
+                    source: Arc::new(redb::StorageError::Io(e).into()),
+                })?;
+            if let Some(why) = recorded {
+                return Err(StoreError::Damaged {
+                    path: path.clone(),
+                    detail: format!(
+                        "{why}; to accept that, delete {}",
+                        dir.join(DAMAGED_MARKER).display()
+                    ),
+                });
+            }
             if closed_cleanly {
                 tracing::info!(path = %path.display(), "store closed cleanly last time and unchanged since: page check skipped");
             } else if repaired.load(Ordering::Acquire) && !dir.join(DAMAGED_MARKER).exists() {
@@ -628,7 +647,7 @@ impl Store {
         let (head, audit_head) = tables::init(&db)?;
         let annotated = Annotated::load(&db)?;
         let audit_head = Arc::new(Mutex::new(audit_head));
-        let db = DbSlot::new(db, path.clone(), sync);
+        let db = DbSlot::new(db, path.clone(), sync, sync_failed);
         let db_clean = db.clone();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let head_tx = Arc::new(watch::Sender::new(head));
@@ -783,15 +802,21 @@ impl Store {
 pub const CACHE_BYTES: usize = 48 << 20;
 
 /// Open or create the store file with this node's cache size, committing as `sync` says.
-fn create(path: &Path, sync: SyncMode) -> std::result::Result<Database, DatabaseError> {
-    create_from(builder(), path, sync)
+fn create(
+    path: &Path,
+    sync: SyncMode,
+    failed: &sync::SyncFailure,
+) -> std::result::Result<Database, DatabaseError> {
+    create_from(builder(), path, sync, failed)
 }
 
-/// `b.create(path)`, through [`sync::IntervalSync`] when commits are synced every interval.
+/// `b.create(path)`, through [`sync::IntervalSync`] when commits are synced every interval
+/// (which records a failed sync in `failed`).
 fn create_from(
     b: redb::Builder,
     path: &Path,
     sync: SyncMode,
+    failed: &sync::SyncFailure,
 ) -> std::result::Result<Database, DatabaseError> {
     match sync {
         SyncMode::Always => b.create(path),
@@ -804,7 +829,7 @@ fn create_from(
                 .truncate(false)
                 .open(path)
                 .map_err(redb::StorageError::Io)?;
-            b.create_with_backend(sync::IntervalSync::new(file, every)?)
+            b.create_with_backend(sync::IntervalSync::new(file, every, failed.clone())?)
         }
     }
 }
@@ -822,6 +847,7 @@ fn create_noting_repair(
     path: &Path,
     repaired: &Arc<AtomicBool>,
     sync: SyncMode,
+    failed: &sync::SyncFailure,
 ) -> std::result::Result<Database, DatabaseError> {
     let flag = repaired.clone();
     let file = path.display().to_string();
@@ -831,10 +857,13 @@ fn create_noting_repair(
             // redb reports 0.3 only when the last commit failed its checksums and was rolled
             // back: a crash in the middle of a commit, which was then never acknowledged.
             if (session.progress() - 0.3).abs() < 1e-6 {
-                tracing::warn!(path = %file, "the store's last commit was incomplete and was rolled back (a crash while committing; nothing acknowledged is lost)");
+                match sync {
+                    SyncMode::Always => tracing::warn!(path = %file, "the store's last commit was incomplete and was rolled back (a crash while committing; nothing acknowledged is lost)"),
+                    SyncMode::Interval(_) => tracing::warn!(path = %file, "the store's last commit was incomplete and was rolled back: with store.sync = \"interval\", what was acknowledged in the last sync interval may be missing"),
+                }
             }
         });
-    create_from(b, path, sync)
+    create_from(b, path, sync, failed)
 }
 
 /// What a store file holds, page by page (redb's statistics), for `bench store` and an
@@ -909,6 +938,8 @@ pub(crate) struct DbSlot {
     db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
     sync: SyncMode,
+    /// A failed background sync (`sync = "interval"`), for every backend opened on the file.
+    sync_failed: sync::SyncFailure,
     /// What a reopened file holds (head seq, audit head), for the writer to take up: commits
     /// that were not durable may be gone.
     reopened: Arc<Mutex<Option<(u64, AuditHead)>>>,
@@ -918,11 +949,12 @@ pub(crate) struct DbSlot {
 }
 
 impl DbSlot {
-    fn new(db: Database, path: PathBuf, sync: SyncMode) -> Self {
+    fn new(db: Database, path: PathBuf, sync: SyncMode, sync_failed: sync::SyncFailure) -> Self {
         Self {
             db: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
             path,
             sync,
+            sync_failed,
             reopened: Arc::new(Mutex::new(None)),
             last_attempt: Arc::new(Mutex::new(None)),
             generation: Arc::new(AtomicU64::new(0)),
@@ -948,7 +980,7 @@ impl DbSlot {
             return Ok(db);
         }
         let (db, state) = unpanicked(&self.path, || {
-            let db = create(&self.path, self.sync).map_err(|e| match e {
+            let db = create(&self.path, self.sync, &self.sync_failed).map_err(|e| match e {
                 // A reader of the old handle is still finishing.
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
                 other => StoreError::Db {
@@ -1019,9 +1051,15 @@ fn verify(db: &mut Database, dir: &Path, path: &Path) -> Result<()> {
         detail,
     };
     if marker.exists() {
-        return Err(damaged(format!(
+        let note = std::fs::read_to_string(&marker).unwrap_or_default();
+        let why = if note.starts_with(sync::RESTARTED) {
+            note.trim()
+        } else {
             "an earlier start found it damaged and redb rolled it back to its last intact \
-             state, which may lack recent messages; to accept that, delete {}",
+             state, which may lack recent messages"
+        };
+        return Err(damaged(format!(
+            "{why}; to accept that, delete {}",
             marker.display()
         )));
     }

@@ -76,6 +76,14 @@ impl Drop for CleanClose {
         let Some(db) = self.slot.take() else { return };
         let Ok(db) = Arc::try_unwrap(db) else { return };
         drop(db);
+        // With `sync = "interval"`, a sync that failed (the last one, as the file closed,
+        // included) leaves pages that may not be on disk: no record.
+        if self.slot.sync_failed.happened() {
+            tracing::warn!(
+                "the store file could not be synced; no clean shutdown recorded, the next start checks every page"
+            );
+            return;
+        }
         // Locked as redb locks it, until the record is written: a process that opened the
         // file since redb let go (it would write to it) means no record.
         let Ok(file) = std::fs::File::options().write(true).open(&self.path) else {

@@ -1956,3 +1956,78 @@ async fn a_store_synced_every_interval_commits_closes_cleanly_and_reopens_either
     store.insert_many(vec![msg("c", &[])]).await.unwrap();
     assert_eq!(store.head_seq(), 3);
 }
+
+/// After a failed background sync, the store takes no more writes (a reopen of the file
+/// included) and the close is not recorded as clean; the next start checks every page.
+#[tokio::test]
+async fn after_a_failed_background_sync_writes_fail_and_the_close_is_not_recorded_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::open_with(
+        &path,
+        SyncMode::Interval(std::time::Duration::from_secs(3600)),
+    )
+    .unwrap();
+    store.insert_many(vec![msg("a", &[])]).await.unwrap();
+    store.inner.db.sync_failed.fail_for_tests();
+    let e = store
+        .insert_many(vec![msg("b", &[])])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("restart the node"), "{e}");
+    // The file is reopened at most once a second: past that, still refused.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(store.insert_many(vec![msg("c", &[])]).await.is_err());
+    store.close().await;
+    drop(store);
+    assert!(!path.join(CLEAN_MARKER).exists());
+
+    let store = Store::open(&path).unwrap();
+    assert!(store.pages_checked_at_open(), "every page is checked");
+    assert_eq!(store.find_by_id("a").unwrap().len(), 1);
+    // "b" may be there: its pages reached the file before its commit was failed (as when
+    // redb's own fdatasync fails), and a publish retried with its id is a duplicate.
+}
+
+/// A store open with `sync = "interval"` when the machine went down refuses the next start
+/// until the operator accepts what may be missing; a crash of the node alone does not.
+#[tokio::test]
+async fn an_interval_synced_store_the_machine_went_down_with_is_refused_until_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let every = SyncMode::Interval(std::time::Duration::from_millis(50));
+    let store = Store::open_with(&path, every).unwrap();
+    store.insert_many(vec![msg("a", &[])]).await.unwrap();
+    // Another start on the same directory (bluewire-node check, say) while it is open is
+    // refused before it touches the record.
+    assert!(matches!(Store::open(&path), Err(StoreError::Locked { .. })));
+    assert!(path.join(sync::BOOT_MARKER).exists());
+    drop(store);
+    // The node crashed (no clean record) under this boot: the page cache had everything.
+    std::fs::remove_file(path.join(CLEAN_MARKER)).unwrap();
+    let store = Store::open_with(&path, every).unwrap();
+    assert!(store.pages_checked_at_open());
+    drop(store);
+
+    // As after a power cut: no clean record, and the record of another boot.
+    std::fs::remove_file(path.join(CLEAN_MARKER)).unwrap();
+    std::fs::write(
+        path.join(sync::BOOT_MARKER),
+        "boot 00000000-dead\nsync_interval_ms 50\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let e = Store::open_with(&path, every).unwrap_err().to_string();
+        assert!(
+            e.contains("the machine restarted (boot 00000000-dead"),
+            "{e}"
+        );
+        assert!(e.contains("last sync interval may be missing"), "{e}");
+        assert!(e.contains(DAMAGED_MARKER), "{e}");
+    }
+    std::fs::remove_file(path.join(DAMAGED_MARKER)).unwrap();
+    let store = Store::open_with(&path, every).unwrap();
+    assert!(store.pages_checked_at_open());
+    assert_eq!(store.find_by_id("a").unwrap().len(), 1);
+}
