@@ -1911,6 +1911,15 @@ async fn two_batches_interleaved_in_one_transaction_keep_their_own_signatures() 
     );
 }
 
+/// A store with `sync = "interval"` and an interval no test waits for: only the close syncs.
+fn open_synced_only_at_close(path: &Path) -> Store {
+    Store::open_with(
+        path,
+        SyncMode::Interval(std::time::Duration::from_secs(3600)),
+    )
+    .unwrap()
+}
+
 /// `[store] sync = "interval"`: commits are acknowledged before the file is synced, the
 /// close syncs what is left and is recorded as clean, and the file opens as usual with
 /// either setting afterwards.
@@ -1918,12 +1927,7 @@ async fn two_batches_interleaved_in_one_transaction_keep_their_own_signatures() 
 async fn a_store_synced_every_interval_commits_closes_cleanly_and_reopens_either_way() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    // An interval the test never waits for: only the close syncs.
-    let store = Store::open_with(
-        &path,
-        SyncMode::Interval(std::time::Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let store = open_synced_only_at_close(&path);
     assert_eq!(
         store.sync_mode(),
         SyncMode::Interval(std::time::Duration::from_secs(3600))
@@ -1963,11 +1967,7 @@ async fn a_store_synced_every_interval_commits_closes_cleanly_and_reopens_either
 async fn after_a_failed_background_sync_writes_fail_and_the_close_is_not_recorded_clean() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let store = Store::open_with(
-        &path,
-        SyncMode::Interval(std::time::Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let store = open_synced_only_at_close(&path);
     store.insert_many(vec![msg("a", &[])]).await.unwrap();
     store.inner.db.sync_failed.fail_for_tests();
     let e = store
