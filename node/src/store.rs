@@ -604,33 +604,32 @@ impl Store {
         let db = unpanicked(&path, || {
             let mut db = create_noting_repair(&path, &repaired, sync, &sync_failed).map_err(
                 |e| match e {
-                    DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
-                    DatabaseError::UpgradeRequired(version) => StoreError::UpgradeRequired {
-                        path: path.clone(),
-                        version,
-                    },
-                    other => StoreError::Open {
+                    sync::OpenError::Db(DatabaseError::DatabaseAlreadyOpen) => {
+                        StoreError::Locked { path: path.clone() }
+                    }
+                    sync::OpenError::Db(DatabaseError::UpgradeRequired(version)) => {
+                        StoreError::UpgradeRequired {
+                            path: path.clone(),
+                            version,
+                        }
+                    }
+                    sync::OpenError::Db(other) => StoreError::Open {
                         path: path.clone(),
                         source: Arc::new(other.into()),
                     },
+                    sync::OpenError::Io(e) => StoreError::Open {
+                        path: path.clone(),
+                        source: Arc::new(redb::StorageError::Io(e).into()),
+                    },
+                    sync::OpenError::Refused(why) => StoreError::Damaged {
+                        path: path.clone(),
+                        detail: format!(
+                            "{why}; to accept that, delete {}",
+                            dir.join(DAMAGED_MARKER).display()
+                        ),
+                    },
                 },
             )?;
-            // Only with the file locked: another process's start must not touch the record
-            // of the node that holds it.
-            let recorded =
-                sync::check_this_boot(dir, closed_cleanly, sync).map_err(|e| StoreError::Open {
-                    path: path.clone(),
-                    source: Arc::new(redb::StorageError::Io(e).into()),
-                })?;
-            if let Some(why) = recorded {
-                return Err(StoreError::Damaged {
-                    path: path.clone(),
-                    detail: format!(
-                        "{why}; to accept that, delete {}",
-                        dir.join(DAMAGED_MARKER).display()
-                    ),
-                });
-            }
             if closed_cleanly {
                 tracing::info!(path = %path.display(), "store closed cleanly last time and unchanged since: page check skipped");
             } else if repaired.load(Ordering::Acquire) && !dir.join(DAMAGED_MARKER).exists() {
@@ -674,8 +673,8 @@ impl Store {
                 path = %path.display(),
                 sync_interval_ms = every.as_millis() as u64,
                 "store.sync = \"interval\": acknowledged messages survive kill -9 and restarts, but \
-                 an OS crash or a power cut loses up to one interval of them and may leave a store \
-                 that fails its check at the next start"
+                 an OS crash or a power cut loses up to one interval of them, and the next start \
+                 is then refused until the operator accepts it"
             );
         }
         Ok(Store {
@@ -801,37 +800,16 @@ impl Store {
 /// kernel's page cache, which a `pread` reaches in microseconds.
 pub const CACHE_BYTES: usize = 48 << 20;
 
-/// Open or create the store file with this node's cache size, committing as `sync` says.
+/// Open or create the store file with this node's cache size, committing as `sync` says
+/// (a reopen after an I/O error: no boot check).
 fn create(
     path: &Path,
     sync: SyncMode,
     failed: &sync::SyncFailure,
-) -> std::result::Result<Database, DatabaseError> {
-    create_from(builder(), path, sync, failed)
-}
-
-/// `b.create(path)`, through [`sync::IntervalSync`] when commits are synced every interval
-/// (which records a failed sync in `failed`).
-fn create_from(
-    b: redb::Builder,
-    path: &Path,
-    sync: SyncMode,
-    failed: &sync::SyncFailure,
-) -> std::result::Result<Database, DatabaseError> {
-    match sync {
-        SyncMode::Always => b.create(path),
-        SyncMode::Interval(every) => {
-            // As redb's own `create` opens it.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(redb::StorageError::Io)?;
-            b.create_with_backend(sync::IntervalSync::new(file, every, failed.clone())?)
-        }
-    }
+) -> std::result::Result<Database, sync::OpenError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let backend = sync::open_backend(dir, path, sync, failed, false)?;
+    Ok(builder().create_with_backend(backend)?)
 }
 
 /// redb's settings for the store file.
@@ -848,7 +826,7 @@ fn create_noting_repair(
     repaired: &Arc<AtomicBool>,
     sync: SyncMode,
     failed: &sync::SyncFailure,
-) -> std::result::Result<Database, DatabaseError> {
+) -> std::result::Result<Database, sync::OpenError> {
     let flag = repaired.clone();
     let file = path.display().to_string();
     let mut b = builder();
@@ -863,7 +841,9 @@ fn create_noting_repair(
                 }
             }
         });
-    create_from(b, path, sync, failed)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let backend = sync::open_backend(dir, path, sync, failed, true)?;
+    Ok(b.create_with_backend(backend)?)
 }
 
 /// What a store file holds, page by page (redb's statistics), for `bench store` and an
@@ -982,10 +962,18 @@ impl DbSlot {
         let (db, state) = unpanicked(&self.path, || {
             let db = create(&self.path, self.sync, &self.sync_failed).map_err(|e| match e {
                 // A reader of the old handle is still finishing.
-                DatabaseError::DatabaseAlreadyOpen => StoreError::Reopening,
-                other => StoreError::Db {
+                sync::OpenError::Db(DatabaseError::DatabaseAlreadyOpen) => StoreError::Reopening,
+                sync::OpenError::Db(other) => StoreError::Db {
                     op: "reopen after an I/O error",
                     source: Arc::new(other.into()),
+                },
+                sync::OpenError::Io(e) => StoreError::Db {
+                    op: "reopen after an I/O error",
+                    source: Arc::new(redb::StorageError::Io(e).into()),
+                },
+                sync::OpenError::Refused(why) => StoreError::Damaged {
+                    path: self.path.clone(),
+                    detail: why,
                 },
             })?;
             let state = tables::init(&db)?;
@@ -1052,7 +1040,7 @@ fn verify(db: &mut Database, dir: &Path, path: &Path) -> Result<()> {
     };
     if marker.exists() {
         let note = std::fs::read_to_string(&marker).unwrap_or_default();
-        let why = if note.starts_with(sync::RESTARTED) {
+        let why = if note.starts_with(sync::RESTARTED) || note.starts_with(sync::SYNC_FAILED) {
             note.trim()
         } else {
             "an earlier start found it damaged and redb rolled it back to its last intact \

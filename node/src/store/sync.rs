@@ -17,12 +17,15 @@
 //!   reports a writeback error once; a page whose write failed may later be read back
 //!   stale), and the close is then not recorded as clean, so the next start checks every
 //!   page.
+//!   A failed sync also writes `STORE-DAMAGED`, so every later start is refused until the
+//!   operator accepts what may be missing.
 //! - While the store is open in this mode, [`BOOT_MARKER`] beside it holds the kernel's
-//!   boot id. A start after an unclean stop under another boot id means the machine went
-//!   down with the node: the store refuses to start until the operator accepts what may
-//!   be missing ([`check_boot`]).
+//!   boot id (Linux); the close removes it once the last sync succeeded. Found at a start
+//!   under another boot id, it means the machine went down with the node: the start is
+//!   refused the same way ([`open_backend`]).
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -55,6 +58,9 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     failed: SyncFailure,
+    /// The store directory: `STORE-DAMAGED` after a failed sync, [`BOOT_MARKER`] removed
+    /// after a successful last one.
+    dir: PathBuf,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +83,7 @@ impl SyncFailure {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
+    /// Record the failure (the first one is kept).
     fn set(&self, e: &io::Error) {
         let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if f.is_none() {
@@ -106,25 +113,26 @@ impl SyncFailure {
 }
 
 impl IntervalSync {
-    /// Lock `file` (as redb's own backend does) and start the syncer thread.
-    pub(super) fn new(
-        file: File,
+    /// Over `file`, already locked; `sync_file` is a second handle on it for the syncer
+    /// thread (the same file but in tests).
+    fn new(
+        file: FileBackend,
+        sync_file: File,
         every: Duration,
         failed: SyncFailure,
-    ) -> Result<Self, redb::DatabaseError> {
-        let second = file.try_clone().map_err(redb::StorageError::Io)?;
-        let file = FileBackend::new(file)?;
+        dir: PathBuf,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
-            file: second,
+            file: sync_file,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             failed,
+            dir,
         });
         let for_thread = shared.clone();
         let syncer = std::thread::Builder::new()
             .name("bluewire-store-sync".into())
-            .spawn(move || syncer(&for_thread, every))
-            .map_err(redb::StorageError::Io)?;
+            .spawn(move || syncer(&for_thread, every))?;
         Ok(Self {
             file,
             shared,
@@ -162,12 +170,29 @@ fn syncer(shared: &Shared, every: Duration) {
             match result {
                 Ok(()) => st.synced += 1,
                 Err(e) => {
-                    tracing::error!(error = %e, "store: syncing the file to disk failed; the store takes no more writes until the node restarts");
+                    tracing::error!(error = %e, "store: syncing the file to disk failed; the store takes no more writes, and starts are refused until the operator accepts what may be missing");
+                    // The refusal of later starts first, then the refusal of commits.
+                    if !shared.failed.happened() {
+                        let note = format!(
+                            "{SYNC_FAILED} ({e}): what the node acknowledged since the sync \
+                             before may not be on disk (deploy/README.md, \"Store durability\")\n"
+                        );
+                        let marker = shared.dir.join(super::DAMAGED_MARKER);
+                        if let Err(w) = write_durably(&shared.dir, &marker, &note) {
+                            tracing::error!(error = %w, marker = %marker.display(), "store: could not record the failed sync; do not start the node on this store without a check");
+                        }
+                    }
                     shared.failed.set(&e);
                 }
             }
         }
         if stop {
+            // Closed with everything synced: the machine going down now loses nothing.
+            if !shared.failed.happened()
+                && let Err(e) = remove_durably(&shared.dir, &shared.dir.join(BOOT_MARKER))
+            {
+                tracing::warn!(error = %e, "store: could not remove {BOOT_MARKER}; a start after a reboot will be refused until the operator accepts it");
+            }
             return;
         }
         // Behind by more than an interval (a sync that took that long): from now on.
@@ -221,8 +246,13 @@ impl Drop for IntervalSync {
 }
 
 /// Beside the store file while it is open with `sync = "interval"`: the kernel's boot id
-/// at the open.
+/// at the open. Removed when the store closes with everything synced.
 pub const BOOT_MARKER: &str = "SYNC-INTERVAL-BOOT";
+
+/// How `STORE-DAMAGED` begins when the machine went down with an interval-synced store open.
+pub(super) const RESTARTED: &str = "the machine restarted";
+/// How `STORE-DAMAGED` begins after a failed background sync.
+pub(super) const SYNC_FAILED: &str = "a background sync of the store file failed";
 
 /// This boot of the machine (Linux: `/proc/sys/kernel/random/boot_id`); None elsewhere.
 fn boot_id() -> Option<String> {
@@ -233,101 +263,213 @@ fn boot_id() -> Option<String> {
 }
 
 /// Write `text` to `path` and make it and its directory entry durable.
-fn write_durably(dir: &std::path::Path, path: &std::path::Path, text: &str) -> io::Result<()> {
+fn write_durably(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
     let mut f = File::create(path)?;
     io::Write::write_all(&mut f, text.as_bytes())?;
     f.sync_all()?;
     File::open(dir)?.sync_all()
 }
 
-/// How the reason [`check_boot`] writes into `STORE-DAMAGED` begins.
-pub(super) const RESTARTED: &str = "the machine restarted";
-
-/// At open, before redb touches the file. When the store was last opened with
-/// `sync = "interval"` under another boot of the machine and did not close cleanly, what it
-/// acknowledged in its last interval may be gone with the page cache: writes the reason
-/// into `STORE-DAMAGED` (which refuses every start until the operator deletes it) and
-/// returns it (`boot` is this boot's id; None: not known here, no check). Then records, for
-/// the next start, how the store is open now.
-pub(super) fn check_boot(
-    dir: &std::path::Path,
-    closed_cleanly: bool,
-    sync: SyncMode,
-    boot: Option<&str>,
-) -> io::Result<Option<String>> {
-    let marker = dir.join(BOOT_MARKER);
-    let recorded = match std::fs::read_to_string(&marker) {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    let lost = match (&recorded, boot) {
-        (Some(text), Some(now)) if !closed_cleanly => {
-            let then = text
-                .lines()
-                .find_map(|l| l.strip_prefix("boot "))
-                .unwrap_or("?");
-            (then != now).then(|| {
-                format!(
-                    "{RESTARTED} (boot {then}, now {now}) while this store was open \
-                     with store.sync = \"interval\" and before it was closed: what it \
-                     acknowledged in its last sync interval may be missing, and the sequence \
-                     numbers after it will be given again (deploy/README.md, \"Store \
-                     durability\")"
-                )
-            })
-        }
-        _ => None,
-    };
-    if let Some(why) = &lost {
-        // First the refusal, durably: the record below no longer tells.
-        write_durably(dir, &dir.join(super::DAMAGED_MARKER), &format!("{why}\n"))?;
+/// Remove `path` if it is there, durably.
+fn remove_durably(dir: &Path, path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
-    match sync {
-        SyncMode::Interval(every) => write_durably(
-            dir,
-            &marker,
-            &format!(
-                "boot {}\nsync_interval_ms {}\n",
-                boot.unwrap_or("unknown"),
-                every.as_millis()
-            ),
-        )?,
-        SyncMode::Always if recorded.is_some() => {
-            std::fs::remove_file(&marker)?;
-            File::open(dir)?.sync_all()?;
-        }
-        SyncMode::Always => {}
-    }
-    Ok(lost)
 }
 
-/// [`check_boot`] with this machine's boot id.
-pub(super) fn check_this_boot(
-    dir: &std::path::Path,
-    closed_cleanly: bool,
+/// Why opening the store file failed.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    Db(redb::DatabaseError),
+    Io(io::Error),
+    /// The machine went down with the store open in interval mode: the reason, also written
+    /// to `STORE-DAMAGED`.
+    Refused(String),
+}
+
+impl From<redb::DatabaseError> for OpenError {
+    fn from(e: redb::DatabaseError) -> Self {
+        OpenError::Db(e)
+    }
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// The backend the store file is opened with.
+#[derive(Debug)]
+pub(super) enum Backend {
+    Always(FileBackend),
+    Interval(IntervalSync),
+}
+
+impl StorageBackend for Backend {
+    fn len(&self) -> Result<u64, io::Error> {
+        match self {
+            Backend::Always(b) => b.len(),
+            Backend::Interval(b) => b.len(),
+        }
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        match self {
+            Backend::Always(b) => b.read(offset, len),
+            Backend::Interval(b) => b.read(offset, len),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        match self {
+            Backend::Always(b) => b.set_len(len),
+            Backend::Interval(b) => b.set_len(len),
+        }
+    }
+
+    fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+        match self {
+            Backend::Always(b) => b.sync_data(eventual),
+            Backend::Interval(b) => b.sync_data(eventual),
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        match self {
+            Backend::Always(b) => b.write(offset, data),
+            Backend::Interval(b) => b.write(offset, data),
+        }
+    }
+}
+
+/// Open and lock the store file at `path` (as redb's own `create` does), then, holding the
+/// lock and before redb reads or writes anything: with `check`, refuse a start after the
+/// machine went down with the store open in interval mode (see [`check_record`]); record
+/// an interval-mode open; or, in `"always"` mode, sync the file and drop the record.
+pub(super) fn open_backend(
+    dir: &Path,
+    path: &Path,
     sync: SyncMode,
-) -> io::Result<Option<String>> {
-    check_boot(dir, closed_cleanly, sync, boot_id().as_deref())
+    failed: &SyncFailure,
+    check: bool,
+) -> Result<Backend, OpenError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let second = file.try_clone()?;
+    let locked = FileBackend::new(file)?;
+    let boot = boot_id();
+    if check && let Some(why) = check_record(dir, boot.as_deref())? {
+        return Err(OpenError::Refused(why));
+    }
+    match sync {
+        SyncMode::Always => {
+            if dir.join(BOOT_MARKER).exists() {
+                // What an interval-mode run left unsynced goes to disk before the record.
+                second.sync_data()?;
+                remove_durably(dir, &dir.join(BOOT_MARKER))?;
+            }
+            Ok(Backend::Always(locked))
+        }
+        SyncMode::Interval(every) => {
+            if let Some(boot) = &boot {
+                write_durably(
+                    dir,
+                    &dir.join(BOOT_MARKER),
+                    &format!("boot {boot}\nsync_interval_ms {}\n", every.as_millis()),
+                )?;
+            }
+            Ok(Backend::Interval(IntervalSync::new(
+                locked,
+                second,
+                every,
+                failed.clone(),
+                dir.to_path_buf(),
+            )?))
+        }
+    }
+}
+
+/// When [`BOOT_MARKER`] is there (an interval-mode store that did not close with
+/// everything synced) from another boot than `boot`, what it acknowledged in its last
+/// interval may be gone with the page cache: writes the reason to `STORE-DAMAGED` (which
+/// refuses every start until the operator deletes it), then removes the record, and returns
+/// the reason. From this boot (the node was killed; the page cache has it all), or with no
+/// boot id known here: nothing.
+pub(super) fn check_record(dir: &Path, boot: Option<&str>) -> io::Result<Option<String>> {
+    let marker = dir.join(BOOT_MARKER);
+    let Some(now) = boot else { return Ok(None) };
+    let text = match std::fs::read_to_string(&marker) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let then = text
+        .lines()
+        .find_map(|l| l.strip_prefix("boot "))
+        .unwrap_or("?");
+    if then == now {
+        return Ok(None);
+    }
+    let why = format!(
+        "{RESTARTED} (boot {then}, now {now}) while this store was open with store.sync = \
+         \"interval\": what it acknowledged in its last sync interval may be missing, and the \
+         sequence numbers after it will be given again (deploy/README.md, \"Store durability\")"
+    );
+    // First the refusal, durably: then the record no longer tells.
+    write_durably(dir, &dir.join(super::DAMAGED_MARKER), &format!("{why}\n"))?;
+    remove_durably(dir, &marker)?;
+    Ok(Some(why))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn backend(dir: &std::path::Path, every: Duration, failed: SyncFailure) -> IntervalSync {
-        let file = std::fs::OpenOptions::new()
+    fn open_file(dir: &Path) -> File {
+        std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(dir.join("f"))
-            .unwrap();
-        IntervalSync::new(file, every, failed).unwrap()
+            .unwrap()
+    }
+
+    /// An interval-sync backend on `dir/f`, its syncer syncing `sync_file` (by default a
+    /// second handle on the file).
+    fn backend_syncing(
+        dir: &Path,
+        every: Duration,
+        failed: SyncFailure,
+        sync_file: Option<File>,
+    ) -> IntervalSync {
+        let file = open_file(dir);
+        let second = sync_file.unwrap_or_else(|| file.try_clone().unwrap());
+        let locked = FileBackend::new(file).unwrap();
+        IntervalSync::new(locked, second, every, failed, dir.to_path_buf()).unwrap()
+    }
+
+    fn backend(dir: &Path, every: Duration, failed: SyncFailure) -> IntervalSync {
+        backend_syncing(dir, every, failed, None)
     }
 
     fn synced(b: &IntervalSync) -> u64 {
         lock(&b.shared.state).synced
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}: never");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// An interval no test waits for: only a drop syncs.
@@ -356,11 +498,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(synced(&b), 0, "a sync with nothing written");
         b.sync_data(false).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while synced(&b) == 0 {
-            assert!(std::time::Instant::now() < deadline, "never synced");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("a sync", || synced(&b) == 1);
         assert!(!lock(&b.shared.state).dirty);
         assert_eq!(&b.read(0, 7).unwrap(), b"written");
         // One sync per interval with writes, not one per interval.
@@ -369,8 +507,10 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_backend_syncs_what_is_left_at_once() {
+    fn dropping_the_backend_syncs_what_is_left_at_once_then_drops_the_boot_record() {
         let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join(BOOT_MARKER);
+        std::fs::write(&record, "boot b\n").unwrap();
         let b = backend(dir.path(), NEVER, SyncFailure::default());
         let shared = b.shared.clone();
         b.set_len(4096).unwrap();
@@ -385,80 +525,104 @@ mod tests {
         let st = lock(&shared.state);
         assert_eq!((st.synced, st.dirty), (1, false));
         assert!(!shared.failed.happened());
+        assert!(!record.exists(), "closed with everything synced");
     }
 
     #[test]
-    fn after_a_failed_sync_every_commit_of_every_backend_on_the_file_fails_and_says_why() {
+    fn a_failed_sync_fails_every_later_commit_refuses_later_starts_and_keeps_the_record() {
         let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join(BOOT_MARKER);
+        std::fs::write(&record, "boot b\n").unwrap();
         let failed = SyncFailure::default();
-        let b = backend(dir.path(), NEVER, failed.clone());
+        // fdatasync on a pipe fails (EINVAL), as on a disk that fails a write-back.
+        let (_read, write) = std::io::pipe().unwrap();
+        let b = backend_syncing(
+            dir.path(),
+            Duration::from_millis(10),
+            failed.clone(),
+            Some(File::from(std::os::fd::OwnedFd::from(write))),
+        );
         b.sync_data(false).unwrap();
-        failed.fail_for_tests();
+        wait_until("the failure", || failed.happened());
         for _ in 0..2 {
             let e = b.sync_data(false).unwrap_err();
-            assert!(e.to_string().contains("EIO"), "{e}");
             assert!(e.to_string().contains("restart the node"), "{e}");
         }
-        // Nothing more is synced after the failure, the last drop included.
+        let damaged =
+            std::fs::read_to_string(dir.path().join(crate::store::DAMAGED_MARKER)).unwrap();
+        assert!(damaged.starts_with(SYNC_FAILED), "{damaged}");
+        assert!(damaged.contains("may not be on disk"), "{damaged}");
+        // Nothing more is synced, the last drop included, and the record stays.
         let shared = b.shared.clone();
         drop(b);
         assert_eq!(lock(&shared.state).synced, 0);
+        assert!(record.exists());
         // A reopened file shares the failure.
         let again = backend(dir.path(), NEVER, failed.clone());
         assert!(again.sync_data(false).is_err());
-        assert!(failed.happened());
     }
 
     #[test]
-    fn a_start_after_the_machine_went_down_with_an_interval_synced_store_is_refused() {
+    fn a_record_from_another_boot_refuses_the_start_once_and_is_replaced_by_the_refusal() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let every = SyncMode::Interval(Duration::from_millis(250));
-        let marker = d.join(BOOT_MARKER);
-        // Opened in interval mode: recorded.
-        assert_eq!(check_boot(d, false, every, Some("boot-1")).unwrap(), None);
-        let text = std::fs::read_to_string(&marker).unwrap();
-        assert_eq!(text, "boot boot-1\nsync_interval_ms 250\n");
-        // kill -9 and a start under the same boot: the page cache had it all.
-        assert_eq!(check_boot(d, false, every, Some("boot-1")).unwrap(), None);
-        // A clean close, then another boot: synced at the close.
-        assert_eq!(check_boot(d, true, every, Some("boot-2")).unwrap(), None);
-        // An unclean stop, then another boot: refused, whichever mode it opens in now.
+        let record = d.join(BOOT_MARKER);
         let damaged = d.join(crate::store::DAMAGED_MARKER);
-        for now in [every, SyncMode::Always] {
-            // Open under boot-2 (after a clean close), then the machine goes down with it.
-            assert_eq!(check_boot(d, true, every, Some("boot-2")).unwrap(), None);
-            let why = check_boot(d, false, now, Some("boot-3")).unwrap().unwrap();
-            assert!(why.starts_with(RESTARTED), "{why}");
-            assert!(why.contains("boot boot-2, now boot-3"), "{why}");
-            assert!(why.contains("last sync interval may be missing"), "{why}");
-            // The refusal stays (the store refuses while STORE-DAMAGED is there), and the
-            // next start under this boot, once the operator accepts, finds nothing new.
-            assert_eq!(
-                std::fs::read_to_string(&damaged).unwrap(),
-                format!("{why}\n")
-            );
-            std::fs::remove_file(&damaged).unwrap();
-            assert_eq!(check_boot(d, false, every, Some("boot-3")).unwrap(), None);
-            assert!(!damaged.exists());
-            check_boot(d, false, now, Some("boot-3")).unwrap();
-        }
-        // Opened with sync = "always": no record, so no refusal later.
-        assert!(!marker.exists());
+        // No record: nothing to say.
+        assert_eq!(check_record(d, Some("boot-1")).unwrap(), None);
+        // A record of this boot (the node was killed; the page cache had it all).
+        std::fs::write(&record, "boot boot-1\nsync_interval_ms 250\n").unwrap();
+        assert_eq!(check_record(d, Some("boot-1")).unwrap(), None);
+        assert!(record.exists());
+        // Not known here: no check.
+        assert_eq!(check_record(d, None).unwrap(), None);
+        // Another boot: refused, the reason kept in STORE-DAMAGED, the record gone.
+        let why = check_record(d, Some("boot-2")).unwrap().unwrap();
+        assert!(why.starts_with(RESTARTED), "{why}");
+        assert!(why.contains("boot boot-1, now boot-2"), "{why}");
+        assert!(why.contains("last sync interval may be missing"), "{why}");
         assert_eq!(
-            check_boot(d, false, SyncMode::Always, Some("boot-4")).unwrap(),
-            None
+            std::fs::read_to_string(&damaged).unwrap(),
+            format!("{why}\n")
         );
-        // A boot id this system cannot tell: no check.
-        check_boot(d, false, every, Some("boot-4")).unwrap();
-        assert_eq!(check_boot(d, false, every, None).unwrap(), None);
+        assert!(!record.exists());
+        assert_eq!(check_record(d, Some("boot-2")).unwrap(), None);
+        // A damaged record refuses too.
+        std::fs::write(&record, "garbage").unwrap();
+        let why = check_record(d, Some("boot-2")).unwrap().unwrap();
+        assert!(why.contains("boot ?, now boot-2"), "{why}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn opening_records_an_interval_mode_store_and_always_mode_drops_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let path = d.join("f");
+        let record = d.join(BOOT_MARKER);
+        let failed = SyncFailure::default();
+        let every = SyncMode::Interval(Duration::from_millis(250));
+        let b = open_backend(d, &path, every, &failed, true).unwrap();
+        let text = std::fs::read_to_string(&record).unwrap();
         assert!(
-            std::fs::read_to_string(&marker)
-                .unwrap()
-                .contains("boot unknown")
+            text.starts_with("boot ") && text.ends_with("sync_interval_ms 250\n"),
+            "{text}"
         );
-        // This machine's own id, twice: the same.
-        check_this_boot(d, false, every).unwrap();
-        assert_eq!(check_this_boot(d, false, every).unwrap(), None);
+        // Locked: another open is refused before it touches the record.
+        assert!(matches!(
+            open_backend(d, &path, SyncMode::Always, &failed, true),
+            Err(OpenError::Db(redb::DatabaseError::DatabaseAlreadyOpen))
+        ));
+        assert!(record.exists());
+        drop(b);
+        assert!(!record.exists(), "a clean close removes it");
+        // As after a kill in this boot: no refusal.
+        std::fs::write(&record, &text).unwrap();
+        drop(open_backend(d, &path, every, &failed, true).unwrap());
+        assert!(!d.join(crate::store::DAMAGED_MARKER).exists());
+        std::fs::write(&record, &text).unwrap();
+        let b = open_backend(d, &d.join("h"), SyncMode::Always, &failed, true).unwrap();
+        assert!(matches!(b, Backend::Always(_)));
+        assert!(!record.exists(), "an always-mode open syncs and removes it");
     }
 }

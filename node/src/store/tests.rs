@@ -1988,10 +1988,25 @@ async fn after_a_failed_background_sync_writes_fail_and_the_close_is_not_recorde
     assert_eq!(store.find_by_id("a").unwrap().len(), 1);
     // "b" may be there: its pages reached the file before its commit was failed (as when
     // redb's own fdatasync fails), and a publish retried with its id is a duplicate.
+    drop(store);
+
+    // A failure with no write after it: the close alone must not record a clean shutdown.
+    let store = open_synced_only_at_close(&path);
+    store.inner.db.sync_failed.fail_for_tests();
+    store.close().await;
+    drop(store);
+    assert!(!path.join(CLEAN_MARKER).exists());
+    if cfg!(target_os = "linux") {
+        assert!(
+            path.join(sync::BOOT_MARKER).exists(),
+            "the record stays: a reboot now is refused"
+        );
+    }
 }
 
 /// A store open with `sync = "interval"` when the machine went down refuses the next start
 /// until the operator accepts what may be missing; a crash of the node alone does not.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_interval_synced_store_the_machine_went_down_with_is_refused_until_accepted() {
     let dir = tempfile::tempdir().unwrap();
@@ -2002,10 +2017,15 @@ async fn an_interval_synced_store_the_machine_went_down_with_is_refused_until_ac
     // Another start on the same directory (bluewire-node check, say) while it is open is
     // refused before it touches the record.
     assert!(matches!(Store::open(&path), Err(StoreError::Locked { .. })));
-    assert!(path.join(sync::BOOT_MARKER).exists());
+    let record = std::fs::read_to_string(path.join(sync::BOOT_MARKER)).unwrap();
     drop(store);
-    // The node crashed (no clean record) under this boot: the page cache had everything.
+    assert!(
+        !path.join(sync::BOOT_MARKER).exists(),
+        "closed with all synced"
+    );
+    // As after a kill under this boot (no clean close): the page cache had everything.
     std::fs::remove_file(path.join(CLEAN_MARKER)).unwrap();
+    std::fs::write(path.join(sync::BOOT_MARKER), &record).unwrap();
     let store = Store::open_with(&path, every).unwrap();
     assert!(store.pages_checked_at_open());
     drop(store);
