@@ -593,6 +593,24 @@ mod tests {
         assert!(why.contains("boot ?, now boot-2"), "{why}");
     }
 
+    #[test]
+    fn a_record_that_cannot_be_read_or_removed_is_an_error_not_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let path = d.join("x");
+        // Missing: nothing to remove. A file: removed.
+        remove_durably(d, &path).unwrap();
+        std::fs::write(&path, "x").unwrap();
+        remove_durably(d, &path).unwrap();
+        assert!(!path.exists());
+        // Something in the way (a directory) is an error, for removing and for reading the
+        // record alike: a start must not pass over a record it could not read.
+        std::fs::create_dir(&path).unwrap();
+        assert!(remove_durably(d, &path).is_err());
+        std::fs::create_dir(d.join(BOOT_MARKER)).unwrap();
+        assert!(check_record(d, Some("boot-1")).is_err());
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn opening_records_an_interval_mode_store_and_always_mode_drops_the_record() {
