@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bluewire_node::client::Connection;
+use bluewire_node::config::StoreSync;
 use bluewire_node::pki::Level;
 use bluewire_node::provision::ConfigEdit;
 use bluewire_node::signing::{self, MESSAGE_CONTEXT, SigningKey};
@@ -81,31 +82,6 @@ pub struct FanoutArgs {
     /// `interval` (synced once a second, as NATS JetStream does by default).
     #[arg(long, value_enum, default_value_t = StoreSync::Always)]
     pub store_sync: StoreSync,
-}
-
-/// `--store-sync`: [`bluewire_node::config::StoreSync`] on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StoreSync {
-    Always,
-    Interval,
-}
-
-impl StoreSync {
-    /// The node.toml edit that sets it.
-    fn edit(self) -> ConfigEdit {
-        let v = match self {
-            StoreSync::Always => "\"always\"",
-            StoreSync::Interval => "\"interval\"",
-        };
-        ConfigEdit::set("store", "sync", v)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            StoreSync::Always => "always",
-            StoreSync::Interval => "interval",
-        }
-    }
 }
 
 /// `messages` publishes, `concurrency` in flight, one unary Publish call each.
@@ -621,7 +597,11 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             format!("file = \"{}\"", p.display()),
         ));
     }
-    edits.push(a.store_sync.edit());
+    edits.push(ConfigEdit::set(
+        "store",
+        "sync",
+        format!("\"{}\"", a.store_sync.name()),
+    ));
     eprintln!("measuring the disk: 4 KiB write + fdatasync, 1 and 5 writers…");
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;

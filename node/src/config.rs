@@ -174,8 +174,8 @@ fn default_crl_poll_secs() -> u64 {
     5
 }
 
-/// When a commit of the store reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// When a commit of the store reaches the disk (also `bench fanout --store-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreSync {
     /// `fdatasync` before every acknowledgement.
@@ -199,6 +199,16 @@ impl Default for StoreConfig {
         Self {
             sync: StoreSync::Always,
             sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl StoreSync {
+    /// As node.toml spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreSync::Always => "always",
+            StoreSync::Interval => "interval",
         }
     }
 }

@@ -807,9 +807,21 @@ fn create(
     sync: SyncMode,
     failed: &sync::SyncFailure,
 ) -> std::result::Result<Database, sync::OpenError> {
+    create_with(builder(), path, sync, failed, false)
+}
+
+/// `b.create(path)` through the backend `sync` asks for; with `check`, the boot check of
+/// [`sync::open_backend`] first.
+fn create_with(
+    b: redb::Builder,
+    path: &Path,
+    sync: SyncMode,
+    failed: &sync::SyncFailure,
+    check: bool,
+) -> std::result::Result<Database, sync::OpenError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let backend = sync::open_backend(dir, path, sync, failed, false)?;
-    Ok(builder().create_with_backend(backend)?)
+    let backend = sync::open_backend(dir, path, sync, failed, check)?;
+    Ok(b.create_with_backend(backend)?)
 }
 
 /// redb's settings for the store file.
@@ -841,9 +853,7 @@ fn create_noting_repair(
                 }
             }
         });
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let backend = sync::open_backend(dir, path, sync, failed, true)?;
-    Ok(b.create_with_backend(backend)?)
+    create_with(b, path, sync, failed, true)
 }
 
 /// What a store file holds, page by page (redb's statistics), for `bench store` and an
@@ -1056,13 +1066,7 @@ fn verify(db: &mut Database, dir: &Path, path: &Path) -> Result<()> {
         Ok(false) => {
             let note = "redb found damage and rolled the store back to its last intact state\n";
             // Durably, or the next start would serve the rolled-back store without a word.
-            let written = std::fs::File::create(&marker)
-                .and_then(|mut f| {
-                    std::io::Write::write_all(&mut f, note.as_bytes())?;
-                    f.sync_all()
-                })
-                .and_then(|()| std::fs::File::open(dir)?.sync_all());
-            if let Err(e) = written {
+            if let Err(e) = clean::write_durably(dir, &marker, note) {
                 return Err(damaged(format!(
                     "pages failed their checksums and redb rolled it back to its last intact \
                      state, which may lack recent messages; writing {} failed ({e}), so a \

@@ -39,6 +39,24 @@ fn fingerprint(m: &std::fs::Metadata) -> String {
     )
 }
 
+/// Write the marker file `path` in `dir` with `text`, and make it and its directory entry
+/// durable (the records beside the store file: this one, `STORE-DAMAGED`, the sync record).
+pub(super) fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Remove the marker file `path` in `dir` if it is there, durably.
+pub(super) fn remove_durably(dir: &Path, path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes the record away (durably) and says whether it vouches for the file at `path` as
 /// it is now. Missing, unreadable or different: `false` (check the file).
 pub(super) fn take(dir: &Path, path: &Path) -> bool {
@@ -46,9 +64,7 @@ pub(super) fn take(dir: &Path, path: &Path) -> bool {
     let Ok(recorded) = std::fs::read_to_string(&marker) else {
         return false;
     };
-    let removed = std::fs::remove_file(&marker)
-        .and_then(|()| std::fs::File::open(dir)?.sync_all())
-        .is_ok();
+    let removed = remove_durably(dir, &marker).is_ok();
     // A record that could not be removed would vouch again after a crash: never trust it.
     removed
         && std::fs::metadata(path)
@@ -104,13 +120,7 @@ impl Drop for CleanClose {
             return;
         };
         let marker = self.dir.join(CLEAN_MARKER);
-        let written = std::fs::File::create(&marker)
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, print.as_bytes())?;
-                f.sync_all()
-            })
-            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
-        if let Err(e) = written {
+        if let Err(e) = write_durably(&self.dir, &marker, &print) {
             let _ = std::fs::remove_file(&marker);
             tracing::warn!(error = %e, "could not record the clean shutdown; the next start checks every page");
         }

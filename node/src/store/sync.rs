@@ -32,6 +32,8 @@ use std::time::Duration;
 use redb::StorageBackend;
 use redb::backends::FileBackend;
 
+use super::clean::{remove_durably, write_durably};
+
 /// How the store makes its commits durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
@@ -169,21 +171,7 @@ fn syncer(shared: &Shared, every: Duration) {
             st = lock(&shared.state);
             match result {
                 Ok(()) => st.synced += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "store: syncing the file to disk failed; the store takes no more writes, and starts are refused until the operator accepts what may be missing");
-                    // The refusal of later starts first, then the refusal of commits.
-                    if !shared.failed.happened() {
-                        let note = format!(
-                            "{SYNC_FAILED} ({e}): what the node acknowledged since the sync \
-                             before may not be on disk (deploy/README.md, \"Store durability\")\n"
-                        );
-                        let marker = shared.dir.join(super::DAMAGED_MARKER);
-                        if let Err(w) = write_durably(&shared.dir, &marker, &note) {
-                            tracing::error!(error = %w, marker = %marker.display(), "store: could not record the failed sync; do not start the node on this store without a check");
-                        }
-                    }
-                    shared.failed.set(&e);
-                }
+                Err(e) => failed(shared, &e),
             }
         }
         if stop {
@@ -201,6 +189,21 @@ fn syncer(shared: &Shared, every: Duration) {
             next = now + every;
         }
     }
+}
+
+/// After a failed sync: the refusal of later starts first (`STORE-DAMAGED`), then the
+/// refusal of commits.
+fn failed(shared: &Shared, e: &io::Error) {
+    tracing::error!(error = %e, "store: syncing the file to disk failed; the store takes no more writes, and starts are refused until the operator accepts what may be missing");
+    let note = format!(
+        "{SYNC_FAILED} ({e}): what the node acknowledged since the sync before may not be on \
+         disk (deploy/README.md, \"Store durability\")\n"
+    );
+    let marker = shared.dir.join(super::DAMAGED_MARKER);
+    if let Err(w) = write_durably(&shared.dir, &marker, &note) {
+        tracing::error!(error = %w, marker = %marker.display(), "store: could not record the failed sync; do not start the node on this store without a check");
+    }
+    shared.failed.set(e);
 }
 
 impl StorageBackend for IntervalSync {
@@ -260,23 +263,6 @@ fn boot_id() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-}
-
-/// Write `text` to `path` and make it and its directory entry durable.
-fn write_durably(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    io::Write::write_all(&mut f, text.as_bytes())?;
-    f.sync_all()?;
-    File::open(dir)?.sync_all()
-}
-
-/// Remove `path` if it is there, durably.
-fn remove_durably(dir: &Path, path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => File::open(dir)?.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Why opening the store file failed.
