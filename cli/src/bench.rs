@@ -433,6 +433,10 @@ struct NodeCounts {
     /// Messages in the store (its head seq).
     stored: u64,
     stages: HashMap<String, (f64, u64)>,
+    /// Context switches of the process's threads so far (each a thread that slept and was
+    /// woken, or was preempted): wake-ups counted rather than timed. Per message they still
+    /// move with the load, which decides how much waits to go together in one batch.
+    switches: u64,
 }
 
 impl NodeCounts {
@@ -467,6 +471,7 @@ impl NodeCounts {
             commits,
             stored,
             stages,
+            switches: 0,
         })
     }
 
@@ -503,9 +508,33 @@ async fn counts(fed: &LocalFederation) -> anyhow::Result<Vec<NodeCounts>> {
             .await?
             .into_inner()
             .text;
-        out.push(NodeCounts::parse(o.spec.org, &text)?);
+        let mut c = NodeCounts::parse(o.spec.org, &text)?;
+        c.switches = o.pid().map_or(0, context_switches);
+        out.push(c);
     }
     Ok(out)
+}
+
+/// Voluntary and involuntary context switches of every live thread of process `pid`, from
+/// /proc (threads that have ended are no longer counted, so a delta is a slight undercount).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -855,6 +884,9 @@ struct Paced {
 struct PathCounts {
     origin_commits: f64,
     receiver_commits: f64,
+    /// Context switches per message at the origin and at each receiver (mean).
+    origin_switches: f64,
+    receiver_switches: f64,
     origin_stages: Vec<(String, f64, u64)>,
     receiver_stages: Vec<(String, f64, u64)>,
 }
@@ -867,6 +899,11 @@ impl PathCounts {
             .iter()
             .zip(before)
             .map(|(a, b)| a.commits.saturating_sub(b.commits) as f64 / n.max(1) as f64)
+            .collect();
+        let switches: Vec<f64> = after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a.switches.saturating_sub(b.switches) as f64 / n.max(1) as f64)
             .collect();
         let origin_stages = match (after.first(), before.first()) {
             (Some(a), Some(b)) => a.stage_means(b),
@@ -887,6 +924,8 @@ impl PathCounts {
         Self {
             origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
             receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
+            origin_switches: switches.first().copied().unwrap_or(f64::NAN),
+            receiver_switches: switches.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_stages,
             receiver_stages,
         }
@@ -896,6 +935,8 @@ impl PathCounts {
     fn json_fields(&self, into: &mut serde_json::Value) {
         into["store_commits_per_msg_origin"] = self.origin_commits.into();
         into["store_commits_per_msg_receiver"] = self.receiver_commits.into();
+        into["context_switches_per_msg_origin"] = self.origin_switches.into();
+        into["context_switches_per_msg_receiver"] = self.receiver_switches.into();
         into["stages_ms"] = serde_json::json!({"origin": stages_json(&self.origin_stages),
                                                "receivers_mean": stages_json(&self.receiver_stages)});
     }
@@ -903,9 +944,11 @@ impl PathCounts {
     /// `store write transactions per message: …` and where the time went, for the text report.
     fn lines(&self) -> String {
         format!(
-            "store write transactions per message: origin {:.2}, receivers {:.2}\n  where the time went (mean per event): origin: {}; receivers: {}",
+            "store write transactions per message: origin {:.2}, receivers {:.2}; context switches per message: origin {:.1}, receivers {:.1}\n  where the time went (mean per event): origin: {}; receivers: {}",
             self.origin_commits,
             self.receiver_commits,
+            self.origin_switches,
+            self.receiver_switches,
             stages_line(&self.origin_stages),
             stages_line(&self.receiver_stages)
         )
