@@ -1060,3 +1060,32 @@ async fn paced_phase(
         path: PathCounts::between(&before, &after, n),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn context_switches_count_every_live_thread_of_the_process() {
+        let before = super::context_switches(std::process::id());
+        let (slept, done) = (mpsc::channel(), mpsc::channel::<()>());
+        let (slept_tx, slept_rx) = slept;
+        let (done_tx, done_rx) = done;
+        // Another thread sleeps and wakes 20 times, and is still alive when counted.
+        let t = std::thread::spawn(move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            slept_tx.send(()).unwrap();
+            let _ = done_rx.recv();
+        });
+        slept_rx.recv().unwrap();
+        let after = super::context_switches(std::process::id());
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(after >= before + 20, "{before} then {after}");
+        // A process that is not there counts nothing.
+        assert_eq!(super::context_switches(u32::MAX), 0);
+    }
+}
