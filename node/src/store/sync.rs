@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
@@ -150,20 +150,19 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 /// Every `every` (on a fixed schedule: a slow sync does not push the next one back), sync
 /// the file if it was written to; once more when told to stop. Nothing after a failure.
 fn syncer(shared: &Shared, every: Duration) {
-    let mut next = std::time::Instant::now() + every;
+    let mut next = Instant::now() + every;
     let mut st = lock(&shared.state);
     loop {
-        let wait = next.saturating_duration_since(std::time::Instant::now());
+        let wait = next.saturating_duration_since(Instant::now());
         st = shared
             .wake
             .wait_timeout_while(st, wait, |s| !s.stop)
             .map(|(g, _)| g)
             .unwrap_or_else(|p| p.into_inner().0);
         let stop = st.stop;
-        if !stop && std::time::Instant::now() < next {
+        if !stop && Instant::now() < next {
             continue;
         }
-        next += every;
         if st.dirty && !shared.failed.happened() {
             st.dirty = false;
             drop(st);
@@ -183,12 +182,17 @@ fn syncer(shared: &Shared, every: Duration) {
             }
             return;
         }
-        // Behind by more than an interval (a sync that took that long): from now on.
-        let now = std::time::Instant::now();
-        if next < now {
-            next = now + every;
-        }
+        next = next_sync(next, Instant::now(), every);
     }
+}
+
+/// When the sync after the one due at `due` is, `now` being when that one finished: one
+/// interval later (a fixed schedule, so a slow sync does not push the next ones back),
+/// unless that has passed already (the sync took more than an interval): then one
+/// interval from now, never at once.
+fn next_sync(due: Instant, now: Instant, every: Duration) -> Instant {
+    let next = due + every;
+    if next < now { now + every } else { next }
 }
 
 /// After a failed sync: the refusal of later starts first (`STORE-DAMAGED`), then the
@@ -418,6 +422,21 @@ pub(super) fn check_record(dir: &Path, boot: Option<&str>) -> io::Result<Option<
 mod tests {
     use super::*;
 
+    #[test]
+    fn syncs_keep_a_fixed_schedule_and_a_late_one_never_makes_the_next_immediate() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let every = ms(100);
+        // On time, or slow but within the interval: the schedule holds.
+        assert_eq!(next_sync(t0, t0 + ms(10), every), t0 + ms(100));
+        assert_eq!(next_sync(t0, t0 + ms(99), every), t0 + ms(100));
+        assert_eq!(next_sync(t0, t0 + ms(100), every), t0 + ms(100));
+        // Took longer than an interval: one interval from when it ended, not at once and not
+        // a burst of syncs catching up.
+        assert_eq!(next_sync(t0, t0 + ms(101), every), t0 + ms(201));
+        assert_eq!(next_sync(t0, t0 + ms(250), every), t0 + ms(350));
+    }
+
     fn open_file(dir: &Path) -> File {
         std::fs::OpenOptions::new()
             .read(true)
@@ -451,9 +470,9 @@ mod tests {
     }
 
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}: never");
+            assert!(Instant::now() < deadline, "{what}: never");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -502,7 +521,7 @@ mod tests {
         b.set_len(4096).unwrap();
         b.write(0, b"last").unwrap();
         b.sync_data(false).unwrap();
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         drop(b);
         assert!(
             t.elapsed() < Duration::from_secs(60),
