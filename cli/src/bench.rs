@@ -1063,28 +1063,34 @@ async fn paced_phase(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-    use std::time::Duration;
+    use std::io::Write;
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn context_switches_count_every_live_thread_of_the_process() {
-        let before = super::context_switches(std::process::id());
-        let (slept, done) = (mpsc::channel(), mpsc::channel::<()>());
-        let (slept_tx, slept_rx) = slept;
-        let (done_tx, done_rx) = done;
-        // Another thread sleeps and wakes 20 times, and is still alive when counted.
-        let t = std::thread::spawn(move || {
-            for _ in 0..20 {
-                std::thread::sleep(Duration::from_millis(1));
+    fn context_switches_count_the_wake_ups_of_a_live_process() {
+        // A shell that waits for 20 sleeps one after the other, then for its input: each
+        // wait is a switch of its one thread. (This process's own threads would not do: test
+        // threads that end meanwhile drop out of the sum.)
+        let mut sh = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 20 ]; do sleep 0.01; i=$((i+1)); done; read x",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = 0;
+        while Instant::now() < deadline {
+            seen = super::context_switches(sh.id());
+            if seen >= 20 {
+                break;
             }
-            slept_tx.send(()).unwrap();
-            let _ = done_rx.recv();
-        });
-        slept_rx.recv().unwrap();
-        let after = super::context_switches(std::process::id());
-        done_tx.send(()).unwrap();
-        t.join().unwrap();
-        assert!(after >= before + 20, "{before} then {after}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = sh.stdin.take().map(|mut i| i.write_all(b"done\n"));
+        let _ = sh.wait();
+        assert!(seen >= 20, "{seen} context switches counted for 20 waits");
         // A process that is not there counts nothing.
         assert_eq!(super::context_switches(u32::MAX), 0);
     }
