@@ -437,6 +437,8 @@ struct NodeCounts {
     /// woken, or was preempted): wake-ups counted rather than timed. Per message they still
     /// move with the load, which decides how much waits to go together in one batch.
     switches: u64,
+    /// CPU time (user + system) the process has used so far, in seconds.
+    cpu_s: f64,
 }
 
 impl NodeCounts {
@@ -472,6 +474,7 @@ impl NodeCounts {
             stored,
             stages,
             switches: 0,
+            cpu_s: 0.0,
         })
     }
 
@@ -510,6 +513,7 @@ async fn counts(fed: &LocalFederation) -> anyhow::Result<Vec<NodeCounts>> {
             .text;
         let mut c = NodeCounts::parse(o.spec.org, &text)?;
         c.switches = o.pid().map_or(0, context_switches);
+        c.cpu_s = o.pid().map_or(0.0, process_cpu_seconds);
         out.push(c);
     }
     Ok(out)
@@ -563,24 +567,27 @@ const RECEIVERS: [&str; 16] = [
 
 /// CPU time (user + system) each node process has used so far, in seconds, from /proc.
 fn cpu_seconds(fed: &LocalFederation) -> Vec<f64> {
-    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
-    const TICKS: f64 = 100.0;
     fed.orgs
         .iter()
-        .map(|o| {
-            o.pid()
-                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-                .and_then(|s| {
-                    // Fields after the command name, which is in parentheses and may hold spaces.
-                    let rest = s.rsplit_once(')')?.1;
-                    let f: Vec<&str> = rest.split_whitespace().collect();
-                    let user: f64 = f.get(11)?.parse().ok()?;
-                    let sys: f64 = f.get(12)?.parse().ok()?;
-                    Some((user + sys) / TICKS)
-                })
-                .unwrap_or(0.0)
-        })
+        .map(|o| o.pid().map_or(0.0, process_cpu_seconds))
         .collect()
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds (0 if it is gone).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
+    const TICKS: f64 = 100.0;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = f.get(11)?.parse().ok()?;
+            let sys: f64 = f.get(12)?.parse().ok()?;
+            Some((user + sys) / TICKS)
+        })
+        .unwrap_or(0.0)
 }
 
 /// A benchmark federation: technical-level CSIRTs, the first of `orgs` (the publisher) the
@@ -887,6 +894,9 @@ struct PathCounts {
     /// Context switches per message at the origin and at each receiver (mean).
     origin_switches: f64,
     receiver_switches: f64,
+    /// CPU (user + system) per message, µs, at the origin and at each receiver (mean).
+    origin_cpu_us: f64,
+    receiver_cpu_us: f64,
     origin_stages: Vec<(String, f64, u64)>,
     receiver_stages: Vec<(String, f64, u64)>,
 }
@@ -904,6 +914,11 @@ impl PathCounts {
             .iter()
             .zip(before)
             .map(|(a, b)| a.switches.saturating_sub(b.switches) as f64 / n.max(1) as f64)
+            .collect();
+        let cpu: Vec<f64> = after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| (a.cpu_s - b.cpu_s).max(0.0) * 1e6 / n.max(1) as f64)
             .collect();
         let origin_stages = match (after.first(), before.first()) {
             (Some(a), Some(b)) => a.stage_means(b),
@@ -926,6 +941,8 @@ impl PathCounts {
             receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_switches: switches.first().copied().unwrap_or(f64::NAN),
             receiver_switches: switches.iter().skip(1).sum::<f64>() / receivers as f64,
+            origin_cpu_us: cpu.first().copied().unwrap_or(f64::NAN),
+            receiver_cpu_us: cpu.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_stages,
             receiver_stages,
         }
@@ -937,6 +954,8 @@ impl PathCounts {
         into["store_commits_per_msg_receiver"] = self.receiver_commits.into();
         into["context_switches_per_msg_origin"] = self.origin_switches.into();
         into["context_switches_per_msg_receiver"] = self.receiver_switches.into();
+        into["node_cpu_us_per_msg_origin"] = self.origin_cpu_us.round().into();
+        into["node_cpu_us_per_msg_receiver"] = self.receiver_cpu_us.round().into();
         into["stages_ms"] = serde_json::json!({"origin": stages_json(&self.origin_stages),
                                                "receivers_mean": stages_json(&self.receiver_stages)});
     }
@@ -944,11 +963,13 @@ impl PathCounts {
     /// `store write transactions per message: …` and where the time went, for the text report.
     fn lines(&self) -> String {
         format!(
-            "store write transactions per message: origin {:.2}, receivers {:.2}; context switches per message: origin {:.1}, receivers {:.1}\n  where the time went (mean per event): origin: {}; receivers: {}",
+            "store write transactions per message: origin {:.2}, receivers {:.2}; context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
             self.origin_commits,
             self.receiver_commits,
             self.origin_switches,
             self.receiver_switches,
+            self.origin_cpu_us,
+            self.receiver_cpu_us,
             stages_line(&self.origin_stages),
             stages_line(&self.receiver_stages)
         )
@@ -1093,5 +1114,26 @@ mod tests {
         assert!(seen >= 20, "{seen} context switches counted for 20 waits");
         // A process that is not there counts nothing.
         assert_eq!(super::context_switches(u32::MAX), 0);
+    }
+
+    #[test]
+    fn cpu_seconds_count_the_work_of_a_live_process() {
+        // This process's time only grows (ended threads stay counted), so spinning here must
+        // show within the deadline, at the 10 ms resolution of /proc.
+        let me = std::process::id();
+        let before = super::process_cpu_seconds(me);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut spun = 0u64;
+        while super::process_cpu_seconds(me) < before + 0.05 && Instant::now() < deadline {
+            for i in 0..100_000u64 {
+                spun = std::hint::black_box(spun.wrapping_add(i));
+            }
+        }
+        let after = super::process_cpu_seconds(me);
+        assert!(
+            after >= before + 0.05,
+            "{before} s then {after} s of CPU after spinning ({spun})"
+        );
+        assert_eq!(super::process_cpu_seconds(u32::MAX), 0.0);
     }
 }
