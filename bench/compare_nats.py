@@ -118,8 +118,18 @@ def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always") -> di
                                 ("achieved_rate", "samples", "p50", "p99", "max", "publish_ack_p50", "publish_ack_p99")}}
                  for r, (run, _) in zip(w.rates, runs)]
         layout = "one run per rate (`latency_ms`); throughput from the first"
+    # The nodes' CPU per message, named as the NATS side names its servers' (the origin is
+    # the hub, each receiver a leaf); a build from before paced CPU figures has none.
+    throughput = dict(runs[0][0]["throughput"])
+    if "node_cpu_us_per_msg" in throughput:
+        throughput["server_cpu_us_per_msg"] = throughput["node_cpu_us_per_msg"]
+    paced = [dict(p) for p in paced]
+    for p in paced:
+        if "node_cpu_us_per_msg_origin" in p:
+            p["server_cpu_us_per_msg"] = p["node_cpu_us_per_msg_origin"] \
+                + len(nats_fanout.RECIPIENTS) * p["node_cpu_us_per_msg_receiver"]
     return {
-        "throughput": runs[0][0]["throughput"],
+        "throughput": throughput,
         "paced": paced,
         "json_layout": layout,
         # A run that printed its figures but exited non-zero (e.g. not every message
@@ -138,7 +148,10 @@ def ratios(bw: dict, nats: dict) -> dict:
     by_rate = {p["rate"]: p for p in nats["paced"]}
     return {
         "throughput": ratio(bw["throughput"]["msg_per_s"], nats["throughput"]["msg_per_s"]),
-        "paced": [{"rate": p["rate"], **{k: ratio(p.get(k), by_rate[p["rate"]].get(k)) for k in ("p50", "p99")}}
+        "throughput_server_cpu": ratio(bw["throughput"].get("server_cpu_us_per_msg"),
+                                       nats["throughput"].get("server_cpu_us_per_msg")),
+        "paced": [{"rate": p["rate"], **{k: ratio(p.get(k), by_rate[p["rate"]].get(k))
+                                         for k in ("p50", "p99", "server_cpu_us_per_msg")}}
                   for p in bw["paced"] if p["rate"] in by_rate],
     }
 
@@ -160,9 +173,13 @@ def summarise(pairs: list, w: Workload) -> dict:
         "throughput_msg_per_s": {"bluewire": span([p["bluewire"]["throughput"]["msg_per_s"] for p in pairs]),
                                  "nats": span([p["nats"]["throughput"]["msg_per_s"] for p in pairs])},
         "throughput_ratio": span([p["ratios"]["throughput"] for p in pairs]),
+        "throughput_server_cpu_us_per_msg": {
+            side: span([p[side]["throughput"].get("server_cpu_us_per_msg") for p in pairs])
+            for side in ("bluewire", "nats")},
         "paced": [{"rate": r,
                    **{f"{side}_{key}": span(paced(side, r, key))
-                      for side in ("bluewire", "nats") for key in ("p50", "p99", "publish_ack_p99")},
+                      for side in ("bluewire", "nats")
+                      for key in ("p50", "p99", "publish_ack_p99", "server_cpu_us_per_msg")},
                    "p50_ratio": span(paced_ratio(r, "p50")), "p99_ratio": span(paced_ratio(r, "p99"))}
                   for r in w.rates],
     }
@@ -220,13 +237,17 @@ def print_pair(pair: dict) -> None:
     print(f"  {'':34}{'Bluewire':>12}{'NATS JetStream':>16}{'Bluewire/NATS':>15}")
     print(f"  {'throughput, msg/s':34}{fmt(bw['throughput']['msg_per_s'], 0):>12}"
           f"{fmt(nats['throughput']['msg_per_s'], 0):>16}{fmt(rat['throughput']):>15}")
+    label = "  servers' CPU per message, µs"
+    print(f"  {label:34}{fmt(bw['throughput'].get('server_cpu_us_per_msg'), 0):>12}"
+          f"{fmt(nats['throughput'].get('server_cpu_us_per_msg'), 0):>16}{fmt(rat.get('throughput_server_cpu')):>15}")
     nats_by_rate = {p["rate"]: p for p in nats["paced"]}
     rat_by_rate = {p["rate"]: p for p in rat["paced"]}
     for p in bw["paced"]:
         n, r = nats_by_rate.get(p["rate"], {}), rat_by_rate.get(p["rate"], {})
         rows = [("achieved rate, msg/s", "achieved_rate", 0), ("end-to-end p50, ms", "p50", 2),
                 ("end-to-end p99, ms", "p99", 2), ("end-to-end max, ms", "max", 2),
-                ("publish ack p99, ms", "publish_ack_p99", 2)]
+                ("publish ack p99, ms", "publish_ack_p99", 2),
+                ("servers' CPU per message, µs", "server_cpu_us_per_msg", 0)]
         for label, key, digits in rows:
             name = f"{p['rate']} msg/s {label}" if key == "achieved_rate" else f"  {label}"
             print(f"  {name:34}{fmt(p.get(key), digits):>12}{fmt(n.get(key), digits):>16}{fmt(r.get(key)):>15}")
@@ -236,12 +257,16 @@ def print_summary(s: dict) -> None:
     print(f"\nsummary over {s['pairs']} pair(s), min–max; ratios are Bluewire / NATS "
           "(above 1: Bluewire faster in throughput, slower in latency)")
     t = s["throughput_msg_per_s"]
+    c = s["throughput_server_cpu_us_per_msg"]
     print(f"  throughput: Bluewire {fmt_span(t['bluewire'], 0)} msg/s, NATS {fmt_span(t['nats'], 0)} msg/s, "
-          f"ratio {fmt_span(s['throughput_ratio'])}")
+          f"ratio {fmt_span(s['throughput_ratio'])}; servers' CPU per message Bluewire {fmt_span(c['bluewire'], 0)} µs, "
+          f"NATS {fmt_span(c['nats'], 0)} µs")
     for p in s["paced"]:
         print(f"  {p['rate']} msg/s: p50 Bluewire {fmt_span(p['bluewire_p50'])} ms, NATS {fmt_span(p['nats_p50'])} ms, "
               f"ratio {fmt_span(p['p50_ratio'])}; p99 Bluewire {fmt_span(p['bluewire_p99'])} ms, "
-              f"NATS {fmt_span(p['nats_p99'])} ms, ratio {fmt_span(p['p99_ratio'])}")
+              f"NATS {fmt_span(p['nats_p99'])} ms, ratio {fmt_span(p['p99_ratio'])}; servers' CPU per message "
+              f"Bluewire {fmt_span(p['bluewire_server_cpu_us_per_msg'], 0)} µs, "
+              f"NATS {fmt_span(p['nats_server_cpu_us_per_msg'], 0)} µs")
     t = s["targets_met_in_pairs"]
     n = s["pairs"]
     line = f"  issue #12 targets, pairs meeting them: throughput ratio ≥ 1.0 in {t['throughput_ratio_at_least_1']}/{n}"

@@ -32,6 +32,7 @@ import array
 import asyncio
 import ctypes
 import json
+import os
 import logging
 import shutil
 import signal
@@ -96,6 +97,39 @@ def workload_from(a: argparse.Namespace) -> Workload:
     if w.size < INDEX_BYTES:
         raise SystemExit(f"--size must be at least {INDEX_BYTES} (the message index)")
     return w
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far, from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class CpuMeter:
+    """CPU per message of the hub, the leaves and the clients over one phase, from /proc, in
+    the shape of the Bluewire bench's figures (the hub is the origin, a leaf a receiver)."""
+
+    def __init__(self, servers: "Servers", subs: list):
+        self.hub = [p.pid for name, p in servers.procs if name == "hub"]
+        self.leaves = [p.pid for name, p in servers.procs if name != "hub"]
+        self.clients = [os.getpid()] + [s.proc.pid for s in subs]
+        self.before = self._now()
+
+    def _now(self) -> tuple:
+        return tuple(sum(cpu_seconds(p) for p in group) for group in (self.hub, self.leaves, self.clients))
+
+    def per_message(self, messages: int) -> dict:
+        """Since the meter started, in µs per message: the hub, each leaf (mean), all
+        servers together, and all client processes (publisher and subscribers) together."""
+        now = self._now()
+        hub, leaves, clients = (max(0.0, a - b) * 1e6 / max(messages, 1) for a, b in zip(now, self.before))
+        return {"server_cpu_us_per_msg_hub": round(hub),
+                "server_cpu_us_per_msg_leaf": round(leaves / max(len(self.leaves), 1)),
+                "server_cpu_us_per_msg": round(hub + leaves),
+                "client_cpu_us_per_msg": round(clients)}
 
 
 def percentile(sorted_values: list, p: float) -> float:
@@ -441,17 +475,22 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
             raise RuntimeError("the warm-up messages did not reach every subscriber")
 
         print(f"  nats: throughput phase, {w.messages} messages, {w.concurrency} in flight…", file=sys.stderr)
+        meter = CpuMeter(servers, subs)
         t_start = time.monotonic_ns()
         await publish_in_flight(js, starts[1], w.messages, w.concurrency, filler)
         t_acked = time.monotonic_ns()
         await wait_for_all(subs, lambda s: s.done[1], THROUGHPUT_DRAIN_S)
         t_gave_up = time.monotonic_ns()
+        throughput_cpu = meter.per_message(w.messages)
 
         paced_raw = []
+        paced_cpu = []
         for k, rate in enumerate(w.rates, start=2):
             print(f"  nats: latency phase, {rate} msg/s for {w.seconds} s…", file=sys.stderr)
+            meter = CpuMeter(servers, subs)
             paced_raw.append(await publish_paced(js, starts[k], counts[k], rate, filler))
             await wait_for_all(subs, lambda s: s.done[k], PACED_DRAIN_S)
+            paced_cpu.append(meter.per_message(counts[k]))
 
         # Acknowledgements still outstanding at the hub: near 0 shows the subscribers'
         # acks cross the leaf links (they are fire-and-forget, so a few may be in flight).
@@ -475,13 +514,13 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
     delivered = sum(1 for t in tp if t)
     elapsed = ((max(tp) if delivered == w.messages else t_gave_up) - t_start) / 1e9
     paced = []
-    for k, (rate, (started, acks, failed, achieved)) in enumerate(zip(w.rates, paced_raw), start=2):
+    for k, (rate, (started, acks, failed, achieved), cpu) in enumerate(zip(w.rates, paced_raw, paced_cpu), start=2):
         lat = sorted((everywhere[starts[k] + j] - t0) / 1e6 for j, t0 in enumerate(started) if everywhere[starts[k] + j])
         paced.append({
             "rate": rate, "achieved_rate": round(achieved), "samples": len(lat),
             "p50": percentile(lat, 0.50), "p99": percentile(lat, 0.99), "max": lat[-1] if lat else None,
             "publish_ack_p50": percentile(acks, 0.50), "publish_ack_p99": percentile(acks, 0.99),
-            "publish_failures": failed,
+            "publish_failures": failed, **cpu,
         })
     return {
         "topology": {
@@ -503,6 +542,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
         "throughput": {
             "delivered_everywhere": delivered, "elapsed_s": elapsed,
             "publish_acked_s": (t_acked - t_start) / 1e9, "msg_per_s": round(delivered / elapsed),
+            **throughput_cpu,
         },
         "paced": paced,
         "redeliveries_ignored": sum(s.redeliveries for s in subs),
