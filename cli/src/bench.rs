@@ -75,9 +75,13 @@ pub struct FanoutArgs {
     #[arg(long, value_enum, default_value_t = FeedEnvelope::None)]
     pub feed_envelope: FeedEnvelope,
     /// Publish the throughput phase with one unary Publish call per message instead of one
-    /// PublishStream (the paced phases always use unary calls).
+    /// PublishStream.
     #[arg(long)]
     pub unary_publish: bool,
+    /// Publish each paced phase on one PublishStream, each request sent at its paced time,
+    /// instead of one unary Publish call per message (the default).
+    #[arg(long)]
+    pub paced_stream: bool,
     /// `[store] sync` on every node: `always` (fdatasync in every commit, the default) or
     /// `interval` (synced once a second, as NATS JetStream does by default).
     #[arg(long, value_enum, default_value_t = StoreSync::Always)]
@@ -735,7 +739,16 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         eprintln!("latency phase: {rate} msg/s for {} s…", a.seconds);
         paced.push(
             paced_phase(
-                &fed, &publisher, &arrivals, &request, rate, a.seconds, receivers,
+                &fed,
+                &publisher,
+                &arrivals,
+                &request,
+                Pace {
+                    rate,
+                    seconds: a.seconds,
+                    stream: a.paced_stream,
+                },
+                receivers,
             )
             .await?,
         );
@@ -767,6 +780,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                       "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds,
                       "feed_envelope": clap::ValueEnum::to_possible_value(&a.feed_envelope).map(|v| v.get_name().to_owned()),
                       "throughput_publish": if a.unary_publish { "unary" } else { "stream" },
+                      "paced_publish": if a.paced_stream { "stream" } else { "unary" },
                       "store_sync": a.store_sync.name()},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
@@ -1004,17 +1018,31 @@ fn stages_line(stages: &[(String, f64, u64)]) -> String {
         .join(", ")
 }
 
-/// Publish at `rate` msg/s for `seconds`; latency = from starting the publish call to the
-/// moment the last receiver's subscriber has the message.
+/// How a paced phase publishes: `rate` msg/s for `seconds`, one unary call per message or
+/// one PublishStream for the phase (`stream`).
+#[derive(Clone, Copy)]
+struct Pace {
+    rate: u64,
+    seconds: u64,
+    stream: bool,
+}
+
+/// Publish at `rate` msg/s for `seconds`; latency = from starting the publish call (or
+/// sending the request on the stream) to the moment the last receiver's subscriber has the
+/// message.
 async fn paced_phase(
     fed: &LocalFederation,
     publisher: &bluewire_node::client::Connection,
     arrivals: &Arrivals,
     request: &(impl Fn() -> pb::PublishRequest + Clone),
-    rate: u64,
-    seconds: u64,
+    pace: Pace,
     receivers: usize,
 ) -> anyhow::Result<Paced> {
+    let Pace {
+        rate,
+        seconds,
+        stream,
+    } = pace;
     let n = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let before = counts(fed).await?;
@@ -1023,11 +1051,59 @@ async fn paced_phase(
     let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
     let acks = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut tasks = Vec::with_capacity(n);
+    // On a stream: the requests go through this channel (unbounded, so a slow node never
+    // holds the pacing back), and one task reads the results, which come in request order.
+    let (stream_tx, sent_at) = if stream {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut results = publisher
+            .client()
+            .publish_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+        let (ids2, acks, sent_at2) = (ids2.clone(), acks.clone(), sent_at.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(r)) = results.message().await {
+                let i = r.index as usize;
+                let t0 = sent_at2
+                    .lock()
+                    .ok()
+                    .and_then(|v| v.get(i).copied().flatten());
+                if let (Some(p), Some(t0)) = (r.published, t0) {
+                    if let Ok(mut a) = acks.lock() {
+                        a.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    if let Ok(mut v) = ids2.lock()
+                        && let Some(slot) = v.get_mut(i)
+                    {
+                        *slot = p.id;
+                    }
+                }
+                if i + 1 >= n {
+                    break;
+                }
+            }
+        }));
+        (Some(tx), Some(sent_at))
+    } else {
+        (None, None)
+    };
     for i in 0..n {
         let due = start2 + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let t0 = Instant::now();
         sent.push((i, t0));
+        if let (Some(tx), Some(sent_at)) = (&stream_tx, &sent_at) {
+            if let Ok(mut v) = sent_at.lock()
+                && let Some(slot) = v.get_mut(i)
+            {
+                *slot = Some(t0);
+            }
+            if tx.send(request()).is_err() {
+                break;
+            }
+            continue;
+        }
         let mut c = publisher.client();
         let req = request();
         let ids2 = ids2.clone();
@@ -1047,6 +1123,8 @@ async fn paced_phase(
     // The rate the publishes were started at (the pacing may fall behind when the node is
     // saturated).
     let achieved_rate = n as f64 / start2.elapsed().as_secs_f64();
+    // The stream ends once every request is sent; its reader ends after the last result.
+    drop(stream_tx);
     for t in tasks {
         let _ = t.await;
     }
