@@ -163,10 +163,10 @@ def span(values: list) -> dict:
 
 def summarise(pairs: list, w: Workload) -> dict:
     def paced(side: str, rate: int, key: str) -> list:
-        return [next((p[key] for p in pair[side]["paced"] if p["rate"] == rate), None) for pair in pairs]
+        return [next((p.get(key) for p in pair[side]["paced"] if p["rate"] == rate), None) for pair in pairs]
 
     def paced_ratio(rate: int, key: str) -> list:
-        return [next((p[key] for p in pair["ratios"]["paced"] if p["rate"] == rate), None) for pair in pairs]
+        return [next((p.get(key) for p in pair["ratios"]["paced"] if p["rate"] == rate), None) for pair in pairs]
 
     summary = {
         "pairs": len(pairs),

@@ -121,11 +121,16 @@ class CpuMeter:
     def _now(self) -> tuple:
         return tuple(sum(cpu_seconds(p) for p in group) for group in (self.hub, self.leaves, self.clients))
 
-    def per_message(self, messages: int) -> dict:
-        """Since the meter started, in µs per message: the hub, each leaf (mean), all
-        servers together, and all client processes (publisher and subscribers) together."""
-        now = self._now()
-        hub, leaves, clients = (max(0.0, a - b) * 1e6 / max(messages, 1) for a, b in zip(now, self.before))
+    def stop(self) -> tuple:
+        """CPU seconds since the meter started: the hub, the leaves, the clients."""
+        return tuple(max(0.0, a - b) for a, b in zip(self._now(), self.before))
+
+    def per_message(self, messages: int, spent: tuple = None) -> dict:
+        """`spent` (default: since the meter started) in µs per message: the hub, each leaf
+        (mean), all servers together, and all client processes (publisher and subscribers)
+        together."""
+        spent = spent if spent is not None else self.stop()
+        hub, leaves, clients = (s * 1e6 / max(messages, 1) for s in spent)
         return {"server_cpu_us_per_msg_hub": round(hub),
                 "server_cpu_us_per_msg_leaf": round(leaves / max(len(self.leaves), 1)),
                 "server_cpu_us_per_msg": round(hub + leaves),
@@ -475,13 +480,14 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
             raise RuntimeError("the warm-up messages did not reach every subscriber")
 
         print(f"  nats: throughput phase, {w.messages} messages, {w.concurrency} in flight…", file=sys.stderr)
-        meter = CpuMeter(servers, subs)
+        throughput_meter = CpuMeter(servers, subs)
         t_start = time.monotonic_ns()
         await publish_in_flight(js, starts[1], w.messages, w.concurrency, filler)
         t_acked = time.monotonic_ns()
         await wait_for_all(subs, lambda s: s.done[1], THROUGHPUT_DRAIN_S)
         t_gave_up = time.monotonic_ns()
-        throughput_cpu = meter.per_message(w.messages)
+        # Divided by the messages delivered everywhere, once known (as the Bluewire side does).
+        throughput_cpu = throughput_meter.stop()
 
         paced_raw = []
         paced_cpu = []
@@ -542,7 +548,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
         "throughput": {
             "delivered_everywhere": delivered, "elapsed_s": elapsed,
             "publish_acked_s": (t_acked - t_start) / 1e9, "msg_per_s": round(delivered / elapsed),
-            **throughput_cpu,
+            **throughput_meter.per_message(delivered, throughput_cpu),
         },
         "paced": paced,
         "redeliveries_ignored": sum(s.redeliveries for s in subs),

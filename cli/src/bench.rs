@@ -1063,7 +1063,17 @@ async fn paced_phase(
         let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
         let (ids2, acks, sent_at2) = (ids2.clone(), acks.clone(), sent_at.clone());
         tasks.push(tokio::spawn(async move {
-            while let Ok(Some(r)) = results.message().await {
+            loop {
+                let r = match results.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!(
+                            "the paced PublishStream ended early ({e}): this phase counts only the results that came before"
+                        );
+                        break;
+                    }
+                };
                 let i = r.index as usize;
                 let t0 = sent_at2
                     .lock()
