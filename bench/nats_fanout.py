@@ -32,8 +32,8 @@ import array
 import asyncio
 import ctypes
 import json
-import os
 import logging
+import os
 import shutil
 import signal
 import ssl

@@ -705,7 +705,6 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         a.messages, a.concurrency
     );
     let counts_before = counts(&fed).await?;
-    let cpu_before = cpu_seconds(&fed);
     let start = Instant::now();
     let ids = if a.unary_publish {
         publish_unary(&publisher, a.messages, a.concurrency, &request).await?
@@ -724,14 +723,15 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     let throughput = done as f64 / elapsed.as_secs_f64();
+    let counts_after = counts(&fed).await?;
     // CPU per delivered message, all node processes together (the clients not included).
-    let cpu_s: f64 = cpu_seconds(&fed)
+    let cpu_s: f64 = counts_after
         .iter()
-        .zip(&cpu_before)
-        .map(|(a, b)| a - b)
+        .zip(&counts_before)
+        .map(|(a, b)| a.cpu_s - b.cpu_s)
         .sum();
     let cpu_us_per_msg = cpu_s * 1e6 / done.max(1) as f64;
-    let throughput_path = PathCounts::between(&counts_before, &counts(&fed).await?, done);
+    let throughput_path = PathCounts::between(&counts_before, &counts_after, done);
 
     // Phase 2: latency at each paced rate.
     let mut paced = Vec::with_capacity(a.rates.len());
@@ -1052,17 +1052,17 @@ async fn paced_phase(
     let acks = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut tasks = Vec::with_capacity(n);
     // On a stream: the requests go through this channel (unbounded, so a slow node never
-    // holds the pacing back), and one task reads the results, which come in request order.
-    let (stream_tx, sent_at) = if stream {
+    // holds the pacing back), and one task reads the results, which come in request order,
+    // noting (position, when, id) for each publish stored.
+    let (stream_tx, reader) = if stream {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut results = publisher
             .client()
             .publish_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await?
             .into_inner();
-        let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
-        let (ids2, acks, sent_at2) = (ids2.clone(), acks.clone(), sent_at.clone());
-        tasks.push(tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
+            let mut stored = Vec::with_capacity(n);
             loop {
                 let r = match results.message().await {
                     Ok(Some(r)) => r,
@@ -1075,26 +1075,16 @@ async fn paced_phase(
                     }
                 };
                 let i = r.index as usize;
-                let t0 = sent_at2
-                    .lock()
-                    .ok()
-                    .and_then(|v| v.get(i).copied().flatten());
-                if let (Some(p), Some(t0)) = (r.published, t0) {
-                    if let Ok(mut a) = acks.lock() {
-                        a.push(t0.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    if let Ok(mut v) = ids2.lock()
-                        && let Some(slot) = v.get_mut(i)
-                    {
-                        *slot = p.id;
-                    }
+                if let Some(p) = r.published {
+                    stored.push((i, Instant::now(), p.id));
                 }
                 if i + 1 >= n {
                     break;
                 }
             }
-        }));
-        (Some(tx), Some(sent_at))
+            stored
+        });
+        (Some(tx), Some(reader))
     } else {
         (None, None)
     };
@@ -1103,12 +1093,7 @@ async fn paced_phase(
         tokio::time::sleep_until(due.into()).await;
         let t0 = Instant::now();
         sent.push((i, t0));
-        if let (Some(tx), Some(sent_at)) = (&stream_tx, &sent_at) {
-            if let Ok(mut v) = sent_at.lock()
-                && let Some(slot) = v.get_mut(i)
-            {
-                *slot = Some(t0);
-            }
+        if let Some(tx) = &stream_tx {
             if tx.send(request()).is_err() {
                 break;
             }
@@ -1137,6 +1122,17 @@ async fn paced_phase(
     drop(stream_tx);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(reader) = reader {
+        let stored = reader.await.unwrap_or_default();
+        if let (Ok(mut a), Ok(mut v)) = (acks.lock(), ids2.lock()) {
+            for (i, at, id) in stored {
+                if let (Some((_, t0)), Some(slot)) = (sent.get(i), v.get_mut(i)) {
+                    a.push((at - *t0).as_secs_f64() * 1000.0);
+                    *slot = id;
+                }
+            }
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
