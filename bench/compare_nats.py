@@ -52,7 +52,8 @@ def stop_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always") -> tuple:
+def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always",
+                 linger_us: int | None = None) -> tuple:
     """One `bluewire bench fanout` run; its progress goes to our stderr as it comes.
     Returns (parsed JSON or None, its stderr, exit status)."""
     cmd = [str(binary), "--output", "json", "bench", "fanout", "--messages", str(w.messages),
@@ -60,6 +61,9 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     if store_sync != "always":
         # Builds from before `--store-sync` sync every commit and refuse the option.
         cmd += ["--store-sync", store_sync]
+    if linger_us is not None:
+        # Builds from before `--linger-us` refuse it: given only when asked for.
+        cmd += ["--linger-us", str(linger_us)]
     for r in rates:
         cmd += ["--rate", str(r)]
     # The federation goes in a directory of ours, removed even when the bench is stopped
@@ -91,9 +95,9 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     return result, "".join(err), proc.returncode
 
 
-def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always") -> dict:
+def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: int | None = None) -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
-    result, err, status = run_bluewire(binary, w, w.rates, store_sync)
+    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us)
     if status != 0 and result is not None:
         print(f"  (bluewire exited with status {status} after printing its figures)", file=sys.stderr)
     if result is not None and "paced" in result:
@@ -108,7 +112,7 @@ def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always") -> di
         print("  (this build takes one --rate: one bluewire run per rate)", file=sys.stderr)
         runs = [(result, status)] if result is not None else []
         for r in w.rates[len(runs):]:
-            one, err, status = run_bluewire(binary, w, (r,), store_sync)
+            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us)
             if one is None:
                 raise RuntimeError(f"{binary} bench fanout --rate {r} failed (exit status {status}):\n{err[-3000:]}")
             if status != 0:
@@ -285,6 +289,8 @@ def main() -> None:
     p.add_argument("--store-sync", choices=("always", "interval"), default="always",
                    help="Bluewire's [store] sync: always (fdatasync in every commit, its default) or interval "
                         "(synced once a second, like JetStream's default sync_interval of 2 minutes)")
+    p.add_argument("--linger-us", type=int, default=None,
+                   help="Bluewire's [delivery] linger_us on every node (default: the node's default, off)")
     a = p.parse_args()
     w = nats_fanout.workload_from(a)
     if a.pairs < 1:
@@ -308,7 +314,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         for side in order:
             print(f"pair {i}/{a.pairs}: {side}…", file=sys.stderr)
             if side == "bluewire":
-                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync)
+                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us)
             else:
                 figures[side] = asyncio.run(nats_fanout.run(w, a.nats_client_tls))
         pair = {"pair": i, "order": order, **figures, "ratios": ratios(figures["bluewire"], figures["nats"])}
@@ -321,13 +327,15 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
     if a.output == "json":
         print(json.dumps({"machine": info, "workload": {**vars(w), "rates": list(w.rates),
                                                         "nats_client_tls": a.nats_client_tls,
-                                                        "bluewire_store_sync": a.store_sync},
+                                                        "bluewire_store_sync": a.store_sync,
+                                                        "bluewire_linger_us": a.linger_us},
                           "pairs": pairs, "summary": summary}))
     else:
         print_summary(summary)
         print(f"\n{info['date_utc']}: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, load "
               f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])} at start; {info['nats_server_version']}, "
-              f"nats-py {info['nats_py_version']}; Bluewire {info['bluewire_commit']}, store sync: {a.store_sync}; "
+              f"nats-py {info['nats_py_version']}; Bluewire {info['bluewire_commit']}, store sync: {a.store_sync}"
+              f"{'' if a.linger_us is None else f', linger {a.linger_us} µs'}; "
               f"JetStream disk sync: {pairs[0]['nats']['topology']['jetstream_sync']}")
 
 

@@ -86,6 +86,11 @@ pub struct FanoutArgs {
     /// `interval` (synced once a second, as NATS JetStream does by default).
     #[arg(long, value_enum, default_value_t = StoreSync::Always)]
     pub store_sync: StoreSync,
+    /// `[delivery] linger_us` on every node: while messages arrive faster than one per this
+    /// long (µs), signing and each delivery wait up to this long for more. Default: the
+    /// node's default; 0: never wait.
+    #[arg(long)]
+    pub linger_us: Option<u64>,
 }
 
 /// `messages` publishes, `concurrency` in flight, one unary Publish call each.
@@ -642,6 +647,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         "sync",
         format!("\"{}\"", a.store_sync.name()),
     ));
+    if let Some(us) = a.linger_us {
+        edits.push(ConfigEdit::set("delivery", "linger_us", us.to_string()));
+    }
     eprintln!("measuring the disk: 4 KiB write + fdatasync, 1 and 5 writers…");
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
@@ -781,7 +789,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                       "feed_envelope": clap::ValueEnum::to_possible_value(&a.feed_envelope).map(|v| v.get_name().to_owned()),
                       "throughput_publish": if a.unary_publish { "unary" } else { "stream" },
                       "paced_publish": if a.paced_stream { "stream" } else { "unary" },
-                      "store_sync": a.store_sync.name()},
+                      "store_sync": a.store_sync.name(),
+                      "linger_us": a.linger_us.unwrap_or(bluewire_node::config::DeliveryConfig::default().linger_us)},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
@@ -814,8 +823,10 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 ed_only.bound(receivers) / bound
             );
             println!(
-                "store sync: {} (`[store] sync` on every node)",
-                a.store_sync.name()
+                "store sync: {} (`[store] sync` on every node); linger {} µs (`[delivery] linger_us`)",
+                a.store_sync.name(),
+                a.linger_us
+                    .unwrap_or(bluewire_node::config::DeliveryConfig::default().linger_us)
             );
             println!(
                 "throughput: {done}/{} delivered at all {receivers} subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s); node CPU {:.0} µs per message",

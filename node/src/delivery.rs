@@ -93,6 +93,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     };
     // Whether other workers were last told this link works (they relay through it then).
     let mut shared = false;
+    // Waking from idle while messages arrive quickly: wait a little for more (`linger_us`).
+    let mut linger = crate::linger::Linger::new(Duration::from_micros(cfg.linger_us));
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     loop {
         if link.is_some() != shared {
@@ -137,6 +139,10 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             tokio::select! {
                 _ = peer.notify.notified() => {}
                 () = stopping.cancelled() => break,
+            }
+            let wait = linger.on_wake(std::time::Instant::now());
+            if !wait.is_zero() && sleep_or_stop(wait, &stopping).await {
+                break;
             }
             continue;
         }

@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod ingress;
 pub mod intel;
 pub mod known;
+pub mod linger;
 pub mod markings;
 pub mod merkle;
 pub mod metrics;

@@ -13,10 +13,12 @@
 
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use bluewire_proto::v1::Envelope;
 
 use crate::envelope;
+use crate::linger::Linger;
 use crate::signing::SigningKey;
 
 /// Most envelopes one signature covers (keeps proofs at ≤ 8 hashes).
@@ -37,12 +39,14 @@ pub struct Sealer {
 
 impl Sealer {
     /// Start the signing thread for `key`.
-    pub fn start(key: Arc<SigningKey>) -> std::io::Result<Self> {
+    /// `linger`: how long to wait for more publishes while they arrive quickly
+    /// ([`crate::linger`]; zero: sign what has queued at once).
+    pub fn start(key: Arc<SigningKey>, linger: Duration) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread_key = key.clone();
         std::thread::Builder::new()
             .name("bluewire-sealer".into())
-            .spawn(move || run(&thread_key, &jobs))?;
+            .spawn(move || run(&thread_key, &jobs, Linger::new(linger)))?;
         Ok(Self { key, queue })
     }
 
@@ -83,13 +87,24 @@ pub fn audience(cluster: &str, recipients: &[String]) -> String {
     format!("{cluster}\n{}", r.join("\n"))
 }
 
-fn run(key: &SigningKey, jobs: &mpsc::Receiver<Job>) {
+fn run(key: &SigningKey, jobs: &mpsc::Receiver<Job>, mut linger: Linger) {
     while let Ok(first) = jobs.recv() {
         let mut queued = vec![first];
+        let now = Instant::now();
+        let deadline = now + linger.on_wake(now);
         while queued.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(j) => queued.push(j),
-                Err(_) => break,
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match jobs.recv_timeout(left) {
+                        Ok(j) => queued.push(j),
+                        Err(_) => break,
+                    }
+                }
             }
         }
         // One batch per audience, in the order each audience first appeared.
@@ -132,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_seals_share_signatures_and_each_envelope_verifies() {
         let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
-        let sealer = Sealer::start(key.clone()).unwrap();
+        let sealer = Sealer::start(key.clone(), Duration::ZERO).unwrap();
         let pk = key.public_key();
         let lookup = |_: &str| Some(("csirt-be".to_string(), pk.clone()));
         let contents: Vec<Vec<u8>> = (0..200)
@@ -202,7 +217,7 @@ mod tests {
             audience("c", &["a".into(), "b".into()])
         );
         let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
-        let sealer = Sealer::start(key.clone()).unwrap();
+        let sealer = Sealer::start(key.clone(), Duration::ZERO).unwrap();
         let tasks: Vec<_> = (0..120u32)
             .map(|i| {
                 let sealer = sealer.clone();
@@ -227,5 +242,33 @@ mod tests {
                 "a batch mixed audiences: {whos:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn while_publishes_come_quickly_the_next_one_waits_for_company() {
+        let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
+        // Seals `first`, then `second` at once, then `third` 100 ms later: what signed each.
+        async fn three(sealer: &Sealer) -> [bytes::Bytes; 3] {
+            let a = sealer.seal(b"first".to_vec(), String::new()).await.unwrap();
+            let s = sealer.clone();
+            let b = tokio::spawn(async move { s.seal(b"second".to_vec(), String::new()).await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let c = sealer.seal(b"third".to_vec(), String::new()).await.unwrap();
+            let b = b.await.unwrap().unwrap();
+            [a.signature, b.signature, c.signature]
+        }
+        // Lingering: the second wake comes right after the first, so it waits (up to 1 s)
+        // and the third publish joins its batch.
+        let lingering = Sealer::start(key.clone(), Duration::from_secs(1)).unwrap();
+        let [a, b, c] = three(&lingering).await;
+        assert_ne!(a, b, "the first publish is signed alone, at once");
+        assert_eq!(b, c, "the third publish did not join the waiting second");
+        // Off: each publish is signed when it comes.
+        let at_once = Sealer::start(key, Duration::ZERO).unwrap();
+        let [a, b, c] = three(&at_once).await;
+        assert!(
+            a != b && b != c,
+            "with no linger, publishes 100 ms apart were batched"
+        );
     }
 }

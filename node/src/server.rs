@@ -169,7 +169,11 @@ impl Node {
         let state = Arc::new(NodeState {
             profile: profile.clone(),
             store: store.clone(),
-            sealer: crate::sealer::Sealer::start(signer.clone()).map_err(NodeError::Sealer)?,
+            sealer: crate::sealer::Sealer::start(
+                signer.clone(),
+                Duration::from_micros(config.delivery.linger_us),
+            )
+            .map_err(NodeError::Sealer)?,
             signer,
             verified_batches: crate::envelope::VerifiedBatches::default(),
             decryptors,

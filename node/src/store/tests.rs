@@ -1169,6 +1169,81 @@ async fn integrity_check_cost() {
     }
 }
 
+/// CPU per commit of a receiver's usual write (messages, their ids, a batch signature, two
+/// counters, the next seq, an audit block and the audit head) with durable commits against
+/// non-durable ones made durable every 100 or 1,000 commits, on a file whose `sync_data` does
+/// nothing (as `[store] sync = "interval"` has it between its syncs). Not a test of behaviour:
+/// run by hand, `cargo test --release -p bluewire-node --lib
+/// store::tests::commit_cost_by_durability -- --ignored --nocapture`; BENCHMARKS.md.
+#[test]
+#[ignore]
+fn commit_cost_by_durability() {
+    use redb::{ReadableTable as _, StorageBackend, backends::FileBackend};
+    #[derive(Debug)]
+    struct NoSync(FileBackend);
+    impl StorageBackend for NoSync {
+        fn len(&self) -> std::io::Result<u64> {
+            self.0.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.0.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn sync_data(&self, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.0.write(offset, data)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let body = vec![7u8; 2000];
+    for per in [1u64, 3] {
+        for durable_every in [1u64, 100, 1000] {
+            let file = std::fs::File::create_new(dir.path().join(format!("{per}-{durable_every}")))
+                .unwrap();
+            let db = Database::builder()
+                .create_with_backend(NoSync(FileBackend::new(file).unwrap()))
+                .unwrap();
+            let (commits, mut seq) = (5_000u64, 1u64);
+            let t = std::time::Instant::now();
+            for c in 0..commits {
+                let mut w = db.begin_write().unwrap();
+                if (c + 1) % durable_every != 0 {
+                    w.set_durability(redb::Durability::None);
+                }
+                {
+                    let mut t = super::tables::open_tables(&w, AuditHead::default()).unwrap();
+                    for _ in 0..per {
+                        t.messages.insert(seq, body.as_slice()).unwrap();
+                        let id = format!("{:032x}", seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                        t.ids.insert(("csirt-be", id.as_str()), seq).unwrap();
+                        seq += 1;
+                    }
+                    let sig = format!("{:064x}", c.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    t.signatures
+                        .insert(sig.as_bytes(), [1u8; 3400].as_slice())
+                        .unwrap();
+                    for (name, add) in [("received", per), ("bytes", per * 2000)] {
+                        let v = t.counters.get(name).unwrap().map_or(0, |g| g.value());
+                        t.counters.insert(name, v + add).unwrap();
+                    }
+                    t.meta.insert(META_NEXT_SEQ, seq).unwrap();
+                    t.audit.insert(c, [3u8; 600].as_slice()).unwrap();
+                    t.audit_meta.insert("head", [5u8; 80].as_slice()).unwrap();
+                }
+                w.commit().unwrap();
+            }
+            println!(
+                "{per} message(s) a commit, durable every {durable_every}: {:.0} µs a commit",
+                t.elapsed().as_secs_f64() * 1e6 / commits as f64
+            );
+        }
+    }
+}
+
 /// A reopen after an I/O error that finds fewer audit records on disk than the writer had
 /// committed (their commits had not reached the disk) says so in the chain, durably, before
 /// the lost sequence numbers are used again; the chain still verifies.
