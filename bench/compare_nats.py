@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import nats_fanout
 from nats_fanout import Workload
@@ -53,7 +54,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always",
-                 linger_us: int | None = None) -> tuple:
+                 linger_us: Optional[int] = None) -> tuple:
     """One `bluewire bench fanout` run; its progress goes to our stderr as it comes.
     Returns (parsed JSON or None, its stderr, exit status)."""
     cmd = [str(binary), "--output", "json", "bench", "fanout", "--messages", str(w.messages),
@@ -95,7 +96,7 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     return result, "".join(err), proc.returncode
 
 
-def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: int | None = None) -> dict:
+def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: Optional[int] = None) -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
     result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us)
     if status != 0 and result is not None:

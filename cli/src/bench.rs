@@ -86,9 +86,9 @@ pub struct FanoutArgs {
     /// `interval` (synced once a second, as NATS JetStream does by default).
     #[arg(long, value_enum, default_value_t = StoreSync::Always)]
     pub store_sync: StoreSync,
-    /// `[delivery] linger_us` on every node: while messages arrive faster than one per this
-    /// long (µs), signing and each delivery wait up to this long for more. Default: the
-    /// node's default; 0: never wait.
+    /// `[delivery] linger_us` on every node: a message that follows the previous one by less
+    /// than this (µs) waits this long for company at signing and at each delivery. Default:
+    /// the node's (0, never wait).
     #[arg(long)]
     pub linger_us: Option<u64>,
 }

@@ -252,10 +252,11 @@ pub struct DeliveryConfig {
     pub relay_max_queued: u64,
     /// Most bytes this node carries on other members' behalf, all recipients together.
     pub relay_max_bytes: u64,
-    /// While messages arrive faster than one per this long (µs), the signing thread and each
-    /// delivery worker wait up to this long for more before signing or sending, so one
-    /// signature, commit and call carries several: less CPU per message, more latency.
-    /// Slower traffic is never held. 0 (the default): never wait.
+    /// When a message follows the previous one by less than this (µs), the signing thread
+    /// waits up to this long for more before signing, and each delivery worker this long
+    /// before sending, so one signature, commit and call carries several: less CPU per
+    /// message, and up to twice this much more latency. A message that follows the previous
+    /// one by more is never held ([`crate::linger`]). 0 (the default): never wait.
     pub linger_us: u64,
 }
 
@@ -411,8 +412,9 @@ impl NodeConfig {
         }
         if raw.delivery.linger_us > MAX_LINGER_US {
             return Err(invalid(format!(
-                "delivery.linger_us = {} is more than {MAX_LINGER_US} (µs): it is how long a busy \
-                 node holds a message back to send it with the next ones; use 0 (off) to 20000",
+                "delivery.linger_us = {} is more than {MAX_LINGER_US} (µs): a message may wait \
+                 this long at signing and again at each delivery; use 0 (off) to {MAX_LINGER_US}, \
+                 2000 is the measured setting (deploy/README.md, \"Sizing\")",
                 raw.delivery.linger_us
             )));
         }
@@ -543,9 +545,9 @@ impl NodeConfig {
 /// `store.sync_interval_ms` bounds: at most a thousand syncs a second, at least one every
 /// ten minutes (what a power cut can lose).
 const MIN_SYNC_INTERVAL_MS: u64 = 1;
+const MAX_SYNC_INTERVAL_MS: u64 = 600_000;
 /// Longest `delivery.linger_us` (100 ms).
 const MAX_LINGER_US: u64 = 100_000;
-const MAX_SYNC_INTERVAL_MS: u64 = 600_000;
 
 /// Organisation ids, by the federation's one rule ([`crate::pki::check_org_id`]).
 pub fn check_org(org: &str) -> Result<(), String> {
@@ -623,7 +625,7 @@ relay_after_ms = 3000   # direct link down this long: deliver through a member t
 relay_hop_limit = 2     # most relays a message of this node passes through (1-3)
 relay_max_queued = 20000        # most envelopes carried for one recipient on others' behalf
 relay_max_bytes = 268435456     # most bytes carried on others' behalf, all recipients together
-linger_us = 0           # while messages arrive faster than one per this long (µs), wait up to this long for more before signing or sending: less CPU per message, more latency (0: never wait)
+linger_us = 0           # a message following the previous one by less than this (µs) waits this long for company at signing and at each delivery: less CPU per message, up to 2x this more latency (0: never wait)
 
 [limits]
 max_request_bytes = 4194304   # largest gRPC request decoded; content is capped at 1 MiB
@@ -838,7 +840,7 @@ mod tests {
         let e = parse(&t.replacen("linger_us = 0 ", "linger_us = 100001 ", 1)).unwrap_err();
         assert!(
             e.to_string().contains("delivery.linger_us = 100001")
-                && e.to_string().contains("use 0 (off) to 20000"),
+                && e.to_string().contains("use 0 (off) to 100000"),
             "{e}"
         );
     }

@@ -136,12 +136,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // Envelopes this node carries for other members (relay), to this peer.
         let carried = store.relay_depth(&peer.org).unwrap_or(0);
         if batch.is_empty() && carried == 0 {
-            tokio::select! {
-                _ = peer.notify.notified() => {}
-                () = stopping.cancelled() => break,
-            }
-            let wait = linger.on_wake(std::time::Instant::now());
-            if !wait.is_zero() && sleep_or_stop(wait, &stopping).await {
+            if !idle(&peer.notify, &stopping, &mut linger).await {
                 break;
             }
             continue;
@@ -721,6 +716,21 @@ fn delivery_records(
 }
 
 /// Sleep, returning true if the node was told to stop meanwhile.
+/// An idle worker waits for its next wake (`notify`), then, when that wake follows the
+/// previous one closely, `linger` more for company ([`crate::linger`]). False: stopping.
+async fn idle(
+    notify: &tokio::sync::Notify,
+    stopping: &crate::tasks::Stopping,
+    linger: &mut crate::linger::Linger,
+) -> bool {
+    tokio::select! {
+        _ = notify.notified() => {}
+        () = stopping.cancelled() => return false,
+    }
+    let wait = linger.on_wake(tokio::time::Instant::now().into_std());
+    wait.is_zero() || !sleep_or_stop(wait, stopping).await
+}
+
 async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
@@ -731,6 +741,54 @@ async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{Envelope, next_batch_cap, split_batch};
+
+    /// The worker's idle wait, on tokio's paused clock: a first wake goes at once, a wake
+    /// right after it waits the linger out, one after a pause goes at once, and stopping
+    /// ends a wait at once.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_worker_lingers_only_after_a_close_wake_and_stops_at_once() {
+        use std::time::Duration;
+        use tokio::time::Instant;
+        let notify = tokio::sync::Notify::new();
+        let stopping = crate::tasks::Stopping::new();
+        let mut linger = crate::linger::Linger::new(Duration::from_millis(300));
+        // Notify before waiting stores a permit: the wait that follows returns at once.
+        async fn woken(
+            notify: &tokio::sync::Notify,
+            stopping: &crate::tasks::Stopping,
+            linger: &mut crate::linger::Linger,
+        ) -> (bool, Duration) {
+            notify.notify_one();
+            let started = Instant::now();
+            let go = super::idle(notify, stopping, linger).await;
+            (go, started.elapsed())
+        }
+        let (go, took) = woken(&notify, &stopping, &mut linger).await;
+        assert!(go);
+        assert_eq!(took, Duration::ZERO, "a first wake waited");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let (go, took) = woken(&notify, &stopping, &mut linger).await;
+        assert!(go);
+        assert_eq!(
+            took,
+            Duration::from_millis(300),
+            "a close wake did not linger"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let (_, took) = woken(&notify, &stopping, &mut linger).await;
+        assert_eq!(took, Duration::ZERO, "a wake after a pause waited");
+        // Stopping during a linger ends it at once.
+        notify.notify_one();
+        let waiting = super::idle(&notify, &stopping, &mut linger);
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stopping.cancel();
+        };
+        let started = Instant::now();
+        let (go, ()) = tokio::join!(waiting, stop);
+        assert!(!go, "a stopped worker went on");
+        assert_eq!(started.elapsed(), Duration::from_millis(50));
+    }
 
     #[test]
     fn a_large_batch_goes_as_two_halves_in_outbox_order_a_small_one_whole() {

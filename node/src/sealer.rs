@@ -2,7 +2,9 @@
 //! whatever has queued up as one batch under one hybrid signature
 //! ([`envelope::seal_batch`]), the way the store commits concurrent writes as a group.
 //! Under load a signature (ML-DSA-65 signs in ~0.2 ms) covers many messages; a lone
-//! message is signed at once, as before, and waits for nothing.
+//! message is signed at once. With `[delivery] linger_us` set, a publish that follows the
+//! previous one closely waits up to that long for company ([`crate::linger`]), whatever its
+//! audience (a batch still holds one audience only).
 //!
 //! Only messages for the same audience (cluster and recipients) share a batch: an inclusion
 //! proof holds the hashes of the other messages of its batch, and the batch's size and
@@ -247,28 +249,48 @@ mod tests {
     #[tokio::test]
     async fn while_publishes_come_quickly_the_next_one_waits_for_company() {
         let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
-        // Seals `first`, then `second` at once, then `third` 100 ms later: what signed each.
-        async fn three(sealer: &Sealer) -> [bytes::Bytes; 3] {
-            let a = sealer.seal(b"first".to_vec(), String::new()).await.unwrap();
-            let s = sealer.clone();
-            let b = tokio::spawn(async move { s.seal(b"second".to_vec(), String::new()).await });
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let c = sealer.seal(b"third".to_vec(), String::new()).await.unwrap();
-            let b = b.await.unwrap().unwrap();
-            [a.signature, b.signature, c.signature]
+        async fn bounded<T>(what: impl std::future::Future<Output = T>) -> T {
+            tokio::time::timeout(Duration::from_secs(30), what)
+                .await
+                .expect("a lingering batch never ended")
         }
-        // Lingering: the second wake comes right after the first, so it waits (up to 1 s)
-        // and the third publish joins its batch.
-        let lingering = Sealer::start(key.clone(), Duration::from_secs(1)).unwrap();
-        let [a, b, c] = three(&lingering).await;
-        assert_ne!(a, b, "the first publish is signed alone, at once");
-        assert_eq!(b, c, "the third publish did not join the waiting second");
-        // Off: each publish is signed when it comes.
-        let at_once = Sealer::start(key, Duration::ZERO).unwrap();
-        let [a, b, c] = three(&at_once).await;
+        // Lingering 300 ms: `first` is the first wake and is signed at once; `second` comes
+        // right after it, so it waits, and `third`, sent 100 ms later, joins its batch.
+        let lingering = Sealer::start(key.clone(), Duration::from_millis(300)).unwrap();
+        let started = std::time::Instant::now();
+        let a = bounded(lingering.seal(b"first".to_vec(), String::new()))
+            .await
+            .unwrap();
+        let at_once = started.elapsed();
+        let s = lingering.clone();
+        let b = tokio::spawn(async move { s.seal(b"second".to_vec(), String::new()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let c = bounded(lingering.seal(b"third".to_vec(), String::new()))
+            .await
+            .unwrap();
+        let b = bounded(b).await.unwrap().unwrap();
         assert!(
-            a != b && b != c,
-            "with no linger, publishes 100 ms apart were batched"
+            at_once < Duration::from_millis(300),
+            "the first publish waited ({at_once:?})"
+        );
+        assert_ne!(a.signature, b.signature);
+        assert_eq!(
+            b.signature, c.signature,
+            "the third publish did not join the waiting second"
+        );
+        // Off: a publish sent after the previous one was signed is signed on its own.
+        let off = Sealer::start(key, Duration::ZERO).unwrap();
+        let mut signatures = std::collections::HashSet::new();
+        for content in [&b"first"[..], b"second", b"third"] {
+            let env = bounded(off.seal(content.to_vec(), String::new()))
+                .await
+                .unwrap();
+            signatures.insert(env.signature);
+        }
+        assert_eq!(
+            signatures.len(),
+            3,
+            "with no linger, publishes were batched"
         );
     }
 }
