@@ -650,6 +650,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     if let Some(us) = a.linger_us {
         edits.push(ConfigEdit::set("delivery", "linger_us", us.to_string()));
     }
+    let linger_us = a
+        .linger_us
+        .unwrap_or(bluewire_node::config::DeliveryConfig::default().linger_us);
     eprintln!("measuring the disk: 4 KiB write + fdatasync, 1 and 5 writers…");
     let fsync_1 = fsync_latencies(&tmp, 1, Duration::from_secs(2))?;
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
@@ -790,7 +793,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                       "throughput_publish": if a.unary_publish { "unary" } else { "stream" },
                       "paced_publish": if a.paced_stream { "stream" } else { "unary" },
                       "store_sync": a.store_sync.name(),
-                      "linger_us": a.linger_us.unwrap_or(bluewire_node::config::DeliveryConfig::default().linger_us)},
+                      "linger_us": linger_us},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
@@ -825,8 +828,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             println!(
                 "store sync: {} (`[store] sync` on every node); linger {} µs (`[delivery] linger_us`)",
                 a.store_sync.name(),
-                a.linger_us
-                    .unwrap_or(bluewire_node::config::DeliveryConfig::default().linger_us)
+                linger_us
             );
             println!(
                 "throughput: {done}/{} delivered at all {receivers} subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s); node CPU {:.0} µs per message",

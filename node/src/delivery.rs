@@ -715,7 +715,6 @@ fn delivery_records(
         .collect()
 }
 
-/// Sleep, returning true if the node was told to stop meanwhile.
 /// An idle worker waits for its next wake (`notify`), then, when that wake follows the
 /// previous one closely, `linger` more for company ([`crate::linger`]). False: stopping.
 async fn idle(
@@ -731,6 +730,7 @@ async fn idle(
     wait.is_zero() || !sleep_or_stop(wait, stopping).await
 }
 
+/// Sleep, returning true if the node was told to stop meanwhile.
 async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,

@@ -95,18 +95,16 @@ fn run(key: &SigningKey, jobs: &mpsc::Receiver<Job>, mut linger: Linger) {
         let now = Instant::now();
         let deadline = now + linger.on_wake(now);
         while queued.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(j) => queued.push(j),
-                Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match jobs.recv_timeout(left) {
-                        Ok(j) => queued.push(j),
-                        Err(_) => break,
-                    }
-                }
+            // What has queued, then (while lingering) what comes before the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = if left.is_zero() {
+                jobs.try_recv().ok()
+            } else {
+                jobs.recv_timeout(left).ok()
+            };
+            match next {
+                Some(j) => queued.push(j),
+                None => break,
             }
         }
         // One batch per audience, in the order each audience first appeared.

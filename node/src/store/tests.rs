@@ -1169,44 +1169,29 @@ async fn integrity_check_cost() {
     }
 }
 
-/// CPU per commit of a receiver's usual write (messages, their ids, a batch signature, two
+/// Time per commit of a receiver's usual write (messages, their ids, a batch signature, two
 /// counters, the next seq, an audit block and the audit head) with durable commits against
-/// non-durable ones made durable every 100 or 1,000 commits, on a file whose `sync_data` does
-/// nothing (as `[store] sync = "interval"` has it between its syncs). Not a test of behaviour:
-/// run by hand, `cargo test --release -p bluewire-node --lib
+/// non-durable ones made durable every 100 or 1,000 commits, on the store's own
+/// `[store] sync = "interval"` backend (its sync far outside the run). Not a test of
+/// behaviour: run by hand, `cargo test --release -p bluewire-node --lib
 /// store::tests::commit_cost_by_durability -- --ignored --nocapture`; BENCHMARKS.md.
 #[test]
 #[ignore]
 fn commit_cost_by_durability() {
-    use redb::{ReadableTable as _, StorageBackend, backends::FileBackend};
-    #[derive(Debug)]
-    struct NoSync(FileBackend);
-    impl StorageBackend for NoSync {
-        fn len(&self) -> std::io::Result<u64> {
-            self.0.len()
-        }
-        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-            self.0.read(offset, len)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.0.set_len(len)
-        }
-        fn sync_data(&self, _: bool) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.0.write(offset, data)
-        }
-    }
+    use redb::ReadableTable as _;
     let dir = tempfile::tempdir().unwrap();
     let body = vec![7u8; 2000];
     for per in [1u64, 3] {
         for durable_every in [1u64, 100, 1000] {
-            let file = std::fs::File::create_new(dir.path().join(format!("{per}-{durable_every}")))
-                .unwrap();
-            let db = Database::builder()
-                .create_with_backend(NoSync(FileBackend::new(file).unwrap()))
-                .unwrap();
+            let backend = super::sync::open_backend(
+                dir.path(),
+                &dir.path().join(format!("{per}-{durable_every}")),
+                super::sync::SyncMode::Interval(std::time::Duration::from_secs(600)),
+                &super::sync::SyncFailure::default(),
+                false,
+            )
+            .unwrap();
+            let db = Database::builder().create_with_backend(backend).unwrap();
             let (commits, mut seq) = (5_000u64, 1u64);
             let t = std::time::Instant::now();
             for c in 0..commits {
