@@ -1,25 +1,29 @@
 //! What one store commit of a delivery costs in redb (the node's store) and in fjall (an LSM
 //! tree with a journal), for issue #12. A measurement, not a test; see bench/README.md.
 //!
-//! Each commit writes what a receiving node's commit writes for one Deliver call: per message
-//! a ~1.2 KB record keyed by sequence number and an id-index entry; once per commit a 3,309-byte
-//! batch signature under a random 32-byte digest, the audit block rewritten (it grows by
-//! ~250 bytes per message until eight commits fill it), the next sequence number and the audit
-//! head. After each commit the newest message is read back, as the feed does.
+//! Each transaction follows what a receiving node's writer does for one Deliver call
+//! (node/src/store/writer.rs): read the next sequence number; per message, look the id up
+//! (the duplicate check), then insert a 1.2 KB record under its sequence number and the id
+//! index entry; look the batch signature's digest up and insert the 3,309-byte signature; write
+//! the transaction's audit records as one new block (250 bytes a message); write the next
+//! sequence number and the audit head. redb opens all 19 tables, as the node's writer does in
+//! every transaction. After each commit the newest message is read back.
 //!
-//! Both engines keep what a commit wrote through `kill -9` when the commit returns: redb's
-//! pages and fjall's journal entry are handed to the kernel (`pwrite`/`write`) before it
-//! returns. `--sync interval` leaves `fdatasync` out (the node's `[store] sync = "interval"`
-//! does it once a second, off the commit path); `--sync always` does one per commit.
+//! Both engines hand a commit to the kernel (`pwrite`, `write`) before it returns, so what it
+//! wrote survives `kill -9`. `--sync always` adds one `fdatasync` per commit (the node's
+//! default); `--sync interval` has a thread sync the store once a second instead (the node's
+//! `[store] sync = "interval"`), in both engines.
 //!
 //! Run without arguments for the whole comparison: every (engine, messages per commit) case
 //! in its own process, alternating, three rounds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("message_ids");
@@ -27,33 +31,58 @@ const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signatur
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
+/// The node's other tables, which its writer opens in every transaction too.
+const OTHER_TABLES: [&str; 13] = [
+    "outbox_blocks",
+    "case_messages",
+    "stix_objects",
+    "counters",
+    "keys",
+    "cursors",
+    "rejections",
+    "cluster_log",
+    "directory",
+    "message_annotations",
+    "api_tokens",
+    "relay_queue",
+    "relay_ids",
+];
 
-/// The node's redb page cache (`store::CACHE_BYTES`), given to both engines.
+/// The node's redb page cache (`store::CACHE_BYTES`); fjall's block cache gets the same.
 const CACHE_BYTES: usize = 48 << 20;
-/// fjall's memtable limit per keyspace.
+/// fjall's memtable limit per keyspace (its default is 64 MiB).
 const MEMTABLE_BYTES: u64 = 8 << 20;
 const RECORD_BYTES: usize = 1_200;
 const SIGNATURE_BYTES: usize = 3_309;
 const AUDIT_ROW_BYTES: usize = 250;
-const AUDIT_BLOCK_COMMITS: u64 = 8;
+/// How often `--sync interval` syncs, as the node's default `sync_interval_ms`.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// `settle`: background threads count as idle below 1 ms of CPU in 100 ms; at most 30 s.
+const SETTLE_STEP: Duration = Duration::from_millis(100);
+const SETTLE_IDLE_NS: u64 = 1_000_000;
+const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 /// One case: an engine, a sync mode, messages per commit, messages stored before the
-/// measured commits, and how many commits are measured.
+/// measured commits (in commits of eight), how many commits are measured, and where.
 struct Case {
     engine: String,
     always: bool,
     per_commit: u64,
     stored: u64,
     commits: u64,
+    dir: PathBuf,
 }
 
-/// What one commit cost, in µs: wall time and CPU time of the committing thread, and CPU
-/// time of the whole process: the engine's background threads included, until they are idle
-/// again after the last commit.
+/// What one commit cost: wall time and CPU time of the committing thread, and CPU time of
+/// the whole process (µs), bytes handed to `write`/`pwrite` (KiB), all per commit; and how
+/// long the background threads took to settle after the last commit.
 struct Cost {
-    wall: f64,
-    thread_cpu: f64,
-    process_cpu: f64,
+    wall_us: f64,
+    thread_cpu_us: f64,
+    process_cpu_us: f64,
+    written_kib: f64,
+    settled_s: f64,
+    settle_capped: bool,
 }
 
 fn cpu_ns(clock: libc::clockid_t) -> u64 {
@@ -64,6 +93,18 @@ fn cpu_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: clock_gettime writes into the timespec it is given.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Bytes this process has passed to `write`-family calls (`/proc/self/io`, `wchar`).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Deterministic bytes that do not compress (the signatures and records they stand for don't).
@@ -87,50 +128,98 @@ fn id_key(seq: u64) -> Vec<u8> {
     k
 }
 
-/// Times `commits` calls of `commit` (each given its commit number), after `stored` messages
-/// were written in commits of eight.
-fn measure(case: &Case, mut commit: impl FnMut(u64, u64) -> u64) -> Cost {
-    for c in 0..case.stored / 8 {
-        commit(c, 8);
+/// Commit `c`'s batch signature digest: random, as a SHA-256 is.
+fn digest(c: u64) -> Vec<u8> {
+    noise(32, c + (1 << 40))
+}
+
+/// Times `commits` calls of `commit` (each given its commit number and message count), after
+/// `stored` messages were written in commits of eight and the background work that left
+/// settled; the process CPU runs on until the measured commits' background work settles too.
+/// The first failed commit ends it with its error.
+fn measure(
+    case: &Case,
+    mut commit: impl FnMut(u64, u64) -> Result<(), Error>,
+) -> Result<Cost, Error> {
+    let prefill = case.stored / 8;
+    for c in 0..prefill {
+        commit(c, 8)?;
     }
-    let first = case.stored / 8;
     settle();
-    let (t0, th0, pr0) = (
+    let (t0, th0, pr0, w0) = (
         Instant::now(),
         cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID),
         cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
+        bytes_written(),
     );
-    for c in first..first + case.commits {
-        commit(c, case.per_commit);
+    for c in prefill..prefill + case.commits {
+        commit(c, case.per_commit)?;
     }
     let wall = t0.elapsed();
     let thread_cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - th0;
-    // The background work the measured commits left (fjall's flushes and compactions) counts.
-    settle();
-    let n = case.commits as f64 * 1_000.0;
-    Cost {
-        wall: wall.as_nanos() as f64 / n,
-        thread_cpu: thread_cpu as f64 / n,
-        process_cpu: (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - pr0) as f64 / n,
-    }
+    let settling = Instant::now();
+    let settle_capped = !settle();
+    let n = case.commits as f64;
+    Ok(Cost {
+        wall_us: wall.as_nanos() as f64 / n / 1e3,
+        thread_cpu_us: thread_cpu as f64 / n / 1e3,
+        process_cpu_us: (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - pr0) as f64 / n / 1e3,
+        written_kib: (bytes_written() - w0) as f64 / n / 1024.0,
+        settled_s: settling.elapsed().as_secs_f64(),
+        settle_capped,
+    })
 }
 
-/// Waits (at most 30 s) until the process's background threads are idle: less than 1 ms of
-/// CPU in 100 ms.
-fn settle() {
-    let until = Instant::now() + std::time::Duration::from_secs(30);
+/// Waits until the process's background threads are idle (less than `SETTLE_IDLE_NS` of CPU
+/// in a `SETTLE_STEP`), for at most `SETTLE_MAX`. False when it gave up at the cap.
+fn settle() -> bool {
+    let until = Instant::now() + SETTLE_MAX;
     let mut before = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
     while Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(SETTLE_STEP);
         let now = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
-        if now - before < 1_000_000 {
-            return;
+        if now - before < SETTLE_IDLE_NS {
+            return true;
         }
         before = now;
     }
+    false
 }
 
-/// redb's file backend, with `fdatasync` left out for `--sync interval`.
+/// A thread that calls `sync` every `SYNC_EVERY` until dropped (`--sync interval`).
+struct Syncer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(sync: impl Fn() + Send + 'static) -> Syncer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::park_timeout(SYNC_EVERY);
+                sync();
+            }
+        });
+        Syncer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// redb's file backend; with `--sync interval` its `sync_data` is left to the `Syncer`.
 #[derive(Debug)]
 struct Backend {
     file: redb::backends::FileBackend,
@@ -159,13 +248,17 @@ impl redb::StorageBackend for Backend {
     }
 }
 
-fn run_redb(dir: &Path, case: &Case) -> Result<Cost, Box<dyn std::error::Error>> {
+type Error = Box<dyn std::error::Error>;
+
+fn run_redb(case: &Case) -> Result<Cost, Error> {
+    let path = case.dir.join("store.redb");
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(dir.join("store.redb"))?;
+        .open(&path)?;
+    let for_syncer = file.try_clone()?;
     let backend = Backend {
         file: redb::backends::FileBackend::new(file)?,
         always: case.always,
@@ -173,96 +266,140 @@ fn run_redb(dir: &Path, case: &Case) -> Result<Cost, Box<dyn std::error::Error>>
     let db = redb::Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create_with_backend(backend)?;
+    let _syncer = (!case.always).then(|| {
+        Syncer::start(move || {
+            let _ = for_syncer.sync_data();
+        })
+    });
+    let others: Vec<TableDefinition<&[u8], &[u8]>> = OTHER_TABLES
+        .iter()
+        .map(|n| TableDefinition::new(n))
+        .collect();
     let record = noise(RECORD_BYTES, 1);
     let signature = noise(SIGNATURE_BYTES, 2);
-    let mut seq = 0u64;
-    let mut write = |c: u64, n: u64| -> Result<u64, Box<dyn std::error::Error>> {
+    let mut audit_seq = 1u64;
+    let write = |c: u64, n: u64| -> Result<(), Error> {
         let w = db.begin_write()?;
+        let newest;
         {
+            let mut meta = w.open_table(META)?;
             let mut messages = w.open_table(MESSAGES)?;
             let mut ids = w.open_table(IDS)?;
             let mut signatures = w.open_table(SIGNATURES)?;
             let mut audit = w.open_table(AUDIT)?;
-            let mut meta = w.open_table(META)?;
             let mut audit_meta = w.open_table(AUDIT_META)?;
+            let _others = others
+                .iter()
+                .map(|t| w.open_table(*t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut seq = meta.get("next_seq")?.map_or(1, |v| v.value());
             for _ in 0..n {
-                seq += 1;
+                let id = id_key(seq);
+                if ids.get(id.as_slice())?.is_some() {
+                    return Err("a fresh id was found in the index".into());
+                }
                 messages.insert(seq, record.as_slice())?;
-                ids.insert(id_key(seq).as_slice(), seq)?;
+                ids.insert(id.as_slice(), seq)?;
+                seq += 1;
             }
-            signatures.insert(noise(32, c + (1 << 40)).as_slice(), signature.as_slice())?;
-            let block = noise(audit_block_len(c, n), c);
-            audit.insert(c / AUDIT_BLOCK_COMMITS, block.as_slice())?;
-            meta.insert("next_seq", seq + 1)?;
+            let d = digest(c);
+            if signatures.get(d.as_slice())?.is_none() {
+                signatures.insert(d.as_slice(), signature.as_slice())?;
+            }
+            audit.insert(audit_seq, noise(AUDIT_ROW_BYTES * n as usize, c).as_slice())?;
+            audit_seq += n;
+            meta.insert("next_seq", seq)?;
             audit_meta.insert("head", noise(40, c).as_slice())?;
+            newest = seq - 1;
         }
         w.commit()?;
         let r = db.begin_read()?;
-        let found = r.open_table(MESSAGES)?.get(seq)?.map(|v| v.value().len());
-        assert_eq!(found, Some(RECORD_BYTES), "a committed message reads back");
-        Ok(seq)
+        let found = r
+            .open_table(MESSAGES)?
+            .get(newest)?
+            .map(|v| v.value().len());
+        if found != Some(RECORD_BYTES) {
+            return Err(format!("message {newest} did not read back after its commit").into());
+        }
+        Ok(())
     };
-    Ok(measure(case, |c, n| {
-        write(c, n).unwrap_or_else(|e| panic!("redb: {e}"))
-    }))
+    measure(case, write).map_err(|e| format!("redb: {e}").into())
 }
 
-fn run_fjall(dir: &Path, case: &Case) -> Result<Cost, Box<dyn std::error::Error>> {
-    let db = fjall::Database::builder(dir.join("store.fjall"))
+fn run_fjall(case: &Case) -> Result<Cost, Error> {
+    let db = fjall::Database::builder(case.dir.join("store.fjall"))
         .cache_size(CACHE_BYTES as u64)
         .open()?;
-    // Memtables of 8 MiB (fjall's default is 64 MiB per keyspace), so the process stays
-    // near the node's memory budget (issue #12: under 150 MiB with a million messages).
     let opts = || fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
     let messages = db.keyspace("messages", opts)?;
     let ids = db.keyspace("message_ids", opts)?;
     let signatures = db.keyspace("signatures", opts)?;
     let audit = db.keyspace("audit", opts)?;
     let meta = db.keyspace("meta", opts)?;
+    let _syncer = (!case.always).then(|| {
+        let db = db.clone();
+        Syncer::start(move || {
+            let _ = db.persist(fjall::PersistMode::SyncData);
+        })
+    });
+    // Every batch reaches the kernel (`write`) before its commit returns: `Buffer` flushes
+    // the journal's buffer; `SyncData` also syncs it.
+    let mode = if case.always {
+        fjall::PersistMode::SyncData
+    } else {
+        fjall::PersistMode::Buffer
+    };
     let record = noise(RECORD_BYTES, 1);
     let signature = noise(SIGNATURE_BYTES, 2);
-    // Without `durability`, a batch is handed to the kernel (`write`) as it commits.
-    let mode = case.always.then_some(fjall::PersistMode::SyncData);
-    let mut seq = 0u64;
-    let mut write = |c: u64, n: u64| -> Result<u64, fjall::Error> {
-        let mut b = db.batch().durability(mode);
+    let mut audit_seq = 1u64;
+    let write = |c: u64, n: u64| -> Result<(), Error> {
+        let mut seq = match meta.get("next_seq")? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into()?),
+            None => 1,
+        };
+        let mut b = db.batch().durability(Some(mode));
         for _ in 0..n {
-            seq += 1;
+            let id = id_key(seq);
+            if ids.get(&id)?.is_some() {
+                return Err("a fresh id was found in the index".into());
+            }
             b.insert(&messages, seq.to_be_bytes(), record.as_slice());
-            b.insert(&ids, id_key(seq), seq.to_be_bytes());
+            b.insert(&ids, id, seq.to_be_bytes());
+            seq += 1;
         }
-        b.insert(&signatures, noise(32, c + (1 << 40)), signature.as_slice());
+        let d = digest(c);
+        if signatures.get(&d)?.is_none() {
+            b.insert(&signatures, d, signature.as_slice());
+        }
         b.insert(
             &audit,
-            (c / AUDIT_BLOCK_COMMITS).to_be_bytes(),
-            noise(audit_block_len(c, n), c),
+            audit_seq.to_be_bytes(),
+            noise(AUDIT_ROW_BYTES * n as usize, c),
         );
-        b.insert(&meta, "next_seq", (seq + 1).to_be_bytes());
+        audit_seq += n;
+        b.insert(&meta, "next_seq", seq.to_be_bytes());
         b.insert(&meta, "audit_head", noise(40, c));
         b.commit()?;
-        let found = messages.get(seq.to_be_bytes())?.map(|v| v.len());
-        assert_eq!(found, Some(RECORD_BYTES), "a committed message reads back");
-        Ok(seq)
+        let newest = seq - 1;
+        if messages.get(newest.to_be_bytes())?.map(|v| v.len()) != Some(RECORD_BYTES) {
+            return Err(format!("message {newest} did not read back after its commit").into());
+        }
+        Ok(())
     };
-    Ok(measure(case, |c, n| {
-        write(c, n).unwrap_or_else(|e| panic!("fjall: {e}"))
-    }))
+    measure(case, write).map_err(|e| format!("fjall: {e}").into())
 }
 
-/// The audit block after commit `c` of `n` messages: it grows until it is full.
-fn audit_block_len(c: u64, n: u64) -> usize {
-    AUDIT_ROW_BYTES * n as usize * (1 + (c % AUDIT_BLOCK_COMMITS) as usize)
-}
-
-/// Bytes under `dir`, recursively.
+/// Bytes allocated on disk under `dir`, recursively (not sparse lengths: fjall preallocates
+/// its journal).
 fn bytes_under(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => bytes_under(&e.path()),
-            Ok(m) => m.len(),
+            Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         })
         .sum()
@@ -279,38 +416,125 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One case in this process; prints one tab-separated line of figures.
-fn one(case: &Case) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("bluewire-store-engines-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+/// Removes the case's directory however the case ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The figures one case prints, tab-separated, in this order.
+const FIELDS: usize = 8;
+
+/// One case in this process; prints its figures on one line.
+fn one(case: &Case) -> Result<(), Error> {
+    std::fs::create_dir_all(&case.dir)?;
+    let scratch = Scratch(case.dir.clone());
     let cost = match case.engine.as_str() {
-        "redb" => run_redb(&dir, case),
-        "fjall" => run_fjall(&dir, case),
-        other => Err(format!("unknown engine {other:?}: give redb or fjall").into()),
+        "redb" => run_redb(case)?,
+        "fjall" => run_fjall(case)?,
+        other => return Err(format!("unknown engine {other:?}: give redb or fjall").into()),
     };
-    let disk = bytes_under(&dir);
-    std::fs::remove_dir_all(&dir)?;
-    let cost = cost?;
+    let disk = bytes_under(&scratch.0);
     println!(
-        "{:.1}\t{:.1}\t{:.1}\t{}\t{}",
-        cost.wall,
-        cost.thread_cpu,
-        cost.process_cpu,
+        "{:.1}\t{:.1}\t{:.1}\t{:.1}\t{}\t{}\t{:.1}\t{}",
+        cost.wall_us,
+        cost.thread_cpu_us,
+        cost.process_cpu_us,
+        cost.written_kib,
         peak_rss_kib(),
-        disk
+        disk,
+        cost.settled_s,
+        u8::from(cost.settle_capped)
     );
     Ok(())
 }
 
-const USAGE: &str =
-    "usage: bluewire-store-engines [--sync interval|always] [--stored N] [--commits N] [--rounds N]
-       bluewire-store-engines --one ENGINE PER_COMMIT [--sync ...] [--stored N] [--commits N]
+const USAGE: &str = "usage: bluewire-store-engines [--sync interval|always] [--stored N] [--commits N] [--rounds N] [--dir DIR]
+       bluewire-store-engines --one redb|fjall PER_COMMIT [same options]
 
 Every (engine, messages per commit 1 and 3) case runs in its own process, alternating, for
---rounds rounds (default 3); defaults: --sync interval --stored 200000 --commits 20000.";
+--rounds rounds. Defaults: --sync interval --stored 200000 --commits 20000 --rounds 3, --dir
+the system's temporary directory (each case makes and removes a directory of its own there;
+use a directory on the disk you mean to measure, not a tmpfs).";
+
+/// The command line, checked.
+struct Args {
+    sync: String,
+    stored: u64,
+    commits: u64,
+    rounds: u64,
+    dir: PathBuf,
+    one: Option<(String, u64)>,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        sync: "interval".into(),
+        stored: 200_000,
+        commits: 20_000,
+        rounds: 3,
+        dir: std::env::temp_dir(),
+        one: None,
+    };
+    let positive = |name: &str, v: Option<&String>| -> Result<u64, String> {
+        match v.map(|v| v.parse::<u64>()) {
+            Some(Ok(n)) if n > 0 => Ok(n),
+            Some(_) => Err(format!(
+                "{name} takes a whole number above 0, not {:?}",
+                v.map_or("", String::as_str)
+            )),
+            None => Err(format!("{name} needs a value")),
+        }
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--sync" => match it.next().map(String::as_str) {
+                Some(s @ ("interval" | "always")) => a.sync = s.into(),
+                other => return Err(format!("--sync is interval or always, not {other:?}")),
+            },
+            "--stored" => {
+                a.stored = positive("--stored", it.next())?;
+                if !a.stored.is_multiple_of(8) {
+                    return Err(format!(
+                        "--stored is written in commits of eight: give a multiple of 8, not {}",
+                        a.stored
+                    ));
+                }
+            }
+            "--commits" => a.commits = positive("--commits", it.next())?,
+            "--rounds" => a.rounds = positive("--rounds", it.next())?,
+            "--dir" => match it.next() {
+                Some(d) => a.dir = PathBuf::from(d),
+                None => return Err("--dir needs a directory".into()),
+            },
+            "--one" => {
+                let engine = it.next().cloned().unwrap_or_default();
+                if engine != "redb" && engine != "fjall" {
+                    return Err(format!("--one takes redb or fjall, not {engine:?}"));
+                }
+                let per = positive("--one's messages per commit", it.next())?;
+                a.one = Some((engine, per));
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(a)
+}
 
 fn main() -> std::process::ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let result = parse(&args)
+        .map_err(|e| format!("{e}\n\n{USAGE}").into())
+        .and_then(|a| run(&a));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -319,54 +543,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args.get(i + 1));
-    let number = |name: &str, default: u64| -> Result<u64, String> {
-        match flag(name) {
-            None => Ok(default),
-            Some(Some(v)) => v
-                .parse()
-                .map_err(|_| format!("{name} takes a whole number, not {v:?}\n\n{USAGE}")),
-            Some(None) => Err(format!("{name} needs a value\n\n{USAGE}")),
-        }
-    };
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    let sync = match flag("--sync") {
-        None => "interval".to_string(),
-        Some(Some(s)) if s == "interval" || s == "always" => s.clone(),
-        Some(v) => {
-            let v = v.map_or("nothing", String::as_str);
-            return Err(format!("--sync is interval or always, not {v:?}\n\n{USAGE}").into());
-        }
-    };
-    let stored = number("--stored", 200_000)?;
-    let commits = number("--commits", 20_000)?.max(1);
-    if let Some(i) = args.iter().position(|a| a == "--one") {
-        let (Some(engine), Some(per)) = (args.get(i + 1), args.get(i + 2)) else {
-            return Err(USAGE.into());
-        };
+fn run(a: &Args) -> Result<(), Error> {
+    if let Some((engine, per)) = &a.one {
         return one(&Case {
             engine: engine.clone(),
-            always: sync == "always",
-            per_commit: per.parse().map_err(|_| USAGE.to_string())?,
-            stored,
-            commits,
+            always: a.sync == "always",
+            per_commit: *per,
+            stored: a.stored,
+            commits: a.commits,
+            dir: a
+                .dir
+                .join(format!("bluewire-store-engines-{}", std::process::id())),
         });
     }
-    let rounds = number("--rounds", 3)?.max(1);
     let me = std::env::current_exe()?;
     println!(
-        "store commit cost, µs per commit ({commits} commits after {stored} messages stored; sync {sync}; \
-         each case its own process)"
+        "store commit cost per commit ({} commits after {} messages stored; sync {}; each case its own process)",
+        a.commits, a.stored, a.sync
     );
-    println!("round  msgs/commit  engine   wall  thread CPU  process CPU  peak RSS MiB  disk MiB");
-    for round in 1..=rounds {
+    println!(
+        "round  msgs/commit  engine  wall µs  thread CPU µs  process CPU µs  written KiB  peak RSS MiB  disk MiB"
+    );
+    for round in 1..=a.rounds {
         for per in [1u64, 3] {
-            let mut process_cpu = Vec::new();
             // Alternate which engine goes first, so drift on a shared machine hits both.
             let order = if (round + per) % 2 == 0 {
                 ["redb", "fjall"]
@@ -376,50 +575,54 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let mut rows = Vec::new();
             for engine in order {
                 let out = Command::new(&me)
-                    .args(["--one", engine, &per.to_string(), "--sync", &sync])
-                    .args([
-                        "--stored",
-                        &stored.to_string(),
-                        "--commits",
-                        &commits.to_string(),
-                    ])
+                    .args(["--one", engine, &per.to_string(), "--sync", &a.sync])
+                    .args(["--stored", &a.stored.to_string()])
+                    .args(["--commits", &a.commits.to_string()])
+                    .arg("--dir")
+                    .arg(&a.dir)
                     .output()?;
-                if !out.status.success() {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let f: Vec<f64> = stdout
+                    .trim()
+                    .split('\t')
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                if !out.status.success() || f.len() != FIELDS {
                     return Err(format!(
-                        "{engine} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
+                        "the {engine} case failed: {}{}",
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        stdout.trim()
                     )
                     .into());
                 }
-                let line = String::from_utf8_lossy(&out.stdout);
-                let f: Vec<f64> = line
-                    .trim()
-                    .split('\t')
-                    .map(|v| v.parse().unwrap_or(f64::NAN))
-                    .collect();
-                process_cpu.push((engine, f[2]));
                 rows.push((engine, f));
             }
             rows.sort_by_key(|(e, _)| *e != "redb");
-            for (engine, f) in rows {
+            for (engine, f) in &rows {
                 println!(
-                    "{round:>5}  {per:>11}  {engine:<6} {:>6.1}  {:>10.1}  {:>11.1}  {:>12.0}  {:>8.0}",
+                    "{round:>5}  {per:>11}  {engine:<6} {:>8.1}  {:>13.1}  {:>14.1}  {:>11.1}  {:>12.0}  {:>8.0}{}",
                     f[0],
                     f[1],
                     f[2],
-                    f[3] / 1024.0,
-                    f[4] / 1_048_576.0
+                    f[3],
+                    f[4] / 1024.0,
+                    f[5] / 1_048_576.0,
+                    if f[7] > 0.0 {
+                        format!(
+                            "  (background still busy after {:.0} s: process CPU is short)",
+                            f[6]
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
-            let cpu = |e: &str| process_cpu.iter().find(|(n, _)| *n == e).map(|p| p.1);
-            if let (Some(r), Some(f)) = (cpu("redb"), cpu("fjall")) {
-                println!(
-                    "{:>5}  {:>11}  process CPU fjall / redb: {:.2}",
-                    "",
-                    "",
-                    f / r
-                );
-            }
+            println!(
+                "{:>5}  {:>11}  process CPU, fjall / redb: {:.2}",
+                "",
+                "",
+                rows[1].1[2] / rows[0].1[2]
+            );
         }
     }
     Ok(())
