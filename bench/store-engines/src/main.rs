@@ -55,6 +55,8 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 const RECORD_BYTES: usize = 1_200;
 const SIGNATURE_BYTES: usize = 3_309;
 const AUDIT_ROW_BYTES: usize = 250;
+/// The most messages one measured commit may carry.
+const MAX_PER_COMMIT: u64 = 1_024;
 /// How often `--sync interval` syncs, as the node's default `sync_interval_ms`.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// `settle`: background threads count as idle below 1 ms of CPU in 100 ms; at most 30 s.
@@ -128,6 +130,15 @@ fn id_key(seq: u64) -> Vec<u8> {
     k
 }
 
+/// How many distinct records and signatures the commits cycle through: values as far apart as
+/// this share no 4 KiB block, so neither engine can compress one against another.
+const POOL: usize = 1_024;
+
+/// `POOL` distinct values of `len` bytes.
+fn pool(len: usize, seed: u64) -> Vec<Vec<u8>> {
+    (0..POOL as u64).map(|i| noise(len, seed + i)).collect()
+}
+
 /// Commit `c`'s batch signature digest: random, as a SHA-256 is.
 fn digest(c: u64) -> Vec<u8> {
     noise(32, c + (1 << 40))
@@ -136,16 +147,20 @@ fn digest(c: u64) -> Vec<u8> {
 /// Times `commits` calls of `commit` (each given its commit number and message count), after
 /// `stored` messages were written in commits of eight and the background work that left
 /// settled; the process CPU runs on until the measured commits' background work settles too.
-/// The first failed commit ends it with its error.
+/// `finish` runs after the last measured commit, inside the window (it ends the interval sync
+/// with a last sync); `idle` says whether the engine has background work outstanding. The
+/// first failed commit ends it with its error.
 fn measure(
     case: &Case,
     mut commit: impl FnMut(u64, u64) -> Result<(), Error>,
+    finish: impl FnOnce(),
+    idle: impl Fn() -> bool,
 ) -> Result<Cost, Error> {
     let prefill = case.stored / 8;
     for c in 0..prefill {
         commit(c, 8)?;
     }
-    settle();
+    let prefill_settled = settle(&idle);
     let (t0, th0, pr0, w0) = (
         Instant::now(),
         cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID),
@@ -158,27 +173,30 @@ fn measure(
     let wall = t0.elapsed();
     let thread_cpu = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - th0;
     let settling = Instant::now();
-    let settle_capped = !settle();
+    finish();
+    let settle_capped = !settle(&idle) || !prefill_settled;
     let n = case.commits as f64;
     Ok(Cost {
         wall_us: wall.as_nanos() as f64 / n / 1e3,
         thread_cpu_us: thread_cpu as f64 / n / 1e3,
         process_cpu_us: (cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - pr0) as f64 / n / 1e3,
-        written_kib: (bytes_written() - w0) as f64 / n / 1024.0,
+        written_kib: bytes_written().saturating_sub(w0) as f64 / n / 1024.0,
         settled_s: settling.elapsed().as_secs_f64(),
         settle_capped,
     })
 }
 
-/// Waits until the process's background threads are idle (less than `SETTLE_IDLE_NS` of CPU
-/// in a `SETTLE_STEP`), for at most `SETTLE_MAX`. False when it gave up at the cap.
-fn settle() -> bool {
+/// Waits until the engine says it has no background work outstanding (`idle`) and the
+/// process's threads are idle too (less than `SETTLE_IDLE_NS` of CPU in a `SETTLE_STEP`: a
+/// thread blocked in `fsync` passes that, `idle` does not), for at most `SETTLE_MAX`. False
+/// when it gave up at the limit.
+fn settle(idle: &impl Fn() -> bool) -> bool {
     let until = Instant::now() + SETTLE_MAX;
     let mut before = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
     while Instant::now() < until {
         std::thread::sleep(SETTLE_STEP);
         let now = cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
-        if now - before < SETTLE_IDLE_NS {
+        if now - before < SETTLE_IDLE_NS && idle() {
             return true;
         }
         before = now;
@@ -266,7 +284,7 @@ fn run_redb(case: &Case) -> Result<Cost, Error> {
     let db = redb::Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create_with_backend(backend)?;
-    let _syncer = (!case.always).then(|| {
+    let syncer = (!case.always).then(|| {
         Syncer::start(move || {
             let _ = for_syncer.sync_data();
         })
@@ -275,8 +293,8 @@ fn run_redb(case: &Case) -> Result<Cost, Error> {
         .iter()
         .map(|n| TableDefinition::new(n))
         .collect();
-    let record = noise(RECORD_BYTES, 1);
-    let signature = noise(SIGNATURE_BYTES, 2);
+    let records = pool(RECORD_BYTES, 1 << 20);
+    let signatures_pool = pool(SIGNATURE_BYTES, 1 << 30);
     let mut audit_seq = 1u64;
     let write = |c: u64, n: u64| -> Result<(), Error> {
         let w = db.begin_write()?;
@@ -298,13 +316,13 @@ fn run_redb(case: &Case) -> Result<Cost, Error> {
                 if ids.get(id.as_slice())?.is_some() {
                     return Err("a fresh id was found in the index".into());
                 }
-                messages.insert(seq, record.as_slice())?;
+                messages.insert(seq, records[seq as usize % POOL].as_slice())?;
                 ids.insert(id.as_slice(), seq)?;
                 seq += 1;
             }
             let d = digest(c);
             if signatures.get(d.as_slice())?.is_none() {
-                signatures.insert(d.as_slice(), signature.as_slice())?;
+                signatures.insert(d.as_slice(), signatures_pool[c as usize % POOL].as_slice())?;
             }
             audit.insert(audit_seq, noise(AUDIT_ROW_BYTES * n as usize, c).as_slice())?;
             audit_seq += n;
@@ -323,7 +341,8 @@ fn run_redb(case: &Case) -> Result<Cost, Error> {
         }
         Ok(())
     };
-    measure(case, write).map_err(|e| format!("redb: {e}").into())
+    // redb does nothing in the background: idle whenever it is not committing.
+    measure(case, write, move || drop(syncer), || true).map_err(|e| format!("redb: {e}").into())
 }
 
 fn run_fjall(case: &Case) -> Result<Cost, Error> {
@@ -336,7 +355,7 @@ fn run_fjall(case: &Case) -> Result<Cost, Error> {
     let signatures = db.keyspace("signatures", opts)?;
     let audit = db.keyspace("audit", opts)?;
     let meta = db.keyspace("meta", opts)?;
-    let _syncer = (!case.always).then(|| {
+    let syncer = (!case.always).then(|| {
         let db = db.clone();
         Syncer::start(move || {
             let _ = db.persist(fjall::PersistMode::SyncData);
@@ -349,8 +368,8 @@ fn run_fjall(case: &Case) -> Result<Cost, Error> {
     } else {
         fjall::PersistMode::Buffer
     };
-    let record = noise(RECORD_BYTES, 1);
-    let signature = noise(SIGNATURE_BYTES, 2);
+    let records = pool(RECORD_BYTES, 1 << 20);
+    let signatures_pool = pool(SIGNATURE_BYTES, 1 << 30);
     let mut audit_seq = 1u64;
     let write = |c: u64, n: u64| -> Result<(), Error> {
         let mut seq = match meta.get("next_seq")? {
@@ -363,13 +382,21 @@ fn run_fjall(case: &Case) -> Result<Cost, Error> {
             if ids.get(&id)?.is_some() {
                 return Err("a fresh id was found in the index".into());
             }
-            b.insert(&messages, seq.to_be_bytes(), record.as_slice());
+            b.insert(
+                &messages,
+                seq.to_be_bytes(),
+                records[seq as usize % POOL].as_slice(),
+            );
             b.insert(&ids, id, seq.to_be_bytes());
             seq += 1;
         }
         let d = digest(c);
         if signatures.get(&d)?.is_none() {
-            b.insert(&signatures, d, signature.as_slice());
+            b.insert(
+                &signatures,
+                d,
+                signatures_pool[c as usize % POOL].as_slice(),
+            );
         }
         b.insert(
             &audit,
@@ -386,7 +413,8 @@ fn run_fjall(case: &Case) -> Result<Cost, Error> {
         }
         Ok(())
     };
-    measure(case, write).map_err(|e| format!("fjall: {e}").into())
+    let idle = || db.outstanding_flushes() == 0 && db.active_compactions() == 0;
+    measure(case, write, move || drop(syncer), idle).map_err(|e| format!("fjall: {e}").into())
 }
 
 /// Bytes allocated on disk under `dir`, recursively (not sparse lengths: fjall preallocates
@@ -430,7 +458,12 @@ const FIELDS: usize = 8;
 
 /// One case in this process; prints its figures on one line.
 fn one(case: &Case) -> Result<(), Error> {
-    std::fs::create_dir_all(&case.dir)?;
+    std::fs::create_dir(&case.dir).map_err(|e| {
+        format!(
+            "could not make {} for the case ({e}): it must not exist yet, and its parent must",
+            case.dir.display()
+        )
+    })?;
     let scratch = Scratch(case.dir.clone());
     let cost = match case.engine.as_str() {
         "redb" => run_redb(case)?,
@@ -494,7 +527,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
         match arg.as_str() {
             "--sync" => match it.next().map(String::as_str) {
                 Some(s @ ("interval" | "always")) => a.sync = s.into(),
-                other => return Err(format!("--sync is interval or always, not {other:?}")),
+                other => {
+                    return Err(format!(
+                        "--sync is interval or always, not {:?}",
+                        other.unwrap_or("")
+                    ));
+                }
             },
             "--stored" => {
                 a.stored = positive("--stored", it.next())?;
@@ -517,6 +555,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     return Err(format!("--one takes redb or fjall, not {engine:?}"));
                 }
                 let per = positive("--one's messages per commit", it.next())?;
+                if per > MAX_PER_COMMIT {
+                    return Err(format!(
+                        "--one's messages per commit is at most {MAX_PER_COMMIT} (a Deliver call \
+                         carries at most limits.max_batch), not {per}"
+                    ));
+                }
                 a.one = Some((engine, per));
             }
             other => return Err(format!("unknown option {other:?}")),
@@ -564,10 +608,12 @@ fn run(a: &Args) -> Result<(), Error> {
     println!(
         "round  msgs/commit  engine  wall µs  thread CPU µs  process CPU µs  written KiB  peak RSS MiB  disk MiB"
     );
+    let mut case_no = 0u64;
     for round in 1..=a.rounds {
         for per in [1u64, 3] {
             // Alternate which engine goes first, so drift on a shared machine hits both.
-            let order = if (round + per) % 2 == 0 {
+            case_no += 1;
+            let order = if case_no.is_multiple_of(2) {
                 ["redb", "fjall"]
             } else {
                 ["fjall", "redb"]
@@ -589,7 +635,8 @@ fn run(a: &Args) -> Result<(), Error> {
                     .collect();
                 if !out.status.success() || f.len() != FIELDS {
                     return Err(format!(
-                        "the {engine} case failed: {}{}",
+                        "the {engine} case ({per} per commit) failed ({}): {} {}",
+                        out.status,
                         String::from_utf8_lossy(&out.stderr).trim(),
                         stdout.trim()
                     )
@@ -609,7 +656,9 @@ fn run(a: &Args) -> Result<(), Error> {
                     f[5] / 1_048_576.0,
                     if f[7] > 0.0 {
                         format!(
-                            "  (background still busy after {:.0} s: process CPU is short)",
+                            "  (a wait for background work hit its {} s limit: process CPU \
+                             may be short; the last wait took {:.0} s)",
+                            SETTLE_MAX.as_secs(),
                             f[6]
                         )
                     } else {
