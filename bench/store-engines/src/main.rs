@@ -64,10 +64,27 @@ const SETTLE_STEP: Duration = Duration::from_millis(100);
 const SETTLE_IDLE_NS: u64 = 1_000_000;
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
+#[derive(Clone, Copy, PartialEq)]
+enum Engine {
+    Redb,
+    Fjall,
+}
+
+impl Engine {
+    const ALL: [Engine; 2] = [Engine::Redb, Engine::Fjall];
+
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Redb => "redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+}
+
 /// One case: an engine, a sync mode, messages per commit, messages stored before the
 /// measured commits (in commits of eight), how many commits are measured, and where.
 struct Case {
-    engine: String,
+    engine: Engine,
     always: bool,
     per_commit: u64,
     stored: u64,
@@ -97,16 +114,21 @@ fn cpu_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Bytes this process has passed to `write`-family calls (`/proc/self/io`, `wchar`).
-fn bytes_written() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
+/// The number after `key` in a `/proc/self` file of `key: value [unit]` lines; 0 if absent.
+fn proc_self(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|v| v.trim().parse().ok())
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Bytes this process has passed to `write`-family calls.
+fn bytes_written() -> u64 {
+    proc_self("io", "wchar")
 }
 
 /// Deterministic bytes that do not compress (the signatures and records they stand for don't).
@@ -434,14 +456,7 @@ fn bytes_under(dir: &Path) -> u64 {
 }
 
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    proc_self("status", "VmHWM")
 }
 
 /// Removes the case's directory however the case ends.
@@ -465,10 +480,9 @@ fn one(case: &Case) -> Result<(), Error> {
         )
     })?;
     let scratch = Scratch(case.dir.clone());
-    let cost = match case.engine.as_str() {
-        "redb" => run_redb(case)?,
-        "fjall" => run_fjall(case)?,
-        other => return Err(format!("unknown engine {other:?}: give redb or fjall").into()),
+    let cost = match case.engine {
+        Engine::Redb => run_redb(case)?,
+        Engine::Fjall => run_fjall(case)?,
     };
     let disk = bytes_under(&scratch.0);
     println!(
@@ -495,17 +509,17 @@ use a directory on the disk you mean to measure, not a tmpfs).";
 
 /// The command line, checked.
 struct Args {
-    sync: String,
+    always: bool,
     stored: u64,
     commits: u64,
     rounds: u64,
     dir: PathBuf,
-    one: Option<(String, u64)>,
+    one: Option<(Engine, u64)>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args {
-        sync: "interval".into(),
+        always: false,
         stored: 200_000,
         commits: 20_000,
         rounds: 3,
@@ -526,7 +540,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--sync" => match it.next().map(String::as_str) {
-                Some(s @ ("interval" | "always")) => a.sync = s.into(),
+                Some(s @ ("interval" | "always")) => a.always = s == "always",
                 other => {
                     return Err(format!(
                         "--sync is interval or always, not {:?}",
@@ -550,10 +564,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 None => return Err("--dir needs a directory".into()),
             },
             "--one" => {
-                let engine = it.next().cloned().unwrap_or_default();
-                if engine != "redb" && engine != "fjall" {
-                    return Err(format!("--one takes redb or fjall, not {engine:?}"));
-                }
+                let name = it.next().map_or("", String::as_str);
+                let Some(engine) = Engine::ALL.into_iter().find(|e| e.name() == name) else {
+                    return Err(format!("--one takes redb or fjall, not {name:?}"));
+                };
                 let per = positive("--one's messages per commit", it.next())?;
                 if per > MAX_PER_COMMIT {
                     return Err(format!(
@@ -590,8 +604,8 @@ fn main() -> std::process::ExitCode {
 fn run(a: &Args) -> Result<(), Error> {
     if let Some((engine, per)) = &a.one {
         return one(&Case {
-            engine: engine.clone(),
-            always: a.sync == "always",
+            engine: *engine,
+            always: a.always,
             per_commit: *per,
             stored: a.stored,
             commits: a.commits,
@@ -601,9 +615,10 @@ fn run(a: &Args) -> Result<(), Error> {
         });
     }
     let me = std::env::current_exe()?;
+    let sync = if a.always { "always" } else { "interval" };
     println!(
         "store commit cost per commit ({} commits after {} messages stored; sync {}; each case its own process)",
-        a.commits, a.stored, a.sync
+        a.commits, a.stored, sync
     );
     println!(
         "round  msgs/commit  engine  wall µs  thread CPU µs  process CPU µs  written KiB  peak RSS MiB  disk MiB"
@@ -613,15 +628,14 @@ fn run(a: &Args) -> Result<(), Error> {
         for per in [1u64, 3] {
             // Alternate which engine goes first, so drift on a shared machine hits both.
             case_no += 1;
-            let order = if case_no.is_multiple_of(2) {
-                ["redb", "fjall"]
-            } else {
-                ["fjall", "redb"]
-            };
+            let mut order = Engine::ALL;
+            if !case_no.is_multiple_of(2) {
+                order.reverse();
+            }
             let mut rows = Vec::new();
             for engine in order {
                 let out = Command::new(&me)
-                    .args(["--one", engine, &per.to_string(), "--sync", &a.sync])
+                    .args(["--one", engine.name(), &per.to_string(), "--sync", sync])
                     .args(["--stored", &a.stored.to_string()])
                     .args(["--commits", &a.commits.to_string()])
                     .arg("--dir")
@@ -635,7 +649,8 @@ fn run(a: &Args) -> Result<(), Error> {
                     .collect();
                 if !out.status.success() || f.len() != FIELDS {
                     return Err(format!(
-                        "the {engine} case ({per} per commit) failed ({}): {} {}",
+                        "the {} case ({per} per commit) failed ({}): {} {}",
+                        engine.name(),
                         out.status,
                         String::from_utf8_lossy(&out.stderr).trim(),
                         stdout.trim()
@@ -644,10 +659,11 @@ fn run(a: &Args) -> Result<(), Error> {
                 }
                 rows.push((engine, f));
             }
-            rows.sort_by_key(|(e, _)| *e != "redb");
+            rows.sort_by_key(|(e, _)| *e != Engine::Redb);
             for (engine, f) in &rows {
                 println!(
-                    "{round:>5}  {per:>11}  {engine:<6} {:>8.1}  {:>13.1}  {:>14.1}  {:>11.1}  {:>12.0}  {:>8.0}{}",
+                    "{round:>5}  {per:>11}  {:<6} {:>8.1}  {:>13.1}  {:>14.1}  {:>11.1}  {:>12.0}  {:>8.0}{}",
+                    engine.name(),
                     f[0],
                     f[1],
                     f[2],
