@@ -221,6 +221,7 @@ def machine(binary: Path) -> dict:
         "nats_py_version": importlib.metadata.version("nats-py"),
         "python_version": platform.python_version(),
         "bluewire_commit": commit,
+        "bluewire_binary": str(binary),
         "bluewire_binary_modified_utc": datetime.datetime.fromtimestamp(
             binary.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -335,7 +336,8 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         print_summary(summary)
         print(f"\n{info['date_utc']}: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, load "
               f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])} at start; {info['nats_server_version']}, "
-              f"nats-py {info['nats_py_version']}; Bluewire {info['bluewire_commit']}, store sync: {a.store_sync}"
+              f"nats-py {info['nats_py_version']}; Bluewire: {info['bluewire_binary']} (built "
+              f"{info['bluewire_binary_modified_utc']}; repository at {info['bluewire_commit']}), store sync: {a.store_sync}"
               f"{'' if a.linger_us is None else f', linger {a.linger_us} µs'}; "
               f"JetStream disk sync: {pairs[0]['nats']['topology']['jetstream_sync']}")
 
