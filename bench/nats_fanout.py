@@ -1,11 +1,12 @@
 """The NATS JetStream side of bench/compare-nats: the workload of `bluewire bench fanout`
-(one publisher, four recipient organisations) on the equivalent NATS topology, on loopback.
+(one publisher, --receivers recipient organisations, four by default) on the equivalent
+NATS topology, on loopback.
 
 Topology, built afresh in a temporary directory for every run and removed after it:
   - a throwaway CA and ECDSA P-256 certificates made with openssl;
   - a hub nats-server with JetStream (file storage in the temporary directory) and a
     leaf-node listener that requires client certificates (mutual TLS);
-  - four leaf nats-servers, one per recipient organisation, each connected to the hub
+  - one leaf nats-server per recipient organisation, each connected to the hub
     over mutual TLS; with the default --nats-client-tls mutual, clients must present a
     certificate too, as Bluewire's analysts do;
   - a stream (file storage, subjects bench.>) and one durable push consumer per recipient,
@@ -15,10 +16,10 @@ Topology, built afresh in a temporary directory for every run and removed after 
 
 Phases, after a short warm-up that lets the subscribers' interest reach the hub:
   1. throughput: --messages publishes with --concurrency in flight, each awaiting its
-     PubAck (stored by the hub); the clock stops when the last message has reached all
-     four subscribers;
+     PubAck (stored by the hub); the clock stops when the last message has reached every
+     subscriber;
   2. for each --rates R: publishes paced at R msg/s for --seconds; latency is from the
-     start of the publish call to the arrival at the fourth subscriber.
+     start of the publish call to the arrival at the last subscriber.
 Every message carries its index in its first 8 bytes; the subscribers timestamp arrivals
 with CLOCK_MONOTONIC, which is system-wide on Linux, so publisher and subscriber times
 subtract directly.
@@ -52,8 +53,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 # reports as a warning when the connection closes: harmless, and noise in the output.
 logging.getLogger("asyncio").addFilter(lambda record: "eof_received()" not in record.getMessage())
 
-# The receivers' names in `bluewire bench fanout`.
-RECIPIENTS = ("recv-b", "recv-c", "recv-d", "recv-e")
+# The most receivers `bluewire bench fanout` takes.
+MAX_RECEIVERS = 16
 STREAM = "BENCH"
 SUBJECT = "bench.fanout"
 INDEX_BYTES = 8
@@ -73,6 +74,12 @@ class Workload:
     rates: tuple
     seconds: int
     size: int
+    receivers: int = 4
+
+    @property
+    def recipients(self) -> tuple:
+        """The recipients' names, as `bluewire bench fanout` names its receiving nodes."""
+        return tuple(f"recv-{chr(ord('b') + i)}" for i in range(self.receivers))
 
 
 def add_workload_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,6 +88,8 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rates", default="1000,2000", help="paced rates of the latency phases, msg/s, comma-separated (default 1000,2000)")
     p.add_argument("--seconds", type=int, default=5, help="length of each latency phase, s (default 5)")
     p.add_argument("--size", type=int, default=1024, help="payload size in bytes (default 1024)")
+    p.add_argument("--receivers", type=int, default=4,
+                   help=f"recipient organisations, each with one subscriber, 1 to {MAX_RECEIVERS} (default 4)")
     p.add_argument(
         "--nats-client-tls",
         choices=("mutual", "none"),
@@ -91,9 +100,11 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
 
 def workload_from(a: argparse.Namespace) -> Workload:
     rates = tuple(int(r) for r in a.rates.split(",") if r.strip())
-    w = Workload(a.messages, a.concurrency, rates, a.seconds, a.size)
+    w = Workload(a.messages, a.concurrency, rates, a.seconds, a.size, a.receivers)
     if w.messages < 1 or w.concurrency < 1 or w.seconds < 1 or not rates or min(rates) < 1:
         raise SystemExit("--messages, --concurrency, --seconds and every rate must be at least 1")
+    if not 1 <= w.receivers <= MAX_RECEIVERS:
+        raise SystemExit(f"--receivers must be 1 to {MAX_RECEIVERS}")
     if w.size < INDEX_BYTES:
         raise SystemExit(f"--size must be at least {INDEX_BYTES} (the message index)")
     return w
@@ -173,7 +184,7 @@ class Certificates:
 
 
 def make_certificates(d: Path) -> Certificates:
-    """A throwaway CA, one certificate for the five servers (server and client use: a leaf
+    """A throwaway CA, one certificate for all the servers (server and client use: a leaf
     is the TLS client of the hub) and one for the Python clients; ECDSA P-256."""
     curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     ca, ca_key = d / "ca.pem", d / "ca.key"
@@ -372,8 +383,8 @@ async def publish_paced(js, first: int, count: int, rate: int, filler: bytes) ->
     return started, sorted(acks), failed, achieved
 
 
-async def start_servers(servers: Servers, certs: Certificates, client_tls: str) -> tuple:
-    """The hub and the four leaves; returns the hub's /varz, its monitoring URL and each
+async def start_servers(servers: Servers, certs: Certificates, client_tls: str, recipients: tuple) -> tuple:
+    """The hub and one leaf per recipient; returns the hub's /varz, its monitoring URL and each
     recipient's leaf client URL, once every leaf is connected to the hub."""
     client_block = _tls_block(certs, require_client_cert=True) if client_tls == "mutual" else ""
     scheme = "tls" if client_tls == "mutual" else "nats"
@@ -387,7 +398,7 @@ leafnodes {{ listen: 127.0.0.1:-1, {_tls_block(certs, require_client_cert=True)}
 """)
     hub = _get_json(hub_monitor + "/varz")
     leaf_urls = {}
-    for r in RECIPIENTS:
+    for r in recipients:
         # As the TLS client of the hub, a leaf presents the certificate and verifies the hub's.
         monitor = servers.start(f"leaf-{r}", f"""
 server_name: leaf-{r}
@@ -398,7 +409,7 @@ leafnodes {{ remotes: [ {{ url: "tls://127.0.0.1:{hub['leaf']['port']}", {_tls_b
 """)
         leaf_urls[r] = f"{scheme}://127.0.0.1:{_get_json(monitor + '/varz')['port']}"
     deadline = time.monotonic() + STARTUP_S
-    while len(_get_json(hub_monitor + "/leafz").get("leafs") or []) < len(RECIPIENTS):
+    while len(_get_json(hub_monitor + "/leafz").get("leafs") or []) < len(recipients):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the leaf nodes did not connect to the hub:\n{servers.log_tail('hub')}")
         await asyncio.sleep(0.05)
@@ -406,11 +417,12 @@ leafnodes {{ remotes: [ {{ url: "tls://127.0.0.1:{hub['leaf']['port']}", {_tls_b
 
 
 async def start_subscribers(root: Path, certs: Certificates, client_tls: str, leaf_urls: dict, ends: list) -> list:
+    """One subscriber process per leaf, in `leaf_urls`' order."""
     subs = []
     script = Path(__file__).resolve().parent / "nats_subscriber.py"
     tls_args = ["--ca", str(certs.ca), "--cert", str(certs.client_cert), "--key", str(certs.client_key)] \
         if client_tls == "mutual" else []
-    for r in RECIPIENTS:
+    for r in leaf_urls:
         stderr = root / f"subscriber-{r}.stderr"
         with open(stderr, "wb") as err:
             proc = await asyncio.create_subprocess_exec(
@@ -425,8 +437,8 @@ async def start_subscribers(root: Path, certs: Certificates, client_tls: str, le
 
 
 def arrivals_everywhere(root: Path, subs: list, total: int) -> array.array:
-    """Per message index, its arrival at the fourth subscriber (the latest of the four),
-    or 0 if any subscriber lacks it."""
+    """Per message index, its arrival at the last subscriber to get it, or 0 if any
+    subscriber lacks it."""
     everywhere = None
     for s in subs:
         mine = array.array("q")
@@ -444,10 +456,10 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
     subs = []
     nc = None
     try:
-        print("  nats: certificates, hub and 4 leaf nodes…", file=sys.stderr)
+        print(f"  nats: certificates, hub and {w.receivers} leaf node(s)…", file=sys.stderr)
         certs = make_certificates(root)
         sync_always_supported = sync_interval_always_supported(root)
-        hub, hub_url, leaf_urls = await start_servers(servers, certs, client_tls)
+        hub, hub_url, leaf_urls = await start_servers(servers, certs, client_tls, w.recipients)
 
         tls = None
         if client_tls == "mutual":
@@ -456,7 +468,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
         nc = await nats.connect(hub_url, tls=tls, max_reconnect_attempts=0, connect_timeout=10)
         js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
         await js.add_stream(StreamConfig(name=STREAM, subjects=["bench.>"], storage=StorageType.FILE, num_replicas=1))
-        for r in RECIPIENTS:
+        for r in w.recipients:
             # Push consumers: the hub sends each message to the deliver subject as soon as
             # it is stored, and the subscriber needs no JetStream API call (which a client
             # of a leaf could not reach without a JetStream domain). The deliver subject
@@ -464,7 +476,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
             await js.add_consumer(STREAM, ConsumerConfig(durable_name=r, deliver_subject=f"deliver.{r}",
                                                          ack_policy=AckPolicy.EXPLICIT,
                                                          deliver_policy=DeliverPolicy.ALL))
-        max_ack_pending = (await js.consumer_info(STREAM, RECIPIENTS[0])).config.max_ack_pending
+        max_ack_pending = (await js.consumer_info(STREAM, w.recipients[0])).config.max_ack_pending
 
         # Message indices: warm-up, then throughput, then one range per paced rate.
         counts = [WARMUP_MESSAGES, w.messages] + [r * w.seconds for r in w.rates]
@@ -500,7 +512,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
 
         # Acknowledgements still outstanding at the hub: near 0 shows the subscribers'
         # acks cross the leaf links (they are fire-and-forget, so a few may be in flight).
-        ack_pending = sum([(await js.consumer_info(STREAM, r)).num_ack_pending for r in RECIPIENTS])
+        ack_pending = sum([(await js.consumer_info(STREAM, r)).num_ack_pending for r in w.recipients])
         await nc.close()
         nc = None
         for s in subs:
@@ -530,7 +542,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
         })
     return {
         "topology": {
-            "servers": "hub with JetStream + one leaf node per recipient (4), loopback",
+            "servers": f"hub with JetStream + one leaf node per recipient ({w.receivers}), loopback",
             "leaf_links": "mutual TLS, ECDSA P-256",
             "client_links": "mutual TLS, ECDSA P-256" if client_tls == "mutual" else "plain TCP",
             "stream": "file storage, 1 replica, subjects bench.>",
@@ -541,7 +553,7 @@ async def run(w: Workload, client_tls: str = "mutual") -> dict:
                                  "reference measurement)" if sync_always_supported
                                  else "this version has no sync_interval option)"),
             "publisher": "nats-py, one process, connected to the hub",
-            "subscribers": "4 nats-py processes, each connected to its own leaf",
+            "subscribers": f"{w.receivers} nats-py processes, each connected to its own leaf",
             "warmup_messages": WARMUP_MESSAGES,
         },
         "nats_server_version": hub["version"],
@@ -572,7 +584,7 @@ def main() -> None:
         return
     t = result["throughput"]
     print(f"NATS JetStream {result['nats_server_version']}: {t['delivered_everywhere']}/{w.messages} delivered "
-          f"at all 4 subscribers in {t['elapsed_s']:.2f} s = {t['msg_per_s']} msg/s "
+          f"at all {w.receivers} subscribers in {t['elapsed_s']:.2f} s = {t['msg_per_s']} msg/s "
           f"(publishes acked in {t['publish_acked_s']:.2f} s)")
     for r in result["paced"]:
         ms = {k: "—" if r[k] is None else f"{r[k]:.2f}" for k in ("p50", "p99", "max", "publish_ack_p50", "publish_ack_p99")}
