@@ -58,10 +58,8 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     """One `bluewire bench fanout` run; its progress goes to our stderr as it comes.
     Returns (parsed JSON or None, its stderr, exit status)."""
     cmd = [str(binary), "--output", "json", "bench", "fanout", "--messages", str(w.messages),
-           "--concurrency", str(w.concurrency), "--seconds", str(w.seconds), "--size", str(w.size)]
-    if w.receivers != 4:
-        # Given only when asked for, as for the options below.
-        cmd += ["--receivers", str(w.receivers)]
+           "--concurrency", str(w.concurrency), "--seconds", str(w.seconds), "--size", str(w.size),
+           "--receivers", str(w.receivers)]
     if store_sync != "always":
         # Builds from before `--store-sync` sync every commit and refuse the option.
         cmd += ["--store-sync", store_sync]
@@ -279,8 +277,8 @@ def print_summary(s: dict) -> None:
               f"NATS {fmt_span(p['nats_server_cpu_us_per_msg'], 0)} µs")
     t = s["targets_met_in_pairs"]
     n = s["pairs"]
-    label = "issue #12 targets" if s["receivers"] == 4 else \
-        f"issue #12 targets (set for 4 receivers; this workload has {s['receivers']})"
+    label = "issue #12 targets" if s["receivers"] == nats_fanout.ISSUE_RECEIVERS else \
+        f"issue #12 targets (set for {nats_fanout.ISSUE_RECEIVERS} receivers; this workload has {s['receivers']})"
     line = f"  {label}, pairs meeting them: throughput ratio ≥ 1.0 in {t['throughput_ratio_at_least_1']}/{n}"
     if "p99_at_1000_below_5_ms" in t:
         line += (f"; p99 at 1,000 msg/s < 5 ms in {t['p99_at_1000_below_5_ms']}/{n}, "

@@ -53,7 +53,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 # reports as a warning when the connection closes: harmless, and noise in the output.
 logging.getLogger("asyncio").addFilter(lambda record: "eof_received()" not in record.getMessage())
 
-# The most receivers `bluewire bench fanout` takes.
+# Receivers in issue #12's workload (1 → 4), and the most `bluewire bench fanout` takes.
+ISSUE_RECEIVERS = 4
 MAX_RECEIVERS = 16
 STREAM = "BENCH"
 SUBJECT = "bench.fanout"
@@ -74,7 +75,7 @@ class Workload:
     rates: tuple
     seconds: int
     size: int
-    receivers: int = 4
+    receivers: int = ISSUE_RECEIVERS
 
     @property
     def recipients(self) -> tuple:
@@ -88,8 +89,9 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rates", default="1000,2000", help="paced rates of the latency phases, msg/s, comma-separated (default 1000,2000)")
     p.add_argument("--seconds", type=int, default=5, help="length of each latency phase, s (default 5)")
     p.add_argument("--size", type=int, default=1024, help="payload size in bytes (default 1024)")
-    p.add_argument("--receivers", type=int, default=4,
-                   help=f"recipient organisations, each with one subscriber, 1 to {MAX_RECEIVERS} (default 4)")
+    p.add_argument("--receivers", type=int, default=ISSUE_RECEIVERS,
+                   help=f"recipient organisations, each with one subscriber, 1 to {MAX_RECEIVERS} "
+                        f"(default {ISSUE_RECEIVERS})")
     p.add_argument(
         "--nats-client-tls",
         choices=("mutual", "none"),
