@@ -44,13 +44,9 @@
 
 mod audit_blocks;
 mod clean;
-// The journal in front of redb, not yet wired into the store (branch `journal`).
-#[cfg_attr(not(test), allow(dead_code))]
 mod journal;
-#[allow(dead_code)]
 mod kv;
 mod outbox_blocks;
-#[cfg_attr(not(test), allow(dead_code))]
 mod overlay;
 mod queries;
 mod signatures;
@@ -63,8 +59,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kv::Database;
 use prost::Message as _;
-use redb::{Database, DatabaseError};
+use redb::DatabaseError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::AuditEvent;
@@ -540,7 +537,7 @@ impl Annotated {
     }
 
     fn load(db: &Database) -> Result<Self> {
-        use redb::ReadableTable as _;
+        use kv::ReadableTable as _;
 
         let this = Self::default();
         let rtx = db.begin_read().map_err(db_err("begin read"))?;
@@ -648,7 +645,19 @@ impl Store {
                 verify(&mut db, dir, &path)?;
                 tracing::info!(path = %path.display(), elapsed_ms = t.elapsed().as_millis() as u64, "every page of the store checked");
             }
-            Ok(db)
+            // The journal's replay writes into the file only once it has been checked.
+            wrap(db, &path, sync, &sync_failed).map_err(|e| match e {
+                sync::OpenError::Io(e) => StoreError::Open {
+                    path: path.clone(),
+                    source: Arc::new(redb::StorageError::Io(e).into()),
+                },
+                other => StoreError::Open {
+                    path: path.clone(),
+                    source: Arc::new(
+                        redb::StorageError::Io(std::io::Error::other(format!("{other:?}"))).into(),
+                    ),
+                },
+            })
         })?;
         let (head, audit_head) = tables::init(&db)?;
         let annotated = Annotated::load(&db)?;
@@ -735,7 +744,7 @@ impl Store {
     #[cfg(any(test, feature = "test-util"))]
     #[doc(hidden)]
     pub async fn tamper_audit_for_tests(&self, seq: u64, new_bytes: Option<Vec<u8>>) -> Result<()> {
-        use redb::{Durability, ReadableTable};
+        use kv::{Durability, ReadableTable};
 
         use tables::AUDIT;
 
@@ -814,7 +823,51 @@ fn create(
     sync: SyncMode,
     failed: &sync::SyncFailure,
 ) -> std::result::Result<Database, sync::OpenError> {
-    create_with(builder(), path, sync, failed, false)
+    let db = create_with(builder(), path, sync, failed, false)?;
+    wrap(db, path, sync, failed)
+}
+
+/// How often the journal's applier takes what is pending into redb.
+const APPLY_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// A journal segment is closed past this size or age.
+const ROTATE_BYTES: u64 = 16 << 20;
+const ROTATE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Put the redb file behind the journal (`kv`), which is synced as `sync` says: with
+/// `always`, in every durable commit; with `interval`, by a thread of its own, a failure of
+/// which refuses later commits and starts as a failed sync of the file does.
+fn wrap(
+    db: redb::Database,
+    path: &Path,
+    sync: SyncMode,
+    failed: &sync::SyncFailure,
+) -> std::result::Result<Database, sync::OpenError> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let file = path.to_path_buf();
+    let sync_base: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync> = match sync {
+        // redb's own commits sync the file.
+        SyncMode::Always => Arc::new(|| Ok(())),
+        SyncMode::Interval(_) => Arc::new(move || std::fs::File::open(&file)?.sync_data()),
+    };
+    let (on_fail, poison) = (failed.clone(), failed.clone());
+    let fail_dir = dir.clone();
+    let policy = kv::Policy {
+        always: sync == SyncMode::Always,
+        sync_every: match sync {
+            SyncMode::Always => None,
+            SyncMode::Interval(every) => Some(every),
+        },
+        apply_every: APPLY_EVERY,
+        rotate_bytes: ROTATE_BYTES,
+        rotate_age: ROTATE_AGE,
+        sync_base,
+        on_sync_failure: Arc::new(move |e| sync::record_failure(&fail_dir, &on_fail, e)),
+        poisoned: Arc::new(move || poison.error()),
+    };
+    Database::open(db, &dir, &tables::specs(), policy).map_err(|e| match e {
+        redb::StorageError::Io(e) => sync::OpenError::Io(e),
+        other => sync::OpenError::Io(std::io::Error::other(other.to_string())),
+    })
 }
 
 /// `b.create(path)` through the backend `sync` asks for; with `check`, the boot check of
@@ -825,7 +878,7 @@ fn create_with(
     sync: SyncMode,
     failed: &sync::SyncFailure,
     check: bool,
-) -> std::result::Result<Database, sync::OpenError> {
+) -> std::result::Result<redb::Database, sync::OpenError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let backend = sync::open_backend(dir, path, sync, failed, check)?;
     Ok(b.create_with_backend(backend)?)
@@ -833,7 +886,7 @@ fn create_with(
 
 /// redb's settings for the store file.
 fn builder() -> redb::Builder {
-    let mut b = Database::builder();
+    let mut b = redb::Database::builder();
     b.set_cache_size(CACHE_BYTES);
     b
 }
@@ -845,7 +898,7 @@ fn create_noting_repair(
     repaired: &Arc<AtomicBool>,
     sync: SyncMode,
     failed: &sync::SyncFailure,
-) -> std::result::Result<Database, sync::OpenError> {
+) -> std::result::Result<redb::Database, sync::OpenError> {
     let flag = repaired.clone();
     let file = path.display().to_string();
     let mut b = builder();
@@ -891,7 +944,7 @@ pub fn file_stats(dir: &Path) -> Result<FileStats> {
         .map_err(|e| open_err(redb::StorageError::Io(e).into()))?
         .len();
     let db = unpanicked(&path, || {
-        Database::open(&path).map_err(|e| match e {
+        redb::Database::open(&path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
             other => open_err(other.into()),
         })
@@ -1049,7 +1102,7 @@ fn unpanicked<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// (redb's integrity check; a crash's own recovery has already run in `Database::create`).
 /// Damage refuses the start, and stays refused (`DAMAGED_MARKER`) when redb could only
 /// repair it by rolling the file back, which may have dropped recent messages.
-fn verify(db: &mut Database, dir: &Path, path: &Path) -> Result<()> {
+fn verify(db: &mut redb::Database, dir: &Path, path: &Path) -> Result<()> {
     let marker = dir.join(DAMAGED_MARKER);
     let damaged = |detail: String| StoreError::Damaged {
         path: path.to_path_buf(),

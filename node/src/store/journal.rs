@@ -352,8 +352,14 @@ impl Segment {
     }
 
     /// `fdatasync` the segment.
+    #[cfg(test)]
     pub(super) fn sync(&self) -> Result<(), JournalError> {
         self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// A second handle on the file, to sync it without holding up appends.
+    pub(super) fn sync_handle(&self) -> Result<File, JournalError> {
+        self.file.try_clone().map_err(io_err(&self.path))
     }
 
     pub(super) fn generation(&self) -> u64 {

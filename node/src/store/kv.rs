@@ -105,6 +105,13 @@ impl<K: Key + 'static, V: Value + 'static> TableDefinition<K, V> {
         self.name
     }
 
+    /// The same table as redb's own definition, for tests that read or damage the file with
+    /// the store closed.
+    #[cfg(test)]
+    pub(super) fn typed(&self) -> redb::TableDefinition<'static, K, V> {
+        redb::TableDefinition::new(self.name)
+    }
+
     fn raw(&self) -> RawDef<K, V> {
         redb::TableDefinition::new(self.name)
     }
@@ -148,6 +155,10 @@ fn apply_table<K: Key + 'static, V: Value + 'static>(
     }
     Ok(())
 }
+
+/// Commits waiting for the applier past which a commit fails (the applier is failing):
+/// memory stays bounded, and the writer's callers hear why.
+const MAX_PENDING: usize = 100_000;
 
 /// Where redb records the last commit it took from the journal.
 const APPLIED: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("journal");
@@ -311,10 +322,6 @@ pub(super) trait ReadableTable<K: Key + 'static, V: Value + 'static> {
     }
 
     fn len(&self) -> Result<u64, StorageError>;
-
-    fn is_empty(&self) -> Result<bool, StorageError> {
-        Ok(self.first()?.is_none())
-    }
 }
 
 /// The rows of `pending` that change how many rows redb's table `base` has.
@@ -446,12 +453,6 @@ impl ReadTransaction {
             overlay: self.overlay.clone(),
             base,
         })
-    }
-
-    pub(super) fn list_tables(
-        &self,
-    ) -> Result<impl Iterator<Item = redb::UntypedTableHandle>, StorageError> {
-        self.rtx.list_tables()
     }
 }
 
@@ -683,24 +684,6 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         Ok(old)
     }
 
-    /// Keep only the entries `keep` says yes to.
-    pub(super) fn retain(
-        &mut self,
-        mut keep: impl FnMut(K::SelfType<'_>, V::SelfType<'_>) -> bool,
-    ) -> Result<(), StorageError> {
-        let mut gone = Vec::new();
-        for e in ReadableTable::iter(self)? {
-            let (k, v) = e?;
-            if !keep(k.value(), v.value()) {
-                gone.push(Bytes::copy_from_slice(k.bytes()));
-            }
-        }
-        for k in gone {
-            self.write(k, None)?;
-        }
-        Ok(())
-    }
-
     fn get_encoded(&self, k: &[u8]) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
         match &self.kind {
             TableKind::Direct(t) => Ok(t.get(k)?.map(AccessGuard::page)),
@@ -782,6 +765,11 @@ pub(super) struct Policy {
     /// Make what redb has taken durable before a segment it covers is deleted (a real sync
     /// of redb's file where its commits do not sync; nothing where they do).
     pub sync_base: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+    /// Told of a failed sync of the journal by its syncer: what was acknowledged since the
+    /// last sync may be lost.
+    pub on_sync_failure: Arc<dyn Fn(&std::io::Error) + Send + Sync>,
+    /// Why commits must fail (a failed sync of the store, in this process), if they must.
+    pub poisoned: Arc<dyn Fn() -> Option<std::io::Error> + Send + Sync>,
 }
 
 struct State {
@@ -824,6 +812,9 @@ impl Inner {
     }
 
     fn commit(&self, own: HashMap<&'static str, Own>, durable: bool) -> Result<(), StorageError> {
+        if let Some(e) = (self.policy.poisoned)() {
+            return Err(StorageError::Io(e));
+        }
         let mut st = lock(&self.state);
         if let Some(why) = &st.failed {
             return Err(other(format!(
@@ -847,18 +838,39 @@ impl Inner {
                     .map(move |(k, v)| (*name, k.as_ref(), v.as_deref()))
             }),
         );
-        let appended = st.segment.append(&frame).and_then(|()| {
+        if st.overlay.runs().len() >= MAX_PENDING {
+            return Err(other(format!(
+                "{MAX_PENDING} commits are waiting for the store's file to take them (is it \
+                 failing? see the log); retry later"
+            )));
+        }
+        // Appended under the lock (commit numbers in file order); synced outside it, so reads
+        // and the applier go on meanwhile. A commit is in the overlay, and so visible, only
+        // once it is as durable as asked: one write transaction at a time keeps the order.
+        let synced = st.segment.append(&frame).and_then(|()| {
             if durable && self.policy.always {
-                st.segment.sync()
+                st.segment.sync_handle().map(Some)
             } else {
-                Ok(())
+                Ok(None)
             }
         });
-        if let Err(e) = appended {
-            st.failed = Some(e.to_string());
-            return Err(other(e));
-        }
+        let handle = match synced {
+            Ok(h) => h,
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                return Err(other(e));
+            }
+        };
         st.next_commit += 1;
+        if let Some(file) = handle {
+            drop(st);
+            if let Err(e) = file.sync_data() {
+                let mut st = lock(&self.state);
+                st.failed = Some(e.to_string());
+                return Err(StorageError::Io(e));
+            }
+            st = lock(&self.state);
+        }
         st.overlay = st.overlay.with(Run::new(commit, tables));
         Ok(())
     }
@@ -949,7 +961,7 @@ fn apply_runs(
 
 /// The redb file with the journal in front of it.
 #[derive(Clone)]
-pub(super) struct Database {
+pub(crate) struct Database {
     inner: Arc<Inner>,
 }
 
@@ -1035,13 +1047,25 @@ impl Database {
         });
         if let Some(every) = policy.sync_every {
             spawn_every("bluewire-store-jsync", every, &inner, |i| {
-                let st = lock(&i.state);
-                if st.failed.is_some() {
-                    return;
-                }
-                if let Err(e) = st.segment.sync() {
-                    drop(st);
-                    tracing::error!(error = %e, "syncing the journal failed; the store refuses further commits");
+                let file = {
+                    let st = lock(&i.state);
+                    if st.failed.is_some() {
+                        return;
+                    }
+                    st.segment.sync_handle()
+                };
+                let synced = file.and_then(|f| {
+                    f.sync_data().map_err(|source| JournalError::Io {
+                        path: i.dir.clone(),
+                        source,
+                    })
+                });
+                if let Err(e) = synced {
+                    let e = match e {
+                        JournalError::Io { source, .. } => source,
+                        other => std::io::Error::other(other.to_string()),
+                    };
+                    (i.policy.on_sync_failure)(&e);
                     lock(&i.state).failed = Some(e.to_string());
                 }
             });
@@ -1104,12 +1128,14 @@ impl Database {
         }
     }
 
-    /// Take everything pending into redb now (at close, and for tests).
+    /// Take everything pending into redb now.
+    #[cfg(test)]
     pub(super) fn apply_now(&self) -> Result<(), StorageError> {
         self.inner.apply()
     }
 
-    /// redb's own handle (integrity check, statistics), everything pending taken first.
+    /// redb's own handle, everything pending taken first.
+    #[cfg(test)]
     pub(super) fn redb(&self) -> Result<&redb::Database, StorageError> {
         self.inner.apply()?;
         Ok(&self.inner.redb)
@@ -1163,6 +1189,8 @@ mod tests {
             rotate_bytes: u64::MAX,
             rotate_age: Duration::from_secs(3600),
             sync_base: Arc::new(|| Ok(())),
+            on_sync_failure: Arc::new(|_| {}),
+            poisoned: Arc::new(|| None),
         }
     }
 
@@ -1284,8 +1312,6 @@ mod tests {
             assert_eq!(t.last().unwrap().unwrap().0.value(), ("b", 1));
             assert_eq!(t.first().unwrap().unwrap().0.value(), ("a", 3));
             assert!(t.get(("a", 2)).unwrap().is_none());
-            t.retain(|k, _| k.0 != "ab").unwrap();
-            assert_eq!(t.len().unwrap(), 3);
         }
         // Another reader does not see an uncommitted transaction.
         let rtx = db.begin_read().unwrap();

@@ -15,7 +15,7 @@
 //!
 //! It must never: lose or invent a seq, or return a peer's seqs out of order.
 
-use redb::ReadableTable;
+use super::kv::ReadableTable;
 
 use super::tables::Tables;
 use super::{Result, db_err};

@@ -12,8 +12,8 @@
 
 use std::sync::atomic::Ordering;
 
+use super::kv::{ReadTransaction, ReadableTable};
 use bluewire_proto::v1 as pb;
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use tokio::sync::watch;
 
 use crate::audit;
@@ -30,7 +30,7 @@ use super::{
 };
 
 /// The signatures table, as a read sees it.
-type Signatures = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+type Signatures = super::kv::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 impl Store {
     pub(super) fn read(&self) -> Result<ReadTransaction> {

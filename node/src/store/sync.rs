@@ -94,7 +94,7 @@ impl SyncFailure {
     }
 
     /// The error a commit fails with after the failure.
-    fn error(&self) -> Option<io::Error> {
+    pub(super) fn error(&self) -> Option<io::Error> {
         let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f.as_ref().map(|(kind, why)| {
             io::Error::new(
@@ -198,16 +198,22 @@ fn next_sync(due: Instant, now: Instant, every: Duration) -> Instant {
 /// After a failed sync: the refusal of later starts first (`STORE-DAMAGED`), then the
 /// refusal of commits.
 fn failed(shared: &Shared, e: &io::Error) {
+    record_failure(&shared.dir, &shared.failed, e);
+}
+
+/// A failed sync of the store's file or of its journal: `STORE-DAMAGED` in `dir` first (later
+/// starts are refused), then `failed` (later commits are).
+pub(super) fn record_failure(dir: &Path, failed: &SyncFailure, e: &io::Error) {
     tracing::error!(error = %e, "store: syncing the file to disk failed; the store takes no more writes, and starts are refused until the operator accepts what may be missing");
     let note = format!(
         "{SYNC_FAILED} ({e}): what the node acknowledged since the sync before may not be on \
          disk (deploy/README.md, \"Store durability\")\n"
     );
-    let marker = shared.dir.join(super::DAMAGED_MARKER);
-    if let Err(w) = write_durably(&shared.dir, &marker, &note) {
+    let marker = dir.join(super::DAMAGED_MARKER);
+    if let Err(w) = write_durably(dir, &marker, &note) {
         tracing::error!(error = %w, marker = %marker.display(), "store: could not record the failed sync; do not start the node on this store without a check");
     }
-    shared.failed.set(e);
+    failed.set(e);
 }
 
 impl StorageBackend for IntervalSync {

@@ -12,7 +12,9 @@
 //! the new layout whole or not at all).
 
 use prost::Message as _;
-use redb::{Database, Durability, ReadableTable, Table, TableDefinition, TableHandle};
+use redb::TableHandle as _;
+
+use super::kv::{self, Database, Durability, ReadableTable, Table, TableDefinition};
 
 use super::{AnnotationRecord, Result, StoreError, StoredMessage, db_err, decode, message_key};
 
@@ -75,6 +77,34 @@ pub(super) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// (see `signatures`).
 pub(super) const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signatures");
 pub(super) const AUDIT_HEAD_KEY: &str = "head";
+
+/// Every table, as the journal needs to know it to replay writes to it.
+pub(super) fn specs() -> Vec<kv::Spec> {
+    vec![
+        MESSAGES.spec(),
+        IDS.spec(),
+        OLD_IDS.spec(),
+        OUTBOX.spec(),
+        OLD_OUTBOX.spec(),
+        CASES.spec(),
+        STIX.spec(),
+        COUNTERS.spec(),
+        KEYS.spec(),
+        CURSORS.spec(),
+        REJECTIONS.spec(),
+        META.spec(),
+        CLUSTER_LOG.spec(),
+        DIRECTORY.spec(),
+        ANNOTATIONS.spec(),
+        OLD_ANNOTATIONS.spec(),
+        API_TOKENS.spec(),
+        AUDIT.spec(),
+        RELAY.spec(),
+        RELAY_IDS.spec(),
+        AUDIT_META.spec(),
+        SIGNATURES.spec(),
+    ]
+}
 
 /// Next message seq to assign (seqs start at 1; head = next - 1).
 pub(super) const META_NEXT_SEQ: &str = "next_seq";
@@ -403,7 +433,7 @@ pub(super) fn read_audit_head<T: ReadableTable<&'static str, &'static [u8]>>(
 }
 
 pub(super) fn open_tables<'t>(
-    wtx: &'t redb::WriteTransaction,
+    wtx: &'t kv::WriteTransaction,
     audit_head: AuditHead,
 ) -> Result<Tables<'t>> {
     let e = db_err::<redb::TableError>;
@@ -455,7 +485,7 @@ pub(super) fn open_tables<'t>(
 
 /// Stores of layout 3 kept one outbox row per (peer, seq): queue those seqs in blocks, then
 /// drop the old table. Runs in the opening transaction, so a crash leaves one or the other.
-fn migrate_outbox(wtx: &redb::WriteTransaction, t: &mut Tables<'_>) -> Result<()> {
+fn migrate_outbox(wtx: &kv::WriteTransaction, t: &mut Tables<'_>) -> Result<()> {
     if !wtx
         .list_tables()
         .map_err(db_err("list tables"))?
@@ -505,7 +535,7 @@ fn migrate_outbox(wtx: &redb::WriteTransaction, t: &mut Tables<'_>) -> Result<()
 /// Stores written before messages were keyed by (origin, id): rebuild the id index and move
 /// annotations under their message's key, then drop the old tables. Runs once, in the opening
 /// transaction, so a crash leaves either the old layout or the new one.
-fn migrate_to_origin_keys(wtx: &redb::WriteTransaction) -> Result<()> {
+fn migrate_to_origin_keys(wtx: &kv::WriteTransaction) -> Result<()> {
     let e = db_err::<redb::TableError>;
     let has = |name: &str| -> Result<bool> {
         Ok(wtx
@@ -579,7 +609,7 @@ fn migrate_to_origin_keys(wtx: &redb::WriteTransaction) -> Result<()> {
 /// Stores written before message records carried their cluster and re-share flag: fill both
 /// in (the cluster from the stored content, the flag from the re-share id prefix), once, in
 /// the opening transaction.
-fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
+fn describe_messages(wtx: &kv::WriteTransaction) -> Result<()> {
     let e = db_err::<redb::TableError>;
     let mut meta = wtx.open_table(META).map_err(e("open meta table"))?;
     if get_u64(&meta, META_LAYOUT)?.is_some_and(|l| l >= DESCRIBED) {
@@ -628,7 +658,8 @@ fn describe_messages(wtx: &redb::WriteTransaction) -> Result<()> {
 /// Creates every table, checks the seq allocator against the data, returns the head seq and
 /// the audit head.
 pub(super) fn init(db: &Database) -> Result<(u64, AuditHead)> {
-    let mut wtx = db.begin_write().map_err(db_err("begin write"))?;
+    // Straight into redb: the migrations below may move whole tables.
+    let mut wtx = db.begin_write_direct().map_err(db_err("begin write"))?;
     wtx.set_durability(Durability::Immediate);
     let audit_head = {
         let t = wtx

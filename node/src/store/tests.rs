@@ -239,13 +239,13 @@ fn a_store_with_id_only_keys_is_migrated_on_open() {
     let path = dir.path().join(FILE_NAME);
     {
         // The layout before (origin, id) keys.
-        let db = Database::create(&path).unwrap();
+        let db = redb::Database::create(&path).unwrap();
         let wtx = db.begin_write().unwrap();
         {
-            let mut messages = wtx.open_table(MESSAGES).unwrap();
-            let mut ids = wtx.open_table(OLD_IDS).unwrap();
-            let mut meta = wtx.open_table(META).unwrap();
-            let mut old = wtx.open_table(OLD_ANNOTATIONS).unwrap();
+            let mut messages = wtx.open_table(MESSAGES.typed()).unwrap();
+            let mut ids = wtx.open_table(OLD_IDS.typed()).unwrap();
+            let mut meta = wtx.open_table(META.typed()).unwrap();
+            let mut old = wtx.open_table(OLD_ANNOTATIONS.typed()).unwrap();
             for (seq, id, origin) in [(1u64, "m1", "org-a"), (2, "m2", "org-b")] {
                 let rec = MessageRecord {
                     id: id.into(),
@@ -312,12 +312,12 @@ async fn records_from_before_clusters_were_stored_learn_their_cluster_and_reshar
     };
     {
         // Layout 1: records without cluster or re-share flag, and no layout in meta.
-        let db = Database::create(&path).unwrap();
+        let db = redb::Database::create(&path).unwrap();
         let wtx = db.begin_write().unwrap();
         {
-            let mut messages = wtx.open_table(MESSAGES).unwrap();
-            let mut ids = wtx.open_table(super::tables::IDS).unwrap();
-            let mut meta = wtx.open_table(META).unwrap();
+            let mut messages = wtx.open_table(MESSAGES.typed()).unwrap();
+            let mut ids = wtx.open_table(super::tables::IDS.typed()).unwrap();
+            let mut meta = wtx.open_table(META.typed()).unwrap();
             for (seq, id, env) in [
                 (1u64, "m1", envelope("org-a/c")),
                 (2, "fwd:m1:org-b/d", envelope("org-a/c")),
@@ -948,7 +948,7 @@ async fn audit_appends_chain_in_commit_order_within_mixed_groups() {
 
 /// The audit values stored, as (key, records in the value).
 fn audit_values(store: &Store) -> Vec<(u64, usize)> {
-    use redb::ReadableTable;
+    use super::kv::ReadableTable;
     let rtx = store.read().unwrap();
     let t = rtx.open_table(super::tables::AUDIT).unwrap();
     t.iter()
@@ -1157,7 +1157,7 @@ async fn integrity_check_cost() {
         }
         let size = std::fs::metadata(path.join(FILE_NAME)).unwrap().len();
         let t = std::time::Instant::now();
-        let mut db = Database::create(path.join(FILE_NAME)).unwrap();
+        let mut db = redb::Database::create(path.join(FILE_NAME)).unwrap();
         let opened = t.elapsed();
         let t = std::time::Instant::now();
         assert!(db.check_integrity().unwrap());
@@ -1178,20 +1178,21 @@ async fn integrity_check_cost() {
 #[test]
 #[ignore]
 fn commit_cost_by_durability() {
-    use redb::ReadableTable as _;
+    use super::kv::ReadableTable as _;
     let dir = tempfile::tempdir().unwrap();
     let body = vec![7u8; 2000];
     for per in [1u64, 3] {
         for durable_every in [1u64, 100, 1000] {
-            let backend = super::sync::open_backend(
-                dir.path(),
-                &dir.path().join(format!("{per}-{durable_every}")),
-                super::sync::SyncMode::Interval(std::time::Duration::from_secs(600)),
-                &super::sync::SyncFailure::default(),
-                false,
-            )
-            .unwrap();
-            let db = Database::builder().create_with_backend(backend).unwrap();
+            let sub = dir.path().join(format!("{per}-{durable_every}"));
+            std::fs::create_dir(&sub).unwrap();
+            let path = sub.join(FILE_NAME);
+            let sync = super::sync::SyncMode::Interval(std::time::Duration::from_secs(600));
+            let failure = super::sync::SyncFailure::default();
+            let backend = super::sync::open_backend(&sub, &path, sync, &failure, false).unwrap();
+            let db = redb::Database::builder()
+                .create_with_backend(backend)
+                .unwrap();
+            let db = super::wrap(db, &path, sync, &failure).unwrap();
             let (commits, mut seq) = (5_000u64, 1u64);
             let t = std::time::Instant::now();
             for c in 0..commits {
@@ -1556,9 +1557,9 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
     {
         let db = redb::Database::open(&path).unwrap();
         let rtx = db.begin_read().unwrap();
-        let sigs = rtx.open_table(super::tables::SIGNATURES).unwrap();
+        let sigs = rtx.open_table(super::tables::SIGNATURES.typed()).unwrap();
         assert_eq!(sigs.len().unwrap(), 1);
-        let messages = rtx.open_table(MESSAGES).unwrap();
+        let messages = rtx.open_table(MESSAGES.typed()).unwrap();
         for seq in 1..=6u64 {
             let v = messages.get(seq).unwrap().unwrap();
             let rec = MessageRecord::decode(v.value()).unwrap();
@@ -1579,7 +1580,7 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
     {
         let db = redb::Database::open(&path).unwrap();
         let wtx = db.begin_write().unwrap();
-        wtx.open_table(super::tables::SIGNATURES)
+        wtx.open_table(super::tables::SIGNATURES.typed())
             .unwrap()
             .retain(|_, _| false)
             .unwrap();
@@ -1610,18 +1611,18 @@ async fn a_store_from_a_newer_binary_is_refused_and_an_older_layout_is_raised() 
     store.close().await;
     drop(store);
     let set_layout = |layout: u64| {
-        let db = Database::create(&path).unwrap();
+        let db = redb::Database::create(&path).unwrap();
         let wtx = db.begin_write().unwrap();
-        wtx.open_table(META)
+        wtx.open_table(META.typed())
             .unwrap()
             .insert(META_LAYOUT, layout)
             .unwrap();
         wtx.commit().unwrap();
     };
     let layout = || {
-        let db = Database::create(&path).unwrap();
+        let db = redb::Database::create(&path).unwrap();
         let rtx = db.begin_read().unwrap();
-        let meta = rtx.open_table(META).unwrap();
+        let meta = rtx.open_table(META.typed()).unwrap();
         meta.get(META_LAYOUT).unwrap().map(|v| v.value())
     };
     assert_eq!(layout(), Some(LAYOUT));
@@ -1874,8 +1875,8 @@ async fn a_layout_3_outbox_is_moved_into_blocks_at_open() {
         let db = redb::Database::open(&path).unwrap();
         let wtx = db.begin_write().unwrap();
         {
-            let mut blocks = wtx.open_table(super::tables::OUTBOX).unwrap();
-            let mut old = wtx.open_table(super::tables::OLD_OUTBOX).unwrap();
+            let mut blocks = wtx.open_table(super::tables::OUTBOX.typed()).unwrap();
+            let mut old = wtx.open_table(super::tables::OLD_OUTBOX.typed()).unwrap();
             let rows: Vec<(String, u64, Vec<u8>)> = blocks
                 .iter()
                 .unwrap()

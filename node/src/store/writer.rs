@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::kv::{Durability, ReadableTable};
 use prost::Message as _;
-use redb::{Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::tables::{
@@ -997,7 +997,7 @@ impl Writer {
 /// together, so most lookups stop there). `shared`: `signature` as the allocation a batch's
 /// envelopes share, kept as `last` (the batch's next message then compares one pointer).
 fn keep_signature(
-    signatures: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    signatures: &mut super::kv::Table<'_, &'static [u8], &'static [u8]>,
     last: &mut Option<(bytes::Bytes, Vec<u8>)>,
     signature: &[u8],
     shared: Option<&bytes::Bytes>,
