@@ -1,4 +1,5 @@
-//! Bluewire's embedded durable store: one redb 2.x file, `DATA_DIR/bluewire.redb`.
+//! Bluewire's embedded durable store: one redb 2.x file, `DATA_DIR/bluewire.redb`, with a
+//! journal of its own beside it (`DATA_DIR/journal-*.jnl`).
 //!
 //! Owns: messages (keyed by a local, strictly increasing `seq`, with an id index for dedup),
 //! the per-peer outbox with its depth/delivered counters, durable named subscriber cursors,
@@ -9,9 +10,11 @@
 //!
 //! Every write goes through ONE writer thread that group-commits: it takes the first queued op,
 //! drains whatever else is queued (up to [`MAX_GROUP`] ops), applies them all in one write
-//! transaction with `Durability::Immediate`, commits (one fsync) and only then answers each op.
-//! So an `Ok` from any async write means "on disk", and throughput is not capped at the disk's
-//! fsync rate. After a commit that added messages the new head seq is published on a watch.
+//! transaction with `Durability::Immediate`, commits and only then answers each op. A commit is
+//! one frame appended to the store's journal (`journal-*.jnl` beside the redb file; with
+//! `[store] sync = "always"` one `fdatasync` of it), which redb takes in large transactions in
+//! the background (`kv`). So an `Ok` from any async write means "on disk", and throughput is
+//! not capped at the disk's fsync rate. After a commit that added messages the new head seq is published on a watch.
 //! Exceptions that ride along without forcing an fsync of their own (a group made only of them
 //! commits with `Durability::None` and becomes durable with the next durable commit): outbox
 //! acks and audit appends. Outbox acks are also *lazy*: the writer holds a group made only of
@@ -31,6 +34,8 @@
 //!
 //! This file is the module's public face and the only place other modules name: the public
 //! types, [`StoreError`], the [`Store`] handle (open, close) and these docs. Behind it:
+//! - `kv`: redb's table API over the journal (`journal`: its files and frames) and the
+//!   commits redb has not taken yet (`overlay`), which every read sees over redb;
 //! - `tables`: table definitions, the on-disk (prost) records, the `Tables` set one write
 //!   transaction works on, and opening, initialising and migrating the file;
 //! - `writer`: the writer thread (op queue, group commit, how each op is applied) and every
