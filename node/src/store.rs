@@ -848,11 +848,15 @@ fn wrap(
     failed: &sync::SyncFailure,
 ) -> std::result::Result<Database, sync::OpenError> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let file = path.to_path_buf();
     let sync_base: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync> = match sync {
         // redb's own commits sync the file.
         SyncMode::Always => Arc::new(|| Ok(())),
-        SyncMode::Interval(_) => Arc::new(move || std::fs::File::open(&file)?.sync_data()),
+        // One handle for as long as the store is open, so that it reports a write-back error
+        // that happened before the sync.
+        SyncMode::Interval(_) => {
+            let file = std::fs::File::open(path).map_err(sync::OpenError::Io)?;
+            Arc::new(move || file.sync_data())
+        }
     };
     let (on_fail, poison) = (failed.clone(), failed.clone());
     let fail_dir = dir.clone();

@@ -18,14 +18,14 @@
 //! A segment starts with [`MAGIC`] and its generation (u64, little-endian). Then frames:
 //!
 //! ```text
-//! len: u32   crc: u32 (CRC-32 of the payload)   payload: len bytes
+//! len: u32   crc: u32 (CRC-32 of len and the payload)   payload: len bytes
 //! payload = commit: u64, then per write:
 //!   kind: u8 (0 remove, 1 insert)   table: u8 length + UTF-8 name
 //!   key: u32 length + bytes         value (inserts only): u32 length + bytes
 //! ```
 //!
-//! All integers little-endian. Commits are numbered from 1, strictly increasing across
-//! segments in generation order.
+//! All integers little-endian. Commits are numbered from 1 and follow on one from the next
+//! across segments in generation order.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -106,10 +106,18 @@ pub(super) fn encode_frame<'a>(
         }
     }
     let payload_len = (frame.len() - FRAME_HEAD) as u32;
-    let crc = crc32fast::hash(&frame[FRAME_HEAD..]);
     frame[..4].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = checksum(&frame[..4], &frame[FRAME_HEAD..]);
     frame[4..FRAME_HEAD].copy_from_slice(&crc.to_le_bytes());
     frame
+}
+
+/// A frame's checksum: over its length field too, so a damaged length is caught as damage.
+fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(payload);
+    h.finalize()
 }
 
 /// Where decoding a segment's frames stopped.
@@ -196,7 +204,7 @@ pub(super) fn decode_frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
             Some(format!(
                 "a frame of {len} bytes, less than its commit number"
             ))
-        } else if crc32fast::hash(payload) != crc {
+        } else if checksum(&bytes[at..at + 4], payload) != crc {
             Some("checksum mismatch".to_string())
         } else {
             None
@@ -282,11 +290,14 @@ pub(super) fn replay(dir: &Path) -> Result<Replayed, JournalError> {
         let (found, tail) = decode_frames(&bytes[HEADER_LEN..]);
         for f in found {
             if let Some(last) = frames.last()
-                && f.commit <= last.commit
+                && f.commit != last.commit + 1
             {
                 return Err(damaged(
                     HEADER_LEN,
-                    format!("commit {} after commit {}", f.commit, last.commit),
+                    format!(
+                        "commit {} after commit {}: the commits in between are missing",
+                        f.commit, last.commit
+                    ),
                 ));
             }
             frames.push(f);
@@ -504,14 +515,31 @@ mod tests {
         );
     }
 
+    /// A frame around `payload` with a checksum that matches.
+    fn raw_frame(payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_le_bytes();
+        [&len[..], &checksum(&len, payload).to_le_bytes(), payload].concat()
+    }
+
+    #[test]
+    fn a_damaged_length_is_damage_when_it_stays_inside_the_file() {
+        let frames = sample();
+        let bytes = encoded(&frames);
+        let at = frame_of(1, &frames[0].writes).len();
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x01;
+        let (got, tail) = decode_frames(&bad);
+        assert_eq!(got, frames[..1]);
+        assert!(
+            matches!(tail, Tail::Damaged { at: a, .. } if a == at),
+            "{tail:?}"
+        );
+    }
+
     #[test]
     fn a_payload_that_checks_out_but_does_not_parse_is_refused() {
         // A frame shorter than a commit number, then another frame: damage.
-        let mut bytes = Vec::new();
-        let payload = [1u8, 2, 3];
-        bytes.extend_from_slice(&3u32.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let mut bytes = raw_frame(&[1u8, 2, 3]);
         bytes.extend(frame_of(9, &[]));
         assert!(matches!(
             decode_frames(&bytes).1,
@@ -522,10 +550,7 @@ mod tests {
             [&1u64.to_le_bytes()[..], &[7, 0, 0, 0, 0, 0]].concat(),
             [&1u64.to_le_bytes()[..], &[1, 1, b't', 200, 0, 0, 0, 1]].concat(),
         ] {
-            let mut bytes = Vec::new();
-            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            bytes.extend_from_slice(&payload);
+            let mut bytes = raw_frame(&payload);
             bytes.extend(frame_of(9, &[]));
             let (got, tail) = decode_frames(&bytes);
             assert!(got.is_empty());
@@ -606,6 +631,25 @@ mod tests {
         append_all(&mut b, &frames[..1]);
         let e = replay(d.path()).unwrap_err();
         assert!(e.to_string().contains("commit 1 after commit 2"), "{e}");
+        // A gap: commits missing between two segments.
+        std::fs::remove_file(segment_path(d.path(), 2)).unwrap();
+        let mut c = Segment::create(d.path(), 2, false).unwrap();
+        append_all(
+            &mut c,
+            &frames[..1]
+                .iter()
+                .map(|f| Frame {
+                    commit: 4,
+                    ..f.clone()
+                })
+                .collect::<Vec<_>>(),
+        );
+        let e = replay(d.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("commit 4 after commit 2: the commits in between are missing"),
+            "{e}"
+        );
         std::fs::remove_file(segment_path(d.path(), 2)).unwrap();
         // A segment whose header names another generation (a file renamed by hand).
         std::fs::rename(segment_path(d.path(), 1), segment_path(d.path(), 5)).unwrap();

@@ -156,9 +156,12 @@ fn apply_table<K: Key + 'static, V: Value + 'static>(
     Ok(())
 }
 
-/// Commits waiting for the applier past which a commit fails (the applier is failing):
-/// memory stays bounded, and the writer's callers hear why.
-const MAX_PENDING: usize = 100_000;
+/// Bytes of commits waiting for the applier past which a commit fails (the applier is
+/// failing): memory stays bounded, and the writer's callers hear why.
+const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Applies failing in a row (about a second's worth) after which commits fail too, with an
+/// I/O error: the store then closes its file and opens it again, replaying the journal.
+const MAX_APPLY_FAILURES: u32 = 50;
 
 /// Where redb records the last commit it took from the journal.
 const APPLIED: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("journal");
@@ -517,10 +520,11 @@ enum TxKind {
 
 /// One write transaction at a time, as with redb.
 pub(super) struct WriteTransaction {
-    db: Database,
+    // Dropped in this order: redb's transaction before the database it belongs to.
     kind: TxKind,
     own: RefCell<HashMap<&'static str, Own>>,
     durability: Durability,
+    db: Database,
 }
 
 impl WriteTransaction {
@@ -580,7 +584,7 @@ impl WriteTransaction {
             TxKind::Journaled { .. } => {
                 let own = std::mem::take(&mut *self.own.borrow_mut());
                 if own.values().all(|o| o.writes.is_empty()) {
-                    return Ok(());
+                    return self.db.inner.usable();
                 }
                 self.db
                     .inner
@@ -779,6 +783,10 @@ struct State {
     closed: Vec<(u64, u64)>,
     next_commit: u64,
     overlay: Overlay,
+    /// Bytes of the frames in the overlay.
+    pending_bytes: usize,
+    /// Applies that failed in a row.
+    apply_failures: u32,
     /// Why commits fail from now on (a failed append or sync: the journal can no longer be
     /// trusted to hold what it acknowledges).
     failed: Option<String>,
@@ -805,6 +813,19 @@ impl Inner {
         lock(&self.specs).entry(spec.name).or_insert(spec);
     }
 
+    /// Whether commits can go on (no failed sync or append, here or of the store's file).
+    fn usable(&self) -> Result<(), StorageError> {
+        if let Some(e) = (self.policy.poisoned)() {
+            return Err(StorageError::Io(e));
+        }
+        match &lock(&self.state).failed {
+            Some(why) => Err(other(format!(
+                "the store's journal failed earlier ({why}); the store opens its file again"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn end_write(&self) {
         let (busy, cv) = &self.writing;
         *lock(busy) = false;
@@ -812,15 +833,8 @@ impl Inner {
     }
 
     fn commit(&self, own: HashMap<&'static str, Own>, durable: bool) -> Result<(), StorageError> {
-        if let Some(e) = (self.policy.poisoned)() {
-            return Err(StorageError::Io(e));
-        }
+        self.usable()?;
         let mut st = lock(&self.state);
-        if let Some(why) = &st.failed {
-            return Err(other(format!(
-                "the store's journal failed earlier ({why}); restart the node"
-            )));
-        }
         let commit = st.next_commit;
         let mut tables: Vec<(&'static str, Cmp, Vec<Entry>)> = own
             .into_iter()
@@ -838,10 +852,11 @@ impl Inner {
                     .map(move |(k, v)| (*name, k.as_ref(), v.as_deref()))
             }),
         );
-        if st.overlay.runs().len() >= MAX_PENDING {
+        if st.pending_bytes >= MAX_PENDING_BYTES {
             return Err(other(format!(
-                "{MAX_PENDING} commits are waiting for the store's file to take them (is it \
-                 failing? see the log); retry later"
+                "{} MiB of commits are waiting for the store's file to take them (is it \
+                 failing? see the log); retry later",
+                MAX_PENDING_BYTES >> 20
             )));
         }
         // Appended under the lock (commit numbers in file order); synced outside it, so reads
@@ -871,38 +886,61 @@ impl Inner {
             }
             st = lock(&self.state);
         }
-        st.overlay = st.overlay.with(Run::new(commit, tables));
+        st.pending_bytes += frame.len();
+        st.overlay = st
+            .overlay
+            .with(Run::new(commit, tables).with_bytes(frame.len()));
         Ok(())
     }
 
+    /// Start a new segment when the current one is big or old enough: created (and, with
+    /// `always`, synced) outside the lock; the old one synced too, so that a commit that did
+    /// not ask for a sync of its own is on disk before any commit after it is.
+    fn rotate(&self) {
+        let (due, generation) = {
+            let st = lock(&self.state);
+            let due = st.failed.is_none()
+                && (st.segment.len() >= self.policy.rotate_bytes
+                    || st.opened.elapsed() >= self.policy.rotate_age);
+            (due, st.segment.generation() + 1)
+        };
+        if !due {
+            return;
+        }
+        let next = match Segment::create(&self.dir, generation, self.policy.always) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a new journal segment; appending to the current one");
+                return;
+            }
+        };
+        let mut st = lock(&self.state);
+        if self.policy.always
+            && let Err(e) = st.segment.sync_handle().and_then(|f| {
+                f.sync_data().map_err(|source| JournalError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })
+            })
+        {
+            st.failed = Some(e.to_string());
+            return;
+        }
+        let last = st.next_commit - 1;
+        let old = std::mem::replace(&mut st.segment, next);
+        st.closed.push((old.generation(), last));
+        st.opened = Instant::now();
+    }
+
     /// Take everything pending into redb in one transaction, drop it from the overlay, and
-    /// delete the segments it covers.
+    /// delete the segments it covers once redb's file has them on disk.
     fn apply(&self) -> Result<(), StorageError> {
         let _one = lock(&self.applying);
-        let snapshot = {
-            let mut st = lock(&self.state);
-            if st.overlay.is_empty() {
-                return Ok(());
-            }
-            if st.failed.is_none()
-                && (st.segment.len() >= self.policy.rotate_bytes
-                    || st.opened.elapsed() >= self.policy.rotate_age)
-            {
-                let generation = st.segment.generation() + 1;
-                match Segment::create(&self.dir, generation, self.policy.always) {
-                    Ok(next) => {
-                        let last = st.next_commit - 1;
-                        let old = std::mem::replace(&mut st.segment, next);
-                        st.closed.push((old.generation(), last));
-                        st.opened = Instant::now();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not start a new journal segment; appending to the current one")
-                    }
-                }
-            }
-            st.overlay.clone()
-        };
+        if lock(&self.state).overlay.is_empty() {
+            return Ok(());
+        }
+        self.rotate();
+        let snapshot = lock(&self.state).overlay.clone();
         let Some(upto) = snapshot.runs().last().map(|r| r.commit()) else {
             return Ok(());
         };
@@ -911,16 +949,20 @@ impl Inner {
         let covered: Vec<u64> = {
             let mut st = lock(&self.state);
             st.overlay = st.overlay.without_upto(upto);
-            let n = st
-                .closed
+            st.pending_bytes = st.overlay.runs().iter().map(|r| r.bytes()).sum();
+            st.closed
                 .iter()
                 .take_while(|(_, last)| *last <= upto)
-                .count();
-            st.closed.drain(..n).map(|(g, _)| g).collect()
+                .map(|(g, _)| *g)
+                .collect()
         };
         if let Some(&newest) = covered.last() {
-            (self.policy.sync_base)().map_err(StorageError::Io)?;
+            if let Err(e) = (self.policy.sync_base)() {
+                (self.policy.on_sync_failure)(&e);
+                return Err(StorageError::Io(e));
+            }
             journal::remove_below(&self.dir, newest + 1).map_err(other)?;
+            lock(&self.state).closed.retain(|(g, _)| *g > newest);
         }
         Ok(())
     }
@@ -988,8 +1030,21 @@ impl Database {
             JournalError::Io { source, .. } => StorageError::Io(source),
             damaged => other(damaged),
         })?;
-        if let Some((path, at)) = torn {
-            tracing::warn!(segment = %path.display(), at, "the journal ends in an incomplete commit (a crash while it was written; it was never acknowledged): replayed up to it");
+        if let Some(first) = frames.iter().find(|f| f.commit > applied)
+            && first.commit != applied + 1
+        {
+            return Err(other(format!(
+                "the store file has taken the journal up to commit {applied}, and the journal \
+                 goes on from commit {}: the commits in between are missing. Restore the data \
+                 directory from a backup",
+                first.commit
+            )));
+        }
+        if let Some((path, at)) = &torn {
+            // Kept, not deleted: the bytes after `at` are the only trace of what happened.
+            let aside = path.with_extension("jnl.torn");
+            std::fs::rename(path, &aside).map_err(StorageError::Io)?;
+            tracing::warn!(segment = %aside.display(), at, "the journal ended in an incomplete commit (a crash while it was written, so it was never acknowledged): replayed up to it, and the segment kept aside; delete it once you no longer need it");
         }
         let last = frames.last().map_or(applied, |f| f.commit.max(applied));
         let mut overlay = Overlay::default();
@@ -1034,6 +1089,8 @@ impl Database {
                 closed: Vec::new(),
                 next_commit: last + 1,
                 overlay: Overlay::default(),
+                pending_bytes: 0,
+                apply_failures: 0,
                 failed: None,
             }),
             specs: Mutex::new(specs),
@@ -1041,8 +1098,27 @@ impl Database {
             applying: Mutex::new(()),
         });
         spawn_every("bluewire-store-apply", policy.apply_every, &inner, |i| {
-            if let Err(e) = i.apply() {
-                tracing::error!(error = %e, "applying the journal to the store failed; retrying");
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| i.apply()))
+                .unwrap_or_else(|_| {
+                    Err(other(
+                        "redb panicked while taking the journal (a damaged page?)",
+                    ))
+                });
+            let mut st = lock(&i.state);
+            match applied {
+                Ok(()) => st.apply_failures = 0,
+                Err(e) => {
+                    st.apply_failures += 1;
+                    let n = st.apply_failures;
+                    if n.is_power_of_two() {
+                        tracing::error!(error = %e, failures = n, "applying the journal to the store file failed; retrying");
+                    }
+                    if n >= MAX_APPLY_FAILURES && st.failed.is_none() {
+                        st.failed = Some(format!(
+                            "the store file has not taken the journal in {n} tries ({e})"
+                        ));
+                    }
+                }
             }
         });
         if let Some(every) = policy.sync_every {
@@ -1075,8 +1151,12 @@ impl Database {
 
     /// A read: the overlay, then redb.
     pub(super) fn begin_read(&self) -> Result<ReadTransaction, StorageError> {
-        let overlay = lock(&self.inner.state).overlay.clone();
+        // Both under the lock: the applier drops runs under it only after redb has them, so
+        // redb holds nothing newer than the overlay copy (a run may be in both, the same).
+        let st = lock(&self.inner.state);
+        let overlay = st.overlay.clone();
         let rtx = self.inner.redb.begin_read().map_err(other)?;
+        drop(st);
         Ok(ReadTransaction { overlay, rtx })
     }
 

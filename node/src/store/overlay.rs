@@ -37,6 +37,8 @@ struct TableRun {
 pub(super) struct Run {
     commit: u64,
     tables: Vec<TableRun>,
+    /// The size of the commit's journal frame (what the overlay's memory is measured by).
+    bytes: usize,
 }
 
 impl Run {
@@ -66,7 +68,21 @@ impl Run {
                 }
             })
             .collect();
-        Self { commit, tables }
+        Self {
+            commit,
+            tables,
+            bytes: 0,
+        }
+    }
+
+    /// The run, sized as its journal frame.
+    pub(super) fn with_bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub(super) fn commit(&self) -> u64 {

@@ -112,10 +112,12 @@ pub(super) const META_NEXT_RELAY: &str = "next_relay";
 /// The message-record layout the file is at: absent or 1 before records carried their
 /// cluster and re-share flag ([`DESCRIBED`]), 3 since a batch's signature may be kept once
 /// (`signatures`), 4 since audit records and the outbox are kept in blocks (`audit_blocks`,
-/// where layout 3's bare records read as blocks of one; `outbox_blocks`, moved at open). A file at a layout above [`LAYOUT`] is refused: this
-/// binary would misread it.
+/// where layout 3's bare records read as blocks of one; `outbox_blocks`, moved at open), 5
+/// since the newest commits may be in the journal beside the file (`kv`), which a binary
+/// before it would ignore. A file at a layout above [`LAYOUT`] is refused: this binary would
+/// misread it.
 pub(super) const META_LAYOUT: &str = "layout";
-pub(super) const LAYOUT: u64 = 4;
+pub(super) const LAYOUT: u64 = 5;
 /// Records carry their cluster and re-share flag from this layout on.
 const DESCRIBED: u64 = 2;
 /// Next rejection number (starts at 1; total recorded = next - 1).
