@@ -861,6 +861,10 @@ fn wrap(
     let (on_fail, poison) = (failed.clone(), failed.clone());
     let fail_dir = dir.clone();
     let policy = kv::Policy {
+        // With `always`, a commit's cost is its `fdatasync`, which the journal would pay as
+        // redb does, and the applier's syncs on top (BENCHMARKS.md): redb commits directly.
+        // With `interval`, a commit's cost is redb's work, which the journal spreads.
+        journal: matches!(sync, SyncMode::Interval(_)),
         always: sync == SyncMode::Always,
         sync_every: match sync {
             SyncMode::Always => None,

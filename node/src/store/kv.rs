@@ -757,6 +757,9 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
 /// When the journal is synced and applied.
 #[derive(Clone)]
 pub(super) struct Policy {
+    /// Commit through the journal. Without it every write transaction goes straight into
+    /// redb (as the opening one does), and the journal is only replayed at open.
+    pub journal: bool,
     /// `fdatasync` the journal in every durable commit (`[store] sync = "always"`).
     pub always: bool,
     /// Otherwise a thread syncs it this often.
@@ -1169,8 +1172,12 @@ impl Database {
         *b = true;
     }
 
-    /// A write transaction whose commit is a journal append.
+    /// A write transaction whose commit is a journal append (straight into redb when the
+    /// policy has no journal).
     pub(super) fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
+        if !self.inner.policy.journal {
+            return self.begin_write_direct();
+        }
         self.start_write();
         match self.begin_read() {
             Ok(ReadTransaction { overlay, rtx }) => Ok(WriteTransaction {
@@ -1263,6 +1270,7 @@ mod tests {
     /// Nothing applied or rotated on a timer: the tests decide when.
     fn policy() -> Policy {
         Policy {
+            journal: true,
             always: true,
             sync_every: None,
             apply_every: Duration::from_secs(3600),
