@@ -216,6 +216,14 @@ pub(super) struct Range<'a, K: Key + 'static, V: Value + 'static> {
     inner: Box<dyn DoubleEndedIterator<Item = Result<Pair<'a, K, V>, StorageError>> + 'a>,
 }
 
+impl<K: Key + 'static, V: Value + 'static> Range<'_, K, V> {
+    fn empty() -> Self {
+        Self {
+            inner: Box::new(std::iter::empty()),
+        }
+    }
+}
+
 impl<'a, K: Key + 'static, V: Value + 'static> Iterator for Range<'a, K, V> {
     type Item = Result<Pair<'a, K, V>, StorageError>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -235,6 +243,15 @@ fn encode_key<'a, K: Key + 'static>(k: &K::SelfType<'a>) -> Bytes {
 
 fn encode_bound<'a, K: Key + 'static, KR: Borrow<K::SelfType<'a>>>(b: Bound<&KR>) -> Bound<Bytes> {
     b.map(|k| encode_key::<K>(k.borrow()))
+}
+
+/// A range's ends encoded; `None` when no key can lie between them.
+fn encoded_bounds<'a, K: Key + 'static, KR: Borrow<K::SelfType<'a>>>(
+    r: &impl RangeBounds<KR>,
+) -> Option<(Bound<Bytes>, Bound<Bytes>)> {
+    let lo = encode_bound::<K, KR>(r.start_bound());
+    let hi = encode_bound::<K, KR>(r.end_bound());
+    (!empty_range(K::compare, as_ref_bound(&lo), as_ref_bound(&hi))).then_some((lo, hi))
 }
 
 fn as_ref_bound(b: &Bound<Bytes>) -> Bound<&[u8]> {
@@ -371,14 +388,10 @@ impl<K: Key + 'static, V: Value + 'static> ReadOnlyTable<K, V> {
         &self,
         r: impl RangeBounds<KR>,
     ) -> Result<Range<'static, K, V>, StorageError> {
-        let lo = encode_bound::<K, KR>(r.start_bound());
-        let hi = encode_bound::<K, KR>(r.end_bound());
+        let Some((lo, hi)) = encoded_bounds::<K, KR>(&r) else {
+            return Ok(Range::empty());
+        };
         let (l, h) = (as_ref_bound(&lo), as_ref_bound(&hi));
-        if empty_range(K::compare, l, h) {
-            return Ok(Range {
-                inner: Box::new(std::iter::empty()),
-            });
-        }
         let pending = self.overlay.range(self.name, l, h);
         let base = match &self.base {
             Some(b) => base_range(b.range::<&[u8]>((l, h))),
@@ -727,14 +740,10 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
         &self,
         r: impl RangeBounds<KR>,
     ) -> Result<Range<'_, K, V>, StorageError> {
-        let lo = encode_bound::<K, KR>(r.start_bound());
-        let hi = encode_bound::<K, KR>(r.end_bound());
+        let Some((lo, hi)) = encoded_bounds::<K, KR>(&r) else {
+            return Ok(Range::empty());
+        };
         let (l, h) = (as_ref_bound(&lo), as_ref_bound(&hi));
-        if empty_range(K::compare, l, h) {
-            return Ok(Range {
-                inner: Box::new(std::iter::empty()),
-            });
-        }
         let base = match &self.kind {
             TableKind::Direct(t) => base_range(t.range::<&[u8]>((l, h))),
             TableKind::Journaled { base: Some(b) } => base_range(b.range::<&[u8]>((l, h))),
