@@ -10,11 +10,12 @@
 //!
 //! Every write goes through ONE writer thread that group-commits: it takes the first queued op,
 //! drains whatever else is queued (up to [`MAX_GROUP`] ops), applies them all in one write
-//! transaction with `Durability::Immediate`, commits and only then answers each op. A commit is
-//! one frame appended to the store's journal (`journal-*.jnl` beside the redb file; with
-//! `[store] sync = "always"` one `fdatasync` of it), which redb takes in large transactions in
-//! the background (`kv`). So an `Ok` from any async write means "on disk", and throughput is
-//! not capped at the disk's fsync rate. After a commit that added messages the new head seq is published on a watch.
+//! transaction with `Durability::Immediate`, commits and only then answers each op. With
+//! `[store] sync = "always"` the commit is redb's, with its `fdatasync`; with `"interval"` it is
+//! one frame appended to the store's journal (`journal-*.jnl` beside the redb file), which redb
+//! takes in large transactions in the background (`kv`). So an `Ok` from any async write means
+//! "on disk" (for `"interval"`: in the kernel, see `sync`), and throughput is not capped at the
+//! disk's fsync rate. After a commit that added messages the new head seq is published on a watch.
 //! Exceptions that ride along without forcing an fsync of their own (a group made only of them
 //! commits with `Durability::None` and becomes durable with the next durable commit): outbox
 //! acks and audit appends. Outbox acks are also *lazy*: the writer holds a group made only of
