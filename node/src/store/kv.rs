@@ -373,12 +373,13 @@ impl<K: Key + 'static, V: Value + 'static> ReadOnlyTable<K, V> {
         &self,
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<AccessGuard<'static, V>>, StorageError> {
-        let k = encode_key::<K>(key.borrow());
-        if let Some(hit) = self.overlay.get(self.name, &k) {
+        let k = K::as_bytes(key.borrow());
+        let k = k.as_ref();
+        if let Some(hit) = self.overlay.get(self.name, k) {
             return Ok(hit.map(AccessGuard::mem));
         }
         match &self.base {
-            Some(b) => Ok(b.get(k.as_ref())?.map(AccessGuard::page)),
+            Some(b) => Ok(b.get(k)?.map(AccessGuard::page)),
             None => Ok(None),
         }
     }
@@ -648,15 +649,16 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         }
     }
 
-    fn write(&mut self, key: Bytes, value: Option<Bytes>) -> Result<(), StorageError> {
+    /// Write encoded bytes: straight into redb, or copied into the transaction's own writes.
+    fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
         match &mut self.kind {
             TableKind::Direct(t) => {
-                match &value {
+                match value {
                     Some(v) => {
-                        t.insert(key.as_ref(), v.as_ref())?;
+                        t.insert(key, v)?;
                     }
                     None => {
-                        t.remove(key.as_ref())?;
+                        t.remove(key)?;
                     }
                 }
                 Ok(())
@@ -672,7 +674,13 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
                         writes: BTreeMap::new(),
                     })
                     .writes
-                    .insert(OrdKey { bytes: key, cmp }, value);
+                    .insert(
+                        OrdKey {
+                            bytes: Bytes::copy_from_slice(key),
+                            cmp,
+                        },
+                        value.map(Bytes::copy_from_slice),
+                    );
                 Ok(())
             }
         }
@@ -683,9 +691,8 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<(), StorageError> {
-        let k = encode_key::<K>(key.borrow());
-        let v = Bytes::copy_from_slice(V::as_bytes(value.borrow()).as_ref());
-        self.write(k, Some(v))
+        let (k, v) = (K::as_bytes(key.borrow()), V::as_bytes(value.borrow()));
+        self.write(k.as_ref(), Some(v.as_ref()))
     }
 
     /// Remove `key`, returning what it held.
@@ -693,11 +700,11 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
     ) -> Result<Option<AccessGuard<'static, V>>, StorageError> {
-        let k = encode_key::<K>(key.borrow());
+        let k = K::as_bytes(key.borrow());
         let old = self
-            .get_encoded(&k)?
+            .get_encoded(k.as_ref())?
             .map(|g| AccessGuard::mem(Bytes::copy_from_slice(g.bytes())));
-        self.write(k, None)?;
+        self.write(k.as_ref(), None)?;
         Ok(old)
     }
 
@@ -733,7 +740,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
         &self,
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
-        self.get_encoded(&encode_key::<K>(key.borrow()))
+        self.get_encoded(K::as_bytes(key.borrow()).as_ref())
     }
 
     fn range<'a, KR: Borrow<K::SelfType<'a>>>(
