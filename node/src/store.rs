@@ -833,6 +833,18 @@ fn create(
     wrap(db, path, sync, failed)
 }
 
+/// Whether the journal is used under `always` too: never in a build, and in the unit
+/// tests only when `BLUEWIRE_TEST_JOURNAL` is set, which
+/// `the_store_suite_passes_with_the_journal_under_every_mode` does for a second run.
+#[cfg(test)]
+fn journal_everywhere() -> bool {
+    std::env::var_os(tests::JOURNAL_EVERYWHERE).is_some()
+}
+#[cfg(not(test))]
+const fn journal_everywhere() -> bool {
+    false
+}
+
 /// How often the journal's applier takes what is pending into redb.
 const APPLY_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// A journal segment is closed past this size or age.
@@ -865,7 +877,7 @@ fn wrap(
         // With `always`, a commit's cost is its `fdatasync`, which the journal would pay as
         // redb does, and the applier's syncs on top (BENCHMARKS.md): redb commits directly.
         // With `interval`, a commit's cost is redb's work, which the journal spreads.
-        journal: matches!(sync, SyncMode::Interval(_)),
+        journal: matches!(sync, SyncMode::Interval(_)) || journal_everywhere(),
         always: sync == SyncMode::Always,
         sync_every: match sync {
             SyncMode::Always => None,

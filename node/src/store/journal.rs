@@ -662,6 +662,30 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_that_is_only_its_header_replays_empty_and_damage_names_its_offset() {
+        let d = dir();
+        let frames = sample();
+        // Closed before anything was appended to it, with a newer segment after it.
+        drop(Segment::create(d.path(), 1, true).unwrap());
+        let mut b = Segment::create(d.path(), 2, false).unwrap();
+        append_all(&mut b, &frames);
+        b.sync().unwrap();
+        assert_eq!(replay(d.path()).unwrap(), (frames.clone(), None));
+        // A flipped byte in the second frame's payload, a frame after it: damage, at the
+        // second frame's offset in the file.
+        let path = segment_path(d.path(), 2);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = HEADER_LEN + frame_of(1, &frames[0].writes).len();
+        bytes[at + FRAME_HEAD + 9] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = replay(d.path()).unwrap_err();
+        assert!(
+            matches!(&e, JournalError::Damaged { at: a, why, .. } if *a == at && why.contains("checksum")),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_newest_segment_whose_header_never_landed_is_a_torn_tail() {
         let d = dir();
         let frames = sample();

@@ -2112,3 +2112,55 @@ async fn an_interval_synced_store_the_machine_went_down_with_is_refused_until_ac
     assert!(store.pages_checked_at_open());
     assert_eq!(store.find_by_id("a").unwrap().len(), 1);
 }
+
+/// Set for the second run of the store's tests, with the journal under every mode.
+pub(super) const JOURNAL_EVERYWHERE: &str = "BLUEWIRE_TEST_JOURNAL";
+
+/// The store's tests run with `always` unless they say otherwise, where commits go straight
+/// into redb: this runs them all again, in a child process of this test binary, with every
+/// commit going through the journal.
+#[test]
+fn the_store_suite_passes_with_the_journal_under_every_mode() {
+    const ME: &str = "the_store_suite_passes_with_the_journal_under_every_mode";
+    if std::env::var_os(JOURNAL_EVERYWHERE).is_some() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["store::", "--skip", ME, "--test-threads", "2"])
+        .env(JOURNAL_EVERYWHERE, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the store's tests failed with the journal on:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= 80, "only {passed} store tests ran:\n{stdout}");
+}
+
+/// Pins the switch the test above turns: under `always` a commit goes through the journal
+/// (a frame past the segment's header) only in the second run.
+#[tokio::test]
+async fn under_always_commits_go_through_the_journal_only_when_the_tests_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.insert(msg("a", &[])).await.unwrap();
+    let journaled: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+        .map(|e| e.metadata().unwrap().len().saturating_sub(16))
+        .sum();
+    assert_eq!(
+        journaled > 0,
+        journal_everywhere(),
+        "{journaled} bytes of frames"
+    );
+}

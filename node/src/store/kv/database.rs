@@ -1,0 +1,548 @@
+//! The redb file with the journal in front of it: replay at open, commits, the applier and
+//! the journal's syncer.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use redb::{Durability, StorageError, TableError};
+
+use super::super::journal::{self, JournalError, Segment};
+use super::super::overlay::{Cmp, Entry, Overlay, Run};
+use super::table::{Own, ReadTransaction, TxKind, WriteTransaction};
+use super::{APPLIED, APPLIED_KEY, MAX_APPLY_FAILURES, MAX_PENDING_BYTES, Spec, other};
+
+/// When the journal is synced and applied.
+#[derive(Clone)]
+pub(in crate::store) struct Policy {
+    /// Commit through the journal. Without it every write transaction goes straight into
+    /// redb (as the opening one does), and the journal is only replayed at open.
+    pub journal: bool,
+    /// `fdatasync` the journal in every durable commit (`[store] sync = "always"`).
+    pub always: bool,
+    /// Otherwise a thread syncs it this often.
+    pub sync_every: Option<Duration>,
+    /// How often the applier takes what is pending into redb.
+    pub apply_every: Duration,
+    /// A segment is closed past this size or age, and deleted once redb has taken it.
+    pub rotate_bytes: u64,
+    pub rotate_age: Duration,
+    /// Make what redb has taken durable before a segment it covers is deleted (a real sync
+    /// of redb's file where its commits do not sync; nothing where they do).
+    pub sync_base: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+    /// Told of a failed sync of the journal by its syncer: what was acknowledged since the
+    /// last sync may be lost.
+    pub on_sync_failure: Arc<dyn Fn(&std::io::Error) + Send + Sync>,
+    /// Why commits must fail (a failed sync of the store, in this process), if they must.
+    pub poisoned: Arc<dyn Fn() -> Option<std::io::Error> + Send + Sync>,
+}
+
+struct State {
+    segment: Segment,
+    opened: Instant,
+    /// Closed segments, oldest first, with the last commit each holds.
+    closed: Vec<(u64, u64)>,
+    next_commit: u64,
+    overlay: Overlay,
+    /// Bytes of the frames in the overlay.
+    pending_bytes: usize,
+    /// Applies that failed in a row.
+    apply_failures: u32,
+    /// Why commits fail from now on (a failed append or sync: the journal can no longer be
+    /// trusted to hold what it acknowledges).
+    failed: Option<String>,
+}
+
+pub(super) struct Inner {
+    redb: redb::Database,
+    dir: PathBuf,
+    policy: Policy,
+    state: Mutex<State>,
+    specs: Mutex<HashMap<&'static str, Spec>>,
+    /// Taken by the one write transaction in progress.
+    writing: (Mutex<bool>, Condvar),
+    /// One apply at a time.
+    applying: Mutex<()>,
+    /// Set to stop the applier and the syncer, see [`Database::close`].
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub(super) fn register(&self, spec: Spec) {
+        lock(&self.specs).entry(spec.name).or_insert(spec);
+    }
+
+    /// Whether commits can go on (no failed sync or append, here or of the store's file).
+    pub(super) fn usable(&self) -> Result<(), StorageError> {
+        if let Some(e) = (self.policy.poisoned)() {
+            return Err(StorageError::Io(e));
+        }
+        match &lock(&self.state).failed {
+            Some(why) => Err(other(format!(
+                "the store's journal failed earlier ({why}); the store opens its file again"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn end_write(&self) {
+        let (busy, cv) = &self.writing;
+        *lock(busy) = false;
+        cv.notify_one();
+    }
+
+    pub(super) fn commit(
+        &self,
+        own: HashMap<&'static str, Own>,
+        durable: bool,
+    ) -> Result<(), StorageError> {
+        self.usable()?;
+        let mut st = lock(&self.state);
+        let commit = st.next_commit;
+        let mut tables: Vec<(&'static str, Cmp, Vec<Entry>)> = own
+            .into_iter()
+            .map(|(name, o)| {
+                let entries = o.writes.into_iter().map(|(k, v)| (k.bytes, v)).collect();
+                (name, o.cmp, entries)
+            })
+            .collect();
+        tables.sort_by_key(|t| t.0);
+        let frame = journal::encode_frame(
+            commit,
+            tables.iter().flat_map(|(name, _, entries)| {
+                entries
+                    .iter()
+                    .map(move |(k, v)| (*name, k.as_ref(), v.as_deref()))
+            }),
+        );
+        if st.pending_bytes >= MAX_PENDING_BYTES {
+            return Err(other(format!(
+                "{} MiB of commits are waiting for the store's file to take them (is it \
+                 failing? see the log); retry later",
+                MAX_PENDING_BYTES >> 20
+            )));
+        }
+        // Appended under the lock (commit numbers in file order); synced outside it, so reads
+        // and the applier go on meanwhile. A commit is in the overlay, and so visible, only
+        // once it is as durable as asked: one write transaction at a time keeps the order.
+        let synced = st.segment.append(&frame).and_then(|()| {
+            if durable && self.policy.always {
+                st.segment.sync_handle().map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        let handle = match synced {
+            Ok(h) => h,
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                return Err(other(e));
+            }
+        };
+        st.next_commit += 1;
+        if let Some(file) = handle {
+            drop(st);
+            if let Err(e) = file.sync_data() {
+                let mut st = lock(&self.state);
+                st.failed = Some(e.to_string());
+                return Err(StorageError::Io(e));
+            }
+            st = lock(&self.state);
+        }
+        st.pending_bytes += frame.len();
+        st.overlay = st
+            .overlay
+            .with(Run::new(commit, tables).with_bytes(frame.len()));
+        Ok(())
+    }
+
+    /// Start a new segment when the current one is big or old enough: created (and, with
+    /// `always`, synced) outside the lock; the old one synced too, so that a commit that did
+    /// not ask for a sync of its own is on disk before any commit after it is.
+    fn rotate(&self) {
+        let (due, generation) = {
+            let st = lock(&self.state);
+            let due = st.failed.is_none()
+                && (st.segment.len() >= self.policy.rotate_bytes
+                    || st.opened.elapsed() >= self.policy.rotate_age);
+            (due, st.segment.generation() + 1)
+        };
+        if !due {
+            return;
+        }
+        let next = match Segment::create(&self.dir, generation, self.policy.always) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a new journal segment; appending to the current one");
+                return;
+            }
+        };
+        let mut st = lock(&self.state);
+        if self.policy.always
+            && let Err(e) = st.segment.sync_handle().and_then(|f| {
+                f.sync_data().map_err(|source| JournalError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })
+            })
+        {
+            st.failed = Some(e.to_string());
+            return;
+        }
+        let last = st.next_commit - 1;
+        let old = std::mem::replace(&mut st.segment, next);
+        st.closed.push((old.generation(), last));
+        st.opened = Instant::now();
+    }
+
+    /// Take everything pending into redb in one transaction, drop it from the overlay, and
+    /// delete the segments it covers once redb's file has them on disk.
+    fn apply(&self) -> Result<(), StorageError> {
+        let _one = lock(&self.applying);
+        if lock(&self.state).overlay.is_empty() {
+            return Ok(());
+        }
+        self.rotate();
+        let snapshot = lock(&self.state).overlay.clone();
+        let Some(upto) = snapshot.runs().last().map(|r| r.commit()) else {
+            return Ok(());
+        };
+        let specs = lock(&self.specs).clone();
+        apply_runs(&self.redb, &specs, &snapshot, upto, Durability::Immediate)?;
+        let covered: Vec<u64> = {
+            let mut st = lock(&self.state);
+            st.overlay = st.overlay.without_upto(upto);
+            st.pending_bytes = st.overlay.runs().iter().map(|r| r.bytes()).sum();
+            st.closed
+                .iter()
+                .take_while(|(_, last)| *last <= upto)
+                .map(|(g, _)| *g)
+                .collect()
+        };
+        if let Some(&newest) = covered.last() {
+            if let Err(e) = (self.policy.sync_base)() {
+                (self.policy.on_sync_failure)(&e);
+                return Err(StorageError::Io(e));
+            }
+            journal::remove_below(&self.dir, newest + 1).map_err(other)?;
+            lock(&self.state).closed.retain(|(g, _)| *g > newest);
+        }
+        Ok(())
+    }
+}
+
+/// Write the runs of `overlay` up to commit `upto` into redb in one transaction (the newest
+/// write of each key), with the commit redb now has.
+fn apply_runs(
+    redb: &redb::Database,
+    specs: &HashMap<&'static str, Spec>,
+    overlay: &Overlay,
+    upto: u64,
+    durability: Durability,
+) -> Result<(), StorageError> {
+    let mut wtx = redb.begin_write().map_err(other)?;
+    wtx.set_durability(durability);
+    let mut names: Vec<&'static str> = overlay
+        .runs()
+        .iter()
+        .flat_map(|r| r.writes().map(|(t, _)| t))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let spec = specs.get(name).ok_or_else(|| {
+            other(format!(
+                "the journal holds writes to table {name}, which this build does not know"
+            ))
+        })?;
+        let entries = overlay.range(name, Bound::Unbounded, Bound::Unbounded);
+        (spec.apply)(&wtx, spec.name, &entries)?;
+    }
+    wtx.open_table(APPLIED)
+        .map_err(other)?
+        .insert(APPLIED_KEY, upto)?;
+    wtx.commit().map_err(other)
+}
+
+/// The redb file with the journal in front of it.
+#[derive(Clone)]
+pub(crate) struct Database {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl Database {
+    /// Put `redb` behind the journal in `dir`: replay what the journal holds that redb has
+    /// not taken (tables as `specs` say), then start appending to a new segment, the applier,
+    /// and (with `policy.sync_every`) the journal's syncer.
+    pub(in crate::store) fn open(
+        redb: redb::Database,
+        dir: &Path,
+        specs: &[Spec],
+        policy: Policy,
+    ) -> Result<Self, StorageError> {
+        let specs: HashMap<&'static str, Spec> = specs.iter().map(|s| (s.name, *s)).collect();
+        let applied = {
+            let rtx = redb.begin_read().map_err(other)?;
+            match rtx.open_table(APPLIED) {
+                Ok(t) => t.get(APPLIED_KEY)?.map_or(0, |g| g.value()),
+                Err(TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(other(e)),
+            }
+        };
+        let (frames, torn) = journal::replay(dir).map_err(|e| match e {
+            JournalError::Io { source, .. } => StorageError::Io(source),
+            damaged => other(damaged),
+        })?;
+        if let Some(first) = frames.iter().find(|f| f.commit > applied)
+            && first.commit != applied + 1
+        {
+            return Err(other(format!(
+                "the store file has taken the journal up to commit {applied}, and the journal \
+                 goes on from commit {}: the commits in between are missing. Restore the data \
+                 directory from a backup",
+                first.commit
+            )));
+        }
+        if let Some((path, at)) = &torn {
+            // Kept, not deleted: the bytes after `at` are the only trace of what happened.
+            let aside = path.with_extension("jnl.torn");
+            std::fs::rename(path, &aside).map_err(StorageError::Io)?;
+            tracing::warn!(segment = %aside.display(), at, "the journal ended in an incomplete commit (a crash while it was written, so it was never acknowledged): replayed up to it, and the segment kept aside; delete it once you no longer need it");
+        }
+        let last = frames.last().map_or(applied, |f| f.commit.max(applied));
+        let mut overlay = Overlay::default();
+        let mut replayed = 0usize;
+        for f in frames.into_iter().filter(|f| f.commit > applied) {
+            let mut by_table: BTreeMap<&'static str, (Cmp, Vec<Entry>)> = BTreeMap::new();
+            for w in f.writes {
+                let spec = specs.get(w.table.as_str()).ok_or_else(|| {
+                    other(format!(
+                        "the journal holds writes to table {}, which this build does not know (a newer version wrote it?)",
+                        w.table
+                    ))
+                })?;
+                by_table
+                    .entry(spec.name)
+                    .or_insert_with(|| (spec.cmp, Vec::new()))
+                    .1
+                    .push((w.key, w.value));
+            }
+            overlay = overlay.with(Run::new(
+                f.commit,
+                by_table.into_iter().map(|(n, (c, e))| (n, c, e)),
+            ));
+            replayed += 1;
+        }
+        if !overlay.is_empty() {
+            apply_runs(&redb, &specs, &overlay, last, Durability::Immediate)?;
+            tracing::info!(commits = replayed, "journal replayed into the store");
+        }
+        let gens = journal::segments(dir).map_err(other)?;
+        let next_gen = gens.last().map_or(0, |g| g + 1);
+        (policy.sync_base)().map_err(StorageError::Io)?;
+        journal::remove_below(dir, next_gen).map_err(other)?;
+        let segment = Segment::create(dir, next_gen, policy.always).map_err(other)?;
+        let inner = Arc::new(Inner {
+            redb,
+            dir: dir.to_path_buf(),
+            policy: policy.clone(),
+            state: Mutex::new(State {
+                segment,
+                opened: Instant::now(),
+                closed: Vec::new(),
+                next_commit: last + 1,
+                overlay: Overlay::default(),
+                pending_bytes: 0,
+                apply_failures: 0,
+                failed: None,
+            }),
+            specs: Mutex::new(specs),
+            writing: (Mutex::new(false), Condvar::new()),
+            applying: Mutex::new(()),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            threads: Mutex::new(Vec::new()),
+        });
+        spawn_every("bluewire-store-apply", policy.apply_every, &inner, |i| {
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| i.apply()))
+                .unwrap_or_else(|_| {
+                    Err(other(
+                        "redb panicked while taking the journal (a damaged page?)",
+                    ))
+                });
+            let mut st = lock(&i.state);
+            match applied {
+                Ok(()) => st.apply_failures = 0,
+                Err(e) => {
+                    st.apply_failures += 1;
+                    let n = st.apply_failures;
+                    if n.is_power_of_two() {
+                        tracing::error!(error = %e, failures = n, "applying the journal to the store file failed; retrying");
+                    }
+                    if n >= MAX_APPLY_FAILURES && st.failed.is_none() {
+                        st.failed = Some(format!(
+                            "the store file has not taken the journal in {n} tries ({e})"
+                        ));
+                    }
+                }
+            }
+        });
+        if let Some(every) = policy.sync_every {
+            spawn_every("bluewire-store-jsync", every, &inner, |i| {
+                let file = {
+                    let st = lock(&i.state);
+                    if st.failed.is_some() {
+                        return;
+                    }
+                    st.segment.sync_handle()
+                };
+                let synced = file.and_then(|f| {
+                    f.sync_data().map_err(|source| JournalError::Io {
+                        path: i.dir.clone(),
+                        source,
+                    })
+                });
+                if let Err(e) = synced {
+                    let e = match e {
+                        JournalError::Io { source, .. } => source,
+                        other => std::io::Error::other(other.to_string()),
+                    };
+                    (i.policy.on_sync_failure)(&e);
+                    lock(&i.state).failed = Some(e.to_string());
+                }
+            });
+        }
+        Ok(Self { inner })
+    }
+
+    /// A read: the overlay, then redb.
+    pub(in crate::store) fn begin_read(&self) -> Result<ReadTransaction, StorageError> {
+        // Both under the lock: the applier drops runs under it only after redb has them, so
+        // redb holds nothing newer than the overlay copy (a run may be in both, the same).
+        let st = lock(&self.inner.state);
+        let overlay = st.overlay.clone();
+        let rtx = self.inner.redb.begin_read().map_err(other)?;
+        drop(st);
+        Ok(ReadTransaction { overlay, rtx })
+    }
+
+    fn start_write(&self) {
+        let (busy, cv) = &self.inner.writing;
+        let mut b = lock(busy);
+        while *b {
+            b = cv.wait(b).unwrap_or_else(|p| p.into_inner());
+        }
+        *b = true;
+    }
+
+    /// A write transaction whose commit is a journal append (straight into redb when the
+    /// policy has no journal).
+    pub(in crate::store) fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
+        if !self.inner.policy.journal {
+            return self.begin_write_direct();
+        }
+        self.start_write();
+        match self.begin_read() {
+            Ok(ReadTransaction { overlay, rtx }) => Ok(WriteTransaction {
+                db: self.clone(),
+                kind: TxKind::Journaled { overlay, rtx },
+                own: RefCell::new(HashMap::new()),
+                durability: Durability::Immediate,
+            }),
+            Err(e) => {
+                self.inner.end_write();
+                Err(e)
+            }
+        }
+    }
+
+    /// A write transaction straight into redb, for the store's opening transaction. Takes
+    /// everything pending into redb first.
+    pub(in crate::store) fn begin_write_direct(&self) -> Result<WriteTransaction, StorageError> {
+        self.start_write();
+        let direct = self
+            .inner
+            .apply()
+            .and_then(|()| self.inner.redb.begin_write().map_err(other));
+        match direct {
+            Ok(wtx) => Ok(WriteTransaction {
+                db: self.clone(),
+                kind: TxKind::Direct(Box::new(wtx)),
+                own: RefCell::new(HashMap::new()),
+                durability: Durability::Immediate,
+            }),
+            Err(e) => {
+                self.inner.end_write();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop the applier and the syncer, take everything pending into redb, and close redb's
+    /// file before returning, unless another handle (a transaction) still holds it. Dropping
+    /// the last handle does the same, though a store thread may hold it a moment longer.
+    pub(in crate::store) fn close(self) {
+        let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        let (stop, cv) = &*self.inner.stop;
+        *lock(stop) = true;
+        cv.notify_all();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Take everything pending into redb now.
+    #[cfg(test)]
+    pub(in crate::store) fn apply_now(&self) -> Result<(), StorageError> {
+        self.inner.apply()
+    }
+
+    /// redb's own handle, everything pending taken first.
+    #[cfg(test)]
+    pub(in crate::store) fn redb(&self) -> Result<&redb::Database, StorageError> {
+        self.inner.apply()?;
+        Ok(&self.inner.redb)
+    }
+}
+
+/// A thread that calls `f` every `every` until the database is closed or dropped.
+fn spawn_every(name: &str, every: Duration, inner: &Arc<Inner>, f: fn(&Inner)) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    // Waits without holding the database, so that the last handle dropped closes it.
+    let stop = inner.stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            loop {
+                let (flag, cv) = &*stop;
+                let stopped = *cv
+                    .wait_timeout_while(lock(flag), every, |stopped| !*stopped)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                if stopped {
+                    return;
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                f(&inner);
+            }
+        });
+    match spawned {
+        Ok(handle) => lock(&inner.threads).push(handle),
+        Err(e) => tracing::error!(error = %e, thread = name, "could not start a store thread"),
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.apply() {
+            tracing::error!(error = %e, "applying the journal at close failed (it is replayed at the next start)");
+        }
+    }
+}

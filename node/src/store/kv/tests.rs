@@ -1,0 +1,366 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::ReadableTableMetadata as _;
+
+use super::super::journal;
+use super::*;
+
+const NUMS: TableDefinition<u64, &[u8]> = TableDefinition::new("nums");
+const PAIRS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pairs");
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+const OLD: TableDefinition<&str, u64> = TableDefinition::new("old");
+
+fn specs() -> Vec<Spec> {
+    vec![NUMS.spec(), PAIRS.spec(), COUNTS.spec(), OLD.spec()]
+}
+
+/// Nothing applied or rotated on a timer: the tests decide when.
+fn policy() -> Policy {
+    Policy {
+        journal: true,
+        always: true,
+        sync_every: None,
+        apply_every: Duration::from_secs(3600),
+        rotate_bytes: u64::MAX,
+        rotate_age: Duration::from_secs(3600),
+        sync_base: Arc::new(|| Ok(())),
+        on_sync_failure: Arc::new(|_| {}),
+        poisoned: Arc::new(|| None),
+    }
+}
+
+fn open_in(dir: &Path, policy: Policy) -> Database {
+    let redb = redb::Database::create(dir.join("store.redb")).unwrap();
+    Database::open(redb, dir, &specs(), policy).unwrap()
+}
+
+fn put(db: &Database, f: impl FnOnce(&WriteTransaction)) {
+    let tx = db.begin_write().unwrap();
+    f(&tx);
+    tx.commit().unwrap();
+}
+
+fn nums(db: &Database) -> Vec<(u64, String)> {
+    let rtx = db.begin_read().unwrap();
+    let t = rtx.open_table(NUMS).unwrap();
+    t.iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value(), String::from_utf8(v.value().to_vec()).unwrap())
+        })
+        .collect()
+}
+
+/// A copy of the directory as a crash would leave it (the process gone, the files as the
+/// kernel has them).
+fn crash_copy(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn reads_see_a_commit_at_once_and_redb_has_it_in_its_own_types_once_applied() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    // Tables exist in redb from a first direct transaction (as the store's opening one).
+    let tx = db.begin_write_direct().unwrap();
+    for _ in [
+        tx.open_table(NUMS).map(drop),
+        tx.open_table(PAIRS).map(drop),
+        tx.open_table(COUNTS).map(drop),
+    ] {}
+    tx.commit().unwrap();
+    put(&db, |tx| {
+        let mut t = tx.open_table(NUMS).unwrap();
+        // 256 sorts after 2 as a number, before it as little-endian bytes.
+        for (k, v) in [(256u64, "big"), (2, "two"), (1, "one")] {
+            t.insert(k, v.as_bytes()).unwrap();
+        }
+        tx.open_table(COUNTS).unwrap().insert("n", 3u64).unwrap();
+    });
+    let want = vec![
+        (1, "one".to_string()),
+        (2, "two".into()),
+        (256, "big".into()),
+    ];
+    assert_eq!(nums(&db), want, "pending, in the key type's order");
+    put(&db, |tx| {
+        tx.open_table(NUMS).unwrap().remove(2u64).unwrap();
+    });
+    let want = vec![(1, "one".to_string()), (256, "big".into())];
+    assert_eq!(nums(&db), want);
+    db.apply_now().unwrap();
+    assert_eq!(nums(&db), want, "the same after the apply");
+    // redb's own typed tables hold it: the file is the one the store has always written.
+    let redb = db.redb().unwrap();
+    let rtx = redb.begin_read().unwrap();
+    let t = rtx
+        .open_table(redb::TableDefinition::<u64, &[u8]>::new("nums"))
+        .unwrap();
+    assert_eq!(t.get(256).unwrap().unwrap().value(), b"big");
+    assert!(t.get(2).unwrap().is_none());
+    let c = rtx
+        .open_table(redb::TableDefinition::<&str, u64>::new("counts"))
+        .unwrap();
+    assert_eq!(c.get("n").unwrap().unwrap().value(), 3);
+}
+
+#[test]
+fn a_transaction_reads_its_own_writes_over_what_is_pending_over_redb() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put(&db, |tx| {
+        let mut t = tx.open_table(PAIRS).unwrap();
+        for (p, s) in [("a", 1u64), ("a", 2), ("a", 3), ("b", 1)] {
+            t.insert((p, s), format!("{p}{s}").as_bytes()).unwrap();
+        }
+    });
+    db.apply_now().unwrap();
+    put(&db, |tx| {
+        let mut t = tx.open_table(PAIRS).unwrap();
+        t.remove(("a", 2)).unwrap();
+        t.insert(("a", 4), b"a4 pending".as_slice()).unwrap();
+    });
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_table(PAIRS).unwrap();
+        let old = t.remove(("a", 1)).unwrap().unwrap();
+        assert_eq!(old.value(), b"a1");
+        t.insert(("a", 3), b"a3 own".as_slice()).unwrap();
+        t.insert(("ab", 0), b"ab0".as_slice()).unwrap();
+        let a: Vec<(u64, Vec<u8>)> = t
+            .range(("a", 0)..=("a", u64::MAX))
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().1, v.value().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            a,
+            vec![(3, b"a3 own".to_vec()), (4, b"a4 pending".to_vec())]
+        );
+        assert_eq!(t.len().unwrap(), 4, "a3, a4, ab0, b1");
+        assert_eq!(t.last().unwrap().unwrap().0.value(), ("b", 1));
+        assert_eq!(t.first().unwrap().unwrap().0.value(), ("a", 3));
+        assert!(t.get(("a", 2)).unwrap().is_none());
+    }
+    // Another reader does not see an uncommitted transaction.
+    let rtx = db.begin_read().unwrap();
+    let r = rtx.open_table(PAIRS).unwrap();
+    assert_eq!(r.get(("a", 1)).unwrap().unwrap().value(), b"a1");
+    assert_eq!(ReadableTable::len(&r).unwrap(), 4);
+    tx.abort().unwrap();
+    let rtx = db.begin_read().unwrap();
+    assert_eq!(
+        rtx.open_table(PAIRS)
+            .unwrap()
+            .get(("a", 3))
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"a3"
+    );
+}
+
+#[test]
+fn a_crash_before_the_apply_loses_nothing_committed() {
+    let d = tempfile::tempdir().unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    for i in 0..50u64 {
+        put(&db, |tx| {
+            tx.open_table(NUMS)
+                .unwrap()
+                .insert(i, format!("v{i}").as_bytes())
+                .unwrap();
+        });
+        if i == 20 {
+            db.apply_now().unwrap();
+        }
+    }
+    put(&db, |tx| {
+        tx.open_table(NUMS).unwrap().remove(7u64).unwrap();
+    });
+    let want = nums(&db);
+    assert_eq!(want.len(), 49);
+    crash_copy(d.path(), after.path());
+    drop(db);
+    let again = open_in(after.path(), policy());
+    assert_eq!(nums(&again), want, "replayed");
+    // The replayed segment is gone; commits go on after it.
+    put(&again, |tx| {
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(7u64, b"back".as_slice())
+            .unwrap();
+    });
+    assert_eq!(journal::segments(after.path()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_segment_redb_already_took_is_not_replayed_over_newer_writes() {
+    let d = tempfile::tempdir().unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let mut p = policy();
+    p.rotate_bytes = 0;
+    let db = open_in(d.path(), p);
+    put(&db, |tx| {
+        tx.open_table(COUNTS).unwrap().insert("x", 1u64).unwrap();
+    });
+    let first = journal::segments(d.path()).unwrap()[0];
+    let saved = std::fs::read(journal::segment_path(d.path(), first)).unwrap();
+    db.apply_now().unwrap();
+    put(&db, |tx| {
+        tx.open_table(COUNTS).unwrap().insert("x", 2u64).unwrap();
+    });
+    db.apply_now().unwrap();
+    assert!(
+        !journal::segment_path(d.path(), first).exists(),
+        "deleted once taken"
+    );
+    drop(db);
+    crash_copy(d.path(), after.path());
+    // Its deletion did not reach the disk: the old segment is back.
+    std::fs::write(journal::segment_path(after.path(), first), saved).unwrap();
+    let again = open_in(after.path(), policy());
+    let rtx = again.begin_read().unwrap();
+    assert_eq!(
+        rtx.open_table(COUNTS)
+            .unwrap()
+            .get("x")
+            .unwrap()
+            .unwrap()
+            .value(),
+        2
+    );
+}
+
+#[test]
+fn tables_are_dropped_only_in_a_direct_transaction() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    let tx = db.begin_write_direct().unwrap();
+    tx.open_table(OLD).unwrap().insert("k", 1u64).unwrap();
+    tx.commit().unwrap();
+    let tx = db.begin_write().unwrap();
+    assert!(
+        tx.list_tables()
+            .unwrap()
+            .any(|h| redb::TableHandle::name(&h) == "old")
+    );
+    let e = tx.delete_table(OLD).unwrap_err();
+    assert!(e.to_string().contains("opening transaction"), "{e}");
+    drop(tx);
+    // Pending writes are taken into redb before a direct transaction starts.
+    put(&db, |tx| {
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(1u64, b"one".as_slice())
+            .unwrap();
+    });
+    let tx = db.begin_write_direct().unwrap();
+    assert!(tx.delete_table(OLD).unwrap());
+    assert_eq!(
+        tx.open_table(NUMS)
+            .unwrap()
+            .get(1u64)
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"one"
+    );
+    tx.commit().unwrap();
+    assert!(db.begin_read().unwrap().open_table(OLD).is_err());
+}
+
+#[test]
+fn a_journal_naming_an_unknown_table_is_refused_at_open() {
+    let d = tempfile::tempdir().unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    const NEW: TableDefinition<u64, u64> = TableDefinition::new("from_a_newer_build");
+    put(&db, |tx| {
+        tx.open_table(NEW).unwrap().insert(1u64, 1u64).unwrap();
+    });
+    crash_copy(d.path(), after.path());
+    drop(db);
+    let redb = redb::Database::create(after.path().join("store.redb")).unwrap();
+    let e = Database::open(redb, after.path(), &specs(), policy())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("from_a_newer_build"), "{e}");
+}
+
+#[test]
+fn close_stops_the_store_threads_and_lets_go_of_the_file_before_it_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let busy = Policy {
+        apply_every: Duration::from_millis(1),
+        sync_every: Some(Duration::from_millis(1)),
+        rotate_age: Duration::from_millis(1),
+        ..policy()
+    };
+    for round in 0..20u64 {
+        let db = open_in(d.path(), busy.clone());
+        for i in 0..20u64 {
+            put(&db, |tx| {
+                tx.open_table(NUMS)
+                    .unwrap()
+                    .insert(round * 100 + i, b"v".as_slice())
+                    .unwrap();
+            });
+        }
+        db.close();
+        // redb's lock is released: the file opens at once, with everything in it.
+        let redb = redb::Database::open(d.path().join("store.redb"))
+            .unwrap_or_else(|e| panic!("round {round}: the file is still held: {e}"));
+        let n = redb
+            .begin_read()
+            .unwrap()
+            .open_table(NUMS.typed())
+            .unwrap()
+            .len()
+            .unwrap();
+        assert_eq!(n, (round + 1) * 20, "round {round}");
+    }
+}
+
+#[test]
+fn a_table_in_a_write_transaction_reads_redb_at_its_first_read_and_sees_each_commit_once() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put(&db, |tx| {
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(1u64, b"one".as_slice())
+            .unwrap();
+    });
+    db.apply_now().unwrap();
+    put(&db, |tx| {
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(2u64, b"two".as_slice())
+            .unwrap();
+    });
+    let tx = db.begin_write().unwrap();
+    let t = tx.open_table(NUMS).unwrap();
+    // The applier moves commit 2 into redb after the transaction began and before its
+    // table first reads redb: the read sees it once.
+    db.apply_now().unwrap();
+    let missing = tx.open_table(COUNTS).unwrap();
+    assert_eq!(t.get(1u64).unwrap().unwrap().value(), b"one");
+    assert_eq!(t.get(2u64).unwrap().unwrap().value(), b"two");
+    assert_eq!(t.len().unwrap(), 2);
+    assert_eq!(t.iter().unwrap().count(), 2);
+    assert!(missing.get("x").unwrap().is_none());
+    assert_eq!(missing.len().unwrap(), 0);
+    assert_eq!(missing.iter().unwrap().count(), 0);
+    drop((t, missing));
+    tx.commit().unwrap();
+}
