@@ -21,7 +21,11 @@ use crate::tls::ConnInfo;
 
 mod admin;
 mod client;
+mod deliver_stream;
 mod error;
+pub use deliver_stream::{
+    DeliverStreams, FEATURE as DELIVER_STREAM, MAX_PER_PEER as MAX_DELIVER_STREAMS_PER_PEER,
+};
 mod federation;
 pub mod publish_stream;
 

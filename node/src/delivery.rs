@@ -96,7 +96,12 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // Waking from idle while messages arrive quickly: wait a little for more (`linger_us`).
     let mut linger = crate::linger::Linger::new(Duration::from_micros(cfg.linger_us));
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
+    // The DeliverStream on `link`, once one was opened (a peer that serves it).
+    let mut dstream: Option<DeliverStream> = None;
     loop {
+        if link.is_none() {
+            dstream = None;
+        }
         if link.is_some() != shared {
             peer.set_client(&link);
             shared = link.is_some();
@@ -350,10 +355,49 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             };
             async move { tokio::time::timeout(timeout, c.deliver(request)).await }
         };
-        let first_call = call(first.0);
-        let second_call = second.map(|(e, s)| (call(e), s));
+        let streamed = second.is_none() && peer.streams_deliveries.load(Ordering::Acquire);
         let started = tokio::time::Instant::now();
         let both = async {
+            if streamed {
+                let (mut envelopes, seqs) = first;
+                let (signatures, signature_refs) = if shares {
+                    crate::signature_table::share(&mut envelopes)
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                let request = DeliverRequest {
+                    envelopes,
+                    signatures,
+                    signature_refs,
+                };
+                let mut c = client.clone();
+                let stream = &mut dstream;
+                let r = tokio::time::timeout(timeout, async move {
+                    if stream.is_none() {
+                        match DeliverStream::open(&mut c).await {
+                            Ok(s) => *stream = Some(s),
+                            // Refused, the link working (the peer's cap on open streams):
+                            // this batch goes as a call; the next tries a stream again.
+                            Err(status) if !link_failed(&status) => {
+                                return c.deliver(request).await;
+                            }
+                            Err(status) => return Err(status),
+                        }
+                    }
+                    let Some(open) = stream.as_mut() else {
+                        return Err(tonic::Status::internal("no delivery stream"));
+                    };
+                    let r = open.call(request).await;
+                    if r.is_err() {
+                        *stream = None;
+                    }
+                    r
+                })
+                .await;
+                return vec![(r, seqs)];
+            }
+            let first_call = call(first.0);
+            let second_call = second.map(|(e, s)| (call(e), s));
             match second_call {
                 Some((c, s)) => {
                     let (a, b) = tokio::join!(first_call, c);
@@ -582,6 +626,47 @@ enum Dial {
     Stopped,
 }
 
+/// An open DeliverStream to a peer: one request at a time, each answered in order.
+struct DeliverStream {
+    requests: tokio::sync::mpsc::Sender<DeliverRequest>,
+    responses: tonic::Streaming<bluewire_proto::v1::DeliverResponse>,
+}
+
+impl DeliverStream {
+    async fn open(client: &mut FederationClient<Channel>) -> Result<Self, tonic::Status> {
+        let (requests, rx) = tokio::sync::mpsc::channel(1);
+        let responses = client
+            .deliver_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Self {
+            requests,
+            responses,
+        })
+    }
+
+    /// One request and its answer, as a unary Deliver gives it.
+    async fn call(
+        &mut self,
+        request: DeliverRequest,
+    ) -> Result<tonic::Response<bluewire_proto::v1::DeliverResponse>, tonic::Status> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| tonic::Status::unavailable("the delivery stream closed"))?;
+        match self.responses.message().await? {
+            Some(r) if r.code == 0 => Ok(tonic::Response::new(r)),
+            Some(r) => Err(tonic::Status::new(
+                tonic::Code::from(r.code as i32),
+                r.error,
+            )),
+            None => Err(tonic::Status::unavailable(
+                "the peer ended the delivery stream",
+            )),
+        }
+    }
+}
+
 /// A dialled client, with the features its Hello listed or why it failed.
 type Attempt = (FederationClient<Channel>, Result<Vec<String>, String>);
 
@@ -673,6 +758,10 @@ impl Dialing {
                             }
                             peer.shares_signatures.store(
                                 features.iter().any(|f| f == crate::signature_table::FEATURE),
+                                Ordering::Release,
+                            );
+                            peer.streams_deliveries.store(
+                                features.iter().any(|f| f == crate::api::DELIVER_STREAM),
                                 Ordering::Release,
                             );
                             peer.update(|s| s.connected = true);

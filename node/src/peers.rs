@@ -91,6 +91,9 @@ pub struct PeerLink {
     /// The peer's last Hello listed [`crate::signature_table::FEATURE`]: its Deliver calls
     /// carry each batch signature once.
     pub shares_signatures: AtomicBool,
+    /// The peer's last Hello listed [`crate::api::DELIVER_STREAM`]: deliveries go over one
+    /// DeliverStream.
+    pub streams_deliveries: AtomicBool,
 }
 
 impl PeerLink {
@@ -104,6 +107,7 @@ impl PeerLink {
             link: Arc::new(Mutex::new(LinkInfo::default())),
             client: Mutex::new(None),
             shares_signatures: AtomicBool::new(false),
+            streams_deliveries: AtomicBool::new(false),
         })
     }
 

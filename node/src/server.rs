@@ -214,6 +214,7 @@ impl Node {
                 config.limits.client_burst,
             ),
             taxii_listen: std::sync::OnceLock::new(),
+            deliver_streams: Default::default(),
         });
         state
             .directory

@@ -72,6 +72,8 @@ pub struct NodeState {
     pub client_limits: crate::ratelimit::RateLimiter,
     /// Where the TAXII server listens, once it does (`[taxii]`).
     pub taxii_listen: std::sync::OnceLock<SocketAddr>,
+    /// Delivery streams open per peer organisation (see [`crate::api::DELIVER_STREAM`]).
+    pub deliver_streams: crate::api::DeliverStreams,
 }
 
 impl NodeState {

@@ -68,6 +68,9 @@ pub struct Rogue<'a> {
     pub org: String,
     pub key: SigningKey,
     conns: Mutex<HashMap<String, Connection>>,
+    /// Deliveries go over `Federation.DeliverStream` (one stream per delivery) instead of
+    /// `Federation.Deliver`.
+    over_stream: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Rogue<'a> {
@@ -77,6 +80,7 @@ impl<'a> Rogue<'a> {
             org: org.to_string(),
             key: fed.signing_key(org),
             conns: Mutex::new(HashMap::new()),
+            over_stream: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -93,6 +97,45 @@ impl<'a> Rogue<'a> {
 
     pub fn federation(&self, to: &str) -> FederationClient {
         self.conn(to).federation()
+    }
+
+    /// From now on, deliver over `Federation.DeliverStream` (`true`) or `Federation.Deliver`.
+    pub fn deliver_over_stream(&self, on: bool) {
+        self.over_stream
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One Deliver request and its answer, over the call or a stream of its own as
+    /// [`Rogue::deliver_over_stream`] says: a request refused as a whole is an error
+    /// status either way.
+    pub async fn deliver_request(
+        &self,
+        to: &str,
+        request: pb::DeliverRequest,
+    ) -> Result<pb::DeliverResponse, tonic::Status> {
+        if !self.over_stream.load(std::sync::atomic::Ordering::Relaxed) {
+            return self
+                .federation(to)
+                .deliver(request)
+                .await
+                .map(|r| r.into_inner());
+        }
+        let mut answers = self
+            .federation(to)
+            .deliver_stream(tokio_stream::iter([request]))
+            .await?
+            .into_inner();
+        let answer = answers
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::unknown("the stream ended without an answer"))?;
+        if answer.code != 0 {
+            return Err(tonic::Status::new(
+                tonic::Code::from(answer.code as i32),
+                answer.error,
+            ));
+        }
+        Ok(answer)
     }
 
     /// Well-formed TLP:GREEN technical free text from this organisation,
@@ -208,11 +251,13 @@ impl<'a> Rogue<'a> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut results = self
-                .federation(to)
-                .deliver(pb::DeliverRequest {
-                    envelopes: vec![env.clone()],
-                    ..Default::default()
-                })
+                .deliver_request(
+                    to,
+                    pb::DeliverRequest {
+                        envelopes: vec![env.clone()],
+                        ..Default::default()
+                    },
+                )
                 .await
                 .map_err(|e| {
                     format!(
@@ -222,7 +267,6 @@ impl<'a> Rogue<'a> {
                         e.message()
                     )
                 })?
-                .into_inner()
                 .results;
             if results.len() != 1 {
                 return Err(format!(

@@ -17,23 +17,34 @@ impl Federation for Api {
         req: Request<pb::DeliverRequest>,
     ) -> Result<Response<pb::DeliverResponse>, Status> {
         let (peer, cert) = Caller::node(&req)?;
-        let span = tracing::debug_span!("deliver", peer.org = %peer.org);
-        let pb::DeliverRequest {
-            mut envelopes,
-            signatures,
-            signature_refs,
-        } = req.into_inner();
-        crate::signature_table::restore(&mut envelopes, signatures, &signature_refs).map_err(
-            |why| {
-                Status::invalid_argument(format!(
-                    "the call's signature table does not add up: {why}; send each envelope with its own signature, or one table entry per distinct signature and one reference per envelope"
-                ))
-            },
-        )?;
-        let results = crate::ingress::deliver(&self.state, &peer, &cert, envelopes)
-            .instrument(span)
-            .await?;
-        Ok(Response::new(pb::DeliverResponse { results }))
+        let results = deliver_one(&self.state, &peer, &cert, req.into_inner()).await?;
+        Ok(Response::new(pb::DeliverResponse {
+            results,
+            ..Default::default()
+        }))
+    }
+
+    type DeliverStreamStream = super::deliver_stream::Responses;
+
+    async fn deliver_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::DeliverRequest>>,
+    ) -> Result<Response<Self::DeliverStreamStream>, Status> {
+        let (peer, cert) = Caller::node(&req)?;
+        let identity = req
+            .extensions()
+            .get::<crate::tls::ConnInfo>()
+            .map(|c| c.identity.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated("no verified TLS identity on this connection")
+            })?;
+        Ok(Response::new(super::deliver_stream::start(
+            self.state.clone(),
+            peer,
+            cert,
+            identity,
+            req.into_inner(),
+        )?))
     }
 
     async fn backfill(
@@ -114,7 +125,35 @@ impl Federation for Api {
             version: VERSION.to_string(),
             caller_org,
             kx_group,
-            features: vec![crate::signature_table::FEATURE.to_string()],
+            features: vec![
+                crate::signature_table::FEATURE.to_string(),
+                super::deliver_stream::FEATURE.to_string(),
+            ],
         }))
     }
+}
+
+/// One Deliver: the signature table put back, then ingress.
+pub(super) async fn deliver_one(
+    st: &std::sync::Arc<crate::state::NodeState>,
+    peer: &crate::pki::OrgProfile,
+    cert: &[u8],
+    req: pb::DeliverRequest,
+) -> Result<Vec<pb::DeliveryResult>, Status> {
+    let span = tracing::debug_span!("deliver", peer.org = %peer.org);
+    let pb::DeliverRequest {
+        mut envelopes,
+        signatures,
+        signature_refs,
+    } = req;
+    crate::signature_table::restore(&mut envelopes, signatures, &signature_refs).map_err(
+        |why| {
+            Status::invalid_argument(format!(
+                "the call's signature table does not add up: {why}; send each envelope with its own signature, or one table entry per distinct signature and one reference per envelope"
+            ))
+        },
+    )?;
+    Ok(crate::ingress::deliver(st, peer, cert, envelopes)
+        .instrument(span)
+        .await?)
 }

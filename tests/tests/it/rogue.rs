@@ -864,16 +864,32 @@ async fn every_ingress_rule_refuses_the_envelope_that_violates_it() {
         "forbade",
     );
 
+    // Every case over Deliver, then again over DeliverStream: the same rules, the same
+    // refusals (nothing was stored the first time).
     let mut rules_seen = std::collections::BTreeSet::new();
-    for c in &cases {
-        rules_seen.insert(c.rule);
-        println!("case: {} ({} -> {}, {})", c.what, c.by.org, c.to, c.rule);
-        f.check(
-            c.by.check_refused(c.to, &c.sent, c.rule, &c.needle)
-                .await
-                .map_err(|e| format!("[{}] {e}", c.what)),
-        );
+    for over_stream in [false, true] {
+        fr.deliver_over_stream(over_stream);
+        eu.deliver_over_stream(over_stream);
+        let via = if over_stream {
+            "DeliverStream"
+        } else {
+            "Deliver"
+        };
+        for c in &cases {
+            rules_seen.insert(c.rule);
+            println!(
+                "case: {} ({} -> {}, {}, {via})",
+                c.what, c.by.org, c.to, c.rule
+            );
+            f.check(
+                c.by.check_refused(c.to, &c.sent, c.rule, &c.needle)
+                    .await
+                    .map_err(|e| format!("[{} over {via}] {e}", c.what)),
+            );
+        }
     }
+    fr.deliver_over_stream(false);
+    eu.deliver_over_stream(false);
     let every_rule = [
         "signature",
         "size",

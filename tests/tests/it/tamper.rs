@@ -292,3 +292,211 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         "the tampered message's id is not in the rejection log: {rej:?}"
     );
 }
+
+/// `Federation.DeliverStream`: each request is judged as a Deliver call is and answered in
+/// order; a request refused whole is answered with its status and the stream goes on;
+/// bytes that are not a request end the stream with an error, not the node; and only a
+/// node may open one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_stream_judges_each_request_in_order_and_outlives_a_refused_one() {
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE"),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    let be_key = fed.signing_key("csirt-be");
+    let hello = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .hello(pb::HelloRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        hello.features.iter().any(|f| f == "deliver-stream"),
+        "{hello:?}"
+    );
+
+    let good = content("csirt-be", "over a delivery stream");
+    let good_env = seal(&be_key, &good);
+    let mut flipped = seal(&be_key, &content("csirt-be", "flipped on the stream"));
+    let last = flipped.content.len() - 1;
+    flipped.content = {
+        let mut b = flipped.content.to_vec();
+        b[last] ^= 0x01;
+        b.into()
+    };
+    let mut tabled = seal(
+        &be_key,
+        &content("csirt-be", "a table that does not add up"),
+    );
+    let signature = std::mem::take(&mut tabled.signature);
+    let one = |env: &pb::Envelope| pb::DeliverRequest {
+        envelopes: vec![env.clone()],
+        ..Default::default()
+    };
+    let requests = vec![
+        one(&good_env),
+        one(&flipped),
+        pb::DeliverRequest {
+            envelopes: vec![tabled.clone()],
+            signatures: vec![signature],
+            signature_refs: vec![2],
+        },
+        one(&good_env),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut answers = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a node opens a delivery stream")
+        .into_inner();
+    let mut got = Vec::new();
+    // One request at a time, as a delivery worker sends them.
+    for r in requests {
+        tx.send(r).await.unwrap();
+        got.push(
+            tokio::time::timeout(std::time::Duration::from_secs(20), answers.message())
+                .await
+                .expect("answered within 20 s")
+                .expect("the stream goes on")
+                .expect("one answer per request"),
+        );
+    }
+    drop(tx);
+    let outcome = |a: &pb::DeliverResponse| {
+        (
+            a.code,
+            a.results.iter().map(|r| r.outcome).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        outcome(&got[0]),
+        (0, vec![pb::DeliveryOutcome::Accepted as i32]),
+        "{got:?}"
+    );
+    assert_rejected(
+        &got[1].results[0],
+        "signature",
+        "flipped byte, on the stream",
+    );
+    assert_eq!(got[2].code, tonic::Code::InvalidArgument as u32, "{got:?}");
+    assert!(got[2].results.is_empty(), "{got:?}");
+    assert!(
+        got[2].error.contains("signature table does not add up"),
+        "{}",
+        got[2].error
+    );
+    assert_eq!(
+        outcome(&got[3]),
+        (0, vec![pb::DeliveryOutcome::Duplicate as i32]),
+        "the stream went on after the refusal: {got:?}"
+    );
+    assert!(
+        answers.message().await.unwrap().is_none(),
+        "the stream ends when the sender closes its side"
+    );
+    let store = &fed.node("csirt-fr").store;
+    assert!(store.get("csirt-be", &good.id).unwrap().is_some());
+    assert_eq!(store.find_by_id(&good.id).unwrap().len(), 1);
+
+    // At most MAX_PER_PEER streams per peer organisation: one more is refused with why, and
+    // csirt-be's delivery worker, refused a stream of its own, delivers by Deliver calls.
+    let fr_node = fed.node("csirt-fr");
+    assert_eventually!(
+        fr_node.deliver_streams.open("csirt-be") == 0,
+        "the streams above are still counted: {}",
+        fr_node.deliver_streams.open("csirt-be")
+    );
+    let mut held = Vec::new();
+    for _ in 0..bluewire_node::api::MAX_DELIVER_STREAMS_PER_PEER {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::DeliverRequest>(1);
+        let answers = fed
+            .node_conn("csirt-be", "csirt-fr")
+            .federation()
+            .deliver_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("within the cap");
+        held.push((tx, answers));
+    }
+    let err = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver_stream(tokio_stream::iter([one(&good_env)]))
+        .await
+        .expect_err("one stream past the cap");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("delivery streams open"),
+        "{}",
+        err.message()
+    );
+    let fr = fed.client("csirt-fr", "analyst");
+    let while_full = fed
+        .publish("csirt-be", "sent while the streams are taken")
+        .await;
+    assert_eventually!(
+        fr.client()
+            .get(pb::GetRequest {
+                id: while_full.id.clone()
+            })
+            .await
+            .is_ok(),
+        "csirt-be's worker did not fall back to Deliver calls"
+    );
+    drop(held);
+    assert_eventually!(
+        fr_node.deliver_streams.open("csirt-be") <= 1,
+        "closed streams are still counted: {}",
+        fr_node.deliver_streams.open("csirt-be")
+    );
+    drop(fr_node);
+
+    // Bytes that are not a request: the stream ends with an error status.
+    let conn = fed.node_conn("csirt-be", "csirt-fr");
+    let mut grpc = tonic::client::Grpc::new(conn.channel.clone());
+    grpc.ready().await.expect("channel ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/bluewire.v1.Federation/DeliverStream",
+    );
+    let garbage = tokio_stream::iter([b"\xff\xff\xff\xff\x0f\x0f garbage frame".to_vec()]);
+    let ended = match grpc
+        .streaming(tonic::Request::new(garbage), path, RawCodec)
+        .await
+    {
+        Err(status) => status,
+        Ok(answers) => {
+            let mut answers = answers.into_inner();
+            tokio::time::timeout(std::time::Duration::from_secs(20), answers.message())
+                .await
+                .expect("ended within 20 s")
+                .expect_err("undecodable bytes end the stream with an error")
+        }
+    };
+    assert_ne!(ended.code(), tonic::Code::Ok, "{ended:?}");
+
+    // A user certificate cannot open one.
+    let err = fed
+        .client("csirt-be", "analyst")
+        .federation()
+        .deliver_stream(tokio_stream::iter([one(&good_env)]))
+        .await
+        .expect_err("a user certificate cannot deliver");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    // The node still serves, and csirt-be's own traffic (over its worker's stream) arrives.
+    let published = fed
+        .publish("csirt-be", "normal traffic after the stream")
+        .await;
+    assert_eventually!(
+        fr.client()
+            .get(pb::GetRequest {
+                id: published.id.clone()
+            })
+            .await
+            .is_ok(),
+        "a publish at csirt-be never reached csirt-fr"
+    );
+}

@@ -1,0 +1,156 @@
+//! `Federation.DeliverStream`: many Deliver calls on one stream, answered in order, each
+//! request judged as a unary Deliver is (the same handler, [`super::federation`]), after the
+//! checks the gate makes once per call, made here once per request: the caller's
+//! certificate not revoked since the stream opened (a revoked caller's stream ends), and the
+//! per-peer call rate limit.
+//!
+//! Owns: one request worked on at a time per stream (a sender sends the next when it has
+//! the answer to the last), at most [`MAX_PER_PEER`] streams open per peer organisation,
+//! and ending the stream when the node stops.
+//!
+//! It must never: answer out of order, let one refused request end the stream, or hold up
+//! the node's shutdown.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bluewire_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::pki::{OrgProfile, PeerIdentity};
+use crate::state::NodeState;
+
+/// Listed in Hello's features by a node that serves DeliverStream.
+pub const FEATURE: &str = "deliver-stream";
+
+/// Delivery streams one peer organisation may hold open at once: its delivery worker uses
+/// one; the others cover a worker that reconnected before this node saw the old one close.
+pub const MAX_PER_PEER: usize = 4;
+
+/// How many delivery streams each peer organisation holds open.
+#[derive(Default)]
+pub struct DeliverStreams(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One open stream, counted until dropped.
+pub struct Counted {
+    streams: Arc<NodeState>,
+    org: String,
+}
+
+impl DeliverStreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Streams `org` holds open now.
+    pub fn open(&self, org: &str) -> usize {
+        self.lock().get(org).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.streams.deliver_streams.lock();
+        if let Some(n) = open.get_mut(&self.org) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.org);
+            }
+        }
+    }
+}
+
+/// Counts a new stream of `org`, or refuses it past [`MAX_PER_PEER`].
+fn count(st: &Arc<NodeState>, org: &str) -> Result<Counted, Status> {
+    let mut open = st.deliver_streams.lock();
+    let n = open.entry(org.to_string()).or_insert(0);
+    if *n >= MAX_PER_PEER {
+        return Err(Status::resource_exhausted(format!(
+            "{org} already has {MAX_PER_PEER} delivery streams open on this node; close one \
+             (or deliver with Federation.Deliver)"
+        )));
+    }
+    *n += 1;
+    Ok(Counted {
+        streams: st.clone(),
+        org: org.to_string(),
+    })
+}
+
+pub type Responses = Pin<Box<dyn Stream<Item = Result<pb::DeliverResponse, Status>> + Send>>;
+
+/// Starts answering `input`, from `peer` (its verified certificate `cert`, `identity`).
+pub fn start(
+    st: Arc<NodeState>,
+    peer: OrgProfile,
+    cert: Arc<Vec<u8>>,
+    identity: Arc<PeerIdentity>,
+    mut input: Streaming<pb::DeliverRequest>,
+) -> Result<Responses, Status> {
+    let counted = count(&st, &peer.org)?;
+    let (tx, rx) = mpsc::channel(2);
+    let span = tracing::debug_span!("deliver_stream", peer.org = %peer.org);
+    let tasks = st.tasks.clone();
+    tasks.spawn_to_end(span, async move {
+        let _counted = counted;
+        let stopping = st.tasks.stopping();
+        loop {
+            let next = tokio::select! {
+                next = input.message() => next,
+                () = stopping.cancelled() => return,
+            };
+            let request = match next {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(status) => {
+                    // Not a request (undecodable, over the size limit): the stream ends
+                    // with why; what came before it stands.
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            if st.tls.revocations.identity_revoked(&identity) {
+                let _ = tx
+                    .send(Err(Status::permission_denied(
+                        "your certificate has been revoked by the federation CA",
+                    )))
+                    .await;
+                return;
+            }
+            let outcome = if st.peer_limits.try_take(&peer.org) {
+                super::federation::deliver_one(&st, &peer, &cert, request).await
+            } else {
+                st.metrics.inc(
+                    crate::metrics::RATE_LIMITED,
+                    &[("kind", "peer"), ("who", &peer.org)],
+                );
+                Err(Status::resource_exhausted(format!(
+                    "{} is over its rate limit on this node ({} calls and envelopes per \
+                     second, limits.peer_rate_per_sec); back off and retry",
+                    peer.org,
+                    st.peer_limits.rate()
+                )))
+            };
+            let response = match outcome {
+                Ok(results) => pb::DeliverResponse {
+                    results,
+                    ..Default::default()
+                },
+                Err(status) => pb::DeliverResponse {
+                    results: Vec::new(),
+                    code: status.code() as u32,
+                    error: status.message().to_string(),
+                },
+            };
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
