@@ -96,11 +96,14 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // Waking from idle while messages arrive quickly: wait a little for more (`linger_us`).
     let mut linger = crate::linger::Linger::new(Duration::from_micros(cfg.linger_us));
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
-    // The DeliverStream on `link`, once one was opened (a peer that serves it).
+    // The DeliverStream on `link`, once one was opened (a peer that serves it), and until
+    // when the peer refused one.
     let mut dstream: Option<DeliverStream> = None;
+    let mut stream_refused_until: Option<tokio::time::Instant> = None;
     loop {
         if link.is_none() {
             dstream = None;
+            stream_refused_until = None;
         }
         if link.is_some() != shared {
             peer.set_client(&link);
@@ -355,7 +358,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
             };
             async move { tokio::time::timeout(timeout, c.deliver(request)).await }
         };
-        let streamed = second.is_none() && peer.streams_deliveries.load(Ordering::Acquire);
+        let streamed = second.is_none()
+            && peer.streams_deliveries.load(Ordering::Acquire)
+            && stream_refused_until.is_none_or(|t| tokio::time::Instant::now() >= t);
         let started = tokio::time::Instant::now();
         let both = async {
             if streamed {
@@ -370,30 +375,21 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                     signatures,
                     signature_refs,
                 };
-                let mut c = client.clone();
-                let stream = &mut dstream;
-                let r = tokio::time::timeout(timeout, async move {
-                    if stream.is_none() {
-                        match DeliverStream::open(&mut c).await {
-                            Ok(s) => *stream = Some(s),
-                            // Refused, the link working (the peer's cap on open streams):
-                            // this batch goes as a call; the next tries a stream again.
-                            Err(status) if !link_failed(&status) => {
-                                return c.deliver(request).await;
-                            }
-                            Err(status) => return Err(status),
-                        }
-                    }
-                    let Some(open) = stream.as_mut() else {
-                        return Err(tonic::Status::internal("no delivery stream"));
-                    };
-                    let r = open.call(request).await;
-                    if r.is_err() {
-                        *stream = None;
-                    }
-                    r
-                })
+                let r = tokio::time::timeout(
+                    timeout,
+                    over_stream(
+                        &mut dstream,
+                        &mut stream_refused_until,
+                        client.clone(),
+                        request,
+                    ),
+                )
                 .await;
+                if r.is_err() {
+                    // Timed out with a request in flight: its answer must never be read as
+                    // the next one's.
+                    dstream = None;
+                }
                 return vec![(r, seqs)];
             }
             let first_call = call(first.0);
@@ -645,26 +641,64 @@ impl DeliverStream {
         })
     }
 
-    /// One request and its answer, as a unary Deliver gives it.
-    async fn call(
-        &mut self,
-        request: DeliverRequest,
-    ) -> Result<tonic::Response<bluewire_proto::v1::DeliverResponse>, tonic::Status> {
+    /// One request and its answer as a unary Deliver gives it; `Err` when the stream broke
+    /// or ended instead (it must not be used again).
+    async fn call(&mut self, request: DeliverRequest) -> Result<DeliverAnswer, tonic::Status> {
         self.requests
             .send(request)
             .await
             .map_err(|_| tonic::Status::unavailable("the delivery stream closed"))?;
         match self.responses.message().await? {
-            Some(r) if r.code == 0 => Ok(tonic::Response::new(r)),
-            Some(r) => Err(tonic::Status::new(
-                tonic::Code::from(r.code as i32),
-                r.error,
-            )),
+            Some(r) if r.code == 0 => Ok(Ok(tonic::Response::new(r))),
+            Some(r) => Ok(Err(tonic::Status::new(tonic::Code::from(r.code), r.error))),
             None => Err(tonic::Status::unavailable(
                 "the peer ended the delivery stream",
             )),
         }
     }
+}
+
+/// What a Deliver call answers.
+type DeliverAnswer = Result<tonic::Response<bluewire_proto::v1::DeliverResponse>, tonic::Status>;
+
+/// How long a worker whose peer refused it a delivery stream sends calls before it asks again.
+const STREAM_REFUSED_FOR: Duration = Duration::from_secs(30);
+
+/// One request over `stream` (opened first if it is not), the answer as a unary Deliver's.
+/// A stream that broke or that the peer ended is dropped, and the request sent once more on
+/// a fresh one (a request the old one stored is answered DUPLICATE). A peer that refuses a
+/// stream gets the request as a call, and calls for [`STREAM_REFUSED_FOR`].
+async fn over_stream(
+    stream: &mut Option<DeliverStream>,
+    refused_until: &mut Option<tokio::time::Instant>,
+    mut client: FederationClient<Channel>,
+    request: DeliverRequest,
+) -> DeliverAnswer {
+    for attempt in 0..2 {
+        let open = match stream {
+            Some(open) => open,
+            None => match DeliverStream::open(&mut client).await {
+                Ok(open) => stream.insert(open),
+                Err(status) if !link_failed(&status) => {
+                    *refused_until = Some(tokio::time::Instant::now() + STREAM_REFUSED_FOR);
+                    return client.deliver(request).await;
+                }
+                Err(status) => return Err(status),
+            },
+        };
+        match open.call(request.clone()).await {
+            Ok(answer) => return answer,
+            Err(broken) => {
+                *stream = None;
+                if attempt == 1 || link_failed(&broken) {
+                    return Err(broken);
+                }
+            }
+        }
+    }
+    Err(tonic::Status::unavailable(
+        "the delivery stream broke twice",
+    ))
 }
 
 /// A dialled client, with the features its Hello listed or why it failed.

@@ -131,7 +131,7 @@ impl<'a> Rogue<'a> {
             .ok_or_else(|| tonic::Status::unknown("the stream ended without an answer"))?;
         if answer.code != 0 {
             return Err(tonic::Status::new(
-                tonic::Code::from(answer.code as i32),
+                tonic::Code::from(answer.code),
                 answer.error,
             ));
         }
@@ -397,6 +397,21 @@ impl<'a> Rogue<'a> {
             title_of_envelope(&env)
         );
         let before = stored(self.fed, to, &origin, &id);
+        // Records of earlier refusals of the same envelope do not count for this one.
+        let audited_before = audit_export(self.fed, to)
+            .await
+            .iter()
+            .filter(|a| {
+                a.event == "rejected" && a.msg_id == id && a.peer == self.org && a.rule == rule
+            })
+            .count();
+        let listed_before = self
+            .fed
+            .rejections(to)
+            .await
+            .iter()
+            .filter(|x| x.id == id && x.from_peer == self.org)
+            .count();
         let r = self
             .try_deliver(to, env)
             .await
@@ -439,7 +454,7 @@ impl<'a> Rogue<'a> {
                 .iter()
                 .filter(|a| a.event == "rejected" && a.msg_id == id && a.peer == self.org)
                 .collect();
-            if !rejected.iter().any(|a| a.rule == rule) {
+            if rejected.iter().filter(|a| a.rule == rule).count() <= audited_before {
                 problems.push(format!(
                     "no audit record `rejected` of {id} under rule {rule:?} at {to}; rejected records of it: {:?}",
                     rejected
@@ -449,9 +464,14 @@ impl<'a> Rogue<'a> {
                 ));
             }
             let rejections = self.fed.rejections(to).await;
-            if !rejections
+            let listed = rejections
                 .iter()
-                .any(|x| x.id == id && x.from_peer == self.org && x.reason == r.reason)
+                .filter(|x| x.id == id && x.from_peer == self.org)
+                .count();
+            if listed <= listed_before
+                || !rejections
+                    .iter()
+                    .any(|x| x.id == id && x.from_peer == self.org && x.reason == r.reason)
             {
                 problems.push(format!(
                     "not in {to}'s Admin.Rejections with the same reason"

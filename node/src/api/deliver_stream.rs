@@ -6,13 +6,17 @@
 //!
 //! Owns: one request worked on at a time per stream (a sender sends the next when it has
 //! the answer to the last), at most [`MAX_PER_PEER`] streams open per peer organisation,
-//! and ending the stream when the node stops.
+//! and ending a stream, with why: when the node stops, when its caller stops taking answers
+//! (after `feed.slow_subscriber_ms`, as a slow subscriber is cut off), after a request over
+//! the peer's rate, or after [`IDLE`] without a request.
 //!
-//! It must never: answer out of order, let one refused request end the stream, or hold up
-//! the node's shutdown.
+//! It must never: answer out of order, let a request refused by a rule end the stream, let
+//! a peer have more decoded on a stream than its rate admits in calls, or hold up the node's
+//! shutdown.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bluewire_proto::v1 as pb;
 use tokio::sync::mpsc;
@@ -25,6 +29,9 @@ use crate::state::NodeState;
 
 /// Listed in Hello's features by a node that serves DeliverStream.
 pub const FEATURE: &str = "deliver-stream";
+
+/// A stream no request arrived on for this long is ended.
+pub const IDLE: Duration = Duration::from_secs(300);
 
 /// Delivery streams one peer organisation may hold open at once: its delivery worker uses
 /// one; the others cover a worker that reconnected before this node saw the old one close.
@@ -90,7 +97,7 @@ pub fn start(
     peer: OrgProfile,
     cert: Arc<Vec<u8>>,
     identity: Arc<PeerIdentity>,
-    mut input: Streaming<pb::DeliverRequest>,
+    input: Streaming<pb::DeliverRequest>,
 ) -> Result<Responses, Status> {
     let counted = count(&st, &peer.org)?;
     let (tx, rx) = mpsc::channel(2);
@@ -98,59 +105,103 @@ pub fn start(
     let tasks = st.tasks.clone();
     tasks.spawn_to_end(span, async move {
         let _counted = counted;
-        let stopping = st.tasks.stopping();
-        loop {
-            let next = tokio::select! {
-                next = input.message() => next,
-                () = stopping.cancelled() => return,
-            };
-            let request = match next {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(status) => {
-                    // Not a request (undecodable, over the size limit): the stream ends
-                    // with why; what came before it stands.
-                    let _ = tx.send(Err(status)).await;
-                    return;
-                }
-            };
-            if st.tls.revocations.identity_revoked(&identity) {
-                let _ = tx
-                    .send(Err(Status::permission_denied(
-                        "your certificate has been revoked by the federation CA",
-                    )))
-                    .await;
-                return;
-            }
-            let outcome = if st.peer_limits.try_take(&peer.org) {
-                super::federation::deliver_one(&st, &peer, &cert, request).await
-            } else {
-                st.metrics.inc(
-                    crate::metrics::RATE_LIMITED,
-                    &[("kind", "peer"), ("who", &peer.org)],
-                );
-                Err(Status::resource_exhausted(format!(
-                    "{} is over its rate limit on this node ({} calls and envelopes per \
-                     second, limits.peer_rate_per_sec); back off and retry",
-                    peer.org,
-                    st.peer_limits.rate()
-                )))
-            };
-            let response = match outcome {
-                Ok(results) => pb::DeliverResponse {
-                    results,
-                    ..Default::default()
-                },
-                Err(status) => pb::DeliverResponse {
-                    results: Vec::new(),
-                    code: status.code() as u32,
-                    error: status.message().to_string(),
-                },
-            };
-            if tx.send(Ok(response)).await.is_err() {
-                return;
-            }
-        }
+        run(st, peer, cert, identity, input, tx).await;
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+async fn run(
+    st: Arc<NodeState>,
+    peer: OrgProfile,
+    cert: Arc<Vec<u8>>,
+    identity: Arc<PeerIdentity>,
+    mut input: Streaming<pb::DeliverRequest>,
+    tx: mpsc::Sender<Result<pb::DeliverResponse, Status>>,
+) {
+    let stopping = st.tasks.stopping();
+    let slow = Duration::from_millis(st.config.feed.slow_subscriber_ms);
+    // Why the stream ends, after the answers already handed over (dropped if the caller has
+    // not taken those: it is not reading anyway).
+    let end = |status: Status| {
+        let _ = tx.try_send(Err(status));
+    };
+    let shutting_down = || {
+        Status::unavailable(
+            "the node is shutting down; send what was not answered again once it is back \
+             (what it answered is stored)",
+        )
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stopping.cancelled() => return end(shutting_down()),
+            next = input.message() => next,
+            // The sender opens another when it has something to deliver.
+            () = tokio::time::sleep(IDLE) => return,
+        };
+        let request = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            // Not a request (undecodable, over the size limit): the stream ends with why;
+            // what came before it stands.
+            Err(status) => return end(status),
+        };
+        if st.tls.revocations.identity_revoked(&identity) {
+            return end(Status::permission_denied(
+                "your certificate has been revoked by the federation CA",
+            ));
+        }
+        // A request takes a call's worth of the peer's rate, as a Deliver call does at the
+        // gate. Over it, the refusal ends the stream: going on takes a new stream, which the
+        // gate admits only within the rate, so a stream decodes no more than calls would.
+        let (outcome, over_rate) = if st.peer_limits.try_take(&peer.org) {
+            let r = super::federation::deliver_one(&st, &peer, &cert, request).await;
+            (r, false)
+        } else {
+            st.metrics.inc(
+                crate::metrics::RATE_LIMITED,
+                &[("kind", "peer"), ("who", &peer.org)],
+            );
+            let refused = Status::resource_exhausted(format!(
+                "{} is over its rate limit on this node ({} calls and envelopes per second, \
+                 limits.peer_rate_per_sec); back off and retry",
+                peer.org,
+                st.peer_limits.rate()
+            ));
+            (Err(refused), true)
+        };
+        let response = match outcome {
+            Ok(results) => pb::DeliverResponse {
+                results,
+                ..Default::default()
+            },
+            Err(status) => pb::DeliverResponse {
+                results: Vec::new(),
+                code: status.code() as i32,
+                error: status.message().to_string(),
+            },
+        };
+        // Answered even while the node stops, if the caller has room for it: what it
+        // answers is stored.
+        let permit = tokio::select! {
+            biased;
+            permit = tokio::time::timeout(slow, tx.reserve()) => permit,
+            () = stopping.cancelled() => return end(shutting_down()),
+        };
+        match permit {
+            Ok(Ok(permit)) => permit.send(Ok(response)),
+            // The caller went away.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                return end(Status::resource_exhausted(format!(
+                    "answers not taken for {} ms (feed.slow_subscriber_ms): the node ended this \
+                     stream; what it answered is stored, send the rest again",
+                    slow.as_millis()
+                )));
+            }
+        }
+        if over_rate {
+            return;
+        }
+    }
 }

@@ -382,7 +382,7 @@ async fn a_delivery_stream_judges_each_request_in_order_and_outlives_a_refused_o
         "signature",
         "flipped byte, on the stream",
     );
-    assert_eq!(got[2].code, tonic::Code::InvalidArgument as u32, "{got:?}");
+    assert_eq!(got[2].code, tonic::Code::InvalidArgument as i32, "{got:?}");
     assert!(got[2].results.is_empty(), "{got:?}");
     assert!(
         got[2].error.contains("signature table does not add up"),
@@ -486,7 +486,8 @@ async fn a_delivery_stream_judges_each_request_in_order_and_outlives_a_refused_o
         .expect_err("a user certificate cannot deliver");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 
-    // The node still serves, and csirt-be's own traffic (over its worker's stream) arrives.
+    // The node still serves, and csirt-be's own traffic arrives (by calls: its worker was
+    // refused a stream above and asks again only after 30 s).
     let published = fed
         .publish("csirt-be", "normal traffic after the stream")
         .await;
@@ -499,4 +500,53 @@ async fn a_delivery_stream_judges_each_request_in_order_and_outlives_a_refused_o
             .is_ok(),
         "a publish at csirt-be never reached csirt-fr"
     );
+}
+
+/// A delivery worker delivers over one stream of its own; a stream held open and idle ends
+/// with the node, saying why, and does not hold up its shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_delivers_over_one_stream_and_an_open_stream_ends_with_the_node() {
+    let fed = TestFederation::new(&[
+        OrgSpec::csirt("csirt-be", "BE"),
+        OrgSpec::csirt("csirt-fr", "FR"),
+    ])
+    .await;
+    let fr = fed.client("csirt-fr", "analyst");
+    for i in 0..3 {
+        let published = fed
+            .publish("csirt-be", &format!("over the worker's stream {i}"))
+            .await;
+        assert_eventually!(
+            fr.client()
+                .get(pb::GetRequest {
+                    id: published.id.clone()
+                })
+                .await
+                .is_ok(),
+            "a publish at csirt-be never reached csirt-fr"
+        );
+    }
+    assert_eq!(
+        fed.node("csirt-fr").deliver_streams.open("csirt-be"),
+        1,
+        "csirt-be's worker delivers over one stream"
+    );
+
+    // A stream held open and idle does not hold up the node's shutdown: it ends, saying why.
+    let (held_tx, rx) = tokio::sync::mpsc::channel::<pb::DeliverRequest>(1);
+    let mut held = fed
+        .node_conn("csirt-be", "csirt-fr")
+        .federation()
+        .deliver_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("a stream to hold")
+        .into_inner();
+    fed.stop("csirt-fr").await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), held.message())
+        .await
+        .expect("the held stream ends with the node")
+        .expect_err("with a status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("shutting down"), "{ended:?}");
+    drop(held_tx);
 }
