@@ -58,6 +58,15 @@ impl Caller {
             .ok_or_else(|| Status::unauthenticated("no verified TLS identity on this connection"))
     }
 
+    /// The connection's verified certificate identity, for a stream that checks it again
+    /// (revocation) on each request.
+    fn identity<T>(req: &Request<T>) -> Result<Arc<PeerIdentity>, Status> {
+        req.extensions()
+            .get::<ConnInfo>()
+            .map(|c| c.identity.clone())
+            .ok_or_else(|| Status::unauthenticated("no verified TLS identity on this connection"))
+    }
+
     /// A node caller's profile and certificate.
     fn node<T>(req: &Request<T>) -> Result<(OrgProfile, Arc<Vec<u8>>), Status> {
         match Self::of(req)? {

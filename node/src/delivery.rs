@@ -344,18 +344,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let (first, second) = split_batch(envelopes, seqs);
         // Each batch signature once per call, to a peer that puts them back.
         let shares = peer.shares_signatures.load(Ordering::Acquire);
-        let call = |mut envelopes: Vec<Envelope>| {
+        let call = |envelopes: Vec<Envelope>| {
             let mut c = client.clone();
-            let (signatures, signature_refs) = if shares {
-                crate::signature_table::share(&mut envelopes)
-            } else {
-                (Vec::new(), Vec::new())
-            };
-            let request = DeliverRequest {
-                envelopes,
-                signatures,
-                signature_refs,
-            };
+            let request = deliver_request(envelopes, shares);
             async move { tokio::time::timeout(timeout, c.deliver(request)).await }
         };
         let streamed = second.is_none()
@@ -364,17 +355,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let started = tokio::time::Instant::now();
         let both = async {
             if streamed {
-                let (mut envelopes, seqs) = first;
-                let (signatures, signature_refs) = if shares {
-                    crate::signature_table::share(&mut envelopes)
-                } else {
-                    (Vec::new(), Vec::new())
-                };
-                let request = DeliverRequest {
-                    envelopes,
-                    signatures,
-                    signature_refs,
-                };
+                let (envelopes, seqs) = first;
+                let request = deliver_request(envelopes, shares);
                 let r = tokio::time::timeout(
                     timeout,
                     over_stream(
@@ -620,6 +602,21 @@ enum Dial {
     /// No link within the time given; attempts still pending go on in the background.
     NotYet,
     Stopped,
+}
+
+/// A Deliver request of `envelopes`, each batch signature once when the peer `shares`
+/// signatures (puts them back).
+fn deliver_request(mut envelopes: Vec<Envelope>, shares: bool) -> DeliverRequest {
+    let (signatures, signature_refs) = if shares {
+        crate::signature_table::share(&mut envelopes)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    DeliverRequest {
+        envelopes,
+        signatures,
+        signature_refs,
+    }
 }
 
 /// An open DeliverStream to a peer: one request at a time, each answered in order.

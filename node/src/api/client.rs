@@ -31,13 +31,7 @@ impl Client for Api {
         req: Request<tonic::Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let user = Caller::user(&req)?;
-        let identity = req
-            .extensions()
-            .get::<crate::tls::ConnInfo>()
-            .map(|c| c.identity.clone())
-            .ok_or_else(|| {
-                Status::unauthenticated("no verified TLS identity on this connection")
-            })?;
+        let identity = Caller::identity(&req)?;
         Ok(Response::new(super::publish_stream::start(
             self.state.clone(),
             user,

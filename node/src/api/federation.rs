@@ -31,13 +31,7 @@ impl Federation for Api {
         req: Request<tonic::Streaming<pb::DeliverRequest>>,
     ) -> Result<Response<Self::DeliverStreamStream>, Status> {
         let (peer, cert) = Caller::node(&req)?;
-        let identity = req
-            .extensions()
-            .get::<crate::tls::ConnInfo>()
-            .map(|c| c.identity.clone())
-            .ok_or_else(|| {
-                Status::unauthenticated("no verified TLS identity on this connection")
-            })?;
+        let identity = Caller::identity(&req)?;
         Ok(Response::new(super::deliver_stream::start(
             self.state.clone(),
             peer,

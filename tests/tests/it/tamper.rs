@@ -257,16 +257,13 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
     assert_eq!(r.outcome, pb::DeliveryOutcome::Duplicate as i32, "{r:?}");
 
     // ... and a normal publish at csirt-be still reaches it.
-    let published = fed.publish("csirt-be", "normal traffic").await;
-    assert_eventually!(
-        fr.client()
-            .get(pb::GetRequest {
-                id: published.id.clone()
-            })
-            .await
-            .is_ok(),
-        "published message never reached csirt-fr"
-    );
+    let published = arrives_at_fr(
+        &fed,
+        &fr,
+        "normal traffic",
+        "published message never reached csirt-fr",
+    )
+    .await;
 
     // Nothing refused is in the feed; the good ones are, once each.
     let feed = backlog(&fr, None).await;
@@ -291,6 +288,26 @@ async fn tampered_malformed_and_oversized_input_is_refused_and_node_keeps_servin
         rej.iter().any(|r| r.id == tampered_id),
         "the tampered message's id is not in the rejection log: {rej:?}"
     );
+}
+
+/// Publish `text` at csirt-be and wait until csirt-fr's `analyst` gets it, or fail with `why`.
+async fn arrives_at_fr(
+    fed: &TestFederation,
+    fr: &bluewire_node::client::Connection,
+    text: &str,
+    why: &str,
+) -> pb::PublishResponse {
+    let published = fed.publish("csirt-be", text).await;
+    assert_eventually!(
+        fr.client()
+            .get(pb::GetRequest {
+                id: published.id.clone()
+            })
+            .await
+            .is_ok(),
+        "{why}"
+    );
+    published
 }
 
 /// `Federation.DeliverStream`: each request is judged as a Deliver call is and answered in
@@ -434,18 +451,13 @@ async fn a_delivery_stream_judges_each_request_in_order_and_outlives_a_refused_o
         err.message()
     );
     let fr = fed.client("csirt-fr", "analyst");
-    let while_full = fed
-        .publish("csirt-be", "sent while the streams are taken")
-        .await;
-    assert_eventually!(
-        fr.client()
-            .get(pb::GetRequest {
-                id: while_full.id.clone()
-            })
-            .await
-            .is_ok(),
-        "csirt-be's worker did not fall back to Deliver calls"
-    );
+    arrives_at_fr(
+        &fed,
+        &fr,
+        "sent while the streams are taken",
+        "csirt-be's worker did not fall back to Deliver calls",
+    )
+    .await;
     drop(held);
     assert_eventually!(
         fr_node.deliver_streams.open("csirt-be") <= 1,
@@ -488,18 +500,13 @@ async fn a_delivery_stream_judges_each_request_in_order_and_outlives_a_refused_o
 
     // The node still serves, and csirt-be's own traffic arrives (by calls: its worker was
     // refused a stream above and asks again only after 30 s).
-    let published = fed
-        .publish("csirt-be", "normal traffic after the stream")
-        .await;
-    assert_eventually!(
-        fr.client()
-            .get(pb::GetRequest {
-                id: published.id.clone()
-            })
-            .await
-            .is_ok(),
-        "a publish at csirt-be never reached csirt-fr"
-    );
+    arrives_at_fr(
+        &fed,
+        &fr,
+        "normal traffic after the stream",
+        "a publish at csirt-be never reached csirt-fr",
+    )
+    .await;
 }
 
 /// A delivery worker delivers over one stream of its own; a stream held open and idle ends
@@ -513,18 +520,14 @@ async fn a_worker_delivers_over_one_stream_and_an_open_stream_ends_with_the_node
     .await;
     let fr = fed.client("csirt-fr", "analyst");
     for i in 0..3 {
-        let published = fed
-            .publish("csirt-be", &format!("over the worker's stream {i}"))
-            .await;
-        assert_eventually!(
-            fr.client()
-                .get(pb::GetRequest {
-                    id: published.id.clone()
-                })
-                .await
-                .is_ok(),
-            "a publish at csirt-be never reached csirt-fr"
-        );
+        let text = format!("over the worker's stream {i}");
+        arrives_at_fr(
+            &fed,
+            &fr,
+            &text,
+            "a publish at csirt-be never reached csirt-fr",
+        )
+        .await;
     }
     assert_eq!(
         fed.node("csirt-fr").deliver_streams.open("csirt-be"),
