@@ -164,6 +164,33 @@ impl Inner {
         Ok(())
     }
 
+    /// One round of the applier: [`Inner::apply`], counting failures in a row; after
+    /// [`MAX_APPLY_FAILURES`] of them, commits fail too.
+    pub(super) fn apply_step(&self) {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply()))
+            .unwrap_or_else(|_| {
+                Err(other(
+                    "redb panicked while taking the journal (a damaged page?)",
+                ))
+            });
+        let mut st = lock(&self.state);
+        match applied {
+            Ok(()) => st.apply_failures = 0,
+            Err(e) => {
+                st.apply_failures += 1;
+                let n = st.apply_failures;
+                if n.is_power_of_two() {
+                    tracing::error!(error = %e, failures = n, "applying the journal to the store file failed; retrying");
+                }
+                if n >= MAX_APPLY_FAILURES && st.failed.is_none() {
+                    st.failed = Some(format!(
+                        "the store file has not taken the journal in {n} tries ({e})"
+                    ));
+                }
+            }
+        }
+    }
+
     /// Start a new segment when the current one is big or old enough: created (and, with
     /// `always`, synced) outside the lock; the old one synced too, so that a commit that did
     /// not ask for a sync of its own is on disk before any commit after it is.
@@ -370,30 +397,12 @@ impl Database {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             threads: Mutex::new(Vec::new()),
         });
-        spawn_every("bluewire-store-apply", policy.apply_every, &inner, |i| {
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| i.apply()))
-                .unwrap_or_else(|_| {
-                    Err(other(
-                        "redb panicked while taking the journal (a damaged page?)",
-                    ))
-                });
-            let mut st = lock(&i.state);
-            match applied {
-                Ok(()) => st.apply_failures = 0,
-                Err(e) => {
-                    st.apply_failures += 1;
-                    let n = st.apply_failures;
-                    if n.is_power_of_two() {
-                        tracing::error!(error = %e, failures = n, "applying the journal to the store file failed; retrying");
-                    }
-                    if n >= MAX_APPLY_FAILURES && st.failed.is_none() {
-                        st.failed = Some(format!(
-                            "the store file has not taken the journal in {n} tries ({e})"
-                        ));
-                    }
-                }
-            }
-        });
+        spawn_every(
+            "bluewire-store-apply",
+            policy.apply_every,
+            &inner,
+            Inner::apply_step,
+        );
         if let Some(every) = policy.sync_every {
             spawn_every("bluewire-store-jsync", every, &inner, |i| {
                 let file = {

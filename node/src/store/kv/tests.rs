@@ -364,3 +364,81 @@ fn a_table_in_a_write_transaction_reads_redb_at_its_first_read_and_sees_each_com
     drop((t, missing));
     tx.commit().unwrap();
 }
+
+#[test]
+fn a_table_first_opened_after_the_open_is_applied_into_redb() {
+    const LATE: TableDefinition<&str, u64> = TableDefinition::new("late");
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put(&db, |tx| {
+        tx.open_table(LATE).unwrap().insert("k", 7u64).unwrap();
+    });
+    db.apply_now().unwrap();
+    let got = db
+        .redb()
+        .unwrap()
+        .begin_read()
+        .unwrap()
+        .open_table(LATE.typed())
+        .unwrap()
+        .get("k")
+        .unwrap()
+        .map(|g| g.value());
+    assert_eq!(got, Some(7));
+}
+
+#[test]
+fn segments_are_deleted_once_redb_has_taken_them() {
+    let d = tempfile::tempdir().unwrap();
+    // A new segment at every apply.
+    let every_apply = Policy {
+        rotate_age: Duration::ZERO,
+        ..policy()
+    };
+    let db = open_in(d.path(), every_apply);
+    for i in 0..20u64 {
+        put(&db, |tx| {
+            tx.open_table(NUMS)
+                .unwrap()
+                .insert(i, b"v".as_slice())
+                .unwrap();
+        });
+        db.apply_now().unwrap();
+        let left = journal::segments(d.path()).unwrap();
+        assert!(left.len() <= 2, "after {i} applies: segments {left:?}");
+    }
+    assert_eq!(nums(&db).len(), 20);
+}
+
+#[test]
+fn commits_fail_once_the_applier_has_failed_fifty_times_in_a_row() {
+    const BROKEN: TableDefinition<u64, &[u8]> = TableDefinition::new("broken");
+    let d = tempfile::tempdir().unwrap();
+    let redb = redb::Database::create(d.path().join("store.redb")).unwrap();
+    let mut with_broken = specs();
+    // Writing this table into redb always fails (a failing disk, as the applier sees it).
+    with_broken.push(Spec {
+        apply: |_, _, _| Err(other("refused on purpose")),
+        ..BROKEN.spec()
+    });
+    let db = Database::open(redb, d.path(), &with_broken, policy()).unwrap();
+    let write = |i: u64| {
+        let tx = db.begin_write().unwrap();
+        tx.open_table(BROKEN)
+            .unwrap()
+            .insert(i, b"v".as_slice())
+            .unwrap();
+        tx.commit()
+    };
+    write(0).unwrap();
+    for _ in 1..MAX_APPLY_FAILURES {
+        db.inner.apply_step();
+    }
+    write(1).expect("commits go on until the fiftieth failure");
+    db.inner.apply_step();
+    let e = write(2).unwrap_err().to_string();
+    assert!(
+        e.contains("has not taken the journal in 50 tries") && e.contains("refused on purpose"),
+        "{e}"
+    );
+}
