@@ -507,6 +507,12 @@ impl Database {
         }
     }
 
+    /// Commits not yet taken into redb.
+    #[cfg(test)]
+    pub(super) fn pending_commits(&self) -> usize {
+        lock(&self.inner.state).overlay.runs().len()
+    }
+
     /// Take everything pending into redb now.
     #[cfg(test)]
     pub(in crate::store) fn apply_now(&self) -> Result<(), StorageError> {

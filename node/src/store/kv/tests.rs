@@ -442,3 +442,68 @@ fn commits_fail_once_the_applier_has_failed_fifty_times_in_a_row() {
         "{e}"
     );
 }
+
+#[test]
+fn the_applier_takes_commits_into_redb_on_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(
+        d.path(),
+        Policy {
+            apply_every: Duration::from_millis(1),
+            ..policy()
+        },
+    );
+    put(&db, |tx| {
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(1u64, b"v".as_slice())
+            .unwrap();
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.pending_commits() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the applier never took the commit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(nums(&db), vec![(1, "v".to_string())]);
+}
+
+#[test]
+fn one_write_transaction_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    let first = db.begin_write().unwrap();
+    let (began, second_began) = std::sync::mpsc::channel();
+    let other = db.clone();
+    let second = std::thread::spawn(move || {
+        let tx = other.begin_write().unwrap();
+        began.send(()).unwrap();
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(2u64, b"second".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    });
+    assert!(
+        second_began
+            .recv_timeout(Duration::from_millis(200))
+            .is_err(),
+        "a second write transaction began while the first was open"
+    );
+    first
+        .open_table(NUMS)
+        .unwrap()
+        .insert(1u64, b"first".as_slice())
+        .unwrap();
+    first.commit().unwrap();
+    second_began
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the second begins once the first ends");
+    second.join().unwrap();
+    assert_eq!(
+        nums(&db),
+        vec![(1, "first".to_string()), (2, "second".to_string())]
+    );
+}
