@@ -507,3 +507,109 @@ fn one_write_transaction_at_a_time() {
         vec![(1, "first".to_string()), (2, "second".to_string())]
     );
 }
+
+#[test]
+fn a_segment_is_closed_only_when_due_and_deleted_at_the_apply_that_covers_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let d = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let counted = syncs.clone();
+    let db = open_in(
+        d.path(),
+        Policy {
+            // Past one big commit, not past a small one.
+            rotate_bytes: 1000,
+            sync_base: Arc::new(move || {
+                counted.fetch_add(1, SeqCst);
+                Ok(())
+            }),
+            ..policy()
+        },
+    );
+    let at_open = syncs.load(SeqCst);
+    let first = journal::segments(d.path()).unwrap();
+    let write = |db: &Database, k: u64, len: usize| {
+        put(db, |tx| {
+            tx.open_table(NUMS)
+                .unwrap()
+                .insert(k, vec![0u8; len].as_slice())
+                .unwrap();
+        })
+    };
+    write(&db, 1, 10);
+    db.apply_now().unwrap();
+    assert_eq!(
+        journal::segments(d.path()).unwrap(),
+        first,
+        "small and young: not closed"
+    );
+    assert_eq!(syncs.load(SeqCst), at_open);
+    write(&db, 2, 2000);
+    db.apply_now().unwrap();
+    let now = journal::segments(d.path()).unwrap();
+    assert_eq!(
+        now,
+        vec![first[0] + 1],
+        "closed, and deleted at the apply that took it"
+    );
+    assert_eq!(
+        syncs.load(SeqCst),
+        at_open + 1,
+        "redb's file synced before the deletion"
+    );
+    write(&db, 3, 10);
+    db.apply_now().unwrap();
+    assert_eq!(journal::segments(d.path()).unwrap(), now);
+    assert_eq!(
+        syncs.load(SeqCst),
+        at_open + 1,
+        "nothing left to delete: no sync"
+    );
+}
+
+#[test]
+fn a_commit_redb_already_took_is_not_replayed_over_a_later_direct_write() {
+    let d = tempfile::tempdir().unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put(&db, |tx| {
+        tx.open_table(COUNTS).unwrap().insert("x", 1u64).unwrap();
+    });
+    // Takes commit 1 into redb (which records it), then writes past the journal.
+    let tx = db.begin_write_direct().unwrap();
+    tx.open_table(COUNTS).unwrap().insert("x", 2u64).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        journal::segments(d.path()).unwrap().len(),
+        1,
+        "commit 1's segment is kept"
+    );
+    crash_copy(d.path(), after.path());
+    drop(db);
+    let again = open_in(after.path(), policy());
+    let rtx = again.begin_read().unwrap();
+    let x = rtx
+        .open_table(COUNTS)
+        .unwrap()
+        .get("x")
+        .unwrap()
+        .map(|g| g.value());
+    assert_eq!(x, Some(2));
+}
+
+#[test]
+fn the_first_commit_of_a_fresh_store_survives_a_crash_before_any_apply() {
+    let d = tempfile::tempdir().unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put(&db, |tx| {
+        tx.open_table(NUMS)
+            .unwrap()
+            .insert(1u64, b"first".as_slice())
+            .unwrap();
+    });
+    crash_copy(d.path(), after.path());
+    drop(db);
+    let again = open_in(after.path(), policy());
+    assert_eq!(nums(&again), vec![(1, "first".to_string())]);
+}
