@@ -43,7 +43,7 @@ pub struct DeliverStreams(std::sync::Mutex<std::collections::HashMap<String, usi
 
 /// One open stream, counted until dropped.
 pub struct Counted {
-    streams: Arc<NodeState>,
+    state: Arc<NodeState>,
     org: String,
 }
 
@@ -62,7 +62,7 @@ impl DeliverStreams {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut open = self.streams.deliver_streams.lock();
+        let mut open = self.state.deliver_streams.lock();
         if let Some(n) = open.get_mut(&self.org) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -84,7 +84,7 @@ fn count(st: &Arc<NodeState>, org: &str) -> Result<Counted, Status> {
     }
     *n += 1;
     Ok(Counted {
-        streams: st.clone(),
+        state: st.clone(),
         org: org.to_string(),
     })
 }

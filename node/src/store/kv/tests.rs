@@ -42,6 +42,13 @@ fn put(db: &Database, f: impl FnOnce(&WriteTransaction)) {
     tx.commit().unwrap();
 }
 
+/// Commit one row of `NUMS`.
+fn put_num(db: &Database, k: u64, v: &[u8]) {
+    put(db, |tx| {
+        tx.open_table(NUMS).unwrap().insert(k, v).unwrap();
+    });
+}
+
 fn nums(db: &Database) -> Vec<(u64, String)> {
     let rtx = db.begin_read().unwrap();
     let t = rtx.open_table(NUMS).unwrap();
@@ -174,12 +181,7 @@ fn a_crash_before_the_apply_loses_nothing_committed() {
     let after = tempfile::tempdir().unwrap();
     let db = open_in(d.path(), policy());
     for i in 0..50u64 {
-        put(&db, |tx| {
-            tx.open_table(NUMS)
-                .unwrap()
-                .insert(i, format!("v{i}").as_bytes())
-                .unwrap();
-        });
+        put_num(&db, i, format!("v{i}").as_bytes());
         if i == 20 {
             db.apply_now().unwrap();
         }
@@ -194,12 +196,7 @@ fn a_crash_before_the_apply_loses_nothing_committed() {
     let again = open_in(after.path(), policy());
     assert_eq!(nums(&again), want, "replayed");
     // The replayed segment is gone; commits go on after it.
-    put(&again, |tx| {
-        tx.open_table(NUMS)
-            .unwrap()
-            .insert(7u64, b"back".as_slice())
-            .unwrap();
-    });
+    put_num(&again, 7u64, b"back");
     assert_eq!(journal::segments(after.path()).unwrap().len(), 1);
 }
 
@@ -258,12 +255,7 @@ fn tables_are_dropped_only_in_a_direct_transaction() {
     assert!(e.to_string().contains("opening transaction"), "{e}");
     drop(tx);
     // Pending writes are taken into redb before a direct transaction starts.
-    put(&db, |tx| {
-        tx.open_table(NUMS)
-            .unwrap()
-            .insert(1u64, b"one".as_slice())
-            .unwrap();
-    });
+    put_num(&db, 1u64, b"one");
     let tx = db.begin_write_direct().unwrap();
     assert!(tx.delete_table(OLD).unwrap());
     assert_eq!(
@@ -309,12 +301,7 @@ fn close_stops_the_store_threads_and_lets_go_of_the_file_before_it_returns() {
     for round in 0..20u64 {
         let db = open_in(d.path(), busy.clone());
         for i in 0..20u64 {
-            put(&db, |tx| {
-                tx.open_table(NUMS)
-                    .unwrap()
-                    .insert(round * 100 + i, b"v".as_slice())
-                    .unwrap();
-            });
+            put_num(&db, round * 100 + i, b"v");
         }
         db.close();
         // redb's lock is released: the file opens at once, with everything in it.
@@ -335,19 +322,9 @@ fn close_stops_the_store_threads_and_lets_go_of_the_file_before_it_returns() {
 fn a_table_in_a_write_transaction_reads_redb_at_its_first_read_and_sees_each_commit_once() {
     let d = tempfile::tempdir().unwrap();
     let db = open_in(d.path(), policy());
-    put(&db, |tx| {
-        tx.open_table(NUMS)
-            .unwrap()
-            .insert(1u64, b"one".as_slice())
-            .unwrap();
-    });
+    put_num(&db, 1u64, b"one");
     db.apply_now().unwrap();
-    put(&db, |tx| {
-        tx.open_table(NUMS)
-            .unwrap()
-            .insert(2u64, b"two".as_slice())
-            .unwrap();
-    });
+    put_num(&db, 2u64, b"two");
     let tx = db.begin_write().unwrap();
     let t = tx.open_table(NUMS).unwrap();
     // The applier moves commit 2 into redb after the transaction began and before its
@@ -397,12 +374,7 @@ fn segments_are_deleted_once_redb_has_taken_them() {
     };
     let db = open_in(d.path(), every_apply);
     for i in 0..20u64 {
-        put(&db, |tx| {
-            tx.open_table(NUMS)
-                .unwrap()
-                .insert(i, b"v".as_slice())
-                .unwrap();
-        });
+        put_num(&db, i, b"v");
         db.apply_now().unwrap();
         let left = journal::segments(d.path()).unwrap();
         assert!(left.len() <= 2, "after {i} applies: segments {left:?}");
@@ -453,12 +425,7 @@ fn the_applier_takes_commits_into_redb_on_its_own() {
             ..policy()
         },
     );
-    put(&db, |tx| {
-        tx.open_table(NUMS)
-            .unwrap()
-            .insert(1u64, b"v".as_slice())
-            .unwrap();
-    });
+    put_num(&db, 1u64, b"v");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while db.pending_commits() > 0 {
         assert!(
@@ -528,14 +495,7 @@ fn a_segment_is_closed_only_when_due_and_deleted_at_the_apply_that_covers_it() {
     );
     let at_open = syncs.load(SeqCst);
     let first = journal::segments(d.path()).unwrap();
-    let write = |db: &Database, k: u64, len: usize| {
-        put(db, |tx| {
-            tx.open_table(NUMS)
-                .unwrap()
-                .insert(k, vec![0u8; len].as_slice())
-                .unwrap();
-        })
-    };
+    let write = |db: &Database, k: u64, len: usize| put_num(db, k, &vec![0u8; len]);
     write(&db, 1, 10);
     db.apply_now().unwrap();
     assert_eq!(
@@ -602,12 +562,7 @@ fn the_first_commit_of_a_fresh_store_survives_a_crash_before_any_apply() {
     let d = tempfile::tempdir().unwrap();
     let after = tempfile::tempdir().unwrap();
     let db = open_in(d.path(), policy());
-    put(&db, |tx| {
-        tx.open_table(NUMS)
-            .unwrap()
-            .insert(1u64, b"first".as_slice())
-            .unwrap();
-    });
+    put_num(&db, 1u64, b"first");
     crash_copy(d.path(), after.path());
     drop(db);
     let again = open_in(after.path(), policy());
