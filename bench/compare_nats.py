@@ -4,7 +4,9 @@ Runs `bluewire bench fanout` and the same workload on an equivalent NATS JetStre
 topology (nats_fanout.py) alternately, --pairs times: Bluewire first in odd pairs, NATS
 first in even pairs, so that drift on a shared machine falls on both sides alike. Reports
 throughput and paced latency for both and their ratios (Bluewire / NATS) per pair, and
-their range across pairs. A benchmark, not a test: it asserts nothing.
+their range across pairs. A benchmark, not a test: it asserts nothing. With --floor, the
+Bluewire side is `bluewire bench floor`: the same calls over the same mutual TLS with
+nothing behind them (no store, no signatures, no routing).
 
 Normally started by bench/compare-nats, which installs what it needs (add --no-build
 there to measure the existing target/release/bluewire as it is).
@@ -54,16 +56,17 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always",
-                 linger_us: Optional[int] = None) -> tuple:
-    """One `bluewire bench fanout` run; its progress goes to our stderr as it comes.
+                 linger_us: Optional[int] = None, floor: bool = False) -> tuple:
+    """One `bluewire bench fanout` run (`bench floor` with `floor`: the transport alone);
+    its progress goes to our stderr as it comes.
     Returns (parsed JSON or None, its stderr, exit status)."""
-    cmd = [str(binary), "--output", "json", "bench", "fanout", "--messages", str(w.messages),
+    cmd = [str(binary), "--output", "json", "bench", "floor" if floor else "fanout", "--messages", str(w.messages),
            "--concurrency", str(w.concurrency), "--seconds", str(w.seconds), "--size", str(w.size),
            "--receivers", str(w.receivers)]
-    if store_sync != "always":
+    if store_sync != "always" and not floor:
         # Builds from before `--store-sync` sync every commit and refuse the option.
         cmd += ["--store-sync", store_sync]
-    if linger_us is not None:
+    if linger_us is not None and not floor:
         # Builds from before `--linger-us` refuse it: given only when asked for.
         cmd += ["--linger-us", str(linger_us)]
     for r in rates:
@@ -97,9 +100,10 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     return result, "".join(err), proc.returncode
 
 
-def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: Optional[int] = None) -> dict:
+def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: Optional[int] = None,
+                    floor: bool = False) -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
-    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us)
+    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor)
     if status != 0 and result is not None:
         print(f"  (bluewire exited with status {status} after printing its figures)", file=sys.stderr)
     if result is not None and "paced" in result:
@@ -114,7 +118,7 @@ def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linge
         print("  (this build takes one --rate: one bluewire run per rate)", file=sys.stderr)
         runs = [(result, status)] if result is not None else []
         for r in w.rates[len(runs):]:
-            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us)
+            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor)
             if one is None:
                 raise RuntimeError(f"{binary} bench fanout --rate {r} failed (exit status {status}):\n{err[-3000:]}")
             if status != 0:
@@ -297,6 +301,9 @@ def main() -> None:
                         "(synced once a second, like JetStream's default sync_interval of 2 minutes)")
     p.add_argument("--linger-us", type=int, default=None,
                    help="Bluewire's [delivery] linger_us on every node (default: the node's default, off)")
+    p.add_argument("--floor", action="store_true",
+                   help="measure `bluewire bench floor` instead of `bench fanout`: the same processes, mutual TLS and "
+                        "calls with no store, no signatures and no routing (what a node could not go below)")
     a = p.parse_args()
     w = nats_fanout.workload_from(a)
     if a.pairs < 1:
@@ -320,7 +327,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         for side in order:
             print(f"pair {i}/{a.pairs}: {side}…", file=sys.stderr)
             if side == "bluewire":
-                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us)
+                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us, a.floor)
             else:
                 figures[side] = asyncio.run(nats_fanout.run(w, a.nats_client_tls))
         pair = {"pair": i, "order": order, **figures, "ratios": ratios(figures["bluewire"], figures["nats"])}
@@ -334,14 +341,16 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         print(json.dumps({"machine": info, "workload": {**vars(w), "rates": list(w.rates),
                                                         "nats_client_tls": a.nats_client_tls,
                                                         "bluewire_store_sync": a.store_sync,
-                                                        "bluewire_linger_us": a.linger_us},
+                                                        "bluewire_linger_us": a.linger_us,
+                                                        "bluewire_bench": "floor" if a.floor else "fanout"},
                           "pairs": pairs, "summary": summary}))
     else:
         print_summary(summary)
         print(f"\n{info['date_utc']}: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, load "
               f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])} at start; {info['nats_server_version']}, "
               f"nats-py {info['nats_py_version']}; Bluewire: {info['bluewire_binary']} (built "
-              f"{info['bluewire_binary_modified_utc']}; repository at {info['bluewire_commit']}), store sync: {a.store_sync}"
+              f"{info['bluewire_binary_modified_utc']}; repository at {info['bluewire_commit']}), "
+              f"{'bench floor (the transport alone)' if a.floor else f'store sync: {a.store_sync}'}"
               f"; 1 → {w.receivers} receiver(s){'' if a.linger_us is None else f', linger {a.linger_us} µs'}; "
               f"JetStream disk sync: {pairs[0]['nats']['topology']['jetstream_sync']}")
 

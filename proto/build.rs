@@ -28,5 +28,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+
+    // The benchmark-only service, apart: its own output directory (so the `bluewire.v1`
+    // code generated again from its imports never replaces the one above) and not in the
+    // descriptor set the nodes serve for reflection.
+    let bench = "bluewire/bench/v1/floor.proto";
+    println!("cargo:rerun-if-changed={bench}");
+    let bench_out = out.join("bench");
+    std::fs::create_dir_all(&bench_out)?;
+    tonic_prost_build::configure()
+        .out_dir(&bench_out)
+        .extern_path(".bluewire.v1", "crate::v1")
+        .bytes(".bluewire.v1.Envelope.content")
+        .bytes(".bluewire.v1.Envelope.signature")
+        .bytes(".bluewire.v1.DeliverRequest.signatures")
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(protox::compile([bench], ["."])?)?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! `bluewire bench stix` (STIX import, TAXII paging, bundle fan-out) lives in [`stix`].
 
 mod catchup;
+mod floor;
 mod stix;
 mod store;
 mod subscribers;
@@ -41,10 +42,17 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Many subscriber streams at one node (SOC tools) at a paced publish rate.
     Subscribers(subscribers::SubscribersArgs),
+    /// The fan-out's transport alone (mutual TLS, gRPC, the same calls and messages) with
+    /// no store, no signatures and no routing: what a node could not go below.
+    Floor(floor::FloorArgs),
+    /// One process of `bench floor` (started by it).
+    #[command(hide = true)]
+    FloorNode(floor::FloorNodeArgs),
 }
 
+/// The fan-out workload, shared by `bench fanout` and `bench floor`.
 #[derive(Debug, Args)]
-pub struct FanoutArgs {
+pub struct Workload {
     /// Messages in the throughput phase.
     #[arg(long, default_value_t = 5000)]
     pub messages: usize,
@@ -66,6 +74,12 @@ pub struct FanoutArgs {
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub workload: Workload,
     /// Load this Cedar local policy on every node (to measure its cost).
     #[arg(long)]
     pub policy: Option<std::path::PathBuf>,
@@ -119,20 +133,21 @@ async fn publish_unary(
     Ok(ids)
 }
 
-/// `messages` publishes on one PublishStream, at most `concurrency` not yet answered.
-async fn publish_stream(
-    publisher: &Connection,
+/// `messages` publishes on one publish stream, which `open` opens with the requests' stream,
+/// at most `concurrency` not yet answered.
+async fn publish_stream<Open, Opened>(
+    open: Open,
     messages: usize,
     concurrency: usize,
     request: &impl Fn() -> pb::PublishRequest,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<String>>
+where
+    Open: FnOnce(tokio_stream::wrappers::ReceiverStream<pb::PublishRequest>) -> Opened,
+    Opened: Future<Output = anyhow::Result<tonic::Streaming<pb::PublishResult>>>,
+{
     let sem = Arc::new(Semaphore::new(concurrency));
     let (tx, rx) = tokio::sync::mpsc::channel(concurrency.max(1));
-    let mut results = publisher
-        .client()
-        .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut results = open(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
     let reader = {
         let sem = sem.clone();
         tokio::spawn(async move {
@@ -197,6 +212,8 @@ pub async fn run(cmd: BenchCommand, out: Output) -> anyhow::Result<()> {
             BenchCommand::Catchup(a) => catchup::run(a, out).await,
             BenchCommand::Store(a) => store::run(a, out).await,
             BenchCommand::Subscribers(a) => subscribers::run(a, out).await,
+            BenchCommand::Floor(a) => floor::run(a, out).await,
+            BenchCommand::FloorNode(a) => floor::node(a).await,
         }
     };
     // Interrupted: dropping the benchmark stops the node processes it started and removes
@@ -568,6 +585,35 @@ fn all_done(arr: &Arrivals, ids: &[String], receivers: usize) -> usize {
         .count()
 }
 
+/// Waits, at most `bound`, until every one of `ids` has reached all `receivers` subscribers;
+/// returns how many have.
+async fn wait_for_arrivals(
+    arr: &Arrivals,
+    ids: &[String],
+    receivers: usize,
+    bound: Duration,
+) -> usize {
+    let deadline = Instant::now() + bound;
+    loop {
+        let done = all_done(arr, ids, receivers);
+        if done == ids.len() || Instant::now() >= deadline {
+            return done;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A subscriber has message `id`: counted, and timed when it is the last of `receivers`.
+fn note_arrival(arr: &Arrivals, id: Option<String>, receivers: usize) {
+    if let Ok(mut m) = arr.lock() {
+        let e = m.entry(id.unwrap_or_default()).or_insert((0, None));
+        e.0 += 1;
+        if e.0 as usize == receivers {
+            e.1 = Some(Instant::now());
+        }
+    }
+}
+
 /// The receiving organisations of a fan-out benchmark (at most 16).
 const RECEIVERS: [&str; 16] = [
     "recv-b", "recv-c", "recv-d", "recv-e", "recv-f", "recv-g", "recv-h", "recv-i", "recv-j",
@@ -628,11 +674,11 @@ pub(crate) fn unlimited_client() -> Vec<ConfigEdit> {
 
 async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     // The publisher delivers to the receivers only.
-    let receivers = usize::from(a.receivers);
+    let receivers = usize::from(a.workload.receivers);
     let mut names = vec!["pub-a"];
     names.extend_from_slice(&RECEIVERS[..receivers]);
     let specs = bench_orgs(&names);
-    let (tmp, _cleanup) = work_dir(a.dir.as_deref(), "bluewire-bench");
+    let (tmp, _cleanup) = work_dir(a.workload.dir.as_deref(), "bluewire-bench");
     let mut edits = unlimited_client();
     if let Some(p) = &a.policy {
         let p = std::fs::canonicalize(p)?;
@@ -658,7 +704,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let fsync_5 = fsync_latencies(&tmp, 5, Duration::from_secs(2))?;
     let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     eprintln!("measuring raw signature rates (hybrid Ed25519 + ML-DSA-65, and Ed25519 alone)…");
-    let (hybrid, ed_only) = signature_rates(a.size, Duration::from_secs(2))?;
+    let (hybrid, ed_only) = signature_rates(a.workload.size, Duration::from_secs(2))?;
     let bound = hybrid.bound(receivers);
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
@@ -686,14 +732,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                     eprintln!("a subscriber's feed does not add up, so it stops: {e}");
                     break;
                 }
-                let id = item.content.map(|c| c.id).unwrap_or_default();
-                if let Ok(mut m) = arrivals.lock() {
-                    let e = m.entry(id).or_insert((0, None));
-                    e.0 += 1;
-                    if e.0 as usize == receivers {
-                        e.1 = Some(Instant::now());
-                    }
-                }
+                note_arrival(&arrivals, item.content.map(|c| c.id), receivers);
             }
         }));
     }
@@ -707,31 +746,30 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         rtt.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     rtt.sort_by(|a, b| a.total_cmp(b));
-    let template = free_text(a.size);
+    let template = free_text(a.workload.size);
     let request = move || template.clone();
 
     // Phase 1: throughput, bounded in count and time.
     eprintln!(
         "throughput phase: {} messages, {} in flight…",
-        a.messages, a.concurrency
+        a.workload.messages, a.workload.concurrency
     );
     let counts_before = counts(&fed).await?;
     let start = Instant::now();
     let ids = if a.unary_publish {
-        publish_unary(&publisher, a.messages, a.concurrency, &request).await?
+        publish_unary(
+            &publisher,
+            a.workload.messages,
+            a.workload.concurrency,
+            &request,
+        )
+        .await?
     } else {
-        publish_stream(&publisher, a.messages, a.concurrency, &request).await?
+        let open = |rx| async { Ok(publisher.client().publish_stream(rx).await?.into_inner()) };
+        publish_stream(open, a.workload.messages, a.workload.concurrency, &request).await?
     };
     let published = start.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut done = 0;
-    while Instant::now() < deadline {
-        done = all_done(&arrivals, &ids, receivers);
-        if done == ids.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let done = wait_for_arrivals(&arrivals, &ids, receivers, Duration::from_secs(120)).await;
     let elapsed = start.elapsed();
     let throughput = done as f64 / elapsed.as_secs_f64();
     let counts_after = counts(&fed).await?;
@@ -745,9 +783,9 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let throughput_path = PathCounts::between(&counts_before, &counts_after, done);
 
     // Phase 2: latency at each paced rate.
-    let mut paced = Vec::with_capacity(a.rates.len());
-    for &rate in &a.rates {
-        eprintln!("latency phase: {rate} msg/s for {} s…", a.seconds);
+    let mut paced = Vec::with_capacity(a.workload.rates.len());
+    for &rate in &a.workload.rates {
+        eprintln!("latency phase: {rate} msg/s for {} s…", a.workload.seconds);
         paced.push(
             paced_phase(
                 &fed,
@@ -756,7 +794,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 &request,
                 Pace {
                     rate,
-                    seconds: a.seconds,
+                    seconds: a.workload.seconds,
                     stream: a.paced_stream,
                 },
                 receivers,
@@ -787,8 +825,8 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let first = paced.first().cloned().unwrap_or_default();
     let mut result = serde_json::json!({
         "local_policy": a.policy.as_ref().map(|p| p.display().to_string()),
-        "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
-                      "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates, "paced_seconds": a.seconds,
+        "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.workload.size,
+                      "messages": a.workload.messages, "concurrency": a.workload.concurrency, "paced_rates": a.workload.rates, "paced_seconds": a.workload.seconds,
                       "feed_envelope": clap::ValueEnum::to_possible_value(&a.feed_envelope).map(|v| v.get_name().to_owned()),
                       "throughput_publish": if a.unary_publish { "unary" } else { "stream" },
                       "paced_publish": if a.paced_stream { "stream" } else { "unary" },
@@ -816,7 +854,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         Output::Table => {
             println!(
                 "hybrid Ed25519 + ML-DSA-65 (1 core, {} B): sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s (1 sign + {receivers} verify)",
-                a.size, hybrid.sign, hybrid.verify, bound
+                a.workload.size, hybrid.sign, hybrid.verify, bound
             );
             println!(
                 "  Ed25519 alone, same run: sign {:.0}/s, verify {:.0}/s -> bound {:.0} msg/s ({:.2}x the hybrid bound)",
@@ -832,7 +870,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             );
             println!(
                 "throughput: {done}/{} delivered at all {receivers} subscribers in {:.2} s = {:.0} msg/s = {:.2} of bound (publishes acked in {:.2} s); node CPU {:.0} µs per message",
-                a.messages,
+                a.workload.messages,
                 elapsed.as_secs_f64(),
                 throughput,
                 throughput / bound,
@@ -879,7 +917,7 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 .collect();
             println!(
                 "store file bytes per stored message ({} B payload): {}",
-                a.size,
+                a.workload.size,
                 per_msg.join(", ")
             );
             let rss: Vec<String> = idle_rss
@@ -889,10 +927,10 @@ async fn fanout(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
             println!("idle RSS: {}", rss.join(", "));
         }
     }
-    if done < a.messages {
+    if done < a.workload.messages {
         bail!(
             "only {done} of {} messages reached every subscriber within the time bound",
-            a.messages
+            a.workload.messages
         );
     }
     Ok(())
@@ -1040,6 +1078,35 @@ struct Pace {
     stream: bool,
 }
 
+/// Reads a paced publish stream's results, which come in request order, until the `n`th:
+/// (position, when, id) for each publish stored.
+async fn paced_results(
+    mut results: tonic::Streaming<pb::PublishResult>,
+    n: usize,
+) -> Vec<(usize, Instant, String)> {
+    let mut stored = Vec::with_capacity(n);
+    loop {
+        let r = match results.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!(
+                    "the paced PublishStream ended early ({e}): this phase counts only the results that came before"
+                );
+                break;
+            }
+        };
+        let i = r.index as usize;
+        if let Some(p) = r.published {
+            stored.push((i, Instant::now(), p.id));
+        }
+        if i + 1 >= n {
+            break;
+        }
+    }
+    stored
+}
+
 /// Publish at `rate` msg/s for `seconds`; latency = from starting the publish call (or
 /// sending the request on the stream) to the moment the last receiver's subscriber has the
 /// message.
@@ -1069,34 +1136,12 @@ async fn paced_phase(
     // noting (position, when, id) for each publish stored.
     let (stream_tx, reader) = if stream {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut results = publisher
+        let results = publisher
             .client()
             .publish_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await?
             .into_inner();
-        let reader = tokio::spawn(async move {
-            let mut stored = Vec::with_capacity(n);
-            loop {
-                let r = match results.message().await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!(
-                            "the paced PublishStream ended early ({e}): this phase counts only the results that came before"
-                        );
-                        break;
-                    }
-                };
-                let i = r.index as usize;
-                if let Some(p) = r.published {
-                    stored.push((i, Instant::now(), p.id));
-                }
-                if i + 1 >= n {
-                    break;
-                }
-            }
-            stored
-        });
+        let reader = tokio::spawn(paced_results(results, n));
         (Some(tx), Some(reader))
     } else {
         (None, None)
@@ -1147,11 +1192,8 @@ async fn paced_phase(
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
     let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
-    while Instant::now() < deadline && all_done(arrivals, &ids2, receivers) < ids2.len() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_arrivals(arrivals, &ids2, receivers, Duration::from_secs(60)).await;
     let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
     let mut lat: Vec<f64> = sent
         .iter()

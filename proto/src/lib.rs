@@ -11,3 +11,12 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/bluewire_descriptor.bin"));
 }
+
+/// Package `bluewire.bench.v1`: the transport floor `bluewire bench floor` measures (the
+/// fan-out's calls and messages with nothing behind them). For benchmarks only; no node
+/// serves it.
+pub mod bench {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/bench/bluewire.bench.v1.rs"));
+    }
+}
