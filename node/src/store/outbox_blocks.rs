@@ -44,14 +44,16 @@ pub(super) fn holding(
 }
 
 /// Where a scan for `peer`'s seqs from `seq` on starts: the key of the block that may hold
-/// `seq` (the last keyed at or below it), or `seq` itself. Decodes nothing.
+/// `seq` (the last keyed at or below it, looked for from key `from` on), or `seq` itself.
+/// Decodes nothing.
 pub(super) fn scan_start(
     t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     peer: &str,
+    from: u64,
     seq: u64,
 ) -> Result<u64> {
     match t
-        .range((peer, 0u64)..=(peer, seq))
+        .range((peer, from)..=(peer, seq))
         .map_err(db_err("scan outbox"))?
         .next_back()
     {

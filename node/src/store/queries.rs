@@ -54,7 +54,7 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        self.outbox_records_after(peer, after_seq, limit, |seq, rec, signatures| {
+        self.outbox_records_after(peer, after_seq, limit, &mut 0, |seq, rec, signatures| {
             Ok((seq, rec.into_envelope(seq, signatures)?))
         })
     }
@@ -68,23 +68,56 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<super::Queued>> {
-        self.outbox_records_after(peer, after_seq, limit, |seq, mut rec, signatures| {
-            let signature = rec.take_signature(seq, signatures)?;
-            Ok(super::Queued {
-                seq,
-                envelope: rec.envelope,
-                signature,
-            })
-        })
+        self.outbox_queued_from(peer, after_seq, limit, &mut 0)
+    }
+
+    /// [`Store::outbox_queued_after`] for a reader that walks `peer`'s outbox forward, as a
+    /// delivery worker does: `scan_from` is where the previous read found the block it started
+    /// in, and this read looks for its block from there, not from the peer's first key
+    /// (through the journal's overlay, which holds every block written or removed since redb
+    /// took the last commits, that walk grew with them). It is updated for the next read.
+    ///
+    /// Start at 0, keep it between reads while `after_seq` only grows, and set it back to 0
+    /// whenever `after_seq` goes back or [`Store::generation`] changes. Why that is enough: no
+    /// block of a peer holds a seq at or above the next block's key, so the block that holds
+    /// `after_seq + 1` is the last one keyed at or below it, and the one found last time
+    /// keyed below that can only have been re-keyed upwards (an ack), joined by higher seqs
+    /// (an enqueue), or followed by new blocks, all keyed above it. Only a reopen after an I/O
+    /// error can bring back a block keyed below it (a lost ack), and a reopen changes the
+    /// generation.
+    pub fn outbox_queued_from(
+        &self,
+        peer: &str,
+        after_seq: u64,
+        limit: usize,
+        scan_from: &mut u64,
+    ) -> Result<Vec<super::Queued>> {
+        self.outbox_records_after(
+            peer,
+            after_seq,
+            limit,
+            scan_from,
+            |seq, mut rec, signatures| {
+                let signature = rec.take_signature(seq, signatures)?;
+                Ok(super::Queued {
+                    seq,
+                    envelope: rec.envelope,
+                    signature,
+                })
+            },
+        )
     }
 
     /// Up to `limit` of the records queued for `peer` above `after_seq`, oldest first, each
-    /// made into a `T` by `each` (which may read the signatures table).
+    /// made into a `T` by `each` (which may read the signatures table). The block holding the
+    /// first is looked for from `scan_from` on ([`Store::outbox_queued_from`]), which is set
+    /// to where it was found.
     fn outbox_records_after<T>(
         &self,
         peer: &str,
         after_seq: u64,
         limit: usize,
+        scan_from: &mut u64,
         mut each: impl FnMut(u64, MessageRecord, &Signatures) -> Result<T>,
     ) -> Result<Vec<T>> {
         if limit == 0 {
@@ -98,8 +131,9 @@ impl Store {
             .map_err(db_err("open signatures"))?;
         let mut out = Vec::new();
         let from = after_seq.saturating_add(1);
-        // The block that may hold `from` starts at or before it.
-        let start = super::outbox_blocks::scan_start(&outbox, peer, from)?;
+        // The block that may hold `from` starts at or before it, and not before `scan_from`.
+        let start = super::outbox_blocks::scan_start(&outbox, peer, (*scan_from).min(from), from)?;
+        *scan_from = start;
         let mut seqs = Vec::new();
         for entry in outbox
             .range((peer, start)..=(peer, u64::MAX))

@@ -2164,3 +2164,82 @@ async fn under_always_commits_go_through_the_journal_only_when_the_tests_ask() {
         "{journaled} bytes of frames"
     );
 }
+
+/// `outbox_queued_from` as a delivery worker calls it (its position and scan start kept
+/// between reads), checked against a read from the peer's first key at every step.
+fn read_forward(store: &Store, after: u64, limit: usize, scan_from: &mut u64) -> Vec<u64> {
+    let seqs = |q: Vec<Queued>| q.into_iter().map(|q| q.seq).collect::<Vec<u64>>();
+    let walked = seqs(
+        store
+            .outbox_queued_from("p1", after, limit, scan_from)
+            .unwrap(),
+    );
+    let whole = seqs(store.outbox_queued_after("p1", after, limit).unwrap());
+    assert_eq!(walked, whole, "after {after}, limit {limit}");
+    assert!(
+        *scan_from <= after + 1,
+        "the scan starts at or below the position"
+    );
+    walked
+}
+
+/// A reader walking the outbox forward finds what one starting from the peer's first key
+/// finds, through acks from the front and the middle, new blocks, enqueues below, inside and
+/// above its position, and a drop; and its scan start keeps up with it, so a read does not
+/// walk the blocks left behind.
+#[tokio::test]
+async fn a_forward_reader_of_the_outbox_reads_what_a_read_from_the_first_key_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut scan_from = 0;
+    // One block, 1..=5.
+    store
+        .insert_many((1..=5).map(|i| msg(&format!("m{i}"), &["p1"])).collect())
+        .await
+        .unwrap();
+    assert_eq!(read_forward(&store, 0, 2, &mut scan_from), [1, 2]);
+    assert_eq!(scan_from, 1);
+    // Acked from the front: the block is re-keyed at 3.
+    store.ack_outbox("p1", vec![1, 2]).await.unwrap();
+    assert_eq!(read_forward(&store, 2, 2, &mut scan_from), [3, 4]);
+    assert_eq!(scan_from, 3);
+    // Acked in the middle: the block keyed 3 still holds 5, above the position.
+    store.ack_outbox("p1", vec![4]).await.unwrap();
+    assert_eq!(read_forward(&store, 4, 10, &mut scan_from), [5]);
+    assert_eq!(scan_from, 3, "the block holding 5 is keyed below it");
+    // New blocks, one per transaction: 6, 7, 8.
+    for i in 6..=8 {
+        store.insert(msg(&format!("m{i}"), &["p1"])).await.unwrap();
+    }
+    assert_eq!(read_forward(&store, 5, 2, &mut scan_from), [6, 7]);
+    store.ack_outbox("p1", vec![3, 5, 6, 7]).await.unwrap();
+    assert_eq!(read_forward(&store, 7, 10, &mut scan_from), [8]);
+    assert_eq!(
+        scan_from, 8,
+        "the scan start moved past the blocks acknowledged"
+    );
+    // Enqueued again below the position (a block of its own, keyed 2) and inside a block's
+    // range: not read from here, read from the start.
+    store.enqueue("p1", vec![2]).await.unwrap();
+    assert_eq!(
+        read_forward(&store, 8, 10, &mut scan_from),
+        Vec::<u64>::new()
+    );
+    assert_eq!(read_forward(&store, 0, 10, &mut 0), [2, 8]);
+    // A message stored for another peer, then enqueued for this one above the position.
+    store.insert(msg("m9", &["p2"])).await.unwrap();
+    store.insert(msg("m10", &["p1"])).await.unwrap();
+    assert_eq!(read_forward(&store, 8, 10, &mut scan_from), [10]);
+    store.enqueue("p1", vec![9]).await.unwrap();
+    assert_eq!(read_forward(&store, 8, 10, &mut scan_from), [9, 10]);
+    assert_eq!(scan_from, 9);
+    // Dropped whole, then new messages.
+    store.drop_outbox("p1").await.unwrap();
+    assert_eq!(
+        read_forward(&store, 8, 10, &mut scan_from),
+        Vec::<u64>::new()
+    );
+    store.insert(msg("m11", &["p1"])).await.unwrap();
+    assert_eq!(read_forward(&store, 10, 10, &mut scan_from), [11]);
+    assert_eq!(scan_from, 11);
+}
