@@ -71,9 +71,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     // outbox head; a restart begins at 0 and may resend what was acked but
     // not yet durable (receivers deduplicate).
     let mut sent_upto = 0u64;
-    // Where the last outbox read found its first block (`Store::outbox_queued_from`); back
-    // to 0 with `sent_upto`.
-    let mut scan_from = 0u64;
+    // Where the last outbox read started (`Store::outbox_queued_from`); from the start again
+    // with `sent_upto`.
+    let mut scan = crate::store::OutboxScan::default();
     let mut store_generation = store.generation();
     // Envelopes per Deliver call. A call that times out or loses its connection is retried
     // with half as many (a slow link never livelocks on a batch it cannot carry in time);
@@ -132,11 +132,10 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         let generation = store.generation();
         if peer.rescan.swap(false, Ordering::AcqRel) || generation != store_generation {
             sent_upto = 0;
-            scan_from = 0;
+            scan = crate::store::OutboxScan::default();
             store_generation = generation;
         }
-        let batch = match store.outbox_queued_from(&peer.org, sent_upto, batch_cap, &mut scan_from)
-        {
+        let batch = match store.outbox_queued_from(&peer.org, sent_upto, batch_cap, &mut scan) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "reading outbox failed");

@@ -308,6 +308,15 @@ impl NewMessage {
     }
 }
 
+/// Where a reader walking a peer's outbox forward stands ([`Store::outbox_queued_from`]):
+/// the key its last read started from, for the store generation it was found in. A new
+/// reader, or one whose position went back, starts from `OutboxScan::default()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxScan {
+    from: u64,
+    generation: u64,
+}
+
 /// An envelope queued for a peer, as [`Store::outbox_queued_after`] reads it: its encoded
 /// bytes, without its batch signature when `signature` holds it.
 #[derive(Clone, Debug, PartialEq)]

@@ -68,44 +68,63 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<super::Queued>> {
-        self.outbox_queued_from(peer, after_seq, limit, &mut 0)
+        self.outbox_queued_from(peer, after_seq, limit, &mut super::OutboxScan::default())
     }
 
     /// [`Store::outbox_queued_after`] for a reader that walks `peer`'s outbox forward, as a
-    /// delivery worker does: `scan_from` is where the previous read found the block it started
-    /// in, and this read looks for its block from there, not from the peer's first key
-    /// (through the journal's overlay, which holds every block written or removed since redb
-    /// took the last commits, that walk grew with them). It is updated for the next read.
+    /// delivery worker does. `scan` holds where the previous read started (the key of the
+    /// block it started in, or its first seq when no block was keyed at or below that), and
+    /// this read looks for its block from there, not from the peer's first key: through the
+    /// journal's overlay, which holds every block written or removed since redb took the last
+    /// commits, that walk grew with them. It is updated for the next read. Keep it between
+    /// reads while `after_seq` only grows; start again from `OutboxScan::default()` whenever
+    /// `after_seq` goes back.
     ///
-    /// Start at 0, keep it between reads while `after_seq` only grows, and set it back to 0
-    /// whenever `after_seq` goes back or [`Store::generation`] changes. Why that is enough: no
-    /// block of a peer holds a seq at or above the next block's key, so the block that holds
-    /// `after_seq + 1` is the last one keyed at or below it, and the one found last time
-    /// keyed below that can only have been re-keyed upwards (an ack), joined by higher seqs
-    /// (an enqueue), or followed by new blocks, all keyed above it. Only a reopen after an I/O
-    /// error can bring back a block keyed below it (a lost ack), and a reopen changes the
-    /// generation.
+    /// Why that is enough: no block of a peer holds a seq at or above the next block's key,
+    /// so the block holding `after_seq + 1` is the last one keyed at or below it. Since the
+    /// last read, a block holding a seq at or above where it started cannot have come to be
+    /// keyed below that: an ack only re-keys a block upwards, new messages come above every
+    /// seq, and an enqueue either joins the block whose range holds the seq (its key
+    /// unchanged) or makes a block keyed at the seq itself. A block keyed lower holds only
+    /// seqs below it, and so below `after_seq + 1`. Only a reopen after an I/O error can bring
+    /// back a block keyed lower that holds higher seqs (an ack that was not durable), so a
+    /// scan from another store generation starts from the peer's first key, and so does a
+    /// read during which the store was reopened (the read itself may be what reopens it).
     pub fn outbox_queued_from(
         &self,
         peer: &str,
         after_seq: u64,
         limit: usize,
-        scan_from: &mut u64,
+        scan: &mut super::OutboxScan,
     ) -> Result<Vec<super::Queued>> {
-        self.outbox_records_after(
-            peer,
-            after_seq,
-            limit,
-            scan_from,
-            |seq, mut rec, signatures| {
-                let signature = rec.take_signature(seq, signatures)?;
-                Ok(super::Queued {
-                    seq,
-                    envelope: rec.envelope,
-                    signature,
-                })
-            },
-        )
+        // A reopen is at most one a second: a second try never meets another.
+        for _ in 0..2 {
+            let generation = self.generation();
+            if scan.generation != generation {
+                *scan = super::OutboxScan {
+                    from: 0,
+                    generation,
+                };
+            }
+            let read = self.outbox_records_after(
+                peer,
+                after_seq,
+                limit,
+                &mut scan.from,
+                |seq, mut rec, signatures| {
+                    let signature = rec.take_signature(seq, signatures)?;
+                    Ok(super::Queued {
+                        seq,
+                        envelope: rec.envelope,
+                        signature,
+                    })
+                },
+            )?;
+            if self.generation() == generation {
+                return Ok(read);
+            }
+        }
+        Err(super::StoreError::Reopening)
     }
 
     /// Up to `limit` of the records queued for `peer` above `after_seq`, oldest first, each

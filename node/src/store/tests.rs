@@ -2165,22 +2165,19 @@ async fn under_always_commits_go_through_the_journal_only_when_the_tests_ask() {
     );
 }
 
-/// `outbox_queued_from` as a delivery worker calls it (its position and scan start kept
-/// between reads), checked against a read from the peer's first key at every step.
-fn read_forward(store: &Store, after: u64, limit: usize, scan_from: &mut u64) -> Vec<u64> {
+/// `outbox_queued_from` as a delivery worker calls it (its position and scan kept between
+/// reads), checked against a read from the peer's first key at every step; returns the seqs
+/// read and where the scan now starts.
+fn read_forward(store: &Store, after: u64, limit: usize, scan: &mut OutboxScan) -> (Vec<u64>, u64) {
     let seqs = |q: Vec<Queued>| q.into_iter().map(|q| q.seq).collect::<Vec<u64>>();
-    let walked = seqs(
-        store
-            .outbox_queued_from("p1", after, limit, scan_from)
-            .unwrap(),
-    );
+    let walked = seqs(store.outbox_queued_from("p1", after, limit, scan).unwrap());
     let whole = seqs(store.outbox_queued_after("p1", after, limit).unwrap());
     assert_eq!(walked, whole, "after {after}, limit {limit}");
     assert!(
-        *scan_from <= after + 1,
+        scan.from <= after + 1,
         "the scan starts at or below the position"
     );
-    walked
+    (walked, scan.from)
 }
 
 /// A reader walking the outbox forward finds what one starting from the peer's first key
@@ -2191,55 +2188,109 @@ fn read_forward(store: &Store, after: u64, limit: usize, scan_from: &mut u64) ->
 async fn a_forward_reader_of_the_outbox_reads_what_a_read_from_the_first_key_reads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut scan_from = 0;
+    let scan = &mut OutboxScan::default();
+    let none: Vec<u64> = Vec::new();
     // One block, 1..=5.
     store
         .insert_many((1..=5).map(|i| msg(&format!("m{i}"), &["p1"])).collect())
         .await
         .unwrap();
-    assert_eq!(read_forward(&store, 0, 2, &mut scan_from), [1, 2]);
-    assert_eq!(scan_from, 1);
+    assert_eq!(read_forward(&store, 0, 2, scan), (vec![1, 2], 1));
     // Acked from the front: the block is re-keyed at 3.
     store.ack_outbox("p1", vec![1, 2]).await.unwrap();
-    assert_eq!(read_forward(&store, 2, 2, &mut scan_from), [3, 4]);
-    assert_eq!(scan_from, 3);
+    assert_eq!(read_forward(&store, 2, 2, scan), (vec![3, 4], 3));
     // Acked in the middle: the block keyed 3 still holds 5, above the position.
     store.ack_outbox("p1", vec![4]).await.unwrap();
-    assert_eq!(read_forward(&store, 4, 10, &mut scan_from), [5]);
-    assert_eq!(scan_from, 3, "the block holding 5 is keyed below it");
+    assert_eq!(
+        read_forward(&store, 4, 10, scan),
+        (vec![5], 3),
+        "the block holding 5 is keyed below the position"
+    );
     // New blocks, one per transaction: 6, 7, 8.
     for i in 6..=8 {
         store.insert(msg(&format!("m{i}"), &["p1"])).await.unwrap();
     }
-    assert_eq!(read_forward(&store, 5, 2, &mut scan_from), [6, 7]);
+    assert_eq!(read_forward(&store, 5, 2, scan).0, [6, 7]);
     store.ack_outbox("p1", vec![3, 5, 6, 7]).await.unwrap();
-    assert_eq!(read_forward(&store, 7, 10, &mut scan_from), [8]);
     assert_eq!(
-        scan_from, 8,
+        read_forward(&store, 7, 10, scan),
+        (vec![8], 8),
         "the scan start moved past the blocks acknowledged"
     );
-    // Enqueued again below the position (a block of its own, keyed 2) and inside a block's
-    // range: not read from here, read from the start.
+    // Enqueued again below the position (a block of its own, keyed 2): not read from here,
+    // read from the start.
     store.enqueue("p1", vec![2]).await.unwrap();
+    assert_eq!(read_forward(&store, 8, 10, scan).0, none);
     assert_eq!(
-        read_forward(&store, 8, 10, &mut scan_from),
-        Vec::<u64>::new()
+        read_forward(&store, 0, 10, &mut OutboxScan::default()).0,
+        [2, 8]
     );
-    assert_eq!(read_forward(&store, 0, 10, &mut 0), [2, 8]);
     // A message stored for another peer, then enqueued for this one above the position.
     store.insert(msg("m9", &["p2"])).await.unwrap();
     store.insert(msg("m10", &["p1"])).await.unwrap();
-    assert_eq!(read_forward(&store, 8, 10, &mut scan_from), [10]);
+    assert_eq!(read_forward(&store, 8, 10, scan).0, [10]);
     store.enqueue("p1", vec![9]).await.unwrap();
-    assert_eq!(read_forward(&store, 8, 10, &mut scan_from), [9, 10]);
-    assert_eq!(scan_from, 9);
+    assert_eq!(read_forward(&store, 8, 10, scan), (vec![9, 10], 9));
     // Dropped whole, then new messages.
     store.drop_outbox("p1").await.unwrap();
-    assert_eq!(
-        read_forward(&store, 8, 10, &mut scan_from),
-        Vec::<u64>::new()
-    );
+    assert_eq!(read_forward(&store, 8, 10, scan).0, none);
     store.insert(msg("m11", &["p1"])).await.unwrap();
-    assert_eq!(read_forward(&store, 10, 10, &mut scan_from), [11]);
-    assert_eq!(scan_from, 11);
+    assert_eq!(read_forward(&store, 10, 10, scan), (vec![11], 11));
+}
+
+/// A reopen after an I/O error can bring back a block keyed below where a reader's scan
+/// starts that holds seqs above its position (an ack that had not reached the disk). A scan
+/// from before the reopen, and a read during which the store reopens (the read is what
+/// reopens it here), start again from the peer's first key.
+#[tokio::test]
+async fn a_forward_reader_starts_from_the_first_key_again_after_the_store_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .insert_many((1..=3).map(|i| msg(&format!("m{i}"), &["p1"])).collect())
+        .await
+        .unwrap();
+    let generation = store.generation();
+    // As if the block keyed 1 had been acknowledged up to 2 (re-keyed at 3) and a read had
+    // started there: a scan that starts above the block now holding 2 and 3.
+    let stale = OutboxScan {
+        from: 3,
+        generation,
+    };
+    let seqs = |q: Vec<Queued>| q.into_iter().map(|q| q.seq).collect::<Vec<u64>>();
+    assert_eq!(
+        seqs(
+            store
+                .outbox_queued_from("p1", 1, 10, &mut { stale })
+                .unwrap()
+        ),
+        Vec::<u64>::new(),
+        "within a generation the scan is trusted (this one misses the block keyed 1)"
+    );
+    store.close_as_after_an_io_error();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut scan = stale;
+    assert_eq!(
+        seqs(store.outbox_queued_from("p1", 1, 10, &mut scan).unwrap()),
+        [2, 3]
+    );
+    assert_ne!(
+        store.generation(),
+        generation,
+        "the read reopened the store"
+    );
+    assert_eq!(
+        scan,
+        OutboxScan {
+            from: 1,
+            generation: store.generation()
+        }
+    );
+    // A scan from the old generation, read after the reopen.
+    let mut scan = stale;
+    assert_eq!(
+        seqs(store.outbox_queued_from("p1", 1, 10, &mut scan).unwrap()),
+        [2, 3]
+    );
+    assert_eq!(scan.generation, store.generation());
 }
