@@ -301,6 +301,23 @@ async fn wait_for_arrivals(
     }
 }
 
+/// From each publish's start (`sent[i]`, published as `ids[i]`) to its arrival at the last
+/// subscriber, in ms, sorted; publishes that did not arrive everywhere are left out.
+fn arrival_latencies(arr: &Arrivals, sent: &[Instant], ids: &[String]) -> Vec<f64> {
+    let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .zip(ids)
+        .filter_map(|(t0, id)| {
+            m.get(id)
+                .and_then(|e| e.1)
+                .map(|t| (t - *t0).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    lat
+}
+
 /// A subscriber has message `id`: counted, and timed when it is the last of `receivers`.
 fn note_arrival(arr: &Arrivals, id: Option<String>, receivers: usize) {
     if let Ok(mut m) = arr.lock() {

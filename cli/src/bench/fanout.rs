@@ -21,8 +21,9 @@ use clap::Args;
 use tokio::sync::Semaphore;
 
 use super::{
-    Arrivals, RECEIVERS, Workload, bench_orgs, free_text, note_arrival, paced_results, percentile,
-    process_cpu_seconds, publish_stream, unlimited_client, wait_for_arrivals, work_dir,
+    Arrivals, RECEIVERS, Workload, arrival_latencies, bench_orgs, free_text, note_arrival,
+    paced_results, percentile, process_cpu_seconds, publish_stream, unlimited_client,
+    wait_for_arrivals, work_dir,
 };
 use crate::Output;
 use crate::local::LocalFederation;
@@ -753,7 +754,7 @@ async fn paced_phase(
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let before = counts(fed).await?;
     let start2 = Instant::now();
-    let mut sent: Vec<(usize, Instant)> = Vec::with_capacity(n);
+    let mut sent: Vec<Instant> = Vec::with_capacity(n);
     let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
     let acks = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut tasks = Vec::with_capacity(n);
@@ -776,7 +777,7 @@ async fn paced_phase(
         let due = start2 + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let t0 = Instant::now();
-        sent.push((i, t0));
+        sent.push(t0);
         if let Some(tx) = &stream_tx {
             if tx.send(request()).is_err() {
                 break;
@@ -811,7 +812,7 @@ async fn paced_phase(
         let stored = reader.await.unwrap_or_default();
         if let (Ok(mut a), Ok(mut v)) = (acks.lock(), ids2.lock()) {
             for (i, at, id) in stored {
-                if let (Some((_, t0)), Some(slot)) = (sent.get(i), v.get_mut(i)) {
+                if let (Some(t0), Some(slot)) = (sent.get(i), v.get_mut(i)) {
                     a.push((at - *t0).as_secs_f64() * 1000.0);
                     *slot = id;
                 }
@@ -820,16 +821,7 @@ async fn paced_phase(
     }
     let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
     wait_for_arrivals(arrivals, &ids2, receivers, Duration::from_secs(60)).await;
-    let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .filter_map(|(i, t0)| {
-            m.get(&ids2[*i])
-                .and_then(|e| e.1)
-                .map(|t| (t - *t0).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
+    let lat = arrival_latencies(arrivals, &sent, &ids2);
     let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     // Write transactions per message: origin, then the receivers' mean.

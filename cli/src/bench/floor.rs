@@ -29,8 +29,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Arrivals, RECEIVERS, all_done, note_arrival, percentile, process_cpu_seconds, publish_stream,
-    wait_for_arrivals,
+    Arrivals, RECEIVERS, arrival_latencies, note_arrival, percentile, process_cpu_seconds,
+    publish_stream, wait_for_arrivals,
 };
 use crate::Output;
 use crate::local::LocalFederation;
@@ -59,9 +59,7 @@ pub struct FloorNodeArgs {
 }
 
 /// What a request carries at most, both ways (the nodes' default).
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
-/// An Ed25519 signature (64 bytes) and an ML-DSA-65 one (3,309 bytes), as a batch carries.
-const SIGNATURE_BYTES: usize = 64 + 3309;
+const MAX_MESSAGE: usize = bluewire_node::client::CLIENT_MAX_MESSAGE;
 /// The most envelopes one delivery request carries.
 const MAX_BATCH: usize = 512;
 
@@ -76,12 +74,6 @@ struct FloorNode {
     feed: broadcast::Sender<pb::FeedItem>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl FloorNode {
     /// The origin's part of a publish: the content a node would sign, in an envelope, queued
     /// for every receiver.
@@ -92,7 +84,7 @@ impl FloorNode {
             id: id.clone(),
             origin_org: self.org.clone(),
             author: format!("{}/analyst", self.org),
-            created_at_ms: now_ms(),
+            created_at_ms: bluewire_node::clock::now_ms(),
             kind: req.kind,
             level: req.level,
             marking: req.marking,
@@ -141,7 +133,7 @@ impl FloorNode {
                         content: Some(content),
                         verified: true,
                         received_from: "pub-a".into(),
-                        received_at_ms: now_ms(),
+                        received_at_ms: bluewire_node::clock::now_ms(),
                         ..Default::default()
                     });
                     pb::DeliveryResult {
@@ -240,11 +232,15 @@ async fn deliver_worker(
     mut client: FloorClient<Channel>,
     mut queue: mpsc::UnboundedReceiver<pb::Envelope>,
 ) -> anyhow::Result<()> {
-    let signature = Bytes::from(vec![0x5a; SIGNATURE_BYTES]);
+    // An Ed25519 signature and an ML-DSA-65 one, as a batch carries.
+    let signature = Bytes::from(vec![0x5a; bluewire_node::signing::SIGNATURE_LEN]);
+    // Opened at the first message: the receivers are up by then.
+    let Some(mut first) = queue.recv().await else {
+        return Ok(());
+    };
     let (tx, rx) = mpsc::channel(1);
-    let mut answers: Option<Streaming<pb::DeliverResponse>> = None;
-    let mut rx = Some(rx);
-    while let Some(first) = queue.recv().await {
+    let mut answers = client.deliver(ReceiverStream::new(rx)).await?.into_inner();
+    loop {
         let mut envelopes = vec![first];
         while envelopes.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -259,20 +255,18 @@ async fn deliver_worker(
             signature_refs: vec![1; n],
         };
         tx.send(request).await?;
-        if answers.is_none() {
-            let input = ReceiverStream::new(rx.take().context("the stream opens once")?);
-            answers = Some(client.deliver(input).await?.into_inner());
-        }
-        let answer = match answers.as_mut() {
-            Some(a) => a.message().await?,
-            None => None,
-        }
-        .with_context(|| format!("{org} ended the delivery stream"))?;
+        let answer = answers
+            .message()
+            .await?
+            .with_context(|| format!("{org} ended the delivery stream"))?;
         if answer.results.len() != n {
             bail!("{org} answered {} of {n} envelopes", answer.results.len());
         }
+        match queue.recv().await {
+            Some(e) => first = e,
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// `bluewire bench floor-node`: serve [`Floor`] until killed.
@@ -408,9 +402,9 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
     // The certificates and directories of a benchmark federation; its nodes never start.
     let fed = LocalFederation::create(&tmp, &super::bench_orgs(&names), &[])?;
     let exe = std::env::current_exe()?;
+    // The origin first, as the CPU figures expect; its links connect at the first message.
     let mut procs = Processes(Vec::new());
-    // Receivers first, so the origin's links find them.
-    for o in fed.orgs.iter().skip(1).chain(fed.orgs.iter().take(1)) {
+    for o in &fed.orgs {
         let listen = o.endpoint.trim_start_matches("https://").to_string();
         let mut cmd = Command::new(&exe);
         cmd.args([
@@ -434,8 +428,6 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
         let child = cmd.spawn().context("starting a floor process")?;
         procs.0.push((o.spec.org.to_string(), child));
     }
-    // The origin went last: put it first, as the CPU figures expect.
-    procs.0.rotate_right(1);
     let client_of = |org: &str| -> anyhow::Result<FloorClient<Channel>> {
         Ok(FloorClient::new(fed.connect(org, "analyst")?.channel)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -470,13 +462,9 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
     let template = super::free_text(a.size);
     let request = move || template.clone();
     let warm = publish_stream(|rx| open_publish(publisher.clone(), rx), 1, 1, &request).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while all_done(&arrivals, &warm, receivers) < warm.len() {
+    if wait_for_arrivals(&arrivals, &warm, receivers, Duration::from_secs(30)).await < warm.len() {
         procs.check()?;
-        if Instant::now() > deadline {
-            bail!("the first message did not reach every subscriber within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        bail!("the first message did not reach every subscriber within 30 s");
     }
 
     eprintln!(
@@ -603,17 +591,7 @@ async fn paced_phase(
     }
     wait_for_arrivals(arrivals, &ids, receivers, Duration::from_secs(60)).await;
     let cpu_after = procs.cpu_seconds();
-    let m = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .zip(&ids)
-        .filter_map(|(t0, id)| {
-            m.get(id)
-                .and_then(|e| e.1)
-                .map(|t| (t - *t0).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
+    let lat = arrival_latencies(arrivals, &sent, &ids);
     ack.sort_by(|a, b| a.total_cmp(b));
     let (origin_cpu, receiver_cpu) = cpu_per_message(&cpu_before, &cpu_after, n);
     Ok(serde_json::json!({

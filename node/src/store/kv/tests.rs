@@ -49,6 +49,13 @@ fn put_num(db: &Database, k: u64, v: &[u8]) {
     });
 }
 
+/// The count stored under `key`, as a read sees it.
+fn count(db: &Database, key: &str) -> Option<u64> {
+    let rtx = db.begin_read().unwrap();
+    let t = rtx.open_table(COUNTS).unwrap();
+    t.get(key).unwrap().map(|g| g.value())
+}
+
 fn nums(db: &Database) -> Vec<(u64, String)> {
     let rtx = db.begin_read().unwrap();
     let t = rtx.open_table(NUMS).unwrap();
@@ -226,16 +233,7 @@ fn a_segment_redb_already_took_is_not_replayed_over_newer_writes() {
     // Its deletion did not reach the disk: the old segment is back.
     std::fs::write(journal::segment_path(after.path(), first), saved).unwrap();
     let again = open_in(after.path(), policy());
-    let rtx = again.begin_read().unwrap();
-    assert_eq!(
-        rtx.open_table(COUNTS)
-            .unwrap()
-            .get("x")
-            .unwrap()
-            .unwrap()
-            .value(),
-        2
-    );
+    assert_eq!(count(&again, "x"), Some(2));
 }
 
 #[test]
@@ -547,14 +545,7 @@ fn a_commit_redb_already_took_is_not_replayed_over_a_later_direct_write() {
     crash_copy(d.path(), after.path());
     drop(db);
     let again = open_in(after.path(), policy());
-    let rtx = again.begin_read().unwrap();
-    let x = rtx
-        .open_table(COUNTS)
-        .unwrap()
-        .get("x")
-        .unwrap()
-        .map(|g| g.value());
-    assert_eq!(x, Some(2));
+    assert_eq!(count(&again, "x"), Some(2));
 }
 
 #[test]
