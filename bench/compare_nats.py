@@ -6,7 +6,8 @@ first in even pairs, so that drift on a shared machine falls on both sides alike
 throughput and paced latency for both and their ratios (Bluewire / NATS) per pair, and
 their range across pairs. A benchmark, not a test: it asserts nothing. With --floor, the
 Bluewire side is `bluewire bench floor`: the same calls over the same mutual TLS with
-nothing behind them (no store, no signatures, no routing).
+nothing behind them (no store, no signatures, no routing); with --floor-sign, the floor
+with each message signed at the origin and checked at each receiver (`bench floor --sign`).
 
 Normally started by bench/compare-nats, which installs what it needs (add --no-build
 there to measure the existing target/release/bluewire as it is).
@@ -56,8 +57,9 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always",
-                 linger_us: Optional[int] = None, floor: bool = False) -> tuple:
-    """One `bluewire bench fanout` run (`bench floor` with `floor`: the transport alone);
+                 linger_us: Optional[int] = None, floor: bool = False, sign: bool = False) -> tuple:
+    """One `bluewire bench fanout` run (`bench floor` with `floor`: the transport alone, and
+    with `sign` the signatures too);
     its progress goes to our stderr as it comes.
     Returns (parsed JSON or None, its stderr, exit status)."""
     cmd = [str(binary), "--output", "json", "bench", "floor" if floor else "fanout", "--messages", str(w.messages),
@@ -66,6 +68,8 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     if store_sync != "always" and not floor:
         # Builds from before `--store-sync` sync every commit and refuse the option.
         cmd += ["--store-sync", store_sync]
+    if floor and sign:
+        cmd += ["--sign"]
     if linger_us is not None and not floor:
         # Builds from before `--linger-us` refuse it: given only when asked for.
         cmd += ["--linger-us", str(linger_us)]
@@ -101,9 +105,9 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
 
 
 def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: Optional[int] = None,
-                    floor: bool = False) -> dict:
+                    floor: bool = False, sign: bool = False) -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
-    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor)
+    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor, sign)
     if status != 0 and result is not None:
         print(f"  (bluewire exited with status {status} after printing its figures)", file=sys.stderr)
     if result is not None and "paced" in result:
@@ -118,7 +122,7 @@ def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linge
         print("  (this build takes one --rate: one bluewire run per rate)", file=sys.stderr)
         runs = [(result, status)] if result is not None else []
         for r in w.rates[len(runs):]:
-            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor)
+            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor, sign)
             if one is None:
                 raise RuntimeError(f"{binary} bench fanout --rate {r} failed (exit status {status}):\n{err[-3000:]}")
             if status != 0:
@@ -304,7 +308,12 @@ def main() -> None:
     p.add_argument("--floor", action="store_true",
                    help="measure `bluewire bench floor` instead of `bench fanout`: the same processes, mutual TLS and "
                         "calls with no store, no signatures and no routing (what a node could not go below)")
+    p.add_argument("--floor-sign", action="store_true",
+                   help="as --floor, with each message signed at the origin and checked at each receiver by the "
+                        "nodes' own hybrid signature code (`bench floor --sign`): what a node could not go below "
+                        "while it signs")
     a = p.parse_args()
+    a.floor = a.floor or a.floor_sign
     w = nats_fanout.workload_from(a)
     if a.pairs < 1:
         raise SystemExit("--pairs must be at least 1")
@@ -318,6 +327,15 @@ def main() -> None:
         raise SystemExit("interrupted; every process this benchmark started has been stopped")
 
 
+def bench_label(a: argparse.Namespace) -> str:
+    """What the Bluewire side ran, for the summary line."""
+    if a.floor_sign:
+        return "bench floor --sign (the transport and the signatures)"
+    if a.floor:
+        return "bench floor (the transport alone)"
+    return f"store sync: {a.store_sync}"
+
+
 def measure(a: argparse.Namespace, w: Workload) -> None:
     info = machine(a.bluewire)
     pairs = []
@@ -327,7 +345,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         for side in order:
             print(f"pair {i}/{a.pairs}: {side}…", file=sys.stderr)
             if side == "bluewire":
-                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us, a.floor)
+                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us, a.floor, a.floor_sign)
             else:
                 figures[side] = asyncio.run(nats_fanout.run(w, a.nats_client_tls))
         pair = {"pair": i, "order": order, **figures, "ratios": ratios(figures["bluewire"], figures["nats"])}
@@ -342,7 +360,8 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
                                                         "nats_client_tls": a.nats_client_tls,
                                                         "bluewire_store_sync": a.store_sync,
                                                         "bluewire_linger_us": a.linger_us,
-                                                        "bluewire_bench": "floor" if a.floor else "fanout"},
+                                                        "bluewire_bench": ("floor --sign" if a.floor_sign else "floor")
+                                                        if a.floor else "fanout"},
                           "pairs": pairs, "summary": summary}))
     else:
         print_summary(summary)
@@ -350,7 +369,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
               f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])} at start; {info['nats_server_version']}, "
               f"nats-py {info['nats_py_version']}; Bluewire: {info['bluewire_binary']} (built "
               f"{info['bluewire_binary_modified_utc']}; repository at {info['bluewire_commit']}), "
-              f"{'bench floor (the transport alone)' if a.floor else f'store sync: {a.store_sync}'}"
+              f"{bench_label(a)}"
               f"; 1 → {w.receivers} receiver(s){'' if a.linger_us is None else f', linger {a.linger_us} µs'}; "
               f"JetStream disk sync: {pairs[0]['nats']['topology']['jetstream_sync']}")
 

@@ -6,6 +6,9 @@
 //! item per message to a subscriber at each receiver. Nothing else: no store, no signature
 //! made or checked, no routing, no admission. What it costs per message is what a Bluewire
 //! node could not go below on this stack (tonic, hyper, rustls, tokio) with this topology.
+//! With `--sign`, the one thing more a node can never leave out: each message signed at the
+//! origin and checked at each receiver with the nodes' own hybrid Ed25519 + ML-DSA-65 code
+//! (`envelope::seal`, `envelope::open_with`), one signature per message.
 //! A benchmark, not a test: it asserts nothing and is bounded in count and time.
 
 use std::net::SocketAddr;
@@ -39,6 +42,10 @@ use crate::local::LocalFederation;
 pub struct FloorArgs {
     #[command(flatten)]
     pub workload: super::Workload,
+    /// Sign each message at the origin and check it at each receiver with the nodes' own
+    /// hybrid signature code (one signature per message; a node's batches share theirs)
+    #[arg(long)]
+    pub sign: bool,
 }
 
 /// One process of the floor (started by `bluewire bench floor`, not by hand).
@@ -56,6 +63,33 @@ pub struct FloorNodeArgs {
     /// A receiver this process delivers to, as `ORG=https://HOST:PORT` (the origin only).
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// `--sign`: the run's signing key as 64 hex-encoded seed bytes (Ed25519, ML-DSA-65),
+    /// the same for every process of one run and never written to disk.
+    #[arg(long)]
+    pub signing_seed: Option<String>,
+}
+
+/// The origin's organisation: the signer of every message (`--sign`).
+const ORIGIN: &str = "pub-a";
+
+/// `--sign`: the run's key. The origin signs with it; receivers check with its public half.
+struct Signing {
+    key: bluewire_node::signing::SigningKey,
+    public: Vec<u8>,
+}
+
+impl Signing {
+    fn from_seed(hex_seed: &str) -> anyhow::Result<Self> {
+        let seed = hex::decode(hex_seed).context("--signing-seed: not hex")?;
+        let (ed, pq) = seed
+            .split_first_chunk::<32>()
+            .and_then(|(ed, rest)| Some((ed, rest.first_chunk::<32>()?)))
+            .filter(|_| seed.len() == 64)
+            .context("--signing-seed: expected 64 bytes")?;
+        let key = bluewire_node::signing::SigningKey::from_seeds(ORIGIN, ed, pq)?;
+        let public = key.public_key();
+        Ok(Self { key, public })
+    }
 }
 
 /// What a request carries at most, both ways (the nodes' default).
@@ -72,6 +106,8 @@ struct FloorNode {
     queued_for: Vec<String>,
     /// A receiver: the feed its subscribers read.
     feed: broadcast::Sender<pb::FeedItem>,
+    /// `--sign`: the origin signs each message, receivers check each.
+    signing: Option<Signing>,
 }
 
 impl FloorNode {
@@ -97,10 +133,13 @@ impl FloorNode {
             }),
             ..Default::default()
         };
-        let envelope = pb::Envelope {
-            content: Bytes::from(content.encode_to_vec()),
-            key_id: format!("{}/0123456789abcdef", self.org),
-            ..Default::default()
+        let envelope = match &self.signing {
+            Some(s) => bluewire_node::envelope::seal(&s.key, &content),
+            None => pb::Envelope {
+                content: Bytes::from(content.encode_to_vec()),
+                key_id: format!("{}/0123456789abcdef", self.org),
+                ..Default::default()
+            },
         };
         for q in &self.queues {
             let _ = q.send(envelope.clone());
@@ -117,13 +156,26 @@ impl FloorNode {
         }
     }
 
-    /// A receiver's part of a delivery: each envelope's content decoded, a feed item for
-    /// each, one result each.
+    /// A receiver's part of a delivery: each envelope's content decoded (and its signature
+    /// checked, with `--sign`), a feed item for each, one result each.
     fn deliver_one(&self, req: pb::DeliverRequest) -> pb::DeliverResponse {
+        let open = |e: &pb::Envelope| -> Result<pb::Content, String> {
+            match &self.signing {
+                Some(s) => bluewire_node::envelope::open_with(
+                    e,
+                    |key_id| (key_id == s.key.key_id()).then(|| (ORIGIN.into(), s.public.clone())),
+                    bluewire_node::clock::now_ms(),
+                    None,
+                )
+                .map(|opened| opened.content)
+                .map_err(|r| r.to_string()),
+                None => pb::Content::decode(e.content.as_ref()).map_err(|e| e.to_string()),
+            }
+        };
         let results = req
             .envelopes
-            .into_iter()
-            .map(|e| match pb::Content::decode(e.content.as_ref()) {
+            .iter()
+            .map(|e| match open(e) {
                 Ok(content) => {
                     let id = content.id.clone();
                     let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -132,7 +184,7 @@ impl FloorNode {
                         signer_org: content.origin_org.clone(),
                         content: Some(content),
                         verified: true,
-                        received_from: "pub-a".into(),
+                        received_from: ORIGIN.into(),
                         received_at_ms: bluewire_node::clock::now_ms(),
                         ..Default::default()
                     });
@@ -142,9 +194,9 @@ impl FloorNode {
                         ..Default::default()
                     }
                 }
-                Err(e) => pb::DeliveryResult {
+                Err(reason) => pb::DeliveryResult {
                     outcome: pb::DeliveryOutcome::Rejected as i32,
-                    reason: e.to_string(),
+                    reason,
                     ..Default::default()
                 },
             })
@@ -231,8 +283,10 @@ async fn deliver_worker(
     org: String,
     mut client: FloorClient<Channel>,
     mut queue: mpsc::UnboundedReceiver<pb::Envelope>,
+    signed: bool,
 ) -> anyhow::Result<()> {
-    // An Ed25519 signature and an ML-DSA-65 one, as a batch carries.
+    // Unsigned envelopes: an Ed25519 signature and an ML-DSA-65 one in the request, as a
+    // batch carries. Signed ones carry their own.
     let signature = Bytes::from(vec![0x5a; bluewire_node::signing::SIGNATURE_LEN]);
     // Opened at the first message: the receivers are up by then.
     let Some(mut first) = queue.recv().await else {
@@ -249,10 +303,17 @@ async fn deliver_worker(
             }
         }
         let n = envelopes.len();
-        let request = pb::DeliverRequest {
-            envelopes,
-            signatures: vec![signature.clone()],
-            signature_refs: vec![1; n],
+        let request = if signed {
+            pb::DeliverRequest {
+                envelopes,
+                ..Default::default()
+            }
+        } else {
+            pb::DeliverRequest {
+                envelopes,
+                signatures: vec![signature.clone()],
+                signature_refs: vec![1; n],
+            }
         };
         tx.send(request).await?;
         let answer = answers
@@ -279,6 +340,12 @@ pub async fn node(a: FloorNodeArgs) -> anyhow::Result<()> {
         None,
     )?;
     let tasks = bluewire_node::tasks::Tasks::new();
+    let signing = a
+        .signing_seed
+        .as_deref()
+        .map(Signing::from_seed)
+        .transpose()?;
+    let signed = signing.is_some();
     let mut queues = Vec::new();
     let mut queued_for = Vec::new();
     for peer in &a.peers {
@@ -303,7 +370,7 @@ pub async fn node(a: FloorNodeArgs) -> anyhow::Result<()> {
         queued_for.push(org.to_string());
         let org = org.to_string();
         tokio::spawn(async move {
-            if let Err(e) = deliver_worker(org.clone(), client, rx).await {
+            if let Err(e) = deliver_worker(org.clone(), client, rx, signed).await {
                 eprintln!("floor: delivering to {org} stopped: {e:#}");
             }
         });
@@ -314,6 +381,7 @@ pub async fn node(a: FloorNodeArgs) -> anyhow::Result<()> {
         queues,
         queued_for,
         feed: broadcast::channel(4096).0,
+        signing,
     });
     let listener = tokio::net::TcpListener::bind(a.listen).await?;
     let incoming = tls::incoming(
@@ -394,9 +462,12 @@ async fn open_publish(
 }
 
 pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
+    let sign = a.sign;
     let a = a.workload;
     let receivers = usize::from(a.receivers);
-    let mut names = vec!["pub-a"];
+    let mut names = vec![ORIGIN];
+    // A key for this run only, handed to the processes on their command line.
+    let seed = sign.then(|| hex::encode(rand::random::<[u8; 64]>()));
     names.extend_from_slice(&RECEIVERS[..receivers]);
     let (tmp, _cleanup) = super::work_dir(a.dir.as_deref(), "bluewire-floor");
     // The certificates and directories of a benchmark federation; its nodes never start.
@@ -419,6 +490,9 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
         .arg(&o.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+        if let Some(seed) = &seed {
+            cmd.arg("--signing-seed").arg(seed);
+        }
         if o.spec.org == names[0] {
             for r in fed.orgs.iter().skip(1) {
                 cmd.arg("--peer")
@@ -506,21 +580,24 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
     procs.check()?;
     drop(procs);
 
+    let what = if sign {
+        "transport and signatures: each message signed at the origin and checked at each receiver; no store, no routing"
+    } else {
+        "transport only: no store, no signature made or checked, no routing"
+    };
     let result = serde_json::json!({
         "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
                      "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates,
-                     "paced_seconds": a.seconds, "throughput_publish": "stream", "paced_publish": "stream"},
-        "floor": "transport only: no store, no signature made or checked, no routing",
+                     "paced_seconds": a.seconds, "throughput_publish": "stream", "paced_publish": "stream",
+                     "signed": sign},
+        "floor": what,
         "throughput": throughput,
         "paced": paced,
     });
     match out {
         Output::Json => println!("{result}"),
         Output::Table => {
-            println!(
-                "transport floor (no store, no signatures, no routing), 1 -> {receivers}, {} B:",
-                a.size
-            );
+            println!("floor ({what}), 1 -> {receivers}, {} B:", a.size);
             println!(
                 "throughput: {done}/{} delivered at all {receivers} subscribers in {:.2} s = {} msg/s; CPU of the five processes {} µs per message",
                 a.messages,
@@ -618,8 +695,33 @@ mod tests {
                 .map(|r| r.to_string())
                 .collect(),
             feed: broadcast::channel(16).0,
+            signing: None,
         };
         (node, rxs)
+    }
+
+    fn receiver(signing: Option<Signing>) -> FloorNode {
+        FloorNode {
+            org: "recv-b".into(),
+            seq: AtomicU64::new(0),
+            queues: Vec::new(),
+            queued_for: Vec::new(),
+            feed: broadcast::channel(16).0,
+            signing,
+        }
+    }
+
+    /// Each result's outcome and id, in order.
+    fn outcomes(answer: &pb::DeliverResponse) -> Vec<(i32, &str)> {
+        answer
+            .results
+            .iter()
+            .map(|r| (r.outcome, r.id.as_str()))
+            .collect()
+    }
+
+    fn signing() -> Signing {
+        Signing::from_seed(&hex::encode([7u8; 64])).expect("a key from 64 seed bytes")
     }
 
     #[test]
@@ -661,23 +763,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let receiver = FloorNode {
-            org: "recv-b".into(),
-            seq: AtomicU64::new(0),
-            queues: Vec::new(),
-            queued_for: Vec::new(),
-            feed: broadcast::channel(16).0,
-        };
+        let receiver = receiver(None);
         let mut feed = receiver.feed.subscribe();
         let answer = receiver.deliver_one(pb::DeliverRequest {
             envelopes,
             ..Default::default()
         });
-        let outcomes: Vec<(i32, &str)> = answer
-            .results
-            .iter()
-            .map(|r| (r.outcome, r.id.as_str()))
-            .collect();
+        let outcomes = outcomes(&answer);
         let accepted = pb::DeliveryOutcome::Accepted as i32;
         assert_eq!(
             outcomes,
@@ -699,5 +791,64 @@ mod tests {
                 (3, ids[2].clone())
             ]
         );
+    }
+
+    #[test]
+    fn with_sign_a_receiver_feeds_what_the_origin_signed_and_refuses_it_altered() {
+        let (mut origin, mut rxs) = origin(1);
+        origin.signing = Some(signing());
+        let id = origin
+            .publish_one(0, super::super::free_text(64))
+            .published
+            .expect("published")
+            .id;
+        let signed = rxs[0].try_recv().expect("an envelope");
+        assert_eq!(
+            signed.signature.len(),
+            bluewire_node::signing::SIGNATURE_LEN
+        );
+        let mut altered = signed.clone();
+        let mut content = altered.content.to_vec();
+        if let Some(last) = content.last_mut() {
+            *last ^= 1;
+        }
+        altered.content = Bytes::from(content);
+        let node = receiver(Some(signing()));
+        let mut feed = node.feed.subscribe();
+        let answer = node.deliver_one(pb::DeliverRequest {
+            envelopes: vec![signed.clone(), altered],
+            ..Default::default()
+        });
+        let outcomes = outcomes(&answer);
+        assert_eq!(
+            outcomes,
+            [
+                (pb::DeliveryOutcome::Accepted as i32, id.as_str()),
+                (pb::DeliveryOutcome::Rejected as i32, "")
+            ]
+        );
+        assert!(
+            answer.results[1].reason.contains("signature"),
+            "{}",
+            answer.results[1].reason
+        );
+        let fed: Vec<String> = std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|i| i.content.map(|c| c.id).unwrap_or_default())
+            .collect();
+        assert_eq!(fed, [id]);
+        // A receiver that knows another key refuses it.
+        let other = Signing::from_seed(&hex::encode([8u8; 64])).expect("a key");
+        let stranger = receiver(Some(other));
+        let answer = stranger.deliver_one(pb::DeliverRequest {
+            envelopes: vec![signed],
+            ..Default::default()
+        });
+        assert_eq!(
+            answer.results[0].outcome,
+            pb::DeliveryOutcome::Rejected as i32
+        );
+        // The seed must be 64 bytes of hex.
+        assert!(Signing::from_seed("abcd").is_err());
+        assert!(Signing::from_seed(&"zz".repeat(64)).is_err());
     }
 }
