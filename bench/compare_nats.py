@@ -310,8 +310,8 @@ def main() -> None:
                         "calls with no store, no signatures and no routing (what a node could not go below)")
     p.add_argument("--floor-sign", action="store_true",
                    help="as --floor, with each message signed at the origin and checked at each receiver by the "
-                        "nodes' own hybrid signature code (`bench floor --sign`): what a node could not go below "
-                        "while it signs")
+                        "nodes' own hybrid signature code (`bench floor --sign`), one signature per message: what "
+                        "the transport and the signatures cost when each message is signed alone")
     a = p.parse_args()
     a.floor = a.floor or a.floor_sign
     w = nats_fanout.workload_from(a)

@@ -1,7 +1,9 @@
-//! `bluewire bench floor --sign` through the real binary: five floor processes over mutual
-//! TLS, each message signed at the origin with the run's key and checked at every receiver.
-//! A message whose signature did not verify would never reach its subscriber, so every
-//! message delivered everywhere is every signature checked and accepted.
+//! `bluewire bench floor --sign` through the real binary: floor processes (an origin and two
+//! receivers) over mutual TLS, each message signed at the origin with the run's key and
+//! checked at every receiver. A message whose signature did not verify never reaches its
+//! subscriber, and the bench fails when a feed item arrives without its signature checked
+//! (a process that ignored its key), so every message delivered everywhere is every
+//! signature checked and accepted.
 
 mod common;
 

@@ -63,7 +63,7 @@ pub struct FloorNodeArgs {
     /// A receiver this process delivers to, as `ORG=https://HOST:PORT` (the origin only).
     #[arg(long = "peer")]
     pub peers: Vec<String>,
-    /// `--sign`: the run's signing key as 64 hex-encoded seed bytes (Ed25519, ML-DSA-65),
+    /// `--sign`: the run's signing key as 128 hex digits (two 32-byte seeds: Ed25519, ML-DSA-65),
     /// the same for every process of one run and never written to disk.
     #[arg(long)]
     pub signing_seed: Option<String>,
@@ -183,7 +183,9 @@ impl FloorNode {
                         seq,
                         signer_org: content.origin_org.clone(),
                         content: Some(content),
-                        verified: true,
+                        // Whether a signature was checked (`--sign`): the driver counts
+                        // the items that say otherwise.
+                        verified: self.signing.is_some(),
                         received_from: ORIGIN.into(),
                         received_at_ms: bluewire_node::clock::now_ms(),
                         ..Default::default()
@@ -322,6 +324,14 @@ async fn deliver_worker(
             .with_context(|| format!("{org} ended the delivery stream"))?;
         if answer.results.len() != n {
             bail!("{org} answered {} of {n} envelopes", answer.results.len());
+        }
+        // A refused envelope never arrives, and the latencies would be over the rest.
+        if let Some(r) = answer
+            .results
+            .iter()
+            .find(|r| r.outcome != pb::DeliveryOutcome::Accepted as i32)
+        {
+            bail!("{org} refused an envelope: {}", r.reason);
         }
         match queue.recv().await {
             Some(e) => first = e,
@@ -509,6 +519,9 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
     };
 
     let arrivals: Arrivals = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    // With `--sign`: feed items that arrived without their signature checked (none, unless a
+    // process ignored its key).
+    let unchecked = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for o in fed.orgs.iter().skip(1) {
         let mut client = client_of(o.spec.org)?;
@@ -525,8 +538,12 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
             }
         };
         let arrivals = arrivals.clone();
+        let unchecked = unchecked.clone();
         subs.push(tokio::spawn(async move {
             while let Ok(Some(item)) = stream.message().await {
+                if sign && !item.verified {
+                    unchecked.fetch_add(1, Ordering::Relaxed);
+                }
                 note_arrival(&arrivals, item.content.map(|c| c.id), receivers);
             }
         }));
@@ -579,6 +596,10 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
     }
     procs.check()?;
     drop(procs);
+    let unchecked = unchecked.load(Ordering::Relaxed);
+    if unchecked > 0 {
+        bail!("{unchecked} feed items reached a subscriber without their signature checked");
+    }
 
     let what = if sign {
         "transport and signatures: each message signed at the origin and checked at each receiver; no store, no routing"
@@ -781,6 +802,7 @@ mod tests {
             ]
         );
         let fed: Vec<(u64, String)> = std::iter::from_fn(|| feed.try_recv().ok())
+            .inspect(|i| assert!(!i.verified, "no signature was checked"))
             .map(|i| (i.seq, i.content.map(|c| c.id).unwrap_or_default()))
             .collect();
         assert_eq!(
@@ -832,10 +854,10 @@ mod tests {
             "{}",
             answer.results[1].reason
         );
-        let fed: Vec<String> = std::iter::from_fn(|| feed.try_recv().ok())
-            .map(|i| i.content.map(|c| c.id).unwrap_or_default())
+        let fed: Vec<(String, bool)> = std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|i| (i.content.map(|c| c.id).unwrap_or_default(), i.verified))
             .collect();
-        assert_eq!(fed, [id]);
+        assert_eq!(fed, [(id, true)], "fed once, its signature checked");
         // A receiver that knows another key refuses it.
         let other = Signing::from_seed(&hex::encode([8u8; 64])).expect("a key");
         let stranger = receiver(Some(other));

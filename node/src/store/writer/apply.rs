@@ -1,8 +1,9 @@
 //! How each writer op changes the tables.
 //!
 //! Owns: [`Tables::apply`], one [`Op`] inside its group's write transaction (messages and their
-//! indexes, the outbox, relays, rejections, keys, cursors, clusters, annotations, API tokens);
-//! the audit chain's seq and hash assignment; a batch signature kept once.
+//! indexes, the outbox, relays, rejections, keys, cursors, clusters, the directory,
+//! annotations, API tokens); the audit chain's seq and hash assignment; a batch signature kept
+//! once.
 //!
 //! It must never: commit (the writer does, for the whole group); change a table but through
 //! the transaction it is given; panic on a corrupted record.
