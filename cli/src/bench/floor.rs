@@ -80,13 +80,13 @@ struct Signing {
 
 impl Signing {
     fn from_seed(hex_seed: &str) -> anyhow::Result<Self> {
-        let seed = hex::decode(hex_seed).context("--signing-seed: not hex")?;
-        let (ed, pq) = seed
-            .split_first_chunk::<32>()
-            .and_then(|(ed, rest)| Some((ed, rest.first_chunk::<32>()?)))
-            .filter(|_| seed.len() == 64)
-            .context("--signing-seed: expected 64 bytes")?;
-        let key = bluewire_node::signing::SigningKey::from_seeds(ORIGIN, ed, pq)?;
+        let seed: [u8; 64] = hex::decode(hex_seed)
+            .context("--signing-seed: not hex")?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("--signing-seed: expected 64 bytes"))?;
+        let (ed, pq) = seed.split_at(32);
+        let key =
+            bluewire_node::signing::SigningKey::from_seeds(ORIGIN, ed.try_into()?, pq.try_into()?)?;
         let public = key.public_key();
         Ok(Self { key, public })
     }
@@ -305,17 +305,15 @@ async fn deliver_worker(
             }
         }
         let n = envelopes.len();
-        let request = if signed {
-            pb::DeliverRequest {
-                envelopes,
-                ..Default::default()
-            }
+        let (signatures, signature_refs) = if signed {
+            (Vec::new(), Vec::new())
         } else {
-            pb::DeliverRequest {
-                envelopes,
-                signatures: vec![signature.clone()],
-                signature_refs: vec![1; n],
-            }
+            (vec![signature.clone()], vec![1; n])
+        };
+        let request = pb::DeliverRequest {
+            envelopes,
+            signatures,
+            signature_refs,
         };
         tx.send(request).await?;
         let answer = answers
