@@ -695,7 +695,7 @@ impl Store {
             rewound: Mutex::new(None),
         };
         let handle = std::thread::Builder::new()
-            .name("bluewire-store-writer".into())
+            .name("bluewire-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Spawn(Arc::new(e)))?;
         tracing::info!(path = %path.display(), head_seq = head, "store opened");

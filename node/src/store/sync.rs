@@ -133,7 +133,7 @@ impl IntervalSync {
         });
         let for_thread = shared.clone();
         let syncer = std::thread::Builder::new()
-            .name("bluewire-store-sync".into())
+            .name("bluewire-sync".into())
             .spawn(move || syncer(&for_thread, every))?;
         Ok(Self {
             file,

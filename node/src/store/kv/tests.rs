@@ -413,16 +413,21 @@ fn commits_fail_once_the_applier_has_failed_fifty_times_in_a_row() {
     );
 }
 
-#[test]
-fn the_applier_takes_commits_into_redb_on_its_own() {
-    let d = tempfile::tempdir().unwrap();
-    let db = open_in(
-        d.path(),
+/// A database whose applier wakes every millisecond.
+fn with_busy_applier(dir: &Path) -> Database {
+    open_in(
+        dir,
         Policy {
             apply_every: Duration::from_millis(1),
             ..policy()
         },
-    );
+    )
+}
+
+#[test]
+fn the_applier_takes_commits_into_redb_on_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    let db = with_busy_applier(d.path());
     put_num(&db, 1u64, b"v");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while db.pending_commits() > 0 {
@@ -433,6 +438,61 @@ fn the_applier_takes_commits_into_redb_on_its_own() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(nums(&db), vec![(1, "v".to_string())]);
+}
+
+/// The scheduling policy of each of this process's threads named `name`, as `/proc` has it
+/// (`SCHED_BATCH` is 3); a thread gone meanwhile is left out.
+#[cfg(target_os = "linux")]
+fn policies_of(name: &str) -> Vec<(String, Option<u32>)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Field 41 is the policy; the fields after the name's closing parenthesis start at 3.
+        let policy = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+            .and_then(|p| p.parse().ok());
+        out.push((path.display().to_string(), policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_applier_runs_as_batch_work() {
+    let d = tempfile::tempdir().unwrap();
+    let db = with_busy_applier(d.path());
+    put_num(&db, 1, b"v");
+    // Every applier thread in this process (other tests' too) is batch work once it has
+    // started; one that has only just started is given a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = policies_of(database::APPLIER);
+        assert!(
+            !found.is_empty(),
+            "no thread is named {}",
+            database::APPLIER
+        );
+        let not_batch: Vec<_> = found.iter().filter(|(_, p)| *p != Some(3)).collect();
+        if not_batch.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "applier threads not scheduled as SCHED_BATCH: {not_batch:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(db);
 }
 
 #[test]
