@@ -397,9 +397,9 @@ impl Database {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             threads: Mutex::new(Vec::new()),
         });
-        spawn_every(APPLIER, policy.apply_every, &inner, Inner::apply_step);
+        spawn_every(APPLIER, policy.apply_every, &inner, true, Inner::apply_step);
         if let Some(every) = policy.sync_every {
-            spawn_every("bluewire-jsync", every, &inner, |i| {
+            spawn_every("bluewire-jsync", every, &inner, false, |i| {
                 let file = {
                     let st = lock(&i.state);
                     if st.failed.is_some() {
@@ -529,36 +529,69 @@ pub(super) const APPLIER: &str = "bluewire-apply";
 /// Schedule the calling thread as batch work (Linux's `SCHED_BATCH`): when it wakes it does not
 /// preempt a running thread, so the applier's work waits for a gap between the threads that
 /// carry messages instead of cutting into them. Its share of the CPU under load does not
-/// change (the call also asks for nice value 0, the default; a process started with a higher
-/// one keeps it), so it does not fall behind the way a lower priority would. Best effort:
-/// where this cannot be done, the thread runs as any other.
-pub(super) fn run_as_batch_work() {
+/// change, so it does not fall behind. Returns whether the thread is batch work now.
+///
+/// Only a thread at nice value 0 (the default) is changed. The crate that makes the call also
+/// sets nice 0, which would lift the thread above its siblings in a node started at a higher
+/// nice value, or drop it below them in one started at a negative value. Best effort: where
+/// the call cannot be made, the thread runs as any other.
+///
+/// It must never give the thread a smaller share of the CPU than the node's other threads (a
+/// higher nice value, `SCHED_IDLE`): under load the applier then falls behind, and every read
+/// looks through more commits waiting (BENCHMARKS.md, "The applier as batch work").
+pub(super) fn run_as_batch_work() -> bool {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::{
             NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue,
             ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
         };
-        if let Err(e) = set_thread_priority_and_policy(
+        match rustix::process::getpriority_process(None) {
+            Ok(0) => {}
+            Ok(nice) => {
+                tracing::debug!(
+                    nice,
+                    "the store's applier stays an ordinary thread: the node runs at a nice value other than 0"
+                );
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the store's applier stays an ordinary thread: its nice value could not be read");
+                return false;
+            }
+        }
+        match set_thread_priority_and_policy(
             thread_native_id(),
             ThreadPriority::Os(ThreadPriorityOsValue::default()),
             ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
         ) {
-            tracing::debug!(error = ?e, "scheduling the store's applier as batch work failed, in part or whole");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = ?e, "the store's applier stays an ordinary thread: SCHED_BATCH was refused");
+                false
+            }
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
-/// A thread that calls `f` every `every` until the database is closed or dropped. The applier
-/// runs as batch work ([`run_as_batch_work`]).
-fn spawn_every(name: &'static str, every: Duration, inner: &Arc<Inner>, f: fn(&Inner)) {
+/// A thread that calls `f` every `every` until the database is closed or dropped, as batch
+/// work ([`run_as_batch_work`]) with `batch`.
+fn spawn_every(
+    name: &'static str,
+    every: Duration,
+    inner: &Arc<Inner>,
+    batch: bool,
+    f: fn(&Inner),
+) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     // Waits without holding the database, so that the last handle dropped closes it.
     let stop = inner.stop.clone();
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            if name == APPLIER {
+            if batch {
                 run_as_batch_work();
             }
             loop {

@@ -440,8 +440,17 @@ fn the_applier_takes_commits_into_redb_on_its_own() {
     assert_eq!(nums(&db), vec![(1, "v".to_string())]);
 }
 
-/// The scheduling policy of each of this process's threads named `name`, as `/proc` has it
-/// (`SCHED_BATCH` is 3); a thread gone meanwhile is left out.
+/// The scheduling policy in a thread's `/proc/.../stat` (`SCHED_BATCH` is 3): field 41, counting
+/// as proc(5) does; the fields after the name's closing parenthesis start at 3.
+#[cfg(target_os = "linux")]
+fn policy_in(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
+        .and_then(|p| p.parse().ok())
+}
+
+/// The scheduling policy of each of this process's threads named `name`; a thread gone
+/// meanwhile is left out.
 #[cfg(target_os = "linux")]
 fn policies_of(name: &str) -> Vec<(String, Option<u32>)> {
     let mut out = Vec::new();
@@ -456,33 +465,65 @@ fn policies_of(name: &str) -> Vec<(String, Option<u32>)> {
         let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
             continue;
         };
-        // Field 41 is the policy; the fields after the name's closing parenthesis start at 3.
-        let policy = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3))
-            .and_then(|p| p.parse().ok());
-        out.push((path.display().to_string(), policy));
+        out.push((path.display().to_string(), policy_in(&stat)));
     }
     out
 }
 
 #[cfg(target_os = "linux")]
 #[test]
-fn the_applier_runs_as_batch_work() {
+fn the_applier_runs_as_batch_work_and_the_journal_syncer_does_not() {
+    const BATCH: Option<u32> = Some(3);
+    // Whether a thread here can be made batch work at all, found without the store's code: it
+    // starts as an ordinary thread at nice 0 and the kernel takes the call. Otherwise (a test
+    // run under `chrt -b` or `nice`, a kernel that refuses) there is nothing to tell apart.
+    let can = std::thread::spawn(|| {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue,
+            ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        let own = || policy_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+        own() == Some(0)
+            && rustix::process::getpriority_process(None).ok() == Some(0)
+            && set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Os(ThreadPriorityOsValue::default()),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+            )
+            .is_ok()
+            && own() == BATCH
+    })
+    .join()
+    .unwrap();
+    if !can {
+        eprintln!("skipped: a thread of this test process cannot be told apart as batch work");
+        return;
+    }
     let d = tempfile::tempdir().unwrap();
-    let db = with_busy_applier(d.path());
+    let db = open_in(
+        d.path(),
+        Policy {
+            apply_every: Duration::from_millis(1),
+            sync_every: Some(Duration::from_millis(1)),
+            ..policy()
+        },
+    );
     put_num(&db, 1, b"v");
     // Every applier thread in this process (other tests' too) is batch work once it has
-    // started; one that has only just started is given a moment.
+    // started; one that has only just started is given a moment. No syncer is.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let found = policies_of(database::APPLIER);
+        let appliers = policies_of(database::APPLIER);
+        let syncers = policies_of("bluewire-jsync");
         assert!(
-            !found.is_empty(),
-            "no thread is named {}",
-            database::APPLIER
+            !appliers.is_empty() && !syncers.is_empty(),
+            "{appliers:?} {syncers:?}"
         );
-        let not_batch: Vec<_> = found.iter().filter(|(_, p)| *p != Some(3)).collect();
+        assert!(
+            syncers.iter().all(|(_, p)| *p == Some(0)),
+            "the journal's syncer is an ordinary thread: {syncers:?}"
+        );
+        let not_batch: Vec<_> = appliers.iter().filter(|(_, p)| *p != BATCH).collect();
         if not_batch.is_empty() {
             break;
         }
