@@ -529,7 +529,7 @@ pub(super) const APPLIER: &str = "bluewire-apply";
 /// Schedule the calling thread as batch work (Linux's `SCHED_BATCH`): when it wakes it does not
 /// preempt a running thread, so the applier's work waits for a gap between the threads that
 /// carry messages instead of cutting into them. Its share of the CPU under load does not
-/// change, so it does not fall behind. Returns whether the thread is batch work now.
+/// change, so it does not fall behind.
 ///
 /// Only a thread at nice value 0 (the default) is changed. The crate that makes the call also
 /// sets nice 0, which would lift the thread above its siblings in a node started at a higher
@@ -539,7 +539,7 @@ pub(super) const APPLIER: &str = "bluewire-apply";
 /// It must never give the thread a smaller share of the CPU than the node's other threads (a
 /// higher nice value, `SCHED_IDLE`): under load the applier then falls behind, and every read
 /// looks through more commits waiting (BENCHMARKS.md, "The applier as batch work").
-pub(super) fn run_as_batch_work() -> bool {
+fn run_as_batch_work() {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::{
@@ -553,27 +553,21 @@ pub(super) fn run_as_batch_work() -> bool {
                     nice,
                     "the store's applier stays an ordinary thread: the node runs at a nice value other than 0"
                 );
-                return false;
+                return;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "the store's applier stays an ordinary thread: its nice value could not be read");
-                return false;
+                return;
             }
         }
-        match set_thread_priority_and_policy(
+        if let Err(e) = set_thread_priority_and_policy(
             thread_native_id(),
             ThreadPriority::Os(ThreadPriorityOsValue::default()),
             ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
         ) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = ?e, "the store's applier stays an ordinary thread: SCHED_BATCH was refused");
-                false
-            }
+            tracing::debug!(error = ?e, "the store's applier stays an ordinary thread: SCHED_BATCH was refused");
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    false
 }
 
 /// A thread that calls `f` every `every` until the database is closed or dropped, as batch

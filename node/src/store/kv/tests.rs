@@ -510,26 +510,24 @@ fn the_applier_runs_as_batch_work_and_the_journal_syncer_does_not() {
     );
     put_num(&db, 1, b"v");
     // Every applier thread in this process (other tests' too) is batch work once it has
-    // started; one that has only just started is given a moment. No syncer is.
+    // started; one that has only just started (a thread takes its name itself, so this
+    // store's may not show yet) is given a moment. No syncer is.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let appliers = policies_of(database::APPLIER);
         let syncers = policies_of("bluewire-jsync");
         assert!(
-            !appliers.is_empty() && !syncers.is_empty(),
-            "{appliers:?} {syncers:?}"
-        );
-        assert!(
             syncers.iter().all(|(_, p)| *p == Some(0)),
             "the journal's syncer is an ordinary thread: {syncers:?}"
         );
         let not_batch: Vec<_> = appliers.iter().filter(|(_, p)| *p != BATCH).collect();
-        if not_batch.is_empty() {
+        if !appliers.is_empty() && !syncers.is_empty() && not_batch.is_empty() {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "applier threads not scheduled as SCHED_BATCH: {not_batch:?}"
+            "applier threads not scheduled as SCHED_BATCH: {not_batch:?} (appliers {appliers:?}, \
+             syncers {syncers:?})"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
