@@ -399,7 +399,7 @@ impl Database {
         });
         spawn_every(APPLIER, policy.apply_every, &inner, true, Inner::apply_step);
         if let Some(every) = policy.sync_every {
-            spawn_every("bluewire-jsync", every, &inner, false, |i| {
+            spawn_every(JOURNAL_SYNCER, every, &inner, false, |i| {
                 let file = {
                     let st = lock(&i.state);
                     if st.failed.is_some() {
@@ -525,6 +525,8 @@ impl Database {
 /// The applier's thread name. The store's threads are named within Linux's 15 characters, so
 /// that `top -H` and `/proc` tell them apart.
 pub(super) const APPLIER: &str = "bluewire-apply";
+/// The journal's syncer's thread name (with `sync_every`).
+pub(super) const JOURNAL_SYNCER: &str = "bluewire-jsync";
 
 /// Schedule the calling thread as batch work (Linux's `SCHED_BATCH`): when it wakes it does not
 /// preempt a running thread, so the applier's work waits for a gap between the threads that

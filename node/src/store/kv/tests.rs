@@ -413,21 +413,16 @@ fn commits_fail_once_the_applier_has_failed_fifty_times_in_a_row() {
     );
 }
 
-/// A database whose applier wakes every millisecond.
-fn with_busy_applier(dir: &Path) -> Database {
-    open_in(
-        dir,
+#[test]
+fn the_applier_takes_commits_into_redb_on_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(
+        d.path(),
         Policy {
             apply_every: Duration::from_millis(1),
             ..policy()
         },
-    )
-}
-
-#[test]
-fn the_applier_takes_commits_into_redb_on_its_own() {
-    let d = tempfile::tempdir().unwrap();
-    let db = with_busy_applier(d.path());
+    );
     put_num(&db, 1u64, b"v");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while db.pending_commits() > 0 {
@@ -515,7 +510,7 @@ fn the_applier_runs_as_batch_work_and_the_journal_syncer_does_not() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let appliers = policies_of(database::APPLIER);
-        let syncers = policies_of("bluewire-jsync");
+        let syncers = policies_of(database::JOURNAL_SYNCER);
         assert!(
             syncers.iter().all(|(_, p)| *p == Some(0)),
             "the journal's syncer is an ordinary thread: {syncers:?}"
