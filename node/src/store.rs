@@ -1,5 +1,7 @@
 //! Bluewire's embedded durable store: one redb 2.x file, `DATA_DIR/bluewire.redb`, with a
-//! journal of its own beside it (`DATA_DIR/journal-*.jnl`).
+//! journal of its own beside it (`DATA_DIR/journal-*.jnl`) and a value log
+//! (`DATA_DIR/bluewire.values`) holding the message records and batch signatures the file
+//! points to.
 //!
 //! Owns: messages (keyed by a local, strictly increasing `seq`, with an id index for dedup),
 //! the per-peer outbox with its depth/delivered counters, durable named subscriber cursors,
@@ -36,7 +38,8 @@
 //! This file is the module's public face and the only place other modules name: the public
 //! types, [`StoreError`], the [`Store`] handle (open, close) and these docs. Behind it:
 //! - `kv`: redb's table API over the journal (`journal`: its files and frames) and the
-//!   commits redb has not taken yet (`overlay`), which every read sees over redb;
+//!   commits redb has not taken yet (`overlay`), which every read sees over redb, with the
+//!   large values of the spilled tables in the value log (`kv::values`);
 //! - `tables`: table definitions, the on-disk (prost) records, the `Tables` set one write
 //!   transaction works on, and opening, initialising and migrating the file;
 //! - `writer`: the writer thread (op queue, group commit, how each op is applied) and every
@@ -106,6 +109,8 @@ pub const RESHARE_PREFIX: &str = "fwd:";
 
 /// File name of the database inside the node's data_dir.
 pub const FILE_NAME: &str = "bluewire.redb";
+/// The value log beside it: the message records and batch signatures the file points to.
+pub const VALUES_FILE_NAME: &str = kv::VALUES_FILE;
 /// Written beside the store when a start found it damaged and redb repaired it: every later
 /// start refuses too, until the operator removes it (accepting the repaired store).
 pub const DAMAGED_MARKER: &str = "STORE-DAMAGED";

@@ -461,17 +461,21 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     for s in subs {
         s.abort();
     }
-    // Bytes on disk per stored message: each store file's size over the messages it holds.
+    // Bytes on disk per stored message: each store's file and value log over the messages it
+    // holds.
     let held = counts(&fed).await?;
     let disk: Vec<serde_json::Value> = fed
         .orgs
         .iter()
         .zip(&held)
         .map(|(o, c)| {
-            let bytes = std::fs::metadata(o.dir.join("data").join("bluewire.redb"))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            serde_json::json!({"org": o.spec.org, "file_bytes": bytes, "messages": c.stored,
+            let size = |name: &str| {
+                std::fs::metadata(o.dir.join("data").join(name)).map_or(0, |m| m.len())
+            };
+            let file = size(bluewire_node::store::FILE_NAME);
+            let values = size(bluewire_node::store::VALUES_FILE_NAME);
+            let bytes = file + values;
+            serde_json::json!({"org": o.spec.org, "file_bytes": file, "values_bytes": values, "messages": c.stored,
                                "bytes_per_message": bytes as f64 / c.stored.max(1) as f64})
         })
         .collect();
@@ -572,7 +576,7 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                 })
                 .collect();
             println!(
-                "store file bytes per stored message ({} B payload): {}",
+                "store bytes on disk (file and value log) per stored message ({} B payload): {}",
                 a.workload.size,
                 per_msg.join(", ")
             );

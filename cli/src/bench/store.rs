@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bluewire_node::config::StoreSync;
+use bluewire_node::provision::ConfigEdit;
 use bluewire_proto::v1 as pb;
 use clap::Args;
 
@@ -32,6 +34,10 @@ pub struct StoreArgs {
     /// Clean restarts measured per node.
     #[arg(long, default_value_t = 3)]
     pub restarts: usize,
+    /// `[store] sync` of both nodes: with `interval`, the message records and batch
+    /// signatures go to the value log beside the file.
+    #[arg(long, value_enum, default_value_t = StoreSync::Always)]
+    pub store_sync: StoreSync,
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -110,7 +116,13 @@ pub async fn run(a: StoreArgs, out: Output) -> anyhow::Result<()> {
         s.static_peers = false;
     }
     let (tmp, _cleanup) = work_dir(a.dir.as_deref(), "bluewire-store");
-    let mut fed = LocalFederation::create(&tmp, &specs, &unlimited_client())?;
+    let mut edits = unlimited_client();
+    edits.push(ConfigEdit::set(
+        "store",
+        "sync",
+        format!("\"{}\"", a.store_sync.name()),
+    ));
+    let mut fed = LocalFederation::create(&tmp, &specs, &edits)?;
     fed.start_all()?;
     fed.wait_ready(Duration::from_secs(30)).await?;
 
@@ -166,14 +178,14 @@ pub async fn run(a: StoreArgs, out: Output) -> anyhow::Result<()> {
     let rss_after_read = fed.rss_kib_of(LOADED);
     fed.stop_all();
 
-    let per_msg = stats.file_bytes as f64 / stored.max(1) as f64;
+    let per_msg = (stats.file_bytes + stats.values_bytes) as f64 / stored.max(1) as f64;
     let stored_per_msg = stats.stored_bytes as f64 / stored.max(1) as f64;
     let result = serde_json::json!({
         "workload": {"messages": a.messages, "payload_bytes": a.size, "concurrency": a.concurrency,
-                     "restarts": a.restarts},
+                     "restarts": a.restarts, "store_sync": a.store_sync.name()},
         "load": {"elapsed_s": load_s, "msg_per_s": (a.messages as f64 / load_s).round(),
                  "stored": stored, "rss_kib_after_load": rss_after_load},
-        "file": {"loaded": stats, "empty": empty_stats, "file_bytes_per_message": per_msg.round(),
+        "file": {"loaded": stats, "empty": empty_stats, "disk_bytes_per_message": per_msg.round(),
                  "stored_bytes_per_message": stored_per_msg.round()},
         "start": {"loaded": stats_json(&loaded_t, &loaded_rss, &loaded_skip),
                   "empty": stats_json(&empty_t, &empty_rss, &empty_skip),
@@ -199,8 +211,9 @@ pub async fn run(a: StoreArgs, out: Output) -> anyhow::Result<()> {
                 mib(rss_after_load)
             );
             println!(
-                "store file {:.1} MiB = {per_msg:.0} B per message; keys and values {stored_per_msg:.0} B per message, {} leaf + {} branch pages of {} B, {:.1} MiB fragmented (empty store: {:.1} MiB)",
+                "store file {:.1} MiB and value log {:.1} MiB = {per_msg:.0} B per message; in the file, keys and values {stored_per_msg:.0} B per message, {} leaf + {} branch pages of {} B, {:.1} MiB fragmented (empty store: {:.1} MiB)",
                 stats.file_bytes as f64 / 1048576.0,
+                stats.values_bytes as f64 / 1048576.0,
                 stats.leaf_pages,
                 stats.branch_pages,
                 stats.page_size,

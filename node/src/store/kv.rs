@@ -5,7 +5,9 @@
 //!
 //! Owns: [`Database`] (replay at open, the applier, the journal's sync), transactions and
 //! tables with redb's names and shapes, and [`Raw`], which opens redb's typed tables as the
-//! bytes they hold, so the file is the one `main` writes and reads.
+//! bytes they hold, so the file is the one `main` writes and reads. The spilled tables' large
+//! values are not in the file: the applier moves them to the value log ([`values`]), and
+//! reads resolve the pointers redb holds.
 //!
 //! It must never: acknowledge a commit before its frame is in the kernel (and, with
 //! `always`, on disk); show a read a commit's writes in part; let a read miss a commit the
@@ -17,6 +19,7 @@ mod database;
 mod table;
 #[cfg(test)]
 mod tests;
+mod values;
 
 use std::cmp::Ordering;
 use std::marker::PhantomData;
@@ -27,6 +30,9 @@ use redb::{Key, StorageError, TypeName, Value};
 pub(crate) use database::Database;
 pub(super) use database::Policy;
 pub(super) use table::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
+pub(super) use values::FILE as VALUES_FILE;
+#[cfg(test)]
+pub(super) use values::raw_value;
 
 use super::overlay::{Cmp, Entry};
 
@@ -81,6 +87,8 @@ type BaseTable<K, V> = redb::ReadOnlyTable<Raw<K>, Raw<V>>;
 /// A table: its name and key and value types, as with redb.
 pub(super) struct TableDefinition<K: Key + 'static, V: Value + 'static> {
     name: &'static str,
+    /// Large values go to the value log, redb holding a pointer ([`values`]).
+    spill: bool,
     _types: PhantomData<(K, V)>,
 }
 
@@ -95,6 +103,18 @@ impl<K: Key + 'static, V: Value + 'static> TableDefinition<K, V> {
     pub(super) const fn new(name: &'static str) -> Self {
         Self {
             name,
+            spill: false,
+            _types: PhantomData,
+        }
+    }
+
+    /// A table whose large values the applier keeps in the value log, redb holding a
+    /// pointer to each ([`values`]). Its values must never be exactly a pointer's 20 bytes
+    /// starting with a zero byte and `BWv`.
+    pub(super) const fn spilled(name: &'static str) -> Self {
+        Self {
+            name,
+            spill: true,
             _types: PhantomData,
         }
     }
@@ -120,6 +140,7 @@ impl<K: Key + 'static, V: Value + 'static> TableDefinition<K, V> {
             name: self.name,
             cmp: K::compare,
             apply: apply_table::<K, V>,
+            spill: self.spill,
         }
     }
 }
@@ -133,6 +154,7 @@ pub(super) struct Spec {
     name: &'static str,
     cmp: Cmp,
     apply: ApplyFn,
+    spill: bool,
 }
 
 fn apply_table<K: Key + 'static, V: Value + 'static>(

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use redb::DatabaseError;
 
-use super::{FILE_NAME, Result, StoreError, unpanicked};
+use super::{FILE_NAME, Result, StoreError, VALUES_FILE_NAME, unpanicked};
 
 /// What a store file holds, page by page (redb's statistics), for `bench store` and an
 /// operator sizing a disk.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct FileStats {
     pub file_bytes: u64,
+    /// The value log beside the file (the message records and batch signatures it points
+    /// to).
+    pub values_bytes: u64,
     pub page_size: usize,
     pub allocated_pages: u64,
     pub leaf_pages: u64,
@@ -38,6 +41,7 @@ pub fn file_stats(dir: &Path) -> Result<FileStats> {
     let file_bytes = std::fs::metadata(&path)
         .map_err(|e| open_err(redb::StorageError::Io(e).into()))?
         .len();
+    let values_bytes = std::fs::metadata(dir.join(VALUES_FILE_NAME)).map_or(0, |m| m.len());
     let db = unpanicked(&path, || {
         redb::Database::open(&path).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
@@ -48,6 +52,7 @@ pub fn file_stats(dir: &Path) -> Result<FileStats> {
     let st = tx.stats().map_err(|e| open_err(e.into()))?;
     let stats = FileStats {
         file_bytes,
+        values_bytes,
         page_size: st.page_size(),
         allocated_pages: st.allocated_pages(),
         leaf_pages: st.leaf_pages(),

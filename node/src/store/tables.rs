@@ -18,7 +18,9 @@ use super::kv::{self, Database, Durability, ReadableTable, Table, TableDefinitio
 
 use super::{AnnotationRecord, Result, StoreError, StoredMessage, db_err, decode, message_key};
 
-pub(super) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// seq → [`MessageRecord`]. Spilled: its records are most of a store's bytes, kept in the value
+/// log beside the file (an encoded record never starts with a zero byte, as a pointer does).
+pub(super) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::spilled("messages");
 /// (message id, origin) → seq: messages are identified by the pair, so no organisation can
 /// shadow another's message by reusing its id.
 pub(super) const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
@@ -74,8 +76,8 @@ pub(super) const RELAY_IDS: TableDefinition<(&str, &str), u64> = TableDefinition
 pub(super) const RELAY_BYTES_KEY: &str = "relay_bytes";
 pub(super) const AUDIT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
 /// SHA-256 of a batch signature → the signature: kept once for all the envelopes of a batch
-/// (see `signatures`).
-pub(super) const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signatures");
+/// (see `signatures`). Spilled, as [`MESSAGES`] (a signature is never a pointer's 20 bytes).
+pub(super) const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::spilled("signatures");
 pub(super) const AUDIT_HEAD_KEY: &str = "head";
 
 /// Every table, as the journal needs to know it to replay writes to it.
@@ -114,10 +116,11 @@ pub(super) const META_NEXT_RELAY: &str = "next_relay";
 /// (`signatures`), 4 since audit records and the outbox are kept in blocks (`audit_blocks`,
 /// where layout 3's bare records read as blocks of one; `outbox_blocks`, moved at open), 5
 /// since the newest commits may be in the journal beside the file (`kv`), which a binary
-/// before it would ignore. A file at a layout above [`LAYOUT`] is refused: this binary would
-/// misread it.
+/// before it would ignore, 6 since message records and batch signatures may be pointers into
+/// the value log beside the file (`kv::values`; layout 5's whole records read as they are). A
+/// file at a layout above [`LAYOUT`] is refused: this binary would misread it.
 pub(super) const META_LAYOUT: &str = "layout";
-pub(super) const LAYOUT: u64 = 5;
+pub(super) const LAYOUT: u64 = 6;
 /// Records carry their cluster and re-share flag from this layout on.
 const DESCRIBED: u64 = 2;
 /// Next rejection number (starts at 1; total recorded = next - 1).

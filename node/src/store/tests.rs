@@ -1562,7 +1562,8 @@ async fn a_batch_signature_is_stored_once_and_every_read_gives_the_envelope_back
         let messages = rtx.open_table(MESSAGES.typed()).unwrap();
         for seq in 1..=6u64 {
             let v = messages.get(seq).unwrap().unwrap();
-            let rec = MessageRecord::decode(v.value()).unwrap();
+            let v = super::kv::raw_value(dir.path(), v.value());
+            let rec = MessageRecord::decode(v.as_slice()).unwrap();
             if seq <= 5 {
                 assert_eq!(rec.signature_ref.len(), 32);
                 assert!(rec.envelope.len() + 3000 < envelopes[seq as usize - 1].len());

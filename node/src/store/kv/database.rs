@@ -13,6 +13,7 @@ use redb::{Durability, StorageError, TableError};
 use super::super::journal::{self, JournalError, Segment};
 use super::super::overlay::{Cmp, Entry, Overlay, Run};
 use super::table::{Own, ReadTransaction, TxKind, WriteTransaction};
+use super::values::{self, ValueLog};
 use super::{APPLIED, APPLIED_KEY, MAX_APPLY_FAILURES, MAX_PENDING_BYTES, Spec, other};
 
 /// When the journal is synced and applied.
@@ -58,6 +59,8 @@ struct State {
 
 pub(super) struct Inner {
     redb: redb::Database,
+    /// Where the spilled tables' large values are.
+    pub(super) values: Arc<ValueLog>,
     dir: PathBuf,
     policy: Policy,
     state: Mutex<State>,
@@ -243,7 +246,7 @@ impl Inner {
             return Ok(());
         };
         let specs = lock(&self.specs).clone();
-        apply_runs(&self.redb, &specs, &snapshot, upto, Durability::Immediate)?;
+        apply_runs(&self.redb, &specs, &snapshot, upto, &self.values, true)?;
         let covered: Vec<u64> = {
             let mut st = lock(&self.state);
             st.overlay = st.overlay.without_upto(upto);
@@ -267,16 +270,19 @@ impl Inner {
 }
 
 /// Write the runs of `overlay` up to commit `upto` into redb in one transaction (the newest
-/// write of each key), with the commit redb now has.
+/// write of each key), with the commit redb now has; with `spill`, the spilled tables' large
+/// values go to `values` first, redb taking pointers to them and the log's new end.
 fn apply_runs(
     redb: &redb::Database,
     specs: &HashMap<&'static str, Spec>,
     overlay: &Overlay,
     upto: u64,
-    durability: Durability,
+    values: &ValueLog,
+    spill: bool,
 ) -> Result<(), StorageError> {
     let mut wtx = redb.begin_write().map_err(other)?;
-    wtx.set_durability(durability);
+    wtx.set_durability(Durability::Immediate);
+    let mut batch = values.batch();
     let mut names: Vec<&'static str> = overlay
         .runs()
         .iter()
@@ -290,12 +296,22 @@ fn apply_runs(
                 "the journal holds writes to table {name}, which this build does not know"
             ))
         })?;
-        let entries = overlay.range(name, Bound::Unbounded, Bound::Unbounded);
+        let mut entries = overlay.range(name, Bound::Unbounded, Bound::Unbounded);
+        if spill && spec.spill {
+            for (_, v) in &mut entries {
+                if let Some(v) = v {
+                    *v = batch.put(v);
+                }
+            }
+        }
         (spec.apply)(&wtx, spec.name, &entries)?;
     }
-    wtx.open_table(APPLIED)
-        .map_err(other)?
-        .insert(APPLIED_KEY, upto)?;
+    let end = values.write(&batch)?;
+    {
+        let mut t = wtx.open_table(APPLIED).map_err(other)?;
+        t.insert(APPLIED_KEY, upto)?;
+        t.insert(values::END_KEY, end)?;
+    }
     wtx.commit().map_err(other)
 }
 
@@ -316,11 +332,14 @@ impl Database {
         policy: Policy,
     ) -> Result<Self, StorageError> {
         let specs: HashMap<&'static str, Spec> = specs.iter().map(|s| (s.name, *s)).collect();
-        let applied = {
+        let (applied, values_end) = {
             let rtx = redb.begin_read().map_err(other)?;
             match rtx.open_table(APPLIED) {
-                Ok(t) => t.get(APPLIED_KEY)?.map_or(0, |g| g.value()),
-                Err(TableError::TableDoesNotExist(_)) => 0,
+                Ok(t) => (
+                    t.get(APPLIED_KEY)?.map_or(0, |g| g.value()),
+                    t.get(values::END_KEY)?.map_or(0, |g| g.value()),
+                ),
+                Err(TableError::TableDoesNotExist(_)) => (0, 0),
                 Err(e) => return Err(other(e)),
             }
         };
@@ -344,6 +363,8 @@ impl Database {
             std::fs::rename(path, &aside).map_err(StorageError::Io)?;
             tracing::warn!(segment = %aside.display(), at, "the journal ended in an incomplete commit (a crash while it was written, so it was never acknowledged): replayed up to it, and the segment kept aside; delete it once you no longer need it");
         }
+        // After the checks above: a store they refuse keeps its log as it is.
+        let values = ValueLog::open(dir, values_end)?;
         let last = frames.last().map_or(applied, |f| f.commit.max(applied));
         let mut overlay = Overlay::default();
         let mut replayed = 0usize;
@@ -369,7 +390,9 @@ impl Database {
             replayed += 1;
         }
         if !overlay.is_empty() {
-            apply_runs(&redb, &specs, &overlay, last, Durability::Immediate)?;
+            // Whole, not spilled: redb's file may still be at a layout whose readers know no
+            // pointers; the store raises it after the open (`tables::init`).
+            apply_runs(&redb, &specs, &overlay, last, &values, false)?;
             tracing::info!(commits = replayed, "journal replayed into the store");
         }
         let gens = journal::segments(dir).map_err(other)?;
@@ -379,6 +402,7 @@ impl Database {
         let segment = Segment::create(dir, next_gen, policy.always).map_err(other)?;
         let inner = Arc::new(Inner {
             redb,
+            values: Arc::new(values),
             dir: dir.to_path_buf(),
             policy: policy.clone(),
             state: Mutex::new(State {
@@ -434,7 +458,11 @@ impl Database {
         let overlay = st.overlay.clone();
         let rtx = self.inner.redb.begin_read().map_err(other)?;
         drop(st);
-        Ok(ReadTransaction { overlay, rtx })
+        Ok(ReadTransaction {
+            overlay,
+            rtx,
+            values: self.inner.values.clone(),
+        })
     }
 
     fn start_write(&self) {
@@ -454,7 +482,7 @@ impl Database {
         }
         self.start_write();
         match self.begin_read() {
-            Ok(ReadTransaction { overlay, rtx }) => Ok(WriteTransaction {
+            Ok(ReadTransaction { overlay, rtx, .. }) => Ok(WriteTransaction {
                 db: self.clone(),
                 kind: TxKind::Journaled { overlay, rtx },
                 own: RefCell::new(HashMap::new()),

@@ -5,6 +5,7 @@ use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use redb::{
@@ -13,6 +14,7 @@ use redb::{
 };
 
 use super::super::overlay::{Cmp, Entry, Keyed, Merge, Merged, Overlay, empty_range};
+use super::values::{self, ValueLog};
 use super::{BaseTable, Database, Raw, RawDef, TableDefinition, other};
 
 /// Bytes a read returns: from the overlay or the transaction's own writes, or redb's page.
@@ -33,6 +35,19 @@ impl<'a, T: Value + 'static> AccessGuard<'a, T> {
 
     fn page(g: redb::AccessGuard<'a, Raw<T>>) -> Self {
         Self { val: Val::Page(g) }
+    }
+
+    /// What redb holds, with a pointer into `values` (a spilled table's) resolved.
+    fn stored(
+        g: redb::AccessGuard<'a, Raw<T>>,
+        values: Option<&ValueLog>,
+    ) -> Result<Self, StorageError> {
+        if let Some(log) = values
+            && let Some(v) = log.resolve(g.value())?
+        {
+            return Ok(Self::mem(v));
+        }
+        Ok(Self::page(g))
     }
 
     fn bytes(&self) -> &[u8] {
@@ -102,12 +117,20 @@ fn as_ref_bound(b: &Bound<Bytes>) -> Bound<&[u8]> {
     b.as_ref().map(|x| x.as_ref())
 }
 
-/// A range of redb's entries, `'a` as long as redb's table lives.
+/// A range of redb's entries, `'a` as long as redb's table lives, with pointers into
+/// `values` resolved.
 fn base_range<'a, K: Key + 'static, V: Value + 'static>(
     r: Result<redb::Range<'a, Raw<K>, Raw<V>>, StorageError>,
+    values: Option<Arc<ValueLog>>,
 ) -> Box<dyn DoubleEndedIterator<Item = Result<Pair<'a, K, V>, StorageError>> + 'a> {
     match r {
-        Ok(r) => Box::new(r.map(|e| e.map(|(k, v)| (AccessGuard::page(k), AccessGuard::page(v))))),
+        Ok(r) => Box::new(r.map(move |e| {
+            let (k, v) = e?;
+            Ok((
+                AccessGuard::page(k),
+                AccessGuard::stored(v, values.as_deref())?,
+            ))
+        })),
         Err(e) => Box::new(std::iter::once(Err(e))),
     }
 }
@@ -209,6 +232,8 @@ pub(in crate::store) struct ReadOnlyTable<K: Key + 'static, V: Value + 'static> 
     name: &'static str,
     overlay: Overlay,
     base: Option<redb::ReadOnlyTable<Raw<K>, Raw<V>>>,
+    /// For a spilled table.
+    values: Option<Arc<ValueLog>>,
 }
 
 impl<K: Key + 'static, V: Value + 'static> ReadOnlyTable<K, V> {
@@ -223,7 +248,10 @@ impl<K: Key + 'static, V: Value + 'static> ReadOnlyTable<K, V> {
             return Ok(hit.map(AccessGuard::mem));
         }
         match &self.base {
-            Some(b) => Ok(b.get(k)?.map(AccessGuard::page)),
+            Some(b) => b
+                .get(k)?
+                .map(|g| AccessGuard::stored(g, self.values.as_deref()))
+                .transpose(),
             None => Ok(None),
         }
     }
@@ -239,7 +267,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadOnlyTable<K, V> {
         let (l, h) = (as_ref_bound(&lo), as_ref_bound(&hi));
         let pending = self.overlay.range(self.name, l, h);
         let base = match &self.base {
-            Some(b) => base_range(b.range::<&[u8]>((l, h))),
+            Some(b) => base_range(b.range::<&[u8]>((l, h)), self.values.clone()),
             None => Box::new(std::iter::empty()),
         };
         Ok(merged(base, pending))
@@ -282,6 +310,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for ReadOnlyTable
 pub(in crate::store) struct ReadTransaction {
     pub(super) overlay: Overlay,
     pub(super) rtx: redb::ReadTransaction,
+    pub(super) values: Arc<ValueLog>,
 }
 
 fn open_base<K: Key + 'static, V: Value + 'static>(
@@ -313,6 +342,7 @@ impl ReadTransaction {
             name: def.name,
             overlay: self.overlay.clone(),
             base,
+            values: def.spill.then(|| self.values.clone()),
         })
     }
 }
@@ -409,6 +439,7 @@ impl WriteTransaction {
         Ok(Table {
             tx: self,
             name: def.name,
+            spill: def.spill,
             kind,
         })
     }
@@ -481,10 +512,16 @@ enum TableKind<'t, K: Key + 'static, V: Value + 'static> {
 pub(in crate::store) struct Table<'t, K: Key + 'static, V: Value + 'static> {
     tx: &'t WriteTransaction,
     name: &'static str,
+    spill: bool,
     kind: TableKind<'t, K, V>,
 }
 
 impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
+    /// The value log, for a spilled table.
+    fn values(&self) -> Option<Arc<ValueLog>> {
+        self.spill.then(|| self.tx.db.inner.values.clone())
+    }
+
     /// redb's table under a journaled transaction, opened at the first call.
     fn base(&self) -> Result<Option<&BaseTable<K, V>>, StorageError> {
         let (TableKind::Journaled { base }, TxKind::Journaled { rtx, .. }) =
@@ -519,6 +556,13 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         match &mut self.kind {
             TableKind::Direct(t) => {
                 match value {
+                    Some(v) if self.spill && values::is_pointer(v) => {
+                        return Err(other(format!(
+                            "a value written to table {} reads as a pointer into the value \
+                             log, which a write straight into the file cannot store",
+                            self.name
+                        )));
+                    }
                     Some(v) => {
                         t.insert(key, v)?;
                     }
@@ -573,7 +617,27 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         Ok(old)
     }
 
+    /// Whether `key` has a value, without reading a spilled one from the value log.
+    pub(in crate::store) fn contains<'k>(
+        &self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> Result<bool, StorageError> {
+        Ok(self
+            .get_stored(K::as_bytes(key.borrow()).as_ref())?
+            .is_some())
+    }
+
     fn get_encoded(&self, k: &[u8]) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        match self.get_stored(k)? {
+            Some(AccessGuard { val: Val::Page(g) }) => {
+                AccessGuard::stored(g, self.values().as_deref()).map(Some)
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// The value of `k` as stored: redb's bytes (a pointer, in a spilled table) unresolved.
+    fn get_stored(&self, k: &[u8]) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
         match &self.kind {
             TableKind::Direct(t) => Ok(t.get(k)?.map(AccessGuard::page)),
             TableKind::Journaled { .. } => {
@@ -617,9 +681,9 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
         };
         let (l, h) = (as_ref_bound(&lo), as_ref_bound(&hi));
         let base = match &self.kind {
-            TableKind::Direct(t) => base_range(t.range::<&[u8]>((l, h))),
+            TableKind::Direct(t) => base_range(t.range::<&[u8]>((l, h)), self.values()),
             TableKind::Journaled { .. } => match self.base()? {
-                Some(b) => base_range(b.range::<&[u8]>((l, h))),
+                Some(b) => base_range(b.range::<&[u8]>((l, h)), self.values()),
                 None => Box::new(std::iter::empty()),
             },
         };

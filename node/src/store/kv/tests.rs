@@ -11,9 +11,17 @@ const NUMS: TableDefinition<u64, &[u8]> = TableDefinition::new("nums");
 const PAIRS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pairs");
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
 const OLD: TableDefinition<&str, u64> = TableDefinition::new("old");
+/// Its large values are kept in the value log.
+const BIGS: TableDefinition<u64, &[u8]> = TableDefinition::spilled("bigs");
 
 fn specs() -> Vec<Spec> {
-    vec![NUMS.spec(), PAIRS.spec(), COUNTS.spec(), OLD.spec()]
+    vec![
+        NUMS.spec(),
+        PAIRS.spec(),
+        COUNTS.spec(),
+        OLD.spec(),
+        BIGS.spec(),
+    ]
 }
 
 /// Nothing applied or rotated on a timer: the tests decide when.
@@ -652,4 +660,264 @@ fn the_first_commit_of_a_fresh_store_survives_a_crash_before_any_apply() {
     drop(db);
     let again = open_in(after.path(), policy());
     assert_eq!(nums(&again), vec![(1, "first".to_string())]);
+}
+
+/// A value for `BIGS`: `n` bytes that say which key they belong to.
+fn big(k: u64, n: usize) -> Vec<u8> {
+    let mut v = format!("big {k}:").into_bytes();
+    v.resize(n, b'a' + (k % 26) as u8);
+    v
+}
+
+fn put_bigs(db: &Database, rows: &[(u64, usize)]) {
+    put(db, |tx| {
+        let mut t = tx.open_table(BIGS).unwrap();
+        for &(k, n) in rows {
+            t.insert(k, big(k, n).as_slice()).unwrap();
+        }
+    });
+}
+
+/// `BIGS` as a read sees it, forwards; checked against a read backwards and each `get`.
+fn bigs(db: &Database) -> Vec<(u64, Vec<u8>)> {
+    let rtx = db.begin_read().unwrap();
+    let t = rtx.open_table(BIGS).unwrap();
+    let rows: Vec<(u64, Vec<u8>)> = t
+        .iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value(), v.value().to_vec())
+        })
+        .collect();
+    let mut back: Vec<(u64, Vec<u8>)> = t
+        .iter()
+        .unwrap()
+        .rev()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value(), v.value().to_vec())
+        })
+        .collect();
+    back.reverse();
+    assert_eq!(back, rows, "backwards");
+    for (k, v) in &rows {
+        assert_eq!(&t.get(k).unwrap().unwrap().value().to_vec(), v, "get {k}");
+    }
+    rows
+}
+
+fn values_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(values::FILE)).unwrap().len()
+}
+
+#[test]
+fn a_spilled_tables_large_values_live_in_the_value_log_and_every_read_gets_them_back() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    // The opening transaction writes straight into redb, whole.
+    let tx = db.begin_write_direct().unwrap();
+    tx.open_table(BIGS)
+        .unwrap()
+        .insert(1u64, big(1, 300).as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    put_bigs(&db, &[(2, 10), (3, 1000), (4, 3373), (5, 65)]);
+    put_num(&db, 9, &big(9, 500));
+    let want: Vec<(u64, Vec<u8>)> = [(1, 300), (2, 10), (3, 1000), (4, 3373), (5, 65)]
+        .iter()
+        .map(|&(k, n)| (k, big(k, n)))
+        .collect();
+    assert_eq!(bigs(&db), want, "pending");
+    db.apply_now().unwrap();
+    assert_eq!(bigs(&db), want, "taken into redb");
+    assert_eq!(
+        values_len(d.path()),
+        1000 + 3373 + 65,
+        "the values over 64 bytes that went through the journal, and only those"
+    );
+    {
+        // redb holds pointers for those, and everything else whole (`nums` is not spilled).
+        let redb = db.redb().unwrap();
+        let rtx = redb.begin_read().unwrap();
+        let t = rtx.open_table(BIGS.typed()).unwrap();
+        let sizes: Vec<usize> = (1..=5u64)
+            .map(|k| t.get(k).unwrap().unwrap().value().len())
+            .collect();
+        assert_eq!(sizes, [300, 10, 20, 20, 20]);
+        let n = rtx.open_table(NUMS.typed()).unwrap();
+        assert_eq!(n.get(9).unwrap().unwrap().value().len(), 500);
+    }
+    // A write transaction reads them too, and a removal hands the value back.
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_table(BIGS).unwrap();
+        assert_eq!(t.get(4u64).unwrap().unwrap().value(), big(4, 3373));
+        let range: Vec<u64> = t
+            .range(3u64..=4)
+            .unwrap()
+            .map(|e| e.unwrap().0.value())
+            .collect();
+        assert_eq!(range, [3, 4]);
+        let old = t.remove(3u64).unwrap().unwrap();
+        assert_eq!(old.value(), big(3, 1000));
+        t.insert(6u64, big(6, 2000).as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
+    db.apply_now().unwrap();
+    // And a direct transaction.
+    let tx = db.begin_write_direct().unwrap();
+    assert_eq!(
+        tx.open_table(BIGS)
+            .unwrap()
+            .get(6u64)
+            .unwrap()
+            .unwrap()
+            .value(),
+        big(6, 2000)
+    );
+    drop(tx);
+    let want: Vec<(u64, Vec<u8>)> = [(1, 300), (2, 10), (4, 3373), (5, 65), (6, 2000)]
+        .iter()
+        .map(|&(k, n)| (k, big(k, n)))
+        .collect();
+    assert_eq!(bigs(&db), want);
+    drop(db);
+    let again = open_in(d.path(), policy());
+    assert_eq!(bigs(&again), want, "reopened");
+}
+
+#[test]
+fn a_crash_between_the_value_log_and_redbs_commit_replays_the_journal_and_reads_the_same() {
+    let d = tempfile::tempdir().unwrap();
+    let after = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put_bigs(&db, &[(1, 700), (2, 800)]);
+    db.apply_now().unwrap();
+    let taken = values_len(d.path());
+    assert_eq!(taken, 1500);
+    put_bigs(&db, &[(2, 900), (3, 1100)]);
+    let want = bigs(&db);
+    crash_copy(d.path(), after.path());
+    drop(db);
+    // The applier had written the next values into the log when the process died, before
+    // redb's commit: bytes no pointer on disk reaches.
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(after.path().join(values::FILE))
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0xee; 2000]).unwrap();
+    }
+    let again = open_in(after.path(), policy());
+    assert_eq!(bigs(&again), want, "replayed");
+    assert_eq!(
+        values_len(after.path()),
+        taken,
+        "the untaken bytes cut off (the replay writes into redb whole)"
+    );
+    put_bigs(&again, &[(4, 1200)]);
+    again.apply_now().unwrap();
+    assert_eq!(values_len(after.path()), taken + 1200, "appended after");
+    let mut want = want;
+    want.push((4, big(4, 1200)));
+    assert_eq!(bigs(&again), want, "taken");
+    drop(again);
+    let third = open_in(after.path(), policy());
+    assert_eq!(bigs(&third), want, "reopened");
+}
+
+#[test]
+fn a_value_log_shorter_than_redb_says_is_refused_at_open_and_left_as_it_is() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put_bigs(&db, &[(1, 700)]);
+    db.apply_now().unwrap();
+    drop(db);
+    let path = d.path().join(values::FILE);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(699).unwrap();
+    drop(f);
+    let redb = redb::Database::create(d.path().join("store.redb")).unwrap();
+    let e = Database::open(redb, d.path(), &specs(), policy())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("holds 699 bytes"), "{e}");
+    assert!(e.contains("up to byte 700"), "{e}");
+    assert!(e.contains("Restore the data directory"), "{e}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 699);
+}
+
+/// Reads by range while the applier takes commits: a pointer redb shows a read is never past
+/// what the log lets it reach (a read that found one would fail as damage).
+#[test]
+fn range_reads_while_values_move_into_the_log_see_every_value_whole() {
+    const COMMITS: u64 = 150;
+    let d = tempfile::tempdir().unwrap();
+    let mut p = policy();
+    p.always = false;
+    let db = open_in(d.path(), p);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 0..COMMITS {
+                put_bigs(&db, &[(k, 100 + k as usize)]);
+                db.apply_now().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut reads = 0;
+        while !done.load(std::sync::atomic::Ordering::Acquire) || reads == 0 {
+            let rtx = db.begin_read().unwrap();
+            if let Ok(t) = rtx.open_table(BIGS) {
+                for e in t.range(0u64..).unwrap() {
+                    let (k, v) = e.unwrap();
+                    let k = k.value();
+                    assert_eq!(v.value(), big(k, 100 + k as usize), "row {k}");
+                }
+            }
+            reads += 1;
+        }
+    });
+    assert_eq!(bigs(&db).len(), COMMITS as usize);
+}
+
+/// A value that would read as a pointer: through the journal it is kept in the log like a
+/// large one, and read back as it was; straight into the file it is refused, never stored
+/// as a pointer to bytes it is not.
+#[test]
+fn a_value_that_reads_as_a_pointer_is_never_stored_as_one() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    let mut fake = b"\0BWv".to_vec();
+    fake.extend_from_slice(&[0u8; 16]);
+    assert!(values::is_pointer(&fake));
+    let tx = db.begin_write_direct().unwrap();
+    let e = tx
+        .open_table(BIGS)
+        .unwrap()
+        .insert(1u64, fake.as_slice())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reads as a pointer into the value log"), "{e}");
+    // Not a spilled table: stored as it is.
+    tx.open_table(NUMS)
+        .unwrap()
+        .insert(1u64, fake.as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    put(&db, |tx| {
+        tx.open_table(BIGS)
+            .unwrap()
+            .insert(2u64, fake.as_slice())
+            .unwrap();
+    });
+    db.apply_now().unwrap();
+    assert_eq!(values_len(d.path()), 20, "in the log, small as it is");
+    assert_eq!(bigs(&db), vec![(2, fake.clone())]);
+    assert_eq!(nums(&db).len(), 1);
+    let rtx = db.begin_read().unwrap();
+    let n = rtx.open_table(NUMS).unwrap();
+    assert_eq!(n.get(1u64).unwrap().unwrap().value(), fake.as_slice());
 }

@@ -570,10 +570,10 @@ fn keep_signature(
         return Ok(digest.clone());
     }
     let digest = super::super::signatures::digest(signature);
-    if signatures
-        .get(digest.as_slice())
+    // Whether it is there, not what it holds: a damaged copy is found where it is read.
+    if !signatures
+        .contains(digest.as_slice())
         .map_err(db_err("read signature"))?
-        .is_none()
     {
         signatures
             .insert(digest.as_slice(), signature)

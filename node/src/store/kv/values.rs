@@ -1,0 +1,366 @@
+//! The value log: the large values of the tables that keep them out of redb's B-tree (the
+//! message records and batch signatures, [`super::TableDefinition::spilled`]). The applier
+//! appends each such value to `bluewire.values` beside the redb file and writes into redb a
+//! pointer to it (where it starts, how long it is, its CRC-32), in the same transaction that
+//! records how far the log is taken (`values_end`). A read resolves a pointer with one
+//! positioned read, through the kernel's page cache, and checks the CRC.
+//!
+//! Why: redb rewrites every page on a changed key's path in each commit, copying the values on
+//! those pages; a receiver's store was mostly message records, and its tail at 1,000 msg/s
+//! halved with them out of the B-tree (BENCHMARKS.md, "What redb costs a receiver's tail").
+//!
+//! Owns: the file's format (values back to back, nothing else: a value is found only through
+//! its pointer), the pointer's format, and the log's end.
+//!
+//! It must never: let redb's file reach the disk with a pointer past what the log has on disk
+//! (the applier syncs what it appended before redb's commit, in both sync modes: redb's file
+//! may be written back by the kernel at any time, so syncing the two in order later would not
+//! do); hand out bytes whose CRC does not match; keep bytes past `values_end` at open (an apply
+//! redb never took: the journal replays it); write over bytes a pointer redb took may reach.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use redb::StorageError;
+
+/// The log's file name, in the store's directory.
+pub(crate) const FILE: &str = "bluewire.values";
+
+/// Whether redb holding `value` would read it as a pointer into the log.
+pub(super) fn is_pointer(value: &[u8]) -> bool {
+    Pointer::decode(value).is_some()
+}
+
+/// The log in `dir` for reading and writing, created if missing (its directory entry synced,
+/// so that a pointer redb syncs never names a file the machine going down loses).
+fn open_file(dir: &Path) -> std::io::Result<File> {
+    let path = dir.join(FILE);
+    let existed = path.exists();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    if !existed {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(file)
+}
+
+/// A pointer: these four bytes, where the value starts (u64), its length (u32) and its
+/// CRC-32 (u32), little-endian. A value that would read as a pointer is never kept inline:
+/// the applier moves it to the log whatever its size, and a direct write refuses it (neither
+/// happens in the store: protobuf records never start with a zero byte, and a signature
+/// that long is no signature).
+const MAGIC: [u8; 4] = *b"\0BWv";
+const POINTER_LEN: usize = 20;
+/// Values up to this long stay in redb: a pointer would save little, and a read would cost
+/// a system call.
+const INLINE_MAX: usize = 64;
+
+/// Where a value is in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pointer {
+    at: u64,
+    len: u32,
+    crc: u32,
+}
+
+impl Pointer {
+    fn encode(&self) -> [u8; POINTER_LEN] {
+        let mut p = [0u8; POINTER_LEN];
+        p[..4].copy_from_slice(&MAGIC);
+        p[4..12].copy_from_slice(&self.at.to_le_bytes());
+        p[12..16].copy_from_slice(&self.len.to_le_bytes());
+        p[16..].copy_from_slice(&self.crc.to_le_bytes());
+        p
+    }
+
+    /// The pointer `stored` is, if it is one.
+    fn decode(stored: &[u8]) -> Option<Self> {
+        if stored.len() != POINTER_LEN || stored[..4] != MAGIC {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(stored[i..i + 4].try_into().unwrap_or([0; 4]));
+        Some(Self {
+            at: u64::from_le_bytes(stored[4..12].try_into().unwrap_or([0; 8])),
+            len: u32_at(12),
+            crc: u32_at(16),
+        })
+    }
+}
+
+/// The value log of one open store.
+pub(crate) struct ValueLog {
+    file: File,
+    path: PathBuf,
+    /// Where the next apply appends, and how far a pointer may reach: everything before it
+    /// is written (redb may not have taken the newest of it yet, or ever; those bytes are
+    /// then wasted, never written over, since a commit that reported a failure may still
+    /// have reached redb's file).
+    end: AtomicU64,
+}
+
+impl ValueLog {
+    /// The log in `dir`, created if missing, cut back to `recorded_end` (what redb's file
+    /// says it has taken). A log shorter than that lost bytes redb points to: refused.
+    pub(super) fn open(dir: &Path, recorded_end: u64) -> Result<Self, StorageError> {
+        let path = dir.join(FILE);
+        let file = open_file(dir).map_err(StorageError::Io)?;
+        let len = file.metadata().map_err(StorageError::Io)?.len();
+        if len < recorded_end {
+            return Err(StorageError::Corrupted(format!(
+                "the value log {} holds {len} bytes, and the store file points into it up to \
+                 byte {recorded_end}: it is missing or cut short (copied without it, replaced, or \
+                 the machine went down with store.sync = \"interval\"). Restore the data \
+                 directory from a backup, or put the value log back",
+                path.display()
+            )));
+        }
+        if len > recorded_end {
+            // No pointer in redb reaches them: applies redb never took (a crash or a failed
+            // commit), whose commits the journal still holds and replays.
+            file.set_len(recorded_end).map_err(StorageError::Io)?;
+            tracing::warn!(
+                log = %path.display(),
+                bytes = len - recorded_end,
+                "value log: bytes past what the store file took were cut off (applies a crash interrupted; the journal replays them)"
+            );
+        }
+        Ok(Self {
+            file,
+            path,
+            end: AtomicU64::new(recorded_end),
+        })
+    }
+
+    /// Values for the next apply, appended from the log's end.
+    pub(super) fn batch(&self) -> Batch {
+        Batch {
+            start: self.end.load(Ordering::Acquire),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Write `batch` into the log and sync it; returns the log's end with it, for redb's
+    /// transaction to record. Reads may reach it from now on: redb's commit shows its pointers
+    /// to new reads before the applier returns. A failure leaves the end where it was, so the
+    /// next apply writes the whole batch again (after a failed `fdatasync` the kernel may
+    /// have dropped the pages; written again, they are dirty again, and synced again).
+    pub(super) fn write(&self, batch: &Batch) -> Result<u64, StorageError> {
+        if !batch.buf.is_empty() {
+            self.file
+                .write_all_at(&batch.buf, batch.start)
+                .map_err(|e| self.io(e))?;
+            self.file.sync_data().map_err(|e| self.io(e))?;
+        }
+        self.end.fetch_max(batch.end(), Ordering::AcqRel);
+        Ok(batch.end())
+    }
+
+    /// The value `stored` points to, read and checked; `None` when `stored` is the value
+    /// itself.
+    pub(super) fn resolve(&self, stored: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        let Some(p) = Pointer::decode(stored) else {
+            return Ok(None);
+        };
+        let end = p.at.checked_add(u64::from(p.len));
+        if end.is_none_or(|end| end > self.end.load(Ordering::Acquire)) {
+            return Err(StorageError::Corrupted(format!(
+                "a record points to bytes {}..+{} of the value log {}, past its end (the store \
+                 file is damaged); restore the data directory from a backup",
+                p.at,
+                p.len,
+                self.path.display()
+            )));
+        }
+        let mut buf = vec![0u8; p.len as usize];
+        self.file
+            .read_exact_at(&mut buf, p.at)
+            .map_err(|e| self.io(e))?;
+        if crc32fast::hash(&buf) != p.crc {
+            return Err(StorageError::Corrupted(format!(
+                "the value at byte {} of the value log {} fails its checksum (the disk damaged \
+                 it); restore the data directory from a backup",
+                p.at,
+                self.path.display()
+            )));
+        }
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    fn io(&self, e: std::io::Error) -> StorageError {
+        StorageError::Io(std::io::Error::new(
+            e.kind(),
+            format!("value log {}: {e}", self.path.display()),
+        ))
+    }
+}
+
+/// What redb's raw bytes `stored` stand for in the store in `dir` (closed): the value a
+/// pointer reaches in its log, or the bytes themselves. For tests that read redb's file.
+#[cfg(test)]
+pub(crate) fn raw_value(dir: &Path, stored: &[u8]) -> Vec<u8> {
+    let Some(p) = Pointer::decode(stored) else {
+        return stored.to_vec();
+    };
+    let mut buf = vec![0u8; p.len as usize];
+    File::open(dir.join(FILE))
+        .unwrap()
+        .read_exact_at(&mut buf, p.at)
+        .unwrap();
+    assert_eq!(crc32fast::hash(&buf), p.crc);
+    buf
+}
+
+/// One apply's values, laid out as they will be in the log.
+pub(super) struct Batch {
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl Batch {
+    /// What redb stores for `value`: a pointer to where it will be in the log, or the value
+    /// itself when it is small.
+    pub(super) fn put(&mut self, value: &Bytes) -> Bytes {
+        let Ok(len) = u32::try_from(value.len()) else {
+            return value.clone();
+        };
+        if value.len() <= INLINE_MAX && !is_pointer(value) {
+            return value.clone();
+        }
+        let p = Pointer {
+            at: self.end(),
+            len,
+            crc: crc32fast::hash(value),
+        };
+        self.buf.extend_from_slice(value);
+        Bytes::copy_from_slice(&p.encode())
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.buf.len() as u64
+    }
+}
+
+/// The log's end redb's file records, read with the rest of `APPLIED`.
+pub(super) const END_KEY: &str = "values_end";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(n: usize, b: u8) -> Bytes {
+        Bytes::from(vec![b; n])
+    }
+
+    #[test]
+    fn a_pointer_is_its_own_bytes_back_and_nothing_else_is_one() {
+        let p = Pointer {
+            at: 0x0102_0304_0506_0708,
+            len: 0x0a0b_0c0d,
+            crc: 0xdead_beef,
+        };
+        assert_eq!(Pointer::decode(&p.encode()), Some(p));
+        let mut short = p.encode().to_vec();
+        short.pop();
+        assert_eq!(Pointer::decode(&short), None);
+        let mut long = p.encode().to_vec();
+        long.push(0);
+        assert_eq!(Pointer::decode(&long), None);
+        let mut other = p.encode();
+        other[1] = b'X';
+        assert_eq!(Pointer::decode(&other), None);
+    }
+
+    #[test]
+    fn small_values_stay_inline_and_large_ones_are_read_back_from_where_they_were_put() {
+        let d = tempfile::tempdir().unwrap();
+        let log = ValueLog::open(d.path(), 0).unwrap();
+        let mut b = log.batch();
+        let small = val(INLINE_MAX, 1);
+        assert_eq!(b.put(&small), small);
+        // A small value that reads as a pointer goes to the log all the same.
+        let fake = Bytes::copy_from_slice(
+            &Pointer {
+                at: 0,
+                len: 5,
+                crc: 0,
+            }
+            .encode(),
+        );
+        let pfake = b.put(&fake);
+        assert_ne!(pfake, fake);
+        let (x, y) = (val(INLINE_MAX + 1, 2), val(3000, 3));
+        let (px, py) = (b.put(&x), b.put(&y));
+        assert_eq!((px.len(), py.len()), (POINTER_LEN, POINTER_LEN));
+        // Not readable before it is written.
+        assert!(log.resolve(&py).is_err());
+        let end = log.write(&b).unwrap();
+        assert_eq!(end, (POINTER_LEN + x.len() + y.len()) as u64);
+        assert_eq!(log.resolve(&pfake).unwrap(), Some(fake));
+        assert_eq!(log.resolve(&px).unwrap(), Some(x.clone()));
+        assert_eq!(log.resolve(&py).unwrap(), Some(y.clone()));
+        assert_eq!(log.resolve(&small).unwrap(), None);
+        // The next batch goes on from the end.
+        let mut b = log.batch();
+        let z = val(100, 4);
+        let pz = b.put(&z);
+        log.write(&b).unwrap();
+        assert_eq!(log.resolve(&pz).unwrap(), Some(z));
+        assert_eq!(log.resolve(&px).unwrap(), Some(x));
+    }
+
+    #[test]
+    fn an_apply_redb_never_took_is_cut_off_at_open_and_a_lost_end_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let log = ValueLog::open(d.path(), 0).unwrap();
+        let mut b = log.batch();
+        let kept = b.put(&val(500, 7));
+        let end = log.write(&b).unwrap();
+        let mut b = log.batch();
+        b.put(&val(800, 8));
+        log.write(&b).unwrap();
+        drop(log);
+        let path = d.path().join(FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1300);
+        let log = ValueLog::open(d.path(), end).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(log.resolve(&kept).unwrap(), Some(val(500, 7)));
+        drop(log);
+        let e = ValueLog::open(d.path(), end + 1).err().unwrap();
+        assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
+        assert!(e.to_string().contains("Restore the data directory"), "{e}");
+        // The file as it was: the refusal changed nothing.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    }
+
+    #[test]
+    fn a_damaged_value_or_a_pointer_past_the_end_is_an_error_never_other_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let log = ValueLog::open(d.path(), 0).unwrap();
+        let mut b = log.batch();
+        let p = b.put(&val(200, 9));
+        log.write(&b).unwrap();
+        log.file.write_all_at(&[0], 10).unwrap();
+        let e = log.resolve(&p).unwrap_err();
+        assert!(e.to_string().contains("fails its checksum"), "{e}");
+        let past = Pointer {
+            at: 150,
+            len: 51,
+            crc: 0,
+        };
+        let e = log.resolve(&past.encode()).unwrap_err();
+        assert!(e.to_string().contains("past its end"), "{e}");
+        let overflow = Pointer {
+            at: u64::MAX,
+            len: 1,
+            crc: 0,
+        };
+        assert!(log.resolve(&overflow.encode()).is_err());
+    }
+}
