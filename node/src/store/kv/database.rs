@@ -297,9 +297,12 @@ fn apply_runs(
             ))
         })?;
         let mut entries = overlay.range(name, Bound::Unbounded, Bound::Unbounded);
-        if spill && spec.spill {
+        if spec.spill {
             for (_, v) in &mut entries {
-                if let Some(v) = v {
+                // Without `spill`, only what redb would take for a pointer: never inline.
+                if let Some(v) = v
+                    && (spill || values::is_pointer(v))
+                {
                     *v = batch.put(v);
                 }
             }
@@ -363,7 +366,6 @@ impl Database {
             std::fs::rename(path, &aside).map_err(StorageError::Io)?;
             tracing::warn!(segment = %aside.display(), at, "the journal ended in an incomplete commit (a crash while it was written, so it was never acknowledged): replayed up to it, and the segment kept aside; delete it once you no longer need it");
         }
-        // After the checks above: a store they refuse keeps its log as it is.
         let values = ValueLog::open(dir, values_end)?;
         let last = frames.last().map_or(applied, |f| f.commit.max(applied));
         let mut overlay = Overlay::default();
@@ -391,7 +393,8 @@ impl Database {
         }
         if !overlay.is_empty() {
             // Whole, not spilled: redb's file may still be at a layout whose readers know no
-            // pointers; the store raises it after the open (`tables::init`).
+            // pointers; the store raises it after the open (`tables::init`). (A value that
+            // would read as one goes to the log all the same: no store writes such a value.)
             apply_runs(&redb, &specs, &overlay, last, &values, false)?;
             tracing::info!(commits = replayed, "journal replayed into the store");
         }

@@ -13,10 +13,13 @@
 //! its pointer), the pointer's format, and the log's end.
 //!
 //! It must never: let redb's file reach the disk with a pointer past what the log has on disk
-//! (the applier syncs what it appended before redb's commit, in both sync modes: redb's file
-//! may be written back by the kernel at any time, so syncing the two in order later would not
-//! do); hand out bytes whose CRC does not match; keep bytes past `values_end` at open (an apply
-//! redb never took: the journal replays it); write over bytes a pointer redb took may reach.
+//! (the applier syncs what it appended before redb's commit, though with `interval` redb's own
+//! commits are not synced: redb's file may be written back by the kernel at any time, so
+//! syncing the two files in order later would not do); hand out bytes whose CRC does not
+//! match; write over or cut off bytes anything may point to (bytes past `values_end` at open,
+//! from applies redb never took, are left where they are and the log goes on after them: the
+//! journal replays those commits, and a redb file restored beside a newer log finds its log
+//! whole).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -106,8 +109,9 @@ pub(crate) struct ValueLog {
 }
 
 impl ValueLog {
-    /// The log in `dir`, created if missing, cut back to `recorded_end` (what redb's file
-    /// says it has taken). A log shorter than that lost bytes redb points to: refused.
+    /// The log in `dir`, created if missing, going on from its end, which must be at least
+    /// `recorded_end` (what redb's file says it has taken): a shorter log lost bytes redb
+    /// points to, and is refused.
     pub(super) fn open(dir: &Path, recorded_end: u64) -> Result<Self, StorageError> {
         let path = dir.join(FILE);
         let file = open_file(dir).map_err(StorageError::Io)?;
@@ -115,26 +119,23 @@ impl ValueLog {
         if len < recorded_end {
             return Err(StorageError::Corrupted(format!(
                 "the value log {} holds {len} bytes, and the store file points into it up to \
-                 byte {recorded_end}: it is missing or cut short (copied without it, replaced, or \
-                 the machine went down with store.sync = \"interval\"). Restore the data \
-                 directory from a backup, or put the value log back",
+                 byte {recorded_end}: it is missing or cut short (the data directory was copied \
+                 or restored without it, or it was replaced). Restore the data directory from \
+                 a backup, or put the value log back",
                 path.display()
             )));
         }
         if len > recorded_end {
-            // No pointer in redb reaches them: applies redb never took (a crash or a failed
-            // commit), whose commits the journal still holds and replays.
-            file.set_len(recorded_end).map_err(StorageError::Io)?;
-            tracing::warn!(
+            tracing::debug!(
                 log = %path.display(),
                 bytes = len - recorded_end,
-                "value log: bytes past what the store file took were cut off (applies a crash interrupted; the journal replays them)"
+                "value log: bytes past what the store file took (applies a crash or a failed commit interrupted) are left unused"
             );
         }
         Ok(Self {
             file,
             path,
-            end: AtomicU64::new(recorded_end),
+            end: AtomicU64::new(len),
         })
     }
 
@@ -316,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn an_apply_redb_never_took_is_cut_off_at_open_and_a_lost_end_is_refused() {
+    fn an_apply_redb_never_took_is_left_and_gone_past_at_open_and_a_lost_end_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let log = ValueLog::open(d.path(), 0).unwrap();
         let mut b = log.batch();
@@ -328,15 +329,20 @@ mod tests {
         drop(log);
         let path = d.path().join(FILE);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1300);
+        // redb took only the first apply: the second's bytes stay, and the log goes on after.
         let log = ValueLog::open(d.path(), end).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1300);
         assert_eq!(log.resolve(&kept).unwrap(), Some(val(500, 7)));
+        let mut b = log.batch();
+        let next = b.put(&val(100, 9));
+        assert_eq!(log.write(&b).unwrap(), 1400);
+        assert_eq!(log.resolve(&next).unwrap(), Some(val(100, 9)));
         drop(log);
-        let e = ValueLog::open(d.path(), end + 1).err().unwrap();
+        let e = ValueLog::open(d.path(), 1401).err().unwrap();
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
         assert!(e.to_string().contains("Restore the data directory"), "{e}");
         // The file as it was: the refusal changed nothing.
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1400);
     }
 
     #[test]

@@ -382,11 +382,10 @@ impl Tables<'_> {
     fn enqueue(&mut self, peer: &str, seqs: &[u64]) -> Result<u64> {
         let mut queued = 0u64;
         for &seq in seqs {
-            if self
+            if !self
                 .messages
-                .get(seq)
+                .contains(seq)
                 .map_err(db_err("read message"))?
-                .is_none()
             {
                 return Err(StoreError::Invalid(format!(
                     "cannot queue seq {seq} for {peer}: no stored message has that seq"
