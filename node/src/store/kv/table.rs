@@ -518,8 +518,8 @@ pub(in crate::store) struct Table<'t, K: Key + 'static, V: Value + 'static> {
 
 impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
     /// The value log, for a spilled table.
-    fn values(&self) -> Option<Arc<ValueLog>> {
-        self.spill.then(|| self.tx.db.inner.values.clone())
+    fn values(&self) -> Option<&Arc<ValueLog>> {
+        self.spill.then_some(&self.tx.db.inner.values)
     }
 
     /// redb's table under a journaled transaction, opened at the first call.
@@ -630,7 +630,7 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
     fn get_encoded(&self, k: &[u8]) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
         match self.get_stored(k)? {
             Some(AccessGuard { val: Val::Page(g) }) => {
-                AccessGuard::stored(g, self.values().as_deref()).map(Some)
+                AccessGuard::stored(g, self.values().map(|v| &**v)).map(Some)
             }
             found => Ok(found),
         }
@@ -681,9 +681,9 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
         };
         let (l, h) = (as_ref_bound(&lo), as_ref_bound(&hi));
         let base = match &self.kind {
-            TableKind::Direct(t) => base_range(t.range::<&[u8]>((l, h)), self.values()),
+            TableKind::Direct(t) => base_range(t.range::<&[u8]>((l, h)), self.values().cloned()),
             TableKind::Journaled { .. } => match self.base()? {
-                Some(b) => base_range(b.range::<&[u8]>((l, h)), self.values()),
+                Some(b) => base_range(b.range::<&[u8]>((l, h)), self.values().cloned()),
                 None => Box::new(std::iter::empty()),
             },
         };

@@ -37,23 +37,6 @@ pub(super) fn is_pointer(value: &[u8]) -> bool {
     Pointer::decode(value).is_some()
 }
 
-/// The log in `dir` for reading and writing, created if missing (its directory entry synced,
-/// so that a pointer redb syncs never names a file the machine going down loses).
-fn open_file(dir: &Path) -> std::io::Result<File> {
-    let path = dir.join(FILE);
-    let existed = path.exists();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
-    if !existed {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(file)
-}
-
 /// A pointer: these four bytes, where the value starts (u64), its length (u32) and its
 /// CRC-32 (u32), little-endian. A value that would read as a pointer is never kept inline:
 /// the applier moves it to the log whatever its size, and a direct write refuses it (neither
@@ -114,7 +97,21 @@ impl ValueLog {
     /// points to, and is refused.
     pub(super) fn open(dir: &Path, recorded_end: u64) -> Result<Self, StorageError> {
         let path = dir.join(FILE);
-        let file = open_file(dir).map_err(StorageError::Io)?;
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(StorageError::Io)?;
+        if !existed {
+            // Its directory entry synced, so that a pointer redb syncs never names a file the
+            // machine going down loses.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StorageError::Io)?;
+        }
         let len = file.metadata().map_err(StorageError::Io)?.len();
         if len < recorded_end {
             return Err(StorageError::Corrupted(format!(
@@ -206,16 +203,11 @@ impl ValueLog {
 /// pointer reaches in its log, or the bytes themselves. For tests that read redb's file.
 #[cfg(test)]
 pub(crate) fn raw_value(dir: &Path, stored: &[u8]) -> Vec<u8> {
-    let Some(p) = Pointer::decode(stored) else {
-        return stored.to_vec();
-    };
-    let mut buf = vec![0u8; p.len as usize];
-    File::open(dir.join(FILE))
+    ValueLog::open(dir, 0)
         .unwrap()
-        .read_exact_at(&mut buf, p.at)
-        .unwrap();
-    assert_eq!(crc32fast::hash(&buf), p.crc);
-    buf
+        .resolve(stored)
+        .unwrap()
+        .map_or_else(|| stored.to_vec(), |v| v.to_vec())
 }
 
 /// One apply's values, laid out as they will be in the log.
