@@ -89,12 +89,18 @@ pub(crate) struct ValueLog {
     /// then wasted, never written over, since a commit that reported a failure may still
     /// have reached redb's file).
     end: AtomicU64,
+    /// `fdatasync`s made, for tests.
+    #[cfg(test)]
+    syncs: AtomicU64,
 }
 
 impl ValueLog {
     /// The log in `dir`, created if missing, going on from its end, which must be at least
     /// `recorded_end` (what redb's file says it has taken): a shorter log lost bytes redb
-    /// points to, and is refused.
+    /// points to, and is refused. Bytes past `recorded_end` are synced first: the next
+    /// commit records the log's end, theirs included, even one that puts nothing in the log
+    /// (a replay at open, an apply of small values only), and a process killed before its
+    /// sync may have left them in the page cache only.
     pub(super) fn open(dir: &Path, recorded_end: u64) -> Result<Self, StorageError> {
         let path = dir.join(FILE);
         let existed = path.exists();
@@ -122,18 +128,28 @@ impl ValueLog {
                 path.display()
             )));
         }
-        if len > recorded_end {
-            tracing::debug!(
-                log = %path.display(),
-                bytes = len - recorded_end,
-                "value log: bytes past what the store file took (applies a crash or a failed commit interrupted) are left unused"
-            );
-        }
-        Ok(Self {
+        let log = Self {
             file,
             path,
             end: AtomicU64::new(len),
-        })
+            #[cfg(test)]
+            syncs: AtomicU64::new(0),
+        };
+        if len > recorded_end {
+            tracing::debug!(
+                log = %log.path.display(),
+                bytes = len - recorded_end,
+                "value log: bytes past what the store file took (applies a crash or a failed commit interrupted) are left unused"
+            );
+            log.sync()?;
+        }
+        Ok(log)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        #[cfg(test)]
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data().map_err(|e| self.io(e))
     }
 
     /// Values for the next apply, appended from the log's end.
@@ -154,7 +170,7 @@ impl ValueLog {
             self.file
                 .write_all_at(&batch.buf, batch.start)
                 .map_err(|e| self.io(e))?;
-            self.file.sync_data().map_err(|e| self.io(e))?;
+            self.sync()?;
         }
         self.end.fetch_max(batch.end(), Ordering::AcqRel);
         Ok(batch.end())
@@ -335,6 +351,30 @@ mod tests {
         assert!(e.to_string().contains("Restore the data directory"), "{e}");
         // The file as it was: the refusal changed nothing.
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1400);
+    }
+
+    #[test]
+    fn bytes_past_the_recorded_end_are_synced_at_open_and_an_empty_apply_syncs_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let log = ValueLog::open(d.path(), 0).unwrap();
+        assert_eq!(log.syncs.load(Ordering::Relaxed), 0);
+        // Nothing to put: nothing written, nothing synced, the end where it was.
+        assert_eq!(log.write(&log.batch()).unwrap(), 0);
+        assert_eq!(log.syncs.load(Ordering::Relaxed), 0);
+        let mut b = log.batch();
+        b.put(&val(500, 1));
+        let end = log.write(&b).unwrap();
+        assert_eq!(log.syncs.load(Ordering::Relaxed), 1);
+        drop(log);
+        // Everything taken: nothing to sync at open.
+        let log = ValueLog::open(d.path(), end).unwrap();
+        assert_eq!(log.syncs.load(Ordering::Relaxed), 0);
+        drop(log);
+        // A tail redb never took (a process killed between the log's write and its sync): it
+        // is synced at open, before any commit can record an end past it.
+        let log = ValueLog::open(d.path(), end - 1).unwrap();
+        assert_eq!(log.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(log.write(&log.batch()).unwrap(), end);
     }
 
     #[test]
