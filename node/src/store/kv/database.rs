@@ -309,11 +309,17 @@ fn apply_runs(
         }
         (spec.apply)(&wtx, spec.name, &entries)?;
     }
+    let put = !batch.is_empty();
     let end = values.write(&batch)?;
     {
         let mut t = wtx.open_table(APPLIED).map_err(other)?;
         t.insert(APPLIED_KEY, upto)?;
-        t.insert(values::END_KEY, end)?;
+        // Only an apply that put values in the log moves the end redb holds: those bytes are
+        // synced by now. One that put none would record the log's length, which may take in
+        // bytes no sync covered (a tail a killed process left, see `ValueLog::open`).
+        if put {
+            t.insert(values::END_KEY, end)?;
+        }
     }
     wtx.commit().map_err(other)
 }

@@ -711,6 +711,42 @@ fn values_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(values::FILE)).unwrap().len()
 }
 
+/// The log's end redb's file holds (`values_end`), everything pending taken first.
+fn recorded_end(db: &Database) -> Option<u64> {
+    let redb = db.redb().unwrap();
+    let rtx = redb.begin_read().unwrap();
+    let t = rtx.open_table(APPLIED).unwrap();
+    t.get(values::END_KEY).unwrap().map(|g| g.value())
+}
+
+#[test]
+fn only_an_apply_that_puts_values_in_the_log_moves_the_end_redb_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_in(d.path(), policy());
+    put_num(&db, 1, b"small");
+    assert_eq!(recorded_end(&db), None, "nothing in the log yet");
+    put_bigs(&db, &[(1, 1000)]);
+    assert_eq!(recorded_end(&db), Some(1000));
+    drop(db);
+    // Bytes past that end, as a process killed between the log's write and its sync leaves.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(values::FILE))
+            .unwrap();
+        f.write_all(&[7u8; 500]).unwrap();
+    }
+    let db = open_in(d.path(), policy());
+    // An apply with nothing for the log leaves the end where it was, not at the log's length.
+    put_num(&db, 2, b"small");
+    assert_eq!(recorded_end(&db), Some(1000));
+    // The next values go after the tail, and the end moves past them.
+    put_bigs(&db, &[(2, 200)]);
+    assert_eq!(recorded_end(&db), Some(1700));
+    assert_eq!(bigs(&db), vec![(1, big(1, 1000)), (2, big(2, 200))]);
+}
+
 #[test]
 fn a_spilled_tables_large_values_live_in_the_value_log_and_every_read_gets_them_back() {
     let d = tempfile::tempdir().unwrap();

@@ -233,6 +233,11 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Whether nothing was put in the log.
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// What redb stores for `value`: a pointer to where it will be in the log, or the value
     /// itself when it is small.
     pub(super) fn put(&mut self, value: &Bytes) -> Bytes {
