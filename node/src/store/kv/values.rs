@@ -103,7 +103,6 @@ impl ValueLog {
     /// sync may have left them in the page cache only.
     pub(super) fn open(dir: &Path, recorded_end: u64) -> Result<Self, StorageError> {
         let path = dir.join(FILE);
-        let existed = path.exists();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -111,13 +110,12 @@ impl ValueLog {
             .truncate(false)
             .open(&path)
             .map_err(StorageError::Io)?;
-        if !existed {
-            // Its directory entry synced, so that a pointer redb syncs never names a file the
-            // machine going down loses.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StorageError::Io)?;
-        }
+        // Its directory entry synced, so that a pointer redb syncs never names a file the
+        // machine going down loses: at every open, not only the one that creates it, since a
+        // process killed between the creation and the sync leaves the entry unsynced.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StorageError::Io)?;
         let len = file.metadata().map_err(StorageError::Io)?.len();
         if len < recorded_end {
             return Err(StorageError::Corrupted(format!(
