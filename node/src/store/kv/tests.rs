@@ -707,6 +707,16 @@ fn bigs(db: &Database) -> Vec<(u64, Vec<u8>)> {
     rows
 }
 
+/// Bytes added at the value log's end behind the store's back, as an apply a crash cut short
+/// leaves them.
+fn append_to_log(dir: &Path, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(values::FILE))
+        .unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+}
+
 fn values_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(values::FILE)).unwrap().len()
 }
@@ -729,14 +739,7 @@ fn only_an_apply_that_puts_values_in_the_log_moves_the_end_redb_holds() {
     assert_eq!(recorded_end(&db), Some(1000));
     drop(db);
     // Bytes past that end, as a process killed between the log's write and its sync leaves.
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(d.path().join(values::FILE))
-            .unwrap();
-        f.write_all(&[7u8; 500]).unwrap();
-    }
+    append_to_log(d.path(), &[7u8; 500]);
     let db = open_in(d.path(), policy());
     // An apply with nothing for the log leaves the end where it was, not at the log's length.
     put_num(&db, 2, b"small");
@@ -838,13 +841,7 @@ fn a_crash_between_the_value_log_and_redbs_commit_replays_the_journal_and_reads_
     drop(db);
     // The applier had written the next values into the log when the process died, before
     // redb's commit: bytes no pointer on disk reaches.
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(after.path().join(values::FILE))
-            .unwrap();
-        std::io::Write::write_all(&mut f, &[0xee; 2000]).unwrap();
-    }
+    append_to_log(after.path(), &[0xee; 2000]);
     let again = open_in(after.path(), policy());
     assert_eq!(bigs(&again), want, "replayed");
     assert_eq!(
