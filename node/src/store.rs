@@ -884,7 +884,13 @@ fn wrap(
         // that happened before the sync.
         SyncMode::Interval(_) => {
             let file = std::fs::File::open(path).map_err(sync::OpenError::Io)?;
-            Arc::new(move || file.sync_data())
+            let failed = failed.clone();
+            // Never again after a failed sync: one that succeeds then proves nothing of the
+            // pages the failure dropped.
+            Arc::new(move || match failed.error() {
+                Some(e) => Err(e),
+                None => file.sync_data(),
+            })
         }
     };
     let (on_fail, poison) = (failed.clone(), failed.clone());

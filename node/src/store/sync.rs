@@ -5,8 +5,9 @@
 //!   power cut or an OS crash.
 //! - [`SyncMode::Interval`]: [`IntervalSync`] passes every write through before the commit
 //!   returns, so what the node acknowledged is in the kernel's page cache and survives
-//!   `kill -9` and a restart of the node. The file is synced by a thread of its own every
-//!   interval, and once more when the store closes. A power cut or an OS crash loses up to
+//!   `kill -9` and a restart of the node. The store's applier syncs the file every interval
+//!   while it is written to, the value log just before it (the kv layer's `sync_in_order`),
+//!   and the backend syncs it once more when the store closes. A power cut or an OS crash loses up to
 //!   one interval (plus the sync in progress) of acknowledged messages, and may leave a
 //!   file that fails the check at the next start, because redb reuses pages it believes are
 //!   on disk. This is the trade NATS JetStream's `sync_interval` and Kafka's
@@ -26,8 +27,8 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
@@ -44,13 +45,13 @@ pub enum SyncMode {
     Interval(Duration),
 }
 
-/// A file backend whose `sync_data` only notes that the file needs a sync; a thread of its
-/// own syncs it every interval (and when the backend is dropped).
+/// A file backend whose `sync_data` only notes that the file needs a sync. The store's
+/// applier syncs it every interval, through a handle of its own, after the value log
+/// (`kv`); the backend syncs it once more when it is dropped, as the store closes.
 #[derive(Debug)]
 pub(super) struct IntervalSync {
     file: FileBackend,
     shared: Arc<Shared>,
-    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -58,7 +59,6 @@ struct Shared {
     /// A second handle on the same file: `fdatasync` on it flushes what either wrote.
     file: File,
     state: Mutex<State>,
-    wake: Condvar,
     failed: SyncFailure,
     /// The store directory: `STORE-DAMAGED` after a failed sync, [`BOOT_MARKER`] removed
     /// after a successful last one.
@@ -67,9 +67,8 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Written to since the last sync began.
+    /// Written to since the backend was opened.
     dirty: bool,
-    stop: bool,
     /// Syncs done, for tests.
     synced: u64,
 }
@@ -115,90 +114,21 @@ impl SyncFailure {
 }
 
 impl IntervalSync {
-    /// Over `file`, already locked; `sync_file` is a second handle on it for the syncer
-    /// thread (the same file but in tests).
-    fn new(
-        file: FileBackend,
-        sync_file: File,
-        every: Duration,
-        failed: SyncFailure,
-        dir: PathBuf,
-    ) -> io::Result<Self> {
+    /// Over `file`, already locked; `sync_file` is a second handle on it for the last sync
+    /// (the same file but in tests).
+    fn new(file: FileBackend, sync_file: File, failed: SyncFailure, dir: PathBuf) -> Self {
         let shared = Arc::new(Shared {
             file: sync_file,
             state: Mutex::new(State::default()),
-            wake: Condvar::new(),
             failed,
             dir,
         });
-        let for_thread = shared.clone();
-        let syncer = std::thread::Builder::new()
-            .name("bluewire-sync".into())
-            .spawn(move || syncer(&for_thread, every))?;
-        Ok(Self {
-            file,
-            shared,
-            syncer: Some(syncer),
-        })
+        Self { file, shared }
     }
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Every `every` (on a fixed schedule: a slow sync does not push the next one back), sync
-/// the file if it was written to; once more when told to stop. Nothing after a failure.
-fn syncer(shared: &Shared, every: Duration) {
-    let mut next = Instant::now() + every;
-    let mut st = lock(&shared.state);
-    loop {
-        let wait = next.saturating_duration_since(Instant::now());
-        st = shared
-            .wake
-            .wait_timeout_while(st, wait, |s| !s.stop)
-            .map(|(g, _)| g)
-            .unwrap_or_else(|p| p.into_inner().0);
-        let stop = st.stop;
-        if !stop && Instant::now() < next {
-            continue;
-        }
-        if st.dirty && !shared.failed.happened() {
-            st.dirty = false;
-            drop(st);
-            let result = shared.file.sync_data();
-            st = lock(&shared.state);
-            match result {
-                Ok(()) => st.synced += 1,
-                Err(e) => failed(shared, &e),
-            }
-        }
-        if stop {
-            // Closed with everything synced: the machine going down now loses nothing.
-            if !shared.failed.happened()
-                && let Err(e) = remove_durably(&shared.dir, &shared.dir.join(BOOT_MARKER))
-            {
-                tracing::warn!(error = %e, "store: could not remove {BOOT_MARKER}; a start after a reboot will be refused until the operator accepts it");
-            }
-            return;
-        }
-        next = next_sync(next, Instant::now(), every);
-    }
-}
-
-/// When the sync after the one due at `due` is, `now` being when that one finished: one
-/// interval later (a fixed schedule, so a slow sync does not push the next ones back),
-/// unless that has passed already (the sync took more than an interval): then one
-/// interval from now, never at once.
-fn next_sync(due: Instant, now: Instant, every: Duration) -> Instant {
-    let next = due + every;
-    if next < now { now + every } else { next }
-}
-
-/// After a failed sync: the refusal of later starts first (`STORE-DAMAGED`), then the
-/// refusal of commits.
-fn failed(shared: &Shared, e: &io::Error) {
-    record_failure(&shared.dir, &shared.failed, e);
 }
 
 /// A failed sync of the store's file or of its journal: `STORE-DAMAGED` in `dir` first (later
@@ -245,15 +175,25 @@ impl StorageBackend for IntervalSync {
 }
 
 impl Drop for IntervalSync {
-    /// Stop the syncer, which syncs what is left first: this waits for one `fdatasync` of
-    /// up to an interval's writes (redb's own drop, in either mode, syncs too).
+    /// Sync what is left, unless a sync failed (redb's own drop, in either mode, asks for a
+    /// sync too; the store has synced the value log by then). Closed with everything synced,
+    /// the machine going down now loses nothing: the boot record goes.
     fn drop(&mut self) {
-        lock(&self.shared.state).stop = true;
-        self.shared.wake.notify_all();
-        if let Some(t) = self.syncer.take()
-            && t.join().is_err()
+        let shared = &self.shared;
+        let mut st = lock(&shared.state);
+        if st.dirty && !shared.failed.happened() {
+            match shared.file.sync_data() {
+                Ok(()) => {
+                    st.dirty = false;
+                    st.synced += 1;
+                }
+                Err(e) => record_failure(&shared.dir, &shared.failed, &e),
+            }
+        }
+        if !shared.failed.happened()
+            && let Err(e) = remove_durably(&shared.dir, &shared.dir.join(BOOT_MARKER))
         {
-            tracing::error!("store: the sync thread panicked");
+            tracing::warn!(error = %e, "store: could not remove {BOOT_MARKER}; a start after a reboot will be refused until the operator accepts it");
         }
     }
 }
@@ -360,6 +300,27 @@ pub(super) fn open_backend(
         .open(path)?;
     let second = file.try_clone()?;
     let locked = FileBackend::new(file)?;
+    // After a failed sync in this process (a reopen after an I/O error): no sync of either
+    // file again, and no writes.
+    if let Some(e) = failed.error() {
+        return Err(OpenError::Io(e));
+    }
+    // What a killed process left of the value log in the page cache reaches the disk before
+    // anything can sync this file, whose pages may point into it: redb's own commits and
+    // recovery in `always` mode, the `always` open below, the store's syncs in `interval`
+    // mode. A failure is a failed sync: the next start is refused, not fooled by a sync on a
+    // new handle that succeeds after the kernel dropped the pages.
+    let log = dir.join(super::kv::VALUES_FILE);
+    let synced = match File::open(&log) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = synced {
+        let e = io::Error::new(e.kind(), format!("value log {}: {e}", log.display()));
+        record_failure(dir, failed, &e);
+        return Err(OpenError::Io(e));
+    }
     let boot = boot_id();
     if check && let Some(why) = check_record(dir, boot.as_deref())? {
         return Err(OpenError::Refused(why));
@@ -384,10 +345,9 @@ pub(super) fn open_backend(
             Ok(Backend::Interval(IntervalSync::new(
                 locked,
                 second,
-                every,
                 failed.clone(),
                 dir.to_path_buf(),
-            )?))
+            )))
         }
     }
 }
@@ -428,21 +388,6 @@ pub(super) fn check_record(dir: &Path, boot: Option<&str>) -> io::Result<Option<
 mod tests {
     use super::*;
 
-    #[test]
-    fn syncs_keep_a_fixed_schedule_and_a_late_one_never_makes_the_next_immediate() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let every = ms(100);
-        // On time, or slow but within the interval: the schedule holds.
-        assert_eq!(next_sync(t0, t0 + ms(10), every), t0 + ms(100));
-        assert_eq!(next_sync(t0, t0 + ms(99), every), t0 + ms(100));
-        assert_eq!(next_sync(t0, t0 + ms(100), every), t0 + ms(100));
-        // Took longer than an interval: one interval from when it ended, not at once and not
-        // a burst of syncs catching up.
-        assert_eq!(next_sync(t0, t0 + ms(101), every), t0 + ms(201));
-        assert_eq!(next_sync(t0, t0 + ms(250), every), t0 + ms(350));
-    }
-
     fn open_file(dir: &Path) -> File {
         std::fs::OpenOptions::new()
             .read(true)
@@ -453,86 +398,42 @@ mod tests {
             .unwrap()
     }
 
-    /// An interval-sync backend on `dir/f`, its syncer syncing `sync_file` (by default a
+    /// An interval-sync backend on `dir/f`, its last sync made on `sync_file` (by default a
     /// second handle on the file).
-    fn backend_syncing(
-        dir: &Path,
-        every: Duration,
-        failed: SyncFailure,
-        sync_file: Option<File>,
-    ) -> IntervalSync {
+    fn backend_syncing(dir: &Path, failed: SyncFailure, sync_file: Option<File>) -> IntervalSync {
         let file = open_file(dir);
         let second = sync_file.unwrap_or_else(|| file.try_clone().unwrap());
         let locked = FileBackend::new(file).unwrap();
-        IntervalSync::new(locked, second, every, failed, dir.to_path_buf()).unwrap()
+        IntervalSync::new(locked, second, failed, dir.to_path_buf())
     }
 
-    fn backend(dir: &Path, every: Duration, failed: SyncFailure) -> IntervalSync {
-        backend_syncing(dir, every, failed, None)
-    }
-
-    fn synced(b: &IntervalSync) -> u64 {
-        lock(&b.shared.state).synced
-    }
-
-    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "{what}: never");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// An interval no test waits for: only a drop syncs.
-    const NEVER: Duration = Duration::from_secs(3600);
-
-    #[test]
-    fn a_commit_returns_without_syncing_and_the_thread_syncs_what_was_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = backend(dir.path(), NEVER, SyncFailure::default());
-        held.sync_data(false).unwrap();
-        assert!(
-            lock(&held.shared.state).dirty,
-            "sync_data only notes the write"
-        );
-        assert_eq!(synced(&held), 0);
-        drop(held);
-
-        let b = backend(
-            dir.path(),
-            Duration::from_millis(20),
-            SyncFailure::default(),
-        );
-        b.set_len(4096).unwrap();
-        b.write(0, b"written").unwrap();
-        // Nothing was noted since the start: the thread has nothing to sync.
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(synced(&b), 0, "a sync with nothing written");
-        b.sync_data(false).unwrap();
-        wait_until("a sync", || synced(&b) == 1);
-        assert!(!lock(&b.shared.state).dirty);
-        assert_eq!(&b.read(0, 7).unwrap(), b"written");
-        // One sync per interval with writes, not one per interval.
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(synced(&b), 1);
+    fn backend(dir: &Path, failed: SyncFailure) -> IntervalSync {
+        backend_syncing(dir, failed, None)
     }
 
     #[test]
-    fn dropping_the_backend_syncs_what_is_left_at_once_then_drops_the_boot_record() {
+    fn a_commit_returns_without_syncing_and_the_drop_syncs_what_was_written_then_drops_the_record()
+    {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join(BOOT_MARKER);
+        // Nothing written: nothing to sync, and the record goes.
         std::fs::write(&record, "boot b\n").unwrap();
-        let b = backend(dir.path(), NEVER, SyncFailure::default());
+        let b = backend(dir.path(), SyncFailure::default());
+        let shared = b.shared.clone();
+        drop(b);
+        assert_eq!(lock(&shared.state).synced, 0, "a sync with nothing written");
+        assert!(!record.exists(), "closed with everything synced");
+
+        std::fs::write(&record, "boot b\n").unwrap();
+        let b = backend(dir.path(), SyncFailure::default());
         let shared = b.shared.clone();
         b.set_len(4096).unwrap();
         b.write(0, b"last").unwrap();
         b.sync_data(false).unwrap();
-        let t = Instant::now();
+        assert!(lock(&shared.state).dirty, "sync_data only notes the write");
+        assert_eq!(lock(&shared.state).synced, 0);
+        assert_eq!(&b.read(0, 4).unwrap(), b"last");
         drop(b);
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the drop waited an interval"
-        );
         let st = lock(&shared.state);
         assert_eq!((st.synced, st.dirty), (1, false));
         assert!(!shared.failed.happened());
@@ -549,28 +450,30 @@ mod tests {
         let (_read, write) = std::io::pipe().unwrap();
         let b = backend_syncing(
             dir.path(),
-            Duration::from_millis(10),
             failed.clone(),
             Some(File::from(std::os::fd::OwnedFd::from(write))),
         );
         b.sync_data(false).unwrap();
-        wait_until("the failure", || failed.happened());
-        for _ in 0..2 {
-            let e = b.sync_data(false).unwrap_err();
-            assert!(e.to_string().contains("restart the node"), "{e}");
-        }
+        let shared = b.shared.clone();
+        drop(b);
+        assert!(failed.happened());
+        assert_eq!(lock(&shared.state).synced, 0);
         let damaged =
             std::fs::read_to_string(dir.path().join(crate::store::DAMAGED_MARKER)).unwrap();
         assert!(damaged.starts_with(SYNC_FAILED), "{damaged}");
         assert!(damaged.contains("may not be on disk"), "{damaged}");
-        // Nothing more is synced, the last drop included, and the record stays.
-        let shared = b.shared.clone();
-        drop(b);
+        assert!(record.exists(), "a reboot now is refused");
+        // A reopened file shares the failure: every commit fails, and its drop syncs nothing.
+        let again = backend(dir.path(), failed.clone());
+        for _ in 0..2 {
+            let e = again.sync_data(false).unwrap_err();
+            assert!(e.to_string().contains("restart the node"), "{e}");
+        }
+        let shared = again.shared.clone();
+        lock(&shared.state).dirty = true;
+        drop(again);
         assert_eq!(lock(&shared.state).synced, 0);
         assert!(record.exists());
-        // A reopened file shares the failure.
-        let again = backend(dir.path(), NEVER, failed.clone());
-        assert!(again.sync_data(false).is_err());
     }
 
     #[test]
@@ -620,6 +523,39 @@ mod tests {
         assert!(remove_durably(d, &path).is_err());
         std::fs::create_dir(d.join(BOOT_MARKER)).unwrap();
         assert!(check_record(d, Some("boot-1")).is_err());
+    }
+
+    /// The value log is synced before redb's file can be: a failure refuses the open and,
+    /// as any failed sync, later starts (and every reopen in this process).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_value_log_that_fails_its_sync_at_open_refuses_the_open_and_later_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // fdatasync on /dev/null fails (EINVAL), as on a disk that fails a write-back.
+        std::os::unix::fs::symlink("/dev/null", d.join(crate::store::kv::VALUES_FILE)).unwrap();
+        let mut failed = SyncFailure::default();
+        for sync in [
+            SyncMode::Always,
+            SyncMode::Interval(Duration::from_millis(250)),
+        ] {
+            failed = SyncFailure::default();
+            let _ = std::fs::remove_file(d.join(crate::store::DAMAGED_MARKER));
+            let Err(OpenError::Io(e)) = open_backend(d, &d.join("f"), sync, &failed, true) else {
+                panic!("opened with a value log that cannot be synced ({sync:?})");
+            };
+            assert!(e.to_string().contains("value log"), "{e}");
+            assert!(failed.happened());
+            let damaged = std::fs::read_to_string(d.join(crate::store::DAMAGED_MARKER)).unwrap();
+            assert!(damaged.starts_with(SYNC_FAILED), "{damaged}");
+        }
+        // Once failed, no reopen in this process, even with the log fine again.
+        std::fs::remove_file(d.join(crate::store::kv::VALUES_FILE)).unwrap();
+        let Err(OpenError::Io(e)) = open_backend(d, &d.join("f"), SyncMode::Always, &failed, false)
+        else {
+            panic!("reopened after a failed sync");
+        };
+        assert!(e.to_string().contains("restart the node"), "{e}");
     }
 
     #[cfg(target_os = "linux")]

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,18 +25,23 @@ pub(in crate::store) struct Policy {
     pub journal: bool,
     /// `fdatasync` the journal in every durable commit (`[store] sync = "always"`).
     pub always: bool,
-    /// Otherwise a thread syncs it this often.
+    /// Otherwise a thread syncs it this often, and the applier syncs redb's file (the value
+    /// log first) as often.
     pub sync_every: Option<Duration>,
     /// How often the applier takes what is pending into redb.
     pub apply_every: Duration,
     /// A segment is closed past this size or age, and deleted once redb has taken it.
     pub rotate_bytes: u64,
     pub rotate_age: Duration,
-    /// Make what redb has taken durable before a segment it covers is deleted (a real sync
-    /// of redb's file where its commits do not sync; nothing where they do).
+    /// Make what redb has taken durable (a real sync of redb's file where its commits do not
+    /// sync; nothing where they do): before a segment it covers is deleted, and, with
+    /// `sync_every`, once an interval while redb's file has been written to. Always called
+    /// through [`Inner::sync_in_order`] or [`sync_files`], the value log first.
     pub sync_base: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
-    /// Told of a failed sync of the journal by its syncer: what was acknowledged since the
-    /// last sync may be lost.
+    /// Told of a failed sync of the journal (by its syncer), of the value log or of redb's
+    /// file (by the applier, at open or at close): what was acknowledged since the last sync
+    /// may be lost. It must make later commits fail and keep redb's file from being synced
+    /// again (the store's backend, `sync::SyncFailure`).
     pub on_sync_failure: Arc<dyn Fn(&std::io::Error) + Send + Sync>,
     /// Why commits must fail (a failed sync of the store, in this process), if they must.
     pub poisoned: Arc<dyn Fn() -> Option<std::io::Error> + Send + Sync>,
@@ -67,8 +73,17 @@ pub(super) struct Inner {
     specs: Mutex<HashMap<&'static str, Spec>>,
     /// Taken by the one write transaction in progress.
     writing: (Mutex<bool>, Condvar),
-    /// One apply at a time.
+    /// One apply at a time; also held from the value log's sync through redb's file's, so that
+    /// no apply runs between the two.
     applying: Mutex<()>,
+    /// redb's file was written to since its last sync (with `sync_every`).
+    base_dirty: AtomicBool,
+    /// When redb's file was last synced.
+    base_synced_at: Mutex<Instant>,
+    /// Why a sync of the value log or of redb's file failed, if one did: redb takes no more
+    /// commits and its file is never synced again in this process (the log may have lost
+    /// pages redb points to).
+    sync_failed: Mutex<Option<String>>,
     /// Set to stop the applier and the syncer, see [`Database::close`].
     stop: Arc<(Mutex<bool>, Condvar)>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -87,6 +102,12 @@ impl Inner {
     pub(super) fn usable(&self) -> Result<(), StorageError> {
         if let Some(e) = (self.policy.poisoned)() {
             return Err(StorageError::Io(e));
+        }
+        if let Some(why) = &*lock(&self.sync_failed) {
+            return Err(other(format!(
+                "a sync of the store failed ({why}): what was acknowledged since the sync \
+                 before may not be on disk, so the store takes no more writes; restart the node"
+            )));
         }
         match &lock(&self.state).failed {
             Some(why) => Err(other(format!(
@@ -170,12 +191,16 @@ impl Inner {
     /// One round of the applier: [`Inner::apply`], counting failures in a row; after
     /// [`MAX_APPLY_FAILURES`] of them, commits fail too.
     pub(super) fn apply_step(&self) {
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply()))
-            .unwrap_or_else(|_| {
-                Err(other(
-                    "redb panicked while taking the journal (a damaged page?)",
-                ))
-            });
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let applied = self.apply();
+            self.sync_if_due();
+            applied
+        }))
+        .unwrap_or_else(|_| {
+            Err(other(
+                "redb panicked while taking the journal (a damaged page?)",
+            ))
+        });
         let mut st = lock(&self.state);
         match applied {
             Ok(()) => st.apply_failures = 0,
@@ -237,6 +262,11 @@ impl Inner {
     /// delete the segments it covers once redb's file has them on disk.
     fn apply(&self) -> Result<(), StorageError> {
         let _one = lock(&self.applying);
+        if let Some(why) = &*lock(&self.sync_failed) {
+            return Err(other(format!(
+                "a sync of the store failed earlier ({why}); the store file takes nothing more"
+            )));
+        }
         if lock(&self.state).overlay.is_empty() {
             return Ok(());
         }
@@ -246,7 +276,20 @@ impl Inner {
             return Ok(());
         };
         let specs = lock(&self.specs).clone();
-        apply_runs(&self.redb, &specs, &snapshot, upto, &self.values, true)?;
+        let taken = apply_runs(
+            &self.redb,
+            &specs,
+            &snapshot,
+            upto,
+            &self.values,
+            true,
+            self.policy.always,
+        );
+        if self.policy.sync_every.is_some() {
+            // Even a failed commit may have reached redb's file.
+            self.base_dirty.store(true, Ordering::Release);
+        }
+        taken?;
         let covered: Vec<u64> = {
             let mut st = lock(&self.state);
             st.overlay = st.overlay.without_upto(upto);
@@ -258,10 +301,7 @@ impl Inner {
                 .collect()
         };
         if let Some(&newest) = covered.last() {
-            if let Err(e) = (self.policy.sync_base)() {
-                (self.policy.on_sync_failure)(&e);
-                return Err(StorageError::Io(e));
-            }
+            self.sync_in_order().map_err(StorageError::Io)?;
             journal::remove_below(&self.dir, newest + 1).map_err(other)?;
             lock(&self.state).closed.retain(|(g, _)| *g > newest);
         }
@@ -269,9 +309,93 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Sync redb's file as it is now, the value log first (see [`sync_files`]). The caller
+    /// holds `applying`, so that no apply writes the log between the two syncs. A failure is
+    /// reported (`on_sync_failure`: `STORE-DAMAGED`, and commits fail) and final: redb takes
+    /// no more commits and its file is not synced again, since the log may have lost pages
+    /// redb's file points to, and a sync that succeeds after a failed one proves nothing of
+    /// the pages the failure dropped.
+    fn sync_in_order(&self) -> std::io::Result<()> {
+        if let Some(why) = &*lock(&self.sync_failed) {
+            return Err(std::io::Error::other(format!(
+                "a sync of the store failed earlier ({why})"
+            )));
+        }
+        // Cleared first: a direct commit meanwhile marks it again, for the next interval.
+        self.base_dirty.store(false, Ordering::Release);
+        match sync_files(&self.values, &self.policy) {
+            Ok(()) => {
+                *lock(&self.base_synced_at) = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                (self.policy.on_sync_failure)(&e);
+                *lock(&self.sync_failed) = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// With `sync_every`: sync redb's file, the value log first, once an interval while it
+    /// has been written to. Under load the applier's deletion of journal segments (about once
+    /// a second) does it already; this covers the rest: a quiet node, and the direct commits
+    /// of the store's opening transaction.
+    fn sync_if_due(&self) {
+        let Some(every) = self.policy.sync_every else {
+            return;
+        };
+        let due = || {
+            self.base_dirty.load(Ordering::Acquire) && lock(&self.base_synced_at).elapsed() >= every
+        };
+        if !due() {
+            return;
+        }
+        let _one = lock(&self.applying);
+        // Again under the lock: an apply may have synced meanwhile.
+        if due() {
+            // Reported inside; commits fail from now on.
+            let _ = self.sync_in_order();
+        }
+    }
+
+    /// Mark redb's file as written to outside the applier (a direct commit).
+    pub(super) fn wrote_base(&self) {
+        self.base_dirty.store(true, Ordering::Release);
+    }
+}
+
+/// Sync the value log, then redb's file (`policy.sync_base`): a pointer in redb's file then
+/// never reaches the disk through this sync before the bytes it points to. Where redb's own
+/// commits sync its file (`always`), the applier syncs the log before each of them instead
+/// ([`apply_runs`]).
+fn sync_files(values: &ValueLog, policy: &Policy) -> std::io::Result<()> {
+    values.sync_written().map_err(into_io)?;
+    (policy.sync_base)()
+}
+
+fn into_io(e: StorageError) -> std::io::Error {
+    match e {
+        StorageError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+/// A failed sync at open, reported as any failed sync before redb's file is dropped (which
+/// would sync it otherwise): the next start is refused, not fooled by a sync that succeeds
+/// on a new handle after the pages were dropped.
+fn report_at_open(synced: std::io::Result<()>, policy: &Policy) -> Result<(), StorageError> {
+    synced.map_err(|e| {
+        (policy.on_sync_failure)(&e);
+        StorageError::Io(e)
+    })
+}
+
 /// Write the runs of `overlay` up to commit `upto` into redb in one transaction (the newest
 /// write of each key), with the commit redb now has; with `spill`, the spilled tables' large
-/// values go to `values` first, redb taking pointers to them and the log's new end.
+/// values go to `values` first, redb taking pointers to them and the log's new end. With
+/// `sync_values` (redb's commits sync its file), the log is synced before redb's commit;
+/// without, before redb's file is ([`sync_files`]).
 fn apply_runs(
     redb: &redb::Database,
     specs: &HashMap<&'static str, Spec>,
@@ -279,6 +403,7 @@ fn apply_runs(
     upto: u64,
     values: &ValueLog,
     spill: bool,
+    sync_values: bool,
 ) -> Result<(), StorageError> {
     let mut wtx = redb.begin_write().map_err(other)?;
     wtx.set_durability(Durability::Immediate);
@@ -311,12 +436,16 @@ fn apply_runs(
     }
     let put = !batch.is_empty();
     let end = values.write(&batch)?;
+    if sync_values {
+        values.sync_written()?;
+    }
     {
         let mut t = wtx.open_table(APPLIED).map_err(other)?;
         t.insert(APPLIED_KEY, upto)?;
         // Only an apply that put values in the log moves the end redb holds: those bytes are
-        // synced by now. One that put none would record the log's length, which may take in
-        // bytes no sync covered (a tail a killed process left, see `ValueLog::open`).
+        // synced before redb's file is. One that put none would record the log's length,
+        // which may take in bytes no apply of this process wrote (a tail a killed process
+        // left, see `ValueLog::open`).
         if put {
             t.insert(values::END_KEY, end)?;
         }
@@ -373,6 +502,9 @@ impl Database {
             tracing::warn!(segment = %aside.display(), at, "the journal ended in an incomplete commit (a crash while it was written, so it was never acknowledged): replayed up to it, and the segment kept aside; delete it once you no longer need it");
         }
         let values = ValueLog::open(dir, values_end)?;
+        // Synced whole before anything else: a process killed before its sync may have left
+        // any of it in the page cache only, the bytes redb points to included.
+        report_at_open(values.sync_written().map_err(into_io), &policy)?;
         let last = frames.last().map_or(applied, |f| f.commit.max(applied));
         let mut overlay = Overlay::default();
         let mut replayed = 0usize;
@@ -401,12 +533,12 @@ impl Database {
             // Whole, not spilled: redb's file may still be at a layout whose readers know no
             // pointers; the store raises it after the open (`tables::init`). (A value that
             // would read as one goes to the log all the same: no store writes such a value.)
-            apply_runs(&redb, &specs, &overlay, last, &values, false)?;
+            apply_runs(&redb, &specs, &overlay, last, &values, false, policy.always)?;
             tracing::info!(commits = replayed, "journal replayed into the store");
         }
         let gens = journal::segments(dir).map_err(other)?;
         let next_gen = gens.last().map_or(0, |g| g + 1);
-        (policy.sync_base)().map_err(StorageError::Io)?;
+        report_at_open(sync_files(&values, &policy), &policy)?;
         journal::remove_below(dir, next_gen).map_err(other)?;
         let segment = Segment::create(dir, next_gen, policy.always).map_err(other)?;
         let inner = Arc::new(Inner {
@@ -427,6 +559,9 @@ impl Database {
             specs: Mutex::new(specs),
             writing: (Mutex::new(false), Condvar::new()),
             applying: Mutex::new(()),
+            base_dirty: AtomicBool::new(false),
+            base_synced_at: Mutex::new(Instant::now()),
+            sync_failed: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             threads: Mutex::new(Vec::new()),
         });
@@ -647,9 +782,21 @@ fn spawn_every(
 }
 
 impl Drop for Inner {
+    /// The last apply, then the value log synced, before redb's file is (when redb closes it,
+    /// after this; with `interval`, the store's backend syncs it then).
     fn drop(&mut self) {
         if let Err(e) = self.apply() {
             tracing::error!(error = %e, "applying the journal at close failed (it is replayed at the next start)");
+        }
+        if !self.policy.always
+            && lock(&self.sync_failed).is_none()
+            && let Err(e) = self.values.sync_written()
+        {
+            let e = into_io(e);
+            // Reported as any failed sync: the backend then leaves redb's file unsynced and
+            // the close unrecorded.
+            (self.policy.on_sync_failure)(&e);
+            *lock(&self.sync_failed) = Some(e.to_string());
         }
     }
 }

@@ -470,7 +470,9 @@ impl WriteTransaction {
         match std::mem::replace(&mut self.kind, TxKind::Done) {
             TxKind::Direct(mut wtx) => {
                 wtx.set_durability(self.durability);
-                wtx.commit().map_err(other)
+                let committed = wtx.commit().map_err(other);
+                self.db.inner.wrote_base();
+                committed
             }
             TxKind::Journaled { .. } => {
                 let own = std::mem::take(&mut *self.own.borrow_mut());

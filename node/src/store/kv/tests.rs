@@ -964,3 +964,246 @@ fn a_value_that_reads_as_a_pointer_is_never_stored_as_one() {
     let n = rtx.open_table(NUMS).unwrap();
     assert_eq!(n.get(1u64).unwrap().unwrap().value(), fake.as_slice());
 }
+
+/// Waits up to 20 s for `done`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: never");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// At each sync of redb's file made after `log` is set (the syncs at open come before): what
+/// the value log had written and not synced, and when.
+type Seen = Arc<std::sync::Mutex<Vec<(u64, std::time::Instant)>>>;
+type LogSlot = Arc<std::sync::Mutex<Option<Arc<values::ValueLog>>>>;
+
+fn unsynced_at_syncs(seen: &Seen) -> Vec<u64> {
+    seen.lock().unwrap().iter().map(|(u, _)| *u).collect()
+}
+
+fn interval_policy(log: &LogSlot, seen: &Seen) -> Policy {
+    let (log, seen) = (log.clone(), seen.clone());
+    Policy {
+        always: false,
+        sync_base: Arc::new(move || {
+            if let Some(v) = &*log.lock().unwrap() {
+                seen.lock()
+                    .unwrap()
+                    .push((v.unsynced(), std::time::Instant::now()));
+            }
+            Ok(())
+        }),
+        ..policy()
+    }
+}
+
+/// On the store's own `interval` backend, as a node opens it: redb's commits do not sync its
+/// file, so the syncs `policy.sync_base` makes (and the backend's last, at close) are the
+/// only ones.
+fn open_interval(dir: &Path, policy: Policy) -> Database {
+    use super::super::sync;
+    let path = dir.join("store.redb");
+    let backend = sync::open_backend(
+        dir,
+        &path,
+        sync::SyncMode::Interval(Duration::from_secs(3600)),
+        &sync::SyncFailure::default(),
+        false,
+    )
+    .unwrap();
+    let redb = redb::Database::builder()
+        .create_with_backend(backend)
+        .unwrap();
+    Database::open(redb, dir, &specs(), policy).unwrap()
+}
+
+/// With `interval`, the applier does not sync the value log for each apply (about fifty a
+/// second under load, each a flush of the disk's cache): the log is synced just before each
+/// sync of redb's file, with no apply between, and at close.
+#[test]
+fn with_interval_sync_the_log_is_synced_just_before_redbs_file_and_at_close_not_per_apply() {
+    let d = tempfile::tempdir().unwrap();
+    let (slot, seen): (LogSlot, Seen) = Default::default();
+    let db = open_interval(
+        d.path(),
+        Policy {
+            // Closed by one big commit, not by ten small ones.
+            rotate_bytes: 50_000,
+            ..interval_policy(&slot, &seen)
+        },
+    );
+    let log = db.inner.values.clone();
+    *slot.lock().unwrap() = Some(log.clone());
+    for k in 0..10 {
+        put_bigs(&db, &[(k, 1000)]);
+        db.apply_now().unwrap();
+    }
+    assert_eq!(log.syncs(), 0, "no sync per apply");
+    assert_eq!(log.unsynced(), 10_000);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "redb's file not synced yet"
+    );
+    // Closes the segment: the apply that takes it syncs redb's file before deleting it, the
+    // log first.
+    put_bigs(&db, &[(10, 60_000)]);
+    db.apply_now().unwrap();
+    assert_eq!(
+        unsynced_at_syncs(&seen),
+        vec![0],
+        "the log was synced first"
+    );
+    assert_eq!((log.syncs(), log.unsynced()), (1, 0));
+    assert_eq!(journal::segments(d.path()).unwrap().len(), 1);
+    // Taken since the last sync, then closed: the close syncs the log (redb's file is the
+    // backend's to sync, after this).
+    put_bigs(&db, &[(11, 2000)]);
+    db.apply_now().unwrap();
+    assert_eq!(log.unsynced(), 2000);
+    db.close();
+    assert_eq!((log.syncs(), log.unsynced()), (2, 0), "synced at close");
+    let mut want: Vec<(u64, Vec<u8>)> = (0..10).map(|k| (k, big(k, 1000))).collect();
+    want.push((10, big(10, 60_000)));
+    want.push((11, big(11, 2000)));
+    let db = open_in(d.path(), policy());
+    assert_eq!(bigs(&db), want, "everything reads back");
+}
+
+/// With `interval`, the applier also syncs redb's file once an interval while it is written
+/// to (a quiet node; the store's opening transaction, which writes straight into redb), the
+/// log first, and not while nothing is written.
+#[test]
+fn with_interval_sync_the_applier_syncs_a_written_file_once_an_interval_and_a_quiet_one_never() {
+    let d = tempfile::tempdir().unwrap();
+    let (slot, seen): (LogSlot, Seen) = Default::default();
+    let db = open_interval(
+        d.path(),
+        Policy {
+            apply_every: Duration::from_millis(5),
+            sync_every: Some(Duration::from_millis(100)),
+            ..interval_policy(&slot, &seen)
+        },
+    );
+    let log = db.inner.values.clone();
+    *slot.lock().unwrap() = Some(log.clone());
+    let syncs = || seen.lock().unwrap().len();
+    put_bigs(&db, &[(1, 3000)]);
+    wait_for("a sync after the apply", || syncs() == 1);
+    assert_eq!(unsynced_at_syncs(&seen), vec![0], "the log first");
+    assert_eq!(log.unsynced(), 0);
+    // Nothing written: no sync, interval after interval.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(syncs(), 1, "a quiet file is not synced");
+    // A direct commit writes redb's file without the applier: synced all the same.
+    let tx = db.begin_write_direct().unwrap();
+    tx.open_table(NUMS)
+        .unwrap()
+        .insert(1u64, &b"x"[..])
+        .unwrap();
+    tx.commit().unwrap();
+    wait_for("a sync after a direct commit", || syncs() == 2);
+    // Written again at once: synced an interval after the last sync, not sooner.
+    put_bigs(&db, &[(2, 3000)]);
+    wait_for("a sync after the second apply", || syncs() == 3);
+    assert_eq!(unsynced_at_syncs(&seen), vec![0, 0, 0]);
+    let at: Vec<std::time::Instant> = seen.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    for w in at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(100),
+            "two syncs {:?} apart",
+            w[1] - w[0]
+        );
+    }
+}
+
+/// A failed sync of the value log at close is reported as any failed sync: the backend then
+/// leaves redb's file unsynced and the close unrecorded.
+#[test]
+fn a_failed_sync_of_the_value_log_at_close_is_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let reported = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let r = reported.clone();
+    let db = open_interval(
+        d.path(),
+        Policy {
+            always: false,
+            on_sync_failure: Arc::new(move |e| r.lock().unwrap().push(e.to_string())),
+            ..policy()
+        },
+    );
+    let log = db.inner.values.clone();
+    put_bigs(&db, &[(1, 2000)]);
+    db.apply_now().unwrap();
+    log.fail_syncs
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    db.close();
+    let reported = reported.lock().unwrap();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(reported[0].contains(values::FILE), "{reported:?}");
+}
+
+/// A failed sync of the value log may have lost pages redb's file points to: it fails the
+/// store (reported as a failed sync, commits fail), and nothing is tried again, even once the
+/// disk would take it: redb's file is not synced, its segments are not deleted, and the close
+/// syncs nothing.
+#[test]
+fn a_failed_sync_of_the_value_log_fails_the_store_for_good_and_redbs_file_is_never_synced_after() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let d = tempfile::tempdir().unwrap();
+    let base = Arc::new(AtomicUsize::new(0));
+    let reported = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (b, r) = (base.clone(), reported.clone());
+    let db = open_interval(
+        d.path(),
+        Policy {
+            always: false,
+            rotate_bytes: 1000,
+            sync_base: Arc::new(move || {
+                b.fetch_add(1, SeqCst);
+                Ok(())
+            }),
+            on_sync_failure: Arc::new(move |e| r.lock().unwrap().push(e.to_string())),
+            ..policy()
+        },
+    );
+    let log = db.inner.values.clone();
+    let at_open = base.load(SeqCst);
+    put_bigs(&db, &[(1, 2000)]);
+    log.fail_syncs
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = db.apply_now().unwrap_err().to_string();
+    assert!(e.contains(values::FILE), "{e}");
+    assert_eq!(
+        reported.lock().unwrap().len(),
+        1,
+        "reported as a failed sync"
+    );
+    assert_eq!(base.load(SeqCst), at_open, "redb's file not synced");
+    assert_eq!(
+        journal::segments(d.path()).unwrap().len(),
+        2,
+        "the closed segment is kept"
+    );
+    let tx = db.begin_write().unwrap();
+    tx.open_table(NUMS)
+        .unwrap()
+        .insert(1u64, &b"x"[..])
+        .unwrap();
+    let e = tx.commit().unwrap_err().to_string();
+    assert!(e.contains("a sync of the store failed"), "{e}");
+    log.fail_syncs
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let syncs = log.syncs();
+    assert!(db.apply_now().is_err(), "not tried again");
+    db.close();
+    assert_eq!(
+        log.syncs(),
+        syncs,
+        "no sync of the log again, at close either"
+    );
+    assert_eq!(base.load(SeqCst), at_open);
+    assert_eq!(reported.lock().unwrap().len(), 1);
+    assert_eq!(journal::segments(d.path()).unwrap().len(), 2);
+}

@@ -12,14 +12,18 @@
 //! Owns: the file's format (values back to back, nothing else: a value is found only through
 //! its pointer), the pointer's format, and the log's end.
 //!
-//! It must never: let redb's file reach the disk with a pointer past what the log has on disk
-//! (the applier syncs what it appended before redb's commit, though with `interval` redb's own
-//! commits are not synced: redb's file may be written back by the kernel at any time, so
-//! syncing the two files in order later would not do); hand out bytes whose CRC does not
-//! match; write over or cut off bytes anything may point to (bytes past `values_end` at open,
-//! from applies redb never took, are left where they are and the log goes on after them: the
-//! journal replays those commits, and a redb file restored beside a newer log finds its log
-//! whole).
+//! It must never: let a sync of redb's file reach the disk with a pointer past what the log
+//! has on disk. Where redb's commits sync its file (`always`), the applier syncs what it
+//! appended before redb's commit. Where they do not (`interval`), the log is synced once, just
+//! before each sync of redb's file, with no apply between the two (the kv layer's
+//! `sync_in_order`), at open (a killed process may have left any of it in the page cache
+//! only) and at close. Between two syncs the kernel may still write redb's pages back before
+//! the log's; that is one more way in which a power cut in interval mode leaves a store the
+//! next start refuses (deploy/README.md, "Store durability"). It must also never hand out
+//! bytes whose CRC does not match, or write over or cut off bytes anything may point to
+//! (bytes past `values_end` at open, from applies redb never took, are left where they are
+//! and the log goes on after them: the journal replays those commits, and a redb file
+//! restored beside a newer log finds its log whole).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -89,18 +93,24 @@ pub(crate) struct ValueLog {
     /// then wasted, never written over, since a commit that reported a failure may still
     /// have reached redb's file).
     end: AtomicU64,
+    /// How far the log is on disk: the end as of the last `fdatasync`.
+    synced: AtomicU64,
     /// `fdatasync`s made, for tests.
     #[cfg(test)]
     syncs: AtomicU64,
+    /// Set by a test: every `fdatasync` fails, as on a disk that fails a write-back.
+    #[cfg(test)]
+    pub(super) fail_syncs: std::sync::atomic::AtomicBool,
 }
 
 impl ValueLog {
     /// The log in `dir`, created if missing, going on from its end, which must be at least
     /// `recorded_end` (what redb's file says it has taken): a shorter log lost bytes redb
-    /// points to, and is refused. Bytes past `recorded_end` are synced first: the next
-    /// commit records the log's end, theirs included, even one that puts nothing in the log
-    /// (a replay at open, an apply of small values only), and a process killed before its
-    /// sync may have left them in the page cache only.
+    /// points to, and is refused. Nothing of it counts as synced: the caller syncs it
+    /// ([`ValueLog::sync_written`]) before anything else, since a process killed before its
+    /// sync may have left any of it in the page cache only, the bytes redb points to included
+    /// (with `interval`, the log is synced only before redb's file is) and bytes past
+    /// `recorded_end` that a later commit may record as taken.
     pub(super) fn open(dir: &Path, recorded_end: u64) -> Result<Self, StorageError> {
         let path = dir.join(FILE);
         let file = std::fs::OpenOptions::new()
@@ -121,8 +131,9 @@ impl ValueLog {
             return Err(StorageError::Corrupted(format!(
                 "the value log {} holds {len} bytes, and the store file points into it up to \
                  byte {recorded_end}: it is missing or cut short (the data directory was copied \
-                 or restored without it, or it was replaced). Restore the data directory from \
-                 a backup, or put the value log back",
+                 or restored without it, or it was replaced, or, with store.sync = \"interval\", \
+                 the machine went down between two syncs). Restore the data directory from a \
+                 backup, or put the value log back",
                 path.display()
             )));
         }
@@ -130,8 +141,11 @@ impl ValueLog {
             file,
             path,
             end: AtomicU64::new(len),
+            synced: AtomicU64::new(0),
             #[cfg(test)]
             syncs: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicBool::new(false),
         };
         if len > recorded_end {
             tracing::debug!(
@@ -139,15 +153,40 @@ impl ValueLog {
                 bytes = len - recorded_end,
                 "value log: bytes past what the store file took (applies a crash or a failed commit interrupted) are left unused"
             );
-            log.sync()?;
         }
         Ok(log)
     }
 
-    fn sync(&self) -> Result<(), StorageError> {
+    /// `fdatasync` what was written since the last one, if anything was. The caller keeps
+    /// writes out meanwhile (the applier's lock, or an open or a close that has the log to
+    /// itself).
+    pub(super) fn sync_written(&self) -> Result<(), StorageError> {
+        let end = self.end.load(Ordering::Acquire);
+        if self.synced.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
         #[cfg(test)]
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.file.sync_data().map_err(|e| self.io(e))
+        {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            if self.fail_syncs.load(Ordering::Relaxed) {
+                return Err(self.io(std::io::Error::other("EIO (injected by a test)")));
+            }
+        }
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.synced.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Bytes written and not synced yet.
+    #[cfg(test)]
+    pub(super) fn unsynced(&self) -> u64 {
+        self.end.load(Ordering::Acquire) - self.synced.load(Ordering::Acquire)
+    }
+
+    /// `fdatasync`s made.
+    #[cfg(test)]
+    pub(super) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Values for the next apply, appended from the log's end.
@@ -158,17 +197,15 @@ impl ValueLog {
         }
     }
 
-    /// Write `batch` into the log and sync it; returns the log's end with it, for redb's
-    /// transaction to record. Reads may reach it from now on: redb's commit shows its pointers
-    /// to new reads before the applier returns. A failure leaves the end where it was, so the
-    /// next apply writes the whole batch again (after a failed `fdatasync` the kernel may
-    /// have dropped the pages; written again, they are dirty again, and synced again).
+    /// Write `batch` into the log (not synced: see [`ValueLog::sync_written`]); returns the
+    /// log's end with it, for redb's transaction to record. Reads may reach it from now on:
+    /// redb's commit shows its pointers to new reads before the applier returns. A failed
+    /// write leaves the end where it was, so the next apply writes the whole batch again.
     pub(super) fn write(&self, batch: &Batch) -> Result<u64, StorageError> {
         if !batch.buf.is_empty() {
             self.file
                 .write_all_at(&batch.buf, batch.start)
                 .map_err(|e| self.io(e))?;
-            self.sync()?;
         }
         self.end.fetch_max(batch.end(), Ordering::AcqRel);
         Ok(batch.end())
@@ -357,27 +394,53 @@ mod tests {
     }
 
     #[test]
-    fn bytes_past_the_recorded_end_are_synced_at_open_and_an_empty_apply_syncs_nothing() {
+    fn a_write_syncs_nothing_until_asked_and_after_an_open_the_whole_log_is_unsynced() {
         let d = tempfile::tempdir().unwrap();
         let log = ValueLog::open(d.path(), 0).unwrap();
-        assert_eq!(log.syncs.load(Ordering::Relaxed), 0);
+        log.sync_written().unwrap();
+        assert_eq!(log.syncs(), 0, "an empty log: nothing to sync");
         // Nothing to put: nothing written, nothing synced, the end where it was.
         assert_eq!(log.write(&log.batch()).unwrap(), 0);
-        assert_eq!(log.syncs.load(Ordering::Relaxed), 0);
+        log.sync_written().unwrap();
+        assert_eq!(log.syncs(), 0);
         let mut b = log.batch();
         b.put(&val(500, 1));
         let end = log.write(&b).unwrap();
-        assert_eq!(log.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            (log.syncs(), log.unsynced()),
+            (0, 500),
+            "written, not synced"
+        );
+        log.sync_written().unwrap();
+        assert_eq!((log.syncs(), log.unsynced()), (1, 0));
+        log.sync_written().unwrap();
+        assert_eq!(log.syncs(), 1, "nothing written since");
         drop(log);
-        // Everything taken: nothing to sync at open.
-        let log = ValueLog::open(d.path(), end).unwrap();
-        assert_eq!(log.syncs.load(Ordering::Relaxed), 0);
-        drop(log);
-        // A tail redb never took (a process killed between the log's write and its sync): it
-        // is synced at open, before any commit can record an end past it.
-        let log = ValueLog::open(d.path(), end - 1).unwrap();
-        assert_eq!(log.syncs.load(Ordering::Relaxed), 1);
-        assert_eq!(log.write(&log.batch()).unwrap(), end);
+        // Whatever a killed process left in the page cache, taken by redb or not, counts as
+        // unsynced after an open, so that the sync the store makes then covers it.
+        for recorded in [end, end - 1] {
+            let log = ValueLog::open(d.path(), recorded).unwrap();
+            assert_eq!(log.unsynced(), 500, "open at {recorded}");
+            log.sync_written().unwrap();
+            assert_eq!((log.syncs(), log.unsynced()), (1, 0), "open at {recorded}");
+            assert_eq!(log.write(&log.batch()).unwrap(), end);
+        }
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_what_it_did_not_cover_unsynced() {
+        let d = tempfile::tempdir().unwrap();
+        let log = ValueLog::open(d.path(), 0).unwrap();
+        let mut b = log.batch();
+        b.put(&val(300, 2));
+        log.write(&b).unwrap();
+        log.fail_syncs.store(true, Ordering::Relaxed);
+        let e = log.sync_written().unwrap_err();
+        assert!(e.to_string().contains(FILE), "{e}");
+        assert_eq!(log.unsynced(), 300);
+        log.fail_syncs.store(false, Ordering::Relaxed);
+        log.sync_written().unwrap();
+        assert_eq!(log.unsynced(), 0);
     }
 
     #[test]
