@@ -282,9 +282,11 @@ impl StorageBackend for Backend {
 }
 
 /// Open and lock the store file at `path` (as redb's own `create` does), then, holding the
-/// lock and before redb reads or writes anything: with `check`, refuse a start after the
-/// machine went down with the store open in interval mode (see [`check_record`]); record
-/// an interval-mode open; or, in `"always"` mode, sync the file and drop the record.
+/// lock and before redb reads or writes anything: refuse after a failed sync in this process
+/// (`failed`); sync the value log beside it (a failure recorded as a failed sync); with
+/// `check`, refuse a start after the machine went down with the store open in interval mode
+/// (see [`check_record`]); record an interval-mode open; or, in `"always"` mode, sync the
+/// file and drop the record.
 pub(super) fn open_backend(
     dir: &Path,
     path: &Path,
@@ -328,8 +330,13 @@ pub(super) fn open_backend(
     match sync {
         SyncMode::Always => {
             if dir.join(BOOT_MARKER).exists() {
-                // What an interval-mode run left unsynced goes to disk before the record.
-                second.sync_data()?;
+                // What an interval-mode run left unsynced goes to disk before the record. A
+                // failure is a failed sync, recorded: a later start must not pass on a sync
+                // that succeeds on a new handle after the kernel dropped the pages.
+                if let Err(e) = second.sync_data() {
+                    record_failure(dir, failed, &e);
+                    return Err(OpenError::Io(e));
+                }
                 remove_durably(dir, &dir.join(BOOT_MARKER))?;
             }
             Ok(Backend::Always(locked))
@@ -556,6 +563,27 @@ mod tests {
             panic!("reopened after a failed sync");
         };
         assert!(e.to_string().contains("restart the node"), "{e}");
+    }
+
+    /// An `always` open after an interval-mode run syncs what that run left: a failure there
+    /// is a failed sync too, recorded, and the record of the run stays.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_sync_when_always_mode_takes_over_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // fdatasync on /dev/null fails (EINVAL), as on a disk that fails a write-back.
+        std::os::unix::fs::symlink("/dev/null", d.join("f")).unwrap();
+        std::fs::write(d.join(BOOT_MARKER), "boot b\n").unwrap();
+        let failed = SyncFailure::default();
+        let Err(OpenError::Io(_)) = open_backend(d, &d.join("f"), SyncMode::Always, &failed, false)
+        else {
+            panic!("opened over a failed sync");
+        };
+        assert!(failed.happened());
+        let damaged = std::fs::read_to_string(d.join(crate::store::DAMAGED_MARKER)).unwrap();
+        assert!(damaged.starts_with(SYNC_FAILED), "{damaged}");
+        assert!(d.join(BOOT_MARKER).exists());
     }
 
     #[cfg(target_os = "linux")]

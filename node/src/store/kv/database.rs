@@ -201,6 +201,11 @@ impl Inner {
                 "redb panicked while taking the journal (a damaged page?)",
             ))
         });
+        if lock(&self.sync_failed).is_some() {
+            // Commits fail already (`usable`); counting these would also stop the journal's
+            // syncer, which still holds what was acknowledged since the last sync.
+            return;
+        }
         let mut st = lock(&self.state);
         match applied {
             Ok(()) => st.apply_failures = 0,
@@ -321,6 +326,11 @@ impl Inner {
             return Err(std::io::Error::other(format!(
                 "a sync of the store failed earlier ({why})"
             )));
+        }
+        // Failed elsewhere (the journal's syncer, the store's backend): reported there once.
+        if let Some(e) = (self.policy.poisoned)() {
+            *lock(&self.sync_failed) = Some(e.to_string());
+            return Err(e);
         }
         // Cleared first: a direct commit meanwhile marks it again, for the next interval.
         self.base_dirty.store(false, Ordering::Release);
@@ -533,12 +543,17 @@ impl Database {
             // Whole, not spilled: redb's file may still be at a layout whose readers know no
             // pointers; the store raises it after the open (`tables::init`). (A value that
             // would read as one goes to the log all the same: no store writes such a value.)
-            apply_runs(&redb, &specs, &overlay, last, &values, false, policy.always)?;
+            let replay = apply_runs(&redb, &specs, &overlay, last, &values, false, policy.always);
+            if let Err(e) = replay {
+                // Even a failed commit may have reached redb's file, which its drop syncs.
+                report_at_open(values.sync_written().map_err(into_io), &policy)?;
+                return Err(e);
+            }
             tracing::info!(commits = replayed, "journal replayed into the store");
         }
+        report_at_open(sync_files(&values, &policy), &policy)?;
         let gens = journal::segments(dir).map_err(other)?;
         let next_gen = gens.last().map_or(0, |g| g + 1);
-        report_at_open(sync_files(&values, &policy), &policy)?;
         journal::remove_below(dir, next_gen).map_err(other)?;
         let segment = Segment::create(dir, next_gen, policy.always).map_err(other)?;
         let inner = Arc::new(Inner {
@@ -680,6 +695,12 @@ impl Database {
         lock(&self.inner.state).overlay.runs().len()
     }
 
+    /// Whether the journal has failed (commits fail, and its syncer stops).
+    #[cfg(test)]
+    pub(super) fn journal_failed(&self) -> bool {
+        lock(&self.inner.state).failed.is_some()
+    }
+
     /// Take everything pending into redb now.
     #[cfg(test)]
     pub(in crate::store) fn apply_now(&self) -> Result<(), StorageError> {
@@ -785,14 +806,40 @@ impl Drop for Inner {
     /// The last apply, then the value log synced, before redb's file is (when redb closes it,
     /// after this; with `interval`, the store's backend syncs it then).
     fn drop(&mut self) {
-        if let Err(e) = self.apply() {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply()))
+            .unwrap_or_else(|_| Err(other("redb panicked while taking the journal at close")));
+        if let Err(e) = applied {
             tracing::error!(error = %e, "applying the journal at close failed (it is replayed at the next start)");
         }
-        if !self.policy.always
-            && lock(&self.sync_failed).is_none()
-            && let Err(e) = self.values.sync_written()
-        {
-            let e = into_io(e);
+        if self.policy.always {
+            return;
+        }
+        // The journal's tail (its syncer has stopped): if the last apply failed, it alone
+        // holds the newest commits, and the close is recorded as synced.
+        let journal = {
+            let st = lock(&self.state);
+            match st.failed {
+                Some(_) => Ok(()),
+                None => st
+                    .segment
+                    .sync_handle()
+                    .and_then(|f| {
+                        f.sync_data().map_err(|source| JournalError::Io {
+                            path: self.dir.clone(),
+                            source,
+                        })
+                    })
+                    .map_err(|e| match e {
+                        JournalError::Io { source, .. } => source,
+                        other => std::io::Error::other(other.to_string()),
+                    }),
+            }
+        };
+        let log = match &*lock(&self.sync_failed) {
+            Some(_) => Ok(()),
+            None => self.values.sync_written().map_err(into_io),
+        };
+        if let Err(e) = journal.and(log) {
             // Reported as any failed sync: the backend then leaves redb's file unsynced and
             // the close unrecorded.
             (self.policy.on_sync_failure)(&e);

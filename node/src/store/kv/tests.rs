@@ -965,6 +965,16 @@ fn a_value_that_reads_as_a_pointer_is_never_stored_as_one() {
     assert_eq!(n.get(1u64).unwrap().unwrap().value(), fake.as_slice());
 }
 
+/// Why a commit of one row is refused.
+fn refused_commit(db: &Database) -> String {
+    let tx = db.begin_write().unwrap();
+    tx.open_table(NUMS)
+        .unwrap()
+        .insert(1u64, &b"x"[..])
+        .unwrap();
+    tx.commit().unwrap_err().to_string()
+}
+
 /// Waits up to 20 s for `done`.
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -1118,8 +1128,8 @@ fn with_interval_sync_the_applier_syncs_a_written_file_once_an_interval_and_a_qu
     }
 }
 
-/// A failed sync of the value log at close is reported as any failed sync: the backend then
-/// leaves redb's file unsynced and the close unrecorded.
+/// A failed sync of the value log at close is reported as any failed sync (in a node, the
+/// store's backend then leaves redb's file unsynced and the close unrecorded).
 #[test]
 fn a_failed_sync_of_the_value_log_at_close_is_reported() {
     let d = tempfile::tempdir().unwrap();
@@ -1186,12 +1196,7 @@ fn a_failed_sync_of_the_value_log_fails_the_store_for_good_and_redbs_file_is_nev
         2,
         "the closed segment is kept"
     );
-    let tx = db.begin_write().unwrap();
-    tx.open_table(NUMS)
-        .unwrap()
-        .insert(1u64, &b"x"[..])
-        .unwrap();
-    let e = tx.commit().unwrap_err().to_string();
+    let e = refused_commit(&db);
     assert!(e.contains("a sync of the store failed"), "{e}");
     log.fail_syncs
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -1206,4 +1211,33 @@ fn a_failed_sync_of_the_value_log_fails_the_store_for_good_and_redbs_file_is_nev
     assert_eq!(base.load(SeqCst), at_open);
     assert_eq!(reported.lock().unwrap().len(), 1);
     assert_eq!(journal::segments(d.path()).unwrap().len(), 2);
+}
+
+/// After a failed sync of the value log the applier's refusals are not counted as failures of
+/// the journal, whose syncer must go on: it alone holds what was acknowledged since the last
+/// sync. Commits fail, saying why.
+#[test]
+fn after_a_failed_sync_of_the_value_log_the_journal_is_not_failed_with_it() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_interval(
+        d.path(),
+        Policy {
+            always: false,
+            rotate_bytes: 1000,
+            ..policy()
+        },
+    );
+    put_bigs(&db, &[(1, 2000)]);
+    db.inner
+        .values
+        .fail_syncs
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(db.apply_now().is_err());
+    for _ in 0..MAX_APPLY_FAILURES + 5 {
+        db.inner.apply_step();
+    }
+    assert!(!db.journal_failed(), "the journal's syncer goes on");
+    let e = refused_commit(&db);
+    assert!(e.contains("a sync of the store failed"), "{e}");
+    assert!(e.contains("restart the node"), "{e}");
 }
