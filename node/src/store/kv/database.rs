@@ -76,7 +76,7 @@ pub(super) struct Inner {
     /// One apply at a time; also held from the value log's sync through redb's file's, so that
     /// no apply runs between the two.
     applying: Mutex<()>,
-    /// redb's file was written to since its last sync (with `sync_every`).
+    /// redb's file was written to since its last sync (read only with `sync_every`).
     base_dirty: AtomicBool,
     /// When redb's file was last synced.
     base_synced_at: Mutex<Instant>,
@@ -290,10 +290,8 @@ impl Inner {
             true,
             self.policy.always,
         );
-        if self.policy.sync_every.is_some() {
-            // Even a failed commit may have reached redb's file.
-            self.base_dirty.store(true, Ordering::Release);
-        }
+        // Even a failed commit may have reached redb's file.
+        self.base_dirty.store(true, Ordering::Release);
         taken?;
         let covered: Vec<u64> = {
             let mut st = lock(&self.state);
@@ -367,6 +365,28 @@ impl Inner {
             // Reported inside; commits fail from now on.
             let _ = self.sync_in_order();
         }
+    }
+
+    /// Sync the journal's current segment (outside the state lock, so commits go on);
+    /// nothing once the journal has failed.
+    fn sync_journal(&self) -> std::io::Result<()> {
+        let file = {
+            let st = lock(&self.state);
+            if st.failed.is_some() {
+                return Ok(());
+            }
+            st.segment.sync_handle()
+        };
+        file.and_then(|f| {
+            f.sync_data().map_err(|source| JournalError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+        })
+        .map_err(|e| match e {
+            JournalError::Io { source, .. } => source,
+            other => std::io::Error::other(other.to_string()),
+        })
     }
 
     /// Mark redb's file as written to outside the applier (a direct commit).
@@ -583,24 +603,7 @@ impl Database {
         spawn_every(APPLIER, policy.apply_every, &inner, true, Inner::apply_step);
         if let Some(every) = policy.sync_every {
             spawn_every(JOURNAL_SYNCER, every, &inner, false, |i| {
-                let file = {
-                    let st = lock(&i.state);
-                    if st.failed.is_some() {
-                        return;
-                    }
-                    st.segment.sync_handle()
-                };
-                let synced = file.and_then(|f| {
-                    f.sync_data().map_err(|source| JournalError::Io {
-                        path: i.dir.clone(),
-                        source,
-                    })
-                });
-                if let Err(e) = synced {
-                    let e = match e {
-                        JournalError::Io { source, .. } => source,
-                        other => std::io::Error::other(other.to_string()),
-                    };
+                if let Err(e) = i.sync_journal() {
                     (i.policy.on_sync_failure)(&e);
                     lock(&i.state).failed = Some(e.to_string());
                 }
@@ -816,25 +819,7 @@ impl Drop for Inner {
         }
         // The journal's tail (its syncer has stopped): if the last apply failed, it alone
         // holds the newest commits, and the close is recorded as synced.
-        let journal = {
-            let st = lock(&self.state);
-            match st.failed {
-                Some(_) => Ok(()),
-                None => st
-                    .segment
-                    .sync_handle()
-                    .and_then(|f| {
-                        f.sync_data().map_err(|source| JournalError::Io {
-                            path: self.dir.clone(),
-                            source,
-                        })
-                    })
-                    .map_err(|e| match e {
-                        JournalError::Io { source, .. } => source,
-                        other => std::io::Error::other(other.to_string()),
-                    }),
-            }
-        };
+        let journal = self.sync_journal();
         let log = match &*lock(&self.sync_failed) {
             Some(_) => Ok(()),
             None => self.values.sync_written().map_err(into_io),
