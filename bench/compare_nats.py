@@ -304,7 +304,7 @@ def main() -> None:
                    help="Bluewire's [store] sync: always (fdatasync in every commit, its default) or interval "
                         "(synced once a second, like JetStream's default sync_interval of 2 minutes)")
     p.add_argument("--linger-us", type=int, default=None,
-                   help="Bluewire's [delivery] linger_us on every node (default: the node's default, off)")
+                   help="Bluewire's [delivery] linger_us on every node (default: the node's default, 2000)")
     p.add_argument("--floor", action="store_true",
                    help="measure `bluewire bench floor` instead of `bench fanout`: the same processes, mutual TLS and "
                         "calls with no store, no signatures and no routing (what a node could not go below)")

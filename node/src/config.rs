@@ -252,11 +252,13 @@ pub struct DeliveryConfig {
     pub relay_max_queued: u64,
     /// Most bytes this node carries on other members' behalf, all recipients together.
     pub relay_max_bytes: u64,
-    /// When a message follows the previous one by less than this (µs), the signing thread
-    /// waits up to this long for more before signing, and each delivery worker this long
-    /// before sending, so one signature, commit and call carries several: less CPU per
-    /// message, and up to twice this much more latency. A message that follows the previous
-    /// one by more is never held ([`crate::linger`]). 0 (the default): never wait.
+    /// When a publish follows the previous one by less than this (µs) while another publish is
+    /// still in progress, the origin's signing thread waits this long for more before signing, so one
+    /// signature (and the receivers' check, commit and call for it) carries several: less CPU
+    /// per message under load, up to this much more latency. A publish that follows the
+    /// previous one by more, or comes while nothing else is in progress, is never held
+    /// ([`crate::linger`]). 2000 (the default); 0: never wait. Despite its section,
+    /// delivery workers never wait.
     pub linger_us: u64,
 }
 
@@ -273,7 +275,7 @@ impl Default for DeliveryConfig {
             relay_hop_limit: 2,
             relay_max_queued: 20_000,
             relay_max_bytes: 256 * 1024 * 1024,
-            linger_us: 0,
+            linger_us: 2_000,
         }
     }
 }
@@ -413,7 +415,7 @@ impl NodeConfig {
         if raw.delivery.linger_us > MAX_LINGER_US {
             return Err(invalid(format!(
                 "delivery.linger_us = {} is more than {MAX_LINGER_US} (µs): a message may wait \
-                 this long at signing and again at each delivery; use 0 (off) to {MAX_LINGER_US}, \
+                 this long at signing; use 0 (off) to {MAX_LINGER_US}, \
                  2000 is the measured setting (deploy/README.md, \"Sizing\")",
                 raw.delivery.linger_us
             )));
@@ -625,7 +627,7 @@ relay_after_ms = 3000   # direct link down this long: deliver through a member t
 relay_hop_limit = 2     # most relays a message of this node passes through (1-3)
 relay_max_queued = 20000        # most envelopes carried for one recipient on others' behalf
 relay_max_bytes = 268435456     # most bytes carried on others' behalf, all recipients together
-linger_us = 0           # a message following the previous one by less than this (µs) waits this long for company at signing and at each delivery: less CPU per message, up to 2x this more latency (0: never wait)
+linger_us = 2000        # a publish following the previous one by less than this (µs), while another is in progress, waits this long for company at signing: less CPU per message under load, up to this much more latency (0: never wait)
 
 [limits]
 max_request_bytes = 4194304   # largest gRPC request decoded; content is capped at 1 MiB
@@ -826,18 +828,19 @@ mod tests {
     }
 
     #[test]
-    fn linger_is_off_by_default_can_be_turned_on_and_is_bounded() {
+    fn linger_is_2000_us_by_default_can_be_turned_off_and_is_bounded() {
         let parse = |t: &str| NodeConfig::parse(t, Path::new("."), Path::new("n.toml"));
         let t = template("csirt-be", "127.0.0.1:1", &[]);
-        assert_eq!(parse(&t).unwrap().delivery.linger_us, 0);
-        let on = t.replacen("linger_us = 0 ", "linger_us = 2000 ", 1);
-        assert_eq!(parse(&on).unwrap().delivery.linger_us, 2_000);
-        // A file written before the setting existed does not linger.
-        let old = on.replacen("linger_us = 2000 ", "", 1);
-        assert_eq!(parse(&old).unwrap().delivery.linger_us, 0);
-        let most = t.replacen("linger_us = 0 ", "linger_us = 100000 ", 1);
+        assert_eq!(parse(&t).unwrap().delivery.linger_us, 2_000);
+        let off = t.replacen("linger_us = 2000 ", "linger_us = 0 ", 1);
+        assert_eq!(parse(&off).unwrap().delivery.linger_us, 0);
+        // A file written before the setting existed gets the default.
+        let old = t.replacen("linger_us = 2000 ", "", 1);
+        assert_ne!(old, t);
+        assert_eq!(parse(&old).unwrap().delivery.linger_us, 2_000);
+        let most = t.replacen("linger_us = 2000 ", "linger_us = 100000 ", 1);
         assert_eq!(parse(&most).unwrap().delivery.linger_us, 100_000);
-        let e = parse(&t.replacen("linger_us = 0 ", "linger_us = 100001 ", 1)).unwrap_err();
+        let e = parse(&t.replacen("linger_us = 2000 ", "linger_us = 100001 ", 1)).unwrap_err();
         assert!(
             e.to_string().contains("delivery.linger_us = 100001")
                 && e.to_string().contains("use 0 (off) to 100000"),

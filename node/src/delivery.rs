@@ -96,8 +96,6 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
     };
     // Whether other workers were last told this link works (they relay through it then).
     let mut shared = false;
-    // Waking from idle while messages arrive quickly: wait a little for more (`linger_us`).
-    let mut linger = crate::linger::Linger::new(Duration::from_micros(cfg.linger_us));
     info!(peer.endpoint = %peer.endpoint, "delivery worker started");
     // The DeliverStream on `link`, once one was opened (a peer that serves it), and until
     // when the peer refused one.
@@ -148,7 +146,7 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
         // Envelopes this node carries for other members (relay), to this peer.
         let carried = store.relay_depth(&peer.org).unwrap_or(0);
         if batch.is_empty() && carried == 0 {
-            if !idle(&peer.notify, &stopping, &mut linger).await {
+            if !idle(&peer.notify, &stopping).await {
                 break;
             }
             continue;
@@ -839,19 +837,13 @@ fn delivery_records(
         .collect()
 }
 
-/// An idle worker waits for its next wake (`notify`), then, when that wake follows the
-/// previous one closely, `linger` more for company ([`crate::linger`]). False: stopping.
-async fn idle(
-    notify: &tokio::sync::Notify,
-    stopping: &crate::tasks::Stopping,
-    linger: &mut crate::linger::Linger,
-) -> bool {
+/// An idle worker waits for its next wake (`notify`) and goes at once: it does not linger
+/// (only the signing thread does, [`crate::linger`]). False: stopping.
+async fn idle(notify: &tokio::sync::Notify, stopping: &crate::tasks::Stopping) -> bool {
     tokio::select! {
-        _ = notify.notified() => {}
-        () = stopping.cancelled() => return false,
+        _ = notify.notified() => true,
+        () = stopping.cancelled() => false,
     }
-    let wait = linger.on_wake(tokio::time::Instant::now().into_std());
-    wait.is_zero() || !sleep_or_stop(wait, stopping).await
 }
 
 /// Sleep, returning true if the node was told to stop meanwhile.
@@ -866,44 +858,24 @@ async fn sleep_or_stop(d: Duration, stopping: &crate::tasks::Stopping) -> bool {
 mod tests {
     use super::{Envelope, next_batch_cap, split_batch};
 
-    /// The worker's idle wait, on tokio's paused clock: a first wake goes at once, a wake
-    /// right after it waits the linger out, one after a pause goes at once, and stopping
-    /// ends a wait at once.
+    /// The worker's idle wait, on tokio's paused clock: every wake goes at once, however
+    /// close to the previous one (a worker does not linger), and stopping ends a wait at once.
     #[tokio::test(start_paused = true)]
-    async fn an_idle_worker_lingers_only_after_a_close_wake_and_stops_at_once() {
+    async fn an_idle_worker_goes_at_once_on_every_wake_and_stops_at_once() {
         use std::time::Duration;
         use tokio::time::Instant;
         let notify = tokio::sync::Notify::new();
         let stopping = crate::tasks::Stopping::new();
-        let mut linger = crate::linger::Linger::new(Duration::from_millis(300));
-        // Notify before waiting stores a permit: the wait that follows returns at once.
-        async fn woken(
-            notify: &tokio::sync::Notify,
-            stopping: &crate::tasks::Stopping,
-            linger: &mut crate::linger::Linger,
-        ) -> (bool, Duration) {
+        for i in 0..3 {
+            // Notify before waiting stores a permit: the wait that follows returns at once.
             notify.notify_one();
             let started = Instant::now();
-            let go = super::idle(notify, stopping, linger).await;
-            (go, started.elapsed())
+            assert!(super::idle(&notify, &stopping).await);
+            assert_eq!(started.elapsed(), Duration::ZERO, "wake {i} waited");
+            tokio::time::advance(Duration::from_millis(1)).await;
         }
-        let (go, took) = woken(&notify, &stopping, &mut linger).await;
-        assert!(go);
-        assert_eq!(took, Duration::ZERO, "a first wake waited");
-        tokio::time::advance(Duration::from_millis(10)).await;
-        let (go, took) = woken(&notify, &stopping, &mut linger).await;
-        assert!(go);
-        assert_eq!(
-            took,
-            Duration::from_millis(300),
-            "a close wake did not linger"
-        );
-        tokio::time::advance(Duration::from_millis(500)).await;
-        let (_, took) = woken(&notify, &stopping, &mut linger).await;
-        assert_eq!(took, Duration::ZERO, "a wake after a pause waited");
-        // Stopping during a linger ends it at once.
-        notify.notify_one();
-        let waiting = super::idle(&notify, &stopping, &mut linger);
+        // Stopping while idle ends the wait at once.
+        let waiting = super::idle(&notify, &stopping);
         let stop = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             stopping.cancel();

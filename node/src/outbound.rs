@@ -468,7 +468,9 @@ pub async fn publish(
         }
         count_egress(st, queued_for.len(), &refused);
         let sealing = std::time::Instant::now();
-        let env = st
+        // Held until the publish is answered: the signing thread lingers only while another
+        // publish is in progress.
+        let (env, _in_progress) = st
             .sealer
             .seal(
                 content.encode_to_vec(),

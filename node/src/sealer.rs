@@ -2,9 +2,10 @@
 //! whatever has queued up as one batch under one hybrid signature
 //! ([`envelope::seal_batch`]), the way the store commits concurrent writes as a group.
 //! Under load a signature (ML-DSA-65 signs in ~0.2 ms) covers many messages; a lone
-//! message is signed at once. With `[delivery] linger_us` set, a publish that follows the
-//! previous one closely waits up to that long for company ([`crate::linger`]), whatever its
-//! audience (a batch still holds one audience only).
+//! message is signed at once. With `[delivery] linger_us` (not 0), a publish that follows the
+//! previous one closely, while another publish is still in progress ([`Sealer::in_progress`]),
+//! waits up to that long for company ([`crate::linger`]), whatever its audience (a batch still
+//! holds one audience only).
 //!
 //! Only messages for the same audience (cluster and recipients) share a batch: an inclusion
 //! proof holds the hashes of the other messages of its batch, and the batch's size and
@@ -14,6 +15,7 @@
 //! signing fails that batch's publishes (`SealerStopped`), not the thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,28 +39,57 @@ struct Job {
 pub struct Sealer {
     key: Arc<SigningKey>,
     queue: mpsc::Sender<Job>,
+    in_progress: Arc<AtomicUsize>,
+}
+
+/// A publish in progress, from before it is sealed until it is answered
+/// ([`Sealer::in_progress`]).
+#[must_use = "a publish counts as in progress only while its guard is held"]
+pub struct InProgress(Arc<AtomicUsize>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Sealer {
     /// Start the signing thread for `key`.
-    /// `linger`: how long to wait for more publishes while they arrive quickly
-    /// ([`crate::linger`]; zero: sign what has queued at once).
+    /// `linger`: how long to wait for more publishes while they arrive quickly and another
+    /// publish is in progress ([`crate::linger`]; zero: sign what has queued at once).
     pub fn start(key: Arc<SigningKey>, linger: Duration) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread_key = key.clone();
+        let in_progress = Arc::new(AtomicUsize::new(0));
+        let counted = in_progress.clone();
         std::thread::Builder::new()
             .name("bluewire-sealer".into())
-            .spawn(move || run(&thread_key, &jobs, Linger::new(linger)))?;
-        Ok(Self { key, queue })
+            .spawn(move || run(&thread_key, &jobs, Linger::new(linger), &counted))?;
+        Ok(Self {
+            key,
+            queue,
+            in_progress,
+        })
+    }
+
+    /// Count a publish as in progress until the returned guard is dropped.
+    fn in_progress(&self) -> InProgress {
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        InProgress(self.in_progress.clone())
     }
 
     /// Seal encoded content, batched with whatever else is waiting for the same `audience`
     /// (any string that is equal exactly when the recipients are: see [`audience`]).
+    ///
+    /// The publish counts as in progress from the call until the returned guard is dropped:
+    /// its caller holds it until the publish is stored and answered. The signing thread
+    /// lingers only while some publish other than those it is about to sign is in progress.
     pub async fn seal(
         &self,
         content: Vec<u8>,
         audience: String,
-    ) -> Result<Envelope, SealerStopped> {
+    ) -> Result<(Envelope, InProgress), SealerStopped> {
+        let in_progress = self.in_progress();
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .send(Job {
@@ -67,9 +98,10 @@ impl Sealer {
                 reply,
             })
             .map_err(|_| SealerStopped(self.key.key_id().to_string()))?;
-        answer
+        let env = answer
             .await
-            .map_err(|_| SealerStopped(self.key.key_id().to_string()))
+            .map_err(|_| SealerStopped(self.key.key_id().to_string()))?;
+        Ok((env, in_progress))
     }
 }
 
@@ -89,11 +121,29 @@ pub fn audience(cluster: &str, recipients: &[String]) -> String {
     format!("{cluster}\n{}", r.join("\n"))
 }
 
-fn run(key: &SigningKey, jobs: &mpsc::Receiver<Job>, mut linger: Linger) {
+/// Whether publishes other than the `drained` ones about to be signed are in progress (being
+/// stored or answered, or on their way to the signing thread), of `in_progress` counted.
+fn others_in_progress(in_progress: usize, drained: usize) -> bool {
+    in_progress > drained
+}
+
+fn run(
+    key: &SigningKey,
+    jobs: &mpsc::Receiver<Job>,
+    mut linger: Linger,
+    in_progress: &AtomicUsize,
+) {
     while let Ok(first) = jobs.recv() {
         let mut queued = vec![first];
+        while queued.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => queued.push(j),
+                Err(_) => break,
+            }
+        }
+        let others = others_in_progress(in_progress.load(Ordering::Acquire), queued.len());
         let now = Instant::now();
-        let deadline = now + linger.on_wake(now);
+        let deadline = now + linger.on_wake(now, others);
         while queued.len() < MAX_BATCH {
             // What has queued, then (while lingering) what comes before the deadline.
             let left = deadline.saturating_duration_since(Instant::now());
@@ -177,7 +227,7 @@ mod tests {
             .map(|c| {
                 let (sealer, c) = (sealer.clone(), c.clone());
                 let audience = audience("csirt-be/ops", &["cert-eu".into(), "csirt-fr".into()]);
-                tokio::spawn(async move { sealer.seal(c, audience).await })
+                tokio::spawn(async move { sealer.seal(c, audience).await.map(|(env, _)| env) })
             })
             .collect();
         let mut envs = Vec::new();
@@ -200,7 +250,8 @@ mod tests {
         let lone = sealer
             .seal(contents[0].clone(), String::new())
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         assert!(lone.batch.is_none());
         envelope::open(&lone, lookup, crate::clock::now_ms()).unwrap();
     }
@@ -225,6 +276,7 @@ mod tests {
                 let audience = audience("", &[who.to_string()]);
                 tokio::spawn(async move {
                     let env = sealer.seal(i.to_be_bytes().to_vec(), audience).await;
+                    let env = env.map(|(env, _)| env);
                     (who, env.unwrap())
                 })
             })
@@ -244,46 +296,69 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_publishes_outside_the_batch_count_as_others_in_progress() {
+        assert!(!others_in_progress(1, 1), "a lone publish");
+        assert!(
+            !others_in_progress(3, 3),
+            "a burst drained whole, nothing else in progress"
+        );
+        assert!(others_in_progress(2, 1), "one being stored");
+        assert!(others_in_progress(4, 3), "one on its way");
+        assert!(!others_in_progress(0, 1), "a seal from outside a publish");
+    }
+
     #[tokio::test]
-    async fn while_publishes_come_quickly_the_next_one_waits_for_company() {
+    async fn while_publishes_come_quickly_and_another_is_in_progress_the_next_one_waits_for_company()
+     {
         let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
         async fn bounded<T>(what: impl std::future::Future<Output = T>) -> T {
             tokio::time::timeout(Duration::from_secs(30), what)
                 .await
                 .expect("a lingering batch never ended")
         }
-        // Lingering 300 ms: `first` is the first wake and is signed at once; `second` comes
-        // right after it, so it waits, and `third`, sent 100 ms later, joins its batch.
+        // As the publish handler does: the guard is held until the publish is answered
+        // (here, at once).
+        async fn publish(sealer: Sealer, content: &'static [u8]) -> Envelope {
+            bounded(sealer.seal(content.to_vec(), String::new()))
+                .await
+                .unwrap()
+                .0
+        }
         let lingering = Sealer::start(key.clone(), Duration::from_millis(300)).unwrap();
+        // A client that publishes one message at a time, nothing else in progress: each close
+        // wake is signed at once, on its own.
         let started = std::time::Instant::now();
-        let a = bounded(lingering.seal(b"first".to_vec(), String::new()))
-            .await
-            .unwrap();
-        let at_once = started.elapsed();
-        let s = lingering.clone();
-        let b = tokio::spawn(async move { s.seal(b"second".to_vec(), String::new()).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let c = bounded(lingering.seal(b"third".to_vec(), String::new()))
-            .await
-            .unwrap();
-        let b = bounded(b).await.unwrap().unwrap();
+        let one = publish(lingering.clone(), b"one").await;
+        let two = publish(lingering.clone(), b"two").await;
+        let alone = started.elapsed();
         assert!(
-            at_once < Duration::from_millis(300),
-            "the first publish waited ({at_once:?})"
+            alone < Duration::from_millis(300),
+            "a lone publish waited ({alone:?})"
         );
-        assert_ne!(a.signature, b.signature);
-        assert_eq!(
-            b.signature, c.signature,
-            "the third publish did not join the waiting second"
+        assert_ne!(one.signature, two.signature);
+        // A publish still in progress (its guard held: being stored, say). `first` follows it
+        // closely, so it waits, and `second`, sent 100 ms later, joins its batch.
+        let (_, storing) = bounded(lingering.seal(b"zero".to_vec(), String::new()))
+            .await
+            .unwrap();
+        let first = tokio::spawn(publish(lingering.clone(), b"first"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = publish(lingering.clone(), b"second").await;
+        let first = bounded(first).await.unwrap();
+        assert!(
+            first.signature == second.signature,
+            "the second publish did not join the waiting first"
         );
-        // Off: a publish sent after the previous one was signed is signed on its own.
+        drop(storing);
+        // Off: a publish sent after the previous one was signed is signed on its own, busy or not.
         let off = Sealer::start(key, Duration::ZERO).unwrap();
+        let (_, _storing) = bounded(off.seal(b"zero".to_vec(), String::new()))
+            .await
+            .unwrap();
         let mut signatures = std::collections::HashSet::new();
         for content in [&b"first"[..], b"second", b"third"] {
-            let env = bounded(off.seal(content.to_vec(), String::new()))
-                .await
-                .unwrap();
-            signatures.insert(env.signature);
+            signatures.insert(publish(off.clone(), content).await.signature);
         }
         assert_eq!(
             signatures.len(),

@@ -52,9 +52,9 @@ pub struct FanoutArgs {
     /// `interval` (synced once a second, as NATS JetStream does by default).
     #[arg(long, value_enum, default_value_t = StoreSync::Always)]
     pub store_sync: StoreSync,
-    /// `[delivery] linger_us` on every node: a message that follows the previous one by less
-    /// than this (µs) waits this long for company at signing and at each delivery. Default:
-    /// the node's (0, never wait).
+    /// `[delivery] linger_us` on every node: a publish that follows the previous one by less
+    /// than this (µs), while another is in progress, waits this long for company at signing.
+    /// Default: the node's (2000; 0 never waits).
     #[arg(long)]
     pub linger_us: Option<u64>,
 }
