@@ -252,10 +252,10 @@ pub struct DeliveryConfig {
     pub relay_max_queued: u64,
     /// Most bytes this node carries on other members' behalf, all recipients together.
     pub relay_max_bytes: u64,
-    /// When a publish follows the previous one by less than this (µs) while another publish is
-    /// still in progress, the origin's signing thread waits this long for more before signing, so one
-    /// signature (and the receivers' check, commit and call for it) carries several: less CPU
-    /// per message under load, up to this much more latency. A publish that follows the
+    /// When a publish follows the previous one by less than this (µs) while another publish
+    /// is still in progress, the origin's signing thread waits this long for more before
+    /// signing, so one signature (and each receiver's check of it) covers more messages: less
+    /// CPU per message under load, up to this much more latency. A publish that follows the
     /// previous one by more, or comes while nothing else is in progress, is never held
     /// ([`crate::linger`]). 2000 (the default); 0: never wait. Despite its section,
     /// delivery workers never wait.

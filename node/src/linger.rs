@@ -1,12 +1,12 @@
 //! Waiting a little for more publishes, only while the origin is busy (`[delivery] linger_us`).
 //!
 //! A signature costs about the same whether it covers one message or ten, and every receiver
-//! checks each one, and commits and answers each delivery that carries it. The origin's
+//! checks each one. The origin's
 //! signing thread ([`crate::sealer`]) signs at once, unless two things hold:
 //! - its previous wake (or the end of the wait that followed it) was less than `linger` ago:
 //!   messages are coming faster than one per `linger`;
-//! - another publish is still in progress past the signing thread (being stored, or answered):
-//!   the node is busy, so what would be saved is worth a short wait.
+//! - another publish is still in progress (being stored or answered, or on its way to the
+//!   signing thread): the node is busy, so what would be saved is worth a short wait.
 //!
 //! It then waits `linger` for more before signing. Kafka's producer `linger.ms` makes the same
 //! trade, but always; this one only while the previous message was close and another is still

@@ -468,7 +468,7 @@ pub async fn publish(
         }
         count_egress(st, queued_for.len(), &refused);
         let sealing = std::time::Instant::now();
-        // Held until the publish is answered: the signing thread lingers only while another
+        // Held until this returns: the signing thread lingers only while another
         // publish is in progress.
         let (env, _in_progress) = st
             .sealer

@@ -3,7 +3,7 @@
 //! ([`envelope::seal_batch`]), the way the store commits concurrent writes as a group.
 //! Under load a signature (ML-DSA-65 signs in ~0.2 ms) covers many messages; a lone
 //! message is signed at once. With `[delivery] linger_us` (not 0), a publish that follows the
-//! previous one closely, while another publish is still in progress ([`Sealer::in_progress`]),
+//! previous one closely, while another publish is still in progress ([`InProgress`]),
 //! waits up to that long for company ([`crate::linger`]), whatever its audience (a batch still
 //! holds one audience only).
 //!
@@ -42,8 +42,8 @@ pub struct Sealer {
     in_progress: Arc<AtomicUsize>,
 }
 
-/// A publish in progress, from before it is sealed until it is answered
-/// ([`Sealer::in_progress`]).
+/// A publish in progress, from the call to [`Sealer::seal`] until its caller drops this (the
+/// publish handler, when it returns).
 #[must_use = "a publish counts as in progress only while its guard is held"]
 pub struct InProgress(Arc<AtomicUsize>);
 
@@ -82,8 +82,9 @@ impl Sealer {
     /// (any string that is equal exactly when the recipients are: see [`audience`]).
     ///
     /// The publish counts as in progress from the call until the returned guard is dropped:
-    /// its caller holds it until the publish is stored and answered. The signing thread
-    /// lingers only while some publish other than those it is about to sign is in progress.
+    /// its caller holds it until the publish is stored and its handler returns. The signing
+    /// thread lingers only while some publish other than those it is about to sign is in
+    /// progress.
     pub async fn seal(
         &self,
         content: Vec<u8>,
@@ -309,15 +310,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn while_publishes_come_quickly_and_another_is_in_progress_the_next_one_waits_for_company()
-     {
+    async fn a_close_publish_waits_for_company_only_while_another_is_in_progress() {
         let key = Arc::new(SigningKey::generate("csirt-be").unwrap());
         async fn bounded<T>(what: impl std::future::Future<Output = T>) -> T {
             tokio::time::timeout(Duration::from_secs(30), what)
                 .await
                 .expect("a lingering batch never ended")
         }
-        // As the publish handler does: the guard is held until the publish is answered
+        // As the publish handler does: the guard is held until the publish returns
         // (here, at once).
         async fn publish(sealer: Sealer, content: &'static [u8]) -> Envelope {
             bounded(sealer.seal(content.to_vec(), String::new()))
