@@ -128,6 +128,23 @@ fn others_in_progress(in_progress: usize, drained: usize) -> bool {
     in_progress > drained
 }
 
+/// Add to `queued` what has queued, then what comes before `deadline` (none once it is past),
+/// up to [`MAX_BATCH`].
+fn take_until(jobs: &mpsc::Receiver<Job>, queued: &mut Vec<Job>, deadline: Instant) {
+    while queued.len() < MAX_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = if left.is_zero() {
+            jobs.try_recv().ok()
+        } else {
+            jobs.recv_timeout(left).ok()
+        };
+        match next {
+            Some(j) => queued.push(j),
+            None => break,
+        }
+    }
+}
+
 fn run(
     key: &SigningKey,
     jobs: &mpsc::Receiver<Job>,
@@ -136,28 +153,10 @@ fn run(
 ) {
     while let Ok(first) = jobs.recv() {
         let mut queued = vec![first];
-        while queued.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(j) => queued.push(j),
-                Err(_) => break,
-            }
-        }
+        take_until(jobs, &mut queued, Instant::now());
         let others = others_in_progress(in_progress.load(Ordering::Acquire), queued.len());
         let now = Instant::now();
-        let deadline = now + linger.on_wake(now, others);
-        while queued.len() < MAX_BATCH {
-            // What has queued, then (while lingering) what comes before the deadline.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let next = if left.is_zero() {
-                jobs.try_recv().ok()
-            } else {
-                jobs.recv_timeout(left).ok()
-            };
-            match next {
-                Some(j) => queued.push(j),
-                None => break,
-            }
-        }
+        take_until(jobs, &mut queued, now + linger.on_wake(now, others));
         // One batch per audience, in the order each audience first appeared.
         let mut groups: Vec<(String, Vec<Job>)> = Vec::new();
         for job in queued {

@@ -1029,23 +1029,31 @@ fn open_interval(dir: &Path, policy: Policy) -> Database {
     Database::open(redb, dir, &specs(), policy).unwrap()
 }
 
+/// [`open_interval`] with [`interval_policy`] as `tune` changes it, recording from here on (the
+/// syncs at open are not): the database, its value log, and what each sync of redb's file
+/// found unsynced.
+fn open_recording(
+    dir: &Path,
+    tune: impl FnOnce(Policy) -> Policy,
+) -> (Database, Arc<values::ValueLog>, Seen) {
+    let (slot, seen): (LogSlot, Seen) = Default::default();
+    let db = open_interval(dir, tune(interval_policy(&slot, &seen)));
+    let log = db.inner.values.clone();
+    *slot.lock().unwrap() = Some(log.clone());
+    (db, log, seen)
+}
+
 /// With `interval`, the applier does not sync the value log for each apply (about fifty a
 /// second under load, each a flush of the disk's cache): the log is synced just before each
 /// sync of redb's file, with no apply between, and at close.
 #[test]
 fn with_interval_sync_the_log_is_synced_just_before_redbs_file_and_at_close_not_per_apply() {
     let d = tempfile::tempdir().unwrap();
-    let (slot, seen): (LogSlot, Seen) = Default::default();
-    let db = open_interval(
-        d.path(),
-        Policy {
-            // Closed by one big commit, not by ten small ones.
-            rotate_bytes: 50_000,
-            ..interval_policy(&slot, &seen)
-        },
-    );
-    let log = db.inner.values.clone();
-    *slot.lock().unwrap() = Some(log.clone());
+    let (db, log, seen) = open_recording(d.path(), |p| Policy {
+        // Closed by one big commit, not by ten small ones.
+        rotate_bytes: 50_000,
+        ..p
+    });
     for k in 0..10 {
         put_bigs(&db, &[(k, 1000)]);
         db.apply_now().unwrap();
@@ -1087,17 +1095,11 @@ fn with_interval_sync_the_log_is_synced_just_before_redbs_file_and_at_close_not_
 #[test]
 fn with_interval_sync_the_applier_syncs_a_written_file_once_an_interval_and_a_quiet_one_never() {
     let d = tempfile::tempdir().unwrap();
-    let (slot, seen): (LogSlot, Seen) = Default::default();
-    let db = open_interval(
-        d.path(),
-        Policy {
-            apply_every: Duration::from_millis(5),
-            sync_every: Some(Duration::from_millis(100)),
-            ..interval_policy(&slot, &seen)
-        },
-    );
-    let log = db.inner.values.clone();
-    *slot.lock().unwrap() = Some(log.clone());
+    let (db, log, seen) = open_recording(d.path(), |p| Policy {
+        apply_every: Duration::from_millis(5),
+        sync_every: Some(Duration::from_millis(100)),
+        ..p
+    });
     let syncs = || seen.lock().unwrap().len();
     put_bigs(&db, &[(1, 3000)]);
     wait_for("a sync after the apply", || syncs() == 1);
