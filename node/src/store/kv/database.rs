@@ -377,16 +377,11 @@ impl Inner {
             }
             st.segment.sync_handle()
         };
-        file.and_then(|f| {
-            f.sync_data().map_err(|source| JournalError::Io {
-                path: self.dir.clone(),
-                source,
-            })
-        })
-        .map_err(|e| match e {
+        let file = file.map_err(|e| match e {
             JournalError::Io { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
-        })
+        })?;
+        file.sync_data()
     }
 
     /// Mark redb's file as written to outside the applier (a direct commit).
