@@ -48,6 +48,8 @@ pub const SENT_VIA_RELAY: &str = "bluewire_sent_via_relay_total";
 pub const RATE_LIMITED: &str = "bluewire_rate_limited_total";
 /// Write transactions the store has committed (a group commit counts once).
 pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
+/// Of those, committed by an insert's caller itself rather than by the store's writer thread.
+pub const STORE_COMMITS_BY_CALLER: &str = "bluewire_store_commits_by_caller_total";
 /// Gauge: seconds between syncs of the store file (`[store] sync = "interval"`); 0 when every
 /// commit is synced before it is acknowledged (the default).
 pub const STORE_SYNC_INTERVAL: &str = "bluewire_store_sync_interval_seconds";
@@ -138,6 +140,11 @@ const HELP: &[(&str, &str)] = &[
     (
         STORE_COMMITS,
         "Write transactions committed by the store (one per group commit, durable or not).",
+    ),
+    (
+        STORE_COMMITS_BY_CALLER,
+        "Of the store's write transactions, those an insert's caller committed itself, without \
+         the writer thread ([store] sync = \"interval\", while nothing else was being written).",
     ),
     (
         STORE_SYNC_INTERVAL,
@@ -252,7 +259,7 @@ impl Metrics {
         self.stages.events[i].fetch_add(events, Ordering::Relaxed);
     }
 
-    /// Sets `stage` to totals kept elsewhere (e.g. by the store's writer thread).
+    /// Sets `stage` to totals kept elsewhere (e.g. by the store's writer).
     pub fn set_stage(&self, stage: Stage, took: Duration, events: u64) {
         let i = stage as usize;
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);

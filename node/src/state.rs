@@ -132,6 +132,11 @@ impl NodeState {
             &[],
             self.store.commit_count(),
         );
+        self.metrics.set_counter(
+            crate::metrics::STORE_COMMITS_BY_CALLER,
+            &[],
+            self.store.commits_by_caller(),
+        );
         self.metrics.set_stage(
             crate::metrics::Stage::StoreCommit,
             self.store.commit_time(),

@@ -217,6 +217,8 @@ fn fsync_latencies(near: &Path, writers: usize, dur: Duration) -> anyhow::Result
 #[derive(Clone, Default)]
 struct NodeCounts {
     commits: u64,
+    /// Of `commits`, those an insert's caller made itself, without the store's writer thread.
+    commits_by_caller: u64,
     /// Messages in the store (its head seq).
     stored: u64,
     stages: HashMap<String, (f64, u64)>,
@@ -230,12 +232,17 @@ struct NodeCounts {
 
 impl NodeCounts {
     fn parse(org: &str, text: &str) -> anyhow::Result<Self> {
-        use bluewire_node::metrics::{STAGE_EVENTS, STAGE_SECONDS, STORE_COMMITS};
-        let commits = text
-            .lines()
-            .find_map(|l| l.strip_prefix(STORE_COMMITS))
-            .and_then(|v| v.trim().parse().ok())
+        use bluewire_node::metrics::{
+            STAGE_EVENTS, STAGE_SECONDS, STORE_COMMITS, STORE_COMMITS_BY_CALLER,
+        };
+        let counter = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let commits = counter(STORE_COMMITS)
             .ok_or_else(|| anyhow::anyhow!("{org} reports no store commit count"))?;
+        let commits_by_caller = counter(STORE_COMMITS_BY_CALLER).unwrap_or(0);
         let stored = text
             .lines()
             .find_map(|l| l.strip_prefix("bluewire_store_head_seq "))
@@ -258,6 +265,7 @@ impl NodeCounts {
         }
         Ok(Self {
             commits,
+            commits_by_caller,
             stored,
             stages,
             switches: 0,
@@ -616,6 +624,9 @@ struct Paced {
 struct PathCounts {
     origin_commits: f64,
     receiver_commits: f64,
+    /// Of those, the share committed by an insert's caller rather than the writer thread.
+    origin_by_caller: f64,
+    receiver_by_caller: f64,
     /// Context switches per message at the origin and at each receiver (mean).
     origin_switches: f64,
     receiver_switches: f64,
@@ -634,6 +645,14 @@ impl PathCounts {
             .iter()
             .zip(before)
             .map(|(a, b)| a.commits.saturating_sub(b.commits) as f64 / n.max(1) as f64)
+            .collect();
+        let by_caller: Vec<f64> = after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| {
+                let here = a.commits_by_caller.saturating_sub(b.commits_by_caller);
+                here as f64 / a.commits.saturating_sub(b.commits).max(1) as f64
+            })
             .collect();
         let switches: Vec<f64> = after
             .iter()
@@ -664,6 +683,8 @@ impl PathCounts {
         Self {
             origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
             receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
+            origin_by_caller: by_caller.first().copied().unwrap_or(f64::NAN),
+            receiver_by_caller: by_caller.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_switches: switches.first().copied().unwrap_or(f64::NAN),
             receiver_switches: switches.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_cpu_us: cpu.first().copied().unwrap_or(f64::NAN),
@@ -677,6 +698,8 @@ impl PathCounts {
     fn json_fields(&self, into: &mut serde_json::Value) {
         into["store_commits_per_msg_origin"] = self.origin_commits.into();
         into["store_commits_per_msg_receiver"] = self.receiver_commits.into();
+        into["store_commits_by_caller_share_origin"] = self.origin_by_caller.into();
+        into["store_commits_by_caller_share_receiver"] = self.receiver_by_caller.into();
         into["context_switches_per_msg_origin"] = self.origin_switches.into();
         into["context_switches_per_msg_receiver"] = self.receiver_switches.into();
         into["node_cpu_us_per_msg_origin"] = self.origin_cpu_us.round().into();
@@ -688,9 +711,11 @@ impl PathCounts {
     /// `store write transactions per message: …` and where the time went, for the text report.
     fn lines(&self) -> String {
         format!(
-            "store write transactions per message: origin {:.2}, receivers {:.2}; context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
+            "store write transactions per message: origin {:.2}, receivers {:.2} (committed by the caller, without the writer thread: {:.0} %, {:.0} %); context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
             self.origin_commits,
             self.receiver_commits,
+            self.origin_by_caller * 100.0,
+            self.receiver_by_caller * 100.0,
             self.origin_switches,
             self.receiver_switches,
             self.origin_cpu_us,

@@ -444,6 +444,13 @@ impl Store {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
+    /// Of [`Store::commit_count`], the write transactions an insert's caller committed itself,
+    /// without handing them to the writer thread (`[store] sync = "interval"`, while nothing
+    /// else was being written).
+    pub fn commits_by_caller(&self) -> u64 {
+        self.inner.writer.commits_here.load(Ordering::Relaxed)
+    }
+
     /// Time spent in write transactions so far (applying groups and committing them).
     pub fn commit_time(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.inner.commit_nanos.load(Ordering::Relaxed))

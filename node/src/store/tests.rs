@@ -2295,3 +2295,203 @@ async fn a_forward_reader_starts_from_the_first_key_again_after_the_store_reopen
     );
     assert_eq!(scan.generation, store.generation());
 }
+
+/// With `sync = "interval"` an insert's caller commits it itself, without the writer thread;
+/// inserts that are ready together (the publishes of one signed batch are woken together) join
+/// the first one's group and share its commit.
+#[tokio::test]
+async fn under_interval_inserts_are_committed_by_their_callers_and_those_ready_together_share_one_commit()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_synced_only_at_close(&dir.path().join("s"));
+    let (commits, by_caller) = (store.commit_count(), store.commits_by_caller());
+    let since = |store: &Store| {
+        (
+            store.commit_count() - commits,
+            store.commits_by_caller() - by_caller,
+        )
+    };
+    store.insert(msg("a", &["org-b"])).await.unwrap();
+    assert_eq!(since(&store), (1, 1), "one commit, by the caller");
+    let outcomes = futures_util::future::join_all(
+        (0..10).map(|i| store.insert(msg(&format!("b{i}"), &["org-b"]))),
+    )
+    .await;
+    let seqs: Vec<u64> = outcomes
+        .into_iter()
+        .map(|o| match o.unwrap() {
+            InsertOutcome::Inserted(s) => s,
+            InsertOutcome::Duplicate(_) => panic!("unexpected duplicate"),
+        })
+        .collect();
+    assert_eq!(seqs, (2..=11).collect::<Vec<_>>(), "in the order they came");
+    assert_eq!(since(&store), (2, 2), "ten inserts, one more commit");
+    assert_eq!(store.head_seq(), 11);
+    assert_eq!(store.outbox_depth("org-b").unwrap(), 11);
+}
+
+type Inserting<'a> = std::pin::Pin<Box<dyn Future<Output = Result<InsertOutcome>> + 'a>>;
+
+/// Inserts a and b, each polled once: a leads (it yields), b joins its group (it waits).
+fn a_leader_and_one_joining(store: &Store) -> [Inserting<'_>; 2] {
+    use futures_util::FutureExt as _;
+    let mut leading: Inserting<'_> = Box::pin(store.insert(msg("a", &[])));
+    let mut joined: Inserting<'_> = Box::pin(store.insert(msg("b", &[])));
+    assert!(
+        (&mut leading).now_or_never().is_none(),
+        "it leads: it yields"
+    );
+    assert!((&mut joined).now_or_never().is_none(), "it joins: it waits");
+    [leading, joined]
+}
+
+/// `joined` is answered within 10 s, as the second message of the store.
+async fn assert_inserted_as_second(joined: Inserting<'_>) {
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), joined).await;
+    assert!(
+        matches!(answered, Ok(Ok(InsertOutcome::Inserted(2)))),
+        "{answered:?}"
+    );
+}
+
+/// A leading insert whose caller stops waiting before the group commits (a cancelled publish)
+/// still commits the group: the other callers in it get their answers.
+#[tokio::test]
+async fn a_leading_insert_dropped_before_its_commit_still_commits_the_inserts_that_joined_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_synced_only_at_close(&dir.path().join("s"));
+    let by_caller = store.commits_by_caller();
+    let [leading, joined] = a_leader_and_one_joining(&store);
+    drop(leading);
+    assert_inserted_as_second(joined).await;
+    assert_eq!(store.find_by_id("a").unwrap().len(), 1);
+    assert_eq!(store.commits_by_caller() - by_caller, 1);
+}
+
+/// While a commit is in progress, an insert is not committed by its caller: it goes to the
+/// writer thread, which commits it once the commit in progress is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_during_a_commit_in_progress_goes_to_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_synced_only_at_close(&dir.path().join("s"));
+    let by_caller = store.commits_by_caller();
+    let writer = store.inner.writer.clone();
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _one = lock(&writer.committing);
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held.recv().unwrap();
+    let inserting = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(msg("a", &[])).await }
+    });
+    let taken = std::time::Instant::now();
+    while !store.inner.writer.busy.load(Ordering::Acquire) {
+        assert!(
+            taken.elapsed() < std::time::Duration::from_secs(10),
+            "the writer thread never took the insert"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(!inserting.is_finished(), "committed during another commit");
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(matches!(
+        inserting.await.unwrap(),
+        Ok(InsertOutcome::Inserted(1))
+    ));
+    assert_eq!(
+        store.commits_by_caller(),
+        by_caller,
+        "the writer thread's commit"
+    );
+}
+
+/// Under `always` every commit syncs, so no caller commits: every insert goes to the writer
+/// thread (but in the suite's second run, where the tests ask for the journal everywhere).
+#[tokio::test]
+async fn under_always_inserts_go_to_the_writer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.insert(msg("a", &[])).await.unwrap();
+    let expected = u64::from(journal_everywhere());
+    assert_eq!(store.commits_by_caller(), expected);
+}
+
+/// Lazy acks held back ride along with the next commit, whoever makes it (here an insert's
+/// caller), and while some are held back another joins them without the writer thread's queue.
+#[tokio::test]
+async fn lazy_acks_held_back_ride_along_with_a_commit_made_by_a_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_synced_only_at_close(&dir.path().join("s"));
+    store
+        .insert_many(vec![msg("a", &["p"]), msg("b", &["p"])])
+        .await
+        .unwrap();
+    let writer = store.inner.writer.clone();
+    // An ack held back, as the writer thread holds one (its own wait is not involved here).
+    let (reply, first) = oneshot::channel();
+    {
+        let mut held = lock(&writer.held);
+        held.since = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        held.ops.push(Op::Ack {
+            peer: "p".into(),
+            seqs: vec![1],
+            audit: Vec::new(),
+            lazy: true,
+            reply,
+        });
+    }
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move { store.ack_outbox_later("p", vec![2], Vec::new()).await }
+    });
+    let started = std::time::Instant::now();
+    while lock(&writer.held).ops.len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the second lazy ack did not join the one held back"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (commits, by_caller) = (store.commit_count(), store.commits_by_caller());
+    store.insert(msg("c", &["p"])).await.unwrap();
+    assert_eq!(
+        (
+            store.commit_count() - commits,
+            store.commits_by_caller() - by_caller
+        ),
+        (1, 1),
+        "the insert and both acks in one commit, by the insert's caller"
+    );
+    let ten_s = std::time::Duration::from_secs(10);
+    let first = tokio::time::timeout(ten_s, first).await;
+    assert!(matches!(first, Ok(Ok(Ok(())))), "{first:?}");
+    second.await.unwrap().unwrap();
+    assert!(lock(&writer.held).ops.is_empty());
+    assert_eq!(
+        store.outbox_depth("p").unwrap(),
+        1,
+        "only c is still queued"
+    );
+}
+
+/// A group gathering when the store closes is committed by the close, which promises to
+/// commit what came before it: its inserts are answered, and readable after the close.
+#[tokio::test]
+async fn inserts_gathering_when_the_store_closes_are_committed_by_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_synced_only_at_close(&dir.path().join("s"));
+    let [leading, joined] = a_leader_and_one_joining(&store);
+    store.close().await;
+    assert_inserted_as_second(joined).await;
+    drop(leading);
+    assert_eq!(store.find_by_id("a").unwrap().len(), 1);
+    assert!(matches!(
+        store.insert(msg("c", &[])).await,
+        Err(StoreError::Closed)
+    ));
+}
