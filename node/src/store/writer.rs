@@ -402,7 +402,9 @@ impl Writer {
 
     /// Under `committing`: commits the lazy acks held back, the inserts a leading caller is
     /// gathering (if any), then `own`, in one group. Whoever commits takes what waits, so
-    /// nothing that joined a group is left behind. Returns whether it committed anything.
+    /// nothing that joined a group is left behind. Each of the three is bounded by
+    /// [`MAX_GROUP`], so a group holds at most three times that. Returns whether it committed
+    /// anything.
     fn commit_all(&self, own: Vec<Op>) -> bool {
         let mut group = std::mem::take(&mut lock(&self.held).ops);
         if let Some(gathered) = lock(&self.gathering).take() {
