@@ -16,6 +16,7 @@
 //! took, in the same transaction).
 
 mod database;
+mod order;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,9 @@ use std::cmp::Ordering;
 use std::marker::PhantomData;
 
 pub(super) use redb::Durability;
-use redb::{Key, StorageError, TypeName, Value};
+use redb::{StorageError, TypeName, Value};
+
+pub(super) use order::Key;
 
 pub(crate) use database::Database;
 pub(super) use database::Policy;
@@ -37,7 +40,8 @@ pub(super) use values::raw_value;
 use super::overlay::{Cmp, Entry};
 
 /// redb's table type for `T`'s values as the bytes they are stored as: the same type name,
-/// width and order as `T`, so a table defined with `T` opens as `Raw<T>` and back.
+/// width and order as `T` (its [`Key::order`], which is redb's order for `T` computed on the
+/// bytes), so a table defined with `T` opens as `Raw<T>` and back.
 #[derive(Debug)]
 pub(super) struct Raw<T>(PhantomData<T>);
 
@@ -74,9 +78,9 @@ impl<T: Value + 'static> Value for Raw<T> {
     }
 }
 
-impl<T: Key + 'static> Key for Raw<T> {
+impl<T: Key + 'static> redb::Key for Raw<T> {
     fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
-        T::compare(data1, data2)
+        T::order(data1, data2)
     }
 }
 
@@ -138,7 +142,7 @@ impl<K: Key + 'static, V: Value + 'static> TableDefinition<K, V> {
     pub(super) fn spec(&self) -> Spec {
         Spec {
             name: self.name,
-            cmp: K::compare,
+            cmp: K::order,
             apply: apply_table::<K, V>,
             spill: self.spill,
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// A table's order on encoded keys (redb's `Key::compare` for the table's key type).
+/// A table's order on encoded keys (`kv::Key::order`: redb's order for the table's key type).
 pub(super) type Cmp = fn(&[u8], &[u8]) -> Ordering;
 
 /// An entry as the overlay holds it: the encoded key, and the encoded value or `None` for a

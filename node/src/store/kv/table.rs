@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use redb::{
-    Durability, Key, ReadableTable as _, ReadableTableMetadata as _, StorageError, TableError,
-    Value,
+    Durability, ReadableTable as _, ReadableTableMetadata as _, StorageError, TableError, Value,
 };
 
 use super::super::overlay::{Cmp, Entry, Keyed, Merge, Merged, Overlay, empty_range};
 use super::values::{self, ValueLog};
-use super::{BaseTable, Database, Raw, RawDef, TableDefinition, other};
+use super::{BaseTable, Database, Key, Raw, RawDef, TableDefinition, other};
 
 /// Bytes a read returns: from the overlay or the transaction's own writes, or redb's page.
 enum Val<'a, T: Value + 'static> {
@@ -110,7 +109,7 @@ fn encoded_bounds<'a, K: Key + 'static, KR: Borrow<K::SelfType<'a>>>(
 ) -> Option<(Bound<Bytes>, Bound<Bytes>)> {
     let lo = encode_bound::<K, KR>(r.start_bound());
     let hi = encode_bound::<K, KR>(r.end_bound());
-    (!empty_range(K::compare, as_ref_bound(&lo), as_ref_bound(&hi))).then_some((lo, hi))
+    (!empty_range(K::order, as_ref_bound(&lo), as_ref_bound(&hi))).then_some((lo, hi))
 }
 
 fn as_ref_bound(b: &Bound<Bytes>) -> Bound<&[u8]> {
@@ -144,7 +143,7 @@ fn merged<'a, K: Key + 'static, V: Value + 'static>(
         return Range { inner: base };
     }
     Range {
-        inner: Box::new(Merge::new(base, K::compare, pending).map(|e| {
+        inner: Box::new(Merge::new(base, K::order, pending).map(|e| {
             e.map(|m| match m {
                 Merged::Base(pair) => pair,
                 Merged::Mem(k, v) => (AccessGuard::mem(k), AccessGuard::mem(v)),
@@ -548,7 +547,7 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
         };
         let under = overlay.range(self.name, lo, hi);
         match self.tx.own.borrow().get(self.name) {
-            Some(own) => layer(K::compare, own.range(lo, hi), under),
+            Some(own) => layer(K::order, own.range(lo, hi), under),
             None => under,
         }
     }
@@ -575,7 +574,7 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
                 Ok(())
             }
             TableKind::Journaled { .. } => {
-                let cmp: Cmp = K::compare;
+                let cmp: Cmp = K::order;
                 self.tx
                     .own
                     .borrow_mut()
