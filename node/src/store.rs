@@ -710,7 +710,7 @@ impl Store {
             committing: Mutex::new(()),
             busy: AtomicBool::new(false),
             here: matches!(sync, SyncMode::Interval(_)) || journal_everywhere(),
-            commits_here: AtomicU64::new(0),
+            commits_by_caller: AtomicU64::new(0),
             gathering: Mutex::new(None),
             held: Mutex::new(writer::Held {
                 ops: Vec::new(),

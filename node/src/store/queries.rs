@@ -448,7 +448,7 @@ impl Store {
     /// without handing them to the writer thread (`[store] sync = "interval"`, while nothing
     /// else was being written).
     pub fn commits_by_caller(&self) -> u64 {
-        self.inner.writer.commits_here.load(Ordering::Relaxed)
+        self.inner.writer.commits_by_caller.load(Ordering::Relaxed)
     }
 
     /// Time spent in write transactions so far (applying groups and committing them).

@@ -271,6 +271,14 @@ pub(super) struct Held {
     pub(super) since: std::time::Instant,
 }
 
+impl Held {
+    /// Whether `n` more ops may join those held: the group stays under [`MAX_GROUP`], and
+    /// what is held has not waited [`LAZY_HOLD`] yet.
+    fn has_room(&self, n: usize) -> bool {
+        self.ops.len() + n < MAX_GROUP && (self.ops.is_empty() || self.since.elapsed() < LAZY_HOLD)
+    }
+}
+
 /// Why applying a group did not reach commit.
 enum GroupFailure {
     /// Op `index` failed: it gets the error, the rest of the group is retried without it.
@@ -307,7 +315,7 @@ pub(super) struct Writer {
     /// suite, with every commit through the journal, so that the whole suite runs this path.)
     pub(super) here: bool,
     /// Commits made by their caller rather than by the writer thread.
-    pub(super) commits_here: AtomicU64,
+    pub(super) commits_by_caller: AtomicU64,
     /// The inserts a leading caller is gathering for its commit ([`Route::Lead`]).
     pub(super) gathering: Mutex<Option<Vec<Op>>>,
     /// Lazy acks held back: every commit takes them first ([`Writer::commit_all`]).
@@ -363,9 +371,7 @@ impl Writer {
             }
             if clock.is_some() && group.iter().all(Op::lazy) {
                 let mut held = lock(&self.held);
-                if held.ops.len() + group.len() < MAX_GROUP
-                    && (held.ops.is_empty() || held.since.elapsed() < LAZY_HOLD)
-                {
+                if held.has_room(group.len()) {
                     if held.ops.is_empty() {
                         held.since = std::time::Instant::now();
                     }
@@ -421,10 +427,7 @@ impl Writer {
     fn route(&self, op: Op, queue_empty: bool) -> Route {
         if op.lazy() {
             let mut held = lock(&self.held);
-            if !held.ops.is_empty()
-                && held.ops.len() < MAX_GROUP
-                && held.since.elapsed() < LAZY_HOLD
-            {
+            if !held.ops.is_empty() && held.has_room(0) {
                 held.ops.push(op);
                 return Route::Joined;
             }
@@ -456,24 +459,18 @@ impl Writer {
     /// and that is not for a caller's thread).
     fn commit_gathered(&self, queue: &mpsc::Sender<Op>) {
         let _one = lock(&self.committing);
-        if self.done.load(Ordering::Acquire) || !self.db.is_open() {
-            let refused = if self.done.load(Ordering::Acquire) {
-                StoreError::Closed
-            } else {
-                StoreError::Reopening
-            };
+        if self.done.load(Ordering::Acquire) {
             for op in lock(&self.gathering).take().unwrap_or_default() {
-                match queue.try_send(op) {
-                    Ok(()) => {}
-                    Err(
-                        mpsc::error::TrySendError::Full(op) | mpsc::error::TrySendError::Closed(op),
-                    ) => op.fail(refused.clone()),
+                op.fail(StoreError::Closed);
+            }
+        } else if !self.db.is_open() {
+            for op in lock(&self.gathering).take().unwrap_or_default() {
+                if let Err(full) = queue.try_send(op) {
+                    full.into_inner().fail(StoreError::Reopening);
                 }
             }
-            return;
-        }
-        if self.commit_all(Vec::new()) {
-            self.commits_here.fetch_add(1, Ordering::Relaxed);
+        } else if self.commit_all(Vec::new()) {
+            self.commits_by_caller.fetch_add(1, Ordering::Relaxed);
         }
     }
 
