@@ -57,7 +57,8 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always",
-                 linger_us: Optional[int] = None, floor: bool = False, sign: bool = False) -> tuple:
+                 linger_us: Optional[int] = None, floor: bool = False, sign: bool = False,
+                 paced_stream: bool = False) -> tuple:
     """One `bluewire bench fanout` run (`bench floor` with `floor`: the transport alone, and
     with `sign` the signatures too);
     its progress goes to our stderr as it comes.
@@ -73,6 +74,8 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
     if linger_us is not None and not floor:
         # Builds from before `--linger-us` refuse it: given only when asked for.
         cmd += ["--linger-us", str(linger_us)]
+    if paced_stream and not floor:
+        cmd += ["--paced-stream"]
     for r in rates:
         cmd += ["--rate", str(r)]
     # The federation goes in a directory of ours, removed even when the bench is stopped
@@ -105,9 +108,9 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
 
 
 def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: Optional[int] = None,
-                    floor: bool = False, sign: bool = False) -> dict:
+                    floor: bool = False, sign: bool = False, paced_stream: bool = False) -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
-    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor, sign)
+    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor, sign, paced_stream)
     if status != 0 and result is not None:
         print(f"  (bluewire exited with status {status} after printing its figures)", file=sys.stderr)
     if result is not None and "paced" in result:
@@ -122,7 +125,7 @@ def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linge
         print("  (this build takes one --rate: one bluewire run per rate)", file=sys.stderr)
         runs = [(result, status)] if result is not None else []
         for r in w.rates[len(runs):]:
-            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor, sign)
+            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor, sign, paced_stream)
             if one is None:
                 raise RuntimeError(f"{binary} bench fanout --rate {r} failed (exit status {status}):\n{err[-3000:]}")
             if status != 0:
@@ -312,6 +315,10 @@ def main() -> None:
                    help="as --floor, with each message signed at the origin and checked at each receiver by the "
                         "nodes' own hybrid signature code (`bench floor --sign`), one signature per message: what "
                         "the transport and the signatures cost when each message is signed alone")
+    p.add_argument("--paced-stream", action="store_true",
+                   help="Bluewire's paced phases publish on one PublishStream call, each message at its time, "
+                        "as the NATS publisher sends its publishes on its one connection (default: one unary "
+                        "Publish call per message, an HTTP/2 request each)")
     a = p.parse_args()
     a.floor = a.floor or a.floor_sign
     w = nats_fanout.workload_from(a)
@@ -333,7 +340,7 @@ def bench_label(a: argparse.Namespace) -> str:
         return "bench floor --sign (the transport and the signatures)"
     if a.floor:
         return "bench floor (the transport alone)"
-    return f"store sync: {a.store_sync}"
+    return f"store sync: {a.store_sync}; paced publishes: {'one stream' if a.paced_stream else 'unary calls'}"
 
 
 def measure(a: argparse.Namespace, w: Workload) -> None:
@@ -345,7 +352,8 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
         for side in order:
             print(f"pair {i}/{a.pairs}: {side}…", file=sys.stderr)
             if side == "bluewire":
-                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us, a.floor, a.floor_sign)
+                figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us, a.floor, a.floor_sign,
+                                                a.paced_stream)
             else:
                 figures[side] = asyncio.run(nats_fanout.run(w, a.nats_client_tls))
         pair = {"pair": i, "order": order, **figures, "ratios": ratios(figures["bluewire"], figures["nats"])}
@@ -360,6 +368,8 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
                                                         "nats_client_tls": a.nats_client_tls,
                                                         "bluewire_store_sync": a.store_sync,
                                                         "bluewire_linger_us": a.linger_us,
+                                                        "bluewire_paced_publish": "stream" if a.paced_stream
+                                                        else "unary",
                                                         "bluewire_bench": ("floor --sign" if a.floor_sign else "floor")
                                                         if a.floor else "fanout"},
                           "pairs": pairs, "summary": summary}))

@@ -484,12 +484,9 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         // The "delivered" records commit with the acknowledgement (not
                         // fsynced on its own; after a crash the envelope is sent again and
                         // recorded again).
-                        let (store, org) = (store.clone(), peer.org.clone());
-                        state.tasks.spawn_to_end(tracing::Span::current(), async move {
-                            if let Err(e) = store.ack_outbox_later(&org, seqs, events).await {
-                                warn!(error = %e, "acknowledging outbox failed; entries will be resent after a restart");
-                            }
-                        });
+                        // Not waited for: the writer holds it up to 20 ms to commit it
+                        // with the next write, and logs a failure itself.
+                        store.ack_outbox_detached(&peer.org, seqs, events);
                         // A later half that went through while the head of the outbox is
                         // stuck is progress, not health: the backoff keeps growing.
                         if in_order {

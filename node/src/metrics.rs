@@ -50,6 +50,9 @@ pub const RATE_LIMITED: &str = "bluewire_rate_limited_total";
 pub const STORE_COMMITS: &str = "bluewire_store_commits_total";
 /// Of those, committed by an insert's caller itself rather than by the store's writer thread.
 pub const STORE_COMMITS_BY_CALLER: &str = "bluewire_store_commits_by_caller_total";
+/// Batch signatures this node has made for its own publishes (each covers the messages
+/// published together: messages published per signature is the batch size).
+pub const SIGNATURES_MADE: &str = "bluewire_signatures_made_total";
 /// Gauge: seconds between syncs of the store file (`[store] sync = "interval"`); 0 when every
 /// commit is synced before it is acknowledged (the default).
 pub const STORE_SYNC_INTERVAL: &str = "bluewire_store_sync_interval_seconds";
@@ -145,6 +148,10 @@ const HELP: &[(&str, &str)] = &[
         STORE_COMMITS_BY_CALLER,
         "Of the store's write transactions, those an insert's caller committed itself, without \
          the writer thread ([store] sync = \"interval\", while nothing else was being written).",
+    ),
+    (
+        SIGNATURES_MADE,
+        "Batch signatures made for this node's own publishes (one per batch; messages published per signature is the batch size).",
     ),
     (
         STORE_SYNC_INTERVAL,

@@ -15,7 +15,7 @@
 //! signing fails that batch's publishes (`SealerStopped`), not the thread.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub struct Sealer {
     key: Arc<SigningKey>,
     queue: mpsc::Sender<Job>,
     in_progress: Arc<AtomicUsize>,
+    /// Signatures made so far (one per batch).
+    signatures: Arc<AtomicU64>,
 }
 
 /// A publish in progress, from the call to [`Sealer::seal`] until its caller drops this (the
@@ -61,15 +63,23 @@ impl Sealer {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread_key = key.clone();
         let in_progress = Arc::new(AtomicUsize::new(0));
-        let counted = in_progress.clone();
+        let signatures = Arc::new(AtomicU64::new(0));
+        let (counted, signed) = (in_progress.clone(), signatures.clone());
         std::thread::Builder::new()
             .name("bluewire-sealer".into())
-            .spawn(move || run(&thread_key, &jobs, Linger::new(linger), &counted))?;
+            .spawn(move || run(&thread_key, &jobs, Linger::new(linger), &counted, &signed))?;
         Ok(Self {
             key,
             queue,
             in_progress,
+            signatures,
         })
+    }
+
+    /// Signatures made so far: each covers one batch, so messages sealed per signature is
+    /// how many publishes shared one.
+    pub fn signatures(&self) -> u64 {
+        self.signatures.load(Ordering::Relaxed)
     }
 
     /// Count a publish as in progress until the returned guard is dropped.
@@ -150,6 +160,7 @@ fn run(
     jobs: &mpsc::Receiver<Job>,
     mut linger: Linger,
     in_progress: &AtomicUsize,
+    signatures: &AtomicU64,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut queued = vec![first];
@@ -173,6 +184,7 @@ fn run(
             }));
             match sealed {
                 Ok(envs) => {
+                    signatures.fetch_add(1, Ordering::Relaxed);
                     for (env, reply) in envs.into_iter().zip(replies) {
                         // The publish may have been cancelled meanwhile; its envelope is dropped.
                         let _ = reply.send(env);
@@ -245,6 +257,11 @@ mod tests {
         assert!(
             signatures.len() < contents.len(),
             "200 concurrent seals were signed one by one"
+        );
+        assert_eq!(
+            sealer.signatures(),
+            signatures.len() as u64,
+            "the count is not of the signatures made"
         );
         // A lone seal is an ordinary single signature.
         let lone = sealer

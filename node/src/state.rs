@@ -137,6 +137,11 @@ impl NodeState {
             &[],
             self.store.commits_by_caller(),
         );
+        self.metrics.set_counter(
+            crate::metrics::SIGNATURES_MADE,
+            &[],
+            self.sealer.signatures(),
+        );
         self.metrics.set_stage(
             crate::metrics::Stage::StoreCommit,
             self.store.commit_time(),

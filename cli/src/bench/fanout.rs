@@ -219,6 +219,8 @@ struct NodeCounts {
     commits: u64,
     /// Of `commits`, those an insert's caller made itself, without the store's writer thread.
     commits_by_caller: u64,
+    /// Batch signatures made for the node's own publishes.
+    signatures: u64,
     /// Messages in the store (its head seq).
     stored: u64,
     stages: HashMap<String, (f64, u64)>,
@@ -233,7 +235,7 @@ struct NodeCounts {
 impl NodeCounts {
     fn parse(org: &str, text: &str) -> anyhow::Result<Self> {
         use bluewire_node::metrics::{
-            STAGE_EVENTS, STAGE_SECONDS, STORE_COMMITS, STORE_COMMITS_BY_CALLER,
+            SIGNATURES_MADE, STAGE_EVENTS, STAGE_SECONDS, STORE_COMMITS, STORE_COMMITS_BY_CALLER,
         };
         let counter = |name: &str| {
             text.lines()
@@ -243,6 +245,7 @@ impl NodeCounts {
         let commits = counter(STORE_COMMITS)
             .ok_or_else(|| anyhow::anyhow!("{org} reports no store commit count"))?;
         let commits_by_caller = counter(STORE_COMMITS_BY_CALLER).unwrap_or(0);
+        let signatures = counter(SIGNATURES_MADE).unwrap_or(0);
         let stored = text
             .lines()
             .find_map(|l| l.strip_prefix("bluewire_store_head_seq "))
@@ -266,6 +269,7 @@ impl NodeCounts {
         Ok(Self {
             commits,
             commits_by_caller,
+            signatures,
             stored,
             stages,
             switches: 0,
@@ -627,6 +631,8 @@ struct PathCounts {
     /// Of those, the share committed by an insert's caller rather than the writer thread.
     origin_by_caller: f64,
     receiver_by_caller: f64,
+    /// Messages per batch signature the origin made (how many publishes shared one).
+    origin_per_signature: f64,
     /// Context switches per message at the origin and at each receiver (mean).
     origin_switches: f64,
     receiver_switches: f64,
@@ -684,6 +690,12 @@ impl PathCounts {
             origin_commits: per_msg.first().copied().unwrap_or(f64::NAN),
             receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_by_caller: by_caller.first().copied().unwrap_or(f64::NAN),
+            origin_per_signature: match (after.first(), before.first()) {
+                (Some(a), Some(b)) => {
+                    n as f64 / a.signatures.saturating_sub(b.signatures).max(1) as f64
+                }
+                _ => f64::NAN,
+            },
             receiver_by_caller: by_caller.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_switches: switches.first().copied().unwrap_or(f64::NAN),
             receiver_switches: switches.iter().skip(1).sum::<f64>() / receivers as f64,
@@ -700,6 +712,7 @@ impl PathCounts {
         into["store_commits_per_msg_receiver"] = self.receiver_commits.into();
         into["store_commits_by_caller_share_origin"] = self.origin_by_caller.into();
         into["store_commits_by_caller_share_receiver"] = self.receiver_by_caller.into();
+        into["messages_per_signature_origin"] = self.origin_per_signature.into();
         into["context_switches_per_msg_origin"] = self.origin_switches.into();
         into["context_switches_per_msg_receiver"] = self.receiver_switches.into();
         into["node_cpu_us_per_msg_origin"] = self.origin_cpu_us.round().into();
@@ -711,11 +724,12 @@ impl PathCounts {
     /// `store write transactions per message: …` and where the time went, for the text report.
     fn lines(&self) -> String {
         format!(
-            "store write transactions per message: origin {:.2}, receivers {:.2} (committed by the caller, without the writer thread: {:.0} %, {:.0} %); context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
+            "store write transactions per message: origin {:.2}, receivers {:.2} (committed by the caller, without the writer thread: {:.0} %, {:.0} %); messages per signature: {:.2}; context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
             self.origin_commits,
             self.receiver_commits,
             self.origin_by_caller * 100.0,
             self.receiver_by_caller * 100.0,
+            self.origin_per_signature,
             self.origin_switches,
             self.receiver_switches,
             self.origin_cpu_us,

@@ -41,9 +41,10 @@ use super::overlay::{Cmp, Entry};
 
 /// redb's table type for `T`'s values as the bytes they are stored as: the same type name,
 /// width and order as `T` (its [`Key::order`], which is redb's order for `T` computed on the
-/// bytes), so a table defined with `T` opens as `Raw<T>` and back.
+/// bytes), so a table defined with `T` opens as `Raw<T>` and back. It holds no `T`, so it
+/// is `Send` and `Sync` whatever `T` is (its tables are shared: `table::Snapshot`).
 #[derive(Debug)]
-pub(super) struct Raw<T>(PhantomData<T>);
+pub(super) struct Raw<T>(PhantomData<fn() -> T>);
 
 impl<T: Value + 'static> Value for Raw<T> {
     type SelfType<'a>

@@ -2421,6 +2421,22 @@ async fn under_always_inserts_go_to_the_writer_thread() {
     assert_eq!(store.commits_by_caller(), expected);
 }
 
+/// An ack of `seq` for peer "p" held back for longer than any test, as the writer thread
+/// holds a lazy ack (its own wait is not involved): the receiver gets its answer.
+fn hold_an_ack(writer: &Writer, seq: u64) -> oneshot::Receiver<Result<()>> {
+    let (reply, answer) = oneshot::channel();
+    let mut held = lock(&writer.held);
+    held.since = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    held.ops.push(Op::Ack {
+        peer: "p".into(),
+        seqs: vec![seq],
+        audit: Vec::new(),
+        lazy: true,
+        reply,
+    });
+    answer
+}
+
 /// Lazy acks held back ride along with the next commit, whoever makes it (here an insert's
 /// caller), and while some are held back another joins them without the writer thread's queue.
 #[tokio::test]
@@ -2432,19 +2448,7 @@ async fn lazy_acks_held_back_ride_along_with_a_commit_made_by_a_caller() {
         .await
         .unwrap();
     let writer = store.inner.writer.clone();
-    // An ack held back, as the writer thread holds one (its own wait is not involved here).
-    let (reply, first) = oneshot::channel();
-    {
-        let mut held = lock(&writer.held);
-        held.since = std::time::Instant::now() + std::time::Duration::from_secs(3600);
-        held.ops.push(Op::Ack {
-            peer: "p".into(),
-            seqs: vec![1],
-            audit: Vec::new(),
-            lazy: true,
-            reply,
-        });
-    }
+    let first = hold_an_ack(&writer, 1);
     let second = tokio::spawn({
         let store = store.clone();
         async move { store.ack_outbox_later("p", vec![2], Vec::new()).await }
@@ -2476,6 +2480,45 @@ async fn lazy_acks_held_back_ride_along_with_a_commit_made_by_a_caller() {
         store.outbox_depth("p").unwrap(),
         1,
         "only c is still queued"
+    );
+}
+
+/// An ack nobody waits for (`ack_outbox_detached`, as delivery workers acknowledge) is held
+/// or queued before the call returns: it joins acks already held without a task of its own,
+/// rides along with the next commit, and one made just before a close is committed by it.
+#[tokio::test]
+async fn detached_acks_are_held_or_queued_at_once_and_committed_by_the_next_commit_or_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = open_synced_only_at_close(&path);
+    store
+        .insert_many(vec![msg("a", &["p"]), msg("b", &["p"]), msg("c", &["p"])])
+        .await
+        .unwrap();
+    let writer = store.inner.writer.clone();
+    let _first = hold_an_ack(&writer, 1);
+    store.ack_outbox_detached("p", vec![2], Vec::new());
+    assert_eq!(
+        lock(&writer.held).ops.len(),
+        2,
+        "a detached ack did not join the one held back before returning"
+    );
+    store.insert(msg("d", &["p"])).await.unwrap();
+    assert!(lock(&writer.held).ops.is_empty());
+    assert_eq!(
+        store.outbox_depth("p").unwrap(),
+        2,
+        "c and d are still queued"
+    );
+    // Nothing held now: this one goes to the writer thread, and the close commits it.
+    store.ack_outbox_detached("p", vec![3], Vec::new());
+    store.close().await;
+    drop(store);
+    let reopened = open_synced_only_at_close(&path);
+    assert_eq!(
+        reopened.outbox_depth("p").unwrap(),
+        1,
+        "an ack made before the close was lost: only d should be queued"
     );
 }
 

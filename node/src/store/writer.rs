@@ -142,8 +142,8 @@ impl Op {
 
     /// Whether the writer may hold this op back (up to [`LAZY_HOLD`]) so it rides along with
     /// the next commit instead of costing one of its own: outbox acks sent with
-    /// [`Store::ack_outbox_later`], which the delivery worker does not wait for (it keeps an
-    /// in-memory "sent up to" cursor). At a low message rate each delivered batch to each peer
+    /// [`Store::ack_outbox_detached`] (the delivery worker's, which it does not wait for: it
+    /// keeps an in-memory "sent up to" cursor) or [`Store::ack_outbox_later`]. At a low message rate each delivered batch to each peer
     /// would otherwise be a write transaction of its own.
     fn lazy(&self) -> bool {
         matches!(self, Op::Ack { lazy: true, .. })
@@ -694,6 +694,42 @@ impl Store {
         audit: Vec<AuditEvent>,
     ) -> Result<()> {
         self.ack(peer, seqs, audit, true).await
+    }
+
+    /// [`Store::ack_outbox_later`] for a caller that does not wait for the answer: nothing is
+    /// spawned to wait on it, and while other lazy acks are held back, nothing is woken. The
+    /// ack is held or queued for the writer before this returns, so [`Store::close`] commits
+    /// it. A failure is logged by the writer (the entries stay queued and are sent again;
+    /// receivers deduplicate).
+    pub fn ack_outbox_detached(&self, peer: &str, seqs: Vec<u64>, audit: Vec<AuditEvent>) {
+        if (seqs.is_empty() && audit.is_empty()) || self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // The answer goes nowhere.
+        let (reply, _) = oneshot::channel();
+        let op = Op::Ack {
+            peer: peer.to_owned(),
+            seqs,
+            audit: audit.into_iter().map(AuditEvent::clip).collect(),
+            lazy: true,
+            reply,
+        };
+        let (queue, writer) = (&self.inner.tx, &*self.inner.writer);
+        match writer.route(op, queue.capacity() == queue.max_capacity()) {
+            Route::Joined => {}
+            Route::Queue(op) => match queue.try_send(op) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                // The writer's queue is full: a task waits for room.
+                Err(mpsc::error::TrySendError::Full(op)) => {
+                    let queue = queue.clone();
+                    tokio::spawn(async move {
+                        let _ = queue.send(op).await;
+                    });
+                }
+            },
+            // Only an insert leads (`Writer::route`); were an ack to, it would commit here.
+            Route::Lead => drop(Leading { writer, queue }),
+        }
     }
 
     async fn ack(

@@ -13,7 +13,7 @@ use redb::{Durability, StorageError, TableError};
 
 use super::super::journal::{self, JournalError, Segment};
 use super::super::overlay::{Cmp, Entry, Overlay, Run};
-use super::table::{Own, ReadTransaction, TxKind, WriteTransaction};
+use super::table::{Own, ReadTransaction, Snapshot, TxKind, WriteTransaction};
 use super::values::{self, ValueLog};
 use super::{APPLIED, APPLIED_KEY, MAX_APPLY_FAILURES, MAX_PENDING_BYTES, Spec, other};
 
@@ -61,6 +61,9 @@ struct State {
     /// Why commits fail from now on (a failed append or sync: the journal can no longer be
     /// trusted to hold what it acknowledges).
     failed: Option<String>,
+    /// redb's file as of its last commit, shared by the transactions begun since
+    /// ([`Database::begin_read`]); `None` once redb commits again.
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 pub(super) struct Inner {
@@ -296,6 +299,9 @@ impl Inner {
         let covered: Vec<u64> = {
             let mut st = lock(&self.state);
             st.overlay = st.overlay.without_upto(upto);
+            // In the same step: a read then sees either the runs and any redb snapshot, or
+            // redb as it has them and not the runs.
+            st.snapshot = None;
             st.pending_bytes = st.overlay.runs().iter().map(|r| r.bytes()).sum();
             st.closed
                 .iter()
@@ -384,9 +390,11 @@ impl Inner {
         file.sync_data()
     }
 
-    /// Mark redb's file as written to outside the applier (a direct commit).
+    /// Mark redb's file as written to outside the applier (a direct commit): reads begun
+    /// from now on take a new snapshot of it.
     pub(super) fn wrote_base(&self) {
         self.base_dirty.store(true, Ordering::Release);
+        lock(&self.state).snapshot = None;
     }
 }
 
@@ -585,6 +593,7 @@ impl Database {
                 pending_bytes: 0,
                 apply_failures: 0,
                 failed: None,
+                snapshot: None,
             }),
             specs: Mutex::new(specs),
             writing: (Mutex::new(false), Condvar::new()),
@@ -611,13 +620,20 @@ impl Database {
     pub(in crate::store) fn begin_read(&self) -> Result<ReadTransaction, StorageError> {
         // Both under the lock: the applier drops runs under it only after redb has them, so
         // redb holds nothing newer than the overlay copy (a run may be in both, the same).
-        let st = lock(&self.inner.state);
+        let mut st = lock(&self.inner.state);
         let overlay = st.overlay.clone();
-        let rtx = self.inner.redb.begin_read().map_err(other)?;
+        let base = match &st.snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Snapshot::new(self.inner.redb.begin_read().map_err(other)?));
+                st.snapshot = Some(s.clone());
+                s
+            }
+        };
         drop(st);
         Ok(ReadTransaction {
             overlay,
-            rtx,
+            base,
             values: self.inner.values.clone(),
         })
     }
@@ -639,9 +655,9 @@ impl Database {
         }
         self.start_write();
         match self.begin_read() {
-            Ok(ReadTransaction { overlay, rtx, .. }) => Ok(WriteTransaction {
+            Ok(ReadTransaction { overlay, base, .. }) => Ok(WriteTransaction {
                 db: self.clone(),
-                kind: TxKind::Journaled { overlay, rtx },
+                kind: TxKind::Journaled { overlay, base },
                 own: RefCell::new(HashMap::new()),
                 durability: Durability::Immediate,
             }),
@@ -809,6 +825,8 @@ impl Drop for Inner {
         if let Err(e) = applied {
             tracing::error!(error = %e, "applying the journal at close failed (it is replayed at the next start)");
         }
+        // redb's last commit, at its close, then has no read of ours still open.
+        lock(&self.state).snapshot = None;
         if self.policy.always {
             return;
         }

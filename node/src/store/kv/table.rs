@@ -1,11 +1,12 @@
 //! Transactions and tables with redb's names and shapes, over the overlay and redb.
 
+use std::any::Any;
 use std::borrow::Borrow;
 use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use redb::{
@@ -230,7 +231,7 @@ fn len_over<K: Key + 'static, V: Value + 'static>(
 pub(in crate::store) struct ReadOnlyTable<K: Key + 'static, V: Value + 'static> {
     name: &'static str,
     overlay: Overlay,
-    base: Option<redb::ReadOnlyTable<Raw<K>, Raw<V>>>,
+    pub(super) base: Option<Arc<BaseTable<K, V>>>,
     /// For a spilled table.
     values: Option<Arc<ValueLog>>,
 }
@@ -300,7 +301,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for ReadOnlyTable
         let pending = self
             .overlay
             .range(self.name, Bound::Unbounded, Bound::Unbounded);
-        len_over(self.base.as_ref(), &pending)
+        len_over(self.base.as_deref(), &pending)
     }
 }
 
@@ -308,18 +309,51 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for ReadOnlyTable
 /// module's docs).
 pub(in crate::store) struct ReadTransaction {
     pub(super) overlay: Overlay,
-    pub(super) rtx: redb::ReadTransaction,
+    pub(super) base: Arc<Snapshot>,
     pub(super) values: Arc<ValueLog>,
 }
 
-fn open_base<K: Key + 'static, V: Value + 'static>(
-    rtx: &redb::ReadTransaction,
-    def: RawDef<K, V>,
-) -> Result<Option<BaseTable<K, V>>, TableError> {
-    match rtx.open_table(def) {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e),
+/// redb's read transaction as of its file's last commit, shared by every read and write
+/// transaction begun until the next one ([`Database::begin_read`]), with the tables they
+/// opened in it. Between two of redb's commits (one an apply, every 20 ms or so, with the
+/// journal) redb's file does not change, so a read needs no transaction of its own, nor to
+/// find its tables again in redb's table of tables.
+pub(in crate::store) struct Snapshot {
+    rtx: redb::ReadTransaction,
+    /// By name: an `Option<Arc<BaseTable<K, V>>>` (`None`: redb has no such table).
+    tables: Mutex<HashMap<&'static str, Box<dyn Any + Send + Sync>>>,
+}
+
+impl Snapshot {
+    pub(super) fn new(rtx: redb::ReadTransaction) -> Self {
+        Self {
+            rtx,
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// redb's table `name`, opened once per snapshot (`None`: redb has no such table).
+    fn table<K: Key + 'static, V: Value + 'static>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<Arc<BaseTable<K, V>>>, TableError> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tables
+            .get(name)
+            .and_then(|t| t.downcast_ref::<Option<Arc<BaseTable<K, V>>>>())
+        {
+            return Ok(t.clone());
+        }
+        let opened = match self.rtx.open_table(RawDef::<K, V>::new(name)) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e),
+        };
+        // A name is opened with one pair of types; another pair (none here) goes uncached.
+        tables
+            .entry(name)
+            .or_insert_with(|| Box::new(opened.clone()));
+        Ok(opened)
     }
 }
 
@@ -328,7 +362,7 @@ impl ReadTransaction {
         &self,
         def: TableDefinition<K, V>,
     ) -> Result<ReadOnlyTable<K, V>, TableError> {
-        let base = open_base(&self.rtx, def.raw())?;
+        let base = self.base.table::<K, V>(def.name)?;
         if base.is_none()
             && self
                 .overlay
@@ -396,7 +430,7 @@ pub(super) enum TxKind {
     /// Writes go to the journal at commit; reads see them over the overlay over redb.
     Journaled {
         overlay: Overlay,
-        rtx: redb::ReadTransaction,
+        base: Arc<Snapshot>,
     },
     /// Straight into redb, for the store's opening transaction (migrations may move whole
     /// tables), while nothing is pending.
@@ -445,7 +479,7 @@ impl WriteTransaction {
 
     pub(in crate::store) fn list_tables(&self) -> Result<TableNames<'_>, StorageError> {
         Ok(match &self.kind {
-            TxKind::Journaled { rtx, .. } => Box::new(rtx.list_tables()?),
+            TxKind::Journaled { base, .. } => Box::new(base.rtx.list_tables()?),
             TxKind::Direct(wtx) => Box::new(wtx.list_tables()?),
             TxKind::Done => Box::new(std::iter::empty()),
         })
@@ -504,7 +538,7 @@ enum TableKind<'t, K: Key + 'static, V: Value + 'static> {
     Journaled {
         /// redb's table as of the transaction's start, once a read needed it (`None`: redb
         /// has no such table yet).
-        base: OnceCell<Option<BaseTable<K, V>>>,
+        base: OnceCell<Option<Arc<BaseTable<K, V>>>>,
     },
     Direct(redb::Table<'t, Raw<K>, Raw<V>>),
 }
@@ -525,19 +559,19 @@ impl<K: Key + 'static, V: Value + 'static> Table<'_, K, V> {
 
     /// redb's table under a journaled transaction, opened at the first call.
     fn base(&self) -> Result<Option<&BaseTable<K, V>>, StorageError> {
-        let (TableKind::Journaled { base }, TxKind::Journaled { rtx, .. }) =
+        let (TableKind::Journaled { base }, TxKind::Journaled { base: snapshot, .. }) =
             (&self.kind, &self.tx.kind)
         else {
             return Ok(None);
         };
         if let Some(b) = base.get() {
-            return Ok(b.as_ref());
+            return Ok(b.as_deref());
         }
-        let opened = open_base(rtx, RawDef::<K, V>::new(self.name)).map_err(|e| match e {
+        let opened = snapshot.table::<K, V>(self.name).map_err(|e| match e {
             TableError::Storage(e) => e,
             e => other(e),
         })?;
-        Ok(base.get_or_init(|| opened).as_ref())
+        Ok(base.get_or_init(|| opened).as_deref())
     }
 
     /// What is pending for this table under the transaction's own writes, in key order.

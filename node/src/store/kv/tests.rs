@@ -1243,3 +1243,58 @@ fn after_a_failed_sync_of_the_value_log_the_journal_is_not_failed_with_it() {
     assert!(e.contains("a sync of the store failed"), "{e}");
     assert!(e.contains("restart the node"), "{e}");
 }
+
+/// Reads share one snapshot of redb's file, with the tables opened in it, until redb commits
+/// again: an apply with the journal, any commit without. A read begun after that commit sees
+/// what it took into redb (the overlay no longer has it); a read begun before still sees
+/// what it saw.
+#[test]
+fn reads_share_redbs_snapshot_until_redb_commits_again() {
+    for journal in [true, false] {
+        let d = tempfile::tempdir().unwrap();
+        let db = open_in(
+            d.path(),
+            Policy {
+                journal,
+                ..policy()
+            },
+        );
+        put_num(&db, 1, b"one");
+        let first = db.begin_read().unwrap();
+        let again = db.begin_read().unwrap();
+        assert!(
+            Arc::ptr_eq(&first.base, &again.base),
+            "journal {journal}: two reads with no commit to redb between took two snapshots"
+        );
+        let (a, b) = (
+            first.open_table(NUMS).unwrap(),
+            again.open_table(NUMS).unwrap(),
+        );
+        match (&a.base, &b.base) {
+            (Some(a), Some(b)) => assert!(Arc::ptr_eq(a, b), "the table was opened twice"),
+            (None, None) => assert!(journal, "redb has the row committed straight into it"),
+            _ => {
+                panic!("journal {journal}: one snapshot, two answers to whether redb has the table")
+            }
+        }
+        if journal {
+            db.apply_now().unwrap();
+        }
+        put_num(&db, 2, b"two");
+        if journal {
+            db.apply_now().unwrap();
+            assert_eq!(db.pending_commits(), 0);
+        }
+        assert_eq!(
+            nums(&db),
+            [(1, "one".to_string()), (2, "two".to_string())],
+            "journal {journal}: a read after redb's commit did not see it"
+        );
+        assert!(!Arc::ptr_eq(&first.base, &db.begin_read().unwrap().base));
+        assert_eq!(
+            a.len().unwrap(),
+            1,
+            "journal {journal}: a read begun before the commits changed under it"
+        );
+    }
+}
