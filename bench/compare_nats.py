@@ -368,8 +368,8 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
                                                         "nats_client_tls": a.nats_client_tls,
                                                         "bluewire_store_sync": a.store_sync,
                                                         "bluewire_linger_us": a.linger_us,
-                                                        "bluewire_paced_publish": "stream" if a.paced_stream
-                                                        else "unary",
+                                                        "bluewire_paced_publish": None if a.floor
+                                                        else "stream" if a.paced_stream else "unary",
                                                         "bluewire_bench": ("floor --sign" if a.floor_sign else "floor")
                                                         if a.floor else "fanout"},
                           "pairs": pairs, "summary": summary}))

@@ -485,7 +485,8 @@ async fn run_worker(peer: Arc<PeerLink>, state: Arc<NodeState>) {
                         // fsynced on its own; after a crash the envelope is sent again and
                         // recorded again).
                         // Not waited for: the writer holds it up to 20 ms to commit it
-                        // with the next write, and logs a failure itself.
+                        // with the next write. If that commit fails (the writer logs it),
+                        // these entries are sent again after a restart, and deduplicated.
                         store.ack_outbox_detached(&peer.org, seqs, events);
                         // A later half that went through while the head of the outbox is
                         // stuck is progress, not health: the backoff keeps growing.

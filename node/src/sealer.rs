@@ -264,12 +264,18 @@ mod tests {
             "the count is not of the signatures made"
         );
         // A lone seal is an ordinary single signature.
+        let made = sealer.signatures();
         let lone = sealer
             .seal(contents[0].clone(), String::new())
             .await
             .unwrap()
             .0;
         assert!(lone.batch.is_none());
+        assert_eq!(
+            sealer.signatures(),
+            made + 1,
+            "a lone seal is one signature"
+        );
         envelope::open(&lone, lookup, crate::clock::now_ms()).unwrap();
     }
 
@@ -305,6 +311,11 @@ mod tests {
             by_signature.entry(env.signature).or_default().push(who);
         }
         assert!(by_signature.len() < 120, "nothing was batched");
+        assert_eq!(
+            sealer.signatures(),
+            by_signature.len() as u64,
+            "signatures are counted per audience's batch"
+        );
         for (_, whos) in by_signature {
             assert!(
                 whos.iter().all(|w| *w == whos[0]),

@@ -219,8 +219,8 @@ struct NodeCounts {
     commits: u64,
     /// Of `commits`, those an insert's caller made itself, without the store's writer thread.
     commits_by_caller: u64,
-    /// Batch signatures made for the node's own publishes.
-    signatures: u64,
+    /// Batch signatures made for the node's own publishes (`None`: a build without the metric).
+    signatures: Option<u64>,
     /// Messages in the store (its head seq).
     stored: u64,
     stages: HashMap<String, (f64, u64)>,
@@ -245,7 +245,7 @@ impl NodeCounts {
         let commits = counter(STORE_COMMITS)
             .ok_or_else(|| anyhow::anyhow!("{org} reports no store commit count"))?;
         let commits_by_caller = counter(STORE_COMMITS_BY_CALLER).unwrap_or(0);
-        let signatures = counter(SIGNATURES_MADE).unwrap_or(0);
+        let signatures = counter(SIGNATURES_MADE);
         let stored = text
             .lines()
             .find_map(|l| l.strip_prefix("bluewire_store_head_seq "))
@@ -643,6 +643,18 @@ struct PathCounts {
     receiver_stages: Vec<(String, f64, u64)>,
 }
 
+/// The origin's messages stored per signature it made between `before` and `after` (its own
+/// publishes: each stored once, under one batch signature); NaN when there is nothing to
+/// divide or the build does not count signatures.
+fn per_signature(after: &NodeCounts, before: &NodeCounts) -> f64 {
+    match (after.signatures, before.signatures) {
+        (Some(a), Some(b)) if a > b => {
+            after.stored.saturating_sub(before.stored) as f64 / (a - b) as f64
+        }
+        _ => f64::NAN,
+    }
+}
+
 impl PathCounts {
     /// Between two snapshots of every node's counts (origin first), over `n` messages.
     fn between(before: &[NodeCounts], after: &[NodeCounts], n: usize) -> Self {
@@ -691,9 +703,7 @@ impl PathCounts {
             receiver_commits: per_msg.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_by_caller: by_caller.first().copied().unwrap_or(f64::NAN),
             origin_per_signature: match (after.first(), before.first()) {
-                (Some(a), Some(b)) => {
-                    n as f64 / a.signatures.saturating_sub(b.signatures).max(1) as f64
-                }
+                (Some(a), Some(b)) => per_signature(a, b),
                 _ => f64::NAN,
             },
             receiver_by_caller: by_caller.iter().skip(1).sum::<f64>() / receivers as f64,

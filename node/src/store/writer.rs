@@ -452,6 +452,16 @@ impl Writer {
         Route::Lead
     }
 
+    /// Hold `op` back with the lazy acks, whatever their number (see
+    /// [`Store::ack_outbox_detached`]).
+    fn hold(&self, op: Op) {
+        let mut held = lock(&self.held);
+        if held.ops.is_empty() {
+            held.since = std::time::Instant::now();
+        }
+        held.ops.push(op);
+    }
+
     /// The leader's commit: after the commit in progress if there is one (a commit never
     /// syncs here, so that wait is short), of whatever waits then ([`Writer::commit_all`]).
     /// After the writer has closed, the group is refused; if an I/O error has closed the file
@@ -698,9 +708,11 @@ impl Store {
 
     /// [`Store::ack_outbox_later`] for a caller that does not wait for the answer: nothing is
     /// spawned to wait on it, and while other lazy acks are held back, nothing is woken. The
-    /// ack is held or queued for the writer before this returns, so [`Store::close`] commits
-    /// it. A failure is logged by the writer (the entries stay queued and are sent again;
-    /// receivers deduplicate).
+    /// ack is held or queued for the writer before this returns (held, whatever their number,
+    /// while the writer's queue is full: its next commit takes them), so [`Store::close`]
+    /// commits it. No runtime is needed. A failed commit is logged by the writer; the entries
+    /// stay queued and are sent again (receivers deduplicate), as after an ack that a crash
+    /// lost. An ack made once the store has closed is dropped the same way.
     pub fn ack_outbox_detached(&self, peer: &str, seqs: Vec<u64>, audit: Vec<AuditEvent>) {
         if (seqs.is_empty() && audit.is_empty()) || self.inner.closed.load(Ordering::Acquire) {
             return;
@@ -719,13 +731,9 @@ impl Store {
             Route::Joined => {}
             Route::Queue(op) => match queue.try_send(op) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                // The writer's queue is full: a task waits for room.
-                Err(mpsc::error::TrySendError::Full(op)) => {
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        let _ = queue.send(op).await;
-                    });
-                }
+                // The writer is busy with a full queue: the ack waits with those held back,
+                // which its next commit takes.
+                Err(mpsc::error::TrySendError::Full(op)) => writer.hold(op),
             },
             // Only an insert leads (`Writer::route`); were an ack to, it would commit here.
             Route::Lead => drop(Leading { writer, queue }),

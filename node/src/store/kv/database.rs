@@ -618,8 +618,11 @@ impl Database {
 
     /// A read: the overlay, then redb.
     pub(in crate::store) fn begin_read(&self) -> Result<ReadTransaction, StorageError> {
-        // Both under the lock: the applier drops runs under it only after redb has them, so
-        // redb holds nothing newer than the overlay copy (a run may be in both, the same).
+        // Both under the lock: the applier drops runs under it only after redb has them, and
+        // drops the shared snapshot of redb in the same step, so a snapshot taken before
+        // redb had them never meets an overlay without them, and redb holds nothing newer
+        // than the overlay copy (a run may be in both, the same). A direct commit drops the
+        // snapshot after redb's commit and before its caller is answered (`wrote_base`).
         let mut st = lock(&self.inner.state);
         let overlay = st.overlay.clone();
         let base = match &st.snapshot {
@@ -825,7 +828,7 @@ impl Drop for Inner {
         if let Err(e) = applied {
             tracing::error!(error = %e, "applying the journal at close failed (it is replayed at the next start)");
         }
-        // redb's last commit, at its close, then has no read of ours still open.
+        // redb's last commit, at its close, then has no read held by the database still open.
         lock(&self.state).snapshot = None;
         if self.policy.always {
             return;
