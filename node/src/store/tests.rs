@@ -2522,6 +2522,57 @@ async fn detached_acks_are_held_or_queued_at_once_and_committed_by_the_next_comm
     );
 }
 
+/// While the writer's queue is full, a detached ack waits with the held ones (it neither
+/// waits for room nor is dropped), and the writer's next commit takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_ack_meeting_a_full_queue_is_held_for_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_synced_only_at_close(&dir.path().join("s"));
+    store.insert(msg("a", &["p"])).await.unwrap();
+    let writer = store.inner.writer.clone();
+    // The writer thread stalls at its next commit, and its queue fills up behind it.
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn({
+        let writer = writer.clone();
+        move || {
+            let _one = lock(&writer.committing);
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        }
+    });
+    held.recv().unwrap();
+    loop {
+        let (reply, _) = oneshot::channel();
+        let filler = Op::Ack {
+            peer: "q".into(),
+            seqs: Vec::new(),
+            audit: Vec::new(),
+            lazy: false,
+            reply,
+        };
+        if store.inner.tx.try_send(filler).is_err() {
+            break;
+        }
+    }
+    store.ack_outbox_detached("p", vec![1], Vec::new());
+    assert_eq!(
+        lock(&writer.held).ops.len(),
+        1,
+        "the ack did not wait with the held ones"
+    );
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let started = std::time::Instant::now();
+    while store.outbox_depth("p").unwrap() != 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the held ack was never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// A group gathering when the store closes is committed by the close, which promises to
 /// commit what came before it: its inserts are answered, and readable after the close.
 #[tokio::test]
