@@ -143,8 +143,9 @@ impl Op {
     /// Whether the writer may hold this op back (up to [`LAZY_HOLD`]) so it rides along with
     /// the next commit instead of costing one of its own: outbox acks sent with
     /// [`Store::ack_outbox_detached`] (the delivery worker's, which it does not wait for: it
-    /// keeps an in-memory "sent up to" cursor) or [`Store::ack_outbox_later`]. At a low message rate each delivered batch to each peer
-    /// would otherwise be a write transaction of its own.
+    /// keeps an in-memory "sent up to" cursor) or [`Store::ack_outbox_later`]. At a low
+    /// message rate each delivered batch to each peer would otherwise be a write transaction
+    /// of its own.
     fn lazy(&self) -> bool {
         matches!(self, Op::Ack { lazy: true, .. })
     }
