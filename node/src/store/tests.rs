@@ -2421,6 +2421,57 @@ async fn under_always_inserts_go_to_the_writer_thread() {
     assert_eq!(store.commits_by_caller(), expected);
 }
 
+/// Lazy acks join those held back only while the group stays under `MAX_GROUP` and the
+/// oldest held has waited less than `LAZY_HOLD`; with none held, there is no wait to run out.
+#[test]
+fn lazy_acks_join_those_held_under_the_group_bound_and_within_the_hold() {
+    use super::writer::Held;
+    let ack = || {
+        let (reply, _) = oneshot::channel();
+        Op::Ack {
+            peer: "p".into(),
+            seqs: vec![1],
+            audit: Vec::new(),
+            lazy: true,
+            reply,
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let empty = Held {
+        ops: Vec::new(),
+        since: t0,
+    };
+    assert!(
+        empty.has_room(1, t0 + LAZY_HOLD * 10),
+        "none held: no hold to run out"
+    );
+    assert!(empty.has_room(MAX_GROUP - 1, t0));
+    assert!(
+        !empty.has_room(MAX_GROUP, t0),
+        "a group of MAX_GROUP is full"
+    );
+    let one = Held {
+        ops: vec![ack()],
+        since: t0,
+    };
+    assert!(one.has_room(MAX_GROUP - 2, t0));
+    assert!(!one.has_room(MAX_GROUP - 1, t0));
+    let almost = t0 + LAZY_HOLD - std::time::Duration::from_nanos(1);
+    assert!(one.has_room(0, almost));
+    assert!(
+        !one.has_room(0, t0 + LAZY_HOLD),
+        "held for LAZY_HOLD: due now"
+    );
+    let full = Held {
+        ops: (0..MAX_GROUP).map(|_| ack()).collect(),
+        since: t0,
+    };
+    assert!(
+        !full.has_room(0, t0),
+        "a full group takes no more, however fresh"
+    );
+}
+
 /// An ack of `seq` for peer "p" held back for longer than any test, as the writer thread
 /// holds a lazy ack (its own wait is not involved): the receiver gets its answer.
 fn hold_an_ack(writer: &Writer, seq: u64) -> oneshot::Receiver<Result<()>> {

@@ -273,10 +273,11 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// Whether `n` more ops may join those held: the group stays under [`MAX_GROUP`], and
-    /// what is held has not waited [`LAZY_HOLD`] yet.
-    fn has_room(&self, n: usize) -> bool {
-        self.ops.len() + n < MAX_GROUP && (self.ops.is_empty() || self.since.elapsed() < LAZY_HOLD)
+    /// Whether `n` more ops may join those held at `now`: the group stays under
+    /// [`MAX_GROUP`], and what is held has not waited [`LAZY_HOLD`] yet.
+    pub(super) fn has_room(&self, n: usize, now: std::time::Instant) -> bool {
+        self.ops.len() + n < MAX_GROUP
+            && (self.ops.is_empty() || now.saturating_duration_since(self.since) < LAZY_HOLD)
     }
 }
 
@@ -372,7 +373,7 @@ impl Writer {
             }
             if clock.is_some() && group.iter().all(Op::lazy) {
                 let mut held = lock(&self.held);
-                if held.has_room(group.len()) {
+                if held.has_room(group.len(), std::time::Instant::now()) {
                     if held.ops.is_empty() {
                         held.since = std::time::Instant::now();
                     }
@@ -428,7 +429,7 @@ impl Writer {
     fn route(&self, op: Op, queue_empty: bool) -> Route {
         if op.lazy() {
             let mut held = lock(&self.held);
-            if !held.ops.is_empty() && held.has_room(0) {
+            if !held.ops.is_empty() && held.has_room(0, std::time::Instant::now()) {
                 held.ops.push(op);
                 return Route::Joined;
             }
@@ -728,7 +729,8 @@ impl Store {
             reply,
         };
         let (queue, writer) = (&self.inner.tx, &*self.inner.writer);
-        match writer.route(op, queue.capacity() == queue.max_capacity()) {
+        // Whether the queue is empty matters only to an insert's route.
+        match writer.route(op, false) {
             Route::Joined => {}
             Route::Queue(op) => match queue.try_send(op) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
