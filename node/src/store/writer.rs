@@ -140,6 +140,17 @@ impl Op {
         !matches!(self, Op::Ack { .. } | Op::AppendAudit { .. })
     }
 
+    /// An outbox ack of `seqs` for `peer`, its audit records clipped.
+    fn ack(peer: &str, seqs: Vec<u64>, audit: Vec<AuditEvent>, lazy: bool, reply: Reply<()>) -> Op {
+        Op::Ack {
+            peer: peer.to_owned(),
+            seqs,
+            audit: audit.into_iter().map(AuditEvent::clip).collect(),
+            lazy,
+            reply,
+        }
+    }
+
     /// Whether the writer may hold this op back (up to [`LAZY_HOLD`]) so it rides along with
     /// the next commit instead of costing one of its own: outbox acks sent with
     /// [`Store::ack_outbox_detached`] (the delivery worker's, which it does not wait for: it
@@ -279,6 +290,14 @@ impl Held {
         self.ops.len() + n < MAX_GROUP
             && (self.ops.is_empty() || now.saturating_duration_since(self.since) < LAZY_HOLD)
     }
+
+    /// Hold `ops` back too; the hold starts with the first op held.
+    fn add(&mut self, ops: impl IntoIterator<Item = Op>) {
+        if self.ops.is_empty() {
+            self.since = std::time::Instant::now();
+        }
+        self.ops.extend(ops);
+    }
 }
 
 /// Why applying a group did not reach commit.
@@ -374,10 +393,7 @@ impl Writer {
             if clock.is_some() && group.iter().all(Op::lazy) {
                 let mut held = lock(&self.held);
                 if held.has_room(group.len(), std::time::Instant::now()) {
-                    if held.ops.is_empty() {
-                        held.since = std::time::Instant::now();
-                    }
-                    held.ops.append(&mut group);
+                    held.add(group.drain(..));
                     drop(held);
                     self.busy.store(false, Ordering::Release);
                     continue;
@@ -457,11 +473,7 @@ impl Writer {
     /// Hold `op` back with the lazy acks, whatever their number (see
     /// [`Store::ack_outbox_detached`]).
     fn hold(&self, op: Op) {
-        let mut held = lock(&self.held);
-        if held.ops.is_empty() {
-            held.since = std::time::Instant::now();
-        }
-        held.ops.push(op);
+        lock(&self.held).add([op]);
     }
 
     /// The leader's commit: after the commit in progress if there is one (a commit never
@@ -720,14 +732,7 @@ impl Store {
             return;
         }
         // The answer goes nowhere.
-        let (reply, _) = oneshot::channel();
-        let op = Op::Ack {
-            peer: peer.to_owned(),
-            seqs,
-            audit: audit.into_iter().map(AuditEvent::clip).collect(),
-            lazy: true,
-            reply,
-        };
+        let op = Op::ack(peer, seqs, audit, true, oneshot::channel().0);
         let (queue, writer) = (&self.inner.tx, &*self.inner.writer);
         // Whether the queue is empty matters only to an insert's route.
         match writer.route(op, false) {
@@ -753,16 +758,8 @@ impl Store {
         if seqs.is_empty() && audit.is_empty() {
             return Ok(());
         }
-        let peer = peer.to_owned();
-        let audit = audit.into_iter().map(AuditEvent::clip).collect();
-        self.call(|reply| Op::Ack {
-            peer,
-            seqs,
-            audit,
-            lazy,
-            reply,
-        })
-        .await
+        self.call(|reply| Op::ack(peer, seqs, audit, lazy, reply))
+            .await
     }
 
     /// Remove every queued entry for peer (returns how many were dropped).
