@@ -58,7 +58,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "always",
                  linger_us: Optional[int] = None, floor: bool = False, sign: bool = False,
-                 paced_stream: bool = False) -> tuple:
+                 paced_stream: bool = False, client_threads: Optional[int] = None) -> tuple:
     """One `bluewire bench fanout` run (`bench floor` with `floor`: the transport alone, and
     with `sign` the signatures too);
     its progress goes to our stderr as it comes.
@@ -76,6 +76,10 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
         cmd += ["--linger-us", str(linger_us)]
     if paced_stream and not floor:
         cmd += ["--paced-stream"]
+    if client_threads is not None:
+        # Builds from before `--client-threads` refuse it (they ran their clients on one
+        # thread per core): given only when asked for.
+        cmd += ["--client-threads", str(client_threads)]
     for r in rates:
         cmd += ["--rate", str(r)]
     # The federation goes in a directory of ours, removed even when the bench is stopped
@@ -108,9 +112,11 @@ def run_bluewire(binary: Path, w: Workload, rates: tuple, store_sync: str = "alw
 
 
 def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linger_us: Optional[int] = None,
-                    floor: bool = False, sign: bool = False, paced_stream: bool = False) -> dict:
+                    floor: bool = False, sign: bool = False, paced_stream: bool = False,
+                    client_threads: Optional[int] = None) -> dict:
     """Bluewire's figures for workload `w`, in the shape nats_fanout.run returns."""
-    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor, sign, paced_stream)
+    result, err, status = run_bluewire(binary, w, w.rates, store_sync, linger_us, floor, sign, paced_stream,
+                                       client_threads)
     if status != 0 and result is not None:
         print(f"  (bluewire exited with status {status} after printing its figures)", file=sys.stderr)
     if result is not None and "paced" in result:
@@ -125,7 +131,8 @@ def bluewire_fanout(binary: Path, w: Workload, store_sync: str = "always", linge
         print("  (this build takes one --rate: one bluewire run per rate)", file=sys.stderr)
         runs = [(result, status)] if result is not None else []
         for r in w.rates[len(runs):]:
-            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor, sign, paced_stream)
+            one, err, status = run_bluewire(binary, w, (r,), store_sync, linger_us, floor, sign, paced_stream,
+                                            client_threads)
             if one is None:
                 raise RuntimeError(f"{binary} bench fanout --rate {r} failed (exit status {status}):\n{err[-3000:]}")
             if status != 0:
@@ -168,7 +175,7 @@ def ratios(bw: dict, nats: dict) -> dict:
         "throughput_server_cpu": ratio(bw["throughput"].get("server_cpu_us_per_msg"),
                                        nats["throughput"].get("server_cpu_us_per_msg")),
         "paced": [{"rate": p["rate"], **{k: ratio(p.get(k), by_rate[p["rate"]].get(k))
-                                         for k in ("p50", "p99", "server_cpu_us_per_msg")}}
+                                         for k in ("p50", "p99", "server_cpu_us_per_msg", "client_cpu_us_per_msg")}}
                   for p in bw["paced"] if p["rate"] in by_rate],
     }
 
@@ -197,7 +204,8 @@ def summarise(pairs: list, w: Workload) -> dict:
         "paced": [{"rate": r,
                    **{f"{side}_{key}": span(paced(side, r, key))
                       for side in ("bluewire", "nats")
-                      for key in ("p50", "p99", "publish_ack_p99", "server_cpu_us_per_msg")},
+                      for key in ("p50", "p99", "publish_ack_p99", "server_cpu_us_per_msg",
+                                  "client_cpu_us_per_msg")},
                    "p50_ratio": span(paced_ratio(r, "p50")), "p99_ratio": span(paced_ratio(r, "p99"))}
                   for r in w.rates],
     }
@@ -266,7 +274,8 @@ def print_pair(pair: dict) -> None:
         rows = [("achieved rate, msg/s", "achieved_rate", 0), ("end-to-end p50, ms", "p50", 2),
                 ("end-to-end p99, ms", "p99", 2), ("end-to-end max, ms", "max", 2),
                 ("publish ack p99, ms", "publish_ack_p99", 2),
-                ("servers' CPU per message, µs", "server_cpu_us_per_msg", 0)]
+                ("servers' CPU per message, µs", "server_cpu_us_per_msg", 0),
+                ("clients' CPU per message, µs", "client_cpu_us_per_msg", 0)]
         for label, key, digits in rows:
             name = f"{p['rate']} msg/s {label}" if key == "achieved_rate" else f"  {label}"
             print(f"  {name:34}{fmt(p.get(key), digits):>12}{fmt(n.get(key), digits):>16}{fmt(r.get(key)):>15}")
@@ -285,7 +294,9 @@ def print_summary(s: dict) -> None:
               f"ratio {fmt_span(p['p50_ratio'])}; p99 Bluewire {fmt_span(p['bluewire_p99'])} ms, "
               f"NATS {fmt_span(p['nats_p99'])} ms, ratio {fmt_span(p['p99_ratio'])}; servers' CPU per message "
               f"Bluewire {fmt_span(p['bluewire_server_cpu_us_per_msg'], 0)} µs, "
-              f"NATS {fmt_span(p['nats_server_cpu_us_per_msg'], 0)} µs")
+              f"NATS {fmt_span(p['nats_server_cpu_us_per_msg'], 0)} µs; clients' "
+              f"Bluewire {fmt_span(p['bluewire_client_cpu_us_per_msg'], 0)} µs, "
+              f"NATS {fmt_span(p['nats_client_cpu_us_per_msg'], 0)} µs")
     t = s["targets_met_in_pairs"]
     n = s["pairs"]
     label = "issue #12 targets" if s["receivers"] == nats_fanout.ISSUE_RECEIVERS else \
@@ -319,6 +330,9 @@ def main() -> None:
                    help="Bluewire's paced phases publish on one PublishStream call, each message at its time, "
                         "as the NATS publisher sends its publishes on its one connection (default: one unary "
                         "Publish call per message, an HTTP/2 request each)")
+    p.add_argument("--client-threads", type=int, default=None,
+                   help="threads of Bluewire's bench process, which runs its publisher and subscribers "
+                        "(default: the bench's own, 1, as each NATS client is one asyncio process; 0: one per core)")
     a = p.parse_args()
     a.floor = a.floor or a.floor_sign
     w = nats_fanout.workload_from(a)
@@ -353,7 +367,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
             print(f"pair {i}/{a.pairs}: {side}…", file=sys.stderr)
             if side == "bluewire":
                 figures[side] = bluewire_fanout(a.bluewire, w, a.store_sync, a.linger_us, a.floor, a.floor_sign,
-                                                a.paced_stream)
+                                                a.paced_stream, a.client_threads)
             else:
                 figures[side] = asyncio.run(nats_fanout.run(w, a.nats_client_tls))
         pair = {"pair": i, "order": order, **figures, "ratios": ratios(figures["bluewire"], figures["nats"])}

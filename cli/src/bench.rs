@@ -72,6 +72,24 @@ pub struct Workload {
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Threads of the benchmark's own process, which runs the publisher and the subscribers
+    /// (the clients, not the nodes): 1 runs them on one thread, as a single asyncio process
+    /// runs each NATS client of `bench/compare-nats`; 0 is one per core.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+}
+
+impl BenchCommand {
+    /// The threads the benchmark's own process should run on (`--client-threads`), for the
+    /// benchmarks whose process is only the clients; `None`: the default runtime (a node of
+    /// `bench floor`, and the benchmarks that also work in their own process).
+    pub fn client_threads(&self) -> Option<usize> {
+        match self {
+            BenchCommand::Fanout(a) => Some(a.workload.client_threads),
+            BenchCommand::Floor(a) => Some(a.workload.client_threads),
+            _ => None,
+        }
+    }
 }
 
 /// `messages` publishes on one publish stream, which `open` opens with the requests' stream,
@@ -341,6 +359,12 @@ fn cpu_seconds(fed: &LocalFederation) -> Vec<f64> {
         .iter()
         .map(|o| o.pid().map_or(0.0, process_cpu_seconds))
         .collect()
+}
+
+/// CPU time (user + system) this process (the benchmark's clients) has used so far, in
+/// seconds.
+fn own_cpu_seconds() -> f64 {
+    process_cpu_seconds(std::process::id())
 }
 
 /// CPU time (user + system) process `pid` has used so far, in seconds (0 if it is gone).

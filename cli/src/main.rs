@@ -168,16 +168,30 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// The async runtime of a command: one thread when `threads` is `Some(1)`, that many when
+/// more, one per core otherwise.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = threads.filter(|n| *n > 1) {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
     if let Command::Node(cmd) = cli.command {
         return bluewire_node::daemon::execute(cmd);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Bench(b) => b.client_threads(),
+        _ => None,
+    };
+    let rt = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -230,4 +244,20 @@ fn main() -> ExitCode {
 
 fn unreachable_node() -> anyhow::Result<()> {
     anyhow::bail!("node commands are handled before the runtime starts")
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn a_benchmark_asked_for_one_client_thread_runs_on_one() {
+        let flavor = |t| super::runtime(t).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(Some(1)), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(Some(0)), RuntimeFlavor::MultiThread);
+        assert_eq!(flavor(Some(3)), RuntimeFlavor::MultiThread);
+        assert_eq!(flavor(None), RuntimeFlavor::MultiThread);
+        let rt = super::runtime(Some(3)).unwrap();
+        assert_eq!(rt.metrics().num_workers(), 3);
+    }
 }

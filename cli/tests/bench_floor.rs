@@ -51,4 +51,13 @@ fn the_signed_floor_delivers_every_message_everywhere() {
         "{result}"
     );
     assert_eq!(result["paced"][0]["samples"], 100, "{result}");
+    // The clients' own CPU is reported beside the nodes', as NATS's side reports its clients'.
+    for phase in [&result["throughput"], &result["paced"][0]] {
+        assert!(
+            phase["client_cpu_us_per_msg"]
+                .as_f64()
+                .is_some_and(|c| c >= 0.0),
+            "{result}"
+        );
+    }
 }

@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 
 use super::{
     Arrivals, RECEIVERS, Workload, arrival_latencies, bench_orgs, free_text, note_arrival,
-    paced_results, percentile, process_cpu_seconds, publish_stream, unlimited_client,
-    wait_for_arrivals, work_dir,
+    own_cpu_seconds, paced_results, percentile, process_cpu_seconds, publish_stream,
+    unlimited_client, wait_for_arrivals, work_dir,
 };
 use crate::Output;
 use crate::local::LocalFederation;
@@ -423,6 +423,7 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         a.workload.messages, a.workload.concurrency
     );
     let counts_before = counts(&fed).await?;
+    let client_before = own_cpu_seconds();
     let start = Instant::now();
     let ids = if a.unary_publish {
         publish_unary(
@@ -441,6 +442,7 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
     let throughput = done as f64 / elapsed.as_secs_f64();
     let counts_after = counts(&fed).await?;
+    let client_cpu_s = own_cpu_seconds() - client_before;
     // CPU per delivered message, all node processes together (the clients not included).
     let cpu_s: f64 = counts_after
         .iter()
@@ -448,7 +450,7 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
         .map(|(a, b)| a.cpu_s - b.cpu_s)
         .sum();
     let cpu_us_per_msg = cpu_s * 1e6 / done.max(1) as f64;
-    let throughput_path = PathCounts::between(&counts_before, &counts_after, done);
+    let throughput_path = PathCounts::between(&counts_before, &counts_after, client_cpu_s, done);
 
     // Phase 2: latency at each paced rate.
     let mut paced = Vec::with_capacity(a.workload.rates.len());
@@ -639,6 +641,8 @@ struct PathCounts {
     /// CPU (user + system) per message, µs, at the origin and at each receiver (mean).
     origin_cpu_us: f64,
     receiver_cpu_us: f64,
+    /// CPU per message of the benchmark's own process: the publisher and the subscribers.
+    client_cpu_us: f64,
     origin_stages: Vec<(String, f64, u64)>,
     receiver_stages: Vec<(String, f64, u64)>,
 }
@@ -656,8 +660,9 @@ fn per_signature(after: &NodeCounts, before: &NodeCounts) -> f64 {
 }
 
 impl PathCounts {
-    /// Between two snapshots of every node's counts (origin first), over `n` messages.
-    fn between(before: &[NodeCounts], after: &[NodeCounts], n: usize) -> Self {
+    /// Between two snapshots of every node's counts (origin first), over `n` messages;
+    /// `client_cpu_s`: what the benchmark's own process spent meanwhile.
+    fn between(before: &[NodeCounts], after: &[NodeCounts], client_cpu_s: f64, n: usize) -> Self {
         let receivers = after.len().saturating_sub(1).max(1);
         let per_msg: Vec<f64> = after
             .iter()
@@ -711,6 +716,7 @@ impl PathCounts {
             receiver_switches: switches.iter().skip(1).sum::<f64>() / receivers as f64,
             origin_cpu_us: cpu.first().copied().unwrap_or(f64::NAN),
             receiver_cpu_us: cpu.iter().skip(1).sum::<f64>() / receivers as f64,
+            client_cpu_us: client_cpu_s.max(0.0) * 1e6 / n.max(1) as f64,
             origin_stages,
             receiver_stages,
         }
@@ -727,6 +733,7 @@ impl PathCounts {
         into["context_switches_per_msg_receiver"] = self.receiver_switches.into();
         into["node_cpu_us_per_msg_origin"] = self.origin_cpu_us.round().into();
         into["node_cpu_us_per_msg_receiver"] = self.receiver_cpu_us.round().into();
+        into["client_cpu_us_per_msg"] = self.client_cpu_us.round().into();
         into["stages_ms"] = serde_json::json!({"origin": stages_json(&self.origin_stages),
                                                "receivers_mean": stages_json(&self.receiver_stages)});
     }
@@ -734,7 +741,7 @@ impl PathCounts {
     /// `store write transactions per message: …` and where the time went, for the text report.
     fn lines(&self) -> String {
         format!(
-            "store write transactions per message: origin {:.2}, receivers {:.2} (committed by the caller, without the writer thread: {:.0} %, {:.0} %); messages per signature: {:.2}; context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
+            "store write transactions per message: origin {:.2}, receivers {:.2} (committed by the caller, without the writer thread: {:.0} %, {:.0} %); messages per signature: {:.2}; context switches per message: origin {:.1}, receivers {:.1}; CPU per message: origin {:.0} µs, each receiver {:.0} µs, the clients (this process) {:.0} µs\n  where the time went (mean per event): origin: {}; receivers: {}",
             self.origin_commits,
             self.receiver_commits,
             self.origin_by_caller * 100.0,
@@ -744,6 +751,7 @@ impl PathCounts {
             self.receiver_switches,
             self.origin_cpu_us,
             self.receiver_cpu_us,
+            self.client_cpu_us,
             stages_line(&self.origin_stages),
             stages_line(&self.receiver_stages)
         )
@@ -806,6 +814,7 @@ async fn paced_phase(
     let n = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let before = counts(fed).await?;
+    let client_before = own_cpu_seconds();
     let start2 = Instant::now();
     let mut sent: Vec<Instant> = Vec::with_capacity(n);
     let ids2 = Arc::new(Mutex::new(vec![String::new(); n]));
@@ -879,6 +888,7 @@ async fn paced_phase(
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     // Write transactions per message: origin, then the receivers' mean.
     let after = counts(fed).await?;
+    let client_cpu_s = own_cpu_seconds() - client_before;
     Ok(Paced {
         rate,
         achieved_rate,
@@ -888,7 +898,7 @@ async fn paced_phase(
         max: lat.last().copied().unwrap_or(f64::NAN),
         ack_p50: percentile(&ack_lat, 0.50),
         ack_p99: percentile(&ack_lat, 0.99),
-        path: PathCounts::between(&before, &after, n),
+        path: PathCounts::between(&before, &after, client_cpu_s, n),
     })
 }
 

@@ -32,8 +32,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Arrivals, RECEIVERS, arrival_latencies, note_arrival, percentile, process_cpu_seconds,
-    publish_stream, wait_for_arrivals,
+    Arrivals, RECEIVERS, arrival_latencies, note_arrival, own_cpu_seconds, percentile,
+    process_cpu_seconds, publish_stream, wait_for_arrivals,
 };
 use crate::Output;
 use crate::local::LocalFederation;
@@ -561,6 +561,7 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
         a.messages, a.concurrency
     );
     let cpu_before = procs.cpu_seconds();
+    let client_before = own_cpu_seconds();
     let start = Instant::now();
     let ids = publish_stream(
         |rx| open_publish(publisher.clone(), rx),
@@ -572,11 +573,13 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
     let done = wait_for_arrivals(&arrivals, &ids, receivers, Duration::from_secs(120)).await;
     let elapsed = start.elapsed();
     let cpu_after = procs.cpu_seconds();
+    let client_cpu_s = own_cpu_seconds() - client_before;
     let cpu_s: f64 = cpu_after.iter().zip(&cpu_before).map(|(a, b)| a - b).sum();
     let throughput = serde_json::json!({
         "delivered_everywhere": done, "elapsed_s": elapsed.as_secs_f64(),
         "msg_per_s": (done as f64 / elapsed.as_secs_f64()).round(),
         "node_cpu_s": cpu_s, "node_cpu_us_per_msg": (cpu_s * 1e6 / done.max(1) as f64).round(),
+        "client_cpu_us_per_msg": (client_cpu_s * 1e6 / done.max(1) as f64).round(),
     });
 
     let mut paced = Vec::new();
@@ -665,6 +668,7 @@ async fn paced_phase(
     let results = open_publish(publisher.clone(), UnboundedReceiverStream::new(rx)).await?;
     let reader = tokio::spawn(super::paced_results(results, n));
     let cpu_before = procs.cpu_seconds();
+    let client_before = own_cpu_seconds();
     let start = Instant::now();
     let mut sent = Vec::with_capacity(n);
     for i in 0..n {
@@ -687,6 +691,7 @@ async fn paced_phase(
     }
     wait_for_arrivals(arrivals, &ids, receivers, Duration::from_secs(60)).await;
     let cpu_after = procs.cpu_seconds();
+    let client_cpu_s = own_cpu_seconds() - client_before;
     let lat = arrival_latencies(arrivals, &sent, &ids);
     ack.sort_by(|a, b| a.total_cmp(b));
     let (origin_cpu, receiver_cpu) = cpu_per_message(&cpu_before, &cpu_after, n);
@@ -695,6 +700,7 @@ async fn paced_phase(
         "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(f64::NAN),
         "publish_ack_p50": percentile(&ack, 0.5), "publish_ack_p99": percentile(&ack, 0.99),
         "node_cpu_us_per_msg_origin": origin_cpu.round(), "node_cpu_us_per_msg_receiver": receiver_cpu.round(),
+        "client_cpu_us_per_msg": (client_cpu_s * 1e6 / n.max(1) as f64).round(),
     }))
 }
 
