@@ -74,9 +74,9 @@ pub struct Workload {
     pub dir: Option<std::path::PathBuf>,
     /// Threads of the benchmark's own process, which runs the publisher and the subscribers
     /// (the clients, not the nodes): 1 runs them on one thread, as a single asyncio process
-    /// runs each NATS client of `bench/compare-nats`; 0 is one per core.
-    #[arg(long, default_value_t = 1)]
-    pub client_threads: usize,
+    /// runs each NATS client of `bench/compare-nats`; 0 is one per core (at most 256).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub client_threads: u16,
 }
 
 impl BenchCommand {
@@ -85,8 +85,8 @@ impl BenchCommand {
     /// `bench floor`, and the benchmarks that also work in their own process).
     pub fn client_threads(&self) -> Option<usize> {
         match self {
-            BenchCommand::Fanout(a) => Some(a.workload.client_threads),
-            BenchCommand::Floor(a) => Some(a.workload.client_threads),
+            BenchCommand::Fanout(a) => Some(usize::from(a.workload.client_threads)),
+            BenchCommand::Floor(a) => Some(usize::from(a.workload.client_threads)),
             _ => None,
         }
     }
