@@ -441,8 +441,9 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
     let done = wait_for_arrivals(&arrivals, &ids, receivers, Duration::from_secs(120)).await;
     let elapsed = start.elapsed();
     let throughput = done as f64 / elapsed.as_secs_f64();
-    let counts_after = counts(&fed).await?;
+    // The clients' CPU is read before the nodes' metrics are fetched (which it would count).
     let client_cpu_s = own_cpu_seconds() - client_before;
+    let counts_after = counts(&fed).await?;
     // CPU per delivered message, all node processes together (the clients not included).
     let cpu_s: f64 = counts_after
         .iter()
@@ -887,8 +888,8 @@ async fn paced_phase(
     let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     // Write transactions per message: origin, then the receivers' mean.
-    let after = counts(fed).await?;
     let client_cpu_s = own_cpu_seconds() - client_before;
+    let after = counts(fed).await?;
     Ok(Paced {
         rate,
         achieved_rate,
