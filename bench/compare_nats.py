@@ -267,6 +267,9 @@ def print_pair(pair: dict) -> None:
     label = "  servers' CPU per message, µs"
     print(f"  {label:34}{fmt(bw['throughput'].get('server_cpu_us_per_msg'), 0):>12}"
           f"{fmt(nats['throughput'].get('server_cpu_us_per_msg'), 0):>16}{fmt(rat.get('throughput_server_cpu')):>15}")
+    label = "  clients' CPU per message, µs"
+    print(f"  {label:34}{fmt(bw['throughput'].get('client_cpu_us_per_msg'), 0):>12}"
+          f"{fmt(nats['throughput'].get('client_cpu_us_per_msg'), 0):>16}")
     nats_by_rate = {p["rate"]: p for p in nats["paced"]}
     rat_by_rate = {p["rate"]: p for p in rat["paced"]}
     for p in bw["paced"]:
@@ -332,7 +335,7 @@ def main() -> None:
                         "Publish call per message, an HTTP/2 request each)")
     p.add_argument("--client-threads", type=int, default=None,
                    help="threads of Bluewire's bench process, which runs its publisher and subscribers "
-                        "(default: the bench's own, 1, as each NATS client is one asyncio process; 0: one per core)")
+                        "(default: the bench's own, 1: all its clients on one thread; 0: one per core)")
     a = p.parse_args()
     a.floor = a.floor or a.floor_sign
     w = nats_fanout.workload_from(a)
@@ -382,6 +385,7 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
                                                         "nats_client_tls": a.nats_client_tls,
                                                         "bluewire_store_sync": a.store_sync,
                                                         "bluewire_linger_us": a.linger_us,
+                                                        "bluewire_client_threads": a.client_threads,
                                                         "bluewire_paced_publish": None if a.floor
                                                         else "stream" if a.paced_stream else "unary",
                                                         "bluewire_bench": ("floor --sign" if a.floor_sign else "floor")
@@ -394,7 +398,8 @@ def measure(a: argparse.Namespace, w: Workload) -> None:
               f"nats-py {info['nats_py_version']}; Bluewire: {info['bluewire_binary']} (built "
               f"{info['bluewire_binary_modified_utc']}; repository at {info['bluewire_commit']}), "
               f"{bench_label(a)}"
-              f"; 1 → {w.receivers} receiver(s){'' if a.linger_us is None else f', linger {a.linger_us} µs'}; "
+              f"; 1 → {w.receivers} receiver(s){'' if a.linger_us is None else f', linger {a.linger_us} µs'}"
+              f"{'' if a.client_threads is None else f', client threads {a.client_threads}'}; "
               f"JetStream disk sync: {pairs[0]['nats']['topology']['jetstream_sync']}")
 
 

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = (4, 1024)
@@ -24,10 +25,14 @@ BASELINE = (4, 1024)
 CONFIGS = [(4, 1024, 3000), (8, 1024, 3000), (16, 1024, 3000), (4, 16384, 1500), (4, 262144, 200)]
 
 
-def run(binary: Path, receivers: int, size: int, messages: int, rate: int, seconds: int) -> dict:
+def run(binary: Path, receivers: int, size: int, messages: int, rate: int, seconds: int,
+        client_threads: Optional[int] = None) -> dict:
     cmd = [str(binary), "--output", "json", "bench", "fanout", "--receivers", str(receivers),
            "--size", str(size), "--messages", str(messages), "--rate", str(rate),
            "--seconds", str(seconds)]
+    if client_threads is not None:
+        # Builds from before `--client-threads` refuse it: given only when asked for.
+        cmd += ["--client-threads", str(client_threads)]
     print(f"scaling: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     # Its own session: on a timeout the whole group gets SIGTERM, which the benchmark turns
     # into stopping its node processes and removing its directory.
@@ -111,15 +116,18 @@ def main() -> None:
     p.add_argument("--bluewire", type=Path, default=REPO / "target/release/bluewire")
     p.add_argument("--svg", type=Path, default=REPO / "bench/scaling.svg")
     p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument("--client-threads", type=int, default=None,
+                   help="threads of the bench's clients (default: the bench's, 1; 0: one per core, as the "
+                        "figures in BENCHMARKS.md were measured)")
     a = p.parse_args()
     rounds = []
     for k in range(a.rounds):
         order = CONFIGS[k % len(CONFIGS):] + CONFIGS[:k % len(CONFIGS)]
-        rounds.append([run(a.bluewire, n, s, m, a.rate, a.seconds) for n, s, m in order])
+        rounds.append([run(a.bluewire, n, s, m, a.rate, a.seconds, a.client_threads) for n, s, m in order])
     rows = summarise(rounds)
     svg(rows, a.svg, a.rate)
     if a.output == "json":
-        print(json.dumps({"rounds": rounds, "summary": rows, "rate": a.rate}))
+        print(json.dumps({"rounds": rounds, "summary": rows, "rate": a.rate, "client_threads": a.client_threads}))
         return
     print(f"{'config':>16} | {'msg/s':>20} | {'ratio':>11} | {'p99 ms @' + str(a.rate):>20} | {'ratio':>11} | {'CPU µs/msg':>20} | {'ratio':>11}")
     for r in rows:

@@ -72,17 +72,18 @@ pub struct Workload {
     /// Where to build the federation (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
-    /// Threads of the benchmark's own process, which runs the publisher and the subscribers
-    /// (the clients, not the nodes): 1 runs them on one thread, as a single asyncio process
-    /// runs each NATS client of `bench/compare-nats`; 0 is one per core (at most 256).
+    /// Threads that run the benchmark's own clients (its publisher and its subscribers, not
+    /// the nodes): 1 runs them all on one thread (`bench/compare-nats` runs each NATS client
+    /// as a one-thread process of its own); N from 2 to 256, N runtime workers beside the
+    /// thread that drives the benchmark; 0, one worker per core.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub client_threads: u16,
 }
 
 impl BenchCommand {
     /// The threads the benchmark's own process should run on (`--client-threads`), for the
-    /// benchmarks whose process is only the clients; `None`: the default runtime (a node of
-    /// `bench floor`, and the benchmarks that also work in their own process).
+    /// benchmarks that take it (`fanout`, `floor`); `None`: the default runtime (every other
+    /// benchmark, and a node of `bench floor`).
     pub fn client_threads(&self) -> Option<usize> {
         match self {
             BenchCommand::Fanout(a) => Some(usize::from(a.workload.client_threads)),
@@ -294,8 +295,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 type Arrivals = Arc<Mutex<HashMap<String, (u32, Option<Instant>)>>>;
 
 /// How many of `ids` have reached all `receivers` subscribers.
+/// Counted under the lock, not on a copy: with the clients on one thread, a copy of the map
+/// every poll would hold back the subscribers' arrival times.
 fn all_done(arr: &Arrivals, ids: &[String], receivers: usize) -> usize {
-    let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
+    let Ok(m) = arr.lock() else {
+        return 0;
+    };
     ids.iter()
         .filter(|id| m.get(*id).is_some_and(|e| e.0 as usize >= receivers))
         .count()
@@ -322,7 +327,9 @@ async fn wait_for_arrivals(
 /// From each publish's start (`sent[i]`, published as `ids[i]`) to its arrival at the last
 /// subscriber, in ms, sorted; publishes that did not arrive everywhere are left out.
 fn arrival_latencies(arr: &Arrivals, sent: &[Instant], ids: &[String]) -> Vec<f64> {
-    let m = arr.lock().map(|m| m.clone()).unwrap_or_default();
+    let Ok(m) = arr.lock() else {
+        return Vec::new();
+    };
     let mut lat: Vec<f64> = sent
         .iter()
         .zip(ids)

@@ -260,4 +260,30 @@ mod tests {
         let rt = super::runtime(Some(3)).unwrap();
         assert_eq!(rt.metrics().num_workers(), 3);
     }
+
+    #[test]
+    fn only_the_fan_out_and_the_floor_choose_their_clients_threads() {
+        use clap::Parser;
+        let threads = |args: &[&str]| {
+            let cli = super::Cli::try_parse_from([&["bluewire"], args].concat()).unwrap();
+            match cli.command {
+                super::Command::Bench(b) => b.client_threads(),
+                _ => panic!("not a benchmark: {args:?}"),
+            }
+        };
+        assert_eq!(threads(&["bench", "fanout"]), Some(1));
+        assert_eq!(
+            threads(&["bench", "fanout", "--client-threads", "0"]),
+            Some(0)
+        );
+        assert_eq!(
+            threads(&["bench", "floor", "--client-threads", "256"]),
+            Some(256)
+        );
+        assert_eq!(threads(&["bench", "stix"]), None);
+        assert_eq!(threads(&["bench", "subscribers"]), None);
+        let too_many =
+            super::Cli::try_parse_from(["bluewire", "bench", "fanout", "--client-threads", "257"]);
+        assert!(too_many.is_err_and(|e| e.to_string().contains("0..=256")));
+    }
 }

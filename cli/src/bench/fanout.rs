@@ -506,7 +506,7 @@ pub async fn run(a: FanoutArgs, out: Output) -> anyhow::Result<()> {
                       "throughput_publish": if a.unary_publish { "unary" } else { "stream" },
                       "paced_publish": if a.paced_stream { "stream" } else { "unary" },
                       "store_sync": a.store_sync.name(),
-                      "linger_us": linger_us},
+                      "linger_us": linger_us, "client_threads": a.workload.client_threads},
         "signature": {"hybrid_ed25519_ml_dsa_65": {"sign_per_s": hybrid.sign.round(), "verify_per_s": hybrid.verify.round(),
                                                    "bound_msg_per_s": bound.round()},
                       "ed25519_alone": {"sign_per_s": ed_only.sign.round(), "verify_per_s": ed_only.verify.round(),
@@ -884,11 +884,12 @@ async fn paced_phase(
     }
     let ids2: Vec<String> = ids2.lock().map(|v| v.clone()).unwrap_or_default();
     wait_for_arrivals(arrivals, &ids2, receivers, Duration::from_secs(60)).await;
+    // The clients' CPU over the phase, before the figures are worked out.
+    let client_cpu_s = own_cpu_seconds() - client_before;
     let lat = arrival_latencies(arrivals, &sent, &ids2);
     let mut ack_lat: Vec<f64> = acks.lock().map(|v| v.clone()).unwrap_or_default();
     ack_lat.sort_by(|a, b| a.total_cmp(b));
     // Write transactions per message: origin, then the receivers' mean.
-    let client_cpu_s = own_cpu_seconds() - client_before;
     let after = counts(fed).await?;
     Ok(Paced {
         rate,

@@ -611,7 +611,7 @@ pub async fn run(a: FloorArgs, out: Output) -> anyhow::Result<()> {
         "workload": {"publishers": 1, "receiving_nodes": receivers, "subscribers": receivers, "payload_bytes": a.size,
                      "messages": a.messages, "concurrency": a.concurrency, "paced_rates": a.rates,
                      "paced_seconds": a.seconds, "throughput_publish": "stream", "paced_publish": "stream",
-                     "signed": sign},
+                     "signed": sign, "client_threads": a.client_threads},
         "floor": what,
         "throughput": throughput,
         "paced": paced,
